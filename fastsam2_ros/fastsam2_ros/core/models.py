@@ -1,0 +1,140 @@
+"""Building SAM 2 models from the official ``sam2`` package, with checkpoint checks.
+
+Both the pruned predictor (ours) and the official ``SAM2VideoPredictor`` baseline are built from
+the same hydra configs with the same post-processing overrides, so a comparison between them is
+only about the pruning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .config import CHECKPOINT_NAMES, TrackerConfig, resolve_model_cfg, short_model_name
+from .errors import CheckpointError, InputError
+
+LOG = logging.getLogger(__name__)
+
+CHECKPOINT_HELP = (
+    "Download the official SAM 2 / SAM 2.1 checkpoints from the facebookresearch/sam2 release "
+    "(e.g. `sam2.1_hiera_tiny.pt`, see the README section 'Checkpoints') and pass the file as "
+    "`checkpoint`. Random weights are only used when `allow_random_weights` is set explicitly."
+)
+
+#: Class path of our predictor, handed to hydra so the official config instantiates it.
+PRUNED_PREDICTOR_TARGET = "fastsam2_ros.core.pruned_predictor.PrunedSAM2VideoPredictor"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda if available else cpu; a cuda request without CUDA is an error."""
+    if device in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise InputError(f"invalid device {device!r}: {exc}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} requested but CUDA is not available on this machine")
+    return dev
+
+
+def _fill_holes_available() -> bool:
+    """SAM 2's hole filling needs its optional CUDA extension; without it sam2 warns every frame
+    and returns the mask unchanged, so turning it off gives identical masks without the spam."""
+    try:
+        from sam2 import _C  # noqa: F401
+
+        return torch.cuda.is_available()
+    except Exception:  # pragma: no cover - depends on the sam2 build
+        return False
+
+
+def check_checkpoint(path: str, model_cfg: str) -> Path:
+    """Return the checkpoint path or raise CheckpointError naming it and how to get one."""
+    expected = CHECKPOINT_NAMES.get(short_model_name(model_cfg), "the matching .pt file")
+    if not path:
+        raise CheckpointError(
+            f"no SAM 2 checkpoint given for model_cfg={model_cfg!r} (expected e.g. {expected}). "
+            + CHECKPOINT_HELP)
+    p = Path(os.path.expanduser(path))
+    if not p.is_file():
+        raise CheckpointError(f"SAM 2 checkpoint not found: {p} (expected {expected}). " + CHECKPOINT_HELP)
+    if not os.access(p, os.R_OK):
+        raise CheckpointError(f"SAM 2 checkpoint is not readable: {p}")
+    return p
+
+
+def load_sam2_state_dict(path: Path) -> dict:
+    try:
+        blob = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read SAM 2 checkpoint {path}: {exc}") from exc
+    if isinstance(blob, dict) and "model" in blob and isinstance(blob["model"], dict):
+        return blob["model"]
+    if isinstance(blob, dict) and all(isinstance(v, torch.Tensor) for v in blob.values()):
+        return blob
+    raise CheckpointError(f"{path} is not a SAM 2 checkpoint (no 'model' state dict inside)")
+
+
+def build_predictor(cfg: TrackerConfig, target: Optional[str] = PRUNED_PREDICTOR_TARGET,
+                    vos_optimized: bool = False, state_dict: Optional[dict] = None):
+    """Build a SAM 2 video predictor from the official config named by ``cfg.model_cfg``.
+
+    ``target`` None builds the official ``SAM2VideoPredictor`` (the baseline). ``state_dict``
+    copies weights from another model (used to compare two predictors with the same random
+    weights). Otherwise the checkpoint is required unless ``cfg.allow_random_weights``.
+    """
+    from sam2.build_sam import build_sam2_video_predictor
+
+    config_name = resolve_model_cfg(cfg.model_cfg)
+    device = resolve_device(cfg.device)
+    ckpt = None
+    if state_dict is None:
+        if cfg.checkpoint or not cfg.allow_random_weights:
+            ckpt = check_checkpoint(cfg.checkpoint, cfg.model_cfg)
+        else:
+            warnings.warn(
+                "building SAM 2 with RANDOM weights (allow_random_weights=true): masks are "
+                "meaningless; use only for tests and smoke runs", stacklevel=2)
+    # Corrections become conditioning frames in both predictors: a refinement click must persist
+    # (with sam2's default it is stored as a non-conditioning frame and re-tracked over).
+    overrides = [f"++model.image_size={int(cfg.image_size)}",
+                 f"++model.max_obj_ptrs_in_encoder={int(cfg.max_obj_ptrs)}",
+                 "++model.add_all_frames_to_correct_as_cond=true"]
+    if target is not None:
+        overrides.append(f"++model._target_={target}")
+    torch.manual_seed(int(cfg.seed))
+    try:
+        model = build_sam2_video_predictor(config_name, ckpt_path=None, device="cpu",
+                                           hydra_overrides_extra=overrides,
+                                           vos_optimized=vos_optimized)
+    except Exception as exc:
+        raise InputError(f"cannot build SAM 2 from config {config_name!r}: {exc}") from exc
+    if ckpt is not None:
+        state_dict = load_sam2_state_dict(ckpt)
+    if state_dict is not None:
+        try:
+            missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        except RuntimeError as exc:  # shape mismatches raise even when not strict
+            raise CheckpointError(f"checkpoint {ckpt or '(state dict)'} does not match "
+                                  f"model_cfg={cfg.model_cfg!r}: {str(exc)[:400]}") from exc
+        if missing or unexpected:
+            raise CheckpointError(
+                f"checkpoint {ckpt or '(state dict)'} does not match model_cfg={cfg.model_cfg!r}: "
+                f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected "
+                f"keys (e.g. {unexpected[:3]})")
+    if not _fill_holes_available():
+        model.fill_hole_area = 0  # set after build: sam2's builder appends its own override last
+    model = model.to(device).eval()
+    return model
+
+
+def build_official_predictor(cfg: TrackerConfig, vos_optimized: bool = False,
+                             state_dict: Optional[dict] = None):
+    """The unmodified ``sam2`` SAM2VideoPredictor (or SAM2VideoPredictorVOS), same weights rules."""
+    return build_predictor(cfg, target=None, vos_optimized=vos_optimized, state_dict=state_dict)

@@ -1,0 +1,211 @@
+"""Token router: scores every top-level SAM 2 token and keeps the top-k (paper §3.4-3.6).
+
+Signals per token i of one object on one frame:
+
+* text relevance ``s_i`` (see text_relevance.py) when the object has a text prompt;
+* Monte-Carlo-dropout uncertainty ``σ̃_i``: T stochastic passes (batched as one [T, N, C] tensor)
+  of the pre-softmax attention logits of the first memory-attention layer's self-attention
+  projections, queries = dropout(tokens), keys = an 8x8 pooled context of the frame; the logit per
+  token is the log-sum-exp over keys; σ̃ = min-max normalised std over passes (paper eq. 6-8).
+  Dropout is applied only here, with its own generator — the model is never put in train mode
+  (that would change SAM 2's memory stride, pointer rule and mask binarisation). The paper
+  drops out encoder layers 3-5 instead; re-running encoder blocks T times costs more than the
+  pruning saves (design note), so the uncertainty runs on the encoder output;
+* visual context: the token itself (``x_i``, MLP input), and for the training-free fusion the
+  cosine to the object prototype (mean token under the previous mask) plus the previous mask
+  dilated by one token (expected motion).
+
+With trained weights (``router_weights``) the paper's MLP scores ``h_i = [x_i; text_i; U_i]``
+(3C -> 256 -> 1, GELU), U_i = σ̃_i W_u with W_u = argmin ||X W - σ̃||² (paper eq. 9). Without
+them a training-free fusion of the same signals is used and reported as ``training_free``.
+Scores are softmax-normalised (eq. 12); top-k of the softmax equals top-k of the logits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import CheckpointError
+from .text_relevance import TextState
+
+ROUTER_FORMAT = "fastsam2_ros.router.v1"
+
+
+class RouterMLP(nn.Module):
+    """The paper's two-layer router: Linear(3C, hidden) -> GELU -> Linear(hidden, 1)."""
+
+    def __init__(self, token_dim: int = 256, hidden: int = 256) -> None:
+        super().__init__()
+        self.token_dim = token_dim
+        self.net = nn.Sequential(nn.Linear(3 * token_dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
+
+    def forward(self, fused: torch.Tensor) -> torch.Tensor:
+        return self.net(fused).squeeze(-1)
+
+
+def save_router(mlp: RouterMLP, path: str | Path, meta: Optional[dict] = None) -> None:
+    torch.save({"format": ROUTER_FORMAT, "token_dim": mlp.token_dim,
+                "hidden": mlp.net[0].out_features, "state_dict": mlp.state_dict(),
+                "meta": dict(meta or {})}, str(path))
+
+
+def load_router(path: str | Path, token_dim: int) -> RouterMLP:
+    """Load trained router weights; any problem is a CheckpointError naming the file."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise CheckpointError(f"router weights not found: {p} (train them with "
+                              "`fastsam2-train-router`, or leave router_weights empty for the "
+                              "training-free fusion)")
+    try:
+        blob = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read router weights {p}: {exc}") from exc
+    if not isinstance(blob, dict) or blob.get("format") != ROUTER_FORMAT:
+        raise CheckpointError(f"{p} is not a fastsam2_ros router file ({ROUTER_FORMAT})")
+    if int(blob["token_dim"]) != token_dim:
+        raise CheckpointError(f"router {p} was trained for {blob['token_dim']}-dim tokens, "
+                              f"this model has {token_dim}")
+    mlp = RouterMLP(token_dim, int(blob["hidden"]))
+    mlp.load_state_dict(blob["state_dict"])
+    return mlp.eval()
+
+
+def minmax(x: torch.Tensor) -> torch.Tensor:
+    lo, hi = x.min(), x.max()
+    return (x - lo) / (hi - lo).clamp_min(1e-12)
+
+
+def standardize(x: torch.Tensor) -> torch.Tensor:
+    return (x - x.mean()) / x.std(unbiased=False).clamp_min(1e-6)
+
+
+@dataclass
+class RouterSignals:
+    """Per-token signals of one object on one frame (all [N] unless noted)."""
+
+    tokens: torch.Tensor  # [N, C]
+    uncertainty: Optional[torch.Tensor] = None
+    text: Optional[torch.Tensor] = None
+    text_vectors: Optional[torch.Tensor] = None  # [N, C]
+    prototype: Optional[torch.Tensor] = None
+    prior: Optional[torch.Tensor] = None  # previous mask (dilated), {0, 1}
+
+
+@dataclass
+class RouterOutput:
+    scores: torch.Tensor  # [N] raw router logits
+    probs: torch.Tensor  # [N] softmax of scores
+    keep_idx: torch.Tensor  # [k] sorted grid indices
+    mode: str  # mlp | training_free
+
+
+class TokenRouter(nn.Module):
+    """Computes the signals and the top-k keep set for one object on one frame."""
+
+    def __init__(self, token_dim: int, mc_passes: int = 5, mc_dropout: float = 0.1,
+                 mlp: Optional[RouterMLP] = None, seed: int = 0) -> None:
+        super().__init__()
+        self.token_dim = token_dim
+        self.mc_passes = int(mc_passes)
+        self.mc_dropout = float(mc_dropout)
+        self.mlp = mlp
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    @property
+    def mode(self) -> str:
+        return "mlp" if self.mlp is not None else "training_free"
+
+    # ---- signals ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def mc_uncertainty(self, tokens: torch.Tensor, grid_hw: tuple, attn_layer) -> Optional[torch.Tensor]:
+        """Min-max normalised std of attention logits over T dropout passes, [N] (None if T=0)."""
+        if self.mc_passes <= 0:
+            return None
+        n, c = tokens.shape
+        h, w = grid_hw
+        x = attn_layer.norm1(tokens.float())
+        grid = x.T.reshape(1, c, h, w)
+        ctx = F.adaptive_avg_pool2d(grid, (min(8, h), min(8, w))).flatten(2)[0].T  # [M, C]
+        attn = attn_layer.self_attn
+        keys = attn.k_proj(ctx)  # [M, d]
+        keep = 1.0 - self.mc_dropout
+        noise = torch.rand((self.mc_passes, n, c), generator=self.generator).to(x.device)
+        mask = (noise < keep).to(x.dtype) / max(keep, 1e-6)
+        queries = attn.q_proj(x[None] * mask)  # [T, N, d]
+        logits = queries @ keys.T / math.sqrt(keys.shape[-1])  # [T, N, M] pre-softmax
+        per_token = torch.logsumexp(logits, dim=-1)  # [T, N]
+        return minmax(per_token.std(dim=0, unbiased=False))
+
+    @staticmethod
+    def previous_mask_prior(mask_logits: Optional[torch.Tensor], grid_hw: tuple) -> Optional[torch.Tensor]:
+        """Previous low-res mask logits [1, 1, h, w] -> {0,1} per token, dilated by one token."""
+        if mask_logits is None:
+            return None
+        m = F.adaptive_max_pool2d((mask_logits.float() > 0).float(), grid_hw)
+        m = F.max_pool2d(m, kernel_size=3, stride=1, padding=1)
+        return m.flatten()
+
+    def signals(self, tokens: torch.Tensor, grid_hw: tuple, attn_layer,
+                text_state: Optional[TextState], prev_mask_logits: Optional[torch.Tensor]) -> RouterSignals:
+        sig = RouterSignals(tokens=tokens.float())
+        sig.uncertainty = self.mc_uncertainty(tokens, grid_hw, attn_layer)
+        if text_state is not None:
+            sig.text = text_state.relevance(tokens)
+            sig.text_vectors = text_state.token_vectors(tokens.float(), sig.text)
+        sig.prior = self.previous_mask_prior(prev_mask_logits, grid_hw)
+        if sig.prior is not None and sig.prior.sum() > 0:
+            proto = (tokens.float() * sig.prior[:, None]).sum(0) / sig.prior.sum()
+            sig.prototype = F.cosine_similarity(tokens.float(), proto[None], dim=-1)
+        return sig
+
+    # ---- fusion ---------------------------------------------------------------------------------
+    def fused_features(self, sig: RouterSignals) -> torch.Tensor:
+        """The paper's h_i = [x_i; text_i; U_i], [N, 3C] (zeros for a missing signal)."""
+        x = sig.tokens
+        zeros = torch.zeros_like(x)
+        text_vec = sig.text_vectors if sig.text_vectors is not None else zeros
+        if sig.uncertainty is not None:
+            u = sig.uncertainty.double()[:, None]
+            w_u = torch.linalg.lstsq(x.double(), u).solution  # [C, 1], paper eq. 9
+            unc_vec = (u * w_u.T).to(x)  # U_i = σ̃_i W_u^T
+        else:
+            unc_vec = zeros
+        return torch.cat([x, text_vec, unc_vec], dim=-1)
+
+    def training_free_scores(self, sig: RouterSignals) -> torch.Tensor:
+        """Standardised sum of the scalar signals; previous-mask tokens get a large bonus."""
+        score = torch.zeros(sig.tokens.shape[0], device=sig.tokens.device)
+        if sig.text is not None:
+            score = score + standardize(sig.text)
+        if sig.prototype is not None:
+            score = score + standardize(sig.prototype)
+        if sig.uncertainty is not None:
+            score = score + 0.5 * standardize(sig.uncertainty)
+        if sig.prior is not None:
+            score = score + 3.0 * sig.prior
+        return score
+
+    @torch.no_grad()
+    def route(self, sig: RouterSignals, keep: int) -> RouterOutput:
+        n = sig.tokens.shape[0]
+        keep = max(1, min(int(keep), n))
+        if self.mlp is not None:
+            mlp = self.mlp.to(sig.tokens.device)
+            scores = mlp(self.fused_features(sig))
+        else:
+            scores = self.training_free_scores(sig)
+        probs = torch.softmax(scores.float(), dim=0)
+        keep_idx = torch.topk(probs, keep, sorted=False).indices.sort().values
+        return RouterOutput(scores=scores, probs=probs, keep_idx=keep_idx, mode=self.mode)
+
+
+def num_kept(total: int, keep_ratio: float) -> int:
+    """Fixed k for a grid of ``total`` tokens (fixed shapes keep torch.compile happy)."""
+    return max(1, min(total, int(round(total * float(keep_ratio)))))

@@ -1,0 +1,105 @@
+"""Per-frame results and statistics of the streaming tracker (plain data, no torch tensors)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional
+
+import numpy as np
+
+STAGES = ("encoder", "router", "memory_attention", "decoder", "memory_encoder", "total")
+
+
+@dataclass
+class FrameStats:
+    """What one call of the tracker cost and what it kept.
+
+    ``stage_ms`` has every key of ``STAGES`` (ms, wall clock; CUDA is synchronised before reading).
+    Token counts are per object; ``tokens_total`` is the top-level grid size (H*W).
+    """
+
+    frame_index: int = -1
+    stage_ms: Dict[str, float] = field(default_factory=lambda: {s: 0.0 for s in STAGES})
+    tokens_total: int = 0
+    tokens_kept: Dict[int, int] = field(default_factory=dict)
+    keep_ratio: float = 1.0
+    bank_frames: int = 0
+    bank_tokens: int = 0
+    bank_bytes: int = 0
+    peak_gpu_memory_bytes: int = 0
+    gpu_memory_bytes: int = 0
+    object_ids: List[int] = field(default_factory=list)
+    router_mode: str = "dense"  # dense | mlp | training_free
+    text_mode: str = "none"  # clip_ridge | paper_lsq | none (per the objects that have text)
+    auto_prompted: List[int] = field(default_factory=list)  # objects started from text alone
+    device: str = "cpu"
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["tokens_kept"] = {str(k): v for k, v in self.tokens_kept.items()}
+        return d
+
+    @property
+    def tokens_kept_mean(self) -> float:
+        return float(np.mean(list(self.tokens_kept.values()))) if self.tokens_kept else 0.0
+
+
+@dataclass
+class FrameResult:
+    """Masks of every tracked object on one frame, at the input image's resolution."""
+
+    frame_index: int
+    masks: Dict[int, np.ndarray]  # obj_id -> bool [H, W]
+    scores: Dict[int, float]  # obj_id -> object-presence logit (> 0: visible)
+    stats: FrameStats
+    logits: Optional[Dict[int, np.ndarray]] = None  # obj_id -> float32 [H, W] (only if asked)
+
+    @property
+    def object_ids(self) -> List[int]:
+        return sorted(self.masks)
+
+    def union_mask(self, shape: Optional[tuple] = None) -> np.ndarray:
+        """uint8 0/255 union of all object masks."""
+        out = np.zeros(shape or self._shape(), dtype=np.uint8)
+        for m in self.masks.values():
+            out[m] = 255
+        return out
+
+    def label_image(self, shape: Optional[tuple] = None) -> np.ndarray:
+        """uint16 label image: pixel = object id, 0 = background. Higher ids win overlaps."""
+        out = np.zeros(shape or self._shape(), dtype=np.uint16)
+        for obj_id in sorted(self.masks):
+            out[self.masks[obj_id]] = obj_id
+        return out
+
+    def _shape(self) -> tuple:
+        for m in self.masks.values():
+            return m.shape
+        raise ValueError("no masks: pass shape= explicitly")
+
+
+class StageTimer:
+    """Accumulates wall-clock milliseconds per stage; synchronises CUDA so GPU time is counted."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.cuda = str(device).startswith("cuda")
+        self.ms: Dict[str, float] = {s: 0.0 for s in STAGES}
+
+    def _sync(self) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self._sync()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - t0) * 1e3

@@ -1,0 +1,84 @@
+"""Per-object text relevance of SAM 2 tokens.
+
+Two modes (``TrackerConfig.text_mode``):
+
+* ``paper_lsq`` — the paper's eq. 4-5: W = argmin ||X W - 1 e^T||^2, e' = W e. The solution is
+  rank one, so e' = ||e||^2 (X^T X)^+ X^T 1 does not depend on the text's direction: for
+  L2-normalised CLIP embeddings every text gives the same e' and the same token ranking (a test
+  shows it). Kept as a documented baseline only.
+* ``clip_ridge`` (default) — a per-token relevance that depends on the text: on a prompt frame a
+  ridge map W (SAM 2 token space -> CLIP space) is fitted to dense CLIP patch features of that
+  frame (MaskCLIP value path); on every frame s_i = cos(x_i W + b, e_text) costs one small matmul,
+  with no CLIP image pass.
+
+Both give the router a scalar relevance per token and a per-token vector ``text_i`` for the
+MLP input ``[x_i; text_i; unc_i]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class TextState:
+    """What one object's text prompt contributes to the router on every frame."""
+
+    mode: str  # clip_ridge | paper_lsq
+    text: str
+    text_embedding: torch.Tensor  # [D] L2-normalised CLIP text embedding
+    weight: Optional[torch.Tensor] = None  # clip_ridge: [C, D]
+    bias: Optional[torch.Tensor] = None  # clip_ridge: [D]
+    token_mean: Optional[torch.Tensor] = None  # clip_ridge: [C]
+    aligned: Optional[torch.Tensor] = None  # paper_lsq: e' [C]
+
+    def relevance(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Scalar relevance per token, [N] in [-1, 1]."""
+        tokens = tokens.float()
+        if self.mode == "paper_lsq":
+            return F.cosine_similarity(tokens, self.aligned[None].to(tokens), dim=-1)
+        pred = (tokens - self.token_mean.to(tokens)) @ self.weight.to(tokens) + self.bias.to(tokens)
+        return F.cosine_similarity(pred, self.text_embedding[None].to(tokens), dim=-1)
+
+    def direction(self) -> torch.Tensor:
+        """Unit vector in SAM 2 token space associated with the text, [C]."""
+        if self.mode == "paper_lsq":
+            return F.normalize(self.aligned.float(), dim=0)
+        return F.normalize(self.weight.float() @ self.text_embedding.float(), dim=0)
+
+    def token_vectors(self, tokens: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+        """``text_i`` of the router input, [N, C]: the paper's e' broadcast (paper_lsq) or the
+        text direction scaled by each token's relevance (clip_ridge)."""
+        if self.mode == "paper_lsq":
+            return self.aligned[None].to(tokens).expand(tokens.shape[0], -1)
+        return relevance[:, None] * self.direction()[None].to(tokens)
+
+
+def fit_paper_lsq(tokens: torch.Tensor, text_embedding: torch.Tensor, text: str) -> TextState:
+    """Paper eq. 4-5 (text-independent, see module doc): e' = W_t e, W_t = pinv(X) 1 e^T."""
+    x = tokens.double()
+    e = text_embedding.double()
+    target = torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device) @ e[None]  # [N, D]
+    w_t = torch.linalg.lstsq(x, target, driver="gelsd" if x.device.type == "cpu" else None).solution
+    aligned = (w_t @ e).float()  # [C]
+    return TextState(mode="paper_lsq", text=text, text_embedding=text_embedding.float(),
+                     aligned=aligned)
+
+
+def fit_clip_ridge(tokens: torch.Tensor, clip_dense: torch.Tensor, text_embedding: torch.Tensor,
+                   text: str, ridge: float = 1e-1) -> TextState:
+    """Fit W: SAM 2 tokens [N, C] -> dense CLIP features [N, D] by ridge regression."""
+    x = tokens.double()
+    y = clip_dense.double()
+    mean_x, mean_y = x.mean(0), y.mean(0)
+    xc, yc = x - mean_x, y - mean_y
+    gram = xc.T @ xc
+    lam = ridge * gram.diagonal().mean().clamp_min(1e-12)
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    weight = torch.linalg.solve(gram + lam * eye, xc.T @ yc)  # [C, D]
+    return TextState(mode="clip_ridge", text=text, text_embedding=text_embedding.float(),
+                     weight=weight.float(), bias=mean_y.float(), token_mean=mean_x.float())

@@ -1,0 +1,243 @@
+"""Tracker core API: bad input, checkpoints, configuration, text relevance, representative click."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fastsam2_ros.core import CheckpointError, InputError, TrackerConfig
+from fastsam2_ros.core.config import load_ros_params
+from fastsam2_ros.core.models import build_predictor
+from fastsam2_ros.core.prompts import representative_click
+from fastsam2_ros.core.text_relevance import fit_clip_ridge, fit_paper_lsq
+from fastsam2_ros.core.tracker import StreamingTracker
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "tracker.yaml"
+
+
+@pytest.fixture(scope="module")
+def tracker_cfg():
+    return TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=128,
+                         device="cpu", keep_ratio=0.3, mc_passes=3)
+
+
+@pytest.fixture(scope="module")
+def model(tracker_cfg):
+    return build_predictor(tracker_cfg)
+
+
+# ------------------------------------------------------------------------------ bad input
+BAD_FRAMES = {
+    "float image": np.zeros((40, 50, 3), np.float32),
+    "gray image": np.zeros((40, 50), np.uint8),
+    "four channels": np.zeros((40, 50, 4), np.uint8),
+    "empty image": np.zeros((0, 0, 3), np.uint8),
+    "list": [[1, 2, 3]],
+}
+BAD_PROMPTS = {
+    "NaN click": dict(points=[[np.nan, 3.0]], labels=[1]),
+    "click outside": dict(points=[[500.0, 3.0]], labels=[1]),
+    "negative click": dict(points=[[-1.0, 3.0]], labels=[1]),
+    "label 2": dict(points=[[5.0, 3.0]], labels=[2]),
+    "labels count": dict(points=[[5.0, 3.0], [6, 6]], labels=[1]),
+    "points without labels": dict(points=[[5.0, 3.0]]),
+    "empty box": dict(box=[10, 10, 5, 20]),
+    "box outside": dict(box=[300, 300, 400, 400]),
+    "NaN box": dict(box=[0, 0, np.nan, 5]),
+    "mask shape": dict(mask=np.ones((3, 3), bool)),
+    "empty mask": dict(mask=np.zeros((120, 160), bool)),
+    "huge text": dict(text="x" * 100_000),
+    "empty text": dict(text="   "),
+    "nothing": dict(),
+}
+
+
+def test_bad_input_raises_clear_errors_and_tracker_keeps_working(tracker_cfg, model, video):
+    frames, _, _ = video
+    tracker = StreamingTracker(tracker_cfg, model=model)
+    with pytest.raises(InputError, match="no frame"):
+        tracker.add_prompt(1, points=[[5, 5]], labels=[1])
+    first = tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    for name, frame in BAD_FRAMES.items():
+        with pytest.raises(InputError):
+            tracker.track(frame)
+    for name, kwargs in BAD_PROMPTS.items():
+        with pytest.raises(InputError) as err:
+            tracker.add_prompt(1, **kwargs)
+        assert str(err.value), name
+    for bad_id in (0, -3, 70000, "1", 1.5, None, True):
+        with pytest.raises(InputError, match="object id"):
+            tracker.add_prompt(bad_id, points=[[5, 5]], labels=[1])
+    with pytest.raises(InputError, match="unknown object id 9"):
+        tracker.remove_object(9)
+    for ratio in (0.0, -0.1, 1.01, float("nan"), float("inf")):
+        with pytest.raises(InputError, match="keep_ratio"):
+            tracker.set_keep_ratio(ratio)
+    assert tracker.keep_ratio == 0.3 and tracker.object_ids == [1] and tracker.frame_index == 0
+    # nothing above changed the state: a fresh tracker given the same calls agrees exactly
+    res = tracker.track(frames[1])
+    clean = StreamingTracker(tracker_cfg, model=model)
+    clean.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    ref = clean.track(frames[1])
+    assert np.array_equal(res.masks[1], ref.masks[1])
+    assert res.masks[1].shape == frames[1].shape[:2] and res.masks[1].dtype == bool
+    assert np.array_equal(first.masks[1].shape, frames[0].shape[:2])
+
+
+def test_objects_add_remove_reset_and_outputs(tracker_cfg, model, video):
+    frames, _, _ = video
+    tracker = StreamingTracker(tracker_cfg, model=model)
+    tracker.track(frames[0])  # no object yet: nothing to do, frame becomes current
+    res = tracker.add_prompt(3, box=[20, 40, 62, 82])
+    res = tracker.add_prompt(7, mask=video[2][0])
+    assert res.object_ids == [3, 7] and tracker.frame_index == 0
+    labels = res.label_image()
+    assert labels.dtype == np.uint16 and set(np.unique(labels)) <= {0, 3, 7}
+    assert np.array_equal(res.union_mask() > 0, res.masks[3] | res.masks[7])
+    assert set(np.unique(res.union_mask())) <= {0, 255}
+    tracker.remove_object(3)
+    res = tracker.track(frames[1])
+    assert res.object_ids == [7] and res.stats.object_ids == [7]
+    tracker.reset()
+    assert tracker.object_ids == [] and tracker.frame_index == -1
+    assert tracker.memory_bank_size() == {"frames": 0, "tokens": 0, "bytes": 0}
+    for key in ("encoder", "router", "memory_attention", "decoder", "memory_encoder", "total"):
+        assert key in res.stats.stage_ms
+    assert res.stats.stage_ms["total"] >= res.stats.stage_ms["encoder"] > 0
+
+
+def test_max_objects_limit(tracker_cfg, model, video):
+    frames, _, _ = video
+    tracker = StreamingTracker(tracker_cfg.replace(max_objects=1), model=model)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    with pytest.raises(InputError, match="max_objects"):
+        tracker.add_prompt(2, points=[[100, 30]], labels=[1])
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    cfg = TrackerConfig(model_cfg="tiny", image_size=128, device="cpu")
+    with pytest.raises(CheckpointError, match="sam2.1_hiera_tiny.pt"):
+        build_predictor(cfg)  # no path, random weights not allowed
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(CheckpointError, match=str(missing)):
+        build_predictor(cfg.replace(checkpoint=str(missing)))
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="junk.pt"):
+        build_predictor(cfg.replace(checkpoint=str(junk)))
+
+
+def test_checkpoint_round_trip_and_mismatch(tmp_path, tracker_cfg, model):
+    path = tmp_path / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": model.state_dict()}, path)
+    loaded = build_predictor(tracker_cfg.replace(allow_random_weights=False, checkpoint=str(path), seed=5))
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    with pytest.raises(CheckpointError, match="does not match"):
+        build_predictor(tracker_cfg.replace(model_cfg="small", allow_random_weights=False,
+                                            checkpoint=str(path)))
+
+
+# ------------------------------------------------------------------------------ configuration
+def test_yaml_defaults_equal_dataclass_defaults():
+    params = load_ros_params(CONFIG)
+    defaults = TrackerConfig().to_dict()
+    for name, value in defaults.items():
+        assert name in params, f"{name} missing from config/tracker.yaml"
+        assert params[name] == value, f"{name}: yaml {params[name]!r} != default {value!r}"
+    assert TrackerConfig.from_yaml(CONFIG) == TrackerConfig()
+
+
+def test_config_validation():
+    with pytest.raises(InputError, match="keep_ratio"):
+        TrackerConfig(keep_ratio=0)
+    with pytest.raises(InputError, match="model_cfg"):
+        TrackerConfig(model_cfg="huge")
+    with pytest.raises(InputError, match="unknown tracker parameter"):
+        TrackerConfig.from_mapping({"keep_ration": 0.3})
+    with pytest.raises(InputError, match="image_size"):
+        TrackerConfig(image_size=100)
+    assert TrackerConfig.from_mapping({"keep_ratio": "0.5", "bf16": "false"}).bf16 is False
+
+
+# ------------------------------------------------------------------------------ text relevance
+def test_clip_ridge_relevance_depends_on_text_and_paper_lsq_does_not():
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randn(256, 32, generator=g)
+    clip_dense = torch.nn.functional.normalize(tokens @ torch.randn(32, 16, generator=g), dim=-1)
+    e1 = torch.nn.functional.normalize(torch.randn(16, generator=g), dim=0)
+    e2 = torch.nn.functional.normalize(torch.randn(16, generator=g), dim=0)
+    r1 = fit_clip_ridge(tokens, clip_dense, e1, "a").relevance(tokens)
+    r2 = fit_clip_ridge(tokens, clip_dense, e2, "b").relevance(tokens)
+    top1, top2 = set(torch.topk(r1, 64).indices.tolist()), set(torch.topk(r2, 64).indices.tolist())
+    assert len(top1 & top2) < 40  # different texts rank tokens differently
+    # the ridge map recovers the CLIP similarity it was fitted to
+    target = clip_dense @ e1
+    assert torch.corrcoef(torch.stack([r1, target]))[0, 1] > 0.9
+    # paper eq. 4-5: e' = ||e||^2 pinv(X) 1 -> identical for any unit-norm text
+    p1, p2 = fit_paper_lsq(tokens, e1, "a"), fit_paper_lsq(tokens, e2, "b")
+    assert torch.nn.functional.cosine_similarity(p1.aligned, p2.aligned, dim=0) > 0.9999
+    assert torch.equal(torch.argsort(p1.relevance(tokens)), torch.argsort(p2.relevance(tokens)))
+
+
+def test_text_prompt_changes_token_ranking_in_the_tracker(tracker_cfg, model, video):
+    frames, _, _ = video
+    cfg = tracker_cfg.replace(text_mode="clip_ridge", mc_passes=0)
+    kept = {}
+    for text in ("a red ball", "the green box on the right"):
+        tracker = StreamingTracker(cfg, model=model)
+        tracker.router.mc_passes = 0
+        res = tracker.add_prompt(1, points=[[40, 60]], labels=[1], text=text, image=frames[0])
+        assert res.stats.text_mode == "clip_ridge"
+        state = tracker.objects[1].text_state
+        assert state is not None and state.text == text
+        tokens, _ = tracker._current_tokens()
+        kept[text] = torch.topk(state.relevance(tokens), 19).indices.tolist()
+    a, b = kept.values()
+    assert set(a) != set(b)
+
+
+def test_text_only_prompt_starts_tracking_by_itself(tracker_cfg, model, video):
+    frames, _, _ = video
+    tracker = StreamingTracker(tracker_cfg.replace(mc_passes=0), model=model)
+    res = tracker.add_prompt(4, text="the red ball", image=frames[0])
+    assert res.stats.auto_prompted == [4] and res.object_ids == [4]
+    res = tracker.track(frames[1])
+    assert res.object_ids == [4] and res.stats.auto_prompted == []
+    with pytest.raises(InputError, match="text_mode"):
+        StreamingTracker(tracker_cfg.replace(text_mode="none"), model=model).add_prompt(
+            5, text="a cup", image=frames[0])
+
+
+def test_text_needs_clip_weights_unless_random_allowed(tmp_path, tracker_cfg, model, video):
+    frames, _, _ = video
+    path = tmp_path / "sam.pt"
+    torch.save({"model": model.state_dict()}, path)
+    cfg = tracker_cfg.replace(allow_random_weights=False, checkpoint=str(path))
+    tracker = StreamingTracker(cfg, model=model)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    with pytest.raises(CheckpointError, match="clip_weights"):
+        tracker.add_prompt(1, points=[[41, 60]], labels=[1], text="a red ball")
+    assert tracker.track(frames[1]).object_ids == [1]
+
+
+# ------------------------------------------------------------------------------ click helper
+def test_representative_click_lies_deep_inside_rings_and_c_shapes():
+    yy, xx = np.mgrid[:101, :101]
+    r = np.hypot(xx - 50, yy - 50)
+    ring = (r > 30) & (r < 45)
+    x, y = representative_click(ring)
+    assert ring[y, x] and 36 <= np.hypot(x - 50, y - 50) <= 39  # mid-band, not the hole
+    c_shape = ring & ~((xx > 50) & (np.abs(yy - 50) < 12))
+    x, y = representative_click(c_shape)
+    assert c_shape[y, x]
+    square = np.zeros((20, 30), bool)
+    square[5:16, 10:21] = True
+    assert representative_click(square) == (15, 10)
+    speck_and_blob = square.copy()
+    speck_and_blob[0, 0] = True
+    assert representative_click(speck_and_blob) == (15, 10)
+    with pytest.raises(InputError):
+        representative_click(np.zeros((5, 5), bool))

