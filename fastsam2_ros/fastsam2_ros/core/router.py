@@ -18,6 +18,8 @@ Signals per token i of one object on one frame:
 With trained weights (``router_weights``) the paper's MLP scores ``h_i = [x_i; text_i; U_i]``
 (3C -> 256 -> 1, GELU), U_i = σ̃_i W_u with W_u = argmin ||X W - σ̃||² (paper eq. 9). Without
 them a training-free fusion of the same signals is used and reported as ``training_free``.
+Both add a bonus to tokens under the object's previous mask (dilated by one token): the paper's
+MLP input says what a token is, not where the tracked object was a frame ago.
 Scores are softmax-normalised (eq. 12); top-k of the softmax equals top-k of the logits.
 """
 
@@ -36,6 +38,8 @@ from .errors import CheckpointError
 from .text_relevance import TextState
 
 ROUTER_FORMAT = "fastsam2_ros.router.v1"
+#: Score bonus (in standard deviations) of tokens under the object's previous mask, dilated.
+PRIOR_BONUS = 3.0
 
 
 class RouterMLP(nn.Module):
@@ -189,7 +193,7 @@ class TokenRouter(nn.Module):
         if sig.uncertainty is not None:
             score = score + 0.5 * standardize(sig.uncertainty)
         if sig.prior is not None:
-            score = score + 3.0 * sig.prior
+            score = score + PRIOR_BONUS * sig.prior
         return score
 
     @torch.no_grad()
@@ -198,7 +202,9 @@ class TokenRouter(nn.Module):
         keep = max(1, min(int(keep), n))
         if self.mlp is not None:
             mlp = self.mlp.to(sig.tokens.device)
-            scores = mlp(self.fused_features(sig))
+            scores = standardize(mlp(self.fused_features(sig)).float())
+            if sig.prior is not None:  # the MLP input does not say where the object just was
+                scores = scores + PRIOR_BONUS * sig.prior
         else:
             scores = self.training_free_scores(sig)
         probs = torch.softmax(scores.float(), dim=0)

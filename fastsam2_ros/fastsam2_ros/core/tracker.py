@@ -220,6 +220,28 @@ class StreamingTracker:
             self.objects[obj_id] = obj
         return self._result(timer, auto_prompted=auto)
 
+    def frame_tokens(self, image: np.ndarray):
+        """Make ``image`` the current frame without tracking and return its top-level encoder
+        tokens [N, C] and grid (H, W): what the router scores (router training, inspection)."""
+        image = validate_image(image)
+        self._require_model()
+        if self.objects:
+            raise InputError("frame_tokens needs a tracker without objects (call reset())")
+        with self._inference():
+            self._start_frame(image)
+            self._encode(StageTimer(str(self.device)))
+            tokens, grid = self._current_tokens()
+        return tokens, tuple(grid)
+
+    def text_state(self, text: str) -> Optional[TextState]:
+        """The router's text signal for ``text`` fitted on the current frame (None: text_mode none)."""
+        text = validate_text(text, self.cfg.max_text_length)
+        if self._image is None:
+            raise InputError("no current frame")
+        with self._inference():
+            self._encode(StageTimer(str(self.device)))
+            return self._fit_text(text)
+
     def memory_bank_size(self) -> Dict[str, int]:
         """Frames with stored memory features, stored tokens, and bytes of all stored tensors."""
         frames = tokens = nbytes = 0

@@ -1,0 +1,177 @@
+"""``fastsam2-train-router``: train the paper's router MLP on a DAVIS-layout dataset.
+
+For every annotated frame and object, the frozen SAM 2 encoder gives the top-level tokens; the
+router computes the same signals it uses when tracking (MC-dropout uncertainty, text relevance
+when a text per object is given, the previous frame's ground-truth mask standing in for the
+tracker's previous prediction) and the fused input h_i = [x_i; text_i; U_i]. The target of a token
+is whether the object (dilated by one token) covers it — the tokens memory attention must keep.
+The MLP is trained with class-balanced binary cross-entropy; the held-out recall of object tokens
+within the top-k is reported and stored in the file's metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .core.config import TrackerConfig
+from .core.errors import FastSam2Error, InputError
+from .core.router import RouterMLP, TokenRouter, num_kept, save_router
+
+
+def _grid_target(mask: np.ndarray, grid: Tuple[int, int]) -> torch.Tensor:
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    m = F.adaptive_max_pool2d(m, grid)
+    return F.max_pool2d(m, 3, stride=1, padding=1).flatten()
+
+
+def collect_examples(tracker, dataset, texts: Dict[str, Dict[str, str]], max_frames: Optional[int],
+                     log=print) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """(fused features [N, 3C], target [N]) for every annotated frame and object."""
+    model = tracker.model
+    router: TokenRouter = tracker.router
+    examples = []
+    for seq in dataset:
+        seq = seq.truncated(max_frames)
+        frames = seq.read_frames()
+        labels = seq.read_labels(frames[0].shape)
+        prev: Dict[int, np.ndarray] = {}
+        for name, frame in zip(seq.frame_names, frames):
+            if name not in labels:
+                continue
+            tracker.reset()
+            tokens, grid = tracker.frame_tokens(frame)
+            label = labels[name]
+            for obj_id in [int(v) for v in np.unique(label) if v != 0]:
+                text = texts.get(seq.name, {}).get(str(obj_id))
+                text_state = tracker.text_state(text) if text else None
+                prior = None
+                if obj_id in prev:  # previous frame's mask as logits (> 0 inside)
+                    m = torch.from_numpy(prev[obj_id].astype(np.float32))[None, None]
+                    prior = (m * 2 - 1).to(tokens.device)
+                with torch.no_grad():
+                    sig = router.signals(tokens, grid, model.memory_attention.layers[0],
+                                         text_state, prior)
+                    feats = router.fused_features(sig).float().cpu()
+                examples.append((feats, _grid_target(label == obj_id, grid)))
+            prev = {int(v): label == v for v in np.unique(label) if v != 0}
+        log(f"{seq.name}: {len(examples)} examples so far")
+    if not examples:
+        raise InputError("no annotated object found in the dataset")
+    return examples
+
+
+def train(examples, token_dim: int, epochs: int, lr: float, seed: int, keep_ratio: float,
+          log=print) -> Tuple[RouterMLP, dict]:
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    n_val = max(1, len(order) // 5) if len(order) > 1 else 0
+    val, trn = order[:n_val], order[n_val:] or order
+    mlp = RouterMLP(token_dim)
+    opt = torch.optim.Adam(mlp.parameters(), lr=lr)
+    pos = torch.cat([examples[i][1] for i in trn]).mean().clamp(1e-3, 1 - 1e-3)
+    pos_weight = (1 - pos) / pos
+
+    def loss_of(idx):
+        feats, target = examples[idx]
+        return F.binary_cross_entropy_with_logits(mlp(feats), target, pos_weight=pos_weight)
+
+    def recall(idxs):
+        hits = total = 0
+        with torch.no_grad():
+            for i in idxs:
+                feats, target = examples[i]
+                k = num_kept(target.numel(), keep_ratio)
+                top = torch.topk(mlp(feats), k).indices
+                hits += float(target[top].sum())
+                total += float(target.sum())
+        return hits / total if total else float("nan")
+
+    with torch.no_grad():
+        first_loss = float(np.mean([float(loss_of(i)) for i in trn]))
+    history = [first_loss]
+    for epoch in range(epochs):
+        rng.shuffle(trn)
+        losses = []
+        for i in trn:
+            opt.zero_grad()
+            loss = loss_of(i)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        history.append(float(np.mean(losses)))
+        log(f"epoch {epoch + 1}/{epochs}: train loss {history[-1]:.4f}")
+    metrics = {"train_loss_history": history, "train_examples": len(trn), "val_examples": len(val),
+               f"train_recall_at_{keep_ratio:g}": recall(trn),
+               f"val_recall_at_{keep_ratio:g}": recall(val) if val else None,
+               "positive_fraction": float(pos)}
+    return mlp.eval(), metrics
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="fastsam2-train-router", description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="DAVIS-layout dataset (JPEGImages + Annotations)")
+    p.add_argument("--out", required=True, help="router weights file to write (.pt)")
+    p.add_argument("--model", default="tiny")
+    weights = p.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--checkpoint", help="official SAM 2 checkpoint")
+    weights.add_argument("--random-weights", action="store_true", help="smoke runs only")
+    p.add_argument("--image-size", type=int, default=1024)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--resolution", default="480p")
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--text-prompts", help="JSON {sequence: {object_id: text}}")
+    p.add_argument("--clip-weights", default="")
+    p.add_argument("--text-mode", default="clip_ridge", choices=["clip_ridge", "paper_lsq"])
+    p.add_argument("--mc-passes", type=int, default=5)
+    p.add_argument("--keep-ratio", type=float, default=0.3, help="ratio the recall is reported at")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
+    try:
+        from .core.tracker import StreamingTracker
+        from .eval.davis_io import DavisDataset
+
+        cfg = TrackerConfig(model_cfg=args.model, checkpoint=args.checkpoint or "",
+                            allow_random_weights=args.random_weights, device=args.device,
+                            image_size=args.image_size, mc_passes=args.mc_passes,
+                            text_mode=args.text_mode, clip_weights=args.clip_weights,
+                            keep_ratio=args.keep_ratio, seed=args.seed)
+        texts = {}
+        if args.text_prompts:
+            try:
+                texts = json.loads(Path(args.text_prompts).read_text())
+            except (OSError, ValueError) as exc:
+                raise InputError(f"cannot read text prompts {args.text_prompts}: {exc}") from exc
+        tracker = StreamingTracker(cfg)
+        examples = collect_examples(tracker, DavisDataset(args.data, args.resolution), texts,
+                                    args.max_frames)
+        mlp, metrics = train(examples, tracker.model.hidden_dim, args.epochs, args.lr, args.seed,
+                             args.keep_ratio)
+    except (FastSam2Error, ValueError) as exc:
+        print(f"fastsam2-train-router: error: {exc}", file=sys.stderr)
+        return 2
+    meta = {"dataset": str(args.data), "model_cfg": args.model, "image_size": args.image_size,
+            "mc_passes": args.mc_passes, "text_mode": args.text_mode if texts else "none",
+            "random_weights": bool(args.random_weights), "epochs": args.epochs, **metrics}
+    save_router(mlp, args.out, meta)
+    print(json.dumps({k: v for k, v in meta.items() if k != "train_loss_history"}, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
