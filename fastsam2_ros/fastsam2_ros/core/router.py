@@ -120,7 +120,15 @@ class TokenRouter(nn.Module):
         self.mc_passes = int(mc_passes)
         self.mc_dropout = float(mc_dropout)
         self.mlp = mlp
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.seed = int(seed)
+        self._generators = {}
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        """A seeded generator per device, so dropout masks are reproducible and made in place."""
+        key = str(device)
+        if key not in self._generators:
+            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generators[key]
 
     @property
     def mode(self) -> str:
@@ -140,7 +148,8 @@ class TokenRouter(nn.Module):
         attn = attn_layer.self_attn
         keys = attn.k_proj(ctx)  # [M, d]
         keep = 1.0 - self.mc_dropout
-        noise = torch.rand((self.mc_passes, n, c), generator=self.generator).to(x.device)
+        noise = torch.rand((self.mc_passes, n, c), generator=self._generator(x.device),
+                           device=x.device)
         mask = (noise < keep).to(x.dtype) / max(keep, 1e-6)
         queries = attn.q_proj(x[None] * mask)  # [T, N, d]
         logits = queries @ keys.T / math.sqrt(keys.shape[-1])  # [T, N, M] pre-softmax

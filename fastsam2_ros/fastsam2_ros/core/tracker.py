@@ -130,8 +130,10 @@ class StreamingTracker:
         self.cfg.replace(keep_ratio=keep_ratio)  # validates
         self.keep_ratio = float(keep_ratio)
 
-    def reset(self) -> None:
-        """Forget all objects and memory (the model stays loaded)."""
+    def reset(self, num_frames_hint: Optional[int] = None) -> None:
+        """Forget all objects and memory (the model stays loaded). ``num_frames_hint``: see
+        ``__init__``; offline tools pass each clip's length to compare with the official predictor."""
+        self._num_frames = int(num_frames_hint) if num_frames_hint else STREAM_LENGTH
         self.objects.clear()
         self._frame = _CurrentFrame()
         self._image = None

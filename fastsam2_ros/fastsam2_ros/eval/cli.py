@@ -1,0 +1,336 @@
+"""``fastsam2-eval``: score DAVIS predictions, run the tracker in several modes, make a synthetic set.
+
+Examples::
+
+    fastsam2-eval synth --out /tmp/synth --sequences 3 --frames 12 --size 320x240
+    fastsam2-eval run --dataset /tmp/synth --random-weights --image-size 256 \\
+        --modes official,dense,pruned --keep-ratios 0.3,0.5 --out out/eval-synth
+    fastsam2-eval run --dataset DAVIS --imageset val --checkpoint sam2.1_hiera_tiny.pt --model tiny
+    fastsam2-eval run --frames clip.mp4 --first-mask first.png --checkpoint ... --modes dense,pruned
+    fastsam2-eval score --gt DAVIS --pred out/eval/pruned_0.30 --json scores.json
+
+Errors in the inputs end with exit status 2 and one line naming the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence
+
+from ..core.errors import FastSam2Error, InputError
+
+LOG = logging.getLogger("fastsam2_ros.eval")
+
+
+def _floats(text: str) -> List[float]:
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+    if not vals:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return vals
+
+
+def _names(text: str) -> List[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastsam2-eval", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("score", help="score predictions against ground truth (DAVIS 2017 conventions)")
+    s.add_argument("--gt", required=True, help="ground truth: DAVIS root or folder of sequence folders")
+    s.add_argument("--pred", required=True, help="predictions: DAVIS root or folder of sequence folders")
+    s.add_argument("--json", help="write the scores as JSON here")
+    s.add_argument("--sequences", type=_names, help="comma-separated sequences (default: all GT sequences)")
+    s.add_argument("--imageset", help="sequences from ImageSets/<year>/<NAME>.txt of --gt (e.g. val)")
+    s.add_argument("--resolution", default="480p")
+    s.add_argument("--all-frames", action="store_true",
+                   help="also score the first and last frame (NOT the DAVIS protocol)")
+    s.add_argument("--objects", choices=("first", "all"), default="first",
+                   help="first: ids of the first annotated frame (DAVIS); all: also objects that "
+                        "appear later (not the DAVIS protocol)")
+    s.add_argument("--per-frame", action="store_true", help="include per-frame J/F in the JSON")
+    s.add_argument("--no-progress", action="store_true")
+
+    r = sub.add_parser("run", help="run the tracker (official/dense/pruned) and report accuracy and cost")
+    src = r.add_argument_group("input (one of)")
+    src.add_argument("--dataset", help="DAVIS-layout dataset root (JPEGImages/ + Annotations/)")
+    src.add_argument("--frames", help="folder of images, video file or rosbag2 (needs --first-mask)")
+    src.add_argument("--first-mask", help="label PNG of the first frame (object ids) for --frames")
+    src.add_argument("--topic", help="image topic of a rosbag (default: its only image topic)")
+    r.add_argument("--sequences", type=_names, help="comma-separated sequences of --dataset")
+    r.add_argument("--imageset", help="sequences from ImageSets/<year>/<NAME>.txt (e.g. val)")
+    r.add_argument("--resolution", default="480p")
+    r.add_argument("--max-frames", type=int, help="use only the first N frames of each sequence")
+    m = r.add_argument_group("model")
+    w = m.add_mutually_exclusive_group()
+    w.add_argument("--checkpoint", help="official SAM 2 / 2.1 checkpoint (.pt)")
+    w.add_argument("--random-weights", action="store_true",
+                   help="random weights (smoke tests: accuracy is meaningless)")
+    m.add_argument("--model", help="tiny|small|base_plus|large or a sam2 config name")
+    m.add_argument("--image-size", type=int, help="SAM 2 input side (default from config: 1024)")
+    m.add_argument("--device", help="auto|cpu|cuda|cuda:N")
+    m.add_argument("--config", help="tracker parameter YAML (config/tracker.yaml); flags override it")
+    r.add_argument("--modes", type=_names, default=["official", "dense", "pruned"],
+                   help="comma-separated: official,dense,pruned (default: all)")
+    r.add_argument("--keep-ratios", type=_floats, default=[0.3, 0.5],
+                   help="keep ratios of the pruned mode (default 0.3,0.5)")
+    r.add_argument("--refine", action=argparse.BooleanOptionalAction, default=False,
+                   help="simulated refinement clicks when a frame's J&F < --refine-threshold")
+    r.add_argument("--refine-threshold", type=float, default=0.8)
+    r.add_argument("--max-rounds", type=int, default=10, help="refinement rounds per sequence")
+    r.add_argument("--clicks-per-round", type=int, default=3)
+    r.add_argument("--text-prompts", help='JSON {"seq": {"obj_id": "text"}} passed with the clicks')
+    r.add_argument("--out", default="out/eval", help="output folder (predictions, report)")
+    r.add_argument("--json", help="report JSON (default OUT/report.json)")
+    r.add_argument("--markdown", help="markdown table (default OUT/report.md)")
+    r.add_argument("--plot", help="PNG plot (default OUT/report.png)")
+    r.add_argument("--save-masks", action=argparse.BooleanOptionalAction, default=True,
+                   help="write predicted label PNGs under OUT/<mode>/<seq>/")
+    r.add_argument("--warmup", type=int, default=2, help="untimed warm-up frames per mode")
+    r.add_argument("--no-progress", action="store_true")
+
+    y = sub.add_parser("synth", help="write a small synthetic DAVIS-layout dataset")
+    y.add_argument("--out", required=True)
+    y.add_argument("--sequences", type=int, default=3)
+    y.add_argument("--frames", type=int, default=12)
+    y.add_argument("--size", default="320x240", help="WIDTHxHEIGHT")
+    y.add_argument("--objects", type=int, default=2, help="objects per sequence")
+    y.add_argument("--seed", type=int, default=0)
+    return p
+
+
+# --------------------------------------------------------------------------------------------------
+def cmd_score(args) -> int:
+    from .report import score_report, write_json
+    from .scoring import format_scores, score_folders
+
+    progress = None
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        progress = lambda it: tqdm(list(it), desc="scoring", unit="seq")  # noqa: E731
+    result = score_folders(args.gt, args.pred, sequences=args.sequences, resolution=args.resolution,
+                           drop_first_last=not args.all_frames, imageset=args.imageset,
+                           progress=progress, objects=args.objects)
+    print(format_scores(result))
+    if args.json:
+        path = write_json(args.json, score_report(result, args.gt, args.pred, args.per_frame))
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from .synthetic import generate_dataset
+
+    out = generate_dataset(args.out, sequences=args.sequences, frames=args.frames, size=args.size,
+                           objects=args.objects, seed=args.seed)
+    print(f"wrote synthetic DAVIS-layout dataset to {out} ({args.sequences} sequences x "
+          f"{args.frames} frames, {args.size}, {args.objects} objects)")
+    return 0
+
+
+def load_text_prompts(path: Optional[str]) -> Dict[str, Dict[int, str]]:
+    """``{seq: {obj_id: text}}`` from JSON, validated (errors name the file)."""
+    if not path:
+        return {}
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"text prompt file not found: {p}")
+    try:
+        data = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot parse text prompt file {p}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InputError(f'{p}: expected {{"sequence": {{"object id": "text"}}}}')
+    out: Dict[str, Dict[int, str]] = {}
+    for seq, objs in data.items():
+        if not isinstance(objs, dict):
+            raise InputError(f"{p}: entry of sequence {seq!r} must map object ids to texts")
+        out[str(seq)] = {}
+        for k, text in objs.items():
+            try:
+                obj = int(k)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"{p}: object id {k!r} of sequence {seq!r} is not an integer") from exc
+            if not isinstance(text, str) or not text.strip():
+                raise InputError(f"{p}: text of object {k} in sequence {seq!r} must be a non-empty string")
+            out[str(seq)][obj] = text
+    return out
+
+
+def _tracker_config(args):
+    from ..core.config import TrackerConfig
+
+    overrides = {}
+    if args.model:
+        overrides["model_cfg"] = args.model
+    if args.image_size:
+        overrides["image_size"] = args.image_size
+    if args.device:
+        overrides["device"] = args.device
+    if args.checkpoint:
+        overrides["checkpoint"] = args.checkpoint
+        overrides["allow_random_weights"] = False
+    if args.random_weights:
+        overrides["allow_random_weights"] = True
+        overrides["checkpoint"] = ""
+    if args.config:
+        cfg = TrackerConfig.from_yaml(args.config, overrides=overrides)
+    else:
+        cfg = TrackerConfig.from_mapping(overrides)
+    if not cfg.allow_random_weights:
+        from ..core.models import check_checkpoint  # CheckpointError naming the file
+
+        check_checkpoint(cfg.checkpoint, cfg.model_cfg)
+    return cfg
+
+
+def _sequence_sources(args, texts):
+    """(loader, prompts cache, total_frames, input_info) for --dataset or --frames."""
+    from .davis_io import DavisDataset, DatasetError, read_label_png
+    from .runner import SequenceInput, plan_prompts
+
+    prompts_cache: Dict[str, list] = {}
+
+    if args.dataset:
+        if args.frames or args.first_mask or args.topic:
+            raise InputError("--dataset cannot be combined with --frames/--first-mask/--topic")
+        ds = DavisDataset(args.dataset, resolution=args.resolution, sequences=args.sequences,
+                          imageset=args.imageset)
+        seqs = [ds.sequence(n).truncated(args.max_frames) for n in ds.sequence_names]
+
+        def load() -> Iterator[SequenceInput]:
+            for sd in seqs:
+                frames = sd.read_frames()
+                labels = sd.read_labels(frames[0].shape)
+                index = {n: i for i, n in enumerate(sd.frame_names)}
+                gt = {index[n]: lab for n, lab in labels.items()}
+                if sd.name not in prompts_cache:
+                    prompts_cache[sd.name] = plan_prompts(gt, texts.get(sd.name),
+                                                          where=f"sequence {sd.name!r}")
+                yield SequenceInput(sd.name, frames, sd.frame_names, gt, prompts_cache[sd.name])
+
+        info = {"kind": "davis", "path": str(Path(args.dataset)), "resolution": args.resolution,
+                "sequences": [s.name for s in seqs], "frames": sum(len(s) for s in seqs),
+                "max_frames": args.max_frames}
+        return load, prompts_cache, info["frames"], info
+
+    if not args.frames:
+        raise InputError("give --dataset DIR (DAVIS layout) or --frames PATH with --first-mask PNG")
+    if not args.first_mask:
+        raise InputError("--frames needs --first-mask: a label PNG of the first frame (0 = background, "
+                         "k = object k) that defines the objects and their clicks")
+    from ..frame_sources import open_frames
+
+    src = open_frames(args.frames, topic=args.topic, max_frames=args.max_frames)
+    first = read_label_png(args.first_mask)
+    name = Path(args.frames).stem or "sequence"
+
+    def load() -> Iterator[SequenceInput]:
+        frames = src.read_all()
+        if first.shape != frames[0].shape[:2]:
+            raise DatasetError(f"first-frame mask {args.first_mask} is {first.shape[1]}x{first.shape[0]} "
+                               f"but the frames of {args.frames} are {frames[0].shape[1]}x{frames[0].shape[0]}")
+        gt = {0: first}
+        if name not in prompts_cache:
+            prompts_cache[name] = plan_prompts(gt, texts.get(name), where=str(args.first_mask))
+        yield SequenceInput(name, frames, list(src.names), gt, prompts_cache[name])
+
+    info = {"kind": src.kind, "path": str(Path(args.frames)), "topic": getattr(src, "topic", None),
+            "sequences": [name], "frames": src.count, "max_frames": args.max_frames,
+            "first_mask": str(args.first_mask)}
+    return load, prompts_cache, src.count, info
+
+
+def cmd_run(args) -> int:
+    from .report import markdown_table, plot, run_report, write_json
+    from .runner import Protocol, RunOptions, mode_specs, run_modes
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InputError("--max-frames must be >= 1")
+    if not 0.0 <= args.refine_threshold <= 1.0:
+        raise InputError("--refine-threshold must be in [0, 1]")
+    if args.max_rounds < 0 or args.clicks_per_round < 1:
+        raise InputError("--max-rounds must be >= 0 and --clicks-per-round >= 1")
+    specs = mode_specs(args.modes, args.keep_ratios)
+    texts = load_text_prompts(args.text_prompts)
+    cfg = _tracker_config(args)  # checks the checkpoint before any data is read
+    load, prompts, total, info = _sequence_sources(args, texts)
+    for _ in load():  # validate every input (sizes, labels, prompts) before loading a model
+        pass
+
+    from ..core.models import resolve_device
+
+    device = str(resolve_device(cfg.device))
+    cfg = cfg.replace(device=device)
+    out = Path(args.out)
+    protocol = Protocol(refine=args.refine, refine_threshold=args.refine_threshold,
+                        max_rounds=args.max_rounds, clicks_per_round=args.clicks_per_round)
+    opts = RunOptions(protocol=protocol, warmup_frames=args.warmup,
+                      save_masks=out if args.save_masks else None, progress=not args.no_progress)
+
+    def make_tracker(keep_ratio: float):
+        from ..core.tracker import StreamingTracker
+
+        return StreamingTracker(cfg.replace(keep_ratio=keep_ratio))
+
+    def make_official():
+        from .runner import official_factory
+
+        return official_factory(cfg)
+
+    with warnings.catch_warnings():
+        if cfg.allow_random_weights:
+            warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
+        runs = run_modes(specs, load, total, make_tracker=make_tracker, make_official=make_official,
+                         opts=opts, device=device)
+
+    scored = any(r.score is not None for r in runs)
+    report = run_report(
+        runs, input_info=info,
+        model_info={"model_cfg": cfg.model_cfg, "checkpoint": cfg.checkpoint or None,
+                    "random_weights": bool(cfg.allow_random_weights), "image_size": cfg.image_size,
+                    "device": device},
+        tracker_config=cfg.to_dict(), protocol=protocol.to_dict(),
+        prompts={seq: {str(p.obj_id): p.to_dict() for p in ps} for seq, ps in prompts.items()},
+        accuracy_valid=scored and not cfg.allow_random_weights)
+    json_path = write_json(args.json or out / "report.json", report)
+    md = markdown_table(report)
+    md_path = Path(args.markdown or out / "report.md")
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text(md)
+    png = plot(report, args.plot or out / "report.png")
+    print(md)
+    print(f"wrote {json_path}, {md_path}" + (f", {png}" if png else ""))
+    if args.save_masks:
+        print(f"predicted masks under {out}/<mode>/<sequence>/ (score them with fastsam2-eval score)")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "score":
+            return cmd_score(args)
+        if args.command == "synth":
+            return cmd_synth(args)
+        return cmd_run(args)
+    except (FastSam2Error, FileNotFoundError) as exc:
+        print(f"fastsam2-eval: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""Reading and writing DAVIS-layout datasets and indexed-palette label PNGs.
+
+DAVIS layout::
+
+    ROOT/JPEGImages/480p/<seq>/00000.jpg ...
+    ROOT/Annotations/480p/<seq>/00000.png ...   # mode "P" PNG: pixel = palette index = object id
+    ROOT/ImageSets/2017/val.txt                 # optional list of sequences
+
+Label PNGs: 0 = background, k = object k, 255 = void (ground truth only: ignored by the metrics).
+Only the indices matter, the palette colours are ignored. Grey-scale ("L") PNGs are accepted as
+label maps too (same values); RGB PNGs are refused with a message, because colours cannot be mapped
+to object ids without guessing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from ..core.errors import InputError
+from ..frame_sources import natural_key
+
+PathLike = Union[str, Path]
+VOID_LABEL = 255
+
+
+class DatasetError(InputError):
+    """A dataset or prediction folder is missing, incomplete or inconsistent (names the file)."""
+
+
+def davis_palette() -> List[int]:
+    """The 256-entry PASCAL-VOC colour map that DAVIS annotations use (flat [r, g, b, ...])."""
+    pal = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal += [r, g, b]
+    return pal
+
+
+def read_label_png(path: PathLike) -> np.ndarray:
+    """A label PNG as uint8 [H, W] of palette indices (mode P) or grey values (mode L/1)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode == "P":
+                arr = np.asarray(im, dtype=np.uint8)
+            elif mode in ("L", "1"):
+                arr = np.asarray(im.convert("L"), dtype=np.uint8)
+                if mode == "1":
+                    arr = (arr > 0).astype(np.uint8)
+            else:
+                raise DatasetError(
+                    f"{path} is a {mode} image, not an indexed-palette (mode P) or grey label PNG; "
+                    "DAVIS labels store the object id as the pixel's palette index")
+    except FileNotFoundError as exc:
+        raise DatasetError(f"label file not found: {path}") from exc
+    except DatasetError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(f"cannot read label PNG {path}: {exc}") from exc
+    return np.ascontiguousarray(arr)
+
+
+def write_label_png(path: PathLike, labels: np.ndarray, palette: Optional[Sequence[int]] = None) -> None:
+    """Write uint8 labels as an indexed-palette PNG (DAVIS palette unless given)."""
+    from PIL import Image
+
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise InputError(f"label image must be 2-D, got shape {labels.shape} for {path}")
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise InputError(f"labels must be in [0, 255] for an indexed PNG ({path})")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(labels.astype(np.uint8), mode="P")
+    im.putpalette(list(palette) if palette is not None else davis_palette())
+    im.save(path)
+
+
+def annotation_root(path: PathLike, resolution: str = "480p") -> Path:
+    """Folder holding the per-sequence label folders.
+
+    Accepts a DAVIS root (``ROOT/Annotations/<resolution>``), an ``Annotations`` folder
+    (``…/<resolution>`` or sequences directly), or the folder of sequences itself (the layout the
+    DAVIS evaluation expects for results).
+    """
+    p = Path(path)
+    if not p.is_dir():
+        raise DatasetError(f"folder not found: {p}")
+    for cand in (p / "Annotations" / resolution, p / resolution):
+        if cand.is_dir():
+            return cand
+    if (p / "Annotations").is_dir():
+        return p / "Annotations"
+    return p
+
+
+def image_root(path: PathLike, resolution: str = "480p") -> Path:
+    p = Path(path)
+    for cand in (p / "JPEGImages" / resolution, p / "JPEGImages"):
+        if cand.is_dir():
+            return cand
+    raise DatasetError(f"{p} has no JPEGImages/{resolution} folder (DAVIS layout expected)")
+
+
+def list_sequences(root: PathLike) -> List[str]:
+    """Sub-folders of ``root`` that contain at least one PNG, sorted."""
+    root = Path(root)
+    seqs = [d.name for d in root.iterdir() if d.is_dir() and any(d.glob("*.png"))]
+    return sorted(seqs, key=natural_key)
+
+
+def read_imageset(root: PathLike, name: str) -> List[str]:
+    """Sequences of ``ROOT/ImageSets/<year>/<name>.txt`` (any year folder) or of a .txt file path."""
+    root = Path(root)
+    cands = [Path(name)] if name.endswith(".txt") else sorted((root / "ImageSets").glob(f"*/{name}.txt"))
+    for c in cands:
+        if c.is_file():
+            return [ln.strip() for ln in c.read_text().splitlines() if ln.strip()]
+    raise DatasetError(f"image set {name!r} not found under {root / 'ImageSets'}")
+
+
+def label_files(seq_dir: PathLike) -> List[Path]:
+    d = Path(seq_dir)
+    return sorted(d.glob("*.png"), key=lambda p: natural_key(p.name))
+
+
+@dataclass
+class SequenceData:
+    """One sequence of a DAVIS-layout dataset (paths only; nothing is read until asked)."""
+
+    name: str
+    image_files: List[Path]
+    label_files: Dict[str, Path]  # frame name -> label PNG (may be a subset of the frames)
+    frame_names: List[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.frame_names:
+            self.frame_names = [p.stem for p in self.image_files]
+
+    def __len__(self) -> int:
+        return len(self.image_files)
+
+    def truncated(self, max_frames: Optional[int]) -> "SequenceData":
+        if max_frames is None or max_frames >= len(self.image_files):
+            return self
+        files = self.image_files[:max_frames]
+        names = [p.stem for p in files]
+        labels = {k: v for k, v in self.label_files.items() if k in set(names)}
+        return SequenceData(self.name, files, labels, names)
+
+    def read_frames(self) -> List[np.ndarray]:
+        from ..frame_sources import FrameSourceError, read_image
+
+        frames = []
+        for f in self.image_files:
+            img = read_image(f)
+            if frames and img.shape != frames[0].shape:
+                raise FrameSourceError(
+                    f"frame {f} is {img.shape[1]}x{img.shape[0]} but frame {self.image_files[0]} is "
+                    f"{frames[0].shape[1]}x{frames[0].shape[0]}")
+            frames.append(img)
+        return frames
+
+    def read_labels(self, frame_shape: Optional[tuple] = None) -> Dict[str, np.ndarray]:
+        """Ground-truth labels by frame name; checks every label map has the frames' size."""
+        out: Dict[str, np.ndarray] = {}
+        for name, path in self.label_files.items():
+            lab = read_label_png(path)
+            if frame_shape is not None and lab.shape != tuple(frame_shape[:2]):
+                raise DatasetError(
+                    f"annotation {path} is {lab.shape[1]}x{lab.shape[0]} but the frames of sequence "
+                    f"{self.name} are {frame_shape[1]}x{frame_shape[0]}")
+            out[name] = lab
+        return out
+
+
+class DavisDataset:
+    """A DAVIS-layout dataset: JPEGImages/<res>/<seq>/*.jpg + Annotations/<res>/<seq>/*.png."""
+
+    def __init__(self, root: PathLike, resolution: str = "480p",
+                 sequences: Optional[Sequence[str]] = None, imageset: Optional[str] = None) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"dataset folder not found: {self.root}")
+        self.resolution = resolution
+        self.image_dir = image_root(self.root, resolution)
+        ann = self.root / "Annotations" / resolution
+        if not ann.is_dir():
+            ann = self.root / "Annotations"
+        if not ann.is_dir():
+            raise DatasetError(f"{self.root} has no Annotations/{resolution} folder (DAVIS layout expected)")
+        self.annotation_dir = ann
+        if sequences:
+            names = list(sequences)
+        elif imageset:
+            names = read_imageset(self.root, imageset)
+        else:
+            names = sorted((d.name for d in self.image_dir.iterdir() if d.is_dir()), key=natural_key)
+        if not names:
+            raise DatasetError(f"no sequences in {self.image_dir}")
+        self.sequence_names = names
+
+    def sequence(self, name: str) -> SequenceData:
+        from ..frame_sources import list_images
+
+        img_dir = self.image_dir / name
+        if not img_dir.is_dir():
+            raise DatasetError(f"sequence {name!r}: image folder {img_dir} not found")
+        images = list_images(img_dir)
+        if not images:
+            raise DatasetError(f"sequence {name!r}: no frames in {img_dir}")
+        ann_dir = self.annotation_dir / name
+        if not ann_dir.is_dir():
+            raise DatasetError(f"sequence {name!r}: annotation folder {ann_dir} not found")
+        labels = {p.stem: p for p in label_files(ann_dir)}
+        if not labels:
+            raise DatasetError(f"sequence {name!r}: no annotation PNGs in {ann_dir}")
+        stems = {p.stem for p in images}
+        orphans = sorted(set(labels) - stems, key=natural_key)
+        if orphans:
+            raise DatasetError(
+                f"sequence {name!r}: annotation {ann_dir / (orphans[0] + '.png')} has no frame "
+                f"{img_dir / (orphans[0] + '.jpg')}")
+        if images[0].stem not in labels:
+            raise DatasetError(
+                f"sequence {name!r}: the first frame {images[0]} has no annotation "
+                f"{ann_dir / (images[0].stem + '.png')} (needed for the first-frame prompts)")
+        return SequenceData(name, images, labels)
+
+    def __iter__(self):
+        for name in self.sequence_names:
+            yield self.sequence(name)
+
+    def __len__(self) -> int:
+        return len(self.sequence_names)
+
+
+__all__ = [
+    "DatasetError", "davis_palette", "read_label_png", "write_label_png", "annotation_root",
+    "image_root", "list_sequences", "read_imageset", "label_files", "SequenceData", "DavisDataset",
+    "VOID_LABEL",
+]

@@ -1,0 +1,688 @@
+"""Running the tracker over sequences in several modes with one prompt protocol, and measuring it.
+
+Modes (one :class:`ModeSpec` each):
+
+* ``official`` — sam2's ``SAM2VideoPredictor`` through ``core.official.OfficialVideoSession``
+  (the whole video is handed over up front, prompts are added on their frames, then propagated);
+* ``dense`` — our :class:`StreamingTracker` with ``keep_ratio = 1.0`` (the dense SAM 2 path);
+* ``pruned`` — the streaming tracker with a keep ratio < 1 (one mode per ratio).
+
+Protocol (paper): one positive click per object on the first frame where its GT mask is non-empty,
+at the distance-transform peak of that mask (``core.prompts.representative_click``). Prompts are
+computed once per sequence and shared by every mode. Optional simulated refinement: after a frame
+is produced, if the mean over its objects of (J+F)/2 is below ``refine_threshold``, one correction
+round puts up to ``clicks_per_round`` clicks on the largest error regions of that frame (positive
+inside a missed region, negative inside a false-positive one, each at the region's distance
+transform peak); at most ``max_rounds`` rounds per sequence and one per frame. Every click counts.
+
+Timing covers the tracker calls only (frames are decoded before the clock starts; metric
+computation and mask writing happen outside it); refinement calls are included because they are
+tracker work. Model building is not timed; ``warmup_frames`` frames are run untimed first.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+from ..core.errors import InputError
+from ..core.stats import STAGES
+from .davis_io import VOID_LABEL, DatasetError, write_label_png
+from .metrics import boundary_f, region_j
+from .scoring import ScoreResult, SequenceScore, num_objects, score_sequence
+
+LOG = logging.getLogger(__name__)
+
+MODES = ("official", "dense", "pruned")
+
+
+# --------------------------------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class ModeSpec:
+    mode: str  # official | dense | pruned
+    keep_ratio: Optional[float] = None  # dense: 1.0, pruned: < 1, official: None
+
+    @property
+    def label(self) -> str:
+        if self.mode == "pruned":
+            return f"pruned_{self.keep_ratio:.2f}"
+        return self.mode
+
+
+def mode_specs(modes: Sequence[str], keep_ratios: Sequence[float]) -> List[ModeSpec]:
+    """Expand ``official,dense,pruned`` x keep ratios into the runs to make."""
+    specs: List[ModeSpec] = []
+    for m in modes:
+        m = m.strip().lower()
+        if m not in MODES:
+            raise InputError(f"unknown mode {m!r}; choose from {', '.join(MODES)}")
+        if m == "official":
+            specs.append(ModeSpec("official"))
+        elif m == "dense":
+            specs.append(ModeSpec("dense", 1.0))
+        else:
+            if not keep_ratios:
+                raise InputError("mode 'pruned' needs at least one keep ratio (--keep-ratios)")
+            for k in keep_ratios:
+                k = float(k)
+                if not (0.0 < k <= 1.0) or not math.isfinite(k):
+                    raise InputError(f"keep ratio must be in (0, 1], got {k}")
+                if k >= 1.0:
+                    raise InputError("keep ratio 1.0 is the dense mode; use --modes dense")
+                specs.append(ModeSpec("pruned", k))
+    seen = set()
+    out = []
+    for s in specs:
+        if s.label not in seen:
+            seen.add(s.label)
+            out.append(s)
+    if not out:
+        raise InputError("no modes to run")
+    return out
+
+
+@dataclass
+class Protocol:
+    refine: bool = False
+    refine_threshold: float = 0.8
+    max_rounds: int = 10
+    clicks_per_round: int = 3
+    drop_first_last: bool = True  # DAVIS scoring
+
+    def to_dict(self) -> dict:
+        return {"prompt": "one positive click per object at the distance-transform peak of its "
+                          "first non-empty GT mask",
+                "refine": self.refine, "refine_threshold": self.refine_threshold,
+                "max_rounds_per_sequence": self.max_rounds, "clicks_per_round": self.clicks_per_round,
+                "drop_first_last_frame": self.drop_first_last}
+
+
+@dataclass
+class ObjectPrompt:
+    obj_id: int
+    frame: int  # index of the first frame with a non-empty GT mask
+    click: Tuple[int, int]  # (x, y)
+    text: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        d = {"frame": self.frame, "click": [int(self.click[0]), int(self.click[1])]}
+        if self.text:
+            d["text"] = self.text
+        return d
+
+
+@dataclass
+class SequenceInput:
+    """One sequence, decoded: frames, ground truth (possibly only some frames) and prompts."""
+
+    name: str
+    frames: List[np.ndarray]
+    frame_names: List[str]
+    gt: Dict[int, np.ndarray]  # frame index -> uint8 labels (0 bg, k object, 255 void)
+    prompts: List[ObjectPrompt]
+
+    @property
+    def scorable(self) -> bool:
+        """DAVIS scoring needs annotated frames besides the first one."""
+        return len(self.gt) >= 2
+
+
+def representative_click(mask: np.ndarray) -> Tuple[int, int]:
+    from ..core.prompts import representative_click as rc
+
+    return rc(mask)
+
+
+def plan_prompts(gt: Dict[int, np.ndarray], texts: Optional[Dict[int, str]] = None,
+                 where: str = "") -> List[ObjectPrompt]:
+    """One click per object id of the GT (255 = void excluded), on its first non-empty frame."""
+    first: Dict[int, int] = {}
+    for t in sorted(gt):
+        ids = np.unique(gt[t])
+        for k in ids.tolist():
+            if k not in (0, VOID_LABEL) and k not in first:
+                first[k] = t
+    if not first:
+        raise DatasetError(f"{where or 'sequence'}: the ground truth contains no object (all background)")
+    texts = texts or {}
+    unknown = sorted(set(texts) - set(first))
+    if unknown:
+        raise InputError(f"{where}: text prompts for object id(s) {unknown} that the ground truth does not contain")
+    return [ObjectPrompt(k, first[k], representative_click(gt[first[k]] == k), texts.get(k))
+            for k in sorted(first)]
+
+
+# --------------------------------------------------------------------------------------------------
+# refinement
+# --------------------------------------------------------------------------------------------------
+def frame_quality(gt: np.ndarray, pred: np.ndarray, obj_ids: Iterable[int]) -> Dict[int, float]:
+    """(J+F)/2 of each object on one frame (void ignored)."""
+    void = gt == VOID_LABEL
+    vd = void if void.any() else None
+    out = {}
+    for k in obj_ids:
+        g, p = gt == k, pred == k
+        out[k] = 0.5 * (region_j(g, p, vd) + boundary_f(g, p, vd))
+    return out
+
+
+def corrective_clicks(gt: np.ndarray, pred: np.ndarray, obj_ids: Iterable[int],
+                      max_clicks: int) -> List[Tuple[int, Tuple[int, int], int]]:
+    """Up to ``max_clicks`` (obj_id, (x, y), label) at the largest error regions of the frame.
+
+    Error regions are the 4-connected components of each object's misses (GT k, predicted not k:
+    positive click) and false positives (predicted k, GT neither k nor void: negative click),
+    ranked by area over all objects; each click sits at its region's distance-transform peak.
+    """
+    void = gt == VOID_LABEL
+    regions: List[Tuple[int, int, int, np.ndarray]] = []  # (-area, order, obj, mask) and label
+    labels_of: List[int] = []
+    order = 0
+    for k in obj_ids:
+        g, p = gt == k, pred == k
+        for err, lab in ((g & ~p, 1), (p & ~g & ~void, 0)):
+            if not err.any():
+                continue
+            comp, n = ndimage.label(err)
+            sizes = np.bincount(comp.ravel())[1:]
+            for c in np.argsort(-sizes, kind="stable")[:max_clicks]:
+                regions.append((-int(sizes[c]), order, k, comp == (c + 1)))
+                labels_of.append(lab)
+                order += 1
+    ranked = sorted(range(len(regions)), key=lambda i: (regions[i][0], regions[i][1]))[:max_clicks]
+    return [(regions[i][2], representative_click(regions[i][3]), labels_of[i]) for i in ranked]
+
+
+def compose_labels(masks: Dict[int, np.ndarray], shape: Tuple[int, int]) -> np.ndarray:
+    """uint8 label map of object masks; a higher id wins where masks overlap (as label_image)."""
+    out = np.zeros(shape, np.uint8)
+    for k in sorted(masks):
+        if not 1 <= k <= 254:
+            raise InputError(f"object id {k} cannot be written to a DAVIS label PNG (1..254)")
+        m = np.asarray(masks[k], dtype=bool)
+        if m.shape != tuple(shape):
+            raise InputError(f"mask of object {k} has shape {m.shape}, expected {tuple(shape)}")
+        out[m] = k
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# measurements
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class SequenceRun:
+    name: str
+    frames: int = 0
+    seconds: float = 0.0
+    clicks_initial: int = 0
+    clicks_refine: int = 0
+    rounds: int = 0
+    refined_frames: List[int] = field(default_factory=list)
+    score: Optional[SequenceScore] = None
+
+    @property
+    def clicks(self) -> int:
+        return self.clicks_initial + self.clicks_refine
+
+
+@dataclass
+class ModeRun:
+    """Everything measured for one mode over all sequences."""
+
+    spec: ModeSpec
+    sequences: List[SequenceRun] = field(default_factory=list)
+    stage_ms: Dict[str, List[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    tokens_kept: List[float] = field(default_factory=list)  # mean over objects, per frame
+    tokens_total: int = 0
+    bank_bytes: List[int] = field(default_factory=list)
+    peak_gpu_memory_bytes: Optional[int] = None
+    device: str = "cpu"
+    text_used: bool = False
+    notes: List[str] = field(default_factory=list)
+    drop_first_last: bool = True
+
+    @property
+    def frames(self) -> int:
+        return sum(s.frames for s in self.sequences)
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.sequences)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def score(self) -> Optional[ScoreResult]:
+        scored = [s.score for s in self.sequences if s.score is not None]
+        if not scored:
+            return None
+        return ScoreResult(sequences=scored, drop_first_last=self.drop_first_last)
+
+
+class _FrameLog:
+    """Per-frame accumulation of FrameStats (several tracker calls may touch one frame)."""
+
+    def __init__(self, run: ModeRun) -> None:
+        self.run = run
+        self.ms = {s: 0.0 for s in STAGES}
+        self.last = None
+        self.tracked = None
+
+    def add(self, res, tracked: bool = False) -> None:
+        """``tracked``: the result of a plain ``track()`` (every object propagated through the
+        pruned memory attention; prompted frames run dense and would blur the token count)."""
+        st = getattr(res, "stats", None)
+        if st is None:
+            return
+        for s in STAGES:
+            self.ms[s] += float(st.stage_ms.get(s, 0.0))
+        self.last = st
+        if tracked:
+            self.tracked = st
+
+    def close(self) -> None:
+        if self.last is None:
+            return
+        for s in STAGES:
+            self.run.stage_ms[s].append(self.ms[s])
+        st = self.last
+        if self.tracked is not None and self.tracked.tokens_kept:
+            self.run.tokens_kept.append(float(np.mean(list(self.tracked.tokens_kept.values()))))
+        self.run.tokens_total = max(self.run.tokens_total, int(st.tokens_total))
+        self.run.bank_bytes.append(int(st.bank_bytes))
+        if st.peak_gpu_memory_bytes:
+            self.run.peak_gpu_memory_bytes = max(self.run.peak_gpu_memory_bytes or 0,
+                                                 int(st.peak_gpu_memory_bytes))
+
+
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+class _Clock:
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.seconds = 0.0
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _sync(self.device)
+        self.seconds += time.perf_counter() - self.t0
+
+
+# --------------------------------------------------------------------------------------------------
+# streaming modes
+# --------------------------------------------------------------------------------------------------
+def run_streaming_sequence(tracker, seq: SequenceInput, protocol: Protocol, run: ModeRun,
+                           use_text: bool = True, on_frame: Optional[Callable[[], None]] = None,
+                           device: str = "cpu") -> Tuple[SequenceRun, List[np.ndarray]]:
+    """Track one sequence frame by frame with the StreamingTracker API; returns labels per frame."""
+    tracker.reset(num_frames_hint=len(seq.frames))  # same pointer encoding as the official mode
+    srun = SequenceRun(seq.name)
+    clock = _Clock(device)
+    shape = seq.frames[0].shape[:2]
+    by_frame: Dict[int, List[ObjectPrompt]] = {}
+    for p in seq.prompts:
+        by_frame.setdefault(p.frame, []).append(p)
+    preds: List[np.ndarray] = []
+    appeared: List[int] = []
+    for t, frame in enumerate(seq.frames):
+        log = _FrameLog(run)
+        masks: Dict[int, np.ndarray] = {}
+        new = by_frame.get(t, [])
+        with clock:
+            if not new:
+                res = tracker.track(frame)
+                log.add(res, tracked=True)
+                masks = dict(res.masks)
+            for i, p in enumerate(new):
+                kw = {"text": p.text} if (use_text and p.text) else {}
+                res = tracker.add_prompt(p.obj_id, points=[list(p.click)], labels=[1],
+                                         image=frame if i == 0 else None, **kw)
+                log.add(res)
+                masks.update(res.masks)
+        for p in new:
+            appeared.append(p.obj_id)
+            srun.clicks_initial += 1
+        pred = compose_labels(masks, shape)
+        gt = seq.gt.get(t)
+        if (protocol.refine and gt is not None and appeared and srun.rounds < protocol.max_rounds):
+            q = frame_quality(gt, pred, appeared)
+            if float(np.mean(list(q.values()))) < protocol.refine_threshold:
+                clicks = corrective_clicks(gt, pred, appeared, protocol.clicks_per_round)
+                grouped: Dict[int, Tuple[list, list]] = {}
+                for obj, xy, lab in clicks:
+                    pts, labs = grouped.setdefault(obj, ([], []))
+                    pts.append([int(xy[0]), int(xy[1])])
+                    labs.append(lab)
+                with clock:
+                    for obj, (pts, labs) in grouped.items():
+                        res = tracker.add_prompt(obj, points=pts, labels=labs)
+                        log.add(res)
+                        masks.update(res.masks)
+                if clicks:
+                    srun.rounds += 1
+                    srun.clicks_refine += len(clicks)
+                    srun.refined_frames.append(t)
+                    pred = compose_labels(masks, shape)
+        log.close()
+        preds.append(pred)
+        srun.frames += 1
+        if on_frame:
+            on_frame()
+    srun.seconds = clock.seconds
+    return srun, preds
+
+
+# --------------------------------------------------------------------------------------------------
+# official mode
+# --------------------------------------------------------------------------------------------------
+def _official_session_class():
+    try:
+        from ..core.official import OfficialVideoSession
+    except ImportError as exc:
+        raise InputError(
+            "mode 'official' needs fastsam2_ros.core.official.OfficialVideoSession, which is not "
+            f"available ({exc})") from exc
+    return OfficialVideoSession
+
+
+def run_official_sequence(make_session, seq: SequenceInput, protocol: Protocol, run: ModeRun,
+                          on_frame: Optional[Callable[[], None]] = None,
+                          device: str = "cpu") -> Tuple[SequenceRun, List[np.ndarray]]:
+    """sam2's video predictor: init on all frames, add every first-frame click, propagate forward;
+    a refinement stops propagation, adds the clicks on that frame and resumes from it."""
+    srun = SequenceRun(seq.name)
+    clock = _Clock(device)
+    shape = seq.frames[0].shape[:2]
+    T = len(seq.frames)
+    preds: List[Optional[np.ndarray]] = [None] * T
+    # sam2 replaces an object's earlier clicks on a frame with the new ones: keep them to resend
+    given: Dict[Tuple[int, int], Tuple[list, list]] = {}
+    with clock:
+        session = make_session(seq.frames)
+        for p in seq.prompts:
+            session.add_prompt(p.frame, p.obj_id, points=[list(p.click)], labels=[1])
+            given[(p.frame, p.obj_id)] = ([list(p.click)], [1])
+    srun.clicks_initial = len(seq.prompts)
+    first_frame = {p.obj_id: p.frame for p in seq.prompts}
+    refined: set = set()
+    start = 0
+    done = set()
+    try:
+        while True:
+            gen = session.propagate(start)
+            restarted = False
+            while True:
+                with clock:
+                    item = next(gen, None)
+                if item is None:
+                    break
+                t, masks = item
+                pred = compose_labels({k: v for k, v in masks.items()}, shape)
+                preds[t] = pred
+                gt = seq.gt.get(t)
+                appeared = [k for k, f in first_frame.items() if f <= t]
+                if (protocol.refine and gt is not None and appeared and t not in refined
+                        and srun.rounds < protocol.max_rounds):
+                    q = frame_quality(gt, pred, appeared)
+                    if float(np.mean(list(q.values()))) < protocol.refine_threshold:
+                        clicks = corrective_clicks(gt, pred, appeared, protocol.clicks_per_round)
+                        refined.add(t)
+                        if clicks:
+                            grouped: Dict[int, Tuple[list, list]] = {}
+                            for obj, xy, lab in clicks:
+                                pts, labs = grouped.setdefault(obj, ([], []))
+                                pts.append([int(xy[0]), int(xy[1])])
+                                labs.append(lab)
+                            with clock:
+                                gen.close()
+                                for obj, (pts, labs) in grouped.items():
+                                    old_pts, old_labs = given.get((t, obj), ([], []))
+                                    given[(t, obj)] = (old_pts + pts, old_labs + labs)
+                                    session.add_prompt(t, obj, points=given[(t, obj)][0],
+                                                       labels=given[(t, obj)][1])
+                            srun.rounds += 1
+                            srun.clicks_refine += len(clicks)
+                            srun.refined_frames.append(t)
+                            start, restarted = t, True
+                            break
+                if t not in done:
+                    done.add(t)
+                    if on_frame:
+                        on_frame()
+            if not restarted:
+                break
+        state_bytes = getattr(session, "state_bytes", None)
+        if callable(state_bytes):  # sam2 keeps every frame's outputs: largest at the end
+            run.bank_bytes.append(int(state_bytes()))
+    finally:
+        close = getattr(session, "close", None)
+        if callable(close):
+            close()
+    missing = [i for i, p in enumerate(preds) if p is None]
+    if missing:
+        raise RuntimeError(f"official session produced no masks for frames {missing[:5]} of {seq.name}")
+    srun.frames = T
+    srun.seconds = clock.seconds
+    return srun, preds  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------------
+# driver
+# --------------------------------------------------------------------------------------------------
+SequenceLoader = Callable[[], Iterable[SequenceInput]]
+
+
+@dataclass
+class RunOptions:
+    protocol: Protocol = field(default_factory=Protocol)
+    warmup_frames: int = 2
+    save_masks: Optional[Path] = None  # write predictions as <dir>/<mode label>/<seq>/<frame>.png
+    progress: bool = True
+    use_text: bool = True
+
+
+def _reset_peak(device: str) -> None:
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak(device: str) -> Optional[int]:
+    if str(device).startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.max_memory_allocated())
+    return None
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame", disable=not enabled, leave=True,
+                dynamic_ncols=True)
+
+
+def _warmup_streaming(tracker, seq: SequenceInput, n: int, use_text: bool = True) -> None:
+    """A few untimed frames (also loads what the tracker builds lazily, e.g. the CLIP text
+    encoder on the first text prompt)."""
+    if n <= 0 or not seq.prompts:
+        return
+    p = next((q for q in seq.prompts if q.text), seq.prompts[0]) if use_text else seq.prompts[0]
+    kw = {"text": p.text} if (use_text and p.text) else {}
+    tracker.reset()
+    tracker.add_prompt(p.obj_id, points=[list(p.click)], labels=[1], image=seq.frames[p.frame], **kw)
+    for f in seq.frames[p.frame + 1: p.frame + n]:
+        tracker.track(f)
+    tracker.reset()
+
+
+def _warmup_official(make_session, seq: SequenceInput, n: int) -> None:
+    if n <= 0 or not seq.prompts:
+        return
+    p = seq.prompts[0]
+    frames = seq.frames[p.frame: p.frame + max(1, n)]
+    session = make_session(frames)
+    try:
+        session.add_prompt(0, p.obj_id, points=[list(p.click)], labels=[1])
+        for _ in session.propagate(0):
+            pass
+    finally:
+        close = getattr(session, "close", None)
+        if callable(close):
+            close()
+
+
+def _finish_sequence(run: ModeRun, seq: SequenceInput, srun: SequenceRun, preds: List[np.ndarray],
+                     opts: RunOptions) -> None:
+    if opts.save_masks is not None:
+        d = Path(opts.save_masks) / run.spec.label / seq.name
+        for name, lab in zip(seq.frame_names, preds):
+            write_label_png(d / f"{name}.png", lab)
+    if seq.scorable:
+        idx = sorted(seq.gt)
+        gts = [seq.gt[i] for i in idx]
+        # DAVIS scores the ids of the first annotated frame; objects that appear later (not in
+        # DAVIS 2017) are prompted on their first frame, so score them too.
+        rule = "all" if max(num_objects(g) for g in gts) > num_objects(gts[0]) else "first"
+        if rule == "all":
+            note = (f"{seq.name}: objects appear after the first annotated frame; scored over all "
+                    "GT ids (the DAVIS reference would refuse these predictions)")
+            if note not in run.notes:
+                run.notes.append(note)
+        srun.score = score_sequence(seq.name, [seq.frame_names[i] for i in idx], gts,
+                                    [preds[i] for i in idx],
+                                    drop_first_last=opts.protocol.drop_first_last, objects=rule)
+    run.sequences.append(srun)
+
+
+def run_modes(specs: Sequence[ModeSpec], load_sequences: SequenceLoader, total_frames: int,
+              make_tracker: Optional[Callable[[float], object]] = None,
+              make_official: Optional[Callable[[], Callable[[List[np.ndarray]], object]]] = None,
+              opts: Optional[RunOptions] = None, device: str = "cpu") -> List[ModeRun]:
+    """Run every mode over every sequence (mode by mode, so each mode's peak memory is its own).
+
+    ``load_sequences()`` yields decoded :class:`SequenceInput` (called once per mode; prompts must
+    be identical each time). ``make_tracker(keep_ratio)`` builds a StreamingTracker (reused by all
+    streaming modes via ``set_keep_ratio``); ``make_official()`` returns a factory
+    ``frames -> session`` for the official mode (its model is freed after the mode).
+    """
+    opts = opts or RunOptions()
+    runs: List[ModeRun] = []
+    tracker = None
+    try:
+        for spec in specs:
+            run = ModeRun(spec, device=str(device), drop_first_last=opts.protocol.drop_first_last)
+            _reset_peak(device)
+            bar = _progress(total_frames, spec.label, opts.progress)
+            try:
+                if spec.mode == "official":
+                    if make_official is None:
+                        raise InputError("mode 'official' requested but no official session factory given")
+                    if tracker is not None:  # free the streaming model before measuring official
+                        tracker.release()
+                        tracker = None
+                        _reset_peak(device)
+                    factory = make_official()
+                    warmed = had_text = False
+                    for seq in load_sequences():
+                        if not warmed:
+                            _warmup_official(factory, seq, opts.warmup_frames)
+                            _reset_peak(device)
+                            warmed = True
+                        had_text |= any(p.text for p in seq.prompts)
+                        srun, preds = run_official_sequence(factory, seq, opts.protocol, run,
+                                                            on_frame=bar.update, device=device)
+                        _finish_sequence(run, seq, srun, preds, opts)
+                    release = getattr(factory, "release", None)
+                    if callable(release):
+                        release()
+                    del factory
+                    if had_text:
+                        run.notes.append("official SAM 2 takes no text: text prompts are not used")
+                else:
+                    if make_tracker is None:
+                        raise InputError(f"mode {spec.mode!r} requested but no tracker factory given")
+                    if tracker is None:
+                        tracker = make_tracker(float(spec.keep_ratio))
+                    tracker.set_keep_ratio(float(spec.keep_ratio))
+                    warmed = False
+                    for seq in load_sequences():
+                        if not warmed:
+                            _warmup_streaming(tracker, seq, opts.warmup_frames, opts.use_text)
+                            _reset_peak(device)
+                            warmed = True
+                        run.text_used |= opts.use_text and any(p.text for p in seq.prompts)
+                        srun, preds = run_streaming_sequence(tracker, seq, opts.protocol, run,
+                                                             use_text=opts.use_text,
+                                                             on_frame=bar.update, device=device)
+                        _finish_sequence(run, seq, srun, preds, opts)
+            finally:
+                bar.close()
+            peak = _peak(device)
+            if peak is not None:
+                run.peak_gpu_memory_bytes = max(run.peak_gpu_memory_bytes or 0, peak)
+            runs.append(run)
+    finally:
+        if tracker is not None:
+            tracker.release()
+    return runs
+
+
+__all__ = [
+    "MODES", "ModeSpec", "mode_specs", "Protocol", "ObjectPrompt", "SequenceInput", "plan_prompts",
+    "frame_quality", "corrective_clicks", "compose_labels", "SequenceRun", "ModeRun",
+    "run_streaming_sequence", "run_official_sequence", "RunOptions", "run_modes",
+]
+
+
+class OfficialFactory:
+    """``frames -> OfficialVideoSession`` over one official SAM 2 predictor built from ``cfg``
+    (same config, weights rules and bf16 autocast as the streaming tracker)."""
+
+    def __init__(self, cfg) -> None:
+        self.session_cls = _official_session_class()
+        from ..core.models import build_official_predictor
+
+        self.cfg = cfg
+        self.predictor = build_official_predictor(cfg)
+
+    def __call__(self, frames: List[np.ndarray]):
+        if self.predictor is None:
+            raise InputError("the official predictor was released")
+        return self.session_cls(self.predictor, frames, autocast_bf16=bool(self.cfg.bf16))
+
+    def release(self) -> None:
+        self.predictor = None
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:  # pragma: no cover
+            pass
+
+
+def official_factory(cfg) -> OfficialFactory:
+    return OfficialFactory(cfg)

@@ -1,0 +1,475 @@
+"""Frame readers shared by the evaluation tool, the benchmark and the ROS demo.
+
+One entry point::
+
+    from fastsam2_ros.frame_sources import open_frames
+
+    src = open_frames("clip.mp4")                  # or a folder of images, one image, a rosbag2
+    print(src.kind, src.count, src.names[:3])      # names: file stems or 5-digit frame numbers
+    for rgb in src:                                # np.uint8 [H, W, 3], RGB
+        ...
+
+* A **folder of images** (``.jpg .jpeg .png .bmp .tif .tiff .webp``) is read in natural order
+  (``2.jpg`` before ``10.jpg``); every frame must have the size of the first one.
+* A **video file** is decoded with OpenCV (``count`` is the exact number of decodable frames).
+* A **rosbag2** (directory with ``metadata.yaml``, or a ``.db3`` / ``.mcap`` file) or a ROS 1
+  ``.bag`` is read with the ``rosbags`` package, without ROS. ``sensor_msgs/msg/Image`` (encoding and
+  row ``step`` honoured) and ``sensor_msgs/msg/CompressedImage`` are decoded; ``topic=None`` picks the
+  only image topic of the bag.
+* A **single image file** is a one-frame source.
+
+Every problem raises :class:`FrameSourceError` (an ``InputError``, so a ``ValueError``) whose
+message names the offending file. :func:`image_msg_to_rgb` and :func:`compressed_msg_to_rgb` take
+any object with the ROS message fields, so rclpy messages work too.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Union
+
+import numpy as np
+
+from .core.errors import InputError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+BAG_EXTENSIONS = (".db3", ".mcap", ".bag")
+IMAGE_MSGTYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+
+PathLike = Union[str, Path]
+
+
+class FrameSourceError(InputError):
+    """A frame source cannot be opened or one of its frames cannot be decoded."""
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------------
+def natural_key(name: str) -> list:
+    """Sort key that orders embedded numbers numerically: ``f2`` < ``f10``."""
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", str(name))]
+
+
+def list_images(folder: PathLike) -> List[Path]:
+    """Image files of a folder (not recursive), in natural order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FrameSourceError(f"not a folder: {folder}")
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """One image file as RGB uint8 [H, W, 3] (grey, palette, alpha and 16-bit images converted)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, dtype=np.float64)
+                hi = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+                grey = np.clip(arr * (255.0 / hi), 0, 255).astype(np.uint8)
+                return np.repeat(grey[:, :, None], 3, axis=2)
+            if im.mode == "F":
+                raise FrameSourceError(f"cannot use floating-point image {path} as a video frame")
+            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError as exc:
+        raise FrameSourceError(f"image not found: {path}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, FrameSourceError):
+            raise
+        raise FrameSourceError(f"cannot read image {path}: {exc}") from exc
+    return np.ascontiguousarray(rgb)
+
+
+def _as_u8(data) -> np.ndarray:
+    """Message ``data`` (numpy array, bytes, array.array, list) as a flat uint8 array."""
+    if isinstance(data, np.ndarray):
+        return data.reshape(-1).view(np.uint8) if data.dtype != np.uint8 else data.reshape(-1)
+    try:
+        return np.frombuffer(memoryview(data), dtype=np.uint8)
+    except TypeError:
+        return np.asarray(data, dtype=np.uint8).reshape(-1)
+
+
+# encoding -> (channels, bytes per channel, how to reach RGB)
+_RAW_ENCODINGS: Dict[str, tuple] = {
+    "rgb8": (3, 1, "rgb"), "bgr8": (3, 1, "bgr"), "rgba8": (4, 1, "rgba"), "bgra8": (4, 1, "bgra"),
+    "mono8": (1, 1, "mono"), "8uc1": (1, 1, "mono"), "8uc3": (3, 1, "bgr"), "8uc4": (4, 1, "bgra"),
+    "rgb16": (3, 2, "rgb"), "bgr16": (3, 2, "bgr"), "rgba16": (4, 2, "rgba"), "bgra16": (4, 2, "bgra"),
+    "mono16": (1, 2, "mono"), "16uc1": (1, 2, "mono"), "16uc3": (3, 2, "bgr"), "16uc4": (4, 2, "bgra"),
+    "yuv422": (2, 1, "uyvy"), "uyvy": (2, 1, "uyvy"),
+    "yuv422_yuy2": (2, 1, "yuyv"), "yuyv": (2, 1, "yuyv"),
+    "bayer_rggb8": (1, 1, "bayer_rggb"), "bayer_bggr8": (1, 1, "bayer_bggr"),
+    "bayer_gbrg8": (1, 1, "bayer_gbrg"), "bayer_grbg8": (1, 1, "bayer_grbg"),
+}
+SUPPORTED_ENCODINGS = tuple(sorted(_RAW_ENCODINGS))
+
+
+def image_msg_to_rgb(msg, where: str = "image message") -> np.ndarray:
+    """Decode a ``sensor_msgs/Image`` (fields encoding, height, width, step, is_bigendian, data).
+
+    Rows are read with the message's ``step`` (padding at row ends is dropped); 16-bit data is
+    scaled to 8 bits (``>> 8``) honouring ``is_bigendian``. ``8UC3``/``8UC4`` follow the OpenCV
+    convention (BGR/BGRA). ``where`` names the source in error messages.
+    """
+    import cv2
+
+    enc = str(msg.encoding).strip().lower()
+    if enc not in _RAW_ENCODINGS:
+        raise FrameSourceError(
+            f"{where}: unsupported image encoding {msg.encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
+    ch, bpc, kind = _RAW_ENCODINGS[enc]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    row_bytes = w * ch * bpc
+    if h <= 0 or w <= 0:
+        raise FrameSourceError(f"{where}: empty image ({w}x{h})")
+    if step < row_bytes:
+        raise FrameSourceError(f"{where}: step {step} is smaller than width*bytes-per-pixel {row_bytes}")
+    buf = _as_u8(msg.data)
+    if buf.size < step * (h - 1) + row_bytes:
+        raise FrameSourceError(
+            f"{where}: data has {buf.size} bytes, expected at least {step * (h - 1) + row_bytes} "
+            f"for {w}x{h} {msg.encoding} with step {step}")
+    if buf.size < step * h:  # last row without padding
+        buf = np.concatenate([buf, np.zeros(step * h - buf.size, np.uint8)])
+    rows = buf[: step * h].reshape(h, step)[:, :row_bytes]
+    if bpc == 2:
+        dt = np.dtype(">u2" if int(getattr(msg, "is_bigendian", 0)) else "<u2")
+        px = np.ascontiguousarray(rows).view(dt).reshape(h, w, ch)
+        px = (px >> 8).astype(np.uint8)
+    else:
+        px = np.ascontiguousarray(rows).reshape(h, w, ch)
+    if kind == "rgb":
+        out = px
+    elif kind == "bgr":
+        out = px[:, :, ::-1]
+    elif kind == "rgba":
+        out = px[:, :, :3]
+    elif kind == "bgra":
+        out = px[:, :, 2::-1]
+    elif kind == "mono":
+        out = np.repeat(px, 3, axis=2)
+    elif kind in ("uyvy", "yuyv"):
+        code = cv2.COLOR_YUV2RGB_UYVY if kind == "uyvy" else cv2.COLOR_YUV2RGB_YUY2
+        out = cv2.cvtColor(px, code)
+    else:  # bayer: OpenCV names the pattern by the 2x2 block starting at (1, 1)
+        code = {"bayer_rggb": cv2.COLOR_BayerBG2RGB, "bayer_bggr": cv2.COLOR_BayerRG2RGB,
+                "bayer_gbrg": cv2.COLOR_BayerGR2RGB, "bayer_grbg": cv2.COLOR_BayerGB2RGB}[kind]
+        out = cv2.cvtColor(px[:, :, 0], code)
+    return np.ascontiguousarray(out, dtype=np.uint8)
+
+
+def compressed_msg_to_rgb(msg, where: str = "compressed image message") -> np.ndarray:
+    """Decode a ``sensor_msgs/CompressedImage`` (JPEG/PNG/...; fields format, data) to RGB uint8."""
+    import cv2
+
+    fmt = str(getattr(msg, "format", "")).lower()
+    if "compresseddepth" in fmt:
+        raise FrameSourceError(f"{where}: compressedDepth images ({msg.format!r}) are depth, not colour")
+    buf = _as_u8(msg.data)
+    if buf.size == 0:
+        raise FrameSourceError(f"{where}: empty compressed image data")
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise FrameSourceError(f"{where}: cannot decode compressed image (format {msg.format!r})")
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise FrameSourceError(f"{where}: unsupported decoded pixel type {img.dtype}")
+    # OpenCV decodes colour images to BGR(A). image_transport writes "<enc>; jpeg compressed bgr8";
+    # a payload declared "compressed rgb8" already holds the channels in RGB order.
+    stored_rgb = "compressed rgb" in fmt
+    if img.ndim == 2:
+        return np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))
+    if img.shape[2] == 4:
+        img = img[:, :, :3]
+    if img.shape[2] == 1:
+        return np.ascontiguousarray(np.repeat(img, 3, axis=2))
+    return np.ascontiguousarray(img if stored_rgb else img[:, :, ::-1])
+
+
+def ros_msg_to_rgb(msg, msgtype: str, where: str = "message") -> np.ndarray:
+    """Decode an Image or CompressedImage message by its type name."""
+    if msgtype.endswith("CompressedImage"):
+        return compressed_msg_to_rgb(msg, where)
+    if msgtype.endswith("Image"):
+        return image_msg_to_rgb(msg, where)
+    raise FrameSourceError(f"{where}: {msgtype} is not an image message type")
+
+
+# --------------------------------------------------------------------------------------------------
+# sources
+# --------------------------------------------------------------------------------------------------
+class FrameSource:
+    """A re-iterable sequence of RGB uint8 frames with a known length.
+
+    Attributes: ``path``, ``kind`` (``images`` | ``image`` | ``video`` | ``rosbag``), ``count``
+    (frames that iteration yields, ``max_frames`` applied), ``names`` (one id per frame: the file
+    stem for images, a 5-digit frame number for videos and bags), ``fps`` (None when unknown).
+    """
+
+    kind = "frames"
+
+    def __init__(self, path: Path, max_frames: Optional[int]) -> None:
+        self.path = Path(path)
+        if max_frames is not None and int(max_frames) < 1:
+            raise FrameSourceError(f"max_frames must be >= 1, got {max_frames!r}")
+        self.max_frames = None if max_frames is None else int(max_frames)
+        self.fps: Optional[float] = None
+        self.names: List[str] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.names)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def read_all(self) -> List[np.ndarray]:
+        """Every frame in memory (what the evaluation tool does, so I/O is outside the timing)."""
+        return list(self)
+
+    def _limit(self, n: int) -> int:
+        return n if self.max_frames is None else min(n, self.max_frames)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, count={self.count})"
+
+
+class ImageFolderSource(FrameSource):
+    kind = "images"
+
+    def __init__(self, path: PathLike, max_frames: Optional[int] = None) -> None:
+        super().__init__(Path(path), max_frames)
+        files = list_images(self.path)
+        if not files:
+            raise FrameSourceError(
+                f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder {self.path}")
+        self.files = files[: self._limit(len(files))]
+        self.names = [p.stem for p in self.files]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        shape = None
+        for f in self.files:
+            img = read_image(f)
+            if shape is None:
+                shape = img.shape
+            elif img.shape != shape:
+                raise FrameSourceError(
+                    f"frame {f} is {img.shape[1]}x{img.shape[0]} but the first frame of {self.path} "
+                    f"is {shape[1]}x{shape[0]}; all frames of a sequence must have one size")
+            yield img
+
+
+class SingleImageSource(FrameSource):
+    kind = "image"
+
+    def __init__(self, path: PathLike, max_frames: Optional[int] = None) -> None:
+        super().__init__(Path(path), max_frames)
+        if not self.path.is_file():
+            raise FrameSourceError(f"image not found: {self.path}")
+        self.names = [self.path.stem]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        yield read_image(self.path)
+
+
+class VideoSource(FrameSource):
+    kind = "video"
+
+    def __init__(self, path: PathLike, max_frames: Optional[int] = None) -> None:
+        import cv2
+
+        super().__init__(Path(path), max_frames)
+        if not self.path.is_file():
+            raise FrameSourceError(f"video file not found: {self.path}")
+        cap = cv2.VideoCapture(str(self.path))
+        try:
+            if not cap.isOpened():
+                raise FrameSourceError(f"cannot open video file {self.path} (unknown format or codec)")
+            fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+            self.fps = fps if fps > 0 else None
+            # The container's frame count can be wrong; count what actually decodes (grab is cheap).
+            n = 0
+            limit = self.max_frames
+            while (limit is None or n < limit) and cap.grab():
+                n += 1
+        finally:
+            cap.release()
+        if n == 0:
+            raise FrameSourceError(f"video file {self.path} has no decodable frames")
+        self.names = [f"{i:05d}" for i in range(n)]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        import cv2
+
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            raise FrameSourceError(f"cannot open video file {self.path}")
+        try:
+            for i in range(self.count):
+                ok, bgr = cap.read()
+                if not ok or bgr is None:
+                    raise FrameSourceError(f"video file {self.path}: cannot decode frame {i}")
+                if bgr.ndim == 2:
+                    bgr = np.repeat(bgr[:, :, None], 3, axis=2)
+                yield np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        finally:
+            cap.release()
+
+
+def _bag_root(path: Path) -> Path:
+    """What ``rosbags`` should open: a rosbag2 folder, a .db3/.mcap storage file or a .bag file."""
+    if path.is_dir():
+        if not (path / "metadata.yaml").is_file():
+            raise FrameSourceError(f"{path} is a folder without metadata.yaml, not a rosbag2")
+        return path
+    if path.suffix.lower() in (".db3", ".mcap") and (path.parent / "metadata.yaml").is_file():
+        return path.parent  # storage file of a rosbag2 folder: open the folder (metadata, splits)
+    return path
+
+
+class RosbagSource(FrameSource):
+    kind = "rosbag"
+
+    def __init__(self, path: PathLike, topic: Optional[str] = None,
+                 max_frames: Optional[int] = None) -> None:
+        super().__init__(Path(path), max_frames)
+        if not self.path.exists():
+            raise FrameSourceError(f"rosbag not found: {self.path}")
+        self.bag_path = _bag_root(self.path)
+        with self._reader() as reader:
+            topics = {c.topic: c.msgtype for c in reader.connections}
+            images = {t: m for t, m in topics.items() if m in IMAGE_MSGTYPES}
+            if topic is None:
+                if len(images) != 1:
+                    listed = ", ".join(sorted(images)) if images else \
+                        "topics: " + (", ".join(f"{t} ({m})" for t, m in sorted(topics.items())) or "none")
+                    what = "no image topic" if not images else f"{len(images)} image topics"
+                    raise FrameSourceError(
+                        f"rosbag {self.path} has {what} ({listed}); choose one with topic=/--topic")
+                topic = next(iter(images))
+            if topic not in topics:
+                raise FrameSourceError(
+                    f"rosbag {self.path} has no topic {topic!r}; image topics: {', '.join(sorted(images)) or 'none'}")
+            if topic not in images:
+                raise FrameSourceError(
+                    f"topic {topic!r} of rosbag {self.path} carries {topics[topic]}, not an image type "
+                    f"({', '.join(IMAGE_MSGTYPES)})")
+            self.topic = topic
+            self.msgtype = images[topic]
+            conns = [c for c in reader.connections if c.topic == topic]
+            total = sum(int(getattr(c, "msgcount", 0) or 0) for c in conns)
+            if total == 0:  # some storages do not record counts: count the messages
+                total = sum(1 for _ in reader.messages(connections=conns))
+        if total == 0:
+            raise FrameSourceError(f"topic {topic!r} of rosbag {self.path} has no messages")
+        self.names = [f"{i:05d}" for i in range(self._limit(total))]
+
+    @contextmanager
+    def _reader(self):
+        """An open ``rosbags`` AnyReader (errors of opening become FrameSourceError)."""
+        try:
+            from rosbags.highlevel import AnyReader
+            from rosbags.typesys import Stores, get_typestore
+        except ImportError as exc:  # pragma: no cover - rosbags is a declared dependency
+            raise FrameSourceError(f"reading {self.path} needs the 'rosbags' package: pip install rosbags") from exc
+        try:
+            reader = AnyReader([self.bag_path], default_typestore=get_typestore(Stores.ROS2_HUMBLE))
+            reader.open()
+        except Exception as exc:  # rosbags raises several unrelated types for broken bags
+            raise FrameSourceError(f"cannot open rosbag {self.path}: {exc}") from exc
+        try:
+            yield reader
+        finally:
+            reader.close()
+
+    def iter_stamped(self) -> Iterator[tuple]:
+        """``(receive stamp in ns, rgb)`` pairs, for replaying a bag at its recorded rate."""
+        with self._reader() as reader:
+            conns = [c for c in reader.connections if c.topic == self.topic]
+            n = 0
+            for conn, ts, raw in reader.messages(connections=conns):
+                if n >= self.count:
+                    break
+                where = f"rosbag {self.path} topic {self.topic} message {n} (t={ts} ns)"
+                try:
+                    msg = reader.deserialize(raw, conn.msgtype)
+                except Exception as exc:
+                    raise FrameSourceError(f"{where}: cannot deserialize: {exc}") from exc
+                yield ts, ros_msg_to_rgb(msg, conn.msgtype, where)
+                n += 1
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for _, rgb in self.iter_stamped():
+            yield rgb
+
+
+def _is_bag(path: Path) -> bool:
+    if path.is_dir():
+        return (path / "metadata.yaml").is_file()
+    return path.suffix.lower() in BAG_EXTENSIONS
+
+
+def open_frames(path: PathLike, topic: Optional[str] = None,
+                max_frames: Optional[int] = None) -> FrameSource:
+    """Open a folder of images, a video file, a rosbag (2, or 1 .bag) or one image as frames.
+
+    ``topic`` selects the image topic of a bag (only bags accept it); ``max_frames`` keeps the
+    first N frames. Raises :class:`FrameSourceError` naming the path when it cannot be used.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FrameSourceError(f"frame source not found: {p}")
+    if _is_bag(p):
+        return RosbagSource(p, topic=topic, max_frames=max_frames)
+    if topic is not None:
+        raise FrameSourceError(f"topic {topic!r} given but {p} is not a rosbag")
+    if p.is_dir():
+        return ImageFolderSource(p, max_frames=max_frames)
+    suffix = p.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return SingleImageSource(p, max_frames=max_frames)
+    if suffix in VIDEO_EXTENSIONS:
+        return VideoSource(p, max_frames=max_frames)
+    # unknown extension: let OpenCV try it as a video
+    try:
+        return VideoSource(p, max_frames=max_frames)
+    except FrameSourceError as exc:
+        raise FrameSourceError(
+            f"{p}: not a folder of images, an image, a video OpenCV can open or a rosbag ({exc})") from exc
+
+
+def count_frames(path: PathLike, topic: Optional[str] = None, max_frames: Optional[int] = None) -> int:
+    """Number of frames :func:`open_frames` would yield."""
+    return open_frames(path, topic=topic, max_frames=max_frames).count
+
+
+def image_topics(bag: PathLike) -> Dict[str, str]:
+    """``{topic: msgtype}`` of the image topics of a bag."""
+    p = Path(bag)
+    if not p.exists():
+        raise FrameSourceError(f"rosbag not found: {p}")
+    src = RosbagSource.__new__(RosbagSource)
+    FrameSource.__init__(src, p, None)
+    src.bag_path = _bag_root(p)
+    with src._reader() as reader:
+        return {c.topic: c.msgtype for c in reader.connections if c.msgtype in IMAGE_MSGTYPES}
+
+
+__all__ = [
+    "open_frames", "count_frames", "image_topics", "FrameSource", "ImageFolderSource",
+    "SingleImageSource", "VideoSource", "RosbagSource", "FrameSourceError", "read_image",
+    "list_images", "natural_key", "image_msg_to_rgb", "compressed_msg_to_rgb", "ros_msg_to_rgb",
+    "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "SUPPORTED_ENCODINGS",
+]

@@ -1,0 +1,173 @@
+"""End to end: ``fastsam2-eval run`` with the real SAM 2 (random weights, 64 px) on a synthetic
+DAVIS-layout set, all three modes, refinement and text prompts on. Random weights make the
+accuracy meaningless, so the checks are about structure and internal consistency."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fastsam2_ros.core.stats import STAGES
+from fastsam2_ros.eval import cli
+from fastsam2_ros.eval.davis_io import read_label_png, write_label_png
+from fastsam2_ros.eval.report import RUN_KEYS
+from fastsam2_ros.eval.synthetic import generate_dataset
+
+FRAMES = 4
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("eval_cli")
+    data = generate_dataset(tmp / "data", sequences=1, frames=FRAMES, size=(64, 48), objects=2, seed=5)
+    out = tmp / "out"
+    rc = cli.main(["run", "--dataset", str(data), "--random-weights", "--model", "tiny",
+                   "--image-size", "64", "--device", "cpu", "--modes", "official,dense,pruned",
+                   "--keep-ratios", "0.5", "--refine", "--max-rounds", "2",
+                   "--text-prompts", str(data / "text_prompts.json"), "--out", str(out),
+                   "--warmup", "1", "--no-progress"])
+    report = json.loads((out / "report.json").read_text()) if rc == 0 else None
+    return rc, data, out, report
+
+
+def test_run_succeeds_and_writes_every_output(evaluated):
+    rc, data, out, report = evaluated
+    assert rc == 0
+    assert (out / "report.md").is_file()
+    assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
+    assert report["schema_version"] == 1 and report["tool"] == "fastsam2-eval run"
+    assert report["accuracy_valid"] is False  # random weights
+    assert [r["label"] for r in report["runs"]] == ["official", "dense", "pruned_0.50"]
+    assert all(tuple(r) == RUN_KEYS for r in report["runs"])
+    md = (out / "report.md").read_text()
+    for name in ("SAM 2 (official video predictor)", "Streaming SAM 2, dense (keep 1.00)",
+                 "Streaming SAM 2, pruned (keep 0.50)"):
+        assert f"| {name} |" in md
+
+
+def test_every_mode_used_the_same_prompts_and_counted_its_clicks(evaluated):
+    _, data, _, report = evaluated
+    seq = report["input"]["sequences"][0]
+    gt0 = read_label_png(data / "Annotations" / "480p" / seq / "00000.png")
+    prompts = report["prompts"][seq]
+    assert sorted(prompts) == ["1", "2"]
+    texts = json.loads((data / "text_prompts.json").read_text())[seq]
+    for k, p in prompts.items():
+        assert p["frame"] == 0 and gt0[p["click"][1], p["click"][0]] == int(k)
+        assert p["text"] == texts[k]
+    for r in report["runs"]:
+        c = r["clicks"]
+        # random weights: every frame is far below J&F 0.8, so the 2 allowed rounds go to
+        # frames 0 and 1, each with 1..3 clicks
+        assert c["initial"] == 2 and c["rounds"] == 2 and 2 <= c["refinement"] <= 6
+        assert c["total"] == c["initial"] + c["refinement"]
+        ps = r["per_sequence"][seq]
+        assert ps["clicks"] == c["total"] and ps["rounds"] == c["rounds"]
+        assert ps["refined_frames"] == [0, 1]
+        assert r["text_used"] is (r["mode"] != "official")
+
+
+def test_numbers_are_consistent(evaluated):
+    _, _, _, report = evaluated
+    for r in report["runs"]:
+        assert r["frames"] == FRAMES
+        assert r["fps"] == pytest.approx(r["frames"] / r["seconds"]) and r["fps"] > 0
+        assert r["J&F"] == pytest.approx((r["J"]["mean"] + r["F"]["mean"]) / 2)
+        for v in (r["J"]["mean"], r["F"]["mean"], r["J"]["recall"], r["F"]["recall"]):
+            assert 0.0 <= v <= 1.0
+        assert set(r["per_object"]) == {f"{report['input']['sequences'][0]}_{k}" for k in (1, 2)}
+        assert r["peak_gpu_memory_bytes"] is None  # CPU
+    off, dense, pruned = report["runs"]
+    assert off["latency_ms"] is None and off["tokens_kept_mean"] is None
+    assert off["memory_bank_bytes"]["max"] > 0  # sam2's inference state
+    for r in (dense, pruned):
+        assert set(r["latency_ms"]) == set(STAGES)
+        assert r["latency_ms"]["total"]["mean"] > 0
+        assert r["tokens_total"] == (64 // 16) ** 2
+        assert r["memory_bank_bytes"]["max"] > 0
+    assert dense["tokens_kept_mean"] == 16 and pruned["tokens_kept_mean"] == 8
+
+
+def test_written_masks_rescore_to_the_reported_numbers(evaluated, capsys):
+    _, data, out, report = evaluated
+    seq = report["input"]["sequences"][0]
+    for r in report["runs"]:
+        pngs = sorted((out / r["label"] / seq).glob("*.png"))
+        assert [p.stem for p in pngs] == [f"{t:05d}" for t in range(FRAMES)]
+        for p in pngs:
+            lab = read_label_png(p)
+            assert lab.shape == (48, 64) and set(np.unique(lab)) <= {0, 1, 2}
+        js = out / f"{r['label']}.json"
+        assert cli.main(["score", "--gt", str(data), "--pred", str(out / r["label"]), "--json",
+                         str(js), "--no-progress"]) == 0
+        s = json.loads(js.read_text())
+        assert s["overall"]["J&F"] == pytest.approx(r["J&F"], abs=1e-12)
+        assert s["overall"]["J"] == pytest.approx(r["J"], abs=1e-12)
+    capsys.readouterr()
+
+
+# ---------------------------------------------------------------------- errors (no model)
+def test_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
+    data = generate_dataset(tmp_path / "d", sequences=1, frames=3, size=(32, 32), objects=1)
+    rc = cli.main(["run", "--dataset", str(data), "--checkpoint", str(tmp_path / "sam2.1_hiera_tiny.pt"),
+                   "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "checkpoint not found" in err and "sam2.1_hiera_tiny.pt" in err
+    rc = cli.main(["run", "--dataset", str(data), "--out", str(tmp_path / "o"), "--no-progress"])
+    assert rc == 2 and "no SAM 2 checkpoint given" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_inputs_name_the_file(tmp_path, capsys):
+    data = generate_dataset(tmp_path / "d", sequences=1, frames=3, size=(32, 32), objects=1)
+    base = ["run", "--random-weights", "--out", str(tmp_path / "o"), "--no-progress"]
+    bad_json = tmp_path / "texts.json"
+    bad_json.write_text("{not json")
+    assert cli.main(base + ["--dataset", str(data), "--text-prompts", str(bad_json)]) == 2
+    assert "texts.json" in capsys.readouterr().err
+    ann = data / "Annotations" / "480p" / "synth000"
+    (ann / "00000.png").rename(tmp_path / "moved.png")
+    assert cli.main(base + ["--dataset", str(data)]) == 2
+    assert "synth000/00000.png" in capsys.readouterr().err
+    (tmp_path / "moved.png").rename(ann / "00000.png")
+    write_label_png(ann / "00001.png", np.zeros((30, 32), np.uint8))  # wrong size
+    assert cli.main(base + ["--dataset", str(data)]) == 2
+    assert "00001.png is 32x30" in capsys.readouterr().err
+    assert cli.main(base + ["--frames", str(data / "JPEGImages" / "480p" / "synth000")]) == 2
+    assert "--first-mask" in capsys.readouterr().err
+    Image.new("RGB", (32, 32)).save(tmp_path / "rgb.png")
+    assert cli.main(base + ["--frames", str(data / "JPEGImages" / "480p" / "synth000"),
+                            "--first-mask", str(tmp_path / "rgb.png")]) == 2
+    assert "rgb.png is a RGB image" in capsys.readouterr().err
+    assert cli.main(base + ["--dataset", str(data), "--modes", "dense,turbo"]) == 2
+    assert "unknown mode 'turbo'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_tracker_config_from_yaml_with_flag_overrides(tmp_path):
+    from pathlib import Path
+
+    yaml_path = Path(cli.__file__).resolve().parents[2] / "config" / "tracker.yaml"
+    args = cli.build_parser().parse_args(
+        ["run", "--dataset", "x", "--config", str(yaml_path), "--random-weights", "--model", "small",
+         "--image-size", "256", "--device", "cpu"])
+    cfg = cli._tracker_config(args)
+    assert (cfg.model_cfg, cfg.image_size, cfg.device, cfg.allow_random_weights) == (
+        "small", 256, "cpu", True)
+    assert cfg.mc_passes == 5 and cfg.text_mode == "clip_ridge"  # the rest comes from the YAML
+    args = cli.build_parser().parse_args(["run", "--dataset", "x", "--config", str(yaml_path)])
+    with pytest.raises(FileNotFoundError, match="no SAM 2 checkpoint given"):
+        cli._tracker_config(args)  # the YAML has checkpoint: "" and random weights off
+
+
+def test_text_prompt_file_validation(tmp_path):
+    p = tmp_path / "t.json"
+    p.write_text(json.dumps({"s": {"1": "red ball", "2": "blue box"}, "other": {"3": "x"}}))
+    assert cli.load_text_prompts(str(p)) == {"s": {1: "red ball", 2: "blue box"}, "other": {3: "x"}}
+    p.write_text(json.dumps({"s": {"one": "red ball"}}))
+    with pytest.raises(ValueError, match=r"t\.json: object id 'one'"):
+        cli.load_text_prompts(str(p))
+    p.write_text(json.dumps({"s": {"1": ""}}))
+    with pytest.raises(ValueError, match=r"t\.json: text of object 1"):
+        cli.load_text_prompts(str(p))

@@ -1,0 +1,227 @@
+"""Folder scoring with the DAVIS protocol on hand-made multi-object label PNGs, and bad inputs."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fastsam2_ros.eval import cli
+from fastsam2_ros.eval.davis_io import (DatasetError, davis_palette, read_label_png,
+                                        write_label_png)
+from fastsam2_ros.eval.scoring import score_folders, score_sequence
+
+H, W = 30, 40
+
+
+def square(y, x, s=8):
+    m = np.zeros((H, W), np.uint8)
+    m[y:y + s, x:x + s] = 1
+    return m
+
+
+def gt_frames():
+    """4 frames, objects 1 (left) and 2 (right), both visible everywhere."""
+    out = []
+    for t in range(4):
+        lab = np.zeros((H, W), np.uint8)
+        lab[square(5, 2 + t) > 0] = 1
+        lab[square(15, 25 - t) > 0] = 2
+        out.append(lab)
+    return out
+
+
+def write_seq(root, seq, labels, layout="davis", palette=None):
+    d = root / "Annotations" / "480p" / seq if layout == "davis" else root / seq
+    for t, lab in enumerate(labels):
+        if lab is not None:
+            write_label_png(d / f"{t:05d}.png", lab, palette=palette)
+    return d
+
+
+@pytest.fixture
+def gt_root(tmp_path):
+    root = tmp_path / "gt"
+    write_seq(root, "seqA", gt_frames())
+    return root
+
+
+def test_perfect_predictions_score_one_and_first_last_frames_are_not_scored(gt_root, tmp_path):
+    pred = [f.copy() for f in gt_frames()]
+    pred[0][:] = 0  # first and last frame wrong: the DAVIS protocol does not look at them
+    pred[3][:] = 2
+    write_seq(tmp_path / "pred", "seqA", pred, layout="flat")
+    res = score_folders(gt_root, tmp_path / "pred")
+    o = res.overall()
+    assert o["J&F"] == 1.0 and o["objects"] == 2 and o["sequences"] == 1
+    assert res.sequences[0].frames_scored == ["00001", "00002"]
+    # scoring every frame (not the protocol) sees them
+    assert score_folders(gt_root, tmp_path / "pred", drop_first_last=False).overall()["J&F"] < 1.0
+
+
+def test_first_and_last_predictions_may_be_missing(gt_root, tmp_path):
+    pred = gt_frames()
+    pred[0] = pred[3] = None
+    write_seq(tmp_path / "pred", "seqA", pred, layout="flat")
+    assert score_folders(gt_root, tmp_path / "pred").overall()["J&F"] == 1.0
+
+
+def test_multi_object_values_derived_by_hand(gt_root, tmp_path):
+    # object 2 is missing on frame 1 (J = F = 0) and perfect on frame 2 (J = F = 1):
+    # per frame [0, 1] -> mean 0.5, recall 0.5, decay (first bin [0], last bin [1]) = -1.
+    # object 1 perfect. Global = mean over the two objects: J = F = 0.75.
+    pred = gt_frames()
+    pred[1] = np.where(pred[1] == 2, 0, pred[1]).astype(np.uint8)
+    write_seq(tmp_path / "pred", "seqA", pred)  # DAVIS layout for the predictions too
+    res = score_folders(gt_root, tmp_path / "pred")
+    d = res.to_dict(per_frame=True)
+    o2 = d["per_object"]["seqA_2"]
+    assert o2["J"] == {"mean": 0.5, "recall": 0.5, "decay": -1.0}
+    assert o2["F"] == {"mean": 0.5, "recall": 0.5, "decay": -1.0}
+    assert o2["J_per_frame"] == [0.0, 1.0]
+    assert d["per_object"]["seqA_1"]["J&F"] == 1.0
+    assert d["overall"]["J"]["mean"] == 0.75 and d["overall"]["J&F"] == 0.75
+    assert d["per_sequence"]["seqA"]["J&F"] == 0.75
+    assert d["conventions"]["drop_first_last_frame"] is True
+
+
+def test_global_mean_is_over_objects_not_sequences(tmp_path):
+    # seqA: two perfect objects; seqB: one object, always missed. Mean over objects = 2/3,
+    # mean over sequences would be 1/2.
+    gt = tmp_path / "gt"
+    pr = tmp_path / "pred"
+    write_seq(gt, "seqA", gt_frames())
+    write_seq(pr, "seqA", gt_frames(), layout="flat")
+    one = [square(5, 5) for _ in range(4)]
+    write_seq(gt, "seqB", one)
+    write_seq(pr, "seqB", [np.zeros((H, W), np.uint8)] * 4, layout="flat")
+    o = score_folders(gt, pr).overall()
+    assert o["objects"] == 3
+    assert o["J"]["mean"] == pytest.approx(2 / 3)
+
+
+def test_object_empty_in_both_gt_and_prediction_counts_as_perfect(tmp_path):
+    gt = gt_frames()
+    gt[1] = np.where(gt[1] == 2, 0, gt[1]).astype(np.uint8)  # object 2 hidden on frame 1
+    write_seq(tmp_path / "gt", "s", gt)
+    write_seq(tmp_path / "pred", "s", gt, layout="flat")
+    assert score_folders(tmp_path / "gt", tmp_path / "pred").overall()["J&F"] == 1.0
+
+
+def test_void_label_255_is_ignored(tmp_path):
+    gt = gt_frames()
+    for g in gt:
+        g[:, 35:] = 255  # void strip
+    pred = [np.where(g == 255, 1, g).astype(np.uint8) for g in gt]  # object 1 spills into void
+    write_seq(tmp_path / "gt", "s", gt)
+    write_seq(tmp_path / "pred", "s", pred, layout="flat")
+    assert score_folders(tmp_path / "gt", tmp_path / "pred").overall()["J&F"] == 1.0
+
+
+def test_objects_are_the_ids_of_the_first_annotated_frame(tmp_path):
+    # id 3 only appears from frame 1 on: above max(first frame) = 2 -> not an object of the
+    # sequence (reference behaviour); predicting it is then an error.
+    gt = gt_frames()
+    for g in gt[1:]:
+        g[0:3, 0:3] = 3
+    write_seq(tmp_path / "gt", "s", gt)
+    write_seq(tmp_path / "pred", "s", [np.where(g == 3, 0, g).astype(np.uint8) for g in gt], layout="flat")
+    res = score_folders(tmp_path / "gt", tmp_path / "pred")
+    assert [o.obj_id for o in res.objects] == [1, 2]
+    write_seq(tmp_path / "pred2", "s", gt, layout="flat")
+    with pytest.raises(DatasetError, match=r"00001\.png contains object id 3 .* only 2 object"):
+        score_folders(tmp_path / "gt", tmp_path / "pred2")
+    # opt-in (not DAVIS): objects that appear later are scored as well
+    res = score_folders(tmp_path / "gt", tmp_path / "pred2", objects="all")
+    assert [o.obj_id for o in res.objects] == [1, 2, 3] and res.overall()["J&F"] == 1.0
+    assert "not DAVIS" in res.to_dict()["conventions"]["objects"]
+
+
+def test_palette_colours_do_not_matter_and_grey_pngs_work(gt_root, tmp_path):
+    grey_pal = [v for i in range(256) for v in (i, i, i)]
+    write_seq(tmp_path / "p1", "seqA", gt_frames(), layout="flat", palette=grey_pal)
+    assert score_folders(gt_root, tmp_path / "p1").overall()["J&F"] == 1.0
+    d = tmp_path / "p2" / "seqA"
+    d.mkdir(parents=True)
+    for t, lab in enumerate(gt_frames()):
+        Image.fromarray(lab, mode="L").save(d / f"{t:05d}.png")
+    assert score_folders(gt_root, tmp_path / "p2").overall()["J&F"] == 1.0
+
+
+def test_label_png_round_trip_keeps_indices_and_davis_palette(tmp_path):
+    lab = np.arange(H * W, dtype=np.uint32).reshape(H, W) % 7
+    write_label_png(tmp_path / "x.png", lab.astype(np.uint8))
+    assert np.array_equal(read_label_png(tmp_path / "x.png"), lab)
+    im = Image.open(tmp_path / "x.png")
+    assert im.mode == "P" and im.getpalette()[:9] == [0, 0, 0, 128, 0, 0, 0, 128, 0]
+    assert davis_palette()[3 * 255: 3 * 256] == [224, 224, 192]
+
+
+# ------------------------------------------------------------------------------- bad inputs
+def test_missing_prediction_frame_names_the_file(gt_root, tmp_path):
+    pred = gt_frames()
+    pred[2] = None
+    write_seq(tmp_path / "pred", "seqA", pred, layout="flat")
+    with pytest.raises(DatasetError, match=r"missing prediction .*seqA/00002\.png"):
+        score_folders(gt_root, tmp_path / "pred")
+
+
+def test_missing_prediction_sequence_names_the_folder(gt_root, tmp_path):
+    (tmp_path / "pred").mkdir()
+    with pytest.raises(DatasetError, match=r"prediction folder of sequence 'seqA' not found: .*pred/seqA"):
+        score_folders(gt_root, tmp_path / "pred")
+
+
+def test_size_mismatch_names_both_files(gt_root, tmp_path):
+    pred = gt_frames()
+    pred[1] = np.zeros((H, W + 2), np.uint8)
+    write_seq(tmp_path / "pred", "seqA", pred, layout="flat")
+    with pytest.raises(DatasetError, match=r"seqA/00001\.png is 42x30 but .*Annotations/480p/seqA/00001\.png is 40x30"):
+        score_folders(gt_root, tmp_path / "pred")
+
+
+def test_rgb_prediction_is_refused_with_the_file_name(gt_root, tmp_path):
+    write_seq(tmp_path / "pred", "seqA", gt_frames(), layout="flat")
+    bad = tmp_path / "pred" / "seqA" / "00001.png"
+    Image.open(bad).convert("RGB").save(bad)
+    with pytest.raises(DatasetError, match=r"00001\.png is a RGB image, not an indexed-palette"):
+        score_folders(gt_root, tmp_path / "pred")
+
+
+def test_unreadable_png_names_the_file(gt_root, tmp_path):
+    write_seq(tmp_path / "pred", "seqA", gt_frames(), layout="flat")
+    (tmp_path / "pred" / "seqA" / "00002.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match=r"cannot read label PNG .*00002\.png"):
+        score_folders(gt_root, tmp_path / "pred")
+
+
+def test_score_sequence_in_memory_matches_folder_scoring(gt_root, tmp_path):
+    rng = np.random.default_rng(0)
+    pred = [np.where(rng.random((H, W)) < 0.1, 0, g).astype(np.uint8) for g in gt_frames()]
+    write_seq(tmp_path / "pred", "seqA", pred, layout="flat")
+    a = score_folders(gt_root, tmp_path / "pred").to_dict()
+    b = score_sequence("seqA", [f"{t:05d}" for t in range(4)], gt_frames(), pred)
+    assert a["overall"]["J&F"] == pytest.approx(b.summary()["J&F"])
+    assert 0 < a["overall"]["J&F"] < 1
+
+
+# ------------------------------------------------------------------------------------ CLI
+def test_cli_score_writes_json_and_prints_tables(gt_root, tmp_path, capsys):
+    write_seq(tmp_path / "pred", "seqA", gt_frames(), layout="flat")
+    out = tmp_path / "s.json"
+    rc = cli.main(["score", "--gt", str(gt_root), "--pred", str(tmp_path / "pred"), "--json",
+                   str(out), "--no-progress"])
+    assert rc == 0
+    d = json.loads(out.read_text())
+    assert d["schema_version"] == 1 and d["tool"] == "fastsam2-eval score"
+    assert set(d) >= {"overall", "per_sequence", "per_object", "conventions", "gt", "pred"}
+    assert set(d["per_object"]) == {"seqA_1", "seqA_2"}
+    assert d["overall"]["J"] == {"mean": 1.0, "recall": 1.0, "decay": 0.0}
+    text = capsys.readouterr().out
+    assert "seqA_2" in text and "overall" in text
+
+
+def test_cli_score_error_exit_status_and_message(gt_root, tmp_path, capsys):
+    rc = cli.main(["score", "--gt", str(gt_root), "--pred", str(tmp_path / "nope"), "--no-progress"])
+    assert rc == 2
+    assert "nope" in capsys.readouterr().err

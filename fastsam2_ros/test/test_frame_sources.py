@@ -1,0 +1,252 @@
+"""Frame readers: image folders (natural order), videos, rosbag2 (Image / CompressedImage), errors."""
+
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from fastsam2_ros.core.errors import InputError
+from fastsam2_ros.frame_sources import (FrameSourceError, compressed_msg_to_rgb, count_frames,
+                                        image_msg_to_rgb, image_topics, natural_key, open_frames)
+
+
+def colour_frame(i, h=24, w=32):
+    """Distinct, exactly checkable frame i: a gradient plus a per-frame offset."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.stack([(xx * 7 + i * 20) % 256, (yy * 9 + i * 3) % 256,
+                    np.full((h, w), (i * 40) % 256)], axis=2)
+    return img.astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------- image folders
+def test_natural_order_and_names(tmp_path):
+    for i in (10, 2, 1):
+        Image.fromarray(colour_frame(i)).save(tmp_path / f"f{i}.png")
+    (tmp_path / "notes.txt").write_text("ignored")
+    src = open_frames(tmp_path)
+    assert src.kind == "images" and src.count == len(src) == 3
+    assert src.names == ["f1", "f2", "f10"]
+    frames = list(src)
+    for i, f in zip((1, 2, 10), frames):
+        assert f.dtype == np.uint8 and np.array_equal(f, colour_frame(i))
+    assert open_frames(tmp_path, max_frames=2).names == ["f1", "f2"]
+    assert count_frames(tmp_path) == 3
+    assert sorted(["a10", "a9", "A1"], key=natural_key) == ["A1", "a9", "a10"]
+
+
+def test_grey_and_rgba_images_become_rgb(tmp_path):
+    Image.fromarray(np.full((8, 9), 77, np.uint8), mode="L").save(tmp_path / "0.png")
+    Image.fromarray(np.full((8, 9, 4), 200, np.uint8), mode="RGBA").save(tmp_path / "1.png")
+    a, b = open_frames(tmp_path)
+    assert a.shape == b.shape == (8, 9, 3)
+    assert (a == 77).all() and (b == 200).all()
+
+
+def test_frame_size_change_names_the_file(tmp_path):
+    Image.fromarray(colour_frame(0)).save(tmp_path / "0.png")
+    Image.fromarray(colour_frame(1, h=20)).save(tmp_path / "1.png")
+    with pytest.raises(FrameSourceError, match=r"1\.png is 32x20 but the first frame .* is 32x24"):
+        list(open_frames(tmp_path))
+
+
+def test_unreadable_image_names_the_file(tmp_path):
+    Image.fromarray(colour_frame(0)).save(tmp_path / "0.jpg")
+    (tmp_path / "1.jpg").write_bytes(b"\xff\xd8 truncated garbage")
+    src = open_frames(tmp_path)
+    with pytest.raises(FrameSourceError, match=r"cannot read image .*1\.jpg"):
+        list(src)
+
+
+def test_missing_and_empty_inputs(tmp_path):
+    with pytest.raises(FrameSourceError, match="not found: .*nothing"):
+        open_frames(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FrameSourceError, match="no image files .* in folder .*empty"):
+        open_frames(tmp_path / "empty")
+    assert issubclass(FrameSourceError, InputError) and issubclass(FrameSourceError, ValueError)
+    with pytest.raises(FrameSourceError, match="topic .* is not a rosbag"):
+        open_frames(tmp_path, topic="/x")
+
+
+def test_single_image_file(tmp_path):
+    Image.fromarray(colour_frame(3)).save(tmp_path / "one.png")
+    src = open_frames(tmp_path / "one.png")
+    assert src.kind == "image" and src.names == ["one"]
+    assert np.array_equal(next(iter(src)), colour_frame(3))
+
+
+# -------------------------------------------------------------------------------------- video
+def test_video_frames_count_and_colours(tmp_path):
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)]
+    for c in colours:
+        rgb = np.zeros((24, 32, 3), np.uint8)
+        rgb[:] = c
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    src = open_frames(path)
+    assert src.kind == "video" and src.count == 5 and src.fps == pytest.approx(10)
+    frames = src.read_all()
+    assert len(frames) == 5 and frames[0].shape == (24, 32, 3)
+    for f, c in zip(frames, colours):  # MJPG is lossy: compare the mean colour
+        assert np.abs(f.reshape(-1, 3).mean(0) - np.array(c)).max() < 12
+    assert open_frames(path, max_frames=2).count == 2 and len(list(open_frames(path, max_frames=2))) == 2
+
+
+def test_broken_video_names_the_file(tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 1000)
+    with pytest.raises(FrameSourceError, match=r"broken\.mp4"):
+        open_frames(bad)
+
+
+# ----------------------------------------------------------------------------- ROS messages
+def msg(encoding, h, w, step, data, big=0):
+    return SimpleNamespace(encoding=encoding, height=h, width=w, step=step, data=data, is_bigendian=big)
+
+
+def test_image_msg_rgb8_with_row_padding():
+    rgb = colour_frame(1, 5, 6)
+    step = 6 * 3 + 5  # 5 padding bytes per row
+    raw = np.zeros((5, step), np.uint8)
+    raw[:, :18] = rgb.reshape(5, 18)
+    out = image_msg_to_rgb(msg("rgb8", 5, 6, step, raw.tobytes()))
+    assert np.array_equal(out, rgb)
+
+
+def test_image_msg_bgr8_bgra8_mono8():
+    rgb = colour_frame(2, 4, 5)
+    assert np.array_equal(image_msg_to_rgb(msg("bgr8", 4, 5, 15, rgb[:, :, ::-1].copy().tobytes())), rgb)
+    bgra = np.concatenate([rgb[:, :, ::-1], np.full((4, 5, 1), 9, np.uint8)], axis=2)
+    assert np.array_equal(image_msg_to_rgb(msg("bgra8", 4, 5, 20, bgra.tobytes())), rgb)
+    grey = rgb[:, :, 0].copy()
+    out = image_msg_to_rgb(msg("mono8", 4, 5, 5, list(grey.tobytes())))  # rclpy-like list data
+    assert np.array_equal(out, np.repeat(grey[:, :, None], 3, axis=2))
+
+
+def test_image_msg_mono16_honours_endianness():
+    v = np.array([[0x1234, 0xABCD], [0x00FF, 0xFF00]], np.uint16)
+    big = image_msg_to_rgb(msg("mono16", 2, 2, 4, v.astype(">u2").tobytes(), big=1))
+    little = image_msg_to_rgb(msg("16UC1", 2, 2, 4, v.astype("<u2").tobytes(), big=0))
+    expect = np.repeat((v >> 8).astype(np.uint8)[:, :, None], 3, axis=2)
+    assert np.array_equal(big, expect) and np.array_equal(little, expect)
+
+
+def test_image_msg_yuv422_matches_opencv():
+    rgb = colour_frame(4, 8, 8)
+    yuv = cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), cv2.COLOR_BGR2YUV)
+    uyvy = np.zeros((8, 16), np.uint8)  # U Y0 V Y1 per pixel pair
+    uyvy[:, 0::4] = yuv[:, 0::2, 1]
+    uyvy[:, 1::4] = yuv[:, 0::2, 0]
+    uyvy[:, 2::4] = yuv[:, 0::2, 2]
+    uyvy[:, 3::4] = yuv[:, 1::2, 0]
+    out = image_msg_to_rgb(msg("yuv422", 8, 8, 16, uyvy.tobytes()))
+    ref = cv2.cvtColor(uyvy.reshape(8, 8, 2), cv2.COLOR_YUV2RGB_UYVY)
+    assert np.array_equal(out, ref)
+
+
+def test_image_msg_bayer_rggb_recovers_a_uniform_colour():
+    r, g, b = 200, 100, 30
+    mosaic = np.zeros((8, 8), np.uint8)
+    mosaic[0::2, 0::2] = r  # R G / G B
+    mosaic[0::2, 1::2] = g
+    mosaic[1::2, 0::2] = g
+    mosaic[1::2, 1::2] = b
+    out = image_msg_to_rgb(msg("bayer_rggb8", 8, 8, 8, mosaic.tobytes()))
+    assert np.abs(out[2:-2, 2:-2].astype(int) - [r, g, b]).max() <= 1
+
+
+def test_image_msg_errors():
+    with pytest.raises(FrameSourceError, match="unsupported image encoding '32FC1'"):
+        image_msg_to_rgb(msg("32FC1", 2, 2, 16, bytes(16)))
+    with pytest.raises(FrameSourceError, match="data has 10 bytes"):
+        image_msg_to_rgb(msg("rgb8", 2, 2, 6, bytes(10)))
+    with pytest.raises(FrameSourceError, match="step 4 is smaller"):
+        image_msg_to_rgb(msg("rgb8", 2, 2, 4, bytes(12)))
+
+
+def test_compressed_msgs():
+    rgb = colour_frame(5)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    out = compressed_msg_to_rgb(SimpleNamespace(format="rgb8; png compressed bgr8", data=png.tobytes()))
+    assert np.array_equal(out, rgb)
+    with pytest.raises(FrameSourceError, match="compressedDepth"):
+        compressed_msg_to_rgb(SimpleNamespace(format="16UC1; compressedDepth png", data=png.tobytes()))
+    with pytest.raises(FrameSourceError, match="cannot decode"):
+        compressed_msg_to_rgb(SimpleNamespace(format="jpeg", data=b"garbage"))
+
+
+# ---------------------------------------------------------------------------------- rosbag2
+def write_bag(path, storage="sqlite3", n=3, extra_image_topic=False):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS2_HUMBLE)
+    T = ts.types
+    Img, Comp = T["sensor_msgs/msg/Image"], T["sensor_msgs/msg/CompressedImage"]
+    Header, Time, Str = T["std_msgs/msg/Header"], T["builtin_interfaces/msg/Time"], T["std_msgs/msg/String"]
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    with Writer(path, version=9, storage_plugin=plugin) as w:
+        raw = w.add_connection("/cam/image_raw", Img.__msgtype__, typestore=ts)
+        note = w.add_connection("/note", Str.__msgtype__, typestore=ts)
+        comp = w.add_connection("/cam/compressed", Comp.__msgtype__, typestore=ts) if extra_image_topic else None
+        for i in range(n):
+            hdr = Header(stamp=Time(sec=i, nanosec=0), frame_id="cam")
+            rgb = colour_frame(i)
+            step = 32 * 3 + 4  # padded rows
+            data = np.zeros((24, step), np.uint8)
+            data[:, :96] = rgb[:, :, ::-1].reshape(24, 96)  # bgr8
+            m = Img(header=hdr, height=24, width=32, encoding="bgr8", is_bigendian=0, step=step,
+                    data=data.reshape(-1))
+            t_ns = 1_000_000_000 + i * 100_000_000
+            w.write(raw, t_ns, ts.serialize_cdr(m, Img.__msgtype__))
+            w.write(note, t_ns + 1, ts.serialize_cdr(Str(data=f"frame {i}"), Str.__msgtype__))
+            if comp is not None:
+                ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                c = Comp(header=hdr, format="png", data=np.frombuffer(png.tobytes(), np.uint8))
+                w.write(comp, t_ns + 2, ts.serialize_cdr(c, Comp.__msgtype__))
+    return path
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_rosbag_image_topic_is_picked_and_decoded(tmp_path, storage):
+    bag = write_bag(tmp_path / "bag", storage)
+    src = open_frames(bag)
+    assert src.kind == "rosbag" and src.topic == "/cam/image_raw" and src.count == 3
+    frames = list(src)
+    for i, f in enumerate(frames):
+        assert np.array_equal(f, colour_frame(i))
+    assert [ts for ts, _ in src.iter_stamped()] == [1_000_000_000, 1_100_000_000, 1_200_000_000]
+    assert open_frames(bag, max_frames=2).count == 2 and len(list(open_frames(bag, max_frames=2))) == 2
+    # the storage file itself opens the bag too
+    store = next(p for p in bag.iterdir() if p.suffix in (".db3", ".mcap"))
+    assert open_frames(store).count == 3
+
+
+def test_rosbag_compressed_topic_and_topic_choice_errors(tmp_path):
+    bag = write_bag(tmp_path / "bag", "mcap", extra_image_topic=True)
+    assert image_topics(bag) == {"/cam/image_raw": "sensor_msgs/msg/Image",
+                                 "/cam/compressed": "sensor_msgs/msg/CompressedImage"}
+    with pytest.raises(FrameSourceError, match=r"has 2 image topics .*/cam/compressed.*--topic"):
+        open_frames(bag)
+    frames = list(open_frames(bag, topic="/cam/compressed"))
+    assert len(frames) == 3 and np.array_equal(frames[2], colour_frame(2))
+    with pytest.raises(FrameSourceError, match=r"no topic '/missing'"):
+        open_frames(bag, topic="/missing")
+    with pytest.raises(FrameSourceError, match=r"'/note' .* carries std_msgs/msg/String, not an image"):
+        open_frames(bag, topic="/note")
+
+
+def test_broken_rosbag_names_the_path(tmp_path):
+    bag = tmp_path / "bad_bag"
+    bag.mkdir()
+    (bag / "metadata.yaml").write_text("this: is not rosbag2 metadata\n")
+    with pytest.raises(FrameSourceError, match=r"cannot open rosbag .*bad_bag"):
+        open_frames(bag)
+    db = tmp_path / "x.db3"
+    db.write_bytes(b"not sqlite")
+    with pytest.raises(FrameSourceError, match=r"x\.db3"):
+        open_frames(db)
