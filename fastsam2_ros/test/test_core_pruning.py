@@ -90,6 +90,7 @@ def test_pruned_token_counts_at_030(model128, video, monkeypatch):
         assert res.stats.tokens_kept == {1: k}
         assert res.stats.tokens_total == n
         assert res.stats.router_mode == "training_free"
+        assert res.kept_tokens[1].shape == (8, 8) and res.kept_tokens[1].sum() == k
     assert len(calls) == 9
     for t, (q, m, spatial, ptr, grid) in enumerate(calls, start=1):
         stored = min(t, 7)  # conditioning frame + up to 6 previous frames
@@ -111,6 +112,7 @@ def test_keep_ratio_one_takes_the_stock_path(model128, video, monkeypatch):
     tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
     res = tracker.track(frames[1])
     assert res.stats.router_mode == "dense" and res.stats.tokens_kept == {1: 64}
+    assert res.kept_tokens == {}
 
 
 def test_memory_bank_is_bounded_over_long_streams_and_refine_clicks():

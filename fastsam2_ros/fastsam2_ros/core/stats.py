@@ -56,6 +56,9 @@ class FrameResult:
     scores: Dict[int, float]  # obj_id -> object-presence logit (> 0: visible)
     stats: FrameStats
     logits: Optional[Dict[int, np.ndarray]] = None  # obj_id -> float32 [H, W] (only if asked)
+    #: obj_id -> bool [gh, gw]: top-level tokens stored in the memory bank for this frame
+    #: (objects tracked densely on this frame are absent)
+    kept_tokens: Dict[int, np.ndarray] = field(default_factory=dict)
 
     @property
     def object_ids(self) -> List[int]:

@@ -485,8 +485,9 @@ class StreamingTracker:
     # ------------------------------------------------------------------------------- output
     def _result(self, timer: StageTimer, auto_prompted: List[int]) -> FrameResult:
         t = self._frame.index
-        masks, scores, logits = {}, {}, {}
+        masks, scores, logits, kept_grids = {}, {}, {}, {}
         height, width = self._image.shape[:2] if self._image is not None else (0, 0)
+        feat_hw = self.model.image_size // 16
         tokens_kept = {}
         for obj_id, obj in self.objects.items():
             out = obj.current_out(t)
@@ -499,9 +500,12 @@ class StreamingTracker:
             if self.return_logits:
                 logits[obj_id] = full.cpu().numpy()
             tokens_kept[obj_id] = obj.tokens_kept
+            if out.get("maskmem_idx") is not None:
+                grid = np.zeros(feat_hw * feat_hw, dtype=bool)
+                grid[out["maskmem_idx"].cpu().numpy()] = True
+                kept_grids[obj_id] = grid.reshape(feat_hw, feat_hw)
         bank = self.memory_bank_size()
         cuda = self.device.type == "cuda"
-        feat_hw = self.model.image_size // 16
         stats = FrameStats(
             frame_index=t, stage_ms=dict(timer.ms), tokens_total=feat_hw * feat_hw,
             tokens_kept=tokens_kept, keep_ratio=self.keep_ratio, bank_frames=bank["frames"],
@@ -513,4 +517,4 @@ class StreamingTracker:
             text_mode=self.cfg.text_mode if any(o.text_state for o in self.objects.values()) else "none",
             auto_prompted=auto_prompted, device=str(self.device))
         return FrameResult(frame_index=t, masks=masks, scores=scores, stats=stats,
-                           logits=logits if self.return_logits else None)
+                           logits=logits if self.return_logits else None, kept_tokens=kept_grids)

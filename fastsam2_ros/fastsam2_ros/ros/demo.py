@@ -1,0 +1,383 @@
+"""``fastsam2-demo``: run the real tracker node on a video or a folder of frames, end to end.
+
+The lifecycle node (``TrackerNode``) and a feeder node run in-process on a MultiThreadedExecutor;
+everything between them goes over ROS topics and services (DDS), exactly as with a camera:
+
+1. the feeder publishes frame 0 on ``image`` and waits for the node's outputs;
+2. it sends the prompt (``--text`` / ``--click`` / ``--box``) with the ``add_object`` service,
+   which applies it on frame 0 and republishes frame 0's outputs;
+3. it publishes the remaining frames one at a time (lock-step, so every frame is processed;
+   ``--rate`` publishes at a fixed rate instead, and the node drops what it cannot keep up with);
+4. it writes the ``overlay`` images as PNG files and an mp4 to ``--output``, the
+   ``stats`` messages as JSON lines, and prints per-frame and summary statistics.
+
+Example::
+
+    fastsam2-demo --input /data/bedroom --click 210,350 --checkpoint ~/models/sam2.1_hiera_tiny.pt
+    fastsam2-demo --input clip.mp4 --text "the robot arm" --random-weights --max-frames 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+
+def _pair(text: str, n: int, what: str) -> List[float]:
+    try:
+        vals = [float(v) for v in text.replace(" ", "").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} must be {n} comma-separated numbers, got {text!r}") from None
+    if len(vals) != n or not all(math.isfinite(v) for v in vals):
+        raise argparse.ArgumentTypeError(f"{what} must be {n} comma-separated numbers, got {text!r}")
+    return vals
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fastsam2-demo",
+        description="Track a prompted object through a video with the fastsam2_ros lifecycle node "
+                    "(in-process, over real ROS 2 topics) and write overlay frames + an mp4.")
+    p.add_argument("--input", required=True, help="video file, folder of frames, image or rosbag")
+    p.add_argument("--text", default=None, help='text prompt, e.g. "the child on the left"; alone it '
+                   "starts tracking by itself (automatic click)")
+    p.add_argument("--click", action="append", default=[], metavar="X,Y",
+                   type=lambda s: _pair(s, 2, "--click"),
+                   help="foreground click in pixels of the first frame (repeatable)")
+    p.add_argument("--neg-click", action="append", default=[], metavar="X,Y",
+                   type=lambda s: _pair(s, 2, "--neg-click"), help="background click (repeatable)")
+    p.add_argument("--box", default=None, metavar="X0,Y0,X1,Y1", type=lambda s: _pair(s, 4, "--box"),
+                   help="box prompt in pixels of the first frame")
+    w = p.add_mutually_exclusive_group()
+    w.add_argument("--checkpoint", default="", help="official SAM 2.1 checkpoint, e.g. sam2.1_hiera_tiny.pt")
+    w.add_argument("--random-weights", action="store_true",
+                   help="random weights (smoke test: the masks are meaningless)")
+    p.add_argument("--clip-weights", default="", help="open_clip weights for text relevance")
+    p.add_argument("--model-cfg", default=None, help="tiny|small|base_plus|large or sam2 config name")
+    p.add_argument("--output", default="fastsam2_demo_out", help="output folder (created)")
+    p.add_argument("--max-frames", type=int, default=None, help="process at most N frames")
+    p.add_argument("--image-size", type=int, default=None, help="SAM 2 input side (default 1024)")
+    p.add_argument("--keep-ratio", type=float, default=None, help="fraction of tokens kept (0, 1]")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--params-file", default=None, help="ROS parameter file (config/tracker.yaml layout)")
+    p.add_argument("--fps", type=float, default=None, help="frame rate of the mp4 (default: the video's, else 10)")
+    p.add_argument("--rate", type=float, default=None,
+                   help="publish frames at this rate (Hz) instead of lock-step; slow inference drops frames")
+    p.add_argument("--topic", default=None, help="image topic inside a rosbag input")
+    p.add_argument("--frame-timeout", type=float, default=300.0, help="seconds to wait for one frame's outputs")
+    p.add_argument("--no-video", action="store_true", help="write PNG frames only")
+    p.add_argument("--quiet", action="store_true", help="no per-frame lines")
+    return p
+
+
+def _stamp(i: int, fps: float):
+    from builtin_interfaces.msg import Time
+
+    ns = int(round(i * 1e9 / fps))
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def _key(stamp) -> Tuple[int, int]:
+    return int(stamp.sec), int(stamp.nanosec)
+
+
+class _Collector:
+    """Latest overlay/stats per input stamp (a prompt republishes a frame: the newer one wins)."""
+
+    def __init__(self) -> None:
+        self.cv = threading.Condition()
+        self.overlay: Dict[Tuple[int, int], object] = {}
+        self.stats: Dict[Tuple[int, int], object] = {}
+        self.stats_count: Dict[Tuple[int, int], int] = {}
+
+    def on_overlay(self, msg) -> None:
+        with self.cv:
+            self.overlay[_key(msg.header.stamp)] = msg
+            self.cv.notify_all()
+
+    def on_stats(self, msg) -> None:
+        with self.cv:
+            k = _key(msg.header.stamp)
+            self.stats[k] = msg
+            self.stats_count[k] = self.stats_count.get(k, 0) + 1
+            self.cv.notify_all()
+
+    def wait(self, key, timeout: float, min_stats: int = 1) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.cv:
+            while not (key in self.overlay and self.stats_count.get(key, 0) >= min_stats):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cv.wait(min(left, 0.5))
+            return True
+
+
+def _wait(cond, timeout: float, step: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.checkpoint and not args.random_weights:
+        print("error: give --checkpoint PATH (official SAM 2.1 checkpoint, e.g. sam2.1_hiera_tiny.pt "
+              "from the facebookresearch/sam2 release) or --random-weights", file=sys.stderr)
+        return 2
+    if not (args.text or args.click or args.neg_click or args.box):
+        print("error: give a prompt: --text, --click X,Y or --box X0,Y0,X1,Y1", file=sys.stderr)
+        return 2
+    if args.max_frames is not None and args.max_frames < 1:
+        print("error: --max-frames must be >= 1", file=sys.stderr)
+        return 2
+
+    from ..core.errors import InputError
+    from ..frame_sources import open_frames
+
+    try:
+        src = open_frames(args.input, topic=args.topic, max_frames=args.max_frames)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    fps = float(args.fps or getattr(src, "fps", None) or 10.0)
+
+    import rclpy
+    from geometry_msgs.msg import Point
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from fastsam2_msgs.msg import Prompt, TrackerStats
+    from fastsam2_msgs.srv import AddObject
+    from sensor_msgs.msg import Image
+
+    from .conversions import image_to_numpy, numpy_to_image
+    from .tracker_node import TrackerNode
+
+    overrides = {"publish_overlay": True, "auto_start": False}
+    if args.random_weights:
+        overrides["allow_random_weights"] = True
+    if args.checkpoint:
+        overrides["checkpoint"] = str(Path(args.checkpoint).expanduser())
+    for name, val in (("model_cfg", args.model_cfg), ("image_size", args.image_size),
+                      ("keep_ratio", args.keep_ratio), ("device", args.device),
+                      ("clip_weights", args.clip_weights or None)):
+        if val is not None:
+            overrides[name] = val
+    ros_args = ["--ros-args", "--params-file", args.params_file] if args.params_file else None
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    rclpy.init(args=ros_args)
+    node = feeder = executor = spin_thread = None
+    try:
+        try:
+            node = TrackerNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+        except Exception as exc:  # noqa: BLE001 - e.g. a parameter of the wrong type
+            print(f"error: invalid parameters: {exc}", file=sys.stderr)
+            return 2
+        feeder = Node("fastsam2_demo_feeder")
+        col = _Collector()
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        pub = feeder.create_publisher(Image, node.resolve_topic_name("image"), reliable)
+        feeder.create_subscription(Image, node.resolve_topic_name("overlay"), col.on_overlay, reliable)
+        feeder.create_subscription(TrackerStats, node.resolve_topic_name("stats"), col.on_stats, reliable)
+        client = feeder.create_client(AddObject, node.resolve_service_name("add_object"))
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(node)
+        executor.add_node(feeder)
+        spin_thread = threading.Thread(target=executor.spin, daemon=True)
+        spin_thread.start()
+
+        t0 = time.perf_counter()
+        if not node.autostart():
+            print(f"error: the tracker node could not start: {node.health.fatal}", file=sys.stderr)
+            return 2
+        print(f"model ready in {time.perf_counter() - t0:.1f} s; {src.count} frame(s) from {args.input}")
+        if not (_wait(lambda: pub.get_subscription_count() > 0, 10.0)
+                and _wait(lambda: node.count_publishers(node.resolve_topic_name("stats")) > 0, 10.0)
+                and client.wait_for_service(timeout_sec=10.0)):
+            print("error: the feeder and the tracker node did not discover each other (DDS)", file=sys.stderr)
+            return 1
+
+        stamps: List[Tuple[int, int]] = []
+        per_frame: List[dict] = []
+        t_start = time.perf_counter()
+        sent = 0
+        for i, rgb in enumerate(src):
+            msg = numpy_to_image(rgb, "rgb8")
+            msg.header.stamp = _stamp(i, fps)
+            msg.header.frame_id = "camera"
+            key = _key(msg.header.stamp)
+            stamps.append(key)
+            pub.publish(msg)
+            sent += 1
+            if i == 0:
+                if not col.wait(key, args.frame_timeout):
+                    print("error: no output for frame 0", file=sys.stderr)
+                    return 1
+                req = AddObject.Request()
+                req.prompt = _prompt_msg(Prompt, Point, args)
+                fut = client.call_async(req)
+                if not _wait(fut.done, args.frame_timeout) or fut.result() is None:
+                    print("error: add_object did not answer", file=sys.stderr)
+                    return 1
+                res = fut.result()
+                if not res.success:
+                    print(f"error: prompt rejected: {res.message}", file=sys.stderr)
+                    return 2
+                print(f"prompt: {res.message}")
+                col.wait(key, args.frame_timeout, min_stats=2)  # frame 0 republished with the mask
+            elif args.rate:
+                time.sleep(max(0.0, 1.0 / args.rate))
+            elif not col.wait(key, args.frame_timeout):
+                print(f"error: no output for frame {i} within {args.frame_timeout} s", file=sys.stderr)
+                return 1
+            if not args.rate and not args.quiet:
+                _print_frame(i, col.stats.get(key))
+        if args.rate:  # let the last frame finish, then report what was processed
+            col.wait(stamps[-1], args.frame_timeout)
+            if not args.quiet:
+                for i, key in enumerate(stamps):
+                    _print_frame(i, col.stats.get(key))
+        wall = time.perf_counter() - t_start
+
+        written = 0
+        writer = None
+        for i, key in enumerate(stamps):
+            ov = col.overlay.get(key)
+            st = col.stats.get(key)
+            if st is not None:
+                per_frame.append(_stats_dict(i, st))
+            if ov is None:
+                continue
+            bgr = np.ascontiguousarray(image_to_numpy(ov)[:, :, ::-1])
+            import cv2
+
+            cv2.imwrite(str(out_dir / f"overlay_{i:05d}.png"), bgr)
+            written += 1
+            if not args.no_video:
+                if writer is None:
+                    writer = cv2.VideoWriter(str(out_dir / "overlay.mp4"),
+                                             cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                             (bgr.shape[1], bgr.shape[0]))
+                    if not writer.isOpened():
+                        print("warning: cv2.VideoWriter cannot write mp4 here; PNG frames only",
+                              file=sys.stderr)
+                        writer = False
+                if writer:
+                    writer.write(bgr)
+        if writer:
+            writer.release()
+        with open(out_dir / "stats.jsonl", "w") as f:
+            for row in per_frame:
+                f.write(json.dumps(row) + "\n")
+        summary = _summary(per_frame, sent, wall, node.health.counts())
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        _print_summary(summary, out_dir, written)
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=5.0)
+        if node is not None:
+            node.destroy_node()
+        if feeder is not None:
+            feeder.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+def _prompt_msg(Prompt, Point, args):
+    m = Prompt()
+    m.object_id = 1
+    m.new_object = True
+    if args.text:
+        m.text = args.text
+    pts = [(x, y, 1) for x, y in args.click] + [(x, y, 0) for x, y in args.neg_click]
+    m.points = [Point(x=float(x), y=float(y), z=0.0) for x, y, _ in pts]
+    m.labels = [int(lab) for _, _, lab in pts]
+    if args.box:
+        m.has_box = True
+        m.box = [float(v) for v in args.box]
+    return m
+
+
+def _stats_dict(i: int, st) -> dict:
+    return {
+        "frame": i, "frame_index": int(st.frame_index),
+        "stage_ms": {s: round(float(getattr(st, f"{s}_ms")), 2) for s in
+                     ("encoder", "router", "memory_attention", "decoder", "memory_encoder", "total")},
+        "node_latency_ms": round(float(st.node_latency_ms), 2),
+        "tokens_total": int(st.tokens_total), "tokens_kept": [int(v) for v in st.tokens_kept],
+        "keep_ratio": round(float(st.keep_ratio), 4), "bank_frames": int(st.bank_frames),
+        "bank_tokens": int(st.bank_tokens), "bank_bytes": int(st.bank_bytes),
+        "gpu_memory_bytes": int(st.gpu_memory_bytes), "dropped_frames": int(st.dropped_frames),
+        "object_ids": [int(v) for v in st.object_ids], "auto_prompted_ids": [int(v) for v in st.auto_prompted_ids],
+        "router_mode": st.router_mode, "text_mode": st.text_mode, "device": st.device,
+    }
+
+
+def _print_frame(i: int, st) -> None:
+    if st is None:
+        print(f"frame {i:5d}: dropped (a newer frame arrived before inference was free)")
+        return
+    kept = "/".join(str(int(v)) for v in st.tokens_kept) or "-"
+    auto = f" auto={list(st.auto_prompted_ids)}" if len(st.auto_prompted_ids) else ""
+    print(f"frame {i:5d}: total {st.total_ms:8.1f} ms (enc {st.encoder_ms:.0f}, mem-attn "
+          f"{st.memory_attention_ms:.0f}, dec {st.decoder_ms:.0f}, mem-enc {st.memory_encoder_ms:.0f}, "
+          f"router {st.router_ms:.0f})  tokens {kept}/{st.tokens_total}  bank {st.bank_frames} fr "
+          f"{st.bank_bytes / 2**20:.1f} MiB  objects {list(st.object_ids)}{auto}")
+
+
+def _summary(rows: List[dict], sent: int, wall: float, counts: dict) -> dict:
+    totals = [r["stage_ms"]["total"] for r in rows[1:]] or [r["stage_ms"]["total"] for r in rows]
+    kept = [sum(r["tokens_kept"]) / len(r["tokens_kept"]) for r in rows if r["tokens_kept"]]
+    return {
+        "frames_sent": sent, "frames_processed": counts.get("processed", 0),
+        "frames_dropped": counts.get("dropped", 0), "wall_s": round(wall, 2),
+        "latency_ms_mean": round(statistics.fmean(totals), 1) if totals else 0.0,
+        "latency_ms_median": round(statistics.median(totals), 1) if totals else 0.0,
+        "fps_tracker": round(1000.0 / statistics.fmean(totals), 2) if totals and statistics.fmean(totals) > 0 else 0.0,
+        "tokens_kept_mean": round(statistics.fmean(kept), 1) if kept else 0.0,
+        "tokens_total": rows[-1]["tokens_total"] if rows else 0,
+        "keep_ratio": rows[-1]["keep_ratio"] if rows else 0.0,
+        "bank_frames_max": max((r["bank_frames"] for r in rows), default=0),
+        "bank_bytes_max": max((r["bank_bytes"] for r in rows), default=0),
+        "objects": rows[-1]["object_ids"] if rows else [],
+        "auto_prompted": sorted({i for r in rows for i in r["auto_prompted_ids"]}),
+        "device": rows[-1]["device"] if rows else "",
+    }
+
+
+def _print_summary(s: dict, out_dir: Path, written: int) -> None:
+    print("summary: "
+          f"{s['frames_processed']} processed / {s['frames_sent']} sent ({s['frames_dropped']} dropped) "
+          f"in {s['wall_s']} s; tracker latency mean {s['latency_ms_mean']} ms, median "
+          f"{s['latency_ms_median']} ms ({s['fps_tracker']} FPS); tokens kept {s['tokens_kept_mean']}/"
+          f"{s['tokens_total']} (keep_ratio {s['keep_ratio']}); memory bank max {s['bank_frames_max']} "
+          f"frames, {s['bank_bytes_max'] / 2**20:.2f} MiB; objects {s['objects']}"
+          + (f" (started from text: {s['auto_prompted']})" if s["auto_prompted"] else "")
+          + f"; device {s['device']}")
+    print(f"wrote {written} overlay PNG(s)"
+          + (", overlay.mp4" if (out_dir / "overlay.mp4").exists() else "")
+          + f", stats.jsonl and summary.json to {out_dir}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Health counters of the tracker node and their /diagnostics status.
+
+``NodeHealth`` is thread-safe plain Python (the image callback, the inference worker and the
+diagnostics timer all touch it); ``to_status`` turns a snapshot into a
+``diagnostic_msgs/DiagnosticStatus``. Levels:
+
+* ERROR: the model could not be loaded (the last lifecycle transition failed), or the worker hit an
+  unexpected exception within the warn-hold period;
+* WARN: not active / disabled, or frames dropped or a bad input (malformed image, invalid prompt)
+  within the last ``warn_hold`` seconds (at least one diagnostics period);
+* OK otherwise.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+OK, WARN, ERROR, STALE = 0, 1, 2, 3  # diagnostic_msgs/DiagnosticStatus levels (bytes in the msg)
+
+
+@dataclass
+class HealthSnapshot:
+    level: int
+    message: str
+    values: Dict[str, str] = field(default_factory=dict)
+
+
+class NodeHealth:
+    """Counters and rolling windows of the node (all methods thread-safe)."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        # window_s: the rate/latency window; drops are kept for max(window_s, warn_hold)
+        self._hold = window_s
+        self._lock = threading.Lock()
+        self.window_s = window_s
+        self.reset_counters()
+        self.state = "unconfigured"
+        self.enabled = True
+        self.fatal: Optional[str] = None
+        self.device = ""
+        self.input_topic = "image"
+
+    def reset_counters(self) -> None:
+        with self._lock:
+            self.received = 0
+            self.processed = 0
+            self.dropped = 0
+            self.bad_inputs = 0
+            self.prompt_errors = 0
+            self.worker_errors = 0
+            self.last_error: str = ""
+            self.last_error_time: float = float("-inf")
+            self.last_worker_error_time: float = float("-inf")
+            self._frames: Deque[Tuple[float, float, float]] = deque()  # (t, tracker_ms, node_ms)
+            self._drops: Deque[float] = deque()
+            self.last_stats: Dict[str, Any] = {}
+            self.auto_prompted: List[int] = []
+
+    # --- events --------------------------------------------------------------------------------
+    def on_received(self, replaced_unprocessed: bool) -> None:
+        with self._lock:
+            self.received += 1
+            if replaced_unprocessed:
+                self.dropped += 1
+                self._drops.append(time.monotonic())
+
+    def on_dropped(self, n: int = 1) -> None:
+        with self._lock:
+            self.dropped += n
+            now = time.monotonic()
+            for _ in range(n):
+                self._drops.append(now)
+
+    def on_processed(self, tracker_ms: float, node_ms: float, stats: Dict[str, Any]) -> None:
+        with self._lock:
+            self.processed += 1
+            self._frames.append((time.monotonic(), float(tracker_ms), float(node_ms)))
+            self.last_stats = dict(stats)
+            self._trim()
+
+    def on_bad_input(self, message: str, prompt: bool = False) -> None:
+        with self._lock:
+            if prompt:
+                self.prompt_errors += 1
+            else:
+                self.bad_inputs += 1
+            self.last_error = message
+            self.last_error_time = time.monotonic()
+
+    def on_worker_error(self, message: str) -> None:
+        with self._lock:
+            self.worker_errors += 1
+            self.last_error = message
+            self.last_error_time = time.monotonic()
+            self.last_worker_error_time = self.last_error_time
+
+    def counts(self) -> Dict[str, int]:
+        with self._lock:
+            return dict(received=self.received, processed=self.processed, dropped=self.dropped,
+                        bad_inputs=self.bad_inputs, prompt_errors=self.prompt_errors,
+                        worker_errors=self.worker_errors)
+
+    def _trim(self) -> None:
+        now = time.monotonic()
+        cutoff = now - self.window_s
+        while self._frames and self._frames[0][0] < cutoff:
+            self._frames.popleft()
+        cutoff = now - max(self.window_s, self._hold)
+        while self._drops and self._drops[0] < cutoff:
+            self._drops.popleft()
+
+    # --- status --------------------------------------------------------------------------------
+    def snapshot(self, warn_hold: float = 5.0, period: float = 1.0) -> HealthSnapshot:
+        with self._lock:
+            self._hold = max(float(warn_hold), float(period))
+            self._trim()
+            now = time.monotonic()
+            frames = list(self._frames)
+            drop_window = max(period, warn_hold, 1e-3)
+            drops_recent = sum(1 for t in self._drops if t >= now - drop_window)
+            if len(frames) >= 2:
+                span = frames[-1][0] - frames[0][0]
+                rate = (len(frames) - 1) / span if span > 0 else 0.0
+            else:
+                rate = 0.0
+            tracker_ms = [f[1] for f in frames]
+            node_ms = [f[2] for f in frames]
+            s = self.last_stats
+            values = {
+                "state": self.state,
+                "enabled": str(self.enabled),
+                "input_topic": self.input_topic,
+                "device": str(s.get("device", self.device)),
+                "rate_hz": f"{rate:.2f}",
+                "latency_ms_mean": f"{_mean(tracker_ms):.1f}",
+                "latency_ms_max": f"{max(tracker_ms) if tracker_ms else 0.0:.1f}",
+                "node_latency_ms_mean": f"{_mean(node_ms):.1f}",
+                "tokens_total": str(s.get("tokens_total", 0)),
+                "tokens_kept_mean": f"{float(s.get('tokens_kept_mean', 0.0)):.1f}",
+                "keep_ratio": f"{float(s.get('keep_ratio', 0.0)):.3f}",
+                "memory_bank_frames": str(s.get("bank_frames", 0)),
+                "memory_bank_tokens": str(s.get("bank_tokens", 0)),
+                "memory_bank_bytes": str(s.get("bank_bytes", 0)),
+                "gpu_memory_bytes": str(s.get("gpu_memory_bytes", 0)),
+                "peak_gpu_memory_bytes": str(s.get("peak_gpu_memory_bytes", 0)),
+                "objects": ",".join(str(i) for i in s.get("object_ids", [])),
+                "auto_prompted_objects": ",".join(str(i) for i in self.auto_prompted),
+                "router_mode": str(s.get("router_mode", "")),
+                "text_mode": str(s.get("text_mode", "")),
+                "frames_received": str(self.received),
+                "frames_processed": str(self.processed),
+                "frames_dropped": str(self.dropped),
+                "frames_dropped_recently": str(drops_recent),
+                "bad_inputs": str(self.bad_inputs),
+                "prompt_errors": str(self.prompt_errors),
+                "worker_errors": str(self.worker_errors),
+                "last_error": self.last_error,
+            }
+            recent_error = now - self.last_error_time <= warn_hold
+            recent_worker_error = now - self.last_worker_error_time <= warn_hold
+            if self.fatal:
+                level, msg = ERROR, self.fatal
+            elif recent_worker_error:
+                level, msg = ERROR, f"inference failed: {self.last_error}"
+            elif self.state != "active":
+                level, msg = WARN, f"not processing: lifecycle state {self.state}"
+            elif not self.enabled:
+                level, msg = WARN, "disabled (enable service)"
+            elif recent_error:
+                level, msg = WARN, f"bad input: {self.last_error}"
+            elif drops_recent:
+                level, msg = WARN, (f"dropped {drops_recent} frame(s) in the last {drop_window:g} s "
+                                    "(inference slower than the camera; only the newest frame is kept)")
+            elif self.processed == 0:
+                level, msg = OK, f"active, waiting for images on {self.input_topic}"
+            else:
+                level, msg = OK, f"tracking {len(s.get('object_ids', []))} object(s) at {rate:.1f} Hz"
+            return HealthSnapshot(level, msg, values)
+
+
+def _mean(xs: List[float]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def to_status(snap: HealthSnapshot, name: str, hardware_id: str):
+    """diagnostic_msgs/DiagnosticStatus from a snapshot."""
+    from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+    st = DiagnosticStatus()
+    st.level = bytes([snap.level])
+    st.name = name
+    st.message = snap.message[:500]
+    st.hardware_id = hardware_id
+    st.values = [KeyValue(key=k, value=str(v)[:500]) for k, v in snap.values.items()]
+    return st
+
+
+__all__ = ["NodeHealth", "HealthSnapshot", "to_status", "OK", "WARN", "ERROR", "STALE"]

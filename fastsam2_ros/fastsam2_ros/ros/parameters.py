@@ -1,0 +1,195 @@
+"""ROS parameters of the tracker node: every key of ``config/tracker.yaml``, declared with a
+description and a range.
+
+Tracker-core parameters map 1:1 onto :class:`~fastsam2_ros.core.config.TrackerConfig` fields
+(``TrackerConfig.field_names()``; defaults from the dataclass); node parameters (topics, QoS,
+outputs, prompting, diagnostics) are listed in :data:`NODE_PARAMETERS`. ``ParamSpec`` is plain
+data so tests can check the YAML file and the declarations without a node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..core.config import FILLERS, MODEL_ALIASES, MODEL_CONFIGS, TEXT_MODES, TrackerConfig
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+    #: (from, to) inclusive for int/float parameters; None for bool/str
+    range: Optional[Tuple[float, float]] = None
+    #: allowed values of a string parameter (documented in additional_constraints)
+    choices: Optional[Sequence[str]] = None
+    #: True: applied while running; False: takes effect on the next configure/activate
+    live: bool = False
+    #: "core" (TrackerConfig field) or "node"
+    group: str = "node"
+
+
+_MODELS = sorted(MODEL_ALIASES) + sorted(MODEL_CONFIGS)
+
+#: Description and range of every TrackerConfig field (defaults come from the dataclass).
+TRACKER_PARAMETER_DOCS: Dict[str, Dict[str, Any]] = {
+    "model_cfg": dict(description="SAM 2 model: tiny|small|base_plus|large, sam2.1_hiera_{t,s,b+,l}, "
+                      "sam2_hiera_* or an official sam2 config name", choices=_MODELS),
+    "checkpoint": dict(description="Path to the official SAM 2 / 2.1 checkpoint (.pt), e.g. "
+                       "sam2.1_hiera_tiny.pt from the facebookresearch/sam2 release; required "
+                       "unless allow_random_weights"),
+    "allow_random_weights": dict(description="Build the model with random weights when no checkpoint "
+                                 "is given (tests/smoke runs only: masks are meaningless)"),
+    "device": dict(description="Torch device: auto (cuda if available) | cpu | cuda | cuda:N"),
+    "bf16": dict(description="bfloat16 autocast on CUDA (ignored on CPU)"),
+    "image_size": dict(description="SAM 2 input side in pixels (multiple of 16, >= 64; 1024 is the "
+                       "trained resolution)", range=(64, 4096)),
+    "keep_ratio": dict(description="Fraction of top-level tokens kept before memory attention "
+                       "(1.0 = dense SAM 2); applied live", range=(0.01, 1.0), live=True),
+    "mc_passes": dict(description="Monte-Carlo dropout passes of the token-uncertainty signal (0 = off)",
+                      range=(0, 64)),
+    "mc_dropout": dict(description="Dropout probability used only inside the uncertainty estimate",
+                       range=(0.0, 0.95)),
+    "text_mode": dict(description="Text relevance: clip_ridge (per-token CLIP relevance) | paper_lsq "
+                      "(the paper's eq. 4-5, text-independent baseline) | none", choices=TEXT_MODES),
+    "router_weights": dict(description="Trained router MLP weights (.pt); empty = training-free fusion"),
+    "filler": dict(description="Features given to pruned positions before the mask decoder",
+                   choices=FILLERS),
+    "memory_mask_boost": dict(description="Score bonus that forces predicted-mask tokens into the "
+                              "memory bank", range=(0.0, 100.0)),
+    "clip_model": dict(description="open_clip architecture of the text encoder (e.g. ViT-B-16)"),
+    "clip_weights": dict(description="open_clip weights file; empty = text relevance off (unless "
+                         "allow_random_weights)"),
+    "clip_refresh_interval": dict(description="Refit the SAM2->CLIP token map every N frames "
+                                  "(0 = on prompt frames only)", range=(0, 100000)),
+    "max_cond_frames": dict(description="Prompted (conditioning) frames kept per object; the first "
+                            "is pinned", range=(1, 64)),
+    "max_obj_ptrs": dict(description="Object pointers attended to (SAM 2 default 16)", range=(1, 64)),
+    "max_objects": dict(description="Most objects tracked at the same time", range=(1, 255)),
+    "mask_threshold": dict(description="Logit threshold of the published binary masks",
+                           range=(-100.0, 100.0)),
+    "max_text_length": dict(description="Longer text prompts are rejected (characters)",
+                            range=(1, 100000)),
+    "seed": dict(description="Seed for random weights and Monte-Carlo dropout", range=(0, 2**31 - 1)),
+}
+
+#: Parameters of the node itself (not passed to the tracker core).
+NODE_PARAMETERS: List[ParamSpec] = [
+    ParamSpec("auto_start", True, "Configure and activate the lifecycle node at start-up; false = "
+              "wait for lifecycle transitions (e.g. from a lifecycle manager)"),
+    ParamSpec("keep_model_when_inactive", False, "Keep the model (and tracked objects) loaded while "
+              "inactive; false = free it (and the CUDA cache) on deactivate and reload on activate"),
+    ParamSpec("subscribe_compressed", False, "Also subscribe to image/compressed "
+              "(sensor_msgs/CompressedImage, jpeg/png)"),
+    ParamSpec("image_qos_depth", 5, "Queue depth of the image subscriptions (sensor-data QoS: best "
+              "effort, volatile; connects to reliable and best-effort publishers). The callback only keeps "
+              "the newest frame, so a deeper queue adds no latency; it lets the node see (and count) "
+              "frames it drops instead of DDS discarding them silently", range=(1, 100)),
+    ParamSpec("output_qos_depth", 5, "Queue depth of the (reliable) output publishers", range=(1, 1000)),
+    ParamSpec("publish_mask", True, "Publish the union mask (mono8, 0/255) on mask", live=True),
+    ParamSpec("publish_labels", True, "Publish the label image (mono16, pixel = object id, 0 = "
+              "background) on labels", live=True),
+    ParamSpec("publish_overlay", False, "Publish an rgb8 overlay (input image + coloured masks) on "
+              "overlay", live=True),
+    ParamSpec("overlay_show_tokens", False, "Draw the retained tokens of the pruned memory attention "
+              "on the overlay (when the tracker reports them)", live=True),
+    ParamSpec("overlay_alpha", 0.5, "Opacity of the mask colours on the overlay", range=(0.0, 1.0),
+              live=True),
+    ParamSpec("publish_stats", True, "Publish fastsam2_msgs/TrackerStats for every frame on stats",
+              live=True),
+    ParamSpec("publish_on_prompt", True, "After a prompt changed the masks of the current frame, "
+              "publish that frame's outputs again (same header: the newer message wins); gives "
+              "immediate feedback to clicks when inference is slow", live=True),
+    ParamSpec("click_object_id", 1, "Object that click (rqt_image_view) and /clicked_point (RViz) "
+              "prompts go to: started if not tracked, refined if tracked", range=(1, 65535), live=True),
+    ParamSpec("click_new_object", False, "Every click starts a new object (next free id) instead of "
+              "refining click_object_id", live=True),
+    ParamSpec("text_object_id", 0, "Object that text_prompt starts: 0 = a new object (next free id) "
+              "for every text; N = object N, restarted from the text if already tracked",
+              range=(0, 65535), live=True),
+    ParamSpec("use_tf", True, "Transform /clicked_point into the camera frame with TF when tf2_ros is "
+              "installed; otherwise only points already in the camera frame are used"),
+    ParamSpec("diagnostics_period", 1.0, "Period of the /diagnostics status (seconds)",
+              range=(0.1, 60.0)),
+    ParamSpec("diagnostics_warn_hold", 5.0, "How long /diagnostics stays at WARN after a bad input "
+              "(seconds)", range=(0.0, 3600.0), live=True),
+]
+
+
+def tracker_parameter_specs() -> List[ParamSpec]:
+    """One ParamSpec per TrackerConfig field (same name, dataclass default)."""
+    defaults = TrackerConfig().to_dict()
+    specs = []
+    for name in TrackerConfig.field_names():
+        doc = TRACKER_PARAMETER_DOCS.get(name, {})
+        specs.append(ParamSpec(
+            name=name, default=defaults[name],
+            description=doc.get("description", f"Tracker core parameter {name} (see TrackerConfig)"),
+            range=doc.get("range"), choices=doc.get("choices"), live=doc.get("live", False),
+            group="core"))
+    return specs
+
+
+def parameter_specs() -> List[ParamSpec]:
+    """Every parameter of the node: tracker core first, then node parameters."""
+    return tracker_parameter_specs() + list(NODE_PARAMETERS)
+
+
+def spec_map() -> Dict[str, ParamSpec]:
+    return {s.name: s for s in parameter_specs()}
+
+
+def descriptor(spec: ParamSpec):
+    """rcl_interfaces/ParameterDescriptor with description, type and range."""
+    from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                    ParameterType)
+
+    d = ParameterDescriptor(name=spec.name, description=spec.description)
+    value = spec.default
+    if isinstance(value, bool):
+        d.type = ParameterType.PARAMETER_BOOL
+    elif isinstance(value, int):
+        d.type = ParameterType.PARAMETER_INTEGER
+        if spec.range is not None:
+            d.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]),
+                                            step=0)]
+    elif isinstance(value, float):
+        d.type = ParameterType.PARAMETER_DOUBLE
+        if spec.range is not None:
+            d.floating_point_range = [FloatingPointRange(
+                from_value=float(spec.range[0]), to_value=float(spec.range[1]), step=0.0)]
+    else:
+        d.type = ParameterType.PARAMETER_STRING
+    constraints = []
+    if spec.choices:
+        constraints.append("one of: " + ", ".join(spec.choices))
+    constraints.append("applied live" if spec.live else
+                       ("takes effect on the next configure" if spec.group == "core"
+                        else "takes effect on the next configure/activate"))
+    d.additional_constraints = "; ".join(constraints)
+    return d
+
+
+def declare_parameters(node) -> None:
+    """Declare every parameter on ``node`` (values from the params file / overrides)."""
+    for spec in parameter_specs():
+        node.declare_parameter(spec.name, spec.default, descriptor(spec))
+
+
+def tracker_config_from_node(node) -> TrackerConfig:
+    """TrackerConfig from the node's current parameter values (InputError if invalid)."""
+    values = {name: node.get_parameter(name).value for name in TrackerConfig.field_names()}
+    return TrackerConfig.from_mapping(values)
+
+
+def node_settings(node) -> Dict[str, Any]:
+    """Current values of the node parameters."""
+    return {s.name: node.get_parameter(s.name).value for s in NODE_PARAMETERS}
+
+
+__all__ = [
+    "ParamSpec", "TRACKER_PARAMETER_DOCS", "NODE_PARAMETERS", "tracker_parameter_specs",
+    "parameter_specs", "spec_map", "descriptor", "declare_parameters", "tracker_config_from_node",
+    "node_settings",
+]

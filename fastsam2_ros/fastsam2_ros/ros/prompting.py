@@ -1,0 +1,164 @@
+"""ROS prompt messages -> tracker prompts (validated), and camera projection of RViz clicks.
+
+Plain Python + numpy: testable without a running node. Every invalid input raises
+:class:`~fastsam2_ros.core.errors.InputError` with a message for the log.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..core.errors import InputError
+from .conversions import mask_from_image
+
+MAX_OBJECT_ID = 65535  # the label image is mono16: pixel value = object id
+MAX_POINTS = 64
+
+
+@dataclass
+class PromptRequest:
+    """One prompt for one object, in the tracker's terms."""
+
+    obj_id: int = 0  # 0 = next free id (only with new_object)
+    new_object: bool = True
+    text: Optional[str] = None
+    points: List[Tuple[float, float]] = field(default_factory=list)
+    labels: List[int] = field(default_factory=list)
+    box: Optional[Tuple[float, float, float, float]] = None
+    mask_msg: Any = None  # sensor_msgs/Image (decoded against the frame it is applied to)
+    restart: bool = False  # new_object on a tracked id: remove it first (text_object_id)
+    source: str = "prompt"
+
+    def describe(self) -> str:
+        parts = []
+        if self.text:
+            parts.append(f"text={self.text[:60]!r}")
+        if self.points:
+            parts.append(f"points={[(round(x, 1), round(y, 1)) for x, y in self.points]} labels={self.labels}")
+        if self.box is not None:
+            parts.append(f"box={[round(v, 1) for v in self.box]}")
+        if self.mask_msg is not None:
+            parts.append(f"mask={self.mask_msg.width}x{self.mask_msg.height}")
+        return ", ".join(parts) or "(empty)"
+
+    def tracker_kwargs(self, shape: Tuple[int, int]) -> Dict[str, Any]:
+        """Keyword arguments of ``StreamingTracker.add_prompt`` for an image of ``shape`` (H, W)."""
+        kw: Dict[str, Any] = {}
+        if self.points:
+            kw["points"] = [[float(x), float(y)] for x, y in self.points]
+            kw["labels"] = [int(v) for v in self.labels]
+        if self.box is not None:
+            kw["box"] = [float(v) for v in self.box]
+        if self.mask_msg is not None:
+            kw["mask"] = mask_from_image(self.mask_msg, shape)
+        if self.text:
+            kw["text"] = self.text
+        if not kw:
+            raise InputError("empty prompt: give text, points, a box or a mask")
+        return kw
+
+
+def check_object_id(obj_id: int, allow_zero: bool = False) -> int:
+    obj_id = int(obj_id)
+    lo = 0 if allow_zero else 1
+    if not lo <= obj_id <= MAX_OBJECT_ID:
+        raise InputError(f"object id {obj_id} out of range [{lo}, {MAX_OBJECT_ID}] "
+                         "(ids are label-image pixel values)")
+    return obj_id
+
+
+def check_text(text: str, max_length: int) -> str:
+    if len(text) > max_length:
+        raise InputError(f"text prompt has {len(text)} characters; at most {max_length}")
+    text = text.strip()
+    if not text:
+        raise InputError("text prompt is empty")
+    return text
+
+
+def _finite(values: Sequence[float], what: str) -> None:
+    if not all(math.isfinite(float(v)) for v in values):
+        raise InputError(f"{what} contains NaN or infinity: {list(values)}")
+
+
+def from_prompt_msg(msg: Any, max_text_length: int, source: str = "prompt") -> PromptRequest:
+    """fastsam2_msgs/Prompt -> PromptRequest (checks ids, finiteness, label count/values)."""
+    req = PromptRequest(obj_id=check_object_id(msg.object_id, allow_zero=bool(msg.new_object)),
+                        new_object=bool(msg.new_object), source=source)
+    if msg.text:
+        req.text = check_text(msg.text, max_text_length)
+    if len(msg.points) > MAX_POINTS:
+        raise InputError(f"too many points ({len(msg.points)}); at most {MAX_POINTS}")
+    pts = [(float(p.x), float(p.y)) for p in msg.points]
+    for p in pts:
+        _finite(p, "points")
+    labels = [int(v) for v in msg.labels]
+    if len(labels) != len(pts):
+        raise InputError(f"{len(pts)} points but {len(labels)} labels (one label per point: 1 fg, 0 bg)")
+    if any(v not in (0, 1) for v in labels):
+        raise InputError(f"labels must be 1 (foreground) or 0 (background), got {labels}")
+    req.points, req.labels = pts, labels
+    if msg.has_box:
+        box = tuple(float(v) for v in msg.box)
+        _finite(box, "box")
+        req.box = box  # type: ignore[assignment]
+    if int(msg.mask.width) or int(msg.mask.height) or len(msg.mask.data):
+        req.mask_msg = msg.mask
+    if not (req.text or req.points or req.box is not None or req.mask_msg is not None):
+        raise InputError("empty prompt: give text, points, a box or a mask")
+    if not req.new_object and req.obj_id == 0:
+        raise InputError("refining needs an object id >= 1")
+    return req
+
+
+def click_request(x: float, y: float, z: float, obj_id: int, new_object: bool,
+                  source: str) -> PromptRequest:
+    """A single click (pixels). ``z < 0`` makes it a background (negative) click."""
+    _finite((x, y, z), f"{source} point")
+    return PromptRequest(obj_id=obj_id, new_object=new_object, points=[(float(x), float(y))],
+                         labels=[0 if z < 0 else 1], source=source)
+
+
+def project_to_pixel(k: Sequence[float], point_xyz: Sequence[float]) -> Tuple[float, float]:
+    """Pinhole projection with the 3x3 intrinsic matrix ``k`` (row-major, camera_info.k) of a point
+    in the camera's optical frame (x right, y down, z forward)."""
+    x, y, z = (float(v) for v in point_xyz)
+    _finite((x, y, z), "clicked point")
+    kk = np.asarray(k, dtype=np.float64).reshape(-1)
+    if kk.size != 9 or not np.all(np.isfinite(kk)) or kk[0] == 0 or kk[4] == 0:
+        raise InputError("camera_info has no valid intrinsic matrix K")
+    if z <= 1e-6:
+        raise InputError(f"clicked point ({x:.3f}, {y:.3f}, {z:.3f}) is behind the camera (z <= 0)")
+    u = kk[0] * x / z + kk[1] * y / z + kk[2]
+    v = kk[4] * y / z + kk[5]
+    return float(u), float(v)
+
+
+def transform_point(translation: Sequence[float], rotation_xyzw: Sequence[float],
+                    point: Sequence[float]) -> Tuple[float, float, float]:
+    """Apply a TF transform (translation + unit quaternion x, y, z, w) to a point."""
+    qx, qy, qz, qw = (float(v) for v in rotation_xyzw)
+    p = np.asarray(point, dtype=np.float64)
+    q = np.array([qx, qy, qz])
+    t = 2.0 * np.cross(q, p)
+    rotated = p + qw * t + np.cross(q, t)
+    out = rotated + np.asarray(translation, dtype=np.float64)
+    return float(out[0]), float(out[1]), float(out[2])
+
+
+def next_free_id(used: Sequence[int]) -> int:
+    used_set = set(int(i) for i in used)
+    for i in range(1, MAX_OBJECT_ID + 1):
+        if i not in used_set:
+            return i
+    raise InputError("no free object id")
+
+
+__all__ = [
+    "PromptRequest", "MAX_OBJECT_ID", "check_object_id", "check_text", "from_prompt_msg",
+    "click_request", "project_to_pixel", "transform_point", "next_free_id",
+]

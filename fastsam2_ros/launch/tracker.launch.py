@@ -1,0 +1,100 @@
+"""Launch the fastsam2_ros tracker lifecycle node.
+
+    ros2 launch fastsam2_ros tracker.launch.py image:=/camera/color/image_raw \
+        checkpoint:=$HOME/models/sam2.1_hiera_tiny.pt
+
+The node configures and activates itself (``auto_start`` in the params file); set
+``auto_start:=false`` to leave the transitions to a lifecycle manager. Arguments left empty keep the
+value of the params file (default: the package's config/tracker.yaml).
+"""
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import LifecycleNode
+from launch_ros.substitutions import FindPackageShare
+
+NODE_NAME = "fastsam2_tracker"
+
+#: launch argument -> (parameter type, description); empty value = keep the params file's value
+PARAMETER_ARGUMENTS = {
+    "checkpoint": (str, "Path to the official SAM 2.1 checkpoint, e.g. ~/models/sam2.1_hiera_tiny.pt "
+                        "(download from the facebookresearch/sam2 release)"),
+    "model_cfg": (str, "Model: tiny | small | base_plus | large (must match the checkpoint)"),
+    "device": (str, "Torch device: auto | cpu | cuda | cuda:N"),
+    "keep_ratio": (float, "Fraction of image tokens kept before memory attention, (0, 1]; 1.0 = dense SAM 2"),
+    "image_size": (int, "SAM 2 input side in pixels (1024 = trained resolution; smaller is faster)"),
+    "publish_overlay": (bool, "Publish the rgb8 overlay image (true/false)"),
+    "auto_start": (bool, "Configure and activate the node at start-up (true/false)"),
+    "allow_random_weights": (bool, "Run without a checkpoint on random weights (smoke tests only)"),
+    "clip_weights": (str, "open_clip weights for text prompts (ViT-B-16)"),
+}
+
+
+def parameter_overrides(values):
+    """Typed parameter overrides from launch-argument strings; empty strings are left out."""
+    out = {}
+    for name, (kind, _) in PARAMETER_ARGUMENTS.items():
+        text = str(values.get(name, "")).strip()
+        if not text:
+            continue
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"launch argument {name} must be true or false, got {text!r}")
+            out[name] = text.lower() in ("true", "1")
+        elif kind is str:
+            out[name] = text
+        else:
+            out[name] = kind(text)
+    return out
+
+
+def _launch_setup(context, *args, **kwargs):
+    def arg(name):
+        return LaunchConfiguration(name).perform(context)
+
+    image = arg("image")
+    remappings = [
+        ("image", image),
+        ("image/compressed", image.rstrip("/") + "/compressed"),
+        ("camera_info", arg("camera_info")),
+        ("click", arg("click")),
+    ]
+    params = [arg("params_file")]
+    overrides = parameter_overrides({name: arg(name) for name in PARAMETER_ARGUMENTS})
+    if overrides:
+        params.append(overrides)
+    node = LifecycleNode(
+        package="fastsam2_ros",
+        executable="tracker_node",
+        name=NODE_NAME,
+        namespace=arg("namespace"),
+        parameters=params,
+        remappings=remappings,
+        ros_arguments=["--log-level", arg("log_level")],
+        output="screen",
+        emulate_tty=True,
+    )
+    return [node]
+
+
+def generate_launch_description():
+    default_params = PathJoinSubstitution([FindPackageShare("fastsam2_ros"), "config", "tracker.yaml"])
+    args = [
+        DeclareLaunchArgument("namespace", default_value="fastsam2",
+                              description="Namespace of the node and of its relative topics/services"),
+        DeclareLaunchArgument("image", default_value="image",
+                              description="Input image topic (sensor_msgs/Image), e.g. /camera/color/image_raw; "
+                                          "<image>/compressed is used when subscribe_compressed is true"),
+        DeclareLaunchArgument("camera_info", default_value="camera_info",
+                              description="CameraInfo topic used to project RViz /clicked_point into the image"),
+        DeclareLaunchArgument("click", default_value="click",
+                              description="geometry_msgs/Point click topic, e.g. <image>_mouse_left from "
+                                          "rqt_image_view's 'publish click location'"),
+        DeclareLaunchArgument("params_file", default_value=default_params,
+                              description="ROS parameter file (fastsam2_tracker: ros__parameters:)"),
+        DeclareLaunchArgument("log_level", default_value="info", description="Logger level of the node"),
+    ]
+    args += [DeclareLaunchArgument(name, default_value="", description=desc + " (empty: params file)")
+             for name, (_, desc) in PARAMETER_ARGUMENTS.items()]
+    return LaunchDescription(args + [OpaqueFunction(function=_launch_setup)])

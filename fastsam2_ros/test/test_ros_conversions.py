@@ -1,0 +1,178 @@
+"""sensor_msgs/Image <-> numpy conversions (cv_bridge semantics), without a node.
+
+Messages are real ``sensor_msgs.msg.Image`` objects when the ROS message packages are importable
+(they are in the project's environment); the pure-numpy checks also run on a stand-in object.
+"""
+
+import array
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from fastsam2_ros.core.errors import InputError
+from fastsam2_ros.ros import conversions as cv
+
+try:
+    from sensor_msgs.msg import CompressedImage, Image
+except ImportError:  # pragma: no cover - the project environment has sensor_msgs
+    Image = CompressedImage = None
+
+NATIVE_BE = 1 if sys.byteorder == "big" else 0
+
+
+def make_msg(height, width, encoding, step, data, is_bigendian=NATIVE_BE):
+    if Image is not None:
+        m = Image()
+        m.height, m.width, m.encoding, m.step, m.is_bigendian = height, width, encoding, step, is_bigendian
+        m.data = array.array("B", bytes(data))
+        return m
+    return SimpleNamespace(height=height, width=width, encoding=encoding, step=step,
+                           is_bigendian=is_bigendian, data=bytes(data),
+                           header=SimpleNamespace(frame_id=""))
+
+
+needs_msgs = pytest.mark.skipif(Image is None, reason="sensor_msgs not importable")
+
+
+@needs_msgs
+@pytest.mark.parametrize("encoding", list(cv.ENCODINGS))
+def test_roundtrip_every_encoding_packed_native(encoding):
+    dtype, ch = cv.encoding_info(encoding)
+    rng = np.random.default_rng(0)
+    shape = (5, 7) if ch == 1 else (5, 7, ch)
+    if dtype.kind == "f":
+        arr = rng.standard_normal(shape).astype(dtype)
+    else:
+        info = np.iinfo(dtype)
+        arr = rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+    msg = cv.numpy_to_image(arr, encoding)
+    assert isinstance(msg, Image)
+    assert (msg.height, msg.width, msg.encoding) == (5, 7, encoding)
+    assert msg.step == 7 * ch * dtype.itemsize  # cv2_to_imgmsg: packed rows
+    assert msg.is_bigendian == NATIVE_BE
+    assert len(msg.data) == msg.step * msg.height
+    back = cv.image_to_numpy(msg)
+    assert back.dtype == dtype and back.shape == shape
+    np.testing.assert_array_equal(back, arr)
+
+
+@needs_msgs
+def test_header_is_copied():
+    from std_msgs.msg import Header
+
+    h = Header(frame_id="cam")
+    h.stamp.sec, h.stamp.nanosec = 12, 345
+    msg = cv.numpy_to_image(np.zeros((2, 3), np.uint8), "mono8", h)
+    assert msg.header.frame_id == "cam" and msg.header.stamp.nanosec == 345
+
+
+def test_row_padding_is_dropped():
+    h, w, pad = 4, 5, 7
+    rgb = np.arange(h * w * 3, dtype=np.uint8).reshape(h, w, 3)
+    bgr = rgb[:, :, ::-1]
+    rows = [bytes(bgr[r].tobytes()) + bytes([0xEE] * pad) for r in range(h)]
+    msg = make_msg(h, w, "bgr8", w * 3 + pad, b"".join(rows))
+    out = cv.image_to_rgb(msg)
+    assert out.shape == (h, w, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, rgb)
+
+
+@pytest.mark.parametrize("big", [0, 1])
+def test_mono16_endianness(big):
+    vals = np.array([[1, 256, 65535], [4660, 0, 43981]], dtype=np.uint16)
+    data = vals.astype(">u2" if big else "<u2").tobytes()
+    msg = make_msg(2, 3, "mono16", 6, data, is_bigendian=big)
+    np.testing.assert_array_equal(cv.image_to_numpy(msg), vals)
+
+
+def test_mono16_padded_big_endian():
+    vals = np.array([[1, 2], [3, 4]], dtype=np.uint16) * 300
+    rows = [vals[r].astype(">u2").tobytes() + b"\x00\x00" for r in range(2)]
+    msg = make_msg(2, 2, "mono16", 6, b"".join(rows), is_bigendian=1)
+    np.testing.assert_array_equal(cv.image_to_numpy(msg), vals)
+
+
+def test_mono16_to_rgb_scales_like_cv_bridge():
+    vals = np.array([[0, 255, 256, 65535]], dtype=np.uint16)
+    msg = make_msg(1, 4, "mono16", 8, vals.astype("<u2").tobytes(), is_bigendian=0)
+    rgb = cv.image_to_rgb(msg)
+    np.testing.assert_array_equal(rgb[0, :, 0], [0, 0, 1, 255])
+    assert (rgb[..., 0] == rgb[..., 2]).all()
+
+
+@pytest.mark.parametrize("encoding,order", [("rgb8", [0, 1, 2]), ("bgr8", [2, 1, 0]),
+                                            ("rgba8", [0, 1, 2, 3]), ("bgra8", [2, 1, 0, 3])])
+def test_color_orders(encoding, order):
+    rgb = np.array([[[10, 20, 30], [40, 50, 60]]], dtype=np.uint8)
+    rgba = np.concatenate([rgb, np.full((1, 2, 1), 99, np.uint8)], axis=2)
+    src = rgba[:, :, order] if len(order) == 4 else rgb[:, :, order]
+    msg = make_msg(1, 2, encoding, 2 * len(order), src.tobytes())
+    np.testing.assert_array_equal(cv.image_to_rgb(msg), rgb)
+
+
+def test_mono8_to_rgb():
+    g = np.array([[0, 128, 255]], dtype=np.uint8)
+    out = cv.image_to_rgb(make_msg(1, 3, "mono8", 3, g.tobytes()))
+    assert out.shape == (1, 3, 3)
+    np.testing.assert_array_equal(out[..., 1], g)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(height=0, width=0, encoding="rgb8", step=0, data=b""), "empty image"),
+    (dict(height=2, width=0, encoding="mono8", step=0, data=b""), "empty image"),
+    (dict(height=2, width=3, encoding="rgb8", step=8, data=b"\0" * 16), "smaller than one row"),
+    (dict(height=2, width=3, encoding="rgb8", step=9, data=b"\0" * 17), "expected step"),
+    (dict(height=2, width=3, encoding="rgb8", step=9, data=b"\0" * 19), "expected step"),
+    (dict(height=2, width=2, encoding="mono16", step=5, data=b"\0" * 10), "multiple"),
+    (dict(height=2, width=2, encoding="yuv422", step=4, data=b"\0" * 8), "not supported as tracker input"),
+    (dict(height=2, width=2, encoding="", step=4, data=b"\0" * 8), "not supported as tracker input"),
+    (dict(height=100000, width=100000, encoding="mono8", step=100000, data=b""), "too large"),
+])
+def test_malformed_images_raise_input_error(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        cv.image_to_rgb(make_msg(**kwargs))
+
+
+def test_non_color_encoding_rejected_as_tracker_input():
+    msg = make_msg(1, 1, "32FC1", 4, b"\0" * 4)
+    assert cv.image_to_numpy(msg).dtype == np.float32  # passthrough works
+    with pytest.raises(InputError, match="not supported as tracker input"):
+        cv.image_to_rgb(msg)
+
+
+@needs_msgs
+def test_numpy_to_image_checks_dtype_and_channels():
+    with pytest.raises(InputError, match="dtype"):
+        cv.numpy_to_image(np.zeros((2, 2), np.uint16), "mono8")
+    with pytest.raises(InputError, match="channel"):
+        cv.numpy_to_image(np.zeros((2, 2, 3), np.uint8), "mono8")
+    with pytest.raises(InputError, match="unsupported"):
+        cv.numpy_to_image(np.zeros((2, 2), np.uint8), "nope")
+
+
+def test_mask_from_image():
+    m = np.array([[0, 1, 255], [0, 0, 7]], dtype=np.uint8)
+    msg = make_msg(2, 3, "mono8", 3, m.tobytes())
+    np.testing.assert_array_equal(cv.mask_from_image(msg, (2, 3)), m != 0)
+    with pytest.raises(InputError, match="is 3x2, image is 4x2"):
+        cv.mask_from_image(msg, (2, 4))
+    with pytest.raises(InputError, match="mono8"):
+        cv.mask_from_image(make_msg(1, 1, "rgb8", 3, b"\0\0\0"), (1, 1))
+
+
+@needs_msgs
+def test_compressed_roundtrip_and_garbage():
+    rgb = (np.random.default_rng(1).random((9, 11, 3)) * 255).astype(np.uint8)
+    msg = cv.rgb_to_compressed(rgb, "png")
+    assert isinstance(msg, CompressedImage) and msg.format == "png"
+    np.testing.assert_array_equal(cv.compressed_to_rgb(msg), rgb)
+    jpg = cv.rgb_to_compressed(rgb, "jpeg")
+    assert cv.compressed_to_rgb(jpg).shape == rgb.shape
+    bad = CompressedImage(format="jpeg")
+    bad.data = array.array("B", b"not an image")
+    with pytest.raises(InputError, match="cannot decode"):
+        cv.compressed_to_rgb(bad)
+    with pytest.raises(InputError, match="empty"):
+        cv.compressed_to_rgb(CompressedImage(format="jpeg"))

@@ -1,0 +1,157 @@
+"""Pure helpers of the ROS adapter, without a node: prompt messages -> tracker prompts, camera
+projection of RViz clicks, the overlay, and the diagnostics levels."""
+
+import math
+
+import numpy as np
+import pytest
+
+from fastsam2_ros.core.errors import InputError
+from fastsam2_ros.ros import diagnostics, overlay, prompting
+
+msgs = pytest.importorskip("fastsam2_msgs.msg", reason="fastsam2_msgs not built (scripts/setup_env.sh)")
+from geometry_msgs.msg import Point  # noqa: E402
+
+
+def prompt(**kw):
+    m = msgs.Prompt()
+    m.object_id = kw.pop("object_id", 1)
+    m.new_object = kw.pop("new_object", True)
+    pts = kw.pop("points", [])
+    m.points = [Point(x=float(x), y=float(y)) for x, y in pts]
+    m.labels = kw.pop("labels", [1] * len(pts))
+    for k, v in kw.items():
+        setattr(m, k, v)
+    return m
+
+
+def test_prompt_msg_to_request():
+    req = prompting.from_prompt_msg(prompt(points=[(3, 4), (5, 6)], labels=[1, 0], text=" mug ",
+                                           has_box=True, box=[1.0, 2.0, 8.0, 9.0]), 300)
+    assert req.obj_id == 1 and req.new_object and req.text == "mug"
+    kw = req.tracker_kwargs((20, 30))
+    assert kw["points"] == [[3.0, 4.0], [5.0, 6.0]] and kw["labels"] == [1, 0]
+    assert kw["box"] == [1.0, 2.0, 8.0, 9.0] and kw["text"] == "mug" and "mask" not in kw
+
+
+def test_prompt_msg_with_mask():
+    from fastsam2_ros.ros.conversions import numpy_to_image
+
+    m = np.zeros((4, 5), np.uint8)
+    m[1:3, 1:4] = 255
+    req = prompting.from_prompt_msg(prompt(mask=numpy_to_image(m, "mono8")), 300)
+    np.testing.assert_array_equal(req.tracker_kwargs((4, 5))["mask"], m > 0)
+    with pytest.raises(InputError, match="image is"):
+        req.tracker_kwargs((8, 8))
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(points=[(math.nan, 1)]), "NaN"),
+    (dict(points=[(1, math.inf)]), "NaN"),
+    (dict(points=[(1, 1)], labels=[1, 0]), "labels"),
+    (dict(points=[(1, 1)], labels=[2]), "labels must be"),
+    (dict(has_box=True, box=[0.0, math.nan, 3.0, 3.0]), "box"),
+    (dict(), "empty prompt"),
+    (dict(text="x" * 10000), "at most 300"),
+    (dict(text="   "), "empty"),
+    (dict(object_id=70000, points=[(1, 1)]), "out of range"),
+    (dict(object_id=-1, points=[(1, 1)]), "out of range"),
+    (dict(object_id=0, new_object=False, points=[(1, 1)]), "out of range"),
+    (dict(points=[(1, 1)] * 65), "too many"),
+])
+def test_bad_prompt_msgs(kw, match):
+    with pytest.raises(InputError, match=match):
+        prompting.from_prompt_msg(prompt(**kw), 300)
+
+
+def test_click_label_from_z():
+    assert prompting.click_request(3, 4, 0.0, 1, True, "click").labels == [1]
+    assert prompting.click_request(3, 4, -1.0, 1, True, "click").labels == [0]
+    with pytest.raises(InputError):
+        prompting.click_request(math.nan, 4, 0.0, 1, True, "click")
+
+
+def test_projection_and_transform():
+    k = [500.0, 0.0, 320.0, 0.0, 400.0, 240.0, 0.0, 0.0, 1.0]
+    assert prompting.project_to_pixel(k, (0.0, 0.0, 2.0)) == (320.0, 240.0)
+    u, v = prompting.project_to_pixel(k, (0.2, -0.1, 2.0))
+    assert (u, v) == pytest.approx((370.0, 220.0))
+    with pytest.raises(InputError, match="behind"):
+        prompting.project_to_pixel(k, (0.0, 0.0, -1.0))
+    with pytest.raises(InputError, match="intrinsic"):
+        prompting.project_to_pixel([0.0] * 9, (0.0, 0.0, 1.0))
+    # 90 degrees about z: x -> y
+    s = math.sqrt(0.5)
+    p = prompting.transform_point((1.0, 0.0, 0.0), (0.0, 0.0, s, s), (1.0, 0.0, 0.0))
+    assert p == pytest.approx((1.0, 1.0, 0.0))
+
+
+def test_next_free_id():
+    assert prompting.next_free_id([]) == 1
+    assert prompting.next_free_id([1, 2, 4]) == 3
+
+
+def test_overlay_colors_masks_and_tokens():
+    rgb = np.full((16, 16, 3), 100, np.uint8)
+    m = np.zeros((16, 16), bool)
+    m[4:12, 4:12] = True
+    out = overlay.draw_overlay(rgb, {1: m}, alpha=0.5)
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[0, 0], [100, 100, 100])
+    np.testing.assert_array_equal(out[4, 4], overlay.color_of(1))  # boundary in full colour
+    assert not np.array_equal(out[8, 8], [100, 100, 100])
+    grid = np.zeros((4, 4), bool)
+    grid[0, 0] = True
+    out2 = overlay.draw_overlay(rgb, {}, kept_tokens={1: grid})
+    assert out2[0, 0, 0] == 100 and out2[15, 15, 0] < 100
+
+
+def test_health_levels():
+    h = diagnostics.NodeHealth()
+    h.state = "active"
+    assert h.snapshot().level == diagnostics.OK
+    h.on_processed(10.0, 12.0, {"object_ids": [1], "tokens_total": 64})
+    snap = h.snapshot()
+    assert snap.level == diagnostics.OK and snap.values["frames_processed"] == "1"
+    h.on_bad_input("image rejected: bad step")
+    snap = h.snapshot(warn_hold=5.0)
+    assert snap.level == diagnostics.WARN and "bad step" in snap.message
+    assert h.snapshot(warn_hold=0.0).level == diagnostics.OK
+    h.on_received(replaced_unprocessed=True)
+    snap = h.snapshot(warn_hold=0.0)
+    assert snap.level == diagnostics.WARN and "dropped" in snap.message
+    assert snap.values["frames_dropped"] == "1"
+    h.fatal = "SAM 2 checkpoint not found"
+    assert h.snapshot().level == diagnostics.ERROR
+    st = diagnostics.to_status(h.snapshot(), "tracker", "cpu")
+    assert st.level == bytes([diagnostics.ERROR]) and "checkpoint" in st.message
+    assert {kv.key for kv in st.values} >= {"rate_hz", "latency_ms_mean", "tokens_kept_mean",
+                                            "memory_bank_frames", "gpu_memory_bytes", "frames_dropped"}
+
+
+def test_msgs_package_xml_is_valid():
+    from pathlib import Path
+
+    catkin_pkg = pytest.importorskip("catkin_pkg.package")
+    xml = Path(__file__).resolve().parents[2] / "fastsam2_msgs" / "package.xml"
+    if not xml.is_file():
+        pytest.skip("fastsam2_msgs not in this checkout")
+    pkg = catkin_pkg.parse_package(str(xml))
+    pkg.validate()  # raises InvalidPackage, e.g. for a maintainer email like a@b.c
+    assert pkg.name == "fastsam2_msgs"
+    assert "rosidl_interface_packages" in [g.name for g in pkg.member_of_groups]
+
+
+def test_interfaces_have_the_contract_fields():
+    from fastsam2_msgs.srv import AddObject, RemoveObject
+
+    p = set(msgs.Prompt.get_fields_and_field_types())
+    assert {"header", "object_id", "new_object", "text", "points", "labels", "has_box", "box", "mask"} <= p
+    s = set(msgs.TrackerStats.get_fields_and_field_types())
+    assert {"header", "encoder_ms", "router_ms", "memory_attention_ms", "decoder_ms", "memory_encoder_ms",
+            "total_ms", "tokens_total", "tokens_kept", "keep_ratio", "bank_frames", "bank_tokens",
+            "bank_bytes", "gpu_memory_bytes", "dropped_frames", "object_ids", "router_mode",
+            "text_mode", "auto_prompted_ids"} <= s
+    assert {"success", "message", "object_id", "object_ids"} <= set(AddObject.Response.get_fields_and_field_types())
+    assert {"object_id"} <= set(RemoveObject.Request.get_fields_and_field_types())
+    assert {"success", "message"} <= set(RemoveObject.Response.get_fields_and_field_types())

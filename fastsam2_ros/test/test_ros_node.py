@@ -1,0 +1,479 @@
+"""The tracker lifecycle node end to end: real rclpy, real DDS on loopback, the real tracker core
+(random weights, ``tiny`` at 128 px on CPU).
+
+One node (in namespace ``/t``) and a probe node run on a MultiThreadedExecutor in a background
+thread; the probe publishes images and prompts and records every output. Tests run in file order
+and share the node (loading the model once keeps the module well under a minute of inference).
+"""
+
+import json
+import math
+import os
+import threading
+import time
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+DOMAIN_ID = int(os.environ.get("FASTSAM2_TEST_DOMAIN_BASE", "60")) + 2
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("fastsam2_msgs.msg", reason="fastsam2_msgs not built (scripts/setup_env.sh)")
+pytest.importorskip("sam2")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from geometry_msgs.msg import Point, PointStamped  # noqa: E402
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+from std_srvs.srv import SetBool, Trigger  # noqa: E402
+
+from fastsam2_msgs.msg import Prompt, TrackerStats  # noqa: E402
+from fastsam2_msgs.srv import AddObject, RemoveObject  # noqa: E402
+from fastsam2_ros.ros.conversions import image_to_numpy, numpy_to_image, rgb_to_compressed  # noqa: E402
+
+NS = "/t"
+H, W = 60, 80
+OUT_TIMEOUT = 90.0  # generous: CI machines are shared; waits end as soon as the message is there
+TINY_CLIP = "fs2rostest-tiny-vit"
+TINY_CLIP_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 64, "head_width": 16, "layers": 2},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 1},
+}
+
+
+def wait_for(cond, timeout=OUT_TIMEOUT, step=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return bool(cond())
+
+
+def frame_rgb(seed=0, shift=0):
+    rng = np.random.default_rng(seed)
+    img = (rng.random((H, W, 3)) * 60 + 60).astype(np.uint8)
+    yy, xx = np.mgrid[:H, :W]
+    img[(xx - 30 - shift) ** 2 + (yy - 30) ** 2 < 12 ** 2] = (220, 40, 40)
+    return img
+
+
+class Probe(Node):
+    """Publishes inputs, records outputs (keyed by topic), calls services."""
+
+    def __init__(self, ctx):
+        super().__init__("fastsam2_test_probe", context=ctx)
+        self.lock = threading.Lock()
+        self.msgs = defaultdict(list)
+        rel = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        # a reliable image publisher must connect to the node's best-effort (sensor-data) subscription
+        self.image = self.create_publisher(Image, f"{NS}/image", rel)
+        self.compressed = self.create_publisher(CompressedImage, f"{NS}/image/compressed",
+                                                qos_profile_sensor_data)
+        self.prompt = self.create_publisher(Prompt, f"{NS}/prompt", 10)
+        self.text = self.create_publisher(String, f"{NS}/text_prompt", 10)
+        self.click = self.create_publisher(Point, f"{NS}/click", 10)
+        self.clicked = self.create_publisher(PointStamped, "/clicked_point", 10)
+        self.info = self.create_publisher(CameraInfo, f"{NS}/camera_info", qos_profile_sensor_data)
+        for name, typ in (("mask", Image), ("labels", Image), ("overlay", Image),
+                          ("stats", TrackerStats)):
+            self.create_subscription(typ, f"{NS}/{name}", self._rec(name), rel)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._rec("diag"), 50)
+        self.add = self.create_client(AddObject, f"{NS}/add_object")
+        self.remove = self.create_client(RemoveObject, f"{NS}/remove_object")
+        self.reset = self.create_client(Trigger, f"{NS}/reset")
+        self.enable = self.create_client(SetBool, f"{NS}/enable")
+        self.change_state = self.create_client(ChangeState, f"{NS}/fastsam2_tracker/change_state")
+        self.get_state = self.create_client(GetState, f"{NS}/fastsam2_tracker/get_state")
+        self.stamp_sec = 1000
+
+    def _rec(self, name):
+        def cb(msg):
+            with self.lock:
+                self.msgs[name].append(msg)
+        return cb
+
+    def got(self, name):
+        with self.lock:
+            return list(self.msgs[name])
+
+    def by_stamp(self, name, key):
+        return [m for m in self.got(name) if (m.header.stamp.sec, m.header.stamp.nanosec) == key]
+
+    def next_header(self, frame_id="cam_optical"):
+        from std_msgs.msg import Header
+
+        self.stamp_sec += 1
+        h = Header(frame_id=frame_id)
+        h.stamp.sec, h.stamp.nanosec = self.stamp_sec, 123456
+        return h
+
+    def publish_frame(self, rgb=None, encoding="rgb8", pad=0, frame_id="cam_optical"):
+        rgb = frame_rgb() if rgb is None else rgb
+        header = self.next_header(frame_id)
+        if encoding == "compressed":
+            self.compressed.publish(rgb_to_compressed(rgb, "png", header))
+            return (header.stamp.sec, header.stamp.nanosec)
+        arr = {"rgb8": rgb, "bgr8": rgb[:, :, ::-1],
+               "rgba8": np.dstack([rgb, np.full((H, W), 255, np.uint8)]),
+               "bgra8": np.dstack([rgb[:, :, ::-1], np.full((H, W), 255, np.uint8)]),
+               "mono8": rgb[:, :, 0], "mono16": rgb[:, :, 0].astype(np.uint16) * 257}[encoding]
+        msg = numpy_to_image(np.ascontiguousarray(arr), encoding, header)
+        if pad:
+            row = msg.step
+            data = bytes(msg.data)
+            padded = b"".join(data[r * row:(r + 1) * row] + b"\xAB" * pad for r in range(msg.height))
+            import array
+
+            msg.step = row + pad
+            msg.data = array.array("B", padded)
+        self.image.publish(msg)
+        return (header.stamp.sec, header.stamp.nanosec)
+
+    def wait_outputs(self, key, names=("mask", "labels", "overlay", "stats"), timeout=OUT_TIMEOUT):
+        ok = wait_for(lambda: all(self.by_stamp(n, key) for n in names), timeout)
+        assert ok, f"no outputs {names} for stamp {key}: got {[(n, len(self.got(n))) for n in names]}"
+        return {n: self.by_stamp(n, key)[-1] for n in names}
+
+    def call(self, client, request, timeout=OUT_TIMEOUT):
+        assert client.wait_for_service(timeout_sec=10.0), f"service {client.srv_name} not available"
+        fut = client.call_async(request)
+        assert wait_for(fut.done, timeout), f"{client.srv_name} did not answer"
+        return fut.result()
+
+
+@pytest.fixture(scope="module")
+def h(tmp_path_factory):
+    try:  # a tiny CLIP ViT keeps the text-only start cheap
+        import open_clip
+
+        d = tmp_path_factory.mktemp("clipcfg")
+        (d / f"{TINY_CLIP}.json").write_text(json.dumps(TINY_CLIP_CFG))
+        open_clip.add_model_config(d)
+        has_clip = True
+    except ImportError:
+        has_clip = False
+
+    from fastsam2_ros.ros.tracker_node import TrackerNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN_ID)
+    params = dict(model_cfg="tiny", allow_random_weights=True, image_size=128, device="cpu",
+                  mc_passes=0, keep_ratio=0.5, clip_model=TINY_CLIP, publish_overlay=True,
+                  overlay_show_tokens=True, subscribe_compressed=True, diagnostics_period=0.25,
+                  diagnostics_warn_hold=1.0)
+    node = TrackerNode(context=ctx, namespace=NS,
+                       parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    probe = Probe(ctx)
+    ex = MultiThreadedExecutor(num_threads=4, context=ctx)
+    ex.add_node(node)
+    ex.add_node(probe)
+    thread = threading.Thread(target=ex.spin, daemon=True)
+    thread.start()
+    assert node.autostart(), node.health.fatal
+    assert wait_for(lambda: probe.image.get_subscription_count() > 0
+                    and probe.prompt.get_subscription_count() > 0
+                    and probe.count_publishers(f"{NS}/stats") > 0
+                    and probe.count_publishers(f"{NS}/mask") > 0, 20.0), "discovery failed"
+    h = type("H", (), {})()
+    h.node, h.probe, h.ctx, h.has_clip = node, probe, ctx, has_clip
+    yield h
+    ex.shutdown(timeout_sec=5.0)
+    node.destroy_node()
+    probe.destroy_node()
+    rclpy.shutdown(context=ctx)
+    thread.join(timeout=5.0)
+
+
+def prompt_msg(obj_id=1, new=True, points=(), labels=None, text="", box=None):
+    m = Prompt()
+    m.object_id, m.new_object, m.text = obj_id, new, text
+    m.points = [Point(x=float(x), y=float(y)) for x, y in points]
+    m.labels = list(labels if labels is not None else [1] * len(points))
+    if box is not None:
+        m.has_box, m.box = True, [float(v) for v in box]
+    return m
+
+
+def add_request(**kw):
+    req = AddObject.Request()
+    req.prompt = prompt_msg(**kw)
+    return req
+
+
+def check_images(out, key, frame_id="cam_optical"):
+    mask, labels = out["mask"], out["labels"]
+    for m in (mask, labels, out.get("overlay"), out["stats"]):
+        if m is None:
+            continue
+        assert (m.header.stamp.sec, m.header.stamp.nanosec) == key
+        assert m.header.frame_id == frame_id
+    assert (mask.encoding, mask.height, mask.width, mask.step) == ("mono8", H, W, W)
+    assert (labels.encoding, labels.height, labels.width, labels.step) == ("mono16", H, W, 2 * W)
+    m = image_to_numpy(mask)
+    lab = image_to_numpy(labels)
+    assert set(np.unique(m).tolist()) <= {0, 255}
+    np.testing.assert_array_equal(lab > 0, m == 255)
+    if "overlay" in out:
+        ov = out["overlay"]
+        assert (ov.encoding, ov.height, ov.width, ov.step) == ("rgb8", H, W, 3 * W)
+    return m, lab
+
+
+# ------------------------------------------------------------------------------------------ tests
+def test_queued_prompt_then_padded_bgr_frame(h):
+    p, node = h.probe, h.node
+    assert p.call(p.reset, Trigger.Request()).success
+    p.prompt.publish(prompt_msg(1, True, points=[(30, 30)]))
+    assert wait_for(lambda: len(node._pending) == 1, 10.0), "prompt did not reach the node"
+    key = p.publish_frame(encoding="bgr8", pad=5)  # row padding must be handled
+    out = p.wait_outputs(key)
+    _, lab = check_images(out, key)
+    assert set(np.unique(lab).tolist()) <= {0, 1}
+    st = out["stats"]
+    assert list(st.object_ids) == [1] and list(st.auto_prompted_ids) == []
+    assert (st.image_width, st.image_height) == (W, H)
+    assert st.tokens_total == (128 // 16) ** 2 and len(st.tokens_kept) == 1
+    assert st.keep_ratio == pytest.approx(0.5) and st.device == "cpu"
+    assert st.total_ms > 0 and st.encoder_ms > 0 and st.node_latency_ms >= 0
+
+
+def test_every_input_encoding_and_compressed(h):
+    p = h.probe
+    for enc in ("rgb8", "rgba8", "bgra8", "mono8", "mono16", "compressed"):
+        key = p.publish_frame(encoding=enc)
+        out = p.wait_outputs(key)
+        check_images(out, key)
+        assert list(out["stats"].object_ids) == [1], enc
+
+
+def test_stats_consistent_with_tracker(h):
+    p, node = h.probe, h.node
+    keys = [p.publish_frame(frame_rgb(shift=s)) for s in (0,)]
+    out = p.wait_outputs(keys[-1])
+    key2 = p.publish_frame(frame_rgb(shift=2))
+    out2 = p.wait_outputs(key2)
+    st1, st2 = out["stats"], out2["stats"]
+    assert st2.frame_index == st1.frame_index + 1
+    with node._tracker_lock:  # no frame in flight: the stats describe the tracker's state
+        tr = node._tracker
+        bank = tr.memory_bank_size()
+        assert st2.frame_index == tr.frame_index
+        assert list(st2.object_ids) == sorted(tr.object_ids)
+    assert (st2.bank_frames, st2.bank_tokens, st2.bank_bytes) == (bank["frames"], bank["tokens"], bank["bytes"])
+    assert st2.bank_frames >= 2 and st2.bank_bytes > 0
+    assert 0 < st2.tokens_kept[0] <= st2.tokens_total
+    assert st2.router_mode == "training_free" and st2.processed_frames > st1.processed_frames
+    assert st2.total_ms >= st2.encoder_ms
+
+
+def test_text_only_prompt_starts_tracking(h):
+    if not h.has_clip:
+        pytest.skip("open_clip not installed: text prompts need it")
+    p = h.probe
+    n_before = len(p.got("stats"))
+    p.text.publish(String(data="the red ball"))
+    # publish_on_prompt: the current frame's outputs come again, now with the new object
+    assert wait_for(lambda: any(2 in s.object_ids for s in p.got("stats")[n_before:])), "text prompt not applied"
+    key = p.publish_frame()
+    st = p.wait_outputs(key)["stats"]
+    assert 2 in st.object_ids and list(st.auto_prompted_ids) == [2]
+    assert st.text_mode == "clip_ridge"
+    assert wait_for(lambda: any(kv.key == "auto_prompted_objects" and kv.value == "2"
+                                for d in p.got("diag")[-3:] for s in d.status for kv in s.values), 10.0)
+    assert h.probe.call(p.remove, RemoveObject.Request(object_id=2)).success
+
+
+def test_services(h):
+    p = h.probe
+    r = p.call(p.add, add_request(obj_id=0, box=(5, 5, 40, 40)))
+    assert r.success, r.message
+    new_id = r.object_id
+    assert new_id == 2 and list(r.object_ids) == [1, 2] and not r.auto_prompted
+    r = p.call(p.add, add_request(obj_id=new_id, new=False, points=[(10, 12)], labels=[0]))
+    assert r.success and r.object_id == new_id
+    r = p.call(p.add, add_request(obj_id=77, new=False, points=[(10, 10)]))
+    assert not r.success and "not tracked" in r.message
+    r = p.call(p.add, add_request(obj_id=1, new=True, points=[(10, 10)]))
+    assert not r.success and "already tracked" in r.message
+    r = p.call(p.add, add_request(obj_id=9, points=[(math.nan, 3)]))
+    assert not r.success and "NaN" in r.message
+    r = p.call(p.add, add_request(obj_id=9, points=[(500, 3)]))
+    assert not r.success and "outside" in r.message
+    r = p.call(p.remove, RemoveObject.Request(object_id=new_id))
+    assert r.success and list(r.object_ids) == [1]
+    r = p.call(p.remove, RemoveObject.Request(object_id=new_id))
+    assert not r.success and "unknown" in r.message
+    # enable switch
+    assert p.call(p.enable, SetBool.Request(data=False)).success
+    key = p.publish_frame()
+    time.sleep(1.0)
+    assert not p.by_stamp("mask", key), "disabled node published"
+    assert p.call(p.enable, SetBool.Request(data=True)).success
+    key = p.publish_frame()
+    p.wait_outputs(key)
+
+
+def test_clicks_from_rqt_and_rviz(h):
+    p, node = h.probe, h.node
+    node.set_parameters([Parameter("click_object_id", value=5)])
+    p.click.publish(Point(x=50.0, y=20.0, z=0.0))
+    assert wait_for(lambda: 5 in node._tracked_ids()), "click did not start object 5"
+    errors = node.health.counts()["prompt_errors"]
+    p.click.publish(Point(x=52.0, y=22.0, z=-1.0))  # negative click refines object 5
+    # RViz: camera_info + a point in the camera frame -> pixel (40, 30) for object 6
+    info = CameraInfo()
+    info.header.frame_id = "cam_optical"
+    info.width, info.height = W, H
+    info.k = [100.0, 0.0, 40.0, 0.0, 100.0, 30.0, 0.0, 0.0, 1.0]
+    assert wait_for(lambda: p.info.get_subscription_count() > 0, 10.0)
+    p.info.publish(info)
+    assert wait_for(lambda: node._camera_info is not None, 10.0)
+    node.set_parameters([Parameter("click_new_object", value=True)])
+    pt = PointStamped()
+    pt.header.frame_id = "cam_optical"
+    pt.point.x, pt.point.y, pt.point.z = 0.0, 0.0, 2.0
+    p.clicked.publish(pt)
+    assert wait_for(lambda: len(node._tracked_ids()) == 3), f"clicked_point not applied: {node._tracked_ids()}"
+    assert node.health.counts()["prompt_errors"] == errors
+    # another frame without TF: clear warning, nothing applied
+    pt.header.frame_id = "map"
+    p.clicked.publish(pt)
+    assert wait_for(lambda: node.health.counts()["prompt_errors"] == errors + 1, 20.0)
+    assert "TF" in node.health.last_error and "map" in node.health.last_error
+    node.set_parameters([Parameter("click_new_object", value=False)])
+    for obj in node._tracked_ids():
+        if obj != 1:
+            assert p.call(p.remove, RemoveObject.Request(object_id=obj)).success
+
+
+def test_bad_inputs_are_survived(h):
+    import array
+
+    p, node = h.probe, h.node
+    c0 = node.health.counts()
+    n_diag = len(p.got("diag"))
+    bad = []
+    for enc, hh, ww, step, n in (("rgb8", H, W, 3 * W, 10),       # data shorter than step*height
+                                 ("rgb8", H, W, 3 * W - 1, 3 * W * H),  # step smaller than a row
+                                 ("yuv422", H, W, 2 * W, 2 * W * H),    # unsupported encoding
+                                 ("rgb8", 0, 0, 0, 0)):                 # empty
+        m = Image()
+        m.header = p.next_header()
+        m.height, m.width, m.encoding, m.step = hh, ww, enc, step
+        m.data = array.array("B", bytes(n))
+        bad.append(m)
+    for i, m in enumerate(bad):
+        p.image.publish(m)
+        assert wait_for(lambda: node.health.counts()["bad_inputs"] >= c0["bad_inputs"] + i + 1, 20.0), m.encoding
+    # bad prompts on every prompt path
+    p.prompt.publish(prompt_msg(1, False, points=[(math.nan, 1.0)]))
+    p.prompt.publish(prompt_msg(1, False, points=[(W + 100, 1.0)]))
+    p.prompt.publish(prompt_msg(42, False, points=[(3, 3)]))
+    p.prompt.publish(prompt_msg(1, False, points=[(3, 3)], labels=[1, 0]))
+    p.text.publish(String(data="x" * 100000))
+    p.click.publish(Point(x=float("inf"), y=1.0, z=0.0))
+    assert wait_for(lambda: node.health.counts()["prompt_errors"] >= c0["prompt_errors"] + 6, 30.0), \
+        node.health.counts()
+    assert node._tracked_ids() == [1]
+    assert wait_for(lambda: any(s.level == b"\x01" and "bad input" in s.message
+                                for d in p.got("diag")[n_diag:] for s in d.status), 10.0)
+    key = p.publish_frame()
+    check_images(p.wait_outputs(key), key)
+
+
+def test_unexpected_exception_in_inference_does_not_kill_worker(h):
+    p, node = h.probe, h.node
+    tracker = node._tracker
+    real = tracker.track
+    calls = []
+
+    def boom(img):
+        calls.append(1)
+        tracker.track = real
+        raise RuntimeError("simulated CUDA error")
+
+    tracker.track = boom
+    errors = node.health.counts()["worker_errors"]
+    p.publish_frame()
+    assert wait_for(lambda: node.health.counts()["worker_errors"] == errors + 1, 30.0)
+    key = p.publish_frame()
+    check_images(p.wait_outputs(key), key)
+
+
+def test_burst_drops_frames_instead_of_queueing(h):
+    p, node = h.probe, h.node
+    c0 = node.health.counts()
+    n_diag = len(p.got("diag"))
+    keys = [p.publish_frame(frame_rgb(seed=i)) for i in range(8)]
+    last = p.wait_outputs(keys[-1])["stats"]  # the newest frame is always processed
+    c1 = node.health.counts()
+    processed = c1["processed"] - c0["processed"]
+    assert processed < 8, "every frame of the burst was processed: frames are queueing"
+    assert c1["dropped"] > c0["dropped"]
+    assert last.dropped_frames == c1["dropped"]
+    received = c1["received"] - c0["received"]
+    assert processed + (c1["dropped"] - c0["dropped"]) == received
+    assert wait_for(lambda: any(s.level == b"\x01" and "dropped" in s.message
+                                for d in p.got("diag")[n_diag:] for s in d.status), 10.0)
+
+
+def test_diagnostics_published(h):
+    p = h.probe
+    assert wait_for(lambda: len(p.got("diag")) >= 2, 10.0)
+    ours = [s for d in p.got("diag") for s in d.status if s.name.startswith("/t/fastsam2_tracker")]
+    assert ours
+    keys = {kv.key for kv in ours[-1].values}
+    assert {"rate_hz", "latency_ms_mean", "tokens_kept_mean", "memory_bank_frames", "memory_bank_bytes",
+            "gpu_memory_bytes", "frames_dropped", "bad_inputs", "state"} <= keys
+    vals = {kv.key: kv.value for kv in ours[-1].values}
+    assert vals["state"] == "active" and int(vals["frames_processed"]) > 0
+
+
+def test_keep_ratio_is_live(h):
+    p, node = h.probe, h.node
+    assert node.set_parameters([Parameter("keep_ratio", value=1.0)])[0].successful
+    st = p.wait_outputs(p.publish_frame())["stats"]
+    assert st.keep_ratio == pytest.approx(1.0) and st.router_mode == "dense"
+    assert st.tokens_kept[0] == st.tokens_total
+    assert node.set_parameters([Parameter("keep_ratio", value=0.5)])[0].successful
+
+
+def test_lifecycle_deactivate_activate_over_services(h):
+    p, node = h.probe, h.node
+    r = p.call(p.change_state, ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE)))
+    assert r.success
+    assert p.call(p.get_state, GetState.Request()).current_state.label == "inactive"
+    assert node._tracker is None, "the model must be released on deactivate"
+    key = p.publish_frame()
+    assert wait_for(lambda: any(s.level == b"\x01" and "not processing" in s.message
+                                for d in p.got("diag")[-4:] for s in d.status), 10.0)
+    assert not p.by_stamp("mask", key)
+    r = p.call(p.add, add_request(obj_id=0, points=[(3, 3)]))
+    assert not r.success and "not active" in r.message
+    r = p.call(p.change_state, ChangeState.Request(transition=Transition(id=Transition.TRANSITION_ACTIVATE)))
+    assert r.success and node._tracker is not None
+    assert wait_for(lambda: p.image.get_subscription_count() > 0, 10.0)
+    r = p.call(p.add, add_request(obj_id=0, points=[(3, 3)]))
+    assert not r.success and "no image received yet" in r.message
+    key = p.publish_frame()
+    out = p.wait_outputs(key)
+    check_images(out, key)
+    assert out["stats"].frame_index == 0 and list(out["stats"].object_ids) == []
+    assert out["stats"].dropped_frames == 0  # counters restart on activate
+    # reset, then a frame and a service prompt right after it: the prompt lands on that frame
+    assert p.call(p.reset, Trigger.Request()).success
+    key = p.publish_frame()
+    assert wait_for(lambda: node.health.counts()["received"] >= 2, 10.0)
+    r = p.call(p.add, add_request(obj_id=0, points=[(30, 30)]))
+    assert r.success and r.object_id == 1, r.message
+    assert wait_for(lambda: any(list(s.object_ids) == [1] for s in p.by_stamp("stats", key)))

@@ -1,0 +1,150 @@
+"""Parameters of the tracker node: declared with descriptions and ranges, 1:1 with TrackerConfig
+and with config/tracker.yaml, loaded from the YAML file through rclpy (no model is built)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+DOMAIN_ID = int(os.environ.get("FASTSAM2_TEST_DOMAIN_BASE", "60")) + 1
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("fastsam2_msgs.msg", reason="fastsam2_msgs not built (scripts/setup_env.sh)")
+
+import yaml  # noqa: E402
+from rcl_interfaces.msg import ParameterType  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+
+from fastsam2_ros.core.config import DEFAULT_NODE_NAME, TrackerConfig  # noqa: E402
+from fastsam2_ros.ros import parameters as P  # noqa: E402
+
+YAML = Path(__file__).resolve().parents[1] / "config" / "tracker.yaml"
+
+
+def yaml_params():
+    data = yaml.safe_load(YAML.read_text())
+    return data[DEFAULT_NODE_NAME]["ros__parameters"]
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    c = rclpy.Context()
+    rclpy.init(context=c, domain_id=DOMAIN_ID)
+    yield c
+    rclpy.shutdown(context=c)
+
+
+def make_node(ctx, **kw):
+    from fastsam2_ros.ros.tracker_node import TrackerNode
+
+    return TrackerNode(context=ctx, **kw)
+
+
+def test_specs_cover_tracker_config_one_to_one():
+    core = [s for s in P.parameter_specs() if s.group == "core"]
+    assert [s.name for s in core] == list(TrackerConfig.field_names())
+    assert all(s.name in P.TRACKER_PARAMETER_DOCS for s in core), "every core field has its own description"
+    names = [s.name for s in P.parameter_specs()]
+    assert len(names) == len(set(names))
+    defaults = TrackerConfig().to_dict()
+    assert all(s.default == defaults[s.name] for s in core)
+
+
+def test_yaml_has_every_parameter_and_nothing_else():
+    params = yaml_params()
+    specs = P.spec_map()
+    assert set(params) == set(specs), (set(params) ^ set(specs))
+    for name, value in params.items():
+        default = specs[name].default
+        assert type(value) is type(default), f"{name}: yaml {value!r} vs declared {default!r}"
+        assert value == default, f"{name}: yaml value {value!r} differs from the default {default!r}"
+
+
+def test_every_parameter_is_documented():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "ros.md")
+    if not doc.is_file():
+        pytest.skip("docs/ros.md not in this checkout")
+    text = doc.read_text()
+    missing = [s.name for s in P.parameter_specs() if f"`{s.name}`" not in text]
+    assert not missing, f"parameters missing from docs/ros.md: {missing}"
+
+
+def test_numeric_parameters_have_ranges_containing_default():
+    for s in P.parameter_specs():
+        if isinstance(s.default, (int, float)) and not isinstance(s.default, bool):
+            assert s.range is not None, f"{s.name} has no range"
+            assert s.range[0] <= s.default <= s.range[1], s.name
+
+
+def test_declared_with_descriptors(ctx):
+    node = make_node(ctx)
+    try:
+        for s in P.parameter_specs():
+            assert node.has_parameter(s.name)
+            d = node.describe_parameter(s.name)
+            assert d.description and len(d.description) > 15, s.name
+            if isinstance(s.default, bool):
+                assert d.type == ParameterType.PARAMETER_BOOL
+            elif isinstance(s.default, int):
+                assert d.type == ParameterType.PARAMETER_INTEGER and d.integer_range, s.name
+            elif isinstance(s.default, float):
+                assert d.type == ParameterType.PARAMETER_DOUBLE and d.floating_point_range, s.name
+            else:
+                assert d.type == ParameterType.PARAMETER_STRING
+        assert node.lifecycle_state == "unconfigured"  # auto_start is applied by main()
+        # ranges are enforced by rclpy
+        res = node.set_parameters([Parameter("keep_ratio", value=0.0)])
+        assert not res[0].successful
+        res = node.set_parameters([Parameter("keep_ratio", value=0.5)])
+        assert res[0].successful
+        res = node.set_parameters([Parameter("image_qos_depth", value=0)])
+        assert not res[0].successful
+    finally:
+        node.destroy_node()
+
+
+def test_params_file_maps_onto_tracker_config(ctx, tmp_path):
+    params = yaml_params()
+    params.update(keep_ratio=0.5, image_size=256, model_cfg="tiny", mc_passes=2, publish_overlay=True)
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump({DEFAULT_NODE_NAME: {"ros__parameters": params}}))
+    c = rclpy.Context()
+    rclpy.init(context=c, domain_id=DOMAIN_ID, args=["--ros-args", "--params-file", str(f)])
+    try:
+        node = make_node(c)
+        try:
+            cfg = P.tracker_config_from_node(node)
+            assert cfg == TrackerConfig.from_yaml(f)
+            assert (cfg.keep_ratio, cfg.image_size, cfg.model_cfg, cfg.mc_passes) == (0.5, 256, "tiny", 2)
+            assert P.node_settings(node)["publish_overlay"] is True
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=c)
+
+
+def test_invalid_core_value_fails_configure_not_the_node(ctx):
+    node = make_node(ctx, parameter_overrides=[Parameter("text_mode", value="bogus")])
+    try:
+        from rclpy.lifecycle import TransitionCallbackReturn
+
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node.lifecycle_state == "unconfigured"
+        assert "text_mode" in (node.health.fatal or "")
+    finally:
+        node.destroy_node()
+
+
+def test_missing_checkpoint_fails_configure_with_clear_error(ctx):
+    node = make_node(ctx, parameter_overrides=[
+        Parameter("checkpoint", value="/nonexistent/sam2.1_hiera_tiny.pt"), Parameter("device", value="cpu")])
+    try:
+        assert not node.autostart()
+        assert node.lifecycle_state == "unconfigured"
+        msg = node.health.fatal or ""
+        assert "checkpoint not found" in msg and "/nonexistent/sam2.1_hiera_tiny.pt" in msg
+        snap = node.health.snapshot()
+        assert snap.level == 2  # ERROR on /diagnostics
+    finally:
+        node.destroy_node()
