@@ -195,6 +195,9 @@ def test_text_prompt_changes_token_ranking_in_the_tracker(tracker_cfg, model, vi
         assert state is not None and state.text == text
         tokens, _ = tracker._current_tokens()
         kept[text] = torch.topk(state.relevance(tokens), 19).indices.tolist()
+        # a refinement click with the same text keeps the fitted text map
+        tracker.add_prompt(1, points=[[45, 60]], labels=[1], text=text)
+        assert tracker.objects[1].text_state is state
     a, b = kept.values()
     assert set(a) != set(b)
 

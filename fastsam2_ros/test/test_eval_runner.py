@@ -36,9 +36,11 @@ class ScriptedTracker:
         self.calls = []
         self.keep_ratios = []
         self.released = False
+        self.clip_lengths = []
         self.reset()
 
-    def reset(self):
+    def reset(self, num_frames_hint=None):
+        self.clip_lengths.append(num_frames_hint)
         self.t = -1
         self.objects = []
         self.frame = None
@@ -190,6 +192,8 @@ def test_oracle_tracker_scores_one_and_its_masks_are_written(tmp_path):
     assert calls[0][:2] == ("prompt", 0) and calls[0][5] is True  # first object brings the image
     assert calls[1][:3] == ("prompt", 0, 2) and calls[1][5] is False
     assert calls[2] == ("track", 1)
+    # each sequence run tells the tracker its length (pointer encodings as the official mode)
+    assert trackers[0].clip_lengths[1:] == [5, 5]
 
 
 def test_refinement_rounds_are_capped_and_every_click_counted(tmp_path):

@@ -201,11 +201,12 @@ class StreamingTracker:
             if image is not None:
                 self._track_frame(image, timer)
             self._encode(timer)
-            if text is not None and (text != getattr(self.objects.get(obj_id), "text", None)):
-                text_state = self._fit_text(text)
+            known = self.objects.get(obj_id)
+            if text is not None and known is not None and text == known.text:
+                text_state = known.text_state  # same text again: keep the fitted map
             else:
-                text_state = None
-            is_new = obj_id not in self.objects
+                text_state = self._fit_text(text) if text is not None else None
+            is_new = known is None
             if pts is None and bbox is None and mask_arr is None:
                 if not is_new:  # text for an existing object: only the router changes
                     self.objects[obj_id].text, self.objects[obj_id].text_state = text, text_state
@@ -215,7 +216,7 @@ class StreamingTracker:
                 auto = [obj_id]
                 LOG.info("object %d started from text %r with an automatic click at %s",
                          obj_id, text, click)
-            obj = self.objects.get(obj_id) or _ObjectState(obj_id)
+            obj = known or _ObjectState(obj_id)
             if text is not None:
                 obj.text, obj.text_state = text, text_state
             self._prompt(obj, pts, lab, bbox, mask_arr, timer)

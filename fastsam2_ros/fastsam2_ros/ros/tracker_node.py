@@ -107,7 +107,7 @@ class TrackerNode(LifecycleNode):
                                           for s in NODE_PARAMETERS}
         self._tracker: Any = None
         self._config: Optional[TrackerConfig] = None
-        self._tracker_lock = threading.RLock()  # re-entered by the overlay token view
+        self._tracker_lock = threading.RLock()
         self._frame_cv = threading.Condition()
         self._slot: Optional[Tuple[str, Any, float]] = None
         self._worker: Optional[threading.Thread] = None
