@@ -23,7 +23,6 @@ setup(
     maintainer_email="fastsam2-ros@users.noreply.github.com",
     description="Streaming SAM 2 tracking with text-guided token pruning for ROS 2",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "tracker_node = fastsam2_ros.ros.tracker_node:main",

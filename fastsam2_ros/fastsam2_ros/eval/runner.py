@@ -202,6 +202,16 @@ def corrective_clicks(gt: np.ndarray, pred: np.ndarray, obj_ids: Iterable[int],
     return [(regions[i][2], representative_click(regions[i][3]), labels_of[i]) for i in ranked]
 
 
+def group_clicks(clicks) -> Dict[int, Tuple[list, list]]:
+    """``{obj_id: (points, labels)}`` of corrective clicks, in click order."""
+    grouped: Dict[int, Tuple[list, list]] = {}
+    for obj, xy, lab in clicks:
+        pts, labs = grouped.setdefault(obj, ([], []))
+        pts.append([int(xy[0]), int(xy[1])])
+        labs.append(lab)
+    return grouped
+
+
 def compose_labels(masks: Dict[int, np.ndarray], shape: Tuple[int, int]) -> np.ndarray:
     """uint8 label map of object masks; a higher id wins where masks overlap (as label_image)."""
     out = np.zeros(shape, np.uint8)
@@ -367,11 +377,7 @@ def run_streaming_sequence(tracker, seq: SequenceInput, protocol: Protocol, run:
             q = frame_quality(gt, pred, appeared)
             if float(np.mean(list(q.values()))) < protocol.refine_threshold:
                 clicks = corrective_clicks(gt, pred, appeared, protocol.clicks_per_round)
-                grouped: Dict[int, Tuple[list, list]] = {}
-                for obj, xy, lab in clicks:
-                    pts, labs = grouped.setdefault(obj, ([], []))
-                    pts.append([int(xy[0]), int(xy[1])])
-                    labs.append(lab)
+                grouped = group_clicks(clicks)
                 with clock:
                     for obj, (pts, labs) in grouped.items():
                         res = tracker.add_prompt(obj, points=pts, labels=labs)
@@ -447,11 +453,7 @@ def run_official_sequence(make_session, seq: SequenceInput, protocol: Protocol, 
                         clicks = corrective_clicks(gt, pred, appeared, protocol.clicks_per_round)
                         refined.add(t)
                         if clicks:
-                            grouped: Dict[int, Tuple[list, list]] = {}
-                            for obj, xy, lab in clicks:
-                                pts, labs = grouped.setdefault(obj, ([], []))
-                                pts.append([int(xy[0]), int(xy[1])])
-                                labs.append(lab)
+                            grouped = group_clicks(clicks)
                             with clock:
                                 gen.close()
                                 for obj, (pts, labs) in grouped.items():
