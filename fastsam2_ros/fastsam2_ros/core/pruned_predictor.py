@@ -51,7 +51,6 @@ class PruneContext:
     memory_idx: Optional[torch.Tensor] = None
     tokens_total: int = 0
     tokens_kept: int = 0
-    memory_tokens_attended: int = 0
 
 
 class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
@@ -100,15 +99,12 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         with ctx.timer.stage("memory_attention"):
             memory, memory_pos, memory_idx, num_ptr = self._collect_memory(
                 frame_idx, output_dict, num_frames, feat.device, height * width)
-            ctx.memory_tokens_attended = int(memory.shape[0])
             attended = pruned_memory_attention(
                 self.memory_attention, feat.index_select(0, query_idx),
                 pos.index_select(0, query_idx), memory, memory_pos, query_idx, memory_idx,
                 (height, width), num_obj_ptr_tokens=num_ptr)
-            if ctx.filler == "no_mem_embed":
-                dense = feat + self.no_mem_embed
-            else:
-                dense = feat.clone()
+            dense = feat + self.no_mem_embed if ctx.filler == "no_mem_embed" else feat
+            # index_copy is out of place: the encoder features stay untouched
             dense = dense.to(attended.dtype).index_copy(0, query_idx, attended)
         return dense.permute(1, 2, 0).reshape(batch, self.hidden_dim, height, width)
 
