@@ -23,7 +23,7 @@ import torch
 
 from .core.config import TrackerConfig
 from .core.errors import FastSam2Error
-from .core.stats import STAGES
+from .core.stats import STAGES, peak_gpu_memory, reset_peak_gpu_memory
 
 SCHEMA_VERSION = 1
 
@@ -85,17 +85,6 @@ def load_frames(source: Optional[str], max_frames: int, seed: int = 0) -> List[n
     return frames
 
 
-def _peak_reset(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak(device: torch.device) -> int:
-    return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else 0
-
-
 def _summary(stage_rows: List[Dict[str, float]], total_ms: List[float]) -> dict:
     stages = {s: float(np.mean([r.get(s, 0.0) for r in stage_rows])) for s in STAGES if s != "total"}
     stages["total"] = float(np.mean(total_ms))
@@ -109,7 +98,7 @@ def run_streaming(cfg: TrackerConfig, model, frames, click, keep_ratio: float) -
     # scales pointer time encodings by min(num_frames, 16); a live stream uses 16.
     tracker = StreamingTracker(cfg.replace(keep_ratio=keep_ratio), model=model, return_logits=True,
                                num_frames_hint=len(frames))
-    _peak_reset(model.device)
+    reset_peak_gpu_memory(model.device)
     res = tracker.add_prompt(1, points=[click], labels=[1], image=frames[0])
     logits, rows, totals, kept = [res.logits[1]], [], [], []
     for frame in frames[1:]:
@@ -122,7 +111,7 @@ def run_streaming(cfg: TrackerConfig, model, frames, click, keep_ratio: float) -
     out.update(keep_ratio=keep_ratio, tokens_total=res.stats.tokens_total,
                tokens_kept=float(np.mean(kept)), router_mode=res.stats.router_mode,
                state_bytes=res.stats.bank_bytes, bank_frames=res.stats.bank_frames,
-               bank_tokens=res.stats.bank_tokens, peak_gpu_memory_bytes=_peak(model.device))
+               bank_tokens=res.stats.bank_tokens, peak_gpu_memory_bytes=peak_gpu_memory(model.device))
     tracker.reset()
     return out, logits
 
@@ -132,7 +121,7 @@ def run_official(cfg: TrackerConfig, predictor, frames, click) -> dict:
 
     timer = ModuleStageTimer(predictor)
     try:
-        _peak_reset(predictor.device)
+        reset_peak_gpu_memory(predictor.device)
         session = OfficialVideoSession(predictor, frames, autocast_bf16=cfg.bf16)
         session.add_prompt(0, 1, points=[click], labels=[1])
         timer.take()
@@ -147,7 +136,7 @@ def run_official(cfg: TrackerConfig, predictor, frames, click) -> dict:
         n_tok = (predictor.image_size // 16) ** 2
         out.update(keep_ratio=1.0, tokens_total=n_tok, tokens_kept=float(n_tok),
                    router_mode="official", state_bytes=session.state_bytes(),
-                   load_ms=session.load_ms, peak_gpu_memory_bytes=_peak(predictor.device))
+                   load_ms=session.load_ms, peak_gpu_memory_bytes=peak_gpu_memory(predictor.device))
     finally:
         timer.remove()
     return out, masks

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
@@ -129,10 +129,11 @@ class TrackerConfig:
         unknown = sorted(set(values) - known)
         if unknown and strict:
             raise InputError(f"unknown tracker parameter(s): {', '.join(unknown)}")
+        defaults = cls()
         kwargs = {}
         for f in fields(cls):
             if f.name in values:
-                kwargs[f.name] = _coerce(f.name, values[f.name], type(getattr(cls(), f.name)))
+                kwargs[f.name] = _coerce(f.name, values[f.name], type(getattr(defaults, f.name)))
         return cls(**kwargs)
 
     @classmethod
@@ -208,5 +209,5 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
 
 __all__ = [
     "TrackerConfig", "load_ros_params", "resolve_model_cfg", "short_model_name",
-    "MODEL_CONFIGS", "CHECKPOINT_NAMES", "TEXT_MODES", "FILLERS", "DEFAULT_NODE_NAME", "field",
+    "MODEL_CONFIGS", "CHECKPOINT_NAMES", "TEXT_MODES", "FILLERS", "DEFAULT_NODE_NAME",
 ]

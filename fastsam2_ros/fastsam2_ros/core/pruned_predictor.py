@@ -19,7 +19,7 @@ that the pruned path with every token kept equals the stock path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import torch

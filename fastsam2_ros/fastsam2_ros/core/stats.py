@@ -106,3 +106,26 @@ class StageTimer:
         finally:
             self._sync()
             self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
+
+
+def _is_cuda(device) -> bool:
+    return str(device).startswith("cuda")
+
+
+def reset_peak_gpu_memory(device) -> None:
+    """Start a new peak-memory measurement on a CUDA device (no-op elsewhere)."""
+    if _is_cuda(device):
+        import torch
+
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gpu_memory(device) -> int:
+    """Peak allocated CUDA bytes since the last reset; 0 off CUDA."""
+    if not _is_cuda(device):
+        return 0
+    import torch
+
+    return int(torch.cuda.max_memory_allocated(device))

@@ -38,7 +38,7 @@ from .prompts import (representative_click, validate_box, validate_image, valida
                       validate_points, validate_text)
 from .pruned_predictor import PruneContext
 from .router import TokenRouter, load_router
-from .stats import FrameResult, FrameStats, StageTimer
+from .stats import FrameResult, FrameStats, StageTimer, peak_gpu_memory
 from .text_relevance import TextState, fit_clip_ridge, fit_paper_lsq
 
 LOG = logging.getLogger(__name__)
@@ -511,7 +511,7 @@ class StreamingTracker:
             frame_index=t, stage_ms=dict(timer.ms), tokens_total=feat_hw * feat_hw,
             tokens_kept=tokens_kept, keep_ratio=self.keep_ratio, bank_frames=bank["frames"],
             bank_tokens=bank["tokens"], bank_bytes=bank["bytes"],
-            peak_gpu_memory_bytes=int(torch.cuda.max_memory_allocated(self.device)) if cuda else 0,
+            peak_gpu_memory_bytes=peak_gpu_memory(self.device),
             gpu_memory_bytes=int(torch.cuda.memory_allocated(self.device)) if cuda else 0,
             object_ids=list(self.objects),
             router_mode="dense" if self.keep_ratio >= 1.0 else self.router.mode,

@@ -33,7 +33,8 @@ import numpy as np
 from scipy import ndimage
 
 from ..core.errors import InputError
-from ..core.stats import STAGES
+from ..core.prompts import representative_click
+from ..core.stats import STAGES, peak_gpu_memory, reset_peak_gpu_memory
 from .davis_io import VOID_LABEL, DatasetError, write_label_png
 from .metrics import boundary_f, region_j
 from .scoring import ScoreResult, SequenceScore, num_objects, score_sequence
@@ -134,12 +135,6 @@ class SequenceInput:
     def scorable(self) -> bool:
         """DAVIS scoring needs annotated frames besides the first one."""
         return len(self.gt) >= 2
-
-
-def representative_click(mask: np.ndarray) -> Tuple[int, int]:
-    from ..core.prompts import representative_click as rc
-
-    return rc(mask)
 
 
 def plan_prompts(gt: Dict[int, np.ndarray], texts: Optional[Dict[int, str]] = None,
@@ -502,21 +497,9 @@ class RunOptions:
     use_text: bool = True
 
 
-def _reset_peak(device: str) -> None:
-    if str(device).startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-
-
 def _peak(device: str) -> Optional[int]:
-    if str(device).startswith("cuda"):
-        import torch
-
-        return int(torch.cuda.max_memory_allocated())
-    return None
+    """Peak CUDA bytes of the run; None off CUDA (the report's "not measured")."""
+    return peak_gpu_memory(device) if str(device).startswith("cuda") else None
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -596,7 +579,7 @@ def run_modes(specs: Sequence[ModeSpec], load_sequences: SequenceLoader, total_f
     try:
         for spec in specs:
             run = ModeRun(spec, device=str(device), drop_first_last=opts.protocol.drop_first_last)
-            _reset_peak(device)
+            reset_peak_gpu_memory(device)
             bar = _progress(total_frames, spec.label, opts.progress)
             try:
                 if spec.mode == "official":
@@ -605,13 +588,13 @@ def run_modes(specs: Sequence[ModeSpec], load_sequences: SequenceLoader, total_f
                     if tracker is not None:  # free the streaming model before measuring official
                         tracker.release()
                         tracker = None
-                        _reset_peak(device)
+                        reset_peak_gpu_memory(device)
                     factory = make_official()
                     warmed = had_text = False
                     for seq in load_sequences():
                         if not warmed:
                             _warmup_official(factory, seq, opts.warmup_frames)
-                            _reset_peak(device)
+                            reset_peak_gpu_memory(device)
                             warmed = True
                         had_text |= any(p.text for p in seq.prompts)
                         srun, preds = run_official_sequence(factory, seq, opts.protocol, run,
@@ -633,7 +616,7 @@ def run_modes(specs: Sequence[ModeSpec], load_sequences: SequenceLoader, total_f
                     for seq in load_sequences():
                         if not warmed:
                             _warmup_streaming(tracker, seq, opts.warmup_frames, opts.use_text)
-                            _reset_peak(device)
+                            reset_peak_gpu_memory(device)
                             warmed = True
                         run.text_used |= opts.use_text and any(p.text for p in seq.prompts)
                         srun, preds = run_streaming_sequence(tracker, seq, opts.protocol, run,
