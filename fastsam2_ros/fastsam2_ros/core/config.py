@@ -46,6 +46,7 @@ CHECKPOINT_NAMES: Dict[str, str] = {
 }
 
 TEXT_MODES = ("clip_ridge", "paper_lsq", "none")
+PREPROCESS_MODES = ("auto", "pil", "device")
 FILLERS = ("no_mem_embed", "raw")
 DEFAULT_NODE_NAME = "fastsam2_tracker"
 
@@ -61,6 +62,8 @@ class TrackerConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     bf16: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
     image_size: int = 1024  # SAM 2 input side in pixels (multiple of 32 or larger than 64)
+    preprocess: str = "auto"  # auto (device on CUDA, pil on CPU) | pil (sam2's exact loader) | device
+    cuda_graphs: bool = True  # capture the per-frame step as CUDA graphs (CUDA only; else eager)
     # --- token pruning -----------------------------------------------------------------------
     keep_ratio: float = 0.3  # fraction of top-level tokens kept; 1.0 = the dense SAM 2 path
     mc_passes: int = 5  # Monte-Carlo dropout passes for the uncertainty signal (0 = off)
@@ -96,6 +99,8 @@ class TrackerConfig:
             raise InputError(f"mc_dropout must be in [0, 1), got {self.mc_dropout!r}")
         if self.text_mode not in TEXT_MODES:
             raise InputError(f"text_mode must be one of {TEXT_MODES}, got {self.text_mode!r}")
+        if self.preprocess not in PREPROCESS_MODES:
+            raise InputError(f"preprocess must be one of {PREPROCESS_MODES}, got {self.preprocess!r}")
         if self.filler not in FILLERS:
             raise InputError(f"filler must be one of {FILLERS}, got {self.filler!r}")
         if int(self.image_size) < 64 or int(self.image_size) % 16 != 0:
@@ -209,5 +214,5 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
 
 __all__ = [
     "TrackerConfig", "load_ros_params", "resolve_model_cfg", "short_model_name",
-    "MODEL_CONFIGS", "CHECKPOINT_NAMES", "TEXT_MODES", "FILLERS", "DEFAULT_NODE_NAME",
+    "MODEL_CONFIGS", "CHECKPOINT_NAMES", "TEXT_MODES", "FILLERS", "PREPROCESS_MODES", "DEFAULT_NODE_NAME",
 ]

@@ -34,12 +34,17 @@ class FrameStats:
     object_ids: List[int] = field(default_factory=list)
     router_mode: str = "dense"  # dense | mlp | training_free
     text_mode: str = "none"  # clip_ridge | paper_lsq | none (per the objects that have text)
-    auto_prompted: List[int] = field(default_factory=list)  # objects started from text alone
+    auto_prompted: List[int] = field(default_factory=list)  # objects started on this call without a click
+    #: obj_id -> phrase of objects started by the automatic prompt (every frame, while tracked)
+    auto_phrases: Dict[int, str] = field(default_factory=dict)
+    #: obj_id -> consecutive frames the object has been invisible (presence logit <= 0); 0 = visible
+    occluded_frames: Dict[int, int] = field(default_factory=dict)
     device: str = "cpu"
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["tokens_kept"] = {str(k): v for k, v in self.tokens_kept.items()}
+        for key in ("tokens_kept", "auto_phrases", "occluded_frames"):
+            d[key] = {str(k): v for k, v in getattr(self, key).items()}
         return d
 
     @property
@@ -63,6 +68,12 @@ class FrameResult:
     @property
     def object_ids(self) -> List[int]:
         return sorted(self.masks)
+
+    @property
+    def visible(self) -> Dict[int, bool]:
+        """obj_id -> SAM 2 says the object is present (presence logit > 0); an occluded object
+        keeps its id and gets an empty mask."""
+        return {obj_id: score > 0.0 for obj_id, score in self.scores.items()}
 
     def union_mask(self, shape: Optional[tuple] = None) -> np.ndarray:
         """uint8 0/255 union of all object masks."""

@@ -81,6 +81,7 @@ class _ObjectState:
     point_inputs: Optional[dict] = None  # clicks accumulated on ``point_frame``
     point_frame: int = -1
     tokens_kept: int = 0
+    occluded_frames: int = 0  # consecutive tracked frames with presence logit <= 0
 
     def current_out(self, frame_idx: int) -> Optional[dict]:
         out = self.output["cond_frame_outputs"].get(frame_idx)
@@ -162,7 +163,12 @@ class StreamingTracker:
         timer = StageTimer(str(self.device))
         with timer.stage("total"), self._inference():
             self._track_frame(image, timer)
-        return self._result(timer, auto_prompted=[])
+        result = self._result(timer, auto_prompted=[])
+        for obj_id, visible in result.visible.items():
+            obj = self.objects[obj_id]
+            obj.occluded_frames = 0 if visible else obj.occluded_frames + 1
+            result.stats.occluded_frames[obj_id] = obj.occluded_frames
+        return result
 
     def add_prompt(self, obj_id: int, points: Optional[Sequence] = None,
                    labels: Optional[Sequence] = None, box: Optional[Sequence] = None,

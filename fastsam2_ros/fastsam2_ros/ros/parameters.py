@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..core.config import FILLERS, MODEL_ALIASES, MODEL_CONFIGS, TEXT_MODES, TrackerConfig
+from ..core.config import (FILLERS, MODEL_ALIASES, MODEL_CONFIGS, PREPROCESS_MODES, TEXT_MODES,
+                           TrackerConfig)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ TRACKER_PARAMETER_DOCS: Dict[str, Dict[str, Any]] = {
     "bf16": dict(description="bfloat16 autocast on CUDA (ignored on CPU)"),
     "image_size": dict(description="SAM 2 input side in pixels (multiple of 16, >= 64; 1024 is the "
                        "trained resolution)", range=(64, 4096)),
+    "preprocess": dict(description="Resize + normalisation of each frame: auto (on the GPU under "
+                       "CUDA, else pil) | pil (sam2's exact loader) | device", choices=PREPROCESS_MODES),
+    "cuda_graphs": dict(description="CUDA: replay the per-frame step as captured CUDA graphs "
+                        "(false = eager kernels)"),
     "keep_ratio": dict(description="Fraction of top-level tokens kept before memory attention "
                        "(1.0 = dense SAM 2); applied live", range=(0.01, 1.0), live=True),
     "mc_passes": dict(description="Monte-Carlo dropout passes of the token-uncertainty signal (0 = off)",
