@@ -1,31 +1,43 @@
-"""``fastsam2-bench``: dense vs pruned vs official SAM 2 on the same frames, in one run.
+"""``fastsam2-bench``: ours (dense and pruned) vs the official SAM 2 predictor, same frames, one run.
 
-Every mode tracks the same object (one positive click on frame 0) over the same frames with the
-same weights. Per mode it reports stage latencies (frames after the prompt frame), end-to-end FPS,
-tokens kept, memory-bank / predictor-state bytes and peak CUDA memory; then the ratios the
-project's targets are about (memory attention pruned vs dense, end-to-end vs official) and the
-largest mask difference between dense (keep 1.0) and the official predictor.
+Every mode tracks the same objects (positive clicks on frame 0) over the same frames with the
+same weights, and is warmed up before it is timed. Reported per mode:
+
+* **FPS, wall clock**: a loop over frames 1..N-1 with no per-stage synchronisation. For ours the
+  step is the whole job a robot needs — a uint8 host frame in, every object's mask at the input
+  resolution back on the host (``track``); ``fps_pipelined`` submits frame t+1 before collecting
+  frame t (``submit``/``result``). The official predictor has its frames preprocessed and loaded
+  on the device before its loop (``init_state``), as sam2 runs it.
+* **Stage latencies** from a separate profiling pass (eager, synchronised stage timers).
+* Start-up (build, warm-up, graph capture), tokens kept, bank / predictor-state bytes, peak GPU
+  memory, and the per-frame mask IoU against the official predictor.
+
+``--objects N`` tracks N objects, ``--soak N`` streams N frames and traces GPU memory (ours at
+the first keep ratio vs official), ``--official-vos`` also runs sam2's compiled
+``SAM2VideoPredictorVOS`` in a child process with a time limit (its compile time is reported).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import platform
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from .core.config import TrackerConfig
-from .core.errors import FastSam2Error
+from .core.errors import FastSam2Error, InputError
 from .core.stats import STAGES, peak_gpu_memory, reset_peak_gpu_memory
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+Click = Tuple[float, float]
 
 
 class ModuleStageTimer:
@@ -85,68 +97,283 @@ def load_frames(source: Optional[str], max_frames: int, seed: int = 0) -> List[n
     return frames
 
 
-def _summary(stage_rows: List[Dict[str, float]], total_ms: List[float]) -> dict:
-    stages = {s: float(np.mean([r.get(s, 0.0) for r in stage_rows])) for s in STAGES if s != "total"}
-    stages["total"] = float(np.mean(total_ms))
-    return {"stage_ms": stages, "fps": 1000.0 / stages["total"] if stages["total"] > 0 else 0.0}
+def object_clicks(spec: Optional[str], count: int, width: int, height: int) -> List[Click]:
+    """``"x,y;x,y"`` -> one click per object; missing ones are spread over the frame."""
+    clicks = []
+    if spec:
+        for part in spec.split(";"):
+            try:
+                x, y = (float(v) for v in part.split(","))
+            except ValueError:
+                raise InputError(f"--click expects X,Y[;X,Y...], got {spec!r}") from None
+            clicks.append((x, y))
+    grid = [(0.5, 0.5), (0.25, 0.3), (0.75, 0.7), (0.25, 0.7), (0.75, 0.3), (0.5, 0.2), (0.5, 0.8)]
+    for i in range(len(clicks), count):
+        fx, fy = grid[i % len(grid)]
+        clicks.append((fx * (width - 1), fy * (height - 1) * (1 - 0.02 * (i // len(grid)))))
+    return clicks[:count]
 
 
-def run_streaming(cfg: TrackerConfig, model, frames, click, keep_ratio: float) -> dict:
+def _mean_stages(rows: List[Dict[str, float]], ms_per_frame: float) -> Dict[str, float]:
+    """Mean stage latencies of a profiling pass; "total" is the timed run's wall ms per frame."""
+    out = {s: float(np.mean([r.get(s, 0.0) for r in rows])) if rows else 0.0
+           for s in STAGES if s != "total"}
+    out["total"] = ms_per_frame
+    return out
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ------------------------------------------------------------------------------------ ours
+def _prompt_all(tracker, frame0: np.ndarray, clicks: Sequence[Click]):
+    for obj_id, click in enumerate(clicks, start=1):
+        tracker.add_prompt(obj_id, points=[list(click)], labels=[1],
+                           image=frame0 if obj_id == 1 else None)
+
+
+def _stream(tracker, frames, clicks, pipelined: bool = False):
+    """Prompt frame 0, track frames 1..N-1; returns (results, wall seconds of the loop)."""
+    _prompt_all(tracker, frames[0], clicks)
+    _sync(tracker.device)
+    results = []
+    t0 = time.perf_counter()
+    if pipelined:
+        pending = tracker.submit(frames[1])
+        for frame in frames[2:]:
+            nxt = tracker.submit(frame)
+            results.append(pending.result())
+            pending = nxt
+        results.append(pending.result())
+    else:
+        for frame in frames[1:]:
+            results.append(tracker.track(frame))
+    return results, time.perf_counter() - t0
+
+
+def run_ours(cfg: TrackerConfig, model, frames, clicks, keep_ratio: float,
+             warmup_frames: int, profile: bool) -> Tuple[dict, list]:
     from .core.tracker import StreamingTracker
 
-    # The clip length is passed so keep 1.0 can be compared with the official predictor, which
-    # scales pointer time encodings by min(num_frames, 16); a live stream uses 16.
-    tracker = StreamingTracker(cfg.replace(keep_ratio=keep_ratio), model=model, return_logits=True,
-                               num_frames_hint=len(frames))
+    n = len(frames)
+    mode_cfg = cfg.replace(keep_ratio=keep_ratio)
+    t0 = time.perf_counter()
+    # the clip length is passed so keep 1.0 can be compared with the official predictor, which
+    # scales pointer time encodings by min(num_frames, 16); a live stream uses 16
+    tracker = StreamingTracker(mode_cfg, model=model, num_frames_hint=n)
+    _stream(tracker, frames[:max(2, warmup_frames)], clicks)  # warm-up: captures the CUDA graphs
+    _sync(model.device)
+    startup_s = time.perf_counter() - t0
+    tracker.reset(num_frames_hint=n)
     reset_peak_gpu_memory(model.device)
-    res = tracker.add_prompt(1, points=[click], labels=[1], image=frames[0])
-    logits, rows, totals, kept = [res.logits[1]], [], [], []
-    for frame in frames[1:]:
-        res = tracker.track(frame)
-        rows.append(res.stats.stage_ms)
-        totals.append(res.stats.stage_ms["total"])
-        kept.append(res.stats.tokens_kept.get(1, 0))
-        logits.append(res.logits[1])
-    out = _summary(rows, totals)
-    out.update(keep_ratio=keep_ratio, tokens_total=res.stats.tokens_total,
-               tokens_kept=float(np.mean(kept)), router_mode=res.stats.router_mode,
-               state_bytes=res.stats.bank_bytes, bank_frames=res.stats.bank_frames,
-               bank_tokens=res.stats.bank_tokens, peak_gpu_memory_bytes=peak_gpu_memory(model.device))
-    tracker.reset()
-    return out, logits
-
-
-def run_official(cfg: TrackerConfig, predictor, frames, click) -> dict:
-    from .core.official import OfficialVideoSession
-
-    timer = ModuleStageTimer(predictor)
-    try:
-        reset_peak_gpu_memory(predictor.device)
-        session = OfficialVideoSession(predictor, frames, autocast_bf16=cfg.bf16)
-        session.add_prompt(0, 1, points=[click], labels=[1])
-        timer.take()
-        rows, masks = [], []
-        for t, m in session.propagate(0):
-            masks.append(m[1])
-            row = timer.take()
-            if t > 0:
-                rows.append(row)
-        totals = [session.frame_ms[t] for t in range(1, len(frames))]
-        out = _summary(rows, totals)
-        n_tok = (predictor.image_size // 16) ** 2
-        out.update(keep_ratio=1.0, tokens_total=n_tok, tokens_kept=float(n_tok),
-                   router_mode="official", state_bytes=session.state_bytes(),
-                   load_ms=session.load_ms, peak_gpu_memory_bytes=peak_gpu_memory(predictor.device))
-    finally:
-        timer.remove()
+    results, wall = _stream(tracker, frames, clicks)
+    peak = peak_gpu_memory(model.device)
+    cuda = model.device.type == "cuda"
+    wall_pipe = wall  # off CUDA a step is synchronous: nothing to overlap
+    if cuda:
+        tracker.reset(num_frames_hint=n)
+        _, wall_pipe = _stream(tracker, frames, clicks, pipelined=True)
+    last = results[-1].stats
+    stage_rows = [r.stats.stage_ms for r in results]  # off CUDA the timers cost nothing
+    if profile and cuda:  # eager with synchronised stage timers
+        profiler = StreamingTracker(mode_cfg.replace(cuda_graphs=False), model=model, num_frames_hint=n)
+        stage_rows = [r.stats.stage_ms for r in _stream(profiler, frames, clicks)[0]]
+    out = {"keep_ratio": keep_ratio, "objects": len(clicks), "frames_timed": n - 1,
+           "ms_per_frame": wall * 1e3 / (n - 1), "fps": (n - 1) / wall,
+           "fps_pipelined": (n - 1) / wall_pipe, "stage_ms": _mean_stages(stage_rows, wall * 1e3 / (n - 1)),
+           "gpu_ms_per_frame": float(np.mean([r.stats.gpu_ms for r in results])),
+           "startup_s": startup_s, "capture_s": tracker.runner.capture_s,
+           "graphs": len(tracker.runner), "capture_failures": dict(
+               (str(k), v) for k, v in tracker.runner.failures.items()),
+           "step_mode": tracker.step_mode, "preprocess": tracker.preprocess_mode,
+           "tokens_total": last.tokens_total, "tokens_kept": float(np.mean(
+               [np.mean(list(r.stats.tokens_kept.values())) for r in results])),
+           "router_mode": last.router_mode, "state_bytes": last.bank_bytes,
+           "bank_frames": last.bank_frames, "bank_tokens": last.bank_tokens,
+           "peak_gpu_memory_bytes": peak}
+    masks = [{o: r.masks[o] for o in r.masks} for r in results]
+    tracker.release_graphs()
     return out, masks
 
 
-def compare_masks(dense_logits, official_masks) -> dict:
-    diffs = [int(((lg > 0) != m).sum()) for lg, m in zip(dense_logits, official_masks)]
-    pixels = official_masks[0].size
-    return {"max_mask_diff_pixels": max(diffs), "max_mask_diff_fraction": max(diffs) / pixels,
-            "frames_compared": len(diffs)}
+# ------------------------------------------------------------------------------------ official
+def run_official(cfg: TrackerConfig, predictor, frames, clicks, warmup: bool,
+                 profile: bool) -> Tuple[dict, list]:
+    from .core.official import OfficialVideoSession
+
+    n = len(frames)
+    reset_peak_gpu_memory(predictor.device)
+    t0 = time.perf_counter()
+    session = OfficialVideoSession(predictor, frames, autocast_bf16=cfg.bf16)
+
+    def one_run(timer=None):
+        session.reset()
+        for obj_id, click in enumerate(clicks, start=1):
+            session.add_prompt(0, obj_id, points=[list(click)], labels=[1])
+        masks, rows, start = [], [], None
+        if timer is not None:
+            timer.take()
+        for t, m in session.propagate(0):
+            if t == 0:
+                start = time.perf_counter()
+                if timer is not None:
+                    timer.take()
+                continue
+            masks.append(m)
+            if timer is not None:
+                rows.append(timer.take())
+        _sync(predictor.device)
+        return masks, rows, time.perf_counter() - start
+
+    if warmup:
+        one_run()
+    startup_s = time.perf_counter() - t0
+    cuda = predictor.device.type == "cuda"
+    # off CUDA the hooks do not synchronise anything: time and profile in one pass
+    timer = ModuleStageTimer(predictor) if profile else None
+    try:
+        reset_peak_gpu_memory(predictor.device)
+        masks, rows, wall = one_run(None if cuda else timer)
+        peak = peak_gpu_memory(predictor.device)
+        if cuda and timer is not None:
+            _, rows, _ = one_run(timer)
+    finally:
+        if timer is not None:
+            timer.remove()
+    tokens = (predictor.image_size // 16) ** 2
+    out = {"keep_ratio": 1.0, "objects": len(clicks), "frames_timed": n - 1,
+           "ms_per_frame": wall * 1e3 / (n - 1), "fps": (n - 1) / wall,
+           "stage_ms": _mean_stages(rows, wall * 1e3 / (n - 1)), "startup_s": startup_s, "load_ms": session.load_ms,
+           "tokens_total": tokens, "tokens_kept": float(tokens), "router_mode": "official",
+           "state_bytes": session.state_bytes(), "peak_gpu_memory_bytes": peak}
+    return out, masks
+
+
+def _vos_child(queue, cfg_dict, state_dict, frames, clicks) -> None:
+    warnings.filterwarnings("ignore")
+    from .core.models import build_official_predictor
+
+    try:
+        cfg = TrackerConfig(**cfg_dict)
+        t0 = time.perf_counter()
+        vos = build_official_predictor(cfg, vos_optimized=True, state_dict=state_dict)
+        out, _ = run_official(cfg, vos, frames, clicks, warmup=True, profile=False)
+        out["compile_and_warmup_s"] = time.perf_counter() - t0
+        queue.put(out)
+    except Exception as exc:  # reported, not raised: the parent keeps its other results
+        queue.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def run_official_vos(cfg: TrackerConfig, model, frames, clicks, time_limit: float) -> dict:
+    """sam2's torch.compile'd predictor in a child process, stopped after ``time_limit`` s."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    child = ctx.Process(target=_vos_child, args=(queue, cfg.to_dict(), state, frames, clicks))
+    t0 = time.perf_counter()
+    child.start()
+    try:
+        result = queue.get(timeout=time_limit)
+    except Exception:
+        result = {"error": f"did not compile and run within {time_limit:.0f} s"}
+    finally:
+        if child.is_alive():
+            child.terminate()
+        child.join(10)
+    result["wall_s"] = time.perf_counter() - t0
+    return result
+
+
+# ------------------------------------------------------------------------------------ soak
+def run_soak(cfg: TrackerConfig, model, frames, clicks, keep_ratio: float, length: int,
+             every: int = 50) -> dict:
+    """GPU memory over a ``length``-frame stream (frames cycled): ours vs the official predictor."""
+    from .core.official import OfficialVideoSession
+    from .core.tracker import StreamingTracker
+
+    def sample(t, extra):
+        row = {"frame": t, "allocated_bytes": int(torch.cuda.memory_allocated(model.device))
+               if model.device.type == "cuda" else 0,
+               "peak_bytes": peak_gpu_memory(model.device)}
+        row.update(extra)
+        return row
+
+    stream = [frames[i % len(frames)] for i in range(length)]
+    trace_ours, trace_official = [], []
+    reset_peak_gpu_memory(model.device)
+    tracker = StreamingTracker(cfg.replace(keep_ratio=keep_ratio), model=model)
+    _prompt_all(tracker, stream[0], clicks)
+    for t in range(1, length):
+        res = tracker.track(stream[t])
+        if t % every == 0 or t == length - 1:
+            trace_ours.append(sample(t, {"state_bytes": res.stats.bank_bytes}))
+    tracker.release_graphs()
+    del tracker
+    from .core.models import build_official_predictor
+
+    official = build_official_predictor(cfg, state_dict=model.state_dict())
+    reset_peak_gpu_memory(model.device)
+    session = OfficialVideoSession(official, stream, autocast_bf16=cfg.bf16)
+    for obj_id, click in enumerate(clicks, start=1):
+        session.add_prompt(0, obj_id, points=[list(click)], labels=[1])
+    for t, _ in session.propagate(0):
+        if t and (t % every == 0 or t == length - 1):
+            trace_official.append(sample(t, {"state_bytes": session.state_bytes()}))
+    del session, official
+    ours_peak, off_peak = trace_ours[-1]["peak_bytes"], trace_official[-1]["peak_bytes"]
+    late = [r["peak_bytes"] for r in trace_ours[len(trace_ours) // 6:]]
+    return {"frames": length, "keep_ratio": keep_ratio, "objects": len(clicks),
+            "ours": trace_ours, "official": trace_official,
+            "ours_peak_growth_after_first_sixth": (max(late) - min(late)) if late else 0,
+            "peak_vs_official_at_end": ours_peak / off_peak if off_peak else None}
+
+
+# ------------------------------------------------------------------------------------ report
+def compare_masks(ours: List[Dict[int, np.ndarray]], official: List[Dict[int, np.ndarray]]) -> dict:
+    """Per-frame IoU of every object's mask against the official one (empty vs empty = 1)."""
+    ious, diffs = [], []
+    for mine, ref in zip(ours, official):
+        for obj_id, r in ref.items():
+            m = mine[obj_id]
+            union = np.logical_or(m, r).sum()
+            ious.append(1.0 if union == 0 else float(np.logical_and(m, r).sum() / union))
+            diffs.append(int((m != r).sum()))
+    pixels = next(iter(official[0].values())).size
+    return {"min_iou": min(ious), "mean_iou": float(np.mean(ious)),
+            "max_mask_diff_pixels": max(diffs), "max_mask_diff_fraction": max(diffs) / pixels,
+            "frames_compared": len(official)}
+
+
+def ratios_of(results: Dict[str, dict]) -> Dict[str, dict]:
+    """Speed-ups of every mode against dense and official (>1 = faster)."""
+    out = {}
+    dense, official = results.get("dense"), results.get("official")
+    for name, r in results.items():
+        if "fps" not in r:
+            continue
+        row = {}
+        if dense is not None and name != "dense":
+            mem = r["stage_ms"]["memory_attention"]
+            if mem > 0:
+                row["memory_attention_vs_dense"] = dense["stage_ms"]["memory_attention"] / mem
+                row["memory_attention_plus_router_vs_dense"] = (
+                    dense["stage_ms"]["memory_attention"] / (mem + r["stage_ms"]["router"]))
+            row["fps_vs_dense"] = r["fps"] / dense["fps"]
+        if official is not None and name != "official":
+            mem = r["stage_ms"]["memory_attention"]
+            if mem > 0 and official["stage_ms"]["memory_attention"] > 0:
+                row["memory_attention_vs_official"] = official["stage_ms"]["memory_attention"] / mem
+            row["fps_vs_official"] = r["fps"] / official["fps"]
+            if "fps_pipelined" in r:
+                row["fps_pipelined_vs_official"] = r["fps_pipelined"] / official["fps"]
+            if official["state_bytes"]:
+                row["state_bytes_vs_official"] = r["state_bytes"] / official["state_bytes"]
+            if official["peak_gpu_memory_bytes"]:
+                row["peak_gpu_memory_vs_official"] = r["peak_gpu_memory_bytes"] / official["peak_gpu_memory_bytes"]
+        out[name] = row
+    return out
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -162,11 +389,24 @@ def parse_args(argv=None) -> argparse.Namespace:
                          help="random weights: timing only, masks are meaningless")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-bf16", action="store_true", help="disable bf16 autocast on CUDA")
+    p.add_argument("--no-graphs", action="store_true", help="run our step eagerly (no CUDA graphs)")
+    p.add_argument("--torch-compile", default="none", choices=("none", "encoder", "all"),
+                   help="torch.compile SAM 2's modules in our tracker (CUDA; the first start compiles)")
+    p.add_argument("--compile-cache-dir", default="", help="cache of compiled kernels")
     p.add_argument("--mc-passes", type=int, default=5)
-    p.add_argument("--click", help="X,Y of the positive click on frame 0 (default: image centre)")
+    p.add_argument("--click", help="X,Y[;X,Y...] positive clicks on frame 0, one per object "
+                                   "(default: spread over the frame)")
+    p.add_argument("--objects", type=int, default=1, help="objects to track (default 1)")
     p.add_argument("--modes", default="official,dense,pruned")
+    p.add_argument("--warmup-frames", type=int, default=None,
+                   help="frames of each mode's warm-up run (default: all on CUDA, 3 on CPU)")
+    p.add_argument("--no-profile", action="store_true", help="skip the stage-profiling passes")
+    p.add_argument("--soak", type=int, default=0, metavar="N",
+                   help="also stream N frames (cycled) and trace GPU memory, ours vs official")
     p.add_argument("--official-vos", action="store_true",
                    help="also run sam2's torch.compile'd SAM2VideoPredictorVOS (CUDA only)")
+    p.add_argument("--vos-time-limit", type=float, default=300.0,
+                   help="seconds the compiled predictor may take to compile and run (default 300)")
     p.add_argument("--json", help="write the results here")
     return p.parse_args(argv)
 
@@ -176,106 +416,114 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
     try:
         ratios = [float(r) for r in args.keep_ratios.split(",") if r.strip()]
+        if args.objects < 1:
+            raise InputError("--objects must be >= 1")
         cfg = TrackerConfig(model_cfg=args.model, checkpoint=args.checkpoint or "",
                             allow_random_weights=args.random_weights, device=args.device,
                             bf16=not args.no_bf16, image_size=args.image_size,
-                            mc_passes=args.mc_passes)
+                            mc_passes=args.mc_passes, cuda_graphs=not args.no_graphs,
+                            torch_compile=args.torch_compile,
+                            compile_cache_dir=args.compile_cache_dir,
+                            max_objects=max(16, args.objects))
         for r in ratios:
             cfg.replace(keep_ratio=r)
         modes = {m.strip() for m in args.modes.split(",")}
         frames = load_frames(args.frames, args.max_frames)
         h, w = frames[0].shape[:2]
-        click = [float(v) for v in args.click.split(",")] if args.click else [w / 2.0, h / 2.0]
-        from .core.models import build_official_predictor, build_predictor
+        clicks = object_clicks(args.click, args.objects, w, h)
+        from .core.models import build_official_predictor, build_predictor, compile_errors
 
+        t0 = time.perf_counter()
         model = build_predictor(cfg)
+        build_s = time.perf_counter() - t0
+        cuda = model.device.type == "cuda"
+        warmup = args.warmup_frames if args.warmup_frames is not None else (len(frames) if cuda else 3)
+        profile = not args.no_profile
         results: Dict[str, dict] = {}
-        dense_logits = official_masks = None
+        mask_sets: Dict[str, list] = {}
         if "official" in modes:
             official = build_official_predictor(cfg, state_dict=model.state_dict())
-            results["official"], official_masks = run_official(cfg, official, frames, click)
+            results["official"], mask_sets["official"] = run_official(
+                cfg, official, frames, clicks, warmup=cuda, profile=profile)
             del official
-            if args.official_vos:
-                if model.device.type != "cuda":
-                    print("--official-vos needs CUDA; skipped", file=sys.stderr)
-                else:
-                    vos = build_official_predictor(cfg, vos_optimized=True, state_dict=model.state_dict())
-                    results["official_vos"], _ = run_official(cfg, vos, frames, click)
-                    del vos
-        if "dense" in modes:
-            results["dense"], dense_logits = run_streaming(cfg, model, frames, click, 1.0)
-        if "pruned" in modes:
-            for r in ratios:
-                results[f"pruned@{r:g}"], _ = run_streaming(cfg, model, frames, click, r)
+        if args.official_vos:
+            if not cuda:
+                print("--official-vos needs CUDA; skipped", file=sys.stderr)
+            else:
+                results["official_vos"] = run_official_vos(cfg, model, frames, clicks,
+                                                           args.vos_time_limit)
+        runs = ([("dense", 1.0)] if "dense" in modes else []) + \
+               ([(f"pruned@{r:g}", r) for r in ratios] if "pruned" in modes else [])
+        for name, keep in runs:
+            results[name], mask_sets[name] = run_ours(cfg, model, frames, clicks, keep, warmup, profile)
+        if "official" in mask_sets:
+            for name, masks in mask_sets.items():
+                if name != "official":
+                    results[name]["vs_official"] = compare_masks(masks, mask_sets["official"])
+        soak = (run_soak(cfg, model, frames, clicks, ratios[0] if ratios else 1.0, args.soak)
+                if args.soak else None)
     except (FastSam2Error, ValueError) as exc:
         print(f"fastsam2-bench: error: {exc}", file=sys.stderr)
         return 2
 
     report = {
         "schema_version": SCHEMA_VERSION, "model": cfg.model_cfg, "image_size": cfg.image_size,
-        "device": str(model.device), "bf16": bool(cfg.bf16 and model.device.type == "cuda"),
+        "device": str(model.device), "bf16": bool(cfg.bf16 and cuda),
         "random_weights": bool(args.random_weights), "frames": len(frames),
-        "frame_size": [w, h], "source": args.frames or "generated", "click": click,
+        "frame_size": [w, h], "source": args.frames or "generated", "clicks": clicks,
+        "objects": len(clicks), "warmup_frames": warmup, "model_build_s": build_s,
+        "torch_compile": cfg.torch_compile, "compile_errors": compile_errors(model),
         "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(model.device) if model.device.type == "cuda" else None,
+        "gpu": torch.cuda.get_device_name(model.device) if cuda else None,
         "host": platform.node(), "modes": results, "ratios": ratios_of(results),
     }
-    if dense_logits is not None and official_masks is not None:
-        report["dense_vs_official"] = compare_masks(dense_logits, official_masks)
+    if "dense" in results and "vs_official" in results["dense"]:
+        report["dense_vs_official"] = results["dense"]["vs_official"]
+    if soak is not None:
+        report["soak"] = soak
     print_report(report)
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"wrote {args.json}")
     return 0
-
-
-def ratios_of(results: Dict[str, dict]) -> Dict[str, dict]:
-    """Speed-ups of every mode against dense and official (>1 = faster)."""
-    out = {}
-    dense, official = results.get("dense"), results.get("official")
-    for name, r in results.items():
-        row = {}
-        if dense is not None and name != "dense":
-            mem = r["stage_ms"]["memory_attention"]
-            if mem > 0:
-                row["memory_attention_vs_dense"] = dense["stage_ms"]["memory_attention"] / mem
-                row["memory_attention_plus_router_vs_dense"] = (
-                    dense["stage_ms"]["memory_attention"] / (mem + r["stage_ms"]["router"]))
-            row["fps_vs_dense"] = r["fps"] / dense["fps"]
-        if official is not None and name != "official":
-            mem = r["stage_ms"]["memory_attention"]
-            if mem > 0:
-                row["memory_attention_vs_official"] = official["stage_ms"]["memory_attention"] / mem
-            row["fps_vs_official"] = r["fps"] / official["fps"]
-            if official["state_bytes"]:
-                row["state_bytes_vs_official"] = r["state_bytes"] / official["state_bytes"]
-            if official["peak_gpu_memory_bytes"]:
-                row["peak_gpu_memory_vs_official"] = r["peak_gpu_memory_bytes"] / official["peak_gpu_memory_bytes"]
-        out[name] = row
-    return out
 
 
 def print_report(report: dict) -> None:
     print(f"fastsam2-bench  model={report['model']}  image_size={report['image_size']}  "
           f"device={report['device']}{' (' + report['gpu'] + ')' if report['gpu'] else ''}  "
           f"frames={report['frames']} {report['frame_size'][0]}x{report['frame_size'][1]}  "
-          f"weights={'random' if report['random_weights'] else 'checkpoint'}")
-    head = ["mode", "enc", "router", "memattn", "dec", "memenc", "total ms", "FPS", "kept",
-            "state MB", "peak GPU MB", "memattn x dense", "FPS x official"]
+          f"objects={report['objects']}  weights={'random' if report['random_weights'] else 'checkpoint'}")
+    head = ["mode", "FPS", "FPS pipe", "ms/frame", "GPU ms", "start s", "enc", "router", "memattn", "dec",
+            "memenc", "kept", "state MB", "peak GPU MB", "IoU min", "FPS x official", "FPS x dense"]
     print(" | ".join(head))
     for name, r in report["modes"].items():
+        if "fps" not in r:
+            print(f"{name} | {r.get('error', 'no result')}")
+            continue
         s, ratio = r["stage_ms"], report["ratios"].get(name, {})
         print(" | ".join([
-            name, f"{s['encoder']:.1f}", f"{s['router']:.1f}", f"{s['memory_attention']:.1f}",
-            f"{s['decoder']:.1f}", f"{s['memory_encoder']:.1f}", f"{s['total']:.1f}",
-            f"{r['fps']:.2f}", f"{r['tokens_kept']:.0f}/{r['tokens_total']}",
+            name, f"{r['fps']:.1f}", f"{r.get('fps_pipelined', float('nan')):.1f}",
+            f"{r['ms_per_frame']:.2f}", f"{r.get('gpu_ms_per_frame', float('nan')):.2f}",
+            f"{r['startup_s']:.1f}", f"{s['encoder']:.1f}",
+            f"{s['router']:.1f}", f"{s['memory_attention']:.1f}", f"{s['decoder']:.1f}",
+            f"{s['memory_encoder']:.1f}", f"{r['tokens_kept']:.0f}/{r['tokens_total']}",
             f"{r['state_bytes'] / 2**20:.2f}", f"{r['peak_gpu_memory_bytes'] / 2**20:.0f}",
-            f"{ratio.get('memory_attention_vs_dense', float('nan')):.2f}",
-            f"{ratio.get('fps_vs_official', float('nan')):.2f}"]))
+            f"{r.get('vs_official', {}).get('min_iou', float('nan')):.4f}",
+            f"{ratio.get('fps_vs_official', float('nan')):.2f}",
+            f"{ratio.get('fps_vs_dense', float('nan')):.2f}"]))
     if "dense_vs_official" in report:
         d = report["dense_vs_official"]
         print(f"dense (keep 1.0) vs official: max mask difference {d['max_mask_diff_pixels']} px "
-              f"({100 * d['max_mask_diff_fraction']:.4f}%) over {d['frames_compared']} frames")
+              f"({100 * d['max_mask_diff_fraction']:.4f}%), min IoU {d['min_iou']:.4f} over "
+              f"{d['frames_compared']} frames")
+    if "soak" in report:
+        s = report["soak"]
+        ours, off = s["ours"][-1], s["official"][-1]
+        print(f"soak {s['frames']} frames: peak GPU memory ours {ours['peak_bytes'] / 2**20:.0f} MB "
+              f"(growth after the first sixth {s['ours_peak_growth_after_first_sixth'] / 2**20:.1f} MB), "
+              f"official {off['peak_bytes'] / 2**20:.0f} MB; state ours {ours['state_bytes'] / 2**20:.2f} MB, "
+              f"official {off['state_bytes'] / 2**20:.1f} MB")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from .core.config import TrackerConfig
 from .core.errors import FastSam2Error, InputError
 from .core.router import RouterMLP, TokenRouter, num_kept, save_router
+from .core.text_relevance import TextRows
 
 
 def _grid_target(mask: np.ndarray, grid: Tuple[int, int]) -> torch.Tensor:
@@ -58,10 +59,11 @@ def collect_examples(tracker, dataset, texts: Dict[str, Dict[str, str]], max_fra
                 if obj_id in prev:  # previous frame's mask as logits (> 0 inside)
                     m = torch.from_numpy(prev[obj_id].astype(np.float32))[None, None]
                     prior = (m * 2 - 1).to(tokens.device)
+                text_rows = TextRows.from_state(text_state, model.hidden_dim) if text_state else None
                 with torch.no_grad():
                     sig = router.signals(tokens, grid, model.memory_attention.layers[0],
-                                         text_state, prior)
-                    feats = router.fused_features(sig).float().cpu()
+                                         text_rows, prior)
+                    feats = router.fused_features(sig)[0].float().cpu()
                 examples.append((feats, _grid_target(label == obj_id, grid)))
             prev = {int(v): label == v for v in np.unique(label) if v != 0}
         log(f"{seq.name}: {len(examples)} examples so far")

@@ -1,4 +1,8 @@
-"""At keep ratio 1.0 the streaming tracker reproduces sam2's official SAM2VideoPredictor."""
+"""At keep ratio 1.0 the streaming tracker reproduces sam2's official SAM2VideoPredictor.
+
+The tracker always runs its own path (static padded memory bank, all objects batched, gathered-RoPE
+memory attention with a key mask while the bank has empty slots); with every token kept that path
+must give the official logits, and the same binary masks, on every frame."""
 
 import numpy as np
 import pytest
@@ -91,21 +95,27 @@ def test_dense_tracker_matches_official_predictor(name, models, clip_dir):
         for k, i in enumerate(ids):
             assert np.array_equal(got[t].masks[i], ref[t][k] > 0), f"frame {t} object {i}"
     # the refined object now has two conditioning frames, as in the official state
-    assert sorted(tracker.objects[refine[0]].output["cond_frame_outputs"]) == [0, REFINE_AT]
+    row = tracker.objects[refine[0]].row
+    assert sorted(f for f in tracker.bank.cond_frames[row] if f >= 0) == [0, REFINE_AT]
 
 
-def test_gathered_rope_path_at_full_retention_matches_official(models, clip_dir, monkeypatch):
-    """Our memory collection + explicit-angle attention, run with every token kept."""
+def test_static_buffer_protocol_matches_official(models, clip_dir, monkeypatch):
+    """The CUDA-graph input/output buffer discipline (run eagerly on the CPU) changes nothing, and
+    both objects run through the gathered-RoPE attention as one batch on every tracked frame."""
     cfg, ours, official = models
     clip_path, frames = clip_dir
     first, refine = SCENARIOS["two_objects_clicks_then_negative"]
     ref = run_official(official, clip_path, first, refine)
-    calls = []
+    batches = []
     real = pruned_predictor.pruned_memory_attention
     monkeypatch.setattr(pruned_predictor, "pruned_memory_attention",
-                        lambda *a, **k: calls.append(1) or real(*a, **k))
-    got, _ = run_streaming(cfg, ours, frames, first, refine, force_pruned_path=True)
-    assert len(calls) == 2 * (NUM_FRAMES - 1) + 1  # every tracked frame and the refinement
+                        lambda module, curr, *a, **k: batches.append(curr.shape[0]) or real(module, curr, *a, **k))
+    got, tracker = run_streaming(cfg, ours, frames, first, refine, static_buffers=True)
+    # tracked frames run both objects as one batch; the refinement runs alone
+    assert batches == [2] * REFINE_AT + [1] + [2] * (NUM_FRAMES - 1 - REFINE_AT)
+    assert len(tracker.runner._entries) == 2  # padded early bank (masked) and the refined layout
     for t in range(NUM_FRAMES):
         mine = np.stack([got[t].logits[i] for i in sorted(first)])
         np.testing.assert_allclose(mine, ref[t], atol=1e-4, rtol=0, err_msg=f"frame {t}")
+        for k, i in enumerate(sorted(first)):
+            assert np.array_equal(got[t].masks[i], ref[t][k] > 0), f"frame {t} object {i}"

@@ -33,7 +33,11 @@ def test_bench_runs_all_modes_on_the_same_frames(tmp_path, capsys):
     assert "fps_vs_official" in report["ratios"]["dense"]
     # keep 1.0 reproduces the official predictor on the same frames
     assert report["dense_vs_official"]["max_mask_diff_pixels"] == 0
-    assert report["dense_vs_official"]["frames_compared"] == 4
+    assert report["dense_vs_official"]["min_iou"] == 1.0
+    assert report["dense_vs_official"]["frames_compared"] == 3  # the tracked frames 1..3
+    for name in ("dense", "pruned@0.3"):
+        mode = report["modes"][name]
+        assert mode["fps_pipelined"] > 0 and mode["startup_s"] > 0 and mode["step_mode"] == "eager"
     assert "FPS x official" in capsys.readouterr().out
 
 

@@ -47,6 +47,7 @@ CHECKPOINT_NAMES: Dict[str, str] = {
 
 TEXT_MODES = ("clip_ridge", "paper_lsq", "none")
 PREPROCESS_MODES = ("auto", "pil", "device")
+COMPILE_MODES = ("none", "encoder", "all")
 FILLERS = ("no_mem_embed", "raw")
 DEFAULT_NODE_NAME = "fastsam2_tracker"
 
@@ -64,6 +65,8 @@ class TrackerConfig:
     image_size: int = 1024  # SAM 2 input side in pixels (multiple of 32 or larger than 64)
     preprocess: str = "auto"  # auto (device on CUDA, pil on CPU) | pil (sam2's exact loader) | device
     cuda_graphs: bool = True  # capture the per-frame step as CUDA graphs (CUDA only; else eager)
+    torch_compile: str = "none"  # none | encoder | all: torch.compile SAM 2's modules (CUDA; the first start compiles)
+    compile_cache_dir: str = ""  # where compiled kernels are cached ("" = ~/.cache/fastsam2_ros/inductor)
     # --- token pruning -----------------------------------------------------------------------
     keep_ratio: float = 0.3  # fraction of top-level tokens kept; 1.0 = the dense SAM 2 path
     mc_passes: int = 5  # Monte-Carlo dropout passes for the uncertainty signal (0 = off)
@@ -99,6 +102,8 @@ class TrackerConfig:
             raise InputError(f"mc_dropout must be in [0, 1), got {self.mc_dropout!r}")
         if self.text_mode not in TEXT_MODES:
             raise InputError(f"text_mode must be one of {TEXT_MODES}, got {self.text_mode!r}")
+        if self.torch_compile not in COMPILE_MODES:
+            raise InputError(f"torch_compile must be one of {COMPILE_MODES}, got {self.torch_compile!r}")
         if self.preprocess not in PREPROCESS_MODES:
             raise InputError(f"preprocess must be one of {PREPROCESS_MODES}, got {self.preprocess!r}")
         if self.filler not in FILLERS:
@@ -214,5 +219,5 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
 
 __all__ = [
     "TrackerConfig", "load_ros_params", "resolve_model_cfg", "short_model_name",
-    "MODEL_CONFIGS", "CHECKPOINT_NAMES", "TEXT_MODES", "FILLERS", "PREPROCESS_MODES", "DEFAULT_NODE_NAME",
+    "MODEL_CONFIGS", "CHECKPOINT_NAMES", "TEXT_MODES", "FILLERS", "PREPROCESS_MODES", "COMPILE_MODES", "DEFAULT_NODE_NAME",
 ]

@@ -131,8 +131,62 @@ def build_predictor(cfg: TrackerConfig, target: Optional[str] = PRUNED_PREDICTOR
     if not _fill_holes_available():
         model.fill_hole_area = 0  # set after build: sam2's builder appends its own override last
     model = model.to(device).eval()
+    if cfg.torch_compile != "none" and target is not None:
+        compile_modules(model, cfg.torch_compile, cfg.compile_cache_dir)
     return model
 
+
+class CompiledOrEager:
+    """A torch.compile'd callable that falls back, once and for good, to the eager one if
+    compiling or running the compiled code fails (logged): compilation never stops tracking."""
+
+    def __init__(self, name: str, eager) -> None:
+        self.name = name
+        self.eager = eager
+        # no autotuning and no inductor CUDA graphs: the tracker captures the whole step itself
+        self.compiled = torch.compile(eager, fullgraph=True, dynamic=False)
+        self.error: Optional[str] = None
+
+    def __call__(self, *args, **kwargs):
+        if self.error is None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as exc:  # a compiler failure must not take the tracker down
+                self.error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                LOG.warning("torch.compile of %s failed (%s); it runs eagerly", self.name, self.error)
+        return self.eager(*args, **kwargs)
+
+
+def compile_errors(model) -> dict:
+    """Name -> error of every compiled module that fell back to eager."""
+    wrapped = [getattr(getattr(model, n, None), "forward", None) for n in
+               ("image_encoder", "sam_prompt_encoder", "sam_mask_decoder", "memory_encoder")]
+    wrapped.append(getattr(model, "compiled_memory_attention", None))
+    return {w.name: w.error for w in wrapped if isinstance(w, CompiledOrEager) and w.error}
+
+
+def compile_modules(model, which: str, cache_dir: str = "") -> None:
+    """torch.compile SAM 2's image encoder (``encoder``), or also the memory attention, prompt
+    encoder, mask decoder and memory encoder (``all``; the set sam2's VOS predictor compiles).
+
+    The first frames compile (tens of seconds); the kernels are cached on disk in ``cache_dir``
+    (default ``~/.cache/fastsam2_ros/inductor``), so a restart reuses them.
+    """
+    if model.device.type != "cuda":
+        LOG.warning("torch_compile is for CUDA; SAM 2 runs eagerly on %s", model.device)
+        return
+    cache = Path(os.path.expanduser(cache_dir or "~/.cache/fastsam2_ros/inductor"))
+    cache.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache))
+    modules = ["image_encoder"] + (["sam_prompt_encoder", "sam_mask_decoder", "memory_encoder"]
+                                   if which == "all" else [])
+    for name in modules:
+        module = getattr(model, name)
+        module.forward = CompiledOrEager(name, module.forward)
+    if which == "all":
+        from .pruned_attention import pruned_memory_attention
+
+        model.compiled_memory_attention = CompiledOrEager("memory_attention", pruned_memory_attention)
 
 def build_official_predictor(cfg: TrackerConfig, vos_optimized: bool = False,
                              state_dict: Optional[dict] = None):

@@ -18,7 +18,7 @@ import torch
 
 from .errors import InputError
 from .prompts import validate_box, validate_image, validate_mask, validate_points
-from .tracker import preprocess
+from .preprocess import preprocess_pil
 
 
 @contextlib.contextmanager
@@ -49,11 +49,16 @@ class OfficialVideoSession:
         self.num_frames = len(frames)
         self.autocast_bf16 = autocast_bf16 and predictor.device.type == "cuda"
         t0 = time.perf_counter()
-        images = torch.stack([preprocess(f, predictor.image_size) for f in frames]).to(predictor.device)
+        images = torch.stack([preprocess_pil(f, predictor.image_size) for f in frames]).to(predictor.device)
         with _frames_as_video(images, *self.shape), self._inference():
             self.state = predictor.init_state(video_path="<frames>")
         self.load_ms = (time.perf_counter() - t0) * 1e3
         self.frame_ms: Dict[int, float] = {}
+
+    def reset(self) -> None:
+        """Forget prompts and outputs; the loaded frames stay (sam2's ``reset_state``)."""
+        self.predictor.reset_state(self.state)
+        self.frame_ms.clear()
 
     def _inference(self):
         stack = contextlib.ExitStack()

@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import CheckpointError
-from .text_relevance import TextState
+from .text_relevance import TextRows
 
 ROUTER_FORMAT = "fastsam2_ros.router.v1"
 #: Score bonus (in standard deviations) of tokens under the object's previous mask, dilated.
@@ -81,37 +81,41 @@ def load_router(path: str | Path, token_dim: int) -> RouterMLP:
     return mlp.eval()
 
 
-def minmax(x: torch.Tensor) -> torch.Tensor:
-    lo, hi = x.min(), x.max()
+def minmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    lo, hi = x.amin(dim, keepdim=True), x.amax(dim, keepdim=True)
     return (x - lo) / (hi - lo).clamp_min(1e-12)
 
 
-def standardize(x: torch.Tensor) -> torch.Tensor:
-    return (x - x.mean()) / x.std(unbiased=False).clamp_min(1e-6)
+def standardize(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    return (x - x.mean(dim, keepdim=True)) / x.std(dim, unbiased=False, keepdim=True).clamp_min(1e-6)
 
 
 @dataclass
 class RouterSignals:
-    """Per-token signals of one object on one frame (all [N] unless noted)."""
+    """Per-token signals on one frame for B objects. Frame-level signals are [N] (shared by the
+    objects), object-level ones [B, N]."""
 
     tokens: torch.Tensor  # [N, C]
-    uncertainty: Optional[torch.Tensor] = None
-    text: Optional[torch.Tensor] = None
-    text_vectors: Optional[torch.Tensor] = None  # [N, C]
-    prototype: Optional[torch.Tensor] = None
-    prior: Optional[torch.Tensor] = None  # previous mask (dilated), {0, 1}
+    uncertainty: Optional[torch.Tensor] = None  # [N]
+    text: Optional[torch.Tensor] = None  # [B, N] (zero rows for objects without text)
+    has_text: Optional[torch.Tensor] = None  # [B] 1.0 / 0.0
+    text_vectors: Optional[torch.Tensor] = None  # [B, N, C]
+    prototype: Optional[torch.Tensor] = None  # [B, N]
+    has_prototype: Optional[torch.Tensor] = None  # [B] bool
+    prior: Optional[torch.Tensor] = None  # [B, N] previous mask (dilated), {0, 1}
 
 
 @dataclass
 class RouterOutput:
-    scores: torch.Tensor  # [N] raw router logits
-    probs: torch.Tensor  # [N] softmax of scores
-    keep_idx: torch.Tensor  # [k] sorted grid indices
+    scores: torch.Tensor  # [B, N] raw router logits
+    probs: torch.Tensor  # [B, N] softmax of scores
+    keep_idx: torch.Tensor  # [B, k] sorted grid indices
     mode: str  # mlp | training_free
 
 
 class TokenRouter(nn.Module):
-    """Computes the signals and the top-k keep set for one object on one frame."""
+    """Computes the signals and the top-k keep sets of B objects on one frame (batched, no host
+    syncs, fixed k: it runs inside the captured per-frame step)."""
 
     def __init__(self, token_dim: int, mc_passes: int = 5, mc_dropout: float = 0.1,
                  mlp: Optional[RouterMLP] = None, seed: int = 0) -> None:
@@ -123,8 +127,11 @@ class TokenRouter(nn.Module):
         self.seed = int(seed)
         self._generators = {}
 
-    def _generator(self, device: torch.device) -> torch.Generator:
-        """A seeded generator per device, so dropout masks are reproducible and made in place."""
+    def _generator(self, device: torch.device) -> Optional[torch.Generator]:
+        """A seeded generator per CPU device, so dropout masks are reproducible. CUDA uses the
+        default generator: it is the one CUDA-graph replays advance (seed it with torch.cuda)."""
+        if device.type == "cuda":
+            return None
         key = str(device)
         if key not in self._generators:
             self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
@@ -137,7 +144,8 @@ class TokenRouter(nn.Module):
     # ---- signals ------------------------------------------------------------------------------
     @torch.no_grad()
     def mc_uncertainty(self, tokens: torch.Tensor, grid_hw: tuple, attn_layer) -> Optional[torch.Tensor]:
-        """Min-max normalised std of attention logits over T dropout passes, [N] (None if T=0)."""
+        """Min-max normalised std of attention logits over T dropout passes, [N] (None if T=0).
+        A property of the frame's tokens, computed once per frame for all objects."""
         if self.mc_passes <= 0:
             return None
         n, c = tokens.shape
@@ -154,70 +162,84 @@ class TokenRouter(nn.Module):
         queries = attn.q_proj(x[None] * mask)  # [T, N, d]
         logits = queries @ keys.T / math.sqrt(keys.shape[-1])  # [T, N, M] pre-softmax
         per_token = torch.logsumexp(logits, dim=-1)  # [T, N]
-        return minmax(per_token.std(dim=0, unbiased=False))
+        return minmax(per_token.float().std(dim=0, unbiased=False))
 
     @staticmethod
     def previous_mask_prior(mask_logits: Optional[torch.Tensor], grid_hw: tuple) -> Optional[torch.Tensor]:
-        """Previous low-res mask logits [1, 1, h, w] -> {0,1} per token, dilated by one token."""
+        """Previous low-res mask logits [B, 1, h, w] -> {0,1} per token [B, N], dilated by one token."""
         if mask_logits is None:
             return None
         m = F.adaptive_max_pool2d((mask_logits.float() > 0).float(), grid_hw)
         m = F.max_pool2d(m, kernel_size=3, stride=1, padding=1)
-        return m.flatten()
+        return m.flatten(1)
 
     def signals(self, tokens: torch.Tensor, grid_hw: tuple, attn_layer,
-                text_state: Optional[TextState], prev_mask_logits: Optional[torch.Tensor]) -> RouterSignals:
+                text: Optional[TextRows], prev_mask_logits: Optional[torch.Tensor]) -> RouterSignals:
         sig = RouterSignals(tokens=tokens.float())
         sig.uncertainty = self.mc_uncertainty(tokens, grid_hw, attn_layer)
-        if text_state is not None:
-            sig.text = text_state.relevance(tokens)
-            sig.text_vectors = text_state.token_vectors(tokens.float(), sig.text)
+        if text is not None:
+            sig.text = text.relevance(sig.tokens)
+            sig.has_text = text.has_text
+            sig.text_vectors = text.token_vectors(sig.tokens, sig.text)
         sig.prior = self.previous_mask_prior(prev_mask_logits, grid_hw)
-        if sig.prior is not None and sig.prior.sum() > 0:
-            proto = (tokens.float() * sig.prior[:, None]).sum(0) / sig.prior.sum()
-            sig.prototype = F.cosine_similarity(tokens.float(), proto[None], dim=-1)
+        if sig.prior is not None:
+            mass = sig.prior.sum(1)
+            proto = (sig.tokens[None] * sig.prior[..., None]).sum(1) / mass.clamp_min(1.0)[:, None]
+            sig.prototype = F.cosine_similarity(sig.tokens[None], proto[:, None], dim=-1)
+            sig.has_prototype = mass > 0
         return sig
 
     # ---- fusion ---------------------------------------------------------------------------------
-    def fused_features(self, sig: RouterSignals) -> torch.Tensor:
-        """The paper's h_i = [x_i; text_i; U_i], [N, 3C] (zeros for a missing signal)."""
+    def fused_features(self, sig: RouterSignals, rows: int = 1) -> torch.Tensor:
+        """The paper's h_i = [x_i; text_i; U_i], [B, N, 3C] (zeros for a missing signal)."""
         x = sig.tokens
-        zeros = torch.zeros_like(x)
-        text_vec = sig.text_vectors if sig.text_vectors is not None else zeros
+        n, c = x.shape
+        rows = sig.prior.shape[0] if sig.prior is not None else rows
+        text_vec = (sig.text_vectors if sig.text_vectors is not None
+                    else x.new_zeros(rows, n, c))
         if sig.uncertainty is not None:
             u = sig.uncertainty.double()[:, None]
-            w_u = torch.linalg.lstsq(x.double(), u).solution  # [C, 1], paper eq. 9
+            xd = x.double()
+            gram = xd.T @ xd
+            ridge = 1e-9 * gram.diagonal().mean().clamp_min(1e-12)
+            eye = torch.eye(c, dtype=gram.dtype, device=gram.device)
+            # paper eq. 9, W_u = argmin ||X W - σ̃||² (normal equations: no host sync)
+            w_u = torch.linalg.solve_ex(gram + ridge * eye, xd.T @ u)[0]  # [C, 1]
             unc_vec = (u * w_u.T).to(x)  # U_i = σ̃_i W_u^T
         else:
-            unc_vec = zeros
-        return torch.cat([x, text_vec, unc_vec], dim=-1)
+            unc_vec = torch.zeros_like(x)
+        return torch.cat([x[None].expand(text_vec.shape[0], -1, -1), text_vec,
+                          unc_vec[None].expand(text_vec.shape[0], -1, -1)], dim=-1)
 
-    def training_free_scores(self, sig: RouterSignals) -> torch.Tensor:
+    def training_free_scores(self, sig: RouterSignals, rows: int) -> torch.Tensor:
         """Standardised sum of the scalar signals; previous-mask tokens get a large bonus."""
-        score = torch.zeros(sig.tokens.shape[0], device=sig.tokens.device)
+        score = torch.zeros(rows, sig.tokens.shape[0], device=sig.tokens.device)
         if sig.text is not None:
-            score = score + standardize(sig.text)
+            score = score + sig.has_text[:, None] * standardize(sig.text)
         if sig.prototype is not None:
-            score = score + standardize(sig.prototype)
+            score = score + torch.where(sig.has_prototype[:, None], standardize(sig.prototype),
+                                        torch.zeros_like(sig.prototype))
         if sig.uncertainty is not None:
-            score = score + 0.5 * standardize(sig.uncertainty)
+            score = score + 0.5 * standardize(sig.uncertainty)[None]
         if sig.prior is not None:
             score = score + PRIOR_BONUS * sig.prior
         return score
 
     @torch.no_grad()
-    def route(self, sig: RouterSignals, keep: int) -> RouterOutput:
+    def route(self, sig: RouterSignals, keep: int, rows: int = 1) -> RouterOutput:
         n = sig.tokens.shape[0]
         keep = max(1, min(int(keep), n))
+        if sig.prior is not None:
+            rows = sig.prior.shape[0]
         if self.mlp is not None:
             mlp = self.mlp.to(sig.tokens.device)
-            scores = standardize(mlp(self.fused_features(sig)).float())
+            scores = standardize(mlp(self.fused_features(sig, rows)).float())
             if sig.prior is not None:  # the MLP input does not say where the object just was
                 scores = scores + PRIOR_BONUS * sig.prior
         else:
-            scores = self.training_free_scores(sig)
-        probs = torch.softmax(scores.float(), dim=0)
-        keep_idx = torch.topk(probs, keep, sorted=False).indices.sort().values
+            scores = self.training_free_scores(sig, rows)
+        probs = torch.softmax(scores.float(), dim=-1)
+        keep_idx = torch.topk(probs, keep, dim=-1, sorted=False).indices.sort(dim=-1).values
         return RouterOutput(scores=scores, probs=probs, keep_idx=keep_idx, mode=self.mode)
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Mapping, Optional
 
 import numpy as np
 
@@ -34,6 +34,8 @@ class FrameStats:
     object_ids: List[int] = field(default_factory=list)
     router_mode: str = "dense"  # dense | mlp | training_free
     text_mode: str = "none"  # clip_ridge | paper_lsq | none (per the objects that have text)
+    step_mode: str = "eager"  # cuda_graph (replayed captured step: only "total" is timed) | eager
+    gpu_ms: float = 0.0  # device time of the tracking step (CUDA events; 0 off CUDA)
     auto_prompted: List[int] = field(default_factory=list)  # objects started on this call without a click
     #: obj_id -> phrase of objects started by the automatic prompt (every frame, while tracked)
     auto_phrases: Dict[int, str] = field(default_factory=dict)
@@ -52,12 +54,43 @@ class FrameStats:
         return float(np.mean(list(self.tokens_kept.values()))) if self.tokens_kept else 0.0
 
 
+class BitMasks(Mapping):
+    """obj_id -> bool [H, W], decoded on access from packed bit planes uint8 [ceil(B/8), H, W]
+    (object i of ``ids`` is bit i % 8 of plane i // 8): the tracker copies one small image per
+    frame to the host, and a consumer that only needs the label image never decodes masks."""
+
+    def __init__(self, bits: np.ndarray, ids: List[int]) -> None:
+        self.bits = bits
+        self.ids = list(ids)
+        self._row = {obj_id: i for i, obj_id in enumerate(self.ids)}
+        self._cache: Dict[int, np.ndarray] = {}
+
+    def __getitem__(self, obj_id: int) -> np.ndarray:
+        mask = self._cache.get(obj_id)
+        if mask is None:
+            row = self._row[obj_id]
+            plane = self.bits[row // 8]
+            mask = plane.view(np.bool_) if len(self.ids) == 1 else (plane & (1 << (row % 8))) != 0
+            self._cache[obj_id] = mask
+        return mask
+
+    def __iter__(self):
+        return iter(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def union(self) -> np.ndarray:
+        """Pixels covered by any object (bool [H, W]) without decoding the masks."""
+        return self.bits.any(axis=0) if self.bits.shape[0] > 1 else self.bits[0] != 0
+
+
 @dataclass
 class FrameResult:
     """Masks of every tracked object on one frame, at the input image's resolution."""
 
     frame_index: int
-    masks: Dict[int, np.ndarray]  # obj_id -> bool [H, W]
+    masks: Mapping[int, np.ndarray]  # obj_id -> bool [H, W] (a dict or lazily decoded BitMasks)
     scores: Dict[int, float]  # obj_id -> object-presence logit (> 0: visible)
     stats: FrameStats
     logits: Optional[Dict[int, np.ndarray]] = None  # obj_id -> float32 [H, W] (only if asked)
@@ -77,6 +110,8 @@ class FrameResult:
 
     def union_mask(self, shape: Optional[tuple] = None) -> np.ndarray:
         """uint8 0/255 union of all object masks."""
+        if isinstance(self.masks, BitMasks) and shape in (None, self.masks.bits.shape[1:]):
+            return self.masks.union().astype(np.uint8) * np.uint8(255)
         out = np.zeros(shape or self._shape(), dtype=np.uint8)
         for m in self.masks.values():
             out[m] = 255
@@ -109,14 +144,17 @@ class StageTimer:
             torch.cuda.synchronize()
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
+    def stage(self, name: str, exclude: tuple = ()) -> Iterator[None]:
+        """Time the block as ``name``, minus the time of the ``exclude`` stages nested in it."""
         self._sync()
+        nested = sum(self.ms.get(s, 0.0) for s in exclude)
         t0 = time.perf_counter()
         try:
             yield
         finally:
             self._sync()
-            self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
+            spent = (time.perf_counter() - t0) * 1e3 - (sum(self.ms.get(s, 0.0) for s in exclude) - nested)
+            self.ms[name] = self.ms.get(name, 0.0) + max(0.0, spent)
 
 
 def _is_cuda(device) -> bool:

@@ -12,13 +12,16 @@ Two modes (``TrackerConfig.text_mode``):
   with no CLIP image pass.
 
 Both give the router a scalar relevance per token and a per-token vector ``text_i`` for the
-MLP input ``[x_i; text_i; unc_i]``.
+MLP input ``[x_i; text_i; unc_i]``. A fitted :class:`TextState` is stored in the memory bank as
+rows of one affine form (``TextState.rows``) that :class:`TextRows` evaluates for a batch of
+objects at once: relevance_i = cos((x_i - m) W + b, e) (``paper_lsq`` is W = I, m = b = 0,
+e = e').
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +46,19 @@ class TextState:
             return F.cosine_similarity(tokens, self.aligned[None].to(tokens), dim=-1)
         pred = (tokens - self.token_mean.to(tokens)) @ self.weight.to(tokens) + self.bias.to(tokens)
         return F.cosine_similarity(pred, self.text_embedding[None].to(tokens), dim=-1)
+
+    def rows(self, token_dim: int) -> Dict[str, torch.Tensor]:
+        """This state as one row of :class:`TextRows` (weight [C, D], bias [D], mean [C],
+        embedding [D], vector [C])."""
+        if self.mode == "paper_lsq":
+            aligned = self.aligned.float()
+            eye = torch.eye(token_dim, device=aligned.device)
+            zeros = torch.zeros(token_dim, device=aligned.device)
+            return {"weight": eye, "bias": zeros, "mean": zeros, "embedding": aligned,
+                    "vector": aligned}
+        return {"weight": self.weight.float(), "bias": self.bias.float(),
+                "mean": self.token_mean.float(), "embedding": self.text_embedding.float(),
+                "vector": self.direction()}
 
     def direction(self) -> torch.Tensor:
         """Unit vector in SAM 2 token space associated with the text, [C]."""
@@ -82,3 +98,41 @@ def fit_clip_ridge(tokens: torch.Tensor, clip_dense: torch.Tensor, text_embeddin
     weight = torch.linalg.solve(gram + lam * eye, xc.T @ yc)  # [C, D]
     return TextState(mode="clip_ridge", text=text, text_embedding=text_embedding.float(),
                      weight=weight.float(), bias=mean_y.float(), token_mean=mean_x.float())
+
+
+@dataclass
+class TextRows:
+    """The text signal of B objects (rows of the memory bank's text buffers), evaluated batched.
+
+    ``scale_by_relevance``: the MLP's text_i is relevance x direction (clip_ridge) or the paper's
+    e' broadcast to every token (paper_lsq).
+    """
+
+    weight: torch.Tensor  # [B, C, D]
+    bias: torch.Tensor  # [B, D]
+    mean: torch.Tensor  # [B, C]
+    embedding: torch.Tensor  # [B, D]
+    vector: torch.Tensor  # [B, C]
+    has_text: torch.Tensor  # [B] 1.0 where the object has a text prompt
+    scale_by_relevance: bool = True
+
+    @classmethod
+    def from_state(cls, state: TextState, token_dim: int) -> "TextRows":
+        row = state.rows(token_dim)
+        return cls(has_text=torch.ones(1, device=row["weight"].device),
+                   scale_by_relevance=state.mode != "paper_lsq",
+                   **{name: value[None] for name, value in row.items()})
+
+    def relevance(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[N, C] tokens -> [B, N] relevance in [-1, 1] (0 rows for objects without text)."""
+        tokens = tokens.float()
+        pred = (tokens[None] - self.mean[:, None]) @ self.weight + self.bias[:, None]
+        rel = F.cosine_similarity(pred, self.embedding[:, None], dim=-1)
+        return rel * self.has_text[:, None]
+
+    def token_vectors(self, tokens: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+        """``text_i`` of the router input, [B, N, C]."""
+        vec = self.vector[:, None].expand(-1, tokens.shape[0], -1)
+        if self.scale_by_relevance:
+            vec = relevance[..., None] * vec
+        return vec * self.has_text[:, None, None]

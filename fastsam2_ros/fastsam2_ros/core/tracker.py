@@ -1,14 +1,15 @@
-"""Streaming multi-object SAM 2 tracker with a bounded memory bank and token pruning.
+"""Streaming multi-object SAM 2 tracker with a bounded, static memory bank and token pruning.
 
-Frames arrive one at a time (no video preload). Per frame the image encoder runs once, then every
-object is tracked with batch 1 through the official predictor's own single-frame inference
-(``SAM2VideoPredictor._run_single_frame_inference``) on a per-object output dict that this class
-keeps bounded:
+Frames arrive one at a time (no video preload). Per frame the image encoder runs once and every
+object is tracked in one batch by ``PrunedSAM2VideoPredictor.track_objects``: memory attention on
+router-selected tokens against the :class:`~.memory_bank.MemoryBank`, sam2's decoder and memory
+encoder, the new memory written into the bank, and every object's mask packed into one uint8
+bit image at the input resolution. On CUDA that step is captured once per static signature and
+replayed as a CUDA graph (:class:`~.step_runner.StepRunner`); the frame goes up as uint8 from a
+pinned buffer and is resized and normalised on the GPU; one small copy brings the masks back.
 
-* conditioning (prompted) frames: at most ``max_cond_frames`` per object, the first one pinned;
-* non-conditioning frames: memory features only for the slots SAM 2 reads for the next frame
-  (``num_maskmem - 1``), object pointers only for the last ``max_obj_ptrs - 1`` frames;
-* low-res mask logits only for the current frame (needed for refinement and the router prior).
+The bank holds, per object, at most ``max_cond_frames`` conditioning (prompted) frames (the
+first pinned), the memories SAM 2 reads next and the object pointers; its size never grows.
 
 Prompts (clicks, box, mask, text) apply to the current frame, like a click on the image a user
 is looking at; a prompt on an already tracked frame refines the object and makes the frame a
@@ -18,10 +19,11 @@ conditioning frame (``add_all_frames_to_correct_as_cond``), so corrections persi
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -33,89 +35,110 @@ from scipy import ndimage
 
 from .config import TrackerConfig
 from .errors import InputError
+from .memory_bank import MemoryBank
 from .models import build_predictor
+from .preprocess import FrameStager, prepare_device_constants, resolve_preprocess
 from .prompts import (representative_click, validate_box, validate_image, validate_mask,
                       validate_points, validate_text)
-from .pruned_predictor import PruneContext
-from .router import TokenRouter, load_router
-from .stats import FrameResult, FrameStats, StageTimer, peak_gpu_memory
+from .pruned_predictor import StepPlan, pack_mask_bits
+from .router import TokenRouter, load_router, num_kept
+from .stats import BitMasks, FrameResult, FrameStats, StageTimer, peak_gpu_memory
+from .step_runner import StepRunner
 from .text_relevance import TextState, fit_clip_ridge, fit_paper_lsq
 
 LOG = logging.getLogger(__name__)
 
-IMG_MEAN = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float32)[:, None, None]
-IMG_STD = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float32)[:, None, None]
 #: SAM 2 reads min(num_frames, max_obj_ptrs) pointers; a stream has no known length.
 STREAM_LENGTH = 2 ** 31 - 1
 MAX_OBJECT_ID = 65535  # label images are mono16
-
-
-def preprocess(image: np.ndarray, size: int) -> torch.Tensor:
-    """RGB uint8 -> normalised float [3, size, size], exactly as sam2's frame loader does it
-    (PIL resize of the whole frame to a square, /255, ImageNet mean/std)."""
-    resized = np.asarray(Image.fromarray(image).resize((size, size)))
-    tensor = torch.from_numpy(resized / 255.0).permute(2, 0, 1).to(torch.float32)
-    return (tensor - IMG_MEAN) / IMG_STD
-
-
-class _CurrentFrame:
-    """Stands in for the predictor's preloaded ``images``: only the current frame exists."""
-
-    def __init__(self) -> None:
-        self.index = -1
-        self.tensor: Optional[torch.Tensor] = None
-
-    def __getitem__(self, frame_idx: int) -> torch.Tensor:
-        if frame_idx != self.index or self.tensor is None:
-            raise KeyError(f"frame {frame_idx} is not the current frame ({self.index})")
-        return self.tensor
+MAX_POINTS_PER_FRAME = 64  # clicks accumulated on one frame for one object
 
 
 @dataclass
 class _ObjectState:
     obj_id: int
-    output: Dict[str, Dict[int, dict]] = field(
-        default_factory=lambda: {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}})
+    row: int  # the object's row in the memory bank
+    first_frame: int  # the frame its first prompt was on (clicks there are initial clicks)
     text: Optional[str] = None
     text_state: Optional[TextState] = None
+    text_frame: int = -1  # frame the text map was fitted on
     point_inputs: Optional[dict] = None  # clicks accumulated on ``point_frame``
     point_frame: int = -1
     tokens_kept: int = 0
     occluded_frames: int = 0  # consecutive tracked frames with presence logit <= 0
 
-    def current_out(self, frame_idx: int) -> Optional[dict]:
-        out = self.output["cond_frame_outputs"].get(frame_idx)
-        return out if out is not None else self.output["non_cond_frame_outputs"].get(frame_idx)
 
-    def latest_out(self) -> Optional[dict]:
-        frames = [t for d in self.output.values() for t in d]
-        return self.current_out(max(frames)) if frames else None
+class PendingFrame:
+    """A submitted frame whose masks are on their way to the host (see ``StreamingTracker.submit``).
+
+    ``result()`` waits for the copy (if not done yet) and builds the :class:`FrameResult`;
+    results must be collected in submission order.
+    """
+
+    def __init__(self, tracker: "StreamingTracker", frame_index: int, shape, t0: float) -> None:
+        self._tracker = tracker
+        self.frame_index = frame_index
+        self._shape = shape
+        self._t0 = t0
+        self._event = None
+        self._host: Dict[str, torch.Tensor] = {}
+        self._arrays: Optional[Dict[str, np.ndarray]] = None
+        self._ids: List[int] = []
+        self._tokens: Dict[int, int] = {}
+        self._timer: Optional[StageTimer] = None
+        self._gpu_events = None  # CUDA events around the step (its device time)
+        self._result: Optional[FrameResult] = None
+
+    def _materialize(self) -> None:
+        """Wait for the device copy and take the data out of the shared pinned buffers."""
+        if self._arrays is not None:
+            return
+        if self._event is not None:
+            self._event.synchronize()
+        self._arrays = {k: v.numpy().copy() for k, v in self._host.items()}
+        self._host = {}
+
+    def result(self) -> FrameResult:
+        if self._result is None:
+            self._materialize()
+            self._result = self._tracker._finish(self)
+        return self._result
 
 
 class StreamingTracker:
     """Frame-by-frame multi-object tracker. See ``core/API.md`` for the call contract."""
 
     def __init__(self, config: TrackerConfig, model=None, num_frames_hint: Optional[int] = None,
-                 return_logits: bool = False, force_pruned_path: bool = False) -> None:
+                 return_logits: bool = False, static_buffers: bool = False) -> None:
         """``num_frames_hint``: length of a finite clip, only to reproduce the official predictor
-        (it scales pointer time encodings by min(num_frames, 16)). ``force_pruned_path`` runs
-        the gathered-RoPE attention even at keep ratio 1.0 (a test hook)."""
+        (it scales pointer time encodings by min(num_frames, 16)). ``static_buffers`` runs the
+        eager step through the CUDA-graph buffer protocol (tests, on the CPU)."""
         self.cfg = config.validate()
         self.model = model if model is not None else build_predictor(self.cfg)
         self.model.add_all_frames_to_correct_as_cond = True
         self.device = self.model.device
         self.return_logits = return_logits
-        self.force_pruned_path = force_pruned_path
-        self._num_frames = int(num_frames_hint) if num_frames_hint else STREAM_LENGTH
         mlp = load_router(self.cfg.router_weights, self.model.hidden_dim) if self.cfg.router_weights else None
         self.router = TokenRouter(self.model.hidden_dim, self.cfg.mc_passes, self.cfg.mc_dropout,
                                   mlp=mlp, seed=self.cfg.seed)
         self.keep_ratio = float(self.cfg.keep_ratio)
         self._clip = None
         self.objects: "OrderedDict[int, _ObjectState]" = OrderedDict()
-        self._frame = _CurrentFrame()
-        self._image: Optional[np.ndarray] = None
-        self._state = self._new_state()
+        grid = self.model.image_size // 16
+        self._num_tokens = grid * grid
+        num_frames = int(num_frames_hint) if num_frames_hint else STREAM_LENGTH
+        self.bank = MemoryBank(self.model, self.cfg.max_objects, self.cfg.max_cond_frames,
+                               num_kept(self._num_tokens, self.keep_ratio), self.device, num_frames)
+        self.preprocess_mode = resolve_preprocess(self.cfg.preprocess, self.device)
+        self.stager = FrameStager(self.preprocess_mode, self.model.image_size, self.device)
+        graphs = self.cfg.cuda_graphs and self.model.fill_hole_area <= 0
+        self.runner = StepRunner(self.device, graphs, static_buffers=static_buffers)
+        if self.device.type == "cuda":
+            prepare_device_constants(self.device)
+        self._bank_generation = 0
+        self._host_slots: List[Optional[PendingFrame]] = [None, None]
+        self._host_turn = 0
+        self._reset_frame_state()
 
     # ----------------------------------------------------------------------------- public API
     @property
@@ -124,26 +147,41 @@ class StreamingTracker:
 
     @property
     def frame_index(self) -> int:
-        return self._frame.index
+        return self._t
+
+    @property
+    def step_mode(self) -> str:
+        """``cuda_graph`` (captured per-frame step) or ``eager``."""
+        return self.runner.mode
 
     def set_keep_ratio(self, keep_ratio: float) -> None:
-        """Change the keep ratio between frames (the memory bank may mix ratios; that is fine)."""
+        """Change the keep ratio between frames. Stored memories keep their best tokens."""
         self.cfg.replace(keep_ratio=keep_ratio)  # validates
         self.keep_ratio = float(keep_ratio)
+        if self.bank.resize_tokens(num_kept(self._num_tokens, self.keep_ratio)):
+            self._bank_changed()
 
     def reset(self, num_frames_hint: Optional[int] = None) -> None:
-        """Forget all objects and memory (the model stays loaded). ``num_frames_hint``: see
-        ``__init__``; offline tools pass each clip's length to compare with the official predictor."""
-        self._num_frames = int(num_frames_hint) if num_frames_hint else STREAM_LENGTH
+        """Forget all objects and memory (the model and the captured steps stay). ``num_frames_hint``:
+        see ``__init__``; offline tools pass each clip's length to compare with the official predictor."""
         self.objects.clear()
-        self._frame = _CurrentFrame()
-        self._image = None
-        self._state = self._new_state()
+        self.bank.clear()
+        self.bank.set_num_frames(int(num_frames_hint) if num_frames_hint else STREAM_LENGTH)
+        self._reset_frame_state()
+
+    def release_graphs(self) -> None:
+        """Free the captured steps and their memory pools (they are captured again on demand)."""
+        self.runner.clear()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
 
     def release(self) -> None:
         """Drop the model and free cached GPU memory (the tracker is unusable afterwards)."""
         self.reset()
         self.model = None
+        self.runner.clear()
+        self.bank = None
         if self._clip is not None:
             self._clip.release()
             self._clip = None
@@ -154,21 +192,54 @@ class StreamingTracker:
         obj_id = self._check_id(obj_id)
         if obj_id not in self.objects:
             raise InputError(f"unknown object id {obj_id}; tracked: {self.object_ids}")
-        del self.objects[obj_id]
+        row = self.objects.pop(obj_id).row
+        self.bank.remove_row(row)
+        for obj in self.objects.values():
+            if obj.row > row:
+                obj.row -= 1
 
     def track(self, image: np.ndarray) -> FrameResult:
         """Make ``image`` the current frame and propagate every tracked object onto it."""
+        return self.submit(image).result()
+
+    def submit(self, image: np.ndarray) -> PendingFrame:
+        """Start tracking ``image`` and return without waiting for the masks: the host can stage
+        the next frame while the GPU works on this one. ``track(image)`` is ``submit(image).result()``."""
         image = validate_image(image)
         self._require_model()
-        timer = StageTimer(str(self.device))
-        with timer.stage("total"), self._inference():
-            self._track_frame(image, timer)
-        result = self._result(timer, auto_prompted=[])
-        for obj_id, visible in result.visible.items():
-            obj = self.objects[obj_id]
-            obj.occluded_frames = 0 if visible else obj.occluded_frames + 1
-            result.stats.occluded_frames[obj_id] = obj.occluded_frames
-        return result
+        t0 = time.perf_counter()
+        self._start_frame(image)
+        pending = PendingFrame(self, self._t, image.shape[:2], t0)
+        if not self.objects:  # the encoder runs lazily, when a prompt arrives
+            return pending
+        rows = slice(0, self.bank.rows)
+        plan, layout = self._plan(rows)
+        eager = self.runner.mode == "eager"
+        timer = StageTimer(str(self.device)) if eager else None
+        step = functools.partial(self.model.track_objects, bank=self.bank, plan=plan,
+                                 router=self.router, frame_idx=self._t)
+        events = None
+        if self.device.type == "cuda":
+            events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            events[0].record()
+        with self._inference():
+            outs = self.runner.run(
+                (plan, tuple(self._staged.shape), self._staged.dtype, self._bank_generation),
+                step, {"frame": self._staged, **layout.inputs()}, preserve=self.bank.preserved,
+                eager_fn=functools.partial(step, timer=timer) if eager else None)
+            self.stager.mark_consumed(self._staged)
+            self.bank.commit_tracked(self._t, rows)
+            self._backbone = {"backbone_fpn": [outs[f"fpn{i}"] for i in range(3) if f"fpn{i}" in outs],
+                              "vision_pos_enc": [outs[f"vpe{i}"] for i in range(3) if f"vpe{i}" in outs]}
+            pending._ids = list(self.objects)
+            pending._tokens = {o: plan.keep for o in self.objects}
+            pending._timer = timer
+            if events is not None:
+                events[1].record()
+                pending._gpu_events = events
+            self._to_host(pending, outs, with_memory_idx=self.bank.k < self._num_tokens)
+            self._refresh_texts()
+        return pending
 
     def add_prompt(self, obj_id: int, points: Optional[Sequence] = None,
                    labels: Optional[Sequence] = None, box: Optional[Sequence] = None,
@@ -200,34 +271,45 @@ class StreamingTracker:
         if text is not None and self.cfg.text_mode == "none" and pts is None and bbox is None \
                 and mask_arr is None:
             raise InputError("a text-only prompt needs text_mode clip_ridge or paper_lsq")
+        known = self.objects.get(obj_id)
+        if pts is not None and known is not None and bbox is None and image is None \
+                and known.point_frame == self._t and known.point_inputs is not None:
+            total = known.point_inputs["point_labels"].shape[1] + pts.shape[0]
+            if total > MAX_POINTS_PER_FRAME:
+                raise InputError(f"object {obj_id} would have {total} clicks on this frame; at most "
+                                 f"{MAX_POINTS_PER_FRAME} (start a new frame or send a box)")
 
+        if image is not None:
+            self.track(image)
         timer = StageTimer(str(self.device))
         auto = []
         with timer.stage("total"), self._inference():
-            if image is not None:
-                self._track_frame(image, timer)
-            self._encode(timer)
+            backbone = self._current_backbone(timer)
             known = self.objects.get(obj_id)
             if text is not None and known is not None and text == known.text:
                 text_state = known.text_state  # same text again: keep the fitted map
             else:
                 text_state = self._fit_text(text) if text is not None else None
-            is_new = known is None
             if pts is None and bbox is None and mask_arr is None:
-                if not is_new:  # text for an existing object: only the router changes
-                    self.objects[obj_id].text, self.objects[obj_id].text_state = text, text_state
-                    return self._result(timer, auto_prompted=[])
+                if known is not None:  # text for an existing object: only the router changes
+                    self._set_text(known, text, text_state)
+                    return self._current_result(timer, auto_prompted=[])
                 click = self._text_click(text)
                 pts, lab = np.asarray([click], np.float32), np.asarray([1], np.int32)
                 auto = [obj_id]
                 LOG.info("object %d started from text %r with an automatic click at %s",
                          obj_id, text, click)
-            obj = known or _ObjectState(obj_id)
-            if text is not None:
-                obj.text, obj.text_state = text, text_state
-            self._prompt(obj, pts, lab, bbox, mask_arr, timer)
+            obj = known or _ObjectState(obj_id, row=self.bank.add_row(), first_frame=self._t)
+            try:
+                if text is not None:
+                    self._set_text(obj, text, text_state)
+                self._prompt(obj, backbone, pts, lab, bbox, mask_arr, timer)
+            except Exception:
+                if known is None:
+                    self.bank.remove_row(obj.row)
+                raise
             self.objects[obj_id] = obj
-        return self._result(timer, auto_prompted=auto)
+        return self._current_result(timer, auto_prompted=auto)
 
     def frame_tokens(self, image: np.ndarray):
         """Make ``image`` the current frame without tracking and return its top-level encoder
@@ -236,9 +318,9 @@ class StreamingTracker:
         self._require_model()
         if self.objects:
             raise InputError("frame_tokens needs a tracker without objects (call reset())")
+        self._start_frame(image)
         with self._inference():
-            self._start_frame(image)
-            self._encode(StageTimer(str(self.device)))
+            self._current_backbone(StageTimer(str(self.device)))
             tokens, grid = self._current_tokens()
         return tokens, tuple(grid)
 
@@ -248,36 +330,31 @@ class StreamingTracker:
         if self._image is None:
             raise InputError("no current frame")
         with self._inference():
-            self._encode(StageTimer(str(self.device)))
+            self._current_backbone(StageTimer(str(self.device)))
             return self._fit_text(text)
 
     def memory_bank_size(self) -> Dict[str, int]:
-        """Frames with stored memory features, stored tokens, and bytes of all stored tensors."""
-        frames = tokens = nbytes = 0
-        for obj in self.objects.values():
-            for outs in obj.output.values():
-                for out in outs.values():
-                    feats = out.get("maskmem_features")
-                    if feats is not None:
-                        frames += 1
-                        tokens += feats.numel() // feats.shape[1]
-                    for key in ("maskmem_features", "maskmem_idx", "obj_ptr", "pred_masks",
-                                "object_score_logits"):
-                        t = out.get(key)
-                        if isinstance(t, torch.Tensor):
-                            nbytes += t.numel() * t.element_size()
-        return {"frames": frames, "tokens": tokens, "bytes": nbytes}
+        """Frames with stored memory features, stored tokens, and bytes of the bank's tensors
+        for the tracked objects (constant while the objects and the keep ratio stay)."""
+        frames = self.bank.stored_frames()
+        return {"frames": frames, "tokens": frames * self.bank.k, "bytes": self.bank.nbytes()}
 
     # ----------------------------------------------------------------------------- internals
-    def _new_state(self) -> dict:
-        """The subset of SAM2VideoPredictor's inference_state its per-frame methods read."""
-        return {"images": self._frame, "num_frames": self._num_frames,
-                "device": self.device, "storage_device": self.device,
-                "cached_features": {}, "constants": {}, "video_height": 0, "video_width": 0}
+    def _reset_frame_state(self) -> None:
+        self._t = -1
+        self._image: Optional[np.ndarray] = None
+        self._staged: Optional[torch.Tensor] = None
+        self._backbone: Optional[dict] = None
+        self._last_finished = -1
 
     def _require_model(self) -> None:
         if self.model is None:
             raise InputError("the tracker was released; create a new one")
+
+    def _bank_changed(self) -> None:
+        """The bank's tensors were reallocated: captured steps point at the old ones."""
+        self._bank_generation += 1
+        self.runner.clear()
 
     @staticmethod
     def _check_id(obj_id) -> int:
@@ -289,82 +366,51 @@ class StreamingTracker:
 
     @contextlib.contextmanager
     def _inference(self):
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+        # cache_enabled=False: cached bf16 weight copies must not outlive a CUDA-graph capture
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
                     if self.device.type == "cuda" and self.cfg.bf16 else contextlib.nullcontext())
         with torch.inference_mode(), autocast:
             yield
 
-    def _track_frame(self, image: np.ndarray, timer: StageTimer) -> None:
-        self._start_frame(image)
-        if self.objects:  # with no object the encoder runs lazily, when a prompt arrives
-            self._encode(timer)
-            for obj in self.objects.values():
-                self._propagate(obj, timer)
-
     def _start_frame(self, image: np.ndarray) -> None:
-        t = self._frame.index + 1
-        self._frame.index = t
-        self._frame.tensor = None
+        self._t += 1
         self._image = image
-        self._state["cached_features"] = {}
-        self._state["video_height"], self._state["video_width"] = image.shape[:2]
+        self._backbone = None
+        self._staged = self.stager.stage(image)
         for obj in self.objects.values():
-            self._evict(obj, t)
+            if obj.point_frame != self._t:
+                obj.point_inputs, obj.point_frame = None, -1
 
-    def _encode(self, timer: StageTimer) -> None:
-        """Run the image encoder on the current frame once (cached in the predictor's state)."""
-        t = self._frame.index
-        if t in self._state["cached_features"]:
-            return
-        with timer.stage("encoder"):
-            self._frame.tensor = preprocess(self._image, self.model.image_size).to(self.device)
-            batch = self._frame.tensor.float().unsqueeze(0)
-            self._state["cached_features"] = {t: (batch, self.model.forward_image(batch))}
+    def _plan(self, rows: slice, out_hw=None):
+        layout = self.bank.layout(self._t, rows)
+        has_text = bool(self.bank.text) and any(o.text_state is not None for o in self.objects.values())
+        plan = StepPlan(shape=layout.shape, masked=layout.masked,
+                        keep=num_kept(self._num_tokens, self.keep_ratio), memory_tokens=self.bank.k,
+                        filler=self.cfg.filler, memory_mask_boost=float(self.cfg.memory_mask_boost),
+                        text=self.cfg.text_mode if has_text else None,
+                        out_hw=tuple(out_hw or self._image.shape[:2]),
+                        threshold=float(self.cfg.mask_threshold))
+        return plan, layout
 
-    def _context(self, obj: _ObjectState, timer: StageTimer) -> PruneContext:
-        latest = obj.latest_out()
-        prev = latest.get("pred_masks") if latest is not None else None
-        return PruneContext(keep_ratio=self.keep_ratio, router=self.router, timer=timer,
-                            text_state=obj.text_state, prev_mask_logits=prev,
-                            filler=self.cfg.filler, memory_mask_boost=self.cfg.memory_mask_boost,
-                            force_pruned_path=self.force_pruned_path)
+    def _current_backbone(self, timer: StageTimer) -> dict:
+        """Encoder output of the current frame (from its tracking step, or computed now)."""
+        if self._backbone is None:
+            with timer.stage("encoder"):
+                self._backbone = self.model.encode_frame(self._staged.to(self.device))
+        return self._backbone
 
-    def _run(self, ctx: PruneContext, fn, *args, **kwargs):
-        """Call into the model with ``ctx`` installed; time what is not router/attention/memory
-        encoding as the decoder (prompt encoder + mask decoder + pointer head)."""
-        inner = ("router", "memory_attention", "memory_encoder")
-        before = sum(ctx.timer.ms[s] for s in inner)
-        self.model.prune_ctx = ctx
-        t0 = time.perf_counter()
-        try:
-            result = fn(*args, **kwargs)
-        finally:
-            self.model.prune_ctx = None
-        if ctx.timer.cuda:
-            torch.cuda.synchronize()
-        spent = (time.perf_counter() - t0) * 1e3 - (sum(ctx.timer.ms[s] for s in inner) - before)
-        ctx.timer.ms["decoder"] += max(0.0, spent)
-        return result
+    def _current_tokens(self):
+        _, feats, _, sizes = self.model._prepare_backbone_features(self._backbone)
+        return feats[-1][:, 0].float(), sizes[-1]
 
-    def _propagate(self, obj: _ObjectState, timer: StageTimer) -> None:
-        t = self._frame.index
-        ctx = self._context(obj, timer)
-        out, _ = self._run(ctx, self.model._run_single_frame_inference,
-                           inference_state=self._state, output_dict=obj.output, frame_idx=t,
-                           batch_size=1, is_init_cond_frame=False, point_inputs=None,
-                           mask_inputs=None, reverse=False, run_mem_encoder=True)
-        out["maskmem_idx"] = ctx.memory_idx
-        obj.output["non_cond_frame_outputs"][t] = out
-        obj.tokens_kept = ctx.tokens_kept
-
-    def _prompt(self, obj: _ObjectState, pts, lab, bbox, mask_arr, timer: StageTimer) -> None:
-        """SAM 2's add_new_points_or_box / add_new_mask + the memory encoding that
-        propagate_in_video_preflight would do, for one object on the current frame."""
-        t = self._frame.index
+    def _prompt(self, obj: _ObjectState, backbone: dict, pts, lab, bbox, mask_arr,
+                timer: StageTimer) -> None:
+        """One object's prompt on the current frame (see ``PrunedSAM2VideoPredictor.prompt_object``)."""
+        t = self._t
         height, width = self._image.shape[:2]
         size = self.model.image_size
-        prev_out = obj.current_out(t)
-        is_init = prev_out is None
+        is_init = obj.first_frame == t
+        has_output = obj.obj_id in self.objects  # tracked on (or prompted earlier on) this frame
         point_inputs = mask_inputs = None
         if mask_arr is not None:
             m = torch.from_numpy(mask_arr)[None, None].float().to(self.device)
@@ -387,63 +433,13 @@ class StreamingTracker:
             point_inputs = concat_points(old, new_pts, new_lab)
             obj.point_inputs, obj.point_frame = point_inputs, t
         prev_logits = None
-        if prev_out is not None and prev_out.get("pred_masks") is not None:
-            prev_logits = torch.clamp(prev_out["pred_masks"].to(self.device), -32.0, 32.0)
-        ctx = self._context(obj, timer)
-        out, _ = self._run(ctx, self.model._run_single_frame_inference,
-                           inference_state=self._state, output_dict=obj.output, frame_idx=t,
-                           batch_size=1, is_init_cond_frame=is_init, point_inputs=point_inputs,
-                           mask_inputs=mask_inputs, reverse=False, run_mem_encoder=False,
-                           prev_sam_mask_logits=prev_logits if mask_inputs is None else None)
-        high_res = F.interpolate(out["pred_masks"].to(self.device), size=(size, size),
-                                 mode="bilinear", align_corners=False)
-        feats, pos = self._run(ctx, self.model._run_memory_encoder, inference_state=self._state,
-                               frame_idx=t, batch_size=1, high_res_masks=high_res,
-                               object_score_logits=out["object_score_logits"],
-                               is_mask_from_pts=True)
-        out["maskmem_features"], out["maskmem_pos_enc"] = feats, pos
-        out["maskmem_idx"] = ctx.memory_idx
-        obj.output["cond_frame_outputs"][t] = out
-        obj.output["non_cond_frame_outputs"].pop(t, None)
-        obj.tokens_kept = ctx.tokens_kept
-        self._cap_cond_frames(obj)
-
-    def _cap_cond_frames(self, obj: _ObjectState) -> None:
-        cond = obj.output["cond_frame_outputs"]
-        limit = int(self.cfg.max_cond_frames)
-        if len(cond) <= limit:
-            return
-        frames = sorted(cond)
-        keep = {frames[0], *frames[len(frames) - (limit - 1):]} if limit > 1 else {frames[-1]}
-        for t in frames:
-            if t not in keep:
-                del cond[t]
-
-    def _evict(self, obj: _ObjectState, t: int) -> None:
-        """Drop what frame ``t`` (and any later frame) can no longer read."""
-        model = self.model
-        stride = model.memory_temporal_stride_for_eval
-        mem_slots = {t - 1}
-        for t_rel in range(2, model.num_maskmem):
-            mem_slots.add(((t - 2) // stride) * stride - (t_rel - 2) * stride)
-        oldest_ptr = t - (min(self._num_frames, model.max_obj_ptrs_in_encoder) - 1)
-        non_cond = obj.output["non_cond_frame_outputs"]
-        for idx in list(non_cond):
-            out = non_cond[idx]
-            if idx < oldest_ptr:
-                del non_cond[idx]
-                continue
-            if idx not in mem_slots and out.get("maskmem_features") is not None:
-                non_cond[idx] = {"obj_ptr": out["obj_ptr"], "maskmem_features": None,
-                                 "maskmem_pos_enc": None, "pred_masks": None,
-                                 "object_score_logits": out["object_score_logits"]}
-        latest = max((i for d in obj.output.values() for i in d), default=None)
-        for outs in obj.output.values():
-            for idx, out in outs.items():
-                if idx != latest and out.get("pred_masks") is not None:
-                    out["pred_masks"] = None
-        if obj.point_frame != t:
-            obj.point_inputs, obj.point_frame = None, -1
+        if has_output and mask_inputs is None:
+            prev_logits = torch.clamp(self.bank.prev_logits[obj.row:obj.row + 1], -32.0, 32.0)
+        plan, _ = self._plan(slice(obj.row, obj.row + 1))
+        self.model.prompt_object(backbone, self.bank, obj.row, t, is_init, plan, self.router,
+                                 point_inputs=point_inputs, mask_inputs=mask_inputs,
+                                 prev_logits=prev_logits, timer=timer)
+        obj.tokens_kept = self._num_tokens if is_init or mask_inputs is not None else plan.keep
 
     # ------------------------------------------------------------------------------- text
     def _clip_encoder(self):
@@ -456,10 +452,6 @@ class StreamingTracker:
                                          max_text_length=self.cfg.max_text_length)
         return self._clip
 
-    def _current_tokens(self) -> torch.Tensor:
-        _, _, feats, _, sizes = self.model._get_image_feature(self._state, self._frame.index, 1)
-        return feats[-1][:, 0].float(), sizes[-1]
-
     def _fit_text(self, text: str) -> Optional[TextState]:
         if self.cfg.text_mode == "none":
             return None
@@ -469,14 +461,33 @@ class StreamingTracker:
         if self.cfg.text_mode == "paper_lsq":
             return fit_paper_lsq(tokens, emb, text)
         dense = clip.dense_image_features(self._image, grid=tuple(grid)).to(self.device)
-        return fit_clip_ridge(tokens, dense.flatten(1).T, emb, text)
+        return fit_clip_ridge(tokens, dense.flatten(1).T.float(), emb, text)
+
+    def _set_text(self, obj: _ObjectState, text: Optional[str], state: Optional[TextState]) -> None:
+        obj.text, obj.text_state, obj.text_frame = text, state, self._t
+        if state is None:
+            self.bank.clear_text(obj.row)
+            return
+        if self.bank.set_text(obj.row, **state.rows(self.model.hidden_dim)):
+            self._bank_changed()
+
+    def _refresh_texts(self) -> None:
+        """``clip_refresh_interval``: refit an object's SAM2->CLIP map on the current frame every
+        N frames (a CLIP image pass), so the text signal follows appearance changes."""
+        every = int(self.cfg.clip_refresh_interval)
+        if every <= 0:
+            return
+        for obj in self.objects.values():
+            if obj.text_state is not None and self._t - obj.text_frame >= every:
+                self._set_text(obj, obj.text, self._fit_text(obj.text))
 
     def _text_click(self, text: str):
         """Text-only start: CLIP relevance on this frame -> best region -> distance-transform click."""
         clip = self._clip_encoder()
         emb = clip.encode_text([text])[0]
         dense = clip.dense_image_features(self._image)  # [D, h, w]
-        rel = torch.einsum("dhw,d->hw", dense.float(), emb.float().to(dense.device)).cpu().numpy()
+        rel = torch.einsum("dhw,d->hw", dense.float(), emb.float().to(dense.device))
+        rel = rel.float().cpu().numpy()  # autocast may hand back bf16, which numpy cannot take
         region = rel >= np.quantile(rel, 0.95)
         labels, _ = ndimage.label(region)
         peak = np.unravel_index(int(np.argmax(rel)), rel.shape)
@@ -490,38 +501,105 @@ class StreamingTracker:
         return representative_click(full)
 
     # ------------------------------------------------------------------------------- output
-    def _result(self, timer: StageTimer, auto_prompted: List[int]) -> FrameResult:
-        t = self._frame.index
-        masks, scores, logits, kept_grids = {}, {}, {}, {}
-        height, width = self._image.shape[:2] if self._image is not None else (0, 0)
-        feat_hw = self.model.image_size // 16
-        tokens_kept = {}
-        for obj_id, obj in self.objects.items():
-            out = obj.current_out(t)
-            if out is None or out.get("pred_masks") is None:
-                continue
-            low = out["pred_masks"].to(self.device).float()
-            full = F.interpolate(low, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
-            masks[obj_id] = (full > self.cfg.mask_threshold).cpu().numpy()
-            scores[obj_id] = float(out["object_score_logits"].float().reshape(-1)[0])
-            if self.return_logits:
-                logits[obj_id] = full.cpu().numpy()
-            tokens_kept[obj_id] = obj.tokens_kept
-            if out.get("maskmem_idx") is not None:
-                grid = np.zeros(feat_hw * feat_hw, dtype=bool)
-                grid[out["maskmem_idx"].cpu().numpy()] = True
-                kept_grids[obj_id] = grid.reshape(feat_hw, feat_hw)
+    def _to_host(self, pending: PendingFrame, outs: Dict[str, torch.Tensor],
+                 with_memory_idx: bool) -> None:
+        """Enqueue the copy of the frame's outputs into pinned host buffers (two sets, used in
+        turn) and record an event; off CUDA just keep references."""
+        names = ["bits", "presence"] + (["memory_idx"] if with_memory_idx else [])
+        if self.device.type != "cuda":
+            pending._host = {n: outs[n] for n in names}
+            return
+        self._host_turn ^= 1
+        previous = self._host_slots[self._host_turn]
+        if previous is not None:
+            previous._materialize()  # its data leaves the buffers we are about to reuse
+        buffers = getattr(self, "_pinned", None)
+        if buffers is None:
+            buffers = self._pinned = [{}, {}]
+        slot = buffers[self._host_turn]
+        for n in names:
+            src = outs[n]
+            buf = slot.get(n)
+            if buf is None or buf.shape != src.shape or buf.dtype != src.dtype:
+                buf = slot[n] = torch.empty(src.shape, dtype=src.dtype).pin_memory()
+            buf.copy_(src, non_blocking=True)
+            pending._host[n] = buf
+        pending._event = torch.cuda.Event()
+        pending._event.record()
+        self._host_slots[self._host_turn] = pending
+
+    def _finish(self, pending: PendingFrame) -> FrameResult:
+        """Build a tracked frame's result from its host arrays."""
+        if pending.frame_index <= self._last_finished:
+            raise InputError("collect frame results in the order the frames were submitted")
+        self._last_finished = pending.frame_index
+        arrays = pending._arrays or {}
+        ids = pending._ids
+        masks = BitMasks(arrays["bits"], ids) if ids else {}
+        scores = {o: float(arrays["presence"][i]) for i, o in enumerate(ids)}
+        kept = {}
+        if "memory_idx" in arrays:
+            for i, o in enumerate(ids):
+                grid = np.zeros(self._num_tokens, dtype=bool)
+                grid[arrays["memory_idx"][i]] = True
+                side = int(round(self._num_tokens ** 0.5))
+                kept[o] = grid.reshape(side, side)
+        stage_ms = dict(pending._timer.ms) if pending._timer is not None else {}
+        stage_ms["total"] = (time.perf_counter() - pending._t0) * 1e3
+        logits = self._logits(ids, pending._shape) if self.return_logits and ids else None
+        result = self._make_result(pending.frame_index, masks, scores, stage_ms, pending._tokens,
+                                   kept, logits, auto_prompted=[])
+        if pending._gpu_events is not None:
+            result.stats.gpu_ms = float(pending._gpu_events[0].elapsed_time(pending._gpu_events[1]))
+        for obj_id, visible in result.visible.items():
+            obj = self.objects.get(obj_id)
+            if obj is not None:
+                obj.occluded_frames = 0 if visible else obj.occluded_frames + 1
+        result.stats.occluded_frames.update({o: self.objects[o].occluded_frames
+                                             for o in ids if o in self.objects})
+        return result
+
+    def _logits(self, ids: List[int], shape) -> Dict[int, np.ndarray]:
+        """Full-resolution mask logits of the current frame (tests and offline comparisons)."""
+        rows = [self.objects[o].row for o in ids]
+        with self._inference():
+            low = self.bank.prev_logits[rows].float()
+            full = F.interpolate(low, size=tuple(shape), mode="bilinear", align_corners=False)
+            full = full[:, 0].float().cpu().numpy()
+        return {o: full[i] for i, o in enumerate(ids)}
+
+    def _current_result(self, timer: StageTimer, auto_prompted: List[int]) -> FrameResult:
+        """Every object's current mask on the current frame (after a prompt), eagerly."""
+        ids = list(self.objects)
+        masks, scores = {}, {}
+        shape = self._image.shape[:2]
+        if ids:
+            with self._inference():
+                low = self.bank.prev_logits[:self.bank.rows]
+                bits = pack_mask_bits(low, shape, float(self.cfg.mask_threshold)).cpu().numpy()
+                presence = self.bank.presence[:self.bank.rows].float().cpu().numpy()
+            masks = BitMasks(bits, ids)
+            scores = {o: float(presence[self.objects[o].row]) for o in ids}
+        logits = self._logits(ids, shape) if self.return_logits and ids else None
+        tokens = {o: self.objects[o].tokens_kept for o in ids}
+        return self._make_result(self._t, masks, scores, dict(timer.ms), tokens, {}, logits,
+                                 auto_prompted)
+
+    def _make_result(self, t, masks, scores, stage_ms, tokens_kept, kept_grids, logits,
+                     auto_prompted) -> FrameResult:
         bank = self.memory_bank_size()
         cuda = self.device.type == "cuda"
+        for name in ("encoder", "router", "memory_attention", "decoder", "memory_encoder"):
+            stage_ms.setdefault(name, 0.0)
         stats = FrameStats(
-            frame_index=t, stage_ms=dict(timer.ms), tokens_total=feat_hw * feat_hw,
-            tokens_kept=tokens_kept, keep_ratio=self.keep_ratio, bank_frames=bank["frames"],
+            frame_index=t, stage_ms=stage_ms, tokens_total=self._num_tokens,
+            tokens_kept=dict(tokens_kept), keep_ratio=self.keep_ratio, bank_frames=bank["frames"],
             bank_tokens=bank["tokens"], bank_bytes=bank["bytes"],
             peak_gpu_memory_bytes=peak_gpu_memory(self.device),
             gpu_memory_bytes=int(torch.cuda.memory_allocated(self.device)) if cuda else 0,
             object_ids=list(self.objects),
             router_mode="dense" if self.keep_ratio >= 1.0 else self.router.mode,
             text_mode=self.cfg.text_mode if any(o.text_state for o in self.objects.values()) else "none",
-            auto_prompted=auto_prompted, device=str(self.device))
+            auto_prompted=auto_prompted, device=str(self.device), step_mode=self.runner.mode)
         return FrameResult(frame_index=t, masks=masks, scores=scores, stats=stats,
-                           logits=logits if self.return_logits else None, kept_tokens=kept_grids)
+                           logits=logits, kept_tokens=kept_grids)

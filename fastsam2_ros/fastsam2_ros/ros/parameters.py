@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..core.config import (FILLERS, MODEL_ALIASES, MODEL_CONFIGS, PREPROCESS_MODES, TEXT_MODES,
+from ..core.config import (COMPILE_MODES, FILLERS, MODEL_ALIASES, MODEL_CONFIGS, PREPROCESS_MODES, TEXT_MODES,
                            TrackerConfig)
 
 
@@ -50,6 +50,12 @@ TRACKER_PARAMETER_DOCS: Dict[str, Dict[str, Any]] = {
                        "CUDA, else pil) | pil (sam2's exact loader) | device", choices=PREPROCESS_MODES),
     "cuda_graphs": dict(description="CUDA: replay the per-frame step as captured CUDA graphs "
                         "(false = eager kernels)"),
+    "torch_compile": dict(description="CUDA: torch.compile SAM 2's image encoder (encoder) or also "
+                          "memory attention, prompt encoder, mask decoder and memory encoder (all); "
+                          "the first start compiles, the kernels are cached for restarts",
+                          choices=COMPILE_MODES),
+    "compile_cache_dir": dict(description="Cache of compiled kernels (empty = "
+                              "~/.cache/fastsam2_ros/inductor)"),
     "keep_ratio": dict(description="Fraction of top-level tokens kept before memory attention "
                        "(1.0 = dense SAM 2); applied live", range=(0.01, 1.0), live=True),
     "mc_passes": dict(description="Monte-Carlo dropout passes of the token-uncertainty signal (0 = off)",

@@ -1,0 +1,346 @@
+"""The streaming tracker's memory bank: preallocated, static-shape, on the model's device.
+
+It is the one place that knows SAM 2's memory rule (``SAM2Base._prepare_memory_conditioned_features``
+for forward tracking with ``memory_temporal_stride_for_eval == 1``): frame t reads
+
+* every conditioning (prompted) frame of the object, oldest first, temporal slot ``num_maskmem-1``;
+* the ``num_maskmem - 1`` frames before t that are not conditioning frames, oldest first;
+* object pointers of the conditioning frames (at or before t), then of frames t-1, t-2, ... down
+  to ``min(num_frames, max_obj_ptrs) - 1`` frames back, with their true temporal offsets.
+
+Storage per object row (rows are the tracked objects in insertion order):
+
+* ``max_cond_frames`` conditioning slots (the first prompt is pinned, the oldest other one is
+  replaced), a ring of ``num_maskmem`` memory slots and a ring of ``max_obj_ptrs`` pointer slots
+  (one more than read, so the current frame's entry never overwrites one that a refinement click
+  on the current frame still reads);
+* each memory slot holds ``k`` retained tokens (bf16 features, grid indices, a per-token validity
+  flag) — ``k`` follows the keep ratio, so nothing grows with the stream;
+* the latest low-res mask logits (router prior, refinement input) and the object's text signal.
+
+Every tensor is changed under ``torch.inference_mode`` (the tracker runs in it; tensors made there
+can only be changed there). The host keeps which frame sits in which slot and turns that into a :class:`BankLayout` per call
+(a few small index/flag tensors). Slots that are empty for some objects are padded and masked in
+attention; when nothing is padded the layout says so and attention runs unmasked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional
+
+import numpy as np
+import torch
+
+NO_FRAME = -1
+#: names and dtypes of the per-call layout tensors (integers are packed into one int64 buffer)
+_INT_FIELDS = ("cond_order", "cond_valid", "ring_order", "ring_valid", "ptr_order", "ptr_valid",
+               "slot_tpos", "write_ring", "write_ptr")
+
+
+@dataclass(frozen=True)
+class LayoutShape:
+    """Static sizes of one layout: what a captured step is specialised on."""
+
+    rows: int  # objects read/written together (batch)
+    n_cond: int  # conditioning slots read per object (the batch's maximum; padded)
+    ring: int  # memory frames read besides conditioning frames (num_maskmem - 1)
+    ptrs: int  # pointer frames read besides conditioning frames (max_obj_ptrs - 1)
+
+    def int_sizes(self) -> Dict[str, int]:
+        b, n, r, p = self.rows, self.n_cond, self.ring, self.ptrs
+        return {"cond_order": b * n, "cond_valid": b * n, "ring_order": r, "ring_valid": b * r,
+                "ptr_order": p, "ptr_valid": b * (n + p), "slot_tpos": n + r,
+                "write_ring": 1, "write_ptr": 1}
+
+
+@dataclass
+class BankLayout:
+    """What frame ``frame_idx`` reads from and writes to the bank for rows ``rows``.
+
+    ``ints``/``floats`` are host tensors (copied to the device by the step runner); ``masked`` is
+    True when some read slot or token is padding, so attention must take a key mask.
+    """
+
+    frame_idx: int
+    rows: slice
+    shape: LayoutShape
+    masked: bool
+    ints: torch.Tensor  # int64, the _INT_FIELDS packed in order
+    floats: torch.Tensor  # float32 [rows * (n_cond + ptrs)]: pointer offsets / (max_ptrs - 1)
+
+    def inputs(self) -> Dict[str, torch.Tensor]:
+        return {"layout_ints": self.ints, "layout_floats": self.floats}
+
+
+def unpack_layout(shape: LayoutShape, ints: torch.Tensor, floats: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """Named views of a packed layout (device tensors), shaped for the memory read."""
+    b, n, r, p = shape.rows, shape.n_cond, shape.ring, shape.ptrs
+    out, start = {}, 0
+    for name in _INT_FIELDS:
+        size = shape.int_sizes()[name]
+        out[name] = ints[start:start + size]
+        start += size
+    out["cond_order"] = out["cond_order"].view(b, n)
+    out["cond_valid"] = out["cond_valid"].view(b, n).bool()
+    out["ring_valid"] = out["ring_valid"].view(b, r).bool()
+    out["ptr_valid"] = out["ptr_valid"].view(b, n + p).bool()
+    out["ptr_pos"] = floats.view(b, n + p)
+    return out
+
+
+class MemoryBank:
+    """Preallocated per-object memory of a streaming SAM 2 tracker (see module docstring)."""
+
+    def __init__(self, model, max_objects: int, max_cond_frames: int, tokens_per_frame: int,
+                 device: torch.device, num_frames: int) -> None:
+        if model.memory_temporal_stride_for_eval != 1:
+            raise ValueError("the streaming memory bank reads consecutive frames "
+                             "(memory_temporal_stride_for_eval must be 1)")
+        self.device = device
+        self.num_maskmem = int(model.num_maskmem)
+        self.max_obj_ptrs = int(model.max_obj_ptrs_in_encoder)
+        self.ring_read = self.num_maskmem - 1
+        self.ptr_read = self.max_obj_ptrs - 1
+        self.ring_len = self.ring_read + 1
+        self.ptr_len = self.ptr_read + 1
+        self.capacity = int(max_objects)
+        self.max_cond = int(max_cond_frames)
+        self.grid = model.image_size // 16
+        self.num_tokens = self.grid * self.grid
+        self.mem_dim = int(model.mem_dim)
+        self.hidden_dim = int(model.hidden_dim)
+        self.mask_side = model.image_size // 4
+        self.rows = 0
+        self.num_frames = int(num_frames)
+        self.dense_pos: Optional[torch.Tensor] = None  # [N, C_mem], the constant memory pos-enc
+        self.text: Dict[str, torch.Tensor] = {}  # per-row text signal (allocated on first use)
+        self._allocate_tokens(int(tokens_per_frame))
+        o, c = self.capacity, self.hidden_dim
+        self.cond_ptr = torch.zeros(o, self.max_cond, c, device=device)
+        self.ptr_ring = torch.zeros(o, self.ptr_len, c, device=device)
+        self.prev_logits = torch.zeros(o, 1, self.mask_side, self.mask_side, device=device)
+        self.presence = torch.zeros(o, device=device)  # latest object-presence logit
+        self.clear()
+
+    # ------------------------------------------------------------------ storage
+    def _allocate_tokens(self, k: int) -> None:
+        o, cm, dev = self.capacity, self.mem_dim, self.device
+        self.k = k
+        for prefix, slots in (("cond", self.max_cond), ("ring", self.ring_len)):
+            setattr(self, f"{prefix}_feat", torch.zeros(o, slots, k, cm, dtype=torch.bfloat16, device=dev))
+            setattr(self, f"{prefix}_idx", torch.zeros(o, slots, k, dtype=torch.long, device=dev))
+            setattr(self, f"{prefix}_tok_valid", torch.ones(o, slots, k, dtype=torch.bool, device=dev))
+            setattr(self, f"{prefix}_score", torch.zeros(o, slots, k, dtype=torch.float16, device=dev))
+
+    def _token_tensors(self, prefix: str) -> List[torch.Tensor]:
+        return [getattr(self, f"{prefix}_{name}") for name in ("feat", "idx", "tok_valid", "score")]
+
+    def _row_tensors(self) -> List[torch.Tensor]:
+        """Every tensor indexed by object row first."""
+        return (self._token_tensors("cond") + self._token_tensors("ring")
+                + [self.cond_ptr, self.ptr_ring, self.prev_logits, self.presence]
+                + list(self.text.values()))
+
+    @torch.inference_mode()
+    def clear(self) -> None:
+        """Forget every object (tensors stay allocated, so captured steps stay valid)."""
+        self.rows = 0
+        self.cond_frames = np.full((self.capacity, self.max_cond), NO_FRAME, dtype=np.int64)
+        self.ring_frames = np.full((self.capacity, self.ring_len), NO_FRAME, dtype=np.int64)
+        self.ptr_frames = np.full((self.capacity, self.ptr_len), NO_FRAME, dtype=np.int64)
+        self.cond_padded = np.zeros((self.capacity, self.max_cond), dtype=bool)
+        self.ring_padded = np.zeros((self.capacity, self.ring_len), dtype=bool)
+        if self.text:
+            self.text["has_text"].zero_()
+
+    def set_num_frames(self, num_frames: int) -> None:
+        self.num_frames = int(num_frames)
+
+    @property
+    def ptrs_in_attention(self) -> int:
+        """SAM 2 reads min(num_frames, max_obj_ptrs) pointers (a stream: max_obj_ptrs)."""
+        return min(self.num_frames, self.max_obj_ptrs)
+
+    @torch.inference_mode()
+    def resize_tokens(self, k: int) -> bool:
+        """Change the tokens kept per memory frame (a new keep ratio). Stored frames keep their
+        best-scored tokens (fewer) or are padded with masked tokens (more). True if changed."""
+        if k == self.k:
+            return False
+        old = {prefix: self._token_tensors(prefix) for prefix in ("cond", "ring")}
+        old_k = self.k
+        self._allocate_tokens(k)
+        keep = min(k, old_k)
+        for prefix, (feat, idx, valid, score) in old.items():
+            order = torch.argsort(score.float() + valid.float() * 1e4, dim=-1, descending=True)[..., :keep]
+            new_feat, new_idx, new_valid, new_score = self._token_tensors(prefix)
+            new_feat[..., :keep, :] = torch.gather(feat, 2, order[..., None].expand(-1, -1, -1, feat.shape[-1]))
+            new_idx[..., :keep] = torch.gather(idx, 2, order)
+            new_valid[..., :keep] = torch.gather(valid, 2, order)
+            new_score[..., :keep] = torch.gather(score, 2, order)
+            new_valid[..., keep:] = False
+            if k > old_k:
+                getattr(self, f"{prefix}_padded")[:] = True
+        return True
+
+    def nbytes(self, rows: Optional[int] = None) -> int:
+        """Bytes held for ``rows`` objects (default: the tracked ones)."""
+        rows = self.rows if rows is None else rows
+        return int(sum(t[:rows].numel() * t.element_size() for t in self._row_tensors()))
+
+    def stored_frames(self, rows: Optional[int] = None) -> int:
+        """Memory frames held (conditioning + ring) for the tracked objects."""
+        rows = self.rows if rows is None else rows
+        return int((self.cond_frames[:rows] != NO_FRAME).sum() + (self.ring_frames[:rows] != NO_FRAME).sum())
+
+    @contextlib.contextmanager
+    def preserved(self) -> Iterator[None]:
+        """Restore every tensor afterwards (warm-up runs before a CUDA-graph capture write to it)."""
+        tensors = self._row_tensors()
+        with torch.inference_mode():
+            saved = [t.clone() for t in tensors]
+        try:
+            yield
+        finally:
+            with torch.inference_mode():
+                for t, s in zip(tensors, saved):
+                    t.copy_(s)
+
+    # ------------------------------------------------------------------ objects
+    @torch.inference_mode()
+    def add_row(self) -> int:
+        if self.rows >= self.capacity:
+            raise ValueError(f"memory bank is full ({self.capacity} objects)")
+        row = self.rows
+        self.rows += 1
+        self._clear_row(row)
+        return row
+
+    def _clear_row(self, row: int) -> None:
+        self.cond_frames[row] = NO_FRAME
+        self.ring_frames[row] = NO_FRAME
+        self.ptr_frames[row] = NO_FRAME
+        self.cond_padded[row] = False
+        self.ring_padded[row] = False
+        if self.text:
+            self.text["has_text"][row] = 0.0
+
+    @torch.inference_mode()
+    def remove_row(self, row: int) -> None:
+        """Drop one object; later rows move up by one (rows stay contiguous for batching)."""
+        last = self.rows - 1
+        if row < last:
+            for t in self._row_tensors():
+                t[row:last] = t[row + 1:last + 1].clone()
+            for arr in (self.cond_frames, self.ring_frames, self.ptr_frames, self.cond_padded,
+                        self.ring_padded):
+                arr[row:last] = arr[row + 1:last + 1].copy()
+        self._clear_row(last)
+        self.rows = last
+
+    @torch.inference_mode()
+    def set_text(self, row: int, **fields: torch.Tensor) -> bool:
+        """Store one object's text signal (``TextState.rows``: weight [C, D], bias [D], mean [C],
+        embedding [D], vector [C]). The buffers are allocated on first use; the return value
+        says whether that happened (captured steps do not know them yet)."""
+        allocate = not self.text or any(self.text[k].shape[1:] != v.shape for k, v in fields.items())
+        if allocate:
+            self.text = {k: torch.zeros(self.capacity, *v.shape, device=self.device)
+                         for k, v in fields.items()}
+            self.text["has_text"] = torch.zeros(self.capacity, device=self.device)
+        for name, value in fields.items():
+            self.text[name][row].copy_(value.to(self.device, torch.float32))
+        self.text["has_text"][row] = 1.0
+        return allocate
+
+    @torch.inference_mode()
+    def clear_text(self, row: int) -> None:
+        if self.text:
+            self.text["has_text"][row] = 0.0
+
+    # ------------------------------------------------------------------ the slot rule
+    def cond_count(self, row: int) -> int:
+        return int((self.cond_frames[row] != NO_FRAME).sum())
+
+    def layout(self, frame_idx: int, rows: slice) -> BankLayout:
+        """What frame ``frame_idx`` reads (and where it writes) for the objects in ``rows``."""
+        t = int(frame_idx)
+        row_ids = range(rows.start, rows.stop)
+        n_cond = max(1, max(self.cond_count(r) for r in row_ids))
+        shape = LayoutShape(len(row_ids), n_cond, self.ring_read, self.ptr_read)
+        t_diff_max = max(1, self.ptrs_in_attention - 1)
+        cond_order, cond_valid, ring_valid, ptr_valid, ptr_pos = [], [], [], [], []
+        padded = False
+        ring_expected = [t - self.ring_read + j for j in range(self.ring_read)]  # oldest first
+        ring_pos = [f % self.ring_len for f in ring_expected]
+        ptr_expected = [t - d for d in range(1, self.ptr_read + 1)]  # newest first
+        ptr_pos_ring = [f % self.ptr_len for f in ptr_expected]
+        for r in row_ids:
+            frames = self.cond_frames[r]
+            filled = sorted((int(f), s) for s, f in enumerate(frames) if f != NO_FRAME)
+            empty = [s for s, f in enumerate(frames) if f == NO_FRAME]
+            pad = n_cond - len(filled)
+            cond_order.extend([s for _, s in filled] + empty[:pad])
+            cond_valid.extend([True] * len(filled) + [False] * pad)
+            padded |= bool(any(self.cond_padded[r, s] for _, s in filled))
+            ring_ok = [f >= 0 and self.ring_frames[r, p] == f for f, p in zip(ring_expected, ring_pos)]
+            ring_valid.extend(ring_ok)
+            padded |= bool(any(self.ring_padded[r, p] for p, ok in zip(ring_pos, ring_ok) if ok))
+            # pointers: conditioning frames at or before t, then frames t-1, t-2, ...
+            ptr_valid.extend([f <= t for f, _ in filled] + [False] * pad)
+            ptr_valid.extend(d < self.ptrs_in_attention and f >= 0 and self.ptr_frames[r, p] == f
+                             for d, (f, p) in enumerate(zip(ptr_expected, ptr_pos_ring), start=1))
+            ptr_pos.extend([t - f for f, _ in filled] + [0] * pad + list(range(1, self.ptr_read + 1)))
+        slot_tpos = [self.num_maskmem - 1] * n_cond + list(range(self.ring_read - 1, -1, -1))
+        ints = torch.tensor(
+            cond_order + [int(v) for v in cond_valid] + ring_pos + [int(v) for v in ring_valid]
+            + ptr_pos_ring + [int(v) for v in ptr_valid] + slot_tpos
+            + [t % self.ring_len, t % self.ptr_len], dtype=torch.int64)
+        # as SAM 2 computes it: integer offsets divided by (max pointers - 1), in float32
+        floats = torch.tensor(ptr_pos, dtype=torch.int64) / t_diff_max
+        masked = padded or not (all(cond_valid) and all(ring_valid) and all(ptr_valid))
+        return BankLayout(frame_idx=t, rows=rows, shape=shape, masked=masked, ints=ints,
+                          floats=floats.to(torch.float32))
+
+    def commit_tracked(self, frame_idx: int, rows: slice) -> None:
+        """Host side of a tracking step: the step wrote frame ``frame_idx`` into the rings."""
+        self.ring_frames[rows, frame_idx % self.ring_len] = frame_idx
+        self.ring_padded[rows, frame_idx % self.ring_len] = False
+        self.ptr_frames[rows, frame_idx % self.ptr_len] = frame_idx
+
+    def cond_slot_for(self, row: int, frame_idx: int) -> int:
+        """The conditioning slot a prompt on ``frame_idx`` writes: its own, a free one, or (full)
+        the oldest one that is not the pinned first prompt."""
+        frames = self.cond_frames[row]
+        hit = np.flatnonzero(frames == frame_idx)
+        if hit.size:
+            return int(hit[0])
+        free = np.flatnonzero(frames == NO_FRAME)
+        if free.size:
+            return int(free[0])
+        order = np.argsort(frames)
+        return int(order[0] if self.max_cond == 1 else order[1])
+
+    @torch.inference_mode()
+    def write_prompt(self, row: int, frame_idx: int, feats: torch.Tensor, idx: torch.Tensor,
+                     score: torch.Tensor, obj_ptr: torch.Tensor, low_res: torch.Tensor,
+                     presence: torch.Tensor) -> None:
+        """Store a prompted frame as a conditioning frame of ``row`` (eager, outside any graph):
+        feats [k, C_mem], idx/score [k], obj_ptr [C], low_res [1, h, w], presence logit [1].
+        The frame stops being a non-conditioning memory of this object."""
+        slot = self.cond_slot_for(row, frame_idx)
+        self.cond_feat[row, slot] = feats.to(torch.bfloat16)
+        self.cond_idx[row, slot] = idx
+        self.cond_score[row, slot] = score.to(torch.float16)
+        self.cond_tok_valid[row, slot] = True
+        self.cond_ptr[row, slot] = obj_ptr.float()
+        self.prev_logits[row] = low_res.float()
+        self.presence[row] = presence.float().reshape(())
+        self.cond_frames[row, slot] = frame_idx
+        self.cond_padded[row, slot] = False
+        if self.ring_frames[row, frame_idx % self.ring_len] == frame_idx:
+            self.ring_frames[row, frame_idx % self.ring_len] = NO_FRAME
+        if self.ptr_frames[row, frame_idx % self.ptr_len] == frame_idx:
+            self.ptr_frames[row, frame_idx % self.ptr_len] = NO_FRAME

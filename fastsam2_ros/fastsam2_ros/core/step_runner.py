@@ -1,0 +1,111 @@
+"""Runs the tracker's per-frame step eagerly, or as a replayed CUDA graph per static signature.
+
+At batch 1 on a GPU, SAM 2's per-frame step is bound by kernel launches and Python, not by
+arithmetic (memory attention costs the same for 4096 or 1229 queries). With a fixed keep ratio
+and a padded bank every shape of the step is static, so it can be captured once per signature
+(objects, conditioning slots, masked or not, token counts, frame size) and replayed: one launch
+per frame, and the FLOPs that pruning removes turn into time.
+
+Capture protocol (``torch.cuda.graph``): copy inputs into static buffers, warm up twice on a side
+stream (the warm-up writes to the memory bank, so the bank is restored afterwards), capture, then
+replay for every frame after copying that frame's inputs into the same buffers. A capture that
+fails (an op that synchronises, an unsupported kernel) is logged once and that signature runs
+eagerly. Off CUDA the step runs eagerly; ``static_buffers=True`` keeps the graph's buffer
+discipline there, so the CPU tests exercise the same input/output plumbing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, ContextManager, Dict, Hashable, Optional
+
+import torch
+
+LOG = logging.getLogger(__name__)
+
+StepFn = Callable[..., Dict[str, torch.Tensor]]
+
+
+@dataclass
+class _Captured:
+    graph: Optional["torch.cuda.CUDAGraph"]
+    inputs: Dict[str, torch.Tensor]
+    outputs: Optional[Dict[str, torch.Tensor]]
+
+
+class StepRunner:
+    """Graph cache + replay for one tracker (see module docstring)."""
+
+    def __init__(self, device: torch.device, use_graphs: bool, static_buffers: bool = False,
+                 warmup_runs: int = 2) -> None:
+        self.device = device
+        self.use_graphs = bool(use_graphs) and device.type == "cuda"
+        self.static_buffers = static_buffers or self.use_graphs
+        self.warmup_runs = int(warmup_runs)
+        self._entries: Dict[Hashable, _Captured] = {}
+        self.failures: Dict[Hashable, str] = {}
+        self.capture_s = 0.0  # total time spent warming up and capturing
+
+    @property
+    def mode(self) -> str:
+        return "cuda_graph" if self.use_graphs else "eager"
+
+    def clear(self) -> None:
+        """Drop every captured step (the buffers they reference were reallocated)."""
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return sum(1 for e in self._entries.values() if e.graph is not None)
+
+    def run(self, key: Hashable, fn: StepFn, inputs: Dict[str, torch.Tensor],
+            preserve: Callable[[], ContextManager] = contextlib.nullcontext,
+            eager_fn: Optional[StepFn] = None) -> Dict[str, torch.Tensor]:
+        """Run ``fn(**inputs)`` for signature ``key``; ``preserve()`` protects state that warm-up
+        runs would change; ``eager_fn`` (e.g. with a synchronising stage timer) replaces ``fn``
+        when the step runs eagerly."""
+        entry = self._entries.get(key)
+        if entry is None and self.static_buffers:
+            entry = self._prepare(key, fn, inputs, preserve)
+        if entry is None:  # plain eager call
+            return (eager_fn or fn)(**{k: v.to(self.device, non_blocking=True) for k, v in inputs.items()})
+        for name, buf in entry.inputs.items():
+            buf.copy_(inputs[name], non_blocking=True)
+        if entry.graph is None:
+            return (eager_fn or fn)(**entry.inputs)
+        entry.graph.replay()
+        return entry.outputs
+
+    def _prepare(self, key, fn, inputs, preserve) -> _Captured:
+        static = {k: torch.empty_like(v, device=self.device) for k, v in inputs.items()}
+        entry = _Captured(graph=None, inputs=static, outputs=None)
+        if self.use_graphs and key not in self.failures:
+            t0 = time.perf_counter()
+            for name, buf in static.items():
+                buf.copy_(inputs[name])
+            try:
+                entry.graph, entry.outputs = self._capture(fn, static, preserve)
+            except Exception as exc:  # a step that cannot be captured still runs, eagerly
+                self.failures[key] = f"{type(exc).__name__}: {exc}"
+                LOG.warning("CUDA graph capture failed for step %s (%s); it runs eagerly",
+                            key, self.failures[key])
+                torch.cuda.synchronize(self.device)
+            self.capture_s += time.perf_counter() - t0
+        self._entries[key] = entry
+        return entry
+
+    def _capture(self, fn, static, preserve):
+        with preserve():
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                for _ in range(self.warmup_runs):
+                    fn(**static)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+        torch.cuda.synchronize(self.device)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outputs = fn(**static)
+        return graph, outputs

@@ -1,0 +1,111 @@
+"""The CUDA fast path on a real GPU: captured steps equal eager ones, bf16 stays close to the
+official predictor, nothing falls back. Skipped without CUDA (CI has none); ``scripts/gpu_check.sh``
+runs these on a GPU machine."""
+
+import numpy as np
+import pytest
+import torch
+
+from fastsam2_ros.core import TrackerConfig
+from fastsam2_ros.core.models import build_official_predictor, build_predictor
+from fastsam2_ros.core.official import OfficialVideoSession
+from fastsam2_ros.core.tracker import StreamingTracker
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+NUM_FRAMES = 16
+
+
+@pytest.fixture(scope="module")
+def cuda_model():
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=512,
+                        device="cuda", keep_ratio=0.3, mc_passes=0)
+    return cfg, build_predictor(cfg)
+
+
+def _run(tracker, frames, prompts, refine_at=None, pipelined=False):
+    out = []
+    for i, (obj_id, kwargs) in enumerate(prompts.items()):
+        res = tracker.add_prompt(obj_id, image=frames[0] if i == 0 else None, **kwargs)
+    out.append(res)
+    pending = None
+    for t in range(1, len(frames)):
+        if pipelined and t != refine_at:
+            nxt = tracker.submit(frames[t])
+            if pending is not None:
+                out.append(pending.result())
+            pending = nxt
+            continue
+        if pending is not None:
+            out.append(pending.result())
+            pending = None
+        res = tracker.track(frames[t])
+        if t == refine_at:
+            res = tracker.add_prompt(1, points=[[60, 75]], labels=[0])
+        out.append(res)
+    if pending is not None:
+        out.append(pending.result())
+    return out
+
+
+PROMPTS = {1: dict(points=[[40, 60]], labels=[1]), 2: dict(box=[100, 20, 140, 50])}
+
+
+def _iou(a, b):
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else np.logical_and(a, b).sum() / union
+
+
+@pytest.mark.parametrize("keep", [0.3, 1.0])
+def test_captured_step_equals_eager_step_fp32(cuda_model, video, keep):
+    cfg, model = cuda_model
+    frames = video[0][:NUM_FRAMES]
+    cfg = cfg.replace(bf16=False, keep_ratio=keep)
+    graphed = StreamingTracker(cfg, model=model, return_logits=True)
+    eager = StreamingTracker(cfg.replace(cuda_graphs=False), model=model, return_logits=True)
+    a = _run(graphed, frames, PROMPTS, refine_at=6)
+    b = _run(eager, frames, PROMPTS, refine_at=6)
+    assert graphed.step_mode == "cuda_graph" and not graphed.runner.failures
+    assert len(graphed.runner) >= 2  # padded (masked) early frames and the full bank
+    for ra, rb in zip(a, b):
+        for obj_id in (1, 2):
+            np.testing.assert_allclose(ra.logits[obj_id], rb.logits[obj_id], atol=2e-3, rtol=0)
+            assert _iou(ra.masks[obj_id], rb.masks[obj_id]) > 0.999
+
+
+def test_pipelined_submit_equals_track(cuda_model, video):
+    cfg, model = cuda_model
+    frames = video[0][:NUM_FRAMES]
+    sync = _run(StreamingTracker(cfg, model=model), frames, PROMPTS)
+    pipe = _run(StreamingTracker(cfg, model=model), frames, PROMPTS, pipelined=True)
+    assert [r.frame_index for r in pipe] == list(range(NUM_FRAMES))
+    for ra, rb in zip(sync, pipe):
+        for obj_id in (1, 2):
+            assert np.array_equal(ra.masks[obj_id], rb.masks[obj_id])
+
+
+def test_bf16_keep_one_stays_close_to_official_predictor(cuda_model, video):
+    cfg, model = cuda_model
+    frames = video[0][:NUM_FRAMES]
+    cfg = cfg.replace(keep_ratio=1.0, preprocess="pil")
+    official = build_official_predictor(cfg, state_dict=model.state_dict())
+    session = OfficialVideoSession(official, frames, autocast_bf16=True)
+    for obj_id, kwargs in PROMPTS.items():
+        session.add_prompt(0, obj_id, **kwargs)
+    ref = [m for _, m in session.propagate(0)]
+    ours = _run(StreamingTracker(cfg, model=model, num_frames_hint=len(frames)), frames, PROMPTS)
+    ious = [_iou(r.masks[o], m[o]) for r, m in zip(ours[1:], ref[1:]) for o in (1, 2)]
+    assert min(ious) >= 0.99, ious
+
+
+def test_text_only_start_and_tracking_under_bf16(cuda_model, video):
+    cfg, model = cuda_model
+    frames = video[0][:6]
+    tracker = StreamingTracker(cfg.replace(text_mode="clip_ridge", allow_random_weights=True),
+                               model=model)
+    res = tracker.add_prompt(3, text="the red ball", image=frames[0])
+    assert res.stats.auto_prompted == [3]
+    for frame in frames[1:]:
+        res = tracker.track(frame)
+        assert res.masks[3].shape == frame.shape[:2]
+    assert not tracker.runner.failures

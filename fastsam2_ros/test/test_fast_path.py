@@ -1,0 +1,334 @@
+"""The fast path on the CPU: batching, the static memory bank, the capturable step, bf16, packing.
+
+Everything the CUDA graphs replay runs here too (same code, no capture), so these tests cover the
+GPU path's logic; test_cuda_fast_path.py adds the checks that need a GPU."""
+
+import collections
+import functools
+import types
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from fastsam2_ros.core import TrackerConfig
+from fastsam2_ros.core.errors import InputError
+from fastsam2_ros.core.memory_bank import NO_FRAME, MemoryBank
+from fastsam2_ros.core.models import build_predictor
+from fastsam2_ros.core.preprocess import preprocess_on_device, preprocess_pil
+from fastsam2_ros.core.pruned_predictor import pack_mask_bits
+from fastsam2_ros.core.stats import BitMasks, FrameResult, FrameStats
+from fastsam2_ros.core.tracker import StreamingTracker
+
+
+@pytest.fixture(scope="module")
+def model128():
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=128, device="cpu",
+                        keep_ratio=0.3, mc_passes=0)
+    return cfg, build_predictor(cfg)
+
+
+def _logits(results, obj_id):
+    return np.stack([r.logits[obj_id] for r in results])
+
+
+def _stream(tracker, frames, prompts, refine=None):
+    """prompts {id: kwargs} on frame 0, then track; ``refine`` (t, id, kwargs) after frame t."""
+    out = []
+    for i, (obj_id, kwargs) in enumerate(prompts.items()):
+        res = tracker.add_prompt(obj_id, image=frames[0] if i == 0 else None, **kwargs)
+    out.append(res)
+    for t in range(1, len(frames)):
+        res = tracker.track(frames[t])
+        if refine is not None and refine[0] == t and refine[1] in tracker.objects:
+            res = tracker.add_prompt(refine[1], **refine[2])
+        out.append(res)
+    return out
+
+
+PROMPTS = {1: dict(points=[[40, 60]], labels=[1]), 2: dict(box=[100, 20, 140, 50]),
+           3: dict(points=[[120, 90]], labels=[1])}
+REFINE = (4, 1, dict(points=[[60, 75]], labels=[0]))
+
+
+def test_batched_objects_equal_objects_tracked_one_by_one(model128, video):
+    cfg, model = model128
+    frames = video[0][:10]
+    together = _stream(StreamingTracker(cfg, model=model, return_logits=True), frames, PROMPTS, REFINE)
+    for obj_id, kwargs in PROMPTS.items():
+        alone = _stream(StreamingTracker(cfg, model=model, return_logits=True), frames,
+                        {obj_id: kwargs}, REFINE)
+        np.testing.assert_allclose(_logits(together, obj_id), _logits(alone, obj_id),
+                                   atol=1e-4, rtol=0, err_msg=f"object {obj_id}")
+
+
+def test_removing_an_object_leaves_the_others_as_if_it_never_was(model128, video):
+    cfg, model = model128
+    frames = video[0][:9]
+    tracker = StreamingTracker(cfg, model=model, return_logits=True)
+    first = _stream(tracker, frames[:4], PROMPTS)
+    tracker.remove_object(2)
+    assert [o.row for o in tracker.objects.values()] == [0, 1]
+    rest = [tracker.track(f) for f in frames[4:]]
+    ref = _stream(StreamingTracker(cfg, model=model, return_logits=True), frames,
+                  {k: v for k, v in PROMPTS.items() if k != 2})
+    for obj_id in (1, 3):
+        np.testing.assert_allclose(_logits(first + rest, obj_id), _logits(ref, obj_id), atol=1e-4, rtol=0)
+    assert rest[-1].object_ids == [1, 3]
+
+
+class _OpCounter(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = collections.Counter()
+
+    def __torch_dispatch__(self, func, types_, args=(), kwargs=None):
+        self.ops[func.__name__.split(".")[0]] += 1
+        return func(*args, **(kwargs or {}))
+
+
+#: ops that read a device value on the host, or copy host data in: not allowed in a CUDA graph
+HOST_SYNC_OPS = {"_local_scalar_dense", "item", "nonzero", "masked_select", "is_nonzero", "equal",
+                 "lift_fresh", "lift_fresh_copy", "_assert_async", "unique", "_unique2"}
+
+
+@pytest.mark.parametrize("keep,text", [(0.3, "red ball"), (1.0, None)])
+def test_tracking_step_never_synchronises_with_the_host(video, keep, text):
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=128, device="cpu",
+                        keep_ratio=keep, mc_passes=2)
+    model = build_predictor(cfg)
+    tracker = StreamingTracker(cfg, model=model)
+    frames = video[0]
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0], text=text)
+    tracker.add_prompt(2, box=[100, 20, 140, 50])
+    counters = []
+    real = model.track_objects
+
+    def counted(*args, **kwargs):
+        counters.append(_OpCounter())
+        with counters[-1]:
+            return real(*args, **kwargs)
+
+    model.track_objects = counted
+    for t in range(1, 4):
+        tracker.track(frames[t])
+    assert len(counters) == 3
+    used = collections.Counter()
+    for c in counters:
+        used.update(c.ops)
+    assert used["scaled_dot_product_attention"] > 0  # the spy saw the step
+    assert not {op: n for op, n in used.items() if op in HOST_SYNC_OPS}
+
+
+def test_mask_bits_round_trip_for_many_objects():
+    g = torch.Generator().manual_seed(0)
+    low = torch.randn(11, 1, 16, 16, generator=g) * 3
+    bits = pack_mask_bits(low, (30, 41), 0.0)
+    assert bits.dtype == torch.uint8 and bits.shape == (2, 30, 41)
+    want = (F.interpolate(low, size=(30, 41), mode="bilinear", align_corners=False)[:, 0] > 0).numpy()
+    ids = [5, 9, 1, 2, 3, 4, 6, 7, 8, 10, 11]
+    masks = BitMasks(bits.numpy(), ids)
+    assert list(masks) == ids and len(masks) == 11
+    for i, obj_id in enumerate(ids):
+        assert np.array_equal(masks[obj_id], want[i])
+    as_dict = {o: want[i] for i, o in enumerate(ids)}
+    stats = FrameStats()
+    fast = FrameResult(0, masks, {}, stats)
+    slow = FrameResult(0, as_dict, {}, stats)
+    assert np.array_equal(fast.union_mask(), slow.union_mask())
+    assert np.array_equal(fast.label_image(), slow.label_image())
+    single = BitMasks(pack_mask_bits(low[:1], (30, 41), 0.0).numpy(), [7])
+    assert single[7].dtype == np.bool_ and np.array_equal(single[7], want[0])
+
+
+def _fake_model(image_size=64):
+    return types.SimpleNamespace(memory_temporal_stride_for_eval=1, num_maskmem=7,
+                                 max_obj_ptrs_in_encoder=16, image_size=image_size, mem_dim=64,
+                                 hidden_dim=256)
+
+
+def _unpacked(layout):
+    from fastsam2_ros.core.memory_bank import unpack_layout
+
+    return {k: v.tolist() for k, v in unpack_layout(layout.shape, layout.ints, layout.floats).items()}
+
+
+def test_memory_bank_reads_what_sam2_reads():
+    bank = MemoryBank(_fake_model(), max_objects=3, max_cond_frames=2, tokens_per_frame=5,
+                      device=torch.device("cpu"), num_frames=2 ** 31 - 1)
+    row = bank.add_row()
+    feats, idx, score = torch.zeros(5, 64), torch.arange(5), torch.zeros(5)
+
+    def prompt(t):
+        bank.write_prompt(row, t, feats, idx, score, torch.zeros(256), torch.zeros(1, 16, 16),
+                          torch.ones(1))
+
+    prompt(0)
+    for t in range(1, 10):
+        bank.commit_tracked(t, slice(0, 1))
+    lay = bank.layout(10, slice(0, 1))
+    got = _unpacked(lay)
+    # recent memories: frames 4..9 (oldest first), all stored; temporal slots 5..0
+    assert [bank.ring_frames[row, p] for p in got["ring_order"]] == [4, 5, 6, 7, 8, 9]
+    assert got["ring_valid"] == [[True] * 6]
+    assert got["slot_tpos"] == [6, 5, 4, 3, 2, 1, 0]
+    # pointers: the prompt (10 frames back), then frames 9..1; frames before 1 do not exist
+    assert got["ptr_valid"] == [[True] + [True] * 9 + [False] * 6]
+    np.testing.assert_allclose(got["ptr_pos"][0][:3], [10 / 15, 1 / 15, 2 / 15], rtol=1e-6)
+    assert lay.masked  # pointer slots are still empty
+    assert got["write_ring"] == [10 % 7] and got["write_ptr"] == [10 % 16]
+    # a refinement on frame 10 (already tracked) reads frames 4..9 and becomes a conditioning frame
+    bank.commit_tracked(10, slice(0, 1))
+    refine = _unpacked(bank.layout(10, slice(0, 1)))
+    assert refine["ring_valid"] == [[True] * 6]  # frame 10's own memory is not read
+    prompt(10)
+    after = _unpacked(bank.layout(11, slice(0, 1)))
+    assert sorted(bank.cond_frames[row]) == [0, 10]
+    # frame 10 is read as a conditioning frame, not as a recent one; its pointer likewise
+    assert [bank.ring_frames[row, p] for p in after["ring_order"]][-1] == NO_FRAME
+    assert after["ring_valid"] == [[True] * 5 + [False]]
+    assert after["ptr_valid"][0][:3] == [True, True, False]
+    # a full conditioning set keeps the first prompt and replaces the oldest other one
+    prompt(12)
+    assert sorted(bank.cond_frames[row]) == [0, 12]
+
+
+def test_memory_bank_pads_mixed_objects_and_stays_unmasked_when_full():
+    bank = MemoryBank(_fake_model(), max_objects=2, max_cond_frames=3, tokens_per_frame=4,
+                      device=torch.device("cpu"), num_frames=2 ** 31 - 1)
+    a, b = bank.add_row(), bank.add_row()
+    args = (torch.zeros(4, 64), torch.arange(4), torch.zeros(4), torch.zeros(256),
+            torch.zeros(1, 16, 16), torch.ones(1))
+    bank.write_prompt(a, 0, *args)
+    bank.write_prompt(b, 0, *args)
+    bank.write_prompt(a, 1, *args)
+    for t in range(2, 20):
+        bank.commit_tracked(t, slice(0, 2))
+    lay = bank.layout(20, slice(0, 2))
+    got = _unpacked(lay)
+    assert lay.shape.n_cond == 2 and got["cond_valid"] == [[True, True], [True, False]]
+    assert lay.masked  # object b's second conditioning slot is padding
+    bank.remove_row(a)
+    full = bank.layout(20, slice(0, 1))
+    assert full.shape.rows == 1 and full.shape.n_cond == 1 and not full.masked
+    # few-frame clips read min(num_frames, 16) pointers, as SAM 2 does
+    bank.set_num_frames(5)
+    short = _unpacked(bank.layout(20, slice(0, 1)))
+    assert sum(short["ptr_valid"][0]) == 1 + 4
+    np.testing.assert_allclose(short["ptr_pos"][0][1], 1 / 4, rtol=1e-6)
+
+
+def test_keep_ratio_changes_mid_stream(model128, video):
+    cfg, model = model128
+    frames = video[0]
+    tracker = StreamingTracker(cfg, model=model)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    sizes = []
+    for t, keep in zip(range(1, 13), [0.3] * 3 + [0.5] * 3 + [1.0] * 3 + [0.1] * 3):
+        tracker.set_keep_ratio(keep)
+        res = tracker.track(frames[t])
+        assert res.stats.tokens_kept == {1: max(1, round(keep * 64))}
+        assert tracker.bank.k == max(1, round(keep * 64))
+        sizes.append(res.stats.bank_bytes)
+        assert res.masks[1].shape == frames[0].shape[:2]
+    assert sizes[0] < sizes[3] < sizes[6] and sizes[9] < sizes[0]
+
+
+def test_points_on_one_frame_are_capped(model128, video):
+    cfg, model = model128
+    frames = video[0]
+    tracker = StreamingTracker(cfg, model=model)
+    tracker.add_prompt(1, points=[[40, 60]] * 60, labels=[1] * 60, image=frames[0])
+    for _ in range(4):
+        tracker.add_prompt(1, points=[[41, 61]], labels=[1])
+    with pytest.raises(InputError, match="at most 64"):
+        tracker.add_prompt(1, points=[[42, 62]], labels=[0])
+    tracker.track(frames[1])  # a new frame starts a new set of clicks
+    tracker.add_prompt(1, points=[[42, 62]], labels=[0])
+
+
+def test_bf16_autocast_text_start_clicks_and_tracking(video):
+    """bf16 tensors reach every host conversion, as under CUDA autocast."""
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=128, device="cpu",
+                        keep_ratio=0.3, mc_passes=2, text_mode="clip_ridge", clip_refresh_interval=2)
+    tracker = StreamingTracker(cfg)
+    frames = video[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        res = tracker.add_prompt(3, text="the red ball", image=frames[0])
+        assert res.stats.auto_prompted == [3]
+        tracker.add_prompt(4, box=[100, 20, 140, 50], text="a green box")
+        for t in range(1, 5):
+            res = tracker.track(frames[t])
+            assert set(res.masks) == {3, 4} and res.masks[3].dtype == np.bool_
+        res = tracker.add_prompt(3, points=[[60, 75]], labels=[0])
+        assert np.isfinite(list(res.scores.values())).all()
+    assert tracker.objects[3].text_frame == 4  # clip_refresh_interval refitted the text map
+    tracker.remove_object(3)  # outside the tracker's inference mode, with text buffers in the bank
+    tracker.set_keep_ratio(0.5)
+    tracker.reset()
+
+
+def test_device_preprocessing_matches_sams_pil_loader(video):
+    """PIL's default filter is bicubic; a bilinear resize would be off by up to 20 levels on most
+    pixels of these frames. Ours is off by at most one level, on a few values in 10^4."""
+    for image in video[0][:3]:
+        for size in (256, 128, 64):
+            a = preprocess_pil(image, size)
+            b = preprocess_on_device(torch.from_numpy(image), size)[0]
+            levels = (a - b).abs() * 255 * torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+            assert float(levels.max()) <= 1.001
+            assert float((levels > 1e-3).float().mean()) < 1e-3
+
+
+def test_pipelined_submit_equals_track(model128, video):
+    cfg, model = model128
+    frames = video[0][:8]
+    sync = StreamingTracker(cfg, model=model)
+    sync.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    want = [sync.track(f) for f in frames[1:]]
+    pipe = StreamingTracker(cfg, model=model)
+    pipe.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    pending = [pipe.submit(f) for f in frames[1:3]]
+    got = [p.result() for p in pending] + [pipe.track(f) for f in frames[3:]]
+    for a, b in zip(want, got):
+        assert a.frame_index == b.frame_index and np.array_equal(a.masks[1], b.masks[1])
+    late = pipe.submit(frames[0])
+    pipe.submit(frames[1]).result()
+    with pytest.raises(InputError, match="order"):
+        late.result()
+
+
+def test_modules_that_torch_compile_compiles_trace_as_whole_graphs(video, monkeypatch):
+    """torch_compile=all compiles these with fullgraph=True; dynamo's tracing (the eager backend:
+    no code generation) must see no graph break in any of them, with masks and bf16 autocast."""
+    from fastsam2_ros.core import models, pruned_attention
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=64, device="cpu",
+                        keep_ratio=0.3, mc_passes=2)
+    model = build_predictor(cfg)
+    wrapped = {name: models.CompiledOrEager(name, getattr(model, name).forward)
+               for name in ("image_encoder", "sam_prompt_encoder", "sam_mask_decoder", "memory_encoder")}
+    for name, fn in wrapped.items():
+        getattr(model, name).forward = fn
+    model.compiled_memory_attention = models.CompiledOrEager(
+        "memory_attention", pruned_attention.pruned_memory_attention)
+    tracker = StreamingTracker(cfg, model=model)
+    frames = video[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+        tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+        tracker.add_prompt(2, box=[100, 20, 140, 50])
+        tracker.track(frames[1])
+    assert models.compile_errors(model) == {}
+
+
+def test_a_failing_compile_falls_back_to_eager(caplog):
+    from fastsam2_ros.core.models import CompiledOrEager
+
+    wrapped = CompiledOrEager("toy", lambda x: x + 1)
+    wrapped.compiled = lambda x: (_ for _ in ()).throw(RuntimeError("inductor exploded"))
+    assert wrapped(torch.ones(2)).tolist() == [2.0, 2.0]
+    assert "inductor exploded" in wrapped.error and "runs eagerly" in caplog.text
+    assert wrapped(torch.zeros(1)).tolist() == [1.0]  # and stays eager

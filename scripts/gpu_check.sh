@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The whole GPU check in one go, on a machine with a CUDA GPU:
+#   benchmarks (tiny: 1 and 4 objects; large: 1 object; a 600-frame memory soak), the CUDA-only
+#   tests, and optionally sam2's compiled predictor. JSON and logs go to OUT (default benchmarks/).
+#
+#   scripts/run.sh bash scripts/gpu_check.sh                       # in the project's environment
+#   WHEELS=dir FRAMES=dir OUT=dir bash scripts/gpu_check.sh        # an offline GPU box with torch:
+#                                                                  # installs the wheels in WHEELS first
+# Each step has its own time limit and a failing step does not stop the others. Environment:
+#   FRAMES (default ../shared/data/bedroom), N frames (60), SIZE (1024), SOAK frames (600),
+#   COMPILE=1 also measures torch_compile=all: a cold start (empty kernel cache) and a restart,
+#   VOS=seconds to give sam2's torch.compile'd predictor (default 0: skipped), STEP_LIMIT (420 s),
+#   BUDGET=seconds after which optional steps (compile, VOS) are skipped (default 100000).
+set -u
+cd "$(dirname "$0")/.."
+OUT="${OUT:-benchmarks}"
+FRAMES="${FRAMES:-../shared/data/bedroom}"
+N="${N:-60}"
+SIZE="${SIZE:-1024}"
+SOAK="${SOAK:-600}"
+VOS="${VOS:-0}"
+STEP_LIMIT="${STEP_LIMIT:-420}"
+COMPILE="${COMPILE:-0}"
+BUDGET="${BUDGET:-100000}"
+TAG="${TAG:-gpu}"
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
+if [ -n "${WHEELS:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/fastsam2_site "$WHEELS"/*.whl \
+    || { echo "installing the wheels from $WHEELS failed" >&2; exit 1; }
+  export PYTHONPATH="/tmp/fastsam2_site:$PWD/fastsam2_ros${PYTHONPATH:+:$PYTHONPATH}"
+fi
+PY="${PYTHON:-python3}"
+"$PY" - <<'EOF' || exit 1
+import torch, sam2, fastsam2_ros.core
+assert torch.cuda.is_available(), "no CUDA device"
+print("torch", torch.__version__, "|", torch.cuda.get_device_name(), "| sam2", sam2.__file__)
+EOF
+
+status=()
+step() {  # step NAME ARGS...: one bench run, JSON + log under OUT
+  local name="$1"; shift
+  local t0=$SECONDS
+  timeout "$STEP_LIMIT" "$PY" -m fastsam2_ros.bench --random-weights --device cuda \
+      --frames "$FRAMES" --max-frames "$N" --image-size "$SIZE" \
+      --json "$OUT/${TAG}_${name}.json" "$@" >"$OUT/${TAG}_${name}.log" 2>&1
+  local rc=$?
+  status+=("$name rc=$rc $((SECONDS - t0))s")
+  grep -v "^  warnings.warn\|UserWarning" "$OUT/${TAG}_${name}.log" | tail -n 14
+}
+
+step tiny_1obj --model tiny --click 210,350 --keep-ratios 0.1,0.3,0.5
+step tiny_4obj --model tiny --objects 4 --click "210,350;620,260;450,420;800,150" --keep-ratios 0.3
+step large_1obj --model large --click 210,350 --keep-ratios 0.3
+step tiny_soak --model tiny --click 210,350 --modes pruned --keep-ratios 0.3 --soak "$SOAK" --no-profile
+
+t0=$SECONDS
+timeout "$STEP_LIMIT" "$PY" -m pytest fastsam2_ros/test/test_cuda_fast_path.py -q -p no:cacheprovider \
+    >"$OUT/${TAG}_cuda_tests.log" 2>&1
+status+=("cuda_tests rc=$? $((SECONDS - t0))s")
+tail -n 6 "$OUT/${TAG}_cuda_tests.log"
+
+if [ "$COMPILE" != "0" ]; then  # cold start with an empty kernel cache, then a restart that reuses it
+  for model in tiny large; do
+    cache="$(mktemp -d)"
+    if [ $SECONDS -lt "$BUDGET" ]; then
+      step "${model}_compile_cold" --model $model --click 210,350 --keep-ratios 0.3 --torch-compile all \
+          --compile-cache-dir "$cache" --no-profile
+      step "${model}_compile_restart" --model $model --click 210,350 --keep-ratios 0.3 --torch-compile all \
+          --compile-cache-dir "$cache" --no-profile
+    fi
+  done
+fi
+if [ "$VOS" != "0" ] && [ $SECONDS -lt "$BUDGET" ]; then
+  step tiny_official_vos --model tiny --click 210,350 --modes official --official-vos \
+      --vos-time-limit "$VOS" --no-profile
+fi
+printf '%s\n' "${status[@]}"
