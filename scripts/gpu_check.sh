@@ -10,7 +10,8 @@
 #   FRAMES (default ../shared/data/bedroom), N frames (60), SIZE (1024), SOAK frames (600),
 #   COMPILE=1 also measures torch_compile=all: a cold start (empty kernel cache) and a restart,
 #   VOS=seconds to give sam2's torch.compile'd predictor (default 0: skipped), STEP_LIMIT (420 s),
-#   BUDGET=seconds after which optional steps (compile, VOS) are skipped (default 100000).
+#   BUDGET=seconds after which optional steps (compile, VOS) are skipped (default 100000),
+#   ARCHIVE=file.tgz: packs OUT into it after every step (for machines that return few files).
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks}"
@@ -47,7 +48,9 @@ step() {  # step NAME ARGS...: one bench run, JSON + log under OUT
   local rc=$?
   status+=("$name rc=$rc $((SECONDS - t0))s")
   grep -v "^  warnings.warn\|UserWarning" "$OUT/${TAG}_${name}.log" | tail -n 14
+  pack
 }
+pack() { if [ -n "${ARCHIVE:-}" ]; then tar czf "$ARCHIVE" -C "$OUT" .; fi; }
 
 step tiny_1obj --model tiny --click 210,350 --keep-ratios 0.1,0.3,0.5
 step tiny_4obj --model tiny --objects 4 --click "210,350;620,260;450,420;800,150" --keep-ratios 0.3
@@ -59,6 +62,7 @@ timeout "$STEP_LIMIT" "$PY" -m pytest fastsam2_ros/test/test_cuda_fast_path.py -
     >"$OUT/${TAG}_cuda_tests.log" 2>&1
 status+=("cuda_tests rc=$? $((SECONDS - t0))s")
 tail -n 6 "$OUT/${TAG}_cuda_tests.log"
+pack
 
 if [ "$COMPILE" != "0" ]; then  # cold start with an empty kernel cache, then a restart that reuses it
   for model in tiny large; do
