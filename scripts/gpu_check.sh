@@ -50,7 +50,9 @@ step() {  # step NAME ARGS...: one bench run, JSON + log under OUT
   grep -v "^  warnings.warn\|UserWarning" "$OUT/${TAG}_${name}.log" | tail -n 14
   pack
 }
-pack() { if [ -n "${ARCHIVE:-}" ]; then tar czf "$ARCHIVE" -C "$OUT" .; fi; }
+pack() {  # (an archive inside OUT is left out of itself)
+  if [ -n "${ARCHIVE:-}" ]; then tar czf "$ARCHIVE" --exclude="./$(basename "$ARCHIVE")" -C "$OUT" .; fi
+}
 
 step tiny_1obj --model tiny --click 210,350 --keep-ratios 0.1,0.3,0.5
 step tiny_4obj --model tiny --objects 4 --click "210,350;620,260;450,420;800,150" --keep-ratios 0.3
