@@ -66,7 +66,7 @@ class TestTrackerLaunch(unittest.TestCase):
     def test_mask_published_with_input_header(self):
         from rclpy.executors import SingleThreadedExecutor
 
-        from fastsam2_ros.ros.conversions import image_to_numpy, numpy_to_image
+        from fastsam2_ros.image_messages import image_to_numpy, numpy_to_image
 
         got = []
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)

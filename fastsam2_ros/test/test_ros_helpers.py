@@ -35,7 +35,7 @@ def test_prompt_msg_to_request():
 
 
 def test_prompt_msg_with_mask():
-    from fastsam2_ros.ros.conversions import numpy_to_image
+    from fastsam2_ros.image_messages import numpy_to_image
 
     m = np.zeros((4, 5), np.uint8)
     m[1:3, 1:4] = 255

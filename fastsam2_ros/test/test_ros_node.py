@@ -37,7 +37,7 @@ from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
 from fastsam2_msgs.msg import Prompt, TrackerStats  # noqa: E402
 from fastsam2_msgs.srv import AddObject, RemoveObject  # noqa: E402
-from fastsam2_ros.ros.conversions import image_to_numpy, numpy_to_image, rgb_to_compressed  # noqa: E402
+from fastsam2_ros.image_messages import image_to_numpy, numpy_to_image, rgb_to_compressed  # noqa: E402
 
 NS = "/t"
 H, W = 60, 80

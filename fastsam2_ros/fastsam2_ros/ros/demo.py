@@ -165,7 +165,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from fastsam2_msgs.srv import AddObject
     from sensor_msgs.msg import Image
 
-    from .conversions import image_to_numpy, numpy_to_image
+    from ..image_messages import image_to_numpy, numpy_to_image
     from .tracker_node import TrackerNode
 
     overrides = {"publish_overlay": True, "auto_start": False}

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..core.errors import InputError
-from .conversions import mask_from_image
+from ..image_messages import mask_from_image
 
 MAX_OBJECT_ID = 65535  # the label image is mono16: pixel value = object id
 MAX_POINTS = 64
