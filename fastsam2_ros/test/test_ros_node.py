@@ -234,7 +234,7 @@ def test_queued_prompt_then_padded_bgr_frame(h):
     p, node = h.probe, h.node
     assert p.call(p.reset, Trigger.Request()).success
     p.prompt.publish(prompt_msg(1, True, points=[(30, 30)]))
-    assert wait_for(lambda: len(node._pending) == 1, 10.0), "prompt did not reach the node"
+    assert wait_for(lambda: len(node._worker._pending) == 1, 10.0), "prompt did not reach the node"
     key = p.publish_frame(encoding="bgr8", pad=5)  # row padding must be handled
     out = p.wait_outputs(key)
     _, lab = check_images(out, key)
@@ -264,11 +264,10 @@ def test_stats_consistent_with_tracker(h):
     out2 = p.wait_outputs(key2)
     st1, st2 = out["stats"], out2["stats"]
     assert st2.frame_index == st1.frame_index + 1
-    with node._tracker_lock:  # no frame in flight: the stats describe the tracker's state
-        tr = node._tracker
-        bank = tr.memory_bank_size()
-        assert st2.frame_index == tr.frame_index
-        assert list(st2.object_ids) == sorted(tr.object_ids)
+    tr = node._tracker  # no frame in flight: the stats describe the tracker's state
+    bank = tr.memory_bank_size()
+    assert st2.frame_index == tr.frame_index
+    assert list(st2.object_ids) == sorted(tr.object_ids)
     assert (st2.bank_frames, st2.bank_tokens, st2.bank_bytes) == (bank["frames"], bank["tokens"], bank["bytes"])
     assert st2.bank_frames >= 2 and st2.bank_bytes > 0
     assert 0 < st2.tokens_kept[0] <= st2.tokens_total
@@ -365,7 +364,7 @@ def test_bad_inputs_are_survived(h):
     bad = []
     for enc, hh, ww, step, n in (("rgb8", H, W, 3 * W, 10),       # data shorter than step*height
                                  ("rgb8", H, W, 3 * W - 1, 3 * W * H),  # step smaller than a row
-                                 ("yuv422", H, W, 2 * W, 2 * W * H),    # unsupported encoding
+                                 ("32FC1", H, W, 4 * W, 4 * W * H),      # no colour meaning
                                  ("rgb8", 0, 0, 0, 0)):                 # empty
         m = Image()
         m.header = p.next_header()
@@ -433,7 +432,7 @@ def test_diagnostics_published(h):
     ours = [s for d in p.got("diag") for s in d.status if s.name.startswith("/t/fastsam2_tracker")]
     assert ours
     keys = {kv.key for kv in ours[-1].values}
-    assert {"rate_hz", "latency_ms_mean", "tokens_kept_mean", "memory_bank_frames", "memory_bank_bytes",
+    assert {"rate_hz", "latency_ms_mean", "tokens_kept_mean", "bank_frames", "bank_bytes",
             "gpu_memory_bytes", "frames_dropped", "bad_inputs", "state"} <= keys
     vals = {kv.key: kv.value for kv in ours[-1].values}
     assert vals["state"] == "active" and int(vals["frames_processed"]) > 0
