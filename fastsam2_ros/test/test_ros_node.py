@@ -11,7 +11,6 @@ import math
 import os
 import threading
 import time
-from collections import defaultdict
 
 import numpy as np
 import pytest
@@ -23,132 +22,27 @@ rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("fastsam2_msgs.msg", reason="fastsam2_msgs not built (scripts/setup_env.sh)")
 pytest.importorskip("sam2")
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import Point, PointStamped  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor  # noqa: E402
-from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
+from ros_probe import (H, W, Probe, add_request, frame_rgb, prompt_msg,  # noqa: E402
+                       wait_for)
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
-from fastsam2_msgs.msg import Prompt, TrackerStats  # noqa: E402
-from fastsam2_msgs.srv import AddObject, RemoveObject  # noqa: E402
-from fastsam2_ros.image_messages import image_to_numpy, numpy_to_image, rgb_to_compressed  # noqa: E402
+from fastsam2_msgs.srv import RemoveObject  # noqa: E402
+from fastsam2_ros.image_messages import image_to_numpy  # noqa: E402
 
 NS = "/t"
-H, W = 60, 80
-OUT_TIMEOUT = 90.0  # generous: CI machines are shared; waits end as soon as the message is there
 TINY_CLIP = "fs2rostest-tiny-vit"
 TINY_CLIP_CFG = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 64, "head_width": 16, "layers": 2},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 1},
 }
-
-
-def wait_for(cond, timeout=OUT_TIMEOUT, step=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return bool(cond())
-
-
-def frame_rgb(seed=0, shift=0):
-    rng = np.random.default_rng(seed)
-    img = (rng.random((H, W, 3)) * 60 + 60).astype(np.uint8)
-    yy, xx = np.mgrid[:H, :W]
-    img[(xx - 30 - shift) ** 2 + (yy - 30) ** 2 < 12 ** 2] = (220, 40, 40)
-    return img
-
-
-class Probe(Node):
-    """Publishes inputs, records outputs (keyed by topic), calls services."""
-
-    def __init__(self, ctx):
-        super().__init__("fastsam2_test_probe", context=ctx)
-        self.lock = threading.Lock()
-        self.msgs = defaultdict(list)
-        rel = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-        # a reliable image publisher must connect to the node's best-effort (sensor-data) subscription
-        self.image = self.create_publisher(Image, f"{NS}/image", rel)
-        self.compressed = self.create_publisher(CompressedImage, f"{NS}/image/compressed",
-                                                qos_profile_sensor_data)
-        self.prompt = self.create_publisher(Prompt, f"{NS}/prompt", 10)
-        self.text = self.create_publisher(String, f"{NS}/text_prompt", 10)
-        self.click = self.create_publisher(Point, f"{NS}/click", 10)
-        self.clicked = self.create_publisher(PointStamped, "/clicked_point", 10)
-        self.info = self.create_publisher(CameraInfo, f"{NS}/camera_info", qos_profile_sensor_data)
-        for name, typ in (("mask", Image), ("labels", Image), ("overlay", Image),
-                          ("stats", TrackerStats)):
-            self.create_subscription(typ, f"{NS}/{name}", self._rec(name), rel)
-        self.create_subscription(DiagnosticArray, "/diagnostics", self._rec("diag"), 50)
-        self.add = self.create_client(AddObject, f"{NS}/add_object")
-        self.remove = self.create_client(RemoveObject, f"{NS}/remove_object")
-        self.reset = self.create_client(Trigger, f"{NS}/reset")
-        self.enable = self.create_client(SetBool, f"{NS}/enable")
-        self.change_state = self.create_client(ChangeState, f"{NS}/fastsam2_tracker/change_state")
-        self.get_state = self.create_client(GetState, f"{NS}/fastsam2_tracker/get_state")
-        self.stamp_sec = 1000
-
-    def _rec(self, name):
-        def cb(msg):
-            with self.lock:
-                self.msgs[name].append(msg)
-        return cb
-
-    def got(self, name):
-        with self.lock:
-            return list(self.msgs[name])
-
-    def by_stamp(self, name, key):
-        return [m for m in self.got(name) if (m.header.stamp.sec, m.header.stamp.nanosec) == key]
-
-    def next_header(self, frame_id="cam_optical"):
-        from std_msgs.msg import Header
-
-        self.stamp_sec += 1
-        h = Header(frame_id=frame_id)
-        h.stamp.sec, h.stamp.nanosec = self.stamp_sec, 123456
-        return h
-
-    def publish_frame(self, rgb=None, encoding="rgb8", pad=0, frame_id="cam_optical"):
-        rgb = frame_rgb() if rgb is None else rgb
-        header = self.next_header(frame_id)
-        if encoding == "compressed":
-            self.compressed.publish(rgb_to_compressed(rgb, "png", header))
-            return (header.stamp.sec, header.stamp.nanosec)
-        arr = {"rgb8": rgb, "bgr8": rgb[:, :, ::-1],
-               "rgba8": np.dstack([rgb, np.full((H, W), 255, np.uint8)]),
-               "bgra8": np.dstack([rgb[:, :, ::-1], np.full((H, W), 255, np.uint8)]),
-               "mono8": rgb[:, :, 0], "mono16": rgb[:, :, 0].astype(np.uint16) * 257}[encoding]
-        msg = numpy_to_image(np.ascontiguousarray(arr), encoding, header)
-        if pad:
-            row = msg.step
-            data = bytes(msg.data)
-            padded = b"".join(data[r * row:(r + 1) * row] + b"\xAB" * pad for r in range(msg.height))
-            import array
-
-            msg.step = row + pad
-            msg.data = array.array("B", padded)
-        self.image.publish(msg)
-        return (header.stamp.sec, header.stamp.nanosec)
-
-    def wait_outputs(self, key, names=("mask", "labels", "overlay", "stats"), timeout=OUT_TIMEOUT):
-        ok = wait_for(lambda: all(self.by_stamp(n, key) for n in names), timeout)
-        assert ok, f"no outputs {names} for stamp {key}: got {[(n, len(self.got(n))) for n in names]}"
-        return {n: self.by_stamp(n, key)[-1] for n in names}
-
-    def call(self, client, request, timeout=OUT_TIMEOUT):
-        assert client.wait_for_service(timeout_sec=10.0), f"service {client.srv_name} not available"
-        fut = client.call_async(request)
-        assert wait_for(fut.done, timeout), f"{client.srv_name} did not answer"
-        return fut.result()
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +67,7 @@ def h(tmp_path_factory):
                   diagnostics_warn_hold=1.0)
     node = TrackerNode(context=ctx, namespace=NS,
                        parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-    probe = Probe(ctx)
+    probe = Probe(ctx, NS)
     ex = MultiThreadedExecutor(num_threads=4, context=ctx)
     ex.add_node(node)
     ex.add_node(probe)
@@ -192,22 +86,6 @@ def h(tmp_path_factory):
     probe.destroy_node()
     rclpy.shutdown(context=ctx)
     thread.join(timeout=5.0)
-
-
-def prompt_msg(obj_id=1, new=True, points=(), labels=None, text="", box=None):
-    m = Prompt()
-    m.object_id, m.new_object, m.text = obj_id, new, text
-    m.points = [Point(x=float(x), y=float(y)) for x, y in points]
-    m.labels = list(labels if labels is not None else [1] * len(points))
-    if box is not None:
-        m.has_box, m.box = True, [float(v) for v in box]
-    return m
-
-
-def add_request(**kw):
-    req = AddObject.Request()
-    req.prompt = prompt_msg(**kw)
-    return req
 
 
 def check_images(out, key, frame_id="cam_optical"):
