@@ -163,6 +163,7 @@ class TrackerNode(LifecycleNode):
                 self.health.state = "inactive"
                 return TransitionCallbackReturn.FAILURE
         self.health.reset_counters()
+        activated = super().on_activate(state)  # the lifecycle publishers first: no frame is lost
         self._worker = FrameWorker(
             self._tracker, decode=_decode, publish=self._publish, health=self.health,
             logger=self.get_logger(), bad_input=self._bad_input, worker_error=self._worker_error,
@@ -174,7 +175,7 @@ class TrackerNode(LifecycleNode):
         self.get_logger().info(f"active: listening on {self.resolve_topic_name('image')} "
                                f"({self._settings['image_reliability']}, depth "
                                f"{self._settings['image_depth']})")
-        return super().on_activate(state)
+        return activated
 
     @_transition
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
