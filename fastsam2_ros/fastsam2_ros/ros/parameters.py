@@ -52,8 +52,9 @@ TRACKER_PARAMETER_DOCS: Dict[str, Dict[str, Any]] = {
                                  "is given (tests/smoke runs only: masks are meaningless)"),
     "device": dict(description="Torch device: auto (cuda if available) | cpu | cuda | cuda:N"),
     "bf16": dict(description="bfloat16 autocast on CUDA (ignored on CPU)"),
-    "image_size": dict(description="SAM 2 input side in pixels (multiple of 16, >= 64; 1024 is the "
-                       "trained resolution)"),
+    "image_size": dict(description="SAM 2 input side in pixels, a multiple of 32 (the image "
+                       "encoder's stride; other sizes fail inside sam2); 1024 is the trained "
+                       "resolution"),
     "preprocess": dict(description="Resize + normalisation of each frame: auto (on the GPU under "
                        "CUDA, else pil) | pil (sam2's exact loader) | device"),
     "cuda_graphs": dict(description="CUDA: replay the per-frame step as captured CUDA graphs "
