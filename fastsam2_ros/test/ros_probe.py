@@ -3,6 +3,7 @@ records every output, calls the services. Shared by the node test modules (impor
 test module itself)."""
 
 import array
+import contextlib
 import threading
 import time
 from collections import defaultdict
@@ -148,3 +149,38 @@ def add_request(**kw):
     return req
 
 
+
+
+@contextlib.contextmanager
+def running_node(domain_id, ns, params, tracker_factory=None):
+    """A started TrackerNode (configured + active) and a discovered Probe on their own context,
+    spun by a MultiThreadedExecutor in a background thread; torn down on exit."""
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from fastsam2_ros.ros.tracker_node import TrackerNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain_id)
+    node = TrackerNode(context=ctx, namespace=ns, tracker_factory=tracker_factory,
+                       parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    probe = Probe(ctx, ns)
+    ex = MultiThreadedExecutor(num_threads=4, context=ctx)
+    ex.add_node(node)
+    ex.add_node(probe)
+    thread = threading.Thread(target=ex.spin, daemon=True)
+    thread.start()
+    try:
+        assert node.autostart(), node.health.fatal
+        assert wait_for(lambda: probe.image.get_subscription_count() > 0
+                        and probe.prompt.get_subscription_count() > 0
+                        and probe.count_publishers(f"{ns}/stats") > 0
+                        and probe.count_publishers(f"{ns}/mask") > 0, 20.0), "discovery failed"
+        yield node, probe, ctx
+    finally:
+        ex.shutdown(timeout_sec=5.0)
+        node.destroy_node()
+        probe.destroy_node()
+        rclpy.shutdown(context=ctx)
+        thread.join(timeout=5.0)

@@ -9,7 +9,6 @@ and share the node (loading the model once keeps the module well under a minute 
 import json
 import math
 import os
-import threading
 import time
 
 import numpy as np
@@ -25,9 +24,8 @@ pytest.importorskip("sam2")
 from geometry_msgs.msg import Point, PointStamped  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from ros_probe import (H, W, Probe, add_request, frame_rgb, prompt_msg,  # noqa: E402
+from ros_probe import (H, W, add_request, frame_rgb, prompt_msg, running_node,  # noqa: E402
                        wait_for)
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
@@ -57,35 +55,14 @@ def h(tmp_path_factory):
     except ImportError:
         has_clip = False
 
-    from fastsam2_ros.ros.tracker_node import TrackerNode
-
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN_ID)
     params = dict(model_cfg="tiny", allow_random_weights=True, image_size=128, device="cpu",
                   mc_passes=0, keep_ratio=0.5, clip_model=TINY_CLIP, publish_overlay=True,
                   overlay_show_tokens=True, subscribe_compressed=True, diagnostics_period=0.25,
                   diagnostics_warn_hold=1.0)
-    node = TrackerNode(context=ctx, namespace=NS,
-                       parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-    probe = Probe(ctx, NS)
-    ex = MultiThreadedExecutor(num_threads=4, context=ctx)
-    ex.add_node(node)
-    ex.add_node(probe)
-    thread = threading.Thread(target=ex.spin, daemon=True)
-    thread.start()
-    assert node.autostart(), node.health.fatal
-    assert wait_for(lambda: probe.image.get_subscription_count() > 0
-                    and probe.prompt.get_subscription_count() > 0
-                    and probe.count_publishers(f"{NS}/stats") > 0
-                    and probe.count_publishers(f"{NS}/mask") > 0, 20.0), "discovery failed"
-    h = type("H", (), {})()
-    h.node, h.probe, h.ctx, h.has_clip = node, probe, ctx, has_clip
-    yield h
-    ex.shutdown(timeout_sec=5.0)
-    node.destroy_node()
-    probe.destroy_node()
-    rclpy.shutdown(context=ctx)
-    thread.join(timeout=5.0)
+    with running_node(DOMAIN_ID, NS, params) as (node, probe, ctx):
+        h = type("H", (), {})()
+        h.node, h.probe, h.ctx, h.has_clip = node, probe, ctx, has_clip
+        yield h
 
 
 def check_images(out, key, frame_id="cam_optical"):

@@ -19,10 +19,9 @@ pytest.importorskip("fastsam2_msgs.msg", reason="fastsam2_msgs not built (script
 
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from ros_probe import Probe, add_request, frame_rgb, prompt_msg, wait_for  # noqa: E402
+from ros_probe import add_request, frame_rgb, prompt_msg, running_node, wait_for  # noqa: E402
 from scene_tracker import ABSENT, PRESENT, SceneTracker  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -37,10 +36,6 @@ OUTPUTS = ("mask", "labels", "objects", "stats")
 
 @pytest.fixture(scope="module")
 def h():
-    from fastsam2_ros.ros.tracker_node import TrackerNode
-
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN_ID)
     trackers = []
 
     def factory(cfg):
@@ -48,25 +43,10 @@ def h():
         return trackers[-1]
 
     params = dict(diagnostics_period=0.2, diagnostics_warn_hold=0.5, image_depth=10)
-    node = TrackerNode(context=ctx, namespace=NS, tracker_factory=factory,
-                       parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-    probe = Probe(ctx, NS)
-    ex = MultiThreadedExecutor(num_threads=4, context=ctx)
-    ex.add_node(node)
-    ex.add_node(probe)
-    thread = threading.Thread(target=ex.spin, daemon=True)
-    thread.start()
-    assert node.autostart(), node.health.fatal
-    assert wait_for(lambda: probe.image.get_subscription_count() > 0
-                    and probe.count_publishers(f"{NS}/objects") > 0, 20.0), "discovery failed"
-    h = type("H", (), {})()
-    h.node, h.probe, h.ctx, h.trackers = node, probe, ctx, trackers
-    yield h
-    ex.shutdown(timeout_sec=5.0)
-    node.destroy_node()
-    probe.destroy_node()
-    rclpy.shutdown(context=ctx)
-    thread.join(timeout=5.0)
+    with running_node(DOMAIN_ID, NS, params, tracker_factory=factory) as (node, probe, ctx):
+        h = type("H", (), {})()
+        h.node, h.probe, h.ctx, h.trackers = node, probe, ctx, trackers
+        yield h
 
 
 def test_only_the_frame_worker_calls_the_tracker(h):
@@ -96,7 +76,11 @@ def test_an_object_that_leaves_the_frame_stays_tracked_as_occluded(h):
     assert p.call(p.add, add_request(obj_id=3, points=[(30, 30)])).success
     # the red disk moves right, leaves the 80 px wide frame (centre 92+, radius 12), comes back
     shifts = [10, 40, 62, 70, 90, 5]
-    outs = [p.wait_outputs(p.publish_frame(frame_rgb(shift=s)), OUTPUTS) for s in shifts]
+    outs = [p.wait_outputs(p.publish_frame(frame_rgb(shift=s)), OUTPUTS) for s in shifts[:-1]]
+    n_diag = len(p.got("diag"))  # while it is out of view, /diagnostics lists it as occluded
+    assert wait_for(lambda: any(kv.key == "occluded_objects" and kv.value == "3"
+                                for d in p.got("diag")[n_diag:] for s in d.status for kv in s.values), 10.0)
+    outs.append(p.wait_outputs(p.publish_frame(frame_rgb(shift=shifts[-1])), OUTPUTS))
     expect_visible = [True, True, False, False, False, True]
     expect_occluded = [0, 0, 1, 2, 3, 0]
     for out, vis, occ, shift in zip(outs, expect_visible, expect_occluded, shifts):
@@ -117,8 +101,6 @@ def test_an_object_that_leaves_the_frame_stays_tracked_as_occluded(h):
         else:  # empty mask, empty geometry, nothing in the label image
             assert obj.bbox.width == obj.bbox.height == 0
             assert math.isnan(obj.centroid.x) and not image_to_numpy(out["labels"]).any()
-    assert any(kv.key == "occluded_objects" and kv.value == "3"
-               for d in p.got("diag") for s in d.status for kv in s.values)
 
 
 @pytest.mark.skipif(not vision_msgs_available(), reason="vision_msgs is not installed (no PyPI "
@@ -183,7 +165,7 @@ def test_reliable_image_qos_gets_every_large_frame_and_reports_best_effort_publi
     # a best-effort camera cannot connect to a reliable subscription: logged and counted
     best_effort = p.create_publisher(Image, f"{NS}/image",
                                      QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT))
-    assert wait_for(lambda: node.health.counts()["incompatible_qos"] >= 1, 20.0)
+    assert wait_for(lambda: node.health.counts()["incompatible_qos"] >= 1, 60.0)
     assert "set image_reliability:=best_effort" in node.health.last_error
     assert wait_for(lambda: any(kv.key == "incompatible_qos_events" and int(kv.value) >= 1
                                 for d in p.got("diag")[-3:] for s in d.status for kv in s.values), 10.0)
@@ -192,8 +174,8 @@ def test_reliable_image_qos_gets_every_large_frame_and_reports_best_effort_publi
     assert wait_for(lambda: p.image.get_subscription_count() > 0, 10.0)
     big = np.zeros((1080, 1920, 3), np.uint8)
     c0 = node.health.counts()["received"]
-    for i in range(5):
+    for i in range(4):
         big[:, :, 0] = i
         p.image.publish(numpy_to_image(big, "rgb8", p.next_header()))
-    assert wait_for(lambda: node.health.counts()["received"] - c0 == 5, 60.0), node.health.counts()
+    assert wait_for(lambda: node.health.counts()["received"] - c0 == 4, 120.0), node.health.counts()
     _reactivate(p, node, image_reliability="best_effort")

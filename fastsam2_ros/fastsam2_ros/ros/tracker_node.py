@@ -222,6 +222,10 @@ class TrackerNode(LifecycleNode):
             except Exception:  # noqa: BLE001 - teardown must finish
                 self.get_logger().error(f"teardown: could not {what}:\n{traceback.format_exc()}")
 
+    def stop_processing(self) -> None:
+        """Stop the frame worker: no tracker call and no publication after this returns."""
+        self._stop_worker()
+
     def _stop_worker(self) -> None:
         worker, self._worker = self._worker, None
         if worker is not None:
@@ -567,9 +571,10 @@ def _decode(kind: str, msg: Any) -> np.ndarray:
 def main(args: Optional[List[str]] = None) -> int:
     """``ros2 run fastsam2_ros tracker_node`` (console script ``tracker_node``).
 
-    SIGINT/SIGTERM shut down in order — the worker stops, then the publishers and the node go,
-    then the ROS context — so a frame in flight never publishes on a dead context. (rclpy's own
-    signal handler would invalidate the context first, while the worker may be publishing.)
+    SIGINT/SIGTERM shut down in order — the worker stops, then the executor, then the publishers
+    and the node go, then the ROS context — so a frame in flight never publishes on a dead context
+    and no handle is destroyed under a waiting executor. (rclpy's own signal handler would
+    invalidate the context first, while the worker may be publishing.)
     """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
@@ -587,11 +592,14 @@ def main(args: Optional[List[str]] = None) -> int:
                 "configure/activate with lifecycle transitions)")
         while not stop.wait(0.2) and spinner.is_alive():
             pass
-    finally:
+    finally:  # in order: the worker (nothing publishes any more), the executor (no callback,
+        # no wait on the node's handles), then subscriptions, publishers, services and the node,
+        # then the context
         node.get_logger().info("shutting down")
-        node.destroy_node()  # worker first, then publishers/services, then the node
+        node.stop_processing()
         executor.shutdown(timeout_sec=5.0)
         spinner.join(timeout=5.0)
+        node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
     return 0
