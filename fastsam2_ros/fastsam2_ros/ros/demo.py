@@ -360,7 +360,7 @@ def _summary(rows: List[dict], sent: int, wall: float, counts: dict) -> dict:
         "fps_tracker": round(1000.0 / statistics.fmean(totals), 2) if totals and statistics.fmean(totals) > 0 else 0.0,
         "tokens_kept_mean": round(statistics.fmean(kept), 1) if kept else 0.0,
         "tokens_total": rows[-1]["tokens_total"] if rows else 0,
-        "keep_ratio": rows[-1]["keep_ratio"] if rows else 0.0,
+        "keep_ratio": round(rows[-1]["keep_ratio"], 4) if rows else 0.0,  # a float32 field
         "bank_frames_max": max((r["bank_frames"] for r in rows), default=0),
         "bank_bytes_max": max((r["bank_bytes"] for r in rows), default=0),
         "objects": rows[-1]["object_ids"] if rows else [],
