@@ -25,7 +25,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "tracker_node = fastsam2_ros.ros.tracker_node:main",
+            "tracker_node = fastsam2_ros.ros.tracker_node:run",
             "fastsam2-demo = fastsam2_ros.ros.demo:main",
             "fastsam2-bench = fastsam2_ros.bench:main",
             "fastsam2-eval = fastsam2_ros.eval.cli:main",

@@ -1,4 +1,5 @@
-# Source me (bash): activates the virtual environment and the ROS 2 overlay with fastsam2_msgs.
+# Source me (bash): activates the virtual environment and the ROS 2 overlay of ./ros_ws
+# (fastsam2_msgs and fastsam2_ros, so `ros2 launch fastsam2_ros ...` finds the package).
 _fs2_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _fs2_venv="${FASTSAM2_VENV:-$_fs2_root/.venv}"
 if [ ! -x "$_fs2_venv/bin/python" ]; then

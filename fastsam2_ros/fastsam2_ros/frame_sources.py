@@ -13,14 +13,14 @@ One entry point::
   (``2.jpg`` before ``10.jpg``); every frame must have the size of the first one.
 * A **video file** is decoded with OpenCV (``count`` is the exact number of decodable frames).
 * A **rosbag2** (directory with ``metadata.yaml``, or a ``.db3`` / ``.mcap`` file) or a ROS 1
-  ``.bag`` is read with the ``rosbags`` package, without ROS. ``sensor_msgs/msg/Image`` (encoding and
-  row ``step`` honoured) and ``sensor_msgs/msg/CompressedImage`` are decoded; ``topic=None`` picks the
-  only image topic of the bag.
+  ``.bag`` is read with the ``rosbags`` package, without ROS. ``sensor_msgs/msg/Image`` and
+  ``sensor_msgs/msg/CompressedImage`` are decoded exactly as the node decodes them
+  (:mod:`fastsam2_ros.image_messages`, cv_bridge's encodings); ``topic=None`` picks the only image
+  topic of the bag.
 * A **single image file** is a one-frame source.
 
 Every problem raises :class:`FrameSourceError` (an ``InputError``, so a ``ValueError``) whose
-message names the offending file. :func:`image_msg_to_rgb` and :func:`compressed_msg_to_rgb` take
-any object with the ROS message fields, so rclpy messages work too.
+message names the offending file.
 """
 
 from __future__ import annotations
@@ -88,120 +88,21 @@ def read_image(path: PathLike) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-def _as_u8(data) -> np.ndarray:
-    """Message ``data`` (numpy array, bytes, array.array, list) as a flat uint8 array."""
-    if isinstance(data, np.ndarray):
-        return data.reshape(-1).view(np.uint8) if data.dtype != np.uint8 else data.reshape(-1)
-    try:
-        return np.frombuffer(memoryview(data), dtype=np.uint8)
-    except TypeError:
-        return np.asarray(data, dtype=np.uint8).reshape(-1)
-
-
-# encoding -> (channels, bytes per channel, how to reach RGB)
-_RAW_ENCODINGS: Dict[str, tuple] = {
-    "rgb8": (3, 1, "rgb"), "bgr8": (3, 1, "bgr"), "rgba8": (4, 1, "rgba"), "bgra8": (4, 1, "bgra"),
-    "mono8": (1, 1, "mono"), "8uc1": (1, 1, "mono"), "8uc3": (3, 1, "bgr"), "8uc4": (4, 1, "bgra"),
-    "rgb16": (3, 2, "rgb"), "bgr16": (3, 2, "bgr"), "rgba16": (4, 2, "rgba"), "bgra16": (4, 2, "bgra"),
-    "mono16": (1, 2, "mono"), "16uc1": (1, 2, "mono"), "16uc3": (3, 2, "bgr"), "16uc4": (4, 2, "bgra"),
-    "yuv422": (2, 1, "uyvy"), "uyvy": (2, 1, "uyvy"),
-    "yuv422_yuy2": (2, 1, "yuyv"), "yuyv": (2, 1, "yuyv"),
-    "bayer_rggb8": (1, 1, "bayer_rggb"), "bayer_bggr8": (1, 1, "bayer_bggr"),
-    "bayer_gbrg8": (1, 1, "bayer_gbrg"), "bayer_grbg8": (1, 1, "bayer_grbg"),
-}
-SUPPORTED_ENCODINGS = tuple(sorted(_RAW_ENCODINGS))
-
-
-def image_msg_to_rgb(msg, where: str = "image message") -> np.ndarray:
-    """Decode a ``sensor_msgs/Image`` (fields encoding, height, width, step, is_bigendian, data).
-
-    Rows are read with the message's ``step`` (padding at row ends is dropped); 16-bit data is
-    scaled to 8 bits (``>> 8``) honouring ``is_bigendian``. ``8UC3``/``8UC4`` follow the OpenCV
-    convention (BGR/BGRA). ``where`` names the source in error messages.
-    """
-    import cv2
-
-    enc = str(msg.encoding).strip().lower()
-    if enc not in _RAW_ENCODINGS:
-        raise FrameSourceError(
-            f"{where}: unsupported image encoding {msg.encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}")
-    ch, bpc, kind = _RAW_ENCODINGS[enc]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    row_bytes = w * ch * bpc
-    if h <= 0 or w <= 0:
-        raise FrameSourceError(f"{where}: empty image ({w}x{h})")
-    if step < row_bytes:
-        raise FrameSourceError(f"{where}: step {step} is smaller than width*bytes-per-pixel {row_bytes}")
-    buf = _as_u8(msg.data)
-    if buf.size < step * (h - 1) + row_bytes:
-        raise FrameSourceError(
-            f"{where}: data has {buf.size} bytes, expected at least {step * (h - 1) + row_bytes} "
-            f"for {w}x{h} {msg.encoding} with step {step}")
-    if buf.size < step * h:  # last row without padding
-        buf = np.concatenate([buf, np.zeros(step * h - buf.size, np.uint8)])
-    rows = buf[: step * h].reshape(h, step)[:, :row_bytes]
-    if bpc == 2:
-        dt = np.dtype(">u2" if int(getattr(msg, "is_bigendian", 0)) else "<u2")
-        px = np.ascontiguousarray(rows).view(dt).reshape(h, w, ch)
-        px = (px >> 8).astype(np.uint8)
-    else:
-        px = np.ascontiguousarray(rows).reshape(h, w, ch)
-    if kind == "rgb":
-        out = px
-    elif kind == "bgr":
-        out = px[:, :, ::-1]
-    elif kind == "rgba":
-        out = px[:, :, :3]
-    elif kind == "bgra":
-        out = px[:, :, 2::-1]
-    elif kind == "mono":
-        out = np.repeat(px, 3, axis=2)
-    elif kind in ("uyvy", "yuyv"):
-        code = cv2.COLOR_YUV2RGB_UYVY if kind == "uyvy" else cv2.COLOR_YUV2RGB_YUY2
-        out = cv2.cvtColor(px, code)
-    else:  # bayer: OpenCV names the pattern by the 2x2 block starting at (1, 1)
-        code = {"bayer_rggb": cv2.COLOR_BayerBG2RGB, "bayer_bggr": cv2.COLOR_BayerRG2RGB,
-                "bayer_gbrg": cv2.COLOR_BayerGR2RGB, "bayer_grbg": cv2.COLOR_BayerGB2RGB}[kind]
-        out = cv2.cvtColor(px[:, :, 0], code)
-    return np.ascontiguousarray(out, dtype=np.uint8)
-
-
-def compressed_msg_to_rgb(msg, where: str = "compressed image message") -> np.ndarray:
-    """Decode a ``sensor_msgs/CompressedImage`` (JPEG/PNG/...; fields format, data) to RGB uint8."""
-    import cv2
-
-    fmt = str(getattr(msg, "format", "")).lower()
-    if "compresseddepth" in fmt:
-        raise FrameSourceError(f"{where}: compressedDepth images ({msg.format!r}) are depth, not colour")
-    buf = _as_u8(msg.data)
-    if buf.size == 0:
-        raise FrameSourceError(f"{where}: empty compressed image data")
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise FrameSourceError(f"{where}: cannot decode compressed image (format {msg.format!r})")
-    if img.dtype == np.uint16:
-        img = (img >> 8).astype(np.uint8)
-    elif img.dtype != np.uint8:
-        raise FrameSourceError(f"{where}: unsupported decoded pixel type {img.dtype}")
-    # OpenCV decodes colour images to BGR(A). image_transport writes "<enc>; jpeg compressed bgr8";
-    # a payload declared "compressed rgb8" already holds the channels in RGB order.
-    stored_rgb = "compressed rgb" in fmt
-    if img.ndim == 2:
-        return np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))
-    if img.shape[2] == 4:
-        img = img[:, :, :3]
-    if img.shape[2] == 1:
-        return np.ascontiguousarray(np.repeat(img, 3, axis=2))
-    return np.ascontiguousarray(img if stored_rgb else img[:, :, ::-1])
-
-
 def ros_msg_to_rgb(msg, msgtype: str, where: str = "message") -> np.ndarray:
-    """Decode an Image or CompressedImage message by its type name."""
+    """Decode an Image or CompressedImage message (rclpy or ``rosbags``) by its type name, with
+    the node's decoder (:mod:`fastsam2_ros.image_messages`, cv_bridge semantics)."""
+    from .image_messages import compressed_to_rgb, image_to_rgb
+
     if msgtype.endswith("CompressedImage"):
-        return compressed_msg_to_rgb(msg, where)
-    if msgtype.endswith("Image"):
-        return image_msg_to_rgb(msg, where)
-    raise FrameSourceError(f"{where}: {msgtype} is not an image message type")
+        decode = compressed_to_rgb
+    elif msgtype.endswith("Image"):
+        decode = image_to_rgb
+    else:
+        raise FrameSourceError(f"{where}: {msgtype} is not an image message type")
+    try:
+        return decode(msg)
+    except InputError as exc:
+        raise FrameSourceError(f"{where}: {exc}") from exc
 
 
 # --------------------------------------------------------------------------------------------------
@@ -470,6 +371,5 @@ def image_topics(bag: PathLike) -> Dict[str, str]:
 __all__ = [
     "open_frames", "count_frames", "image_topics", "FrameSource", "ImageFolderSource",
     "SingleImageSource", "VideoSource", "RosbagSource", "FrameSourceError", "read_image",
-    "list_images", "natural_key", "image_msg_to_rgb", "compressed_msg_to_rgb", "ros_msg_to_rgb",
-    "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "SUPPORTED_ENCODINGS",
+    "list_images", "natural_key", "ros_msg_to_rgb", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS",
 ]

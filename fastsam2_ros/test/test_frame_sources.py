@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from fastsam2_ros.core.errors import InputError
-from fastsam2_ros.frame_sources import (FrameSourceError, compressed_msg_to_rgb, count_frames,
-                                        image_msg_to_rgb, image_topics, natural_key, open_frames)
+from fastsam2_ros.frame_sources import (FrameSourceError, count_frames, image_topics, natural_key,
+                                        open_frames, ros_msg_to_rgb)
 
 
 def colour_frame(i, h=24, w=32):
@@ -104,6 +104,7 @@ def test_broken_video_names_the_file(tmp_path):
 
 
 # ----------------------------------------------------------------------------- ROS messages
+# (every encoding is checked in test_image_messages.py; here: errors name the source)
 def msg(encoding, h, w, step, data, big=0):
     return SimpleNamespace(encoding=encoding, height=h, width=w, step=step, data=data, is_bigendian=big)
 
@@ -113,70 +114,32 @@ def test_image_msg_rgb8_with_row_padding():
     step = 6 * 3 + 5  # 5 padding bytes per row
     raw = np.zeros((5, step), np.uint8)
     raw[:, :18] = rgb.reshape(5, 18)
-    out = image_msg_to_rgb(msg("rgb8", 5, 6, step, raw.tobytes()))
+    out = ros_msg_to_rgb(msg("rgb8", 5, 6, step, raw.tobytes()), "sensor_msgs/msg/Image")
     assert np.array_equal(out, rgb)
 
 
-def test_image_msg_bgr8_bgra8_mono8():
-    rgb = colour_frame(2, 4, 5)
-    assert np.array_equal(image_msg_to_rgb(msg("bgr8", 4, 5, 15, rgb[:, :, ::-1].copy().tobytes())), rgb)
-    bgra = np.concatenate([rgb[:, :, ::-1], np.full((4, 5, 1), 9, np.uint8)], axis=2)
-    assert np.array_equal(image_msg_to_rgb(msg("bgra8", 4, 5, 20, bgra.tobytes())), rgb)
-    grey = rgb[:, :, 0].copy()
-    out = image_msg_to_rgb(msg("mono8", 4, 5, 5, list(grey.tobytes())))  # rclpy-like list data
-    assert np.array_equal(out, np.repeat(grey[:, :, None], 3, axis=2))
-
-
-def test_image_msg_mono16_honours_endianness():
-    v = np.array([[0x1234, 0xABCD], [0x00FF, 0xFF00]], np.uint16)
-    big = image_msg_to_rgb(msg("mono16", 2, 2, 4, v.astype(">u2").tobytes(), big=1))
-    little = image_msg_to_rgb(msg("16UC1", 2, 2, 4, v.astype("<u2").tobytes(), big=0))
-    expect = np.repeat((v >> 8).astype(np.uint8)[:, :, None], 3, axis=2)
-    assert np.array_equal(big, expect) and np.array_equal(little, expect)
-
-
-def test_image_msg_yuv422_matches_opencv():
-    rgb = colour_frame(4, 8, 8)
-    yuv = cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), cv2.COLOR_BGR2YUV)
-    uyvy = np.zeros((8, 16), np.uint8)  # U Y0 V Y1 per pixel pair
-    uyvy[:, 0::4] = yuv[:, 0::2, 1]
-    uyvy[:, 1::4] = yuv[:, 0::2, 0]
-    uyvy[:, 2::4] = yuv[:, 0::2, 2]
-    uyvy[:, 3::4] = yuv[:, 1::2, 0]
-    out = image_msg_to_rgb(msg("yuv422", 8, 8, 16, uyvy.tobytes()))
-    ref = cv2.cvtColor(uyvy.reshape(8, 8, 2), cv2.COLOR_YUV2RGB_UYVY)
-    assert np.array_equal(out, ref)
-
-
-def test_image_msg_bayer_rggb_recovers_a_uniform_colour():
-    r, g, b = 200, 100, 30
-    mosaic = np.zeros((8, 8), np.uint8)
-    mosaic[0::2, 0::2] = r  # R G / G B
-    mosaic[0::2, 1::2] = g
-    mosaic[1::2, 0::2] = g
-    mosaic[1::2, 1::2] = b
-    out = image_msg_to_rgb(msg("bayer_rggb8", 8, 8, 8, mosaic.tobytes()))
-    assert np.abs(out[2:-2, 2:-2].astype(int) - [r, g, b]).max() <= 1
-
-
-def test_image_msg_errors():
-    with pytest.raises(FrameSourceError, match="unsupported image encoding '32FC1'"):
-        image_msg_to_rgb(msg("32FC1", 2, 2, 16, bytes(16)))
+def test_image_msg_errors_name_the_source():
+    img = "sensor_msgs/msg/Image"
+    with pytest.raises(FrameSourceError, match="bag msg 4: image encoding '32FC1' has no colour"):
+        ros_msg_to_rgb(msg("32FC1", 2, 2, 8, bytes(16)), img, "bag msg 4")
     with pytest.raises(FrameSourceError, match="data has 10 bytes"):
-        image_msg_to_rgb(msg("rgb8", 2, 2, 6, bytes(10)))
+        ros_msg_to_rgb(msg("rgb8", 2, 2, 6, bytes(10)), img)
     with pytest.raises(FrameSourceError, match="step 4 is smaller"):
-        image_msg_to_rgb(msg("rgb8", 2, 2, 4, bytes(12)))
+        ros_msg_to_rgb(msg("rgb8", 2, 2, 4, bytes(12)), img)
+    with pytest.raises(FrameSourceError, match="not an image message type"):
+        ros_msg_to_rgb(msg("rgb8", 2, 2, 6, bytes(12)), "std_msgs/msg/String")
 
 
 def test_compressed_msgs():
     rgb = colour_frame(5)
     ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    out = compressed_msg_to_rgb(SimpleNamespace(format="rgb8; png compressed bgr8", data=png.tobytes()))
+    comp = "sensor_msgs/msg/CompressedImage"
+    out = ros_msg_to_rgb(SimpleNamespace(format="rgb8; png compressed bgr8", data=png.tobytes()), comp)
     assert np.array_equal(out, rgb)
     with pytest.raises(FrameSourceError, match="compressedDepth"):
-        compressed_msg_to_rgb(SimpleNamespace(format="16UC1; compressedDepth png", data=png.tobytes()))
+        ros_msg_to_rgb(SimpleNamespace(format="16UC1; compressedDepth png", data=png.tobytes()), comp)
     with pytest.raises(FrameSourceError, match="cannot decode"):
-        compressed_msg_to_rgb(SimpleNamespace(format="jpeg", data=b"garbage"))
+        ros_msg_to_rgb(SimpleNamespace(format="jpeg", data=b"garbage"), comp)
 
 
 # ---------------------------------------------------------------------------------- rosbag2

@@ -35,7 +35,7 @@ def test_prompt_msg_to_request():
 
 
 def test_prompt_msg_with_mask():
-    from fastsam2_ros.ros.conversions import numpy_to_image
+    from fastsam2_ros.image_messages import numpy_to_image
 
     m = np.zeros((4, 5), np.uint8)
     m[1:3, 1:4] = 255
@@ -86,11 +86,6 @@ def test_projection_and_transform():
     assert p == pytest.approx((1.0, 1.0, 0.0))
 
 
-def test_next_free_id():
-    assert prompting.next_free_id([]) == 1
-    assert prompting.next_free_id([1, 2, 4]) == 3
-
-
 def test_overlay_colors_masks_and_tokens():
     rgb = np.full((16, 16, 3), 100, np.uint8)
     m = np.zeros((16, 16), bool)
@@ -110,9 +105,16 @@ def test_health_levels():
     h = diagnostics.NodeHealth()
     h.state = "active"
     assert h.snapshot().level == diagnostics.OK
-    h.on_processed(10.0, 12.0, {"object_ids": [1], "tokens_total": 64})
+    h.on_processed(10.0, 12.0, msgs.TrackerStats(object_ids=[1, 2], occluded_frames=[0, 3],
+                                                 tokens_total=64, bank_frames=5))
     snap = h.snapshot()
     assert snap.level == diagnostics.OK and snap.values["frames_processed"] == "1"
+    assert (snap.values["objects"], snap.values["occluded_objects"]) == ("1,2", "2")
+    assert (snap.values["tokens_total"], snap.values["bank_frames"]) == ("64", "5")
+    h.on_received(replaced_unprocessed=True, rate_limited=True)  # skipped to hold max_rate_hz
+    snap = h.snapshot(warn_hold=0.0)
+    assert snap.level == diagnostics.OK and snap.values["frames_skipped_for_rate"] == "1"
+    assert snap.values["frames_dropped"] == "1"
     h.on_bad_input("image rejected: bad step")
     snap = h.snapshot(warn_hold=5.0)
     assert snap.level == diagnostics.WARN and "bad step" in snap.message
@@ -120,13 +122,13 @@ def test_health_levels():
     h.on_received(replaced_unprocessed=True)
     snap = h.snapshot(warn_hold=0.0)
     assert snap.level == diagnostics.WARN and "dropped" in snap.message
-    assert snap.values["frames_dropped"] == "1"
+    assert snap.values["frames_dropped"] == "2"
     h.fatal = "SAM 2 checkpoint not found"
     assert h.snapshot().level == diagnostics.ERROR
     st = diagnostics.to_status(h.snapshot(), "tracker", "cpu")
     assert st.level == bytes([diagnostics.ERROR]) and "checkpoint" in st.message
     assert {kv.key for kv in st.values} >= {"rate_hz", "latency_ms_mean", "tokens_kept_mean",
-                                            "memory_bank_frames", "gpu_memory_bytes", "frames_dropped"}
+                                            "bank_frames", "gpu_memory_bytes", "frames_dropped"}
 
 
 def test_msgs_package_xml_is_valid():

@@ -9,9 +9,7 @@ and share the node (loading the model once keeps the module well under a minute 
 import json
 import math
 import os
-import threading
 import time
-from collections import defaultdict
 
 import numpy as np
 import pytest
@@ -23,132 +21,26 @@ rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("fastsam2_msgs.msg", reason="fastsam2_msgs not built (scripts/setup_env.sh)")
 pytest.importorskip("sam2")
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import Point, PointStamped  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
-from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
+from ros_probe import (H, W, add_request, frame_rgb, prompt_msg, running_node,  # noqa: E402
+                       wait_for)
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
-from fastsam2_msgs.msg import Prompt, TrackerStats  # noqa: E402
-from fastsam2_msgs.srv import AddObject, RemoveObject  # noqa: E402
-from fastsam2_ros.ros.conversions import image_to_numpy, numpy_to_image, rgb_to_compressed  # noqa: E402
+from fastsam2_msgs.srv import RemoveObject  # noqa: E402
+from fastsam2_ros.image_messages import image_to_numpy  # noqa: E402
 
 NS = "/t"
-H, W = 60, 80
-OUT_TIMEOUT = 90.0  # generous: CI machines are shared; waits end as soon as the message is there
 TINY_CLIP = "fs2rostest-tiny-vit"
 TINY_CLIP_CFG = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 64, "head_width": 16, "layers": 2},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 1},
 }
-
-
-def wait_for(cond, timeout=OUT_TIMEOUT, step=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return bool(cond())
-
-
-def frame_rgb(seed=0, shift=0):
-    rng = np.random.default_rng(seed)
-    img = (rng.random((H, W, 3)) * 60 + 60).astype(np.uint8)
-    yy, xx = np.mgrid[:H, :W]
-    img[(xx - 30 - shift) ** 2 + (yy - 30) ** 2 < 12 ** 2] = (220, 40, 40)
-    return img
-
-
-class Probe(Node):
-    """Publishes inputs, records outputs (keyed by topic), calls services."""
-
-    def __init__(self, ctx):
-        super().__init__("fastsam2_test_probe", context=ctx)
-        self.lock = threading.Lock()
-        self.msgs = defaultdict(list)
-        rel = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-        # a reliable image publisher must connect to the node's best-effort (sensor-data) subscription
-        self.image = self.create_publisher(Image, f"{NS}/image", rel)
-        self.compressed = self.create_publisher(CompressedImage, f"{NS}/image/compressed",
-                                                qos_profile_sensor_data)
-        self.prompt = self.create_publisher(Prompt, f"{NS}/prompt", 10)
-        self.text = self.create_publisher(String, f"{NS}/text_prompt", 10)
-        self.click = self.create_publisher(Point, f"{NS}/click", 10)
-        self.clicked = self.create_publisher(PointStamped, "/clicked_point", 10)
-        self.info = self.create_publisher(CameraInfo, f"{NS}/camera_info", qos_profile_sensor_data)
-        for name, typ in (("mask", Image), ("labels", Image), ("overlay", Image),
-                          ("stats", TrackerStats)):
-            self.create_subscription(typ, f"{NS}/{name}", self._rec(name), rel)
-        self.create_subscription(DiagnosticArray, "/diagnostics", self._rec("diag"), 50)
-        self.add = self.create_client(AddObject, f"{NS}/add_object")
-        self.remove = self.create_client(RemoveObject, f"{NS}/remove_object")
-        self.reset = self.create_client(Trigger, f"{NS}/reset")
-        self.enable = self.create_client(SetBool, f"{NS}/enable")
-        self.change_state = self.create_client(ChangeState, f"{NS}/fastsam2_tracker/change_state")
-        self.get_state = self.create_client(GetState, f"{NS}/fastsam2_tracker/get_state")
-        self.stamp_sec = 1000
-
-    def _rec(self, name):
-        def cb(msg):
-            with self.lock:
-                self.msgs[name].append(msg)
-        return cb
-
-    def got(self, name):
-        with self.lock:
-            return list(self.msgs[name])
-
-    def by_stamp(self, name, key):
-        return [m for m in self.got(name) if (m.header.stamp.sec, m.header.stamp.nanosec) == key]
-
-    def next_header(self, frame_id="cam_optical"):
-        from std_msgs.msg import Header
-
-        self.stamp_sec += 1
-        h = Header(frame_id=frame_id)
-        h.stamp.sec, h.stamp.nanosec = self.stamp_sec, 123456
-        return h
-
-    def publish_frame(self, rgb=None, encoding="rgb8", pad=0, frame_id="cam_optical"):
-        rgb = frame_rgb() if rgb is None else rgb
-        header = self.next_header(frame_id)
-        if encoding == "compressed":
-            self.compressed.publish(rgb_to_compressed(rgb, "png", header))
-            return (header.stamp.sec, header.stamp.nanosec)
-        arr = {"rgb8": rgb, "bgr8": rgb[:, :, ::-1],
-               "rgba8": np.dstack([rgb, np.full((H, W), 255, np.uint8)]),
-               "bgra8": np.dstack([rgb[:, :, ::-1], np.full((H, W), 255, np.uint8)]),
-               "mono8": rgb[:, :, 0], "mono16": rgb[:, :, 0].astype(np.uint16) * 257}[encoding]
-        msg = numpy_to_image(np.ascontiguousarray(arr), encoding, header)
-        if pad:
-            row = msg.step
-            data = bytes(msg.data)
-            padded = b"".join(data[r * row:(r + 1) * row] + b"\xAB" * pad for r in range(msg.height))
-            import array
-
-            msg.step = row + pad
-            msg.data = array.array("B", padded)
-        self.image.publish(msg)
-        return (header.stamp.sec, header.stamp.nanosec)
-
-    def wait_outputs(self, key, names=("mask", "labels", "overlay", "stats"), timeout=OUT_TIMEOUT):
-        ok = wait_for(lambda: all(self.by_stamp(n, key) for n in names), timeout)
-        assert ok, f"no outputs {names} for stamp {key}: got {[(n, len(self.got(n))) for n in names]}"
-        return {n: self.by_stamp(n, key)[-1] for n in names}
-
-    def call(self, client, request, timeout=OUT_TIMEOUT):
-        assert client.wait_for_service(timeout_sec=10.0), f"service {client.srv_name} not available"
-        fut = client.call_async(request)
-        assert wait_for(fut.done, timeout), f"{client.srv_name} did not answer"
-        return fut.result()
 
 
 @pytest.fixture(scope="module")
@@ -163,51 +55,14 @@ def h(tmp_path_factory):
     except ImportError:
         has_clip = False
 
-    from fastsam2_ros.ros.tracker_node import TrackerNode
-
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN_ID)
     params = dict(model_cfg="tiny", allow_random_weights=True, image_size=128, device="cpu",
                   mc_passes=0, keep_ratio=0.5, clip_model=TINY_CLIP, publish_overlay=True,
                   overlay_show_tokens=True, subscribe_compressed=True, diagnostics_period=0.25,
                   diagnostics_warn_hold=1.0)
-    node = TrackerNode(context=ctx, namespace=NS,
-                       parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-    probe = Probe(ctx)
-    ex = MultiThreadedExecutor(num_threads=4, context=ctx)
-    ex.add_node(node)
-    ex.add_node(probe)
-    thread = threading.Thread(target=ex.spin, daemon=True)
-    thread.start()
-    assert node.autostart(), node.health.fatal
-    assert wait_for(lambda: probe.image.get_subscription_count() > 0
-                    and probe.prompt.get_subscription_count() > 0
-                    and probe.count_publishers(f"{NS}/stats") > 0
-                    and probe.count_publishers(f"{NS}/mask") > 0, 20.0), "discovery failed"
-    h = type("H", (), {})()
-    h.node, h.probe, h.ctx, h.has_clip = node, probe, ctx, has_clip
-    yield h
-    ex.shutdown(timeout_sec=5.0)
-    node.destroy_node()
-    probe.destroy_node()
-    rclpy.shutdown(context=ctx)
-    thread.join(timeout=5.0)
-
-
-def prompt_msg(obj_id=1, new=True, points=(), labels=None, text="", box=None):
-    m = Prompt()
-    m.object_id, m.new_object, m.text = obj_id, new, text
-    m.points = [Point(x=float(x), y=float(y)) for x, y in points]
-    m.labels = list(labels if labels is not None else [1] * len(points))
-    if box is not None:
-        m.has_box, m.box = True, [float(v) for v in box]
-    return m
-
-
-def add_request(**kw):
-    req = AddObject.Request()
-    req.prompt = prompt_msg(**kw)
-    return req
+    with running_node(DOMAIN_ID, NS, params) as (node, probe, ctx):
+        h = type("H", (), {})()
+        h.node, h.probe, h.ctx, h.has_clip = node, probe, ctx, has_clip
+        yield h
 
 
 def check_images(out, key, frame_id="cam_optical"):
@@ -234,7 +89,7 @@ def test_queued_prompt_then_padded_bgr_frame(h):
     p, node = h.probe, h.node
     assert p.call(p.reset, Trigger.Request()).success
     p.prompt.publish(prompt_msg(1, True, points=[(30, 30)]))
-    assert wait_for(lambda: len(node._pending) == 1, 10.0), "prompt did not reach the node"
+    assert wait_for(lambda: len(node._worker._pending) == 1, 10.0), "prompt did not reach the node"
     key = p.publish_frame(encoding="bgr8", pad=5)  # row padding must be handled
     out = p.wait_outputs(key)
     _, lab = check_images(out, key)
@@ -264,11 +119,10 @@ def test_stats_consistent_with_tracker(h):
     out2 = p.wait_outputs(key2)
     st1, st2 = out["stats"], out2["stats"]
     assert st2.frame_index == st1.frame_index + 1
-    with node._tracker_lock:  # no frame in flight: the stats describe the tracker's state
-        tr = node._tracker
-        bank = tr.memory_bank_size()
-        assert st2.frame_index == tr.frame_index
-        assert list(st2.object_ids) == sorted(tr.object_ids)
+    tr = node._tracker  # no frame in flight: the stats describe the tracker's state
+    bank = tr.memory_bank_size()
+    assert st2.frame_index == tr.frame_index
+    assert list(st2.object_ids) == sorted(tr.object_ids)
     assert (st2.bank_frames, st2.bank_tokens, st2.bank_bytes) == (bank["frames"], bank["tokens"], bank["bytes"])
     assert st2.bank_frames >= 2 and st2.bank_bytes > 0
     assert 0 < st2.tokens_kept[0] <= st2.tokens_total
@@ -365,7 +219,7 @@ def test_bad_inputs_are_survived(h):
     bad = []
     for enc, hh, ww, step, n in (("rgb8", H, W, 3 * W, 10),       # data shorter than step*height
                                  ("rgb8", H, W, 3 * W - 1, 3 * W * H),  # step smaller than a row
-                                 ("yuv422", H, W, 2 * W, 2 * W * H),    # unsupported encoding
+                                 ("32FC1", H, W, 4 * W, 4 * W * H),      # no colour meaning
                                  ("rgb8", 0, 0, 0, 0)):                 # empty
         m = Image()
         m.header = p.next_header()
@@ -433,7 +287,7 @@ def test_diagnostics_published(h):
     ours = [s for d in p.got("diag") for s in d.status if s.name.startswith("/t/fastsam2_tracker")]
     assert ours
     keys = {kv.key for kv in ours[-1].values}
-    assert {"rate_hz", "latency_ms_mean", "tokens_kept_mean", "memory_bank_frames", "memory_bank_bytes",
+    assert {"rate_hz", "latency_ms_mean", "tokens_kept_mean", "bank_frames", "bank_bytes",
             "gpu_memory_bytes", "frames_dropped", "bad_inputs", "state"} <= keys
     vals = {kv.key: kv.value for kv in ours[-1].values}
     assert vals["state"] == "active" and int(vals["frames_processed"]) > 0

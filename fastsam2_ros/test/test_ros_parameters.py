@@ -74,7 +74,24 @@ def test_numeric_parameters_have_ranges_containing_default():
     for s in P.parameter_specs():
         if isinstance(s.default, (int, float)) and not isinstance(s.default, bool):
             assert s.range is not None, f"{s.name} has no range"
-            assert s.range[0] <= s.default <= s.range[1], s.name
+            assert s.range.contains(s.default), s.name
+
+
+def test_descriptor_ranges_are_the_core_table():
+    from fastsam2_ros.core.config import PARAMETER_CHOICES, PARAMETER_RANGES
+
+    specs = P.spec_map()
+    for name, rng in PARAMETER_RANGES.items():
+        d = P.descriptor(specs[name])
+        r = (d.integer_range or d.floating_point_range)[0]
+        assert (r.from_value, r.to_value) == (rng.low, rng.high), name
+        if d.integer_range:
+            assert r.step == rng.step, name
+        if rng.low_open:
+            assert rng.describe() in d.additional_constraints, name
+    assert specs["image_size"].range.step == 32
+    for name, choices in PARAMETER_CHOICES.items():
+        assert ", ".join(choices) in P.descriptor(specs[name]).additional_constraints
 
 
 def test_declared_with_descriptors(ctx):
@@ -98,8 +115,15 @@ def test_declared_with_descriptors(ctx):
         assert not res[0].successful
         res = node.set_parameters([Parameter("keep_ratio", value=0.5)])
         assert res[0].successful
-        res = node.set_parameters([Parameter("image_qos_depth", value=0)])
+        res = node.set_parameters([Parameter("image_depth", value=0)])
         assert not res[0].successful
+        # the core's open lower end, which a ROS range cannot express, is enforced too
+        res = node.set_parameters([Parameter("keep_ratio", value=0.0)])
+        assert not res[0].successful and "(0, 1]" in res[0].reason
+        res = node.set_parameters([Parameter("image_size", value=112)])
+        assert not res[0].successful
+        res = node.set_parameters([Parameter("image_reliability", value="sometimes")])
+        assert not res[0].successful and "best_effort" in res[0].reason
     finally:
         node.destroy_node()
 
@@ -122,6 +146,33 @@ def test_params_file_maps_onto_tracker_config(ctx, tmp_path):
             node.destroy_node()
     finally:
         rclpy.shutdown(context=c)
+
+
+@pytest.mark.parametrize("name,value,match", [
+    ("keep_ratio", 1.5, "keep_ratio"),
+    ("image_size", 100, "image_size"),
+    ("keep_ratio", 1, "keep_ratio"),  # an int for a double parameter (what -p keep_ratio:=1 gives)
+    ("image_depth", 0, "image_depth"),
+    ("max_rate_hz", -1.0, "max_rate_hz"),
+])
+def test_out_of_range_start_up_value_fails_configure_not_the_node(ctx, name, value, match):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    built = []
+    node = make_node(ctx, parameter_overrides=[Parameter(name, value=value)],
+                     tracker_factory=lambda cfg: built.append(cfg))
+    try:
+        assert name in node.rejected_parameters
+        assert node.get_parameter(name).value == P.spec_map()[name].default  # declared anyway
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node.lifecycle_state == "unconfigured" and not built
+        assert match in (node.health.fatal or "") and "rejected" in node.health.fatal
+        # a valid value given later clears the rejection
+        good = P.spec_map()[name].default
+        assert node.set_parameters([Parameter(name, value=good)])[0].successful
+        assert name not in node.rejected_parameters
+    finally:
+        node.destroy_node()
 
 
 def test_invalid_core_value_fails_configure_not_the_node(ctx):

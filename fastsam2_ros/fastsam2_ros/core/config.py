@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import numpy as np
 
 from .errors import InputError
 
@@ -50,6 +53,54 @@ PREPROCESS_MODES = ("auto", "pil", "device")
 COMPILE_MODES = ("none", "encoder", "all")
 FILLERS = ("no_mem_embed", "raw")
 DEFAULT_NODE_NAME = "fastsam2_tracker"
+#: SAM 2's image encoder downsamples by 32 overall; other sizes fail inside sam2 at the first
+#: prompt (checked with every model size: 80, 112, 144 ... fail, multiples of 32 from 64 work).
+IMAGE_SIZE_MULTIPLE = 32
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric parameter: [low, high] (or (low, high] when ``low_open``),
+    for integers optionally only ``low + n * step``. The ROS parameter descriptors and
+    ``TrackerConfig.validate`` both read these, so the node and the core accept the same values."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    step: int = 0
+
+    def contains(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        on_step = not self.step or (int(value) - int(self.low)) % self.step == 0
+        return above and value <= self.high and on_step
+
+    def describe(self) -> str:
+        text = f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+        return text + (f", a multiple of {self.step}" if self.step else "")
+
+
+#: The range of every numeric TrackerConfig field (one table for the core and the ROS node).
+PARAMETER_RANGES: Dict[str, Range] = {
+    "image_size": Range(64, 4096, step=IMAGE_SIZE_MULTIPLE),
+    "keep_ratio": Range(0.0, 1.0, low_open=True),
+    "mc_passes": Range(0, 64),
+    "mc_dropout": Range(0.0, 0.95),
+    "memory_mask_boost": Range(0.0, 100.0),
+    "clip_refresh_interval": Range(0, 100000),
+    "max_cond_frames": Range(1, 64),
+    "max_obj_ptrs": Range(1, 64),
+    "max_objects": Range(1, 255),
+    "mask_threshold": Range(-100.0, 100.0),
+    "max_text_length": Range(1, 100000),
+    "seed": Range(0, 2 ** 31 - 1),
+}
+#: The allowed values of every string TrackerConfig field that has a fixed set.
+PARAMETER_CHOICES: Dict[str, Sequence[str]] = {
+    "text_mode": TEXT_MODES,
+    "preprocess": PREPROCESS_MODES,
+    "torch_compile": COMPILE_MODES,
+    "filler": FILLERS,
+}
 
 
 @dataclass
@@ -62,7 +113,7 @@ class TrackerConfig:
     allow_random_weights: bool = False  # build with random weights (tests/smoke runs only)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     bf16: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
-    image_size: int = 1024  # SAM 2 input side in pixels (multiple of 32 or larger than 64)
+    image_size: int = 1024  # SAM 2 input side in pixels (a multiple of 32, >= 64)
     preprocess: str = "auto"  # auto (device on CUDA, pil on CPU) | pil (sam2's exact loader) | device
     cuda_graphs: bool = True  # capture the per-frame step as CUDA graphs (CUDA only; else eager)
     torch_compile: str = "none"  # none | encoder | all: torch.compile SAM 2's modules (CUDA; the first start compiles)
@@ -92,32 +143,20 @@ class TrackerConfig:
 
     # ------------------------------------------------------------------------------------------
     def validate(self) -> "TrackerConfig":
-        """Raise InputError naming the first invalid field."""
-        if not (isinstance(self.keep_ratio, (int, float)) and math.isfinite(self.keep_ratio)
-                and 0.0 < float(self.keep_ratio) <= 1.0):
-            raise InputError(f"keep_ratio must be in (0, 1], got {self.keep_ratio!r}")
-        if int(self.mc_passes) < 0 or int(self.mc_passes) > 64:
-            raise InputError(f"mc_passes must be in [0, 64], got {self.mc_passes!r}")
-        if not 0.0 <= float(self.mc_dropout) < 1.0:
-            raise InputError(f"mc_dropout must be in [0, 1), got {self.mc_dropout!r}")
-        if self.text_mode not in TEXT_MODES:
-            raise InputError(f"text_mode must be one of {TEXT_MODES}, got {self.text_mode!r}")
-        if self.torch_compile not in COMPILE_MODES:
-            raise InputError(f"torch_compile must be one of {COMPILE_MODES}, got {self.torch_compile!r}")
-        if self.preprocess not in PREPROCESS_MODES:
-            raise InputError(f"preprocess must be one of {PREPROCESS_MODES}, got {self.preprocess!r}")
-        if self.filler not in FILLERS:
-            raise InputError(f"filler must be one of {FILLERS}, got {self.filler!r}")
-        if int(self.image_size) < 64 or int(self.image_size) % 16 != 0:
-            raise InputError(f"image_size must be a multiple of 16 and >= 64, got {self.image_size!r}")
-        if int(self.max_cond_frames) < 1:
-            raise InputError(f"max_cond_frames must be >= 1, got {self.max_cond_frames!r}")
-        if not 1 <= int(self.max_obj_ptrs) <= 64:
-            raise InputError(f"max_obj_ptrs must be in [1, 64], got {self.max_obj_ptrs!r}")
-        if int(self.max_objects) < 1:
-            raise InputError(f"max_objects must be >= 1, got {self.max_objects!r}")
-        if int(self.clip_refresh_interval) < 0:
-            raise InputError("clip_refresh_interval must be >= 0")
+        """Raise InputError naming the first invalid field (type, range or choice).
+
+        Numbers given as numpy scalars (e.g. ``np.float32(0.5)``) are accepted and stored as
+        Python numbers.
+        """
+        for f in fields(self):
+            value = _checked_type(f.name, getattr(self, f.name), type(f.default))
+            setattr(self, f.name, value)
+            rng = PARAMETER_RANGES.get(f.name)
+            if rng is not None and not rng.contains(value):
+                raise InputError(f"{f.name} must be in {rng.describe()}, got {value!r}")
+            choices = PARAMETER_CHOICES.get(f.name)
+            if choices is not None and value not in choices:
+                raise InputError(f"{f.name} must be one of {tuple(choices)}, got {value!r}")
         resolve_model_cfg(self.model_cfg)
         return self
 
@@ -156,6 +195,25 @@ class TrackerConfig:
         return cls.from_mapping(values)
 
 
+def _checked_type(name: str, value: Any, kind: type) -> Any:
+    """``value`` as ``kind`` (bool, int, float or str) without silent conversions."""
+    if kind is bool:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+    elif kind is int:
+        if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+            return int(value)
+    elif kind is float:
+        if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+            if math.isfinite(float(value)):
+                return float(value)
+            raise InputError(f"{name} must be a finite number, got {value!r}")
+    elif isinstance(value, str):
+        return value
+    what = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
+    raise InputError(f"{name} must be {what}, got {value!r} ({type(value).__name__})")
+
+
 def load_ros_params(path: str | Path, node_name: Optional[str] = None) -> Dict[str, Any]:
     """Flat ``ros__parameters`` dict of one node in a ROS 2 parameter YAML file."""
     import yaml
@@ -178,6 +236,8 @@ def load_ros_params(path: str | Path, node_name: Optional[str] = None) -> Dict[s
 
 def resolve_model_cfg(name: str) -> str:
     """Map a short name/alias to the official sam2 config name (or pass a config path through)."""
+    if not isinstance(name, str):
+        raise InputError(f"model_cfg must be a string such as 'tiny', got {name!r}")
     name = MODEL_ALIASES.get(name, name)
     if name in MODEL_CONFIGS:
         return MODEL_CONFIGS[name]
@@ -218,6 +278,7 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
 
 
 __all__ = [
+    "Range", "PARAMETER_RANGES", "PARAMETER_CHOICES", "IMAGE_SIZE_MULTIPLE",
     "TrackerConfig", "load_ros_params", "resolve_model_cfg", "short_model_name",
     "MODEL_CONFIGS", "CHECKPOINT_NAMES", "TEXT_MODES", "FILLERS", "PREPROCESS_MODES", "COMPILE_MODES", "DEFAULT_NODE_NAME",
 ]

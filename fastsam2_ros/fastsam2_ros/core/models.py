@@ -66,19 +66,45 @@ def check_checkpoint(path: str, model_cfg: str) -> Path:
         raise CheckpointError(f"SAM 2 checkpoint not found: {p} (expected {expected}). " + CHECKPOINT_HELP)
     if not os.access(p, os.R_OK):
         raise CheckpointError(f"SAM 2 checkpoint is not readable: {p}")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"SAM 2 checkpoint {p} is an empty file (0 bytes): an interrupted "
+                              f"download? Get {expected} again. " + CHECKPOINT_HELP)
     return p
 
 
+#: How a file saved by ``torch.save`` starts: a zip archive (the default since torch 1.6) or a
+#: pickle stream (protocol 2+ starts with 0x80).
+_TORCH_FILE_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
 def load_sam2_state_dict(path: Path) -> dict:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(_TORCH_FILE_MAGIC):
+        kind = "a text file" if _looks_like_text(path) else "not a PyTorch file"
+        raise CheckpointError(f"{path} is {kind}, not a SAM 2 checkpoint saved by torch.save "
+                              f"(it starts with {head!r}). " + CHECKPOINT_HELP)
     try:
         blob = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"cannot read SAM 2 checkpoint {path}: {exc}") from exc
+        raise CheckpointError(f"cannot read SAM 2 checkpoint {path} "
+                              f"({type(exc).__name__}: {exc}); is the file complete?") from exc
     if isinstance(blob, dict) and "model" in blob and isinstance(blob["model"], dict):
         return blob["model"]
     if isinstance(blob, dict) and all(isinstance(v, torch.Tensor) for v in blob.values()):
         return blob
     raise CheckpointError(f"{path} is not a SAM 2 checkpoint (no 'model' state dict inside)")
+
+
+def _looks_like_text(path: Path) -> bool:
+    """True when the first KiB decodes as UTF-8 without NUL bytes (e.g. an HTML error page)."""
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return b"\0" not in head
 
 
 def build_predictor(cfg: TrackerConfig, target: Optional[str] = PRUNED_PREDICTOR_TARGET,

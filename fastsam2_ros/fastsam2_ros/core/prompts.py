@@ -1,14 +1,54 @@
-"""Prompt validation and the distance-transform representative click (paper §3.7)."""
+"""Prompt validation (the one place for ids, clicks, boxes, masks and texts) and the
+distance-transform representative click (paper §3.7).
+
+The tracker and the ROS adapters both call these checks, so a prompt is judged the same way
+whichever way it arrives; every rejection is an :class:`InputError` with a message for the user.
+"""
 
 from __future__ import annotations
 
-import math
-from typing import Optional, Sequence, Tuple
+import numbers
+from typing import Optional, Tuple
 
 import numpy as np
 from scipy import ndimage
 
 from .errors import InputError
+
+#: Largest object id: the label image is mono16 and its pixel value is the object id.
+MAX_OBJECT_ID = 65535
+#: Most clicks accepted in one prompt.
+MAX_POINTS = 64
+
+
+def validate_object_id(obj_id, allow_zero: bool = False) -> int:
+    """An object id in [1, MAX_OBJECT_ID] (or 0 = "pick the next free id" when ``allow_zero``)."""
+    if isinstance(obj_id, bool) or not isinstance(obj_id, numbers.Integral):
+        raise InputError(f"object id must be an integer, got {obj_id!r}")
+    lo = 0 if allow_zero else 1
+    if not lo <= int(obj_id) <= MAX_OBJECT_ID:
+        raise InputError(f"object id {int(obj_id)} out of range [{lo}, {MAX_OBJECT_ID}] "
+                         "(ids are label-image pixel values)")
+    return int(obj_id)
+
+
+def next_free_id(used) -> int:
+    """Smallest object id not in ``used``."""
+    used_set = {int(i) for i in used}
+    for i in range(1, MAX_OBJECT_ID + 1):
+        if i not in used_set:
+            return i
+    raise InputError("no free object id")
+
+
+def _float_array(values, what: str) -> np.ndarray:
+    """``values`` as a float64 array; ragged lists and non-numbers become InputError."""
+    if isinstance(values, (str, bytes)):
+        raise InputError(f"{what} must be numbers, got {values!r}")
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} must be a rectangular list of numbers, got {values!r}"[:300]) from exc
 
 
 def representative_click(mask: np.ndarray) -> Tuple[int, int]:
@@ -33,30 +73,22 @@ def representative_click(mask: np.ndarray) -> Tuple[int, int]:
     return int(x), int(y)
 
 
-def box_click(box: Sequence[float], shape: Tuple[int, int]) -> Tuple[int, int]:
-    """Representative click of a box prompt: its distance-transform peak (the clipped centre)."""
-    h, w = shape
-    x0, y0, x1, y1 = validate_box(box, shape)
-    m = np.zeros((h, w), dtype=bool)
-    m[int(math.floor(y0)):int(math.ceil(y1)) + 1, int(math.floor(x0)):int(math.ceil(x1)) + 1] = True
-    return representative_click(m)
-
 
 def validate_points(points, labels, shape: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
     """Check clicks: finite, inside the image, labels 0/1 of the same count."""
     h, w = shape
-    pts = np.asarray(points, dtype=np.float64)
+    pts = _float_array(points, "points")
     if pts.ndim == 1 and pts.size == 2:
         pts = pts[None]
     if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] == 0:
         raise InputError(f"points must be a non-empty list of (x, y), got shape {pts.shape}")
-    if pts.shape[0] > 64:
-        raise InputError(f"too many points ({pts.shape[0]}); at most 64 per prompt")
+    if pts.shape[0] > MAX_POINTS:
+        raise InputError(f"too many points ({pts.shape[0]}); at most {MAX_POINTS} per prompt")
     if not np.all(np.isfinite(pts)):
         raise InputError("points contain NaN or infinity")
     if labels is None:
         raise InputError("labels are required with points (1 = positive, 0 = negative)")
-    lab = np.asarray(labels).reshape(-1)
+    lab = _float_array(labels, "labels").reshape(-1)
     if lab.shape[0] != pts.shape[0]:
         raise InputError(f"{pts.shape[0]} points but {lab.shape[0]} labels")
     if not np.all(np.isin(lab, (0, 1))):
@@ -71,7 +103,7 @@ def validate_points(points, labels, shape: Tuple[int, int]) -> Tuple[np.ndarray,
 def validate_box(box, shape: Tuple[int, int]) -> Tuple[float, float, float, float]:
     """Box (x0, y0, x1, y1) in pixels, finite, non-empty, overlapping the image (clipped)."""
     h, w = shape
-    b = np.asarray(box, dtype=np.float64).reshape(-1)
+    b = _float_array(box, "box").reshape(-1)
     if b.shape[0] != 4:
         raise InputError(f"box must be (x0, y0, x1, y1), got {b.tolist()}")
     if not np.all(np.isfinite(b)):
@@ -87,7 +119,11 @@ def validate_box(box, shape: Tuple[int, int]) -> Tuple[float, float, float, floa
 
 
 def validate_mask(mask, shape: Tuple[int, int]) -> np.ndarray:
-    m = np.asarray(mask)
+    """Boolean [H, W] mask of the image's shape with at least one pixel set."""
+    try:
+        m = np.asarray(mask)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"mask must be a 2-D array, got {type(mask).__name__}") from exc
     if m.shape != tuple(shape):
         raise InputError(f"mask shape {m.shape} does not match the image {tuple(shape)}")
     if m.dtype != bool:
@@ -100,10 +136,13 @@ def validate_mask(mask, shape: Tuple[int, int]) -> np.ndarray:
 
 
 def validate_text(text: Optional[str], max_length: int) -> Optional[str]:
+    """Stripped text of at most ``max_length`` characters, without control characters."""
     if text is None:
         return None
     if not isinstance(text, str):
         raise InputError(f"text must be a string, got {type(text).__name__}")
+    if len(text) > max_length:  # before strip(): a huge string is not even scanned
+        raise InputError(f"text prompt has {len(text)} characters; at most {max_length}")
     text = text.strip()
     if not text:
         raise InputError("text prompt is empty")

@@ -38,8 +38,8 @@ from .errors import InputError
 from .memory_bank import MemoryBank
 from .models import build_predictor
 from .preprocess import FrameStager, prepare_device_constants, resolve_preprocess
-from .prompts import (representative_click, validate_box, validate_image, validate_mask,
-                      validate_points, validate_text)
+from .prompts import (MAX_POINTS, representative_click, validate_box, validate_image,
+                      validate_mask, validate_object_id, validate_points, validate_text)
 from .pruned_predictor import StepPlan, pack_mask_bits
 from .router import TokenRouter, load_router, num_kept
 from .stats import BitMasks, FrameResult, FrameStats, StageTimer, peak_gpu_memory
@@ -50,8 +50,6 @@ LOG = logging.getLogger(__name__)
 
 #: SAM 2 reads min(num_frames, max_obj_ptrs) pointers; a stream has no known length.
 STREAM_LENGTH = 2 ** 31 - 1
-MAX_OBJECT_ID = 65535  # label images are mono16
-MAX_POINTS_PER_FRAME = 64  # clicks accumulated on one frame for one object
 
 
 @dataclass
@@ -189,7 +187,7 @@ class StreamingTracker:
             torch.cuda.empty_cache()
 
     def remove_object(self, obj_id: int) -> None:
-        obj_id = self._check_id(obj_id)
+        obj_id = validate_object_id(obj_id)
         if obj_id not in self.objects:
             raise InputError(f"unknown object id {obj_id}; tracked: {self.object_ids}")
         row = self.objects.pop(obj_id).row
@@ -247,7 +245,7 @@ class StreamingTracker:
                    image: Optional[np.ndarray] = None) -> FrameResult:
         """Add object ``obj_id`` or refine it on the current frame (``image`` first tracks a new
         frame). Clicks on the same frame accumulate; a box or mask replaces earlier clicks."""
-        obj_id = self._check_id(obj_id)
+        obj_id = validate_object_id(obj_id)
         text = validate_text(text, self.cfg.max_text_length)
         if points is None and box is None and mask is None and text is None:
             raise InputError("a prompt needs points, a box, a mask or a text")
@@ -275,9 +273,9 @@ class StreamingTracker:
         if pts is not None and known is not None and bbox is None and image is None \
                 and known.point_frame == self._t and known.point_inputs is not None:
             total = known.point_inputs["point_labels"].shape[1] + pts.shape[0]
-            if total > MAX_POINTS_PER_FRAME:
+            if total > MAX_POINTS:
                 raise InputError(f"object {obj_id} would have {total} clicks on this frame; at most "
-                                 f"{MAX_POINTS_PER_FRAME} (start a new frame or send a box)")
+                                 f"{MAX_POINTS} (start a new frame or send a box)")
 
         if image is not None:
             self.track(image)
@@ -355,14 +353,6 @@ class StreamingTracker:
         """The bank's tensors were reallocated: captured steps point at the old ones."""
         self._bank_generation += 1
         self.runner.clear()
-
-    @staticmethod
-    def _check_id(obj_id) -> int:
-        if isinstance(obj_id, bool) or not isinstance(obj_id, (int, np.integer)):
-            raise InputError(f"object id must be an integer, got {obj_id!r}")
-        if not 1 <= int(obj_id) <= MAX_OBJECT_ID:
-            raise InputError(f"object id must be in [1, {MAX_OBJECT_ID}], got {obj_id}")
-        return int(obj_id)
 
     @contextlib.contextmanager
     def _inference(self):

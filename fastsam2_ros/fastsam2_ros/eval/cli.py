@@ -110,10 +110,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------------------------------
+def check_output_file(path: Optional[str], flag: str) -> None:
+    """Fail before any work when an output file cannot be written (a folder is in the way, or
+    the parent is a file)."""
+    if not path:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{flag} {p} is a folder; give a file name")
+    parent = next((q for q in p.parents if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise InputError(f"{flag} {p}: {parent} is a file, not a folder")
+
+
 def cmd_score(args) -> int:
     from .report import score_report, write_json
     from .scoring import format_scores, score_folders
 
+    check_output_file(args.json, "--json")
     progress = None
     if not args.no_progress:
         from tqdm import tqdm
@@ -262,6 +276,8 @@ def cmd_run(args) -> int:
         raise InputError("--refine-threshold must be in [0, 1]")
     if args.max_rounds < 0 or args.clicks_per_round < 1:
         raise InputError("--max-rounds must be >= 0 and --clicks-per-round >= 1")
+    for value, flag in ((args.json, "--json"), (args.markdown, "--markdown"), (args.plot, "--plot")):
+        check_output_file(value, flag)
     specs = mode_specs(args.modes, args.keep_ratios)
     texts = load_text_prompts(args.text_prompts)
     cfg = _tracker_config(args)  # checks the checkpoint before any data is read
@@ -327,7 +343,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "synth":
             return cmd_synth(args)
         return cmd_run(args)
-    except (FastSam2Error, FileNotFoundError) as exc:
+    except (FastSam2Error, OSError) as exc:  # OSError: e.g. an output that cannot be written
         print(f"fastsam2-eval: error: {exc}", file=sys.stderr)
         return 2
 

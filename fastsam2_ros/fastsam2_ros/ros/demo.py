@@ -132,7 +132,21 @@ def _wait(cond, timeout: float, step: float = 0.02) -> bool:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Every bad input ends with one ``error:`` line and exit status 2 (1: the node gave no
+    output in time), never a traceback."""
+    from ..core.errors import FastSam2Error
+
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (FastSam2Error, OSError) as exc:  # bad frames, unwritable output, ...
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args) -> int:
     if not args.checkpoint and not args.random_weights:
         print("error: give --checkpoint PATH (official SAM 2.1 checkpoint, e.g. sam2.1_hiera_tiny.pt "
               "from the facebookresearch/sam2 release) or --random-weights", file=sys.stderr)
@@ -144,15 +158,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("error: --max-frames must be >= 1", file=sys.stderr)
         return 2
 
-    from ..core.errors import InputError
+    from ..core.config import TrackerConfig
     from ..frame_sources import open_frames
 
-    try:
-        src = open_frames(args.input, topic=args.topic, max_frames=args.max_frames)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    overrides = _parameter_overrides(args)
+    # the tracker parameters are checked before ROS starts (same rules as the node's configure)
+    TrackerConfig.from_mapping({k: v for k, v in overrides.items()
+                                if k in TrackerConfig.field_names()})
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        print(f"error: --output {out_dir} exists and is not a folder", file=sys.stderr)
         return 2
+    src = open_frames(args.input, topic=args.topic, max_frames=args.max_frames)
     fps = float(args.fps or getattr(src, "fps", None) or 10.0)
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     import rclpy
     from geometry_msgs.msg import Point
@@ -160,36 +179,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from rclpy.node import Node
     from rclpy.parameter import Parameter
     from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rclpy.signals import SignalHandlerOptions
 
     from fastsam2_msgs.msg import Prompt, TrackerStats
     from fastsam2_msgs.srv import AddObject
     from sensor_msgs.msg import Image
 
-    from .conversions import image_to_numpy, numpy_to_image
+    from ..image_messages import image_to_numpy, numpy_to_image
+    from .messages import msg_to_dict
     from .tracker_node import TrackerNode
 
-    overrides = {"publish_overlay": True, "auto_start": False}
-    if args.random_weights:
-        overrides["allow_random_weights"] = True
-    if args.checkpoint:
-        overrides["checkpoint"] = str(Path(args.checkpoint).expanduser())
-    for name, val in (("model_cfg", args.model_cfg), ("image_size", args.image_size),
-                      ("keep_ratio", args.keep_ratio), ("device", args.device),
-                      ("clip_weights", args.clip_weights or None)):
-        if val is not None:
-            overrides[name] = val
     ros_args = ["--ros-args", "--params-file", args.params_file] if args.params_file else None
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    rclpy.init(args=ros_args)
+    rclpy.init(args=ros_args, signal_handler_options=SignalHandlerOptions.NO)
     node = feeder = executor = spin_thread = None
     try:
-        try:
-            node = TrackerNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
-        except Exception as exc:  # noqa: BLE001 - e.g. a parameter of the wrong type
-            print(f"error: invalid parameters: {exc}", file=sys.stderr)
-            return 2
+        node = TrackerNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
         feeder = Node("fastsam2_demo_feeder")
         col = _Collector()
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -262,7 +266,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ov = col.overlay.get(key)
             st = col.stats.get(key)
             if st is not None:
-                per_frame.append(_stats_dict(i, st))
+                per_frame.append({"frame": i, **msg_to_dict(st)})
             if ov is None:
                 continue
             bgr = np.ascontiguousarray(image_to_numpy(ov)[:, :, ::-1])
@@ -290,17 +294,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         _print_summary(summary, out_dir, written)
         return 0
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        if executor is not None:
-            executor.shutdown(timeout_sec=5.0)
+    finally:  # in order: the worker and node, the executor and its thread, then the context
         if node is not None:
             node.destroy_node()
+        if executor is not None:
+            executor.shutdown(timeout_sec=5.0)
+        if spin_thread is not None:
+            spin_thread.join(timeout=5.0)
         if feeder is not None:
             feeder.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+
+
+def _parameter_overrides(args) -> dict:
+    """Node parameters from the command line."""
+    overrides = {"publish_overlay": True, "auto_start": False}
+    if args.random_weights:
+        overrides["allow_random_weights"] = True
+    if args.checkpoint:
+        overrides["checkpoint"] = str(Path(args.checkpoint).expanduser())
+    for name, val in (("model_cfg", args.model_cfg), ("image_size", args.image_size),
+                      ("keep_ratio", args.keep_ratio), ("device", args.device),
+                      ("clip_weights", args.clip_weights or None)):
+        if val is not None:
+            overrides[name] = val
+    return overrides
 
 
 def _prompt_msg(Prompt, Point, args):
@@ -318,21 +337,6 @@ def _prompt_msg(Prompt, Point, args):
     return m
 
 
-def _stats_dict(i: int, st) -> dict:
-    return {
-        "frame": i, "frame_index": int(st.frame_index),
-        "stage_ms": {s: round(float(getattr(st, f"{s}_ms")), 2) for s in
-                     ("encoder", "router", "memory_attention", "decoder", "memory_encoder", "total")},
-        "node_latency_ms": round(float(st.node_latency_ms), 2),
-        "tokens_total": int(st.tokens_total), "tokens_kept": [int(v) for v in st.tokens_kept],
-        "keep_ratio": round(float(st.keep_ratio), 4), "bank_frames": int(st.bank_frames),
-        "bank_tokens": int(st.bank_tokens), "bank_bytes": int(st.bank_bytes),
-        "gpu_memory_bytes": int(st.gpu_memory_bytes), "dropped_frames": int(st.dropped_frames),
-        "object_ids": [int(v) for v in st.object_ids], "auto_prompted_ids": [int(v) for v in st.auto_prompted_ids],
-        "router_mode": st.router_mode, "text_mode": st.text_mode, "device": st.device,
-    }
-
-
 def _print_frame(i: int, st) -> None:
     if st is None:
         print(f"frame {i:5d}: dropped (a newer frame arrived before inference was free)")
@@ -346,7 +350,7 @@ def _print_frame(i: int, st) -> None:
 
 
 def _summary(rows: List[dict], sent: int, wall: float, counts: dict) -> dict:
-    totals = [r["stage_ms"]["total"] for r in rows[1:]] or [r["stage_ms"]["total"] for r in rows]
+    totals = [r["total_ms"] for r in rows[1:]] or [r["total_ms"] for r in rows]
     kept = [sum(r["tokens_kept"]) / len(r["tokens_kept"]) for r in rows if r["tokens_kept"]]
     return {
         "frames_sent": sent, "frames_processed": counts.get("processed", 0),
@@ -356,7 +360,7 @@ def _summary(rows: List[dict], sent: int, wall: float, counts: dict) -> dict:
         "fps_tracker": round(1000.0 / statistics.fmean(totals), 2) if totals and statistics.fmean(totals) > 0 else 0.0,
         "tokens_kept_mean": round(statistics.fmean(kept), 1) if kept else 0.0,
         "tokens_total": rows[-1]["tokens_total"] if rows else 0,
-        "keep_ratio": rows[-1]["keep_ratio"] if rows else 0.0,
+        "keep_ratio": round(rows[-1]["keep_ratio"], 4) if rows else 0.0,  # a float32 field
         "bank_frames_max": max((r["bank_frames"] for r in rows), default=0),
         "bank_bytes_max": max((r["bank_bytes"] for r in rows), default=0),
         "objects": rows[-1]["object_ids"] if rows else [],

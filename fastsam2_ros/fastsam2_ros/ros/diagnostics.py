@@ -6,9 +6,14 @@ diagnostics timer all touch it); ``to_status`` turns a snapshot into a
 
 * ERROR: the model could not be loaded (the last lifecycle transition failed), or the worker hit an
   unexpected exception within the warn-hold period;
-* WARN: not active / disabled, or frames dropped or a bad input (malformed image, invalid prompt)
-  within the last ``warn_hold`` seconds (at least one diagnostics period);
+* WARN: not active / disabled, or frames dropped because inference could not keep up, a bad input
+  (malformed image, invalid prompt) or an incompatible-QoS publisher within the last ``warn_hold``
+  seconds (at least one diagnostics period). Frames skipped on purpose to hold ``max_rate_hz`` are
+  counted as dropped but do not warn;
 * OK otherwise.
+
+The per-frame tracker values come from the last ``TrackerStats`` message
+(:data:`~fastsam2_ros.ros.messages.DIAGNOSTIC_STATS_FIELDS`), under the same names.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
-OK, WARN, ERROR, STALE = 0, 1, 2, 3  # diagnostic_msgs/DiagnosticStatus levels (bytes in the msg)
+from .messages import diagnostic_values
+
+OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels (bytes in the msg)
 
 
 @dataclass
@@ -49,6 +56,8 @@ class NodeHealth:
             self.received = 0
             self.processed = 0
             self.dropped = 0
+            self.skipped_for_rate = 0
+            self.incompatible_qos = 0
             self.bad_inputs = 0
             self.prompt_errors = 0
             self.worker_errors = 0
@@ -56,31 +65,35 @@ class NodeHealth:
             self.last_error_time: float = float("-inf")
             self.last_worker_error_time: float = float("-inf")
             self._frames: Deque[Tuple[float, float, float]] = deque()  # (t, tracker_ms, node_ms)
-            self._drops: Deque[float] = deque()
-            self.last_stats: Dict[str, Any] = {}
+            self._drops: Deque[float] = deque()  # overload drops only (not rate skips)
+            self.last_stats: Any = None  # the last TrackerStats message
             self.auto_prompted: List[int] = []
 
     # --- events --------------------------------------------------------------------------------
-    def on_received(self, replaced_unprocessed: bool) -> None:
+    def on_received(self, replaced_unprocessed: bool, rate_limited: bool = False) -> None:
+        """A frame arrived; ``replaced_unprocessed``: it replaced one the worker never took
+        (``rate_limited``: because the worker was holding max_rate_hz, not because it was busy)."""
         with self._lock:
             self.received += 1
             if replaced_unprocessed:
                 self.dropped += 1
-                self._drops.append(time.monotonic())
+                if rate_limited:
+                    self.skipped_for_rate += 1
+                else:
+                    self._drops.append(time.monotonic())
 
-    def on_dropped(self, n: int = 1) -> None:
-        with self._lock:
-            self.dropped += n
-            now = time.monotonic()
-            for _ in range(n):
-                self._drops.append(now)
-
-    def on_processed(self, tracker_ms: float, node_ms: float, stats: Dict[str, Any]) -> None:
+    def on_processed(self, tracker_ms: float, node_ms: float, stats_msg: Any) -> None:
         with self._lock:
             self.processed += 1
             self._frames.append((time.monotonic(), float(tracker_ms), float(node_ms)))
-            self.last_stats = dict(stats)
+            self.last_stats = stats_msg
             self._trim()
+
+    def on_incompatible_qos(self, message: str) -> None:
+        with self._lock:
+            self.incompatible_qos += 1
+            self.last_error = message
+            self.last_error_time = time.monotonic()
 
     def on_bad_input(self, message: str, prompt: bool = False) -> None:
         with self._lock:
@@ -101,8 +114,9 @@ class NodeHealth:
     def counts(self) -> Dict[str, int]:
         with self._lock:
             return dict(received=self.received, processed=self.processed, dropped=self.dropped,
-                        bad_inputs=self.bad_inputs, prompt_errors=self.prompt_errors,
-                        worker_errors=self.worker_errors)
+                        skipped_for_rate=self.skipped_for_rate, bad_inputs=self.bad_inputs,
+                        prompt_errors=self.prompt_errors, worker_errors=self.worker_errors,
+                        incompatible_qos=self.incompatible_qos)
 
     def _trim(self) -> None:
         now = time.monotonic()
@@ -134,32 +148,29 @@ class NodeHealth:
                 "state": self.state,
                 "enabled": str(self.enabled),
                 "input_topic": self.input_topic,
-                "device": str(s.get("device", self.device)),
                 "rate_hz": f"{rate:.2f}",
                 "latency_ms_mean": f"{_mean(tracker_ms):.1f}",
                 "latency_ms_max": f"{max(tracker_ms) if tracker_ms else 0.0:.1f}",
                 "node_latency_ms_mean": f"{_mean(node_ms):.1f}",
-                "tokens_total": str(s.get("tokens_total", 0)),
-                "tokens_kept_mean": f"{float(s.get('tokens_kept_mean', 0.0)):.1f}",
-                "keep_ratio": f"{float(s.get('keep_ratio', 0.0)):.3f}",
-                "memory_bank_frames": str(s.get("bank_frames", 0)),
-                "memory_bank_tokens": str(s.get("bank_tokens", 0)),
-                "memory_bank_bytes": str(s.get("bank_bytes", 0)),
-                "gpu_memory_bytes": str(s.get("gpu_memory_bytes", 0)),
-                "peak_gpu_memory_bytes": str(s.get("peak_gpu_memory_bytes", 0)),
-                "objects": ",".join(str(i) for i in s.get("object_ids", [])),
+                **diagnostic_values(s),
+                "objects": ",".join(str(i) for i in getattr(s, "object_ids", [])),
+                "occluded_objects": ",".join(
+                    str(i) for i, n in zip(getattr(s, "object_ids", []),
+                                           getattr(s, "occluded_frames", [])) if n),
                 "auto_prompted_objects": ",".join(str(i) for i in self.auto_prompted),
-                "router_mode": str(s.get("router_mode", "")),
-                "text_mode": str(s.get("text_mode", "")),
                 "frames_received": str(self.received),
                 "frames_processed": str(self.processed),
                 "frames_dropped": str(self.dropped),
+                "frames_skipped_for_rate": str(self.skipped_for_rate),
                 "frames_dropped_recently": str(drops_recent),
                 "bad_inputs": str(self.bad_inputs),
                 "prompt_errors": str(self.prompt_errors),
                 "worker_errors": str(self.worker_errors),
+                "incompatible_qos_events": str(self.incompatible_qos),
                 "last_error": self.last_error,
             }
+            if not values["device"]:
+                values["device"] = self.device
             recent_error = now - self.last_error_time <= warn_hold
             recent_worker_error = now - self.last_worker_error_time <= warn_hold
             if self.fatal:
@@ -178,7 +189,7 @@ class NodeHealth:
             elif self.processed == 0:
                 level, msg = OK, f"active, waiting for images on {self.input_topic}"
             else:
-                level, msg = OK, f"tracking {len(s.get('object_ids', []))} object(s) at {rate:.1f} Hz"
+                level, msg = OK, f"tracking {len(getattr(s, 'object_ids', []))} object(s) at {rate:.1f} Hz"
             return HealthSnapshot(level, msg, values)
 
 
@@ -199,4 +210,4 @@ def to_status(snap: HealthSnapshot, name: str, hardware_id: str):
     return st
 
 
-__all__ = ["NodeHealth", "HealthSnapshot", "to_status", "OK", "WARN", "ERROR", "STALE"]
+__all__ = ["NodeHealth", "HealthSnapshot", "to_status", "OK", "WARN", "ERROR"]

@@ -2,18 +2,24 @@
 description and a range.
 
 Tracker-core parameters map 1:1 onto :class:`~fastsam2_ros.core.config.TrackerConfig` fields
-(``TrackerConfig.field_names()``; defaults from the dataclass); node parameters (topics, QoS,
-outputs, prompting, diagnostics) are listed in :data:`NODE_PARAMETERS`. ``ParamSpec`` is plain
-data so tests can check the YAML file and the declarations without a node.
+(``TrackerConfig.field_names()``; defaults from the dataclass; ranges and choices from the core's
+one table, ``PARAMETER_RANGES`` / ``PARAMETER_CHOICES``); node parameters (topics, QoS, outputs,
+prompting, diagnostics) are listed in :data:`NODE_PARAMETERS`. ``ParamSpec`` is plain data so tests
+can check the YAML file and the declarations without a node.
+
+A value given at start-up (launch argument, ``-p``, params file) that the descriptor rejects does
+not kill the node: :func:`declare_parameters` declares the default instead and returns the
+rejection, and the node fails ``configure`` with it (see docs/ros.md, "Lifecycle").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
-from ..core.config import (COMPILE_MODES, FILLERS, MODEL_ALIASES, MODEL_CONFIGS, PREPROCESS_MODES, TEXT_MODES,
-                           TrackerConfig)
+from ..core.config import (MODEL_ALIASES, MODEL_CONFIGS, PARAMETER_CHOICES, PARAMETER_RANGES,
+                           Range, TrackerConfig)
+from ..core.prompts import MAX_OBJECT_ID
 
 
 @dataclass(frozen=True)
@@ -21,8 +27,8 @@ class ParamSpec:
     name: str
     default: Any
     description: str
-    #: (from, to) inclusive for int/float parameters; None for bool/str
-    range: Optional[Tuple[float, float]] = None
+    #: allowed values of an int/float parameter; None for bool/str
+    range: Optional[Range] = None
     #: allowed values of a string parameter (documented in additional_constraints)
     choices: Optional[Sequence[str]] = None
     #: True: applied while running; False: takes effect on the next configure/activate
@@ -32,8 +38,10 @@ class ParamSpec:
 
 
 _MODELS = sorted(MODEL_ALIASES) + sorted(MODEL_CONFIGS)
+IMAGE_RELIABILITIES = ("best_effort", "reliable")
 
-#: Description and range of every TrackerConfig field (defaults come from the dataclass).
+#: Description of every TrackerConfig field (defaults come from the dataclass, ranges and choices
+#: from the core's table).
 TRACKER_PARAMETER_DOCS: Dict[str, Dict[str, Any]] = {
     "model_cfg": dict(description="SAM 2 model: tiny|small|base_plus|large, sam2.1_hiera_{t,s,b+,l}, "
                       "sam2_hiera_* or an official sam2 config name", choices=_MODELS),
@@ -44,45 +52,40 @@ TRACKER_PARAMETER_DOCS: Dict[str, Dict[str, Any]] = {
                                  "is given (tests/smoke runs only: masks are meaningless)"),
     "device": dict(description="Torch device: auto (cuda if available) | cpu | cuda | cuda:N"),
     "bf16": dict(description="bfloat16 autocast on CUDA (ignored on CPU)"),
-    "image_size": dict(description="SAM 2 input side in pixels (multiple of 16, >= 64; 1024 is the "
-                       "trained resolution)", range=(64, 4096)),
+    "image_size": dict(description="SAM 2 input side in pixels, a multiple of 32 (the image "
+                       "encoder's stride; other sizes fail inside sam2); 1024 is the trained "
+                       "resolution"),
     "preprocess": dict(description="Resize + normalisation of each frame: auto (on the GPU under "
-                       "CUDA, else pil) | pil (sam2's exact loader) | device", choices=PREPROCESS_MODES),
+                       "CUDA, else pil) | pil (sam2's exact loader) | device"),
     "cuda_graphs": dict(description="CUDA: replay the per-frame step as captured CUDA graphs "
                         "(false = eager kernels)"),
     "torch_compile": dict(description="CUDA: torch.compile SAM 2's image encoder (encoder) or also "
                           "memory attention, prompt encoder, mask decoder and memory encoder (all); "
-                          "the first start compiles, the kernels are cached for restarts",
-                          choices=COMPILE_MODES),
+                          "the first start compiles, the kernels are cached for restarts"),
     "compile_cache_dir": dict(description="Cache of compiled kernels (empty = "
                               "~/.cache/fastsam2_ros/inductor)"),
     "keep_ratio": dict(description="Fraction of top-level tokens kept before memory attention "
-                       "(1.0 = dense SAM 2); applied live", range=(0.01, 1.0), live=True),
-    "mc_passes": dict(description="Monte-Carlo dropout passes of the token-uncertainty signal (0 = off)",
-                      range=(0, 64)),
-    "mc_dropout": dict(description="Dropout probability used only inside the uncertainty estimate",
-                       range=(0.0, 0.95)),
+                       "(1.0 = dense SAM 2); applied live", live=True),
+    "mc_passes": dict(description="Monte-Carlo dropout passes of the token-uncertainty signal (0 = off)"),
+    "mc_dropout": dict(description="Dropout probability used only inside the uncertainty estimate"),
     "text_mode": dict(description="Text relevance: clip_ridge (per-token CLIP relevance) | paper_lsq "
-                      "(the paper's eq. 4-5, text-independent baseline) | none", choices=TEXT_MODES),
+                      "(the paper's eq. 4-5, text-independent baseline) | none"),
     "router_weights": dict(description="Trained router MLP weights (.pt); empty = training-free fusion"),
-    "filler": dict(description="Features given to pruned positions before the mask decoder",
-                   choices=FILLERS),
+    "filler": dict(description="Features given to pruned positions before the mask decoder"),
     "memory_mask_boost": dict(description="Score bonus that forces predicted-mask tokens into the "
-                              "memory bank", range=(0.0, 100.0)),
+                              "memory bank"),
     "clip_model": dict(description="open_clip architecture of the text encoder (e.g. ViT-B-16)"),
     "clip_weights": dict(description="open_clip weights file; empty = text relevance off (unless "
                          "allow_random_weights)"),
     "clip_refresh_interval": dict(description="Refit the SAM2->CLIP token map every N frames "
-                                  "(0 = on prompt frames only)", range=(0, 100000)),
+                                  "(0 = on prompt frames only)"),
     "max_cond_frames": dict(description="Prompted (conditioning) frames kept per object; the first "
-                            "is pinned", range=(1, 64)),
-    "max_obj_ptrs": dict(description="Object pointers attended to (SAM 2 default 16)", range=(1, 64)),
-    "max_objects": dict(description="Most objects tracked at the same time", range=(1, 255)),
-    "mask_threshold": dict(description="Logit threshold of the published binary masks",
-                           range=(-100.0, 100.0)),
-    "max_text_length": dict(description="Longer text prompts are rejected (characters)",
-                            range=(1, 100000)),
-    "seed": dict(description="Seed for random weights and Monte-Carlo dropout", range=(0, 2**31 - 1)),
+                            "is pinned"),
+    "max_obj_ptrs": dict(description="Object pointers attended to (SAM 2 default 16)"),
+    "max_objects": dict(description="Most objects tracked at the same time"),
+    "mask_threshold": dict(description="Logit threshold of the published binary masks"),
+    "max_text_length": dict(description="Longer text prompts are rejected (characters)"),
+    "seed": dict(description="Seed for random weights and Monte-Carlo dropout"),
 }
 
 #: Parameters of the node itself (not passed to the tracker core).
@@ -93,11 +96,19 @@ NODE_PARAMETERS: List[ParamSpec] = [
               "inactive; false = free it (and the CUDA cache) on deactivate and reload on activate"),
     ParamSpec("subscribe_compressed", False, "Also subscribe to image/compressed "
               "(sensor_msgs/CompressedImage, jpeg/png)"),
-    ParamSpec("image_qos_depth", 5, "Queue depth of the image subscriptions (sensor-data QoS: best "
-              "effort, volatile; connects to reliable and best-effort publishers). The callback only keeps "
+    ParamSpec("image_reliability", "best_effort", "QoS reliability of the image subscriptions: "
+              "best_effort connects to every camera driver but DDS may drop large frames (fragments "
+              "lost) without telling anyone; reliable delivers every frame of a reliable publisher "
+              "(re-sending lost fragments, which can slow the publisher) and cannot connect to a "
+              "best-effort publisher (logged as incompatible QoS)", choices=IMAGE_RELIABILITIES),
+    ParamSpec("image_depth", 5, "Queue depth of the image subscriptions. The callback only keeps "
               "the newest frame, so a deeper queue adds no latency; it lets the node see (and count) "
-              "frames it drops instead of DDS discarding them silently", range=(1, 100)),
-    ParamSpec("output_qos_depth", 5, "Queue depth of the (reliable) output publishers", range=(1, 1000)),
+              "frames it drops instead of DDS discarding them", range=Range(1, 100)),
+    ParamSpec("max_rate_hz", 0.0, "Most frames tracked per second (0 = as fast as inference "
+              "allows); frames skipped to hold the rate count as dropped", range=Range(0.0, 1000.0),
+              live=True),
+    ParamSpec("output_qos_depth", 5, "Queue depth of the (reliable) output publishers",
+              range=Range(1, 1000)),
     ParamSpec("publish_mask", True, "Publish the union mask (mono8, 0/255) on mask", live=True),
     ParamSpec("publish_labels", True, "Publish the label image (mono16, pixel = object id, 0 = "
               "background) on labels", live=True),
@@ -105,26 +116,32 @@ NODE_PARAMETERS: List[ParamSpec] = [
               "overlay", live=True),
     ParamSpec("overlay_show_tokens", False, "Draw the retained tokens of the pruned memory attention "
               "on the overlay (when the tracker reports them)", live=True),
-    ParamSpec("overlay_alpha", 0.5, "Opacity of the mask colours on the overlay", range=(0.0, 1.0),
+    ParamSpec("overlay_alpha", 0.5, "Opacity of the mask colours on the overlay", range=Range(0.0, 1.0),
               live=True),
+    ParamSpec("publish_objects", True, "Publish fastsam2_msgs/TrackedObjectArray (per object: id, "
+              "text, presence score, visible, bbox, centroid, area) with every mask on objects",
+              live=True),
+    ParamSpec("publish_detections", True, "Also publish vision_msgs/Detection2DArray (visible "
+              "objects) on detections when vision_msgs is installed", live=True),
     ParamSpec("publish_stats", True, "Publish fastsam2_msgs/TrackerStats for every frame on stats",
               live=True),
     ParamSpec("publish_on_prompt", True, "After a prompt changed the masks of the current frame, "
               "publish that frame's outputs again (same header: the newer message wins); gives "
               "immediate feedback to clicks when inference is slow", live=True),
     ParamSpec("click_object_id", 1, "Object that click (rqt_image_view) and /clicked_point (RViz) "
-              "prompts go to: started if not tracked, refined if tracked", range=(1, 65535), live=True),
+              "prompts go to: started if not tracked, refined if tracked", range=Range(1, MAX_OBJECT_ID),
+              live=True),
     ParamSpec("click_new_object", False, "Every click starts a new object (next free id) instead of "
               "refining click_object_id", live=True),
     ParamSpec("text_object_id", 0, "Object that text_prompt starts: 0 = a new object (next free id) "
               "for every text; N = object N, restarted from the text if already tracked",
-              range=(0, 65535), live=True),
+              range=Range(0, MAX_OBJECT_ID), live=True),
     ParamSpec("use_tf", True, "Transform /clicked_point into the camera frame with TF when tf2_ros is "
               "installed; otherwise only points already in the camera frame are used"),
     ParamSpec("diagnostics_period", 1.0, "Period of the /diagnostics status (seconds)",
-              range=(0.1, 60.0)),
+              range=Range(0.1, 60.0)),
     ParamSpec("diagnostics_warn_hold", 5.0, "How long /diagnostics stays at WARN after a bad input "
-              "(seconds)", range=(0.0, 3600.0), live=True),
+              "(seconds)", range=Range(0.0, 3600.0), live=True),
 ]
 
 
@@ -137,8 +154,8 @@ def tracker_parameter_specs() -> List[ParamSpec]:
         specs.append(ParamSpec(
             name=name, default=defaults[name],
             description=doc.get("description", f"Tracker core parameter {name} (see TrackerConfig)"),
-            range=doc.get("range"), choices=doc.get("choices"), live=doc.get("live", False),
-            group="core"))
+            range=PARAMETER_RANGES.get(name), choices=PARAMETER_CHOICES.get(name, doc.get("choices")),
+            live=doc.get("live", False), group="core"))
     return specs
 
 
@@ -152,27 +169,32 @@ def spec_map() -> Dict[str, ParamSpec]:
 
 
 def descriptor(spec: ParamSpec):
-    """rcl_interfaces/ParameterDescriptor with description, type and range."""
+    """rcl_interfaces/ParameterDescriptor with description, type and range.
+
+    ROS ranges are closed; an open lower end (keep_ratio's (0, 1]) is declared as the closed range
+    and stated in ``additional_constraints``; the core's validation rejects the end point."""
     from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                     ParameterType)
 
     d = ParameterDescriptor(name=spec.name, description=spec.description)
-    value = spec.default
+    value, rng = spec.default, spec.range
+    constraints = []
     if isinstance(value, bool):
         d.type = ParameterType.PARAMETER_BOOL
     elif isinstance(value, int):
         d.type = ParameterType.PARAMETER_INTEGER
-        if spec.range is not None:
-            d.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]),
-                                            step=0)]
+        if rng is not None:
+            d.integer_range = [IntegerRange(from_value=int(rng.low), to_value=int(rng.high),
+                                            step=int(rng.step))]
     elif isinstance(value, float):
         d.type = ParameterType.PARAMETER_DOUBLE
-        if spec.range is not None:
+        if rng is not None:
             d.floating_point_range = [FloatingPointRange(
-                from_value=float(spec.range[0]), to_value=float(spec.range[1]), step=0.0)]
+                from_value=float(rng.low), to_value=float(rng.high), step=0.0)]
     else:
         d.type = ParameterType.PARAMETER_STRING
-    constraints = []
+    if rng is not None and (rng.low_open or rng.step):
+        constraints.append("in " + rng.describe())
     if spec.choices:
         constraints.append("one of: " + ", ".join(spec.choices))
     constraints.append("applied live" if spec.live else
@@ -182,10 +204,31 @@ def descriptor(spec: ParamSpec):
     return d
 
 
-def declare_parameters(node) -> None:
-    """Declare every parameter on ``node`` (values from the params file / overrides)."""
+def declare_parameters(node) -> Dict[str, str]:
+    """Declare every parameter on ``node`` (values from the params file / overrides).
+
+    Returns ``{name: reason}`` for start-up values the descriptor rejected (out of range, wrong
+    type); those parameters are declared with their default so the node still comes up.
+    """
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+
+    rejected: Dict[str, str] = {}
     for spec in parameter_specs():
-        node.declare_parameter(spec.name, spec.default, descriptor(spec))
+        desc = descriptor(spec)
+        try:
+            node.declare_parameter(spec.name, spec.default, desc)
+        except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
+            rejected[spec.name] = _rejection(spec, exc)
+            node.declare_parameter(spec.name, spec.default, desc, ignore_override=True)
+    return rejected
+
+
+def _rejection(spec: ParamSpec, exc: Exception) -> str:
+    if spec.range is not None:
+        allowed = f"must be in {spec.range.describe()}"
+    else:
+        allowed = f"must be a {type(spec.default).__name__}"
+    return f"{spec.name}: the value given at start-up was rejected ({allowed}): {exc}"
 
 
 def tracker_config_from_node(node) -> TrackerConfig:
@@ -200,7 +243,7 @@ def node_settings(node) -> Dict[str, Any]:
 
 
 __all__ = [
-    "ParamSpec", "TRACKER_PARAMETER_DOCS", "NODE_PARAMETERS", "tracker_parameter_specs",
+    "ParamSpec", "TRACKER_PARAMETER_DOCS", "NODE_PARAMETERS", "IMAGE_RELIABILITIES", "tracker_parameter_specs",
     "parameter_specs", "spec_map", "descriptor", "declare_parameters", "tracker_config_from_node",
     "node_settings",
 ]

@@ -1,6 +1,9 @@
-"""ROS prompt messages -> tracker prompts (validated), and camera projection of RViz clicks.
+"""ROS prompt messages -> tracker prompts, and camera projection of RViz clicks.
 
-Plain Python + numpy: testable without a running node. Every invalid input raises
+Plain Python + numpy: testable without a running node. The checks themselves (ids, texts, point
+counts, finiteness) are the core's (:mod:`fastsam2_ros.core.prompts`), so a prompt is judged the
+same whether it comes over ROS or through the Python API; what is checked here is only what the
+message format adds (one label per point, a mask image). Every invalid input raises
 :class:`~fastsam2_ros.core.errors.InputError` with a message for the log.
 """
 
@@ -13,10 +16,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..core.errors import InputError
-from .conversions import mask_from_image
-
-MAX_OBJECT_ID = 65535  # the label image is mono16: pixel value = object id
-MAX_POINTS = 64
+from ..core.prompts import MAX_POINTS, validate_object_id, validate_text
+from ..image_messages import mask_from_image
 
 
 @dataclass
@@ -24,7 +25,8 @@ class PromptRequest:
     """One prompt for one object, in the tracker's terms."""
 
     obj_id: int = 0  # 0 = next free id (only with new_object)
-    new_object: bool = True
+    #: True: start; False: refine; None: start if not tracked, refine if tracked (clicks)
+    new_object: Optional[bool] = True
     text: Optional[str] = None
     points: List[Tuple[float, float]] = field(default_factory=list)
     labels: List[int] = field(default_factory=list)
@@ -62,24 +64,6 @@ class PromptRequest:
         return kw
 
 
-def check_object_id(obj_id: int, allow_zero: bool = False) -> int:
-    obj_id = int(obj_id)
-    lo = 0 if allow_zero else 1
-    if not lo <= obj_id <= MAX_OBJECT_ID:
-        raise InputError(f"object id {obj_id} out of range [{lo}, {MAX_OBJECT_ID}] "
-                         "(ids are label-image pixel values)")
-    return obj_id
-
-
-def check_text(text: str, max_length: int) -> str:
-    if len(text) > max_length:
-        raise InputError(f"text prompt has {len(text)} characters; at most {max_length}")
-    text = text.strip()
-    if not text:
-        raise InputError("text prompt is empty")
-    return text
-
-
 def _finite(values: Sequence[float], what: str) -> None:
     if not all(math.isfinite(float(v)) for v in values):
         raise InputError(f"{what} contains NaN or infinity: {list(values)}")
@@ -87,10 +71,10 @@ def _finite(values: Sequence[float], what: str) -> None:
 
 def from_prompt_msg(msg: Any, max_text_length: int, source: str = "prompt") -> PromptRequest:
     """fastsam2_msgs/Prompt -> PromptRequest (checks ids, finiteness, label count/values)."""
-    req = PromptRequest(obj_id=check_object_id(msg.object_id, allow_zero=bool(msg.new_object)),
+    req = PromptRequest(obj_id=validate_object_id(int(msg.object_id), allow_zero=bool(msg.new_object)),
                         new_object=bool(msg.new_object), source=source)
     if msg.text:
-        req.text = check_text(msg.text, max_text_length)
+        req.text = validate_text(msg.text, max_text_length)
     if len(msg.points) > MAX_POINTS:
         raise InputError(f"too many points ({len(msg.points)}); at most {MAX_POINTS}")
     pts = [(float(p.x), float(p.y)) for p in msg.points]
@@ -110,14 +94,14 @@ def from_prompt_msg(msg: Any, max_text_length: int, source: str = "prompt") -> P
         req.mask_msg = msg.mask
     if not (req.text or req.points or req.box is not None or req.mask_msg is not None):
         raise InputError("empty prompt: give text, points, a box or a mask")
-    if not req.new_object and req.obj_id == 0:
-        raise InputError("refining needs an object id >= 1")
     return req
 
 
-def click_request(x: float, y: float, z: float, obj_id: int, new_object: bool,
+def click_request(x: float, y: float, z: float, obj_id: int, new_object: Optional[bool],
                   source: str) -> PromptRequest:
-    """A single click (pixels). ``z < 0`` makes it a background (negative) click."""
+    """A single click (pixels). ``z < 0`` makes it a background (negative) click.
+    ``new_object`` None: start ``obj_id`` if it is not tracked when the click is applied, else
+    refine it."""
     _finite((x, y, z), f"{source} point")
     return PromptRequest(obj_id=obj_id, new_object=new_object, points=[(float(x), float(y))],
                          labels=[0 if z < 0 else 1], source=source)
@@ -150,15 +134,4 @@ def transform_point(translation: Sequence[float], rotation_xyzw: Sequence[float]
     return float(out[0]), float(out[1]), float(out[2])
 
 
-def next_free_id(used: Sequence[int]) -> int:
-    used_set = set(int(i) for i in used)
-    for i in range(1, MAX_OBJECT_ID + 1):
-        if i not in used_set:
-            return i
-    raise InputError("no free object id")
-
-
-__all__ = [
-    "PromptRequest", "MAX_OBJECT_ID", "check_object_id", "check_text", "from_prompt_msg",
-    "click_request", "project_to_pixel", "transform_point", "next_free_id",
-]
+__all__ = ["PromptRequest", "from_prompt_msg", "click_request", "project_to_pixel", "transform_point"]

@@ -1,4 +1,5 @@
-"""sensor_msgs/Image <-> numpy conversions (cv_bridge semantics), without a node.
+"""sensor_msgs/Image <-> numpy conversions (cv_bridge semantics), without a node; the node and the
+frame sources decode through the same module.
 
 Messages are real ``sensor_msgs.msg.Image`` objects when the ROS message packages are importable
 (they are in the project's environment); the pure-numpy checks also run on a stand-in object.
@@ -12,7 +13,8 @@ import numpy as np
 import pytest
 
 from fastsam2_ros.core.errors import InputError
-from fastsam2_ros.ros import conversions as cv
+from fastsam2_ros import image_messages as cv
+from fastsam2_ros.frame_sources import FrameSourceError, ros_msg_to_rgb
 
 try:
     from sensor_msgs.msg import CompressedImage, Image
@@ -95,10 +97,11 @@ def test_mono16_padded_big_endian():
 
 
 def test_mono16_to_rgb_scales_like_cv_bridge():
-    vals = np.array([[0, 255, 256, 65535]], dtype=np.uint16)
-    msg = make_msg(1, 4, "mono16", 8, vals.astype("<u2").tobytes(), is_bigendian=0)
+    # cv_bridge: convertTo(CV_8U, 255/65535), rounded to nearest
+    vals = np.array([[0, 128, 129, 255, 256, 385, 386, 65535]], dtype=np.uint16)
+    msg = make_msg(1, 8, "mono16", 16, vals.astype("<u2").tobytes(), is_bigendian=0)
     rgb = cv.image_to_rgb(msg)
-    np.testing.assert_array_equal(rgb[0, :, 0], [0, 0, 1, 255])
+    np.testing.assert_array_equal(rgb[0, :, 0], [0, 0, 1, 1, 1, 1, 2, 255])
     assert (rgb[..., 0] == rgb[..., 2]).all()
 
 
@@ -126,8 +129,9 @@ def test_mono8_to_rgb():
     (dict(height=2, width=3, encoding="rgb8", step=9, data=b"\0" * 17), "expected step"),
     (dict(height=2, width=3, encoding="rgb8", step=9, data=b"\0" * 19), "expected step"),
     (dict(height=2, width=2, encoding="mono16", step=5, data=b"\0" * 10), "multiple"),
-    (dict(height=2, width=2, encoding="yuv422", step=4, data=b"\0" * 8), "not supported as tracker input"),
-    (dict(height=2, width=2, encoding="", step=4, data=b"\0" * 8), "not supported as tracker input"),
+    (dict(height=2, width=2, encoding="8UC3", step=6, data=b"\0" * 12), "no colour meaning"),
+    (dict(height=2, width=2, encoding="nv21", step=4, data=b"\0" * 8), "unknown"),
+    (dict(height=2, width=2, encoding="", step=4, data=b"\0" * 8), "unknown"),
     (dict(height=100000, width=100000, encoding="mono8", step=100000, data=b""), "too large"),
 ])
 def test_malformed_images_raise_input_error(kwargs, match):
@@ -138,7 +142,7 @@ def test_malformed_images_raise_input_error(kwargs, match):
 def test_non_color_encoding_rejected_as_tracker_input():
     msg = make_msg(1, 1, "32FC1", 4, b"\0" * 4)
     assert cv.image_to_numpy(msg).dtype == np.float32  # passthrough works
-    with pytest.raises(InputError, match="not supported as tracker input"):
+    with pytest.raises(InputError, match="no colour meaning"):
         cv.image_to_rgb(msg)
 
 
@@ -176,3 +180,96 @@ def test_compressed_roundtrip_and_garbage():
         cv.compressed_to_rgb(bad)
     with pytest.raises(InputError, match="empty"):
         cv.compressed_to_rgb(CompressedImage(format="jpeg"))
+
+
+# ------------------------------------------------------------------------ one decoder, cv_bridge table
+def _encode(rgb, encoding):
+    """RGB uint8 -> the raw array of ``encoding`` (the inverse of what cv_bridge decodes)."""
+    rgb16 = rgb.astype(np.uint16) * 257
+    alpha = np.full(rgb.shape[:2] + (1,), 255, np.uint8)
+    table = {
+        "rgb8": rgb, "bgr8": rgb[:, :, ::-1], "rgba8": np.dstack([rgb, alpha]),
+        "bgra8": np.dstack([rgb[:, :, ::-1], alpha]), "rgb16": rgb16, "bgr16": rgb16[:, :, ::-1],
+        "rgba16": np.dstack([rgb16, alpha.astype(np.uint16) * 257]),
+        "bgra16": np.dstack([rgb16[:, :, ::-1], alpha.astype(np.uint16) * 257]),
+        "mono8": rgb[:, :, 0], "mono16": rgb16[:, :, 0],
+    }
+    if encoding in table:
+        return np.ascontiguousarray(table[encoding])
+    if encoding in ("yuv422", "uyvy", "yuv422_yuy2", "yuyv"):
+        r, g, b = (rgb[:, :, i].astype(np.float64) for i in range(3))  # BT.601, video range
+        y = np.rint(16 + 0.257 * r + 0.504 * g + 0.098 * b).astype(np.uint8)
+        u = np.rint(128 - 0.148 * r - 0.291 * g + 0.439 * b).astype(np.uint8)[:, 0::2]
+        v = np.rint(128 + 0.439 * r - 0.368 * g - 0.071 * b).astype(np.uint8)[:, 0::2]
+        out = np.zeros(rgb.shape[:2] + (2,), np.uint8)
+        uyvy = encoding in ("yuv422", "uyvy")
+        out[:, :, 1 if uyvy else 0] = y
+        out[:, 0::2, 0 if uyvy else 1] = u
+        out[:, 1::2, 0 if uyvy else 1] = v
+        return out
+    mosaic = np.zeros(rgb.shape[:2], np.uint8)  # bayer: the pattern's channel at each pixel
+    pattern = encoding[6:10]
+    for k, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        ch = "rgb".index(pattern[k])
+        mosaic[dy::2, dx::2] = rgb[dy::2, dx::2, ch]
+    return mosaic.astype(np.uint16) * 257 if encoding.endswith("16") else mosaic
+
+
+@pytest.mark.parametrize("encoding", list(cv.RGB_CONVERSIONS))
+def test_every_colour_encoding_decodes_the_same_in_node_and_frame_sources(encoding):
+    rng = np.random.default_rng(3)
+    flat = np.full((8, 8, 3), (200, 90, 30), np.uint8)  # uniform: exact for 4:2:2 and Bayer
+    rgb = flat if not encoding.startswith(("rgb", "bgr")) else \
+        rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    if encoding.startswith("mono"):
+        rgb = np.repeat(rng.integers(0, 256, (8, 8, 1), dtype=np.uint8), 3, axis=2)
+    arr = _encode(rgb, encoding)
+    dtype, ch = cv.encoding_info(encoding)
+    msg = make_msg(8, 8, encoding, 8 * ch * dtype.itemsize, arr.astype(dtype).tobytes())
+    node = cv.image_to_rgb(msg)
+    bag = ros_msg_to_rgb(SimpleNamespace(**{k: getattr(msg, k) for k in (
+        "height", "width", "encoding", "step", "is_bigendian")}, data=np.frombuffer(
+        bytes(msg.data), np.uint8)), "sensor_msgs/msg/Image")
+    np.testing.assert_array_equal(node, bag)
+    tol = 2 if encoding in ("yuv422", "uyvy", "yuv422_yuy2", "yuyv") else 0
+    core = (slice(2, -2), slice(2, -2)) if encoding.startswith("bayer") else (slice(None), slice(None))
+    assert np.abs(node[core].astype(int) - rgb[core]).max() <= tol, encoding
+
+
+def test_frame_sources_refuse_what_the_node_refuses():
+    m = SimpleNamespace(height=2, width=2, encoding="8UC3", step=6, is_bigendian=0, data=bytes(12))
+    with pytest.raises(FrameSourceError, match="bag topic 3: image encoding '8UC3' has no colour"):
+        ros_msg_to_rgb(m, "sensor_msgs/msg/Image", "bag topic 3")
+    with pytest.raises(InputError, match="no colour meaning"):
+        cv.image_to_rgb(m)
+
+
+@needs_msgs
+@pytest.mark.parametrize("fmt,payload_order", [
+    ("jpeg", "bgr"), ("png", "bgr"), ("rgb8; png compressed bgr8", "bgr"),
+    ("bgr8; png compressed bgr8", "bgr"), ("rgb8; png compressed rgb8", "rgb"),
+])
+def test_compressed_channel_order_follows_compressed_image_transport(fmt, payload_order):
+    import cv2
+
+    rgb = (np.random.default_rng(2).random((6, 7, 3)) * 255).astype(np.uint8)
+    stored = rgb[:, :, ::-1] if payload_order == "bgr" else rgb  # what cv2.imencode receives
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(stored))
+    msg = CompressedImage(format=fmt)
+    msg.data = array.array("B", buf.tobytes())
+    np.testing.assert_array_equal(cv.compressed_to_rgb(msg), rgb)
+    assert cv.compressed_payload_is_rgb(fmt) is (payload_order == "rgb")
+
+
+@needs_msgs
+def test_compressed_16_bit_png_and_depth_refused():
+    import cv2
+
+    grey = np.array([[0, 65535], [257, 32768]], np.uint16)
+    ok, buf = cv2.imencode(".png", grey)
+    msg = CompressedImage(format="mono16; png compressed mono16")
+    msg.data = array.array("B", buf.tobytes())
+    np.testing.assert_array_equal(cv.compressed_to_rgb(msg)[:, :, 0], [[0, 255], [1, 128]])
+    msg.format = "16UC1; compressedDepth png"
+    with pytest.raises(InputError, match="compressedDepth"):
+        cv.compressed_to_rgb(msg)

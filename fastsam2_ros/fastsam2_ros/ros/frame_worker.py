@@ -1,0 +1,358 @@
+"""The frame worker: the one thread that calls the tracker.
+
+Image callbacks only :meth:`FrameWorker.offer_frame` (a one-slot buffer: a newer frame replaces an
+unprocessed one, which is counted as dropped). Prompts, removals, resets and keep-ratio changes from
+topics, services and parameters are :meth:`FrameWorker.submit`-ted as commands and run here,
+between two frames, on the current frame; a service waits for its command's future. So the tracker
+(not thread-safe) is never called from two threads, and a prompt waits at most one inference.
+
+Each frame goes through three separate steps: decode (``decode``), track (the tracker), publish
+(``publish``), so a later change can move or overlap them.
+
+``max_rate_hz`` holds the tracking rate: the worker takes no frame before ``1 / max_rate_hz``
+after the previous one started; frames replaced meanwhile are counted as dropped (and as skipped
+for the rate, which does not raise a diagnostics warning).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, Optional, Set, Tuple
+
+import numpy as np
+
+from ..core.errors import FastSam2Error, InputError
+from ..core.prompts import next_free_id
+from .prompting import PromptRequest
+
+#: Prompts that may wait for the first frame (topic prompts before any image arrived).
+MAX_PENDING_PROMPTS = 16
+
+
+@dataclass
+class TrackedFrame:
+    """A tracker result with what the outputs need besides it."""
+
+    result: Any
+    header: Any
+    rgb: np.ndarray
+    received: float  # time.monotonic() when the image arrived
+    fresh: bool  # True: a newly tracked frame; False: the current frame again after a prompt
+    texts: Dict[int, str] = field(default_factory=dict)
+    auto_prompted: Set[int] = field(default_factory=set)
+
+
+@dataclass
+class PromptOutcome:
+    obj_id: int
+    auto_prompted: bool = False
+    queued: bool = False  # waiting for the first frame
+
+
+@dataclass
+class _Command:
+    kind: str  # prompt | remove | reset | keep_ratio
+    arg: Any = None
+    queue_if_no_frame: bool = False
+    future: Future = field(default_factory=Future)
+
+
+class FrameWorker:
+    """Owns the tracker while running; see the module docstring."""
+
+    def __init__(self, tracker: Any, *, decode: Callable[[str, Any], np.ndarray],
+                 publish: Callable[[TrackedFrame], None], health: Any, logger: Any,
+                 bad_input: Callable[..., None], worker_error: Callable[[BaseException], None],
+                 max_rate_hz: Callable[[], float], publish_on_prompt: Callable[[], bool]) -> None:
+        self.tracker = tracker
+        self._decode = decode
+        self._publish = publish
+        self._health = health
+        self._log = logger
+        self._bad_input = bad_input
+        self._worker_error = worker_error
+        self._max_rate_hz = max_rate_hz
+        self._publish_on_prompt = publish_on_prompt
+        self._cv = threading.Condition()
+        self._slot: Optional[Tuple[str, Any, float]] = None
+        self._commands: Deque[_Command] = deque()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._rate_waiting = False
+        self._next_frame_at = 0.0
+        self._current: Optional[Tuple[Any, np.ndarray]] = None  # (header, rgb) prompts apply to
+        self._pending: Deque[PromptRequest] = deque()
+        self._texts: Dict[int, str] = {}
+        self._auto_prompted: Set[int] = set()
+        #: object ids after the last tracker call (read by other threads; replaced, never mutated)
+        self.tracked_ids: Tuple[int, ...] = tuple(sorted(int(i) for i in tracker.object_ids))
+
+    # ----------------------------------------------------------------------------- control
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="fastsam2_worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 120.0) -> None:
+        """Stop taking frames and commands, wait for the frame in progress, fail what is queued."""
+        self._stop.set()
+        with self._cv:
+            self._slot = None
+            self._cv.notify_all()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=timeout)
+        with self._cv:
+            left, self._commands = list(self._commands), deque()
+        for cmd in left:
+            cmd.future.set_exception(InputError("the tracker stopped (lifecycle transition)"))
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and not self._stop.is_set()
+
+    # ----------------------------------------------------------------------------- inputs
+    def offer_frame(self, kind: str, msg: Any) -> None:
+        """Keep ``msg`` as the newest frame (called by the image callbacks; never blocks)."""
+        if self._stop.is_set():
+            return
+        with self._cv:
+            replaced = self._slot is not None
+            rate_limited = replaced and self._rate_waiting
+            self._slot = (kind, msg, time.monotonic())
+            self._cv.notify_all()
+        self._health.on_received(replaced, rate_limited=rate_limited)
+
+    def clear_frame(self) -> None:
+        with self._cv:
+            self._slot = None
+
+    def submit(self, kind: str, arg: Any = None, queue_if_no_frame: bool = False) -> Future:
+        """Queue a command for the worker; its future holds the outcome or the InputError."""
+        cmd = _Command(kind, arg, queue_if_no_frame)
+        if self._stop.is_set() or self._thread is None:
+            cmd.future.set_exception(InputError("the tracker is not active; activate it first"))
+            return cmd.future
+        with self._cv:
+            self._commands.append(cmd)
+            self._cv.notify_all()
+        return cmd.future
+
+    # ----------------------------------------------------------------------------- loop
+    def _loop(self) -> None:
+        while True:
+            cmd, frame = self._next()
+            if cmd is None and frame is None:
+                return
+            try:
+                if cmd is not None:
+                    self._run_command(cmd)
+                else:
+                    self._process_frame(frame)
+            except Exception as exc:  # noqa: BLE001 - the worker must never die
+                self._worker_error(exc)
+
+    def _next(self) -> Tuple[Optional[_Command], Optional[Tuple[str, Any, float]]]:
+        """Block until a command, a frame the rate allows, or stop (then (None, None))."""
+        with self._cv:
+            while not self._stop.is_set():
+                if self._commands:
+                    self._rate_waiting = False
+                    return self._commands.popleft(), None
+                if self._slot is not None:
+                    wait = self._next_frame_at - time.monotonic()
+                    if wait <= 0:
+                        item, self._slot = self._slot, None
+                        self._rate_waiting = False
+                        rate = float(self._max_rate_hz() or 0.0)
+                        self._next_frame_at = time.monotonic() + (1.0 / rate if rate > 0 else 0.0)
+                        return None, item
+                    self._rate_waiting = True
+                    self._cv.wait(wait)
+                    continue
+                self._rate_waiting = False
+                self._cv.wait(0.5)
+            return None, None
+
+    def _take_waiting_frame(self) -> Optional[Tuple[str, Any, float]]:
+        with self._cv:
+            item, self._slot = self._slot, None
+            return item
+
+    # ----------------------------------------------------------------------------- frames
+    def _process_frame(self, item: Tuple[str, Any, float],
+                       prompt: Optional[PromptRequest] = None) -> Optional[PromptOutcome]:
+        """Decode, track (applying prompts that waited for a first frame), publish."""
+        kind, msg, received = item
+        try:
+            rgb = self._decode(kind, msg)
+        except InputError as exc:
+            self._bad_input(f"image rejected ({kind}, frame_id {msg.header.frame_id!r}): {exc}")
+            if prompt is not None:
+                raise InputError(f"the waiting image is unusable: {exc}") from exc
+            return None
+        outcome = None
+        try:
+            if self._pending or prompt is not None:
+                result, outcome = self._first_frame_with_prompts(msg.header, rgb, prompt)
+            else:
+                result = self.tracker.track(rgb)
+        except FastSam2Error as exc:
+            if prompt is not None:
+                raise
+            self._bad_input(f"frame rejected by the tracker: {exc}")
+            return None
+        finally:
+            self._refresh_ids()
+        self._current = (msg.header, rgb)
+        self._emit(result, msg.header, rgb, received, fresh=True)
+        return outcome
+
+    def _first_frame_with_prompts(self, header, rgb, prompt: Optional[PromptRequest]):
+        """Take a frame and apply the prompts that waited for it (and ``prompt``).
+
+        Before the first frame the first ``add_prompt`` passes ``image=`` so the tracker takes the
+        frame with it; otherwise the frame is tracked first."""
+        queue = list(self._pending)
+        self._pending.clear()
+        if prompt is not None:
+            queue.append(prompt)
+        tracker = self.tracker
+        result, outcome = None, None
+        fed = self._current is not None
+        if fed:
+            result = tracker.track(rgb)
+        for req in queue:
+            before = tracker.frame_index
+            try:
+                out, res = self._apply(req, rgb.shape[:2], image=None if fed else rgb)
+                fed, result = True, res
+                if req is prompt:
+                    outcome = out
+            except FastSam2Error as exc:
+                fed = fed or tracker.frame_index != before
+                if req is prompt:
+                    raise
+                self._bad_input(f"{req.source} rejected: {exc}", prompt=True)
+        if not fed:
+            result = tracker.track(rgb)
+        elif result is None:  # a prompt took the frame and then failed
+            result = tracker.track(rgb)
+        return result, outcome
+
+    def _emit(self, result, header, rgb, received: float, fresh: bool) -> None:
+        self._auto_prompted.update(int(i) for i in result.stats.auto_prompted)
+        self._texts.update({int(k): v for k, v in result.stats.auto_phrases.items()})
+        self._publish(TrackedFrame(result, header, rgb, received, fresh, dict(self._texts),
+                                   set(self._auto_prompted)))
+
+    def _refresh_ids(self) -> None:
+        ids = tuple(sorted(int(i) for i in self.tracker.object_ids))
+        for gone in set(self._texts) - set(ids):
+            del self._texts[gone]
+        self._auto_prompted &= set(ids)
+        self.tracked_ids = ids
+
+    # ----------------------------------------------------------------------------- commands
+    def _run_command(self, cmd: _Command) -> None:
+        try:
+            handler = {"prompt": self._cmd_prompt, "remove": self._cmd_remove,
+                       "reset": self._cmd_reset, "keep_ratio": self._cmd_keep_ratio}[cmd.kind]
+            value = handler(cmd)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            cmd.future.set_exception(exc)
+            if not isinstance(exc, FastSam2Error):
+                self._worker_error(exc)
+        else:
+            cmd.future.set_result(value)
+        finally:
+            self._refresh_ids()
+
+    def _cmd_prompt(self, cmd: _Command) -> PromptOutcome:
+        req: PromptRequest = cmd.arg
+        if self._current is not None:
+            header, rgb = self._current
+            outcome, result = self._apply(req, rgb.shape[:2])
+            if self._publish_on_prompt():
+                self._refresh_ids()
+                self._emit(result, header, rgb, time.monotonic(), fresh=False)
+            return outcome
+        item = self._take_waiting_frame()  # no frame processed yet: use one that waits
+        if item is not None:
+            outcome = self._process_frame(item, prompt=req)
+            if outcome is None:
+                raise InputError("the waiting image could not be used")
+            return outcome
+        if not cmd.queue_if_no_frame:
+            raise InputError("no image received yet; prompts apply to the latest image")
+        if len(self._pending) >= MAX_PENDING_PROMPTS:
+            raise InputError(f"{MAX_PENDING_PROMPTS} prompts already wait for the first image")
+        self._pending.append(req)
+        self._log.info(f"{req.source}: no image yet, prompt queued for the first frame: {req.describe()}")
+        return PromptOutcome(int(req.obj_id), queued=True)
+
+    def _apply(self, req: PromptRequest, shape, image: Optional[np.ndarray] = None):
+        """Apply one prompt on the current frame (or on ``image``). Returns (outcome, result)."""
+        tracker = self.tracker
+        tracked = set(int(i) for i in tracker.object_ids)
+        obj_id = int(req.obj_id)
+        new = req.new_object if req.new_object is not None else obj_id not in tracked
+        if new:
+            if obj_id == 0:
+                obj_id = next_free_id(tracked)
+            elif obj_id in tracked and not req.restart:
+                raise InputError(f"object {obj_id} is already tracked: refine it (new_object=false) "
+                                 "or remove it first")
+        elif obj_id not in tracked:
+            raise InputError(f"object {obj_id} is not tracked (tracked: {sorted(tracked)}); "
+                             "use new_object=true to start it")
+        kwargs = req.tracker_kwargs(shape)  # validates a mask against the frame
+        if image is not None:
+            kwargs["image"] = image
+        restarted = new and req.restart and obj_id in tracked
+        if restarted:
+            tracker.remove_object(obj_id)
+            self._auto_prompted.discard(obj_id)
+            self._texts.pop(obj_id, None)
+        result = tracker.add_prompt(obj_id=obj_id, **kwargs)
+        auto = obj_id in set(int(i) for i in result.stats.auto_prompted)
+        if req.text:
+            self._texts[obj_id] = req.text
+        verb = "restarted" if restarted else ("started" if new else "refined")
+        how = " from text alone (automatic click)" if auto else ""
+        self._log.info(f"{req.source}: object {obj_id} {verb}{how}: {req.describe()}")
+        return PromptOutcome(obj_id, auto_prompted=auto), result
+
+    def _cmd_remove(self, cmd: _Command) -> int:
+        obj_id = int(cmd.arg)
+        self.tracker.remove_object(obj_id)
+        self._auto_prompted.discard(obj_id)
+        self._texts.pop(obj_id, None)
+        self._log.info(f"object {obj_id} removed")
+        return obj_id
+
+    def _cmd_reset(self, cmd: _Command) -> None:
+        self.tracker.reset()
+        self._auto_prompted.clear()
+        self._texts.clear()
+        self._pending.clear()
+        self._current = None  # prompts after a reset apply to the next frame
+
+    def _cmd_keep_ratio(self, cmd: _Command) -> float:
+        self.tracker.set_keep_ratio(float(cmd.arg))
+        return float(cmd.arg)
+
+
+def wait(future: Future, timeout: float) -> Any:
+    """The future's result; InputError when the worker did not answer within ``timeout`` s."""
+    try:
+        return future.result(timeout=timeout)
+    except TimeoutError:
+        raise InputError(f"the tracker did not answer within {timeout:g} s") from None
+
+
+__all__ = ["FrameWorker", "TrackedFrame", "PromptOutcome", "MAX_PENDING_PROMPTS", "wait"]

@@ -1,0 +1,49 @@
+"""QoS profiles of the node's topics, and the incompatible-QoS event hook of its image input.
+
+The image subscription's reliability is a parameter (``image_reliability``) because the choice is
+a trade-off the user must make (docs/ros.md, "Image QoS"): best effort connects to every camera
+driver but lets DDS drop large frames silently; reliable delivers them but connects only to
+reliable publishers. An incompatible pairing is not silent here: it is logged and counted.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy,
+                       qos_policy_name_from_kind)
+
+RELIABILITY = {"best_effort": QoSReliabilityPolicy.BEST_EFFORT,
+               "reliable": QoSReliabilityPolicy.RELIABLE}
+
+
+def reliable(depth: int) -> QoSProfile:
+    """Outputs, prompts, services: reliable, volatile, keep last ``depth``."""
+    return QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=int(depth),
+                      reliability=QoSReliabilityPolicy.RELIABLE,
+                      durability=QoSDurabilityPolicy.VOLATILE)
+
+
+def image_qos(reliability: str, depth: int) -> QoSProfile:
+    """Camera input: ``best_effort`` (sensor data) or ``reliable``, volatile, keep last ``depth``."""
+    return QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=int(depth),
+                      reliability=RELIABILITY[reliability],
+                      durability=QoSDurabilityPolicy.VOLATILE)
+
+
+def incompatible_qos_events(topic: str, reliability: str,
+                            report: Callable[[str], None]) -> SubscriptionEventCallbacks:
+    """Event callbacks that ``report`` a publisher on ``topic`` this subscription cannot hear."""
+
+    def on_incompatible(event) -> None:
+        policy = qos_policy_name_from_kind(event.last_policy_kind)
+        hint = (" (the publisher is best effort: set image_reliability:=best_effort)"
+                if reliability == "reliable" and policy == "RELIABILITY" else "")
+        report(f"a publisher on {topic} offers incompatible QoS (policy {policy}); its images "
+               f"never reach the node{hint}")
+
+    return SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
+
+
+__all__ = ["RELIABILITY", "reliable", "image_qos", "incompatible_qos_events"]

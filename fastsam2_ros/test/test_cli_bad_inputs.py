@@ -1,0 +1,93 @@
+"""Bad input to the command-line tools (issue 8, item 7): one clear ``error:`` line, a non-zero
+exit status, no traceback and no abort. Each case runs the real console entry point in a fresh
+process, since an abort at interpreter exit (rclpy threads) is only visible there."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+DOMAIN_ID = int(os.environ.get("FASTSAM2_TEST_DOMAIN_BASE", "60")) + 7
+
+
+def run(module, *args, timeout=240):
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), OMP_NUM_THREADS="2")
+    proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert "Traceback" not in out, out[-3000:]
+    assert "terminate called" not in out and proc.returncode not in (-6, 134), out[-3000:]
+    return proc.returncode, [line for line in proc.stderr.splitlines() if "error:" in line]
+
+
+@pytest.fixture()
+def frames(tmp_path):
+    d = tmp_path / "frames"
+    d.mkdir()
+    for i in range(3):
+        rgb = (np.random.default_rng(i).random((48, 64, 3)) * 255).astype(np.uint8)
+        Image.fromarray(rgb).save(d / f"{i:05d}.jpg")
+    return d
+
+
+DEMO = "fastsam2_ros.ros.demo"
+SMOKE = ("--click", "20,20", "--random-weights", "--device", "cpu", "--model-cfg", "tiny")
+
+
+@pytest.mark.parametrize("flags,match", [
+    (("--image-size", "100"), "image_size must be in [64, 4096], a multiple of 32"),
+    (("--image-size", "80"), "multiple of 32"),
+    (("--model-cfg", "foo"), "unknown model_cfg 'foo'"),
+    (("--keep-ratio", "1.5"), "keep_ratio must be in (0, 1]"),
+])
+def test_demo_bad_settings(frames, tmp_path, flags, match):
+    args = ["--input", frames, "--output", tmp_path / "o", *SMOKE, *flags]
+    if "--model-cfg" in flags:
+        args.remove("tiny"), args.remove("--model-cfg")
+    rc, errors = run(DEMO, *args)
+    assert rc == 2 and len(errors) == 1 and match in errors[0], errors
+
+
+def test_demo_output_that_is_a_file(frames, tmp_path):
+    (tmp_path / "taken").write_text("x")
+    rc, errors = run(DEMO, "--input", frames, "--output", tmp_path / "taken", *SMOKE)
+    assert rc == 2 and len(errors) == 1 and "exists and is not a folder" in errors[0]
+
+
+@pytest.mark.parametrize("damage,match", [
+    ("truncated", r"cannot read image .*00001\.jpg"),
+    ("size", r"00001\.jpg is 32x24 but the first frame"),
+])
+def test_demo_bad_frame_in_the_middle(frames, tmp_path, damage, match):
+    import re
+
+    bad = frames / "00001.jpg"
+    if damage == "truncated":
+        bad.write_bytes(bad.read_bytes()[:200])
+    else:
+        Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(bad)
+    rc, errors = run(DEMO, "--input", frames, "--output", tmp_path / "o", *SMOKE,
+                     "--image-size", "64")
+    assert rc == 2 and len(errors) == 1 and re.search(match, errors[0]), errors
+
+
+def test_eval_score_json_that_is_a_folder(tmp_path):
+    from fastsam2_ros.eval.synthetic import generate_dataset
+
+    data = generate_dataset(tmp_path / "d", sequences=1, frames=3, size=(32, 32), objects=1)
+    rc, errors = run("fastsam2_ros.eval.cli", "score", "--gt", data, "--pred", data,
+                     "--json", tmp_path, "--no-progress")
+    assert rc == 2 and len(errors) == 1 and "is a folder" in errors[0], errors
+
+
+def test_eval_run_bad_image_size(tmp_path):
+    from fastsam2_ros.eval.synthetic import generate_dataset
+
+    data = generate_dataset(tmp_path / "d", sequences=1, frames=3, size=(32, 32), objects=1)
+    rc, errors = run("fastsam2_ros.eval.cli", "run", "--dataset", data, "--random-weights",
+                     "--image-size", "112", "--out", tmp_path / "o", "--no-progress")
+    assert rc == 2 and len(errors) == 1 and "multiple of 32" in errors[0], errors

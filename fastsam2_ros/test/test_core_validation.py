@@ -1,0 +1,152 @@
+"""Bad input to the core (issue 8, item 7): every case is an InputError or CheckpointError with a
+reason, never a raw numpy/Python error; the ranges table; per-object mask geometry."""
+
+import math
+
+import numpy as np
+import pytest
+
+from fastsam2_ros.core import CheckpointError, InputError, TrackerConfig
+from fastsam2_ros.core.config import PARAMETER_RANGES, Range
+from fastsam2_ros.core.geometry import mask_geometry
+from fastsam2_ros.core.models import build_predictor
+from fastsam2_ros.core.prompts import (MAX_OBJECT_ID, next_free_id, validate_box,
+                                       validate_object_id, validate_points, validate_text)
+
+
+@pytest.fixture(scope="module")
+def tracker():
+    from fastsam2_ros.core.tracker import StreamingTracker
+
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=96,
+                        device="cpu", keep_ratio=0.5, mc_passes=0)
+    return StreamingTracker(cfg)
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return (np.random.default_rng(0).random((48, 64, 3)) * 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------ prompts
+@pytest.mark.parametrize("points,labels,match", [
+    ([[1, 2], [3]], [1, 1], "rectangular"),
+    ("abc", [1], "must be numbers"),
+    ([[1, "x"]], [1], "rectangular"),
+    ([[1, 2]], ["fg"], "rectangular"),
+    ([[1, 2]], [[1], [0, 1]], "rectangular"),
+    ({"x": 1}, [1], "points"),
+])
+def test_ragged_and_mistyped_points_are_input_errors(points, labels, match):
+    with pytest.raises(InputError, match=match):
+        validate_points(points, labels, (10, 10))
+
+
+def test_ragged_box_and_the_tracker_stays_usable(tracker, frame):
+    with pytest.raises(InputError, match="rectangular"):
+        validate_box([1, 2, [3, 4]], (10, 10))
+    tracker.reset()
+    with pytest.raises(InputError, match="rectangular"):
+        tracker.add_prompt(1, points=[[1, 2], [3]], labels=[1, 1], image=frame)
+    res = tracker.add_prompt(1, points=[[20, 20]], labels=[1], image=frame)
+    assert list(res.masks) == [1]
+
+
+def test_object_ids_and_texts():
+    assert validate_object_id(np.int64(7)) == 7
+    assert validate_object_id(0, allow_zero=True) == 0
+    for bad in (True, 1.5, "3", None, 0, MAX_OBJECT_ID + 1, -1):
+        with pytest.raises(InputError, match="object id"):
+            validate_object_id(bad)
+    assert next_free_id([1, 2, 4]) == 3
+    assert validate_text("  mug ", 10) == "mug"
+    for bad, match in (("x" * 11, "at most 10"), ("  ", "empty"), ("a\x07b", "control"),
+                       (5, "string")):
+        with pytest.raises(InputError, match=match):
+            validate_text(bad, 10)
+
+
+# ------------------------------------------------------------------------------ configuration
+@pytest.mark.parametrize("kw,match", [
+    (dict(mc_passes="abc"), "mc_passes must be an integer"),
+    (dict(model_cfg=None), "model_cfg must be a string"),
+    (dict(keep_ratio=float("nan")), "finite"),
+    (dict(keep_ratio=0.0), r"keep_ratio must be in \(0, 1\]"),
+    (dict(keep_ratio=1.5), r"keep_ratio must be in \(0, 1\]"),
+    (dict(bf16="yes"), "bf16 must be true or false"),
+    (dict(mc_dropout=0.99), "mc_dropout"),
+    (dict(max_objects=0), "max_objects"),
+    (dict(text_mode="bogus"), "text_mode must be one of"),
+])
+def test_bad_config_values_are_input_errors(kw, match):
+    with pytest.raises(InputError, match=match):
+        TrackerConfig(**kw)
+
+
+@pytest.mark.parametrize("size", [80, 112, 144, 176, 100, 32, 4128])
+def test_image_sizes_sam2_cannot_run_are_rejected(size):
+    with pytest.raises(InputError, match="multiple of 32"):
+        TrackerConfig(image_size=size)
+
+
+def test_numpy_numbers_are_accepted(tracker):
+    cfg = TrackerConfig(keep_ratio=np.float32(0.5), mc_passes=np.int64(3), bf16=np.bool_(False))
+    assert (cfg.keep_ratio, cfg.mc_passes, cfg.bf16) == (0.5, 3, False)
+    assert type(cfg.keep_ratio) is float and type(cfg.mc_passes) is int
+    tracker.set_keep_ratio(np.float32(0.25))
+    assert tracker.keep_ratio == 0.25
+    with pytest.raises(InputError, match="keep_ratio"):
+        tracker.set_keep_ratio(np.float32(1.5))
+    tracker.set_keep_ratio(0.5)
+
+
+def test_ranges_table_is_what_validate_enforces():
+    defaults = TrackerConfig().to_dict()
+    for name, rng in PARAMETER_RANGES.items():
+        assert rng.contains(defaults[name]), name
+        kind = type(defaults[name])
+        above = kind(rng.high + (1 if kind is int else 1e-6 * max(1.0, abs(rng.high))))
+        with pytest.raises(InputError, match=name):
+            TrackerConfig(**{name: above})
+        below = kind(rng.low) if rng.low_open else kind(rng.low - 1)
+        with pytest.raises(InputError, match=name):
+            TrackerConfig(**{name: below})
+    assert Range(0, 1, low_open=True).describe() == "(0, 1]"
+    assert not Range(64, 4096, step=32).contains(80) and Range(64, 4096, step=32).contains(4096)
+
+
+def test_a_multiple_of_32_that_is_not_a_power_of_two_runs(tracker, frame):
+    tracker.reset()
+    tracker.add_prompt(1, points=[[20, 20]], labels=[1], image=frame)
+    res = tracker.track(frame)  # image_size 96 = 3 * 32
+    assert res.masks[1].shape == frame.shape[:2]
+
+
+# ------------------------------------------------------------------------------ checkpoints
+@pytest.mark.parametrize("content,match", [
+    (b"", "empty file"),
+    (b"<html><body>404 Not Found</body></html>\n", "is a text file"),
+    (b"\x00\x01garbage", "not a PyTorch file"),
+    (b"PK\x03\x04truncated zip", "is the file complete"),
+])
+def test_broken_checkpoint_files_say_why(tmp_path, content, match):
+    path = tmp_path / "sam2.1_hiera_tiny.pt"
+    path.write_bytes(content)
+    cfg = TrackerConfig(model_cfg="tiny", image_size=64, device="cpu", checkpoint=str(path))
+    with pytest.raises(CheckpointError, match=match) as info:
+        build_predictor(cfg)
+    assert str(path) in str(info.value)
+
+
+# ------------------------------------------------------------------------------ geometry
+def test_mask_geometry():
+    m = np.zeros((10, 12), bool)
+    m[2:5, 3:9] = True  # 3 rows x 6 columns
+    g = mask_geometry(m)
+    assert g.area == 18 and g.bbox == (3, 2, 6, 3)
+    assert g.centroid == pytest.approx((5.5, 3.0))
+    one = np.zeros((4, 4), bool)
+    one[1, 2] = True
+    assert mask_geometry(one).bbox == (2, 1, 1, 1)
+    empty = mask_geometry(np.zeros((4, 4), bool))
+    assert empty.empty and empty.bbox == (0, 0, 0, 0) and all(math.isnan(c) for c in empty.centroid)

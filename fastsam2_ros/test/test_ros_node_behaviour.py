@@ -1,0 +1,180 @@
+"""The tracker node's own logic with a test double of the tracker (scene_tracker.SceneTracker):
+the frame worker as the only tracker caller, occlusion (an object leaves the frame and comes
+back), per-object messages, max_rate_hz, image QoS. Real rclpy over Fast DDS on loopback; the
+double replaces SAM 2 only, because random weights never predict an absent object."""
+
+import math
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+DOMAIN_ID = int(os.environ.get("FASTSAM2_TEST_DOMAIN_BASE", "60")) + 6
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("fastsam2_msgs.msg", reason="fastsam2_msgs not built (scripts/setup_env.sh)")
+
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from ros_probe import add_request, frame_rgb, prompt_msg, running_node, wait_for  # noqa: E402
+from scene_tracker import ABSENT, PRESENT, SceneTracker  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from fastsam2_msgs.srv import RemoveObject  # noqa: E402
+from fastsam2_ros.image_messages import image_to_numpy, numpy_to_image  # noqa: E402
+from fastsam2_ros.ros.messages import vision_msgs_available  # noqa: E402
+
+NS = "/b"
+OUTPUTS = ("mask", "labels", "objects", "stats")
+
+
+@pytest.fixture(scope="module")
+def h():
+    trackers = []
+
+    def factory(cfg):
+        trackers.append(SceneTracker(cfg))
+        return trackers[-1]
+
+    params = dict(diagnostics_period=0.2, diagnostics_warn_hold=0.5, image_depth=10)
+    with running_node(DOMAIN_ID, NS, params, tracker_factory=factory) as (node, probe, ctx):
+        h = type("H", (), {})()
+        h.node, h.probe, h.ctx, h.trackers = node, probe, ctx, trackers
+        yield h
+
+
+def test_only_the_frame_worker_calls_the_tracker(h):
+    p, node = h.probe, h.node
+    p.wait_outputs(p.publish_frame(), OUTPUTS)
+    assert p.call(p.add, add_request(obj_id=1, points=[(30, 30)])).success  # service
+    p.prompt.publish(prompt_msg(1, False, points=[(31, 31)]))  # topic
+    node.set_parameters([Parameter("click_object_id", value=2)])
+    from geometry_msgs.msg import Point
+
+    p.click.publish(Point(x=5.0, y=5.0, z=0.0))  # click: starts object 2 on the background
+    assert wait_for(lambda: node._tracked_ids() == [1, 2]), node._tracked_ids()
+    assert node.set_parameters([Parameter("keep_ratio", value=0.7)])[0].successful  # parameter
+    assert wait_for(lambda: h.trackers[-1].keep_ratio == 0.7)
+    assert p.call(p.remove, RemoveObject.Request(object_id=2)).success
+    for shift in (0, 1, 2):
+        p.wait_outputs(p.publish_frame(frame_rgb(shift=shift)), OUTPUTS)
+    callers = h.trackers[-1].callers
+    workers = [t for t in threading.enumerate() if t.name == "fastsam2_worker"]
+    assert len(callers) == 1 and [t.ident for t in workers] == list(callers)
+
+
+def test_an_object_that_leaves_the_frame_stays_tracked_as_occluded(h):
+    p = h.probe
+    assert p.call(p.reset, Trigger.Request()).success
+    p.wait_outputs(p.publish_frame(frame_rgb(shift=0)), OUTPUTS)
+    assert p.call(p.add, add_request(obj_id=3, points=[(30, 30)])).success
+    # the red disk moves right, leaves the 80 px wide frame (centre 92+, radius 12), comes back
+    shifts = [10, 40, 62, 70, 90, 5]
+    outs = [p.wait_outputs(p.publish_frame(frame_rgb(shift=s)), OUTPUTS) for s in shifts[:-1]]
+    n_diag = len(p.got("diag"))  # while it is out of view, /diagnostics lists it as occluded
+    assert wait_for(lambda: any(kv.key == "occluded_objects" and kv.value == "3"
+                                for d in p.got("diag")[n_diag:] for s in d.status for kv in s.values), 10.0)
+    outs.append(p.wait_outputs(p.publish_frame(frame_rgb(shift=shifts[-1])), OUTPUTS))
+    expect_visible = [True, True, False, False, False, True]
+    expect_occluded = [0, 0, 1, 2, 3, 0]
+    for out, vis, occ, shift in zip(outs, expect_visible, expect_occluded, shifts):
+        mask = image_to_numpy(out["mask"]) > 0
+        (obj,) = out["objects"].objects
+        st = out["stats"]
+        assert list(st.object_ids) == [3], f"object dropped at shift {shift}"
+        assert (obj.id, obj.visible, obj.occluded_frames) == (3, vis, occ), shift
+        assert list(st.occluded_frames) == [occ]
+        assert obj.presence_score == (PRESENT if vis else ABSENT)
+        assert mask.any() == vis and obj.area == int(mask.sum())
+        assert out["objects"].header.stamp == out["mask"].header.stamp
+        if vis:
+            ys, xs = np.nonzero(mask)
+            assert (obj.bbox.x_offset, obj.bbox.y_offset) == (xs.min(), ys.min())
+            assert (obj.bbox.width, obj.bbox.height) == (xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+            assert (obj.centroid.x, obj.centroid.y) == pytest.approx((xs.mean(), ys.mean()))
+        else:  # empty mask, empty geometry, nothing in the label image
+            assert obj.bbox.width == obj.bbox.height == 0
+            assert math.isnan(obj.centroid.x) and not image_to_numpy(out["labels"]).any()
+
+
+@pytest.mark.skipif(not vision_msgs_available(), reason="vision_msgs is not installed (no PyPI "
+                    "wheel; it comes with every ROS 2 install): Detection2DArray is not published")
+def test_visible_objects_are_published_as_vision_msgs_detections(h):
+    p = h.probe
+    key = p.publish_frame(frame_rgb(shift=0))
+    out = p.wait_outputs(key, OUTPUTS + ("detections",))
+    (obj,) = out["objects"].objects
+    (det,) = out["detections"].detections
+    assert det.id == str(obj.id) and det.header.stamp == out["mask"].header.stamp
+    assert det.bbox.size_x == obj.bbox.width and det.bbox.size_y == obj.bbox.height
+    assert det.bbox.center.position.x == pytest.approx(obj.bbox.x_offset + obj.bbox.width / 2)
+    assert det.results[0].hypothesis.class_id == "object"
+    assert det.results[0].hypothesis.score == pytest.approx(1 / (1 + math.exp(-PRESENT)))
+    gone = p.wait_outputs(p.publish_frame(frame_rgb(shift=90)), OUTPUTS + ("detections",))
+    assert len(gone["objects"].objects) == 1 and len(gone["detections"].detections) == 0
+
+
+def test_max_rate_hz_skips_frames_and_reports_them_as_drops(h):
+    p, node = h.probe, h.node
+    rate = 2.0  # a period far longer than one (fake) inference, even on a loaded machine
+    assert node.set_parameters([Parameter("max_rate_hz", value=rate)])[0].successful
+    p.wait_outputs(p.publish_frame(), OUTPUTS)
+    c0 = node.health.counts()
+    n_stats = len(p.got("stats"))
+    t0 = time.monotonic()
+    keys = []
+    while time.monotonic() - t0 < 2.0:  # ~30 Hz for 2 s
+        keys.append(p.publish_frame(frame_rgb(shift=len(keys) % 5)))
+        time.sleep(0.03)
+    last = p.wait_outputs(keys[-1], OUTPUTS)["stats"]  # the newest frame is still processed
+    elapsed = time.monotonic() - t0
+    c1 = node.health.counts()
+    processed = c1["processed"] - c0["processed"]
+    dropped = c1["dropped"] - c0["dropped"]
+    assert c1["received"] - c0["received"] == len(keys)
+    assert processed <= rate * elapsed + 2, (processed, elapsed)
+    assert processed + dropped == len(keys)
+    skipped = c1["skipped_for_rate"] - c0["skipped_for_rate"]
+    assert 0 < skipped <= dropped and skipped >= len(keys) - processed - 5  # nearly all: the rate
+    assert last.dropped_frames == c1["dropped"]
+    assert len(p.got("stats")[n_stats:]) == processed
+    assert node.set_parameters([Parameter("max_rate_hz", value=0.0)])[0].successful
+
+
+def _reactivate(p, node, **params):
+    deactivate = Transition(id=Transition.TRANSITION_DEACTIVATE)
+    activate = Transition(id=Transition.TRANSITION_ACTIVATE)
+    assert p.call(p.change_state, ChangeState.Request(transition=deactivate)).success
+    assert all(r.successful for r in node.set_parameters(
+        [Parameter(k, value=v) for k, v in params.items()]))
+    assert p.call(p.change_state, ChangeState.Request(transition=activate)).success
+
+
+def test_reliable_image_qos_gets_every_large_frame_and_reports_best_effort_publishers(h):
+    p, node = h.probe, h.node
+    _reactivate(p, node, image_reliability="reliable")
+    sub = [s for s in node._subs if s.topic_name == f"{NS}/image"][0]
+    assert sub.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+    # a best-effort camera cannot connect to a reliable subscription: logged and counted
+    best_effort = p.create_publisher(Image, f"{NS}/image",
+                                     QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT))
+    assert wait_for(lambda: node.health.counts()["incompatible_qos"] >= 1, 60.0)
+    assert "set image_reliability:=best_effort" in node.health.last_error
+    assert wait_for(lambda: any(kv.key == "incompatible_qos_events" and int(kv.value) >= 1
+                                for d in p.got("diag")[-3:] for s in d.status for kv in s.values), 10.0)
+    p.destroy_publisher(best_effort)
+    # full-HD frames in a burst from a reliable publisher: every one reaches the node
+    assert wait_for(lambda: p.image.get_subscription_count() > 0, 10.0)
+    big = np.zeros((1080, 1920, 3), np.uint8)
+    c0 = node.health.counts()["received"]
+    for i in range(4):
+        big[:, :, 0] = i
+        p.image.publish(numpy_to_image(big, "rgb8", p.next_header()))
+    assert wait_for(lambda: node.health.counts()["received"] - c0 == 4, 120.0), node.health.counts()
+    _reactivate(p, node, image_reliability="best_effort")

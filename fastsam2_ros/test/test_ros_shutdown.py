@@ -1,0 +1,73 @@
+"""Ctrl-C (SIGINT) or SIGTERM while frames are in flight: the node stops its worker before its
+publishers and the ROS context go, so it exits 0 without an error or a traceback (issue 8, item 5).
+The node runs as ``ros2 run`` runs it (its console entry point, in its own process) with the real
+tracker (random weights, 64 px, CPU)."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+DOMAIN_ID = int(os.environ.get("FASTSAM2_TEST_DOMAIN_BASE", "60")) + 8
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("fastsam2_msgs.msg", reason="fastsam2_msgs not built (scripts/setup_env.sh)")
+pytest.importorskip("sam2")
+
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from ros_probe import Probe, add_request, frame_rgb, wait_for  # noqa: E402
+
+NS = "/sd"
+NODE_ARGS = ["--ros-args", "-r", f"__ns:={NS}", "-p", "allow_random_weights:=true",
+             "-p", "model_cfg:=tiny", "-p", "image_size:=64", "-p", "device:=cpu",
+             "-p", "mc_passes:=0"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_with_frames_in_flight_exits_cleanly(sig):
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), OMP_NUM_THREADS="2",
+               RCUTILS_LOGGING_BUFFERED_STREAM="0")
+    proc = subprocess.Popen([sys.executable, "-m", "fastsam2_ros.ros.tracker_node", *NODE_ARGS],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN_ID)
+    probe = Probe(ctx, NS)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(probe)
+    spin = threading.Thread(target=ex.spin, daemon=True)
+    spin.start()
+    stop_feeding = threading.Event()
+    try:
+        assert wait_for(lambda: probe.image.get_subscription_count() > 0
+                        and probe.count_publishers(f"{NS}/mask") > 0, 120.0), "node did not come up"
+        probe.wait_outputs(probe.publish_frame(), ("mask",))
+        assert probe.call(probe.add, add_request(obj_id=1, points=[(30, 30)])).success
+
+        def feed():  # faster than inference: there is always a frame in flight
+            while not stop_feeding.is_set():
+                probe.publish_frame(frame_rgb(shift=len(probe.got("mask")) % 7))
+                time.sleep(0.01)
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        n = len(probe.got("mask"))
+        assert wait_for(lambda: len(probe.got("mask")) >= n + 3, 60.0)
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        stop_feeding.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        ex.shutdown(timeout_sec=5.0)
+        probe.destroy_node()
+        rclpy.shutdown(context=ctx)
+    assert proc.returncode == 0, out[-3000:]
+    for bad in ("Traceback", "RCLError", "context is invalid", "inference failed", "terminate called"):
+        assert bad not in out, out[-3000:]
+    assert "shutting down" in out
