@@ -22,6 +22,7 @@ import contextlib
 import functools
 import logging
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
@@ -74,7 +75,8 @@ class PendingFrame:
     """
 
     def __init__(self, tracker: "StreamingTracker", frame_index: int, shape, t0: float) -> None:
-        self._tracker = tracker
+        # a weak reference: the tracker keeps its last pending frames, which must not keep it alive
+        self._tracker = weakref.ref(tracker)
         self.frame_index = frame_index
         self._shape = shape
         self._t0 = t0
@@ -98,8 +100,11 @@ class PendingFrame:
 
     def result(self) -> FrameResult:
         if self._result is None:
+            tracker = self._tracker()
+            if tracker is None:
+                raise InputError("the tracker of this frame no longer exists")
             self._materialize()
-            self._result = self._tracker._finish(self)
+            self._result = tracker._finish(self)
         return self._result
 
 
