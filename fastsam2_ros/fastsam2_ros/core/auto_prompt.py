@@ -214,7 +214,7 @@ class RpnProposer:
         import torch
 
         h, w = image.shape[:2]
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)
+        tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255.0)  # own copy
         with torch.inference_mode():
             images, _ = self.model.transform([tensor.to(self.device)])
             features = self.model.backbone(images.tensors)
