@@ -348,6 +348,20 @@ def test_sam2_generator_runs_on_the_tracker_model_at_a_small_size(small_model, v
         assert np.isfinite(p.quality)
 
 
+def test_sam2_proposals_are_dtype_safe_under_bf16_autocast(small_model, video):
+    """On CUDA the generator runs under bf16 autocast; CPU autocast makes the same bf16 tensors
+    (a .numpy() on one raises), so this checks the conversions without a GPU."""
+    import torch
+
+    from fastsam2_ros.core.auto_prompt import Sam2Proposer
+
+    frames, _, _ = video
+    gen = Sam2Proposer(small_model, points_per_side=4, min_pred_iou=0.0, min_stability=0.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        props = gen.propose(frames[0])
+    assert props and all(p.mask.dtype == bool and isinstance(p.quality, float) for p in props)
+
+
 # ------------------------------------------------------------------------------------------------
 # tracker.auto_prompt end to end (random SAM 2, random RPN: plumbing only)
 # ------------------------------------------------------------------------------------------------

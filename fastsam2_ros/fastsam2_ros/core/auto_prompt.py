@@ -129,12 +129,20 @@ def select_proposal(proposals: Sequence[Proposal], taken: Sequence[np.ndarray] =
 # ------------------------------------------------------------------------------------------------
 # proposals: sources
 # ------------------------------------------------------------------------------------------------
+#: The mask generator works on the frame shrunk to at most this many pixels on its longest side
+#: (SAM 2 itself still sees ``image_size``): its per-mask post-processing (upsampling every
+#: candidate to the frame, run-length encoding) grows with the frame, 64 x 3 float masks of a
+#: 1080p frame are 1.6 GB. The kept masks are scaled back to the frame (nearest neighbour).
+PROPOSAL_MAX_SIDE = 640
+
+
 class Sam2Proposer:
     """sam2's ``SAM2AutomaticMaskGenerator`` on an already loaded SAM 2 model (any SAM2Base,
-    e.g. the tracker's video predictor). Bounded: ``points_per_side``² prompts, no crops by default.
+    e.g. the tracker's video predictor). Bounded: ``points_per_side``² prompts, no crops by
+    default, masks computed at ``PROPOSAL_MAX_SIDE`` px at most.
     """
 
-    def __init__(self, model, points_per_side: int = 16, crop_layers: int = 0,
+    def __init__(self, model, points_per_side: int = 8, crop_layers: int = 0,
                  min_pred_iou: float = 0.7, min_stability: float = 0.9, bf16: bool = True) -> None:
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
@@ -150,17 +158,25 @@ class Sam2Proposer:
                                                    (size // 16, size // 16)]
 
     def propose(self, image: np.ndarray) -> List[Proposal]:
+        import cv2
         import torch
 
+        h, w = image.shape[:2]
+        scale = min(1.0, PROPOSAL_MAX_SIDE / float(max(h, w)))
+        small = image if scale == 1.0 else cv2.resize(
+            image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         device = torch.device(self.model.device)
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and self.bf16
                     else contextlib.nullcontext())
         with torch.inference_mode(), autocast:
-            records = self.generator.generate(image)
-        # sam2 converts its outputs with .float() before numpy; float() here keeps us dtype-safe
-        return [Proposal(np.asarray(r["segmentation"], dtype=bool),
-                         float(r["predicted_iou"]) * float(r["stability_score"]), "sam2")
-                for r in records]
+            records = self.generator.generate(np.ascontiguousarray(small))
+        out = []
+        for r in records:  # sam2 converts with .float() before numpy; float() keeps us dtype-safe
+            mask = np.asarray(r["segmentation"], dtype=bool)
+            if mask.shape != (h, w):
+                mask = cv2.resize(mask.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+            out.append(Proposal(mask, float(r["predicted_iou"]) * float(r["stability_score"]), "sam2"))
+        return out
 
 
 #: torchvision Faster R-CNN builders whose RPN can be loaded from a state dict (tried in order).

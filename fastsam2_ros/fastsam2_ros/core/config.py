@@ -86,7 +86,7 @@ class TrackerConfig:
     seed: int = 0  # seed for random weights and Monte-Carlo dropout (reproducible runs)
     # --- automatic prompt: proposal -> caption -> phrase (core/auto_prompt.py) ----------------
     auto_proposal_source: str = "sam2"  # sam2 (mask generator on the loaded model) | rpn (Faster R-CNN)
-    auto_points_per_side: int = 16  # sam2 proposals: point prompts per image side (16 -> 256)
+    auto_points_per_side: int = 8  # sam2 proposals: point prompts per image side (8 -> 64)
     auto_crop_layers: int = 0  # sam2 proposals: crop layers beyond the whole frame (0 = none)
     auto_min_pred_iou: float = 0.7  # sam2 proposals: minimum predicted IoU
     auto_min_stability: float = 0.9  # sam2 proposals: minimum stability score
