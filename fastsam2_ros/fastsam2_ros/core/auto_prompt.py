@@ -338,7 +338,7 @@ class RegionCaptioner:
         if self.chat:
             messages = [{"role": "user", "content": [
                 {"type": "image"}, {"type": "text", "text": self.prompt or CHAT_CAPTION_PROMPT}]}]
-            text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+            text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             return self.processor(images=image, text=text, return_tensors="pt")
         if self.prompt:
             return self.processor(images=image, text=self.prompt, return_tensors="pt")
@@ -392,7 +392,7 @@ thing wing bed red shed sled seed feed need speed bread thread breed steed
 #: Prepositions that may join two noun chunks into one candidate ("dog with brown fur").
 JOINERS = frozenset(("with", "of", "in", "on", "wearing"))
 _DETERMINERS = frozenset(("a", "an", "the", "its", "his", "her", "their", "some"))
-_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-]*")
+_WORD = re.compile(r"[^\W_][\w'\-]*")  # a word: letters/digits (any script), inner ' and -
 
 
 @dataclass(frozen=True)
