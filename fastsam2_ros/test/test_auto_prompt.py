@@ -261,6 +261,57 @@ def test_caption_stage_crop_in_string_out(tiny_blip, tmp_path):
         cap.caption(np.zeros((4, 4), np.uint8))
 
 
+def make_tiny_llava(path):
+    """A randomly initialised LLaVA (CLIP vision tower + Llama decoder) with a chat template, whose
+    generation config lets it say only "dog": a decoder-only chat VLM returns the prompt first."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
+
+    words = ["<unk>", "<s>", "</s>", "<pad>", "<image>", "USER:", "ASSISTANT:", "dog", "describe",
+             "the", "main", "object", "in", "this", "image", "one", "sentence."]
+    vocab = {w: i for i, w in enumerate(words)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>",
+                                  unk_token="<unk>", pad_token="<pad>")
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    template = ("{% for m in messages %}{{ m['role'].upper() }}: {% for c in m['content'] %}"
+                "{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }} {% endif %}"
+                "{% endfor %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+    proc = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                             crop_size={"height": 32, "width": 32}),
+                          tokenizer=tok, chat_template=template, patch_size=8,
+                          vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    cfg = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                       num_attention_heads=2, image_size=32, patch_size=8,
+                                       projection_dim=16),
+        text_config=LlamaConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64,
+                                num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                max_position_embeddings=128, bos_token_id=1, eos_token_id=2,
+                                pad_token_id=3),
+        image_token_index=vocab["<image>"], vision_feature_layer=-1,
+        vision_feature_select_strategy="default")
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(cfg)
+    model.generation_config.suppress_tokens = [i for w, i in vocab.items() if w != "dog"]
+    model.save_pretrained(str(path))
+    proc.save_pretrained(str(path))
+    return path
+
+
+@needs_transformers
+def test_caption_stage_chat_vlm_gets_an_instruction_and_loses_its_prompt(tmp_path):
+    from fastsam2_ros.core.auto_prompt import RegionCaptioner
+
+    cap = RegionCaptioner(str(make_tiny_llava(tmp_path / "llava")), max_new_tokens=3)
+    assert cap.chat  # the processor's chat template is used, with CHAT_CAPTION_PROMPT
+    crop = (np.random.default_rng(1).random((40, 30, 3)) * 255).astype(np.uint8)
+    assert cap.caption(crop) == "dog dog dog"  # the echoed prompt ("USER: ... ASSISTANT:") is cut
+
+
 @needs_transformers
 def test_caption_model_missing_is_a_clear_error(tmp_path):
     from fastsam2_ros.core.auto_prompt import RegionCaptioner
