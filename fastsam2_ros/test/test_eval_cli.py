@@ -36,7 +36,7 @@ def test_run_succeeds_and_writes_every_output(evaluated):
     assert rc == 0
     assert (out / "report.md").is_file()
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
-    assert report["schema_version"] == 1 and report["tool"] == "fastsam2-eval run"
+    assert report["schema_version"] == 2 and report["tool"] == "fastsam2-eval run"
     assert report["accuracy_valid"] is False  # random weights
     assert [r["label"] for r in report["runs"]] == ["official", "dense", "pruned_0.50"]
     assert all(tuple(r) == RUN_KEYS for r in report["runs"])

@@ -316,7 +316,7 @@ def test_report_schema_markdown_and_plot(tmp_path):
                      prompts={seq.name: {str(p.obj_id): p.to_dict() for p in seq.prompts}},
                      accuracy_valid=False)
     json.dumps(rep, allow_nan=False)
-    assert rep["schema_version"] == 1 and [tuple(r) for r in rep["runs"]] == [RUN_KEYS] * 2
+    assert rep["schema_version"] == 2 and [tuple(r) for r in rep["runs"]] == [RUN_KEYS] * 2
     r = rep["runs"][1]
     assert r["label"] == "pruned_0.30" and r["J&F"] == 1.0 and r["clicks"]["total"] == 2
     assert r["latency_ms"]["total"]["mean"] == pytest.approx(5 / 4)  # 2 + 1 + 1 + 1 ms

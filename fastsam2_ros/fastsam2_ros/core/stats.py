@@ -6,7 +6,7 @@ import dataclasses
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Mapping, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import numpy as np
 
@@ -17,7 +17,8 @@ STAGES = ("encoder", "router", "memory_attention", "decoder", "memory_encoder", 
 class FrameStats:
     """What one call of the tracker cost and what it kept.
 
-    ``stage_ms`` has every key of ``STAGES`` (ms, wall clock; CUDA is synchronised before reading).
+    ``stage_ms`` has every key of ``STAGES`` (ms, wall clock; CUDA is synchronised before reading);
+    an automatic prompt adds ``auto_proposals``, ``auto_caption``, ``auto_refinement`` (in ``total``).
     Token counts are per object; ``tokens_total`` is the top-level grid size (H*W).
     """
 
@@ -37,7 +38,8 @@ class FrameStats:
     step_mode: str = "eager"  # cuda_graph (replayed captured step: only "total" is timed) | eager
     gpu_ms: float = 0.0  # device time of the tracking step (CUDA events; 0 off CUDA)
     auto_prompted: List[int] = field(default_factory=list)  # objects started on this call without a click
-    #: obj_id -> phrase of objects started by the automatic prompt (every frame, while tracked)
+    #: obj_id -> phrase of objects started by the automatic prompt (every frame, while tracked;
+    #: "" = started without a phrase: no caption model)
     auto_phrases: Dict[int, str] = field(default_factory=dict)
     #: obj_id -> consecutive frames the object has been invisible (presence logit <= 0); 0 = visible
     occluded_frames: Dict[int, int] = field(default_factory=dict)
@@ -97,6 +99,9 @@ class FrameResult:
     #: obj_id -> bool [gh, gw]: top-level tokens stored in the memory bank for this frame
     #: (objects tracked densely on this frame are absent)
     kept_tokens: Dict[int, np.ndarray] = field(default_factory=dict)
+    #: the call that auto-prompted: region, click, caption, phrase, stage times
+    #: (``core.auto_prompt.AutoPromptResult``); None otherwise
+    auto_prompt: Optional[Any] = None
 
     @property
     def object_ids(self) -> List[int]:

@@ -65,6 +65,7 @@ class _ObjectState:
     point_frame: int = -1
     tokens_kept: int = 0
     occluded_frames: int = 0  # consecutive tracked frames with presence logit <= 0
+    auto_phrase: Optional[str] = None  # started by auto_prompt: its phrase ("" = phrase-free)
 
 
 class PendingFrame:
@@ -141,6 +142,7 @@ class StreamingTracker:
         self._bank_generation = 0
         self._host_slots: List[Optional[PendingFrame]] = [None, None]
         self._host_turn = 0
+        self._auto_prompter = None  # core.auto_prompt.AutoPrompter, built on first auto_prompt
         self._reset_frame_state()
 
     # ----------------------------------------------------------------------------- public API
@@ -185,6 +187,7 @@ class StreamingTracker:
         self.model = None
         self.runner.clear()
         self.bank = None
+        self._auto_prompter = None
         if self._clip is not None:
             self._clip.release()
             self._clip = None
@@ -313,6 +316,23 @@ class StreamingTracker:
                 raise
             self.objects[obj_id] = obj
         return self._current_result(timer, auto_prompted=auto)
+
+    def auto_prompt(self, obj_id: int, image: Optional[np.ndarray] = None) -> FrameResult:
+        """Start ``obj_id`` with no user input (paper §3.3): the most object-like region, its
+        caption, a concise phrase, then its distance-transform click + the phrase through
+        ``add_prompt``. ``image`` first becomes the current frame. The work and the ``auto_*``
+        configuration live in ``core/auto_prompt.py``; ``result.auto_prompt`` says what was chosen."""
+        from .auto_prompt import AutoPrompter
+
+        obj_id = validate_object_id(obj_id)
+        self._require_model()
+        if self._auto_prompter is None:
+            self._auto_prompter = AutoPrompter(self.cfg, self.model)
+        taken = ({} if image is not None or not self.objects
+                 else self._current_result(StageTimer(str(self.device)), []).masks)
+        result = self._auto_prompter.start(self, obj_id, image, current=self._image, taken=taken)
+        self.objects[obj_id].auto_phrase = result.auto_prompt.phrase or ""
+        return result
 
     def frame_tokens(self, image: np.ndarray):
         """Make ``image`` the current frame without tracking and return its top-level encoder
@@ -595,6 +615,8 @@ class StreamingTracker:
             object_ids=list(self.objects),
             router_mode="dense" if self.keep_ratio >= 1.0 else self.router.mode,
             text_mode=self.cfg.text_mode if any(o.text_state for o in self.objects.values()) else "none",
-            auto_prompted=auto_prompted, device=str(self.device), step_mode=self.runner.mode)
+            auto_prompted=auto_prompted, device=str(self.device), step_mode=self.runner.mode,
+            auto_phrases={i: o.auto_phrase for i, o in self.objects.items()
+                          if o.auto_phrase is not None})
         return FrameResult(frame_index=t, masks=masks, scores=scores, stats=stats,
                            logits=logits, kept_tokens=kept_grids)

@@ -7,6 +7,9 @@ Examples::
         --modes official,dense,pruned --keep-ratios 0.3,0.5 --out out/eval-synth
     fastsam2-eval run --dataset DAVIS --imageset val --checkpoint sam2.1_hiera_tiny.pt --model tiny
     fastsam2-eval run --frames clip.mp4 --first-mask first.png --checkpoint ... --modes dense,pruned
+    fastsam2-eval run --dataset DAVIS --checkpoint ... --prompt auto --config tracker.yaml
+    fastsam2-eval run --dataset DAVIS --checkpoint ... --text-prompts texts.json \
+        --text-variants user,auto,vague,verbose --config tracker.yaml   # paper Table 6
     fastsam2-eval score --gt DAVIS --pred out/eval/pruned_0.30 --json scores.json
 
 Errors in the inputs end with exit status 2 and one line naming the file.
@@ -90,6 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-rounds", type=int, default=10, help="refinement rounds per sequence")
     r.add_argument("--clicks-per-round", type=int, default=3)
     r.add_argument("--text-prompts", help='JSON {"seq": {"obj_id": "text"}} passed with the clicks')
+    r.add_argument("--prompt", choices=("click", "auto"), default="click",
+                   help="click: one click per GT object (paper protocol); auto: the automatic prompt "
+                        "(proposal -> caption -> phrase, auto_* parameters of --config) on the first "
+                        "frame, no ground truth used to prompt; objects are matched to GT ids to score")
+    r.add_argument("--auto-objects", type=int, default=1,
+                   help="--prompt auto: objects started per sequence (default 1)")
+    r.add_argument("--text-variants", type=_names, default=[],
+                   help="comma-separated user,auto,vague,verbose: run the streaming modes once per "
+                        "text (same clicks) and report J&F per variant (paper Table 6); auto/vague/"
+                        "verbose need auto_caption_model")
     r.add_argument("--out", default="out/eval", help="output folder (predictions, report)")
     r.add_argument("--json", help="report JSON (default OUT/report.json)")
     r.add_argument("--markdown", help="markdown table (default OUT/report.md)")
@@ -209,12 +222,18 @@ def _tracker_config(args):
     return cfg
 
 
-def _sequence_sources(args, texts):
-    """(loader, prompts cache, total_frames, input_info) for --dataset or --frames."""
+def _sequence_sources(args, texts, planner=None):
+    """(loader, prompts cache, total_frames, input_info) for --dataset or --frames.
+
+    ``planner(name, frames, gt, where)`` makes a sequence's prompts (default: one click per GT
+    object, with its --text-prompts text); it runs once per sequence, on the first load."""
     from .davis_io import DavisDataset, DatasetError, read_label_png
     from .runner import SequenceInput, plan_prompts
 
     prompts_cache: Dict[str, list] = {}
+    if planner is None:
+        def planner(name, frames, gt, where):
+            return plan_prompts(gt, texts.get(name), where=where)
 
     if args.dataset:
         if args.frames or args.first_mask or args.topic:
@@ -230,8 +249,7 @@ def _sequence_sources(args, texts):
                 index = {n: i for i, n in enumerate(sd.frame_names)}
                 gt = {index[n]: lab for n, lab in labels.items()}
                 if sd.name not in prompts_cache:
-                    prompts_cache[sd.name] = plan_prompts(gt, texts.get(sd.name),
-                                                          where=f"sequence {sd.name!r}")
+                    prompts_cache[sd.name] = planner(sd.name, frames, gt, f"sequence {sd.name!r}")
                 yield SequenceInput(sd.name, frames, sd.frame_names, gt, prompts_cache[sd.name])
 
         info = {"kind": "davis", "path": str(Path(args.dataset)), "resolution": args.resolution,
@@ -257,7 +275,7 @@ def _sequence_sources(args, texts):
                                f"but the frames of {args.frames} are {frames[0].shape[1]}x{frames[0].shape[0]}")
         gt = {0: first}
         if name not in prompts_cache:
-            prompts_cache[name] = plan_prompts(gt, texts.get(name), where=str(args.first_mask))
+            prompts_cache[name] = planner(name, frames, gt, str(args.first_mask))
         yield SequenceInput(name, frames, list(src.names), gt, prompts_cache[name])
 
     info = {"kind": src.kind, "path": str(Path(args.frames)), "topic": getattr(src, "topic", None),
@@ -266,10 +284,68 @@ def _sequence_sources(args, texts):
     return load, prompts_cache, src.count, info
 
 
+def _check_prompt_options(args) -> None:
+    variants = [v.lower() for v in args.text_variants]
+    if args.prompt == "auto":
+        if args.refine:
+            raise InputError("--refine clicks where the ground truth says; it cannot be combined "
+                             "with --prompt auto (no ground truth used to prompt)")
+        if args.text_prompts or "user" in variants:
+            raise InputError("--prompt auto starts its own objects: --text-prompts and the 'user' "
+                             "text variant name GT objects and do not apply")
+        if args.auto_objects < 1:
+            raise InputError("--auto-objects must be >= 1")
+    if "user" in variants and not args.text_prompts:
+        raise InputError("text variant 'user' needs --text-prompts")
+
+
+def _plan_automatic(args, cfg, texts):
+    """Sources whose prompts come from the automatic prompt (``--prompt auto``) or carry the
+    text variants; every sequence is planned here, once, before the timed runs. Returns
+    (loader, prompts, total, info, report section)."""
+    from ..core.auto_prompt import AutoPrompter, text_relevance_available
+    from .auto_prompts import describe_objects, plan_auto_prompts, stage_summary
+    from .runner import plan_prompts
+
+    model = None
+    if args.prompt == "auto":
+        from ..core.models import build_predictor
+
+        model = build_predictor(cfg)
+    prompter = AutoPrompter(cfg, model)
+    notes: Dict[str, List[str]] = {}
+    use_phrase = text_relevance_available(cfg)
+
+    def planner(name, frames, gt, where):
+        if args.prompt == "auto":
+            prompts, notes[name] = plan_auto_prompts(frames[0], prompter, args.auto_objects, use_phrase)
+            return prompts
+        prompts = plan_prompts(gt, texts.get(name), where=where)
+        describe_objects(prompts, frames, gt, prompter)
+        return prompts
+
+    load, prompts, total, info = _sequence_sources(args, texts, planner)
+    for _ in load():
+        pass
+    prompter.release()
+    del model
+    for v in args.text_variants:
+        lacking = [f"{seq}/{p.obj_id}" for seq, ps in prompts.items() for p in ps if not p.texts.get(v)]
+        if lacking:
+            why = ("no auto_caption_model configured" if not cfg.auto_caption_model
+                   else "the caption model gave no phrase")
+            raise InputError(f"text variant {v!r} has no text for {', '.join(lacking[:5])} ({why})")
+    section = {"prompt": args.prompt, "objects_per_sequence": args.auto_objects if args.prompt == "auto" else None,
+               "text_variants": list(args.text_variants), "phrase_used_as_text": use_phrase,
+               "stage_ms": stage_summary(prompts), "notes": {k: v for k, v in notes.items() if v}}
+    return load, prompts, total, info, section
+
+
 def cmd_run(args) -> int:
     from .report import markdown_table, plot, run_report, write_json
     from .runner import Protocol, RunOptions, mode_specs, run_modes
 
+    _check_prompt_options(args)
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError("--max-frames must be >= 1")
     if not 0.0 <= args.refine_threshold <= 1.0:
@@ -278,7 +354,7 @@ def cmd_run(args) -> int:
         raise InputError("--max-rounds must be >= 0 and --clicks-per-round >= 1")
     for value, flag in ((args.json, "--json"), (args.markdown, "--markdown"), (args.plot, "--plot")):
         check_output_file(value, flag)
-    specs = mode_specs(args.modes, args.keep_ratios)
+    specs = mode_specs(args.modes, args.keep_ratios, args.text_variants)
     texts = load_text_prompts(args.text_prompts)
     cfg = _tracker_config(args)  # checks the checkpoint before any data is read
     load, prompts, total, info = _sequence_sources(args, texts)
@@ -289,11 +365,18 @@ def cmd_run(args) -> int:
 
     device = str(resolve_device(cfg.device))
     cfg = cfg.replace(device=device)
+    auto_section = None
+    if args.prompt == "auto" or args.text_variants:
+        with warnings.catch_warnings():
+            if cfg.allow_random_weights:
+                warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
+            load, prompts, total, info, auto_section = _plan_automatic(args, cfg, texts)
     out = Path(args.out)
     protocol = Protocol(refine=args.refine, refine_threshold=args.refine_threshold,
                         max_rounds=args.max_rounds, clicks_per_round=args.clicks_per_round)
     opts = RunOptions(protocol=protocol, warmup_frames=args.warmup,
-                      save_masks=out if args.save_masks else None, progress=not args.no_progress)
+                      save_masks=out if args.save_masks else None, progress=not args.no_progress,
+                      match_objects=args.prompt == "auto")
 
     def make_tracker(keep_ratio: float):
         from ..core.tracker import StreamingTracker
@@ -319,7 +402,7 @@ def cmd_run(args) -> int:
                     "device": device},
         tracker_config=cfg.to_dict(), protocol=protocol.to_dict(),
         prompts={seq: {str(p.obj_id): p.to_dict() for p in ps} for seq, ps in prompts.items()},
-        accuracy_valid=scored and not cfg.allow_random_weights)
+        accuracy_valid=scored and not cfg.allow_random_weights, auto_prompt=auto_section)
     json_path = write_json(args.json or out / "report.json", report)
     md = markdown_table(report)
     md_path = Path(args.markdown or out / "report.md")

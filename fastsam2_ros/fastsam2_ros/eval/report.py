@@ -1,10 +1,13 @@
 """Reports of evaluation runs: JSON (stable schema), a markdown table like the paper's Table 1, and
 a PNG plot of J&F and FPS against the keep ratio.
 
-JSON schema (``schema_version`` 1) of ``fastsam2-eval run``::
+JSON schema (``schema_version`` 2) of ``fastsam2-eval run``::
 
     {schema_version, tool, created_utc, accuracy_valid, input{...}, model{...}, tracker_config{...},
-     protocol{...}, environment{...}, prompts{seq: {obj_id: {frame, click, text?}}},
+     protocol{...}, environment{...},
+     prompts{seq: {obj_id: {frame, click, text?, texts{variant: text}?, auto{...}?}}},
+     auto_prompt{prompt, objects_per_sequence, text_variants[], phrase_used_as_text,
+                 stage_ms{proposals|caption|refinement: {mean, median, count} | null}, notes{}} | null,
      runs: [{label, mode, keep_ratio, frames, seconds, fps, ms_per_frame,
              "J&F", J{mean, recall, decay}, F{mean, recall, decay},       # null without GT
              latency_ms{stage: {mean, median}} | null,                    # FrameStats.stage_ms
@@ -13,7 +16,10 @@ JSON schema (``schema_version`` 1) of ``fastsam2-eval run``::
              memory_bank_bytes{mean, max} | null,
              clicks{total, initial, refinement, rounds}, text_used, notes[],
              per_sequence{seq: {frames, seconds, fps, clicks, rounds, refined_frames, "J&F", J, F}},
-             per_object{"<seq>_<k>": {sequence, object, "J&F", J, F}}}]}
+             per_object{"<seq>_<k>": {sequence, object, "J&F", J, F}},
+             text_variant}]}                                               # null or TEXT_VARIANTS
+
+Version 2 added ``auto_prompt``, ``prompts[..].texts/auto`` and ``runs[].text_variant``.
 
 ``fastsam2-eval score`` writes ``{schema_version, tool, gt, pred, overall, per_sequence,
 per_object, conventions}``. Fractions are in [0, 1]; NaN is written as null. Keys are only ever
@@ -36,10 +42,12 @@ from ..core.stats import STAGES
 from .runner import ModeRun
 from .scoring import CONVENTIONS, ScoreResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # of fastsam2-eval run reports
+SCORE_SCHEMA_VERSION = 1  # of fastsam2-eval score reports
 RUN_KEYS = ("label", "mode", "keep_ratio", "frames", "seconds", "fps", "ms_per_frame", "J&F", "J",
             "F", "latency_ms", "peak_gpu_memory_bytes", "tokens_total", "tokens_kept_mean",
-            "memory_bank_bytes", "clicks", "text_used", "notes", "per_sequence", "per_object")
+            "memory_bank_bytes", "clicks", "text_used", "notes", "per_sequence", "per_object",
+            "text_variant")
 
 METHOD_NAMES = {"official": "SAM 2 (official video predictor)",
                 "dense": "Streaming SAM 2, dense (keep 1.00)"}
@@ -92,7 +100,7 @@ def environment() -> Dict[str, Any]:
 
 
 def score_report(result: ScoreResult, gt: str, pred: str, per_frame: bool = False) -> Dict[str, Any]:
-    d = {"schema_version": SCHEMA_VERSION, "tool": "fastsam2-eval score", "gt": str(gt),
+    d = {"schema_version": SCORE_SCHEMA_VERSION, "tool": "fastsam2-eval score", "gt": str(gt),
          "pred": str(pred)}
     d.update(result.to_dict(per_frame=per_frame))
     return clean(d)
@@ -142,13 +150,15 @@ def run_entry(run: ModeRun) -> Dict[str, Any]:
         per_seq[s.name] = e
     d["per_sequence"] = per_seq
     d["per_object"] = score.to_dict()["per_object"] if score is not None else {}
+    d["text_variant"] = run.spec.text_variant
     assert tuple(d) == RUN_KEYS, tuple(d)
     return d
 
 
 def run_report(runs: Sequence[ModeRun], *, input_info: Dict[str, Any], model_info: Dict[str, Any],
                tracker_config: Dict[str, Any], protocol: Dict[str, Any],
-               prompts: Dict[str, Any], accuracy_valid: bool) -> Dict[str, Any]:
+               prompts: Dict[str, Any], accuracy_valid: bool,
+               auto_prompt: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     return clean({
         "schema_version": SCHEMA_VERSION,
         "tool": "fastsam2-eval run",
@@ -161,6 +171,7 @@ def run_report(runs: Sequence[ModeRun], *, input_info: Dict[str, Any], model_inf
         "scoring_conventions": CONVENTIONS,
         "environment": environment(),
         "prompts": prompts,
+        "auto_prompt": auto_prompt,
         "runs": [run_entry(r) for r in runs],
     })
 
@@ -180,8 +191,11 @@ def _gib(b) -> str:
 
 def method_name(entry: Dict[str, Any]) -> str:
     if entry["mode"] == "pruned":
-        return f"Streaming SAM 2, pruned (keep {entry['keep_ratio']:.2f})"
-    return METHOD_NAMES.get(entry["mode"], entry["label"])
+        name = f"Streaming SAM 2, pruned (keep {entry['keep_ratio']:.2f})"
+    else:
+        name = METHOD_NAMES.get(entry["mode"], entry["label"])
+    variant = entry.get("text_variant")
+    return f"{name}, text: {variant}" if variant else name
 
 
 def markdown_table(report: Dict[str, Any]) -> str:
@@ -204,7 +218,17 @@ def markdown_table(report: Dict[str, Any]) -> str:
         bank = "–" if not e["memory_bank_bytes"] else f"{e['memory_bank_bytes']['max'] / 2 ** 20:.2f} MiB"
         lines.append(f"| {method_name(e)} | {_num(e['ms_per_frame'])} | " + " | ".join(cells)
                      + f" | {tok} | {bank} |")
+    auto = report.get("auto_prompt")
+    if auto:
+        lines += ["", "| automatic prompt stage | mean ms | median ms | runs |", "|---|---:|---:|---:|"]
+        for stage, st in auto["stage_ms"].items():
+            lines.append(f"| {stage} | {_num((st or {}).get('mean'))} | {_num((st or {}).get('median'))} "
+                         f"| {(st or {}).get('count', 0)} |")
     notes = []
+    if auto and auto.get("prompt") == "auto":
+        notes.append("Prompts: automatic (proposal -> caption -> phrase -> click on the first frame, no "
+                     "ground truth used); predicted objects matched to GT ids (Hungarian on mean J) "
+                     "to score; unmatched GT objects score 0.")
     if not report.get("accuracy_valid", False):
         notes.append("Accuracy columns are NOT meaningful: the model ran with random weights "
                      "or without ground truth.")
@@ -260,5 +284,5 @@ def plot(report: Dict[str, Any], path) -> Optional[Path]:
     return path
 
 
-__all__ = ["SCHEMA_VERSION", "RUN_KEYS", "clean", "write_json", "score_report", "run_entry",
+__all__ = ["SCHEMA_VERSION", "SCORE_SCHEMA_VERSION", "RUN_KEYS", "clean", "write_json", "score_report", "run_entry",
            "run_report", "markdown_table", "plot", "environment", "method_name"]

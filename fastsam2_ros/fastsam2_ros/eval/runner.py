@@ -22,6 +22,7 @@ tracker work. Model building is not timed; ``warmup_frames`` frames are run unti
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -42,6 +43,9 @@ from .scoring import ScoreResult, SequenceScore, num_objects, score_sequence
 LOG = logging.getLogger(__name__)
 
 MODES = ("official", "dense", "pruned")
+#: Texts an object can be prompted with in the text-robustness runs (paper Table 6): the user's
+#: (--text-prompts), the automatic phrase, a vague one (its head noun) and a verbose one (the caption).
+TEXT_VARIANTS = ("user", "auto", "vague", "verbose")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -51,16 +55,18 @@ MODES = ("official", "dense", "pruned")
 class ModeSpec:
     mode: str  # official | dense | pruned
     keep_ratio: Optional[float] = None  # dense: 1.0, pruned: < 1, official: None
+    text_variant: Optional[str] = None  # one of TEXT_VARIANTS: every object gets that text
 
     @property
     def label(self) -> str:
-        if self.mode == "pruned":
-            return f"pruned_{self.keep_ratio:.2f}"
-        return self.mode
+        base = f"pruned_{self.keep_ratio:.2f}" if self.mode == "pruned" else self.mode
+        return f"{base}+{self.text_variant}" if self.text_variant else base
 
 
-def mode_specs(modes: Sequence[str], keep_ratios: Sequence[float]) -> List[ModeSpec]:
-    """Expand ``official,dense,pruned`` x keep ratios into the runs to make."""
+def mode_specs(modes: Sequence[str], keep_ratios: Sequence[float],
+               text_variants: Sequence[str] = ()) -> List[ModeSpec]:
+    """Expand ``official,dense,pruned`` x keep ratios (x text variants for the streaming modes:
+    the official predictor takes no text) into the runs to make."""
     specs: List[ModeSpec] = []
     for m in modes:
         m = m.strip().lower()
@@ -80,6 +86,13 @@ def mode_specs(modes: Sequence[str], keep_ratios: Sequence[float]) -> List[ModeS
                 if k >= 1.0:
                     raise InputError("keep ratio 1.0 is the dense mode; use --modes dense")
                 specs.append(ModeSpec("pruned", k))
+    variants = [v.strip().lower() for v in text_variants]
+    bad = [v for v in variants if v not in TEXT_VARIANTS]
+    if bad:
+        raise InputError(f"unknown text variant(s) {bad}; choose from {', '.join(TEXT_VARIANTS)}")
+    if variants:
+        specs = [s if s.mode == "official" else ModeSpec(s.mode, s.keep_ratio, v)
+                 for s in specs for v in (variants if s.mode != "official" else [None])]
     seen = set()
     out = []
     for s in specs:
@@ -113,11 +126,17 @@ class ObjectPrompt:
     frame: int  # index of the first frame with a non-empty GT mask
     click: Tuple[int, int]  # (x, y)
     text: Optional[str] = None
+    texts: Dict[str, str] = field(default_factory=dict)  # text variant -> text (see TEXT_VARIANTS)
+    auto: Optional[dict] = None  # the automatic prompt that made it (AutoPromptResult.to_dict)
 
     def to_dict(self) -> dict:
         d = {"frame": self.frame, "click": [int(self.click[0]), int(self.click[1])]}
         if self.text:
             d["text"] = self.text
+        if self.texts:
+            d["texts"] = dict(self.texts)
+        if self.auto is not None:
+            d["auto"] = dict(self.auto)
         return d
 
 
@@ -135,6 +154,16 @@ class SequenceInput:
     def scorable(self) -> bool:
         """DAVIS scoring needs annotated frames besides the first one."""
         return len(self.gt) >= 2
+
+    def with_text_variant(self, variant: Optional[str]) -> "SequenceInput":
+        """The same sequence with every prompt's text replaced by its ``variant`` text."""
+        if variant is None:
+            return self
+        missing = [p.obj_id for p in self.prompts if not p.texts.get(variant)]
+        if missing:
+            raise InputError(f"sequence {self.name!r}: no {variant!r} text for object(s) {missing}")
+        prompts = [dataclasses.replace(p, text=p.texts[variant]) for p in self.prompts]
+        return dataclasses.replace(self, prompts=prompts)
 
 
 def plan_prompts(gt: Dict[int, np.ndarray], texts: Optional[Dict[int, str]] = None,
@@ -495,6 +524,8 @@ class RunOptions:
     save_masks: Optional[Path] = None  # write predictions as <dir>/<mode label>/<seq>/<frame>.png
     progress: bool = True
     use_text: bool = True
+    #: prompts not made from the GT (automatic): map predicted ids onto GT ids before scoring
+    match_objects: bool = False
 
 
 def _peak(device: str) -> Optional[int]:
@@ -541,6 +572,11 @@ def _warmup_official(make_session, seq: SequenceInput, n: int) -> None:
 
 def _finish_sequence(run: ModeRun, seq: SequenceInput, srun: SequenceRun, preds: List[np.ndarray],
                      opts: RunOptions) -> None:
+    if opts.match_objects:
+        from .auto_prompts import match_to_ground_truth
+
+        preds, mapping = match_to_ground_truth(preds, seq.gt)
+        run.notes.append(f"{seq.name}: automatic objects matched to GT ids {mapping}")
     if opts.save_masks is not None:
         d = Path(opts.save_masks) / run.spec.label / seq.name
         for name, lab in zip(seq.frame_names, preds):
@@ -618,6 +654,7 @@ def run_modes(specs: Sequence[ModeSpec], load_sequences: SequenceLoader, total_f
                             _warmup_streaming(tracker, seq, opts.warmup_frames, opts.use_text)
                             reset_peak_gpu_memory(device)
                             warmed = True
+                        seq = seq.with_text_variant(spec.text_variant)
                         run.text_used |= opts.use_text and any(p.text for p in seq.prompts)
                         srun, preds = run_streaming_sequence(tracker, seq, opts.protocol, run,
                                                              use_text=opts.use_text,
@@ -636,7 +673,7 @@ def run_modes(specs: Sequence[ModeSpec], load_sequences: SequenceLoader, total_f
 
 
 __all__ = [
-    "MODES", "ModeSpec", "mode_specs", "Protocol", "ObjectPrompt", "SequenceInput", "plan_prompts",
+    "MODES", "TEXT_VARIANTS", "ModeSpec", "mode_specs", "Protocol", "ObjectPrompt", "SequenceInput", "plan_prompts",
     "frame_quality", "corrective_clicks", "compose_labels", "SequenceRun", "ModeRun",
     "run_streaming_sequence", "run_official_sequence", "RunOptions", "run_modes",
 ]

