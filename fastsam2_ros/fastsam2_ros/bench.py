@@ -208,7 +208,7 @@ def run_ours(cfg: TrackerConfig, model, frames, clicks, keep_ratio: float,
 
 
 # ------------------------------------------------------------------------------------ official
-def run_official(cfg: TrackerConfig, predictor, frames, clicks, warmup: bool,
+def run_official(cfg: TrackerConfig, predictor, frames, clicks, warmup_frames: int,
                  profile: bool) -> Tuple[dict, list]:
     from .core.official import OfficialVideoSession
 
@@ -218,14 +218,14 @@ def run_official(cfg: TrackerConfig, predictor, frames, clicks, warmup: bool,
     t0 = time.perf_counter()
     session = OfficialVideoSession(predictor, frames, autocast_bf16=cfg.bf16)
 
-    def one_run(timer=None):
+    def one_run(timer=None, max_frames=None):
         session.reset()
         for obj_id, click in enumerate(clicks, start=1):
             session.add_prompt(0, obj_id, points=[list(click)], labels=[1])
         masks, rows, start = [], [], None
         if timer is not None:
             timer.take()
-        for t, m in session.propagate(0):
+        for t, m in session.propagate(0, max_frames):
             if t == 0:
                 start = time.perf_counter()
                 if timer is not None:
@@ -237,8 +237,8 @@ def run_official(cfg: TrackerConfig, predictor, frames, clicks, warmup: bool,
         _sync(predictor.device)
         return masks, rows, time.perf_counter() - start
 
-    if warmup:
-        one_run()
+    if warmup_frames:
+        one_run(max_frames=warmup_frames)
     startup_s = time.perf_counter() - t0
     cuda = predictor.device.type == "cuda"
     # off CUDA the hooks do not synchronise anything: time and profile in one pass
@@ -269,7 +269,7 @@ def _vos_child(queue, cfg_dict, state_dict, frames, clicks) -> None:
         cfg = TrackerConfig(**cfg_dict)
         t0 = time.perf_counter()
         vos = build_official_predictor(cfg, vos_optimized=True, state_dict=state_dict)
-        out, _ = run_official(cfg, vos, frames, clicks, warmup=True, profile=False)
+        out, _ = run_official(cfg, vos, frames, clicks, len(frames), profile=False)
         out["compile_and_warmup_s"] = time.perf_counter() - t0
         queue.put(out)
     except Exception as exc:  # reported, not raised: the parent keeps its other results
@@ -454,7 +454,7 @@ def main(argv=None) -> int:
         if "official" in modes:
             official = build_official_predictor(cfg, state_dict=model.state_dict())
             results["official"], mask_sets["official"] = run_official(
-                cfg, official, frames, clicks, warmup=cuda, profile=profile)
+                cfg, official, frames, clicks, warmup, profile=profile)
             del official
         if args.official_vos:
             if not cuda:

@@ -179,6 +179,10 @@ def test_memory_bank_reads_what_sam2_reads():
     np.testing.assert_allclose(got["ptr_pos"][0][:3], [10 / 15, 1 / 15, 2 / 15], rtol=1e-6)
     assert lay.masked  # pointer slots are still empty
     assert got["write_ring"] == [10 % 7] and got["write_ptr"] == [10 % 16]
+    # eager steps leave the empty pointer slots out instead of masking them
+    compact = bank.layout(10, slice(0, 1), compact=True)
+    assert compact.shape.ptrs == 9 and compact.shape.ring == 6 and not compact.masked
+    assert _unpacked(compact)["ptr_pos"][0] == got["ptr_pos"][0][:10]
     # a refinement on frame 10 (already tracked) reads frames 4..9 and becomes a conditioning frame
     bank.commit_tracked(10, slice(0, 1))
     refine = _unpacked(bank.layout(10, slice(0, 1)))

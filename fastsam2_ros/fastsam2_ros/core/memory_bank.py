@@ -264,19 +264,21 @@ class MemoryBank:
     def cond_count(self, row: int) -> int:
         return int((self.cond_frames[row] != NO_FRAME).sum())
 
-    def layout(self, frame_idx: int, rows: slice) -> BankLayout:
-        """What frame ``frame_idx`` reads (and where it writes) for the objects in ``rows``."""
+    def layout(self, frame_idx: int, rows: slice, compact: bool = False) -> BankLayout:
+        """What frame ``frame_idx`` reads (and where it writes) for the objects in ``rows``.
+
+        Static by default: every ring and pointer slot is read, empty ones masked (one captured
+        graph serves every frame). ``compact`` (eager steps) leaves out the slots no object in
+        ``rows`` reads, so the first frames cost what they cost SAM 2."""
         t = int(frame_idx)
         row_ids = range(rows.start, rows.stop)
         n_cond = max(1, max(self.cond_count(r) for r in row_ids))
-        shape = LayoutShape(len(row_ids), n_cond, self.ring_read, self.ptr_read)
         t_diff_max = max(1, self.ptrs_in_attention - 1)
-        cond_order, cond_valid, ring_valid, ptr_valid, ptr_pos = [], [], [], [], []
-        padded = False
         ring_expected = [t - self.ring_read + j for j in range(self.ring_read)]  # oldest first
-        ring_pos = [f % self.ring_len for f in ring_expected]
         ptr_expected = [t - d for d in range(1, self.ptr_read + 1)]  # newest first
-        ptr_pos_ring = [f % self.ptr_len for f in ptr_expected]
+        cond_order, cond_valid, cond_ptr_valid, cond_offsets = [], [], [], []
+        ring_valid, ptr_valid = [], []
+        padded = False
         for r in row_ids:
             frames = self.cond_frames[r]
             filled = sorted((int(f), s) for s, f in enumerate(frames) if f != NO_FRAME)
@@ -285,22 +287,34 @@ class MemoryBank:
             cond_order.extend([s for _, s in filled] + empty[:pad])
             cond_valid.extend([True] * len(filled) + [False] * pad)
             padded |= bool(any(self.cond_padded[r, s] for _, s in filled))
-            ring_ok = [f >= 0 and self.ring_frames[r, p] == f for f, p in zip(ring_expected, ring_pos)]
-            ring_valid.extend(ring_ok)
-            padded |= bool(any(self.ring_padded[r, p] for p, ok in zip(ring_pos, ring_ok) if ok))
-            # pointers: conditioning frames at or before t, then frames t-1, t-2, ...
-            ptr_valid.extend([f <= t for f, _ in filled] + [False] * pad)
-            ptr_valid.extend(d < self.ptrs_in_attention and f >= 0 and self.ptr_frames[r, p] == f
-                             for d, (f, p) in enumerate(zip(ptr_expected, ptr_pos_ring), start=1))
-            ptr_pos.extend([t - f for f, _ in filled] + [0] * pad + list(range(1, self.ptr_read + 1)))
-        slot_tpos = [self.num_maskmem - 1] * n_cond + list(range(self.ring_read - 1, -1, -1))
+            # pointers of the conditioning frames at or before t, with their offsets
+            cond_ptr_valid.append([f <= t for f, _ in filled] + [False] * pad)
+            cond_offsets.append([t - f for f, _ in filled] + [0] * pad)
+            ring_valid.append([f >= 0 and self.ring_frames[r, f % self.ring_len] == f
+                               for f in ring_expected])
+            padded |= bool(any(self.ring_padded[r, f % self.ring_len]
+                               for f, ok in zip(ring_expected, ring_valid[-1]) if ok))
+            ptr_valid.append([d < self.ptrs_in_attention and f >= 0 and self.ptr_frames[r, f % self.ptr_len] == f
+                              for d, f in enumerate(ptr_expected, start=1)])
+        ring_keep = [j for j in range(self.ring_read) if not compact or any(v[j] for v in ring_valid)]
+        ptr_keep = [j for j in range(self.ptr_read) if not compact or any(v[j] for v in ptr_valid)]
+        ring_valid = [[v[j] for j in ring_keep] for v in ring_valid]
+        ptr_valid = [[v[j] for j in ptr_keep] for v in ptr_valid]
+        ring_pos = [ring_expected[j] % self.ring_len for j in ring_keep]
+        ptr_pos_ring = [ptr_expected[j] % self.ptr_len for j in ptr_keep]
+        shape = LayoutShape(len(row_ids), n_cond, len(ring_keep), len(ptr_keep))
+        all_ptr_valid = [c + p for c, p in zip(cond_ptr_valid, ptr_valid)]
+        ptr_offsets = [c + [ptr_keep_j + 1 for ptr_keep_j in ptr_keep] for c in cond_offsets]
+        slot_tpos = [self.num_maskmem - 1] * n_cond + [self.ring_read - 1 - j for j in ring_keep]
+        flat = lambda rows_: [int(v) for row in rows_ for v in row]  # noqa: E731
         ints = torch.tensor(
-            cond_order + [int(v) for v in cond_valid] + ring_pos + [int(v) for v in ring_valid]
-            + ptr_pos_ring + [int(v) for v in ptr_valid] + slot_tpos
+            cond_order + [int(v) for v in cond_valid] + ring_pos + flat(ring_valid)
+            + ptr_pos_ring + flat(all_ptr_valid) + slot_tpos
             + [t % self.ring_len, t % self.ptr_len], dtype=torch.int64)
         # as SAM 2 computes it: integer offsets divided by (max pointers - 1), in float32
-        floats = torch.tensor(ptr_pos, dtype=torch.int64) / t_diff_max
-        masked = padded or not (all(cond_valid) and all(ring_valid) and all(ptr_valid))
+        floats = torch.tensor(flat(ptr_offsets), dtype=torch.int64) / t_diff_max
+        masked = padded or not (all(cond_valid) and all(map(all, ring_valid))
+                                and all(map(all, all_ptr_valid)))
         return BankLayout(frame_idx=t, rows=rows, shape=shape, masked=masked, ints=ints,
                           floats=floats.to(torch.float32))
 

@@ -25,6 +25,7 @@ the result equals the official predictor (tests).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
@@ -307,7 +308,8 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         The frame becomes a conditioning frame of the object. Eager (runs once per prompt)."""
         timer = timer or NullTimer()
         rows = slice(row, row + 1)
-        layout = bank.layout(frame_idx, rows)
+        layout = bank.layout(frame_idx, rows, compact=True)  # eager: only the slots that hold memories
+        plan = dataclasses.replace(plan, shape=layout.shape, masked=layout.masked)
         read = BankRead(bank=bank, rows=rows, plan=plan, router=router, timer=timer,
                         layout=unpack_layout(layout.shape, layout.ints.to(bank.device),
                                              layout.floats.to(bank.device)))

@@ -140,6 +140,8 @@ class StreamingTracker:
         if self.device.type == "cuda":
             prepare_device_constants(self.device)
         self._bank_generation = 0
+        # two sets of pinned host buffers for the outputs, used in turn (see _to_host)
+        self._pinned: List[Dict[str, torch.Tensor]] = [{}, {}]
         self._host_slots: List[Optional[PendingFrame]] = [None, None]
         self._host_turn = 0
         self._auto_prompter = None  # core.auto_prompt.AutoPrompter, built on first auto_prompt
@@ -397,7 +399,8 @@ class StreamingTracker:
                 obj.point_inputs, obj.point_frame = None, -1
 
     def _plan(self, rows: slice, out_hw=None):
-        layout = self.bank.layout(self._t, rows)
+        # eager steps read only the slots that hold memories; captured ones keep static shapes
+        layout = self.bank.layout(self._t, rows, compact=not self.runner.static_buffers)
         has_text = bool(self.bank.text) and any(o.text_state is not None for o in self.objects.values())
         plan = StepPlan(shape=layout.shape, masked=layout.masked,
                         keep=num_kept(self._num_tokens, self.keep_ratio), memory_tokens=self.bank.k,
@@ -528,10 +531,7 @@ class StreamingTracker:
         previous = self._host_slots[self._host_turn]
         if previous is not None:
             previous._materialize()  # its data leaves the buffers we are about to reuse
-        buffers = getattr(self, "_pinned", None)
-        if buffers is None:
-            buffers = self._pinned = [{}, {}]
-        slot = buffers[self._host_turn]
+        slot = self._pinned[self._host_turn]
         for n in names:
             src = outs[n]
             buf = slot.get(n)
@@ -557,8 +557,7 @@ class StreamingTracker:
             for i, o in enumerate(ids):
                 grid = np.zeros(self._num_tokens, dtype=bool)
                 grid[arrays["memory_idx"][i]] = True
-                side = int(round(self._num_tokens ** 0.5))
-                kept[o] = grid.reshape(side, side)
+                kept[o] = grid.reshape(self.bank.grid, self.bank.grid)
         stage_ms = dict(pending._timer.ms) if pending._timer is not None else {}
         stage_ms["total"] = (time.perf_counter() - pending._t0) * 1e3
         logits = self._logits(ids, pending._shape) if self.return_logits and ids else None
