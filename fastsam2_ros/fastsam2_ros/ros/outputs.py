@@ -1,6 +1,7 @@
 """The node's output publishers and what goes on each: mask, labels, overlay, objects,
 detections (vision_msgs, when installed), stats. Every message carries the input image's header
-and its resolution.
+and its resolution. Besides those per-frame outputs, ``description`` (latched) holds the phrase of
+the latest automatic prompt.
 
 Created on configure and destroyed on cleanup/shutdown, always after the frame worker stopped,
 so nothing publishes on a destroyed publisher.
@@ -13,6 +14,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 import numpy as np
 from sensor_msgs.msg import Image
+from std_msgs.msg import String
 
 from fastsam2_msgs.msg import TrackedObjectArray, TrackerStats
 
@@ -21,7 +23,7 @@ from .frame_worker import TrackedFrame
 from .messages import (FrameContext, detections_to_msg, stats_to_msg, tracked_objects_to_msg,
                        vision_msgs_available)
 from .overlay import draw_overlay
-from .qos import reliable
+from .qos import latched, reliable
 
 
 class OutputPublishers:
@@ -39,6 +41,7 @@ class OutputPublishers:
             "overlay": node.create_lifecycle_publisher(Image, "overlay", qos),
             "objects": node.create_lifecycle_publisher(TrackedObjectArray, "objects", qos),
             "stats": node.create_lifecycle_publisher(TrackerStats, "stats", qos),
+            "description": node.create_lifecycle_publisher(String, "description", latched()),
         }
         if vision_msgs_available():
             from vision_msgs.msg import Detection2DArray
@@ -54,6 +57,13 @@ class OutputPublishers:
         pubs, self._pubs = self._pubs, {}
         for pub in pubs.values():
             self._node.destroy_lifecycle_publisher(pub)
+
+    def publish_description(self, phrase: str) -> None:
+        """The phrase of an automatic start ("" for a phrase-free one, so the latched message
+        never names an object of an earlier start)."""
+        pub = self._pubs.get("description")
+        if pub is not None:
+            pub.publish(String(data=phrase))
 
     def publish(self, frame: TrackedFrame) -> None:
         """Every enabled output of ``frame``; stats and health count only fresh frames."""
