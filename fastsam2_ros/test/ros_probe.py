@@ -76,6 +76,7 @@ class Probe(Node):
         self.remove = self.create_client(RemoveObject, f"{NS}/remove_object")
         self.reset = self.create_client(Trigger, f"{NS}/reset")
         self.enable = self.create_client(SetBool, f"{NS}/enable")
+        self.auto_prompt = self.create_client(Trigger, f"{NS}/auto_prompt")
         self.change_state = self.create_client(ChangeState, f"{NS}/fastsam2_tracker/change_state")
         self.get_state = self.create_client(GetState, f"{NS}/fastsam2_tracker/get_state")
         self.stamp_sec = 1000
