@@ -350,6 +350,7 @@ class FrameWorker:
         if self._current is None:
             item = self._take_waiting_frame()
             if item is not None:
+                self._auto_start_pending = False  # this request is the frame's automatic prompt
                 self._process_frame(item)
             if self._current is None:
                 raise InputError("no image received yet: the automatic prompt runs on the latest image")
