@@ -353,7 +353,8 @@ class FrameWorker:
                 self._auto_start_pending = False  # this request is the frame's automatic prompt
                 self._process_frame(item)
             if self._current is None:
-                raise InputError("no image received yet: the automatic prompt runs on the latest image")
+                raise InputError("no image received yet: the automatic prompt runs on the "
+                                 "latest image")
         header, rgb = self._current
         plan, result = self._auto_prompt("auto_prompt")
         if self._publish_on_prompt():
