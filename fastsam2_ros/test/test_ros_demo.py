@@ -70,6 +70,9 @@ def test_demo_argument_errors(frames_dir, tmp_path, capsys):
     assert demo.main(["--input", str(frames_dir), "--random-weights", "--auto", "--click",
                       "1,1"]) == 2
     assert "--auto starts without a prompt" in capsys.readouterr().err
+    assert demo.main(["--input", str(frames_dir), "--random-weights", "--click", "1,1",
+                      "--caption-model", str(tmp_path)]) == 2
+    assert "--caption-model is for --auto" in capsys.readouterr().err
     assert demo.main(["--input", str(tmp_path / "missing"), "--random-weights", "--click", "1,1"]) == 2
     assert "not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):

@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no prompt: the node starts an object on the first frame by itself "
                    "(auto_prompt_on_start: proposal -> caption -> phrase; the auto_* parameters)")
     p.add_argument("--caption-model", default=None, metavar="DIR",
-                   help="captioning model directory for --auto (auto_caption_model; default: "
-                   "none, a phrase-free start)")
+                   help="captioning model directory for --auto (sets auto_caption_model; with "
+                   "none here or in --params-file the start is phrase-free)")
     w = p.add_mutually_exclusive_group()
     w.add_argument("--checkpoint", default="", help="official SAM 2.1 checkpoint, e.g. sam2.1_hiera_tiny.pt")
     w.add_argument("--random-weights", action="store_true",
@@ -164,6 +164,9 @@ def _run(args) -> int:
     if args.auto and prompted:
         print("error: --auto starts without a prompt: drop --text/--click/--neg-click/--box",
               file=sys.stderr)
+        return 2
+    if args.caption_model and not args.auto:
+        print("error: --caption-model is for --auto (the automatic prompt's caption)", file=sys.stderr)
         return 2
     if not (args.auto or prompted):
         print("error: give a prompt: --text, --click X,Y or --box X0,Y0,X1,Y1, or --auto",
