@@ -152,6 +152,13 @@ def add_request(**kw):
 
 
 
+def image_reader_matched(node, ns):
+    """The node's image subscription knows the probe's publisher. Matching is per side: the probe
+    may see the node's reader before that reader sees the probe's writer, and a (best-effort)
+    frame sent in between is lost."""
+    return any(s.topic_name == f"{ns}/image" and s.get_publisher_count() > 0 for s in node._subs)
+
+
 @contextlib.contextmanager
 def running_node(domain_id, ns, params, tracker_factory=None):
     """A started TrackerNode (configured + active) and a discovered Probe on their own context,
@@ -177,7 +184,8 @@ def running_node(domain_id, ns, params, tracker_factory=None):
         assert wait_for(lambda: probe.image.get_subscription_count() > 0
                         and probe.prompt.get_subscription_count() > 0
                         and probe.count_publishers(f"{ns}/stats") > 0
-                        and probe.count_publishers(f"{ns}/mask") > 0, 20.0), "discovery failed"
+                        and probe.count_publishers(f"{ns}/mask") > 0
+                        and image_reader_matched(node, ns), 20.0), "discovery failed"
         yield node, probe, ctx
     finally:
         ex.shutdown(timeout_sec=5.0)

@@ -28,7 +28,7 @@ from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from ros_probe import frame_rgb, running_node, wait_for  # noqa: E402
+from ros_probe import frame_rgb, image_reader_matched, running_node, wait_for  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 from tiny_models import make_tiny_blip, save_random_rpn  # noqa: E402
@@ -115,9 +115,9 @@ def reconfigure(p, node, **params):
     transition(Transition.TRANSITION_CONFIGURE)
     transition(Transition.TRANSITION_ACTIVATE)
     assert p.call(p.get_state, GetState.Request()).current_state.label == "active"
-    assert wait_for(lambda: p.image.get_subscription_count() > 0 and all(
+    assert wait_for(lambda: image_reader_matched(node, NS) and all(
         node._outputs._pubs[n].get_subscription_count() > 0 for n in OUTPUTS + ("description",)),
-        20.0), "outputs not matched after reconfigure"
+        20.0), "inputs or outputs not matched after reconfigure"
 
 
 # ------------------------------------------------------------------------- phrase-free (default)
