@@ -127,6 +127,16 @@ class Probe(Node):
         assert ok, f"no outputs {names} for stamp {key}: got {[(n, len(self.got(n))) for n in names]}"
         return {n: self.by_stamp(n, key)[-1] for n in names}
 
+    def publish_until_answered(self, topic="mask", timeout=OUT_TIMEOUT, period=1.0):
+        """Publish frames until the node answers one on ``topic``: a best-effort image
+        subscription drops the frames sent while it is still matching a new publisher."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            key = self.publish_frame()
+            if wait_for(lambda: self.by_stamp(topic, key), period):
+                return key
+        raise AssertionError(f"the node answered no frame on {topic} within {timeout:g} s")
+
     def call(self, client, request, timeout=OUT_TIMEOUT):
         assert client.wait_for_service(timeout_sec=10.0), f"service {client.srv_name} not available"
         fut = client.call_async(request)

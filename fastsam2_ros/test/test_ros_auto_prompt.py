@@ -17,7 +17,7 @@ import time
 import pytest
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-DOMAIN_ID = int(os.environ.get("FASTSAM2_TEST_DOMAIN_BASE", "60")) + 9
+DOMAIN_ID = int(os.environ.get("FASTSAM2_TEST_DOMAIN_BASE", "60")) + 10
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("fastsam2_msgs.msg", reason="fastsam2_msgs not built (scripts/setup_env.sh)")

@@ -179,5 +179,4 @@ def diagnostic_values(stats_msg: Optional[Any]) -> Dict[str, str]:
 
 
 __all__ = ["FrameContext", "DIAGNOSTIC_STATS_FIELDS", "stats_to_msg", "tracked_objects_to_msg",
-           "auto_prompt_summary", "vision_msgs_available", "detections_to_msg", "msg_to_dict",
-           "diagnostic_values"]
+           "vision_msgs_available", "detections_to_msg", "msg_to_dict", "diagnostic_values"]

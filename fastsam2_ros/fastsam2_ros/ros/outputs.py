@@ -1,7 +1,6 @@
 """The node's output publishers and what goes on each: mask, labels, overlay, objects,
 detections (vision_msgs, when installed), stats. Every message carries the input image's header
-and its resolution. Besides those per-frame outputs, ``description`` (latched) holds the phrase of
-the latest automatic prompt.
+and its resolution.
 
 Created on configure and destroyed on cleanup/shutdown, always after the frame worker stopped,
 so nothing publishes on a destroyed publisher.
@@ -14,7 +13,6 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 import numpy as np
 from sensor_msgs.msg import Image
-from std_msgs.msg import String
 
 from fastsam2_msgs.msg import TrackedObjectArray, TrackerStats
 
@@ -31,6 +29,8 @@ class OutputPublishers:
 
     def __init__(self, node: Any, depth: int, health: Any,
                  settings: Callable[[], Mapping[str, Any]]) -> None:
+        from std_msgs.msg import String  # description: the latest automatic prompt's phrase
+
         self._node = node
         self._health = health
         self._settings = settings
@@ -63,7 +63,7 @@ class OutputPublishers:
         never names an object of an earlier start)."""
         pub = self._pubs.get("description")
         if pub is not None:
-            pub.publish(String(data=phrase))
+            pub.publish(pub.msg_type(data=phrase))
 
     def publish(self, frame: TrackedFrame) -> None:
         """Every enabled output of ``frame``; stats and health count only fresh frames."""
