@@ -76,6 +76,7 @@ class Probe(Node):
         self.remove = self.create_client(RemoveObject, f"{NS}/remove_object")
         self.reset = self.create_client(Trigger, f"{NS}/reset")
         self.enable = self.create_client(SetBool, f"{NS}/enable")
+        self.auto_prompt = self.create_client(Trigger, f"{NS}/auto_prompt")
         self.change_state = self.create_client(ChangeState, f"{NS}/fastsam2_tracker/change_state")
         self.get_state = self.create_client(GetState, f"{NS}/fastsam2_tracker/get_state")
         self.stamp_sec = 1000
@@ -126,6 +127,16 @@ class Probe(Node):
         assert ok, f"no outputs {names} for stamp {key}: got {[(n, len(self.got(n))) for n in names]}"
         return {n: self.by_stamp(n, key)[-1] for n in names}
 
+    def publish_until_answered(self, topic="mask", timeout=OUT_TIMEOUT, period=1.0):
+        """Publish frames until the node answers one on ``topic``: a best-effort image
+        subscription drops the frames sent while it is still matching a new publisher."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            key = self.publish_frame()
+            if wait_for(lambda: self.by_stamp(topic, key), period):
+                return key
+        raise AssertionError(f"the node answered no frame on {topic} within {timeout:g} s")
+
     def call(self, client, request, timeout=OUT_TIMEOUT):
         assert client.wait_for_service(timeout_sec=10.0), f"service {client.srv_name} not available"
         fut = client.call_async(request)
@@ -149,6 +160,13 @@ def add_request(**kw):
     return req
 
 
+
+
+def image_reader_matched(node, ns):
+    """The node's image subscription knows the probe's publisher. Matching is per side: the probe
+    may see the node's reader before that reader sees the probe's writer, and a (best-effort)
+    frame sent in between is lost."""
+    return any(s.topic_name == f"{ns}/image" and s.get_publisher_count() > 0 for s in node._subs)
 
 
 @contextlib.contextmanager
@@ -176,7 +194,8 @@ def running_node(domain_id, ns, params, tracker_factory=None):
         assert wait_for(lambda: probe.image.get_subscription_count() > 0
                         and probe.prompt.get_subscription_count() > 0
                         and probe.count_publishers(f"{ns}/stats") > 0
-                        and probe.count_publishers(f"{ns}/mask") > 0, 20.0), "discovery failed"
+                        and probe.count_publishers(f"{ns}/mask") > 0
+                        and image_reader_matched(node, ns), 20.0), "discovery failed"
         yield node, probe, ctx
     finally:
         ex.shutdown(timeout_sec=5.0)

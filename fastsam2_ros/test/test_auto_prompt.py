@@ -15,6 +15,7 @@ from fastsam2_ros.core.auto_prompt import (
     proposal_score, rank_candidates, region_crop, select_proposal, size_prior)
 from fastsam2_ros.core.config import TrackerConfig
 from fastsam2_ros.core.errors import CheckpointError, InputError
+from tiny_models import make_tiny_blip, save_random_rpn
 
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 needs_transformers = pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers is not installed")
@@ -206,41 +207,6 @@ def test_refiner_missing_model_is_a_clear_error(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # caption: a tiny random BLIP built from a transformers config (no download)
 # ------------------------------------------------------------------------------------------------
-TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "a", "dog", "cat", "small",
-              "brown", "on", "the", "table", "is"]
-
-
-def make_tiny_blip(path, favour="dog", seed=0):
-    """Save a randomly initialised BlipForConditionalGeneration + BlipProcessor to ``path``. The
-    LM head's bias favours the word ``favour`` (None: the [SEP] end token), so the output is known."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (BertTokenizerFast, BlipConfig, BlipForConditionalGeneration,
-                              BlipImageProcessor, BlipProcessor)
-
-    vocab = {w: i for i, w in enumerate(TINY_VOCAB)}
-    core = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    core.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok = BertTokenizerFast(tokenizer_object=core, bos_token="[DEC]", unk_token="[UNK]",
-                            sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]")
-    proc = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok)
-    cfg = BlipConfig(
-        text_config=dict(vocab_size=len(TINY_VOCAB), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=64,
-                         bos_token_id=vocab["[DEC]"], pad_token_id=0, sep_token_id=vocab["[SEP]"],
-                         eos_token_id=vocab["[SEP]"]),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                           num_attention_heads=2, image_size=32, patch_size=8),
-        projection_dim=16)
-    torch.manual_seed(seed)
-    model = BlipForConditionalGeneration(cfg)
-    with torch.no_grad():
-        model.text_decoder.cls.predictions.bias[vocab[favour or "[SEP]"]] += 100.0
-    model.save_pretrained(str(path))
-    proc.save_pretrained(str(path))
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny_blip(tmp_path_factory):
     if not HAS_TRANSFORMERS:
@@ -328,14 +294,7 @@ def test_caption_model_missing_is_a_clear_error(tmp_path):
 @pytest.fixture(scope="module")
 def rpn_weights(tmp_path_factory):
     """A random torchvision Faster R-CNN (MobileNetV3-FPN) state dict: the real format."""
-    import torch
-    from torchvision.models import detection
-
-    torch.manual_seed(0)
-    model = detection.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None)
-    path = tmp_path_factory.mktemp("rpn") / "frcnn.pth"
-    torch.save(model.state_dict(), path)
-    return path
+    return save_random_rpn(tmp_path_factory.mktemp("rpn") / "frcnn.pth")
 
 
 def test_rpn_proposals_from_weights_by_path(rpn_weights, video):

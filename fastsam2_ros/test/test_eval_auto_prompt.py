@@ -14,6 +14,7 @@ from fastsam2_ros.eval import cli
 from fastsam2_ros.eval.auto_prompts import match_to_ground_truth, variant_texts
 from fastsam2_ros.eval.report import RUN_KEYS
 from fastsam2_ros.eval.synthetic import generate_dataset
+from tiny_models import save_random_rpn
 
 FRAMES = 4
 COMMON = ["--random-weights", "--model", "tiny", "--image-size", "64", "--device", "cpu",
@@ -33,14 +34,8 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rpn_config(tmp_path_factory):
-    import torch
-    from torchvision.models import detection
-
     tmp = tmp_path_factory.mktemp("auto_cfg")
-    torch.manual_seed(0)
-    model = detection.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None)
-    weights = tmp / "frcnn.pth"
-    torch.save(model.state_dict(), weights)
+    weights = save_random_rpn(tmp / "frcnn.pth")
     return write_config(tmp / "tracker.yaml", auto_proposal_source="rpn", auto_rpn_weights=str(weights),
                         auto_min_objectness=0.0, mc_passes=0), weights
 

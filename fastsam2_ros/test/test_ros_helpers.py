@@ -157,3 +157,42 @@ def test_interfaces_have_the_contract_fields():
     assert {"success", "message", "object_id", "object_ids"} <= set(AddObject.Response.get_fields_and_field_types())
     assert {"object_id"} <= set(RemoveObject.Request.get_fields_and_field_types())
     assert {"success", "message"} <= set(RemoveObject.Response.get_fields_and_field_types())
+
+
+def test_stats_msg_carries_the_automatic_prompt_per_object():
+    from fastsam2_ros.core.stats import FrameResult, FrameStats
+    from fastsam2_ros.ros.messages import FrameContext, stats_to_msg
+    from std_msgs.msg import Header
+
+    mask = np.zeros((4, 5), bool)
+    stats = FrameStats(stage_ms={"total": 900.0, "auto_proposals": 700.0, "auto_caption": 150.0,
+                                 "auto_refinement": 20.0},
+                       auto_phrases={2: "red mug", 3: ""}, auto_prompted=[2])
+    result = FrameResult(frame_index=7, masks={3: mask, 1: mask, 2: mask},
+                         scores={1: 1.0, 2: 1.0, 3: 1.0}, stats=stats)
+    m = stats_to_msg(stats, result, FrameContext(Header(), 5, 4, auto_prompted=[2, 3]))
+    assert list(m.object_ids) == [1, 2, 3]
+    assert list(m.auto_started_ids) == [2, 3] and list(m.auto_phrases) == ["", "red mug", ""]
+    assert (m.auto_proposals_ms, m.auto_caption_ms, m.auto_refinement_ms) == (700.0, 150.0, 20.0)
+    assert m.total_ms == 900.0
+    later = stats_to_msg(FrameStats(auto_phrases={2: "red mug"}), result, FrameContext(Header(), 5, 4))
+    assert list(later.auto_phrases) == ["", "red mug", ""] and later.auto_proposals_ms == 0.0
+
+
+def test_auto_prompt_summary_names_the_object_the_phrase_or_why_there_is_none():
+    from fastsam2_ros.core.auto_prompt import AutoPromptResult
+    from fastsam2_ros.ros.messages import auto_prompt_summary
+
+    timings = {"proposals": 812.4, "caption": 301.0, "refinement": 12.6}
+    plan = AutoPromptResult(obj_id=4, mask=np.ones((2, 2), bool), box=(0, 0, 1, 1), score=0.4321,
+                            source="sam2", click=(10, 20), caption="a red mug on a table",
+                            phrase="red mug", timings_ms=timings)
+    assert auto_prompt_summary(plan) == (
+        'object 4 started automatically with the phrase "red mug" (caption \'a red mug on a '
+        "table'; sam2 region, score 0.432, click (10, 20); proposals 812 ms, caption 301 ms, "
+        "refinement 13 ms)")
+    free = AutoPromptResult(obj_id=1, mask=np.ones((2, 2), bool), box=(0, 0, 1, 1), score=0.5,
+                            source="rpn", click=(1, 1), notes=["no caption model configured"],
+                            timings_ms={"proposals": 5.0, "caption": 0.0, "refinement": 0.0})
+    assert auto_prompt_summary(free).startswith(
+        "object 1 started automatically without a phrase: no caption model configured (rpn region")

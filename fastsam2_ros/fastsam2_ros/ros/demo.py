@@ -5,7 +5,9 @@ everything between them goes over ROS topics and services (DDS), exactly as with
 
 1. the feeder publishes frame 0 on ``image`` and waits for the node's outputs;
 2. it sends the prompt (``--text`` / ``--click`` / ``--box``) with the ``add_object`` service,
-   which applies it on frame 0 and republishes frame 0's outputs;
+   which applies it on frame 0 and republishes frame 0's outputs; with ``--auto`` there is no
+   prompt: the node starts with ``auto_prompt_on_start`` and frame 0 is auto-prompted (proposal
+   -> caption -> phrase) before its outputs come, whose stats carry the three stage times;
 3. it publishes the remaining frames one at a time (lock-step, so every frame is processed;
    ``--rate`` publishes at a fixed rate instead, and the node drops what it cannot keep up with);
 4. it writes the ``overlay`` images as PNG files and an mp4 to ``--output``, the
@@ -15,6 +17,7 @@ Example::
 
     fastsam2-demo --input /data/bedroom --click 210,350 --checkpoint ~/models/sam2.1_hiera_tiny.pt
     fastsam2-demo --input clip.mp4 --text "the robot arm" --random-weights --max-frames 10
+    fastsam2-demo --input /data/bedroom --auto --caption-model ~/models/blip-base --checkpoint ...
 """
 
 from __future__ import annotations
@@ -57,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
                    type=lambda s: _pair(s, 2, "--neg-click"), help="background click (repeatable)")
     p.add_argument("--box", default=None, metavar="X0,Y0,X1,Y1", type=lambda s: _pair(s, 4, "--box"),
                    help="box prompt in pixels of the first frame")
+    p.add_argument("--auto", action="store_true",
+                   help="no prompt: the node starts an object on the first frame by itself "
+                   "(auto_prompt_on_start: proposal -> caption -> phrase; the auto_* parameters)")
+    p.add_argument("--caption-model", default=None, metavar="DIR",
+                   help="captioning model directory for --auto (sets auto_caption_model; with "
+                   "none here or in --params-file the start is phrase-free)")
     w = p.add_mutually_exclusive_group()
     w.add_argument("--checkpoint", default="", help="official SAM 2.1 checkpoint, e.g. sam2.1_hiera_tiny.pt")
     w.add_argument("--random-weights", action="store_true",
@@ -151,8 +160,17 @@ def _run(args) -> int:
         print("error: give --checkpoint PATH (official SAM 2.1 checkpoint, e.g. sam2.1_hiera_tiny.pt "
               "from the facebookresearch/sam2 release) or --random-weights", file=sys.stderr)
         return 2
-    if not (args.text or args.click or args.neg_click or args.box):
-        print("error: give a prompt: --text, --click X,Y or --box X0,Y0,X1,Y1", file=sys.stderr)
+    prompted = bool(args.text or args.click or args.neg_click or args.box)
+    if args.auto and prompted:
+        print("error: --auto starts without a prompt: drop --text/--click/--neg-click/--box",
+              file=sys.stderr)
+        return 2
+    if args.caption_model and not args.auto:
+        print("error: --caption-model is for --auto (the automatic prompt's caption)", file=sys.stderr)
+        return 2
+    if not (args.auto or prompted):
+        print("error: give a prompt: --text, --click X,Y or --box X0,Y0,X1,Y1, or --auto",
+              file=sys.stderr)
         return 2
     if args.max_frames is not None and args.max_frames < 1:
         print("error: --max-frames must be >= 1", file=sys.stderr)
@@ -230,7 +248,13 @@ def _run(args) -> int:
             stamps.append(key)
             pub.publish(msg)
             sent += 1
-            if i == 0:
+            if i == 0 and args.auto:  # frame 0's outputs come after its automatic prompt
+                if not col.wait(key, args.frame_timeout):
+                    print("error: no output for frame 0", file=sys.stderr)
+                    return 1
+                if not _report_auto_start(col.stats[key], node.health.last_error):
+                    return 2
+            elif i == 0:
                 if not col.wait(key, args.frame_timeout):
                     print("error: no output for frame 0", file=sys.stderr)
                     return 1
@@ -310,13 +334,16 @@ def _run(args) -> int:
 def _parameter_overrides(args) -> dict:
     """Node parameters from the command line."""
     overrides = {"publish_overlay": True, "auto_start": False}
+    if args.auto:
+        overrides["auto_prompt_on_start"] = True
     if args.random_weights:
         overrides["allow_random_weights"] = True
     if args.checkpoint:
         overrides["checkpoint"] = str(Path(args.checkpoint).expanduser())
     for name, val in (("model_cfg", args.model_cfg), ("image_size", args.image_size),
                       ("keep_ratio", args.keep_ratio), ("device", args.device),
-                      ("clip_weights", args.clip_weights or None)):
+                      ("clip_weights", args.clip_weights or None),
+                      ("auto_caption_model", args.caption_model)):
         if val is not None:
             overrides[name] = val
     return overrides
@@ -337,12 +364,29 @@ def _prompt_msg(Prompt, Point, args):
     return m
 
 
+def _report_auto_start(st, last_error: str) -> bool:
+    """Print what the automatic prompt of frame 0 started (False: it started nothing)."""
+    if not len(st.auto_started_ids):
+        reason = last_error or "see the log"
+        print(f"error: the automatic prompt started no object on frame 0: {reason}", file=sys.stderr)
+        return False
+    phrases = dict(zip(st.object_ids, st.auto_phrases))
+    for obj_id in st.auto_started_ids:
+        phrase = f'"{phrases[obj_id]}"' if phrases[obj_id] else "without a phrase (phrase-free)"
+        print(f"automatic prompt: object {obj_id} {phrase}; proposals {st.auto_proposals_ms:.0f} "
+              f"ms, caption {st.auto_caption_ms:.0f} ms, refinement {st.auto_refinement_ms:.0f} ms")
+    return True
+
+
 def _print_frame(i: int, st) -> None:
     if st is None:
         print(f"frame {i:5d}: dropped (a newer frame arrived before inference was free)")
         return
     kept = "/".join(str(int(v)) for v in st.tokens_kept) or "-"
     auto = f" auto={list(st.auto_prompted_ids)}" if len(st.auto_prompted_ids) else ""
+    phrases = dict(zip(st.object_ids, st.auto_phrases))
+    if len(st.auto_started_ids):
+        auto += " phrases " + ", ".join(f"{i}:{phrases[i]!r}" for i in st.auto_started_ids)
     print(f"frame {i:5d}: total {st.total_ms:8.1f} ms (enc {st.encoder_ms:.0f}, mem-attn "
           f"{st.memory_attention_ms:.0f}, dec {st.decoder_ms:.0f}, mem-enc {st.memory_encoder_ms:.0f}, "
           f"router {st.router_ms:.0f})  tokens {kept}/{st.tokens_total}  bank {st.bank_frames} fr "
@@ -365,18 +409,39 @@ def _summary(rows: List[dict], sent: int, wall: float, counts: dict) -> dict:
         "bank_bytes_max": max((r["bank_bytes"] for r in rows), default=0),
         "objects": rows[-1]["object_ids"] if rows else [],
         "auto_prompted": sorted({i for r in rows for i in r["auto_prompted_ids"]}),
+        "auto_prompt": _auto_prompt_summary(rows),
         "device": rows[-1]["device"] if rows else "",
     }
 
 
+def _auto_prompt_summary(rows: List[dict]) -> dict:
+    """Objects started by the automatic prompt with their phrases, and the stage times (ms) of
+    the frames it ran on."""
+    from ..core.auto_prompt import AUTO_STAGES
+
+    phrases = {}
+    runs = []
+    for r in rows:
+        phrases.update({str(i): p for i, p in zip(r["object_ids"], r["auto_phrases"])
+                        if i in r["auto_started_ids"]})
+        times = {s: r[f"auto_{s}_ms"] for s in AUTO_STAGES}
+        if any(times.values()):
+            runs.append({"frame": r["frame"],
+                         "stage_ms": {s: round(v, 1) for s, v in times.items()}})
+    return {"phrases": phrases, "runs": runs}
+
+
 def _print_summary(s: dict, out_dir: Path, written: int) -> None:
+    auto = s["auto_prompt"]
     print("summary: "
           f"{s['frames_processed']} processed / {s['frames_sent']} sent ({s['frames_dropped']} dropped) "
           f"in {s['wall_s']} s; tracker latency mean {s['latency_ms_mean']} ms, median "
           f"{s['latency_ms_median']} ms ({s['fps_tracker']} FPS); tokens kept {s['tokens_kept_mean']}/"
           f"{s['tokens_total']} (keep_ratio {s['keep_ratio']}); memory bank max {s['bank_frames_max']} "
           f"frames, {s['bank_bytes_max'] / 2**20:.2f} MiB; objects {s['objects']}"
-          + (f" (started from text: {s['auto_prompted']})" if s["auto_prompted"] else "")
+          + (f" (started without a click: {s['auto_prompted']})" if s["auto_prompted"] else "")
+          + (f"; automatic prompt phrases {auto['phrases']}, stage ms "
+             f"{[run['stage_ms'] for run in auto['runs']]}" if auto["runs"] else "")
           + f"; device {s['device']}")
     print(f"wrote {written} overlay PNG(s)"
           + (", overlay.mp4" if (out_dir / "overlay.mp4").exists() else "")

@@ -12,6 +12,11 @@ Each frame goes through three separate steps: decode (``decode``), track (the tr
 ``max_rate_hz`` holds the tracking rate: the worker takes no frame before ``1 / max_rate_hz``
 after the previous one started; frames replaced meanwhile are counted as dropped (and as skipped
 for the rate, which does not raise a diagnostics warning).
+
+The automatic prompt (``tracker.auto_prompt``: proposal -> caption -> phrase, seconds to tens of
+seconds on a CPU) runs here too: as the ``auto_prompt`` command on the current frame, or, with
+``auto_prompt_on_start``, on the first frame instead of only tracking it. ``on_auto_prompt`` hears
+of every automatic start (the node publishes its phrase).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 
 from ..core.errors import FastSam2Error, InputError
 from ..core.prompts import next_free_id
+from .messages import auto_prompt_summary
 from .prompting import PromptRequest
 
 #: Prompts that may wait for the first frame (topic prompts before any image arrived).
@@ -55,7 +61,7 @@ class PromptOutcome:
 
 @dataclass
 class _Command:
-    kind: str  # prompt | remove | reset | keep_ratio
+    kind: str  # prompt | remove | reset | keep_ratio | auto_prompt
     arg: Any = None
     queue_if_no_frame: bool = False
     future: Future = field(default_factory=Future)
@@ -67,7 +73,9 @@ class FrameWorker:
     def __init__(self, tracker: Any, *, decode: Callable[[str, Any], np.ndarray],
                  publish: Callable[[TrackedFrame], None], health: Any, logger: Any,
                  bad_input: Callable[..., None], worker_error: Callable[[BaseException], None],
-                 max_rate_hz: Callable[[], float], publish_on_prompt: Callable[[], bool]) -> None:
+                 max_rate_hz: Callable[[], float], publish_on_prompt: Callable[[], bool],
+                 auto_prompt_on_start: bool = False,
+                 on_auto_prompt: Optional[Callable[[Any], None]] = None) -> None:
         self.tracker = tracker
         self._decode = decode
         self._publish = publish
@@ -77,6 +85,9 @@ class FrameWorker:
         self._worker_error = worker_error
         self._max_rate_hz = max_rate_hz
         self._publish_on_prompt = publish_on_prompt
+        #: the first usable frame starts an object automatically unless a prompt came first
+        self._auto_start_pending = bool(auto_prompt_on_start)
+        self._on_auto_prompt = on_auto_prompt
         self._cv = threading.Condition()
         self._slot: Optional[Tuple[str, Any, float]] = None
         self._commands: Deque[_Command] = deque()
@@ -196,9 +207,12 @@ class FrameWorker:
                 raise InputError(f"the waiting image is unusable: {exc}") from exc
             return None
         outcome = None
+        auto_start, self._auto_start_pending = self._auto_start_pending, False
         try:
             if self._pending or prompt is not None:
                 result, outcome = self._first_frame_with_prompts(msg.header, rgb, prompt)
+            elif auto_start and not self.tracker.object_ids:
+                result = self._auto_start(rgb)
             else:
                 result = self.tracker.track(rgb)
         except FastSam2Error as exc:
@@ -261,7 +275,8 @@ class FrameWorker:
     def _run_command(self, cmd: _Command) -> None:
         try:
             handler = {"prompt": self._cmd_prompt, "remove": self._cmd_remove,
-                       "reset": self._cmd_reset, "keep_ratio": self._cmd_keep_ratio}[cmd.kind]
+                       "reset": self._cmd_reset, "keep_ratio": self._cmd_keep_ratio,
+                       "auto_prompt": self._cmd_auto_prompt}[cmd.kind]
             value = handler(cmd)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             cmd.future.set_exception(exc)
@@ -326,6 +341,49 @@ class FrameWorker:
         how = " from text alone (automatic click)" if auto else ""
         self._log.info(f"{req.source}: object {obj_id} {verb}{how}: {req.describe()}")
         return PromptOutcome(obj_id, auto_prompted=auto), result
+
+    # ----------------------------------------------------------------------------- automatic prompt
+    def _cmd_auto_prompt(self, cmd: _Command) -> Any:
+        """Start the next free id automatically on the current frame (a frame that waits when
+        none was processed yet). Returns the ``AutoPromptResult``; InputError / CheckpointError
+        (no region above the thresholds, a missing model, max_objects, no frame) go to the caller."""
+        if self._current is None:
+            item = self._take_waiting_frame()
+            if item is not None:
+                self._auto_start_pending = False  # this request is the frame's automatic prompt
+                self._process_frame(item)
+            if self._current is None:
+                raise InputError("no image received yet: the automatic prompt runs on the "
+                                 "latest image")
+        header, rgb = self._current
+        plan, result = self._auto_prompt("auto_prompt")
+        if self._publish_on_prompt():
+            self._refresh_ids()
+            self._emit(result, header, rgb, time.monotonic(), fresh=False)
+        return plan
+
+    def _auto_start(self, rgb: np.ndarray):
+        """``auto_prompt_on_start``: the first frame starts an object instead of only being
+        tracked. A failure is logged and counted, and the frame is tracked: the node goes on."""
+        try:
+            return self._auto_prompt("auto_prompt_on_start", image=rgb)[1]
+        except FastSam2Error as exc:
+            self._bad_input(f"auto_prompt_on_start: no object started on the first frame: {exc} "
+                            "(call the auto_prompt service to try again)", prompt=True)
+        except Exception as exc:  # noqa: BLE001 - reported; the frame is still tracked
+            self._worker_error(exc)
+        return self.tracker.track(rgb)
+
+    def _auto_prompt(self, source: str, image: Optional[np.ndarray] = None):
+        """``tracker.auto_prompt`` for the next free id (on ``image``, else the current frame);
+        returns (AutoPromptResult, FrameResult)."""
+        obj_id = next_free_id(int(i) for i in self.tracker.object_ids)
+        result = self.tracker.auto_prompt(obj_id, image=image)
+        plan = result.auto_prompt
+        self._log.info(f"{source}: {auto_prompt_summary(plan)}")
+        if self._on_auto_prompt is not None:
+            self._on_auto_prompt(plan)
+        return plan, result
 
     def _cmd_remove(self, cmd: _Command) -> int:
         obj_id = int(cmd.arg)

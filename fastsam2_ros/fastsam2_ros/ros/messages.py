@@ -3,6 +3,7 @@
 * :func:`stats_to_msg` is the one place that maps :class:`~fastsam2_ros.core.stats.FrameStats`
   onto ``fastsam2_msgs/TrackerStats``; the diagnostics (:data:`DIAGNOSTIC_STATS_FIELDS`) and the
   demo (:func:`msg_to_dict`) read the message instead of listing the stats fields again.
+* :func:`auto_prompt_summary`: the one line that reports an automatic start (service reply, log).
 * :func:`tracked_objects_to_msg` builds ``fastsam2_msgs/TrackedObjectArray`` (per object: id, text,
   presence score, visible, bbox, centroid, area), :func:`detections_to_msg` the
   ``vision_msgs/Detection2DArray`` of the visible objects where vision_msgs is installed.
@@ -16,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Optional
 
+from ..core.auto_prompt import AUTO_STAGES
 from ..core.geometry import mask_geometry
 from ..core.stats import STAGES
 
@@ -38,7 +40,7 @@ class FrameContext:
     processed_frames: int = 0
     #: obj_id -> text it was prompted with (or found by)
     texts: Dict[int, str] = field(default_factory=dict)
-    #: objects started from text alone (automatic click)
+    #: objects started without a click: from text alone (automatic click) or by the automatic prompt
     auto_prompted: Iterable[int] = ()
 
 
@@ -69,8 +71,26 @@ def stats_to_msg(stats: Any, result: Any, ctx: FrameContext):
     m.occluded_frames = [max(0, int(stats.occluded_frames.get(i, 0))) for i in ids]
     auto = set(int(i) for i in ctx.auto_prompted)
     m.auto_prompted_ids = [i for i in ids if i in auto]
+    phrases = {int(k): str(v) for k, v in stats.auto_phrases.items()}
+    m.auto_started_ids = [i for i in ids if i in phrases]
+    m.auto_phrases = [phrases.get(i, "") for i in ids]
+    for stage in AUTO_STAGES:
+        setattr(m, f"auto_{stage}_ms", float(stats.stage_ms.get(f"auto_{stage}", 0.0)))
     m.router_mode, m.text_mode, m.device = str(stats.router_mode), str(stats.text_mode), str(stats.device)
     return m
+
+
+def auto_prompt_summary(plan: Any) -> str:
+    """One line on an automatic start (``core.auto_prompt.AutoPromptResult``): the reply of the
+    ``auto_prompt`` service and the node's log line. Names the object and its phrase first, then
+    why there is none (notes), the caption, the region and the time of each stage."""
+    what = f'with the phrase "{plan.phrase}"' if plan.phrase else "without a phrase"
+    notes = f": {'; '.join(plan.notes)}" if plan.notes else ""
+    details = [f"caption {plan.caption!r}"] if plan.caption else []
+    x, y = plan.click
+    details.append(f"{plan.source} region, score {plan.score:.3g}, click ({x}, {y})")
+    details.append(", ".join(f"{s} {plan.timings_ms.get(s, 0.0):.0f} ms" for s in AUTO_STAGES))
+    return f"object {plan.obj_id} started automatically {what}{notes} ({'; '.join(details)})"
 
 
 def tracked_objects_to_msg(result: Any, ctx: FrameContext):

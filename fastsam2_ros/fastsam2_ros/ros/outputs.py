@@ -21,7 +21,7 @@ from .frame_worker import TrackedFrame
 from .messages import (FrameContext, detections_to_msg, stats_to_msg, tracked_objects_to_msg,
                        vision_msgs_available)
 from .overlay import draw_overlay
-from .qos import reliable
+from .qos import latched, reliable
 
 
 class OutputPublishers:
@@ -29,6 +29,8 @@ class OutputPublishers:
 
     def __init__(self, node: Any, depth: int, health: Any,
                  settings: Callable[[], Mapping[str, Any]]) -> None:
+        from std_msgs.msg import String  # description: the latest automatic prompt's phrase
+
         self._node = node
         self._health = health
         self._settings = settings
@@ -39,6 +41,7 @@ class OutputPublishers:
             "overlay": node.create_lifecycle_publisher(Image, "overlay", qos),
             "objects": node.create_lifecycle_publisher(TrackedObjectArray, "objects", qos),
             "stats": node.create_lifecycle_publisher(TrackerStats, "stats", qos),
+            "description": node.create_lifecycle_publisher(String, "description", latched()),
         }
         if vision_msgs_available():
             from vision_msgs.msg import Detection2DArray
@@ -54,6 +57,13 @@ class OutputPublishers:
         pubs, self._pubs = self._pubs, {}
         for pub in pubs.values():
             self._node.destroy_lifecycle_publisher(pub)
+
+    def publish_description(self, phrase: str) -> None:
+        """The phrase of an automatic start ("" for a phrase-free one, so the latched message
+        never names an object of an earlier start)."""
+        pub = self._pubs.get("description")
+        if pub is not None:
+            pub.publish(pub.msg_type(data=phrase))
 
     def publish(self, frame: TrackedFrame) -> None:
         """Every enabled output of ``frame``; stats and health count only fresh frames."""

@@ -158,6 +158,10 @@ NODE_PARAMETERS: List[ParamSpec] = [
     ParamSpec("text_object_id", 0, "Object that text_prompt starts: 0 = a new object (next free id) "
               "for every text; N = object N, restarted from the text if already tracked",
               range=Range(0, MAX_OBJECT_ID), live=True),
+    ParamSpec("auto_prompt_on_start", False, "When the node becomes active and no prompt has come, "
+              "start an object automatically on the first frame (proposal -> caption -> phrase, "
+              "the auto_* parameters; what the auto_prompt service does); if that fails it is "
+              "logged and the frame is only tracked"),
     ParamSpec("use_tf", True, "Transform /clicked_point into the camera frame with TF when tf2_ros is "
               "installed; otherwise only points already in the camera frame are used"),
     ParamSpec("diagnostics_period", 1.0, "Period of the /diagnostics status (seconds)",

@@ -25,6 +25,14 @@ def reliable(depth: int) -> QoSProfile:
                       durability=QoSDurabilityPolicy.VOLATILE)
 
 
+def latched() -> QoSProfile:
+    """A state topic (``description``): reliable, transient local, keep last 1, so a subscriber
+    that comes later still gets the last message (the ROS 1 "latched" topic)."""
+    return QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=1,
+                      reliability=QoSReliabilityPolicy.RELIABLE,
+                      durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+
+
 def image_qos(reliability: str, depth: int) -> QoSProfile:
     """Camera input: ``best_effort`` (sensor data) or ``reliable``, volatile, keep last ``depth``."""
     return QoSProfile(history=QoSHistoryPolicy.KEEP_LAST, depth=int(depth),
@@ -46,4 +54,4 @@ def incompatible_qos_events(topic: str, reliability: str,
     return SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
 
 
-__all__ = ["RELIABILITY", "reliable", "image_qos", "incompatible_qos_events"]
+__all__ = ["RELIABILITY", "reliable", "latched", "image_qos", "incompatible_qos_events"]

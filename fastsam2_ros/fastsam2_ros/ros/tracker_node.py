@@ -11,6 +11,8 @@ What lives where
 
 Image callbacks and the prompt/service callbacks run in their own callback groups on a
 MultiThreadedExecutor, so a service is never stuck behind inference for more than one frame.
+The ``auto_prompt`` service has a group of its own: its reply waits for the automatic prompt
+(tens of seconds on a CPU), which must not hold up the other prompts and services.
 Outputs carry the input image's header and its resolution. See docs/ros.md.
 """
 
@@ -48,6 +50,7 @@ from ..image_messages import compressed_to_rgb, image_to_rgb
 from . import prompting
 from .diagnostics import NodeHealth, to_status
 from .frame_worker import FrameWorker, TrackedFrame, wait
+from .messages import auto_prompt_summary
 from .outputs import OutputPublishers
 from .parameters import (NODE_PARAMETERS, declare_parameters, spec_map,
                          tracker_config_from_node)
@@ -114,6 +117,7 @@ class TrackerNode(LifecycleNode):
         self._image_group = MutuallyExclusiveCallbackGroup()
         self._prompt_group = MutuallyExclusiveCallbackGroup()
         self._diag_group = MutuallyExclusiveCallbackGroup()
+        self._auto_group = MutuallyExclusiveCallbackGroup()
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(float(self._settings["diagnostics_period"]),
                                              self._publish_diagnostics,
@@ -145,6 +149,8 @@ class TrackerNode(LifecycleNode):
             self.create_service(RemoveObject, "remove_object", self._srv_remove_object, callback_group=g),
             self.create_service(Trigger, "reset", self._srv_reset, callback_group=g),
             self.create_service(SetBool, "enable", self._srv_enable, callback_group=g),
+            self.create_service(Trigger, "auto_prompt", self._srv_auto_prompt,
+                                callback_group=self._auto_group),
         ]
         self._restart_diagnostics_timer()
         self.health.fatal = None
@@ -170,7 +176,9 @@ class TrackerNode(LifecycleNode):
             self._tracker, decode=_decode, publish=self._publish, health=self.health,
             logger=self.get_logger(), bad_input=self._bad_input, worker_error=self._worker_error,
             max_rate_hz=lambda: self._settings["max_rate_hz"],
-            publish_on_prompt=lambda: self._settings["publish_on_prompt"])
+            publish_on_prompt=lambda: self._settings["publish_on_prompt"],
+            auto_prompt_on_start=bool(self._settings["auto_prompt_on_start"]),
+            on_auto_prompt=self._announce_auto_prompt)
         self._worker.start()
         self._create_subscriptions()
         self.health.state = "active"
@@ -483,6 +491,37 @@ class TrackerNode(LifecycleNode):
         except Exception as exc:  # noqa: BLE001
             response.success, response.message = False, str(exc)
         return response
+
+    def _srv_auto_prompt(self, request: Trigger.Request, response: Trigger.Response):
+        """Start one new object (next free id) with no user input, on the current frame. Waits
+        for the worker in its own callback group, at most SERVICE_TIMEOUT_S."""
+        future = None
+        try:
+            worker = self._worker
+            if worker is None:
+                raise InputError(f"the tracker is not active (lifecycle state {self.lifecycle_state}); "
+                                 "activate it first")
+            future = worker.submit("auto_prompt")
+            plan = wait(future, SERVICE_TIMEOUT_S)
+            response.success, response.message = True, auto_prompt_summary(plan)
+        except FastSam2Error as exc:  # no region, a missing model, max_objects, no frame, timeout
+            message = str(exc)
+            if future is not None and not future.done():
+                message += " (it goes on in the worker: an object may still start; see description)"
+            self._bad_input(f"auto_prompt: no object started: {message}", prompt=True)
+            response.success, response.message = False, message
+        except Exception as exc:  # noqa: BLE001 - reported by the worker; the reply says why
+            response.success, response.message = False, f"{type(exc).__name__}: {exc}"
+        return response
+
+    def _announce_auto_prompt(self, plan: Any) -> None:
+        """An automatic start (on the worker thread): its phrase goes on ``description``."""
+        outputs = self._outputs
+        try:
+            if outputs is not None:
+                outputs.publish_description(plan.phrase or "")
+        except Exception as exc:  # noqa: BLE001 - the object is started; only the topic failed
+            self.get_logger().error(f"could not publish the description: {exc}")
 
     def _srv_enable(self, request: SetBool.Request, response: SetBool.Response):
         self._enabled = bool(request.data)

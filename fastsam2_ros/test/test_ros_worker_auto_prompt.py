@@ -1,0 +1,140 @@
+"""The frame worker's automatic-prompt orders, without ROS: which frame an automatic start uses
+and when ``auto_prompt_on_start`` gives way. A recording tracker double stands in for SAM 2 (the
+node tests, test_ros_auto_prompt.py, run the real one); the worker is the real thread."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from fastsam2_ros.core.auto_prompt import AutoPromptResult
+from fastsam2_ros.core.stats import FrameResult, FrameStats
+from fastsam2_ros.ros.frame_worker import FrameWorker, wait
+from fastsam2_ros.ros.prompting import PromptRequest
+
+
+class RecordingTracker:
+    """Records every call; ``auto_prompt`` starts the object with the phrase "cup"."""
+
+    def __init__(self):
+        self.calls = []
+        self.objects = []
+        self.frame_index = -1
+        self.hold = threading.Event()
+        self.hold.set()
+
+    @property
+    def object_ids(self):
+        return list(self.objects)
+
+    def _result(self, auto=None):
+        stats = FrameStats(frame_index=self.frame_index, object_ids=list(self.objects),
+                           auto_phrases={i: "cup" for i in self.objects})
+        masks = {i: np.zeros((4, 4), bool) for i in self.objects}
+        return FrameResult(self.frame_index, masks, {i: 1.0 for i in self.objects}, stats,
+                           auto_prompt=auto)
+
+    def track(self, rgb):
+        self.calls.append("track")
+        self.frame_index += 1
+        return self._result()
+
+    def add_prompt(self, obj_id, image=None, **kw):
+        self.calls.append(f"add_prompt {obj_id}")
+        if image is not None:
+            self.track(image)
+        self.objects.append(obj_id)
+        return self._result()
+
+    def auto_prompt(self, obj_id, image=None):
+        where = "a new frame" if image is not None else "the current frame"
+        self.calls.append(f"auto_prompt {obj_id} on {where}")
+        if image is not None:
+            self.frame_index += 1
+        self.objects.append(obj_id)
+        plan = AutoPromptResult(obj_id=obj_id, mask=np.ones((4, 4), bool), box=(0, 0, 3, 3),
+                                score=0.5, source="sam2", click=(1, 1), caption="a cup",
+                                phrase="cup", timings_ms={"proposals": 1.0})
+        return self._result(plan)
+
+    def set_keep_ratio(self, keep_ratio):  # a command that holds the worker until released
+        self.calls.append("keep_ratio")
+        self.hold.wait(10.0)
+
+
+class Header:
+    frame_id = "cam"
+
+
+class Msg:
+    header = Header()
+
+
+@pytest.fixture
+def worker():
+    tracker = RecordingTracker()
+    announced, published, errors = [], [], []
+    w = FrameWorker(tracker, decode=lambda kind, msg: np.zeros((4, 4, 3), np.uint8),
+                    publish=published.append, health=type("Health", (), {
+                        "on_received": lambda *a, **k: None})(),
+                    logger=type("Log", (), {"info": lambda self, m: None})(),
+                    bad_input=lambda m, **k: errors.append(m),
+                    worker_error=lambda exc: errors.append(repr(exc)),
+                    max_rate_hz=lambda: 0.0, publish_on_prompt=lambda: True,
+                    auto_prompt_on_start=True, on_auto_prompt=announced.append)
+    w.start()
+    yield w, tracker, announced, published, errors
+    w.stop()
+
+
+def hold_worker(w, tracker):
+    """Keep the worker busy with a command, so the next frame waits in its slot."""
+    tracker.hold.clear()
+    w.submit("keep_ratio", 0.5)
+    assert wait_for(lambda: "keep_ratio" in tracker.calls)
+
+
+def wait_for(cond, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return cond()
+
+
+def test_service_request_while_the_first_frame_waits_starts_one_object(worker):
+    """auto_prompt_on_start must not start a second object on the frame the service uses."""
+    w, tracker, announced, published, errors = worker
+    hold_worker(w, tracker)
+    w.offer_frame("raw", Msg())
+    future = w.submit("auto_prompt")
+    tracker.hold.set()
+    plan = wait(future, 10.0)
+    assert plan.obj_id == 1 and plan.phrase == "cup"
+    assert tracker.calls == ["keep_ratio", "track", "auto_prompt 1 on the current frame"]
+    assert [p.obj_id for p in announced] == [1] and not errors
+    assert published[-1].texts == {1: "cup"} and not published[-1].fresh  # republished frame
+
+
+def test_on_start_gives_way_to_a_prompt_that_waited_for_the_first_frame(worker):
+    w, tracker, announced, published, errors = worker
+    queued = w.submit("prompt", PromptRequest(obj_id=5, points=[(1.0, 1.0)], labels=[1]),
+                      queue_if_no_frame=True)
+    assert wait(queued, 10.0).queued
+    w.offer_frame("raw", Msg())
+    assert wait_for(lambda: published)
+    assert tracker.calls == ["add_prompt 5", "track"] and not announced and not errors
+    w.offer_frame("raw", Msg())  # later frames are only tracked
+    assert wait_for(lambda: len(published) == 2)
+    assert tracker.calls[-1] == "track"
+
+
+def test_on_start_auto_prompts_the_first_frame_only(worker):
+    w, tracker, announced, published, errors = worker
+    w.offer_frame("raw", Msg())
+    assert wait_for(lambda: published)
+    assert tracker.calls == ["auto_prompt 1 on a new frame"] and published[0].fresh
+    assert [p.obj_id for p in announced] == [1]
+    w.offer_frame("raw", Msg())
+    assert wait_for(lambda: len(published) == 2)
+    assert tracker.calls[-1] == "track" and len(announced) == 1
