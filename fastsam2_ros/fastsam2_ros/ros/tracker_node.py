@@ -570,8 +570,10 @@ def _decode(kind: str, msg: Any) -> np.ndarray:
     return image_to_rgb(msg) if kind == "raw" else compressed_to_rgb(msg)
 
 
-def main(args: Optional[List[str]] = None) -> int:
+def main(args: Optional[List[str]] = None,
+         tracker_factory: Optional[TrackerFactory] = None) -> int:
     """The node process: ``ros2 run fastsam2_ros tracker_node`` (through :func:`run`).
+    ``tracker_factory``: see :class:`TrackerNode` (the node benchmark's stand-in tracker).
 
     SIGINT/SIGTERM shut down in order — the worker stops, then the executor, then the publishers
     and the node go, then the ROS context — so a frame in flight never publishes on a dead context
@@ -582,7 +584,7 @@ def main(args: Optional[List[str]] = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    node = TrackerNode()
+    node = TrackerNode(tracker_factory=tracker_factory)
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, name="fastsam2_executor", daemon=True)
