@@ -107,10 +107,12 @@ class Probe(Node):
         if encoding == "compressed":
             self.compressed.publish(rgb_to_compressed(rgb, "png", header))
             return (header.stamp.sec, header.stamp.nanosec)
-        arr = {"rgb8": rgb, "bgr8": rgb[:, :, ::-1],
-               "rgba8": np.dstack([rgb, np.full((H, W), 255, np.uint8)]),
-               "bgra8": np.dstack([rgb[:, :, ::-1], np.full((H, W), 255, np.uint8)]),
-               "mono8": rgb[:, :, 0], "mono16": rgb[:, :, 0].astype(np.uint16) * 257}[encoding]
+        opaque = np.full(rgb.shape[:2], 255, np.uint8)
+        arr = {"rgb8": lambda: rgb, "bgr8": lambda: rgb[:, :, ::-1],
+               "rgba8": lambda: np.dstack([rgb, opaque]),
+               "bgra8": lambda: np.dstack([rgb[:, :, ::-1], opaque]),
+               "mono8": lambda: rgb[:, :, 0],
+               "mono16": lambda: rgb[:, :, 0].astype(np.uint16) * 257}[encoding]()
         msg = numpy_to_image(np.ascontiguousarray(arr), encoding, header)
         if pad:
             row = msg.step
@@ -125,6 +127,16 @@ class Probe(Node):
         ok = wait_for(lambda: all(self.by_stamp(n, key) for n in names), timeout)
         assert ok, f"no outputs {names} for stamp {key}: got {[(n, len(self.got(n))) for n in names]}"
         return {n: self.by_stamp(n, key)[-1] for n in names}
+
+    def publish_until_answered(self, topic="mask", timeout=OUT_TIMEOUT, period=1.0):
+        """Publish frames until the node answers one on ``topic``: a best-effort image
+        subscription drops the frames sent while it is still matching a new publisher."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            key = self.publish_frame()
+            if wait_for(lambda: self.by_stamp(topic, key), period):
+                return key
+        raise AssertionError(f"the node answered no frame on {topic} within {timeout:g} s")
 
     def call(self, client, request, timeout=OUT_TIMEOUT):
         assert client.wait_for_service(timeout_sec=10.0), f"service {client.srv_name} not available"

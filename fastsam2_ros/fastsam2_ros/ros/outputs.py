@@ -16,7 +16,7 @@ from sensor_msgs.msg import Image
 
 from fastsam2_msgs.msg import TrackedObjectArray, TrackerStats
 
-from ..image_messages import numpy_to_image
+from ..image_messages import empty_image
 from .frame_worker import TrackedFrame
 from .messages import (FrameContext, detections_to_msg, stats_to_msg, tracked_objects_to_msg,
                        vision_msgs_available)
@@ -32,6 +32,7 @@ class OutputPublishers:
         self._node = node
         self._health = health
         self._settings = settings
+        self._last_overlay = float("-inf")  # time.perf_counter() of the last overlay
         qos = reliable(depth)
         self._pubs: Dict[str, Any] = {
             "mask": node.create_lifecycle_publisher(Image, "mask", qos),
@@ -56,23 +57,28 @@ class OutputPublishers:
             self._node.destroy_lifecycle_publisher(pub)
 
     def publish(self, frame: TrackedFrame) -> None:
-        """Every enabled output of ``frame``; stats and health count only fresh frames."""
+        """Every enabled output of ``frame``; stats and health count only fresh frames.
+
+        Order: mask, labels, objects (+ detections), overlay (when due), stats last, carrying
+        what this frame cost the node. Images are computed straight into the messages' buffers
+        (:func:`~fastsam2_ros.image_messages.empty_image`), masks and labels from the tracker's
+        packed bits."""
         pubs, s = self._pubs, self._settings()
         if not pubs:
             return
+        t0 = time.perf_counter()
         result, header, rgb = frame.result, frame.header, frame.rgb
         h, w = rgb.shape[:2]
         if s["publish_mask"]:
-            pubs["mask"].publish(numpy_to_image(result.union_mask((h, w)), "mono8", header))
+            msg, data = empty_image(h, w, "mono8", header)
+            result.union_mask((h, w), out=data)
+            pubs["mask"].publish(msg)
         if s["publish_labels"]:
-            pubs["labels"].publish(numpy_to_image(result.label_image((h, w)), "mono16", header))
-        if s["publish_overlay"]:
-            kept = _kept_token_grids(result) if s["overlay_show_tokens"] else None
-            over = draw_overlay(rgb, result.masks, float(s["overlay_alpha"]), kept)
-            pubs["overlay"].publish(numpy_to_image(over, "rgb8", header))
+            msg, data = empty_image(h, w, "mono16", header)
+            result.label_image((h, w), out=data)
+            pubs["labels"].publish(msg)
         counts = self._health.counts()
         ctx = FrameContext(header=header, width=w, height=h,
-                           node_latency_ms=(time.monotonic() - frame.received) * 1e3,
                            dropped_frames=counts["dropped"],
                            processed_frames=counts["processed"] + (1 if frame.fresh else 0),
                            texts=frame.texts, auto_prompted=frame.auto_prompted)
@@ -82,12 +88,29 @@ class OutputPublishers:
                 pubs["objects"].publish(objects)
             if s["publish_detections"] and "detections" in pubs:
                 pubs["detections"].publish(detections_to_msg(objects))
+        t1 = time.perf_counter()
+        ctx.node_ms = {"decode": frame.decode_ms, "publish": (t1 - t0) * 1e3, "overlay": 0.0}
+        if s["publish_overlay"] and self._overlay_due(frame, float(s["overlay_rate_hz"]), t1):
+            kept = _kept_token_grids(result) if s["overlay_show_tokens"] else None
+            msg, data = empty_image(h, w, "rgb8", header)
+            draw_overlay(rgb, result.masks, float(s["overlay_alpha"]), kept, out=data)
+            pubs["overlay"].publish(msg)
+            ctx.node_ms["overlay"] = (time.perf_counter() - t1) * 1e3
+        ctx.node_latency_ms = (time.monotonic() - frame.received) * 1e3
         stats = stats_to_msg(result.stats, result, ctx)
         if s["publish_stats"]:
             pubs["stats"].publish(stats)
         self._health.auto_prompted = list(stats.auto_prompted_ids)
         if frame.fresh:
             self._health.on_processed(float(stats.total_ms), ctx.node_latency_ms, stats)
+
+    def _overlay_due(self, frame: TrackedFrame, rate_hz: float, now: float) -> bool:
+        """``overlay_rate_hz``: at most that many overlays a second (0: every frame); a prompt's
+        republished frame always gets one (the feedback a click waits for)."""
+        if rate_hz > 0 and frame.fresh and now - self._last_overlay < 1.0 / rate_hz:
+            return False
+        self._last_overlay = now
+        return True
 
 
 def _kept_token_grids(result: Any) -> Optional[Dict[int, np.ndarray]]:

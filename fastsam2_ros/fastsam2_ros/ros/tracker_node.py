@@ -51,6 +51,7 @@ from .frame_worker import FrameWorker, TrackedFrame, wait
 from .outputs import OutputPublishers
 from .parameters import (NODE_PARAMETERS, declare_parameters, spec_map,
                          tracker_config_from_node)
+from .process_memory import keep_freed_memory
 from .prompting import PromptRequest
 from .qos import image_qos, incompatible_qos_events, reliable
 
@@ -566,8 +567,9 @@ class TrackerNode(LifecycleNode):
 
 
 def _decode(kind: str, msg: Any) -> np.ndarray:
-    """A received image message -> RGB uint8 (InputError for malformed or unsupported ones)."""
-    return image_to_rgb(msg) if kind == "raw" else compressed_to_rgb(msg)
+    """A received image message -> RGB uint8 (InputError for malformed or unsupported ones).
+    An rgb8 frame is a view of the message's data, not a copy (nothing writes to it)."""
+    return image_to_rgb(msg, copy=False) if kind == "raw" else compressed_to_rgb(msg)
 
 
 def main(args: Optional[List[str]] = None,
@@ -580,6 +582,7 @@ def main(args: Optional[List[str]] = None,
     and no handle is destroyed under a waiting executor. (rclpy's own signal handler would
     invalidate the context first, while the worker may be publishing.)
     """
+    keep_freed_memory()  # image-sized buffers are reused, not faulted in again every frame
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
