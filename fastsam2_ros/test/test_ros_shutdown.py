@@ -45,7 +45,7 @@ def test_signal_with_frames_in_flight_exits_cleanly(sig):
     try:
         assert wait_for(lambda: probe.image.get_subscription_count() > 0
                         and probe.count_publishers(f"{NS}/mask") > 0, 120.0), "node did not come up"
-        probe.wait_outputs(probe.publish_frame(), ("mask",))
+        probe.publish_until_answered("mask")
         assert probe.call(probe.add, add_request(obj_id=1, points=[(30, 30)])).success
 
         def feed():  # faster than inference: there is always a frame in flight
