@@ -62,11 +62,15 @@ OUTPUT_SETS: Dict[str, Dict[str, bool]] = {
     "mask+labels+objects": dict(publish_mask=True, publish_labels=True, publish_objects=True,
                                 publish_detections=True, publish_overlay=False),
     "+overlay": dict(publish_mask=True, publish_labels=True, publish_objects=True,
-                     publish_detections=True, publish_overlay=True),
+                     publish_detections=True, publish_overlay=True, overlay_rate_hz=0.0),
+    "+overlay@10Hz": dict(publish_mask=True, publish_labels=True, publish_objects=True,
+                          publish_detections=True, publish_overlay=True, overlay_rate_hz=10.0),
 }
-#: the topics whose arrival completes a frame, per output set
+#: the topics whose arrival completes a frame, per output set (stats come last; with the overlay
+#: at its own rate, a frame without one is complete at its stats)
 SET_TOPICS = {"mask": ("mask", "stats"), "mask+labels+objects": ("mask", "labels", "objects", "stats"),
-              "+overlay": ("mask", "labels", "objects", "overlay", "stats")}
+              "+overlay": ("mask", "labels", "objects", "overlay", "stats"),
+              "+overlay@10Hz": ("mask", "labels", "objects", "stats")}
 #: the node's own account of its cost (TrackerStats fields, where the node has them)
 NODE_STAT_FIELDS = ("decode_ms", "publish_ms", "overlay_ms")
 NAMESPACE = "/fastsam2_bench"
@@ -92,14 +96,11 @@ class FixedCostTracker:
         bits = self._bits.get((h, w))
         if bits is None:
             n = len(self.object_ids)
-            bits = np.zeros(((n + 7) // 8, h, w), np.uint8)
             yy, xx = np.mgrid[:h, :w].astype(np.float32)
             r = math.sqrt(self.object_area / n / math.pi)  # of the frame's width and height
-            for i in range(n):
-                cx = (i + 1) * w / (n + 1)
-                inside = ((xx - cx) / (r * w)) ** 2 + ((yy - h / 2) / (r * h)) ** 2 <= 1.0
-                bits[i // 8][inside] |= np.uint8(1 << (i % 8))
-            self._bits[(h, w)] = bits
+            bits = self._bits[(h, w)] = BitMasks.pack({
+                obj_id: ((xx - (i + 1) * w / (n + 1)) / (r * w)) ** 2 + ((yy - h / 2) / (r * h)) ** 2 <= 1.0
+                for i, obj_id in enumerate(self.object_ids)}).bits
         return bits
 
     def track(self, rgb: np.ndarray) -> FrameResult:
@@ -154,6 +155,67 @@ def serve_node(argv: Sequence[str]) -> int:
     os._exit(code)
 
 
+def serve_floor(argv: Sequence[str]) -> int:
+    """The transport floor: a plain rclpy node, in place of the tracker node, that answers every
+    frame with outputs of the same types and sizes (built once, only the header changes), doing
+    no work at all. Latency through it is what loopback transport and rclpy cost by themselves."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from sensor_msgs.msg import Image
+
+    from fastsam2_msgs.msg import TrackedObject, TrackedObjectArray, TrackerStats
+
+    from ..image_messages import empty_image
+    from .qos import reliable
+
+    keep_freed_memory()  # as tracker_node.main does
+    rclpy.init(args=["node_bench"] + list(argv))
+    node = Node(NODE_NAME, namespace=NAMESPACE)
+    for name, value in {**OUTPUT_SETS["+overlay@10Hz"], "publish_stats": True}.items():
+        node.declare_parameter(name, value)
+    pubs = {t: node.create_publisher(typ, t, reliable(10)) for t, typ in (
+        ("mask", Image), ("labels", Image), ("overlay", Image), ("objects", TrackedObjectArray),
+        ("stats", TrackerStats))}
+    built: Dict[Tuple[int, int], dict] = {}
+    last_overlay = [float("-inf")]
+
+    def on_image(msg) -> None:
+        size = (int(msg.height), int(msg.width))
+        out = built.get(size)
+        if out is None:
+            objects = TrackedObjectArray()
+            objects.objects = [TrackedObject(id=1, visible=True)]
+            out = built[size] = {"mask": empty_image(*size, "mono8")[0],
+                                 "labels": empty_image(*size, "mono16")[0],
+                                 "overlay": empty_image(*size, "rgb8")[0],
+                                 "objects": objects, "stats": TrackerStats()}
+        on = {p.name: p.value for p in node.get_parameters(list(OUTPUT_SETS["+overlay@10Hz"]))}
+        rate = float(on["overlay_rate_hz"])
+        now = time.perf_counter()
+        overlay = on["publish_overlay"] and (rate <= 0 or now - last_overlay[0] >= 1.0 / rate)
+        if overlay:
+            last_overlay[0] = now
+        for topic, enabled in (("mask", on["publish_mask"]), ("labels", on["publish_labels"]),
+                               ("objects", on["publish_objects"]), ("overlay", overlay),
+                               ("stats", True)):
+            if enabled:
+                out[topic].header = msg.header
+                pubs[topic].publish(out[topic])
+
+    node.create_subscription(Image, "image", on_image, reliable(5))
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    stop.wait()
+    executor.shutdown(timeout_sec=2.0)
+    sys.stdout.flush()
+    os._exit(0)
+
+
 def node_command(args, python: str = sys.executable) -> List[str]:
     params = dict(image_reliability="reliable", image_depth=5, output_qos_depth=10,
                   diagnostics_period=1.0, publish_stats=True, max_rate_hz=0.0)
@@ -161,6 +223,8 @@ def node_command(args, python: str = sys.executable) -> List[str]:
         params.update(model_cfg=args.model, allow_random_weights=True, image_size=args.image_size,
                       keep_ratio=args.keep_ratio, device=args.device)
     ros = ["--ros-args", "-r", f"__ns:={NAMESPACE}", "--log-level", "warn"]
+    if args.tracker == "floor":
+        return [python, "-m", "fastsam2_ros.ros.node_bench", "--serve-floor"] + ros
     for k, v in params.items():
         ros += ["-p", f"{k}:={str(v).lower() if isinstance(v, bool) else v}"]
     return [python, "-m", "fastsam2_ros.ros.node_bench", "--serve-node", "--tracker", args.tracker,
@@ -313,10 +377,10 @@ def _wait(cond, timeout: float) -> bool:
 # ============================================================================ measurements
 def _summary(xs: Sequence[float]) -> Dict[str, Optional[float]]:
     if not xs:
-        return {"median": None, "p95": None, "n": 0}
+        return {"median": None, "p95": None, "mean": None, "n": 0}
     a = np.asarray(xs, dtype=np.float64)
     return {"median": round(float(np.median(a)), 3), "p95": round(float(np.percentile(a, 95)), 3),
-            "n": int(a.size)}
+            "mean": round(float(a.mean()), 3), "n": int(a.size)}
 
 
 def measure_latency(probe: Probe, frames, topics, count: int, warmup: int, gap_s: float,
@@ -393,7 +457,10 @@ def measure_rate(probe: Probe, frames, topics, rate_hz: float, seconds: float,
 # ============================================================================ driver
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="fastsam2-bench --node", description=__doc__.splitlines()[0])
-    p.add_argument("--tracker", choices=("standin", "real"), default="standin")
+    p.add_argument("--tracker", choices=("standin", "real", "floor"), default="standin",
+                   help="standin: the node with a fixed-cost stand-in tracker; real: the node with "
+                   "SAM 2; floor: no tracker node at all, a plain rclpy node answering with "
+                   "outputs of the same sizes (the transport floor)")
     p.add_argument("--cost-ms", type=float, default=10.0,
                    help="stand-in tracker: time per frame (ms; the CUDA fast path aims at ~10)")
     p.add_argument("--objects", type=int, default=1)
@@ -422,6 +489,8 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--serve-node"]:
         return serve_node(argv[1:])
+    if argv[:1] == ["--serve-floor"]:
+        return serve_floor(argv[1:])
     args = parse_args(argv)
     try:
         sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",") if s]
