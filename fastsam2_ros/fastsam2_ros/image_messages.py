@@ -254,13 +254,16 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     return to_rgb8(img, f"{order}{alpha}{bits}")
 
 
-def rgb_to_compressed(rgb: np.ndarray, fmt: str = "jpeg", header: Any = None) -> Any:
-    """RGB uint8 -> sensor_msgs/CompressedImage as image_transport writes it (BGR payload)."""
+def rgb_to_compressed(rgb: np.ndarray, fmt: str = "jpeg", header: Any = None,
+                      jpeg_quality: Optional[int] = None) -> Any:
+    """RGB uint8 -> sensor_msgs/CompressedImage as image_transport writes it (BGR payload);
+    ``jpeg_quality`` 1..100 (None: OpenCV's default, 95)."""
     import cv2
     from sensor_msgs.msg import CompressedImage
 
     ext = ".png" if fmt == "png" else ".jpg"
-    ok, buf = cv2.imencode(ext, np.ascontiguousarray(rgb[:, :, ::-1]))
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if ext == ".jpg" and jpeg_quality else []
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise InputError("cannot encode image")
     msg = CompressedImage()

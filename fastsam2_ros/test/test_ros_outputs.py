@@ -168,3 +168,33 @@ def test_node_cost_on_diagnostics(h):
         return None
 
     assert wait_for(lambda: means() is not None, 10.0), "no node stage means on /diagnostics"
+
+
+def test_overlay_as_jpeg_for_remote_viewing(h):
+    from sensor_msgs.msg import CompressedImage
+
+    from fastsam2_ros.image_messages import compressed_to_rgb
+
+    p, node = h.probe, h.node
+    got = []
+    p.create_subscription(CompressedImage, f"{NS}/overlay/compressed", got.append, 10)
+    set_params(node, dict(OUTPUT_SETS["mask"][0], publish_overlay_compressed=True,
+                          overlay_jpeg_quality=90, overlay_rate_hz=0.0))
+    for i, (hh, ww) in enumerate(SIZES):
+        rgb = scene(hh, ww, seed=i)
+        key = p.publish_frame(rgb)
+        p.wait_outputs(key, ("mask", "stats"))
+        assert wait_for(lambda: any((m.header.stamp.sec, m.header.stamp.nanosec) == key
+                                    for m in got), 10.0), "no overlay/compressed"
+        msg = [m for m in got if (m.header.stamp.sec, m.header.stamp.nanosec) == key][-1]
+        assert msg.header.frame_id == "cam_optical" and "jpeg" in msg.format
+        decoded = compressed_to_rgb(msg)
+        assert decoded.shape == rgb.shape
+        expected = draw_overlay(rgb, scene_masks(rgb), 0.5).astype(int)
+        inside = (slice(hh - 22, hh - 11), slice(ww - 27, ww - 15))  # the green square's interior
+        error = np.abs(decoded[inside].astype(int) - expected[inside]).mean(axis=(0, 1))
+        assert (error < 12).all(), error  # JPEG is lossy, but close where the image is smooth
+        swapped = np.abs(decoded.astype(int) - expected[:, :, ::-1]).mean()
+        assert np.abs(decoded.astype(int) - expected).mean() < swapped  # RGB, not BGR
+        assert not p.by_stamp("overlay", key)  # the raw overlay stays off
+    set_params(node, dict(publish_overlay_compressed=False))

@@ -1,6 +1,6 @@
-"""The node's output publishers and what goes on each: mask, labels, overlay, objects,
-detections (vision_msgs, when installed), stats. Every message carries the input image's header
-and its resolution.
+"""The node's output publishers and what goes on each: mask, labels, overlay (raw and JPEG),
+objects, detections (vision_msgs, when installed), stats. Every message carries the input
+image's header and its resolution.
 
 Created on configure and destroyed on cleanup/shutdown, always after the frame worker stopped,
 so nothing publishes on a destroyed publisher.
@@ -12,11 +12,11 @@ import time
 from typing import Any, Callable, Dict, Mapping, Optional
 
 import numpy as np
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
 from fastsam2_msgs.msg import TrackedObjectArray, TrackerStats
 
-from ..image_messages import empty_image
+from ..image_messages import empty_image, rgb_to_compressed
 from .frame_worker import TrackedFrame
 from .messages import (FrameContext, detections_to_msg, stats_to_msg, tracked_objects_to_msg,
                        vision_msgs_available)
@@ -41,6 +41,8 @@ class OutputPublishers:
             "objects": node.create_lifecycle_publisher(TrackedObjectArray, "objects", qos),
             "stats": node.create_lifecycle_publisher(TrackerStats, "stats", qos),
         }
+        self._pubs["overlay_compressed"] = node.create_lifecycle_publisher(
+            CompressedImage, "overlay/compressed", qos)
         if vision_msgs_available():
             from vision_msgs.msg import Detection2DArray
 
@@ -59,7 +61,8 @@ class OutputPublishers:
     def publish(self, frame: TrackedFrame) -> None:
         """Every enabled output of ``frame``; stats and health count only fresh frames.
 
-        Order: mask, labels, objects (+ detections), overlay (when due), stats last, carrying
+        Order: mask, labels, objects (+ detections), overlay and overlay/compressed (when due),
+        stats last, carrying
         what this frame cost the node. Images are computed straight into the messages' buffers
         (:func:`~fastsam2_ros.image_messages.empty_image`), masks and labels from the tracker's
         packed bits."""
@@ -90,11 +93,16 @@ class OutputPublishers:
                 pubs["detections"].publish(detections_to_msg(objects))
         t1 = time.perf_counter()
         ctx.node_ms = {"decode": frame.decode_ms, "publish": (t1 - t0) * 1e3, "overlay": 0.0}
-        if s["publish_overlay"] and self._overlay_due(frame, float(s["overlay_rate_hz"]), t1):
+        raw, jpeg = s["publish_overlay"], s["publish_overlay_compressed"]
+        if (raw or jpeg) and self._overlay_due(frame, float(s["overlay_rate_hz"]), t1):
             kept = _kept_token_grids(result) if s["overlay_show_tokens"] else None
             msg, data = empty_image(h, w, "rgb8", header)
             draw_overlay(rgb, result.masks, float(s["overlay_alpha"]), kept, out=data)
-            pubs["overlay"].publish(msg)
+            if raw:
+                pubs["overlay"].publish(msg)
+            if jpeg:
+                pubs["overlay_compressed"].publish(rgb_to_compressed(
+                    data, "jpeg", header, jpeg_quality=int(s["overlay_jpeg_quality"])))
             ctx.node_ms["overlay"] = (time.perf_counter() - t1) * 1e3
         ctx.node_latency_ms = (time.monotonic() - frame.received) * 1e3
         stats = stats_to_msg(result.stats, result, ctx)
