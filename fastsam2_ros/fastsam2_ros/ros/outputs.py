@@ -9,7 +9,7 @@ so nothing publishes on a destroyed publisher.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
@@ -33,6 +33,8 @@ class OutputPublishers:
         self._health = health
         self._settings = settings
         self._last_overlay = float("-inf")  # time.perf_counter() of the last overlay
+        #: topic -> ((height, width, encoding), its Image message, a view of the message's data)
+        self._images: Dict[str, Tuple[Tuple[int, int, str], Any, np.ndarray]] = {}
         qos = reliable(depth)
         self._pubs: Dict[str, Any] = {
             "mask": node.create_lifecycle_publisher(Image, "mask", qos),
@@ -62,10 +64,8 @@ class OutputPublishers:
         """Every enabled output of ``frame``; stats and health count only fresh frames.
 
         Order: mask, labels, objects (+ detections), overlay and overlay/compressed (when due),
-        stats last, carrying
-        what this frame cost the node. Images are computed straight into the messages' buffers
-        (:func:`~fastsam2_ros.image_messages.empty_image`), masks and labels from the tracker's
-        packed bits."""
+        stats last, carrying what this frame cost the node. Images are computed straight into
+        the messages' buffers (:meth:`_image`), masks and labels from the tracker's packed bits."""
         pubs, s = self._pubs, self._settings()
         if not pubs:
             return
@@ -73,11 +73,11 @@ class OutputPublishers:
         result, header, rgb = frame.result, frame.header, frame.rgb
         h, w = rgb.shape[:2]
         if s["publish_mask"]:
-            msg, data = empty_image(h, w, "mono8", header)
+            msg, data = self._image("mask", h, w, "mono8", header)
             result.union_mask((h, w), out=data)
             pubs["mask"].publish(msg)
         if s["publish_labels"]:
-            msg, data = empty_image(h, w, "mono16", header)
+            msg, data = self._image("labels", h, w, "mono16", header)
             result.label_image((h, w), out=data)
             pubs["labels"].publish(msg)
         counts = self._health.counts()
@@ -96,7 +96,7 @@ class OutputPublishers:
         raw, jpeg = s["publish_overlay"], s["publish_overlay_compressed"]
         if (raw or jpeg) and self._overlay_due(frame, float(s["overlay_rate_hz"]), t1):
             kept = _kept_token_grids(result) if s["overlay_show_tokens"] else None
-            msg, data = empty_image(h, w, "rgb8", header)
+            msg, data = self._image("overlay", h, w, "rgb8", header)
             draw_overlay(rgb, result.masks, float(s["overlay_alpha"]), kept, out=data)
             if raw:
                 pubs["overlay"].publish(msg)
@@ -111,6 +111,20 @@ class OutputPublishers:
         self._health.auto_prompted = list(stats.auto_prompted_ids)
         if frame.fresh:
             self._health.on_processed(float(stats.total_ms), ctx.node_latency_ms, stats)
+
+    def _image(self, topic: str, h: int, w: int, encoding: str, header: Any):
+        """``topic``'s Image message and a view of its data, to compute this frame's image into.
+        The same message serves frame after frame (a new one when the size changes): rclpy
+        copies a message while publish() runs, so its buffer is free again when publish()
+        returns, and stays allocated and warm instead of being allocated, zeroed and faulted in
+        for every frame. Only the publisher thread calls this."""
+        held = self._images.get(topic)
+        if held is None or held[0] != (h, w, encoding):
+            msg, data = empty_image(h, w, encoding)
+            held = self._images[topic] = ((h, w, encoding), msg, data)
+        _, msg, data = held
+        msg.header = header
+        return msg, data
 
     def _overlay_due(self, frame: TrackedFrame, rate_hz: float, now: float) -> bool:
         """``overlay_rate_hz``: at most that many overlays a second (0: every frame); a prompt's
