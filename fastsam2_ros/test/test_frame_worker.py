@@ -71,15 +71,21 @@ def feed(worker, tracker, n, wait_tracked=True):
             time.sleep(0.001)
 
 
-def test_publishing_overlaps_tracking_in_order_with_a_bounded_backlog():
-    tracker, rec = TimedTracker(track_s=0.02), Recorder(publish_s=0.06)
+def run_pipeline(frames, published, track_s=0.0, publish_s=0.0, fail_on=()):
+    """Start a worker, feed ``frames``, wait until ``published`` frames went out, stop it."""
+    tracker, rec = TimedTracker(track_s), Recorder(publish_s, fail_on)
     worker = make_worker(tracker, rec)
     worker.start()
     try:
-        feed(worker, tracker, 8)
-        assert wait_until(lambda: len(rec.published) == 8)
+        feed(worker, tracker, frames)
+        assert wait_until(lambda: len(rec.published) == published)
     finally:
         worker.stop()
+    return tracker, rec
+
+
+def test_publishing_overlaps_tracking_in_order_with_a_bounded_backlog():
+    tracker, rec = run_pipeline(8, 8, track_s=0.02, publish_s=0.06)
     assert [p[0] for p in rec.published] == list(range(8))  # every frame, in order
     assert {p[3] for p in rec.published} == {"fastsam2_publisher"}
     # some frame was tracked while an earlier one was being published
@@ -105,14 +111,7 @@ def test_stop_publishes_what_was_tracked_and_nothing_after():
 
 
 def test_a_failed_publication_is_reported_and_the_next_frame_goes_out():
-    tracker, rec = TimedTracker(track_s=0.0), Recorder(fail_on={1})
-    worker = make_worker(tracker, rec)
-    worker.start()
-    try:
-        feed(worker, tracker, 3)
-        assert wait_until(lambda: len(rec.published) == 2)
-    finally:
-        worker.stop()
+    _, rec = run_pipeline(3, 2, fail_on={1})
     assert [p[0] for p in rec.published] == [0, 2]
     assert len(rec.errors) == 1 and "frame 1" in str(rec.errors[0])
 

@@ -1,6 +1,7 @@
 """The node's fast output paths give the same pixels as the straightforward ones they replaced:
 label image and union mask read from the packed bits, mask geometry from row/column counts, the
-table-based overlay. The straightforward versions are kept here, verbatim, as the reference."""
+table-based overlay. The straightforward versions are kept here, verbatim, as the reference
+(the overlay's boundary rule, ``_boundary``, did not change and is shared)."""
 
 import array
 
@@ -9,7 +10,7 @@ import pytest
 
 from fastsam2_ros.core.geometry import EMPTY, MaskGeometry, mask_geometry
 from fastsam2_ros.core.stats import BitMasks, FrameResult, FrameStats
-from fastsam2_ros.ros.overlay import color_of, draw_overlay, token_grid_to_pixels
+from fastsam2_ros.ros.overlay import _boundary, color_of, draw_overlay, token_grid_to_pixels
 
 
 # ------------------------------------------------------------------ the reference implementations
@@ -31,15 +32,6 @@ def reference_geometry(mask):
                         centroid=(float(xs.mean()), float(ys.mean())))
 
 
-def _reference_boundary(mask):
-    inner = mask.copy()
-    inner[1:, :] &= mask[:-1, :]
-    inner[:-1, :] &= mask[1:, :]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    return mask & ~inner
-
-
 def reference_overlay(rgb, masks, alpha=0.5, kept_tokens=None):
     out = rgb.astype(np.float32, copy=True)
     h, w = rgb.shape[:2]
@@ -57,7 +49,7 @@ def reference_overlay(rgb, masks, alpha=0.5, kept_tokens=None):
             continue
         c = color_of(obj_id).astype(np.float32)
         out[m] = out[m] * (1.0 - a) + c * a
-        out[_reference_boundary(m)] = c
+        out[_boundary(m)] = c
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
