@@ -3,7 +3,8 @@
 The real lifecycle node runs in a process of its own (``tracker_node.main``, what ``ros2 run``
 starts); this process is a plain rclpy probe on loopback. The probe publishes rgb8 frames on
 ``image`` (reliable) and records when each output of each frame arrives. Per input size and
-output set (``mask``; ``mask+labels+objects``; ``+overlay``) it reports:
+output set (``mask``; ``mask+labels+objects``; ``+overlay``; ``+overlay@10Hz``, the overlay at
+``overlay_rate_hz: 10``) it reports:
 
 * **latency**, frames sent one at a time: publish -> ``mask``, and publish -> the frame's last
   output (``stats``, which the node publishes after every other output of the frame); median and
@@ -22,6 +23,8 @@ The tracker is a **stand-in of fixed cost** by default (``--tracker standin``): 
 returns what the CUDA fast path returns, one packed bit image per frame (``--objects`` ellipses
 covering ``--object-area`` of the frame). ``--tracker real`` runs SAM 2 (``--model``, random
 weights, ``--image-size``) and prompts one object in the middle of the first frame of each size.
+``--tracker floor`` runs no tracker node at all but :func:`serve_floor`, a plain rclpy node that
+answers with outputs of the same types and sizes: the transport floor under the node's cost.
 
 Transport: Fast DDS's defaults, or ``--fastdds-profile FILE`` for both processes (e.g.
 ``config/fastdds_large_frames.xml``, shared memory for large frames). The probe keeps freed
