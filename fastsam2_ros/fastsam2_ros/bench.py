@@ -15,6 +15,9 @@ same weights, and is warmed up before it is timed. Reported per mode:
 ``--objects N`` tracks N objects, ``--soak N`` streams N frames and traces GPU memory (ours at
 the first keep ratio vs official), ``--official-vos`` also runs sam2's compiled
 ``SAM2VideoPredictorVOS`` in a child process with a time limit (its compile time is reported).
+
+``fastsam2-bench --node ...`` measures the ROS node's own cost instead
+(:mod:`fastsam2_ros.ros.node_bench`, its own options).
 """
 
 from __future__ import annotations
@@ -422,6 +425,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--node" in argv:
+        from .ros.node_bench import main as node_main
+
+        return node_main([a for a in argv if a != "--node"])
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
     try:

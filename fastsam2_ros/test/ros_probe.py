@@ -108,10 +108,12 @@ class Probe(Node):
         if encoding == "compressed":
             self.compressed.publish(rgb_to_compressed(rgb, "png", header))
             return (header.stamp.sec, header.stamp.nanosec)
-        arr = {"rgb8": rgb, "bgr8": rgb[:, :, ::-1],
-               "rgba8": np.dstack([rgb, np.full((H, W), 255, np.uint8)]),
-               "bgra8": np.dstack([rgb[:, :, ::-1], np.full((H, W), 255, np.uint8)]),
-               "mono8": rgb[:, :, 0], "mono16": rgb[:, :, 0].astype(np.uint16) * 257}[encoding]
+        opaque = np.full(rgb.shape[:2], 255, np.uint8)
+        arr = {"rgb8": lambda: rgb, "bgr8": lambda: rgb[:, :, ::-1],
+               "rgba8": lambda: np.dstack([rgb, opaque]),
+               "bgra8": lambda: np.dstack([rgb[:, :, ::-1], opaque]),
+               "mono8": lambda: rgb[:, :, 0],
+               "mono16": lambda: rgb[:, :, 0].astype(np.uint16) * 257}[encoding]()
         msg = numpy_to_image(np.ascontiguousarray(arr), encoding, header)
         if pad:
             row = msg.step

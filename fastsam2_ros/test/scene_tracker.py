@@ -15,14 +15,15 @@ import numpy as np
 
 from fastsam2_ros.core.errors import InputError
 from fastsam2_ros.core.prompts import validate_image, validate_object_id, validate_points
-from fastsam2_ros.core.stats import FrameResult, FrameStats
+from fastsam2_ros.core.stats import BitMasks, FrameResult, FrameStats
 
 PRESENT, ABSENT = 4.0, -4.0  # presence logits of a visible / an absent object
 
 
 class SceneTracker:
-    def __init__(self, cfg):
+    def __init__(self, cfg, packed=False):
         self.cfg = cfg
+        self.packed = packed  # masks as packed bits (BitMasks), as the CUDA fast path returns them
         self.device = "cpu"
         self.keep_ratio = float(cfg.keep_ratio)
         self.frame_index = -1
@@ -95,4 +96,6 @@ class SceneTracker:
                            tokens_kept={i: 32 for i in masks}, keep_ratio=self.keep_ratio,
                            object_ids=list(masks), auto_prompted=auto,
                            occluded_frames=dict(self.occluded), router_mode="training_free")
+        if self.packed and masks:
+            masks = BitMasks.pack(masks)
         return FrameResult(frame_index=self.frame_index, masks=masks, scores=scores, stats=stats)

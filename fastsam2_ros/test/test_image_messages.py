@@ -273,3 +273,60 @@ def test_compressed_16_bit_png_and_depth_refused():
     msg.format = "16UC1; compressedDepth png"
     with pytest.raises(InputError, match="compressedDepth"):
         cv.compressed_to_rgb(msg)
+
+
+# ------------------------------------------------------------------ in place and without copies
+@needs_msgs
+@pytest.mark.parametrize("encoding,shape,dtype", [("mono8", (5, 7), np.uint8),
+                                                   ("mono16", (5, 7), np.uint16),
+                                                   ("rgb8", (5, 7, 3), np.uint8)])
+def test_empty_image_view_is_the_message_data(encoding, shape, dtype):
+    from rclpy.serialization import deserialize_message, serialize_message
+
+    msg, view = cv.empty_image(shape[0], shape[1], encoding)
+    assert view.shape == shape and view.dtype == dtype and not view.any()
+    values = np.arange(np.prod(shape)).reshape(shape).astype(dtype) * 3
+    view[...] = values  # written in place: what rclpy serialises is what was computed
+    back = deserialize_message(serialize_message(msg), Image)
+    assert (back.height, back.width, back.encoding, back.step) == (
+        shape[0], shape[1], encoding, shape[1] * (shape[2] if len(shape) == 3 else 1) * dtype().itemsize)
+    np.testing.assert_array_equal(cv.image_to_numpy(back), values)
+    np.testing.assert_array_equal(cv.image_to_numpy(cv.numpy_to_image(values, encoding)), values)
+
+
+@needs_msgs
+def test_empty_image_reuses_a_message_even_while_an_old_view_lives():
+    msg, old = cv.empty_image(4, 6, "mono8")
+    msg2, new = cv.empty_image(3, 5, "mono16", msg=msg)  # the old view pins the old buffer
+    assert msg2 is msg and new.shape == (3, 5) and len(msg.data) == 30
+    new[...] = 7
+    np.testing.assert_array_equal(cv.image_to_numpy(msg), np.full((3, 5), 7, np.uint16))
+    assert old.shape == (4, 6)
+
+
+@needs_msgs
+def test_rgb8_decodes_without_a_copy_only_when_asked():
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 9, 3), dtype=np.uint8)
+    msg = cv.numpy_to_image(rgb, "rgb8")
+    data = np.frombuffer(msg.data, np.uint8)
+    view = cv.image_to_rgb(msg, copy=False)
+    np.testing.assert_array_equal(view, rgb)
+    assert np.shares_memory(view, data)
+    copied = cv.image_to_rgb(msg)
+    np.testing.assert_array_equal(copied, rgb)
+    assert not np.shares_memory(copied, data)
+    # conversions (channel order, padding, byte order) always give an array of their own
+    for encoding, arr in (("bgr8", rgb[:, :, ::-1]), ("mono16", rgb[:, :, 0].astype(np.uint16))):
+        m = cv.numpy_to_image(np.ascontiguousarray(arr), encoding)
+        assert not np.shares_memory(cv.image_to_rgb(m, copy=False), np.frombuffer(m.data, np.uint8))
+
+
+def test_decoding_works_on_bytes_and_lists_too():
+    rgb = (np.arange(4 * 5 * 3) % 256).astype(np.uint8).reshape(4, 5, 3)
+    for data in (rgb.tobytes(), list(rgb.tobytes()), bytearray(rgb.tobytes())):
+        msg = SimpleNamespace(height=4, width=5, encoding="rgb8", step=15, is_bigendian=NATIVE_BE,
+                              data=data)
+        np.testing.assert_array_equal(cv.image_to_rgb(msg, copy=False), rgb)
+        out = cv.image_to_rgb(msg)
+        out[0, 0, 0] = 99  # a copy is writable and independent
+        np.testing.assert_array_equal(cv.image_to_rgb(msg), rgb)

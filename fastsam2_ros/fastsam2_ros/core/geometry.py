@@ -34,17 +34,33 @@ EMPTY = MaskGeometry(0, (0, 0, 0, 0), (float("nan"), float("nan")))
 
 
 def mask_geometry(mask: np.ndarray) -> MaskGeometry:
-    """Area, bounding box and centroid of a 2-D boolean mask."""
+    """Area, bounding box and centroid of a 2-D boolean mask.
+
+    Reads the whole mask once (row and column ``any``), then only its bounding box: per-column
+    and per-row pixel counts give the area and exact integer coordinate sums, so the centroid is
+    the same float as the mean of the pixel coordinates, without listing the pixels."""
     m = np.asarray(mask, dtype=bool)
     if m.ndim != 2:
         raise ValueError(f"mask must be 2-D, got shape {m.shape}")
-    ys, xs = np.nonzero(m)
-    if xs.size == 0:
+    rows = m.any(axis=1)
+    if not rows.any():
         return EMPTY
-    x0, x1 = int(xs.min()), int(xs.max())
-    y0, y1 = int(ys.min()), int(ys.max())
-    return MaskGeometry(area=int(xs.size), bbox=(x0, y0, x1 - x0 + 1, y1 - y0 + 1),
-                        centroid=(float(xs.mean()), float(ys.mean())))
+    cols = m.any(axis=0)
+    y0, y1 = _first_last(rows)
+    x0, x1 = _first_last(cols)
+    box = m[y0:y1 + 1, x0:x1 + 1]
+    per_col = np.count_nonzero(box, axis=0)
+    per_row = np.count_nonzero(box, axis=1)
+    area = int(per_col.sum())
+    sum_x = int(per_col @ np.arange(x0, x1 + 1, dtype=np.int64))
+    sum_y = int(per_row @ np.arange(y0, y1 + 1, dtype=np.int64))
+    return MaskGeometry(area=area, bbox=(x0, y0, x1 - x0 + 1, y1 - y0 + 1),
+                        centroid=(sum_x / area, sum_y / area))
+
+
+def _first_last(flags: np.ndarray):
+    """Indices of the first and the last True of a 1-D bool array that has one."""
+    return int(np.argmax(flags)), int(flags.size - 1 - np.argmax(flags[::-1]))
 
 
 __all__ = ["MaskGeometry", "mask_geometry", "EMPTY"]

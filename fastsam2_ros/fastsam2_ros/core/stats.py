@@ -67,6 +67,17 @@ class BitMasks(Mapping):
         self._row = {obj_id: i for i, obj_id in enumerate(self.ids)}
         self._cache: Dict[int, np.ndarray] = {}
 
+    @classmethod
+    def pack(cls, masks: Mapping[int, np.ndarray]) -> "BitMasks":
+        """Pack bool [H, W] masks (objects in the mapping's order) the way the tracker's step
+        does on the device: test doubles and the node benchmark's stand-in tracker use it."""
+        ids = list(masks)
+        first = np.asarray(masks[ids[0]])
+        bits = np.zeros(((len(ids) + 7) // 8,) + first.shape, np.uint8)
+        for i, obj_id in enumerate(ids):
+            bits[i // 8] |= np.asarray(masks[obj_id], dtype=np.uint8) << np.uint8(i % 8)
+        return cls(bits, ids)
+
     def __getitem__(self, obj_id: int) -> np.ndarray:
         mask = self._cache.get(obj_id)
         if mask is None:
@@ -85,6 +96,44 @@ class BitMasks(Mapping):
     def union(self) -> np.ndarray:
         """Pixels covered by any object (bool [H, W]) without decoding the masks."""
         return self.bits.any(axis=0) if self.bits.shape[0] > 1 else self.bits[0] != 0
+
+    def union_image(self, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """uint8 [H, W] 255 where any object is, 0 elsewhere, written into ``out`` if given
+        (e.g. a message's buffer), from the (OR-ed) bit planes."""
+        plane = self.bits[0] if self.bits.shape[0] == 1 else np.bitwise_or.reduce(self.bits, axis=0)
+        out = np.empty(plane.shape, np.uint8) if out is None else out
+        np.not_equal(plane, 0, out=out.view(np.bool_))
+        np.multiply(out, np.uint8(255), out=out)
+        return out
+
+    def label_image(self, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """uint16 [H, W]: the highest id among the objects on a pixel, 0 where there is none —
+        the pixels of painting the decoded masks in ascending id order, read from the bits
+        without decoding them: one object is its plane times its id; several are, per plane,
+        a table look-up (a byte of bits -> the highest id among its set bits), then the maximum
+        over planes. Written into ``out`` if given."""
+        out = np.empty(self.bits.shape[1:], np.uint16) if out is None else out
+        if len(self.ids) == 1:  # the plane holds 0/1
+            return np.multiply(self.bits[0], np.uint16(self.ids[0]), out=out)
+        import cv2
+
+        for p in range(self.bits.shape[0]):
+            table = self._label_table(p)
+            if p == 0:
+                cv2.LUT(self.bits[0], table, dst=out)
+            else:
+                np.maximum(out, cv2.LUT(self.bits[p], table), out=out)
+        return out
+
+    def _label_table(self, plane: int) -> np.ndarray:
+        """uint16 [256]: byte value of ``plane`` -> the highest id among the objects of its set bits."""
+        ids = self.ids[plane * 8:(plane + 1) * 8]
+        values = np.arange(256)
+        table = np.zeros(256, np.uint16)
+        for bit, obj_id in enumerate(ids):
+            has = (values >> bit) & 1 == 1
+            table[has] = np.maximum(table[has], obj_id)
+        return table
 
 
 @dataclass
@@ -113,26 +162,41 @@ class FrameResult:
         keeps its id and gets an empty mask."""
         return {obj_id: score > 0.0 for obj_id, score in self.scores.items()}
 
-    def union_mask(self, shape: Optional[tuple] = None) -> np.ndarray:
-        """uint8 0/255 union of all object masks."""
-        if isinstance(self.masks, BitMasks) and shape in (None, self.masks.bits.shape[1:]):
-            return self.masks.union().astype(np.uint8) * np.uint8(255)
-        out = np.zeros(shape or self._shape(), dtype=np.uint8)
+    def union_mask(self, shape: Optional[tuple] = None, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """uint8 0/255 union of all object masks (written into ``out`` [H, W] if given)."""
+        if self._bits_fit(shape):
+            return self.masks.union_image(out)
+        out = _zeroed(out, shape or self._shape(), np.uint8)
         for m in self.masks.values():
             out[m] = 255
         return out
 
-    def label_image(self, shape: Optional[tuple] = None) -> np.ndarray:
-        """uint16 label image: pixel = object id, 0 = background. Higher ids win overlaps."""
-        out = np.zeros(shape or self._shape(), dtype=np.uint16)
+    def label_image(self, shape: Optional[tuple] = None, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """uint16 label image: pixel = object id, 0 = background. Higher ids win overlaps.
+        Written into ``out`` [H, W] if given."""
+        if self._bits_fit(shape):
+            return self.masks.label_image(out)
+        out = _zeroed(out, shape or self._shape(), np.uint16)
         for obj_id in sorted(self.masks):
             out[self.masks[obj_id]] = obj_id
         return out
+
+    def _bits_fit(self, shape: Optional[tuple]) -> bool:
+        """The masks are packed bits of the requested size (the fast paths read the bits)."""
+        return isinstance(self.masks, BitMasks) and (
+            shape is None or tuple(shape) == self.masks.bits.shape[1:])
 
     def _shape(self) -> tuple:
         for m in self.masks.values():
             return m.shape
         raise ValueError("no masks: pass shape= explicitly")
+
+
+def _zeroed(out: Optional[np.ndarray], shape: tuple, dtype) -> np.ndarray:
+    if out is None:
+        return np.zeros(shape, dtype=dtype)
+    out[...] = 0
+    return out
 
 
 class StageTimer:

@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
-from .messages import diagnostic_values
+from .messages import NODE_STAGES, diagnostic_values
 
 OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels (bytes in the msg)
 
@@ -64,7 +64,8 @@ class NodeHealth:
             self.last_error: str = ""
             self.last_error_time: float = float("-inf")
             self.last_worker_error_time: float = float("-inf")
-            self._frames: Deque[Tuple[float, float, float]] = deque()  # (t, tracker_ms, node_ms)
+            # (t, tracker_ms, node_ms, {node stage: ms})
+            self._frames: Deque[Tuple[float, float, float, Dict[str, float]]] = deque()
             self._drops: Deque[float] = deque()  # overload drops only (not rate skips)
             self.last_stats: Any = None  # the last TrackerStats message
             self.auto_prompted: List[int] = []
@@ -85,7 +86,8 @@ class NodeHealth:
     def on_processed(self, tracker_ms: float, node_ms: float, stats_msg: Any) -> None:
         with self._lock:
             self.processed += 1
-            self._frames.append((time.monotonic(), float(tracker_ms), float(node_ms)))
+            stages = {st: float(getattr(stats_msg, f"{st}_ms", 0.0)) for st in NODE_STAGES}
+            self._frames.append((time.monotonic(), float(tracker_ms), float(node_ms), stages))
             self.last_stats = stats_msg
             self._trim()
 
@@ -152,6 +154,9 @@ class NodeHealth:
                 "latency_ms_mean": f"{_mean(tracker_ms):.1f}",
                 "latency_ms_max": f"{max(tracker_ms) if tracker_ms else 0.0:.1f}",
                 "node_latency_ms_mean": f"{_mean(node_ms):.1f}",
+                # the node's own cost per stage, over the frames where the stage ran
+                **{f"{st}_ms_mean": f"{_mean([f[3][st] for f in frames if f[3][st] > 0]):.2f}"
+                   for st in NODE_STAGES},
                 **diagnostic_values(s),
                 "objects": ",".join(str(i) for i in getattr(s, "object_ids", [])),
                 "occluded_objects": ",".join(

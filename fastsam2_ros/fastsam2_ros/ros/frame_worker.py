@@ -6,8 +6,11 @@ topics, services and parameters are :meth:`FrameWorker.submit`-ted as commands a
 between two frames, on the current frame; a service waits for its command's future. So the tracker
 (not thread-safe) is never called from two threads, and a prompt waits at most one inference.
 
-Each frame goes through three separate steps: decode (``decode``), track (the tracker), publish
-(``publish``), so a later change can move or overlap them.
+Each frame goes through three steps: decode (``decode``) and track (the tracker) on this thread,
+then publish (``publish``) on a second one, the publisher: publishing frame t overlaps decoding
+and tracking frame t+1. At most :data:`PUBLISH_BACKLOG` tracked frames wait for the publisher (the
+worker waits beyond that, so a slow output path holds the tracking rate back instead of queueing);
+frames are published in the order they were tracked, prompt republications included.
 
 ``max_rate_hz`` holds the tracking rate: the worker takes no frame before ``1 / max_rate_hz``
 after the previous one started; frames replaced meanwhile are counted as dropped (and as skipped
@@ -37,6 +40,8 @@ from .prompting import PromptRequest
 
 #: Prompts that may wait for the first frame (topic prompts before any image arrived).
 MAX_PENDING_PROMPTS = 16
+#: Tracked frames that may wait for the publisher while it publishes another one.
+PUBLISH_BACKLOG = 1
 
 
 @dataclass
@@ -50,6 +55,7 @@ class TrackedFrame:
     fresh: bool  # True: a newly tracked frame; False: the current frame again after a prompt
     texts: Dict[int, str] = field(default_factory=dict)
     auto_prompted: Set[int] = field(default_factory=set)
+    decode_ms: float = 0.0  # the node's cost of decoding the image message
 
 
 @dataclass
@@ -93,6 +99,9 @@ class FrameWorker:
         self._commands: Deque[_Command] = deque()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._to_publish: Deque[Optional[TrackedFrame]] = deque()  # None: the publisher stops
+        self._publish_cv = threading.Condition()
+        self._publisher: Optional[threading.Thread] = None
         self._rate_waiting = False
         self._next_frame_at = 0.0
         self._current: Optional[Tuple[Any, np.ndarray]] = None  # (header, rgb) prompts apply to
@@ -105,11 +114,16 @@ class FrameWorker:
     # ----------------------------------------------------------------------------- control
     def start(self) -> None:
         self._stop.clear()
+        self._to_publish.clear()
+        self._publisher = threading.Thread(target=self._publish_loop, name="fastsam2_publisher",
+                                           daemon=True)
+        self._publisher.start()
         self._thread = threading.Thread(target=self._loop, name="fastsam2_worker", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 120.0) -> None:
-        """Stop taking frames and commands, wait for the frame in progress, fail what is queued."""
+        """Stop taking frames and commands, wait for the frame in progress and the publication
+        of what was tracked, fail what is queued. Nothing is published after this returns."""
         self._stop.set()
         with self._cv:
             self._slot = None
@@ -117,6 +131,13 @@ class FrameWorker:
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=timeout)
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            with self._publish_cv:
+                self._to_publish.append(None)
+                self._publish_cv.notify_all()
+            if publisher is not threading.current_thread():
+                publisher.join(timeout=timeout)
         with self._cv:
             left, self._commands = list(self._commands), deque()
         for cmd in left:
@@ -199,6 +220,7 @@ class FrameWorker:
                        prompt: Optional[PromptRequest] = None) -> Optional[PromptOutcome]:
         """Decode, track (applying prompts that waited for a first frame), publish."""
         kind, msg, received = item
+        t0 = time.perf_counter()
         try:
             rgb = self._decode(kind, msg)
         except InputError as exc:
@@ -206,6 +228,7 @@ class FrameWorker:
             if prompt is not None:
                 raise InputError(f"the waiting image is unusable: {exc}") from exc
             return None
+        decode_ms = (time.perf_counter() - t0) * 1e3
         outcome = None
         auto_start, self._auto_start_pending = self._auto_start_pending, False
         try:
@@ -223,7 +246,7 @@ class FrameWorker:
         finally:
             self._refresh_ids()
         self._current = (msg.header, rgb)
-        self._emit(result, msg.header, rgb, received, fresh=True)
+        self._emit(result, msg.header, rgb, received, fresh=True, decode_ms=decode_ms)
         return outcome
 
     def _first_frame_with_prompts(self, header, rgb, prompt: Optional[PromptRequest]):
@@ -258,11 +281,32 @@ class FrameWorker:
             result = tracker.track(rgb)
         return result, outcome
 
-    def _emit(self, result, header, rgb, received: float, fresh: bool) -> None:
+    def _emit(self, result, header, rgb, received: float, fresh: bool, decode_ms: float = 0.0) -> None:
         self._auto_prompted.update(int(i) for i in result.stats.auto_prompted)
         self._texts.update({int(k): v for k, v in result.stats.auto_phrases.items()})
-        self._publish(TrackedFrame(result, header, rgb, received, fresh, dict(self._texts),
-                                   set(self._auto_prompted)))
+        frame = TrackedFrame(result, header, rgb, received, fresh, dict(self._texts),
+                             set(self._auto_prompted), decode_ms)
+        with self._publish_cv:  # wait while the publisher is PUBLISH_BACKLOG frames behind
+            while (len(self._to_publish) >= PUBLISH_BACKLOG and self._publisher is not None
+                   and self._publisher.is_alive()):
+                self._publish_cv.wait(0.5)
+            self._to_publish.append(frame)
+            self._publish_cv.notify_all()
+
+    def _publish_loop(self) -> None:
+        """The publisher thread: publish tracked frames in order until stop() says so."""
+        while True:
+            with self._publish_cv:
+                while not self._to_publish:
+                    self._publish_cv.wait()
+                frame = self._to_publish.popleft()
+                self._publish_cv.notify_all()
+            if frame is None:
+                return
+            try:
+                self._publish(frame)
+            except Exception as exc:  # noqa: BLE001 - the publisher must never die
+                self._worker_error(exc)
 
     def _refresh_ids(self) -> None:
         ids = tuple(sorted(int(i) for i in self.tracker.object_ids))
@@ -413,4 +457,5 @@ def wait(future: Future, timeout: float) -> Any:
         raise InputError(f"the tracker did not answer within {timeout:g} s") from None
 
 
-__all__ = ["FrameWorker", "TrackedFrame", "PromptOutcome", "MAX_PENDING_PROMPTS", "wait"]
+__all__ = ["FrameWorker", "TrackedFrame", "PromptOutcome", "MAX_PENDING_PROMPTS",
+           "PUBLISH_BACKLOG", "wait"]

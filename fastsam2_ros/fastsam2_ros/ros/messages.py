@@ -21,6 +21,10 @@ from ..core.auto_prompt import AUTO_STAGES
 from ..core.geometry import mask_geometry
 from ..core.stats import STAGES
 
+#: The node's own stages of a frame, next to the tracker's (``STAGES``): ``<stage>_ms`` fields of
+#: TrackerStats (from ``FrameContext.node_ms``), ``<stage>_ms_mean`` on /diagnostics.
+NODE_STAGES = ("decode", "publish", "overlay")
+
 #: TrackerStats fields that /diagnostics reports (under the same names) for the last frame.
 DIAGNOSTIC_STATS_FIELDS = ("tokens_total", "tokens_kept_mean", "keep_ratio", "bank_frames",
                            "bank_tokens", "bank_bytes", "gpu_memory_bytes",
@@ -42,6 +46,8 @@ class FrameContext:
     texts: Dict[int, str] = field(default_factory=dict)
     #: objects started without a click: from text alone (automatic click) or by the automatic prompt
     auto_prompted: Iterable[int] = ()
+    #: the node's own cost of the frame: stage of NODE_STAGES -> ms
+    node_ms: Dict[str, float] = field(default_factory=dict)
 
 
 def stats_to_msg(stats: Any, result: Any, ctx: FrameContext):
@@ -55,6 +61,8 @@ def stats_to_msg(stats: Any, result: Any, ctx: FrameContext):
     for stage in STAGES:
         setattr(m, f"{stage}_ms", float(stats.stage_ms.get(stage, 0.0)))
     m.node_latency_ms = float(ctx.node_latency_ms)
+    for stage in NODE_STAGES:
+        setattr(m, f"{stage}_ms", float(ctx.node_ms.get(stage, 0.0)))
     m.gpu_ms, m.step_mode = float(stats.gpu_ms), str(stats.step_mode)
     ids = sorted(int(i) for i in result.masks)
     m.tokens_total = max(0, int(stats.tokens_total))
@@ -178,5 +186,5 @@ def diagnostic_values(stats_msg: Optional[Any]) -> Dict[str, str]:
     return out
 
 
-__all__ = ["FrameContext", "DIAGNOSTIC_STATS_FIELDS", "stats_to_msg", "tracked_objects_to_msg",
+__all__ = ["FrameContext", "NODE_STAGES", "DIAGNOSTIC_STATS_FIELDS", "stats_to_msg", "tracked_objects_to_msg",
            "vision_msgs_available", "detections_to_msg", "msg_to_dict", "diagnostic_values"]

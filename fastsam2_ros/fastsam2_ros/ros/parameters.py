@@ -140,6 +140,14 @@ NODE_PARAMETERS: List[ParamSpec] = [
               "on the overlay (when the tracker reports them)", live=True),
     ParamSpec("overlay_alpha", 0.5, "Opacity of the mask colours on the overlay", range=Range(0.0, 1.0),
               live=True),
+    ParamSpec("publish_overlay_compressed", False, "Publish the overlay as JPEG "
+              "(sensor_msgs/CompressedImage) on overlay/compressed, for viewing over a network; "
+              "at overlay_rate_hz", live=True),
+    ParamSpec("overlay_jpeg_quality", 80, "JPEG quality of overlay/compressed",
+              range=Range(1, 100), live=True),
+    ParamSpec("overlay_rate_hz", 0.0, "Most overlays published per second (0 = one per tracked "
+              "frame); masks, labels and objects still go out with every frame, and a prompt's "
+              "republished frame always gets one", range=Range(0.0, 1000.0), live=True),
     ParamSpec("publish_objects", True, "Publish fastsam2_msgs/TrackedObjectArray (per object: id, "
               "text, presence score, visible, bbox, centroid, area) with every mask on objects",
               live=True),

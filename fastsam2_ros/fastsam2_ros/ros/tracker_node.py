@@ -54,6 +54,7 @@ from .messages import auto_prompt_summary
 from .outputs import OutputPublishers
 from .parameters import (NODE_PARAMETERS, declare_parameters, spec_map,
                          tracker_config_from_node)
+from .process_memory import keep_freed_memory
 from .prompting import PromptRequest
 from .qos import image_qos, incompatible_qos_events, reliable
 
@@ -605,23 +606,27 @@ class TrackerNode(LifecycleNode):
 
 
 def _decode(kind: str, msg: Any) -> np.ndarray:
-    """A received image message -> RGB uint8 (InputError for malformed or unsupported ones)."""
-    return image_to_rgb(msg) if kind == "raw" else compressed_to_rgb(msg)
+    """A received image message -> RGB uint8 (InputError for malformed or unsupported ones).
+    An rgb8 frame is a view of the message's data, not a copy (nothing writes to it)."""
+    return image_to_rgb(msg, copy=False) if kind == "raw" else compressed_to_rgb(msg)
 
 
-def main(args: Optional[List[str]] = None) -> int:
+def main(args: Optional[List[str]] = None,
+         tracker_factory: Optional[TrackerFactory] = None) -> int:
     """The node process: ``ros2 run fastsam2_ros tracker_node`` (through :func:`run`).
+    ``tracker_factory``: see :class:`TrackerNode` (the node benchmark's stand-in tracker).
 
     SIGINT/SIGTERM shut down in order — the worker stops, then the executor, then the publishers
     and the node go, then the ROS context — so a frame in flight never publishes on a dead context
     and no handle is destroyed under a waiting executor. (rclpy's own signal handler would
     invalidate the context first, while the worker may be publishing.)
     """
+    keep_freed_memory()  # image-sized buffers are reused, not faulted in again every frame
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    node = TrackerNode()
+    node = TrackerNode(tracker_factory=tracker_factory)
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, name="fastsam2_executor", daemon=True)

@@ -1,0 +1,125 @@
+"""The frame worker's pipeline without ROS: frames are tracked on the worker thread and published
+on the publisher thread, in order, overlapped, with a bounded backlog; stop() publishes what was
+tracked and nothing after it returns; a failing publication does not stop the pipeline."""
+
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+
+from fastsam2_ros.core.config import TrackerConfig
+from fastsam2_ros.ros.frame_worker import PUBLISH_BACKLOG, FrameWorker
+from scene_tracker import SceneTracker
+
+
+class Recorder:
+    """Health, logger and error sinks of the worker, and a publish callback that takes its time."""
+
+    def __init__(self, publish_s=0.0, fail_on=()):
+        self.publish_s = publish_s
+        self.fail_on = set(fail_on)
+        self.published = []  # (frame index, start, end, thread name)
+        self.errors = []
+        self.lock = threading.Lock()
+
+    def publish(self, frame):
+        start = time.monotonic()
+        index = frame.result.frame_index
+        if index in self.fail_on:
+            raise RuntimeError(f"publication of frame {index} failed")
+        time.sleep(self.publish_s)
+        with self.lock:
+            self.published.append((index, start, time.monotonic(), threading.current_thread().name))
+
+    def on_received(self, *a, **k):
+        pass
+
+
+class TimedTracker(SceneTracker):
+    """Records when each frame was tracked."""
+
+    def __init__(self, track_s):
+        super().__init__(TrackerConfig())
+        self.track_s = track_s
+        self.tracked = []  # (frame index, start, end)
+
+    def track(self, rgb):
+        start = time.monotonic()
+        time.sleep(self.track_s)
+        result = super().track(rgb)
+        self.tracked.append((result.frame_index, start, time.monotonic()))
+        return result
+
+
+def make_worker(tracker, rec):
+    log = SimpleNamespace(info=lambda *a, **k: None)
+    return FrameWorker(tracker, decode=lambda kind, msg: msg.rgb, publish=rec.publish,
+                       health=rec, logger=log, bad_input=lambda *a, **k: None,
+                       worker_error=rec.errors.append, max_rate_hz=lambda: 0.0,
+                       publish_on_prompt=lambda: True)
+
+
+def feed(worker, tracker, n, wait_tracked=True):
+    """Offer n frames, each once the worker has taken the previous one (none is dropped)."""
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    for i in range(n):
+        before = len(tracker.tracked)
+        worker.offer_frame("raw", SimpleNamespace(rgb=rgb, header=SimpleNamespace(frame_id="f")))
+        deadline = time.monotonic() + 10
+        while wait_tracked and len(tracker.tracked) == before and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+
+def run_pipeline(frames, published, track_s=0.0, publish_s=0.0, fail_on=()):
+    """Start a worker, feed ``frames``, wait until ``published`` frames went out, stop it."""
+    tracker, rec = TimedTracker(track_s), Recorder(publish_s, fail_on)
+    worker = make_worker(tracker, rec)
+    worker.start()
+    try:
+        feed(worker, tracker, frames)
+        assert wait_until(lambda: len(rec.published) == published)
+    finally:
+        worker.stop()
+    return tracker, rec
+
+
+def test_publishing_overlaps_tracking_in_order_with_a_bounded_backlog():
+    tracker, rec = run_pipeline(8, 8, track_s=0.02, publish_s=0.06)
+    assert [p[0] for p in rec.published] == list(range(8))  # every frame, in order
+    assert {p[3] for p in rec.published} == {"fastsam2_publisher"}
+    # some frame was tracked while an earlier one was being published
+    assert any(p_start < t_start < p_end for _, p_start, p_end, _ in rec.published
+               for _, t_start, _ in tracker.tracked)
+    # the worker never ran more than the backlog (+ the frame being published) ahead
+    for index, t_start, _ in tracker.tracked:
+        done = sum(1 for p in rec.published if p[2] <= t_start)
+        assert index - done <= PUBLISH_BACKLOG + 1, (index, done)
+
+
+def test_stop_publishes_what_was_tracked_and_nothing_after():
+    tracker, rec = TimedTracker(track_s=0.0), Recorder(publish_s=0.05)
+    worker = make_worker(tracker, rec)
+    worker.start()
+    feed(worker, tracker, 3)
+    worker.stop()
+    stopped_at = time.monotonic()
+    count = len(rec.published)
+    assert count == len(tracker.tracked) == 3
+    time.sleep(0.2)
+    assert len(rec.published) == count and all(end <= stopped_at for _, _, end, _ in rec.published)
+
+
+def test_a_failed_publication_is_reported_and_the_next_frame_goes_out():
+    _, rec = run_pipeline(3, 2, fail_on={1})
+    assert [p[0] for p in rec.published] == [0, 2]
+    assert len(rec.errors) == 1 and "frame 1" in str(rec.errors[0])
+
+
+def wait_until(cond, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.005)
+    return cond()
