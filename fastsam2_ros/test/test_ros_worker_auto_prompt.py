@@ -113,7 +113,9 @@ def test_service_request_while_the_first_frame_waits_starts_one_object(worker):
     assert plan.obj_id == 1 and plan.phrase == "cup"
     assert tracker.calls == ["keep_ratio", "track", "auto_prompt 1 on the current frame"]
     assert [p.obj_id for p in announced] == [1] and not errors
-    assert published[-1].texts == {1: "cup"} and not published[-1].fresh  # republished frame
+    # the tracked frame, then the republished one (the publisher thread publishes after the answer)
+    assert wait_for(lambda: len(published) == 2)
+    assert published[-1].texts == {1: "cup"} and not published[-1].fresh
 
 
 def test_on_start_gives_way_to_a_prompt_that_waited_for_the_first_frame(worker):
