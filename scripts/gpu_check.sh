@@ -8,7 +8,9 @@
 #                                                                  # installs the wheels in WHEELS first
 # Each step has its own time limit and a failing step does not stop the others. Environment:
 #   FRAMES (default ../shared/data/bedroom), N frames (60), SIZE (1024), SOAK frames (600),
-#   COMPILE=1 also measures torch_compile=all: a cold start (empty kernel cache) and a restart,
+#   COMPILE=all|encoder (1 = all) also measures that torch_compile: a cold start (empty kernel cache)
+#   and a restart, for the models in COMPILE_MODELS (default "tiny large"),
+#   FP32=1 also runs large in fp32 (official and keep 1.0: their IoU without bf16's rounding),
 #   VOS=seconds to give sam2's torch.compile'd predictor (default 0: skipped), STEP_LIMIT (420 s),
 #   BUDGET=seconds after which optional steps (compile, VOS) are skipped (default 100000),
 #   ARCHIVE=file.tgz: packs OUT into it after every step (for machines that return few files).
@@ -22,6 +24,9 @@ SOAK="${SOAK:-600}"
 VOS="${VOS:-0}"
 STEP_LIMIT="${STEP_LIMIT:-420}"
 COMPILE="${COMPILE:-0}"
+[ "$COMPILE" = "1" ] && COMPILE=all
+COMPILE_MODELS="${COMPILE_MODELS:-tiny large}"
+FP32="${FP32:-0}"
 BUDGET="${BUDGET:-100000}"
 TAG="${TAG:-gpu}"
 mkdir -p "$OUT"
@@ -57,7 +62,10 @@ pack() {  # (an archive inside OUT is left out of itself)
 step tiny_1obj --model tiny --click 210,350 --keep-ratios 0.1,0.3,0.5
 step tiny_4obj --model tiny --objects 4 --click "210,350;620,260;450,420;800,150" --keep-ratios 0.3
 step large_1obj --model large --click 210,350 --keep-ratios 0.3
-step tiny_soak --model tiny --click 210,350 --modes pruned --keep-ratios 0.3 --soak "$SOAK" --no-profile
+[ "$SOAK" != "0" ] && step tiny_soak --model tiny --click 210,350 --modes pruned --keep-ratios 0.3 \
+    --soak "$SOAK" --no-profile
+[ "$FP32" != "0" ] && step large_1obj_fp32 --model large --click 210,350 --modes official,dense --no-bf16 \
+    --no-profile
 
 t0=$SECONDS
 timeout "$STEP_LIMIT" "$PY" -m pytest fastsam2_ros/test/test_cuda_fast_path.py -q -p no:cacheprovider \
@@ -67,13 +75,13 @@ tail -n 6 "$OUT/${TAG}_cuda_tests.log"
 pack
 
 if [ "$COMPILE" != "0" ]; then  # cold start with an empty kernel cache, then a restart that reuses it
-  for model in tiny large; do
+  for model in $COMPILE_MODELS; do
     cache="$(mktemp -d)"
     if [ $SECONDS -lt "$BUDGET" ]; then
-      step "${model}_compile_cold" --model $model --click 210,350 --keep-ratios 0.3 --torch-compile all \
-          --compile-cache-dir "$cache" --no-profile
-      step "${model}_compile_restart" --model $model --click 210,350 --keep-ratios 0.3 --torch-compile all \
-          --compile-cache-dir "$cache" --no-profile
+      step "${model}_compile_${COMPILE}_cold" --model $model --click 210,350 --keep-ratios 0.3 \
+          --modes pruned --torch-compile "$COMPILE" --compile-cache-dir "$cache" --no-profile
+      step "${model}_compile_${COMPILE}_restart" --model $model --click 210,350 --keep-ratios 0.3 \
+          --modes pruned --torch-compile "$COMPILE" --compile-cache-dir "$cache" --no-profile
     fi
   done
 fi
