@@ -79,9 +79,9 @@ if [ "$COMPILE" != "0" ]; then  # cold start with an empty kernel cache, then a 
     cache="$(mktemp -d)"
     if [ $SECONDS -lt "$BUDGET" ]; then
       step "${model}_compile_${COMPILE}_cold" --model $model --click 210,350 --keep-ratios 0.3 \
-          --modes pruned --torch-compile "$COMPILE" --compile-cache-dir "$cache" --no-profile
+          --modes official,pruned --torch-compile "$COMPILE" --compile-cache-dir "$cache" --no-profile
       step "${model}_compile_${COMPILE}_restart" --model $model --click 210,350 --keep-ratios 0.3 \
-          --modes pruned --torch-compile "$COMPILE" --compile-cache-dir "$cache" --no-profile
+          --modes official,pruned --torch-compile "$COMPILE" --compile-cache-dir "$cache" --no-profile
     fi
   done
 fi

@@ -36,7 +36,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .core.config import TrackerConfig
+from .core.config import PREPROCESS_MODES, TrackerConfig
 from .core.errors import FastSam2Error, InputError
 from .core.stats import STAGES, peak_gpu_memory, reset_peak_gpu_memory
 
@@ -403,6 +403,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-bf16", action="store_true", help="disable bf16 autocast on CUDA")
     p.add_argument("--no-graphs", action="store_true", help="run our step eagerly (no CUDA graphs)")
+    p.add_argument("--preprocess", default="auto", choices=PREPROCESS_MODES,
+                   help="our frame preprocessing: auto (device on CUDA), pil (sam2's exact loader), device")
     p.add_argument("--torch-compile", default="none", choices=("none", "encoder", "all"),
                    help="torch.compile SAM 2's modules in our tracker (CUDA; the first start compiles)")
     p.add_argument("--compile-cache-dir", default="", help="cache of compiled kernels")
@@ -440,6 +442,7 @@ def main(argv=None) -> int:
                             allow_random_weights=args.random_weights, device=args.device,
                             bf16=not args.no_bf16, image_size=args.image_size,
                             mc_passes=args.mc_passes, cuda_graphs=not args.no_graphs,
+                            preprocess=args.preprocess,
                             torch_compile=args.torch_compile,
                             compile_cache_dir=args.compile_cache_dir,
                             max_objects=max(16, args.objects))

@@ -5,11 +5,12 @@ ImageNet mean/std):
 
 * ``pil`` — exactly sam2's JPEG loader (``Image.resize``, whose default filter is bicubic, then
   float64 normalisation); used on the CPU and by the equivalence tests.
-* ``device`` — the same resize as tensor ops on the model's device, done like PIL does it: an
-  antialiased bicubic pass over the width, rounded and clipped to uint8 levels, then one over the
-  height (it matches PIL to within one level on 0.001% of the values of a 960x540 frame). It runs
-  inside the captured per-frame step, so a frame costs one uint8 upload instead of ~25 ms of host
-  work.
+* ``device`` — PIL's resize as integer tensor ops on the model's device, bit for bit: PIL's
+  bicubic coefficients in fixed point (22 fractional bits), one pass per axis clipped to uint8
+  levels, in the order the installed Pillow takes, then sam2's float normalisation. It runs inside the captured
+  per-frame step, so a frame costs one uint8 upload instead of ~25 ms of host work. Exactness
+  matters under bf16: a float resize that is off by one level on 0.001% of the values moved SAM 2
+  large's masks by up to 1.2% IoU on a GPU, where the exact resize gives 0 differing pixels.
 
 ``FrameStager`` owns the host side of the upload: a pair of pinned buffers per frame size, so the
 copy of frame t+1 can start while frame t is still in flight.
@@ -17,18 +18,19 @@ copy of frame t+1 can start while frame t is still in flight.
 
 from __future__ import annotations
 
+import logging
 from typing import Dict, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
+LOG = logging.getLogger(__name__)
 IMG_MEAN = (0.485, 0.456, 0.406)
 IMG_STD = (0.229, 0.224, 0.225)
 _PIL_MEAN = torch.tensor(IMG_MEAN, dtype=torch.float32)[:, None, None]
 _PIL_STD = torch.tensor(IMG_STD, dtype=torch.float32)[:, None, None]
-_DEVICE_CONSTANTS: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
+_DEVICE_CONSTANTS: Dict[str, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
 
 def resolve_preprocess(mode: str, device: torch.device) -> str:
@@ -46,11 +48,14 @@ def preprocess_pil(image: np.ndarray, size: int) -> torch.Tensor:
     return (tensor - _PIL_MEAN) / _PIL_STD
 
 
-def _constants(device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Mean/std on ``device``, made once (never inside a CUDA-graph capture: no host copies there)."""
+def _constants(device: torch.device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean/std and the 256 float32 values of level/255 as sam2 computes them (float64, then cast)
+    on ``device``, made once (never inside a CUDA-graph capture: no host copies there)."""
     key = str(device)
     if key not in _DEVICE_CONSTANTS:
-        _DEVICE_CONSTANTS[key] = (_PIL_MEAN.to(device)[None], _PIL_STD.to(device)[None])
+        levels = torch.from_numpy(np.arange(256) / 255.0).to(torch.float32)
+        _DEVICE_CONSTANTS[key] = (_PIL_MEAN.to(device)[None], _PIL_STD.to(device)[None],
+                                  levels.to(device))
     return _DEVICE_CONSTANTS[key]
 
 
@@ -59,19 +64,106 @@ def prepare_device_constants(device: torch.device) -> None:
     _constants(device)
 
 
-def _resize_like_pil(x: torch.Tensor, size) -> torch.Tensor:
-    """One pass of PIL's bicubic resample: antialiased, rounded and clipped to uint8 levels."""
-    x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
-    return x.round().clamp(0.0, 255.0)
+#: PIL's fixed-point precision of 8-bit resampling (Resample.c: 32 - 8 - 2)
+_PRECISION_BITS = 22
+_COEFFS: Dict[Tuple[int, int, str], Tuple[torch.Tensor, torch.Tensor]] = {}
+_PASS_ORDER: Dict[Tuple[int, int, int], bool] = {}
+
+
+def _bicubic(x: np.ndarray) -> np.ndarray:
+    """PIL's bicubic filter (a = -0.5), same operations in the same order (float64)."""
+    a = -0.5
+    x = np.abs(x)
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1
+    far = (((x - 5) * x + 8) * x - 4) * a
+    return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
+
+
+def pil_bicubic_coefficients(in_size: int, out_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """PIL's resampling taps for one axis (``precompute_coeffs`` + ``normalize_coeffs_8bpc``):
+    source indices [out, ksize] (clamped; unused taps weigh 0) and int32 weights in fixed point."""
+    scale = float(in_size) / out_size
+    filterscale = max(scale, 1.0)
+    support = 2.0 * filterscale
+    ksize = int(np.ceil(support)) * 2 + 1
+    center = (np.arange(out_size) + 0.5) * scale
+    xmin = np.maximum(np.trunc(center - support + 0.5), 0).astype(np.int64)
+    xmax = np.minimum(np.trunc(center + support + 0.5), in_size).astype(np.int64) - xmin
+    taps = np.arange(ksize)[None, :]
+    used = taps < xmax[:, None]
+    w = np.where(used, _bicubic(((taps + xmin[:, None]) - center[:, None] + 0.5) * (1.0 / filterscale)), 0.0)
+    total = np.zeros(out_size)
+    for t in range(ksize):  # sequential sum, as PIL's loop does it
+        total = total + w[:, t]
+    w = np.where(total[:, None] != 0.0, w / np.where(total == 0.0, 1.0, total)[:, None], w)
+    fixed = w * (1 << _PRECISION_BITS)
+    weights = np.trunc(np.where(w < 0, fixed - 0.5, fixed + 0.5)).astype(np.int32)
+    index = np.minimum(xmin[:, None] + taps, in_size - 1)
+    return index, np.where(used, weights, 0).astype(np.int32)
+
+
+def _coefficients(in_size: int, out_size: int, device: torch.device):
+    """The taps of one axis on ``device``, made once per size (during the warm-up before a capture)."""
+    key = (in_size, out_size, str(device))
+    if key not in _COEFFS:
+        index, weights = pil_bicubic_coefficients(in_size, out_size)
+        _COEFFS[key] = (torch.as_tensor(index, device=device), torch.as_tensor(weights, device=device))
+    return _COEFFS[key]
+
+
+def _resample_last_axis(x: torch.Tensor, out_size: int) -> torch.Tensor:
+    """One 8-bit pass of PIL's bicubic resample over the last axis of int32 levels ``x``."""
+    index, weights = _coefficients(x.shape[-1], out_size, x.device)
+    acc = torch.full((*x.shape[:-1], out_size), 1 << (_PRECISION_BITS - 1), dtype=torch.int32,
+                     device=x.device)
+    for t in range(index.shape[1]):  # int32 is exact: |sum| < 1.2 * 255 * 2^22 < 2^31
+        acc += x[..., index[:, t]] * weights[:, t]
+    return (acc >> _PRECISION_BITS).clamp_(0, 255)
+
+
+def _two_passes(x: torch.Tensor, size: int, width_first: bool) -> torch.Tensor:
+    """Resample int32 levels [C, H, W] to [C, size, size], one axis after the other."""
+    def width(t):
+        return t if t.shape[2] == size else _resample_last_axis(t, size)
+
+    def height(t):
+        return t if t.shape[1] == size else _resample_last_axis(t.transpose(1, 2), size).transpose(1, 2)
+
+    return height(width(x)) if width_first else width(height(x))
+
+
+def pil_width_first(height: int, width: int, size: int) -> bool:
+    """Which pass the installed Pillow runs first for this shape (each pass rounds to uint8, so the
+    order changes values). Pillow up to 12 always resamples the width first; Pillow 13 chooses per
+    shape. Asked once per frame shape with a noise image of that shape, and cached."""
+    key = (height, width, size)
+    if key not in _PASS_ORDER:
+        noise = np.random.default_rng(0).integers(0, 256, (height, width), dtype=np.uint8)
+        want = torch.from_numpy(np.asarray(Image.fromarray(noise).resize((size, size))).astype(np.int32))
+        probe = torch.from_numpy(noise).to(torch.int32)[None]
+        first = torch.equal(_two_passes(probe, size, True)[0], want)
+        if not first and not torch.equal(_two_passes(probe, size, False)[0], want):
+            LOG.warning("device preprocessing: neither pass order reproduces this Pillow's resize of "
+                        "%dx%d to %d; frames of this shape differ slightly from sam2's loader "
+                        "(preprocess: pil is exact)", width, height, size)
+            first = True
+        _PASS_ORDER[key] = first
+    return _PASS_ORDER[key]
+
+
+def resize_like_pil(frame: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [H, W, 3] -> int32 levels [3, size, size], equal to the installed Pillow's
+    ``Image.resize((size, size))`` (bicubic): two passes, each clipped to uint8 levels."""
+    x = frame.permute(2, 0, 1).to(torch.int32)
+    return _two_passes(x, size, pil_width_first(x.shape[1], x.shape[2], size))
 
 
 def preprocess_on_device(frame: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 [H, W, 3] on the device -> normalised float [1, 3, size, size] (PIL's resize)."""
-    mean, std = _constants(frame.device)
-    x = frame.permute(2, 0, 1)[None].float()
-    x = _resize_like_pil(x, (x.shape[-2], size))  # PIL resamples the width first ...
-    x = _resize_like_pil(x, (size, size))  # ... then the height
-    return (x / 255.0 - mean) / std
+    """uint8 [H, W, 3] on the device -> normalised float [1, 3, size, size], equal to
+    :func:`preprocess_pil` (PIL's resize, then sam2's float64 /255 cast to float32, mean, std)."""
+    mean, std, levels = _constants(frame.device)
+    x = levels[resize_like_pil(frame, size).long()]
+    return ((x - mean[0]) / std[0])[None]
 
 
 def model_input(frame: torch.Tensor, size: int) -> torch.Tensor:
