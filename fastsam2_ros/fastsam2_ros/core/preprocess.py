@@ -7,8 +7,9 @@ ImageNet mean/std):
   float64 normalisation); used on the CPU and by the equivalence tests.
 * ``device`` — PIL's resize as integer tensor ops on the model's device, bit for bit: PIL's
   bicubic coefficients in fixed point (22 fractional bits), one pass per axis clipped to uint8
-  levels, in the order the installed Pillow takes, then sam2's float normalisation. It runs inside the captured
-  per-frame step, so a frame costs one uint8 upload instead of ~25 ms of host work. Exactness
+  levels, in the order the installed Pillow takes, then sam2's float normalisation. It runs
+  inside the captured per-frame step, so a frame costs one uint8 upload instead of ~25 ms of
+  host work. Exactness
   matters under bf16: a float resize that is off by one level on 0.001% of the values moved SAM 2
   large's masks by up to 1.2% IoU on a GPU, where the exact resize gives 0 differing pixels.
 
@@ -34,7 +35,7 @@ _DEVICE_CONSTANTS: Dict[str, Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = 
 
 
 def resolve_preprocess(mode: str, device: torch.device) -> str:
-    """``auto`` -> ``device`` on CUDA (the fast path), ``pil`` elsewhere (bit-exact with sam2)."""
+    """``auto`` -> ``device`` on CUDA (the fast path), ``pil`` elsewhere (faster on a CPU)."""
     if mode == "auto":
         return "device" if device.type == "cuda" else "pil"
     return mode
