@@ -55,8 +55,9 @@ TRACKER_PARAMETER_DOCS: Dict[str, Dict[str, Any]] = {
     "image_size": dict(description="SAM 2 input side in pixels, a multiple of 32 (the image "
                        "encoder's stride; other sizes fail inside sam2); 1024 is the trained "
                        "resolution"),
-    "preprocess": dict(description="Resize + normalisation of each frame: auto (on the GPU under "
-                       "CUDA, else pil) | pil (sam2's exact loader) | device"),
+    "preprocess": dict(description="Resize + normalisation of each frame, both equal to sam2's "
+                       "loader bit for bit: auto (device under CUDA, else pil) | pil (on the host) "
+                       "| device (uint8 upload, integer resize on the model's device)"),
     "cuda_graphs": dict(description="CUDA: replay the per-frame step as captured CUDA graphs "
                         "(false = eager kernels)"),
     "torch_compile": dict(description="CUDA: torch.compile SAM 2's image encoder (encoder) or also "
