@@ -91,3 +91,15 @@ def test_eval_run_bad_image_size(tmp_path):
     rc, errors = run("fastsam2_ros.eval.cli", "run", "--dataset", data, "--random-weights",
                      "--image-size", "112", "--out", tmp_path / "o", "--no-progress")
     assert rc == 2 and len(errors) == 1 and "multiple of 32" in errors[0], errors
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["--sizes", "foo"], "sizes must be WxH"),
+    (["--sizes", "0x480"], "sizes must be WxH"),
+    (["--sizes", "640x"], "sizes must be WxH"),
+    (["--sets", "bogus"], "unknown output set"),
+])
+def test_node_bench_bad_arguments(flags, match):
+    """Rejected before any process is started."""
+    code, errors = run("fastsam2_ros.bench", "--node", *flags)
+    assert code == 2 and any(match in e for e in errors), errors

@@ -488,6 +488,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _parse_size(text: str) -> Tuple[int, int]:
+    """``WxH`` -> (w, h), both positive; ValueError with the text otherwise."""
+    parts = text.lower().split("x")
+    try:
+        w, h = (int(v) for v in parts) if len(parts) == 2 else (0, 0)
+    except ValueError:
+        w = h = 0
+    if w <= 0 or h <= 0:
+        raise ValueError(f"sizes must be WxH with positive integers, got {text!r}")
+    return w, h
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--serve-node"]:
@@ -496,12 +508,11 @@ def main(argv=None) -> int:
         return serve_floor(argv[1:])
     args = parse_args(argv)
     try:
-        sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",") if s]
+        sizes = [_parse_size(s) for s in args.sizes.split(",") if s]
         sets = [s for s in args.sets.split(",") if s]
         unknown = [s for s in sets if s not in OUTPUT_SETS]
-        if unknown or any(len(s) != 2 for s in sizes):
-            raise ValueError(f"unknown output set(s) {unknown} (known: {', '.join(OUTPUT_SETS)})"
-                             if unknown else f"sizes must be WxH, got {args.sizes!r}")
+        if unknown:
+            raise ValueError(f"unknown output set(s) {unknown} (known: {', '.join(OUTPUT_SETS)})")
     except ValueError as exc:
         print(f"fastsam2-bench --node: error: {exc}", file=sys.stderr)
         return 2
