@@ -8,6 +8,8 @@
 #                                                                  # installs the wheels in WHEELS first
 # Each step has its own time limit and a failing step does not stop the others. Environment:
 #   FRAMES (default ../shared/data/bedroom), N frames (60), SIZE (1024), SOAK frames (600),
+#   REPEATS (3): interleaved timing rounds of the 1-object and compile benchmarks (medians and
+#   per-round ratios; the 4-object run, the soak and fp32 time once),
 #   COMPILE=all|encoder (1 = all) also measures that torch_compile: a cold start (empty kernel cache)
 #   and a restart, for the models in COMPILE_MODELS (default "tiny large"),
 #   FP32=1 also runs large in fp32 (official and keep 1.0: their IoU without bf16's rounding),
@@ -23,6 +25,7 @@ SIZE="${SIZE:-1024}"
 SOAK="${SOAK:-600}"
 VOS="${VOS:-0}"
 STEP_LIMIT="${STEP_LIMIT:-420}"
+REPEATS="${REPEATS:-3}"
 COMPILE="${COMPILE:-0}"
 [ "$COMPILE" = "1" ] && COMPILE=all
 COMPILE_MODELS="${COMPILE_MODELS:-tiny large}"
@@ -59,9 +62,9 @@ pack() {  # (an archive inside OUT is left out of itself)
   if [ -n "${ARCHIVE:-}" ]; then tar czf "$ARCHIVE" --exclude="./$(basename "$ARCHIVE")" -C "$OUT" .; fi
 }
 
-step tiny_1obj --model tiny --click 210,350 --keep-ratios 0.1,0.3,0.5
+step tiny_1obj --model tiny --click 210,350 --keep-ratios 0.1,0.3,0.5 --repeats "$REPEATS"
 step tiny_4obj --model tiny --objects 4 --click "210,350;620,260;450,420;800,150" --keep-ratios 0.3
-step large_1obj --model large --click 210,350 --keep-ratios 0.3
+step large_1obj --model large --click 210,350 --keep-ratios 0.3 --repeats "$REPEATS"
 [ "$SOAK" != "0" ] && step tiny_soak --model tiny --click 210,350 --modes pruned --keep-ratios 0.3 \
     --soak "$SOAK" --no-profile
 [ "$FP32" != "0" ] && step large_1obj_fp32 --model large --click 210,350 --modes official,dense --no-bf16 \
@@ -78,10 +81,10 @@ if [ "$COMPILE" != "0" ]; then  # cold start with an empty kernel cache, then a 
   for model in $COMPILE_MODELS; do
     cache="$(mktemp -d)"
     if [ $SECONDS -lt "$BUDGET" ]; then
-      step "${model}_compile_${COMPILE}_cold" --model $model --click 210,350 --keep-ratios 0.3 \
-          --modes official,pruned --torch-compile "$COMPILE" --compile-cache-dir "$cache" --no-profile
-      step "${model}_compile_${COMPILE}_restart" --model $model --click 210,350 --keep-ratios 0.3 \
-          --modes official,pruned --torch-compile "$COMPILE" --compile-cache-dir "$cache" --no-profile
+      for start in cold restart; do
+        step "${model}_compile_${COMPILE}_${start}" --model $model --click 210,350 --keep-ratios 0.3 \
+            --torch-compile "$COMPILE" --compile-cache-dir "$cache" --no-profile --repeats "$REPEATS"
+      done
     fi
   done
 fi

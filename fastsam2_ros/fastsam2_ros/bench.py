@@ -8,13 +8,17 @@ same weights, and is warmed up before it is timed. Reported per mode:
   resolution back on the host (``track``); ``fps_pipelined`` submits frame t+1 before collecting
   frame t (``submit``/``result``). The official predictor has its frames preprocessed and loaded
   on the device before its loop (``init_state``), as sam2 runs it.
+* **Per-frame wall times** of that loop (``frame_ms``) and their p50 / p90 / p99 / max.
 * **Stage latencies** from a separate profiling pass (eager, synchronised stage timers).
 * Start-up (build, warm-up, graph capture), tokens kept, bank / predictor-state bytes, peak GPU
   memory, and the per-frame mask IoU against the official predictor.
 
-``--objects N`` tracks N objects, ``--soak N`` streams N frames and traces GPU memory (ours at
-the first keep ratio vs official), ``--official-vos`` also runs sam2's compiled
-``SAM2VideoPredictorVOS`` in a child process with a time limit (its compile time is reported).
+``--repeats N`` times every mode in N interleaved rounds (official, dense, pruned, then again)
+and reports the medians and each round's ratios, so a machine whose speed drifts during the run
+slows every mode alike. ``--objects N`` tracks N objects, ``--soak N`` streams N frames and
+traces GPU memory (ours at the first keep ratio vs official), ``--official-vos`` also runs sam2's
+compiled ``SAM2VideoPredictorVOS`` in a child process with a time limit (its compile time is
+reported).
 
 ``fastsam2-bench --node ...`` measures the ROS node's own cost instead
 (:mod:`fastsam2_ros.ros.node_bench`, its own options).
@@ -36,7 +40,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .core.config import PREPROCESS_MODES, TrackerConfig
+from .core.config import COMPILE_MODES, PREPROCESS_MODES, TrackerConfig
 from .core.errors import FastSam2Error, InputError
 from .core.stats import STAGES, peak_gpu_memory, reset_peak_gpu_memory
 
@@ -146,22 +150,36 @@ def _prompt_all(tracker, frame0: np.ndarray, clicks: Sequence[Click]):
 
 
 def _stream(tracker, frames, clicks, pipelined: bool = False):
-    """Prompt frame 0, track frames 1..N-1; returns (results, wall seconds of the loop)."""
+    """Prompt frame 0, track frames 1..N-1; returns (results, wall seconds of the loop, each
+    frame's wall ms: for ``track`` its latency, pipelined the time between two results)."""
     _prompt_all(tracker, frames[0], clicks)
     _sync(tracker.device)
     results = []
     t0 = time.perf_counter()
+    stamps = [t0]
     if pipelined:
         pending = tracker.submit(frames[1])
         for frame in frames[2:]:
             nxt = tracker.submit(frame)
             results.append(pending.result())
+            stamps.append(time.perf_counter())
             pending = nxt
         results.append(pending.result())
+        stamps.append(time.perf_counter())
     else:
         for frame in frames[1:]:
             results.append(tracker.track(frame))
-    return results, time.perf_counter() - t0
+            stamps.append(time.perf_counter())
+    return results, stamps[-1] - t0, list(np.diff(stamps) * 1e3)
+
+
+def latency_summary(frame_ms: Sequence[float]) -> Dict[str, float]:
+    """Percentiles of per-frame wall times: a median that one slow stretch cannot move, and the
+    tail a robot's control loop sees."""
+    if not len(frame_ms):
+        return {}
+    p50, p90, p99 = np.percentile(frame_ms, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(np.max(frame_ms))}
 
 
 def run_ours(cfg: TrackerConfig, model, frames, clicks, keep_ratio: float,
@@ -180,13 +198,13 @@ def run_ours(cfg: TrackerConfig, model, frames, clicks, keep_ratio: float,
     startup_s = time.perf_counter() - t0
     tracker.reset(num_frames_hint=n)
     reset_peak_gpu_memory(model.device)
-    results, wall = _stream(tracker, frames, clicks)
+    results, wall, frame_ms = _stream(tracker, frames, clicks)
     peak = peak_gpu_memory(model.device)
     cuda = model.device.type == "cuda"
     wall_pipe = wall  # off CUDA a step is synchronous: nothing to overlap
     if cuda:
         tracker.reset(num_frames_hint=n)
-        _, wall_pipe = _stream(tracker, frames, clicks, pipelined=True)
+        _, wall_pipe, _ = _stream(tracker, frames, clicks, pipelined=True)
     last = results[-1].stats
     stage_rows = [r.stats.stage_ms for r in results]  # off CUDA the timers cost nothing
     if profile and cuda:  # eager with synchronised stage timers
@@ -194,6 +212,7 @@ def run_ours(cfg: TrackerConfig, model, frames, clicks, keep_ratio: float,
         stage_rows = [r.stats.stage_ms for r in _stream(profiler, frames, clicks)[0]]
     out = {"keep_ratio": keep_ratio, "objects": len(clicks), "frames_timed": n - 1,
            "ms_per_frame": wall * 1e3 / (n - 1), "fps": (n - 1) / wall,
+           "latency_ms": latency_summary(frame_ms), "frame_ms": [round(x, 3) for x in frame_ms],
            "fps_pipelined": (n - 1) / wall_pipe, "stage_ms": _mean_stages(stage_rows, wall * 1e3 / (n - 1)),
            "gpu_ms_per_frame": float(np.mean([r.stats.gpu_ms for r in results])),
            "startup_s": startup_s, "capture_s": tracker.runner.capture_s,
@@ -208,6 +227,57 @@ def run_ours(cfg: TrackerConfig, model, frames, clicks, keep_ratio: float,
     masks = [{o: r.masks[o] for o in r.masks} for r in results]
     tracker.release_graphs()
     return out, masks
+
+
+# ------------------------------------------------------------------------------------ rounds
+#: what one timed pass measures; with --repeats the report gives their median over the rounds
+TIMED_FIELDS = ("ms_per_frame", "fps_pipelined", "gpu_ms_per_frame")
+
+
+def run_round(cfg: TrackerConfig, model, frames, clicks, modes, ratios, warmup_frames: int,
+              profile: bool) -> Tuple[Dict[str, dict], Dict[str, list]]:
+    """Every asked mode once, each warmed up and then timed: official, dense, each keep ratio."""
+    from .core.models import build_official_predictor
+
+    results: Dict[str, dict] = {}
+    mask_sets: Dict[str, list] = {}
+    if "official" in modes:
+        official = build_official_predictor(cfg, state_dict=model.state_dict())
+        results["official"], mask_sets["official"] = run_official(
+            cfg, official, frames, clicks, warmup_frames, profile=profile)
+        del official
+    runs = ([("dense", 1.0)] if "dense" in modes else []) + \
+           ([(f"pruned@{r:g}", r) for r in ratios] if "pruned" in modes else [])
+    for name, keep in runs:
+        results[name], mask_sets[name] = run_ours(cfg, model, frames, clicks, keep, warmup_frames,
+                                                  profile)
+    return results, mask_sets
+
+
+def merge_rounds(rounds: List[Dict[str, dict]]) -> Dict[str, dict]:
+    """Round 1's results with its timings replaced by the median over all rounds; each round's
+    timings and frame times are kept under ``rounds`` (for the per-round ratios)."""
+    merged = {name: dict(r) for name, r in rounds[0].items()}
+    if len(rounds) < 2:
+        return merged
+    for name, r in merged.items():
+        per = [rnd[name] for rnd in rounds]
+        r["rounds"] = [{k: p[k] for k in TIMED_FIELDS + ("frame_ms",) if k in p} for p in per]
+        for k in TIMED_FIELDS:
+            if k in r:
+                r[k] = float(np.median([p[k] for p in per]))
+        r["fps"] = 1e3 / r["ms_per_frame"]
+        r["stage_ms"] = dict(r["stage_ms"], total=r["ms_per_frame"])
+        r["frame_ms"] = [x for p in per for x in p["frame_ms"]]
+        r["latency_ms"] = latency_summary(r["frame_ms"])
+    return merged
+
+
+def _per_round_speedup(mode: dict, base: dict) -> Optional[List[float]]:
+    """``base``'s ms per frame over ``mode``'s, round by round (None without --repeats)."""
+    if "rounds" not in mode or "rounds" not in base:
+        return None
+    return [b["ms_per_frame"] / m["ms_per_frame"] for m, b in zip(mode["rounds"], base["rounds"])]
 
 
 # ------------------------------------------------------------------------------------ official
@@ -225,12 +295,12 @@ def run_official(cfg: TrackerConfig, predictor, frames, clicks, warmup_frames: i
         session.reset()
         for obj_id, click in enumerate(clicks, start=1):
             session.add_prompt(0, obj_id, points=[list(click)], labels=[1])
-        masks, rows, start = [], [], None
+        masks, rows, stamps = [], [], []
         if timer is not None:
             timer.take()
         for t, m in session.propagate(0, max_frames):
+            stamps.append(time.perf_counter())  # frame 0's stamp starts the clock
             if t == 0:
-                start = time.perf_counter()
                 if timer is not None:
                     timer.take()
                 continue
@@ -238,7 +308,8 @@ def run_official(cfg: TrackerConfig, predictor, frames, clicks, warmup_frames: i
             if timer is not None:
                 rows.append(timer.take())
         _sync(predictor.device)
-        return masks, rows, time.perf_counter() - start
+        stamps[-1] = time.perf_counter()
+        return masks, rows, stamps[-1] - stamps[0], list(np.diff(stamps) * 1e3)
 
     if warmup_frames:
         one_run(max_frames=warmup_frames)
@@ -248,16 +319,17 @@ def run_official(cfg: TrackerConfig, predictor, frames, clicks, warmup_frames: i
     timer = ModuleStageTimer(predictor) if profile else None
     try:
         reset_peak_gpu_memory(predictor.device)
-        masks, rows, wall = one_run(None if cuda else timer)
+        masks, rows, wall, frame_ms = one_run(None if cuda else timer)
         peak = peak_gpu_memory(predictor.device)
         if cuda and timer is not None:
-            _, rows, _ = one_run(timer)
+            _, rows, _, _ = one_run(timer)
     finally:
         if timer is not None:
             timer.remove()
     tokens = (predictor.image_size // 16) ** 2
     out = {"keep_ratio": 1.0, "objects": len(clicks), "frames_timed": n - 1,
            "ms_per_frame": wall * 1e3 / (n - 1), "fps": (n - 1) / wall,
+           "latency_ms": latency_summary(frame_ms), "frame_ms": [round(x, 3) for x in frame_ms],
            "stage_ms": _mean_stages(rows, wall * 1e3 / (n - 1)), "startup_s": startup_s, "load_ms": session.load_ms,
            "tokens_total": tokens, "tokens_kept": float(tokens), "router_mode": "official",
            "state_bytes": session.state_bytes(), "peak_gpu_memory_bytes": peak}
@@ -374,11 +446,17 @@ def ratios_of(results: Dict[str, dict]) -> Dict[str, dict]:
                 row["memory_attention_plus_router_vs_dense"] = (
                     dense["stage_ms"]["memory_attention"] / (mem + r["stage_ms"]["router"]))
             row["fps_vs_dense"] = r["fps"] / dense["fps"]
+            by_round = _per_round_speedup(r, dense)
+            if by_round:
+                row["fps_vs_dense_by_round"] = by_round
         if official is not None and name != "official":
             mem = r["stage_ms"]["memory_attention"]
             if mem > 0 and official["stage_ms"]["memory_attention"] > 0:
                 row["memory_attention_vs_official"] = official["stage_ms"]["memory_attention"] / mem
             row["fps_vs_official"] = r["fps"] / official["fps"]
+            by_round = _per_round_speedup(r, official)
+            if by_round:
+                row["fps_vs_official_by_round"] = by_round
             if "fps_pipelined" in r:
                 row["fps_pipelined_vs_official"] = r["fps_pipelined"] / official["fps"]
             if official["state_bytes"]:
@@ -405,7 +483,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-graphs", action="store_true", help="run our step eagerly (no CUDA graphs)")
     p.add_argument("--preprocess", default="auto", choices=PREPROCESS_MODES,
                    help="our frame preprocessing: auto (device on CUDA), pil (sam2's exact loader), device")
-    p.add_argument("--torch-compile", default="none", choices=("none", "encoder", "all"),
+    p.add_argument("--torch-compile", default="none", choices=COMPILE_MODES,
                    help="torch.compile SAM 2's modules in our tracker (CUDA; the first start compiles)")
     p.add_argument("--compile-cache-dir", default="", help="cache of compiled kernels")
     p.add_argument("--mc-passes", type=int, default=5)
@@ -416,6 +494,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup-frames", type=int, default=None,
                    help="frames of each mode's warm-up run (default: all on CUDA, 3 on CPU)")
     p.add_argument("--no-profile", action="store_true", help="skip the stage-profiling passes")
+    p.add_argument("--repeats", type=int, default=1, metavar="N",
+                   help="time every mode in N interleaved rounds and report medians and per-round "
+                        "ratios (a drifting machine then slows every mode alike; default 1)")
     p.add_argument("--soak", type=int, default=0, metavar="N",
                    help="also stream N frames (cycled) and trace GPU memory, ours vs official")
     p.add_argument("--official-vos", action="store_true",
@@ -438,6 +519,8 @@ def main(argv=None) -> int:
         ratios = [float(r) for r in args.keep_ratios.split(",") if r.strip()]
         if args.objects < 1:
             raise InputError("--objects must be >= 1")
+        if args.repeats < 1:
+            raise InputError("--repeats must be >= 1")
         cfg = TrackerConfig(model_cfg=args.model, checkpoint=args.checkpoint or "",
                             allow_random_weights=args.random_weights, device=args.device,
                             bf16=not args.no_bf16, image_size=args.image_size,
@@ -452,7 +535,7 @@ def main(argv=None) -> int:
         frames = load_frames(args.frames, args.max_frames)
         h, w = frames[0].shape[:2]
         clicks = object_clicks(args.click, args.objects, w, h)
-        from .core.models import build_official_predictor, build_predictor, compile_errors
+        from .core.models import build_predictor, compile_errors
 
         t0 = time.perf_counter()
         model = build_predictor(cfg)
@@ -460,23 +543,19 @@ def main(argv=None) -> int:
         cuda = model.device.type == "cuda"
         warmup = args.warmup_frames if args.warmup_frames is not None else (len(frames) if cuda else 3)
         profile = not args.no_profile
-        results: Dict[str, dict] = {}
-        mask_sets: Dict[str, list] = {}
-        if "official" in modes:
-            official = build_official_predictor(cfg, state_dict=model.state_dict())
-            results["official"], mask_sets["official"] = run_official(
-                cfg, official, frames, clicks, warmup, profile=profile)
-            del official
+        rounds, mask_sets = [], {}
+        for index in range(args.repeats):  # round 1 also profiles and keeps the masks
+            timed, masks = run_round(cfg, model, frames, clicks, modes, ratios, warmup,
+                                     profile and index == 0)
+            rounds.append(timed)
+            mask_sets = mask_sets or masks
+        results = merge_rounds(rounds)
         if args.official_vos:
             if not cuda:
                 print("--official-vos needs CUDA; skipped", file=sys.stderr)
             else:
                 results["official_vos"] = run_official_vos(cfg, model, frames, clicks,
                                                            args.vos_time_limit)
-        runs = ([("dense", 1.0)] if "dense" in modes else []) + \
-               ([(f"pruned@{r:g}", r) for r in ratios] if "pruned" in modes else [])
-        for name, keep in runs:
-            results[name], mask_sets[name] = run_ours(cfg, model, frames, clicks, keep, warmup, profile)
         if "official" in mask_sets:
             for name, masks in mask_sets.items():
                 if name != "official":
@@ -515,8 +594,9 @@ def print_report(report: dict) -> None:
           f"device={report['device']}{' (' + report['gpu'] + ')' if report['gpu'] else ''}  "
           f"frames={report['frames']} {report['frame_size'][0]}x{report['frame_size'][1]}  "
           f"objects={report['objects']}  weights={'random' if report['random_weights'] else 'checkpoint'}")
-    head = ["mode", "FPS", "FPS pipe", "ms/frame", "GPU ms", "start s", "enc", "router", "memattn", "dec",
-            "memenc", "kept", "state MB", "peak GPU MB", "IoU min", "FPS x official", "FPS x dense"]
+    head = ["mode", "FPS", "FPS pipe", "ms/frame", "p50/p99 ms", "GPU ms", "start s", "enc", "router",
+            "memattn", "dec", "memenc", "kept", "state MB", "peak GPU MB", "IoU min", "FPS x official",
+            "FPS x dense"]
     print(" | ".join(head))
     for name, r in report["modes"].items():
         if "fps" not in r:
@@ -525,7 +605,9 @@ def print_report(report: dict) -> None:
         s, ratio = r["stage_ms"], report["ratios"].get(name, {})
         print(" | ".join([
             name, f"{r['fps']:.1f}", f"{r.get('fps_pipelined', float('nan')):.1f}",
-            f"{r['ms_per_frame']:.2f}", f"{r.get('gpu_ms_per_frame', float('nan')):.2f}",
+            f"{r['ms_per_frame']:.2f}",
+            "/".join(f"{r['latency_ms'].get(q, float('nan')):.2f}" for q in ("p50", "p99")),
+            f"{r.get('gpu_ms_per_frame', float('nan')):.2f}",
             f"{r['startup_s']:.1f}", f"{s['encoder']:.1f}",
             f"{s['router']:.1f}", f"{s['memory_attention']:.1f}", f"{s['decoder']:.1f}",
             f"{s['memory_encoder']:.1f}", f"{r['tokens_kept']:.0f}/{r['tokens_total']}",
@@ -533,6 +615,11 @@ def print_report(report: dict) -> None:
             f"{r.get('vs_official', {}).get('min_iou', float('nan')):.4f}",
             f"{ratio.get('fps_vs_official', float('nan')):.2f}",
             f"{ratio.get('fps_vs_dense', float('nan')):.2f}"]))
+    for name, ratio in report["ratios"].items():
+        for key, label in (("fps_vs_official_by_round", "x official"),
+                           ("fps_vs_dense_by_round", "x dense")):
+            if key in ratio:
+                print(f"{name} {label} by round: " + " ".join(f"{x:.2f}" for x in ratio[key]))
     if "dense_vs_official" in report:
         d = report["dense_vs_official"]
         print(f"dense (keep 1.0) vs official: max mask difference {d['max_mask_diff_pixels']} px "

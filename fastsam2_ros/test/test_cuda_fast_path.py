@@ -121,3 +121,27 @@ def test_text_only_start_and_tracking_under_bf16(cuda_model, video):
         res = tracker.track(frame)
         assert res.masks[3].shape == frame.shape[:2]
     assert not tracker.runner.failures
+
+
+def test_compile_workers_are_released_once_the_step_is_compiled(video, tmp_path):
+    """Every torch.compile on CUDA wakes Inductor's worker pool, even when the kernels come from
+    the cache; the tracker shuts it down after its first compiled and captured step, so tracking
+    does not compete with workers that are still starting (see models.release_compile_workers)."""
+    from compile_workers import compile_worker_processes, wait_for
+    from torch._inductor.async_compile import get_compile_threads
+
+    from fastsam2_ros.core.models import compile_errors
+
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=256, device="cuda",
+                        keep_ratio=0.3, mc_passes=0, torch_compile="encoder",
+                        compile_cache_dir=str(tmp_path))
+    tracker = StreamingTracker(cfg)
+    frames = video[0]
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])  # compiles the encoder
+    if get_compile_threads() > 1:
+        assert compile_worker_processes(), "compiling on CUDA started no worker pool"
+    tracker.track(frames[1])  # a new step: captured, then the workers are released
+    assert wait_for(lambda: not compile_worker_processes(), 30)
+    for frame in frames[2:6]:
+        assert tracker.track(frame).stats.step_mode == "cuda_graph"
+    assert compile_errors(tracker.model) == {} and not compile_worker_processes()

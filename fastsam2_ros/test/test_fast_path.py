@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from compile_workers import compile_worker_processes, wait_for
 from fastsam2_ros.core import TrackerConfig
+from fastsam2_ros.core.config import COMPILE_MODES
 from fastsam2_ros.core.errors import InputError
 from fastsam2_ros.core.memory_bank import NO_FRAME, MemoryBank
 from fastsam2_ros.core.models import build_predictor
@@ -326,8 +328,9 @@ def test_modules_that_torch_compile_compiles_trace_as_whole_graphs(video, monkey
     cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=64, device="cpu",
                         keep_ratio=0.3, mc_passes=2)
     model = build_predictor(cfg)
+    assert set(models.COMPILE_TARGETS) == set(COMPILE_MODES) - {"none"}
     wrapped = {name: models.CompiledOrEager(name, getattr(model, name).forward)
-               for name in ("image_encoder", "sam_prompt_encoder", "sam_mask_decoder", "memory_encoder")}
+               for name in models.COMPILE_TARGETS["all"]}
     for name, fn in wrapped.items():
         getattr(model, name).forward = fn
     model.compiled_memory_attention = models.CompiledOrEager(
@@ -349,3 +352,69 @@ def test_a_failing_compile_falls_back_to_eager(caplog):
     assert wrapped(torch.ones(2)).tolist() == [2.0, 2.0]
     assert "inductor exploded" in wrapped.error and "runs eagerly" in caplog.text
     assert wrapped(torch.zeros(1)).tolist() == [1.0]  # and stays eager
+
+
+def test_release_compile_workers_stops_inductor_worker_processes(monkeypatch):
+    """On CUDA every torch.compile wakes Inductor's worker pool (compile_fx), even when every
+    kernel then comes from the cache; the pool is started the same way here, and released."""
+    from torch._inductor import async_compile
+    from torch._inductor import config as inductor_config
+
+    from fastsam2_ros.core.models import release_compile_workers
+
+    monkeypatch.setattr(inductor_config, "compile_threads", 2)  # a pool even on a 1-core runner
+    async_compile.AsyncCompile.warm_pool()
+    async_compile.AsyncCompile.wakeup()
+    try:
+        assert wait_for(lambda: len(compile_worker_processes()) >= 2, 120), "no worker pool started"
+        assert release_compile_workers()
+        assert wait_for(lambda: not compile_worker_processes(), 30)
+    finally:
+        async_compile.shutdown_compile_workers()
+
+
+def test_a_failing_worker_release_is_logged_not_raised(monkeypatch, caplog):
+    from torch._inductor import async_compile
+
+    from fastsam2_ros.core.models import release_compile_workers
+
+    monkeypatch.setattr(async_compile, "shutdown_compile_workers",
+                        lambda: (_ for _ in ()).throw(OSError("pipe closed")))
+    assert release_compile_workers() is False
+    assert "pipe closed" in caplog.text
+
+
+@pytest.mark.parametrize("static_buffers", [True, False], ids=["graph-buffers", "eager"])
+def test_tracker_releases_compile_workers_after_each_new_compiled_step(video, monkeypatch, static_buffers):
+    """Released once per new step signature, only when modules are compiled, never per frame."""
+    from fastsam2_ros.core import models
+    from fastsam2_ros.core import tracker as tracker_module
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    releases = []
+    monkeypatch.setattr(tracker_module, "release_compile_workers", lambda: releases.append(1) or True)
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=64, device="cpu",
+                        keep_ratio=0.3, mc_passes=0)
+    frames = [video[0][t % len(video[0])] for t in range(26)]  # eager steps settle after 16 pointers
+    plain = StreamingTracker(cfg, model=build_predictor(cfg), static_buffers=static_buffers)
+    plain.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    for frame in frames[1:4]:
+        plain.track(frame)
+    assert plain.runner.new_steps >= 1 and releases == []  # nothing compiled: nothing to release
+
+    model = build_predictor(cfg)
+    model.image_encoder.forward = models.CompiledOrEager("image_encoder", model.image_encoder.forward)
+    tracker = StreamingTracker(cfg, model=model, static_buffers=static_buffers)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    tracker.track(frames[1])
+    assert len(releases) == 1
+    for frame in frames[2:20]:  # the bank fills up: its last new signatures appear
+        tracker.track(frame)
+    settled = len(releases)
+    assert settled == tracker.runner.new_steps
+    for frame in frames[20:25]:
+        tracker.track(frame)
+    assert len(releases) == settled  # steady state: no new step, no release
+    tracker.add_prompt(2, box=[100, 20, 140, 50])
+    tracker.track(frames[25])
+    assert len(releases) == settled + 1  # two objects: a new step

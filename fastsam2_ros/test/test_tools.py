@@ -35,10 +35,38 @@ def test_bench_runs_all_modes_on_the_same_frames(tmp_path, capsys):
     assert report["dense_vs_official"]["max_mask_diff_pixels"] == 0
     assert report["dense_vs_official"]["min_iou"] == 1.0
     assert report["dense_vs_official"]["frames_compared"] == 3  # the tracked frames 1..3
+    for mode in report["modes"].values():  # one frame time per tracked frame, and percentiles
+        assert len(mode["frame_ms"]) == 3 and mode["latency_ms"]["p50"] > 0
     for name in ("dense", "pruned@0.3"):
         mode = report["modes"][name]
         assert mode["fps_pipelined"] > 0 and mode["startup_s"] > 0 and mode["step_mode"] == "eager"
     assert "FPS x official" in capsys.readouterr().out
+
+
+def test_bench_repeats_interleaved_rounds_and_reports_medians_and_per_round_ratios(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = bench.main(["--random-weights", "--image-size", "64", "--max-frames", "4", "--device", "cpu",
+                     "--keep-ratios", "0.3", "--mc-passes", "0", "--repeats", "3", "--no-profile",
+                     "--json", str(out)])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    for name, mode in report["modes"].items():
+        rounds = mode["rounds"]
+        assert len(rounds) == 3 and all(len(r["frame_ms"]) == 3 for r in rounds)
+        assert mode["ms_per_frame"] == sorted(r["ms_per_frame"] for r in rounds)[1]
+        assert mode["fps"] == pytest.approx(1e3 / mode["ms_per_frame"])
+        assert len(mode["frame_ms"]) == 9
+        lat = mode["latency_ms"]
+        assert min(mode["frame_ms"]) <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert lat["max"] == pytest.approx(max(mode["frame_ms"]))
+    ratios = report["ratios"]["pruned@0.3"]
+    official, pruned = report["modes"]["official"], report["modes"]["pruned@0.3"]
+    assert ratios["fps_vs_official_by_round"] == pytest.approx(
+        [o["ms_per_frame"] / p["ms_per_frame"] for o, p in zip(official["rounds"], pruned["rounds"])])
+    assert len(ratios["fps_vs_dense_by_round"]) == 3
+    assert "pruned@0.3 x official by round:" in capsys.readouterr().out
+    assert bench.main(["--random-weights", "--repeats", "0", "--device", "cpu"]) == 2
+    assert "--repeats" in capsys.readouterr().err
 
 
 def test_bench_needs_weights_choice_and_reports_missing_checkpoint(tmp_path, capsys):

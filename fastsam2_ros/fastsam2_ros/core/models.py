@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -183,10 +184,19 @@ class CompiledOrEager:
         return self.eager(*args, **kwargs)
 
 
+#: SAM 2's modules that ``torch_compile`` compiles: the encoder alone, or all of them
+COMPILE_TARGETS = {"encoder": ("image_encoder",),
+                   "all": ("image_encoder", "sam_prompt_encoder", "sam_mask_decoder", "memory_encoder")}
+
+
+def _compiled_forwards(model) -> list:
+    forwards = [getattr(getattr(model, n, None), "forward", None) for n in COMPILE_TARGETS["all"]]
+    return [f for f in forwards if isinstance(f, CompiledOrEager)]
+
+
 def compile_errors(model) -> dict:
     """Name -> error of every compiled module that fell back to eager."""
-    wrapped = [getattr(getattr(model, n, None), "forward", None) for n in
-               ("image_encoder", "sam_prompt_encoder", "sam_mask_decoder", "memory_encoder")]
+    wrapped = _compiled_forwards(model)
     wrapped.append(getattr(model, "compiled_memory_attention", None))
     return {w.name: w.error for w in wrapped if isinstance(w, CompiledOrEager) and w.error}
 
@@ -204,15 +214,40 @@ def compile_modules(model, which: str, cache_dir: str = "") -> None:
     cache = Path(os.path.expanduser(cache_dir or "~/.cache/fastsam2_ros/inductor"))
     cache.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache))
-    modules = ["image_encoder"] + (["sam_prompt_encoder", "sam_mask_decoder", "memory_encoder"]
-                                   if which == "all" else [])
-    for name in modules:
+    for name in COMPILE_TARGETS[which]:
         module = getattr(model, name)
         module.forward = CompiledOrEager(name, module.forward)
     if which == "all":
         from .pruned_attention import pruned_memory_attention
 
         model.compiled_memory_attention = CompiledOrEager("memory_attention", pruned_memory_attention)
+
+
+def uses_compiled_modules(model) -> bool:
+    """Whether ``compile_modules`` wrapped any of ``model``'s modules."""
+    return bool(_compiled_forwards(model))
+
+
+def release_compile_workers() -> bool:
+    """Shut down Inductor's compile-worker processes once the kernels are built (True if it did).
+
+    On CUDA every torch.compile call wakes a pool of worker processes (one per core, each
+    importing torch) even when every kernel then comes from the on-disk cache. After a fast
+    restart they are still starting while tracking begins and compete with the tracker's host
+    thread; afterwards they idle until Inductor quiesces them. A later compile (a new shape under
+    ``torch_compile: all``) starts a new pool by itself.
+    """
+    async_compile = sys.modules.get("torch._inductor.async_compile")
+    shutdown = getattr(async_compile, "shutdown_compile_workers", None)
+    if shutdown is None:  # Inductor never ran in this process, or a torch without the function
+        return False
+    try:
+        shutdown()
+    except Exception as exc:  # best effort: leftover workers cost time, never correctness
+        LOG.warning("could not shut down torch.compile's worker processes: %s", exc)
+        return False
+    return True
+
 
 def build_official_predictor(cfg: TrackerConfig, vos_optimized: bool = False,
                              state_dict: Optional[dict] = None):

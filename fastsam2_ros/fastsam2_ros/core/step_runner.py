@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Dict, Hashable, Optional
+from typing import Callable, ContextManager, Dict, Hashable, Optional, Set
 
 import torch
 
@@ -46,6 +46,8 @@ class StepRunner:
         self.static_buffers = static_buffers or self.use_graphs
         self.warmup_runs = int(warmup_runs)
         self._entries: Dict[Hashable, _Captured] = {}
+        self._eager_keys: Set[Hashable] = set()  # signatures run by plain eager calls
+        self.new_steps = 0  # grows by one whenever a signature runs for the first time (a compile)
         self.failures: Dict[Hashable, str] = {}
         self.capture_s = 0.0  # total time spent warming up and capturing
 
@@ -56,6 +58,7 @@ class StepRunner:
     def clear(self) -> None:
         """Drop every captured step (the buffers they reference were reallocated)."""
         self._entries.clear()
+        self._eager_keys.clear()
 
     def __len__(self) -> int:
         return sum(1 for e in self._entries.values() if e.graph is not None)
@@ -70,6 +73,9 @@ class StepRunner:
         if entry is None and self.static_buffers:
             entry = self._prepare(key, fn, inputs, preserve)
         if entry is None:  # plain eager call
+            if key not in self._eager_keys:
+                self._eager_keys.add(key)
+                self.new_steps += 1
             return (eager_fn or fn)(**{k: v.to(self.device, non_blocking=True) for k, v in inputs.items()})
         for name, buf in entry.inputs.items():
             buf.copy_(inputs[name], non_blocking=True)
@@ -81,6 +87,7 @@ class StepRunner:
     def _prepare(self, key, fn, inputs, preserve) -> _Captured:
         static = {k: torch.empty_like(v, device=self.device) for k, v in inputs.items()}
         entry = _Captured(graph=None, inputs=static, outputs=None)
+        self.new_steps += 1
         if self.use_graphs and key not in self.failures:
             t0 = time.perf_counter()
             for name, buf in static.items():

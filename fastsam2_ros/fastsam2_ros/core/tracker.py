@@ -37,7 +37,7 @@ from scipy import ndimage
 from .config import TrackerConfig
 from .errors import InputError
 from .memory_bank import MemoryBank
-from .models import build_predictor
+from .models import build_predictor, release_compile_workers, uses_compiled_modules
 from .preprocess import FrameStager, prepare_device_constants, resolve_preprocess
 from .prompts import (MAX_POINTS, representative_click, validate_box, validate_image,
                       validate_mask, validate_object_id, validate_points, validate_text)
@@ -230,6 +230,7 @@ class StreamingTracker:
         if self.device.type == "cuda":
             events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
             events[0].record()
+        new_steps = self.runner.new_steps
         with self._inference():
             outs = self.runner.run(
                 (plan, tuple(self._staged.shape), self._staged.dtype, self._bank_generation),
@@ -247,6 +248,8 @@ class StreamingTracker:
                 pending._gpu_events = events
             self._to_host(pending, outs, with_memory_idx=self.bank.k < self._num_tokens)
             self._refresh_texts()
+        if self.runner.new_steps != new_steps and uses_compiled_modules(self.model):
+            release_compile_workers()  # a new step was just compiled and captured
         return pending
 
     def add_prompt(self, obj_id: int, points: Optional[Sequence] = None,
