@@ -10,8 +10,8 @@
 #   FRAMES (default ../shared/data/bedroom), N frames (60), SIZE (1024), SOAK frames (600),
 #   REPEATS (3): interleaved timing rounds of the 1-object and compile benchmarks (medians and
 #   per-round ratios; the 4-object run, the soak and fp32 time once),
-#   COMPILE=all|encoder (1 = all) also measures that torch_compile: a cold start (empty kernel cache)
-#   and a restart, for the models in COMPILE_MODELS (default "tiny large"),
+#   COMPILE=all|encoder (1 = all) also measures that torch_compile (official, dense, keep 0.3): a
+#   cold start (empty kernel cache) and a restart, for the models in COMPILE_MODELS ("tiny large"),
 #   FP32=1 also runs large in fp32 (official and keep 1.0: their IoU without bf16's rounding),
 #   VOS=seconds to give sam2's torch.compile'd predictor (default 0: skipped), STEP_LIMIT (420 s),
 #   BUDGET=seconds after which optional steps (compile, VOS) are skipped (default 100000),
