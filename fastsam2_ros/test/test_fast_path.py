@@ -369,6 +369,10 @@ def test_release_compile_workers_stops_inductor_worker_processes(monkeypatch):
         assert wait_for(lambda: len(compile_worker_processes()) >= 2, 120), "no worker pool started"
         assert release_compile_workers()
         assert wait_for(lambda: not compile_worker_processes(), 30)
+        # a later compile (a new shape under torch_compile: all) gets a new pool
+        async_compile.AsyncCompile.warm_pool()
+        async_compile.AsyncCompile.wakeup()
+        assert wait_for(lambda: len(compile_worker_processes()) >= 2, 120), "no new pool after release"
     finally:
         async_compile.shutdown_compile_workers()
 
