@@ -65,6 +65,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="times each mode runs, interleaved")
     p.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)  # one mode, in a child process
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error("--rounds must be >= 1")
     if args.mode:
         print(run_mode(args.mode, args.frames), flush=True)
         return 0

@@ -521,6 +521,12 @@ def main(argv=None) -> int:
             raise InputError("--objects must be >= 1")
         if args.repeats < 1:
             raise InputError("--repeats must be >= 1")
+        if args.soak and args.soak < 2:
+            raise InputError("--soak must be 0 (off) or at least 2 frames")
+        if args.warmup_frames is not None and args.warmup_frames < 0:
+            raise InputError("--warmup-frames must be >= 0")
+        if args.vos_time_limit <= 0:
+            raise InputError("--vos-time-limit must be > 0 seconds")
         cfg = TrackerConfig(model_cfg=args.model, checkpoint=args.checkpoint or "",
                             allow_random_weights=args.random_weights, device=args.device,
                             bf16=not args.no_bf16, image_size=args.image_size,

@@ -242,12 +242,12 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise InputError(f"cannot decode compressed image (format {fmt!r})")
+    if img.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"unsupported decoded pixel type {img.dtype} (format {fmt!r})")
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     if img.ndim == 2:
         return to_rgb8(img, "mono16" if img.dtype == np.uint16 else "mono8")
-    if img.dtype not in (np.uint8, np.uint16):
-        raise InputError(f"unsupported decoded pixel type {img.dtype} (format {fmt!r})")
     bits = "16" if img.dtype == np.uint16 else "8"
     order = "rgb" if compressed_payload_is_rgb(fmt) else "bgr"
     alpha = "a" if img.shape[2] == 4 else ""

@@ -103,3 +103,16 @@ def test_node_bench_bad_arguments(flags, match):
     """Rejected before any process is started."""
     code, errors = run("fastsam2_ros.bench", "--node", *flags)
     assert code == 2 and any(match in e for e in errors), errors
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["--soak", "-3"], "--soak must be 0"),
+    (["--soak", "1"], "--soak must be 0"),
+    (["--warmup-frames", "-2"], "--warmup-frames must be >= 0"),
+    (["--vos-time-limit", "0"], "--vos-time-limit must be > 0"),
+    (["--repeats", "0"], "--repeats must be >= 1"),
+])
+def test_bench_bad_arguments(flags, match):
+    """Rejected before a model is built."""
+    code, errors = run("fastsam2_ros.bench", "--random-weights", "--device", "cpu", *flags)
+    assert code == 2 and any(match in e for e in errors), errors

@@ -275,6 +275,19 @@ def test_compressed_16_bit_png_and_depth_refused():
         cv.compressed_to_rgb(msg)
 
 
+@needs_msgs
+def test_compressed_single_channel_float_is_refused_not_cast():
+    """A one-channel float payload (a TIFF) used to be cast to uint8 (300.7 -> 44)."""
+    import cv2
+
+    ok, buf = cv2.imencode(".tiff", np.array([[300.7, -1.2], [0.5, 2.0]], np.float32))
+    assert ok
+    msg = CompressedImage(format="tiff")
+    msg.data = array.array("B", buf.tobytes())
+    with pytest.raises(InputError, match="unsupported decoded pixel type float32"):
+        cv.compressed_to_rgb(msg)
+
+
 # ------------------------------------------------------------------ in place and without copies
 @needs_msgs
 @pytest.mark.parametrize("encoding,shape,dtype", [("mono8", (5, 7), np.uint8),

@@ -146,8 +146,6 @@ def validate_text(text: Optional[str], max_length: int) -> Optional[str]:
     text = text.strip()
     if not text:
         raise InputError("text prompt is empty")
-    if len(text) > max_length:
-        raise InputError(f"text prompt has {len(text)} characters; at most {max_length}")
     if any(ord(ch) < 32 and ch not in "\t" for ch in text):
         raise InputError("text prompt contains control characters")
     return text

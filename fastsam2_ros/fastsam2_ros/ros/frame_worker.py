@@ -28,6 +28,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, Optional, Set, Tuple
 
@@ -453,7 +454,7 @@ def wait(future: Future, timeout: float) -> Any:
     """The future's result; InputError when the worker did not answer within ``timeout`` s."""
     try:
         return future.result(timeout=timeout)
-    except TimeoutError:
+    except FutureTimeout:  # the builtin TimeoutError only from Python 3.11 on (Humble runs 3.10)
         raise InputError(f"the tracker did not answer within {timeout:g} s") from None
 
 
