@@ -422,3 +422,20 @@ def test_tracker_releases_compile_workers_after_each_new_compiled_step(video, mo
     tracker.add_prompt(2, box=[100, 20, 140, 50])
     tracker.track(frames[25])
     assert len(releases) == settled + 1  # two objects: a new step
+
+
+def test_frames_before_any_prompt_are_not_preprocessed(model128, video):
+    """An idle tracker (a node before its first prompt) skips the host preprocessing of frames."""
+    cfg, model = model128
+    tracker = StreamingTracker(cfg, model=model)
+    staged = []
+    stage = tracker.stager.stage
+    tracker.stager.stage = lambda image: staged.append(image) or stage(image)
+    frames = video[0]
+    for frame in frames[:3]:
+        assert tracker.track(frame).masks == {}
+    assert staged == []
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1])  # the current frame, staged once now
+    for frame in frames[3:5]:
+        tracker.track(frame)
+    assert [id(s) for s in staged] == [id(frames[2]), id(frames[3]), id(frames[4])]

@@ -57,14 +57,12 @@ class LayoutShape:
 
 @dataclass
 class BankLayout:
-    """What frame ``frame_idx`` reads from and writes to the bank for rows ``rows``.
+    """What one frame reads from and writes to the bank for some rows (``MemoryBank.layout``).
 
     ``ints``/``floats`` are host tensors (copied to the device by the step runner); ``masked`` is
     True when some read slot or token is padding, so attention must take a key mask.
     """
 
-    frame_idx: int
-    rows: slice
     shape: LayoutShape
     masked: bool
     ints: torch.Tensor  # int64, the _INT_FIELDS packed in order
@@ -77,9 +75,9 @@ class BankLayout:
 def unpack_layout(shape: LayoutShape, ints: torch.Tensor, floats: torch.Tensor) -> Dict[str, torch.Tensor]:
     """Named views of a packed layout (device tensors), shaped for the memory read."""
     b, n, r, p = shape.rows, shape.n_cond, shape.ring, shape.ptrs
-    out, start = {}, 0
+    out, start, sizes = {}, 0, shape.int_sizes()
     for name in _INT_FIELDS:
-        size = shape.int_sizes()[name]
+        size = sizes[name]
         out[name] = ints[start:start + size]
         start += size
     out["cond_order"] = out["cond_order"].view(b, n)
@@ -108,7 +106,6 @@ class MemoryBank:
         self.capacity = int(max_objects)
         self.max_cond = int(max_cond_frames)
         self.grid = model.image_size // 16
-        self.num_tokens = self.grid * self.grid
         self.mem_dim = int(model.mem_dim)
         self.hidden_dim = int(model.hidden_dim)
         self.mask_side = model.image_size // 4
@@ -315,8 +312,7 @@ class MemoryBank:
         floats = torch.tensor(flat(ptr_offsets), dtype=torch.int64) / t_diff_max
         masked = padded or not (all(cond_valid) and all(map(all, ring_valid))
                                 and all(map(all, all_ptr_valid)))
-        return BankLayout(frame_idx=t, rows=rows, shape=shape, masked=masked, ints=ints,
-                          floats=floats.to(torch.float32))
+        return BankLayout(shape=shape, masked=masked, ints=ints, floats=floats.to(torch.float32))
 
     def commit_tracked(self, frame_idx: int, rows: slice) -> None:
         """Host side of a tracking step: the step wrote frame ``frame_idx`` into the rings."""

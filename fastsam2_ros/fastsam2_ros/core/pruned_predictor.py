@@ -25,7 +25,6 @@ the result equals the official predictor (tests).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
@@ -35,7 +34,7 @@ from sam2.modeling.sam2_utils import get_1d_sine_pe
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 from sam2.utils.misc import fill_holes_in_mask_scores
 
-from .memory_bank import LayoutShape, MemoryBank, unpack_layout
+from .memory_bank import BankLayout, LayoutShape, MemoryBank, unpack_layout
 from .preprocess import model_input
 from .pruned_attention import pruned_memory_attention
 from .router import RouterOutput, TokenRouter, minmax
@@ -57,7 +56,6 @@ class StepPlan:
     shape: LayoutShape
     masked: bool  # the layout has padding: attention takes a key mask
     keep: int  # query tokens per object (== H*W: dense, no router)
-    memory_tokens: int  # tokens stored per memory frame (the bank's k)
     filler: str
     memory_mask_boost: float
     text: Optional[str]  # None, or the text mode when some object has a text signal
@@ -270,7 +268,7 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         read = BankRead(bank=bank, rows=rows, plan=plan, router=router, timer=timer,
                         layout=unpack_layout(plan.shape, layout_ints, layout_floats))
         with timer.stage("encoder"):
-            backbone = self.forward_image(model_input(frame, self.image_size))
+            backbone = self.encode_frame(frame)
         feats, pos, sizes = self._batched_features(backbone, plan.shape.rows)
         out = self._run_heads(read, frame_idx, False, feats, pos, sizes)
         maskmem = self._encode_memory(read, feats, sizes, out["pred_masks_high_res"],
@@ -301,15 +299,14 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         return self.forward_image(model_input(frame, self.image_size))
 
     def prompt_object(self, backbone: dict, bank: MemoryBank, row: int, frame_idx: int,
-                      is_init: bool, plan: StepPlan, router: TokenRouter, point_inputs=None,
-                      mask_inputs=None, prev_logits=None, timer=None) -> dict:
+                      is_init: bool, plan: StepPlan, layout: BankLayout, router: TokenRouter,
+                      point_inputs=None, mask_inputs=None, prev_logits=None, timer=None) -> dict:
         """sam2's add_new_points_or_box / add_new_mask + the memory encoding that
         propagate_in_video_preflight does, for one object (bank row) on the current frame.
-        The frame becomes a conditioning frame of the object. Eager (runs once per prompt)."""
+        The frame becomes a conditioning frame of the object. Eager (runs once per prompt), so
+        ``layout`` is the compact one (only the slots that hold memories) that ``plan`` describes."""
         timer = timer or NullTimer()
         rows = slice(row, row + 1)
-        layout = bank.layout(frame_idx, rows, compact=True)  # eager: only the slots that hold memories
-        plan = dataclasses.replace(plan, shape=layout.shape, masked=layout.masked)
         read = BankRead(bank=bank, rows=rows, plan=plan, router=router, timer=timer,
                         layout=unpack_layout(layout.shape, layout.ints.to(bank.device),
                                              layout.floats.to(bank.device)))

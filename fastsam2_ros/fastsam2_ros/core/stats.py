@@ -93,10 +93,6 @@ class BitMasks(Mapping):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def union(self) -> np.ndarray:
-        """Pixels covered by any object (bool [H, W]) without decoding the masks."""
-        return self.bits.any(axis=0) if self.bits.shape[0] > 1 else self.bits[0] != 0
-
     def union_image(self, out: Optional[np.ndarray] = None) -> np.ndarray:
         """uint8 [H, W] 255 where any object is, 0 elsewhere, written into ``out`` if given
         (e.g. a message's buffer), from the (OR-ed) bit planes."""

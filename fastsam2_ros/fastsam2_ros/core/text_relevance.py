@@ -66,13 +66,6 @@ class TextState:
             return F.normalize(self.aligned.float(), dim=0)
         return F.normalize(self.weight.float() @ self.text_embedding.float(), dim=0)
 
-    def token_vectors(self, tokens: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
-        """``text_i`` of the router input, [N, C]: the paper's e' broadcast (paper_lsq) or the
-        text direction scaled by each token's relevance (clip_ridge)."""
-        if self.mode == "paper_lsq":
-            return self.aligned[None].to(tokens).expand(tokens.shape[0], -1)
-        return relevance[:, None] * self.direction()[None].to(tokens)
-
 
 def fit_paper_lsq(tokens: torch.Tensor, text_embedding: torch.Tensor, text: str) -> TextState:
     """Paper eq. 4-5 (text-independent, see module doc): e' = W_t e, W_t = pinv(X) 1 e^T."""

@@ -222,6 +222,7 @@ class StreamingTracker:
             return pending
         rows = slice(0, self.bank.rows)
         plan, layout = self._plan(rows)
+        staged = self._staged_frame()
         eager = self.runner.mode == "eager"
         timer = StageTimer(str(self.device)) if eager else None
         step = functools.partial(self.model.track_objects, bank=self.bank, plan=plan,
@@ -233,10 +234,10 @@ class StreamingTracker:
         new_steps = self.runner.new_steps
         with self._inference():
             outs = self.runner.run(
-                (plan, tuple(self._staged.shape), self._staged.dtype, self._bank_generation),
-                step, {"frame": self._staged, **layout.inputs()}, preserve=self.bank.preserved,
+                (plan, tuple(staged.shape), staged.dtype, self._bank_generation),
+                step, {"frame": staged, **layout.inputs()}, preserve=self.bank.preserved,
                 eager_fn=functools.partial(step, timer=timer) if eager else None)
-            self.stager.mark_consumed(self._staged)
+            self.stager.mark_consumed(staged)
             self.bank.commit_tracked(self._t, rows)
             self._backbone = {"backbone_fpn": [outs[f"fpn{i}"] for i in range(3) if f"fpn{i}" in outs],
                               "vision_pos_enc": [outs[f"vpe{i}"] for i in range(3) if f"vpe{i}" in outs]}
@@ -396,20 +397,28 @@ class StreamingTracker:
         self._t += 1
         self._image = image
         self._backbone = None
-        self._staged = self.stager.stage(image)
+        self._staged = None  # staged on first use: a frame before any prompt costs nothing
         for obj in self.objects.values():
             if obj.point_frame != self._t:
                 obj.point_inputs, obj.point_frame = None, -1
 
-    def _plan(self, rows: slice, out_hw=None):
-        # eager steps read only the slots that hold memories; captured ones keep static shapes
-        layout = self.bank.layout(self._t, rows, compact=not self.runner.static_buffers)
+    def _staged_frame(self) -> torch.Tensor:
+        """The current frame ready for the device (sam2's preprocessing in pil mode), made once."""
+        if self._staged is None:
+            self._staged = self.stager.stage(self._image)
+        return self._staged
+
+    def _plan(self, rows: slice, compact: Optional[bool] = None):
+        """The step's static plan and the bank layout it reads; ``compact`` (default: the step runs
+        eagerly) reads only the slots that hold memories, a captured step keeps static shapes."""
+        compact = not self.runner.static_buffers if compact is None else compact
+        layout = self.bank.layout(self._t, rows, compact=compact)
         has_text = bool(self.bank.text) and any(o.text_state is not None for o in self.objects.values())
         plan = StepPlan(shape=layout.shape, masked=layout.masked,
-                        keep=num_kept(self._num_tokens, self.keep_ratio), memory_tokens=self.bank.k,
+                        keep=num_kept(self._num_tokens, self.keep_ratio),
                         filler=self.cfg.filler, memory_mask_boost=float(self.cfg.memory_mask_boost),
                         text=self.cfg.text_mode if has_text else None,
-                        out_hw=tuple(out_hw or self._image.shape[:2]),
+                        out_hw=tuple(self._image.shape[:2]),
                         threshold=float(self.cfg.mask_threshold))
         return plan, layout
 
@@ -417,7 +426,7 @@ class StreamingTracker:
         """Encoder output of the current frame (from its tracking step, or computed now)."""
         if self._backbone is None:
             with timer.stage("encoder"):
-                self._backbone = self.model.encode_frame(self._staged.to(self.device))
+                self._backbone = self.model.encode_frame(self._staged_frame().to(self.device))
         return self._backbone
 
     def _current_tokens(self):
@@ -456,8 +465,8 @@ class StreamingTracker:
         prev_logits = None
         if has_output and mask_inputs is None:
             prev_logits = torch.clamp(self.bank.prev_logits[obj.row:obj.row + 1], -32.0, 32.0)
-        plan, _ = self._plan(slice(obj.row, obj.row + 1))
-        self.model.prompt_object(backbone, self.bank, obj.row, t, is_init, plan, self.router,
+        plan, layout = self._plan(slice(obj.row, obj.row + 1), compact=True)  # an eager step
+        self.model.prompt_object(backbone, self.bank, obj.row, t, is_init, plan, layout, self.router,
                                  point_inputs=point_inputs, mask_inputs=mask_inputs,
                                  prev_logits=prev_logits, timer=timer)
         obj.tokens_kept = self._num_tokens if is_init or mask_inputs is not None else plan.keep
