@@ -234,12 +234,12 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     fmt = str(getattr(msg, "format", ""))
     if "compresseddepth" in fmt.lower():
         raise InputError(f"compressedDepth images ({fmt!r}) are depth, not colour")
-    data = _as_bytes(msg.data)
-    if not data:
+    data = _byte_view(msg.data)  # no copy of the payload
+    if not data.size:
         raise InputError("empty compressed image")
-    if len(data) > MAX_COMPRESSED_BYTES:
+    if data.size > MAX_COMPRESSED_BYTES:
         raise InputError(f"compressed image larger than {MAX_COMPRESSED_BYTES // 2 ** 20} MiB")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise InputError(f"cannot decode compressed image (format {fmt!r})")
     if img.dtype not in (np.uint8, np.uint16):

@@ -131,7 +131,8 @@ class _Collector:
             return True
 
 
-def _wait(cond, timeout: float, step: float = 0.02) -> bool:
+def wait_until(cond, timeout: float, step: float = 0.02) -> bool:
+    """Poll ``cond`` until it holds or ``timeout`` seconds pass; its last value."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
@@ -230,8 +231,8 @@ def _run(args) -> int:
             print(f"error: the tracker node could not start: {node.health.fatal}", file=sys.stderr)
             return 2
         print(f"model ready in {time.perf_counter() - t0:.1f} s; {src.count} frame(s) from {args.input}")
-        if not (_wait(lambda: pub.get_subscription_count() > 0, 10.0)
-                and _wait(lambda: node.count_publishers(node.resolve_topic_name("stats")) > 0, 10.0)
+        if not (wait_until(lambda: pub.get_subscription_count() > 0, 10.0)
+                and wait_until(lambda: node.count_publishers(node.resolve_topic_name("stats")) > 0, 10.0)
                 and client.wait_for_service(timeout_sec=10.0)):
             print("error: the feeder and the tracker node did not discover each other (DDS)", file=sys.stderr)
             return 1
@@ -248,20 +249,17 @@ def _run(args) -> int:
             stamps.append(key)
             pub.publish(msg)
             sent += 1
+            if i == 0 and not col.wait(key, args.frame_timeout):
+                print("error: no output for frame 0", file=sys.stderr)
+                return 1
             if i == 0 and args.auto:  # frame 0's outputs come after its automatic prompt
-                if not col.wait(key, args.frame_timeout):
-                    print("error: no output for frame 0", file=sys.stderr)
-                    return 1
                 if not _report_auto_start(col.stats[key], node.health.last_error):
                     return 2
             elif i == 0:
-                if not col.wait(key, args.frame_timeout):
-                    print("error: no output for frame 0", file=sys.stderr)
-                    return 1
                 req = AddObject.Request()
                 req.prompt = _prompt_msg(Prompt, Point, args)
                 fut = client.call_async(req)
-                if not _wait(fut.done, args.frame_timeout) or fut.result() is None:
+                if not wait_until(fut.done, args.frame_timeout) or fut.result() is None:
                     print("error: add_object did not answer", file=sys.stderr)
                     return 1
                 res = fut.result()

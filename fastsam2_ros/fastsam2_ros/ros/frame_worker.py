@@ -144,10 +144,6 @@ class FrameWorker:
         for cmd in left:
             cmd.future.set_exception(InputError("the tracker stopped (lifecycle transition)"))
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and not self._stop.is_set()
-
     # ----------------------------------------------------------------------------- inputs
     def offer_frame(self, kind: str, msg: Any) -> None:
         """Keep ``msg`` as the newest frame (called by the image callbacks; never blocks)."""
@@ -276,9 +272,7 @@ class FrameWorker:
                 if req is prompt:
                     raise
                 self._bad_input(f"{req.source} rejected: {exc}", prompt=True)
-        if not fed:
-            result = tracker.track(rgb)
-        elif result is None:  # a prompt took the frame and then failed
+        if result is None:  # no prompt took the frame, or one took it and then failed
             result = tracker.track(rgb)
         return result, outcome
 

@@ -54,6 +54,8 @@ import numpy as np
 from ..core.errors import InputError
 from ..core.prompts import validate_image
 from ..core.stats import BitMasks, FrameResult, FrameStats
+from .demo import wait_until
+from .messages import NODE_STAGES
 from .process_memory import keep_freed_memory
 
 SCHEMA_VERSION = 1
@@ -75,7 +77,7 @@ SET_TOPICS = {"mask": ("mask", "stats"), "mask+labels+objects": ("mask", "labels
               "+overlay": ("mask", "labels", "objects", "overlay", "stats"),
               "+overlay@10Hz": ("mask", "labels", "objects", "stats")}
 #: the node's own account of its cost (TrackerStats fields, where the node has them)
-NODE_STAT_FIELDS = ("decode_ms", "publish_ms", "overlay_ms")
+NODE_STAT_FIELDS = tuple(f"{stage}_ms" for stage in NODE_STAGES)
 NAMESPACE = "/fastsam2_bench"
 NODE_NAME = "fastsam2_tracker"
 
@@ -310,7 +312,7 @@ class Probe:
         client = self.node.create_client(Trigger, f"{NAMESPACE}/{name}")
         client.wait_for_service(timeout_sec=30.0)
         fut = client.call_async(Trigger.Request())
-        _wait(fut.done, 300.0)
+        wait_until(fut.done, 300.0, step=0.01)
         self.node.destroy_client(client)
 
     def add_object_at(self, x: float, y: float) -> None:
@@ -324,14 +326,12 @@ class Probe:
         req.prompt.object_id, req.prompt.new_object = 1, True
         req.prompt.points, req.prompt.labels = [Point(x=float(x), y=float(y))], [1]
         fut = client.call_async(req)
-        _wait(fut.done, 300.0)
+        wait_until(fut.done, 300.0, step=0.01)
         self.node.destroy_client(client)
         if not fut.result().success:
             raise RuntimeError(f"add_object failed: {fut.result().message}")
 
     def make_frame(self, w: int, h: int, seed: int):
-        from sensor_msgs.msg import Image
-
         from ..image_messages import numpy_to_image
 
         rng = np.random.default_rng(seed)
@@ -366,15 +366,6 @@ class Probe:
         self.executor.shutdown(timeout_sec=5.0)
         self.node.destroy_node()
         rclpy.shutdown(context=self.ctx)
-
-
-def _wait(cond, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return bool(cond())
 
 
 # ============================================================================ measurements

@@ -54,10 +54,6 @@ class OutputPublishers:
             self._pubs["detections"] = node.create_lifecycle_publisher(Detection2DArray,
                                                                         "detections", qos)
 
-    @property
-    def topics(self):
-        return sorted(self._pubs)
-
     def destroy(self) -> None:
         pubs, self._pubs = self._pubs, {}
         for pub in pubs.values():

@@ -135,11 +135,8 @@ class TrackerNode(LifecycleNode):
     @_transition
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.health.state = "configuring"
-        problem = self._parameter_problem()
-        if problem:
-            self.health.state = "unconfigured"
-            return self._fail(problem)
-        if not self._load_tracker():
+        cfg = self._load_tracker()
+        if cfg is None:
             self.health.state = "unconfigured"
             return TransitionCallbackReturn.FAILURE
         self._outputs = OutputPublishers(self, int(self._settings["output_qos_depth"]),
@@ -156,21 +153,15 @@ class TrackerNode(LifecycleNode):
         self._restart_diagnostics_timer()
         self.health.fatal = None
         self.health.state = "inactive"
-        cfg = self._tracker.cfg if hasattr(self._tracker, "cfg") else None
-        self.get_logger().info(f"configured on {self.health.device}" + (
-            f": model {cfg.model_cfg}, image_size {cfg.image_size}, keep_ratio {cfg.keep_ratio}"
-            if cfg is not None else ""))
+        self.get_logger().info(f"configured on {self.health.device}: model {cfg.model_cfg}, "
+                               f"image_size {cfg.image_size}, keep_ratio {cfg.keep_ratio}")
         return super().on_configure(state)
 
     @_transition
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self._tracker is None:  # released on deactivate: load again
-            problem = self._parameter_problem()
-            if problem:
-                return self._fail(problem)
-            if not self._load_tracker():
-                self.health.state = "inactive"
-                return TransitionCallbackReturn.FAILURE
+        if self._tracker is None and self._load_tracker() is None:  # released on deactivate
+            self.health.state = "inactive"
+            return TransitionCallbackReturn.FAILURE
         self.health.reset_counters()
         activated = super().on_activate(state)  # the lifecycle publishers first: no frame is lost
         self._worker = FrameWorker(
@@ -266,39 +257,46 @@ class TrackerNode(LifecycleNode):
         self.health.fatal = message
         return TransitionCallbackReturn.FAILURE
 
-    def _parameter_problem(self) -> Optional[str]:
-        """Why the current parameters cannot configure the node (None when they can)."""
+    def _tracker_config(self) -> TrackerConfig:
+        """The tracker configuration of the current parameters; InputError saying why they
+        cannot configure the node."""
         if self.rejected_parameters:
-            return "invalid parameters: " + "; ".join(self.rejected_parameters.values())
+            raise InputError("invalid parameters: " + "; ".join(self.rejected_parameters.values()))
         for spec in NODE_PARAMETERS:
             if spec.choices and self._settings[spec.name] not in spec.choices:
-                return (f"invalid parameters: {spec.name} must be one of {', '.join(spec.choices)},"
-                        f" got {self._settings[spec.name]!r}")
+                raise InputError(f"invalid parameters: {spec.name} must be one of "
+                                 f"{', '.join(spec.choices)}, got {self._settings[spec.name]!r}")
         try:
-            tracker_config_from_node(self)
+            return tracker_config_from_node(self)
         except InputError as exc:
-            return f"invalid tracker parameters: {exc}"
-        return None
+            raise InputError(f"invalid tracker parameters: {exc}") from None
 
-    def _load_tracker(self) -> bool:
+    def _load_tracker(self) -> Optional[TrackerConfig]:
+        """Check the parameters and build the tracker from them: its configuration, or None (the
+        reason logged and set as the node's fatal error)."""
         t0 = time.perf_counter()
         try:
-            tracker = self._factory(tracker_config_from_node(self))
+            cfg = self._tracker_config()
+        except InputError as exc:
+            self._fail(str(exc))
+            return None
+        try:
+            tracker = self._factory(cfg)
         except CheckpointError as exc:
             self._fail(f"cannot load the SAM 2 model: {exc}")
-            return False
+            return None
         except (InputError, FastSam2Error) as exc:
             self._fail(f"cannot build the tracker: {exc}")
-            return False
+            return None
         except Exception as exc:  # noqa: BLE001 - a broken install must not kill the node
             self.get_logger().error(traceback.format_exc())
             self._fail(f"cannot build the tracker ({type(exc).__name__}): {exc}")
-            return False
+            return None
         self._tracker = tracker
         self.health.device = str(getattr(tracker, "device", ""))
         self.health.fatal = None
         self.get_logger().info(f"model loaded in {time.perf_counter() - t0:.1f} s")
-        return True
+        return cfg
 
     def _restart_diagnostics_timer(self) -> None:
         period = float(self._settings["diagnostics_period"])
@@ -363,20 +361,23 @@ class TrackerNode(LifecycleNode):
     def _max_text(self) -> int:
         return int(self.get_parameter("max_text_length").value)
 
-    def _submit_prompt(self, req: PromptRequest, queue_if_no_frame: bool):
+    def _active_worker(self) -> FrameWorker:
+        """The running frame worker; InputError (naming the lifecycle state) when inactive."""
         worker = self._worker
         if worker is None:
             raise InputError(f"the tracker is not active (lifecycle state {self.lifecycle_state}); "
                              "activate it first")
+        return worker
+
+    def _submit_prompt(self, req: PromptRequest, queue_if_no_frame: bool):
+        worker = self._active_worker()
         return wait(worker.submit("prompt", req, queue_if_no_frame), SERVICE_TIMEOUT_S)
 
     def _try_prompt(self, build: Callable[[], PromptRequest], source: str) -> None:
         """Topic prompt: build + queue for the worker, log and count errors, never raise."""
         try:
             req = build()
-            worker = self._worker
-            if worker is None:
-                raise InputError("the tracker is not active; activate it first")
+            worker = self._active_worker()
             future = worker.submit("prompt", req, queue_if_no_frame=True)
             future.add_done_callback(lambda f: self._prompt_done(f, source))
         except FastSam2Error as exc:
@@ -468,9 +469,7 @@ class TrackerNode(LifecycleNode):
     def _srv_remove_object(self, request: RemoveObject.Request, response: RemoveObject.Response):
         try:
             obj_id = validate_object_id(int(request.object_id))
-            worker = self._worker
-            if worker is None:
-                raise InputError("the tracker is not active; activate it first")
+            worker = self._active_worker()
             wait(worker.submit("remove", obj_id), SERVICE_TIMEOUT_S)
             response.success, response.message = True, f"object {obj_id} removed"
         except FastSam2Error as exc:
@@ -483,9 +482,7 @@ class TrackerNode(LifecycleNode):
 
     def _srv_reset(self, request: Trigger.Request, response: Trigger.Response):
         try:
-            worker = self._worker
-            if worker is None:
-                raise InputError("the tracker is not active; activate it first")
+            worker = self._active_worker()
             wait(worker.submit("reset"), SERVICE_TIMEOUT_S)
             response.success, response.message = True, "all objects and memory cleared"
             self.get_logger().info("reset: " + response.message)
@@ -498,10 +495,7 @@ class TrackerNode(LifecycleNode):
         for the worker in its own callback group, at most SERVICE_TIMEOUT_S."""
         future = None
         try:
-            worker = self._worker
-            if worker is None:
-                raise InputError(f"the tracker is not active (lifecycle state {self.lifecycle_state}); "
-                                 "activate it first")
+            worker = self._active_worker()
             future = worker.submit("auto_prompt")
             plan = wait(future, SERVICE_TIMEOUT_S)
             response.success, response.message = True, auto_prompt_summary(plan)
