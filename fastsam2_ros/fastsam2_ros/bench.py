@@ -149,6 +149,11 @@ def _prompt_all(tracker, frame0: np.ndarray, clicks: Sequence[Click]):
                            image=frame0 if obj_id == 1 else None)
 
 
+def _prompt_all_official(session, clicks: Sequence[Click]) -> None:
+    for obj_id, click in enumerate(clicks, start=1):
+        session.add_prompt(0, obj_id, points=[list(click)], labels=[1])
+
+
 def _stream(tracker, frames, clicks, pipelined: bool = False):
     """Prompt frame 0, track frames 1..N-1; returns (results, wall seconds of the loop, each
     frame's wall ms: for ``track`` its latency, pipelined the time between two results)."""
@@ -171,6 +176,14 @@ def _stream(tracker, frames, clicks, pipelined: bool = False):
             results.append(tracker.track(frame))
             stamps.append(time.perf_counter())
     return results, stamps[-1] - t0, list(np.diff(stamps) * 1e3)
+
+
+def _timed_pass(wall: float, frame_ms: Sequence[float]) -> dict:
+    """What a timed pass of any mode reports: the wall clock over frames 1..N-1 per frame and as
+    FPS, and each frame's time with its percentiles."""
+    n = len(frame_ms)
+    return {"frames_timed": n, "ms_per_frame": wall * 1e3 / n, "fps": n / wall,
+            "latency_ms": latency_summary(frame_ms), "frame_ms": [round(x, 3) for x in frame_ms]}
 
 
 def latency_summary(frame_ms: Sequence[float]) -> Dict[str, float]:
@@ -210,10 +223,10 @@ def run_ours(cfg: TrackerConfig, model, frames, clicks, keep_ratio: float,
     if profile and cuda:  # eager with synchronised stage timers
         profiler = StreamingTracker(mode_cfg.replace(cuda_graphs=False), model=model, num_frames_hint=n)
         stage_rows = [r.stats.stage_ms for r in _stream(profiler, frames, clicks)[0]]
-    out = {"keep_ratio": keep_ratio, "objects": len(clicks), "frames_timed": n - 1,
-           "ms_per_frame": wall * 1e3 / (n - 1), "fps": (n - 1) / wall,
-           "latency_ms": latency_summary(frame_ms), "frame_ms": [round(x, 3) for x in frame_ms],
-           "fps_pipelined": (n - 1) / wall_pipe, "stage_ms": _mean_stages(stage_rows, wall * 1e3 / (n - 1)),
+    timed = _timed_pass(wall, frame_ms)
+    out = {"keep_ratio": keep_ratio, "objects": len(clicks), **timed,
+           "fps_pipelined": (n - 1) / wall_pipe,
+           "stage_ms": _mean_stages(stage_rows, timed["ms_per_frame"]),
            "gpu_ms_per_frame": float(np.mean([r.stats.gpu_ms for r in results])),
            "startup_s": startup_s, "capture_s": tracker.runner.capture_s,
            "graphs": len(tracker.runner), "capture_failures": dict(
@@ -285,7 +298,6 @@ def run_official(cfg: TrackerConfig, predictor, frames, clicks, warmup_frames: i
                  profile: bool) -> Tuple[dict, list]:
     from .core.official import OfficialVideoSession
 
-    n = len(frames)
     _release_unused(predictor.device)
     reset_peak_gpu_memory(predictor.device)
     t0 = time.perf_counter()
@@ -293,8 +305,7 @@ def run_official(cfg: TrackerConfig, predictor, frames, clicks, warmup_frames: i
 
     def one_run(timer=None, max_frames=None):
         session.reset()
-        for obj_id, click in enumerate(clicks, start=1):
-            session.add_prompt(0, obj_id, points=[list(click)], labels=[1])
+        _prompt_all_official(session, clicks)
         masks, rows, stamps = [], [], []
         if timer is not None:
             timer.take()
@@ -327,10 +338,10 @@ def run_official(cfg: TrackerConfig, predictor, frames, clicks, warmup_frames: i
         if timer is not None:
             timer.remove()
     tokens = (predictor.image_size // 16) ** 2
-    out = {"keep_ratio": 1.0, "objects": len(clicks), "frames_timed": n - 1,
-           "ms_per_frame": wall * 1e3 / (n - 1), "fps": (n - 1) / wall,
-           "latency_ms": latency_summary(frame_ms), "frame_ms": [round(x, 3) for x in frame_ms],
-           "stage_ms": _mean_stages(rows, wall * 1e3 / (n - 1)), "startup_s": startup_s, "load_ms": session.load_ms,
+    timed = _timed_pass(wall, frame_ms)
+    out = {"keep_ratio": 1.0, "objects": len(clicks), **timed,
+           "stage_ms": _mean_stages(rows, timed["ms_per_frame"]), "startup_s": startup_s,
+           "load_ms": session.load_ms,
            "tokens_total": tokens, "tokens_kept": float(tokens), "router_mode": "official",
            "state_bytes": session.state_bytes(), "peak_gpu_memory_bytes": peak}
     return out, masks
@@ -401,8 +412,7 @@ def run_soak(cfg: TrackerConfig, model, frames, clicks, keep_ratio: float, lengt
     official = build_official_predictor(cfg, state_dict=model.state_dict())
     reset_peak_gpu_memory(model.device)
     session = OfficialVideoSession(official, stream, autocast_bf16=cfg.bf16)
-    for obj_id, click in enumerate(clicks, start=1):
-        session.add_prompt(0, obj_id, points=[list(click)], labels=[1])
+    _prompt_all_official(session, clicks)
     for t, _ in session.propagate(0):
         if t and (t % every == 0 or t == length - 1):
             trace_official.append(sample(t, {"state_bytes": session.state_bytes()}))

@@ -1,7 +1,6 @@
 """Test helper: Inductor's compile-worker processes below this process (Linux ``/proc``)."""
 
 import os
-import time
 
 
 def compile_worker_processes() -> set:
@@ -25,11 +24,3 @@ def compile_worker_processes() -> set:
         found |= below
         grew = bool(below)
     return found
-
-
-def wait_for(condition, seconds: float) -> bool:
-    """Poll ``condition`` until it holds or ``seconds`` pass; its last value."""
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return condition()

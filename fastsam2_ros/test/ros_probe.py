@@ -48,14 +48,14 @@ def frame_rgb(seed=0, shift=0):
 class Probe(Node):
     """Publishes inputs, records outputs (keyed by topic), calls services of the node in ``ns``."""
 
-    def __init__(self, ctx, ns, image_qos=None):
+    def __init__(self, ctx, ns):
         super().__init__("fastsam2_test_probe", context=ctx)
         NS = ns
         self.lock = threading.Lock()
         self.msgs = defaultdict(list)
         rel = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         # a reliable image publisher must connect to the node's best-effort (sensor-data) subscription
-        self.image = self.create_publisher(Image, f"{NS}/image", image_qos or rel)
+        self.image = self.create_publisher(Image, f"{NS}/image", rel)
         self.compressed = self.create_publisher(CompressedImage, f"{NS}/image/compressed",
                                                 qos_profile_sensor_data)
         self.prompt = self.create_publisher(Prompt, f"{NS}/prompt", 10)

@@ -31,7 +31,6 @@ class SceneTracker:
         self.occluded = {}
         self.image = None
         self.callers = set()  # thread idents of every call
-        self.released = False
 
     def _called(self):
         self.callers.add(threading.get_ident())
@@ -82,12 +81,11 @@ class SceneTracker:
 
     def set_keep_ratio(self, keep_ratio):
         self._called()
-        self.cfg.replace(keep_ratio=keep_ratio)
+        self.cfg.replace(keep_ratio=keep_ratio)  # validates like the real tracker (raises InputError)
         self.keep_ratio = float(keep_ratio)
 
     def release(self):
         self._called()
-        self.released = True
 
     def _result(self, auto):
         masks = {i: np.all(self.image == np.array(c, np.uint8), axis=2) for i, c in self.colours.items()}

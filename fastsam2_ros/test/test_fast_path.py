@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from compile_workers import compile_worker_processes, wait_for
+from compile_workers import compile_worker_processes
+from polling import wait_for
 from fastsam2_ros.core import TrackerConfig
 from fastsam2_ros.core.config import COMPILE_MODES
 from fastsam2_ros.core.errors import InputError
@@ -146,9 +147,9 @@ def test_mask_bits_round_trip_for_many_objects():
     assert single[7].dtype == np.bool_ and np.array_equal(single[7], want[0])
 
 
-def _fake_model(image_size=64):
+def _fake_model():
     return types.SimpleNamespace(memory_temporal_stride_for_eval=1, num_maskmem=7,
-                                 max_obj_ptrs_in_encoder=16, image_size=image_size, mem_dim=64,
+                                 max_obj_ptrs_in_encoder=16, image_size=64, mem_dim=64,
                                  hidden_dim=256)
 
 
@@ -366,13 +367,15 @@ def test_release_compile_workers_stops_inductor_worker_processes(monkeypatch):
     async_compile.AsyncCompile.warm_pool()
     async_compile.AsyncCompile.wakeup()
     try:
-        assert wait_for(lambda: len(compile_worker_processes()) >= 2, 120), "no worker pool started"
+        assert wait_for(lambda: len(compile_worker_processes()) >= 2, 120, step=0.2), \
+            "no worker pool started"
         assert release_compile_workers()
-        assert wait_for(lambda: not compile_worker_processes(), 30)
+        assert wait_for(lambda: not compile_worker_processes(), 30, step=0.2)
         # a later compile (a new shape under torch_compile: all) gets a new pool
         async_compile.AsyncCompile.warm_pool()
         async_compile.AsyncCompile.wakeup()
-        assert wait_for(lambda: len(compile_worker_processes()) >= 2, 120), "no new pool after release"
+        assert wait_for(lambda: len(compile_worker_processes()) >= 2, 120, step=0.2), \
+            "no new pool after release"
     finally:
         async_compile.shutdown_compile_workers()
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from fastsam2_ros.core.config import TrackerConfig
 from fastsam2_ros.ros.frame_worker import PUBLISH_BACKLOG, FrameWorker
+from polling import wait_for
 from scene_tracker import SceneTracker
 
 
@@ -60,15 +61,13 @@ def make_worker(tracker, rec):
                        publish_on_prompt=lambda: True)
 
 
-def feed(worker, tracker, n, wait_tracked=True):
+def feed(worker, tracker, n):
     """Offer n frames, each once the worker has taken the previous one (none is dropped)."""
     rgb = np.zeros((16, 16, 3), np.uint8)
     for i in range(n):
         before = len(tracker.tracked)
         worker.offer_frame("raw", SimpleNamespace(rgb=rgb, header=SimpleNamespace(frame_id="f")))
-        deadline = time.monotonic() + 10
-        while wait_tracked and len(tracker.tracked) == before and time.monotonic() < deadline:
-            time.sleep(0.001)
+        wait_for(lambda: len(tracker.tracked) != before, 10.0, step=0.001)
 
 
 def run_pipeline(frames, published, track_s=0.0, publish_s=0.0, fail_on=()):
@@ -78,7 +77,7 @@ def run_pipeline(frames, published, track_s=0.0, publish_s=0.0, fail_on=()):
     worker.start()
     try:
         feed(worker, tracker, frames)
-        assert wait_until(lambda: len(rec.published) == published)
+        assert wait_for(lambda: len(rec.published) == published)
     finally:
         worker.stop()
     return tracker, rec
@@ -116,10 +115,3 @@ def test_a_failed_publication_is_reported_and_the_next_frame_goes_out():
     assert len(rec.errors) == 1 and "frame 1" in str(rec.errors[0])
 
 
-def wait_until(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.005)
-    return cond()

