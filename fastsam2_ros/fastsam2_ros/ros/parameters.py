@@ -36,6 +36,13 @@ class ParamSpec:
     #: "core" (TrackerConfig field) or "node"
     group: str = "node"
 
+    def choice_problem(self, value: Any) -> Optional[str]:
+        """Why ``value`` is not one of the choices of a node parameter (None: it is, or the
+        core's table checks this parameter)."""
+        if self.choices and self.group == "node" and value not in self.choices:
+            return f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}"
+        return None
+
 
 _MODELS = sorted(MODEL_ALIASES) + sorted(MODEL_CONFIGS)
 IMAGE_RELIABILITIES = ("best_effort", "reliable")

@@ -263,9 +263,9 @@ class TrackerNode(LifecycleNode):
         if self.rejected_parameters:
             raise InputError("invalid parameters: " + "; ".join(self.rejected_parameters.values()))
         for spec in NODE_PARAMETERS:
-            if spec.choices and self._settings[spec.name] not in spec.choices:
-                raise InputError(f"invalid parameters: {spec.name} must be one of "
-                                 f"{', '.join(spec.choices)}, got {self._settings[spec.name]!r}")
+            problem = spec.choice_problem(self._settings[spec.name])
+            if problem:
+                raise InputError(f"invalid parameters: {problem}")
         try:
             return tracker_config_from_node(self)
         except InputError as exc:
@@ -540,9 +540,9 @@ class TrackerNode(LifecycleNode):
             spec = specs.get(p.name)
             if spec is None:
                 continue
-            if spec.choices and spec.group == "node" and p.value not in spec.choices:
-                return SetParametersResult(successful=False, reason=(
-                    f"{p.name} must be one of {', '.join(spec.choices)}"))
+            problem = spec.choice_problem(p.value)
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
             if spec.group == "core":
                 try:  # the core's ranges (e.g. keep_ratio's open lower end)
                     TrackerConfig.from_mapping({p.name: p.value})
