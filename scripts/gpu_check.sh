@@ -15,7 +15,8 @@
 #   FP32=1 also runs large in fp32 (official and keep 1.0: their IoU without bf16's rounding),
 #   VOS=seconds to give sam2's torch.compile'd predictor (default 0: skipped), STEP_LIMIT (420 s),
 #   BUDGET=seconds after which optional steps (compile, VOS) are skipped (default 100000),
-#   ARCHIVE=file.tgz: packs OUT into it after every step (for machines that return few files).
+#   ARCHIVE=file.tgz: packs OUT into it after every step (for machines that return few files),
+#   DEVICE (cuda): cpu makes it a dry run of every step at small sizes (the tests run it so).
 set -u
 cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks}"
@@ -32,6 +33,7 @@ COMPILE_MODELS="${COMPILE_MODELS:-tiny large}"
 FP32="${FP32:-0}"
 BUDGET="${BUDGET:-100000}"
 TAG="${TAG:-gpu}"
+DEVICE="${DEVICE:-cuda}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 if [ -n "${WHEELS:-}" ]; then
@@ -40,17 +42,19 @@ if [ -n "${WHEELS:-}" ]; then
   export PYTHONPATH="/tmp/fastsam2_site:$PWD/fastsam2_ros${PYTHONPATH:+:$PYTHONPATH}"
 fi
 PY="${PYTHON:-python3}"
-"$PY" - <<'EOF' || exit 1
-import torch, sam2, fastsam2_ros.core
-assert torch.cuda.is_available(), "no CUDA device"
-print("torch", torch.__version__, "|", torch.cuda.get_device_name(), "| sam2", sam2.__file__)
+DEVICE="$DEVICE" "$PY" - <<'EOF' || exit 1
+import os, torch, sam2, fastsam2_ros.core
+device = torch.device(os.environ["DEVICE"])
+assert device.type != "cuda" or torch.cuda.is_available(), "no CUDA device"
+print("torch", torch.__version__, "|", torch.cuda.get_device_name(device) if device.type == "cuda"
+      else device, "| sam2", sam2.__file__)
 EOF
 
 status=()
 step() {  # step NAME ARGS...: one bench run, JSON + log under OUT
   local name="$1"; shift
   local t0=$SECONDS
-  timeout "$STEP_LIMIT" "$PY" -m fastsam2_ros.bench --random-weights --device cuda \
+  timeout "$STEP_LIMIT" "$PY" -m fastsam2_ros.bench --random-weights --device "$DEVICE" \
       --frames "$FRAMES" --max-frames "$N" --image-size "$SIZE" \
       --json "$OUT/${TAG}_${name}.json" "$@" >"$OUT/${TAG}_${name}.log" 2>&1
   local rc=$?

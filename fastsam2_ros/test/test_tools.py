@@ -1,9 +1,17 @@
 """The benchmark and router-training command lines, end to end at tiny sizes (random weights)."""
 
 import json
+import os
+import pathlib
+import subprocess
+import sys
+import tarfile
 
+import numpy as np
 import pytest
 import torch
+
+from PIL import Image
 
 from fastsam2_ros import bench, router_training
 from fastsam2_ros.core import TrackerConfig
@@ -97,3 +105,40 @@ def test_router_training_writes_weights_the_tracker_loads(tmp_path):
     assert tracker.track(frame).stats.router_mode == "mlp"
     assert router_training.main(["--data", str(tmp_path / "nothing"), "--out", str(out),
                                  "--random-weights"]) == 2
+
+
+GPU_CHECK = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"
+
+
+def test_gpu_check_script_runs_every_step_as_a_cpu_dry_run(tmp_path):
+    """The one-shot GPU script (a GPU lease is short and rare) runs every step it would run there,
+    at a small size on the CPU, and packs every result: a renamed flag or a broken step shows up
+    here, not on the GPU."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):  # the script's clicks are placed on 960x540 frames
+        Image.fromarray(rng.integers(0, 255, (540, 960, 3), dtype=np.uint8)).save(frames / f"{i:05d}.png")
+    out, archive = tmp_path / "out", tmp_path / "results.tgz"
+    env = dict(os.environ, DEVICE="cpu", PYTHON=sys.executable, OUT=str(out), FRAMES=str(frames),
+               N="3", SIZE="64", SOAK="4", REPEATS="2", COMPILE="encoder", COMPILE_MODELS="tiny",
+               FP32="1", ARCHIVE=str(archive), TAG="dry")
+    run = subprocess.run(["bash", str(GPU_CHECK)], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    steps = ["tiny_1obj", "tiny_4obj", "large_1obj", "tiny_soak", "large_1obj_fp32", "cuda_tests",
+             "tiny_compile_encoder_cold", "tiny_compile_encoder_restart"]
+    status = [line.split()[:2] for line in run.stdout.splitlines() if " rc=" in line]
+    assert status == [[name, "rc=0"] for name in steps], run.stdout
+    reports = {name: json.loads((out / f"dry_{name}.json").read_text()) for name in steps
+               if name != "cuda_tests"}
+    assert reports["tiny_1obj"]["modes"].keys() == {"official", "dense", "pruned@0.1", "pruned@0.3",
+                                                    "pruned@0.5"}
+    assert all(len(m["rounds"]) == 2 for m in reports["tiny_1obj"]["modes"].values())
+    assert reports["tiny_4obj"]["objects"] == 4 and reports["large_1obj"]["model"] == "large"
+    assert reports["tiny_soak"]["soak"]["frames"] == 4 and reports["tiny_soak"]["soak"]["ours"]
+    assert reports["large_1obj_fp32"]["bf16"] is False
+    assert reports["tiny_compile_encoder_restart"]["torch_compile"] == "encoder"
+    with tarfile.open(archive) as packed:
+        names = {pathlib.PurePath(n).name for n in packed.getnames()}
+    assert {f"dry_{name}.log" for name in steps} <= names
+    assert {f"dry_{name}.json" for name in reports} <= names
