@@ -16,9 +16,14 @@
 #   VOS=seconds to give sam2's torch.compile'd predictor (default 0: skipped), STEP_LIMIT (420 s),
 #   BUDGET=seconds after which optional steps (compile, VOS) are skipped (default 100000),
 #   ARCHIVE=file.tgz: packs OUT into it after every step (for machines that return few files),
-#   DEVICE (cuda): cpu makes it a dry run of every step at small sizes (the tests run it so).
+#   DEVICE (cuda): cpu makes it a dry run of every step (defaults N=3, SIZE=64, SOAK=4, REPEATS=2;
+#   the tests run it so).
 set -u
 cd "$(dirname "$0")/.."
+DEVICE="${DEVICE:-cuda}"
+if [ "$DEVICE" = cpu ]; then  # a dry run: every step, small and quick
+  N="${N:-3}" SIZE="${SIZE:-64}" SOAK="${SOAK:-4}" REPEATS="${REPEATS:-2}"
+fi
 OUT="${OUT:-benchmarks}"
 FRAMES="${FRAMES:-../shared/data/bedroom}"
 N="${N:-60}"
@@ -33,7 +38,6 @@ COMPILE_MODELS="${COMPILE_MODELS:-tiny large}"
 FP32="${FP32:-0}"
 BUDGET="${BUDGET:-100000}"
 TAG="${TAG:-gpu}"
-DEVICE="${DEVICE:-cuda}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 if [ -n "${WHEELS:-}" ]; then

@@ -28,6 +28,8 @@ PARAMETER_ARGUMENTS = {
     "auto_start": (bool, "Configure and activate the node at start-up (true/false)"),
     "allow_random_weights": (bool, "Run without a checkpoint on random weights (smoke tests only)"),
     "clip_weights": (str, "open_clip weights for text prompts (ViT-B-16)"),
+    "image_reliability": (str, "QoS of the image subscription: best_effort (any camera) | reliable "
+                               "(every frame of a reliable driver; large frames)"),
 }
 
 
@@ -92,7 +94,7 @@ def generate_launch_description():
                               description="geometry_msgs/Point click topic, e.g. <image>_mouse_left from "
                                           "rqt_image_view's 'publish click location'"),
         DeclareLaunchArgument("params_file", default_value=default_params,
-                              description="ROS parameter file (fastsam2_tracker: ros__parameters:)"),
+                              description="ROS parameter file (/**/fastsam2_tracker: ros__parameters:)"),
         DeclareLaunchArgument("log_level", default_value="info", description="Logger level of the node"),
     ]
     args += [DeclareLaunchArgument(name, default_value="", description=desc + " (empty: params file)")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from fastsam2_ros.core.config import DEFAULT_NODE_NAME
+from fastsam2_ros.core.config import params_file_key
 from fastsam2_ros.eval import cli
 from fastsam2_ros.eval.auto_prompts import match_to_ground_truth, variant_texts
 from fastsam2_ros.eval.report import RUN_KEYS
@@ -22,7 +22,7 @@ COMMON = ["--random-weights", "--model", "tiny", "--image-size", "64", "--device
 
 
 def write_config(path, **params):
-    path.write_text(yaml.safe_dump({DEFAULT_NODE_NAME: {"ros__parameters": params}}))
+    path.write_text(yaml.safe_dump({params_file_key(): {"ros__parameters": params}}))
     return path
 
 

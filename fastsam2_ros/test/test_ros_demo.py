@@ -20,7 +20,7 @@ cv2 = pytest.importorskip("cv2")
 import yaml  # noqa: E402
 from tiny_models import make_tiny_blip, minilm_installed, save_random_rpn  # noqa: E402
 
-from fastsam2_ros.core.config import DEFAULT_NODE_NAME  # noqa: E402
+from fastsam2_ros.core.config import params_file_key  # noqa: E402
 from fastsam2_ros.ros import demo  # noqa: E402
 
 
@@ -101,7 +101,7 @@ def auto_params(tmp_path_factory):
                          auto_min_objectness=0.0, mc_passes=0, text_mode="none",
                          auto_caption_max_tokens=1), **extra}
         path = d / f"params{len(list(d.glob('params*.yaml')))}.yaml"
-        path.write_text(yaml.safe_dump({DEFAULT_NODE_NAME: {"ros__parameters": params}}))
+        path.write_text(yaml.safe_dump({params_file_key(): {"ros__parameters": params}}))
         return path
 
     return d, write

@@ -88,7 +88,7 @@ def _run_setup(mod, **values):
 def test_node_remappings_and_overrides(launch_module):
     kw = _run_setup(launch_module, image="/camera/color/image_raw", namespace="robot",
                     checkpoint="/m/sam2.1_hiera_tiny.pt", keep_ratio="0.5", image_size="512",
-                    publish_overlay="true")
+                    publish_overlay="true", image_reliability="reliable")
     assert kw["package"] == "fastsam2_ros" and kw["executable"] == "tracker_node"
     assert kw["name"] == "fastsam2_tracker" and kw["namespace"] == "robot"
     remap = dict(kw["remappings"])
@@ -97,7 +97,7 @@ def test_node_remappings_and_overrides(launch_module):
     params_file, overrides = kw["parameters"]
     assert params_file == "/share/tracker.yaml"
     assert overrides == {"checkpoint": "/m/sam2.1_hiera_tiny.pt", "keep_ratio": 0.5,
-                         "image_size": 512, "publish_overlay": True}
+                         "image_size": 512, "publish_overlay": True, "image_reliability": "reliable"}
     specs = spec_map()
     for name, value in overrides.items():
         assert type(value) is type(specs[name].default), name

@@ -1,7 +1,9 @@
 """Parameters of the tracker node: declared with descriptions and ranges, 1:1 with TrackerConfig
 and with config/tracker.yaml, loaded from the YAML file through rclpy (no model is built)."""
 
+import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -16,15 +18,14 @@ import yaml  # noqa: E402
 from rcl_interfaces.msg import ParameterType  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
-from fastsam2_ros.core.config import DEFAULT_NODE_NAME, TrackerConfig  # noqa: E402
+from fastsam2_ros.core.config import TrackerConfig, load_ros_params, params_file_key  # noqa: E402
 from fastsam2_ros.ros import parameters as P  # noqa: E402
 
 YAML = Path(__file__).resolve().parents[1] / "config" / "tracker.yaml"
 
 
 def yaml_params():
-    data = yaml.safe_load(YAML.read_text())
-    return data[DEFAULT_NODE_NAME]["ros__parameters"]
+    return load_ros_params(YAML)
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +62,15 @@ def test_yaml_has_every_parameter_and_nothing_else():
         assert value == default, f"{name}: yaml value {value!r} differs from the default {default!r}"
 
 
-def test_every_parameter_is_documented():
+def test_docs_parameter_table_has_every_parameter_with_its_default_and_when_it_applies():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "ros.md")
     if not doc.is_file():
         pytest.skip("docs/ros.md not in this checkout")
-    text = doc.read_text()
-    missing = [s.name for s in P.parameter_specs() if f"`{s.name}`" not in text]
-    assert not missing, f"parameters missing from docs/ros.md: {missing}"
+    row = re.compile(r"^\| `(\w+)` \| `([^`]*)` \| [^|]* \| ([\w-]+) \| ")  # name, default, applied
+    rows = {m[1]: (m[2], m[3]) for m in map(row.match, doc.read_text().splitlines()) if m}
+    for spec in P.parameter_specs():
+        assert spec.name in rows, f"{spec.name} missing from the parameter table of docs/ros.md"
+        assert rows[spec.name] == (json.dumps(spec.default), spec.takes_effect), spec.name
 
 
 def test_numeric_parameters_have_ranges_containing_default():
@@ -132,7 +135,7 @@ def test_params_file_maps_onto_tracker_config(ctx, tmp_path):
     params = yaml_params()
     params.update(keep_ratio=0.5, image_size=256, model_cfg="tiny", mc_passes=2, publish_overlay=True)
     f = tmp_path / "p.yaml"
-    f.write_text(yaml.safe_dump({DEFAULT_NODE_NAME: {"ros__parameters": params}}))
+    f.write_text(yaml.safe_dump({params_file_key(): {"ros__parameters": params}}))
     c = rclpy.Context()
     rclpy.init(context=c, domain_id=DOMAIN_ID, args=["--ros-args", "--params-file", str(f)])
     try:
@@ -142,6 +145,39 @@ def test_params_file_maps_onto_tracker_config(ctx, tmp_path):
             assert cfg == TrackerConfig.from_yaml(f)
             assert (cfg.keep_ratio, cfg.image_size, cfg.model_cfg, cfg.mc_passes) == (0.5, 256, "tiny", 2)
             assert P.node_settings(node)["publish_overlay"] is True
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=c)
+
+
+def test_diagnostics_period_applies_live(ctx):
+    node = make_node(ctx)
+    try:
+        assert node.set_parameters([Parameter("diagnostics_period", value=2.5)])[0].successful
+        assert node._diag_timer.timer_period_ns == 2_500_000_000
+        assert node.set_parameters([Parameter("diagnostics_period", value=0.01)])[0].successful is False
+        assert node._diag_timer.timer_period_ns == 2_500_000_000
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.parametrize("namespace", ["", "fastsam2", "robot1/perception"])
+def test_package_params_file_reaches_the_node_in_any_namespace(tmp_path, namespace):
+    """The launch file starts the node in a namespace ("fastsam2"); rcl silently ignores a section
+    keyed by the bare node name there, so the package's file must be keyed for every namespace."""
+    data = yaml.safe_load(YAML.read_text())
+    assert list(data) == [params_file_key()]
+    data[params_file_key()]["ros__parameters"].update(keep_ratio=0.77, max_rate_hz=3.0)
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump(data))
+    c = rclpy.Context()
+    rclpy.init(context=c, domain_id=DOMAIN_ID, args=["--ros-args", "--params-file", str(f)])
+    try:
+        node = make_node(c, namespace=namespace)
+        try:
+            assert P.tracker_config_from_node(node).keep_ratio == 0.77
+            assert P.node_settings(node)["max_rate_hz"] == 3.0
         finally:
             node.destroy_node()
     finally:

@@ -120,9 +120,9 @@ def test_gpu_check_script_runs_every_step_as_a_cpu_dry_run(tmp_path):
     for i in range(4):  # the script's clicks are placed on 960x540 frames
         Image.fromarray(rng.integers(0, 255, (540, 960, 3), dtype=np.uint8)).save(frames / f"{i:05d}.png")
     out, archive = tmp_path / "out", tmp_path / "results.tgz"
-    env = dict(os.environ, DEVICE="cpu", PYTHON=sys.executable, OUT=str(out), FRAMES=str(frames),
-               N="3", SIZE="64", SOAK="4", REPEATS="2", COMPILE="encoder", COMPILE_MODELS="tiny",
-               FP32="1", ARCHIVE=str(archive), TAG="dry")
+    env = {k: v for k, v in os.environ.items() if k not in ("N", "SIZE", "SOAK", "REPEATS")}
+    env.update(DEVICE="cpu", PYTHON=sys.executable, OUT=str(out), FRAMES=str(frames),
+               COMPILE="encoder", COMPILE_MODELS="tiny", FP32="1", ARCHIVE=str(archive), TAG="dry")
     run = subprocess.run(["bash", str(GPU_CHECK)], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     steps = ["tiny_1obj", "tiny_4obj", "large_1obj", "tiny_soak", "large_1obj_fp32", "cuda_tests",
@@ -135,6 +135,7 @@ def test_gpu_check_script_runs_every_step_as_a_cpu_dry_run(tmp_path):
                                                     "pruned@0.5"}
     assert all(len(m["rounds"]) == 2 for m in reports["tiny_1obj"]["modes"].values())
     assert reports["tiny_4obj"]["objects"] == 4 and reports["large_1obj"]["model"] == "large"
+    assert all(r["image_size"] == 64 and r["frames"] == 3 for r in reports.values())  # dry-run sizes
     assert reports["tiny_soak"]["soak"]["frames"] == 4 and reports["tiny_soak"]["soak"]["ours"]
     assert reports["large_1obj_fp32"]["bf16"] is False
     assert reports["tiny_compile_encoder_restart"]["torch_compile"] == "encoder"

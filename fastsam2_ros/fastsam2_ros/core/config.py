@@ -1,6 +1,6 @@
 """Tracker configuration: one dataclass whose defaults mirror ``config/tracker.yaml``.
 
-The same YAML file is the ROS 2 parameter file of the node (``<node>: ros__parameters:``) and the
+The same YAML file is the ROS 2 parameter file of the node (``/**/<node>: ros__parameters:``) and the
 configuration of the offline tools, so a user reads every default in one place. A test keeps the
 dataclass defaults and the YAML file in sync.
 """
@@ -234,6 +234,13 @@ def _checked_type(name: str, value: Any, kind: type) -> Any:
     raise InputError(f"{name} must be {what}, got {value!r} ({type(value).__name__})")
 
 
+def params_file_key(node_name: str = DEFAULT_NODE_NAME) -> str:
+    """The key of a node's section in a parameter file that rcl applies in any namespace: a bare
+    ``fastsam2_tracker:`` only matches the node in the root namespace, and the launch file starts
+    it in ``fastsam2``."""
+    return f"/**/{node_name}"
+
+
 def load_ros_params(path: str | Path, node_name: Optional[str] = None) -> Dict[str, Any]:
     """Flat ``ros__parameters`` dict of one node in a ROS 2 parameter YAML file."""
     import yaml
@@ -246,12 +253,12 @@ def load_ros_params(path: str | Path, node_name: Optional[str] = None) -> Dict[s
     except yaml.YAMLError as exc:
         raise InputError(f"cannot parse parameter file {path}: {exc}") from exc
     node_name = node_name or DEFAULT_NODE_NAME
-    candidates = [node_name, "/**", f"/{node_name}"]
+    candidates = [params_file_key(node_name), node_name, "/**", f"/{node_name}"]
     for key in candidates:
         section = data.get(key)
         if isinstance(section, dict) and "ros__parameters" in section:
             return dict(section["ros__parameters"] or {})
-    raise InputError(f"{path} has no '{node_name}: ros__parameters:' section")
+    raise InputError(f"{path} has no '{params_file_key(node_name)}: ros__parameters:' section")
 
 
 def resolve_model_cfg(name: str) -> str:
@@ -299,7 +306,7 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
 
 __all__ = [
     "Range", "PARAMETER_RANGES", "PARAMETER_CHOICES", "IMAGE_SIZE_MULTIPLE",
-    "TrackerConfig", "load_ros_params", "resolve_model_cfg", "short_model_name",
+    "TrackerConfig", "load_ros_params", "params_file_key", "resolve_model_cfg", "short_model_name",
     "MODEL_CONFIGS", "CHECKPOINT_NAMES", "TEXT_MODES", "FILLERS", "PREPROCESS_MODES", "COMPILE_MODES", "DEFAULT_NODE_NAME",
     "PROPOSAL_SOURCES",
 ]

@@ -31,10 +31,20 @@ class ParamSpec:
     range: Optional[Range] = None
     #: allowed values of a string parameter (documented in additional_constraints)
     choices: Optional[Sequence[str]] = None
-    #: True: applied while running; False: takes effect on the next configure/activate
+    #: True: applied while running; False: takes effect at ``takes_effect``
     live: bool = False
     #: "core" (TrackerConfig field) or "node"
     group: str = "node"
+    #: the lifecycle step that reads a node setting that is not live (core settings: configure)
+    node_step: str = "activate"
+
+    @property
+    def takes_effect(self) -> str:
+        """When a new value is used: live, or at the next configure / activate / deactivate, or
+        once at start-up (the descriptor and docs/ros.md's "applied" column say this)."""
+        if self.live:
+            return "live"
+        return "configure" if self.group == "core" else self.node_step
 
     def choice_problem(self, value: Any) -> Optional[str]:
         """Why ``value`` is not one of the choices of a node parameter (None: it is, or the
@@ -121,9 +131,10 @@ TRACKER_PARAMETER_DOCS: Dict[str, Dict[str, Any]] = {
 #: Parameters of the node itself (not passed to the tracker core).
 NODE_PARAMETERS: List[ParamSpec] = [
     ParamSpec("auto_start", True, "Configure and activate the lifecycle node at start-up; false = "
-              "wait for lifecycle transitions (e.g. from a lifecycle manager)"),
+              "wait for lifecycle transitions (e.g. from a lifecycle manager)", node_step="start-up"),
     ParamSpec("keep_model_when_inactive", False, "Keep the model (and tracked objects) loaded while "
-              "inactive; false = free it (and the CUDA cache) on deactivate and reload on activate"),
+              "inactive; false = free it (and the CUDA cache) on deactivate and reload on activate",
+              node_step="deactivate"),
     ParamSpec("subscribe_compressed", False, "Also subscribe to image/compressed "
               "(sensor_msgs/CompressedImage, jpeg/png)"),
     ParamSpec("image_reliability", "best_effort", "QoS reliability of the image subscriptions: "
@@ -138,7 +149,7 @@ NODE_PARAMETERS: List[ParamSpec] = [
               "allows); frames skipped to hold the rate count as dropped", range=Range(0.0, 1000.0),
               live=True),
     ParamSpec("output_qos_depth", 5, "Queue depth of the (reliable) output publishers",
-              range=Range(1, 1000)),
+              range=Range(1, 1000), node_step="configure"),
     ParamSpec("publish_mask", True, "Publish the union mask (mono8, 0/255) on mask", live=True),
     ParamSpec("publish_labels", True, "Publish the label image (mono16, pixel = object id, 0 = "
               "background) on labels", live=True),
@@ -181,7 +192,7 @@ NODE_PARAMETERS: List[ParamSpec] = [
     ParamSpec("use_tf", True, "Transform /clicked_point into the camera frame with TF when tf2_ros is "
               "installed; otherwise only points already in the camera frame are used"),
     ParamSpec("diagnostics_period", 1.0, "Period of the /diagnostics status (seconds)",
-              range=Range(0.1, 60.0)),
+              range=Range(0.1, 60.0), live=True),
     ParamSpec("diagnostics_warn_hold", 5.0, "How long /diagnostics stays at WARN after a bad input "
               "(seconds)", range=Range(0.0, 3600.0), live=True),
 ]
@@ -239,9 +250,9 @@ def descriptor(spec: ParamSpec):
         constraints.append("in " + rng.describe())
     if spec.choices:
         constraints.append("one of: " + ", ".join(spec.choices))
-    constraints.append("applied live" if spec.live else
-                       ("takes effect on the next configure" if spec.group == "core"
-                        else "takes effect on the next configure/activate"))
+    when = spec.takes_effect
+    constraints.append({"live": "applied live", "start-up": "read once when the node starts"}.get(
+        when, f"takes effect on the next {when}"))
     d.additional_constraints = "; ".join(constraints)
     return d
 

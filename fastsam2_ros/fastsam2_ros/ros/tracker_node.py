@@ -556,6 +556,8 @@ class TrackerNode(LifecycleNode):
         for p in params:
             if p.name in self._settings:
                 self._settings[p.name] = p.value
+        if any(p.name == "diagnostics_period" for p in params):
+            self._restart_diagnostics_timer()
         if later:
             self.get_logger().info(f"parameter(s) {', '.join(later)} take effect on the next configure")
         return SetParametersResult(successful=True)
