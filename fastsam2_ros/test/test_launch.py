@@ -1,5 +1,6 @@
 """launch_testing test of launch/tracker.launch.py: the node comes up active from the launch file,
-accepts an image on the remapped topic and publishes a mask with the image's header.
+gets the values of its parameter file in the launch namespace, accepts an image on the remapped
+topic and publishes a mask with the image's header.
 
 It needs the ROS 2 launch stack (launch, launch_ros and what launch_ros imports, such as
 composition_interfaces, launch_testing) and fastsam2_ros registered in the ament index (built with
@@ -69,6 +70,25 @@ else:
     os.environ.setdefault("ROS_DOMAIN_ID", str(int(os.environ.get("FASTSAM2_TEST_DOMAIN_BASE", "60")) + 5))
     NS = "launchtest"
 
+    #: a value that only the parameter file sets: the node must get it in the launch namespace
+    FILE_ONLY = ("diagnostics_warn_hold", 7.5)
+    TEMP_FILES = []
+
+    def _params_file():
+        """The package's parameter file with one value changed (a temporary copy)."""
+        import tempfile
+
+        import yaml
+
+        share = get_package_share_directory("fastsam2_ros")
+        data = yaml.safe_load(open(os.path.join(share, "config", "tracker.yaml")))
+        (section,) = data.values()
+        section["ros__parameters"][FILE_ONLY[0]] = FILE_ONLY[1]
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            yaml.safe_dump(data, f)
+        TEMP_FILES.append(f.name)
+        return f.name
+
     @pytest.mark.launch_test
     def generate_test_description():
         launch_file = os.path.join(get_package_share_directory("fastsam2_ros"), "launch",
@@ -78,6 +98,7 @@ else:
             launch_arguments={
                 "namespace": NS, "image": "/lt_camera/image_raw", "allow_random_weights": "true",
                 "model_cfg": "tiny", "image_size": "128", "device": "cpu", "keep_ratio": "0.5",
+                "params_file": _params_file(),
             }.items())
         return launch.LaunchDescription([include, launch_testing.actions.ReadyToTest()])
 
@@ -118,7 +139,19 @@ else:
             self.assertEqual((m.encoding, m.height, m.width), ("mono8", 48, 64))
             self.assertTrue(set(np.unique(image_to_numpy(m)).tolist()) <= {0, 255})
 
+        def test_parameter_file_reaches_the_namespaced_node(self):
+            from rcl_interfaces.srv import GetParameters
+
+            client = self.node.create_client(GetParameters, f"/{NS}/fastsam2_tracker/get_parameters")
+            self.assertTrue(client.wait_for_service(timeout_sec=60.0), "no parameter service")
+            future = client.call_async(GetParameters.Request(names=[FILE_ONLY[0], "keep_ratio"]))
+            rclpy.spin_until_future_complete(self.node, future, timeout_sec=30.0)
+            values = [v.double_value for v in future.result().values]
+            self.assertEqual(values, [FILE_ONLY[1], 0.5])  # the file's value, and the launch argument
+
     @launch_testing.post_shutdown_test()
     class TestShutdown(unittest.TestCase):
         def test_exit_code(self, proc_info):
+            for path in TEMP_FILES:
+                os.unlink(path)
             launch_testing.asserts.assertExitCodes(proc_info, allowable_exit_codes=[0, -2, -15])
