@@ -123,7 +123,7 @@ def test_gpu_check_script_runs_every_step_as_a_cpu_dry_run(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("N", "SIZE", "SOAK", "REPEATS")}
     env.update(DEVICE="cpu", PYTHON=sys.executable, OUT=str(out), FRAMES=str(frames),
                COMPILE="encoder", COMPILE_MODELS="tiny", FP32="1", ARCHIVE=str(archive), TAG="dry")
-    run = subprocess.run(["bash", str(GPU_CHECK)], env=env, capture_output=True, text=True, timeout=600)
+    run = subprocess.run(["bash", str(GPU_CHECK)], env=env, capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, run.stdout + run.stderr
     steps = ["tiny_1obj", "tiny_4obj", "large_1obj", "tiny_soak", "large_1obj_fp32", "cuda_tests",
              "tiny_compile_encoder_cold", "tiny_compile_encoder_restart"]
