@@ -108,14 +108,21 @@ def test_object_empty_in_both_gt_and_prediction_counts_as_perfect(tmp_path):
     assert score_folders(tmp_path / "gt", tmp_path / "pred").overall()["J&F"] == 1.0
 
 
-def test_void_label_255_is_ignored(tmp_path):
+def test_void_label_255_counts_as_background_like_the_reference(tmp_path):
+    # davis2017-evaluation, semi-supervised: get_all_masks sets 255 to 0 and
+    # _evaluate_semisupervised passes no void mask, so a prediction inside void is a false positive.
     gt = gt_frames()
     for g in gt:
-        g[:, 35:] = 255  # void strip
-    pred = [np.where(g == 255, 1, g).astype(np.uint8) for g in gt]  # object 1 spills into void
+        g[:, 35:] = 255  # void strip of 30 x 5 px, away from both objects
     write_seq(tmp_path / "gt", "s", gt)
-    write_seq(tmp_path / "pred", "s", pred, layout="flat")
+    as_background = [np.where(g == 255, 0, g).astype(np.uint8) for g in gt]
+    write_seq(tmp_path / "pred", "s", as_background, layout="flat")
     assert score_folders(tmp_path / "gt", tmp_path / "pred").overall()["J&F"] == 1.0
+    spill = [np.where(g == 255, 1, g).astype(np.uint8) for g in gt]  # object 1 spills into void
+    write_seq(tmp_path / "spill", "s", spill, layout="flat")
+    d = score_folders(tmp_path / "gt", tmp_path / "spill").to_dict(per_frame=True)
+    assert d["per_object"]["s_1"]["J_per_frame"] == [64 / (64 + 150)] * 2
+    assert d["per_object"]["s_1"]["F"]["mean"] < 1.0 and d["per_object"]["s_2"]["J&F"] == 1.0
 
 
 def test_objects_are_the_ids_of_the_first_annotated_frame(tmp_path):

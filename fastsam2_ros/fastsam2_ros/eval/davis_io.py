@@ -6,7 +6,8 @@ DAVIS layout::
     ROOT/Annotations/480p/<seq>/00000.png ...   # mode "P" PNG: pixel = palette index = object id
     ROOT/ImageSets/2017/val.txt                 # optional list of sequences
 
-Label PNGs: 0 = background, k = object k, 255 = void (ground truth only: ignored by the metrics).
+Label PNGs: 0 = background, k = object k, 255 = void (ground truth only: never an object; the
+DAVIS scoring counts it as background, see scoring.py).
 Only the indices matter, the palette colours are ignored. Grey-scale ("L") PNGs are accepted as
 label maps too (same values); RGB PNGs are refused with a message, because colours cannot be mapped
 to object ids without guessing.

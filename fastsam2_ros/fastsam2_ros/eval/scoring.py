@@ -5,7 +5,9 @@ Protocol of the DAVIS 2017 semi-supervised evaluation:
 * objects of a sequence = ids 1..max(label of the first annotated frame) (255 = void excluded); an
   id missing from the prediction is an empty mask, a predicted id above that count is an error;
 * scored frames = the annotated frames without the first and the last one;
-* void pixels (GT label 255) are ignored by J and F;
+* void pixels (GT label 255) are background, as in the reference's semi-supervised task (its
+  ``get_all_masks`` sets 255 to 0 and ``_evaluate_semisupervised`` gets no void mask): a
+  prediction spilling into void counts as false positive;
 * each object gets (mean, recall, decay) of J and of F over its scored frames; the global numbers
   are means over **all objects of all sequences** (not over sequences), J&F = (J mean + F mean)/2.
 
@@ -186,13 +188,10 @@ def score_sequence(name: str, frame_names: Sequence[str], gt: Sequence[np.ndarra
             raise DatasetError(
                 f"{where_p[i]} contains object id {int(p.max())} but sequence {name!r} has only "
                 f"{n_obj} object(s) (ids 1..{n_obj} of {which}){hint}")
-        void = g == VOID_LABEL
-        has_void = bool(void.any())
-        for k in range(1, n_obj + 1):
+        for k in range(1, n_obj + 1):  # void is background: no void mask (see the module doc)
             gk, pk = g == k, p == k
-            vd = void if has_void else None
-            j[k - 1, col] = region_j(gk, pk, vd)
-            f[k - 1, col] = boundary_f(gk, pk, vd)
+            j[k - 1, col] = region_j(gk, pk)
+            f[k - 1, col] = boundary_f(gk, pk)
     scored = [frame_names[i] for i in idx]
     objs = [ObjectScore(name, k, j[k - 1], f[k - 1]) for k in range(1, n_obj + 1)]
     return SequenceScore(name, scored, objs)
