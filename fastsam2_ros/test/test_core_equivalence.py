@@ -11,6 +11,7 @@ from PIL import Image
 
 from fastsam2_ros.core import TrackerConfig, pruned_predictor
 from fastsam2_ros.core.models import build_official_predictor, build_predictor
+from fastsam2_ros.core.official import OfficialVideoSession
 from fastsam2_ros.core.tracker import StreamingTracker
 
 NUM_FRAMES = 12
@@ -97,6 +98,22 @@ def test_dense_tracker_matches_official_predictor(name, models, clip_dir):
     # the refined object now has two conditioning frames, as in the official state
     row = tracker.objects[refine[0]].row
     assert sorted(f for f in tracker.bank.cond_frames[row] if f >= 0) == [0, REFINE_AT]
+
+
+def test_official_session_tracks_an_object_first_prompted_after_frame_0_on_cpu(models, clip_dir):
+    """sam2 stores memory features in bf16; an object whose only memory is a later conditioning
+    frame used to reach memory attention as bf16 against fp32 weights (RuntimeError on the CPU)."""
+    _, _, official = models
+    _, frames = clip_dir
+    session = OfficialVideoSession(official, frames[:4])
+    session.add_prompt(0, 1, points=[[40, 60]], labels=[1])
+    session.add_prompt(2, 2, points=[[116, 37]], labels=[1])
+    out = dict(session.propagate(0))
+    assert sorted(out) == [0, 1, 2, 3] and all(sorted(m) == [1, 2] for m in out.values())
+    # what sam2 stores is untouched (still bf16), and nothing stays hooked on the shared model
+    stored = session.state["output_dict_per_obj"][1]["cond_frame_outputs"][2]["maskmem_features"]
+    assert stored.dtype == torch.bfloat16
+    assert not official.memory_attention._forward_pre_hooks
 
 
 def test_static_buffer_protocol_matches_official(models, clip_dir, monkeypatch):

@@ -34,6 +34,18 @@ def _frames_as_video(images: torch.Tensor, height: int, width: int):
         svp.load_video_frames = original
 
 
+def _memory_in_weight_dtype(module, args, kwargs):
+    """sam2 stores memory features in bf16 (its CUDA runs are under autocast). Without autocast,
+    ``torch.cat`` with the fp32 object pointers usually promotes them back to fp32, but an object
+    whose only memory is a later conditioning frame has no pointer yet and memory attention gets
+    bf16 memory with fp32 weights. Cast it as that promotion would (same values)."""
+    memory = kwargs.get("memory")
+    dtype = next(module.parameters()).dtype
+    if memory is not None and memory.dtype != dtype:
+        kwargs["memory"] = memory.to(dtype)
+    return args, kwargs
+
+
 class OfficialVideoSession:
     """sam2's predictor on a finite clip, with prompts per frame and resumable propagation."""
 
@@ -65,6 +77,10 @@ class OfficialVideoSession:
         stack.enter_context(torch.inference_mode())
         if self.autocast_bf16:
             stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+        else:
+            hook = self.predictor.memory_attention.register_forward_pre_hook(
+                _memory_in_weight_dtype, with_kwargs=True)
+            stack.callback(hook.remove)
         return stack
 
     def add_prompt(self, frame_idx: int, obj_id: int, points=None, labels=None, box=None,
