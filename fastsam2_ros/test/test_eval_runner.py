@@ -276,6 +276,8 @@ class ScriptedSession:
         self.objects.add(obj_id)
 
     def propagate(self, start_idx=0):
+        if not self.objects:  # sam2's own check
+            raise RuntimeError("No input points or masks are provided for any object")
         self.started = True
         ScriptedSession.log.append(("propagate", start_idx))
         for t in range(start_idx, len(self.frames)):
@@ -304,6 +306,21 @@ def test_official_loop_restarts_propagation_at_refined_frames(tmp_path):
     o = runs[0].score.overall()  # scored frames 1, 2 (fixed) and 3 (empty): 2/3
     assert o["J"]["mean"] == pytest.approx(2 / 3) and o["F"]["mean"] == pytest.approx(2 / 3)
     assert runs[0].stage_ms["total"] == []  # no FrameStats from the official predictor
+
+
+def test_official_mode_without_prompts_predicts_background_like_dense(tmp_path):
+    # --prompt auto may accept no proposal: sam2 refuses to propagate without any prompt
+    _, seq = synth_inputs(tmp_path, frames=4)
+    seq.prompts = []
+    runs = run_modes([ModeSpec("official"), ModeSpec("dense", 1.0)], lambda: [seq], 4,
+                     make_tracker=lambda kr: ScriptedTracker(
+                         {key(f): seq.gt[i] for i, f in enumerate(seq.frames)}, "oracle"),
+                     make_official=lambda: (lambda frames: ScriptedSession(frames, seq.gt)),
+                     opts=RunOptions(warmup_frames=0, save_masks=tmp_path / "out", progress=False))
+    for run in runs:
+        assert run.frames == 4 and run.score.overall()["J&F"] == 0.0
+        for name in seq.frame_names:
+            assert not read_label_png(tmp_path / "out" / run.spec.label / seq.name / f"{name}.png").any()
 
 
 # ---------------------------------------------------------------------------------- reports

@@ -443,6 +443,12 @@ def run_official_sequence(make_session, seq: SequenceInput, protocol: Protocol, 
     clock = _Clock(device)
     shape = seq.frames[0].shape[:2]
     T = len(seq.frames)
+    if not seq.prompts:  # e.g. no automatic prompt: sam2 refuses to propagate; all background,
+        srun.frames = T  # as the streaming modes give
+        for _ in range(T):
+            if on_frame:
+                on_frame()
+        return srun, [np.zeros(shape, np.uint8) for _ in range(T)]
     preds: List[Optional[np.ndarray]] = [None] * T
     # sam2 replaces an object's earlier clicks on a frame with the new ones: keep them to resend
     given: Dict[Tuple[int, int], Tuple[list, list]] = {}
