@@ -299,6 +299,27 @@ def test_rpn_proposals_from_weights_by_path(rpn_weights, video):
     assert strict.propose(frames[0]) == []
 
 
+def test_rpn_weights_without_batchnorm_counters_load(rpn_weights, tmp_path):
+    """torchvision builds its pretrained detectors with FrozenBatchNorm2d: their state dicts have
+    no ``num_batches_tracked``; every other backbone/RPN key is still required."""
+    import torch
+
+    from fastsam2_ros.core.auto_prompt import RpnProposer
+
+    state = torch.load(str(rpn_weights), weights_only=True)
+    frozen = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    assert len(frozen) < len(state)
+    torch.save(frozen, tmp_path / "frozen.pth")
+    rpn = RpnProposer(str(tmp_path / "frozen.pth"))
+    assert rpn.architecture == "fasterrcnn_mobilenet_v3_large_fpn"
+    loaded = rpn.model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in frozen.items() if k.startswith(("backbone.", "rpn.")))
+    del frozen["rpn.head.cls_logits.weight"]
+    torch.save(frozen, tmp_path / "short.pth")
+    with pytest.raises(CheckpointError, match="match none"):
+        RpnProposer(str(tmp_path / "short.pth"))
+
+
 def test_rpn_weights_missing_or_wrong_are_clear_errors(tmp_path):
     import torch
 

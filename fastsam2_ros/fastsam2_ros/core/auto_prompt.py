@@ -253,17 +253,26 @@ class RpnProposer:
         return out
 
 
+def _rpn_part(state: dict) -> dict:
+    """The backbone + RPN entries of a Faster R-CNN state dict, without BatchNorm's
+    ``num_batches_tracked`` counters: torchvision builds its pretrained detectors with
+    FrozenBatchNorm2d, which has none, and the counters do not affect inference."""
+    return {k: v for k, v in state.items()
+            if k.startswith(("backbone.", "rpn.")) and not k.endswith(".num_batches_tracked")}
+
+
 def _build_rpn_model(state: dict, path: Path):
-    """The first architecture of ``RPN_ARCHITECTURES`` whose backbone + RPN match ``state``."""
+    """The first architecture of ``RPN_ARCHITECTURES`` whose backbone + RPN match ``state``
+    (every key and shape, BatchNorm counters aside)."""
     from torchvision.models import detection
 
-    wanted = {k: v for k, v in state.items() if k.startswith(("backbone.", "rpn."))}
+    wanted = _rpn_part(state)
     if not wanted:
         raise CheckpointError(f"{path} has no 'backbone.*' / 'rpn.*' keys: not a torchvision Faster R-CNN")
     tried = []
     for name in RPN_ARCHITECTURES:
         model = getattr(detection, name)(weights=None, weights_backbone=None)
-        own = {k: v for k, v in model.state_dict().items() if k.startswith(("backbone.", "rpn."))}
+        own = _rpn_part(model.state_dict())
         if set(own) == set(wanted) and all(own[k].shape == wanted[k].shape for k in own):
             model.load_state_dict(wanted, strict=False)
             return model, name
