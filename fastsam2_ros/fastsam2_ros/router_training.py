@@ -27,6 +27,7 @@ from .core.config import TrackerConfig
 from .core.errors import FastSam2Error, InputError
 from .core.router import RouterMLP, TokenRouter, num_kept, save_router
 from .core.text_relevance import TextRows
+from .eval.davis_io import VOID_LABEL
 
 
 def _grid_target(mask: np.ndarray, grid: Tuple[int, int]) -> torch.Tensor:
@@ -52,7 +53,8 @@ def collect_examples(tracker, dataset, texts: Dict[str, Dict[str, str]], max_fra
             tracker.reset()
             tokens, grid = tracker.frame_tokens(frame)
             label = labels[name]
-            for obj_id in [int(v) for v in np.unique(label) if v != 0]:
+            ids = [int(v) for v in np.unique(label) if v not in (0, VOID_LABEL)]  # void: no object
+            for obj_id in ids:
                 text = texts.get(seq.name, {}).get(str(obj_id))
                 text_state = tracker.text_state(text) if text else None
                 prior = None
@@ -65,7 +67,7 @@ def collect_examples(tracker, dataset, texts: Dict[str, Dict[str, str]], max_fra
                                          text_rows, prior)
                     feats = router.fused_features(sig)[0].float().cpu()
                 examples.append((feats, _grid_target(label == obj_id, grid)))
-            prev = {int(v): label == v for v in np.unique(label) if v != 0}
+            prev = {k: label == k for k in ids}
         log(f"{seq.name}: {len(examples)} examples so far")
     if not examples:
         raise InputError("no annotated object found in the dataset")

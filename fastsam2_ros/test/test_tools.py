@@ -17,6 +17,7 @@ from fastsam2_ros import bench, router_training
 from fastsam2_ros.core import TrackerConfig
 from fastsam2_ros.core.router import load_router
 from fastsam2_ros.core.tracker import StreamingTracker
+from fastsam2_ros.eval.davis_io import DavisDataset, read_label_png, write_label_png
 from fastsam2_ros.eval.synthetic import generate_dataset
 
 
@@ -105,6 +106,20 @@ def test_router_training_writes_weights_the_tracker_loads(tmp_path):
     assert tracker.track(frame).stats.router_mode == "mlp"
     assert router_training.main(["--data", str(tmp_path / "nothing"), "--out", str(out),
                                  "--random-weights"]) == 2
+
+
+def test_router_training_void_label_is_no_object(tmp_path):
+    """DAVIS annotations mark void pixels 255: not an object to train on, nor a prior."""
+    data = generate_dataset(tmp_path / "syn", sequences=1, frames=3, size=(96, 64), objects=1)
+    for p in sorted((data / "Annotations" / "480p" / "synth000").glob("*.png")):
+        lab = read_label_png(p).copy()
+        lab[:4, :] = 255  # a void band
+        write_label_png(p, lab)
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=64, device="cpu",
+                        mc_passes=2)
+    examples = router_training.collect_examples(StreamingTracker(cfg), DavisDataset(data), {}, None,
+                                                log=lambda *a: None)
+    assert len(examples) == 3  # object 1 on each annotated frame, nothing for 255
 
 
 GPU_CHECK = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"
