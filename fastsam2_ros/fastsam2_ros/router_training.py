@@ -147,7 +147,10 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
     try:
         from .core.tracker import StreamingTracker
+        from .eval.cli import check_output_file
         from .eval.davis_io import DavisDataset
+
+        check_output_file(args.out, "--out", makes_folders=False)  # before all the work
 
         cfg = TrackerConfig(model_cfg=args.model, checkpoint=args.checkpoint or "",
                             allow_random_weights=args.random_weights, device=args.device,
@@ -165,13 +168,13 @@ def main(argv=None) -> int:
                                     args.max_frames)
         mlp, metrics = train(examples, tracker.model.hidden_dim, args.epochs, args.lr, args.seed,
                              args.keep_ratio)
+        meta = {"dataset": str(args.data), "model_cfg": args.model, "image_size": args.image_size,
+                "mc_passes": args.mc_passes, "text_mode": args.text_mode if texts else "none",
+                "random_weights": bool(args.random_weights), "epochs": args.epochs, **metrics}
+        save_router(mlp, args.out, meta)
     except (FastSam2Error, ValueError) as exc:
         print(f"fastsam2-train-router: error: {exc}", file=sys.stderr)
         return 2
-    meta = {"dataset": str(args.data), "model_cfg": args.model, "image_size": args.image_size,
-            "mc_passes": args.mc_passes, "text_mode": args.text_mode if texts else "none",
-            "random_weights": bool(args.random_weights), "epochs": args.epochs, **metrics}
-    save_router(mlp, args.out, meta)
     print(json.dumps({k: v for k, v in meta.items() if k != "train_loss_history"}, indent=2))
     print(f"wrote {args.out}")
     return 0

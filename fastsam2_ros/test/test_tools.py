@@ -122,6 +122,32 @@ def test_router_training_void_label_is_no_object(tmp_path):
     assert len(examples) == 3  # object 1 on each annotated frame, nothing for 255
 
 
+def test_router_training_checks_its_output_before_the_work(tmp_path, capsys, monkeypatch):
+    data = generate_dataset(tmp_path / "syn", sequences=1, frames=3, size=(96, 64), objects=1)
+    real_collect = router_training.collect_examples
+    monkeypatch.setattr(router_training, "collect_examples",
+                        lambda *a, **k: pytest.fail("trained before checking --out"))
+    args = ["--data", str(data), "--random-weights", "--image-size", "64", "--epochs", "1",
+            "--mc-passes", "2", "--device", "cpu"]
+    for out in (tmp_path / "no_such_dir" / "router.pt", tmp_path / "syn"):
+        assert router_training.main(args + ["--out", str(out)]) == 2
+        assert str(out) in capsys.readouterr().err
+    # a save that fails anyway (here: the folder vanished during training) is reported, exit 2
+    monkeypatch.setattr(router_training, "collect_examples", real_collect)
+    real_train = router_training.train
+    (tmp_path / "gone").mkdir()
+
+    def train_then_remove_folder(*a, **k):
+        result = real_train(*a, **k)
+        (tmp_path / "gone").rmdir()
+        return result
+
+    monkeypatch.setattr(router_training, "train", train_then_remove_folder)
+    out = tmp_path / "gone" / "router.pt"
+    assert router_training.main(args + ["--out", str(out)]) == 2
+    assert f"cannot write router weights {out}" in capsys.readouterr().err
+
+
 GPU_CHECK = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"
 
 

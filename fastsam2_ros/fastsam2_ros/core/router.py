@@ -55,9 +55,13 @@ class RouterMLP(nn.Module):
 
 
 def save_router(mlp: RouterMLP, path: str | Path, meta: Optional[dict] = None) -> None:
-    torch.save({"format": ROUTER_FORMAT, "token_dim": mlp.token_dim,
-                "hidden": mlp.net[0].out_features, "state_dict": mlp.state_dict(),
-                "meta": dict(meta or {})}, str(path))
+    """Write router weights; a file that cannot be written is a CheckpointError naming it."""
+    try:
+        torch.save({"format": ROUTER_FORMAT, "token_dim": mlp.token_dim,
+                    "hidden": mlp.net[0].out_features, "state_dict": mlp.state_dict(),
+                    "meta": dict(meta or {})}, str(path))
+    except (OSError, RuntimeError) as exc:  # torch.save: RuntimeError for a missing folder
+        raise CheckpointError(f"cannot write router weights {path}: {exc}") from exc
 
 
 def load_router(path: str | Path, token_dim: int) -> RouterMLP:

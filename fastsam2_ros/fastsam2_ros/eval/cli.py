@@ -123,9 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------------------------------
-def check_output_file(path: Optional[str], flag: str) -> None:
-    """Fail before any work when an output file cannot be written (a folder is in the way, or
-    the parent is a file)."""
+def check_output_file(path: Optional[str], flag: str, makes_folders: bool = True) -> None:
+    """Fail before any work when an output file cannot be written (a folder is in the way, the
+    parent is a file, or its folder is missing and the writer does not make folders)."""
     if not path:
         return
     p = Path(path)
@@ -134,6 +134,8 @@ def check_output_file(path: Optional[str], flag: str) -> None:
     parent = next((q for q in p.parents if q.exists()), None)
     if parent is not None and not parent.is_dir():
         raise InputError(f"{flag} {p}: {parent} is a file, not a folder")
+    if not makes_folders and not p.parent.is_dir():
+        raise InputError(f"{flag} {p}: folder {p.parent} does not exist")
 
 
 def cmd_score(args) -> int:
