@@ -8,7 +8,7 @@ from fastsam2_ros.core import TrackerConfig
 from fastsam2_ros.core import pruned_predictor
 from fastsam2_ros.core.models import build_predictor
 from fastsam2_ros.core.pruned_attention import pruned_memory_attention
-from fastsam2_ros.core.router import RouterMLP, load_router, num_kept, save_router
+from fastsam2_ros.core.router import ROUTER_FORMAT, RouterMLP, load_router, num_kept, save_router
 from fastsam2_ros.core.errors import CheckpointError
 from fastsam2_ros.core.tracker import StreamingTracker
 
@@ -177,6 +177,21 @@ def test_memory_bank_is_bounded_over_long_streams_and_refine_clicks():
     # preallocated: the bank's bytes never change, whatever the stream length and clicks
     assert len({s[2] for s in sizes}) == 1
     assert max(s[1] for s in sizes[200:]) == max(s[1] for s in sizes[100:140])
+
+
+def test_router_file_with_bad_contents_is_a_checkpoint_error_naming_it(tmp_path):
+    sd = RouterMLP(256).state_dict()
+    cases = {
+        "hidden_mismatch": {"token_dim": 256, "hidden": 128, "state_dict": sd},
+        "no_token_dim": {"hidden": 256, "state_dict": sd},
+        "empty_state": {"token_dim": 256, "hidden": 256, "state_dict": {}},
+        "no_state": {"token_dim": 256, "hidden": 256},
+    }
+    for name, blob in cases.items():
+        path = tmp_path / f"{name}.pt"
+        torch.save({"format": ROUTER_FORMAT, **blob}, path)
+        with pytest.raises(CheckpointError, match=f"{name}.pt"):
+            load_router(path, 256)
 
 
 def test_router_weights_load_and_errors(tmp_path, model128, video):

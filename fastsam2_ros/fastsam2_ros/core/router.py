@@ -77,11 +77,19 @@ def load_router(path: str | Path, token_dim: int) -> RouterMLP:
         raise CheckpointError(f"cannot read router weights {p}: {exc}") from exc
     if not isinstance(blob, dict) or blob.get("format") != ROUTER_FORMAT:
         raise CheckpointError(f"{p} is not a fastsam2_ros router file ({ROUTER_FORMAT})")
-    if int(blob["token_dim"]) != token_dim:
-        raise CheckpointError(f"router {p} was trained for {blob['token_dim']}-dim tokens, "
+    try:
+        trained_dim, hidden = int(blob["token_dim"]), int(blob["hidden"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"router {p}: missing or bad 'token_dim'/'hidden' entry ({exc!r})") from exc
+    if trained_dim != token_dim:
+        raise CheckpointError(f"router {p} was trained for {trained_dim}-dim tokens, "
                               f"this model has {token_dim}")
-    mlp = RouterMLP(token_dim, int(blob["hidden"]))
-    mlp.load_state_dict(blob["state_dict"])
+    try:
+        mlp = RouterMLP(token_dim, hidden)
+        mlp.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"router {p}: its weights do not fit a router with {hidden} hidden "
+                              f"units: {exc}") from exc
     return mlp.eval()
 
 
