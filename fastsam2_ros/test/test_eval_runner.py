@@ -196,6 +196,22 @@ def test_oracle_tracker_scores_one_and_its_masks_are_written(tmp_path):
     assert trackers[0].clip_lengths[1:] == [5, 5]
 
 
+def test_sequence_with_two_annotated_frames_is_skipped_with_a_note(tmp_path):
+    # two annotated frames leave nothing once the first and last are dropped: its NaN must not
+    # make the overall J&F null (run --max-frames 2 did that to every run)
+    _, seq = synth_inputs(tmp_path, frames=4)
+    short = SequenceInput("short", seq.frames[:2], seq.frame_names[:2],
+                          {0: seq.gt[0], 1: seq.gt[1]}, seq.prompts)
+    assert seq.scorable() and not short.scorable() and short.scorable(drop_first_last=False)
+    gt_by = {key(f): seq.gt[i] for i, f in enumerate(seq.frames)}
+    runs = run_modes([ModeSpec("dense", 1.0)], lambda: [seq, short], 6,
+                     make_tracker=lambda kr: ScriptedTracker(gt_by, "oracle"),
+                     opts=RunOptions(warmup_frames=0, progress=False))
+    assert runs[0].score.overall()["J&F"] == 1.0 and runs[0].score.overall()["sequences"] == 1
+    assert runs[0].sequences[1].score is None and runs[0].frames == 6
+    assert any(n.startswith("short: not scored, 2 annotated frame(s)") for n in runs[0].notes)
+
+
 def test_refinement_rounds_are_capped_and_every_click_counted(tmp_path):
     _, seq = synth_inputs(tmp_path, frames=5)
     proto = Protocol(refine=True, max_rounds=2, clicks_per_round=3, refine_threshold=0.8)
@@ -364,7 +380,7 @@ def test_frames_input_from_a_rosbag_with_first_mask(tmp_path):
     s = seqs[0]
     assert len(s.frames) == 3 and np.array_equal(s.frames[1], colour_frame(1))
     assert [(p.obj_id, p.frame, p.click) for p in s.prompts] == [(1, 0, (9, 9))]
-    assert not s.scorable
+    assert not s.scorable()
     gt_by = {key(f): (first if i == 0 else np.zeros_like(first)) for i, f in enumerate(s.frames)}
     runs = run_modes([ModeSpec("dense", 1.0)], load, total,
                      make_tracker=lambda kr: ScriptedTracker(gt_by, "oracle"),

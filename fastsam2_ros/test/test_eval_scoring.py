@@ -9,7 +9,7 @@ from PIL import Image
 from fastsam2_ros.eval import cli
 from fastsam2_ros.eval.davis_io import (DatasetError, davis_palette, read_label_png,
                                         write_label_png)
-from fastsam2_ros.eval.scoring import score_folders, score_sequence
+from fastsam2_ros.eval.scoring import format_scores, score_folders, score_sequence
 
 H, W = 30, 40
 
@@ -125,6 +125,24 @@ def test_void_label_255_counts_as_background_like_the_reference(tmp_path):
     assert d["per_object"]["s_1"]["F"]["mean"] < 1.0 and d["per_object"]["s_2"]["J&F"] == 1.0
 
 
+def test_sequence_with_two_annotated_frames_is_skipped_with_a_note(gt_root, tmp_path):
+    # nothing is left to score once the first and last are dropped: skipped, and the overall
+    # mean stays a number instead of NaN
+    write_seq(gt_root, "seqB", gt_frames()[:2])
+    write_seq(tmp_path / "pred", "seqA", gt_frames(), layout="flat")
+    write_seq(tmp_path / "pred", "seqB", gt_frames()[:2], layout="flat")
+    res = score_folders(gt_root, tmp_path / "pred")
+    d = res.to_dict()
+    assert d["overall"]["J&F"] == 1.0 and d["overall"]["sequences"] == 1
+    assert list(d["per_sequence"]) == ["seqA"]
+    assert d["notes"] == ["seqB: not scored, 2 annotated frame(s) leave no frame to score "
+                          "(the first and the last are not scored)"]
+    assert "note: seqB: not scored" in format_scores(res)
+    assert score_folders(gt_root, tmp_path / "pred", drop_first_last=False).overall()["sequences"] == 2
+    with pytest.raises(DatasetError, match="'seqB': not scored, 2 annotated"):
+        score_sequence("seqB", ["0", "1"], gt_frames()[:2], gt_frames()[:2])
+
+
 def test_objects_are_the_ids_of_the_first_annotated_frame(tmp_path):
     # id 3 only appears from frame 1 on: above max(first frame) = 2 -> not an object of the
     # sequence (reference behaviour); predicting it is then an error.
@@ -220,8 +238,8 @@ def test_cli_score_writes_json_and_prints_tables(gt_root, tmp_path, capsys):
                    str(out), "--no-progress"])
     assert rc == 0
     d = json.loads(out.read_text())
-    assert d["schema_version"] == 1 and d["tool"] == "fastsam2-eval score"
-    assert set(d) >= {"overall", "per_sequence", "per_object", "conventions", "gt", "pred"}
+    assert d["schema_version"] == 2 and d["tool"] == "fastsam2-eval score"
+    assert set(d) >= {"overall", "per_sequence", "per_object", "conventions", "gt", "pred", "notes"}
     assert set(d["per_object"]) == {"seqA_1", "seqA_2"}
     assert d["overall"]["J"] == {"mean": 1.0, "recall": 1.0, "decay": 0.0}
     text = capsys.readouterr().out

@@ -22,8 +22,9 @@ JSON schema (``schema_version`` 2) of ``fastsam2-eval run``::
 Version 2 added ``auto_prompt``, ``prompts[..].texts/auto`` and ``runs[].text_variant``.
 
 ``fastsam2-eval score`` writes ``{schema_version, tool, gt, pred, overall, per_sequence,
-per_object, conventions}``. Fractions are in [0, 1]; NaN is written as null. Keys are only ever
-added in a later schema version, never renamed.
+per_object, conventions, notes[]}`` (its version 2 added ``notes``: the sequences not scored).
+Fractions are in [0, 1]; NaN is written as null. Keys are only ever added in a later schema
+version, never renamed.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from .runner import ModeRun
 from .scoring import CONVENTIONS, ScoreResult
 
 SCHEMA_VERSION = 2  # of fastsam2-eval run reports
-SCORE_SCHEMA_VERSION = 1  # of fastsam2-eval score reports
+SCORE_SCHEMA_VERSION = 2  # of fastsam2-eval score reports
 RUN_KEYS = ("label", "mode", "keep_ratio", "frames", "seconds", "fps", "ms_per_frame", "J&F", "J",
             "F", "latency_ms", "peak_gpu_memory_bytes", "tokens_total", "tokens_kept_mean",
             "memory_bank_bytes", "clicks", "text_used", "notes", "per_sequence", "per_object",

@@ -38,7 +38,8 @@ from ..core.prompts import representative_click
 from ..core.stats import STAGES, peak_gpu_memory, reset_peak_gpu_memory
 from .davis_io import VOID_LABEL, DatasetError, write_label_png
 from .metrics import boundary_f, region_j
-from .scoring import ScoreResult, SequenceScore, num_objects, score_sequence
+from .scoring import (ScoreResult, SequenceScore, not_scored_note, num_objects, score_sequence,
+                      scored_frame_indices)
 
 LOG = logging.getLogger(__name__)
 
@@ -150,10 +151,9 @@ class SequenceInput:
     gt: Dict[int, np.ndarray]  # frame index -> uint8 labels (0 bg, k object, 255 void)
     prompts: List[ObjectPrompt]
 
-    @property
-    def scorable(self) -> bool:
-        """DAVIS scoring needs annotated frames besides the first one."""
-        return len(self.gt) >= 2
+    def scorable(self, drop_first_last: bool = True) -> bool:
+        """Whether scoring has a frame to score (3 annotated frames under the DAVIS protocol)."""
+        return bool(scored_frame_indices(len(self.gt), drop_first_last))
 
     def with_text_variant(self, variant: Optional[str]) -> "SequenceInput":
         """The same sequence with every prompt's text replaced by its ``variant`` text."""
@@ -587,7 +587,10 @@ def _finish_sequence(run: ModeRun, seq: SequenceInput, srun: SequenceRun, preds:
         d = Path(opts.save_masks) / run.spec.label / seq.name
         for name, lab in zip(seq.frame_names, preds):
             write_label_png(d / f"{name}.png", lab)
-    if seq.scorable:
+    drop = opts.protocol.drop_first_last
+    if not seq.scorable(drop):
+        run.notes.append(not_scored_note(seq.name, len(seq.gt), drop))
+    else:
         idx = sorted(seq.gt)
         gts = [seq.gt[i] for i in idx]
         # DAVIS scores the ids of the first annotated frame; objects that appear later (not in
@@ -600,7 +603,7 @@ def _finish_sequence(run: ModeRun, seq: SequenceInput, srun: SequenceRun, preds:
                 run.notes.append(note)
         srun.score = score_sequence(seq.name, [seq.frame_names[i] for i in idx], gts,
                                     [preds[i] for i in idx],
-                                    drop_first_last=opts.protocol.drop_first_last, objects=rule)
+                                    drop_first_last=drop, objects=rule)
     run.sequences.append(srun)
 
 

@@ -4,7 +4,9 @@ Protocol of the DAVIS 2017 semi-supervised evaluation:
 
 * objects of a sequence = ids 1..max(label of the first annotated frame) (255 = void excluded); an
   id missing from the prediction is an empty mask, a predicted id above that count is an error;
-* scored frames = the annotated frames without the first and the last one;
+* scored frames = the annotated frames without the first and the last one (a sequence with fewer
+  than 3 annotated frames has none: it is skipped with a note, as its NaN would turn every global
+  mean into NaN);
 * void pixels (GT label 255) are background, as in the reference's semi-supervised task (its
   ``get_all_masks`` sets 255 to 0 and ``_evaluate_semisupervised`` gets no void mask): a
   prediction spilling into void counts as false positive;
@@ -107,6 +109,7 @@ class ScoreResult:
     sequences: List[SequenceScore] = field(default_factory=list)
     drop_first_last: bool = True
     objects_rule: str = "first"
+    notes: List[str] = field(default_factory=list)  # e.g. sequences skipped (not_scored_note)
 
     @property
     def objects(self) -> List[ObjectScore]:
@@ -134,7 +137,20 @@ class ScoreResult:
             "per_sequence": {s.name: s.summary() for s in self.sequences},
             "per_object": per_object,
             "conventions": conv,
+            "notes": list(self.notes),
         }
+
+
+def scored_frame_indices(n_annotated: int, drop_first_last: bool = True) -> List[int]:
+    """Positions of the scored frames among a sequence's annotated frames: all but the first and
+    the last under the DAVIS protocol (so a sequence needs 3 annotated frames to be scored)."""
+    return list(range(1, n_annotated - 1)) if drop_first_last else list(range(n_annotated))
+
+
+def not_scored_note(name: str, n_annotated: int, drop_first_last: bool = True) -> str:
+    """Why a sequence without scored frames (see :func:`scored_frame_indices`) is skipped."""
+    why = " (the first and the last are not scored)" if drop_first_last else ""
+    return f"{name}: not scored, {n_annotated} annotated frame(s) leave no frame to score{why}"
 
 
 def num_objects(first_gt: np.ndarray) -> int:
@@ -154,7 +170,8 @@ def score_sequence(name: str, frame_names: Sequence[str], gt: Sequence[np.ndarra
     are not even looked at, so they may be None). ``objects="first"`` (DAVIS) scores ids
     1..max(first annotated frame); ``"all"`` scores ids up to the largest id of any annotated
     frame (for datasets whose objects appear later; the DAVIS reference refuses those).
-    ``pred_where``/``gt_where`` name the files in error messages.
+    ``pred_where``/``gt_where`` name the files in error messages. A sequence without scored
+    frames is a DatasetError (callers skip it with :func:`not_scored_note`).
     """
     if not (len(frame_names) == len(gt) == len(pred)):
         raise ValueError("frame_names, gt and pred must have the same length")
@@ -166,7 +183,9 @@ def score_sequence(name: str, frame_names: Sequence[str], gt: Sequence[np.ndarra
         n_obj = num_objects(np.asarray(gt[0]))
     else:
         n_obj = max(num_objects(np.asarray(g)) for g in gt)
-    idx = list(range(1, len(frame_names) - 1)) if drop_first_last else list(range(len(frame_names)))
+    idx = scored_frame_indices(len(frame_names), drop_first_last)
+    if not idx:
+        raise DatasetError(not_scored_note(f"sequence {name!r}", len(frame_names), drop_first_last))
     where_p = pred_where or [f"sequence {name!r} frame {n} (prediction)" for n in frame_names]
     where_g = gt_where or [f"sequence {name!r} frame {n} (ground truth)" for n in frame_names]
     j = np.zeros((n_obj, len(idx)))
@@ -226,13 +245,16 @@ def score_folders(gt_dir: PathLike, pred_dir: PathLike, sequences: Optional[Sequ
         gfiles = label_files(gdir)
         if not gfiles:
             raise DatasetError(f"no annotation PNGs in {gdir}")
+        idx = scored_frame_indices(len(gfiles), drop_first_last)
+        if not idx:
+            result.notes.append(not_scored_note(seq, len(gfiles), drop_first_last))
+            continue
         frame_names = [p.stem for p in gfiles]
         gts = [read_label_png(p) for p in gfiles]
         for p, g in zip(gfiles[1:], gts[1:]):
             if g.shape != gts[0].shape:
                 raise DatasetError(f"annotation {p} is {g.shape[1]}x{g.shape[0]} but {gfiles[0]} is "
                                    f"{gts[0].shape[1]}x{gts[0].shape[0]}")
-        idx = range(1, len(gfiles) - 1) if drop_first_last else range(len(gfiles))
         preds: List[Optional[np.ndarray]] = [None] * len(gfiles)
         pfiles = [pdir / f"{n}.png" for n in frame_names]
         for i in idx:
@@ -265,8 +287,9 @@ def format_scores(result: ScoreResult) -> str:
               f"  J&F {_fmt(o['J&F'])} | J {_fmt(o['J']['mean'])} recall {_fmt(o['J']['recall'])} "
               f"decay {_fmt(o['J']['decay'])} | F {_fmt(o['F']['mean'])} recall {_fmt(o['F']['recall'])} "
               f"decay {_fmt(o['F']['decay'])} | {o['objects']} objects in {o['sequences']} sequences"]
+    lines += [f"note: {n}" for n in result.notes]
     return "\n".join(lines)
 
 
 __all__ = ["ObjectScore", "SequenceScore", "ScoreResult", "score_sequence", "score_folders",
-           "num_objects", "format_scores", "CONVENTIONS"]
+           "scored_frame_indices", "not_scored_note", "num_objects", "format_scores", "CONVENTIONS"]
