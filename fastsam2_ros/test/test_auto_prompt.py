@@ -154,6 +154,16 @@ def test_refine_caption_real_minilm_keeps_the_object(caption, head):
 
 
 @needs_minilm
+def test_refine_caption_docstring_example_is_what_it_returns():
+    import re
+
+    from fastsam2_ros.core.auto_prompt import refine_caption
+
+    example = re.search(r'-> "([^"]+)"', refine_caption.__doc__).group(1)
+    assert refine_caption(PAPER_CAPTION) == example
+
+
+@needs_minilm
 def test_refiner_alternatives_are_diverse_and_empty_captions_give_no_phrase():
     from fastsam2_ros.core.auto_prompt import get_refiner, refine_caption
 

@@ -646,7 +646,8 @@ def get_refiner(model_path: Optional[str] = None, device: str = "cpu") -> Phrase
 
 def refine_caption(caption: str, model_path: Optional[str] = None) -> str:
     """Concise phrase (≤ 6 words) of a caption, e.g. "a small fluffy dog with brown fur is being
-    held ..." -> "small fluffy dog". ``model_path`` None: the installed MiniLM package."""
+    held ..." -> "small fluffy dog with brown fur". ``model_path`` None: the installed MiniLM
+    package."""
     if not isinstance(caption, str):
         raise InputError(f"caption must be a string, got {type(caption).__name__}")
     return get_refiner(model_path).refine(caption)
