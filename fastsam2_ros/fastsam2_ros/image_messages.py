@@ -147,6 +147,9 @@ def to_rgb8(arr: np.ndarray, encoding: str) -> np.ndarray:
     elif kind in ("bgr", "bgra"):
         out = arr[:, :, 2::-1]
     elif kind in ("uyvy", "yuyv"):
+        if arr.shape[1] % 2:  # (OpenCV would fail inside the worker: an error, not a bad input)
+            raise InputError(f"{encoding} image is {arr.shape[1]} pixels wide: 4:2:2 needs an even "
+                             "width (two pixels share one U and one V sample)")
         out = cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_YUV2RGB_UYVY if kind == "uyvy"
                            else cv2.COLOR_YUV2RGB_YUY2)
     else:  # OpenCV names a Bayer pattern by the 2x2 block starting at pixel (1, 1)

@@ -47,7 +47,11 @@ def parameter_overrides(values):
         elif kind is str:
             out[name] = text
         else:
-            out[name] = kind(text)
+            try:
+                out[name] = kind(text)
+            except ValueError:
+                raise ValueError(f"launch argument {name} must be {'an integer' if kind is int else 'a number'}, "
+                                 f"got {text!r}") from None
     return out
 
 

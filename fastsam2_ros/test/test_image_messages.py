@@ -133,6 +133,8 @@ def test_mono8_to_rgb():
     (dict(height=2, width=2, encoding="nv21", step=4, data=b"\0" * 8), "unknown"),
     (dict(height=2, width=2, encoding="", step=4, data=b"\0" * 8), "unknown"),
     (dict(height=100000, width=100000, encoding="mono8", step=100000, data=b""), "too large"),
+    (dict(height=2, width=3, encoding="yuv422", step=6, data=b"\0" * 12), "even width"),
+    (dict(height=9, width=9, encoding="yuyv", step=18, data=b"\0" * 162), "even width"),
 ])
 def test_malformed_images_raise_input_error(kwargs, match):
     with pytest.raises(InputError, match=match):

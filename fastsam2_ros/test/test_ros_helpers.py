@@ -76,7 +76,7 @@ def test_projection_and_transform():
     assert prompting.project_to_pixel(k, (0.0, 0.0, 2.0)) == (320.0, 240.0)
     u, v = prompting.project_to_pixel(k, (0.2, -0.1, 2.0))
     assert (u, v) == pytest.approx((370.0, 220.0))
-    with pytest.raises(InputError, match="behind"):
+    with pytest.raises(prompting.ClickNotUsable, match="behind"):  # a warning, not a prompt error
         prompting.project_to_pixel(k, (0.0, 0.0, -1.0))
     with pytest.raises(InputError, match="intrinsic"):
         prompting.project_to_pixel([0.0] * 9, (0.0, 0.0, 1.0))

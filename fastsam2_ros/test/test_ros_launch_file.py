@@ -108,3 +108,8 @@ def test_empty_arguments_keep_the_params_file(launch_module):
     assert len(kw["parameters"]) == 1
     with pytest.raises(ValueError, match="true or false"):
         launch_module.parameter_overrides({"publish_overlay": "maybe"})
+    # a mistyped number names its argument (launch prints only the message)
+    with pytest.raises(ValueError, match="image_size must be an integer, got '128.0'"):
+        launch_module.parameter_overrides({"image_size": "128.0"})
+    with pytest.raises(ValueError, match="keep_ratio must be a number, got 'abc'"):
+        launch_module.parameter_overrides({"keep_ratio": "abc"})

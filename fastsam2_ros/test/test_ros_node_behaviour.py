@@ -17,6 +17,7 @@ DOMAIN_ID = int(os.environ.get("FASTSAM2_TEST_DOMAIN_BASE", "60")) + 6
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("fastsam2_msgs.msg", reason="fastsam2_msgs not built (scripts/setup_env.sh)")
 
+from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -168,7 +169,19 @@ def test_reliable_image_qos_gets_every_large_frame_and_reports_best_effort_publi
     assert "set image_reliability:=best_effort" in node.health.last_error
     assert wait_for(lambda: any(kv.key == "incompatible_qos_events" and int(kv.value) >= 1
                                 for d in p.got("diag")[-3:] for s in d.status for kv in s.values), 10.0)
+
+    def last_status():
+        status = p.got("diag")[-1].status[0]
+        return status.level, status.message, {kv.key: kv.value for kv in status.values}
+
+    # the event fires once, but /diagnostics WARNs for as long as the camera cannot connect,
+    # well past the bad-input hold (0.5 s here)
+    time.sleep(1.5)
+    assert wait_for(lambda: last_status()[2]["unreachable_publishers"] == "1", 10.0)
+    level, message, _ = last_status()
+    assert level == DiagnosticStatus.WARN and "image_reliability:=best_effort" in message
     p.destroy_publisher(best_effort)
+    assert wait_for(lambda: last_status()[2]["unreachable_publishers"] == "0", 10.0)
     # full-HD frames in a burst from a reliable publisher: every one reaches the node
     assert wait_for(lambda: p.image.get_subscription_count() > 0, 10.0)
     big = np.zeros((1080, 1920, 3), np.uint8)

@@ -233,5 +233,6 @@ def test_missing_checkpoint_fails_configure_with_clear_error(ctx):
         assert "checkpoint not found" in msg and "/nonexistent/sam2.1_hiera_tiny.pt" in msg
         snap = node.health.snapshot()
         assert snap.level == 2  # ERROR on /diagnostics
+        assert snap.values["last_error"] == msg
     finally:
         node.destroy_node()

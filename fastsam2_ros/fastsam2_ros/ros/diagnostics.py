@@ -50,6 +50,8 @@ class NodeHealth:
         self.fatal: Optional[str] = None
         self.device = ""
         self.input_topic = "image"
+        #: image publishers the subscription cannot hear now (qos.unreachable_publishers)
+        self.unreachable_publishers = 0
 
     def reset_counters(self) -> None:
         with self._lock:
@@ -172,6 +174,7 @@ class NodeHealth:
                 "prompt_errors": str(self.prompt_errors),
                 "worker_errors": str(self.worker_errors),
                 "incompatible_qos_events": str(self.incompatible_qos),
+                "unreachable_publishers": str(self.unreachable_publishers),
                 "last_error": self.last_error,
             }
             if not values["device"]:
@@ -186,6 +189,10 @@ class NodeHealth:
                 level, msg = WARN, f"not processing: lifecycle state {self.state}"
             elif not self.enabled:
                 level, msg = WARN, "disabled (enable service)"
+            elif self.unreachable_publishers:
+                level, msg = WARN, (f"{self.unreachable_publishers} best-effort publisher(s) on "
+                                    f"{self.input_topic} cannot reach the reliable image subscription "
+                                    "(set image_reliability:=best_effort)")
             elif recent_error:
                 level, msg = WARN, f"bad input: {self.last_error}"
             elif drops_recent:

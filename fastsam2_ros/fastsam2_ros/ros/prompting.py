@@ -20,6 +20,11 @@ from ..core.prompts import MAX_POINTS, validate_object_id, validate_text
 from ..image_messages import mask_from_image
 
 
+class ClickNotUsable(InputError):
+    """A /clicked_point that cannot be projected (no camera_info, no TF, behind the camera): the
+    user clicked somewhere the camera does not see, logged as a warning, not a prompt error."""
+
+
 @dataclass
 class PromptRequest:
     """One prompt for one object, in the tracker's terms."""
@@ -116,7 +121,7 @@ def project_to_pixel(k: Sequence[float], point_xyz: Sequence[float]) -> Tuple[fl
     if kk.size != 9 or not np.all(np.isfinite(kk)) or kk[0] == 0 or kk[4] == 0:
         raise InputError("camera_info has no valid intrinsic matrix K")
     if z <= 1e-6:
-        raise InputError(f"clicked point ({x:.3f}, {y:.3f}, {z:.3f}) is behind the camera (z <= 0)")
+        raise ClickNotUsable(f"clicked point ({x:.3f}, {y:.3f}, {z:.3f}) is behind the camera (z <= 0)")
     u = kk[0] * x / z + kk[1] * y / z + kk[2]
     v = kk[4] * y / z + kk[5]
     return float(u), float(v)
@@ -134,4 +139,4 @@ def transform_point(translation: Sequence[float], rotation_xyzw: Sequence[float]
     return float(out[0]), float(out[1]), float(out[2])
 
 
-__all__ = ["PromptRequest", "from_prompt_msg", "click_request", "project_to_pixel", "transform_point"]
+__all__ = ["ClickNotUsable", "PromptRequest", "from_prompt_msg", "click_request", "project_to_pixel", "transform_point"]

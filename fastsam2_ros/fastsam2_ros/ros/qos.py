@@ -54,4 +54,14 @@ def incompatible_qos_events(topic: str, reliability: str,
     return SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
 
 
-__all__ = ["RELIABILITY", "reliable", "latched", "image_qos", "incompatible_qos_events"]
+def unreachable_publishers(node, subscriptions) -> int:
+    """Publishers that the reliable ones of ``subscriptions`` cannot hear (best-effort cameras).
+    The incompatible-QoS event fires once per publisher; this is asked every diagnostics period,
+    so the WARN lasts as long as the mismatch does."""
+    return sum(1 for sub in subscriptions if sub.qos_profile.reliability == QoSReliabilityPolicy.RELIABLE
+               for info in node.get_publishers_info_by_topic(sub.topic_name)
+               if info.qos_profile.reliability == QoSReliabilityPolicy.BEST_EFFORT)
+
+
+__all__ = ["RELIABILITY", "reliable", "latched", "image_qos", "incompatible_qos_events",
+           "unreachable_publishers"]

@@ -55,17 +55,13 @@ from .outputs import OutputPublishers
 from .parameters import (NODE_PARAMETERS, declare_parameters, spec_map,
                          tracker_config_from_node)
 from .process_memory import keep_freed_memory
-from .prompting import PromptRequest
-from .qos import image_qos, incompatible_qos_events, reliable
+from .prompting import ClickNotUsable, PromptRequest
+from .qos import image_qos, incompatible_qos_events, reliable, unreachable_publishers
 
 #: How long a service waits for the worker (one inference, or a text prompt's CLIP pass).
 SERVICE_TIMEOUT_S = 300.0
 
 TrackerFactory = Callable[[TrackerConfig], Any]
-
-
-class ClickNotUsable(InputError):
-    """A /clicked_point that cannot be projected (no camera_info, no TF): logged as a warning."""
 
 
 def default_tracker_factory(cfg: TrackerConfig):
@@ -174,7 +170,8 @@ class TrackerNode(LifecycleNode):
         self._worker.start()
         self._create_subscriptions()
         self.health.state = "active"
-        self.get_logger().info(f"active: listening on {self.resolve_topic_name('image')} "
+        topics = [sub.topic_name for sub in self._image_subscriptions()]
+        self.get_logger().info(f"active: listening on {' and '.join(topics)} "
                                f"({self._settings['image_reliability']}, depth "
                                f"{self._settings['image_depth']})")
         return activated
@@ -254,7 +251,7 @@ class TrackerNode(LifecycleNode):
 
     def _fail(self, message: str) -> TransitionCallbackReturn:
         self.get_logger().error(message)
-        self.health.fatal = message
+        self.health.fatal = self.health.last_error = message
         return TransitionCallbackReturn.FAILURE
 
     def _tracker_config(self) -> TrackerConfig:
@@ -304,6 +301,10 @@ class TrackerNode(LifecycleNode):
             self.destroy_timer(self._diag_timer)
             self._diag_timer = self.create_timer(period, self._publish_diagnostics,
                                                  callback_group=self._diag_group)
+
+    def _image_subscriptions(self) -> list:
+        """The camera inputs among the subscriptions (raw, and compressed when subscribed)."""
+        return [sub for sub in self._subs if sub.msg_type in (Image, CompressedImage)]
 
     def _create_subscriptions(self) -> None:
         s = self._settings
@@ -559,7 +560,8 @@ class TrackerNode(LifecycleNode):
         if any(p.name == "diagnostics_period" for p in params):
             self._restart_diagnostics_timer()
         if later:
-            self.get_logger().info(f"parameter(s) {', '.join(later)} take effect on the next configure")
+            self.get_logger().info(f"parameter(s) {', '.join(later)} take effect when the model is built "
+                                   "next (configure, or activate after a release)")
         return SetParametersResult(successful=True)
 
     # =========================================================================== health
@@ -574,12 +576,14 @@ class TrackerNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         self.health.enabled = self._enabled
         self.health.state = self.lifecycle_state
+        self.health.unreachable_publishers = unreachable_publishers(self, self._image_subscriptions())
         snap = self.health.snapshot(float(self._settings["diagnostics_warn_hold"]),
                                     float(self._settings["diagnostics_period"]))
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = [to_status(snap, f"{self.get_fully_qualified_name()}: tracker",
-                                self.health.device or "fastsam2")]
+        # the device in use; before a model is built, the one asked for (e.g. "cuda" that failed)
+        device = self.health.device or str(self.get_parameter("device").value)
+        arr.status = [to_status(snap, f"{self.get_fully_qualified_name()}: tracker", device)]
         self._diag_pub.publish(arr)
 
     def _bad_input(self, message: str, prompt: bool = False, warn: bool = False) -> None:
