@@ -576,7 +576,10 @@ class TrackerNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         self.health.enabled = self._enabled
         self.health.state = self.lifecycle_state
-        self.health.unreachable_publishers = unreachable_publishers(self, self._image_subscriptions())
+        try:  # (a transition on another thread may be destroying the subscriptions right now)
+            self.health.unreachable_publishers = unreachable_publishers(self, self._image_subscriptions())
+        except Exception:  # noqa: BLE001 - InvalidHandle; the next period asks again
+            self.health.unreachable_publishers = 0
         snap = self.health.snapshot(float(self._settings["diagnostics_warn_hold"]),
                                     float(self._settings["diagnostics_period"]))
         arr = DiagnosticArray()
