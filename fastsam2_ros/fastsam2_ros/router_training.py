@@ -3,10 +3,13 @@
 For every annotated frame and object, the frozen SAM 2 encoder gives the top-level tokens; the
 router computes the same signals it uses when tracking (MC-dropout uncertainty, text relevance
 when a text per object is given, the previous frame's ground-truth mask standing in for the
-tracker's previous prediction) and the fused input h_i = [x_i; text_i; U_i]. The target of a token
-is whether the object (dilated by one token) covers it — the tokens memory attention must keep.
-The MLP is trained with class-balanced binary cross-entropy; the held-out recall of object tokens
-within the top-k is reported and stored in the file's metadata.
+tracker's previous prediction) and the fused input h_i = [x_i; text_i; U_i]. As when tracking, an
+object's text map is fitted on its first annotated frame (its prompt frame) and reused on the
+later ones. The target of a token is whether the object (dilated by one token) covers it — the
+tokens memory attention must keep. The MLP is trained with class-balanced binary cross-entropy;
+the recall of object tokens within the top-k on held-out sequences (one in five; frames of one
+sequence look alike, so a split by frame would be optimistic) is reported and stored in the
+file's metadata.
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ def _grid_target(mask: np.ndarray, grid: Tuple[int, int]) -> torch.Tensor:
 
 
 def collect_examples(tracker, dataset, texts: Dict[str, Dict[str, str]], max_frames: Optional[int],
-                     log=print) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-    """(fused features [N, 3C], target [N]) for every annotated frame and object."""
+                     log=print) -> List[Tuple[torch.Tensor, torch.Tensor, str]]:
+    """(fused features [N, 3C], target [N], sequence name) for every annotated frame and object."""
     model = tracker.model
     router: TokenRouter = tracker.router
     examples = []
@@ -47,6 +50,7 @@ def collect_examples(tracker, dataset, texts: Dict[str, Dict[str, str]], max_fra
         frames = seq.read_frames()
         labels = seq.read_labels(frames[0].shape)
         prev: Dict[int, np.ndarray] = {}
+        fitted: Dict[int, object] = {}  # object id -> text map fitted on its first frame
         for name, frame in zip(seq.frame_names, frames):
             if name not in labels:
                 continue
@@ -56,7 +60,9 @@ def collect_examples(tracker, dataset, texts: Dict[str, Dict[str, str]], max_fra
             ids = [int(v) for v in np.unique(label) if v not in (0, VOID_LABEL)]  # void: no object
             for obj_id in ids:
                 text = texts.get(seq.name, {}).get(str(obj_id))
-                text_state = tracker.text_state(text) if text else None
+                if text and obj_id not in fitted:
+                    fitted[obj_id] = tracker.text_state(text)
+                text_state = fitted.get(obj_id) if text else None
                 prior = None
                 if obj_id in prev:  # previous frame's mask as logits (> 0 inside)
                     m = torch.from_numpy(prev[obj_id].astype(np.float32))[None, None]
@@ -66,7 +72,7 @@ def collect_examples(tracker, dataset, texts: Dict[str, Dict[str, str]], max_fra
                     sig = router.signals(tokens, grid, model.memory_attention.layers[0],
                                          text_rows, prior)
                     feats = router.fused_features(sig)[0].float().cpu()
-                examples.append((feats, _grid_target(label == obj_id, grid)))
+                examples.append((feats, _grid_target(label == obj_id, grid), seq.name))
             prev = {k: label == k for k in ids}
         log(f"{seq.name}: {len(examples)} examples so far")
     if not examples:
@@ -74,28 +80,40 @@ def collect_examples(tracker, dataset, texts: Dict[str, Dict[str, str]], max_fra
     return examples
 
 
+def split_by_sequence(examples, rng: random.Random) -> Tuple[List[int], List[int], str]:
+    """Held-out example indices, training ones, and what was held out: one sequence in five (at
+    least one) when there are several, else one example in five."""
+    sequences = sorted({ex[2] for ex in examples})
+    if len(sequences) > 1:
+        rng.shuffle(sequences)
+        held = set(sequences[:max(1, len(sequences) // 5)])
+        val = [i for i, ex in enumerate(examples) if ex[2] in held]
+        return val, [i for i, ex in enumerate(examples) if ex[2] not in held], "sequences"
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    n_val = max(1, len(order) // 5) if len(order) > 1 else 0
+    return order[:n_val], order[n_val:] or order, "examples (one sequence only)"
+
+
 def train(examples, token_dim: int, epochs: int, lr: float, seed: int, keep_ratio: float,
           log=print) -> Tuple[RouterMLP, dict]:
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    order = list(range(len(examples)))
-    rng.shuffle(order)
-    n_val = max(1, len(order) // 5) if len(order) > 1 else 0
-    val, trn = order[:n_val], order[n_val:] or order
+    val, trn, held_out = split_by_sequence(examples, rng)
     mlp = RouterMLP(token_dim)
     opt = torch.optim.Adam(mlp.parameters(), lr=lr)
     pos = torch.cat([examples[i][1] for i in trn]).mean().clamp(1e-3, 1 - 1e-3)
     pos_weight = (1 - pos) / pos
 
     def loss_of(idx):
-        feats, target = examples[idx]
+        feats, target, _ = examples[idx]
         return F.binary_cross_entropy_with_logits(mlp(feats), target, pos_weight=pos_weight)
 
     def recall(idxs):
         hits = total = 0
         with torch.no_grad():
             for i in idxs:
-                feats, target = examples[i]
+                feats, target, _ = examples[i]
                 k = num_kept(target.numel(), keep_ratio)
                 top = torch.topk(mlp(feats), k).indices
                 hits += float(target[top].sum())
@@ -117,6 +135,7 @@ def train(examples, token_dim: int, epochs: int, lr: float, seed: int, keep_rati
         history.append(float(np.mean(losses)))
         log(f"epoch {epoch + 1}/{epochs}: train loss {history[-1]:.4f}")
     metrics = {"train_loss_history": history, "train_examples": len(trn), "val_examples": len(val),
+               "val_held_out": held_out,
                f"train_recall_at_{keep_ratio:g}": recall(trn),
                f"val_recall_at_{keep_ratio:g}": recall(val) if val else None,
                "positive_fraction": float(pos)}

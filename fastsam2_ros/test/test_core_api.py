@@ -10,6 +10,7 @@ from fastsam2_ros.core import CheckpointError, InputError, TrackerConfig
 from fastsam2_ros.core.config import load_ros_params
 from fastsam2_ros.core.models import build_predictor
 from fastsam2_ros.core.prompts import representative_click
+from fastsam2_ros.core.router import TokenRouter
 from fastsam2_ros.core.text_relevance import fit_clip_ridge, fit_paper_lsq
 from fastsam2_ros.core.tracker import StreamingTracker
 
@@ -200,6 +201,52 @@ def test_text_prompt_changes_token_ranking_in_the_tracker(tracker_cfg, model, vi
         assert tracker.objects[1].text_state is state
     a, b = kept.values()
     assert set(a) != set(b)
+
+
+def test_first_prompt_of_the_first_text_object_is_routed_with_its_text(tracker_cfg, model, video,
+                                                                        monkeypatch):
+    """That router call picks the tokens of the object's pinned conditioning frame; the object
+    joins ``objects`` only after it, so its text must reach the plan another way."""
+    frames, _, _ = video
+    seen = []
+    route = TokenRouter.route
+    monkeypatch.setattr(TokenRouter, "route",
+                        lambda self, sig, *a: seen.append(sig.text is not None) or route(self, sig, *a))
+    tracker = StreamingTracker(tracker_cfg.replace(text_mode="clip_ridge", mc_passes=0), model=model)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], text="a red ball", image=frames[0])
+    assert seen == [True]
+    seen.clear()
+    tracker.add_prompt(2, points=[[100, 30]], labels=[1])  # no text: the plan still has object 1's
+    tracker.track(frames[1])
+    assert seen and all(seen)
+
+
+def test_reset_restarts_the_dropout_masks_like_a_new_tracker(tracker_cfg, model, video):
+    """Offline tools track many clips with one tracker: a clip's result must not depend on the
+    clips before it."""
+    frames, _, _ = video
+    cfg = tracker_cfg.replace(mc_passes=3)
+
+    def kept(tracker):
+        tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+        return [tracker.track(f).kept_tokens[1] for f in frames[1:4]]
+
+    tracker = StreamingTracker(cfg, model=model)
+    first = kept(tracker)
+    tracker.reset()
+    again = kept(tracker)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+
+
+def test_stats_say_dense_when_the_keep_ratio_rounds_to_every_token(tracker_cfg, model, video):
+    frames, _, _ = video
+    tracker = StreamingTracker(tracker_cfg.replace(keep_ratio=0.999), model=model)
+    res = tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    res = tracker.track(frames[1])
+    assert res.stats.tokens_kept[1] == res.stats.tokens_total
+    assert res.stats.router_mode == "dense"
+    tracker.set_keep_ratio(0.3)
+    assert tracker.track(frames[2]).stats.router_mode == "training_free"
 
 
 def test_text_only_prompt_starts_tracking_by_itself(tracker_cfg, model, video):

@@ -1,5 +1,7 @@
 """Token pruning: gathered-RoPE memory attention, token counts, bounded memory bank, router."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,8 @@ from fastsam2_ros.core import TrackerConfig
 from fastsam2_ros.core import pruned_predictor
 from fastsam2_ros.core.models import build_predictor
 from fastsam2_ros.core.pruned_attention import pruned_memory_attention
-from fastsam2_ros.core.router import ROUTER_FORMAT, RouterMLP, load_router, num_kept, save_router
+from fastsam2_ros.core.router import (ROUTER_FORMAT, RouterMLP, TokenRouter, load_router, num_kept,
+                                      router_setting_mismatches, save_router)
 from fastsam2_ros.core.errors import CheckpointError
 from fastsam2_ros.core.tracker import StreamingTracker
 
@@ -212,3 +215,32 @@ def test_router_weights_load_and_errors(tmp_path, model128, video):
     with pytest.raises(CheckpointError, match="256"):
         save_router(RouterMLP(32), tmp_path / "small.pt")
         load_router(tmp_path / "small.pt", 256)
+
+
+def test_a_router_trained_with_other_inputs_loads_with_a_warning(tmp_path, model128, caplog):
+    cfg, model = model128
+    path = tmp_path / "router.pt"
+    meta = {"model_cfg": "tiny", "mc_passes": 5, "text_mode": "clip_ridge"}
+    save_router(RouterMLP(model.hidden_dim), path, meta=meta)
+    running = cfg.replace(keep_ratio=0.3, router_weights=str(path), text_mode="clip_ridge")
+    with caplog.at_level(logging.WARNING, logger="fastsam2_ros.core.tracker"):
+        StreamingTracker(running.replace(mc_passes=5, model_cfg="sam2.1_hiera_t"), model=model)
+    assert not [r for r in caplog.records if "trained with other inputs" in r.getMessage()]
+    with caplog.at_level(logging.WARNING, logger="fastsam2_ros.core.tracker"):
+        tracker = StreamingTracker(running.replace(mc_passes=0, text_mode="paper_lsq"), model=model)
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "mc_passes 5 in training, 0 here" in warned and "text_mode 'clip_ridge'" in warned
+    assert tracker.router.mode == "mlp"
+    # a router trained without text fits any text mode (its text input was zero)
+    assert router_setting_mismatches({"text_mode": "none"}, {"text_mode": "paper_lsq"}) == []
+
+
+def test_uncertainty_is_off_without_two_passes_or_dropout(model128):
+    cfg, model = model128
+    tokens = torch.randn(64, model.hidden_dim)
+    layer = model.memory_attention.layers[0]
+    for passes, dropout, on in ((5, 0.1, True), (1, 0.1, False), (0, 0.1, False), (5, 0.0, False)):
+        u = TokenRouter(model.hidden_dim, passes, dropout).mc_uncertainty(tokens, (8, 8), layer)
+        assert (u is not None) == on, (passes, dropout)
+        if on:
+            assert u.shape == (64,) and float(u.max()) == 1.0

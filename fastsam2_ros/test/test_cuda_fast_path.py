@@ -10,6 +10,7 @@ from fastsam2_ros.core import TrackerConfig
 from fastsam2_ros.core.models import build_official_predictor, build_predictor
 from fastsam2_ros.core.official import OfficialVideoSession
 from fastsam2_ros.core.preprocess import preprocess_on_device, preprocess_pil
+from fastsam2_ros.core.text_relevance import fit_paper_lsq
 from fastsam2_ros.core.tracker import StreamingTracker
 from fastsam2_ros.eval.metrics import region_j
 
@@ -117,6 +118,15 @@ def test_text_only_start_and_tracking_under_bf16(cuda_model, video):
         res = tracker.track(frame)
         assert res.masks[3].shape == frame.shape[:2]
     assert not tracker.runner.failures
+
+
+@pytest.mark.parametrize("tokens", [64, 4096])
+def test_paper_lsq_fits_on_the_gpu_for_small_and_large_grids(tokens):
+    """CUDA's lstsq refuses fewer tokens than channels (image_size 128: 64 tokens, 256 channels)."""
+    x, e = torch.randn(tokens, 256), torch.randn(512)
+    cpu = fit_paper_lsq(x, e, "a cup").aligned
+    gpu = fit_paper_lsq(x.cuda(), e.cuda(), "a cup").aligned.cpu()
+    torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-6)
 
 
 def test_compile_workers_are_released_once_the_step_is_compiled(video, tmp_path, monkeypatch):

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import random
 import subprocess
 import sys
 import tarfile
@@ -120,6 +121,33 @@ def test_router_training_void_label_is_no_object(tmp_path):
     examples = router_training.collect_examples(StreamingTracker(cfg), DavisDataset(data), {}, None,
                                                 log=lambda *a: None)
     assert len(examples) == 3  # object 1 on each annotated frame, nothing for 255
+
+
+def test_router_training_holds_out_whole_sequences():
+    """Frames of one sequence look alike: held-out frames of training sequences flatter recall."""
+    examples = [(None, None, f"seq{i % 7}") for i in range(70)]
+    val, trn, held_out = router_training.split_by_sequence(examples, random.Random(0))
+    assert held_out == "sequences" and len(val) == 10 and len(trn) == 60
+    assert len({examples[i][2] for i in val}) == 1
+    assert not {examples[i][2] for i in val} & {examples[i][2] for i in trn}
+    val, trn, held_out = router_training.split_by_sequence(examples[:1] * 10, random.Random(0))
+    assert held_out.startswith("examples") and (len(val), len(trn)) == (2, 8)
+
+
+def test_router_training_fits_an_objects_text_map_on_its_first_frame_only(tmp_path, monkeypatch):
+    """As the tracker does (clip_refresh_interval 0): later frames reuse the prompt frame's map."""
+    data = generate_dataset(tmp_path / "syn", sequences=2, frames=3, size=(96, 64), objects=2)
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=64, device="cpu",
+                        mc_passes=0, text_mode="paper_lsq")
+    tracker = StreamingTracker(cfg)
+    fitted = []
+    real = tracker.text_state
+    monkeypatch.setattr(tracker, "text_state", lambda text: fitted.append(text) or real(text))
+    texts = {"synth000": {"1": "a red ball"}, "synth001": {"1": "a cup", "2": "a box"}}
+    examples = router_training.collect_examples(tracker, DavisDataset(data), texts, None,
+                                                log=lambda *a: None)
+    assert sorted(fitted) == ["a box", "a cup", "a red ball"]
+    assert len(examples) == 12 and {ex[2] for ex in examples} == {"synth000", "synth001"}
 
 
 def test_router_training_checks_its_output_before_the_work(tmp_path, capsys, monkeypatch):

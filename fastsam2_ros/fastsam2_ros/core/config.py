@@ -128,7 +128,7 @@ class TrackerConfig:
     compile_cache_dir: str = ""  # where compiled kernels are cached ("" = ~/.cache/fastsam2_ros/inductor)
     # --- token pruning -----------------------------------------------------------------------
     keep_ratio: float = 0.3  # fraction of top-level tokens kept; 1.0 = the dense SAM 2 path
-    mc_passes: int = 5  # Monte-Carlo dropout passes for the uncertainty signal (0 = off)
+    mc_passes: int = 5  # Monte-Carlo dropout passes for the uncertainty signal (0 or 1 = off)
     mc_dropout: float = 0.1  # dropout probability used only inside the uncertainty estimate
     text_mode: str = "clip_ridge"  # clip_ridge (per-token, works) | paper_lsq (paper eq. 4-5) | none
     router_weights: str = ""  # trained router MLP (.pt); empty = training-free fusion
@@ -136,7 +136,7 @@ class TrackerConfig:
     memory_mask_boost: float = 1.0  # score bonus that forces predicted-mask tokens into memory
     # --- text --------------------------------------------------------------------------------
     clip_model: str = "ViT-B-16"  # open_clip architecture name
-    clip_weights: str = ""  # path to open_clip weights; empty = text relevance off unless random
+    clip_weights: str = ""  # open_clip weights, needed by text prompts (empty: CheckpointError unless random)
     clip_refresh_interval: int = 0  # refit the SAM2->CLIP map every N frames (0 = prompt frames only)
     # --- memory bank -------------------------------------------------------------------------
     max_cond_frames: int = 4  # conditioning (prompted) frames kept per object; first one is pinned

@@ -38,7 +38,10 @@ from .errors import CheckpointError
 from .text_relevance import TextRows
 
 ROUTER_FORMAT = "fastsam2_ros.router.v1"
-#: Score bonus (in standard deviations) of tokens under the object's previous mask, dilated.
+#: Weights of the standardised signals in the training-free fusion (no trained router).
+TEXT_WEIGHT, PROTOTYPE_WEIGHT, UNCERTAINTY_WEIGHT = 1.0, 1.0, 0.5
+#: Score bonus (in standard deviations) of tokens under the object's previous mask, dilated: once
+#: that region holds k tokens or more, every kept token comes from it (the others only reorder).
 PRIOR_BONUS = 3.0
 
 
@@ -49,6 +52,7 @@ class RouterMLP(nn.Module):
         super().__init__()
         self.token_dim = token_dim
         self.net = nn.Sequential(nn.Linear(3 * token_dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        self.meta: dict = {}  # the training settings stored in its file (see ``load_router``)
 
     def forward(self, fused: torch.Tensor) -> torch.Tensor:
         return self.net(fused).squeeze(-1)
@@ -90,7 +94,26 @@ def load_router(path: str | Path, token_dim: int) -> RouterMLP:
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"router {p}: its weights do not fit a router with {hidden} hidden "
                               f"units: {exc}") from exc
+    mlp.meta = dict(blob.get("meta") or {})
     return mlp.eval()
+
+
+#: Training settings (file metadata) that shape the router's inputs: SAM 2's token features,
+#: the uncertainty U_i, the text vector text_i.
+ROUTER_INPUT_SETTINGS = ("model_cfg", "mc_passes", "text_mode")
+
+
+def router_setting_mismatches(meta: dict, running: dict) -> list:
+    """Where a loaded router was trained with other input settings than ``running`` (a router
+    trained without text, ``text_mode: none``, fits any text mode: its text input was zero)."""
+    out = []
+    for key in ROUTER_INPUT_SETTINGS:
+        if key not in meta or meta[key] == running.get(key):
+            continue
+        if key == "text_mode" and meta[key] == "none":
+            continue
+        out.append(f"{key} {meta[key]!r} in training, {running.get(key)!r} here")
+    return out
 
 
 def minmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -149,6 +172,11 @@ class TokenRouter(nn.Module):
             self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
         return self._generators[key]
 
+    def reseed(self) -> None:
+        """Restart the CPU dropout masks from ``seed`` (``StreamingTracker.reset``: a clip's result
+        must not depend on the clips tracked before it). CUDA's default generator is the process's."""
+        self._generators.clear()
+
     @property
     def mode(self) -> str:
         return "mlp" if self.mlp is not None else "training_free"
@@ -156,9 +184,10 @@ class TokenRouter(nn.Module):
     # ---- signals ------------------------------------------------------------------------------
     @torch.no_grad()
     def mc_uncertainty(self, tokens: torch.Tensor, grid_hw: tuple, attn_layer) -> Optional[torch.Tensor]:
-        """Min-max normalised std of attention logits over T dropout passes, [N] (None if T=0).
+        """Min-max normalised std of attention logits over T dropout passes, [N]; None when
+        T < 2 or dropout is 0 (the std is then zero: no signal, so no work either).
         A property of the frame's tokens, computed once per frame for all objects."""
-        if self.mc_passes <= 0:
+        if self.mc_passes < 2 or self.mc_dropout <= 0.0:
             return None
         n, c = tokens.shape
         h, w = grid_hw
@@ -227,12 +256,13 @@ class TokenRouter(nn.Module):
         """Standardised sum of the scalar signals; previous-mask tokens get a large bonus."""
         score = torch.zeros(rows, sig.tokens.shape[0], device=sig.tokens.device)
         if sig.text is not None:
-            score = score + sig.has_text[:, None] * standardize(sig.text)
+            score = score + TEXT_WEIGHT * sig.has_text[:, None] * standardize(sig.text)
         if sig.prototype is not None:
-            score = score + torch.where(sig.has_prototype[:, None], standardize(sig.prototype),
-                                        torch.zeros_like(sig.prototype))
+            prototype = torch.where(sig.has_prototype[:, None], standardize(sig.prototype),
+                                    torch.zeros_like(sig.prototype))
+            score = score + PROTOTYPE_WEIGHT * prototype
         if sig.uncertainty is not None:
-            score = score + 0.5 * standardize(sig.uncertainty)[None]
+            score = score + UNCERTAINTY_WEIGHT * standardize(sig.uncertainty)[None]
         if sig.prior is not None:
             score = score + PRIOR_BONUS * sig.prior
         return score

@@ -72,7 +72,9 @@ def fit_paper_lsq(tokens: torch.Tensor, text_embedding: torch.Tensor, text: str)
     x = tokens.double()
     e = text_embedding.double()
     target = torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device) @ e[None]  # [N, D]
-    w_t = torch.linalg.lstsq(x, target, driver="gelsd" if x.device.type == "cpu" else None).solution
+    # the minimum-norm least-squares solution via the pseudo-inverse: CUDA's lstsq (gels) refuses
+    # fewer tokens than channels and assumes full rank
+    w_t = torch.linalg.pinv(x) @ target
     aligned = (w_t @ e).float()  # [C]
     return TextState(mode="paper_lsq", text=text, text_embedding=text_embedding.float(),
                      aligned=aligned)

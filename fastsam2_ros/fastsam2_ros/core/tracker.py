@@ -34,7 +34,7 @@ from PIL import Image
 from sam2.utils.misc import concat_points
 from scipy import ndimage
 
-from .config import TrackerConfig
+from .config import TrackerConfig, short_model_name
 from .errors import InputError
 from .memory_bank import MemoryBank
 from .models import build_predictor, release_compile_workers, uses_compiled_modules
@@ -42,7 +42,8 @@ from .preprocess import FrameStager, prepare_device_constants, resolve_preproces
 from .prompts import (MAX_POINTS, representative_click, validate_box, validate_image,
                       validate_mask, validate_object_id, validate_points, validate_text)
 from .pruned_predictor import StepPlan, pack_mask_bits
-from .router import TokenRouter, load_router, num_kept
+from .router import (ROUTER_INPUT_SETTINGS, TokenRouter, load_router, num_kept,
+                     router_setting_mismatches)
 from .stats import BitMasks, FrameResult, FrameStats, StageTimer, peak_gpu_memory
 from .step_runner import StepRunner
 from .text_relevance import TextState, fit_clip_ridge, fit_paper_lsq
@@ -123,6 +124,8 @@ class StreamingTracker:
         self.device = self.model.device
         self.return_logits = return_logits
         mlp = load_router(self.cfg.router_weights, self.model.hidden_dim) if self.cfg.router_weights else None
+        if mlp is not None:
+            self._warn_router_mismatches(mlp.meta)
         self.router = TokenRouter(self.model.hidden_dim, self.cfg.mc_passes, self.cfg.mc_dropout,
                                   mlp=mlp, seed=self.cfg.seed)
         self.keep_ratio = float(self.cfg.keep_ratio)
@@ -169,11 +172,13 @@ class StreamingTracker:
             self._bank_changed()
 
     def reset(self, num_frames_hint: Optional[int] = None) -> None:
-        """Forget all objects and memory (the model and the captured steps stay). ``num_frames_hint``:
+        """Forget all objects and memory (the model and the captured steps stay); on the CPU the
+        Monte-Carlo dropout restarts from ``seed``, as in a new tracker. ``num_frames_hint``:
         see ``__init__``; offline tools pass each clip's length to compare with the official predictor."""
         self.objects.clear()
         self.bank.clear()
         self.bank.set_num_frames(int(num_frames_hint) if num_frames_hint else STREAM_LENGTH)
+        self.router.reseed()
         self._reset_frame_state()
 
     def release_graphs(self) -> None:
@@ -376,6 +381,17 @@ class StreamingTracker:
         self._backbone: Optional[dict] = None
         self._last_finished = -1
 
+    def _warn_router_mismatches(self, meta: dict) -> None:
+        """A router trained on other inputs still loads (it may be what the user has), warned."""
+        running = {key: getattr(self.cfg, key) for key in ROUTER_INPUT_SETTINGS}
+        running["model_cfg"] = short_model_name(self.cfg.model_cfg)
+        meta = dict(meta)
+        if "model_cfg" in meta:
+            meta["model_cfg"] = short_model_name(str(meta["model_cfg"]))
+        for mismatch in router_setting_mismatches(meta, running):
+            LOG.warning("router %s was trained with other inputs: %s (its scores may be off; "
+                        "retrain it with these settings)", self.cfg.router_weights, mismatch)
+
     def _require_model(self) -> None:
         if self.model is None:
             raise InputError("the tracker was released; create a new one")
@@ -408,12 +424,16 @@ class StreamingTracker:
             self._staged = self.stager.stage(self._image)
         return self._staged
 
-    def _plan(self, rows: slice, compact: Optional[bool] = None):
+    def _plan(self, rows: slice, compact: Optional[bool] = None,
+              prompting: Optional[_ObjectState] = None):
         """The step's static plan and the bank layout it reads; ``compact`` (default: the step runs
-        eagerly) reads only the slots that hold memories, a captured step keeps static shapes."""
+        eagerly) reads only the slots that hold memories, a captured step keeps static shapes.
+        ``prompting``: an object being prompted, which may not be in ``objects`` yet (its text
+        counts too: its first prompt's router call picks the tokens of its conditioning frame)."""
         compact = not self.runner.static_buffers if compact is None else compact
         layout = self.bank.layout(self._t, rows, compact=compact)
-        has_text = bool(self.bank.text) and any(o.text_state is not None for o in self.objects.values())
+        objects = list(self.objects.values()) + ([prompting] if prompting is not None else [])
+        has_text = bool(self.bank.text) and any(o.text_state is not None for o in objects)
         plan = StepPlan(shape=layout.shape, masked=layout.masked,
                         keep=num_kept(self._num_tokens, self.keep_ratio),
                         filler=self.cfg.filler, memory_mask_boost=float(self.cfg.memory_mask_boost),
@@ -465,7 +485,8 @@ class StreamingTracker:
         prev_logits = None
         if has_output and mask_inputs is None:
             prev_logits = torch.clamp(self.bank.prev_logits[obj.row:obj.row + 1], -32.0, 32.0)
-        plan, layout = self._plan(slice(obj.row, obj.row + 1), compact=True)  # an eager step
+        plan, layout = self._plan(slice(obj.row, obj.row + 1), compact=True,  # an eager step
+                                  prompting=obj)
         self.model.prompt_object(backbone, self.bank, obj.row, t, is_init, plan, layout, self.router,
                                  point_inputs=point_inputs, mask_inputs=mask_inputs,
                                  prev_logits=prev_logits, timer=timer)
@@ -624,7 +645,8 @@ class StreamingTracker:
             peak_gpu_memory_bytes=peak_gpu_memory(self.device),
             gpu_memory_bytes=int(torch.cuda.memory_allocated(self.device)) if cuda else 0,
             object_ids=list(self.objects),
-            router_mode="dense" if self.keep_ratio >= 1.0 else self.router.mode,
+            router_mode="dense" if num_kept(self._num_tokens, self.keep_ratio) >= self._num_tokens
+            else self.router.mode,
             text_mode=self.cfg.text_mode if any(o.text_state for o in self.objects.values()) else "none",
             auto_prompted=auto_prompted, device=str(self.device), step_mode=self.runner.mode,
             auto_phrases={i: o.auto_phrase for i, o in self.objects.items()

@@ -84,8 +84,9 @@ TRACKER_PARAMETER_DOCS: Dict[str, Dict[str, Any]] = {
                               "~/.cache/fastsam2_ros/inductor)"),
     "keep_ratio": dict(description="Fraction of top-level tokens kept before memory attention "
                        "(1.0 = dense SAM 2); applied live", live=True),
-    "mc_passes": dict(description="Monte-Carlo dropout passes of the token-uncertainty signal (0 = off)"),
-    "mc_dropout": dict(description="Dropout probability used only inside the uncertainty estimate"),
+    "mc_passes": dict(description="Monte-Carlo dropout passes of the token-uncertainty signal (0 or 1 = off)"),
+    "mc_dropout": dict(description="Dropout probability used only inside the uncertainty estimate "
+                      "(0 = off)"),
     "text_mode": dict(description="Text relevance: clip_ridge (per-token CLIP relevance) | paper_lsq "
                       "(the paper's eq. 4-5, text-independent baseline) | none"),
     "router_weights": dict(description="Trained router MLP weights (.pt); empty = training-free fusion"),
@@ -93,8 +94,8 @@ TRACKER_PARAMETER_DOCS: Dict[str, Dict[str, Any]] = {
     "memory_mask_boost": dict(description="Score bonus that forces predicted-mask tokens into the "
                               "memory bank"),
     "clip_model": dict(description="open_clip architecture of the text encoder (e.g. ViT-B-16)"),
-    "clip_weights": dict(description="open_clip weights file; empty = text relevance off (unless "
-                         "allow_random_weights)"),
+    "clip_weights": dict(description="open_clip weights file, needed by text prompts "
+                         "(empty: a text prompt is refused, unless allow_random_weights)"),
     "clip_refresh_interval": dict(description="Refit the SAM2->CLIP token map every N frames "
                                   "(0 = on prompt frames only)"),
     "max_cond_frames": dict(description="Prompted (conditioning) frames kept per object; the first "
