@@ -38,8 +38,9 @@ def models():
     return cfg, ours, official
 
 
-def run_official(official, clip_path, first_prompts, refine):
-    """Prompts on frame 0, track frames 0..REFINE_AT, refine on REFINE_AT, track to the end."""
+def run_official(official, clip_path, first_prompts, refines):
+    """Prompts on frame 0, track frames 0..REFINE_AT, refine on REFINE_AT (clicks of one object
+    accumulate), track to the end."""
     state = official.init_state(clip_path)
     logits = {}
     with torch.inference_mode():
@@ -47,14 +48,16 @@ def run_official(official, clip_path, first_prompts, refine):
             official.add_new_points_or_box(state, 0, obj_id, **kwargs)
         for t, _, masks in official.propagate_in_video(state, 0, max_frame_num_to_track=REFINE_AT):
             logits[t] = masks[:, 0].numpy()
-        obj_id, kwargs = refine
-        official.add_new_points_or_box(state, REFINE_AT, obj_id, **kwargs)
+        for i, (obj_id, kwargs) in enumerate(refines):
+            again = any(o == obj_id for o, _ in refines[:i])
+            official.add_new_points_or_box(state, REFINE_AT, obj_id, clear_old_points=not again,
+                                           **kwargs)
         for t, _, masks in official.propagate_in_video(state, REFINE_AT):
             logits[t] = masks[:, 0].numpy()
     return logits
 
 
-def run_streaming(cfg, model, frames, first_prompts, refine, **tracker_kwargs):
+def run_streaming(cfg, model, frames, first_prompts, refines, **tracker_kwargs):
     tracker = StreamingTracker(cfg, model=model, num_frames_hint=len(frames), return_logits=True,
                                **tracker_kwargs)
     out = {}
@@ -64,8 +67,8 @@ def run_streaming(cfg, model, frames, first_prompts, refine, **tracker_kwargs):
     for t in range(1, len(frames)):
         res = tracker.track(frames[t])
         if t == REFINE_AT:
-            obj_id, kwargs = refine
-            res = tracker.add_prompt(obj_id, **kwargs)
+            for obj_id, kwargs in refines:
+                res = tracker.add_prompt(obj_id, **kwargs)
         out[t] = res
     return out, tracker
 
@@ -73,10 +76,15 @@ def run_streaming(cfg, model, frames, first_prompts, refine, **tracker_kwargs):
 SCENARIOS = {
     "one_object_box_then_click": (
         {1: dict(box=[20, 40, 62, 82])},
-        (1, dict(points=[[70, 60]], labels=[1]))),
+        [(1, dict(points=[[70, 60]], labels=[1]))]),
     "two_objects_clicks_then_negative": (
         {1: dict(points=[[40, 60]], labels=[1]), 2: dict(points=[[120, 35]], labels=[1])},
-        (1, dict(points=[[60, 75]], labels=[0]))),
+        [(1, dict(points=[[60, 75]], labels=[0]))]),
+    # the second click must not read the memory the first one stored on this frame
+    "two_clicks_on_a_tracked_frame": (
+        {1: dict(points=[[40, 60]], labels=[1]), 2: dict(points=[[120, 35]], labels=[1])},
+        [(1, dict(points=[[60, 60]], labels=[1])), (2, dict(points=[[110, 40]], labels=[1])),
+         (1, dict(points=[[100, 40]], labels=[0]))]),
 }
 
 
@@ -84,9 +92,9 @@ SCENARIOS = {
 def test_dense_tracker_matches_official_predictor(name, models, clip_dir):
     cfg, ours, official = models
     clip_path, frames = clip_dir
-    first, refine = SCENARIOS[name]
-    ref = run_official(official, clip_path, first, refine)
-    got, tracker = run_streaming(cfg, ours, frames, first, refine)
+    first, refines = SCENARIOS[name]
+    ref = run_official(official, clip_path, first, refines)
+    got, tracker = run_streaming(cfg, ours, frames, first, refines)
     assert sorted(ref) == list(range(NUM_FRAMES))
     for t in range(NUM_FRAMES):
         ids = sorted(first)
@@ -96,7 +104,7 @@ def test_dense_tracker_matches_official_predictor(name, models, clip_dir):
         for k, i in enumerate(ids):
             assert np.array_equal(got[t].masks[i], ref[t][k] > 0), f"frame {t} object {i}"
     # the refined object now has two conditioning frames, as in the official state
-    row = tracker.objects[refine[0]].row
+    row = tracker.objects[refines[0][0]].row
     assert sorted(f for f in tracker.bank.cond_frames[row] if f >= 0) == [0, REFINE_AT]
 
 
@@ -121,13 +129,13 @@ def test_static_buffer_protocol_matches_official(models, clip_dir, monkeypatch):
     both objects run through the gathered-RoPE attention as one batch on every tracked frame."""
     cfg, ours, official = models
     clip_path, frames = clip_dir
-    first, refine = SCENARIOS["two_objects_clicks_then_negative"]
-    ref = run_official(official, clip_path, first, refine)
+    first, refines = SCENARIOS["two_objects_clicks_then_negative"]
+    ref = run_official(official, clip_path, first, refines)
     batches = []
     real = pruned_predictor.pruned_memory_attention
     monkeypatch.setattr(pruned_predictor, "pruned_memory_attention",
                         lambda module, curr, *a, **k: batches.append(curr.shape[0]) or real(module, curr, *a, **k))
-    got, tracker = run_streaming(cfg, ours, frames, first, refine, static_buffers=True)
+    got, tracker = run_streaming(cfg, ours, frames, first, refines, static_buffers=True)
     # tracked frames run both objects as one batch; the refinement runs alone
     assert batches == [2] * REFINE_AT + [1] + [2] * (NUM_FRAMES - 1 - REFINE_AT)
     assert len(tracker.runner._entries) == 2  # padded early bank (masked) and the refined layout

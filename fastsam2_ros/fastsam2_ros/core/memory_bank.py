@@ -3,9 +3,11 @@
 It is the one place that knows SAM 2's memory rule (``SAM2Base._prepare_memory_conditioned_features``
 for forward tracking with ``memory_temporal_stride_for_eval == 1``): frame t reads
 
-* every conditioning (prompted) frame of the object, oldest first, temporal slot ``num_maskmem-1``;
+* every conditioning (prompted) frame of the object before t, oldest first, temporal slot
+  ``num_maskmem-1`` (a frame becomes one when tracking moves on from it, as in sam2's
+  ``propagate_in_video_preflight``: further prompts on frame t do not read the first one's memory);
 * the ``num_maskmem - 1`` frames before t that are not conditioning frames, oldest first;
-* object pointers of the conditioning frames (at or before t), then of frames t-1, t-2, ... down
+* object pointers of those conditioning frames, then of frames t-1, t-2, ... down
   to ``min(num_frames, max_obj_ptrs) - 1`` frames back, with their true temporal offsets.
 
 Storage per object row (rows are the tracked objects in insertion order):
@@ -282,10 +284,12 @@ class MemoryBank:
             empty = [s for s, f in enumerate(frames) if f == NO_FRAME]
             pad = n_cond - len(filled)
             cond_order.extend([s for _, s in filled] + empty[:pad])
-            cond_valid.extend([True] * len(filled) + [False] * pad)
+            # a prompt on frame t does not read what an earlier prompt on t stored: sam2 makes a
+            # prompted frame a conditioning memory only when it propagates from it, so every
+            # click on a frame sees the same memory (tracking steps never find t stored)
+            cond_valid.extend([f < t for f, _ in filled] + [False] * pad)
             padded |= bool(any(self.cond_padded[r, s] for _, s in filled))
-            # pointers of the conditioning frames at or before t, with their offsets
-            cond_ptr_valid.append([f <= t for f, _ in filled] + [False] * pad)
+            cond_ptr_valid.append([f < t for f, _ in filled] + [False] * pad)  # and their pointers
             cond_offsets.append([t - f for f, _ in filled] + [0] * pad)
             ring_valid.append([f >= 0 and self.ring_frames[r, f % self.ring_len] == f
                                for f in ring_expected])
