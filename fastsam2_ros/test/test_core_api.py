@@ -48,6 +48,10 @@ BAD_PROMPTS = {
     "NaN box": dict(box=[0, 0, np.nan, 5]),
     "mask shape": dict(mask=np.ones((3, 3), bool)),
     "empty mask": dict(mask=np.zeros((120, 160), bool)),
+    "numeric-string label": dict(points=[[5.0, 3.0]], labels=["1"]),
+    "numeric-string click": dict(points=[["20", "30"]], labels=[1]),
+    "numeric-string box": dict(box=["5", "5", "30", "30"]),
+    "complex mask": dict(mask=np.ones((120, 160), np.complex64)),
     "huge text": dict(text="x" * 100_000),
     "empty text": dict(text="   "),
     "nothing": dict(),
@@ -106,6 +110,78 @@ def test_objects_add_remove_reset_and_outputs(tracker_cfg, model, video):
     for key in ("encoder", "router", "memory_attention", "decoder", "memory_encoder", "total"):
         assert key in res.stats.stage_ms
     assert res.stats.stage_ms["total"] >= res.stats.stage_ms["encoder"] > 0
+
+
+def test_bad_num_frames_hint_is_an_input_error_that_leaves_the_tracker_alone(tracker_cfg, model,
+                                                                             video):
+    frames, _, _ = video
+    tracker = StreamingTracker(tracker_cfg, model=model)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    for bad in ("abc", float("nan"), float("inf"), [3], -5, 2.5, 10 ** 30, True):
+        with pytest.raises(InputError, match="num_frames_hint"):
+            tracker.reset(num_frames_hint=bad)
+        with pytest.raises(InputError, match="num_frames_hint"):
+            StreamingTracker(tracker_cfg, model=model, num_frames_hint=bad)
+    assert tracker.object_ids == [1] and tracker.frame_index == 0
+    tracker.reset(num_frames_hint=np.int64(12))
+    assert tracker.bank.num_frames == 12 and tracker.object_ids == []
+
+
+def test_frames_in_flight_across_a_reset_leave_the_new_stream_alone(tracker_cfg, model, video):
+    frames, _, _ = video
+    tracker = StreamingTracker(tracker_cfg, model=model)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    old = [tracker.submit(f) for f in frames[1:3]]
+    tracker.reset()
+    assert [p.result().frame_index for p in old] == [1, 2]  # still collectable, masks and all
+    assert old[0].result().object_ids == [1]
+    res = tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    res = tracker.track(frames[1])
+    clean = StreamingTracker(tracker_cfg, model=model)
+    clean.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    ref = clean.track(frames[1])
+    assert res.frame_index == ref.frame_index == 1
+    assert np.array_equal(res.masks[1], ref.masks[1])
+
+
+def test_results_collected_later_report_the_state_their_frame_was_tracked_in(tracker_cfg, model,
+                                                                            video):
+    frames, _, _ = video
+    sync = StreamingTracker(tracker_cfg, model=model)
+    sync.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    want = [sync.track(f).stats for f in frames[1:4]]
+    pipe = StreamingTracker(tracker_cfg, model=model)
+    pipe.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    pending = [pipe.submit(f) for f in frames[1:4]]
+    pipe.add_prompt(2, points=[[100, 30]], labels=[1])
+    pipe.set_keep_ratio(0.7)
+    got = [p.result().stats for p in pending]
+    for a, b in zip(want, got):
+        assert (b.bank_frames, b.object_ids, b.keep_ratio, b.tokens_kept) == \
+            (a.bank_frames, a.object_ids, a.keep_ratio, a.tokens_kept)
+    assert [s.bank_frames for s in got] == [2, 3, 4]
+
+
+def test_a_released_tracker_answers_every_call_with_an_input_error(tracker_cfg, model, video):
+    frames, _, _ = video
+    tracker = StreamingTracker(tracker_cfg, model=model)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    pending = tracker.submit(frames[1])
+    tracker.release()
+    tracker.release()  # twice: nothing to do
+    for call in (lambda: tracker.track(frames[2]), lambda: tracker.reset(),
+                 lambda: tracker.set_keep_ratio(0.5), tracker.memory_bank_size, pending.result,
+                 lambda: tracker.add_prompt(1, points=[[4, 6]], labels=[1])):
+        with pytest.raises(InputError, match="released"):
+            call()
+
+
+def test_a_frame_without_objects_gives_empty_images_of_its_size(tracker_cfg, model, video):
+    frames, _, _ = video
+    res = StreamingTracker(tracker_cfg, model=model).track(frames[0])
+    assert res.object_ids == [] and res.image_shape == frames[0].shape[:2]
+    assert res.union_mask().shape == res.label_image().shape == frames[0].shape[:2]
+    assert not res.union_mask().any() and not res.label_image().any()
 
 
 def test_max_objects_limit(tracker_cfg, model, video):

@@ -32,6 +32,21 @@ def validate_object_id(obj_id, allow_zero: bool = False) -> int:
     return int(obj_id)
 
 
+#: Longest clip a ``num_frames_hint`` may announce (sam2 only uses min(num_frames, 16) of it).
+MAX_NUM_FRAMES_HINT = 10 ** 9
+
+
+def validate_num_frames_hint(hint) -> Optional[int]:
+    """A clip length (positive integer) or None/0 for an open-ended stream."""
+    if hint is None:
+        return None
+    if isinstance(hint, bool) or not isinstance(hint, numbers.Integral):
+        raise InputError(f"num_frames_hint must be an integer number of frames, got {hint!r}"[:200])
+    if not 0 <= int(hint) <= MAX_NUM_FRAMES_HINT:
+        raise InputError(f"num_frames_hint {int(hint)} out of range [0, {MAX_NUM_FRAMES_HINT}]")
+    return int(hint) or None
+
+
 def next_free_id(used) -> int:
     """Smallest object id not in ``used``."""
     used_set = {int(i) for i in used}
@@ -44,11 +59,15 @@ def next_free_id(used) -> int:
 def _float_array(values, what: str) -> np.ndarray:
     """``values`` as a float64 array; ragged lists and non-numbers become InputError."""
     if isinstance(values, (str, bytes)):
-        raise InputError(f"{what} must be numbers, got {values!r}")
+        raise InputError(f"{what} must be numbers, got {values!r}"[:300])
+    problem = f"{what} must be a rectangular list of numbers, got {values!r}"[:300]
     try:
-        return np.asarray(values, dtype=np.float64)
+        raw = np.asarray(values)
     except (TypeError, ValueError) as exc:
-        raise InputError(f"{what} must be a rectangular list of numbers, got {values!r}"[:300]) from exc
+        raise InputError(problem) from exc
+    if raw.dtype.kind not in "biuf":  # numpy would parse "12" as a number; refuse strings, objects
+        raise InputError(problem)
+    return raw.astype(np.float64)
 
 
 def representative_click(mask: np.ndarray) -> Tuple[int, int]:
@@ -127,7 +146,7 @@ def validate_mask(mask, shape: Tuple[int, int]) -> np.ndarray:
     if m.shape != tuple(shape):
         raise InputError(f"mask shape {m.shape} does not match the image {tuple(shape)}")
     if m.dtype != bool:
-        if not np.issubdtype(m.dtype, np.number) or not np.all(np.isfinite(m)):
+        if m.dtype.kind not in "biuf" or not np.all(np.isfinite(m)):
             raise InputError("mask must be boolean or numeric without NaN")
         m = m > 0
     if not m.any():

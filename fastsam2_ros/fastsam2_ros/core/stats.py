@@ -6,7 +6,7 @@ import dataclasses
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -147,6 +147,8 @@ class FrameResult:
     #: the call that auto-prompted: region, click, caption, phrase, stage times
     #: (``core.auto_prompt.AutoPromptResult``); None otherwise
     auto_prompt: Optional[Any] = None
+    #: (H, W) of the input image: the size of the empty images of a frame without objects
+    image_shape: Optional[Tuple[int, int]] = None
 
     @property
     def object_ids(self) -> List[int]:
@@ -183,9 +185,11 @@ class FrameResult:
             shape is None or tuple(shape) == self.masks.bits.shape[1:])
 
     def _shape(self) -> tuple:
+        if self.image_shape is not None:
+            return tuple(self.image_shape)
         for m in self.masks.values():
             return m.shape
-        raise ValueError("no masks: pass shape= explicitly")
+        raise ValueError("no masks and no image_shape: pass shape= explicitly")
 
 
 def _zeroed(out: Optional[np.ndarray], shape: tuple, dtype) -> np.ndarray:

@@ -40,7 +40,8 @@ from .memory_bank import MemoryBank
 from .models import build_predictor, release_compile_workers, uses_compiled_modules
 from .preprocess import FrameStager, prepare_device_constants, resolve_preprocess
 from .prompts import (MAX_POINTS, representative_click, validate_box, validate_image,
-                      validate_mask, validate_object_id, validate_points, validate_text)
+                      validate_mask, validate_num_frames_hint, validate_object_id,
+                      validate_points, validate_text)
 from .pruned_predictor import StepPlan, pack_mask_bits
 from .router import (ROUTER_INPUT_SETTINGS, TokenRouter, load_router, num_kept,
                      router_setting_mismatches)
@@ -80,6 +81,8 @@ class PendingFrame:
         # a weak reference: the tracker keeps its last pending frames, which must not keep it alive
         self._tracker = weakref.ref(tracker)
         self.frame_index = frame_index
+        self.epoch = tracker._epoch  # a frame from before a reset() must not touch the new stream
+        self._context: dict = {}  # the tracker's side of the stats, as when the frame was tracked
         self._shape = shape
         self._t0 = t0
         self._event = None
@@ -133,7 +136,7 @@ class StreamingTracker:
         self.objects: "OrderedDict[int, _ObjectState]" = OrderedDict()
         grid = self.model.image_size // 16
         self._num_tokens = grid * grid
-        num_frames = int(num_frames_hint) if num_frames_hint else STREAM_LENGTH
+        num_frames = validate_num_frames_hint(num_frames_hint) or STREAM_LENGTH
         self.bank = MemoryBank(self.model, self.cfg.max_objects, self.cfg.max_cond_frames,
                                num_kept(self._num_tokens, self.keep_ratio), self.device, num_frames)
         self.preprocess_mode = resolve_preprocess(self.cfg.preprocess, self.device)
@@ -148,6 +151,7 @@ class StreamingTracker:
         self._host_slots: List[Optional[PendingFrame]] = [None, None]
         self._host_turn = 0
         self._auto_prompter = None  # core.auto_prompt.AutoPrompter, built on first auto_prompt
+        self._epoch = 0  # reset() count: frames submitted before a reset belong to an old stream
         self._reset_frame_state()
 
     # ----------------------------------------------------------------------------- public API
@@ -166,6 +170,7 @@ class StreamingTracker:
 
     def set_keep_ratio(self, keep_ratio: float) -> None:
         """Change the keep ratio between frames. Stored memories keep their best tokens."""
+        self._require_model()
         self.cfg.replace(keep_ratio=keep_ratio)  # validates
         self.keep_ratio = float(keep_ratio)
         if self.bank.resize_tokens(num_kept(self._num_tokens, self.keep_ratio)):
@@ -174,11 +179,15 @@ class StreamingTracker:
     def reset(self, num_frames_hint: Optional[int] = None) -> None:
         """Forget all objects and memory (the model and the captured steps stay); on the CPU the
         Monte-Carlo dropout restarts from ``seed``, as in a new tracker. ``num_frames_hint``:
-        see ``__init__``; offline tools pass each clip's length to compare with the official predictor."""
+        see ``__init__``; offline tools pass each clip's length to compare with the official predictor.
+        Frames still in flight can be collected afterwards; they leave the new stream alone."""
+        self._require_model()
+        num_frames = validate_num_frames_hint(num_frames_hint) or STREAM_LENGTH
         self.objects.clear()
         self.bank.clear()
-        self.bank.set_num_frames(int(num_frames_hint) if num_frames_hint else STREAM_LENGTH)
+        self.bank.set_num_frames(num_frames)
         self.router.reseed()
+        self._epoch += 1
         self._reset_frame_state()
 
     def release_graphs(self) -> None:
@@ -189,7 +198,10 @@ class StreamingTracker:
             torch.cuda.empty_cache()
 
     def release(self) -> None:
-        """Drop the model and free cached GPU memory (the tracker is unusable afterwards)."""
+        """Drop the model and free cached GPU memory (the tracker is unusable afterwards; a
+        second call does nothing)."""
+        if self.model is None:
+            return
         self.reset()
         self.model = None
         self.runner.clear()
@@ -224,6 +236,7 @@ class StreamingTracker:
         self._start_frame(image)
         pending = PendingFrame(self, self._t, image.shape[:2], t0)
         if not self.objects:  # the encoder runs lazily, when a prompt arrives
+            pending._context = self._frame_context()
             return pending
         rows = slice(0, self.bank.rows)
         plan, layout = self._plan(rows)
@@ -253,6 +266,7 @@ class StreamingTracker:
                 events[1].record()
                 pending._gpu_events = events
             self._to_host(pending, outs, with_memory_idx=self.bank.k < self._num_tokens)
+            pending._context = self._frame_context()
             self._refresh_texts()
         if self.runner.new_steps != new_steps and uses_compiled_modules(self.model):
             release_compile_workers()  # a new step was just compiled and captured
@@ -264,6 +278,7 @@ class StreamingTracker:
                    image: Optional[np.ndarray] = None) -> FrameResult:
         """Add object ``obj_id`` or refine it on the current frame (``image`` first tracks a new
         frame). Clicks on the same frame accumulate; a box or mask replaces earlier clicks."""
+        self._require_model()
         obj_id = validate_object_id(obj_id)
         text = validate_text(text, self.cfg.max_text_length)
         if points is None and box is None and mask is None and text is None:
@@ -284,7 +299,6 @@ class StreamingTracker:
             pts, lab = validate_points(points, labels, shape)
         bbox = validate_box(box, shape) if box is not None else None
         mask_arr = validate_mask(mask, shape) if mask is not None else None
-        self._require_model()
         if text is not None and self.cfg.text_mode == "none" and pts is None and bbox is None \
                 and mask_arr is None:
             raise InputError("a text-only prompt needs text_mode clip_ridge or paper_lsq")
@@ -370,6 +384,7 @@ class StreamingTracker:
     def memory_bank_size(self) -> Dict[str, int]:
         """Frames with stored memory features, stored tokens, and bytes of the bank's tensors
         for the tracked objects (constant while the objects and the keep ratio stay)."""
+        self._require_model()
         frames = self.bank.stored_frames()
         return {"frames": frames, "tokens": frames * self.bank.k, "bytes": self.bank.nbytes()}
 
@@ -578,9 +593,12 @@ class StreamingTracker:
 
     def _finish(self, pending: PendingFrame) -> FrameResult:
         """Build a tracked frame's result from its host arrays."""
-        if pending.frame_index <= self._last_finished:
+        self._require_model()
+        current = pending.epoch == self._epoch  # else submitted before a reset(): its objects are gone
+        if current and pending.frame_index <= self._last_finished:
             raise InputError("collect frame results in the order the frames were submitted")
-        self._last_finished = pending.frame_index
+        if current:
+            self._last_finished = pending.frame_index
         arrays = pending._arrays or {}
         ids = pending._ids
         masks = BitMasks(arrays["bits"], ids) if ids else {}
@@ -593,11 +611,14 @@ class StreamingTracker:
                 kept[o] = grid.reshape(self.bank.grid, self.bank.grid)
         stage_ms = dict(pending._timer.ms) if pending._timer is not None else {}
         stage_ms["total"] = (time.perf_counter() - pending._t0) * 1e3
-        logits = self._logits(ids, pending._shape) if self.return_logits and ids else None
+        logits = self._logits(ids, pending._shape) if self.return_logits and ids and current else None
         result = self._make_result(pending.frame_index, masks, scores, stage_ms, pending._tokens,
-                                   kept, logits, auto_prompted=[])
+                                   kept, logits, auto_prompted=[], shape=pending._shape,
+                                   context=pending._context)
         if pending._gpu_events is not None:
             result.stats.gpu_ms = float(pending._gpu_events[0].elapsed_time(pending._gpu_events[1]))
+        if not current:
+            return result
         for obj_id, visible in result.visible.items():
             obj = self.objects.get(obj_id)
             if obj is not None:
@@ -630,26 +651,32 @@ class StreamingTracker:
         logits = self._logits(ids, shape) if self.return_logits and ids else None
         tokens = {o: self.objects[o].tokens_kept for o in ids}
         return self._make_result(self._t, masks, scores, dict(timer.ms), tokens, {}, logits,
-                                 auto_prompted)
+                                 auto_prompted, shape=shape)
+
+    def _frame_context(self) -> dict:
+        """The tracker's side of a frame's stats (objects, keep ratio, bank, modes), taken when
+        the frame is tracked: a result collected later must not report a later state."""
+        bank = self.memory_bank_size()
+        return dict(
+            tokens_total=self._num_tokens, keep_ratio=self.keep_ratio, bank_frames=bank["frames"],
+            bank_tokens=bank["tokens"], bank_bytes=bank["bytes"], object_ids=list(self.objects),
+            router_mode="dense" if num_kept(self._num_tokens, self.keep_ratio) >= self._num_tokens
+            else self.router.mode,
+            text_mode=self.cfg.text_mode if any(o.text_state for o in self.objects.values()) else "none",
+            step_mode=self.runner.mode,
+            auto_phrases={i: o.auto_phrase for i, o in self.objects.items()
+                          if o.auto_phrase is not None})
 
     def _make_result(self, t, masks, scores, stage_ms, tokens_kept, kept_grids, logits,
-                     auto_prompted) -> FrameResult:
-        bank = self.memory_bank_size()
+                     auto_prompted, shape, context: Optional[dict] = None) -> FrameResult:
         cuda = self.device.type == "cuda"
         for name in ("encoder", "router", "memory_attention", "decoder", "memory_encoder"):
             stage_ms.setdefault(name, 0.0)
         stats = FrameStats(
-            frame_index=t, stage_ms=stage_ms, tokens_total=self._num_tokens,
-            tokens_kept=dict(tokens_kept), keep_ratio=self.keep_ratio, bank_frames=bank["frames"],
-            bank_tokens=bank["tokens"], bank_bytes=bank["bytes"],
+            frame_index=t, stage_ms=stage_ms, tokens_kept=dict(tokens_kept),
             peak_gpu_memory_bytes=peak_gpu_memory(self.device),
             gpu_memory_bytes=int(torch.cuda.memory_allocated(self.device)) if cuda else 0,
-            object_ids=list(self.objects),
-            router_mode="dense" if num_kept(self._num_tokens, self.keep_ratio) >= self._num_tokens
-            else self.router.mode,
-            text_mode=self.cfg.text_mode if any(o.text_state for o in self.objects.values()) else "none",
-            auto_prompted=auto_prompted, device=str(self.device), step_mode=self.runner.mode,
-            auto_phrases={i: o.auto_phrase for i, o in self.objects.items()
-                          if o.auto_phrase is not None})
+            auto_prompted=auto_prompted, device=str(self.device),
+            **(context or self._frame_context()))
         return FrameResult(frame_index=t, masks=masks, scores=scores, stats=stats,
-                           logits=logits, kept_tokens=kept_grids)
+                           logits=logits, kept_tokens=kept_grids, image_shape=tuple(shape))
