@@ -260,9 +260,6 @@ class MemoryBank:
             self.text["has_text"][row] = 0.0
 
     # ------------------------------------------------------------------ the slot rule
-    def cond_count(self, row: int) -> int:
-        return int((self.cond_frames[row] != NO_FRAME).sum())
-
     def layout(self, frame_idx: int, rows: slice, compact: bool = False) -> BankLayout:
         """What frame ``frame_idx`` reads (and where it writes) for the objects in ``rows``.
 
@@ -271,7 +268,12 @@ class MemoryBank:
         ``rows`` reads, so the first frames cost what they cost SAM 2."""
         t = int(frame_idx)
         row_ids = range(rows.start, rows.stop)
-        n_cond = max(1, max(self.cond_count(r) for r in row_ids))
+        # a prompt on frame t does not read what an earlier prompt on t stored: sam2 makes a
+        # prompted frame a conditioning memory only when it propagates from it, so every click on
+        # a frame sees the same memory (tracking steps never find t stored)
+        readable = {r: sorted((int(f), s) for s, f in enumerate(self.cond_frames[r])
+                              if f != NO_FRAME and f < t) for r in row_ids}
+        n_cond = max(1, max(len(filled) for filled in readable.values()))
         t_diff_max = max(1, self.ptrs_in_attention - 1)
         ring_expected = [t - self.ring_read + j for j in range(self.ring_read)]  # oldest first
         ptr_expected = [t - d for d in range(1, self.ptr_read + 1)]  # newest first
@@ -279,17 +281,14 @@ class MemoryBank:
         ring_valid, ptr_valid = [], []
         padded = False
         for r in row_ids:
-            frames = self.cond_frames[r]
-            filled = sorted((int(f), s) for s, f in enumerate(frames) if f != NO_FRAME)
-            empty = [s for s, f in enumerate(frames) if f == NO_FRAME]
+            filled = readable[r]
+            read_slots = {s for _, s in filled}
+            unread = [s for s in range(len(self.cond_frames[r])) if s not in read_slots]
             pad = n_cond - len(filled)
-            cond_order.extend([s for _, s in filled] + empty[:pad])
-            # a prompt on frame t does not read what an earlier prompt on t stored: sam2 makes a
-            # prompted frame a conditioning memory only when it propagates from it, so every
-            # click on a frame sees the same memory (tracking steps never find t stored)
-            cond_valid.extend([f < t for f, _ in filled] + [False] * pad)
+            cond_order.extend([s for _, s in filled] + unread[:pad])
+            cond_valid.extend([True] * len(filled) + [False] * pad)
             padded |= bool(any(self.cond_padded[r, s] for _, s in filled))
-            cond_ptr_valid.append([f < t for f, _ in filled] + [False] * pad)  # and their pointers
+            cond_ptr_valid.append([True] * len(filled) + [False] * pad)  # and their pointers
             cond_offsets.append([t - f for f, _ in filled] + [0] * pad)
             ring_valid.append([f >= 0 and self.ring_frames[r, f % self.ring_len] == f
                                for f in ring_expected])
