@@ -28,7 +28,9 @@ classes are imported lazily, so rosbag messages from the ``rosbags`` package wor
 from __future__ import annotations
 
 import array
+import io
 import sys
+import warnings
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -68,6 +70,8 @@ RGB_CONVERSIONS: Dict[str, str] = {
 MAX_PIXELS = 64 * 1024 * 1024
 #: Largest compressed payload accepted (bytes).
 MAX_COMPRESSED_BYTES = 256 * 1024 * 1024
+#: Bytes of a compressed payload searched for its size (JPEG headers can follow 64 KiB of EXIF).
+_HEADER_BYTES = 1024 * 1024
 
 
 def _native_bigendian() -> int:
@@ -230,6 +234,22 @@ def compressed_payload_is_rgb(fmt: str) -> bool:
     return bool(sep) and colour and "compressed bgr" not in compressed
 
 
+def compressed_size(data: np.ndarray) -> Optional[Tuple[int, int]]:
+    """(width, height) from a compressed payload's header, without decoding it: a small PNG can
+    claim gigapixels. None when the header cannot be read (the decoder then decides)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data[:_HEADER_BYTES].tobytes())) as img:
+                return tuple(int(v) for v in img.size)
+    except Image.DecompressionBombError:  # PIL's own limit is above ours: too large either way
+        return (MAX_PIXELS + 1, 1)
+    except Exception:  # noqa: BLE001 - not an image PIL knows; cv2.imdecode reports it
+        return None
+
+
 def compressed_to_rgb(msg: Any) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg/png) -> RGB uint8 [H, W, 3]."""
     import cv2
@@ -242,6 +262,9 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
         raise InputError("empty compressed image")
     if data.size > MAX_COMPRESSED_BYTES:
         raise InputError(f"compressed image larger than {MAX_COMPRESSED_BYTES // 2 ** 20} MiB")
+    size = compressed_size(data)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise InputError(f"image too large: {size[0]}x{size[1]} > {MAX_PIXELS} pixels")
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise InputError(f"cannot decode compressed image (format {fmt!r})")

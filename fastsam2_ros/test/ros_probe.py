@@ -179,7 +179,7 @@ def running_node(domain_id, ns, params, tracker_factory=None):
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from fastsam2_ros.ros.tracker_node import TrackerNode
+    from fastsam2_ros.ros.tracker_node import TrackerNode, spin_until_stopped
 
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain_id)
@@ -189,7 +189,9 @@ def running_node(domain_id, ns, params, tracker_factory=None):
     ex = MultiThreadedExecutor(num_threads=4, context=ctx)
     ex.add_node(node)
     ex.add_node(probe)
-    thread = threading.Thread(target=ex.spin, daemon=True)
+    stop = threading.Event()  # spun as main() spins it: a failing callback does not end spinning
+    thread = threading.Thread(target=spin_until_stopped, args=(ex, stop, node.get_logger()),
+                              daemon=True)
     thread.start()
     try:
         assert node.autostart(), node.health.fatal
@@ -200,6 +202,7 @@ def running_node(domain_id, ns, params, tracker_factory=None):
                         and image_reader_matched(node, ns), 20.0), "discovery failed"
         yield node, probe, ctx
     finally:
+        stop.set()
         ex.shutdown(timeout_sec=5.0)
         node.destroy_node()
         probe.destroy_node()

@@ -184,6 +184,22 @@ def test_compressed_roundtrip_and_garbage():
         cv.compressed_to_rgb(CompressedImage(format="jpeg"))
 
 
+def test_compressed_image_too_large_is_refused_from_its_header_before_decoding(monkeypatch):
+    """A 94 kB PNG can claim 81 megapixels; the raw path refuses such sizes from the message
+    fields, the compressed one must not decode them first."""
+    import cv2
+
+    side = int((cv.MAX_PIXELS + 1) ** 0.5) + 1
+    ok, png = cv2.imencode(".png", np.zeros((side, side), np.uint8))
+    assert ok and png.size < 2 ** 20
+    msg = CompressedImage(format="png")
+    msg.data = array.array("B", png.tobytes())
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: pytest.fail("decoded a too large image"))
+    with pytest.raises(InputError, match="too large"):
+        cv.compressed_to_rgb(msg)
+    assert cv.compressed_size(np.frombuffer(b"not an image", np.uint8)) is None
+
+
 # ------------------------------------------------------------------------ one decoder, cv_bridge table
 def _encode(rgb, encoding):
     """RGB uint8 -> the raw array of ``encoding`` (the inverse of what cv_bridge decodes)."""

@@ -19,7 +19,7 @@ pytest.importorskip("fastsam2_msgs.msg", reason="fastsam2_msgs not built (script
 
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
-from lifecycle_msgs.srv import ChangeState  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from ros_probe import add_request, frame_rgb, prompt_msg, running_node, wait_for  # noqa: E402
@@ -191,3 +191,38 @@ def test_reliable_image_qos_gets_every_large_frame_and_reports_best_effort_publi
         p.image.publish(numpy_to_image(big, "rgb8", p.next_header()))
     assert wait_for(lambda: node.health.counts()["received"] - c0 == 4, 120.0), node.health.counts()
     _reactivate(p, node, image_reliability="best_effort")
+
+
+def test_a_transition_the_current_state_does_not_have_leaves_the_node_running(h):
+    """rclpy's lifecycle service raises for it (no answer) instead of answering success=false;
+    the executor must not die of it (a lifecycle manager sends raw transition ids)."""
+    p, node = h.probe, h.node
+    assert node.lifecycle_state == "active"
+    configure = Transition(id=Transition.TRANSITION_CONFIGURE)
+    fut = p.change_state.call_async(ChangeState.Request(transition=configure))
+    time.sleep(1.0)
+    assert not fut.done() or not fut.result().success
+    assert p.call(p.get_state, GetState.Request()).current_state.label == "active"
+    p.wait_outputs(p.publish_frame(), OUTPUTS)
+
+
+def test_keep_ratio_set_while_inactive_applies_on_activate_with_the_model_kept(h):
+    p, node = h.probe, h.node
+    _reactivate(p, node, keep_model_when_inactive=True)
+    p.wait_outputs(p.publish_frame(), OUTPUTS)
+    assert p.call(p.add, add_request(obj_id=4, points=[(30, 30)], text="a red mug")).success
+    p.wait_outputs(p.publish_frame(), OUTPUTS)
+    tracker = node._tracker
+    _reactivate(p, node, keep_ratio=0.6)
+    assert node._tracker is tracker  # kept
+    stats = p.wait_outputs(p.publish_frame(), OUTPUTS)["stats"]
+    assert stats.keep_ratio == pytest.approx(0.6)
+    # the kept objects keep their text
+    objects = p.wait_outputs(p.publish_frame(), OUTPUTS)["objects"]
+    assert {(o.id, o.text) for o in objects.objects} >= {(4, "a red mug")}
+    # a set refused as a whole changes nothing, also not the tracker
+    bad = Parameter("image_reliability", value="sometimes")
+    assert not node.set_parameters_atomically([Parameter("keep_ratio", value=0.2), bad]).successful
+    stats = p.wait_outputs(p.publish_frame(), OUTPUTS)["stats"]
+    assert stats.keep_ratio == pytest.approx(0.6) and node.get_parameter("keep_ratio").value == 0.6
+    _reactivate(p, node, keep_model_when_inactive=False, keep_ratio=0.3)

@@ -203,8 +203,13 @@ def test_out_of_range_start_up_value_fails_configure_not_the_node(ctx, name, val
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
         assert node.lifecycle_state == "unconfigured" and not built
         assert match in (node.health.fatal or "") and "rejected" in node.health.fatal
-        # a valid value given later clears the rejection
+        # a set refused as a whole (its other member is invalid) changes nothing, not even that
         good = P.spec_map()[name].default
+        bad_other = Parameter("image_reliability", value="sometimes")
+        assert not node.set_parameters_atomically([Parameter(name, value=good), bad_other]).successful
+        assert name in node.rejected_parameters
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE and not built
+        # a valid value given later clears the rejection
         assert node.set_parameters([Parameter(name, value=good)])[0].successful
         assert name not in node.rejected_parameters
     finally:

@@ -74,6 +74,15 @@ class _Command:
     future: Future = field(default_factory=Future)
 
 
+@dataclass
+class ObjectNotes:
+    """What the worker knows of the tracked objects beyond the tracker: their text prompts and
+    which ones started without a click (the tracker reports that only on the starting call)."""
+
+    texts: Dict[int, str]
+    auto_prompted: Set[int]
+
+
 class FrameWorker:
     """Owns the tracker while running; see the module docstring."""
 
@@ -82,7 +91,10 @@ class FrameWorker:
                  bad_input: Callable[..., None], worker_error: Callable[[BaseException], None],
                  max_rate_hz: Callable[[], float], publish_on_prompt: Callable[[], bool],
                  auto_prompt_on_start: bool = False,
-                 on_auto_prompt: Optional[Callable[[Any], None]] = None) -> None:
+                 on_auto_prompt: Optional[Callable[[Any], None]] = None,
+                 notes: Optional["ObjectNotes"] = None) -> None:
+        """``notes``: what an earlier worker knew of the tracker's objects (a model kept while
+        the node was inactive keeps its objects, and they keep their texts and marks)."""
         self.tracker = tracker
         self._decode = decode
         self._publish = publish
@@ -107,10 +119,16 @@ class FrameWorker:
         self._next_frame_at = 0.0
         self._current: Optional[Tuple[Any, np.ndarray]] = None  # (header, rgb) prompts apply to
         self._pending: Deque[PromptRequest] = deque()
-        self._texts: Dict[int, str] = {}
-        self._auto_prompted: Set[int] = set()
+        self._texts: Dict[int, str] = dict(notes.texts) if notes else {}
+        self._auto_prompted: Set[int] = set(notes.auto_prompted) if notes else set()
         #: object ids after the last tracker call (read by other threads; replaced, never mutated)
-        self.tracked_ids: Tuple[int, ...] = tuple(sorted(int(i) for i in tracker.object_ids))
+        self.tracked_ids: Tuple[int, ...] = ()
+        self._refresh_ids()  # (and notes of objects the tracker no longer has go)
+
+    def notes(self) -> "ObjectNotes":
+        """The objects' texts and automatic-start marks, for the next worker on this tracker
+        (read after ``stop``)."""
+        return ObjectNotes(dict(self._texts), set(self._auto_prompted))
 
     # ----------------------------------------------------------------------------- control
     def start(self) -> None:

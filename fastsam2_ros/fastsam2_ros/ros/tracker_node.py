@@ -49,7 +49,7 @@ from ..core.prompts import validate_object_id, validate_text
 from ..image_messages import compressed_to_rgb, image_to_rgb
 from . import prompting
 from .diagnostics import NodeHealth, to_status
-from .frame_worker import FrameWorker, TrackedFrame, wait
+from .frame_worker import FrameWorker, ObjectNotes, TrackedFrame, wait
 from .messages import auto_prompt_summary
 from .outputs import OutputPublishers
 from .parameters import (NODE_PARAMETERS, declare_parameters, spec_map,
@@ -102,6 +102,7 @@ class TrackerNode(LifecycleNode):
                                           for s in NODE_PARAMETERS}
         self._tracker: Any = None
         self._worker: Optional[FrameWorker] = None
+        self._object_notes: Optional[ObjectNotes] = None  # of the kept tracker's objects
         self._outputs: Optional[OutputPublishers] = None
         self._enabled = True
         self._camera_info: Optional[CameraInfo] = None
@@ -159,6 +160,9 @@ class TrackerNode(LifecycleNode):
             self.health.state = "inactive"
             return TransitionCallbackReturn.FAILURE
         self.health.reset_counters()
+        keep = float(self.get_parameter("keep_ratio").value)
+        if getattr(self._tracker, "keep_ratio", keep) != keep:  # set while no worker ran
+            self._tracker.set_keep_ratio(keep)
         activated = super().on_activate(state)  # the lifecycle publishers first: no frame is lost
         self._worker = FrameWorker(
             self._tracker, decode=_decode, publish=self._publish, health=self.health,
@@ -166,7 +170,7 @@ class TrackerNode(LifecycleNode):
             max_rate_hz=lambda: self._settings["max_rate_hz"],
             publish_on_prompt=lambda: self._settings["publish_on_prompt"],
             auto_prompt_on_start=bool(self._settings["auto_prompt_on_start"]),
-            on_auto_prompt=self._announce_auto_prompt)
+            on_auto_prompt=self._announce_auto_prompt, notes=self._object_notes)
         self._worker.start()
         self._create_subscriptions()
         self.health.state = "active"
@@ -229,6 +233,7 @@ class TrackerNode(LifecycleNode):
         worker, self._worker = self._worker, None
         if worker is not None:
             worker.stop()
+            self._object_notes = worker.notes()  # for the next worker, if the model stays
 
     def _destroy_subscriptions(self) -> None:
         subs, self._subs = self._subs, []
@@ -238,6 +243,7 @@ class TrackerNode(LifecycleNode):
 
     def _release_tracker(self) -> None:
         tracker, self._tracker = self._tracker, None
+        self._object_notes = None
         if tracker is not None:
             tracker.release()  # frees the model and empties the CUDA cache
 
@@ -535,12 +541,11 @@ class TrackerNode(LifecycleNode):
 
     # =========================================================================== parameters
     def _on_set_parameters(self, params) -> SetParametersResult:
+        """Check every parameter of the set first, then apply them: a set is taken or refused
+        whole (``set_parameters_atomically``), so nothing happens before the last check."""
         specs = spec_map()
-        later = []
-        for p in params:
-            spec = specs.get(p.name)
-            if spec is None:
-                continue
+        ours = [(p, specs[p.name]) for p in params if p.name in specs]
+        for p, spec in ours:
             problem = spec.choice_problem(p.value)
             if problem:
                 return SetParametersResult(successful=False, reason=problem)
@@ -549,10 +554,12 @@ class TrackerNode(LifecycleNode):
                     TrackerConfig.from_mapping({p.name: p.value})
                 except InputError as exc:
                     return SetParametersResult(successful=False, reason=str(exc))
-                if p.name == "keep_ratio" and self._worker is not None:
-                    self._worker.submit("keep_ratio", float(p.value))
-                elif not spec.live and self._tracker is not None:
-                    later.append(p.name)
+        later = []
+        for p, spec in ours:
+            if p.name == "keep_ratio" and self._worker is not None:
+                self._worker.submit("keep_ratio", float(p.value))  # (no worker: at activate)
+            elif spec.group == "core" and not spec.live and self._tracker is not None:
+                later.append(p.name)
             self.rejected_parameters.pop(p.name, None)  # a valid value replaces a rejected one
         for p in params:
             if p.name in self._settings:
@@ -614,6 +621,19 @@ def _decode(kind: str, msg: Any) -> np.ndarray:
     return image_to_rgb(msg, copy=False) if kind == "raw" else compressed_to_rgb(msg)
 
 
+def spin_until_stopped(executor: MultiThreadedExecutor, stop: threading.Event, logger) -> None:
+    """``executor.spin()`` that outlives a failing callback: rclpy's own lifecycle service raises
+    for a transition id the current state does not have (a lifecycle manager's raw request), and
+    building the wait set can meet a subscription a transition is destroying. Either exception
+    would end ``spin()``, and the node with it; here it is logged and spinning goes on."""
+    while not stop.is_set() and executor.context.ok():
+        try:
+            executor.spin_once(timeout_sec=0.2)
+        except Exception:  # noqa: BLE001 - one request failed, the node stays up
+            logger.error(f"a ROS callback failed (the node keeps running):\n{traceback.format_exc()}")
+            time.sleep(0.05)  # an entity being destroyed leaves the wait set within a spin or two
+
+
 def main(args: Optional[List[str]] = None,
          tracker_factory: Optional[TrackerFactory] = None) -> int:
     """The node process: ``ros2 run fastsam2_ros tracker_node`` (through :func:`run`).
@@ -632,7 +652,8 @@ def main(args: Optional[List[str]] = None,
     node = TrackerNode(tracker_factory=tracker_factory)
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, name="fastsam2_executor", daemon=True)
+    spinner = threading.Thread(target=spin_until_stopped, args=(executor, stop, node.get_logger()),
+                               name="fastsam2_executor", daemon=True)
     spinner.start()
     try:
         if node.get_parameter("auto_start").value and not node.autostart():
@@ -645,6 +666,7 @@ def main(args: Optional[List[str]] = None,
         # no wait on the node's handles), then subscriptions, publishers, services and the node,
         # then the context
         node.get_logger().info("shutting down")
+        stop.set()
         node.stop_processing()
         executor.shutdown(timeout_sec=5.0)
         spinner.join(timeout=5.0)
