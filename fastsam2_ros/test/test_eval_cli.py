@@ -107,6 +107,41 @@ def test_written_masks_rescore_to_the_reported_numbers(evaluated, capsys):
     capsys.readouterr()
 
 
+def masks_of(out, label, seq):
+    return [read_label_png(p) for p in sorted((out / label / seq).glob("*.png"))]
+
+
+def test_official_and_dense_give_the_same_masks_with_refinement(evaluated):
+    # same clicks, including a correction on the prompt frame 0 (added before propagating, as
+    # the streaming modes do): keep 1.0 reproduces sam2 exactly
+    _, _, out, report = evaluated
+    seq = report["input"]["sequences"][0]
+    off, dense = report["runs"][:2]
+    assert off["per_sequence"][seq]["refined_frames"] == [0, 1]
+    assert off["clicks"] == dense["clicks"]
+    for a, b in zip(masks_of(out, "official", seq), masks_of(out, "dense", seq), strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_official_mode_does_not_see_a_later_object_before_its_first_frame(tmp_path):
+    data = generate_dataset(tmp_path / "data", sequences=1, frames=5, size=(64, 48), objects=2,
+                            seed=5)
+    ann = sorted((data / "Annotations" / "480p").glob("*/*.png"))
+    for p in ann[:2]:  # object 2 appears on frame 2
+        lab = read_label_png(p)
+        write_label_png(p, np.where(lab == 2, 0, lab).astype(np.uint8))
+    out = tmp_path / "out"
+    assert cli.main(["run", "--dataset", str(data), "--random-weights", "--model", "tiny",
+                     "--image-size", "64", "--device", "cpu", "--modes", "official,dense",
+                     "--out", str(out), "--warmup", "0", "--no-progress"]) == 0
+    seq = ann[0].parent.name
+    assert json.loads((out / "report.json").read_text())["prompts"][seq]["2"]["frame"] == 2
+    off, dense = masks_of(out, "official", seq), masks_of(out, "dense", seq)
+    assert len(off) == 5 and not (off[0] == 2).any() and not (off[1] == 2).any()
+    for a, b in zip(off, dense, strict=True):
+        assert np.array_equal(a, b)
+
+
 # ---------------------------------------------------------------------- errors (no model)
 def test_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
     data = generate_dataset(tmp_path / "d", sequences=1, frames=3, size=(32, 32), objects=1)
