@@ -180,6 +180,31 @@ def test_bad_inputs_name_the_file(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+BAD_RUN_FLAGS = {  # case -> (files to make, flags, what the one error line says)
+    "plot_type": ({}, ["--plot", "{tmp}/plot.txt"],
+                  "--plot {tmp}/plot.txt: give a file name ending in .png"),
+    "out_is_a_file": ({"afile": "x"}, ["--out", "{tmp}/afile"],
+                      "--out {tmp}/afile is a file, not a folder"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RUN_FLAGS))
+def test_bad_run_flags_are_refused_up_front(case, tmp_path, capsys):
+    data = generate_dataset(tmp_path / "d", sequences=1, frames=3, size=(32, 32), objects=1)
+    files, flags, match = BAD_RUN_FLAGS[case]
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    rc = cli.main(["run", "--dataset", str(data), "--random-weights", "--model", "tiny",
+                   "--image-size", "64", "--device", "cpu", "--modes", "dense", "--warmup", "0",
+                   "--out", str(tmp_path / "o"), "--no-progress",
+                   *[f.format(tmp=tmp_path) for f in flags]])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("fastsam2-eval: error: "), err
+    assert match.format(tmp=tmp_path) in err[0], err
+    assert not (tmp_path / "o").exists()  # nothing ran
+    assert all((tmp_path / name).read_text() == text for name, text in files.items())
+
+
 def test_tracker_config_from_yaml_with_flag_overrides(tmp_path):
     from pathlib import Path
 
