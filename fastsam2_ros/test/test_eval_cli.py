@@ -185,6 +185,8 @@ BAD_RUN_FLAGS = {  # case -> (files to make, flags, what the one error line says
                   "--plot {tmp}/plot.txt: give a file name ending in .png"),
     "out_is_a_file": ({"afile": "x"}, ["--out", "{tmp}/afile"],
                       "--out {tmp}/afile is a file, not a folder"),
+    "image_size_0": ({}, ["--image-size", "0"], "image_size must be in [64, 4096]"),
+    "warmup": ({}, ["--warmup", "-3"], "--warmup must be >= 0"),
 }
 
 
@@ -203,6 +205,17 @@ def test_bad_run_flags_are_refused_up_front(case, tmp_path, capsys):
     assert match.format(tmp=tmp_path) in err[0], err
     assert not (tmp_path / "o").exists()  # nothing ran
     assert all((tmp_path / name).read_text() == text for name, text in files.items())
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["synth", "--out", "{tmp}/s", "--seed", "-1"], "seed must be >= 0, got -1"),
+])
+def test_bad_score_and_synth_flags_are_refused(argv, match, tmp_path, capsys):
+    data = generate_dataset(tmp_path / "d", sequences=1, frames=3, size=(32, 32), objects=1)
+    rc = cli.main([a.format(d=data, tmp=tmp_path) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and match in err[0], err
+    assert not (tmp_path / "s").exists()
 
 
 def test_tracker_config_from_yaml_with_flag_overrides(tmp_path):

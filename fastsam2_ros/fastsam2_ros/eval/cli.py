@@ -216,7 +216,7 @@ def _tracker_config(args):
     overrides = {}
     if args.model:
         overrides["model_cfg"] = args.model
-    if args.image_size:
+    if args.image_size is not None:  # 0 is refused by the config, not taken for "unset"
         overrides["image_size"] = args.image_size
     if args.device:
         overrides["device"] = args.device
@@ -367,6 +367,8 @@ def cmd_run(args) -> int:
         raise InputError("--refine-threshold must be in [0, 1]")
     if args.max_rounds < 0 or args.clicks_per_round < 1:
         raise InputError("--max-rounds must be >= 0 and --clicks-per-round >= 1")
+    if args.warmup < 0:
+        raise InputError("--warmup must be >= 0")
     if args.save_masks or not (args.json and args.markdown and args.plot):
         check_output_folder(args.out, "--out")
     check_output_file(args.json, "--json")
