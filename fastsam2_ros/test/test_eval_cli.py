@@ -187,6 +187,11 @@ BAD_RUN_FLAGS = {  # case -> (files to make, flags, what the one error line says
                       "--out {tmp}/afile is a file, not a folder"),
     "image_size_0": ({}, ["--image-size", "0"], "image_size must be in [64, 4096]"),
     "warmup": ({}, ["--warmup", "-3"], "--warmup must be >= 0"),
+    "config_list": ({"list.yaml": "- 1\n- 2\n"}, ["--config", "{tmp}/list.yaml"],
+                    "list.yaml: expected a mapping with a '/**/fastsam2_tracker: ros__parameters:' "
+                    "section, got a list"),
+    "config_malformed": ({"bad.yaml": "not: [valid\n"}, ["--config", "{tmp}/bad.yaml"],
+                         "cannot parse parameter file {tmp}/bad.yaml: expected ',' or ']'"),
 }
 
 
