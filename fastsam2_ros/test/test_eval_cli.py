@@ -192,6 +192,10 @@ BAD_RUN_FLAGS = {  # case -> (files to make, flags, what the one error line says
                     "section, got a list"),
     "config_malformed": ({"bad.yaml": "not: [valid\n"}, ["--config", "{tmp}/bad.yaml"],
                          "cannot parse parameter file {tmp}/bad.yaml: expected ',' or ']'"),
+    "resolution": ({}, ["--resolution", "1080p"],
+                   "JPEGImages has no 1080p folder (--resolution); it has 480p"),
+    "duplicate_sequences": ({}, ["--sequences", "synth000,synth000"],
+                            "names sequence 'synth000' twice"),
 }
 
 
@@ -213,6 +217,10 @@ def test_bad_run_flags_are_refused_up_front(case, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, match", [
+    (["score", "--gt", "{d}", "--pred", "{d}", "--no-progress", "--resolution", "1080p"],
+     "Annotations has no 1080p folder (--resolution); it has 480p"),
+    (["score", "--gt", "{d}", "--pred", "{d}", "--no-progress", "--sequences", "synth000,synth000"],
+     "names sequence 'synth000' twice"),
     (["synth", "--out", "{tmp}/s", "--seed", "-1"], "seed must be >= 0, got -1"),
 ])
 def test_bad_score_and_synth_flags_are_refused(argv, match, tmp_path, capsys):
@@ -221,6 +229,18 @@ def test_bad_score_and_synth_flags_are_refused(argv, match, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and match in err[0], err
     assert not (tmp_path / "s").exists()
+
+
+def test_datasets_without_a_resolution_folder_still_read(tmp_path):
+    from fastsam2_ros.eval.davis_io import DavisDataset
+
+    data = generate_dataset(tmp_path / "d", sequences=2, frames=3, size=(32, 32), objects=1)
+    for sub in ("JPEGImages", "Annotations"):
+        (data / sub / "480p").rename(data / f"{sub}_flat")
+        (data / sub).rmdir()
+        (data / f"{sub}_flat").rename(data / sub)
+    ds = DavisDataset(data, resolution="1080p")
+    assert ds.sequence_names == ["synth000", "synth001"] and len(ds.sequence("synth001")) == 3
 
 
 def test_tracker_config_from_yaml_with_flag_overrides(tmp_path):
