@@ -196,6 +196,9 @@ BAD_RUN_FLAGS = {  # case -> (files to make, flags, what the one error line says
                    "JPEGImages has no 1080p folder (--resolution); it has 480p"),
     "duplicate_sequences": ({}, ["--sequences", "synth000,synth000"],
                             "names sequence 'synth000' twice"),
+    "text_unknown_sequence": ({"t.json": '{"nosuchseq": {"1": "red thing"}}'},
+                              ["--text-prompts", "{tmp}/t.json"],
+                              "text prompts for sequence(s) ['nosuchseq'] that dataset"),
 }
 
 

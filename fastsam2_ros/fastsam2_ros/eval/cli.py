@@ -237,6 +237,15 @@ def _tracker_config(args):
     return cfg
 
 
+def _check_text_sequences(texts: Dict[str, Dict[int, str]], known: Sequence[str],
+                          where: str) -> None:
+    """Text prompts for a sequence the input lacks are refused, as those for an unknown object
+    are (``plan_prompts``); sequences of the input that the run leaves out may have texts."""
+    unknown = sorted(set(texts) - set(known))
+    if unknown:
+        raise InputError(f"text prompts for sequence(s) {unknown} that {where} does not contain")
+
+
 def _sequence_sources(args, texts, planner=None):
     """(loader, prompts cache, total_frames, input_info) for --dataset or --frames.
 
@@ -255,6 +264,8 @@ def _sequence_sources(args, texts, planner=None):
             raise InputError("--dataset cannot be combined with --frames/--first-mask/--topic")
         ds = DavisDataset(args.dataset, resolution=args.resolution, sequences=args.sequences,
                           imageset=args.imageset)
+        _check_text_sequences(texts, [d.name for d in ds.image_dir.iterdir() if d.is_dir()],
+                              f"dataset {args.dataset}")
         seqs = [ds.sequence(n).truncated(args.max_frames) for n in ds.sequence_names]
 
         def load() -> Iterator[SequenceInput]:
@@ -282,6 +293,7 @@ def _sequence_sources(args, texts, planner=None):
     src = open_frames(args.frames, topic=args.topic, max_frames=args.max_frames)
     first = read_label_png(args.first_mask)
     name = Path(args.frames).stem or "sequence"
+    _check_text_sequences(texts, [name], f"--frames {args.frames} (its sequence is {name!r})")
 
     def load() -> Iterator[SequenceInput]:
         frames = src.read_all()
