@@ -107,6 +107,41 @@ def test_written_masks_rescore_to_the_reported_numbers(evaluated, capsys):
     capsys.readouterr()
 
 
+def masks_of(out, label, seq):
+    return [read_label_png(p) for p in sorted((out / label / seq).glob("*.png"))]
+
+
+def test_official_and_dense_give_the_same_masks_with_refinement(evaluated):
+    # same clicks, including a correction on the prompt frame 0 (added before propagating, as
+    # the streaming modes do): keep 1.0 reproduces sam2 exactly
+    _, _, out, report = evaluated
+    seq = report["input"]["sequences"][0]
+    off, dense = report["runs"][:2]
+    assert off["per_sequence"][seq]["refined_frames"] == [0, 1]
+    assert off["clicks"] == dense["clicks"]
+    for a, b in zip(masks_of(out, "official", seq), masks_of(out, "dense", seq), strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_official_mode_does_not_see_a_later_object_before_its_first_frame(tmp_path):
+    data = generate_dataset(tmp_path / "data", sequences=1, frames=5, size=(64, 48), objects=2,
+                            seed=5)
+    ann = sorted((data / "Annotations" / "480p").glob("*/*.png"))
+    for p in ann[:2]:  # object 2 appears on frame 2
+        lab = read_label_png(p)
+        write_label_png(p, np.where(lab == 2, 0, lab).astype(np.uint8))
+    out = tmp_path / "out"
+    assert cli.main(["run", "--dataset", str(data), "--random-weights", "--model", "tiny",
+                     "--image-size", "64", "--device", "cpu", "--modes", "official,dense",
+                     "--out", str(out), "--warmup", "0", "--no-progress"]) == 0
+    seq = ann[0].parent.name
+    assert json.loads((out / "report.json").read_text())["prompts"][seq]["2"]["frame"] == 2
+    off, dense = masks_of(out, "official", seq), masks_of(out, "dense", seq)
+    assert len(off) == 5 and not (off[0] == 2).any() and not (off[1] == 2).any()
+    for a, b in zip(off, dense, strict=True):
+        assert np.array_equal(a, b)
+
+
 # ---------------------------------------------------------------------- errors (no model)
 def test_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
     data = generate_dataset(tmp_path / "d", sequences=1, frames=3, size=(32, 32), objects=1)
@@ -143,6 +178,72 @@ def test_bad_inputs_name_the_file(tmp_path, capsys):
     assert cli.main(base + ["--dataset", str(data), "--modes", "dense,turbo"]) == 2
     assert "unknown mode 'turbo'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+BAD_RUN_FLAGS = {  # case -> (files to make, flags, what the one error line says)
+    "plot_type": ({}, ["--plot", "{tmp}/plot.txt"],
+                  "--plot {tmp}/plot.txt: give a file name ending in .png"),
+    "out_is_a_file": ({"afile": "x"}, ["--out", "{tmp}/afile"],
+                      "--out {tmp}/afile is a file, not a folder"),
+    "image_size_0": ({}, ["--image-size", "0"], "image_size must be in [64, 4096]"),
+    "warmup": ({}, ["--warmup", "-3"], "--warmup must be >= 0"),
+    "config_list": ({"list.yaml": "- 1\n- 2\n"}, ["--config", "{tmp}/list.yaml"],
+                    "list.yaml: expected a mapping with a '/**/fastsam2_tracker: ros__parameters:' "
+                    "section, got a list"),
+    "config_malformed": ({"bad.yaml": "not: [valid\n"}, ["--config", "{tmp}/bad.yaml"],
+                         "cannot parse parameter file {tmp}/bad.yaml: expected ',' or ']'"),
+    "resolution": ({}, ["--resolution", "1080p"],
+                   "JPEGImages has no 1080p folder (--resolution); it has 480p"),
+    "duplicate_sequences": ({}, ["--sequences", "synth000,synth000"],
+                            "names sequence 'synth000' twice"),
+    "text_unknown_sequence": ({"t.json": '{"nosuchseq": {"1": "red thing"}}'},
+                              ["--text-prompts", "{tmp}/t.json"],
+                              "text prompts for sequence(s) ['nosuchseq'] that dataset"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RUN_FLAGS))
+def test_bad_run_flags_are_refused_up_front(case, tmp_path, capsys):
+    data = generate_dataset(tmp_path / "d", sequences=1, frames=3, size=(32, 32), objects=1)
+    files, flags, match = BAD_RUN_FLAGS[case]
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    rc = cli.main(["run", "--dataset", str(data), "--random-weights", "--model", "tiny",
+                   "--image-size", "64", "--device", "cpu", "--modes", "dense", "--warmup", "0",
+                   "--out", str(tmp_path / "o"), "--no-progress",
+                   *[f.format(tmp=tmp_path) for f in flags]])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("fastsam2-eval: error: "), err
+    assert match.format(tmp=tmp_path) in err[0], err
+    assert not (tmp_path / "o").exists()  # nothing ran
+    assert all((tmp_path / name).read_text() == text for name, text in files.items())
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["score", "--gt", "{d}", "--pred", "{d}", "--no-progress", "--resolution", "1080p"],
+     "Annotations has no 1080p folder (--resolution); it has 480p"),
+    (["score", "--gt", "{d}", "--pred", "{d}", "--no-progress", "--sequences", "synth000,synth000"],
+     "names sequence 'synth000' twice"),
+    (["synth", "--out", "{tmp}/s", "--seed", "-1"], "seed must be >= 0, got -1"),
+])
+def test_bad_score_and_synth_flags_are_refused(argv, match, tmp_path, capsys):
+    data = generate_dataset(tmp_path / "d", sequences=1, frames=3, size=(32, 32), objects=1)
+    rc = cli.main([a.format(d=data, tmp=tmp_path) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and match in err[0], err
+    assert not (tmp_path / "s").exists()
+
+
+def test_datasets_without_a_resolution_folder_still_read(tmp_path):
+    from fastsam2_ros.eval.davis_io import DavisDataset
+
+    data = generate_dataset(tmp_path / "d", sequences=2, frames=3, size=(32, 32), objects=1)
+    for sub in ("JPEGImages", "Annotations"):
+        (data / sub / "480p").rename(data / f"{sub}_flat")
+        (data / sub).rmdir()
+        (data / f"{sub}_flat").rename(data / sub)
+    ds = DavisDataset(data, resolution="1080p")
+    assert ds.sequence_names == ["synth000", "synth001"] and len(ds.sequence("synth001")) == 3
 
 
 def test_tracker_config_from_yaml_with_flag_overrides(tmp_path):

@@ -274,8 +274,9 @@ def test_late_object_is_clicked_on_its_first_frame_with_its_text(tmp_path):
 
 # ------------------------------------------------------------------------------ official mode
 class ScriptedSession:
-    """OfficialVideoSession stand-in: an object's mask on frame t is its GT once a click was added
-    on frame t after propagation started (a refinement), else empty."""
+    """OfficialVideoSession stand-in: an object's mask on frame t is its GT once a correction (a
+    click after the object's first) was added on frame t, else empty. ``log`` records prompts,
+    propagation starts and, per yielded frame, the objects the session had."""
 
     log = []
 
@@ -283,26 +284,29 @@ class ScriptedSession:
         self.frames, self.gt = frames, gt
         self.objects = set()
         self.fixed = set()
-        self.started = False
+
+    def _masks(self, t):
+        g = self.gt[t]
+        return {k: (g == k) if (t, k) in self.fixed else np.zeros(g.shape, bool)
+                for k in sorted(self.objects)}
 
     def add_prompt(self, frame_idx, obj_id, points=None, labels=None, box=None, mask=None):
         ScriptedSession.log.append(("prompt", frame_idx, obj_id, len(points)))
-        if self.started:
+        if obj_id in self.objects:
             self.fixed.add((frame_idx, obj_id))
         self.objects.add(obj_id)
+        return self._masks(frame_idx)  # sam2: every object's mask on that frame
 
     def propagate(self, start_idx=0):
         if not self.objects:  # sam2's own check
             raise RuntimeError("No input points or masks are provided for any object")
-        self.started = True
         ScriptedSession.log.append(("propagate", start_idx))
         for t in range(start_idx, len(self.frames)):
-            g = self.gt[t]
-            yield t, {k: (g == k) if (t, k) in self.fixed else np.zeros(g.shape, bool)
-                      for k in sorted(self.objects)}
+            ScriptedSession.log.append(("yield", t, sorted(self.objects)))
+            yield t, self._masks(t)
 
 
-def test_official_loop_restarts_propagation_at_refined_frames(tmp_path):
+def test_official_loop_refines_like_the_streaming_modes(tmp_path):
     _, seq = synth_inputs(tmp_path, frames=5)
     ScriptedSession.log = []
     proto = Protocol(refine=True, max_rounds=3, clicks_per_round=3)
@@ -310,11 +314,15 @@ def test_official_loop_restarts_propagation_at_refined_frames(tmp_path):
                      make_official=lambda: (lambda frames: ScriptedSession(frames, seq.gt)),
                      opts=RunOptions(protocol=proto, warmup_frames=0, progress=False))
     s = runs[0].sequences[0]
-    # frames 0, 1, 2 come out empty, get one round each (one positive click per object) and are
-    # re-yielded fixed after propagation resumes from them; frame 3 finds the rounds used up.
+    # frame 0's prompt output and frames 1, 2 come out empty and get one round each (one positive
+    # click per object); frame 0 is corrected before anything is propagated (as the streaming
+    # modes do), 1 and 2 stop propagation, which resumes from them; frame 3 finds the rounds
+    # used up.
     assert s.rounds == 3 and s.refined_frames == [0, 1, 2] and s.frames == 5
     assert [e for e in ScriptedSession.log if e[0] == "propagate"] == [
-        ("propagate", 0), ("propagate", 0), ("propagate", 1), ("propagate", 2)]
+        ("propagate", 0), ("propagate", 1), ("propagate", 2)]
+    assert ScriptedSession.log.index(("propagate", 0)) > max(
+        i for i, e in enumerate(ScriptedSession.log) if e[0] == "prompt" and e[1] == 0)
     assert s.clicks_initial == 2 and s.clicks_refine == 6 and s.clicks == 8
     # sam2 replaces an object's clicks on a frame: the refinement on frame 0 resends the first click
     frame0 = [e for e in ScriptedSession.log if e[0] == "prompt" and e[1] == 0]
@@ -322,6 +330,23 @@ def test_official_loop_restarts_propagation_at_refined_frames(tmp_path):
     o = runs[0].score.overall()  # scored frames 1, 2 (fixed) and 3 (empty): 2/3
     assert o["J"]["mean"] == pytest.approx(2 / 3) and o["F"]["mean"] == pytest.approx(2 / 3)
     assert runs[0].stage_ms["total"] == []  # no FrameStats from the official predictor
+
+
+def test_official_loop_clicks_a_late_object_when_propagation_reaches_it(tmp_path):
+    # object 2 first appears on frame 2: sam2 must not get its click before then (it would
+    # predict frames 0-1 from that future conditioning frame)
+    _, seq = synth_inputs(tmp_path, frames=5)
+    gt = {i: np.where(g == 2, 0, g).astype(np.uint8) if i < 2 else g for i, g in seq.gt.items()}
+    late = SequenceInput(seq.name, seq.frames, seq.frame_names, gt, plan_prompts(gt))
+    ScriptedSession.log = []
+    runs = run_modes([ModeSpec("official")], lambda: [late], 5,
+                     make_official=lambda: (lambda frames: ScriptedSession(frames, gt)),
+                     opts=RunOptions(warmup_frames=0, progress=False))
+    assert ScriptedSession.log == [
+        ("prompt", 0, 1, 1), ("propagate", 0), ("yield", 0, [1]), ("yield", 1, [1]),
+        ("yield", 2, [1]), ("prompt", 2, 2, 1), ("propagate", 2), ("yield", 2, [1, 2]),
+        ("yield", 3, [1, 2]), ("yield", 4, [1, 2])]
+    assert runs[0].sequences[0].clicks_initial == 2 and runs[0].frames == 5
 
 
 def test_official_mode_without_prompts_predicts_background_like_dense(tmp_path):

@@ -250,14 +250,25 @@ def load_ros_params(path: str | Path, node_name: Optional[str] = None) -> Dict[s
         raise InputError(f"parameter file not found: {path}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(f"cannot parse parameter file {path}: {exc}") from exc
+    except yaml.YAMLError as exc:  # its message spans lines: keep the problem and where
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"cannot parse parameter file {path}: {what}{where}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"cannot parse parameter file {path}: not UTF-8 ({exc.reason})") from exc
     node_name = node_name or DEFAULT_NODE_NAME
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping with a '{params_file_key(node_name)}: "
+                         f"ros__parameters:' section, got a {type(data).__name__}")
     candidates = [params_file_key(node_name), node_name, "/**", f"/{node_name}"]
     for key in candidates:
         section = data.get(key)
         if isinstance(section, dict) and "ros__parameters" in section:
-            return dict(section["ros__parameters"] or {})
+            params = section["ros__parameters"] or {}
+            if not isinstance(params, dict):
+                raise InputError(f"{path}: {key}: ros__parameters must map names to values")
+            return dict(params)
     raise InputError(f"{path} has no '{params_file_key(node_name)}: ros__parameters:' section")
 
 

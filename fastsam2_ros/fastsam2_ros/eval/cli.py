@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="out/eval", help="output folder (predictions, report)")
     r.add_argument("--json", help="report JSON (default OUT/report.json)")
     r.add_argument("--markdown", help="markdown table (default OUT/report.md)")
-    r.add_argument("--plot", help="PNG plot (default OUT/report.png)")
+    r.add_argument("--plot", help="plot: .png, .pdf or .svg (default OUT/report.png)")
     r.add_argument("--save-masks", action=argparse.BooleanOptionalAction, default=True,
                    help="write predicted label PNGs under OUT/<mode>/<seq>/")
     r.add_argument("--warmup", type=int, default=2, help="untimed warm-up frames per mode")
@@ -123,19 +123,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------------------------------
-def check_output_file(path: Optional[str], flag: str, makes_folders: bool = True) -> None:
+def check_output_file(path: Optional[str], flag: str, makes_folders: bool = True,
+                      suffixes: Sequence[str] = ()) -> None:
     """Fail before any work when an output file cannot be written (a folder is in the way, the
-    parent is a file, or its folder is missing and the writer does not make folders)."""
+    parent is a file, its folder is missing and the writer does not make folders, or the writer
+    cannot make a file of that type: ``suffixes``)."""
     if not path:
         return
     p = Path(path)
     if p.is_dir():
         raise InputError(f"{flag} {p} is a folder; give a file name")
-    parent = next((q for q in p.parents if q.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise InputError(f"{flag} {p}: {parent} is a file, not a folder")
+    if suffixes and p.suffix.lower() not in suffixes:
+        raise InputError(f"{flag} {p}: give a file name ending in {' / '.join(suffixes)}")
+    check_output_folder(p.parent, flag, of=p)
     if not makes_folders and not p.parent.is_dir():
         raise InputError(f"{flag} {p}: folder {p.parent} does not exist")
+
+
+def check_output_folder(path, flag: str, of: Optional[Path] = None) -> None:
+    """Fail before any work when ``path`` (or a folder above it) is a file, so the folder cannot
+    be made; ``of``: the output file the message names instead."""
+    p = Path(path)
+    blocker = next((q for q in (p, *p.parents) if q.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        if of is None and blocker == p:
+            raise InputError(f"{flag} {p} is a file, not a folder")
+        raise InputError(f"{flag} {of or p}: {blocker} is a file, not a folder")
 
 
 def cmd_score(args) -> int:
@@ -203,7 +216,7 @@ def _tracker_config(args):
     overrides = {}
     if args.model:
         overrides["model_cfg"] = args.model
-    if args.image_size:
+    if args.image_size is not None:  # 0 is refused by the config, not taken for "unset"
         overrides["image_size"] = args.image_size
     if args.device:
         overrides["device"] = args.device
@@ -224,6 +237,15 @@ def _tracker_config(args):
     return cfg
 
 
+def _check_text_sequences(texts: Dict[str, Dict[int, str]], known: Sequence[str],
+                          where: str) -> None:
+    """Text prompts for a sequence the input lacks are refused, as those for an unknown object
+    are (``plan_prompts``); sequences of the input that the run leaves out may have texts."""
+    unknown = sorted(set(texts) - set(known))
+    if unknown:
+        raise InputError(f"text prompts for sequence(s) {unknown} that {where} does not contain")
+
+
 def _sequence_sources(args, texts, planner=None):
     """(loader, prompts cache, total_frames, input_info) for --dataset or --frames.
 
@@ -242,6 +264,8 @@ def _sequence_sources(args, texts, planner=None):
             raise InputError("--dataset cannot be combined with --frames/--first-mask/--topic")
         ds = DavisDataset(args.dataset, resolution=args.resolution, sequences=args.sequences,
                           imageset=args.imageset)
+        _check_text_sequences(texts, [d.name for d in ds.image_dir.iterdir() if d.is_dir()],
+                              f"dataset {args.dataset}")
         seqs = [ds.sequence(n).truncated(args.max_frames) for n in ds.sequence_names]
 
         def load() -> Iterator[SequenceInput]:
@@ -269,6 +293,7 @@ def _sequence_sources(args, texts, planner=None):
     src = open_frames(args.frames, topic=args.topic, max_frames=args.max_frames)
     first = read_label_png(args.first_mask)
     name = Path(args.frames).stem or "sequence"
+    _check_text_sequences(texts, [name], f"--frames {args.frames} (its sequence is {name!r})")
 
     def load() -> Iterator[SequenceInput]:
         frames = src.read_all()
@@ -344,7 +369,7 @@ def _plan_automatic(args, cfg, texts):
 
 
 def cmd_run(args) -> int:
-    from .report import markdown_table, plot, run_report, write_json
+    from .report import PLOT_SUFFIXES, markdown_table, plot, run_report, write_json
     from .runner import Protocol, RunOptions, mode_specs, run_modes
 
     _check_prompt_options(args)
@@ -354,8 +379,13 @@ def cmd_run(args) -> int:
         raise InputError("--refine-threshold must be in [0, 1]")
     if args.max_rounds < 0 or args.clicks_per_round < 1:
         raise InputError("--max-rounds must be >= 0 and --clicks-per-round >= 1")
-    for value, flag in ((args.json, "--json"), (args.markdown, "--markdown"), (args.plot, "--plot")):
-        check_output_file(value, flag)
+    if args.warmup < 0:
+        raise InputError("--warmup must be >= 0")
+    if args.save_masks or not (args.json and args.markdown and args.plot):
+        check_output_folder(args.out, "--out")
+    check_output_file(args.json, "--json")
+    check_output_file(args.markdown, "--markdown")
+    check_output_file(args.plot, "--plot", suffixes=PLOT_SUFFIXES)
     specs = mode_specs(args.modes, args.keep_ratios, args.text_variants)
     texts = load_text_prompts(args.text_prompts)
     cfg = _tracker_config(args)  # checks the checkpoint before any data is read

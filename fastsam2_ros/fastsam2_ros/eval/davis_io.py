@@ -91,6 +91,21 @@ def write_label_png(path: PathLike, labels: np.ndarray, palette: Optional[Sequen
     im.save(path)
 
 
+def resolution_folder(folder: Path, resolution: str) -> Path:
+    """``folder/<resolution>``, or ``folder`` itself when it holds sequences directly. A folder
+    whose sub-folders hold only folders holds resolutions: the asked one is missing (without this
+    its other resolutions would be taken for sequences)."""
+    if (folder / resolution).is_dir():
+        return folder / resolution
+    present = sorted((d.name for d in folder.iterdir()
+                      if d.is_dir() and any(d.iterdir()) and all(c.is_dir() for c in d.iterdir())),
+                     key=natural_key)
+    if present:
+        raise DatasetError(f"{folder} has no {resolution} folder (--resolution); it has "
+                           f"{', '.join(present)}")
+    return folder
+
+
 def annotation_root(path: PathLike, resolution: str = "480p") -> Path:
     """Folder holding the per-sequence label folders.
 
@@ -101,19 +116,17 @@ def annotation_root(path: PathLike, resolution: str = "480p") -> Path:
     p = Path(path)
     if not p.is_dir():
         raise DatasetError(f"folder not found: {p}")
-    for cand in (p / "Annotations" / resolution, p / resolution):
-        if cand.is_dir():
-            return cand
     if (p / "Annotations").is_dir():
-        return p / "Annotations"
+        return resolution_folder(p / "Annotations", resolution)
+    if (p / resolution).is_dir():
+        return p / resolution
     return p
 
 
 def image_root(path: PathLike, resolution: str = "480p") -> Path:
     p = Path(path)
-    for cand in (p / "JPEGImages" / resolution, p / "JPEGImages"):
-        if cand.is_dir():
-            return cand
+    if (p / "JPEGImages").is_dir():
+        return resolution_folder(p / "JPEGImages", resolution)
     raise DatasetError(f"{p} has no JPEGImages/{resolution} folder (DAVIS layout expected)")
 
 
@@ -130,8 +143,20 @@ def read_imageset(root: PathLike, name: str) -> List[str]:
     cands = [Path(name)] if name.endswith(".txt") else sorted((root / "ImageSets").glob(f"*/{name}.txt"))
     for c in cands:
         if c.is_file():
-            return [ln.strip() for ln in c.read_text().splitlines() if ln.strip()]
+            return unique_sequences([ln.strip() for ln in c.read_text().splitlines() if ln.strip()],
+                                    f"image set {c}")
     raise DatasetError(f"image set {name!r} not found under {root / 'ImageSets'}")
+
+
+def unique_sequences(names: Sequence[str], where: str = "the sequence list") -> List[str]:
+    """``names``, refused when one repeats: the overall score would count it twice."""
+    seen: set = set()
+    for n in names:
+        if n in seen:
+            raise DatasetError(f"{where} names sequence {n!r} twice (it would count twice in the "
+                               "overall score); give each sequence once")
+        seen.add(n)
+    return list(names)
 
 
 def label_files(seq_dir: PathLike) -> List[Path]:
@@ -199,14 +224,11 @@ class DavisDataset:
             raise DatasetError(f"dataset folder not found: {self.root}")
         self.resolution = resolution
         self.image_dir = image_root(self.root, resolution)
-        ann = self.root / "Annotations" / resolution
-        if not ann.is_dir():
-            ann = self.root / "Annotations"
-        if not ann.is_dir():
+        if not (self.root / "Annotations").is_dir():
             raise DatasetError(f"{self.root} has no Annotations/{resolution} folder (DAVIS layout expected)")
-        self.annotation_dir = ann
+        self.annotation_dir = resolution_folder(self.root / "Annotations", resolution)
         if sequences:
-            names = list(sequences)
+            names = unique_sequences(sequences)
         elif imageset:
             names = read_imageset(self.root, imageset)
         else:
@@ -252,6 +274,6 @@ class DavisDataset:
 
 __all__ = [
     "DatasetError", "davis_palette", "read_label_png", "write_label_png", "annotation_root",
-    "image_root", "list_sequences", "read_imageset", "label_files", "SequenceData", "DavisDataset",
-    "VOID_LABEL",
+    "image_root", "resolution_folder", "list_sequences", "read_imageset", "unique_sequences",
+    "label_files", "SequenceData", "DavisDataset", "VOID_LABEL",
 ]

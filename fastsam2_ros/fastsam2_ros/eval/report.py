@@ -244,6 +244,10 @@ def markdown_table(report: Dict[str, Any]) -> str:
     return "\n".join(lines + [""] + [f"* {n}" for n in notes]) + "\n"
 
 
+#: File types ``plot`` writes (matplotlib picks the format from the name).
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+
+
 def plot(report: Dict[str, Any], path) -> Optional[Path]:
     """J&F and FPS against keep ratio (dense at 1.0; official as a dashed line). None if no run
     has a keep ratio."""
@@ -285,5 +289,6 @@ def plot(report: Dict[str, Any], path) -> Optional[Path]:
     return path
 
 
-__all__ = ["SCHEMA_VERSION", "SCORE_SCHEMA_VERSION", "RUN_KEYS", "clean", "write_json", "score_report", "run_entry",
+__all__ = ["SCHEMA_VERSION", "SCORE_SCHEMA_VERSION", "RUN_KEYS", "PLOT_SUFFIXES", "clean",
+           "write_json", "score_report", "run_entry",
            "run_report", "markdown_table", "plot", "environment", "method_name"]

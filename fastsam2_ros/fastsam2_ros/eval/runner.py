@@ -3,7 +3,8 @@
 Modes (one :class:`ModeSpec` each):
 
 * ``official`` — sam2's ``SAM2VideoPredictor`` through ``core.official.OfficialVideoSession``
-  (the whole video is handed over up front, prompts are added on their frames, then propagated);
+  (the whole video is handed over up front; propagation stops at each frame that gets a prompt
+  or a correction, the clicks are added there and propagation resumes from it);
 * ``dense`` — our :class:`StreamingTracker` with ``keep_ratio = 1.0`` (the dense SAM 2 path);
 * ``pruned`` — the streaming tracker with a keep ratio < 1 (one mode per ratio).
 
@@ -434,87 +435,103 @@ def _official_session_class():
     return OfficialVideoSession
 
 
+def _next_frame(gen, t: int, name: str) -> Dict[int, np.ndarray]:
+    item = next(gen, None)
+    if item is None or item[0] != t:
+        got = "nothing" if item is None else f"frame {item[0]}"
+        raise RuntimeError(f"official session gave {got} where frame {t} of {name} was due")
+    return item[1]
+
+
 def run_official_sequence(make_session, seq: SequenceInput, protocol: Protocol, run: ModeRun,
                           on_frame: Optional[Callable[[], None]] = None,
                           device: str = "cpu") -> Tuple[SequenceRun, List[np.ndarray]]:
-    """sam2's video predictor: init on all frames, add every first-frame click, propagate forward;
-    a refinement stops propagation, adds the clicks on that frame and resumes from it."""
+    """sam2's video predictor under the streaming modes' protocol, frame by frame: an object is
+    clicked when propagation reaches its first frame (so no frame is predicted from a later
+    prompt), the frame's masks (propagated, or the prompt's output where objects appear) get the
+    refinement check at once, and a prompt or correction stops propagation, is added on that frame
+    and propagation resumes from it. Frames before the first prompt are background, as tracking
+    without objects gives (sam2 cannot propagate without a prompt)."""
     srun = SequenceRun(seq.name)
     clock = _Clock(device)
     shape = seq.frames[0].shape[:2]
     T = len(seq.frames)
-    if not seq.prompts:  # e.g. no automatic prompt: sam2 refuses to propagate; all background,
-        srun.frames = T  # as the streaming modes give
-        for _ in range(T):
-            if on_frame:
-                on_frame()
-        return srun, [np.zeros(shape, np.uint8) for _ in range(T)]
-    preds: List[Optional[np.ndarray]] = [None] * T
+    by_frame: Dict[int, List[ObjectPrompt]] = {}
+    for p in seq.prompts:
+        by_frame.setdefault(p.frame, []).append(p)
+    first = min(by_frame, default=T)
+    preds: List[np.ndarray] = [np.zeros(shape, np.uint8) for _ in range(min(first, T))]
+    for _ in preds:
+        if on_frame:
+            on_frame()
+    if first >= T:  # e.g. no automatic prompt: all background, as the streaming modes give
+        srun.frames = T
+        return srun, preds
     # sam2 replaces an object's earlier clicks on a frame with the new ones: keep them to resend
     given: Dict[Tuple[int, int], Tuple[list, list]] = {}
+    appeared: List[int] = []
+    gen = None  # propagation in progress; None: (re)start it from the previous frame
+
+    def click(t: int, obj: int, pts: list, labs: list) -> Dict[int, np.ndarray]:
+        old_pts, old_labs = given.get((t, obj), ([], []))
+        given[(t, obj)] = (old_pts + pts, old_labs + labs)
+        return session.add_prompt(t, obj, points=given[(t, obj)][0], labels=given[(t, obj)][1])
+
     with clock:
         session = make_session(seq.frames)
-        for p in seq.prompts:
-            session.add_prompt(p.frame, p.obj_id, points=[list(p.click)], labels=[1])
-            given[(p.frame, p.obj_id)] = ([list(p.click)], [1])
-    srun.clicks_initial = len(seq.prompts)
-    first_frame = {p.obj_id: p.frame for p in seq.prompts}
-    refined: set = set()
-    start = 0
-    done = set()
     try:
-        while True:
-            gen = session.propagate(start)
-            restarted = False
-            while True:
-                with clock:
-                    item = next(gen, None)
-                if item is None:
-                    break
-                t, masks = item
-                pred = compose_labels({k: v for k, v in masks.items()}, shape)
-                preds[t] = pred
-                gt = seq.gt.get(t)
-                appeared = [k for k, f in first_frame.items() if f <= t]
-                if (protocol.refine and gt is not None and appeared and t not in refined
-                        and srun.rounds < protocol.max_rounds):
-                    q = frame_quality(gt, pred, appeared)
-                    if float(np.mean(list(q.values()))) < protocol.refine_threshold:
-                        clicks = corrective_clicks(gt, pred, appeared, protocol.clicks_per_round)
-                        refined.add(t)
-                        if clicks:
-                            grouped = group_clicks(clicks)
-                            with clock:
+        for t in range(first, T):
+            masks: Dict[int, np.ndarray] = {}
+            with clock:
+                if t > first:
+                    if gen is None:  # resume from the frame just prompted (re-yielded: skip it)
+                        gen = session.propagate(t - 1)
+                        _next_frame(gen, t - 1, seq.name)
+                    masks = _next_frame(gen, t, seq.name)
+                new = by_frame.get(t, [])
+                if new and gen is not None:
+                    gen.close()
+                    gen = None
+                for p in new:  # the output holds every object's mask on this frame
+                    masks = {**masks, **click(t, p.obj_id, [list(p.click)], [1])}
+            appeared += [p.obj_id for p in new]
+            srun.clicks_initial += len(new)
+            pred = compose_labels(masks, shape)
+            gt = seq.gt.get(t)
+            if (protocol.refine and gt is not None and appeared
+                    and srun.rounds < protocol.max_rounds):
+                q = frame_quality(gt, pred, appeared)
+                if float(np.mean(list(q.values()))) < protocol.refine_threshold:
+                    clicks = corrective_clicks(gt, pred, appeared, protocol.clicks_per_round)
+                    if clicks:
+                        with clock:
+                            if gen is not None:
                                 gen.close()
-                                for obj, (pts, labs) in grouped.items():
-                                    old_pts, old_labs = given.get((t, obj), ([], []))
-                                    given[(t, obj)] = (old_pts + pts, old_labs + labs)
-                                    session.add_prompt(t, obj, points=given[(t, obj)][0],
-                                                       labels=given[(t, obj)][1])
-                            srun.rounds += 1
-                            srun.clicks_refine += len(clicks)
-                            srun.refined_frames.append(t)
-                            start, restarted = t, True
-                            break
-                if t not in done:
-                    done.add(t)
-                    if on_frame:
-                        on_frame()
-            if not restarted:
-                break
+                                gen = None
+                            for obj, (pts, labs) in group_clicks(clicks).items():
+                                masks = {**masks, **click(t, obj, pts, labs)}
+                        srun.rounds += 1
+                        srun.clicks_refine += len(clicks)
+                        srun.refined_frames.append(t)
+                        pred = compose_labels(masks, shape)
+            preds.append(pred)
+            if on_frame:
+                on_frame()
+        if gen is not None:
+            gen.close()
+            gen = None
         state_bytes = getattr(session, "state_bytes", None)
         if callable(state_bytes):  # sam2 keeps every frame's outputs: largest at the end
             run.bank_bytes.append(int(state_bytes()))
     finally:
+        if gen is not None:
+            gen.close()
         close = getattr(session, "close", None)
         if callable(close):
             close()
-    missing = [i for i, p in enumerate(preds) if p is None]
-    if missing:
-        raise RuntimeError(f"official session produced no masks for frames {missing[:5]} of {seq.name}")
     srun.frames = T
     srun.seconds = clock.seconds
-    return srun, preds  # type: ignore[return-value]
+    return srun, preds
 
 
 # --------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 import numpy as np
 
 from .davis_io import (VOID_LABEL, DatasetError, annotation_root, label_files, list_sequences,
-                       read_imageset, read_label_png)
+                       read_imageset, read_label_png, unique_sequences)
 from .metrics import boundary_f, db_statistics, region_j
 
 PathLike = Union[str, Path]
@@ -227,7 +227,7 @@ def score_folders(gt_dir: PathLike, pred_dir: PathLike, sequences: Optional[Sequ
     gt_root = annotation_root(gt_dir, resolution)
     pred_root = annotation_root(pred_dir, resolution)
     if sequences:
-        names = list(sequences)
+        names = unique_sequences(sequences)
     elif imageset:
         names = read_imageset(gt_dir, imageset)
     else:

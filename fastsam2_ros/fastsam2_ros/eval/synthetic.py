@@ -233,6 +233,8 @@ def generate_dataset(out: Union[str, Path], sequences: int = 3, frames: int = 12
         raise InputError("frames must be >= 3 (DAVIS scoring drops the first and last frame)")
     if not 1 <= objects <= 20:
         raise InputError("objects must be in 1..20")
+    if seed < 0:  # numpy's generators take no negative seed
+        raise InputError(f"seed must be >= 0, got {seed}")
     w, h = size
     if objects > 1 and min(w, h) < 32:
         raise InputError(f"size {w}x{h} is too small for {objects} objects (min side 32)")
