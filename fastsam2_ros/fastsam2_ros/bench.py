@@ -500,7 +500,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--click", help="X,Y[;X,Y...] positive clicks on frame 0, one per object "
                                    "(default: spread over the frame)")
     p.add_argument("--objects", type=int, default=1, help="objects to track (default 1)")
-    p.add_argument("--modes", default="official,dense,pruned")
+    p.add_argument("--modes", default="official,dense,pruned",
+                   help="comma-separated official,dense,pruned, any case (default: all)")
     p.add_argument("--warmup-frames", type=int, default=None,
                    help="frames of each mode's warm-up run (default: all on CUDA, 3 on CPU)")
     p.add_argument("--no-profile", action="store_true", help="skip the stage-profiling passes")
@@ -526,6 +527,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
     try:
+        from .eval.runner import mode_specs
+
         ratios = [float(r) for r in args.keep_ratios.split(",") if r.strip()]
         if args.objects < 1:
             raise InputError("--objects must be >= 1")
@@ -547,7 +550,8 @@ def main(argv=None) -> int:
                             max_objects=max(16, args.objects))
         for r in ratios:
             cfg.replace(keep_ratio=r)
-        modes = {m.strip() for m in args.modes.split(",")}
+        modes = {spec.mode for spec in mode_specs(
+            [m for m in args.modes.split(",") if m.strip()], ratios)}  # as fastsam2-eval
         frames = load_frames(args.frames, args.max_frames)
         h, w = frames[0].shape[:2]
         clicks = object_clicks(args.click, args.objects, w, h)

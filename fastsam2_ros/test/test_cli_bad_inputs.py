@@ -109,6 +109,8 @@ def test_node_bench_bad_arguments(flags, match):
     (["--warmup-frames", "-2"], "--warmup-frames must be >= 0"),
     (["--vos-time-limit", "0"], "--vos-time-limit must be > 0"),
     (["--repeats", "0"], "--repeats must be >= 1"),
+    (["--modes", "foo"], "unknown mode 'foo'; choose from official, dense, pruned"),
+    (["--modes", ","], "no modes to run"),
 ])
 def test_bench_bad_arguments(flags, match):
     """Rejected before a model is built."""

@@ -79,6 +79,15 @@ def test_bench_repeats_interleaved_rounds_and_reports_medians_and_per_round_rati
     assert "--repeats" in capsys.readouterr().err
 
 
+def test_bench_modes_in_any_case(tmp_path):
+    """As fastsam2-eval takes them: "Pruned" is the pruned mode, not a mode silently skipped."""
+    out = tmp_path / "bench.json"
+    assert bench.main(["--random-weights", "--image-size", "64", "--max-frames", "3", "--device",
+                       "cpu", "--keep-ratios", "0.3", "--mc-passes", "0", "--no-profile",
+                       "--modes", "Dense, PRUNED", "--json", str(out)]) == 0
+    assert set(json.loads(out.read_text())["modes"]) == {"dense", "pruned@0.3"}
+
+
 def test_bench_needs_weights_choice_and_reports_missing_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--max-frames", "2"])
