@@ -527,64 +527,71 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
     try:
-        from .eval.runner import mode_specs
-
-        ratios = [float(r) for r in args.keep_ratios.split(",") if r.strip()]
-        if args.objects < 1:
-            raise InputError("--objects must be >= 1")
-        if args.repeats < 1:
-            raise InputError("--repeats must be >= 1")
-        if args.soak and args.soak < 2:
-            raise InputError("--soak must be 0 (off) or at least 2 frames")
-        if args.warmup_frames is not None and args.warmup_frames < 0:
-            raise InputError("--warmup-frames must be >= 0")
-        if args.vos_time_limit <= 0:
-            raise InputError("--vos-time-limit must be > 0 seconds")
-        cfg = TrackerConfig(model_cfg=args.model, checkpoint=args.checkpoint or "",
-                            allow_random_weights=args.random_weights, device=args.device,
-                            bf16=not args.no_bf16, image_size=args.image_size,
-                            mc_passes=args.mc_passes, cuda_graphs=not args.no_graphs,
-                            preprocess=args.preprocess,
-                            torch_compile=args.torch_compile,
-                            compile_cache_dir=args.compile_cache_dir,
-                            max_objects=max(16, args.objects))
-        for r in ratios:
-            cfg.replace(keep_ratio=r)
-        modes = {spec.mode for spec in mode_specs(
-            [m for m in args.modes.split(",") if m.strip()], ratios)}  # as fastsam2-eval
-        frames = load_frames(args.frames, args.max_frames)
-        h, w = frames[0].shape[:2]
-        clicks = object_clicks(args.click, args.objects, w, h)
-        from .core.models import build_predictor, compile_errors
-
-        t0 = time.perf_counter()
-        model = build_predictor(cfg)
-        build_s = time.perf_counter() - t0
-        cuda = model.device.type == "cuda"
-        warmup = args.warmup_frames if args.warmup_frames is not None else (len(frames) if cuda else 3)
-        profile = not args.no_profile
-        rounds, mask_sets = [], {}
-        for index in range(args.repeats):  # round 1 also profiles and keeps the masks
-            timed, masks = run_round(cfg, model, frames, clicks, modes, ratios, warmup,
-                                     profile and index == 0)
-            rounds.append(timed)
-            mask_sets = mask_sets or masks
-        results = merge_rounds(rounds)
-        if args.official_vos:
-            if not cuda:
-                print("--official-vos needs CUDA; skipped", file=sys.stderr)
-            else:
-                results["official_vos"] = run_official_vos(cfg, model, frames, clicks,
-                                                           args.vos_time_limit)
-        if "official" in mask_sets:
-            for name, masks in mask_sets.items():
-                if name != "official":
-                    results[name]["vs_official"] = compare_masks(masks, mask_sets["official"])
-        soak = (run_soak(cfg, model, frames, clicks, ratios[0] if ratios else 1.0, args.soak)
-                if args.soak else None)
-    except (FastSam2Error, ValueError) as exc:
+        return _run(args)
+    except (FastSam2Error, ValueError, OSError) as exc:  # OSError: e.g. --json cannot be written
         print(f"fastsam2-bench: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The benchmark of :func:`main`; bad input raises (FastSam2Error, ValueError, OSError)."""
+    from .eval.cli import check_output_file
+    from .eval.runner import mode_specs
+
+    ratios = [float(r) for r in args.keep_ratios.split(",") if r.strip()]
+    if args.objects < 1:
+        raise InputError("--objects must be >= 1")
+    if args.repeats < 1:
+        raise InputError("--repeats must be >= 1")
+    if args.soak and args.soak < 2:
+        raise InputError("--soak must be 0 (off) or at least 2 frames")
+    if args.warmup_frames is not None and args.warmup_frames < 0:
+        raise InputError("--warmup-frames must be >= 0")
+    if args.vos_time_limit <= 0:
+        raise InputError("--vos-time-limit must be > 0 seconds")
+    check_output_file(args.json, "--json")  # before all the work
+    cfg = TrackerConfig(model_cfg=args.model, checkpoint=args.checkpoint or "",
+                        allow_random_weights=args.random_weights, device=args.device,
+                        bf16=not args.no_bf16, image_size=args.image_size,
+                        mc_passes=args.mc_passes, cuda_graphs=not args.no_graphs,
+                        preprocess=args.preprocess,
+                        torch_compile=args.torch_compile,
+                        compile_cache_dir=args.compile_cache_dir,
+                        max_objects=max(16, args.objects))
+    for r in ratios:
+        cfg.replace(keep_ratio=r)
+    modes = {spec.mode for spec in mode_specs(
+        [m for m in args.modes.split(",") if m.strip()], ratios)}  # as fastsam2-eval
+    frames = load_frames(args.frames, args.max_frames)
+    h, w = frames[0].shape[:2]
+    clicks = object_clicks(args.click, args.objects, w, h)
+    from .core.models import build_predictor, compile_errors
+
+    t0 = time.perf_counter()
+    model = build_predictor(cfg)
+    build_s = time.perf_counter() - t0
+    cuda = model.device.type == "cuda"
+    warmup = args.warmup_frames if args.warmup_frames is not None else (len(frames) if cuda else 3)
+    profile = not args.no_profile
+    rounds, mask_sets = [], {}
+    for index in range(args.repeats):  # round 1 also profiles and keeps the masks
+        timed, masks = run_round(cfg, model, frames, clicks, modes, ratios, warmup,
+                                 profile and index == 0)
+        rounds.append(timed)
+        mask_sets = mask_sets or masks
+    results = merge_rounds(rounds)
+    if args.official_vos:
+        if not cuda:
+            print("--official-vos needs CUDA; skipped", file=sys.stderr)
+        else:
+            results["official_vos"] = run_official_vos(cfg, model, frames, clicks,
+                                                       args.vos_time_limit)
+    if "official" in mask_sets:
+        for name, masks in mask_sets.items():
+            if name != "official":
+                results[name]["vs_official"] = compare_masks(masks, mask_sets["official"])
+    soak = (run_soak(cfg, model, frames, clicks, ratios[0] if ratios else 1.0, args.soak)
+            if args.soak else None)
 
     report = {
         "schema_version": SCHEMA_VERSION, "model": cfg.model_cfg, "image_size": cfg.image_size,

@@ -88,6 +88,30 @@ def test_bench_modes_in_any_case(tmp_path):
     assert set(json.loads(out.read_text())["modes"]) == {"dense", "pruned@0.3"}
 
 
+def test_bench_checks_its_json_before_the_work(tmp_path, capsys, monkeypatch):
+    args = ["--random-weights", "--image-size", "64", "--max-frames", "3", "--device", "cpu",
+            "--modes", "dense", "--mc-passes", "0", "--no-profile"]
+    real_round = bench.run_round
+    monkeypatch.setattr(bench, "run_round", lambda *a, **k: pytest.fail("ran before checking --json"))
+    (tmp_path / "afile").write_text("x")
+    for out, why in ((tmp_path, "is a folder"), (tmp_path / "afile" / "b.json", "is a file")):
+        assert bench.main(args + ["--json", str(out)]) == 2
+        assert why in capsys.readouterr().err
+    # a write that fails anyway (here: a file took the folder's place during the run): exit 2
+    monkeypatch.setattr(bench, "run_round", real_round)
+    real_report = bench.print_report
+
+    def report_then_block_folder(report):
+        real_report(report)
+        (tmp_path / "gone").write_text("x")
+
+    monkeypatch.setattr(bench, "print_report", report_then_block_folder)
+    out = tmp_path / "gone" / "b.json"
+    assert bench.main(args + ["--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastsam2-bench: error:") and "gone" in err
+
+
 def test_bench_needs_weights_choice_and_reports_missing_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--max-frames", "2"])
