@@ -1,7 +1,7 @@
 """``fastsam2-bench``: ours (dense and pruned) vs the official SAM 2 predictor, same frames, one run.
 
 Every mode tracks the same objects (positive clicks on frame 0) over the same frames with the
-same weights, and is warmed up before it is timed. Reported per mode:
+same weights, and is warmed up on the same first frames before it is timed. Reported per mode:
 
 * **FPS, wall clock**: a loop over frames 1..N-1 with no per-stage synchronisation. For ours the
   step is the whole job a robot needs — a uint8 host frame in, every object's mask at the input
@@ -206,7 +206,7 @@ def run_ours(cfg: TrackerConfig, model, frames, clicks, keep_ratio: float,
     # the clip length is passed so keep 1.0 can be compared with the official predictor, which
     # scales pointer time encodings by min(num_frames, 16); a live stream uses 16
     tracker = StreamingTracker(mode_cfg, model=model, num_frames_hint=n)
-    _stream(tracker, frames[:max(2, warmup_frames)], clicks)  # warm-up: captures the CUDA graphs
+    _stream(tracker, frames[:warmup_frames], clicks)  # warm-up: captures the CUDA graphs
     _sync(model.device)
     startup_s = time.perf_counter() - t0
     tracker.reset(num_frames_hint=n)
@@ -322,8 +322,7 @@ def run_official(cfg: TrackerConfig, predictor, frames, clicks, warmup_frames: i
         stamps[-1] = time.perf_counter()
         return masks, rows, stamps[-1] - stamps[0], list(np.diff(stamps) * 1e3)
 
-    if warmup_frames:
-        one_run(max_frames=warmup_frames)
+    one_run(max_frames=warmup_frames - 1)  # ours' warm-up frames (sam2 counts those after frame 0)
     startup_s = time.perf_counter() - t0
     cuda = predictor.device.type == "cuda"
     # off CUDA the hooks do not synchronise anything: time and profile in one pass
@@ -503,7 +502,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--modes", default="official,dense,pruned",
                    help="comma-separated official,dense,pruned, any case (default: all)")
     p.add_argument("--warmup-frames", type=int, default=None,
-                   help="frames of each mode's warm-up run (default: all on CUDA, 3 on CPU)")
+                   help="frames of every mode's warm-up run, the prompted frame 0 included; at "
+                        "least 2, so that every mode runs its tracking step (and ours captures "
+                        "its CUDA graphs) before it is timed (default: all on CUDA, 3 on CPU)")
     p.add_argument("--no-profile", action="store_true", help="skip the stage-profiling passes")
     p.add_argument("--repeats", type=int, default=1, metavar="N",
                    help="time every mode in N interleaved rounds and report medians and per-round "
@@ -545,8 +546,8 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("--repeats must be >= 1")
     if args.soak and args.soak < 2:
         raise InputError("--soak must be 0 (off) or at least 2 frames")
-    if args.warmup_frames is not None and args.warmup_frames < 0:
-        raise InputError("--warmup-frames must be >= 0")
+    if args.warmup_frames is not None and args.warmup_frames < 2:
+        raise InputError("--warmup-frames must be >= 2 (frame 0 and one tracked frame)")
     if args.vos_time_limit <= 0:
         raise InputError("--vos-time-limit must be > 0 seconds")
     check_output_file(args.json, "--json")  # before all the work

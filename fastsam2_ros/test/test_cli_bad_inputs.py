@@ -106,7 +106,8 @@ def test_node_bench_bad_arguments(flags, match):
 @pytest.mark.parametrize("flags, match", [
     (["--soak", "-3"], "--soak must be 0"),
     (["--soak", "1"], "--soak must be 0"),
-    (["--warmup-frames", "-2"], "--warmup-frames must be >= 0"),
+    (["--warmup-frames", "-2"], "--warmup-frames must be >= 2"),
+    (["--warmup-frames", "1"], "--warmup-frames must be >= 2"),
     (["--vos-time-limit", "0"], "--vos-time-limit must be > 0"),
     (["--repeats", "0"], "--repeats must be >= 1"),
     (["--modes", "foo"], "unknown mode 'foo'; choose from official, dense, pruned"),

@@ -112,6 +112,36 @@ def test_bench_checks_its_json_before_the_work(tmp_path, capsys, monkeypatch):
     assert err.startswith("fastsam2-bench: error:") and "gone" in err
 
 
+def test_bench_warms_every_mode_up_on_the_same_frames(monkeypatch, capsys):
+    """An official predictor timed cold would flatter ours in the "x official" ratios."""
+    from fastsam2_ros.core import official, tracker
+
+    calls = {"official": 0, "ours": 0}
+    propagate, track = official.OfficialVideoSession.propagate, tracker.StreamingTracker.track
+
+    def counting_propagate(self, *a, **k):
+        for item in propagate(self, *a, **k):
+            calls["official"] += 1  # frame 0 included
+            yield item
+
+    def counting_track(self, *a, **k):
+        calls["ours"] += 1  # frame 0 included (add_prompt tracks the image it is given)
+        return track(self, *a, **k)
+
+    monkeypatch.setattr(official.OfficialVideoSession, "propagate", counting_propagate)
+    monkeypatch.setattr(tracker.StreamingTracker, "track", counting_track)
+    args = ["--random-weights", "--image-size", "64", "--max-frames", "4", "--device", "cpu",
+            "--modes", "official,dense", "--mc-passes", "0", "--no-profile"]
+    for warmup in (2, 3):
+        calls.update(official=0, ours=0)
+        assert bench.main(args + ["--warmup-frames", str(warmup)]) == 0
+        assert calls["official"] - 4 == calls["ours"] - 4 == warmup  # less the timed frames 0..3
+    capsys.readouterr()
+    for warmup in ("0", "1"):  # a mode that is not warmed up is not measured
+        assert bench.main(args + ["--warmup-frames", warmup]) == 2
+        assert "--warmup-frames must be >= 2" in capsys.readouterr().err
+
+
 def test_bench_needs_weights_choice_and_reports_missing_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--max-frames", "2"])
