@@ -15,10 +15,10 @@ same weights, and is warmed up on the same first frames before it is timed. Repo
 
 ``--repeats N`` times every mode in N interleaved rounds (official, dense, pruned, then again)
 and reports the medians and each round's ratios, so a machine whose speed drifts during the run
-slows every mode alike. ``--objects N`` tracks N objects, ``--soak N`` streams N frames and
-traces GPU memory (ours at the first keep ratio vs official), ``--official-vos`` also runs sam2's
-compiled ``SAM2VideoPredictorVOS`` in a child process with a time limit (its compile time is
-reported).
+slows every mode alike. ``--objects N`` tracks N objects (default: one per ``--click``),
+``--soak N`` streams N frames and traces GPU memory (ours at the first keep ratio vs official),
+``--official-vos`` also runs sam2's compiled ``SAM2VideoPredictorVOS`` in a child process with a
+time limit (its compile time is reported).
 
 ``fastsam2-bench --node ...`` measures the ROS node's own cost instead
 (:mod:`fastsam2_ros.ros.node_bench`, its own options).
@@ -105,21 +105,38 @@ def load_frames(source: Optional[str], max_frames: int, seed: int = 0) -> List[n
     return frames
 
 
-def object_clicks(spec: Optional[str], count: int, width: int, height: int) -> List[Click]:
-    """``"x,y;x,y"`` -> one click per object; missing ones are spread over the frame."""
+def parse_clicks(spec: Optional[str]) -> List[Click]:
+    """``"x,y;x,y"`` -> the clicks, one per object."""
     clicks = []
-    if spec:
-        for part in spec.split(";"):
-            try:
-                x, y = (float(v) for v in part.split(","))
-            except ValueError:
-                raise InputError(f"--click expects X,Y[;X,Y...], got {spec!r}") from None
-            clicks.append((x, y))
+    for part in spec.split(";") if spec else ():
+        try:
+            x, y = (float(v) for v in part.split(","))
+        except ValueError:
+            raise InputError(f"--click expects X,Y[;X,Y...], got {spec!r}") from None
+        clicks.append((x, y))
+    return clicks
+
+
+def object_count(clicks: Sequence[Click], objects: Optional[int]) -> int:
+    """--objects, by default one object per click (at least one); fewer objects than clicks is an
+    error, since a click left out would silently track fewer objects than were clicked."""
+    count = max(1, len(clicks)) if objects is None else objects
+    if count < 1:
+        raise InputError("--objects must be >= 1")
+    if len(clicks) > count:
+        raise InputError(f"--click gives {len(clicks)} clicks but --objects is {count}: "
+                         "give at most one click per object")
+    return count
+
+
+def object_clicks(clicks: Sequence[Click], count: int, width: int, height: int) -> List[Click]:
+    """One click per object: the given ones, the missing ones spread over the frame."""
+    clicks = list(clicks)
     grid = [(0.5, 0.5), (0.25, 0.3), (0.75, 0.7), (0.25, 0.7), (0.75, 0.3), (0.5, 0.2), (0.5, 0.8)]
     for i in range(len(clicks), count):
         fx, fy = grid[i % len(grid)]
         clicks.append((fx * (width - 1), fy * (height - 1) * (1 - 0.02 * (i // len(grid)))))
-    return clicks[:count]
+    return clicks
 
 
 def _mean_stages(rows: List[Dict[str, float]], ms_per_frame: float) -> Dict[str, float]:
@@ -498,7 +515,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mc-passes", type=int, default=5)
     p.add_argument("--click", help="X,Y[;X,Y...] positive clicks on frame 0, one per object "
                                    "(default: spread over the frame)")
-    p.add_argument("--objects", type=int, default=1, help="objects to track (default 1)")
+    p.add_argument("--objects", type=int, default=None,
+                   help="objects to track (default: one per --click, else 1); objects without a "
+                        "click get one spread over the frame; fewer objects than clicks is an error")
     p.add_argument("--modes", default="official,dense,pruned",
                    help="comma-separated official,dense,pruned, any case (default: all)")
     p.add_argument("--warmup-frames", type=int, default=None,
@@ -540,8 +559,8 @@ def _run(args: argparse.Namespace) -> int:
     from .eval.runner import mode_specs
 
     ratios = [float(r) for r in args.keep_ratios.split(",") if r.strip()]
-    if args.objects < 1:
-        raise InputError("--objects must be >= 1")
+    given_clicks = parse_clicks(args.click)
+    objects = object_count(given_clicks, args.objects)
     if args.repeats < 1:
         raise InputError("--repeats must be >= 1")
     if args.soak and args.soak < 2:
@@ -558,14 +577,14 @@ def _run(args: argparse.Namespace) -> int:
                         preprocess=args.preprocess,
                         torch_compile=args.torch_compile,
                         compile_cache_dir=args.compile_cache_dir,
-                        max_objects=max(16, args.objects))
+                        max_objects=max(16, objects))
     for r in ratios:
         cfg.replace(keep_ratio=r)
     modes = {spec.mode for spec in mode_specs(
         [m for m in args.modes.split(",") if m.strip()], ratios)}  # as fastsam2-eval
     frames = load_frames(args.frames, args.max_frames)
     h, w = frames[0].shape[:2]
-    clicks = object_clicks(args.click, args.objects, w, h)
+    clicks = object_clicks(given_clicks, objects, w, h)
     from .core.models import build_predictor, compile_errors
 
     t0 = time.perf_counter()

@@ -112,6 +112,8 @@ def test_node_bench_bad_arguments(flags, match):
     (["--repeats", "0"], "--repeats must be >= 1"),
     (["--modes", "foo"], "unknown mode 'foo'; choose from official, dense, pruned"),
     (["--modes", ","], "no modes to run"),
+    (["--objects", "0"], "--objects must be >= 1"),
+    (["--click", "1,2;3,4", "--objects", "1"], "--click gives 2 clicks but --objects is 1"),
 ])
 def test_bench_bad_arguments(flags, match):
     """Rejected before a model is built."""

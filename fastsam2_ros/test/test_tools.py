@@ -142,6 +142,22 @@ def test_bench_warms_every_mode_up_on_the_same_frames(monkeypatch, capsys):
         assert "--warmup-frames must be >= 2" in capsys.readouterr().err
 
 
+def test_bench_tracks_one_object_per_click(tmp_path, capsys):
+    """A second click used to be dropped silently (--objects defaulted to 1)."""
+    out = tmp_path / "bench.json"
+    args = ["--random-weights", "--image-size", "64", "--max-frames", "3", "--device", "cpu",
+            "--modes", "dense", "--mc-passes", "0", "--no-profile", "--click", "10,10;40,30"]
+    assert bench.main(args + ["--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["objects"] == 2 and report["clicks"] == [[10, 10], [40, 30]]
+    assert report["modes"]["dense"]["objects"] == 2
+    assert bench.main(args + ["--objects", "3", "--json", str(out)]) == 0  # the third is spread
+    assert json.loads(out.read_text())["clicks"][:2] == [[10, 10], [40, 30]]
+    capsys.readouterr()
+    assert bench.main(args + ["--objects", "1"]) == 2
+    assert "--click gives 2 clicks but --objects is 1" in capsys.readouterr().err
+
+
 def test_bench_needs_weights_choice_and_reports_missing_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--max-frames", "2"])
