@@ -43,6 +43,10 @@ SMOKE = ("--click", "20,20", "--random-weights", "--device", "cpu", "--model-cfg
     (("--image-size", "80"), "multiple of 32"),
     (("--model-cfg", "foo"), "unknown model_cfg 'foo'"),
     (("--keep-ratio", "1.5"), "keep_ratio must be in (0, 1]"),
+    (("--fps", "nan"), "--fps must be a positive number, got nan"),  # crashed making stamps
+    (("--fps", "inf"), "--fps must be a positive number, got inf"),  # hung in cv2.VideoWriter
+    (("--fps", "-5"), "--fps must be a positive number, got -5"),  # negative stamps, no mp4
+    (("--rate", "0"), "--rate must be a positive number, got 0"),
 ])
 def test_demo_bad_settings(frames, tmp_path, flags, match):
     args = ["--input", frames, "--output", tmp_path / "o", *SMOKE, *flags]  # the last flag wins

@@ -78,9 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-ratio", type=float, default=None, help="fraction of tokens kept (0, 1]")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
     p.add_argument("--params-file", default=None, help="ROS parameter file (config/tracker.yaml layout)")
-    p.add_argument("--fps", type=float, default=None, help="frame rate of the mp4 (default: the video's, else 10)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frame rate of the mp4, > 0 (default: the video's, else 10)")
     p.add_argument("--rate", type=float, default=None,
-                   help="publish frames at this rate (Hz) instead of lock-step; slow inference drops frames")
+                   help="publish frames at this rate (Hz, > 0) instead of lock-step; slow inference "
+                   "drops frames")
     p.add_argument("--topic", default=None, help="image topic inside a rosbag input")
     p.add_argument("--frame-timeout", type=float, default=300.0, help="seconds to wait for one frame's outputs")
     p.add_argument("--no-video", action="store_true", help="write PNG frames only")
@@ -176,6 +178,10 @@ def _run(args) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         print("error: --max-frames must be >= 1", file=sys.stderr)
         return 2
+    for flag, value in (("--fps", args.fps), ("--rate", args.rate)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            print(f"error: {flag} must be a positive number, got {value}", file=sys.stderr)
+            return 2
 
     from ..core.config import TrackerConfig
     from ..frame_sources import open_frames
