@@ -54,6 +54,23 @@ def test_demo_bad_settings(frames, tmp_path, flags, match):
     assert rc == 2 and len(errors) == 1 and match in errors[0], errors
 
 
+@pytest.mark.parametrize("content,match", [
+    (None, "parameter file not found"),
+    ("not: [valid", "cannot parse parameter file"),  # on one line: where and why
+    ("other_node:\n  ros__parameters: {a: 1}\n", "has no '/**/fastsam2_tracker: ros__parameters:' section"),
+    ("/**/fastsam2_tracker:\n  ros__parameters:\n    keep_ratio: [1, 'a']\n", "--params-file"),  # rcl's own rules
+])
+def test_demo_bad_params_file(frames, tmp_path, content, match):
+    """Checked before rclpy.init, which used to fail with a traceback (RCLError, exit 1)."""
+    params = tmp_path / "params.yaml"
+    if content is not None:
+        params.write_text(content)
+    rc, errors = run(DEMO, "--input", frames, "--output", tmp_path / "o", *SMOKE, "--params-file", params)
+    assert rc == 2 and len(errors) == 1 and match in errors[0] and str(params) in errors[0], errors
+    if content == "not: [valid":
+        assert "expected ',' or ']'" in errors[0], errors
+
+
 def test_demo_output_that_is_a_file(frames, tmp_path):
     (tmp_path / "taken").write_text("x")
     rc, errors = run(DEMO, "--input", frames, "--output", tmp_path / "taken", *SMOKE)
