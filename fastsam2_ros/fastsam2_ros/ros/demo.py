@@ -408,8 +408,12 @@ def _print_frame(i: int, st) -> None:
 
 
 def _summary(rows: List[dict], sent: int, wall: float, counts: dict) -> dict:
-    totals = [r["total_ms"] for r in rows[1:]] or [r["total_ms"] for r in rows]
-    kept = [sum(r["tokens_kept"]) / len(r["tokens_kept"]) for r in rows if r["tokens_kept"]]
+    """Latency and tokens kept are means over the tracked frames: frame 0 is prompted (it runs
+    dense and its time includes the prompt), so it is left out as fastsam2-eval leaves prompted
+    frames out; a one-frame run has only frame 0 to report."""
+    tracked = [r for r in rows if r["frame"] > 0] or rows
+    totals = [r["total_ms"] for r in tracked]
+    kept = [sum(r["tokens_kept"]) / len(r["tokens_kept"]) for r in tracked if r["tokens_kept"]]
     return {
         "frames_sent": sent, "frames_processed": counts.get("processed", 0),
         "frames_dropped": counts.get("dropped", 0), "wall_s": round(wall, 2),
