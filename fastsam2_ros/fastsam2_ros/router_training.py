@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 import warnings
@@ -153,14 +154,14 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=1024)
     p.add_argument("--device", default="auto")
     p.add_argument("--resolution", default="480p")
-    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames of each sequence")
     p.add_argument("--text-prompts", help="JSON {sequence: {object_id: text}}")
     p.add_argument("--clip-weights", default="")
     p.add_argument("--text-mode", default="clip_ridge", choices=["clip_ridge", "paper_lsq"])
     p.add_argument("--mc-passes", type=int, default=5)
-    p.add_argument("--keep-ratio", type=float, default=0.3, help="ratio the recall is reported at")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--keep-ratio", type=float, default=0.3, help="ratio the recall is reported at, (0, 1]")
+    p.add_argument("--epochs", type=int, default=10, help=">= 1")
+    p.add_argument("--lr", type=float, default=1e-3, help="> 0")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
@@ -170,7 +171,12 @@ def main(argv=None) -> int:
         from .eval.davis_io import DavisDataset
 
         check_output_file(args.out, "--out", makes_folders=False)  # before all the work
-
+        if args.max_frames is not None and args.max_frames < 1:
+            raise InputError("--max-frames must be >= 1")
+        if args.epochs < 1:
+            raise InputError("--epochs must be >= 1")
+        if not (math.isfinite(args.lr) and args.lr > 0):
+            raise InputError(f"--lr must be a finite number > 0, got {args.lr}")
         cfg = TrackerConfig(model_cfg=args.model, checkpoint=args.checkpoint or "",
                             allow_random_weights=args.random_weights, device=args.device,
                             image_size=args.image_size, mc_passes=args.mc_passes,

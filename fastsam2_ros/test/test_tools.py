@@ -255,6 +255,27 @@ def test_router_training_checks_its_output_before_the_work(tmp_path, capsys, mon
     assert f"cannot write router weights {out}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags, match", [
+    (["--max-frames", "0"], "--max-frames must be >= 1"),  # crashed (IndexError)
+    (["--max-frames=-1"], "--max-frames must be >= 1"),  # dropped each sequence's last frame
+    (["--epochs", "0"], "--epochs must be >= 1"),  # saved an untrained router, exit 0
+    (["--epochs=-1"], "--epochs must be >= 1"),
+    (["--lr", "0"], "--lr must be a finite number > 0"),
+    (["--lr", "nan"], "--lr must be a finite number > 0"),
+    (["--lr=-1e-3"], "--lr must be a finite number > 0"),
+    (["--keep-ratio", "0"], "keep_ratio must be in (0, 1]"),
+    (["--keep-ratio", "1.5"], "keep_ratio must be in (0, 1]"),
+])
+def test_router_training_refuses_bad_numbers_before_the_work(tmp_path, capsys, monkeypatch, flags,
+                                                              match):
+    monkeypatch.setattr(router_training, "collect_examples",
+                        lambda *a, **k: pytest.fail("started before checking the arguments"))
+    args = ["--data", str(tmp_path), "--out", str(tmp_path / "r.pt"), "--random-weights",
+            "--image-size", "64", "--device", "cpu", *flags]
+    assert router_training.main(args) == 2
+    assert match in capsys.readouterr().err
+
+
 GPU_CHECK = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"
 
 
