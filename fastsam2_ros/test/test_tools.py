@@ -222,7 +222,7 @@ def test_router_training_fits_an_objects_text_map_on_its_first_frame_only(tmp_pa
     fitted = []
     real = tracker.text_state
     monkeypatch.setattr(tracker, "text_state", lambda text: fitted.append(text) or real(text))
-    texts = {"synth000": {"1": "a red ball"}, "synth001": {"1": "a cup", "2": "a box"}}
+    texts = {"synth000": {1: "a red ball"}, "synth001": {1: "a cup", 2: "a box"}}
     examples = router_training.collect_examples(tracker, DavisDataset(data), texts, None,
                                                 log=lambda *a: None)
     assert sorted(fitted) == ["a box", "a cup", "a red ball"]
@@ -274,6 +274,35 @@ def test_router_training_refuses_bad_numbers_before_the_work(tmp_path, capsys, m
             "--image-size", "64", "--device", "cpu", *flags]
     assert router_training.main(args) == 2
     assert match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, match", [
+    ('["a cup"]', 'expected {"sequence": {"object id": "text"}}'),  # crashed (AttributeError)
+    ('{"synth000": "a cup"}', "entry of sequence 'synth000' must map object ids to texts"),
+    ('{"synth000": {"one": "a cup"}}', "object id 'one' of sequence 'synth000' is not an integer"),
+    ('{"synth000": {"1": ""}}', "must be a non-empty string"),
+    ("{", "cannot parse text prompt file"),
+])
+def test_router_training_reads_text_prompts_as_fastsam2_eval(tmp_path, capsys, monkeypatch, content,
+                                                              match):
+    """Checked before the work, with fastsam2-eval's loader (its layout, its messages)."""
+    seen = []
+
+    def stop(tracker, dataset, texts, max_frames):
+        seen.append(texts)
+        raise router_training.InputError("stop")
+
+    monkeypatch.setattr(router_training, "collect_examples", stop)
+    prompts = tmp_path / "texts.json"
+    data = generate_dataset(tmp_path / "syn", sequences=1, frames=3, size=(32, 32), objects=1)
+    args = ["--data", str(data), "--out", str(tmp_path / "r.pt"), "--random-weights",
+            "--image-size", "64", "--device", "cpu", "--mc-passes", "0", "--text-prompts", str(prompts)]
+    prompts.write_text(content)
+    assert router_training.main(args) == 2
+    err = capsys.readouterr().err
+    assert match in err and str(prompts) in err and not seen
+    prompts.write_text('{"synth000": {"1": "a cup"}}')
+    assert router_training.main(args) == 2 and seen == [{"synth000": {1: "a cup"}}]
 
 
 GPU_CHECK = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"
