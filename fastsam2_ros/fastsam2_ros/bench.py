@@ -1,7 +1,7 @@
 """``fastsam2-bench``: ours (dense and pruned) vs the official SAM 2 predictor, same frames, one run.
 
 Every mode tracks the same objects (positive clicks on frame 0) over the same frames with the
-same weights, and is warmed up before it is timed. Reported per mode:
+same weights, and is warmed up on the same first frames before it is timed. Reported per mode:
 
 * **FPS, wall clock**: a loop over frames 1..N-1 with no per-stage synchronisation. For ours the
   step is the whole job a robot needs — a uint8 host frame in, every object's mask at the input
@@ -15,10 +15,10 @@ same weights, and is warmed up before it is timed. Reported per mode:
 
 ``--repeats N`` times every mode in N interleaved rounds (official, dense, pruned, then again)
 and reports the medians and each round's ratios, so a machine whose speed drifts during the run
-slows every mode alike. ``--objects N`` tracks N objects, ``--soak N`` streams N frames and
-traces GPU memory (ours at the first keep ratio vs official), ``--official-vos`` also runs sam2's
-compiled ``SAM2VideoPredictorVOS`` in a child process with a time limit (its compile time is
-reported).
+slows every mode alike. ``--objects N`` tracks N objects (default: one per ``--click``),
+``--soak N`` streams N frames and traces GPU memory (ours at the first keep ratio vs official),
+``--official-vos`` also runs sam2's compiled ``SAM2VideoPredictorVOS`` in a child process with a
+time limit (its compile time is reported).
 
 ``fastsam2-bench --node ...`` measures the ROS node's own cost instead
 (:mod:`fastsam2_ros.ros.node_bench`, its own options).
@@ -105,21 +105,38 @@ def load_frames(source: Optional[str], max_frames: int, seed: int = 0) -> List[n
     return frames
 
 
-def object_clicks(spec: Optional[str], count: int, width: int, height: int) -> List[Click]:
-    """``"x,y;x,y"`` -> one click per object; missing ones are spread over the frame."""
+def parse_clicks(spec: Optional[str]) -> List[Click]:
+    """``"x,y;x,y"`` -> the clicks, one per object."""
     clicks = []
-    if spec:
-        for part in spec.split(";"):
-            try:
-                x, y = (float(v) for v in part.split(","))
-            except ValueError:
-                raise InputError(f"--click expects X,Y[;X,Y...], got {spec!r}") from None
-            clicks.append((x, y))
+    for part in spec.split(";") if spec else ():
+        try:
+            x, y = (float(v) for v in part.split(","))
+        except ValueError:
+            raise InputError(f"--click expects X,Y[;X,Y...], got {spec!r}") from None
+        clicks.append((x, y))
+    return clicks
+
+
+def object_count(clicks: Sequence[Click], objects: Optional[int]) -> int:
+    """--objects, by default one object per click (at least one); fewer objects than clicks is an
+    error, since a click left out would silently track fewer objects than were clicked."""
+    count = max(1, len(clicks)) if objects is None else objects
+    if count < 1:
+        raise InputError("--objects must be >= 1")
+    if len(clicks) > count:
+        raise InputError(f"--click gives {len(clicks)} clicks but --objects is {count}: "
+                         "give at most one click per object")
+    return count
+
+
+def object_clicks(clicks: Sequence[Click], count: int, width: int, height: int) -> List[Click]:
+    """One click per object: the given ones, the missing ones spread over the frame."""
+    clicks = list(clicks)
     grid = [(0.5, 0.5), (0.25, 0.3), (0.75, 0.7), (0.25, 0.7), (0.75, 0.3), (0.5, 0.2), (0.5, 0.8)]
     for i in range(len(clicks), count):
         fx, fy = grid[i % len(grid)]
         clicks.append((fx * (width - 1), fy * (height - 1) * (1 - 0.02 * (i // len(grid)))))
-    return clicks[:count]
+    return clicks
 
 
 def _mean_stages(rows: List[Dict[str, float]], ms_per_frame: float) -> Dict[str, float]:
@@ -206,7 +223,7 @@ def run_ours(cfg: TrackerConfig, model, frames, clicks, keep_ratio: float,
     # the clip length is passed so keep 1.0 can be compared with the official predictor, which
     # scales pointer time encodings by min(num_frames, 16); a live stream uses 16
     tracker = StreamingTracker(mode_cfg, model=model, num_frames_hint=n)
-    _stream(tracker, frames[:max(2, warmup_frames)], clicks)  # warm-up: captures the CUDA graphs
+    _stream(tracker, frames[:warmup_frames], clicks)  # warm-up: captures the CUDA graphs
     _sync(model.device)
     startup_s = time.perf_counter() - t0
     tracker.reset(num_frames_hint=n)
@@ -322,8 +339,7 @@ def run_official(cfg: TrackerConfig, predictor, frames, clicks, warmup_frames: i
         stamps[-1] = time.perf_counter()
         return masks, rows, stamps[-1] - stamps[0], list(np.diff(stamps) * 1e3)
 
-    if warmup_frames:
-        one_run(max_frames=warmup_frames)
+    one_run(max_frames=warmup_frames - 1)  # ours' warm-up frames (sam2 counts those after frame 0)
     startup_s = time.perf_counter() - t0
     cuda = predictor.device.type == "cuda"
     # off CUDA the hooks do not synchronise anything: time and profile in one pass
@@ -499,10 +515,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mc-passes", type=int, default=5)
     p.add_argument("--click", help="X,Y[;X,Y...] positive clicks on frame 0, one per object "
                                    "(default: spread over the frame)")
-    p.add_argument("--objects", type=int, default=1, help="objects to track (default 1)")
-    p.add_argument("--modes", default="official,dense,pruned")
+    p.add_argument("--objects", type=int, default=None,
+                   help="objects to track (default: one per --click, else 1); objects without a "
+                        "click get one spread over the frame; fewer objects than clicks is an error")
+    p.add_argument("--modes", default="official,dense,pruned",
+                   help="comma-separated official,dense,pruned, any case (default: all)")
     p.add_argument("--warmup-frames", type=int, default=None,
-                   help="frames of each mode's warm-up run (default: all on CUDA, 3 on CPU)")
+                   help="frames of every mode's warm-up run, the prompted frame 0 included; at "
+                        "least 2, so that every mode runs its tracking step (and ours captures "
+                        "its CUDA graphs) before it is timed (default: all on CUDA, 3 on CPU)")
     p.add_argument("--no-profile", action="store_true", help="skip the stage-profiling passes")
     p.add_argument("--repeats", type=int, default=1, metavar="N",
                    help="time every mode in N interleaved rounds and report medians and per-round "
@@ -526,61 +547,71 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
     try:
-        ratios = [float(r) for r in args.keep_ratios.split(",") if r.strip()]
-        if args.objects < 1:
-            raise InputError("--objects must be >= 1")
-        if args.repeats < 1:
-            raise InputError("--repeats must be >= 1")
-        if args.soak and args.soak < 2:
-            raise InputError("--soak must be 0 (off) or at least 2 frames")
-        if args.warmup_frames is not None and args.warmup_frames < 0:
-            raise InputError("--warmup-frames must be >= 0")
-        if args.vos_time_limit <= 0:
-            raise InputError("--vos-time-limit must be > 0 seconds")
-        cfg = TrackerConfig(model_cfg=args.model, checkpoint=args.checkpoint or "",
-                            allow_random_weights=args.random_weights, device=args.device,
-                            bf16=not args.no_bf16, image_size=args.image_size,
-                            mc_passes=args.mc_passes, cuda_graphs=not args.no_graphs,
-                            preprocess=args.preprocess,
-                            torch_compile=args.torch_compile,
-                            compile_cache_dir=args.compile_cache_dir,
-                            max_objects=max(16, args.objects))
-        for r in ratios:
-            cfg.replace(keep_ratio=r)
-        modes = {m.strip() for m in args.modes.split(",")}
-        frames = load_frames(args.frames, args.max_frames)
-        h, w = frames[0].shape[:2]
-        clicks = object_clicks(args.click, args.objects, w, h)
-        from .core.models import build_predictor, compile_errors
-
-        t0 = time.perf_counter()
-        model = build_predictor(cfg)
-        build_s = time.perf_counter() - t0
-        cuda = model.device.type == "cuda"
-        warmup = args.warmup_frames if args.warmup_frames is not None else (len(frames) if cuda else 3)
-        profile = not args.no_profile
-        rounds, mask_sets = [], {}
-        for index in range(args.repeats):  # round 1 also profiles and keeps the masks
-            timed, masks = run_round(cfg, model, frames, clicks, modes, ratios, warmup,
-                                     profile and index == 0)
-            rounds.append(timed)
-            mask_sets = mask_sets or masks
-        results = merge_rounds(rounds)
-        if args.official_vos:
-            if not cuda:
-                print("--official-vos needs CUDA; skipped", file=sys.stderr)
-            else:
-                results["official_vos"] = run_official_vos(cfg, model, frames, clicks,
-                                                           args.vos_time_limit)
-        if "official" in mask_sets:
-            for name, masks in mask_sets.items():
-                if name != "official":
-                    results[name]["vs_official"] = compare_masks(masks, mask_sets["official"])
-        soak = (run_soak(cfg, model, frames, clicks, ratios[0] if ratios else 1.0, args.soak)
-                if args.soak else None)
-    except (FastSam2Error, ValueError) as exc:
+        return _run(args)
+    except (FastSam2Error, ValueError, OSError) as exc:  # OSError: e.g. --json cannot be written
         print(f"fastsam2-bench: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The benchmark of :func:`main`; bad input raises (FastSam2Error, ValueError, OSError)."""
+    from .eval.cli import check_output_file
+    from .eval.runner import mode_specs
+
+    ratios = [float(r) for r in args.keep_ratios.split(",") if r.strip()]
+    given_clicks = parse_clicks(args.click)
+    objects = object_count(given_clicks, args.objects)
+    if args.repeats < 1:
+        raise InputError("--repeats must be >= 1")
+    if args.soak and args.soak < 2:
+        raise InputError("--soak must be 0 (off) or at least 2 frames")
+    if args.warmup_frames is not None and args.warmup_frames < 2:
+        raise InputError("--warmup-frames must be >= 2 (frame 0 and one tracked frame)")
+    if args.vos_time_limit <= 0:
+        raise InputError("--vos-time-limit must be > 0 seconds")
+    check_output_file(args.json, "--json")  # before all the work
+    cfg = TrackerConfig(model_cfg=args.model, checkpoint=args.checkpoint or "",
+                        allow_random_weights=args.random_weights, device=args.device,
+                        bf16=not args.no_bf16, image_size=args.image_size,
+                        mc_passes=args.mc_passes, cuda_graphs=not args.no_graphs,
+                        preprocess=args.preprocess,
+                        torch_compile=args.torch_compile,
+                        compile_cache_dir=args.compile_cache_dir,
+                        max_objects=max(16, objects))
+    for r in ratios:
+        cfg.replace(keep_ratio=r)
+    modes = {spec.mode for spec in mode_specs(
+        [m for m in args.modes.split(",") if m.strip()], ratios)}  # as fastsam2-eval
+    frames = load_frames(args.frames, args.max_frames)
+    h, w = frames[0].shape[:2]
+    clicks = object_clicks(given_clicks, objects, w, h)
+    from .core.models import build_predictor, compile_errors
+
+    t0 = time.perf_counter()
+    model = build_predictor(cfg)
+    build_s = time.perf_counter() - t0
+    cuda = model.device.type == "cuda"
+    warmup = args.warmup_frames if args.warmup_frames is not None else (len(frames) if cuda else 3)
+    profile = not args.no_profile
+    rounds, mask_sets = [], {}
+    for index in range(args.repeats):  # round 1 also profiles and keeps the masks
+        timed, masks = run_round(cfg, model, frames, clicks, modes, ratios, warmup,
+                                 profile and index == 0)
+        rounds.append(timed)
+        mask_sets = mask_sets or masks
+    results = merge_rounds(rounds)
+    if args.official_vos:
+        if not cuda:
+            print("--official-vos needs CUDA; skipped", file=sys.stderr)
+        else:
+            results["official_vos"] = run_official_vos(cfg, model, frames, clicks,
+                                                       args.vos_time_limit)
+    if "official" in mask_sets:
+        for name, masks in mask_sets.items():
+            if name != "official":
+                results[name]["vs_official"] = compare_masks(masks, mask_sets["official"])
+    soak = (run_soak(cfg, model, frames, clicks, ratios[0] if ratios else 1.0, args.soak)
+            if args.soak else None)
 
     report = {
         "schema_version": SCHEMA_VERSION, "model": cfg.model_cfg, "image_size": cfg.image_size,

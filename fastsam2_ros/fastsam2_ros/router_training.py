@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 import warnings
-from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -39,7 +39,7 @@ def _grid_target(mask: np.ndarray, grid: Tuple[int, int]) -> torch.Tensor:
     return F.max_pool2d(m, 3, stride=1, padding=1).flatten()
 
 
-def collect_examples(tracker, dataset, texts: Dict[str, Dict[str, str]], max_frames: Optional[int],
+def collect_examples(tracker, dataset, texts: Dict[str, Dict[int, str]], max_frames: Optional[int],
                      log=print) -> List[Tuple[torch.Tensor, torch.Tensor, str]]:
     """(fused features [N, 3C], target [N], sequence name) for every annotated frame and object."""
     model = tracker.model
@@ -59,7 +59,7 @@ def collect_examples(tracker, dataset, texts: Dict[str, Dict[str, str]], max_fra
             label = labels[name]
             ids = [int(v) for v in np.unique(label) if v not in (0, VOID_LABEL)]  # void: no object
             for obj_id in ids:
-                text = texts.get(seq.name, {}).get(str(obj_id))
+                text = texts.get(seq.name, {}).get(obj_id)
                 if text and obj_id not in fitted:
                     fitted[obj_id] = tracker.text_state(text)
                 text_state = fitted.get(obj_id) if text else None
@@ -153,35 +153,35 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=1024)
     p.add_argument("--device", default="auto")
     p.add_argument("--resolution", default="480p")
-    p.add_argument("--max-frames", type=int, default=None)
-    p.add_argument("--text-prompts", help="JSON {sequence: {object_id: text}}")
+    p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames of each sequence")
+    p.add_argument("--text-prompts", help='JSON {"sequence": {"object id": "text"}} (as fastsam2-eval run)')
     p.add_argument("--clip-weights", default="")
     p.add_argument("--text-mode", default="clip_ridge", choices=["clip_ridge", "paper_lsq"])
     p.add_argument("--mc-passes", type=int, default=5)
-    p.add_argument("--keep-ratio", type=float, default=0.3, help="ratio the recall is reported at")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--keep-ratio", type=float, default=0.3, help="ratio the recall is reported at, (0, 1]")
+    p.add_argument("--epochs", type=int, default=10, help=">= 1")
+    p.add_argument("--lr", type=float, default=1e-3, help="> 0")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
     try:
         from .core.tracker import StreamingTracker
-        from .eval.cli import check_output_file
+        from .eval.cli import check_output_file, load_text_prompts
         from .eval.davis_io import DavisDataset
 
         check_output_file(args.out, "--out", makes_folders=False)  # before all the work
-
+        if args.max_frames is not None and args.max_frames < 1:
+            raise InputError("--max-frames must be >= 1")
+        if args.epochs < 1:
+            raise InputError("--epochs must be >= 1")
+        if not (math.isfinite(args.lr) and args.lr > 0):
+            raise InputError(f"--lr must be a finite number > 0, got {args.lr}")
+        texts = load_text_prompts(args.text_prompts)  # as fastsam2-eval reads them
         cfg = TrackerConfig(model_cfg=args.model, checkpoint=args.checkpoint or "",
                             allow_random_weights=args.random_weights, device=args.device,
                             image_size=args.image_size, mc_passes=args.mc_passes,
                             text_mode=args.text_mode, clip_weights=args.clip_weights,
                             keep_ratio=args.keep_ratio, seed=args.seed)
-        texts = {}
-        if args.text_prompts:
-            try:
-                texts = json.loads(Path(args.text_prompts).read_text())
-            except (OSError, ValueError) as exc:
-                raise InputError(f"cannot read text prompts {args.text_prompts}: {exc}") from exc
         tracker = StreamingTracker(cfg)
         examples = collect_examples(tracker, DavisDataset(args.data, args.resolution), texts,
                                     args.max_frames)

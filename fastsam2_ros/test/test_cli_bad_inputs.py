@@ -43,11 +43,32 @@ SMOKE = ("--click", "20,20", "--random-weights", "--device", "cpu", "--model-cfg
     (("--image-size", "80"), "multiple of 32"),
     (("--model-cfg", "foo"), "unknown model_cfg 'foo'"),
     (("--keep-ratio", "1.5"), "keep_ratio must be in (0, 1]"),
+    (("--fps", "nan"), "--fps must be a positive number, got nan"),  # crashed making stamps
+    (("--fps", "inf"), "--fps must be a positive number, got inf"),  # hung in cv2.VideoWriter
+    (("--fps", "-5"), "--fps must be a positive number, got -5"),  # negative stamps, no mp4
+    (("--rate", "0"), "--rate must be a positive number, got 0"),
 ])
 def test_demo_bad_settings(frames, tmp_path, flags, match):
     args = ["--input", frames, "--output", tmp_path / "o", *SMOKE, *flags]  # the last flag wins
     rc, errors = run(DEMO, *args)
     assert rc == 2 and len(errors) == 1 and match in errors[0], errors
+
+
+@pytest.mark.parametrize("content,match", [
+    (None, "parameter file not found"),
+    ("not: [valid", "cannot parse parameter file"),  # on one line: where and why
+    ("other_node:\n  ros__parameters: {a: 1}\n", "has no '/**/fastsam2_tracker: ros__parameters:' section"),
+    ("/**/fastsam2_tracker:\n  ros__parameters:\n    keep_ratio: [1, 'a']\n", "--params-file"),  # rcl's own rules
+])
+def test_demo_bad_params_file(frames, tmp_path, content, match):
+    """Checked before rclpy.init, which used to fail with a traceback (RCLError, exit 1)."""
+    params = tmp_path / "params.yaml"
+    if content is not None:
+        params.write_text(content)
+    rc, errors = run(DEMO, "--input", frames, "--output", tmp_path / "o", *SMOKE, "--params-file", params)
+    assert rc == 2 and len(errors) == 1 and match in errors[0] and str(params) in errors[0], errors
+    if content == "not: [valid":
+        assert "expected ',' or ']'" in errors[0], errors
 
 
 def test_demo_output_that_is_a_file(frames, tmp_path):
@@ -106,9 +127,14 @@ def test_node_bench_bad_arguments(flags, match):
 @pytest.mark.parametrize("flags, match", [
     (["--soak", "-3"], "--soak must be 0"),
     (["--soak", "1"], "--soak must be 0"),
-    (["--warmup-frames", "-2"], "--warmup-frames must be >= 0"),
+    (["--warmup-frames", "-2"], "--warmup-frames must be >= 2"),
+    (["--warmup-frames", "1"], "--warmup-frames must be >= 2"),
     (["--vos-time-limit", "0"], "--vos-time-limit must be > 0"),
     (["--repeats", "0"], "--repeats must be >= 1"),
+    (["--modes", "foo"], "unknown mode 'foo'; choose from official, dense, pruned"),
+    (["--modes", ","], "no modes to run"),
+    (["--objects", "0"], "--objects must be >= 1"),
+    (["--click", "1,2;3,4", "--objects", "1"], "--click gives 2 clicks but --objects is 1"),
 ])
 def test_bench_bad_arguments(flags, match):
     """Rejected before a model is built."""

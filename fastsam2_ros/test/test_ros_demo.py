@@ -62,6 +62,22 @@ def test_demo_writes_overlays_video_and_stats(frames_dir, tmp_path):
     assert summary["latency_ms_mean"] > 0
 
 
+def test_demo_summary_leaves_the_prompted_frame_out():
+    """Of tokens kept as of latency (tokens used to include frame 0's dense count: 8.7 of 16
+    for a keep ratio of 0.3, whose frames keep 5)."""
+    def row(frame, total_ms, kept):
+        return {"frame": frame, "total_ms": total_ms, "tokens_kept": [kept], "tokens_total": 16,
+                "keep_ratio": 0.3, "bank_frames": 1, "bank_bytes": 1, "object_ids": [1],
+                "auto_prompted_ids": [], "auto_started_ids": [], "auto_phrases": [""],
+                "auto_proposals_ms": 0.0, "auto_caption_ms": 0.0, "auto_refinement_ms": 0.0,
+                "device": "cpu"}
+
+    summary = demo._summary([row(0, 500.0, 16), row(1, 100.0, 5), row(2, 100.0, 5)], 3, 1.0, {})
+    assert summary["tokens_kept_mean"] == 5 and summary["latency_ms_mean"] == 100
+    summary = demo._summary([row(0, 500.0, 16)], 1, 1.0, {})  # only frame 0: it is all there is
+    assert summary["tokens_kept_mean"] == 16 and summary["latency_ms_mean"] == 500
+
+
 def test_demo_argument_errors(frames_dir, tmp_path, capsys):
     assert demo.main(["--input", str(frames_dir), "--click", "1,1"]) == 2
     assert "--checkpoint" in capsys.readouterr().err

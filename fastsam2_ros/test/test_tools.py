@@ -79,6 +79,85 @@ def test_bench_repeats_interleaved_rounds_and_reports_medians_and_per_round_rati
     assert "--repeats" in capsys.readouterr().err
 
 
+def test_bench_modes_in_any_case(tmp_path):
+    """As fastsam2-eval takes them: "Pruned" is the pruned mode, not a mode silently skipped."""
+    out = tmp_path / "bench.json"
+    assert bench.main(["--random-weights", "--image-size", "64", "--max-frames", "3", "--device",
+                       "cpu", "--keep-ratios", "0.3", "--mc-passes", "0", "--no-profile",
+                       "--modes", "Dense, PRUNED", "--json", str(out)]) == 0
+    assert set(json.loads(out.read_text())["modes"]) == {"dense", "pruned@0.3"}
+
+
+def test_bench_checks_its_json_before_the_work(tmp_path, capsys, monkeypatch):
+    args = ["--random-weights", "--image-size", "64", "--max-frames", "3", "--device", "cpu",
+            "--modes", "dense", "--mc-passes", "0", "--no-profile"]
+    real_round = bench.run_round
+    monkeypatch.setattr(bench, "run_round", lambda *a, **k: pytest.fail("ran before checking --json"))
+    (tmp_path / "afile").write_text("x")
+    for out, why in ((tmp_path, "is a folder"), (tmp_path / "afile" / "b.json", "is a file")):
+        assert bench.main(args + ["--json", str(out)]) == 2
+        assert why in capsys.readouterr().err
+    # a write that fails anyway (here: a file took the folder's place during the run): exit 2
+    monkeypatch.setattr(bench, "run_round", real_round)
+    real_report = bench.print_report
+
+    def report_then_block_folder(report):
+        real_report(report)
+        (tmp_path / "gone").write_text("x")
+
+    monkeypatch.setattr(bench, "print_report", report_then_block_folder)
+    out = tmp_path / "gone" / "b.json"
+    assert bench.main(args + ["--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastsam2-bench: error:") and "gone" in err
+
+
+def test_bench_warms_every_mode_up_on_the_same_frames(monkeypatch, capsys):
+    """An official predictor timed cold would flatter ours in the "x official" ratios."""
+    from fastsam2_ros.core import official, tracker
+
+    calls = {"official": 0, "ours": 0}
+    propagate, track = official.OfficialVideoSession.propagate, tracker.StreamingTracker.track
+
+    def counting_propagate(self, *a, **k):
+        for item in propagate(self, *a, **k):
+            calls["official"] += 1  # frame 0 included
+            yield item
+
+    def counting_track(self, *a, **k):
+        calls["ours"] += 1  # frame 0 included (add_prompt tracks the image it is given)
+        return track(self, *a, **k)
+
+    monkeypatch.setattr(official.OfficialVideoSession, "propagate", counting_propagate)
+    monkeypatch.setattr(tracker.StreamingTracker, "track", counting_track)
+    args = ["--random-weights", "--image-size", "64", "--max-frames", "4", "--device", "cpu",
+            "--modes", "official,dense", "--mc-passes", "0", "--no-profile"]
+    for warmup in (2, 3):
+        calls.update(official=0, ours=0)
+        assert bench.main(args + ["--warmup-frames", str(warmup)]) == 0
+        assert calls["official"] - 4 == calls["ours"] - 4 == warmup  # less the timed frames 0..3
+    capsys.readouterr()
+    for warmup in ("0", "1"):  # a mode that is not warmed up is not measured
+        assert bench.main(args + ["--warmup-frames", warmup]) == 2
+        assert "--warmup-frames must be >= 2" in capsys.readouterr().err
+
+
+def test_bench_tracks_one_object_per_click(tmp_path, capsys):
+    """A second click used to be dropped silently (--objects defaulted to 1)."""
+    out = tmp_path / "bench.json"
+    args = ["--random-weights", "--image-size", "64", "--max-frames", "3", "--device", "cpu",
+            "--modes", "dense", "--mc-passes", "0", "--no-profile", "--click", "10,10;40,30"]
+    assert bench.main(args + ["--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["objects"] == 2 and report["clicks"] == [[10, 10], [40, 30]]
+    assert report["modes"]["dense"]["objects"] == 2
+    assert bench.main(args + ["--objects", "3", "--json", str(out)]) == 0  # the third is spread
+    assert json.loads(out.read_text())["clicks"][:2] == [[10, 10], [40, 30]]
+    capsys.readouterr()
+    assert bench.main(args + ["--objects", "1"]) == 2
+    assert "--click gives 2 clicks but --objects is 1" in capsys.readouterr().err
+
+
 def test_bench_needs_weights_choice_and_reports_missing_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--max-frames", "2"])
@@ -143,7 +222,7 @@ def test_router_training_fits_an_objects_text_map_on_its_first_frame_only(tmp_pa
     fitted = []
     real = tracker.text_state
     monkeypatch.setattr(tracker, "text_state", lambda text: fitted.append(text) or real(text))
-    texts = {"synth000": {"1": "a red ball"}, "synth001": {"1": "a cup", "2": "a box"}}
+    texts = {"synth000": {1: "a red ball"}, "synth001": {1: "a cup", 2: "a box"}}
     examples = router_training.collect_examples(tracker, DavisDataset(data), texts, None,
                                                 log=lambda *a: None)
     assert sorted(fitted) == ["a box", "a cup", "a red ball"]
@@ -174,6 +253,56 @@ def test_router_training_checks_its_output_before_the_work(tmp_path, capsys, mon
     out = tmp_path / "gone" / "router.pt"
     assert router_training.main(args + ["--out", str(out)]) == 2
     assert f"cannot write router weights {out}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["--max-frames", "0"], "--max-frames must be >= 1"),  # crashed (IndexError)
+    (["--max-frames=-1"], "--max-frames must be >= 1"),  # dropped each sequence's last frame
+    (["--epochs", "0"], "--epochs must be >= 1"),  # saved an untrained router, exit 0
+    (["--epochs=-1"], "--epochs must be >= 1"),
+    (["--lr", "0"], "--lr must be a finite number > 0"),
+    (["--lr", "nan"], "--lr must be a finite number > 0"),
+    (["--lr=-1e-3"], "--lr must be a finite number > 0"),
+    (["--keep-ratio", "0"], "keep_ratio must be in (0, 1]"),
+    (["--keep-ratio", "1.5"], "keep_ratio must be in (0, 1]"),
+])
+def test_router_training_refuses_bad_numbers_before_the_work(tmp_path, capsys, monkeypatch, flags,
+                                                              match):
+    monkeypatch.setattr(router_training, "collect_examples",
+                        lambda *a, **k: pytest.fail("started before checking the arguments"))
+    args = ["--data", str(tmp_path), "--out", str(tmp_path / "r.pt"), "--random-weights",
+            "--image-size", "64", "--device", "cpu", *flags]
+    assert router_training.main(args) == 2
+    assert match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, match", [
+    ('["a cup"]', 'expected {"sequence": {"object id": "text"}}'),  # crashed (AttributeError)
+    ('{"synth000": "a cup"}', "entry of sequence 'synth000' must map object ids to texts"),
+    ('{"synth000": {"one": "a cup"}}', "object id 'one' of sequence 'synth000' is not an integer"),
+    ('{"synth000": {"1": ""}}', "must be a non-empty string"),
+    ("{", "cannot parse text prompt file"),
+])
+def test_router_training_reads_text_prompts_as_fastsam2_eval(tmp_path, capsys, monkeypatch, content,
+                                                              match):
+    """Checked before the work, with fastsam2-eval's loader (its layout, its messages)."""
+    seen = []
+
+    def stop(tracker, dataset, texts, max_frames):
+        seen.append(texts)
+        raise router_training.InputError("stop")
+
+    monkeypatch.setattr(router_training, "collect_examples", stop)
+    prompts = tmp_path / "texts.json"
+    data = generate_dataset(tmp_path / "syn", sequences=1, frames=3, size=(32, 32), objects=1)
+    args = ["--data", str(data), "--out", str(tmp_path / "r.pt"), "--random-weights",
+            "--image-size", "64", "--device", "cpu", "--mc-passes", "0", "--text-prompts", str(prompts)]
+    prompts.write_text(content)
+    assert router_training.main(args) == 2
+    err = capsys.readouterr().err
+    assert match in err and str(prompts) in err and not seen
+    prompts.write_text('{"synth000": {"1": "a cup"}}')
+    assert router_training.main(args) == 2 and seen == [{"synth000": {1: "a cup"}}]
 
 
 GPU_CHECK = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"

@@ -77,10 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=None, help="SAM 2 input side (default 1024)")
     p.add_argument("--keep-ratio", type=float, default=None, help="fraction of tokens kept (0, 1]")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--params-file", default=None, help="ROS parameter file (config/tracker.yaml layout)")
-    p.add_argument("--fps", type=float, default=None, help="frame rate of the mp4 (default: the video's, else 10)")
+    p.add_argument("--params-file", default=None,
+                   help="ROS parameter file (config/tracker.yaml layout: a '/**/fastsam2_tracker: "
+                   "ros__parameters:' section)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="frame rate of the mp4, > 0 (default: the video's, else 10)")
     p.add_argument("--rate", type=float, default=None,
-                   help="publish frames at this rate (Hz) instead of lock-step; slow inference drops frames")
+                   help="publish frames at this rate (Hz, > 0) instead of lock-step; slow inference "
+                   "drops frames")
     p.add_argument("--topic", default=None, help="image topic inside a rosbag input")
     p.add_argument("--frame-timeout", type=float, default=300.0, help="seconds to wait for one frame's outputs")
     p.add_argument("--no-video", action="store_true", help="write PNG frames only")
@@ -150,7 +154,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return _run(args)
     except (FastSam2Error, OSError) as exc:  # bad frames, unwritable output, ...
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line (YAML errors have several)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -176,14 +180,20 @@ def _run(args) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         print("error: --max-frames must be >= 1", file=sys.stderr)
         return 2
+    for flag, value in (("--fps", args.fps), ("--rate", args.rate)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            print(f"error: {flag} must be a positive number, got {value}", file=sys.stderr)
+            return 2
 
-    from ..core.config import TrackerConfig
+    from ..core.config import TrackerConfig, load_ros_params
     from ..frame_sources import open_frames
 
     overrides = _parameter_overrides(args)
     # the tracker parameters are checked before ROS starts (same rules as the node's configure)
     TrackerConfig.from_mapping({k: v for k, v in overrides.items()
                                 if k in TrackerConfig.field_names()})
+    if args.params_file:
+        load_ros_params(args.params_file)  # exists, parses, has the node's section: before rcl
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         print(f"error: --output {out_dir} exists and is not a folder", file=sys.stderr)
@@ -209,7 +219,13 @@ def _run(args) -> int:
     from .tracker_node import TrackerNode
 
     ros_args = ["--ros-args", "--params-file", args.params_file] if args.params_file else None
-    rclpy.init(args=ros_args, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        rclpy.init(args=ros_args, signal_handler_options=SignalHandlerOptions.NO)
+    except RuntimeError as exc:  # rcl's RCLError: a parameter file it rejects beyond the check above
+        if not args.params_file:
+            raise
+        print(f"error: --params-file {args.params_file}: {str(exc).split(', at ')[0]}", file=sys.stderr)
+        return 2
     node = feeder = executor = spin_thread = None
     try:
         node = TrackerNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
@@ -392,8 +408,12 @@ def _print_frame(i: int, st) -> None:
 
 
 def _summary(rows: List[dict], sent: int, wall: float, counts: dict) -> dict:
-    totals = [r["total_ms"] for r in rows[1:]] or [r["total_ms"] for r in rows]
-    kept = [sum(r["tokens_kept"]) / len(r["tokens_kept"]) for r in rows if r["tokens_kept"]]
+    """Latency and tokens kept are means over the tracked frames: frame 0 is prompted (it runs
+    dense and its time includes the prompt), so it is left out as fastsam2-eval leaves prompted
+    frames out; a one-frame run has only frame 0 to report."""
+    tracked = [r for r in rows if r["frame"] > 0] or rows
+    totals = [r["total_ms"] for r in tracked]
+    kept = [sum(r["tokens_kept"]) / len(r["tokens_kept"]) for r in tracked if r["tokens_kept"]]
     return {
         "frames_sent": sent, "frames_processed": counts.get("processed", 0),
         "frames_dropped": counts.get("dropped", 0), "wall_s": round(wall, 2),
