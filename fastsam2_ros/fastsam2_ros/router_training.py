@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from .core.config import TrackerConfig
 from .core.errors import FastSam2Error, InputError
-from .core.router import RouterMLP, TokenRouter, num_kept, save_router
+from .core.router import RouterMLP, TokenRouter, num_kept, router_inputs, save_router
 from .core.text_relevance import TextRows
 from .eval.davis_io import VOID_LABEL
 
@@ -54,7 +54,8 @@ def collect_examples(tracker, dataset, texts: Dict[str, Dict[int, str]], max_fra
         for name, frame in zip(seq.frame_names, frames):
             if name not in labels:
                 continue
-            tracker.reset()
+            # no reset(): no object is ever added, and a reset would restart the dropout masks,
+            # so every frame's uncertainty would see the same ones (tracking draws new ones)
             tokens, grid = tracker.frame_tokens(frame)
             label = labels[name]
             ids = [int(v) for v in np.unique(label) if v not in (0, VOID_LABEL)]  # void: no object
@@ -187,8 +188,10 @@ def main(argv=None) -> int:
                                     args.max_frames)
         mlp, metrics = train(examples, tracker.model.hidden_dim, args.epochs, args.lr, args.seed,
                              args.keep_ratio)
-        meta = {"dataset": str(args.data), "model_cfg": args.model, "image_size": args.image_size,
-                "mc_passes": args.mc_passes, "text_mode": args.text_mode if texts else "none",
+        inputs = router_inputs(cfg.model_cfg, cfg.mc_passes, cfg.mc_dropout,
+                               args.text_mode if texts else "none")  # compared when loaded
+        meta = {"dataset": str(args.data), **inputs, "image_size": args.image_size,
+                "mc_passes": args.mc_passes, "mc_dropout": cfg.mc_dropout,
                 "random_weights": bool(args.random_weights), "epochs": args.epochs, **metrics}
         save_router(mlp, args.out, meta)
     except (FastSam2Error, ValueError) as exc:

@@ -11,7 +11,7 @@ from fastsam2_ros.core import pruned_predictor
 from fastsam2_ros.core.models import build_predictor
 from fastsam2_ros.core.pruned_attention import pruned_memory_attention
 from fastsam2_ros.core.router import (ROUTER_FORMAT, RouterMLP, TokenRouter, load_router, num_kept,
-                                      router_setting_mismatches, save_router)
+                                      router_inputs, router_setting_mismatches, save_router)
 from fastsam2_ros.core.errors import CheckpointError
 from fastsam2_ros.core.tracker import StreamingTracker
 
@@ -173,10 +173,10 @@ def test_memory_bank_is_bounded_over_long_streams_and_refine_clicks():
         sizes.append((res.stats.bank_frames, res.stats.bank_tokens, res.stats.bank_bytes))
         for obj in tracker.objects.values():
             cond = [f for f in tracker.bank.cond_frames[obj.row] if f >= 0]
-            assert len(cond) <= 3
+            assert len(cond) <= 3 + 1  # read at most 3, and the spare slot
             assert 0 in cond  # the first prompt stays pinned
-    # per object: <= 3 conditioning frames + the current frame and the 6 it reads next
-    assert max(s[0] for s in sizes) <= 2 * (3 + 7)
+    # per object: <= 4 conditioning frames + the current frame and the 6 it reads next
+    assert max(s[0] for s in sizes) <= 2 * (4 + 7)
     # preallocated: the bank's bytes never change, whatever the stream length and clicks
     assert len({s[2] for s in sizes}) == 1
     assert max(s[1] for s in sizes[200:]) == max(s[1] for s in sizes[100:140])
@@ -220,16 +220,19 @@ def test_router_weights_load_and_errors(tmp_path, model128, video):
 def test_a_router_trained_with_other_inputs_loads_with_a_warning(tmp_path, model128, caplog):
     cfg, model = model128
     path = tmp_path / "router.pt"
-    meta = {"model_cfg": "tiny", "mc_passes": 5, "text_mode": "clip_ridge"}
-    save_router(RouterMLP(model.hidden_dim), path, meta=meta)
+    save_router(RouterMLP(model.hidden_dim), path,
+                meta=router_inputs("tiny", mc_passes=5, mc_dropout=0.1, text_mode="clip_ridge"))
     running = cfg.replace(keep_ratio=0.3, router_weights=str(path), text_mode="clip_ridge")
-    with caplog.at_level(logging.WARNING, logger="fastsam2_ros.core.tracker"):
-        StreamingTracker(running.replace(mc_passes=5, model_cfg="sam2.1_hiera_t"), model=model)
+    with caplog.at_level(logging.WARNING, logger="fastsam2_ros.core.tracker"):  # 8 passes: on too
+        StreamingTracker(running.replace(mc_passes=8, model_cfg="sam2.1_hiera_t"), model=model)
     assert not [r for r in caplog.records if "trained with other inputs" in r.getMessage()]
-    with caplog.at_level(logging.WARNING, logger="fastsam2_ros.core.tracker"):
-        tracker = StreamingTracker(running.replace(mc_passes=0, text_mode="paper_lsq"), model=model)
-    warned = " ".join(r.getMessage() for r in caplog.records)
-    assert "mc_passes 5 in training, 0 here" in warned and "text_mode 'clip_ridge'" in warned
+    for off in (dict(mc_passes=1), dict(mc_dropout=0.0)):  # the uncertainty signal is off
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="fastsam2_ros.core.tracker"):
+            tracker = StreamingTracker(running.replace(text_mode="paper_lsq", **off), model=model)
+        warned = " ".join(r.getMessage() for r in caplog.records)
+        assert "uncertainty True in training, False here" in warned, off
+        assert "text_mode 'clip_ridge'" in warned
     assert tracker.router.mode == "mlp"
     # a router trained without text fits any text mode (its text input was zero)
     assert router_setting_mismatches({"text_mode": "none"}, {"text_mode": "paper_lsq"}) == []

@@ -222,6 +222,8 @@ def test_bad_run_flags_are_refused_up_front(case, tmp_path, capsys):
 @pytest.mark.parametrize("argv, match", [
     (["score", "--gt", "{d}", "--pred", "{d}", "--no-progress", "--resolution", "1080p"],
      "Annotations has no 1080p folder (--resolution); it has 480p"),
+    (["score", "--gt", "{d}/Annotations", "--pred", "{d}", "--no-progress", "--resolution", "1080p"],
+     "Annotations has no 1080p folder (--resolution); it has 480p"),  # the folder itself given
     (["score", "--gt", "{d}", "--pred", "{d}", "--no-progress", "--sequences", "synth000,synth000"],
      "names sequence 'synth000' twice"),
     (["synth", "--out", "{tmp}/s", "--seed", "-1"], "seed must be >= 0, got -1"),

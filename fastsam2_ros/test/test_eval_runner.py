@@ -317,11 +317,11 @@ def test_official_loop_refines_like_the_streaming_modes(tmp_path):
     # frame 0's prompt output and frames 1, 2 come out empty and get one round each (one positive
     # click per object); frame 0 is corrected before anything is propagated (as the streaming
     # modes do), 1 and 2 stop propagation, which resumes from them; frame 3 finds the rounds
-    # used up.
+    # used up. Propagation resumes on the frame after the one prompted: none is run twice.
     assert s.rounds == 3 and s.refined_frames == [0, 1, 2] and s.frames == 5
     assert [e for e in ScriptedSession.log if e[0] == "propagate"] == [
-        ("propagate", 0), ("propagate", 1), ("propagate", 2)]
-    assert ScriptedSession.log.index(("propagate", 0)) > max(
+        ("propagate", 1), ("propagate", 2), ("propagate", 3)]
+    assert ScriptedSession.log.index(("propagate", 1)) > max(
         i for i, e in enumerate(ScriptedSession.log) if e[0] == "prompt" and e[1] == 0)
     assert s.clicks_initial == 2 and s.clicks_refine == 6 and s.clicks == 8
     # sam2 replaces an object's clicks on a frame: the refinement on frame 0 resends the first click
@@ -343,9 +343,8 @@ def test_official_loop_clicks_a_late_object_when_propagation_reaches_it(tmp_path
                      make_official=lambda: (lambda frames: ScriptedSession(frames, gt)),
                      opts=RunOptions(warmup_frames=0, progress=False))
     assert ScriptedSession.log == [
-        ("prompt", 0, 1, 1), ("propagate", 0), ("yield", 0, [1]), ("yield", 1, [1]),
-        ("yield", 2, [1]), ("prompt", 2, 2, 1), ("propagate", 2), ("yield", 2, [1, 2]),
-        ("yield", 3, [1, 2]), ("yield", 4, [1, 2])]
+        ("prompt", 0, 1, 1), ("propagate", 1), ("yield", 1, [1]), ("yield", 2, [1]),
+        ("prompt", 2, 2, 1), ("propagate", 3), ("yield", 3, [1, 2]), ("yield", 4, [1, 2])]
     assert runs[0].sequences[0].clicks_initial == 2 and runs[0].frames == 5
 
 

@@ -193,14 +193,47 @@ def test_memory_bank_reads_what_sam2_reads():
     assert refine["ring_valid"] == [[True] * 6]  # frame 10's own memory is not read
     prompt(10)
     after = _unpacked(bank.layout(11, slice(0, 1)))
-    assert sorted(bank.cond_frames[row]) == [0, 10]
+    assert sorted(f for f in bank.cond_frames[row] if f != NO_FRAME) == [0, 10]
     # frame 10 is read as a conditioning frame, not as a recent one; its pointer likewise
     assert [bank.ring_frames[row, p] for p in after["ring_order"]][-1] == NO_FRAME
     assert after["ring_valid"] == [[True] * 5 + [False]]
     assert after["ptr_valid"][0][:3] == [True, True, False]
-    # a full conditioning set keeps the first prompt and replaces the oldest other one
+    # at most max_cond_frames (2) are read: the first prompt and the latest; the spare slot keeps
+    # the one a frame's later clicks still read until tracking moves on
     prompt(12)
-    assert sorted(bank.cond_frames[row]) == [0, 12]
+    assert sorted(bank.cond_frames[row]) == [0, 10, 12]  # (all three slots in use)
+
+    def cond_read(t):
+        got = _unpacked(bank.layout(t, slice(0, 1)))
+        return sorted(bank.cond_frames[row][s] for s, ok in zip(got["cond_order"][0],
+                                                                 got["cond_valid"][0]) if ok)
+
+    assert cond_read(13) == [0, 12]
+    # every click on frame 14 reads what the first one read, though it replaces frame 10
+    assert cond_read(14) == [0, 12]
+    prompt(14)
+    assert sorted(bank.cond_frames[row]) == [0, 12, 14] and cond_read(14) == [0, 12]
+    assert cond_read(15) == [0, 14]
+
+
+def test_with_one_conditioning_frame_every_click_on_a_frame_reads_the_latest_prompt():
+    bank = MemoryBank(_fake_model(), max_objects=1, max_cond_frames=1, tokens_per_frame=5,
+                      device=torch.device("cpu"), num_frames=2 ** 31 - 1)
+    row = bank.add_row()
+    args = (torch.zeros(5, 64), torch.arange(5), torch.zeros(5), torch.zeros(256),
+            torch.zeros(1, 16, 16), torch.ones(1))
+
+    def cond_read(t):
+        got = _unpacked(bank.layout(t, slice(0, 1)))
+        return [bank.cond_frames[row][s] for s, ok in zip(got["cond_order"][0], got["cond_valid"][0])
+                if ok]
+
+    for t in (0, 3, 6):
+        before = cond_read(t)
+        bank.write_prompt(row, t, *args)
+        assert cond_read(t) == before  # a second click on t reads the same
+        assert cond_read(t + 1) == [t]  # the latest prompt, then
+    assert sorted(f for f in bank.cond_frames[row] if f >= 0) == [3, 6]
 
 
 def test_memory_bank_pads_mixed_objects_and_stays_unmasked_when_full():

@@ -196,3 +196,47 @@ def test_auto_prompt_summary_names_the_object_the_phrase_or_why_there_is_none():
                             timings_ms={"proposals": 5.0, "caption": 0.0, "refinement": 0.0})
     assert auto_prompt_summary(free).startswith(
         "object 1 started automatically without a phrase: no caption model configured (rpn region")
+
+
+# ------------------------------------------------------------------------------ spinning
+class _Logger:
+    def __init__(self):
+        self.lines = []
+
+    def error(self, msg, **kw):
+        self.lines.append(("error", msg))
+
+    def fatal(self, msg, **kw):
+        self.lines.append(("fatal", msg))
+
+
+class _Executor:
+    """spin_once raises for the listed calls (1-based), else counts; stops the loop at ``until``."""
+
+    def __init__(self, raising, until, stop):
+        self.raising, self.until, self.stop, self.calls = raising, until, stop, 0
+        self.context = type("C", (), {"ok": staticmethod(lambda: True)})()
+
+    def spin_once(self, timeout_sec=None):
+        self.calls += 1
+        if self.calls >= self.until:
+            self.stop.set()
+        if self.raising(self.calls):
+            raise RuntimeError(f"callback {self.calls} failed")
+
+
+def test_spinning_outlives_a_failing_callback_but_not_one_that_fails_every_time(monkeypatch):
+    import threading
+
+    from fastsam2_ros.ros import tracker_node
+
+    monkeypatch.setattr(tracker_node.time, "sleep", lambda s: None)
+    stop, log = threading.Event(), _Logger()
+    ex = _Executor(lambda n: n in (3, 4), until=50, stop=stop)
+    tracker_node.spin_until_stopped(ex, stop, log)
+    assert ex.calls == 50 and [kind for kind, _ in log.lines] == ["error", "error"]
+    stop, log = threading.Event(), _Logger()
+    ex = _Executor(lambda n: True, until=10 ** 6, stop=stop)
+    tracker_node.spin_until_stopped(ex, stop, log)
+    assert ex.calls == tracker_node.SPIN_FAILURES_TO_GIVE_UP and not stop.is_set()
+    assert log.lines[-1][0] == "fatal" and "in a row" in log.lines[-1][1]

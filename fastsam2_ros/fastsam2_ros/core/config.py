@@ -139,7 +139,7 @@ class TrackerConfig:
     clip_weights: str = ""  # open_clip weights, needed by text prompts (empty: CheckpointError unless random)
     clip_refresh_interval: int = 0  # refit the SAM2->CLIP map every N frames (0 = prompt frames only)
     # --- memory bank -------------------------------------------------------------------------
-    max_cond_frames: int = 4  # conditioning (prompted) frames kept per object; first one is pinned
+    max_cond_frames: int = 4  # conditioning (prompted) frames read per object; first one pinned
     max_obj_ptrs: int = 16  # object pointers attended to (SAM 2 default)
     max_objects: int = 16  # refuse more simultaneously tracked objects than this
     mask_threshold: float = 0.0  # logit threshold for the published binary masks

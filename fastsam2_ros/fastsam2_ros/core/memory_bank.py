@@ -12,10 +12,12 @@ for forward tracking with ``memory_temporal_stride_for_eval == 1``): frame t rea
 
 Storage per object row (rows are the tracked objects in insertion order):
 
-* ``max_cond_frames`` conditioning slots (the first prompt is pinned, the oldest other one is
-  replaced), a ring of ``num_maskmem`` memory slots and a ring of ``max_obj_ptrs`` pointer slots
-  (one more than read, so the current frame's entry never overwrites one that a refinement click
-  on the current frame still reads);
+* ``max_cond_frames`` + 1 conditioning slots: a frame reads at most ``max_cond_frames`` of them
+  (the first prompt, pinned, and the latest others; with 1, the latest), and the spare one lets a
+  prompt on frame t be stored without overwriting a frame that the next click on t still reads
+  (the one replaced is the one no frame from t on reads); a ring of ``num_maskmem`` memory slots
+  and a ring of ``max_obj_ptrs`` pointer slots (one more than read, likewise for the current
+  frame's entry);
 * each memory slot holds ``k`` retained tokens (bf16 features, grid indices, a per-token validity
   flag) — ``k`` follows the keep ratio, so nothing grows with the stream;
 * the latest low-res mask logits (router prior, refinement input) and the object's text signal.
@@ -106,7 +108,8 @@ class MemoryBank:
         self.ring_len = self.ring_read + 1
         self.ptr_len = self.ptr_read + 1
         self.capacity = int(max_objects)
-        self.max_cond = int(max_cond_frames)
+        self.max_cond = int(max_cond_frames)  # conditioning frames a frame reads
+        self.cond_slots = self.max_cond + 1  # and the spare (see the module docstring)
         self.grid = model.image_size // 16
         self.mem_dim = int(model.mem_dim)
         self.hidden_dim = int(model.hidden_dim)
@@ -117,7 +120,7 @@ class MemoryBank:
         self.text: Dict[str, torch.Tensor] = {}  # per-row text signal (allocated on first use)
         self._allocate_tokens(int(tokens_per_frame))
         o, c = self.capacity, self.hidden_dim
-        self.cond_ptr = torch.zeros(o, self.max_cond, c, device=device)
+        self.cond_ptr = torch.zeros(o, self.cond_slots, c, device=device)
         self.ptr_ring = torch.zeros(o, self.ptr_len, c, device=device)
         self.prev_logits = torch.zeros(o, 1, self.mask_side, self.mask_side, device=device)
         self.presence = torch.zeros(o, device=device)  # latest object-presence logit
@@ -127,7 +130,7 @@ class MemoryBank:
     def _allocate_tokens(self, k: int) -> None:
         o, cm, dev = self.capacity, self.mem_dim, self.device
         self.k = k
-        for prefix, slots in (("cond", self.max_cond), ("ring", self.ring_len)):
+        for prefix, slots in (("cond", self.cond_slots), ("ring", self.ring_len)):
             setattr(self, f"{prefix}_feat", torch.zeros(o, slots, k, cm, dtype=torch.bfloat16, device=dev))
             setattr(self, f"{prefix}_idx", torch.zeros(o, slots, k, dtype=torch.long, device=dev))
             setattr(self, f"{prefix}_tok_valid", torch.ones(o, slots, k, dtype=torch.bool, device=dev))
@@ -146,10 +149,10 @@ class MemoryBank:
     def clear(self) -> None:
         """Forget every object (tensors stay allocated, so captured steps stay valid)."""
         self.rows = 0
-        self.cond_frames = np.full((self.capacity, self.max_cond), NO_FRAME, dtype=np.int64)
+        self.cond_frames = np.full((self.capacity, self.cond_slots), NO_FRAME, dtype=np.int64)
         self.ring_frames = np.full((self.capacity, self.ring_len), NO_FRAME, dtype=np.int64)
         self.ptr_frames = np.full((self.capacity, self.ptr_len), NO_FRAME, dtype=np.int64)
-        self.cond_padded = np.zeros((self.capacity, self.max_cond), dtype=bool)
+        self.cond_padded = np.zeros((self.capacity, self.cond_slots), dtype=bool)
         self.ring_padded = np.zeros((self.capacity, self.ring_len), dtype=bool)
         if self.text:
             self.text["has_text"].zero_()
@@ -271,8 +274,7 @@ class MemoryBank:
         # a prompt on frame t does not read what an earlier prompt on t stored: sam2 makes a
         # prompted frame a conditioning memory only when it propagates from it, so every click on
         # a frame sees the same memory (tracking steps never find t stored)
-        readable = {r: sorted((int(f), s) for s, f in enumerate(self.cond_frames[r])
-                              if f != NO_FRAME and f < t) for r in row_ids}
+        readable = {r: self._cond_read(r, before=t) for r in row_ids}
         n_cond = max(1, max(len(filled) for filled in readable.values()))
         t_diff_max = max(1, self.ptrs_in_attention - 1)
         ring_expected = [t - self.ring_read + j for j in range(self.ring_read)]  # oldest first
@@ -323,9 +325,21 @@ class MemoryBank:
         self.ring_padded[rows, frame_idx % self.ring_len] = False
         self.ptr_frames[rows, frame_idx % self.ptr_len] = frame_idx
 
+    def _cond_read(self, row: int, before: int) -> List[tuple]:
+        """(frame, slot) of the conditioning frames a frame ``before`` reads, oldest first: all
+        stored ones before it, at most ``max_cond``: the first prompt and the latest others (with
+        ``max_cond`` 1, the latest)."""
+        stored = sorted((int(f), s) for s, f in enumerate(self.cond_frames[row])
+                        if f != NO_FRAME and f < before)
+        if len(stored) <= self.max_cond:
+            return stored
+        latest = stored[len(stored) - self.max_cond + 1:] if self.max_cond > 1 else stored[-1:]
+        return (stored[:1] if self.max_cond > 1 else []) + latest
+
     def cond_slot_for(self, row: int, frame_idx: int) -> int:
-        """The conditioning slot a prompt on ``frame_idx`` writes: its own, a free one, or (full)
-        the oldest one that is not the pinned first prompt."""
+        """The conditioning slot a prompt on ``frame_idx`` writes: its own, a free one, or (all
+        full, all before ``frame_idx``) the one that frame does not read — so the frame's later
+        clicks read what its first one read, and no frame after it reads the one replaced."""
         frames = self.cond_frames[row]
         hit = np.flatnonzero(frames == frame_idx)
         if hit.size:
@@ -333,8 +347,8 @@ class MemoryBank:
         free = np.flatnonzero(frames == NO_FRAME)
         if free.size:
             return int(free[0])
-        order = np.argsort(frames)
-        return int(order[0] if self.max_cond == 1 else order[1])
+        read = {s for _, s in self._cond_read(row, before=frame_idx)}
+        return min((int(f), s) for s, f in enumerate(frames) if s not in read)[1]
 
     @torch.inference_mode()
     def write_prompt(self, row: int, frame_idx: int, feats: torch.Tensor, idx: torch.Tensor,

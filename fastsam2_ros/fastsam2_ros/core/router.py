@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import short_model_name
 from .errors import CheckpointError
 from .text_relevance import TextRows
 
@@ -98,16 +99,25 @@ def load_router(path: str | Path, token_dim: int) -> RouterMLP:
     return mlp.eval()
 
 
-#: Training settings (file metadata) that shape the router's inputs: SAM 2's token features,
-#: the uncertainty U_i, the text vector text_i.
-ROUTER_INPUT_SETTINGS = ("model_cfg", "mc_passes", "text_mode")
+def uncertainty_on(mc_passes: int, mc_dropout: float) -> bool:
+    """The Monte-Carlo uncertainty is a signal only with two passes or more and some dropout
+    (else its std is zero)."""
+    return int(mc_passes) >= 2 and float(mc_dropout) > 0.0
+
+
+def router_inputs(model_cfg: str, mc_passes: int, mc_dropout: float, text_mode: str) -> dict:
+    """What shapes the router's inputs — SAM 2's token features, whether U_i is a signal, the
+    text vector's kind (``none``: trained without texts) — stored with trained weights and
+    compared with the tracker's when they are loaded."""
+    return {"model_cfg": short_model_name(model_cfg),
+            "uncertainty": uncertainty_on(mc_passes, mc_dropout), "text_mode": text_mode}
 
 
 def router_setting_mismatches(meta: dict, running: dict) -> list:
     """Where a loaded router was trained with other input settings than ``running`` (a router
     trained without text, ``text_mode: none``, fits any text mode: its text input was zero)."""
     out = []
-    for key in ROUTER_INPUT_SETTINGS:
+    for key in running:
         if key not in meta or meta[key] == running.get(key):
             continue
         if key == "text_mode" and meta[key] == "none":
@@ -187,7 +197,7 @@ class TokenRouter(nn.Module):
         """Min-max normalised std of attention logits over T dropout passes, [N]; None when
         T < 2 or dropout is 0 (the std is then zero: no signal, so no work either).
         A property of the frame's tokens, computed once per frame for all objects."""
-        if self.mc_passes < 2 or self.mc_dropout <= 0.0:
+        if not uncertainty_on(self.mc_passes, self.mc_dropout):
             return None
         n, c = tokens.shape
         h, w = grid_hw

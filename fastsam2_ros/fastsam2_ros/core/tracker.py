@@ -8,8 +8,9 @@ bit image at the input resolution. On CUDA that step is captured once per static
 replayed as a CUDA graph (:class:`~.step_runner.StepRunner`); the frame goes up as uint8 from a
 pinned buffer and is resized and normalised on the GPU; one small copy brings the masks back.
 
-The bank holds, per object, at most ``max_cond_frames`` conditioning (prompted) frames (the
-first pinned), the memories SAM 2 reads next and the object pointers; its size never grows.
+The bank holds, per object, the conditioning (prompted) frames a frame reads (at most
+``max_cond_frames``: the first, pinned, and the latest) plus a spare, the memories SAM 2 reads
+next and the object pointers; its size never grows.
 
 Prompts (clicks, box, mask, text) apply to the current frame, like a click on the image a user
 is looking at; a prompt on an already tracked frame refines the object and makes the frame a
@@ -43,7 +44,7 @@ from .prompts import (MAX_POINTS, representative_click, validate_box, validate_i
                       validate_mask, validate_num_frames_hint, validate_object_id,
                       validate_points, validate_text)
 from .pruned_predictor import StepPlan, pack_mask_bits
-from .router import (ROUTER_INPUT_SETTINGS, TokenRouter, load_router, num_kept,
+from .router import (TokenRouter, load_router, num_kept, router_inputs,
                      router_setting_mismatches)
 from .stats import BitMasks, FrameResult, FrameStats, StageTimer, peak_gpu_memory
 from .step_runner import StepRunner
@@ -398,8 +399,8 @@ class StreamingTracker:
 
     def _warn_router_mismatches(self, meta: dict) -> None:
         """A router trained on other inputs still loads (it may be what the user has), warned."""
-        running = {key: getattr(self.cfg, key) for key in ROUTER_INPUT_SETTINGS}
-        running["model_cfg"] = short_model_name(self.cfg.model_cfg)
+        running = router_inputs(self.cfg.model_cfg, self.cfg.mc_passes, self.cfg.mc_dropout,
+                                self.cfg.text_mode)
         meta = dict(meta)
         if "model_cfg" in meta:
             meta["model_cfg"] = short_model_name(str(meta["model_cfg"]))

@@ -118,9 +118,7 @@ def annotation_root(path: PathLike, resolution: str = "480p") -> Path:
         raise DatasetError(f"folder not found: {p}")
     if (p / "Annotations").is_dir():
         return resolution_folder(p / "Annotations", resolution)
-    if (p / resolution).is_dir():
-        return p / resolution
-    return p
+    return resolution_folder(p, resolution)  # the Annotations folder itself, or predictions
 
 
 def image_root(path: PathLike, resolution: str = "480p") -> Path:

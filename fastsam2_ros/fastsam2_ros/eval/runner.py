@@ -362,6 +362,33 @@ class _Clock:
         self.seconds += time.perf_counter() - self.t0
 
 
+def prompts_by_frame(seq: SequenceInput) -> Dict[int, List[ObjectPrompt]]:
+    """Each frame's first clicks (objects start on the frame they first appear on)."""
+    by_frame: Dict[int, List[ObjectPrompt]] = {}
+    for p in seq.prompts:
+        by_frame.setdefault(p.frame, []).append(p)
+    return by_frame
+
+
+def correction_due(protocol: Protocol, gt: Optional[np.ndarray], pred: np.ndarray,
+                   appeared: List[int], srun: SequenceRun) -> List[Tuple[int, Tuple[int, int], int]]:
+    """The corrective clicks the refinement protocol gives this frame ([] = none): refinement on,
+    the frame annotated, objects present, rounds left, mean (J+F)/2 below the threshold. One rule
+    for the streaming and the official modes."""
+    if not (protocol.refine and gt is not None and appeared and srun.rounds < protocol.max_rounds):
+        return []
+    q = frame_quality(gt, pred, appeared)
+    if float(np.mean(list(q.values()))) >= protocol.refine_threshold:
+        return []
+    return corrective_clicks(gt, pred, appeared, protocol.clicks_per_round)
+
+
+def count_round(srun: SequenceRun, t: int, clicks: list) -> None:
+    srun.rounds += 1
+    srun.clicks_refine += len(clicks)
+    srun.refined_frames.append(t)
+
+
 # --------------------------------------------------------------------------------------------------
 # streaming modes
 # --------------------------------------------------------------------------------------------------
@@ -373,9 +400,7 @@ def run_streaming_sequence(tracker, seq: SequenceInput, protocol: Protocol, run:
     srun = SequenceRun(seq.name)
     clock = _Clock(device)
     shape = seq.frames[0].shape[:2]
-    by_frame: Dict[int, List[ObjectPrompt]] = {}
-    for p in seq.prompts:
-        by_frame.setdefault(p.frame, []).append(p)
+    by_frame = prompts_by_frame(seq)
     preds: List[np.ndarray] = []
     appeared: List[int] = []
     for t, frame in enumerate(seq.frames):
@@ -397,22 +422,15 @@ def run_streaming_sequence(tracker, seq: SequenceInput, protocol: Protocol, run:
             appeared.append(p.obj_id)
             srun.clicks_initial += 1
         pred = compose_labels(masks, shape)
-        gt = seq.gt.get(t)
-        if (protocol.refine and gt is not None and appeared and srun.rounds < protocol.max_rounds):
-            q = frame_quality(gt, pred, appeared)
-            if float(np.mean(list(q.values()))) < protocol.refine_threshold:
-                clicks = corrective_clicks(gt, pred, appeared, protocol.clicks_per_round)
-                grouped = group_clicks(clicks)
-                with clock:
-                    for obj, (pts, labs) in grouped.items():
-                        res = tracker.add_prompt(obj, points=pts, labels=labs)
-                        log.add(res)
-                        masks.update(res.masks)
-                if clicks:
-                    srun.rounds += 1
-                    srun.clicks_refine += len(clicks)
-                    srun.refined_frames.append(t)
-                    pred = compose_labels(masks, shape)
+        clicks = correction_due(protocol, seq.gt.get(t), pred, appeared, srun)
+        if clicks:
+            with clock:
+                for obj, (pts, labs) in group_clicks(clicks).items():
+                    res = tracker.add_prompt(obj, points=pts, labels=labs)
+                    log.add(res)
+                    masks.update(res.masks)
+            count_round(srun, t, clicks)
+            pred = compose_labels(masks, shape)
         log.close()
         preds.append(pred)
         srun.frames += 1
@@ -456,9 +474,7 @@ def run_official_sequence(make_session, seq: SequenceInput, protocol: Protocol, 
     clock = _Clock(device)
     shape = seq.frames[0].shape[:2]
     T = len(seq.frames)
-    by_frame: Dict[int, List[ObjectPrompt]] = {}
-    for p in seq.prompts:
-        by_frame.setdefault(p.frame, []).append(p)
+    by_frame = prompts_by_frame(seq)
     first = min(by_frame, default=T)
     preds: List[np.ndarray] = [np.zeros(shape, np.uint8) for _ in range(min(first, T))]
     for _ in preds:
@@ -484,9 +500,8 @@ def run_official_sequence(make_session, seq: SequenceInput, protocol: Protocol, 
             masks: Dict[int, np.ndarray] = {}
             with clock:
                 if t > first:
-                    if gen is None:  # resume from the frame just prompted (re-yielded: skip it)
-                        gen = session.propagate(t - 1)
-                        _next_frame(gen, t - 1, seq.name)
+                    if gen is None:  # resume after the frame just prompted (sam2's preflight
+                        gen = session.propagate(t)  # stores its prompts: no frame is run twice)
                     masks = _next_frame(gen, t, seq.name)
                 new = by_frame.get(t, [])
                 if new and gen is not None:
@@ -497,23 +512,16 @@ def run_official_sequence(make_session, seq: SequenceInput, protocol: Protocol, 
             appeared += [p.obj_id for p in new]
             srun.clicks_initial += len(new)
             pred = compose_labels(masks, shape)
-            gt = seq.gt.get(t)
-            if (protocol.refine and gt is not None and appeared
-                    and srun.rounds < protocol.max_rounds):
-                q = frame_quality(gt, pred, appeared)
-                if float(np.mean(list(q.values()))) < protocol.refine_threshold:
-                    clicks = corrective_clicks(gt, pred, appeared, protocol.clicks_per_round)
-                    if clicks:
-                        with clock:
-                            if gen is not None:
-                                gen.close()
-                                gen = None
-                            for obj, (pts, labs) in group_clicks(clicks).items():
-                                masks = {**masks, **click(t, obj, pts, labs)}
-                        srun.rounds += 1
-                        srun.clicks_refine += len(clicks)
-                        srun.refined_frames.append(t)
-                        pred = compose_labels(masks, shape)
+            clicks = correction_due(protocol, seq.gt.get(t), pred, appeared, srun)
+            if clicks:
+                with clock:
+                    if gen is not None:
+                        gen.close()
+                        gen = None
+                    for obj, (pts, labs) in group_clicks(clicks).items():
+                        masks = {**masks, **click(t, obj, pts, labs)}
+                count_round(srun, t, clicks)
+                pred = compose_labels(masks, shape)
             preds.append(pred)
             if on_frame:
                 on_frame()

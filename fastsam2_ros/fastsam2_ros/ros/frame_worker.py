@@ -140,16 +140,19 @@ class FrameWorker:
         self._thread = threading.Thread(target=self._loop, name="fastsam2_worker", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 120.0) -> None:
+    def stop(self, timeout: float = 120.0) -> bool:
         """Stop taking frames and commands, wait for the frame in progress and the publication
-        of what was tracked, fail what is queued. Nothing is published after this returns."""
+        of what was tracked, fail what is queued. Nothing is published after this returns.
+        False when the tracking thread did not end within ``timeout`` (a tracker call hung)."""
         self._stop.set()
         with self._cv:
             self._slot = None
             self._cv.notify_all()
         thread, self._thread = self._thread, None
+        ended = True
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=timeout)
+            ended = not thread.is_alive()
         publisher, self._publisher = self._publisher, None
         if publisher is not None:
             with self._publish_cv:
@@ -161,6 +164,7 @@ class FrameWorker:
             left, self._commands = list(self._commands), deque()
         for cmd in left:
             cmd.future.set_exception(InputError("the tracker stopped (lifecycle transition)"))
+        return ended
 
     # ----------------------------------------------------------------------------- inputs
     def offer_frame(self, kind: str, msg: Any) -> None:

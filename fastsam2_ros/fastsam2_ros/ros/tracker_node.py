@@ -232,8 +232,9 @@ class TrackerNode(LifecycleNode):
     def _stop_worker(self) -> None:
         worker, self._worker = self._worker, None
         if worker is not None:
-            worker.stop()
-            self._object_notes = worker.notes()  # for the next worker, if the model stays
+            ended = worker.stop()
+            # for the next worker, if the model stays (a worker still running may change them)
+            self._object_notes = worker.notes() if ended else None
 
     def _destroy_subscriptions(self) -> None:
         subs, self._subs = self._subs, []
@@ -621,16 +622,28 @@ def _decode(kind: str, msg: Any) -> np.ndarray:
     return image_to_rgb(msg, copy=False) if kind == "raw" else compressed_to_rgb(msg)
 
 
+#: Spins in a row that raise before ``spin_until_stopped`` gives up (about 5 s of failures).
+SPIN_FAILURES_TO_GIVE_UP = 100
+
+
 def spin_until_stopped(executor: MultiThreadedExecutor, stop: threading.Event, logger) -> None:
     """``executor.spin()`` that outlives a failing callback: rclpy's own lifecycle service raises
     for a transition id the current state does not have (a lifecycle manager's raw request), and
     building the wait set can meet a subscription a transition is destroying. Either exception
     would end ``spin()``, and the node with it; here it is logged and spinning goes on."""
+    failures = 0  # in a row: a failure that repeats on every spin is not one bad request
     while not stop.is_set() and executor.context.ok():
         try:
             executor.spin_once(timeout_sec=0.2)
+            failures = 0
         except Exception:  # noqa: BLE001 - one request failed, the node stays up
-            logger.error(f"a ROS callback failed (the node keeps running):\n{traceback.format_exc()}")
+            failures += 1
+            if failures >= SPIN_FAILURES_TO_GIVE_UP:
+                logger.fatal(f"ROS callbacks failed {failures} times in a row; the node stops "
+                             f"(a launch file's respawn can restart it):\n{traceback.format_exc()}")
+                return
+            logger.error(f"a ROS callback failed (the node keeps running):\n{traceback.format_exc()}",
+                         throttle_duration_sec=1.0)
             time.sleep(0.05)  # an entity being destroyed leaves the wait set within a spin or two
 
 
@@ -655,6 +668,7 @@ def main(args: Optional[List[str]] = None,
     spinner = threading.Thread(target=spin_until_stopped, args=(executor, stop, node.get_logger()),
                                name="fastsam2_executor", daemon=True)
     spinner.start()
+    failed = False
     try:
         if node.get_parameter("auto_start").value and not node.autostart():
             node.get_logger().error(
@@ -662,6 +676,7 @@ def main(args: Optional[List[str]] = None,
                 "configure/activate with lifecycle transitions)")
         while not stop.wait(0.2) and spinner.is_alive():
             pass
+        failed = not stop.is_set()  # the spinner gave up: exit non-zero, a supervisor restarts
     finally:  # in order: the worker (nothing publishes any more), the executor (no callback,
         # no wait on the node's handles), then subscriptions, publishers, services and the node,
         # then the context
@@ -673,7 +688,7 @@ def main(args: Optional[List[str]] = None,
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
-    return 0
+    return 1 if failed else 0
 
 
 def run() -> None:
