@@ -4,7 +4,7 @@ Modes (one :class:`ModeSpec` each):
 
 * ``official`` — sam2's ``SAM2VideoPredictor`` through ``core.official.OfficialVideoSession``
   (the whole video is handed over up front; propagation stops at each frame that gets a prompt
-  or a correction, the clicks are added there and propagation resumes from it);
+  or a correction, the clicks are added there and propagation resumes after it);
 * ``dense`` — our :class:`StreamingTracker` with ``keep_ratio = 1.0`` (the dense SAM 2 path);
 * ``pruned`` — the streaming tracker with a keep ratio < 1 (one mode per ratio).
 
@@ -468,7 +468,7 @@ def run_official_sequence(make_session, seq: SequenceInput, protocol: Protocol, 
     clicked when propagation reaches its first frame (so no frame is predicted from a later
     prompt), the frame's masks (propagated, or the prompt's output where objects appear) get the
     refinement check at once, and a prompt or correction stops propagation, is added on that frame
-    and propagation resumes from it. Frames before the first prompt are background, as tracking
+    and propagation resumes after it. Frames before the first prompt are background, as tracking
     without objects gives (sam2 cannot propagate without a prompt)."""
     srun = SequenceRun(seq.name)
     clock = _Clock(device)
