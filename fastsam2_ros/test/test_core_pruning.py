@@ -236,6 +236,11 @@ def test_a_router_trained_with_other_inputs_loads_with_a_warning(tmp_path, model
     assert tracker.router.mode == "mlp"
     # a router trained without text fits any text mode (its text input was zero)
     assert router_setting_mismatches({"text_mode": "none"}, {"text_mode": "paper_lsq"}) == []
+    # a file may name the model by an alias
+    running = router_inputs("tiny", mc_passes=5, mc_dropout=0.1, text_mode="clip_ridge")
+    assert router_setting_mismatches({"model_cfg": "sam2.1_hiera_t"}, running) == []
+    assert router_setting_mismatches({"model_cfg": "large"}, running) == [
+        "model_cfg 'sam2.1_hiera_l' in training, 'sam2.1_hiera_t' here"]
 
 
 def test_uncertainty_is_off_without_two_passes_or_dropout(model128):

@@ -114,15 +114,17 @@ def router_inputs(model_cfg: str, mc_passes: int, mc_dropout: float, text_mode: 
 
 
 def router_setting_mismatches(meta: dict, running: dict) -> list:
-    """Where a loaded router was trained with other input settings than ``running`` (a router
-    trained without text, ``text_mode: none``, fits any text mode: its text input was zero)."""
+    """Where a loaded router was trained with other input settings than ``running``
+    (``router_inputs``; a router trained without text, ``text_mode: none``, fits any text mode:
+    its text input was zero; a file may name its model by an alias)."""
     out = []
-    for key in running:
-        if key not in meta or meta[key] == running.get(key):
+    for key, value in running.items():
+        if key not in meta:
             continue
-        if key == "text_mode" and meta[key] == "none":
+        trained = short_model_name(str(meta[key])) if key == "model_cfg" else meta[key]
+        if trained == value or (key == "text_mode" and trained == "none"):
             continue
-        out.append(f"{key} {meta[key]!r} in training, {running.get(key)!r} here")
+        out.append(f"{key} {trained!r} in training, {value!r} here")
     return out
 
 

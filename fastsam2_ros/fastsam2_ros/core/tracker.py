@@ -35,7 +35,7 @@ from PIL import Image
 from sam2.utils.misc import concat_points
 from scipy import ndimage
 
-from .config import TrackerConfig, short_model_name
+from .config import TrackerConfig
 from .errors import InputError
 from .memory_bank import MemoryBank
 from .models import build_predictor, release_compile_workers, uses_compiled_modules
@@ -401,9 +401,6 @@ class StreamingTracker:
         """A router trained on other inputs still loads (it may be what the user has), warned."""
         running = router_inputs(self.cfg.model_cfg, self.cfg.mc_passes, self.cfg.mc_dropout,
                                 self.cfg.text_mode)
-        meta = dict(meta)
-        if "model_cfg" in meta:
-            meta["model_cfg"] = short_model_name(str(meta["model_cfg"]))
         for mismatch in router_setting_mismatches(meta, running):
             LOG.warning("router %s was trained with other inputs: %s (its scores may be off; "
                         "retrain it with these settings)", self.cfg.router_weights, mismatch)

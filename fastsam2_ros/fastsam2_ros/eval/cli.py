@@ -264,8 +264,7 @@ def _sequence_sources(args, texts, planner=None):
             raise InputError("--dataset cannot be combined with --frames/--first-mask/--topic")
         ds = DavisDataset(args.dataset, resolution=args.resolution, sequences=args.sequences,
                           imageset=args.imageset)
-        _check_text_sequences(texts, [d.name for d in ds.image_dir.iterdir() if d.is_dir()],
-                              f"dataset {args.dataset}")
+        _check_text_sequences(texts, ds.available_sequences(), f"dataset {args.dataset}")
         seqs = [ds.sequence(n).truncated(args.max_frames) for n in ds.sequence_names]
 
         def load() -> Iterator[SequenceInput]:

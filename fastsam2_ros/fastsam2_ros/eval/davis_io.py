@@ -230,10 +230,14 @@ class DavisDataset:
         elif imageset:
             names = read_imageset(self.root, imageset)
         else:
-            names = sorted((d.name for d in self.image_dir.iterdir() if d.is_dir()), key=natural_key)
+            names = self.available_sequences()
         if not names:
             raise DatasetError(f"no sequences in {self.image_dir}")
         self.sequence_names = names
+
+    def available_sequences(self) -> List[str]:
+        """Every sequence folder of the dataset's images, whatever ``sequences`` selects."""
+        return sorted((d.name for d in self.image_dir.iterdir() if d.is_dir()), key=natural_key)
 
     def sequence(self, name: str) -> SequenceData:
         from ..frame_sources import list_images
