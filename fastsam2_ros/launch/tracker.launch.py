@@ -30,6 +30,8 @@ PARAMETER_ARGUMENTS = {
     "clip_weights": (str, "open_clip weights for text prompts (ViT-B-16)"),
     "image_reliability": (str, "QoS of the image subscription: best_effort (any camera) | reliable "
                                "(every frame of a reliable driver; large frames)"),
+    "image_transport": (str, "Camera stream to subscribe to: raw (<image>) | compressed "
+                             "(<image>/compressed, jpeg/png)"),
 }
 
 
@@ -62,7 +64,6 @@ def _launch_setup(context, *args, **kwargs):
     image = arg("image")
     remappings = [
         ("image", image),
-        ("image/compressed", image.rstrip("/") + "/compressed"),
         ("camera_info", arg("camera_info")),
         ("click", arg("click")),
     ]
@@ -91,7 +92,7 @@ def generate_launch_description():
                               description="Namespace of the node and of its relative topics/services"),
         DeclareLaunchArgument("image", default_value="image",
                               description="Input image topic (sensor_msgs/Image), e.g. /camera/color/image_raw; "
-                                          "<image>/compressed is used when subscribe_compressed is true"),
+                                          "<image>/compressed is used when image_transport is compressed"),
         DeclareLaunchArgument("camera_info", default_value="camera_info",
                               description="CameraInfo topic used to project RViz /clicked_point into the image"),
         DeclareLaunchArgument("click", default_value="click",

@@ -118,7 +118,10 @@ def test_health_levels():
     h.on_bad_input("image rejected: bad step")
     snap = h.snapshot(warn_hold=5.0)
     assert snap.level == diagnostics.WARN and "bad step" in snap.message
-    assert h.snapshot(warn_hold=0.0).level == diagnostics.OK
+    assert h.snapshot(warn_hold=0.0, period=0.0).level == diagnostics.OK
+    # the hold is at least one diagnostics period: an error between two statuses is on the next
+    assert h.snapshot(warn_hold=0.0, period=2.0).level == diagnostics.WARN
+    h.last_error_time -= 10.0  # the bad input is old now
     h.on_received(replaced_unprocessed=True)
     snap = h.snapshot(warn_hold=0.0)
     assert snap.level == diagnostics.WARN and "dropped" in snap.message
@@ -240,3 +243,33 @@ def test_spinning_outlives_a_failing_callback_but_not_one_that_fails_every_time(
     tracker_node.spin_until_stopped(ex, stop, log)
     assert ex.calls == tracker_node.SPIN_FAILURES_TO_GIVE_UP and not stop.is_set()
     assert log.lines[-1][0] == "fatal" and "in a row" in log.lines[-1][1]
+
+
+def test_an_inference_error_between_two_statuses_is_on_the_next_one():
+    """warn_hold shorter than the diagnostics period: the error is still on the next status."""
+    h = diagnostics.NodeHealth()
+    h.state = "active"
+    h.on_worker_error("CUDA out of memory")
+    h.last_worker_error_time -= 1.2  # 1.2 s ago; the last status went out 2 s ago
+    h.last_error_time = h.last_worker_error_time
+    assert h.snapshot(warn_hold=1.0, period=2.0).level == diagnostics.ERROR
+    assert h.snapshot(warn_hold=1.0, period=1.0).level == diagnostics.OK
+
+
+def test_diagnostics_cut_free_text_but_list_every_object():
+    h = diagnostics.NodeHealth()
+    h.state = "active"
+    ids = list(range(1, 201))
+    h.on_processed(10.0, 12.0, msgs.TrackerStats(object_ids=ids, occluded_frames=[0] * 200))
+    h.on_bad_input("x" * 5000)
+    values = {kv.key: kv.value for kv in diagnostics.to_status(h.snapshot(), "tracker", "cpu").values}
+    assert [int(i) for i in values["objects"].split(",")] == ids
+    assert len(values["last_error"]) == diagnostics.MAX_TEXT_CHARS
+
+
+def test_every_object_of_a_full_tracker_has_its_own_overlay_colour():
+    """The palette has 16 colours; ids past it used to repeat them (objects 1 and 17 alike)."""
+    colours = [tuple(int(c) for c in overlay.color_of(i)) for i in range(1, 256)]
+    assert len(set(colours)) == len(colours)
+    np.testing.assert_array_equal(overlay.color_of(3), overlay.PALETTE[2])
+    assert overlay.color_of(70000).dtype == np.uint8

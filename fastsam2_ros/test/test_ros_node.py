@@ -57,7 +57,7 @@ def h(tmp_path_factory):
 
     params = dict(model_cfg="tiny", allow_random_weights=True, image_size=128, device="cpu",
                   mc_passes=0, keep_ratio=0.5, clip_model=TINY_CLIP, publish_overlay=True,
-                  overlay_show_tokens=True, subscribe_compressed=True, diagnostics_period=0.25,
+                  overlay_show_tokens=True, diagnostics_period=0.25,
                   diagnostics_warn_hold=1.0)
     with running_node(DOMAIN_ID, NS, params) as (node, probe, ctx):
         h = type("H", (), {})()
@@ -102,9 +102,9 @@ def test_queued_prompt_then_padded_bgr_frame(h):
     assert st.total_ms > 0 and st.encoder_ms > 0 and st.node_latency_ms >= 0
 
 
-def test_every_input_encoding_and_compressed(h):
+def test_every_input_encoding(h):
     p = h.probe
-    for enc in ("rgb8", "rgba8", "bgra8", "mono8", "mono16", "compressed"):
+    for enc in ("rgb8", "rgba8", "bgra8", "mono8", "mono16"):
         key = p.publish_frame(encoding=enc)
         out = p.wait_outputs(key)
         check_images(out, key)

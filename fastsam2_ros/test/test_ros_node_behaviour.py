@@ -22,13 +22,14 @@ from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from ros_probe import add_request, frame_rgb, prompt_msg, running_node, wait_for  # noqa: E402
+from ros_probe import (add_request, frame_rgb, image_reader_matched, prompt_msg,  # noqa: E402
+                       running_node, wait_for)
 from scene_tracker import ABSENT, PRESENT, SceneTracker  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from fastsam2_msgs.srv import RemoveObject  # noqa: E402
-from fastsam2_ros.image_messages import image_to_numpy, numpy_to_image  # noqa: E402
+from fastsam2_ros.image_messages import image_to_numpy, numpy_to_image, rgb_to_compressed  # noqa: E402
 from fastsam2_ros.ros.messages import vision_msgs_available  # noqa: E402
 
 NS = "/b"
@@ -226,3 +227,60 @@ def test_keep_ratio_set_while_inactive_applies_on_activate_with_the_model_kept(h
     stats = p.wait_outputs(p.publish_frame(), OUTPUTS)["stats"]
     assert stats.keep_ratio == pytest.approx(0.6) and node.get_parameter("keep_ratio").value == 0.6
     _reactivate(p, node, keep_model_when_inactive=False, keep_ratio=0.3)
+
+
+def test_image_transport_compressed_tracks_each_camera_frame_once(h):
+    """A camera that publishes through image_transport sends every frame raw and compressed: the
+    node subscribes to one of them (it used to take both, tracking each frame twice)."""
+    p, node = h.probe, h.node
+    _reactivate(p, node, image_transport="compressed")
+    try:
+        assert [s.topic_name for s in node._image_subscriptions()] == [f"{NS}/image/compressed"]
+        assert wait_for(lambda: p.compressed.get_subscription_count() > 0, 10.0)
+        assert wait_for(lambda: p.image.get_subscription_count() == 0, 10.0)
+        # until the best-effort reader has matched the probe, a frame may be lost
+        for _ in range(30):
+            warm = p.publish_frame(encoding="compressed")
+            if wait_for(lambda: p.by_stamp("stats", warm), 2.0):
+                break
+        else:
+            raise AssertionError("no compressed frame was answered")
+        c0 = node.health.counts()
+        keys = []
+        for shift in range(3):  # the same frame on both topics, as image_transport sends it
+            rgb = frame_rgb(shift=shift)
+            header = p.next_header()
+            p.image.publish(numpy_to_image(rgb, "rgb8", header))
+            p.compressed.publish(rgb_to_compressed(rgb, "png", header))
+            keys.append((header.stamp.sec, header.stamp.nanosec))
+            p.wait_outputs(keys[-1], OUTPUTS)
+        time.sleep(0.5)
+        assert [len(p.by_stamp("stats", k)) for k in keys] == [1, 1, 1]
+        c1 = node.health.counts()
+        assert (c1["received"] - c0["received"], c1["dropped"] - c0["dropped"]) == (3, 0)
+    finally:
+        _reactivate(p, node, image_transport="raw")
+    assert [s.topic_name for s in node._image_subscriptions()] == [f"{NS}/image"]
+    assert wait_for(lambda: image_reader_matched(node, NS), 20.0)
+
+
+def test_compressed_topics_follow_remaps_of_image_and_overlay():
+    """image_transport's rule: <resolved image>/compressed. A remap rule `image:=X` matches the name
+    `image` only, so the node derives the compressed topics from the resolved names."""
+    from fastsam2_ros.ros.tracker_node import TrackerNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN_ID)
+    remaps = ["--ros-args", "-r", "image:=/camera/color/image_raw", "-r", "overlay:=viz/overlay"]
+    node = TrackerNode(context=ctx, namespace="/remapped", cli_args=remaps,
+                       tracker_factory=lambda cfg: SceneTracker(cfg),
+                       parameter_overrides=[Parameter("image_transport", value="compressed")])
+    try:
+        assert node.autostart(), node.health.fatal
+        assert [s.topic_name for s in node._image_subscriptions()] == \
+            ["/camera/color/image_raw/compressed"]
+        published = {pub.topic_name for pub in node._outputs._pubs.values()}
+        assert "/remapped/viz/overlay/compressed" in published and "/remapped/viz/overlay" in published
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)

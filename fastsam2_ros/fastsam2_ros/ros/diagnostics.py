@@ -5,7 +5,8 @@ diagnostics timer all touch it); ``to_status`` turns a snapshot into a
 ``diagnostic_msgs/DiagnosticStatus``. Levels:
 
 * ERROR: the model could not be loaded (the last lifecycle transition failed), or the worker hit an
-  unexpected exception within the warn-hold period;
+  unexpected exception within the last ``warn_hold`` seconds (at least one diagnostics period, so
+  every error shows on at least one published status);
 * WARN: not active / disabled, or frames dropped because inference could not keep up, a bad input
   (malformed image, invalid prompt) or an incompatible-QoS publisher within the last ``warn_hold``
   seconds (at least one diagnostics period). Frames skipped on purpose to hold ``max_rate_hz`` are
@@ -27,6 +28,10 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 from .messages import NODE_STAGES, diagnostic_values
 
 OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels (bytes in the msg)
+#: Longest free text (the message, last_error) on /diagnostics; lists of ids are never cut
+MAX_TEXT_CHARS = 500
+#: The values that hold free text (an exception's message can be arbitrarily long)
+FREE_TEXT_VALUES = ("last_error",)
 
 
 @dataclass
@@ -179,8 +184,8 @@ class NodeHealth:
             }
             if not values["device"]:
                 values["device"] = self.device
-            recent_error = now - self.last_error_time <= warn_hold
-            recent_worker_error = now - self.last_worker_error_time <= warn_hold
+            recent_error = now - self.last_error_time <= self._hold
+            recent_worker_error = now - self.last_worker_error_time <= self._hold
             if self.fatal:
                 level, msg = ERROR, self.fatal
             elif recent_worker_error:
@@ -216,9 +221,10 @@ def to_status(snap: HealthSnapshot, name: str, hardware_id: str):
     st = DiagnosticStatus()
     st.level = bytes([snap.level])
     st.name = name
-    st.message = snap.message[:500]
+    st.message = snap.message[:MAX_TEXT_CHARS]
     st.hardware_id = hardware_id
-    st.values = [KeyValue(key=k, value=str(v)[:500]) for k, v in snap.values.items()]
+    st.values = [KeyValue(key=k, value=str(v)[:MAX_TEXT_CHARS] if k in FREE_TEXT_VALUES else str(v))
+                 for k, v in snap.values.items()]
     return st
 
 

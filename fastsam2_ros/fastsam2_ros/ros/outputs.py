@@ -46,8 +46,9 @@ class OutputPublishers:
             "stats": node.create_lifecycle_publisher(TrackerStats, "stats", qos),
             "description": node.create_lifecycle_publisher(String, "description", latched()),
         }
+        # below the resolved overlay topic, as image_transport names it, so it follows a remap
         self._pubs["overlay_compressed"] = node.create_lifecycle_publisher(
-            CompressedImage, "overlay/compressed", qos)
+            CompressedImage, node.resolve_topic_name("overlay") + "/compressed", qos)
         if vision_msgs_available():
             from vision_msgs.msg import Detection2DArray
 

@@ -5,11 +5,13 @@ Pure numpy, shared by the node (``overlay`` topic) and the demo.
 
 from __future__ import annotations
 
+import colorsys
+from functools import lru_cache
 from typing import Dict, Mapping, Optional
 
 import numpy as np
 
-#: Distinct colours (RGB) for object ids 1, 2, ... (cycled).
+#: Distinct colours (RGB) for object ids 1..16; higher ids get colours of their own (color_of).
 PALETTE = np.array([
     [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
@@ -18,8 +20,29 @@ PALETTE = np.array([
 ], dtype=np.uint8)
 
 
+#: Hue step between consecutive ids past the palette: the golden ratio's fraction spreads any run of
+#: ids evenly around the colour wheel, so neighbouring ids never look alike.
+_GOLDEN_HUE_STEP = 0.6180339887498949
+
+
+@lru_cache(maxsize=1024)
+def _generated_colour(obj_id: int) -> np.ndarray:
+    """A colour for an id past the palette: golden-ratio hue steps, saturation and value cycled."""
+    n = obj_id - len(PALETTE) - 1
+    hue = (0.05 + n * _GOLDEN_HUE_STEP) % 1.0
+    sat, val = (0.85, 0.65, 0.75)[n % 3], (0.95, 0.85, 0.70)[(n // 3) % 3]
+    rgb = np.round(np.array(colorsys.hsv_to_rgb(hue, sat, val)) * 255.0).astype(np.uint8)
+    rgb.setflags(write=False)
+    return rgb
+
+
 def color_of(obj_id: int) -> np.ndarray:
-    return PALETTE[(int(obj_id) - 1) % len(PALETTE)]
+    """The RGB colour of an object id (ids 1..16 from the palette; the colours used to repeat
+    after 16, so objects 1 and 17 looked like one)."""
+    obj_id = int(obj_id)
+    if 1 <= obj_id <= len(PALETTE):
+        return PALETTE[obj_id - 1]
+    return _generated_colour(obj_id)
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:

@@ -56,6 +56,8 @@ class ParamSpec:
 
 _MODELS = sorted(MODEL_ALIASES) + sorted(MODEL_CONFIGS)
 IMAGE_RELIABILITIES = ("best_effort", "reliable")
+#: image_transport's names of the camera stream's transports the node can subscribe to
+IMAGE_TRANSPORTS = ("raw", "compressed")
 
 #: Description of every TrackerConfig field (defaults come from the dataclass, ranges and choices
 #: from the core's table).
@@ -136,8 +138,10 @@ NODE_PARAMETERS: List[ParamSpec] = [
     ParamSpec("keep_model_when_inactive", False, "Keep the model (and tracked objects) loaded while "
               "inactive; false = free it (and the CUDA cache) on deactivate and reload on activate",
               node_step="deactivate"),
-    ParamSpec("subscribe_compressed", False, "Also subscribe to image/compressed "
-              "(sensor_msgs/CompressedImage, jpeg/png)"),
+    ParamSpec("image_transport", "raw", "Transport of the camera stream, as image_transport names "
+              "it: raw (sensor_msgs/Image on <image>) or compressed (sensor_msgs/CompressedImage, "
+              "jpeg/png, on <image>/compressed). One of them only, so a camera that publishes both "
+              "is not tracked twice", choices=IMAGE_TRANSPORTS),
     ParamSpec("image_reliability", "best_effort", "QoS reliability of the image subscriptions: "
               "best_effort connects to every camera driver but DDS may drop large frames (fragments "
               "lost) without telling anyone; reliable delivers every frame of a reliable publisher "
@@ -297,7 +301,7 @@ def node_settings(node) -> Dict[str, Any]:
 
 
 __all__ = [
-    "ParamSpec", "TRACKER_PARAMETER_DOCS", "NODE_PARAMETERS", "IMAGE_RELIABILITIES", "tracker_parameter_specs",
+    "ParamSpec", "TRACKER_PARAMETER_DOCS", "NODE_PARAMETERS", "IMAGE_RELIABILITIES", "IMAGE_TRANSPORTS", "tracker_parameter_specs",
     "parameter_specs", "spec_map", "descriptor", "declare_parameters", "tracker_config_from_node",
     "node_settings",
 ]

@@ -310,23 +310,21 @@ class TrackerNode(LifecycleNode):
                                                  callback_group=self._diag_group)
 
     def _image_subscriptions(self) -> list:
-        """The camera inputs among the subscriptions (raw, and compressed when subscribed)."""
+        """The camera input among the subscriptions (raw or compressed, per image_transport)."""
         return [sub for sub in self._subs if sub.msg_type in (Image, CompressedImage)]
 
     def _create_subscriptions(self) -> None:
         s = self._settings
-        topic = self.resolve_topic_name("image")
         img_qos = image_qos(s["image_reliability"], s["image_depth"])
+        # image_transport's rule: the compressed topic hangs below the *resolved* image topic, so
+        # it follows a remap of `image` (a remap rule matches the name `image` only)
+        topic = self.resolve_topic_name("image")
+        msg_type, callback = Image, self._on_image
+        if s["image_transport"] == "compressed":
+            topic, msg_type, callback = topic + "/compressed", CompressedImage, self._on_compressed
         events = incompatible_qos_events(topic, s["image_reliability"], self._incompatible_qos)
-        subs = [self.create_subscription(Image, "image", self._on_image, img_qos,
+        subs = [self.create_subscription(msg_type, topic, callback, img_qos,
                                          callback_group=self._image_group, event_callbacks=events)]
-        if s["subscribe_compressed"]:
-            events_c = incompatible_qos_events(topic + "/compressed", s["image_reliability"],
-                                               self._incompatible_qos)
-            subs.append(self.create_subscription(CompressedImage, "image/compressed",
-                                                 self._on_compressed, img_qos,
-                                                 callback_group=self._image_group,
-                                                 event_callbacks=events_c))
         g = self._prompt_group
         subs += [
             self.create_subscription(Prompt, "prompt", self._on_prompt, reliable(10), callback_group=g),
