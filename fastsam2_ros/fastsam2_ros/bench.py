@@ -91,11 +91,15 @@ class ModuleStageTimer:
             h.remove()
 
 
-def load_frames(source: Optional[str], max_frames: int, seed: int = 0) -> List[np.ndarray]:
+def load_frames(source: Optional[str], max_frames: int, seed: int = 0,
+                topic: Optional[str] = None) -> List[np.ndarray]:
+    """The frames of ``source`` (``topic``: the image topic of a rosbag), or generated ones."""
     if source:
         from .frame_sources import open_frames
 
-        frames = list(open_frames(source, max_frames=max_frames))
+        frames = list(open_frames(source, topic=topic, max_frames=max_frames))
+    elif topic:
+        raise InputError("--topic selects the image topic of a rosbag given with --frames")
     else:
         from .eval.synthetic import generate_sequence
 
@@ -496,6 +500,7 @@ def ratios_of(results: Dict[str, dict]) -> Dict[str, dict]:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="fastsam2-bench", description=__doc__.splitlines()[0])
     p.add_argument("--frames", help="folder of images, video file or rosbag (default: generated frames)")
+    p.add_argument("--topic", help="image topic of a rosbag --frames (default: its only image topic)")
     p.add_argument("--max-frames", type=int, default=20)
     p.add_argument("--image-size", type=int, default=1024)
     p.add_argument("--keep-ratios", default="0.1,0.3,0.5")
@@ -582,7 +587,7 @@ def _run(args: argparse.Namespace) -> int:
         cfg.replace(keep_ratio=r)
     modes = {spec.mode for spec in mode_specs(
         [m for m in args.modes.split(",") if m.strip()], ratios)}  # as fastsam2-eval
-    frames = load_frames(args.frames, args.max_frames)
+    frames = load_frames(args.frames, args.max_frames, topic=args.topic)
     h, w = frames[0].shape[:2]
     clicks = object_clicks(given_clicks, objects, w, h)
     from .core.models import build_predictor, compile_errors
@@ -617,7 +622,7 @@ def _run(args: argparse.Namespace) -> int:
         "schema_version": SCHEMA_VERSION, "model": cfg.model_cfg, "image_size": cfg.image_size,
         "device": str(model.device), "bf16": bool(cfg.bf16 and cuda),
         "random_weights": bool(args.random_weights), "frames": len(frames),
-        "frame_size": [w, h], "source": args.frames or "generated", "clicks": clicks,
+        "frame_size": [w, h], "source": args.frames or "generated", "topic": args.topic, "clicks": clicks,
         "objects": len(clicks), "warmup_frames": warmup, "model_build_s": build_s,
         "torch_compile": cfg.torch_compile, "compile_errors": compile_errors(model),
         "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),

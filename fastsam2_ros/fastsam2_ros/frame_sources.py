@@ -50,16 +50,25 @@ class FrameSourceError(InputError):
 # helpers
 # --------------------------------------------------------------------------------------------------
 def natural_key(name: str) -> list:
-    """Sort key that orders embedded numbers numerically: ``f2`` < ``f10``."""
-    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", str(name))]
+    """Sort key that orders embedded numbers numerically: ``f2`` < ``f10``. The split alternates
+    text and ASCII digit runs (``str.isdigit`` also accepts ``²``, which ``int`` refuses)."""
+    parts = re.split(r"([0-9]+)", str(name))
+    return [int(tok) if i % 2 else tok.lower() for i, tok in enumerate(parts)]
 
 
 def list_images(folder: PathLike) -> List[Path]:
-    """Image files of a folder (not recursive), in natural order."""
+    """Image files of a folder (not recursive), in natural order. Two files of one name (a frame
+    as .jpg and .png) are refused: the frame would be tracked twice and its saved mask overwritten."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FrameSourceError(f"not a folder: {folder}")
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    by_stem: Dict[str, Path] = {}
+    for f in sorted(files):
+        if f.stem in by_stem:
+            raise FrameSourceError(f"{by_stem[f.stem]} and {f.name} are one frame name twice in "
+                                   f"{folder}; keep one of them")
+        by_stem[f.stem] = f
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
@@ -72,10 +81,15 @@ def read_image(path: PathLike) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                hi = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
-                grey = np.clip(arr * (255.0 / hi), 0, 255).astype(np.uint8)
-                return np.repeat(grey[:, :, None], 3, axis=2)
+                # one rule for every frame (PIL opens 16-bit PNGs as "I"): 16-bit grey, scaled
+                # to 8 bits as the node's decoder (cv_bridge) scales mono16
+                from .image_messages import to_rgb8
+
+                arr = np.asarray(im)
+                if arr.min() < 0 or arr.max() > 65535:
+                    raise FrameSourceError(f"{path} holds values outside 16 bits "
+                                           f"({arr.min()}..{arr.max()}); not a camera frame")
+                return to_rgb8(np.ascontiguousarray(arr.astype(np.uint16)), "mono16")
             if im.mode == "F":
                 raise FrameSourceError(f"cannot use floating-point image {path} as a video frame")
             rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
@@ -103,6 +117,24 @@ def ros_msg_to_rgb(msg, msgtype: str, where: str = "message") -> np.ndarray:
         return decode(msg)
     except InputError as exc:
         raise FrameSourceError(f"{where}: {exc}") from exc
+
+
+class _OneSize:
+    """The rule of every source: all frames have the first frame's size (the tracker, the saved
+    masks and a video writer all assume one size; a writer silently drops other frames)."""
+
+    def __init__(self, source: PathLike) -> None:
+        self.source = source
+        self.shape: Optional[tuple] = None
+
+    def check(self, img: np.ndarray, what: str) -> np.ndarray:
+        if self.shape is None:
+            self.shape = img.shape[:2]
+        elif img.shape[:2] != self.shape:
+            raise FrameSourceError(
+                f"{what} is {img.shape[1]}x{img.shape[0]} but the first frame of {self.source} is "
+                f"{self.shape[1]}x{self.shape[0]}; all frames of a sequence must have one size")
+        return img
 
 
 # --------------------------------------------------------------------------------------------------
@@ -160,16 +192,9 @@ class ImageFolderSource(FrameSource):
         self.names = [p.stem for p in self.files]
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        shape = None
+        size = _OneSize(self.path)
         for f in self.files:
-            img = read_image(f)
-            if shape is None:
-                shape = img.shape
-            elif img.shape != shape:
-                raise FrameSourceError(
-                    f"frame {f} is {img.shape[1]}x{img.shape[0]} but the first frame of {self.path} "
-                    f"is {shape[1]}x{shape[0]}; all frames of a sequence must have one size")
-            yield img
+            yield size.check(read_image(f), f"frame {f}")
 
 
 class SingleImageSource(FrameSource):
@@ -217,6 +242,7 @@ class VideoSource(FrameSource):
         cap = cv2.VideoCapture(str(self.path))
         if not cap.isOpened():
             raise FrameSourceError(f"cannot open video file {self.path}")
+        size = _OneSize(self.path)
         try:
             for i in range(self.count):
                 ok, bgr = cap.read()
@@ -224,7 +250,8 @@ class VideoSource(FrameSource):
                     raise FrameSourceError(f"video file {self.path}: cannot decode frame {i}")
                 if bgr.ndim == 2:
                     bgr = np.repeat(bgr[:, :, None], 3, axis=2)
-                yield np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                rgb = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                yield size.check(rgb, f"video file {self.path} frame {i}")
         finally:
             cap.release()
 
@@ -233,7 +260,8 @@ def _bag_root(path: Path) -> Path:
     """What ``rosbags`` should open: a rosbag2 folder, a .db3/.mcap storage file or a .bag file."""
     if path.is_dir():
         if not (path / "metadata.yaml").is_file():
-            raise FrameSourceError(f"{path} is a folder without metadata.yaml, not a rosbag2")
+            raise FrameSourceError(f"{path} is a folder without metadata.yaml, not a rosbag2"
+                                   f"{_missing_metadata_hint(path)}")
         return path
     if path.suffix.lower() in (".db3", ".mcap") and (path.parent / "metadata.yaml").is_file():
         return path.parent  # storage file of a rosbag2 folder: open the folder (metadata, splits)
@@ -297,6 +325,7 @@ class RosbagSource(FrameSource):
 
     def iter_stamped(self) -> Iterator[tuple]:
         """``(receive stamp in ns, rgb)`` pairs, for replaying a bag at its recorded rate."""
+        size = _OneSize(self.path)
         with self._reader() as reader:
             conns = [c for c in reader.connections if c.topic == self.topic]
             n = 0
@@ -308,12 +337,26 @@ class RosbagSource(FrameSource):
                     msg = reader.deserialize(raw, conn.msgtype)
                 except Exception as exc:
                     raise FrameSourceError(f"{where}: cannot deserialize: {exc}") from exc
-                yield ts, ros_msg_to_rgb(msg, conn.msgtype, where)
+                yield ts, size.check(ros_msg_to_rgb(msg, conn.msgtype, where), where)
                 n += 1
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for _, rgb in self.iter_stamped():
             yield rgb
+
+
+def _storage_files(folder: Path) -> List[Path]:
+    """The rosbag2 storage files (.db3, .mcap) of a folder."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".db3", ".mcap"))
+
+
+def _missing_metadata_hint(folder: Path) -> str:
+    """What to do with a rosbag2 folder whose recording was killed before it wrote metadata.yaml."""
+    storage = _storage_files(folder)
+    if not storage:
+        return ""
+    return (f" (it holds {storage[0].name}: a recording that ended before writing metadata.yaml; "
+            f"run `ros2 bag reindex {folder}` or pass the storage file itself)")
 
 
 def _is_bag(path: Path) -> bool:
@@ -337,6 +380,9 @@ def open_frames(path: PathLike, topic: Optional[str] = None,
     if topic is not None:
         raise FrameSourceError(f"topic {topic!r} given but {p} is not a rosbag")
     if p.is_dir():
+        if not list_images(p) and _storage_files(p):
+            raise FrameSourceError(f"{p} is a rosbag2 folder without metadata.yaml"
+                                   f"{_missing_metadata_hint(p)}")
         return ImageFolderSource(p, max_frames=max_frames)
     suffix = p.suffix.lower()
     if suffix in IMAGE_EXTENSIONS:

@@ -238,13 +238,20 @@ def compressed_size(data: np.ndarray) -> Optional[Tuple[int, int]]:
     claim gigapixels. None when the header cannot be read (the decoder then decides)."""
     from PIL import Image
 
-    try:  # (PIL warns only above its limit, which is above ours: refused anyway)
-        with Image.open(io.BytesIO(data[:_HEADER_BYTES].tobytes())) as img:
-            return tuple(int(v) for v in img.size)
-    except Image.DecompressionBombError:  # PIL's own limit is above ours: too large either way
-        return (MAX_PIXELS + 1, 1)
-    except Exception:  # noqa: BLE001 - not an image PIL knows; cv2.imdecode reports it
-        return None
+    def header_size(payload: bytes) -> Optional[Tuple[int, int]]:
+        try:  # (PIL warns only above its limit, which is above ours: refused anyway)
+            with Image.open(io.BytesIO(payload)) as img:  # reads the markers, decodes nothing
+                return tuple(int(v) for v in img.size)
+        except Image.DecompressionBombError:  # PIL's own limit is above ours: too large either way
+            return (MAX_PIXELS + 1, 1)
+        except Exception:  # noqa: BLE001 - not an image PIL knows; cv2.imdecode reports it
+            return None
+
+    size = header_size(data[:_HEADER_BYTES].tobytes())
+    if size is None and data.size > _HEADER_BYTES:
+        # a legal JPEG can put any number of 64 KiB APPn segments before its size (SOF marker)
+        size = header_size(data.tobytes())
+    return size
 
 
 def compressed_to_rgb(msg: Any) -> np.ndarray:

@@ -143,7 +143,8 @@ def test_compressed_msgs():
 
 
 # ---------------------------------------------------------------------------------- rosbag2
-def write_bag(path, storage="sqlite3", n=3, extra_image_topic=False):
+def write_bag(path, storage="sqlite3", n=3, extra_image_topic=False, resized_from=None):
+    """A bag of n bgr8 frames (24x32, padded rows; from frame ``resized_from`` on 12x16)."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -158,11 +159,12 @@ def write_bag(path, storage="sqlite3", n=3, extra_image_topic=False):
         comp = w.add_connection("/cam/compressed", Comp.__msgtype__, typestore=ts) if extra_image_topic else None
         for i in range(n):
             hdr = Header(stamp=Time(sec=i, nanosec=0), frame_id="cam")
-            rgb = colour_frame(i)
-            step = 32 * 3 + 4  # padded rows
-            data = np.zeros((24, step), np.uint8)
-            data[:, :96] = rgb[:, :, ::-1].reshape(24, 96)  # bgr8
-            m = Img(header=hdr, height=24, width=32, encoding="bgr8", is_bigendian=0, step=step,
+            h, wd = (12, 16) if resized_from is not None and i >= resized_from else (24, 32)
+            rgb = colour_frame(i, h, wd)
+            step = wd * 3 + 4  # padded rows
+            data = np.zeros((h, step), np.uint8)
+            data[:, :wd * 3] = rgb[:, :, ::-1].reshape(h, wd * 3)  # bgr8
+            m = Img(header=hdr, height=h, width=wd, encoding="bgr8", is_bigendian=0, step=step,
                     data=data.reshape(-1))
             t_ns = 1_000_000_000 + i * 100_000_000
             w.write(raw, t_ns, ts.serialize_cdr(m, Img.__msgtype__))
@@ -213,3 +215,69 @@ def test_broken_rosbag_names_the_path(tmp_path):
     db.write_bytes(b"not sqlite")
     with pytest.raises(FrameSourceError, match=r"x\.db3"):
         open_frames(db)
+
+
+# ------------------------------------------------------------------ one size, one name, odd files
+def test_a_bag_whose_camera_changes_resolution_is_refused_at_the_first_other_frame(tmp_path):
+    """A video writer drops frames of another size without an error: the demo wrote a short mp4."""
+    bag = write_bag(tmp_path / "bag", "mcap", n=4, resized_from=2)
+    frames = iter(open_frames(bag))
+    assert next(frames).shape == next(frames).shape == (24, 32, 3)
+    with pytest.raises(FrameSourceError, match=r"message 2 .* is 16x12 but the first frame .* is 32x24"):
+        next(frames)
+
+
+def test_a_video_whose_frames_change_size_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
+    for i in range(3):
+        writer.write(colour_frame(i))
+    writer.release()
+    src = open_frames(path)
+    reads = iter([colour_frame(0), colour_frame(1, 12, 16)])
+    monkeypatch.setattr(cv2.VideoCapture, "read", lambda self: (True, next(reads)), raising=False)
+    frames = iter(src)
+    next(frames)
+    with pytest.raises(FrameSourceError, match=r"clip\.avi frame 1 is 16x12"):
+        next(frames)
+
+
+def test_one_frame_name_twice_is_refused(tmp_path):
+    """00000.jpg and 00000.png: the frame was tracked twice and its saved mask overwritten."""
+    for ext in ("png", "jpg"):
+        Image.fromarray(colour_frame(0)).save(tmp_path / f"00000.{ext}")
+    Image.fromarray(colour_frame(1)).save(tmp_path / "00001.png")
+    with pytest.raises(FrameSourceError, match=r"00000\.jpg and 00000\.png are one frame name twice"):
+        open_frames(tmp_path)
+
+
+def test_natural_order_of_names_with_non_ascii_digits(tmp_path):
+    """'²' is a digit to str.isdigit but not to int()."""
+    assert sorted(["scan1²2", "scan10", "scan2"], key=natural_key) == ["scan1²2", "scan2", "scan10"]
+    for name in ("scan1²2", "scan2"):
+        Image.fromarray(colour_frame(0)).save(tmp_path / f"{name}.png")
+    assert open_frames(tmp_path).names == ["scan1²2", "scan2"]
+
+
+def test_a_killed_recording_is_named_a_rosbag_without_metadata(tmp_path):
+    bag = write_bag(tmp_path / "bag", "mcap")
+    (bag / "metadata.yaml").unlink()
+    with pytest.raises(FrameSourceError, match=r"rosbag2 folder without metadata\.yaml .*ros2 bag reindex"):
+        open_frames(bag)
+    store = next(bag.glob("*.mcap"))
+    assert open_frames(store).count == 3
+
+
+def test_16_bit_frames_follow_one_rule_whatever_their_values(tmp_path):
+    """PIL opens 16-bit grey PNGs as mode I; the scale used to be chosen per frame from its maximum
+    (value 200 was level 200 in one frame and 1 in the next), and it truncated where the node rounds."""
+    from fastsam2_ros.image_messages import to_rgb8
+
+    dark = np.full((4, 5), 200, np.uint16)
+    bright = dark.copy()
+    bright[0, 0] = 60000
+    for i, arr in enumerate((dark, bright)):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), arr)
+    frames = list(open_frames(tmp_path))
+    assert frames[0][1, 1, 0] == frames[1][1, 1, 0] == 1
+    np.testing.assert_array_equal(frames[1], to_rgb8(bright, "mono16"))

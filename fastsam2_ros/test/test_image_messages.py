@@ -200,6 +200,29 @@ def test_compressed_image_too_large_is_refused_from_its_header_before_decoding(m
     assert cv.compressed_size(np.frombuffer(b"not an image", np.uint8)) is None
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_a_jpeg_that_hides_its_size_behind_a_mebibyte_of_app_segments_is_refused(monkeypatch):
+    """A legal JPEG may carry any number of 64 KiB APPn segments before its size (SOF marker);
+    only the first MiB used to be read for the size, so 144 Mpx were decoded."""
+    import struct
+
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", np.full((8, 8, 3), 128, np.uint8))
+    jpg = bytearray(buf.tobytes())
+    sof = jpg.index(b"\xff\xc0")
+    struct.pack_into(">HH", jpg, sof + 5, 12000, 12000)
+    app = b"\xff\xe1" + struct.pack(">H", 65535) + bytes(65533)
+    data = bytes(jpg[:2]) + app * 17 + bytes(jpg[2:])
+    assert len(data) > 2 ** 20
+    assert cv.compressed_size(np.frombuffer(data, np.uint8)) == (12000, 12000)
+    msg = CompressedImage(format="jpeg")
+    msg.data = array.array("B", data)
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: pytest.fail("decoded a too large image"))
+    with pytest.raises(InputError, match="too large"):
+        cv.compressed_to_rgb(msg)
+
+
 # ------------------------------------------------------------------------ one decoder, cv_bridge table
 def _encode(rgb, encoding):
     """RGB uint8 -> the raw array of ``encoding`` (the inverse of what cv_bridge decodes)."""

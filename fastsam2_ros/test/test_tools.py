@@ -341,3 +341,15 @@ def test_gpu_check_script_runs_every_step_as_a_cpu_dry_run(tmp_path):
         names = {pathlib.PurePath(n).name for n in packed.getnames()}
     assert {f"dry_{name}.log" for name in steps} <= names
     assert {f"dry_{name}.json" for name in reports} <= names
+
+
+def test_bench_reads_the_image_topic_given_with_topic(tmp_path, capsys):
+    """A camera bag holds raw and compressed topics; the bench had no --topic to choose one."""
+    from test_frame_sources import colour_frame, write_bag
+
+    bag = write_bag(tmp_path / "bag", "mcap", n=3, extra_image_topic=True)
+    frames = bench.load_frames(str(bag), 3, topic="/cam/compressed")
+    assert len(frames) == 3 and np.array_equal(frames[2], colour_frame(2))
+    assert bench.parse_args(["--random-weights", "--topic", "/cam/image_raw"]).topic == "/cam/image_raw"
+    assert bench.main(["--random-weights", "--device", "cpu", "--topic", "/cam/image_raw"]) == 2
+    assert "--topic selects the image topic of a rosbag" in capsys.readouterr().err
