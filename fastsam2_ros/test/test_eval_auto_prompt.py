@@ -54,9 +54,12 @@ def test_match_to_ground_truth_relabels_by_best_overlap():
 
 
 def test_variant_texts():
-    assert variant_texts("a small dog on a sofa", "small dog") == {
+    assert variant_texts("a small dog on a sofa", "small dog", 300) == {
         "auto": "small dog", "vague": "dog", "verbose": "a small dog on a sofa"}
-    assert variant_texts(None, None) == {} and variant_texts("", None) == {}
+    assert variant_texts(None, None, 300) == {} and variant_texts("", None, 300) == {}
+    # the verbose text (the whole caption) must still be a valid text prompt: cut at a word
+    assert variant_texts("a small dog on a sofa", "small dog", 14)["verbose"] == "a small dog on"
+    assert variant_texts("a small dog on a sofa", "small dog", 13)["verbose"] == "a small dog"
 
 
 def test_eval_prompt_auto_runs_without_ground_truth_prompts(data, rpn_config, tmp_path, capsys):
@@ -141,3 +144,18 @@ def test_eval_text_variants_report_jf_per_variant(data, tmp_path, capsys):
     assert report["auto_prompt"]["stage_ms"]["caption"]["count"] == 2
     assert report["auto_prompt"]["stage_ms"]["proposals"] is None  # GT clicks: no proposals run
     assert "Streaming SAM 2, dense (keep 1.00), text: vague" in (out / "report.md").read_text()
+
+
+def test_eval_refuses_more_auto_objects_than_the_tracker_takes(data, rpn_config, tmp_path, capsys,
+                                                               monkeypatch):
+    """Every object was planned (a proposal pass each) before the run failed on max_objects."""
+    from fastsam2_ros.core import models
+
+    _, weights = rpn_config
+    config = write_config(tmp_path / "t.yaml", auto_proposal_source="rpn", max_objects=2,
+                          auto_rpn_weights=str(weights), mc_passes=0)
+    monkeypatch.setattr(models, "build_predictor", lambda *a, **k: pytest.fail("built a model first"))
+    rc = cli.main(["run", "--dataset", str(data), *COMMON, "--modes", "dense", "--prompt", "auto",
+                   "--auto-objects", "3", "--config", str(config), "--out", str(tmp_path / "out")])
+    assert rc == 2
+    assert "--auto-objects 3 is more than the tracker's max_objects (2)" in capsys.readouterr().err

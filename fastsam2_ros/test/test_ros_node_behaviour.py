@@ -284,3 +284,49 @@ def test_compressed_topics_follow_remaps_of_image_and_overlay():
     finally:
         node.destroy_node()
         rclpy.shutdown(context=ctx)
+
+
+def test_a_worker_stuck_in_a_tracker_call_keeps_its_tracker(monkeypatch):
+    """Deactivate gives up on a worker still inside a tracker call (a long automatic prompt on the
+    CPU). Its tracker used to be released under it, or (keep_model_when_inactive) shared with the
+    next worker: two threads in one tracker. Now it stays with the old thread; activate loads anew."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from std_msgs.msg import Header
+
+    from fastsam2_ros.ros import tracker_node
+
+    entered, gate, built = threading.Event(), threading.Event(), []
+
+    class StuckTracker(SceneTracker):
+        released = False
+
+        def track(self, rgb):
+            entered.set()
+            gate.wait(30.0)
+            return super().track(rgb)
+
+        def release(self):
+            self.released = True
+
+    def factory(cfg):
+        built.append(StuckTracker(cfg))
+        return built[-1]
+
+    monkeypatch.setattr(tracker_node, "WORKER_STOP_TIMEOUT_S", 0.5)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN_ID)
+    node = tracker_node.TrackerNode(context=ctx, namespace="/stuck", tracker_factory=factory,
+                                    parameter_overrides=[Parameter("keep_model_when_inactive", value=True)])
+    try:
+        assert node.autostart(), node.health.fatal
+        node._worker.offer_frame("raw", numpy_to_image(frame_rgb(), "rgb8", Header(frame_id="cam")))
+        assert entered.wait(10.0)
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node._tracker is None and not built[0].released  # left to the stuck thread
+        gate.set()
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert len(built) == 2 and node._tracker is built[1]
+    finally:
+        gate.set()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)

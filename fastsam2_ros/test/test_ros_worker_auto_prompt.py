@@ -133,3 +133,25 @@ def test_on_start_auto_prompts_the_first_frame_only(worker):
     w.offer_frame("raw", Msg())
     assert wait_for(lambda: len(published) == 2)
     assert tracker.calls[-1] == "track" and len(announced) == 1
+
+
+def test_on_start_waits_for_a_frame_the_tracker_takes(worker):
+    """A first frame the tracker refuses (too small) is not "the first usable frame": the
+    automatic start used to be spent on it, and the next good frame was only tracked."""
+    from fastsam2_ros.core.errors import InputError
+
+    w, tracker, announced, published, errors = worker
+    good_auto_prompt, good_track = tracker.auto_prompt, tracker.track
+
+    def refuse(*a, **k):
+        tracker.calls.append("refused")
+        raise InputError("image is too small: 4x4 (min 8x8)")
+
+    tracker.auto_prompt = tracker.track = refuse
+    w.offer_frame("raw", Msg())
+    assert wait_for(lambda: any("frame rejected by the tracker" in e for e in errors))
+    assert not published and not announced
+    tracker.auto_prompt, tracker.track = good_auto_prompt, good_track
+    w.offer_frame("raw", Msg())
+    assert wait_for(lambda: published)
+    assert tracker.calls[-1] == "auto_prompt 1 on a new frame" and [p.obj_id for p in announced] == [1]

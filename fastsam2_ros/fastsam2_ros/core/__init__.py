@@ -5,11 +5,11 @@ its configuration or errors stays cheap.
 """
 
 from .config import TrackerConfig
-from .errors import CheckpointError, FastSam2Error, InputError
+from .errors import AutoPromptFailed, CheckpointError, FastSam2Error, InputError
 from .stats import FrameResult, FrameStats
 
 __all__ = ["TrackerConfig", "StreamingTracker", "FrameResult", "FrameStats", "InputError",
-           "CheckpointError", "FastSam2Error"]
+           "AutoPromptFailed", "CheckpointError", "FastSam2Error"]
 
 
 def __getattr__(name):

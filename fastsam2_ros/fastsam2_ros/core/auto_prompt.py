@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import threading
 import zipfile
 from dataclasses import dataclass, field
@@ -39,8 +40,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .config import PROPOSAL_SOURCES  # noqa: F401  (re-exported: the sources of proposals)
-from .errors import CheckpointError, InputError
-from .prompts import representative_click, validate_image
+from .errors import AutoPromptFailed, CheckpointError, InputError
+from .prompts import MIN_IMAGE_SIDE, representative_click, shorten_text, validate_image
 from .stats import StageTimer
 
 LOG = logging.getLogger(__name__)
@@ -289,14 +290,24 @@ CHAT_CAPTION_PROMPT = "Describe the main object in this image in one sentence."
 CROP_MARGIN = 0.15
 
 
+def _span(lo: float, hi: float, size: int, min_len: int) -> Tuple[int, int]:
+    """[a, b) inside [0, size) covering [lo, hi), grown about its centre to ``min_len``."""
+    a, b = max(0, int(math.floor(lo))), min(size, int(math.ceil(hi)))
+    if b - a < min_len:
+        a = max(0, min(size - min_len, (a + b - min_len) // 2))
+        b = min(size, a + min_len)
+    return a, b
+
+
 def region_crop(image: np.ndarray, box: Tuple[int, int, int, int],
                 margin: float = CROP_MARGIN) -> np.ndarray:
-    """The part of ``image`` inside ``box`` (inclusive pixels) grown by ``margin`` per side."""
+    """The part of ``image`` inside ``box`` (inclusive pixels) grown by ``margin`` per side, and
+    to at least MIN_IMAGE_SIDE per side (a thin region must still be a captionable image)."""
     h, w = image.shape[:2]
     x0, y0, x1, y1 = box
     mx, my = margin * (x1 - x0 + 1), margin * (y1 - y0 + 1)
-    xa, ya = max(0, int(math.floor(x0 - mx))), max(0, int(math.floor(y0 - my)))
-    xb, yb = min(w, int(math.ceil(x1 + 1 + mx))), min(h, int(math.ceil(y1 + 1 + my)))
+    xa, xb = _span(x0 - mx, x1 + 1 + mx, w, MIN_IMAGE_SIDE)
+    ya, yb = _span(y0 - my, y1 + 1 + my, h, MIN_IMAGE_SIDE)
     return np.ascontiguousarray(image[ya:yb, xa:xb])
 
 
@@ -572,6 +583,7 @@ def minilm_model_dir() -> Path:
         try:
             tmp.rename(target)  # atomic: concurrent first uses cannot see a half-unpacked folder
         except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # another process unpacked it first
             if not (target / "config.json").is_file():
                 raise
     return target
@@ -694,7 +706,12 @@ class AutoPrompter:
     def __init__(self, cfg, model) -> None:
         self.cfg = cfg
         self.model = model
-        self.device = str(model.device) if model is not None else "cpu"
+        if model is not None:
+            self.device = str(model.device)
+        else:  # no SAM 2 (eval's text variants): the caption model runs where the tracker would
+            from .models import resolve_device
+
+            self.device = str(resolve_device(cfg.device))
         self._proposer = None
         self._captioner = None
         self._refiner = None
@@ -741,9 +758,11 @@ class AutoPrompter:
         with timer.stage("auto_caption"):
             try:
                 caption = captioner.caption(crop)
-            except (RuntimeError, ValueError, TypeError) as exc:
-                LOG.warning("caption model failed (%s): phrase-free automatic start", exc)
-                return None, None, [], [f"caption model failed: {exc}"]
+            except Exception as exc:  # noqa: BLE001 - transformers' generate raises anything
+                # (e.g. IndexError past the model's positions); the documented fallback holds
+                LOG.warning("caption model failed (%s: %s): phrase-free automatic start",
+                            type(exc).__name__, exc)
+                return None, None, [], [f"caption model failed ({type(exc).__name__}): {exc}"]
         if not caption:
             return "", None, [], ["the caption model returned an empty caption: phrase-free start"]
         with timer.stage("auto_refinement"):
@@ -751,7 +770,13 @@ class AutoPrompter:
         if not ranked:
             return caption, None, [], ["no noun phrase in the caption: phrase-free start"]
         keyphrases = [p.lower() for p, _ in ranked]
-        return caption, keyphrases[0], keyphrases, notes
+        phrase = shorten_text(keyphrases[0], self.cfg.max_text_length)
+        if phrase != keyphrases[0]:  # one long "word" (a caption without spaces)
+            notes.append(f"the phrase was cut to max_text_length ({self.cfg.max_text_length} "
+                         "characters)")
+        if not phrase:
+            return caption, None, keyphrases, notes + ["the phrase is empty once cut: phrase-free start"]
+        return caption, phrase, keyphrases, notes
 
     def plan(self, image: np.ndarray, taken: Sequence[np.ndarray] = (), obj_id: int = 0,
              timer: Optional[StageTimer] = None) -> AutoPromptResult:
@@ -801,13 +826,21 @@ class AutoPrompter:
             taken, current, image = first.masks, image, None
         frame = image if image is not None else current
         timer = StageTimer(self.device)
-        plan = self.plan(frame, list(taken.values()), obj_id, timer)
-        plan.text_used = plan.phrase is not None and text_relevance_available(self.cfg)
-        if plan.phrase is not None and not plan.text_used:
-            plan.notes.append("text relevance is off (no CLIP weights or text_mode none): the phrase "
-                              "is reported but not used as the router's prior")
-        result = tracker.add_prompt(obj_id, points=[list(plan.click)], labels=[1],
-                                    text=plan.phrase if plan.text_used else None, image=image)
+        try:
+            plan = self.plan(frame, list(taken.values()), obj_id, timer)
+            plan.text_used = plan.phrase is not None and text_relevance_available(self.cfg)
+            if plan.phrase is not None and not plan.text_used:
+                plan.notes.append("text relevance is off (no CLIP weights or text_mode none): the "
+                                  "phrase is reported but not used as the router's prior")
+            result = tracker.add_prompt(obj_id, points=[list(plan.click)], labels=[1],
+                                        text=plan.phrase if plan.text_used else None, image=image)
+        except InputError as exc:
+            if first is None:
+                raise
+            # the new frame was tracked for the other objects: hand its result to the caller
+            raise AutoPromptFailed(f"{exc} (the frame was tracked for the objects already "
+                                   "tracked: its result is in the error's `tracked`)",
+                                   tracked=first) from exc
         LOG.info("object %d started automatically at %s from a %s region (score %.3f); caption %r, "
                  "phrase %r", obj_id, plan.click, plan.source, plan.score, plan.caption, plan.phrase)
         stats = result.stats

@@ -12,5 +12,16 @@ class InputError(FastSam2Error, ValueError):
     """
 
 
+class AutoPromptFailed(InputError):
+    """The automatic prompt started no object. ``tracked``: the FrameResult of the new frame that
+    ``auto_prompt(image=...)`` tracked for the objects already tracked before it looked for a
+    region; the state then moved on by that frame (the one exception to InputError's rule), and
+    the caller must not track the frame again. None: the state is unchanged."""
+
+    def __init__(self, message: str, tracked=None) -> None:
+        super().__init__(message)
+        self.tracked = tracked
+
+
 class CheckpointError(FastSam2Error, FileNotFoundError):
     """A model, CLIP or router weight file is missing or unreadable."""

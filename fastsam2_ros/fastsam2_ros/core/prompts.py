@@ -170,6 +170,21 @@ def validate_text(text: Optional[str], max_length: int) -> Optional[str]:
     return text
 
 
+#: Smallest and largest side of a frame the tracker takes, in pixels.
+MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 8, 8192
+
+
+def shorten_text(text: str, max_length: int) -> str:
+    """``text`` cut to at most ``max_length`` characters, at the last word boundary that fits
+    (a generated text, e.g. a caption, must still be a valid text prompt)."""
+    if len(text) <= max_length:
+        return text
+    cut = text[:max_length]
+    if not text[max_length].isspace() and " " in cut:
+        cut = cut[:cut.rfind(" ")]
+    return cut.strip()
+
+
 def validate_image(image) -> np.ndarray:
     """RGB uint8 [H, W, 3] (a contiguous copy is not made unless needed)."""
     if not isinstance(image, np.ndarray):
@@ -178,8 +193,9 @@ def validate_image(image) -> np.ndarray:
         raise InputError(f"image must be uint8 RGB, got dtype {image.dtype}")
     if image.ndim != 3 or image.shape[2] != 3:
         raise InputError(f"image must be HxWx3 RGB, got shape {image.shape}")
-    if image.shape[0] < 8 or image.shape[1] < 8:
-        raise InputError(f"image is too small: {image.shape[1]}x{image.shape[0]} (min 8x8)")
-    if image.shape[0] > 8192 or image.shape[1] > 8192:
-        raise InputError(f"image is too large: {image.shape[1]}x{image.shape[0]} (max 8192)")
+    if image.shape[0] < MIN_IMAGE_SIDE or image.shape[1] < MIN_IMAGE_SIDE:
+        raise InputError(f"image is too small: {image.shape[1]}x{image.shape[0]} "
+                         f"(min {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE})")
+    if image.shape[0] > MAX_IMAGE_SIDE or image.shape[1] > MAX_IMAGE_SIDE:
+        raise InputError(f"image is too large: {image.shape[1]}x{image.shape[0]} (max {MAX_IMAGE_SIDE})")
     return image

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..core.auto_prompt import AUTO_STAGES, head_noun, region_crop
 from ..core.errors import InputError
+from ..core.prompts import shorten_text
 from ..core.stats import StageTimer
 from .davis_io import VOID_LABEL
 from .metrics import region_j
@@ -28,11 +29,14 @@ from .runner import ObjectPrompt
 LOG = logging.getLogger(__name__)
 
 
-def variant_texts(caption: Optional[str], phrase: Optional[str]) -> Dict[str, str]:
-    """``auto``/``vague``/``verbose`` texts of an automatic description ({} without a phrase)."""
+def variant_texts(caption: Optional[str], phrase: Optional[str], max_length: int) -> Dict[str, str]:
+    """``auto``/``vague``/``verbose`` texts of an automatic description ({} without a phrase);
+    the verbose one (the whole caption) cut to ``max_length`` at a word boundary, so that its run
+    is not refused after the others ran."""
     if not phrase:
         return {}
-    return {"auto": phrase, "vague": head_noun(phrase) or phrase, "verbose": caption or phrase}
+    return {"auto": phrase, "vague": head_noun(phrase) or phrase,
+            "verbose": shorten_text(caption or phrase, max_length)}
 
 
 def plan_auto_prompts(frame: np.ndarray, prompter, n_objects: int = 1,
@@ -51,7 +55,8 @@ def plan_auto_prompts(frame: np.ndarray, prompter, n_objects: int = 1,
         taken.append(plan.mask)
         notes.extend(plan.notes)
         prompts.append(ObjectPrompt(k, 0, plan.click, text=plan.phrase if use_phrase else None,
-                                    texts=variant_texts(plan.caption, plan.phrase),
+                                    texts=variant_texts(plan.caption, plan.phrase,
+                                                        prompter.cfg.max_text_length),
                                     auto={k2: v for k2, v in plan.to_dict().items() if k2 != "obj_id"}))
     return prompts, notes
 
@@ -69,7 +74,7 @@ def describe_objects(prompts: Sequence[ObjectPrompt], frames: Sequence[np.ndarra
         box = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
         timer = StageTimer(prompter.device)
         caption, phrase, _, notes = prompter.describe(region_crop(frames[p.frame], box), timer)
-        p.texts.update(variant_texts(caption, phrase))
+        p.texts.update(variant_texts(caption, phrase, prompter.cfg.max_text_length))
         p.auto = {"caption": caption, "phrase": phrase, "notes": notes,
                   "timings_ms": {s: float(timer.ms.get(f"auto_{s}", 0.0)) for s in AUTO_STAGES}}
 

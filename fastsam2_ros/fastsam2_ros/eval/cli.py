@@ -333,6 +333,9 @@ def _plan_automatic(args, cfg, texts):
     from .auto_prompts import describe_objects, plan_auto_prompts, stage_summary
     from .runner import plan_prompts
 
+    if args.prompt == "auto" and args.auto_objects > cfg.max_objects:
+        raise InputError(f"--auto-objects {args.auto_objects} is more than the tracker's "
+                         f"max_objects ({cfg.max_objects})")
     model = None
     if args.prompt == "auto":
         from ..core.models import build_predictor

@@ -258,6 +258,8 @@ class FrameWorker:
             else:
                 result = self.tracker.track(rgb)
         except FastSam2Error as exc:
+            if auto_start:  # the first *usable* frame starts the object: wait for the next one
+                self._auto_start_pending = True
             if prompt is not None:
                 raise
             self._bad_input(f"frame rejected by the tracker: {exc}")

@@ -60,6 +60,8 @@ from .qos import image_qos, incompatible_qos_events, reliable, unreachable_publi
 
 #: How long a service waits for the worker (one inference, or a text prompt's CLIP pass).
 SERVICE_TIMEOUT_S = 300.0
+#: How long a transition waits for the frame worker to finish its tracker call.
+WORKER_STOP_TIMEOUT_S = 120.0
 
 TrackerFactory = Callable[[TrackerConfig], Any]
 
@@ -232,9 +234,21 @@ class TrackerNode(LifecycleNode):
     def _stop_worker(self) -> None:
         worker, self._worker = self._worker, None
         if worker is not None:
-            ended = worker.stop()
+            ended = worker.stop(timeout=WORKER_STOP_TIMEOUT_S)
             # for the next worker, if the model stays (a worker still running may change them)
             self._object_notes = worker.notes() if ended else None
+            if not ended:
+                self._abandon_tracker()
+
+    def _abandon_tracker(self) -> None:
+        """The worker is still inside a tracker call (a long automatic prompt, a hung GPU): the
+        tracker stays with that thread, neither released under it nor shared with a new worker;
+        the next activate loads a new one."""
+        tracker, self._tracker = self._tracker, None
+        if tracker is not None:
+            self.get_logger().error(
+                f"the frame worker did not finish its tracker call within {WORKER_STOP_TIMEOUT_S:g} s; "
+                "that tracker is left to it (its objects are lost) and a new one is loaded on activate")
 
     def _destroy_subscriptions(self) -> None:
         subs, self._subs = self._subs, []
