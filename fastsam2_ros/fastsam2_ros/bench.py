@@ -499,6 +499,8 @@ def ratios_of(results: Dict[str, dict]) -> Dict[str, dict]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="fastsam2-bench", description=__doc__.splitlines()[0])
+    p.add_argument("--node", action="store_true",
+                   help="benchmark the ROS node's own cost instead (its options: fastsam2-bench --node --help)")
     p.add_argument("--frames", help="folder of images, video file or rosbag (default: generated frames)")
     p.add_argument("--topic", help="image topic of a rosbag --frames (default: its only image topic)")
     p.add_argument("--max-frames", type=int, default=20)

@@ -112,6 +112,7 @@ def test_ranges_table_is_what_validate_enforces():
         with pytest.raises(InputError, match=name):
             TrackerConfig(**{name: below})
     assert Range(0, 1, low_open=True).describe() == "(0, 1]"
+    assert PARAMETER_RANGES["seed"].describe() == "[0, 2147483647]"  # was printed 2.14748e+09
     assert not Range(64, 4096, step=32).contains(80) and Range(64, 4096, step=32).contains(4096)
 
 

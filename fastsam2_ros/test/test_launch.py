@@ -67,7 +67,8 @@ else:
     from sensor_msgs.msg import Image
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    os.environ.setdefault("ROS_DOMAIN_ID", str(int(os.environ.get("FASTSAM2_TEST_DOMAIN_BASE", "60")) + 5))
+    # its own domain also where the user exports ROS_DOMAIN_ID (a robot's): never the user's
+    os.environ["ROS_DOMAIN_ID"] = str(int(os.environ.get("FASTSAM2_TEST_DOMAIN_BASE", "60")) + 5)
     NS = "launchtest"
 
     #: a value that only the parameter file sets: the node must get it in the launch namespace

@@ -12,6 +12,8 @@ from fastsam2_ros.ros import diagnostics, overlay, prompting
 msgs = pytest.importorskip("fastsam2_msgs.msg", reason="fastsam2_msgs not built (scripts/setup_env.sh)")
 from geometry_msgs.msg import Point  # noqa: E402
 
+from fastsam2_ros.image_messages import numpy_to_image  # noqa: E402
+
 
 def prompt(**kw):
     m = msgs.Prompt()
@@ -58,6 +60,11 @@ def test_prompt_msg_with_mask():
     (dict(object_id=-1, points=[(1, 1)]), "out of range"),
     (dict(object_id=0, new_object=False, points=[(1, 1)]), "out of range"),
     (dict(points=[(1, 1)] * 65), "too many"),
+    # refused on arrival (it used to wait for the worker, or the first image, and fail there)
+    (dict(points=[(1, 1)], mask=numpy_to_image(np.ones((8, 8), np.uint8), "mono8")),
+     "mask prompt cannot be combined"),
+    (dict(has_box=True, box=[0.0, 0.0, 3.0, 3.0], mask=numpy_to_image(np.ones((8, 8), np.uint8), "mono8")),
+     "mask prompt cannot be combined"),
 ])
 def test_bad_prompt_msgs(kw, match):
     with pytest.raises(InputError, match=match):

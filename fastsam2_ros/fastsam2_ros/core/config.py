@@ -76,7 +76,10 @@ class Range:
         return above and value <= self.high and on_step
 
     def describe(self) -> str:
-        text = f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+        def bound(v: float) -> str:  # integers in full (:g printed 2147483647 as 2.14748e+09)
+            return str(v) if isinstance(v, int) else f"{v:g}"
+
+        text = f"{'(' if self.low_open else '['}{bound(self.low)}, {bound(self.high)}]"
         return text + (f", a multiple of {self.step}" if self.step else "")
 
 

@@ -170,6 +170,12 @@ def validate_text(text: Optional[str], max_length: int) -> Optional[str]:
     return text
 
 
+def check_prompt_kinds(has_points: bool, has_box: bool, has_mask: bool) -> None:
+    """The one rule on combining prompt kinds (sam2 takes a mask alone): InputError otherwise."""
+    if has_mask and (has_points or has_box):
+        raise InputError("a mask prompt cannot be combined with points or a box")
+
+
 #: Smallest and largest side of a frame the tracker takes, in pixels.
 MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 8, 8192
 

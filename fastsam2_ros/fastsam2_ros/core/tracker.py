@@ -40,8 +40,8 @@ from .errors import InputError
 from .memory_bank import MemoryBank
 from .models import build_predictor, release_compile_workers, uses_compiled_modules
 from .preprocess import FrameStager, prepare_device_constants, resolve_preprocess
-from .prompts import (MAX_POINTS, representative_click, validate_box, validate_image,
-                      validate_mask, validate_num_frames_hint, validate_object_id,
+from .prompts import (MAX_POINTS, check_prompt_kinds, representative_click, validate_box,
+                      validate_image, validate_mask, validate_num_frames_hint, validate_object_id,
                       validate_points, validate_text)
 from .pruned_predictor import StepPlan, pack_mask_bits
 from .router import (TokenRouter, load_router, num_kept, router_inputs,
@@ -286,8 +286,7 @@ class StreamingTracker:
             raise InputError("a prompt needs points, a box, a mask or a text")
         if (points is None) != (labels is None):
             raise InputError("points and labels must be given together")
-        if mask is not None and (points is not None or box is not None):
-            raise InputError("a mask prompt cannot be combined with points or a box")
+        check_prompt_kinds(points is not None, box is not None, mask is not None)
         if obj_id not in self.objects and len(self.objects) >= self.cfg.max_objects:
             raise InputError(f"already tracking {len(self.objects)} objects (max_objects)")
         if image is not None:

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..core.errors import InputError
-from ..core.prompts import MAX_POINTS, validate_object_id, validate_text
+from ..core.prompts import MAX_POINTS, check_prompt_kinds, validate_object_id, validate_text
 from ..image_messages import mask_from_image
 
 
@@ -97,6 +97,8 @@ def from_prompt_msg(msg: Any, max_text_length: int, source: str = "prompt") -> P
         req.box = box  # type: ignore[assignment]
     if int(msg.mask.width) or int(msg.mask.height) or len(msg.mask.data):
         req.mask_msg = msg.mask
+    # refused here, not after the prompt waited for the worker (or for the first image)
+    check_prompt_kinds(bool(req.points), req.box is not None, req.mask_msg is not None)
     if not (req.text or req.points or req.box is not None or req.mask_msg is not None):
         raise InputError("empty prompt: give text, points, a box or a mask")
     return req
