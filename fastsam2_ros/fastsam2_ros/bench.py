@@ -30,7 +30,9 @@ import argparse
 import gc
 import json
 import multiprocessing
+import os
 import platform
+import queue as queue_module
 import sys
 import time
 import warnings
@@ -44,7 +46,7 @@ from .core.config import COMPILE_MODES, PREPROCESS_MODES, TrackerConfig
 from .core.errors import FastSam2Error, InputError
 from .core.stats import STAGES, peak_gpu_memory, reset_peak_gpu_memory
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 Click = Tuple[float, float]
 
 
@@ -89,6 +91,34 @@ class ModuleStageTimer:
     def remove(self) -> None:
         for h in self._handles:
             h.remove()
+
+
+def source_commit() -> Optional[str]:
+    """The git commit of this checkout (``FASTSAM2_COMMIT`` where the copy has no .git, as on a
+    lent GPU machine); None when unknown."""
+    import subprocess
+
+    if os.environ.get("FASTSAM2_COMMIT"):
+        return os.environ["FASTSAM2_COMMIT"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def package_versions() -> Dict[str, Optional[str]]:
+    """Versions the numbers depend on (Pillow: the PIL-exact preprocessing; sam2: the baseline)."""
+    from importlib import metadata
+
+    out: Dict[str, Optional[str]] = {"torch": torch.__version__, "cuda": torch.version.cuda}
+    for dist in ("sam2", "Pillow", "numpy", "opencv-python-headless", "opencv-python"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
 
 
 def load_frames(source: Optional[str], max_frames: int, seed: int = 0,
@@ -154,6 +184,11 @@ def _mean_stages(rows: List[Dict[str, float]], ms_per_frame: float) -> Dict[str,
 def _sync(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _allocated_bytes(device) -> int:
+    """CUDA bytes allocated now (0 off CUDA)."""
+    return int(torch.cuda.memory_allocated(device)) if torch.device(device).type == "cuda" else 0
 
 
 def _release_unused(device) -> None:
@@ -242,7 +277,8 @@ def run_ours(cfg: TrackerConfig, model, frames, clicks, keep_ratio: float,
     last = results[-1].stats
     stage_rows = [r.stats.stage_ms for r in results]  # off CUDA the timers cost nothing
     if profile and cuda:  # eager with synchronised stage timers
-        profiler = StreamingTracker(mode_cfg.replace(cuda_graphs=False), model=model, num_frames_hint=n)
+        profiler = StreamingTracker(mode_cfg.replace(cuda_graphs=False), model=model,
+                                    num_frames_hint=n, profile_stages=True)
         stage_rows = [r.stats.stage_ms for r in _stream(profiler, frames, clicks)[0]]
     timed = _timed_pass(wall, frame_ms)
     out = {"keep_ratio": keep_ratio, "objects": len(clicks), **timed,
@@ -276,9 +312,11 @@ def run_round(cfg: TrackerConfig, model, frames, clicks, modes, ratios, warmup_f
     results: Dict[str, dict] = {}
     mask_sets: Dict[str, list] = {}
     if "official" in modes:
+        _release_unused(model.device)
+        resident = _allocated_bytes(model.device)  # our model: not the official predictor's
         official = build_official_predictor(cfg, state_dict=model.state_dict())
         results["official"], mask_sets["official"] = run_official(
-            cfg, official, frames, clicks, warmup_frames, profile=profile)
+            cfg, official, frames, clicks, warmup_frames, profile=profile, resident_bytes=resident)
         del official
     runs = ([("dense", 1.0)] if "dense" in modes else []) + \
            ([(f"pruned@{r:g}", r) for r in ratios] if "pruned" in modes else [])
@@ -316,7 +354,10 @@ def _per_round_speedup(mode: dict, base: dict) -> Optional[List[float]]:
 
 # ------------------------------------------------------------------------------------ official
 def run_official(cfg: TrackerConfig, predictor, frames, clicks, warmup_frames: int,
-                 profile: bool) -> Tuple[dict, list]:
+                 profile: bool, resident_bytes: int = 0) -> Tuple[dict, list]:
+    """The official predictor warmed up, then timed. ``resident_bytes``: device memory held by
+    others (our model, built before it) that its peak must not count: its peak is its own
+    weights and state, as ours is our weights and state."""
     from .core.official import OfficialVideoSession
 
     _release_unused(predictor.device)
@@ -363,7 +404,9 @@ def run_official(cfg: TrackerConfig, predictor, frames, clicks, warmup_frames: i
            "stage_ms": _mean_stages(rows, timed["ms_per_frame"]), "startup_s": startup_s,
            "load_ms": session.load_ms,
            "tokens_total": tokens, "tokens_kept": float(tokens), "router_mode": "official",
-           "state_bytes": session.state_bytes(), "peak_gpu_memory_bytes": peak}
+           "state_bytes": session.state_bytes(),
+           "peak_gpu_memory_bytes": max(0, peak - resident_bytes) if peak else 0,
+           "resident_other_bytes": resident_bytes}
     return out, masks
 
 
@@ -375,25 +418,38 @@ def _vos_child(queue, cfg_dict, state_dict, frames, clicks) -> None:
         cfg = TrackerConfig(**cfg_dict)
         t0 = time.perf_counter()
         vos = build_official_predictor(cfg, vos_optimized=True, state_dict=state_dict)
+        build_s = time.perf_counter() - t0
         out, _ = run_official(cfg, vos, frames, clicks, len(frames), profile=False)
-        out["compile_and_warmup_s"] = time.perf_counter() - t0
+        # the build plus run_official's start-up (frames loaded, warm-up = compilation); not the
+        # timed pass that follows
+        out["build_s"] = build_s
+        out["compile_and_warmup_s"] = build_s + out["startup_s"]
         queue.put(out)
     except Exception as exc:  # reported, not raised: the parent keeps its other results
         queue.put({"error": f"{type(exc).__name__}: {exc}"})
 
 
-def run_official_vos(cfg: TrackerConfig, model, frames, clicks, time_limit: float) -> dict:
-    """sam2's torch.compile'd predictor in a child process, stopped after ``time_limit`` s."""
+def run_official_vos(cfg: TrackerConfig, model, frames, clicks, time_limit: float,
+                     child_main=_vos_child) -> dict:
+    """sam2's torch.compile'd predictor in a child process (``child_main``), stopped after
+    ``time_limit`` s; a child that dies without reporting is reported at once."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    child = ctx.Process(target=_vos_child, args=(queue, cfg.to_dict(), state, frames, clicks))
+    child = ctx.Process(target=child_main, args=(queue, cfg.to_dict(), state, frames, clicks))
     t0 = time.perf_counter()
     child.start()
+    result = None
     try:
-        result = queue.get(timeout=time_limit)
-    except Exception:
-        result = {"error": f"did not compile and run within {time_limit:.0f} s"}
+        while result is None and time.perf_counter() - t0 < time_limit:
+            try:
+                result = queue.get(timeout=min(1.0, max(0.01, time_limit - (time.perf_counter() - t0))))
+            except queue_module.Empty:
+                if not child.is_alive() and queue.empty():  # died without a word (a crash)
+                    result = {"error": f"the child process ended with exit code {child.exitcode} "
+                                       "before reporting"}
+        if result is None:
+            result = {"error": f"did not compile and run within {time_limit:.0f} s"}
     finally:
         if child.is_alive():
             child.terminate()
@@ -409,12 +465,22 @@ def run_soak(cfg: TrackerConfig, model, frames, clicks, keep_ratio: float, lengt
     from .core.official import OfficialVideoSession
     from .core.tracker import StreamingTracker
 
-    def sample(t, extra):
-        row = {"frame": t, "allocated_bytes": int(torch.cuda.memory_allocated(model.device))
-               if model.device.type == "cuda" else 0,
-               "peak_bytes": peak_gpu_memory(model.device)}
+    running = {"peak": 0}
+
+    def sample(t, extra, resident=0):
+        """One trace row: allocated now, the peak since the previous row (a window, so that
+        growth below the start-up peak shows) and the running peak; then a new window."""
+        window = max(0, peak_gpu_memory(model.device) - resident)
+        running["peak"] = max(running["peak"], window)
+        row = {"frame": t, "allocated_bytes": max(0, _allocated_bytes(model.device) - resident),
+               "window_peak_bytes": window, "peak_bytes": running["peak"]}
         row.update(extra)
+        reset_peak_gpu_memory(model.device)
         return row
+
+    def growth(trace, key):  # after the first sixth (prompting, graph capture) to the end
+        late = [r[key] for r in trace[len(trace) // 6:]]
+        return (max(late) - min(late)) if late else 0
 
     stream = [frames[i % len(frames)] for i in range(length)]
     trace_ours, trace_official = [], []
@@ -429,19 +495,22 @@ def run_soak(cfg: TrackerConfig, model, frames, clicks, keep_ratio: float, lengt
     del tracker
     from .core.models import build_official_predictor
 
+    _release_unused(model.device)
+    resident = _allocated_bytes(model.device)  # our model's weights: not the official's
+    running["peak"] = 0
     official = build_official_predictor(cfg, state_dict=model.state_dict())
     reset_peak_gpu_memory(model.device)
     session = OfficialVideoSession(official, stream, autocast_bf16=cfg.bf16)
     _prompt_all_official(session, clicks)
     for t, _ in session.propagate(0):
         if t and (t % every == 0 or t == length - 1):
-            trace_official.append(sample(t, {"state_bytes": session.state_bytes()}))
+            trace_official.append(sample(t, {"state_bytes": session.state_bytes()}, resident))
     del session, official
     ours_peak, off_peak = trace_ours[-1]["peak_bytes"], trace_official[-1]["peak_bytes"]
-    late = [r["peak_bytes"] for r in trace_ours[len(trace_ours) // 6:]]
     return {"frames": length, "keep_ratio": keep_ratio, "objects": len(clicks),
-            "ours": trace_ours, "official": trace_official,
-            "ours_peak_growth_after_first_sixth": (max(late) - min(late)) if late else 0,
+            "ours": trace_ours, "official": trace_official, "official_resident_other_bytes": resident,
+            "ours_window_peak_growth_after_first_sixth": growth(trace_ours, "window_peak_bytes"),
+            "ours_allocated_growth_after_first_sixth": growth(trace_ours, "allocated_bytes"),
             "peak_vs_official_at_end": ours_peak / off_peak if off_peak else None}
 
 
@@ -627,6 +696,8 @@ def _run(args: argparse.Namespace) -> int:
         "frame_size": [w, h], "source": args.frames or "generated", "topic": args.topic, "clicks": clicks,
         "objects": len(clicks), "warmup_frames": warmup, "model_build_s": build_s,
         "torch_compile": cfg.torch_compile, "compile_errors": compile_errors(model),
+        "mc_passes": cfg.mc_passes, "cuda_graphs": cfg.cuda_graphs, "preprocess": cfg.preprocess,
+        "repeats": args.repeats, "commit": source_commit(), "versions": package_versions(),
         "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(model.device) if cuda else None,
         "host": platform.node(), "modes": results, "ratios": ratios_of(results),
@@ -683,7 +754,9 @@ def print_report(report: dict) -> None:
         s = report["soak"]
         ours, off = s["ours"][-1], s["official"][-1]
         print(f"soak {s['frames']} frames: peak GPU memory ours {ours['peak_bytes'] / 2**20:.0f} MB "
-              f"(growth after the first sixth {s['ours_peak_growth_after_first_sixth'] / 2**20:.1f} MB), "
+              f"(growth after the first sixth: window peaks "
+              f"{s['ours_window_peak_growth_after_first_sixth'] / 2**20:.1f} MB, allocated "
+              f"{s['ours_allocated_growth_after_first_sixth'] / 2**20:.1f} MB), "
               f"official {off['peak_bytes'] / 2**20:.0f} MB; state ours {ours['state_bytes'] / 2**20:.2f} MB, "
               f"official {off['state_bytes'] / 2**20:.1f} MB")
 

@@ -16,6 +16,7 @@ from PIL import Image
 
 from fastsam2_ros import bench, router_training
 from fastsam2_ros.core import TrackerConfig
+from fastsam2_ros.core.models import build_predictor
 from fastsam2_ros.core.router import load_router
 from fastsam2_ros.core.tracker import StreamingTracker
 from fastsam2_ros.eval.davis_io import DavisDataset, read_label_png, write_label_png
@@ -51,6 +52,10 @@ def test_bench_runs_all_modes_on_the_same_frames(tmp_path, capsys):
         mode = report["modes"][name]
         assert mode["fps_pipelined"] > 0 and mode["startup_s"] > 0 and mode["step_mode"] == "eager"
     assert "FPS x official" in capsys.readouterr().out
+    # the settings that shape the numbers are in the file
+    assert report["mc_passes"] == 2 and report["cuda_graphs"] is True and report["repeats"] == 1
+    assert report["versions"]["torch"] == torch.__version__ and "Pillow" in report["versions"]
+    assert report["commit"] is None or len(report["commit"]) == 40
 
 
 def test_bench_repeats_interleaved_rounds_and_reports_medians_and_per_round_ratios(tmp_path, capsys):
@@ -353,3 +358,84 @@ def test_bench_reads_the_image_topic_given_with_topic(tmp_path, capsys):
     assert bench.parse_args(["--random-weights", "--topic", "/cam/image_raw"]).topic == "/cam/image_raw"
     assert bench.main(["--random-weights", "--device", "cpu", "--topic", "/cam/image_raw"]) == 2
     assert "--topic selects the image topic of a rosbag" in capsys.readouterr().err
+
+
+def test_bench_counts_only_the_official_predictors_own_memory(tmp_path, monkeypatch):
+    """Our model stays resident while the official predictor runs: its peak counted both sets of
+    weights (0.5x reported for equal memory). Simulated allocator: 300 bytes resident, peak 1000."""
+    monkeypatch.setattr(bench, "_allocated_bytes", lambda device: 300)
+    monkeypatch.setattr(bench, "peak_gpu_memory", lambda device: 1000)
+    out = tmp_path / "bench.json"
+    assert bench.main(["--random-weights", "--image-size", "64", "--max-frames", "3", "--device",
+                       "cpu", "--modes", "official,dense", "--json", str(out)]) == 0
+    modes = json.loads(out.read_text())["modes"]
+    assert modes["official"]["peak_gpu_memory_bytes"] == 700
+    assert modes["official"]["resident_other_bytes"] == 300
+    assert modes["dense"]["peak_gpu_memory_bytes"] == 1000
+
+
+def test_soak_sees_growth_below_the_start_up_peak(monkeypatch):
+    """The running peak stays at the start-up peak (prompt, graph capture), so a steady leak
+    below it read "growth 0.0 MB". Simulated: 900 at start-up, then 3 more per window."""
+    model = build_predictor(TrackerConfig(model_cfg="tiny", allow_random_weights=True,
+                                          image_size=64, device="cpu"))
+    calls = {"n": 0}
+
+    def peak(device):
+        calls["n"] += 1
+        return 900 if calls["n"] == 1 else 100 + 3 * calls["n"]
+
+    monkeypatch.setattr(bench, "peak_gpu_memory", peak)
+    monkeypatch.setattr(bench, "_allocated_bytes", lambda device: 50 + 3 * calls["n"])
+    frames = bench.load_frames(None, 4)
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=64, device="cpu",
+                        mc_passes=0)
+    soak = bench.run_soak(cfg, model, frames, [(300, 200)], 0.3, length=13, every=2)
+    ours = soak["ours"]
+    assert ours[0]["peak_bytes"] == ours[-1]["peak_bytes"] == 900  # the old measure: flat
+    assert soak["ours_window_peak_growth_after_first_sixth"] > 0
+    assert soak["ours_allocated_growth_after_first_sixth"] > 0
+
+
+def _child_that_dies(queue, *args):
+    os._exit(3)
+
+
+def test_official_vos_child_that_dies_is_reported_at_once():
+    """A child that crashed hard was reported only after the whole time limit."""
+    model = build_predictor(TrackerConfig(model_cfg="tiny", allow_random_weights=True,
+                                          image_size=64, device="cpu"))
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=64, device="cpu")
+    result = bench.run_official_vos(cfg, model, [], [], time_limit=300.0, child_main=_child_that_dies)
+    assert "exit code 3" in result["error"] and result["wall_s"] < 120.0
+
+
+def test_bench_json_that_cannot_be_written_is_refused_before_the_work(monkeypatch, capsys):
+    monkeypatch.setattr(bench, "run_round", lambda *a, **k: pytest.fail("ran before checking --json"))
+    assert bench.main(["--random-weights", "--device", "cpu", "--json", "/proc/fastsam2/x.json"]) == 2
+    assert "cannot write in /proc" in capsys.readouterr().err
+
+
+def test_node_bench_checks_its_numbers_first(capsys):
+    from fastsam2_ros.ros import node_bench
+
+    for bad, flag in ((["--objects", "0"], "--objects"), (["--object-area", "-1"], "--object-area"),
+                      (["--gap-ms", "-5"], "--gap-ms"), (["--rate", "nan"], "--rate")):
+        assert node_bench.main(bad) == 2, bad
+        assert f"{flag} must be" in capsys.readouterr().err
+    assert node_bench.main(["--keep-ratio", "1.5"]) == 2
+    node_bench.check_numeric_options(node_bench.parse_args([]))  # the defaults pass
+
+
+def test_an_eager_step_on_cuda_is_not_synchronised_per_stage_unless_profiling():
+    """14 torch.cuda.synchronize() per frame when the step ran eagerly on CUDA (--no-graphs, a
+    failed capture): the timed pass and the node paid for stage times nobody asked for."""
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=64, device="cpu")
+    model = build_predictor(cfg)
+    tracker = StreamingTracker(cfg, model=model)
+    assert tracker._step_timer(eager=True) is not None and tracker._step_timer(eager=False) is None
+    tracker.device = torch.device("cuda")  # the rule only reads the device type
+    assert tracker._step_timer(eager=True) is None
+    profiler = StreamingTracker(cfg, model=model, profile_stages=True)
+    profiler.device = torch.device("cuda")
+    assert profiler._step_timer(eager=True).cuda

@@ -118,10 +118,15 @@ class StreamingTracker:
     """Frame-by-frame multi-object tracker. See ``core/API.md`` for the call contract."""
 
     def __init__(self, config: TrackerConfig, model=None, num_frames_hint: Optional[int] = None,
-                 return_logits: bool = False, static_buffers: bool = False) -> None:
+                 return_logits: bool = False, static_buffers: bool = False,
+                 profile_stages: bool = False) -> None:
         """``num_frames_hint``: length of a finite clip, only to reproduce the official predictor
         (it scales pointer time encodings by min(num_frames, 16)). ``static_buffers`` runs the
-        eager step through the CUDA-graph buffer protocol (tests, on the CPU)."""
+        eager step through the CUDA-graph buffer protocol (tests, on the CPU). ``profile_stages``:
+        time each stage of an eager step on CUDA too, synchronising around each (a profiling
+        pass; a tracked frame otherwise never waits for the GPU between stages, and off CUDA the
+        stages are always timed, which costs nothing)."""
+        self.profile_stages = bool(profile_stages)
         self.cfg = config.validate()
         self.model = model if model is not None else build_predictor(self.cfg)
         self.model.add_all_frames_to_correct_as_cond = True
@@ -243,7 +248,7 @@ class StreamingTracker:
         plan, layout = self._plan(rows)
         staged = self._staged_frame()
         eager = self.runner.mode == "eager"
-        timer = StageTimer(str(self.device)) if eager else None
+        timer = self._step_timer(eager)
         step = functools.partial(self.model.track_objects, bank=self.bank, plan=plan,
                                  router=self.router, frame_idx=self._t)
         events = None
@@ -358,6 +363,13 @@ class StreamingTracker:
         result = self._auto_prompter.start(self, obj_id, image, current=self._image, taken=taken)
         self.objects[obj_id].auto_phrase = result.auto_prompt.phrase or ""
         return result
+
+    def _step_timer(self, eager: bool) -> Optional[StageTimer]:
+        """The stage timer of a tracked frame's step: a replayed graph has no stages to time, and
+        on CUDA the timer synchronises around every stage, so only a profiling pass uses it."""
+        if eager and (self.device.type != "cuda" or self.profile_stages):
+            return StageTimer(str(self.device))
+        return None
 
     def frame_tokens(self, image: np.ndarray):
         """Make ``image`` the current frame without tracking and return its top-level encoder

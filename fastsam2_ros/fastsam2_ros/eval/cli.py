@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
@@ -149,6 +151,16 @@ def check_output_folder(path, flag: str, of: Optional[Path] = None) -> None:
         if of is None and blocker == p:
             raise InputError(f"{flag} {p} is a file, not a folder")
         raise InputError(f"{flag} {of or p}: {blocker} is a file, not a folder")
+    # a read-only file system, sysfs, a folder of another user: found now, not after the run
+    if blocker is not None:
+        try:  # (os.access says yes to root on /sys, where no file can be made)
+            fd, probe = tempfile.mkstemp(dir=blocker, prefix=".fastsam2-write-test-")
+        except OSError as exc:
+            raise InputError(f"{flag} {of or p}: cannot write in {blocker} ({exc.strerror})") from None
+        os.close(fd)
+        os.unlink(probe)
+    if of is not None and of.exists() and not os.access(of, os.W_OK):
+        raise InputError(f"{flag} {of} exists and is not writable")
 
 
 def cmd_score(args) -> int:

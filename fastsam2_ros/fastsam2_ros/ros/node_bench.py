@@ -479,6 +479,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+#: option -> (lowest allowed, whether the lowest itself is allowed): checked before any process starts
+NUMERIC_LIMITS = {"cost_ms": (0.0, True), "objects": (1, True), "object_area": (0.0, False),
+                  "image_size": (64, True), "keep_ratio": (0.0, False), "frames": (1, True),
+                  "warmup": (0, True), "gap_ms": (0.0, True), "rate": (0.0, True),
+                  "rate_seconds": (0.0, False)}
+
+
+def check_numeric_options(args: argparse.Namespace) -> None:
+    """ValueError naming the first option out of range (a bad one used to make the stand-in fail
+    on every frame while the probe waited 10 s for each, or end in a traceback)."""
+    for name, (low, inclusive) in NUMERIC_LIMITS.items():
+        value = getattr(args, name)
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} must be {'>=' if inclusive else '>'} {low:g}, got {value!r}")
+    if args.object_area > 1.0 or args.keep_ratio > 1.0:
+        raise ValueError("--object-area and --keep-ratio are fractions: at most 1")
+
+
 def _parse_size(text: str) -> Tuple[int, int]:
     """``WxH`` -> (w, h), both positive; ValueError with the text otherwise."""
     parts = text.lower().split("x")
@@ -499,6 +518,7 @@ def main(argv=None) -> int:
         return serve_floor(argv[1:])
     args = parse_args(argv)
     try:
+        check_numeric_options(args)
         sizes = [_parse_size(s) for s in args.sizes.split(",") if s]
         sets = [s for s in args.sets.split(",") if s]
         unknown = [s for s in sets if s not in OUTPUT_SETS]
