@@ -17,7 +17,10 @@ STAGES = ("encoder", "router", "memory_attention", "decoder", "memory_encoder", 
 class FrameStats:
     """What one call of the tracker cost and what it kept.
 
-    ``stage_ms`` has every key of ``STAGES`` (ms, wall clock; CUDA is synchronised before reading);
+    ``stage_ms`` has every key of ``STAGES`` (ms, wall clock). A tracked frame's stages are timed
+    off CUDA only (a CUDA graph has no stages, and timing an eager CUDA step synchronises around
+    each one: ``StreamingTracker(profile_stages=True)`` does that for a profiling pass); prompts
+    are always timed, synchronised;
     an automatic prompt adds ``auto_proposals``, ``auto_caption``, ``auto_refinement`` (in ``total``).
     Token counts are per object; ``tokens_total`` is the top-level grid size (H*W).
     """
