@@ -762,7 +762,7 @@ class AutoPrompter:
                 # (e.g. IndexError past the model's positions); the documented fallback holds
                 LOG.warning("caption model failed (%s: %s): phrase-free automatic start",
                             type(exc).__name__, exc)
-                return None, None, [], [f"caption model failed ({type(exc).__name__}): {exc}"]
+                return None, None, [], [f"caption model failed: {str(exc) or type(exc).__name__}"]
         if not caption:
             return "", None, [], ["the caption model returned an empty caption: phrase-free start"]
         with timer.stage("auto_refinement"):
