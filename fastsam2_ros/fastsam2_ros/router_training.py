@@ -30,6 +30,7 @@ from .core.config import TrackerConfig
 from .core.errors import FastSam2Error, InputError
 from .core.router import RouterMLP, TokenRouter, num_kept, router_inputs, save_router
 from .core.text_relevance import TextRows
+from .core.weight_files import require_finite
 from .eval.davis_io import VOID_LABEL
 
 
@@ -130,11 +131,15 @@ def train(examples, token_dim: int, epochs: int, lr: float, seed: int, keep_rati
         for i in trn:
             opt.zero_grad()
             loss = loss_of(i)
+            if not torch.isfinite(loss):  # diverged (e.g. a too large --lr): no file is written
+                raise InputError(f"training diverged in epoch {epoch + 1} (loss {loss.item()}); "
+                                 "try a smaller --lr")
             loss.backward()
             opt.step()
             losses.append(loss.item())
         history.append(float(np.mean(losses)))
         log(f"epoch {epoch + 1}/{epochs}: train loss {history[-1]:.4f}")
+    require_finite(mlp.state_dict(), "(trained in this run)", "router weights")
     metrics = {"train_loss_history": history, "train_examples": len(trn), "val_examples": len(val),
                "val_held_out": held_out,
                f"train_recall_at_{keep_ratio:g}": recall(trn),

@@ -189,6 +189,12 @@ def test_router_file_with_bad_contents_is_a_checkpoint_error_naming_it(tmp_path)
         "no_token_dim": {"hidden": 256, "state_dict": sd},
         "empty_state": {"token_dim": 256, "hidden": 256, "state_dict": {}},
         "no_state": {"token_dim": 256, "hidden": 256},
+        # a diverged training run: NaN scores kept arbitrary tokens without any error
+        "nan_weights": {"token_dim": 256, "hidden": 256,
+                        "state_dict": {k: torch.full_like(v, float("nan")) for k, v in sd.items()}},
+        "meta_list": {"token_dim": 256, "hidden": 256, "state_dict": sd, "meta": [1, 2]},
+        "meta_tensor": {"token_dim": 256, "hidden": 256, "state_dict": sd,
+                        "meta": {"x": torch.ones(3)}},
     }
     for name, blob in cases.items():
         path = tmp_path / f"{name}.pt"

@@ -151,3 +151,82 @@ def test_mask_geometry():
     assert mask_geometry(one).bbox == (2, 1, 1, 1)
     empty = mask_geometry(np.zeros((4, 4), bool))
     assert empty.empty and empty.bbox == (0, 0, 0, 0) and all(math.isnan(c) for c in empty.centroid)
+
+
+def test_model_cfg_names_only_configs_of_the_installed_sam2():
+    """hydra instantiates the _target_ entries of whatever YAML it loads, and model_cfg can be
+    set over DDS: configs/../../x.yaml loaded any file on disk."""
+    from fastsam2_ros.core.config import resolve_model_cfg
+
+    assert resolve_model_cfg("configs/sam2.1/sam2.1_hiera_t.yaml") == "configs/sam2.1/sam2.1_hiera_t.yaml"
+    with pytest.raises(InputError, match="may not leave"):
+        TrackerConfig(model_cfg="configs/../../../../tmp/x.yaml")
+    with pytest.raises(InputError, match="not a config of the installed sam2"):
+        TrackerConfig(model_cfg="configs/sam2.1/nope.yaml")
+
+
+@pytest.mark.parametrize("device,match", [("meta", "runs on auto | cpu | cuda"),
+                                          ("mps", "runs on auto | cpu | cuda"),
+                                          ("banana", "invalid device")])
+def test_devices_sam2_does_not_run_on_are_refused(device, match):
+    from fastsam2_ros.core.models import resolve_device
+
+    with pytest.raises(InputError, match=match):
+        resolve_device(device)
+
+
+def test_cuda_index_beyond_the_gpus_is_refused(monkeypatch):
+    import torch
+
+    from fastsam2_ros.core.models import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("cuda:0").index == 0
+    with pytest.raises(InputError, match="has 1 CUDA device"):
+        resolve_device("cuda:3")
+
+
+def test_a_checkpoint_with_nan_weights_is_refused(tmp_path):
+    import torch
+
+    cfg = TrackerConfig(model_cfg="tiny", image_size=64, device="cpu", allow_random_weights=True)
+    state = build_predictor(cfg).state_dict()
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = torch.full_like(state[name], float("nan"))
+    path = tmp_path / "nan.pt"
+    torch.save({"model": state}, path)
+    with pytest.raises(CheckpointError, match=r"NaN or infinite values in 1 tensor"):
+        build_predictor(cfg.replace(checkpoint=str(path), allow_random_weights=False))
+
+
+def test_a_sam2_checkpoint_of_the_other_version_is_named(tmp_path):
+    """2.1 adds three parameters: the error names the version and the model_cfg that fits."""
+    import torch
+
+    cfg = TrackerConfig(model_cfg="tiny", image_size=64, device="cpu", allow_random_weights=True)
+    state = build_predictor(cfg).state_dict()
+    for key in ("no_obj_embed_spatial", "obj_ptr_tpos_proj.weight", "obj_ptr_tpos_proj.bias"):
+        state.pop(key)
+    path = tmp_path / "sam2_hiera_tiny.pt"
+    torch.save({"model": state}, path)
+    with pytest.raises(CheckpointError, match="SAM 2.0 checkpoint in a SAM 2.1 config"):
+        build_predictor(cfg.replace(checkpoint=str(path), allow_random_weights=False))
+
+
+def test_a_wrong_clip_setting_fails_when_the_tracker_is_built(tmp_path):
+    """It passed configure and failed at every text prompt instead."""
+    pytest.importorskip("open_clip")
+    from fastsam2_ros.core.tracker import StreamingTracker
+
+    base = dict(model_cfg="tiny", image_size=64, device="cpu", allow_random_weights=True)
+    with pytest.raises(InputError, match="unknown open_clip model 'ViT-X-99'"):
+        StreamingTracker(TrackerConfig(**base, clip_model="ViT-X-99"))
+    with pytest.raises(CheckpointError, match="CLIP weights file not found"):
+        StreamingTracker(TrackerConfig(**base, clip_weights=str(tmp_path / "none.bin")))
+    page = tmp_path / "clip.bin"
+    page.write_text("<html>moved</html>")
+    from fastsam2_ros.core.clip_text import ClipTextEncoder
+
+    with pytest.raises(CheckpointError, match="is a text file"):
+        ClipTextEncoder("ViT-B-16", str(page))

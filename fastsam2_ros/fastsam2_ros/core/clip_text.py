@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import CheckpointError, InputError
+from .weight_files import check_torch_file, require_finite
 
 logger = logging.getLogger(__name__)
 
@@ -100,10 +101,65 @@ def _weights_hint(model_name: str) -> str:
     return hint + "then put its path in the `clip_weights` parameter."
 
 
-def _read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
-    """Read a state dict from ``path``: a raw state dict, or a dict holding it under "state_dict"."""
+def check_clip_architecture(model_name: str) -> dict:
+    """The static checks of an open_clip architecture name, before anything is built (the tracker
+    runs them at configure, so a wrong `clip_model` is not found at the first text prompt).
+    Returns its config; InputError for an unknown or unusable architecture."""
+    import open_clip
+
+    if not isinstance(model_name, str) or not model_name.strip():
+        raise InputError("model_name must be a non-empty open_clip architecture name, e.g. 'ViT-B-16'")
+    if ":" in model_name:
+        raise InputError(
+            f"model_name {model_name!r}: only built-in open_clip architecture names are supported "
+            f"(no 'hf-hub:'/'local-dir:' schemas: they need the internet or bypass weights_path)")
+    cfg = open_clip.get_model_config(model_name)
+    if cfg is None:
+        raise InputError(f"unknown open_clip model {model_name!r}; see open_clip.list_models()")
+    vcfg = cfg.get("vision_cfg", {}) or {}
+    tcfg = cfg.get("text_cfg", {}) or {}
+    if isinstance(vcfg.get("layers"), (list, tuple)) or vcfg.get("timm_model_name"):
+        kind = "ModifiedResNet" if isinstance(vcfg.get("layers"), (list, tuple)) else (
+            f"timm '{vcfg.get('timm_model_name')}'")
+        raise InputError(
+            f"open_clip model {model_name!r} has a {kind} image tower: dense CLIP features need an "
+            f"open_clip ViT (VisionTransformer), e.g. 'ViT-B-16'")
+    if vcfg.get("attentional_pool"):
+        raise InputError(f"open_clip model {model_name!r} uses attentional pooling (CoCa-style): "
+                         f"the dense value-path features are not defined for it; use a plain CLIP ViT")
+    if tcfg.get("hf_tokenizer_name") or tcfg.get("hf_model_name") or "siglip" in model_name.lower():
+        raise InputError(
+            f"open_clip model {model_name!r} needs a Hugging Face tokenizer/text model, which must be "
+            f"downloaded (no internet here); use a model with open_clip's bundled tokenizer, e.g. "
+            f"'ViT-B-16'")
+    return cfg
+
+
+def _require_weights_file(path: Path) -> None:
     if not path.is_file():
         raise CheckpointError(f"CLIP weights file not found or not a file: '{path}'")
+
+
+def check_clip_settings(model_name: str, weights_path: str) -> None:
+    """What can be checked of the CLIP settings without building anything: the architecture and
+    that given weights exist. The tracker runs it when it is built (the node's configure), so a
+    wrong `clip_model` or `clip_weights` is not found only at the first text prompt. Without
+    open_clip installed it checks nothing: a text prompt then says what is missing."""
+    try:
+        import open_clip  # noqa: F401
+    except ImportError:
+        return
+    check_clip_architecture(model_name)
+    if str(weights_path or "").strip():
+        _require_weights_file(Path(str(weights_path)).expanduser())
+
+
+def _read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
+    """Read a state dict from ``path``: a raw state dict, or a dict holding it under "state_dict"."""
+    _require_weights_file(path)
+    if path.suffix != ".safetensors":
+        check_torch_file(path, "a CLIP state dict", "Expected an open_clip state dict saved with "
+                         "torch.save (.bin/.pt/.pth) or a .safetensors file.")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -125,6 +181,7 @@ def _read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
     state = dict(obj)
     if all(k.startswith("module.") for k in state):  # saved from DistributedDataParallel
         state = {k[len("module."):]: v for k, v in state.items()}
+    require_finite(state, path, "CLIP weights")
     return state
 
 
@@ -157,8 +214,6 @@ class ClipTextEncoder:
         import open_clip
         from open_clip import transformer as oct
 
-        if not isinstance(model_name, str) or not model_name.strip():
-            raise InputError("model_name must be a non-empty open_clip architecture name, e.g. 'ViT-B-16'")
         if isinstance(max_text_length, bool) or not isinstance(max_text_length, int) or max_text_length < 1:
             raise InputError(f"max_text_length must be a positive int, got {max_text_length!r}")
         if dense_mode not in DENSE_MODES:
@@ -173,29 +228,7 @@ class ClipTextEncoder:
             raise InputError(f"device {device!r} requested but CUDA is not available")
 
         # --- architecture checks from the static config (cheap, before building anything) ---
-        if ":" in model_name:
-            raise InputError(
-                f"model_name {model_name!r}: only built-in open_clip architecture names are supported "
-                f"(no 'hf-hub:'/'local-dir:' schemas: they need the internet or bypass weights_path)")
-        cfg = open_clip.get_model_config(model_name)
-        if cfg is None:
-            raise InputError(f"unknown open_clip model {model_name!r}; see open_clip.list_models()")
-        vcfg = cfg.get("vision_cfg", {}) or {}
-        tcfg = cfg.get("text_cfg", {}) or {}
-        if isinstance(vcfg.get("layers"), (list, tuple)) or vcfg.get("timm_model_name"):
-            kind = "ModifiedResNet" if isinstance(vcfg.get("layers"), (list, tuple)) else (
-                f"timm '{vcfg.get('timm_model_name')}'")
-            raise InputError(
-                f"open_clip model {model_name!r} has a {kind} image tower: dense CLIP features need an "
-                f"open_clip ViT (VisionTransformer), e.g. 'ViT-B-16'")
-        if vcfg.get("attentional_pool"):
-            raise InputError(f"open_clip model {model_name!r} uses attentional pooling (CoCa-style): "
-                             f"the dense value-path features are not defined for it; use a plain CLIP ViT")
-        if tcfg.get("hf_tokenizer_name") or tcfg.get("hf_model_name") or "siglip" in model_name.lower():
-            raise InputError(
-                f"open_clip model {model_name!r} needs a Hugging Face tokenizer/text model, which must be "
-                f"downloaded (no internet here); use a model with open_clip's bundled tokenizer, e.g. "
-                f"'ViT-B-16'")
+        cfg = check_clip_architecture(model_name)
 
         # --- weights (checked before the multi-second build) ---
         weights_path = "" if weights_path is None else str(weights_path)

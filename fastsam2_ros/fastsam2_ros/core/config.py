@@ -11,7 +11,7 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, fields
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
@@ -283,10 +283,28 @@ def resolve_model_cfg(name: str) -> str:
     if name in MODEL_CONFIGS:
         return MODEL_CONFIGS[name]
     if name.startswith("configs/") and name.endswith(".yaml"):
+        _check_sam2_config(name)
         return name
     raise InputError(
         f"unknown model_cfg {name!r}; use one of {sorted(MODEL_CONFIGS) + sorted(MODEL_ALIASES)}"
         " or an official sam2 config name such as configs/sam2.1/sam2.1_hiera_t.yaml")
+
+
+def _check_sam2_config(name: str) -> None:
+    """A config name must be one of the installed sam2 package's own: hydra instantiates the
+    ``_target_`` of whatever file it loads, and model_cfg can be set over DDS."""
+    import importlib.util
+
+    if ".." in PurePosixPath(name).parts or "\\" in name:
+        raise InputError(f"model_cfg {name!r}: a sam2 config name may not leave sam2's configs folder")
+    spec = importlib.util.find_spec("sam2")
+    if spec is None or not spec.submodule_search_locations:
+        return  # no sam2 installed: building fails with its own clear error
+    root = Path(next(iter(spec.submodule_search_locations))).resolve()
+    path = (root / name).resolve()
+    if root not in path.parents or not path.is_file():
+        raise InputError(f"model_cfg {name!r} is not a config of the installed sam2 package "
+                         f"({root / 'configs'})")
 
 
 def short_model_name(name: str) -> str:

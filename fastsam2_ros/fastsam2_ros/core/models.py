@@ -12,12 +12,13 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
 from .config import CHECKPOINT_NAMES, TrackerConfig, resolve_model_cfg, short_model_name
 from .errors import CheckpointError, InputError
+from .weight_files import check_torch_file, require_finite
 
 LOG = logging.getLogger(__name__)
 
@@ -32,15 +33,21 @@ PRUNED_PREDICTOR_TARGET = "fastsam2_ros.core.pruned_predictor.PrunedSAM2VideoPre
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda if available else cpu; a cuda request without CUDA is an error."""
+    """``auto`` -> cuda if available else cpu; ``cpu``, ``cuda`` and ``cuda:N`` (an existing GPU)
+    are taken, everything else (meta, mps, xpu ...: SAM 2 does not run there) is an InputError."""
     if device in ("", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError) as exc:
         raise InputError(f"invalid device {device!r}: {exc}") from exc
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"device {device!r}: the tracker runs on auto | cpu | cuda | cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device!r} requested but CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA "
+                         "device(s)")
     return dev
 
 
@@ -73,39 +80,37 @@ def check_checkpoint(path: str, model_cfg: str) -> Path:
     return p
 
 
-#: How a file saved by ``torch.save`` starts: a zip archive (the default since torch 1.6) or a
-#: pickle stream (protocol 2+ starts with 0x80).
-_TORCH_FILE_MAGIC = (b"PK\x03\x04", b"\x80")
-
-
 def load_sam2_state_dict(path: Path) -> dict:
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if not head.startswith(_TORCH_FILE_MAGIC):
-        kind = "a text file" if _looks_like_text(path) else "not a PyTorch file"
-        raise CheckpointError(f"{path} is {kind}, not a SAM 2 checkpoint saved by torch.save "
-                              f"(it starts with {head!r}). " + CHECKPOINT_HELP)
+    check_torch_file(path, "a SAM 2 checkpoint", CHECKPOINT_HELP)
     try:
         blob = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"cannot read SAM 2 checkpoint {path} "
                               f"({type(exc).__name__}: {exc}); is the file complete?") from exc
     if isinstance(blob, dict) and "model" in blob and isinstance(blob["model"], dict):
-        return blob["model"]
-    if isinstance(blob, dict) and all(isinstance(v, torch.Tensor) for v in blob.values()):
-        return blob
-    raise CheckpointError(f"{path} is not a SAM 2 checkpoint (no 'model' state dict inside)")
+        state = blob["model"]
+    elif isinstance(blob, dict) and all(isinstance(v, torch.Tensor) for v in blob.values()):
+        state = blob
+    else:
+        raise CheckpointError(f"{path} is not a SAM 2 checkpoint (no 'model' state dict inside)")
+    require_finite(state, path, "SAM 2 checkpoint")
+    return state
 
 
-def _looks_like_text(path: Path) -> bool:
-    """True when the first KiB decodes as UTF-8 without NUL bytes (e.g. an HTML error page)."""
-    with open(path, "rb") as f:
-        head = f.read(1024)
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return b"\0" not in head
+#: The parameters SAM 2.1 added to SAM 2.0: a checkpoint of one version in the other's config
+#: misses exactly these, or has exactly these extra
+SAM21_ONLY_KEYS = frozenset({"no_obj_embed_spatial", "obj_ptr_tpos_proj.weight", "obj_ptr_tpos_proj.bias"})
+
+
+def version_mismatch_hint(missing: Sequence[str], unexpected: Sequence[str]) -> str:
+    """Names the SAM 2 version of a checkpoint loaded into the other version's config."""
+    if set(missing) == SAM21_ONLY_KEYS and not unexpected:
+        return (" This is a SAM 2.0 checkpoint in a SAM 2.1 config: use model_cfg sam2_hiera_t / "
+                "_s / _b+ / _l, or a sam2.1 checkpoint.")
+    if set(unexpected) == SAM21_ONLY_KEYS and not missing:
+        return (" This is a SAM 2.1 checkpoint in a SAM 2.0 config: use model_cfg tiny / small / "
+                "base_plus / large (sam2.1_hiera_*).")
+    return ""
 
 
 def build_predictor(cfg: TrackerConfig, target: Optional[str] = PRUNED_PREDICTOR_TARGET,
@@ -154,7 +159,7 @@ def build_predictor(cfg: TrackerConfig, target: Optional[str] = PRUNED_PREDICTOR
             raise CheckpointError(
                 f"checkpoint {ckpt or '(state dict)'} does not match model_cfg={cfg.model_cfg!r}: "
                 f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected "
-                f"keys (e.g. {unexpected[:3]})")
+                f"keys (e.g. {unexpected[:3]}).{version_mismatch_hint(missing, unexpected)}")
     if not _fill_holes_available():
         model.fill_hole_area = 0  # set after build: sam2's builder appends its own override last
     model = model.to(device).eval()
@@ -213,7 +218,10 @@ def compile_modules(model, which: str, cache_dir: str = "") -> None:
         return
     cache = Path(os.path.expanduser(cache_dir or "~/.cache/fastsam2_ros/inductor"))
     cache.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache))
+    if cache_dir:  # given: it wins over the environment (and over an earlier tracker's folder)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
+    else:  # not given: a TORCHINDUCTOR_CACHE_DIR the user set wins
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache))
     for name in COMPILE_TARGETS[which]:
         module = getattr(model, name)
         module.forward = CompiledOrEager(name, module.forward)

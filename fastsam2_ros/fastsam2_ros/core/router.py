@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from .config import short_model_name
 from .errors import CheckpointError
 from .text_relevance import TextRows
+from .weight_files import require_finite
 
 ROUTER_FORMAT = "fastsam2_ros.router.v1"
 #: Weights of the standardised signals in the training-free fusion (no trained router).
@@ -95,7 +96,14 @@ def load_router(path: str | Path, token_dim: int) -> RouterMLP:
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"router {p}: its weights do not fit a router with {hidden} hidden "
                               f"units: {exc}") from exc
-    mlp.meta = dict(blob.get("meta") or {})
+    require_finite(mlp.state_dict(), p, "router weights")
+    meta = blob.get("meta") or {}
+    if not isinstance(meta, dict) or not all(
+            isinstance(k, str) and isinstance(v, (str, int, float, bool, list, type(None)))
+            for k, v in meta.items()):
+        raise CheckpointError(f"router {p}: its 'meta' entry is not a mapping of names to plain "
+                              "values (as fastsam2-train-router writes it)")
+    mlp.meta = dict(meta)
     return mlp.eval()
 
 

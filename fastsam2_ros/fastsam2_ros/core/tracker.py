@@ -128,6 +128,10 @@ class StreamingTracker:
         stages are always timed, which costs nothing)."""
         self.profile_stages = bool(profile_stages)
         self.cfg = config.validate()
+        if self.cfg.text_mode != "none":  # before the model: a wrong clip_model fails at once
+            from .clip_text import check_clip_settings
+
+            check_clip_settings(self.cfg.clip_model, self.cfg.clip_weights)
         self.model = model if model is not None else build_predictor(self.cfg)
         self.model.add_all_frames_to_correct_as_cond = True
         self.device = self.model.device

@@ -83,7 +83,7 @@ TRACKER_PARAMETER_DOCS: Dict[str, Dict[str, Any]] = {
                           "memory attention, prompt encoder, mask decoder and memory encoder (all); "
                           "the first start compiles, the kernels are cached for restarts"),
     "compile_cache_dir": dict(description="Cache of compiled kernels (empty = "
-                              "~/.cache/fastsam2_ros/inductor)"),
+                              "$TORCHINDUCTOR_CACHE_DIR if set, else ~/.cache/fastsam2_ros/inductor)"),
     "keep_ratio": dict(description="Fraction of top-level tokens kept before memory attention "
                        "(1.0 = dense SAM 2); applied live", live=True),
     "mc_passes": dict(description="Monte-Carlo dropout passes of the token-uncertainty signal (0 or 1 = off)"),

@@ -301,7 +301,7 @@ class TrackerNode(LifecycleNode):
         try:
             tracker = self._factory(cfg)
         except CheckpointError as exc:
-            self._fail(f"cannot load the SAM 2 model: {exc}")
+            self._fail(f"cannot load the weights: {exc}")
             return None
         except (InputError, FastSam2Error) as exc:
             self._fail(f"cannot build the tracker: {exc}")
