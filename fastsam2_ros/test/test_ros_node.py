@@ -204,6 +204,12 @@ def test_clicks_from_rqt_and_rviz(h):
     p.clicked.publish(pt)
     assert wait_for(lambda: node.health.counts()["prompt_errors"] == errors + 1, 20.0)
     assert "TF" in node.health.last_error and "map" in node.health.last_error
+    # a point without a frame_id may be in any frame: not projected as if in the camera's
+    pt.header.frame_id = ""
+    p.clicked.publish(pt)
+    assert wait_for(lambda: node.health.counts()["prompt_errors"] == errors + 2, 20.0)
+    assert "the point has no frame_id" in node.health.last_error
+    assert len(node._tracked_ids()) == 3
     node.set_parameters([Parameter("click_new_object", value=False)])
     for obj in node._tracked_ids():
         if obj != 1:

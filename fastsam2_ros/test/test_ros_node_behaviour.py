@@ -26,7 +26,7 @@ from ros_probe import (add_request, frame_rgb, image_reader_matched, prompt_msg,
                        running_node, wait_for)
 from scene_tracker import ABSENT, PRESENT, SceneTracker  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
-from std_srvs.srv import Trigger  # noqa: E402
+from std_srvs.srv import SetBool, Trigger  # noqa: E402
 
 from fastsam2_msgs.srv import RemoveObject  # noqa: E402
 from fastsam2_ros.image_messages import image_to_numpy, numpy_to_image, rgb_to_compressed  # noqa: E402
@@ -330,3 +330,88 @@ def test_a_worker_stuck_in_a_tracker_call_keeps_its_tracker(monkeypatch):
         gate.set()
         node.destroy_node()
         rclpy.shutdown(context=ctx)
+
+
+def test_a_prompt_right_after_reset_applies_to_the_latest_frame(h):
+    """reset dropped the worker's frame: add_object answered "no image received yet" until a new
+    frame came (never, with a paused camera or enable false)."""
+    p, node = h.probe, h.node
+    key = p.publish_frame()
+    p.wait_outputs(key, OUTPUTS)
+    assert p.call(p.reset, Trigger.Request()).success
+    assert p.call(p.enable, SetBool.Request(data=False)).success  # no new frame comes
+    try:
+        n = len(p.by_stamp("objects", key))
+        reply = p.call(p.add, add_request(obj_id=9, points=[(30, 30)]))
+        assert reply.success and reply.object_id == 9, reply.message
+        # republished with the latest frame's stamp, now with object 9
+        assert wait_for(lambda: len(p.by_stamp("objects", key)) > n, 10.0)
+        assert [o.id for o in p.by_stamp("objects", key)[-1].objects] == [9]
+    finally:
+        assert p.call(p.enable, SetBool.Request(data=True)).success
+        assert p.call(p.remove, RemoveObject.Request(object_id=9)).success
+
+
+def test_deactivate_unregisters_the_tf_listener(h, monkeypatch):
+    """Each activate made a TransformListener; deactivate only dropped the reference, and its
+    /tf and /tf_static subscriptions stayed on the node (2, 4, 6 ... after each cycle)."""
+    import sys
+    import types
+
+    made = []
+
+    class Listener:
+        def __init__(self, buffer, node):
+            self.subs = [node.create_subscription(Image, "/tf_fake", lambda m: None, 1)]
+            self.node = node
+            made.append(self)
+
+        def unregister(self):
+            for sub in self.subs:
+                self.node.destroy_subscription(sub)
+            self.subs = []
+
+    fake = types.ModuleType("tf2_ros")
+    fake.Buffer, fake.TransformListener = (lambda: object()), Listener
+    monkeypatch.setitem(sys.modules, "tf2_ros", fake)
+    p, node = h.probe, h.node
+    for _ in range(3):
+        _reactivate(p, node)
+    assert len(made) == 3 and all(not m.subs for m in made[:-1]) and made[-1].subs
+    monkeypatch.delitem(sys.modules, "tf2_ros")
+    _reactivate(p, node)  # back to no TF, as the other tests run
+    assert not made[-1].subs and node._tf_listener is None
+    assert wait_for(lambda: image_reader_matched(node, NS), 20.0)
+
+
+def test_each_cause_of_bad_input_is_logged(h, monkeypatch):
+    """One throttled log line served every cause: a second cause within 1 s went unlogged."""
+    node = h.node
+    logged = []
+
+    class Log:
+        def __getattr__(self, level):
+            return lambda message, **kw: logged.append(message) if level in ("warning", "error") else None
+
+    monkeypatch.setattr(node, "get_logger", lambda: Log())
+    node._logged_causes.clear()
+    before = node.health.counts()["bad_inputs"]
+    messages = ["click rejected: point (nan, 1) is not finite",
+                "text_prompt rejected: text prompt has 400 characters; at most 300",
+                "image rejected (raw, frame_id 'cam'): unsupported encoding 32FC1",
+                "click rejected: point (inf, 1) is not finite"]  # same cause within 1 s
+    for m in messages:
+        node._bad_input(m, prompt=m.startswith(("click", "text")))
+    assert logged == messages[:3]
+    assert node.health.counts()["bad_inputs"] - before == 1  # (prompt errors count apart)
+
+
+def test_max_text_length_applies_at_configure_everywhere(h):
+    """The node checked texts with the live parameter, the tracker with its configured value."""
+    node = h.node
+    configured = node._tracker.cfg.max_text_length
+    assert all(r.successful for r in node.set_parameters([Parameter("max_text_length", value=10)]))
+    try:
+        assert node._max_text() == configured != 10
+    finally:
+        node.set_parameters([Parameter("max_text_length", value=configured)])

@@ -117,6 +117,7 @@ class FrameWorker:
         self._publisher: Optional[threading.Thread] = None
         self._rate_waiting = False
         self._next_frame_at = 0.0
+        self._needs_image = False  # the tracker was reset after it took the current frame
         self._current: Optional[Tuple[Any, np.ndarray]] = None  # (header, rgb) prompts apply to
         self._pending: Deque[PromptRequest] = deque()
         self._texts: Dict[int, str] = dict(notes.texts) if notes else {}
@@ -267,6 +268,7 @@ class FrameWorker:
         finally:
             self._refresh_ids()
         self._current = (msg.header, rgb)
+        self._needs_image = False
         self._emit(result, msg.header, rgb, received, fresh=True, decode_ms=decode_ms)
         return outcome
 
@@ -354,7 +356,8 @@ class FrameWorker:
         req: PromptRequest = cmd.arg
         if self._current is not None:
             header, rgb = self._current
-            outcome, result = self._apply(req, rgb.shape[:2])
+            outcome, result = self._apply(req, rgb.shape[:2], image=self._image_after_reset())
+            self._needs_image = False
             if self._publish_on_prompt():
                 self._refresh_ids()
                 self._emit(result, header, rgb, time.monotonic(), fresh=False)
@@ -419,7 +422,8 @@ class FrameWorker:
                 raise InputError("no image received yet: the automatic prompt runs on the "
                                  "latest image")
         header, rgb = self._current
-        plan, result = self._auto_prompt("auto_prompt")
+        plan, result = self._auto_prompt("auto_prompt", image=self._image_after_reset())
+        self._needs_image = False
         if self._publish_on_prompt():
             self._refresh_ids()
             self._emit(result, header, rgb, time.monotonic(), fresh=False)
@@ -461,7 +465,13 @@ class FrameWorker:
         self._auto_prompted.clear()
         self._texts.clear()
         self._pending.clear()
-        self._current = None  # prompts after a reset apply to the next frame
+        # the tracker forgot its frame, the node did not: a prompt after the reset applies to the
+        # frame the user sees (the latest), handed to the tracker again with the prompt
+        self._needs_image = self._current is not None
+
+    def _image_after_reset(self) -> Optional[np.ndarray]:
+        """The current frame when the tracker was reset since it took it (None: it has it)."""
+        return self._current[1] if self._needs_image and self._current is not None else None
 
     def _cmd_keep_ratio(self, cmd: _Command) -> float:
         self.tracker.set_keep_ratio(float(cmd.arg))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -62,6 +63,14 @@ from .qos import image_qos, incompatible_qos_events, reliable, unreachable_publi
 SERVICE_TIMEOUT_S = 300.0
 #: How long a transition waits for the frame worker to finish its tracker call.
 WORKER_STOP_TIMEOUT_S = 120.0
+#: Each cause of rejected input is logged at most once in this many seconds (always counted).
+BAD_INPUT_LOG_PERIOD_S = 1.0
+
+
+def bad_input_cause(message: str) -> str:
+    """What a rejection message is about, for throttling its log: its words before the first
+    colon or parenthesis ("image rejected", "click rejected", "add_object rejected" ...)."""
+    return re.split(r"[:(]", message, maxsplit=1)[0].strip()
 
 TrackerFactory = Callable[[TrackerConfig], Any]
 
@@ -107,6 +116,7 @@ class TrackerNode(LifecycleNode):
         self._object_notes: Optional[ObjectNotes] = None  # of the kept tracker's objects
         self._outputs: Optional[OutputPublishers] = None
         self._enabled = True
+        self._logged_causes: dict = {}  # bad-input cause -> time.monotonic() of its last log
         self._camera_info: Optional[CameraInfo] = None
         self._tf_buffer = None
         self._tf_listener = None
@@ -254,7 +264,9 @@ class TrackerNode(LifecycleNode):
         subs, self._subs = self._subs, []
         for sub in subs:
             self.destroy_subscription(sub)
-        self._tf_listener = self._tf_buffer = None
+        listener, self._tf_listener, self._tf_buffer = self._tf_listener, None, None
+        if listener is not None:  # its /tf subscriptions live on this node until unregistered
+            listener.unregister()
 
     def _release_tracker(self) -> None:
         tracker, self._tracker = self._tracker, None
@@ -379,6 +391,12 @@ class TrackerNode(LifecycleNode):
 
     # =========================================================================== prompts
     def _max_text(self) -> int:
+        """The configured limit the tracker checks too (the parameter applies at configure: a
+        value set later must neither refuse early nor let through what the tracker refuses)."""
+        tracker = self._tracker
+        cfg = getattr(tracker, "cfg", None)
+        if cfg is not None:
+            return int(cfg.max_text_length)
         return int(self.get_parameter("max_text_length").value)
 
     def _active_worker(self) -> FrameWorker:
@@ -443,10 +461,14 @@ class TrackerNode(LifecycleNode):
             if info is None:
                 raise ClickNotUsable(f"no camera_info received on {self.resolve_topic_name('camera_info')}: "
                                      "cannot project /clicked_point into the image")
-            cam_frame = info.header.frame_id
+            cam_frame = info.header.frame_id.lstrip("/")
             p = (msg.point.x, msg.point.y, msg.point.z)
-            src = msg.header.frame_id
-            if src and cam_frame and src.lstrip("/") != cam_frame.lstrip("/"):
+            src = msg.header.frame_id.lstrip("/")
+            if not src or not cam_frame:  # no frame to compare: it may be any frame (e.g. map)
+                which = "the point" if not src else "camera_info"
+                raise ClickNotUsable(f"/clicked_point: {which} has no frame_id (point {src!r}, camera "
+                                     f"{cam_frame!r}): cannot tell whether it is in the camera frame")
+            if src != cam_frame:
                 p = self._transform(p, src, cam_frame)
             u, v = prompting.project_to_pixel(list(info.k), p)
             obj, new = self._click_target()
@@ -610,11 +632,18 @@ class TrackerNode(LifecycleNode):
         self._diag_pub.publish(arr)
 
     def _bad_input(self, message: str, prompt: bool = False, warn: bool = False) -> None:
+        """Counted always; logged at most once a second per cause (rclpy's throttle is per
+        calling line, and one line logs every cause: a second cause within 1 s went unlogged)."""
         self.health.on_bad_input(message, prompt=prompt)
+        cause = bad_input_cause(message)
+        now = time.monotonic()
+        if now - self._logged_causes.get(cause, float("-inf")) < BAD_INPUT_LOG_PERIOD_S:
+            return
+        self._logged_causes[cause] = now
         if warn:
-            self.get_logger().warning(message, throttle_duration_sec=1.0)
+            self.get_logger().warning(message)
         else:
-            self.get_logger().error(message, throttle_duration_sec=1.0)
+            self.get_logger().error(message)
 
     def _incompatible_qos(self, message: str) -> None:
         self.health.on_incompatible_qos(message)
