@@ -475,3 +475,30 @@ def test_frames_before_any_prompt_are_not_preprocessed(model128, video):
     for frame in frames[3:5]:
         tracker.track(frame)
     assert [id(s) for s in staged] == [id(frames[2]), id(frames[3]), id(frames[4])]
+
+
+def test_steps_and_preprocessing_caches_are_bounded_over_changing_frame_sizes():
+    """A step's signature holds the frame size: a camera whose size kept changing added a step
+    (on CUDA a captured graph with its memory), resize taps and a pass order per size, forever."""
+    from fastsam2_ros.core import preprocess
+    from fastsam2_ros.core.step_runner import MAX_STEPS, StepRunner
+
+    runner = StepRunner(torch.device("cpu"), use_graphs=False, static_buffers=True)
+    step = lambda x: {"y": x + 1}  # noqa: E731
+    for size in range(MAX_STEPS + 40):
+        out = runner.run(("step", size), step, {"x": torch.zeros(2)})
+        assert out["y"].tolist() == [1.0, 1.0]
+    assert len(runner._entries) == MAX_STEPS and runner.new_steps == MAX_STEPS + 40
+    assert ("step", MAX_STEPS + 39) in runner._entries and ("step", 0) not in runner._entries
+    runner.run(("step", 40), step, {"x": torch.zeros(2)})  # used: it becomes the newest
+    runner.run(("step", 0), step, {"x": torch.zeros(2)})  # a new one: the oldest unused goes
+    assert ("step", 40) in runner._entries and ("step", 41) not in runner._entries
+    eager = StepRunner(torch.device("cpu"), use_graphs=False)
+    for size in range(MAX_STEPS + 10):
+        eager.run(("eager", size), step, {"x": torch.zeros(2)})
+    assert len(eager._eager_keys) == MAX_STEPS
+    preprocess.pil_width_first.cache_clear()
+    for w in range(20, 20 + 3 * preprocess.SIZES_KEPT):
+        preprocess.resize_like_pil(torch.zeros((12, w, 3), dtype=torch.uint8), 16)
+    assert preprocess.pil_width_first.cache_info().currsize == preprocess.SIZES_KEPT
+    assert preprocess._device_coefficients.cache_info().currsize <= 2 * preprocess.SIZES_KEPT

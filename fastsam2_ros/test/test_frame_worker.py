@@ -115,3 +115,45 @@ def test_a_failed_publication_is_reported_and_the_next_frame_goes_out():
     assert len(rec.errors) == 1 and "frame 1" in str(rec.errors[0])
 
 
+
+
+def test_a_stream_of_prompts_neither_queues_without_bound_nor_stops_tracking():
+    """Prompts that came faster than they were applied piled up without a limit, and every
+    queued command ran before any frame: no frame was tracked while they came."""
+    from fastsam2_ros.core.errors import InputError
+    from fastsam2_ros.ros.frame_worker import COMMANDS_BEFORE_A_FRAME, MAX_QUEUED_COMMANDS, wait
+
+    tracker, rec = TimedTracker(0.0), Recorder()
+    gate = threading.Event()
+    order = []
+
+    def slow_keep_ratio(ratio):  # a command that takes its time (a text prompt's CLIP pass)
+        gate.wait(10.0)
+        order.append("command")
+
+    tracker.set_keep_ratio = slow_keep_ratio
+    track = tracker.track
+    tracker.track = lambda rgb: (order.append("frame"), track(rgb))[1]
+    worker = make_worker(tracker, rec)
+    worker.start()
+    try:
+        first = worker.submit("keep_ratio", 0.5)  # the worker is inside this one
+        assert wait_for(lambda: not worker._commands, 10.0)
+        futures = [worker.submit("keep_ratio", 0.5) for _ in range(MAX_QUEUED_COMMANDS)]
+        refused = worker.submit("keep_ratio", 0.5)
+        try:
+            wait(refused, 1.0)
+            raise AssertionError("a command beyond the queue's limit was taken")
+        except InputError as exc:
+            assert "busy" in str(exc)
+        worker.offer_frame("raw", SimpleNamespace(rgb=np.zeros((16, 16, 3), np.uint8),
+                                                  header=SimpleNamespace(frame_id="f")))
+        gate.set()
+        for f in [first] + futures:
+            wait(f, 10.0)
+        assert wait_for(lambda: "frame" in order, 10.0)
+        # the frame went after COMMANDS_BEFORE_A_FRAME commands in a row, not after all 17
+        assert order.index("frame") == COMMANDS_BEFORE_A_FRAME
+    finally:
+        gate.set()
+        worker.stop()

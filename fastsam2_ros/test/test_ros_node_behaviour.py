@@ -415,3 +415,21 @@ def test_max_text_length_applies_at_configure_everywhere(h):
         assert node._max_text() == configured != 10
     finally:
         node.set_parameters([Parameter("max_text_length", value=configured)])
+
+
+def test_lifecycle_cycles_leave_no_dead_entities_in_the_callback_groups(h):
+    """rclpy's callback groups keep a weak reference per entity created in them and never drop
+    it: every cycle added one per subscription, service and event handler (37k after 1,000)."""
+    p, node = h.probe, h.node
+    groups = (node._image_group, node._prompt_group, node._diag_group, node._auto_group,
+              node.default_callback_group)
+
+    def refs():
+        return sum(len(g.entities) for g in groups)
+
+    _reactivate(p, node)
+    before = refs()
+    for _ in range(5):
+        _reactivate(p, node)
+    assert refs() == before
+    assert wait_for(lambda: image_reader_matched(node, NS), 20.0)

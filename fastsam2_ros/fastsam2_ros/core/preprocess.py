@@ -19,7 +19,9 @@ copy of frame t+1 can start while frame t is still in flight.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections import OrderedDict
 from typing import Dict, Tuple
 
 import numpy as np
@@ -67,8 +69,9 @@ def prepare_device_constants(device: torch.device) -> None:
 
 #: PIL's fixed-point precision of 8-bit resampling (Resample.c: 32 - 8 - 2)
 _PRECISION_BITS = 22
-_COEFFS: Dict[Tuple[int, int, str], Tuple[torch.Tensor, torch.Tensor]] = {}
-_PASS_ORDER: Dict[Tuple[int, int, int], bool] = {}
+#: Frame sizes whose resize taps, pass order and pinned buffers are kept (least recently used go
+#: first): a camera whose size keeps changing must not grow them without bound.
+SIZES_KEPT = 8
 
 
 def _bicubic(x: np.ndarray) -> np.ndarray:
@@ -105,11 +108,13 @@ def pil_bicubic_coefficients(in_size: int, out_size: int) -> Tuple[np.ndarray, n
 
 def _coefficients(in_size: int, out_size: int, device: torch.device):
     """The taps of one axis on ``device``, made once per size (during the warm-up before a capture)."""
-    key = (in_size, out_size, str(device))
-    if key not in _COEFFS:
-        index, weights = pil_bicubic_coefficients(in_size, out_size)
-        _COEFFS[key] = (torch.as_tensor(index, device=device), torch.as_tensor(weights, device=device))
-    return _COEFFS[key]
+    return _device_coefficients(in_size, out_size, str(device))
+
+
+@functools.lru_cache(maxsize=2 * SIZES_KEPT)  # two axes per size
+def _device_coefficients(in_size: int, out_size: int, device: str):
+    index, weights = pil_bicubic_coefficients(in_size, out_size)
+    return torch.as_tensor(index, device=device), torch.as_tensor(weights, device=device)
 
 
 def _resample_last_axis(x: torch.Tensor, out_size: int) -> torch.Tensor:
@@ -133,23 +138,21 @@ def _two_passes(x: torch.Tensor, size: int, width_first: bool) -> torch.Tensor:
     return height(width(x)) if width_first else width(height(x))
 
 
+@functools.lru_cache(maxsize=SIZES_KEPT)
 def pil_width_first(height: int, width: int, size: int) -> bool:
     """Which pass the installed Pillow runs first for this shape (each pass rounds to uint8, so the
     order changes values). Pillow up to 12 always resamples the width first; Pillow 13 chooses per
     shape. Asked once per frame shape with a noise image of that shape, and cached."""
-    key = (height, width, size)
-    if key not in _PASS_ORDER:
-        noise = np.random.default_rng(0).integers(0, 256, (height, width), dtype=np.uint8)
-        want = torch.from_numpy(np.asarray(Image.fromarray(noise).resize((size, size))).astype(np.int32))
-        probe = torch.from_numpy(noise).to(torch.int32)[None]
-        first = torch.equal(_two_passes(probe, size, True)[0], want)
-        if not first and not torch.equal(_two_passes(probe, size, False)[0], want):
-            LOG.warning("device preprocessing: neither pass order reproduces this Pillow's resize of "
-                        "%dx%d to %d; frames of this shape differ slightly from sam2's loader "
-                        "(preprocess: pil is exact)", width, height, size)
-            first = True
-        _PASS_ORDER[key] = first
-    return _PASS_ORDER[key]
+    noise = np.random.default_rng(0).integers(0, 256, (height, width), dtype=np.uint8)
+    want = torch.from_numpy(np.asarray(Image.fromarray(noise).resize((size, size))).astype(np.int32))
+    probe = torch.from_numpy(noise).to(torch.int32)[None]
+    first = torch.equal(_two_passes(probe, size, True)[0], want)
+    if not first and not torch.equal(_two_passes(probe, size, False)[0], want):
+        LOG.warning("device preprocessing: neither pass order reproduces this Pillow's resize of "
+                    "%dx%d to %d; frames of this shape differ slightly from sam2's loader "
+                    "(preprocess: pil is exact)", width, height, size)
+        first = True
+    return first
 
 
 def resize_like_pil(frame: torch.Tensor, size: int) -> torch.Tensor:
@@ -188,7 +191,7 @@ class FrameStager:
         self.size = int(size)
         self.device = device
         self.pinned = device.type == "cuda"
-        self._buffers: Dict[Tuple[int, ...], list] = {}
+        self._buffers: "OrderedDict[Tuple[int, ...], list]" = OrderedDict()
         self._turn = 0
 
     def stage(self, image: np.ndarray) -> torch.Tensor:
@@ -196,10 +199,16 @@ class FrameStager:
                 else preprocess_pil(image, self.size))
         if not self.pinned:
             return host
-        pair = self._buffers.get(tuple(host.shape))
+        shape = tuple(host.shape)
+        pair = self._buffers.get(shape)
         if pair is None:
             pair = [[torch.empty(host.shape, dtype=host.dtype).pin_memory(), None] for _ in range(2)]
-            self._buffers[tuple(host.shape)] = pair
+            self._buffers[shape] = pair
+            while len(self._buffers) > SIZES_KEPT:  # the oldest size, once its copies are done
+                for _, event in self._buffers.popitem(last=False)[1]:
+                    if event is not None:
+                        event.synchronize()
+        self._buffers.move_to_end(shape)
         self._turn ^= 1
         slot = pair[self._turn]
         if slot[1] is not None:

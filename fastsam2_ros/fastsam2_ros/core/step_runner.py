@@ -19,14 +19,28 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Dict, Hashable, Optional, Set
+from typing import Callable, ContextManager, Dict, Hashable, Optional
 
 import torch
 
 LOG = logging.getLogger(__name__)
 
 StepFn = Callable[..., Dict[str, torch.Tensor]]
+
+#: Step signatures kept (captured graphs with their memory, eager signatures, capture failures):
+#: the least recently used go first. A signature holds the frame size, so a camera whose size
+#: keeps changing (ROI crops, mode switches) would otherwise add one captured graph per size.
+MAX_STEPS = 64
+
+
+def _remember(cache: "OrderedDict", key: Hashable, value) -> None:
+    """Put ``key`` last in an LRU OrderedDict and drop the oldest beyond MAX_STEPS."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > MAX_STEPS:
+        cache.popitem(last=False)
 
 
 @dataclass
@@ -45,10 +59,10 @@ class StepRunner:
         self.use_graphs = bool(use_graphs) and device.type == "cuda"
         self.static_buffers = static_buffers or self.use_graphs
         self.warmup_runs = int(warmup_runs)
-        self._entries: Dict[Hashable, _Captured] = {}
-        self._eager_keys: Set[Hashable] = set()  # signatures run by plain eager calls
+        self._entries: "OrderedDict[Hashable, _Captured]" = OrderedDict()
+        self._eager_keys: "OrderedDict[Hashable, None]" = OrderedDict()  # plain eager signatures
         self.new_steps = 0  # grows by one whenever a signature runs for the first time (a compile)
-        self.failures: Dict[Hashable, str] = {}
+        self.failures: "OrderedDict[Hashable, str]" = OrderedDict()
         self.capture_s = 0.0  # total time spent warming up and capturing
 
     @property
@@ -70,12 +84,14 @@ class StepRunner:
         runs would change; ``eager_fn`` (e.g. with a synchronising stage timer) replaces ``fn``
         when the step runs eagerly."""
         entry = self._entries.get(key)
-        if entry is None and self.static_buffers:
+        if entry is not None:
+            self._entries.move_to_end(key)
+        elif self.static_buffers:
             entry = self._prepare(key, fn, inputs, preserve)
         if entry is None:  # plain eager call
             if key not in self._eager_keys:
-                self._eager_keys.add(key)
                 self.new_steps += 1
+            _remember(self._eager_keys, key, None)
             return (eager_fn or fn)(**{k: v.to(self.device, non_blocking=True) for k, v in inputs.items()})
         for name, buf in entry.inputs.items():
             buf.copy_(inputs[name], non_blocking=True)
@@ -95,12 +111,12 @@ class StepRunner:
             try:
                 entry.graph, entry.outputs = self._capture(fn, static, preserve)
             except Exception as exc:  # a step that cannot be captured still runs, eagerly
-                self.failures[key] = f"{type(exc).__name__}: {exc}"
+                _remember(self.failures, key, f"{type(exc).__name__}: {exc}")
                 LOG.warning("CUDA graph capture failed for step %s (%s); it runs eagerly",
                             key, self.failures[key])
                 torch.cuda.synchronize(self.device)
             self.capture_s += time.perf_counter() - t0
-        self._entries[key] = entry
+        _remember(self._entries, key, entry)
         return entry
 
     def _capture(self, fn, static, preserve):

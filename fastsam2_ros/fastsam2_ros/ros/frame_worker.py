@@ -41,6 +41,12 @@ from .prompting import PromptRequest
 
 #: Prompts that may wait for the first frame (topic prompts before any image arrived).
 MAX_PENDING_PROMPTS = 16
+#: Commands (prompts, removals, resets ...) that may wait for the worker; more are refused, so a
+#: planner that prompts faster than prompts are applied cannot queue without bound.
+MAX_QUEUED_COMMANDS = 16
+#: Commands run before a waiting frame; after this many in a row a frame that is due goes first,
+#: so a stream of prompts cannot stop tracking.
+COMMANDS_BEFORE_A_FRAME = 4
 #: Tracked frames that may wait for the publisher while it publishes another one.
 PUBLISH_BACKLOG = 1
 
@@ -110,6 +116,7 @@ class FrameWorker:
         self._cv = threading.Condition()
         self._slot: Optional[Tuple[str, Any, float]] = None
         self._commands: Deque[_Command] = deque()
+        self._commands_in_a_row = 0  # commands run since the last frame
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._to_publish: Deque[Optional[TrackedFrame]] = deque()  # None: the publisher stops
@@ -190,6 +197,11 @@ class FrameWorker:
             cmd.future.set_exception(InputError("the tracker is not active; activate it first"))
             return cmd.future
         with self._cv:
+            if len(self._commands) >= MAX_QUEUED_COMMANDS:
+                cmd.future.set_exception(InputError(
+                    f"the tracker is busy: {len(self._commands)} commands wait already (prompts "
+                    "come faster than they are applied)"))
+                return cmd.future
             self._commands.append(cmd)
             self._cv.notify_all()
         return cmd.future
@@ -212,12 +224,16 @@ class FrameWorker:
         """Block until a command, a frame the rate allows, or stop (then (None, None))."""
         with self._cv:
             while not self._stop.is_set():
-                if self._commands:
+                frame_due = self._slot is not None and self._next_frame_at <= time.monotonic()
+                if self._commands and not (frame_due and
+                                           self._commands_in_a_row >= COMMANDS_BEFORE_A_FRAME):
                     self._rate_waiting = False
+                    self._commands_in_a_row += 1
                     return self._commands.popleft(), None
                 if self._slot is not None:
                     wait = self._next_frame_at - time.monotonic()
                     if wait <= 0:
+                        self._commands_in_a_row = 0
                         item, self._slot = self._slot, None
                         self._rate_waiting = False
                         rate = float(self._max_rate_hz() or 0.0)
@@ -487,4 +503,5 @@ def wait(future: Future, timeout: float) -> Any:
 
 
 __all__ = ["FrameWorker", "TrackedFrame", "PromptOutcome", "MAX_PENDING_PROMPTS",
+           "MAX_QUEUED_COMMANDS", "COMMANDS_BEFORE_A_FRAME",
            "PUBLISH_BACKLOG", "wait"]

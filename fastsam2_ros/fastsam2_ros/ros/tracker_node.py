@@ -148,6 +148,7 @@ class TrackerNode(LifecycleNode):
         if cfg is None:
             self.health.state = "unconfigured"
             return TransitionCallbackReturn.FAILURE
+        self._forget_destroyed_entities()
         self._outputs = OutputPublishers(self, int(self._settings["output_qos_depth"]),
                                          self.health, lambda: self._settings)
         g = self._prompt_group
@@ -339,7 +340,17 @@ class TrackerNode(LifecycleNode):
         """The camera input among the subscriptions (raw or compressed, per image_transport)."""
         return [sub for sub in self._subs if sub.msg_type in (Image, CompressedImage)]
 
+    def _forget_destroyed_entities(self) -> None:
+        """rclpy's callback groups keep a weak reference to every entity ever created in them
+        and never drop it: each lifecycle cycle added one per subscription and service."""
+        for group in (self._image_group, self._prompt_group, self._diag_group, self._auto_group,
+                      self.default_callback_group):
+            refs = getattr(group, "entities", None)
+            if isinstance(refs, set):  # rebound, not changed in place: other threads may read it
+                group.entities = {ref for ref in refs if ref() is not None}
+
     def _create_subscriptions(self) -> None:
+        self._forget_destroyed_entities()
         s = self._settings
         img_qos = image_qos(s["image_reliability"], s["image_depth"])
         # image_transport's rule: the compressed topic hangs below the *resolved* image topic, so
