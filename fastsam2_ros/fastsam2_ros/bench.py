@@ -94,18 +94,30 @@ class ModuleStageTimer:
 
 
 def source_commit() -> Optional[str]:
-    """The git commit of this checkout (``FASTSAM2_COMMIT`` where the copy has no .git, as on a
-    lent GPU machine); None when unknown."""
+    """The git commit of the checkout this module runs from, ``-dirty`` with uncommitted changes
+    (``FASTSAM2_COMMIT`` where the copy has no .git, as on a lent GPU machine); None when unknown,
+    also when the module is installed inside another repository (a workspace under git)."""
     import subprocess
 
     if os.environ.get("FASTSAM2_COMMIT"):
         return os.environ["FASTSAM2_COMMIT"]
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
+    here = Path(__file__).resolve()
+
+    def git(*args: str) -> Optional[str]:
+        try:
+            out = subprocess.run(["git", *args], cwd=here.parent, capture_output=True, text=True,
+                                 timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if not top or here != (Path(top) / "fastsam2_ros" / "fastsam2_ros" / here.name).resolve():
+        return None  # not this project's checkout
+    commit = git("rev-parse", "HEAD")
+    if not commit:
         return None
-    return (out.stdout.strip() or None) if out.returncode == 0 else None
+    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def package_versions() -> Dict[str, Optional[str]]:

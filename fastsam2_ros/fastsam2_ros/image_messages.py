@@ -224,6 +224,12 @@ def mask_from_image(msg: Any, shape: Optional[Tuple[int, int]] = None) -> np.nda
     return arr
 
 
+def compressed_topic(resolved: str) -> str:
+    """image_transport's name of the compressed stream of a (resolved) image topic: it hangs below
+    the resolved name, so it follows a remap of the base name."""
+    return resolved.rstrip("/") + "/compressed"
+
+
 def compressed_payload_is_rgb(fmt: str) -> bool:
     """compressed_image_transport's rule: the payload holds RGB channel order when the format names
     a colour original (``"rgb8; jpeg compressed rgb8"``) that was not compressed as BGR."""
@@ -334,5 +340,5 @@ def _byte_view(data: Any) -> np.ndarray:
 __all__ = [
     "ENCODINGS", "RGB_CONVERSIONS", "MAX_PIXELS", "encoding_info", "check_image",
     "image_to_numpy", "image_to_rgb", "to_rgb8", "numpy_to_image", "empty_image", "mask_from_image",
-    "compressed_payload_is_rgb", "compressed_to_rgb", "rgb_to_compressed",
+    "compressed_topic", "compressed_payload_is_rgb", "compressed_to_rgb", "rgb_to_compressed",
 ]

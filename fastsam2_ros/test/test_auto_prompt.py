@@ -620,6 +620,11 @@ def test_missing_caption_model_is_a_clear_error_and_nothing_starts(rpn_weights, 
     with pytest.raises(CheckpointError, match="caption model directory not found"):
         tracker.auto_prompt(1, image=frames[0])
     assert tracker.object_ids == []
+    # with an object tracked, the new frame used to be tracked first and then lost with the error
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    with pytest.raises(CheckpointError, match="caption model directory not found"):
+        tracker.auto_prompt(2, image=frames[1])
+    assert tracker.frame_index == 0 and tracker.object_ids == [1]
 
 
 @pytest.mark.parametrize("field,value", [

@@ -220,12 +220,12 @@ def test_a_wrong_clip_setting_fails_when_the_tracker_is_built(tmp_path):
     from fastsam2_ros.core.tracker import StreamingTracker
 
     base = dict(model_cfg="tiny", image_size=64, device="cpu", allow_random_weights=True)
-    with pytest.raises(InputError, match="unknown open_clip model 'ViT-X-99'"):
-        StreamingTracker(TrackerConfig(**base, clip_model="ViT-X-99"))
-    with pytest.raises(CheckpointError, match="CLIP weights file not found"):
-        StreamingTracker(TrackerConfig(**base, clip_weights=str(tmp_path / "none.bin")))
     page = tmp_path / "clip.bin"
     page.write_text("<html>moved</html>")
+    with pytest.raises(InputError, match="unknown open_clip model 'ViT-X-99'"):
+        StreamingTracker(TrackerConfig(**base, clip_model="ViT-X-99", clip_weights=str(page)))
+    with pytest.raises(CheckpointError, match="CLIP weights file not found"):
+        StreamingTracker(TrackerConfig(**base, clip_weights=str(tmp_path / "none.bin")))
     from fastsam2_ros.core.clip_text import ClipTextEncoder
 
     with pytest.raises(CheckpointError, match="is a text file"):

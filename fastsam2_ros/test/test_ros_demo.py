@@ -134,8 +134,8 @@ def test_demo_auto_starts_by_itself_and_names_the_object_on_every_frame(frames_d
     env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), OMP_NUM_THREADS="2")
     cmd = [sys.executable, "-m", "fastsam2_ros.ros.demo", "--input", str(frames_dir), "--auto",
            *caption, "--random-weights", "--image-size", "64", "--device", "cpu", "--model-cfg",
-           "tiny", "--params-file", str(write()), "--output", str(out), "--max-frames", "3",
-           "--no-video"]
+           "tiny", "--params-file", str(write(image_transport="compressed")), "--output", str(out),
+           "--max-frames", "3", "--no-video"]  # (a robot's params file: the feeder sends raw images)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     said = f'"{phrase}"' if phrase else "without a phrase"

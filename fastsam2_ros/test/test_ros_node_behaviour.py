@@ -236,6 +236,7 @@ def test_image_transport_compressed_tracks_each_camera_frame_once(h):
     _reactivate(p, node, image_transport="compressed")
     try:
         assert [s.topic_name for s in node._image_subscriptions()] == [f"{NS}/image/compressed"]
+        assert node.health.input_topic == f"{NS}/image/compressed"  # what /diagnostics names
         assert wait_for(lambda: p.compressed.get_subscription_count() > 0, 10.0)
         assert wait_for(lambda: p.image.get_subscription_count() == 0, 10.0)
         # until the best-effort reader has matched the probe, a frame may be lost
@@ -312,7 +313,7 @@ def test_a_worker_stuck_in_a_tracker_call_keeps_its_tracker(monkeypatch):
         built.append(StuckTracker(cfg))
         return built[-1]
 
-    monkeypatch.setattr(tracker_node, "WORKER_STOP_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(tracker_node.frame_worker, "STOP_TIMEOUT_S", 0.5)
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=DOMAIN_ID)
     node = tracker_node.TrackerNode(context=ctx, namespace="/stuck", tracker_factory=factory,

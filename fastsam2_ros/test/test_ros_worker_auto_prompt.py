@@ -75,7 +75,7 @@ class Msg:
 def worker():
     tracker = RecordingTracker()
     announced, published, errors = [], [], []
-    w = FrameWorker(tracker, decode=lambda kind, msg: np.zeros((4, 4, 3), np.uint8),
+    w = FrameWorker(tracker, decode=lambda kind, msg: np.zeros((16, 16, 3), np.uint8),
                     publish=published.append, health=type("Health", (), {
                         "on_received": lambda *a, **k: None})(),
                     logger=type("Log", (), {"info": lambda self, m: None})(),
@@ -155,3 +155,55 @@ def test_on_start_waits_for_a_frame_the_tracker_takes(worker):
     w.offer_frame("raw", Msg())
     assert wait_for(lambda: published)
     assert tracker.calls[-1] == "auto_prompt 1 on a new frame" and [p.obj_id for p in announced] == [1]
+
+
+def test_a_service_request_on_a_refused_first_frame_leaves_the_automatic_start(worker):
+    """The service took the waiting frame as its own; when the tracker refused it, the automatic
+    start was spent all the same and the first usable frame was only tracked."""
+    from fastsam2_ros.core.errors import InputError
+
+    w, tracker, announced, published, errors = worker
+    good_track = tracker.track
+
+    def refuse(*a, **k):
+        tracker.calls.append("refused")
+        raise InputError("image is too small: 4x4 (min 8x8)")
+
+    hold_worker(w, tracker)
+    tracker.track = refuse
+    w.offer_frame("raw", Msg())  # a frame the tracker refuses waits
+    future = w.submit("auto_prompt")  # the service comes while it waits
+    tracker.hold.set()
+    with pytest.raises(InputError, match="no image received yet"):
+        wait(future, 10.0)
+    tracker.track = good_track
+    w.offer_frame("raw", Msg())
+    assert wait_for(lambda: published)
+    assert tracker.calls[-1] == "auto_prompt 1 on a new frame", tracker.calls
+
+
+def test_a_prompt_after_reset_that_fails_once_the_frame_was_taken_does_not_feed_it_again(worker):
+    """add_prompt(image=) tracks the frame before it can fail (a text prompt without CLIP
+    weights): the next prompt handed the same frame over again, tracking it twice."""
+    from fastsam2_ros.core.errors import CheckpointError
+
+    w, tracker, announced, published, errors = worker
+    w._auto_start_pending = False
+    w.offer_frame("raw", Msg())
+    assert wait_for(lambda: published)
+    tracker.reset = lambda: (tracker.calls.append("reset"), tracker.objects.clear())
+    wait(w.submit("reset"), 10.0)
+    good = tracker.add_prompt
+
+    def takes_frame_then_fails(obj_id, image=None, **kw):
+        if image is not None:
+            tracker.track(image)
+        raise CheckpointError("CLIP weights file not found")
+
+    tracker.add_prompt = takes_frame_then_fails
+    before = tracker.frame_index
+    with pytest.raises(CheckpointError):
+        wait(w.submit("prompt", PromptRequest(obj_id=1, new_object=True, text="cup")), 10.0)
+    tracker.add_prompt = good
+    wait(w.submit("prompt", PromptRequest(obj_id=1, new_object=True, points=[[1, 1]], labels=[1])), 10.0)
+    assert tracker.frame_index == before + 1, f"one frame tracked {tracker.frame_index - before} times"

@@ -55,7 +55,7 @@ def test_bench_runs_all_modes_on_the_same_frames(tmp_path, capsys):
     # the settings that shape the numbers are in the file
     assert report["mc_passes"] == 2 and report["cuda_graphs"] is True and report["repeats"] == 1
     assert report["versions"]["torch"] == torch.__version__ and "Pillow" in report["versions"]
-    assert report["commit"] is None or len(report["commit"]) == 40
+    assert report["commit"] is None or len(report["commit"].removesuffix("-dirty")) == 40
 
 
 def test_bench_repeats_interleaved_rounds_and_reports_medians_and_per_round_ratios(tmp_path, capsys):
@@ -420,10 +420,11 @@ def test_node_bench_checks_its_numbers_first(capsys):
     from fastsam2_ros.ros import node_bench
 
     for bad, flag in ((["--objects", "0"], "--objects"), (["--object-area", "-1"], "--object-area"),
-                      (["--gap-ms", "-5"], "--gap-ms"), (["--rate", "nan"], "--rate")):
+                      (["--gap-ms", "-5"], "--gap-ms"), (["--rate", "nan"], "--rate"),
+                      # the core's rules: the node refused 100 at configure while the probe waited
+                      (["--image-size", "100"], "--image-size"), (["--keep-ratio", "1.5"], "--keep-ratio")):
         assert node_bench.main(bad) == 2, bad
-        assert f"{flag} must be" in capsys.readouterr().err
-    assert node_bench.main(["--keep-ratio", "1.5"]) == 2
+        assert f"{flag} must be in" in capsys.readouterr().err
     node_bench.check_numeric_options(node_bench.parse_args([]))  # the defaults pass
 
 
@@ -439,3 +440,18 @@ def test_an_eager_step_on_cuda_is_not_synchronised_per_stage_unless_profiling():
     profiler = StreamingTracker(cfg, model=model, profile_stages=True)
     profiler.device = torch.device("cuda")
     assert profiler._step_timer(eager=True).cuda
+
+
+def test_bench_records_no_commit_of_another_repository(tmp_path, monkeypatch):
+    """Installed inside another git repository (a workspace under git), the JSON recorded that
+    repository's commit as ours."""
+    other = tmp_path / "workspace"
+    (other / "install").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(other)], check=True)
+    subprocess.run(["git", "-C", str(other), "-c", "user.email=a@b.c", "-c", "user.name=x",
+                    "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    monkeypatch.delenv("FASTSAM2_COMMIT", raising=False)
+    monkeypatch.setattr(bench, "__file__", str(other / "install" / "bench.py"))
+    assert bench.source_commit() is None
+    monkeypatch.setenv("FASTSAM2_COMMIT", "abc123")
+    assert bench.source_commit() == "abc123"

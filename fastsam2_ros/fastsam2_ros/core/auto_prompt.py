@@ -40,7 +40,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .config import PROPOSAL_SOURCES  # noqa: F401  (re-exported: the sources of proposals)
-from .errors import AutoPromptFailed, CheckpointError, InputError
+from .errors import AutoPromptFailed, CheckpointError, FastSam2Error, InputError
 from .prompts import MIN_IMAGE_SIDE, representative_click, shorten_text, validate_image
 from .stats import StageTimer
 
@@ -743,6 +743,12 @@ class AutoPrompter:
             self._refiner = get_refiner(self.cfg.auto_refiner_model or None, self.device)
         return self._refiner
 
+    def load_stages(self) -> None:
+        """Build every configured stage now (weights read; CheckpointError for a missing one)."""
+        self.proposer()
+        if self.captioner() is not None:
+            self.refiner()
+
     def describe(self, crop: np.ndarray, timer: StageTimer) -> Tuple[Optional[str], Optional[str], List[str], List[str]]:
         """(caption, phrase, keyphrases, notes) of a region crop; (None, None, [], [note]) without
         a caption model. A caption model that fails or says nothing gives a phrase-free start."""
@@ -822,6 +828,7 @@ class AutoPrompter:
             raise InputError(f"already tracking {len(tracker.object_ids)} objects (max_objects)")
         first = None
         if image is not None and tracker.object_ids:
+            self.load_stages()  # a missing model fails before the frame is tracked
             first = tracker.track(image)
             taken, current, image = first.masks, image, None
         frame = image if image is not None else current
@@ -834,7 +841,7 @@ class AutoPrompter:
                                   "phrase is reported but not used as the router's prior")
             result = tracker.add_prompt(obj_id, points=[list(plan.click)], labels=[1],
                                         text=plan.phrase if plan.text_used else None, image=image)
-        except InputError as exc:
+        except FastSam2Error as exc:
             if first is None:
                 raise
             # the new frame was tracked for the other objects: hand its result to the caller

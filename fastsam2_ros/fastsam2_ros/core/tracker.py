@@ -128,8 +128,8 @@ class StreamingTracker:
         stages are always timed, which costs nothing)."""
         self.profile_stages = bool(profile_stages)
         self.cfg = config.validate()
-        if self.cfg.text_mode != "none":  # before the model: a wrong clip_model fails at once
-            from .clip_text import check_clip_settings
+        if self.cfg.text_mode != "none" and self.cfg.clip_weights:  # text prompts are possible:
+            from .clip_text import check_clip_settings  # a wrong clip_* fails now, not at each one
 
             check_clip_settings(self.cfg.clip_model, self.cfg.clip_weights)
         self.model = model if model is not None else build_predictor(self.cfg)

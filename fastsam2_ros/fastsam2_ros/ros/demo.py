@@ -347,7 +347,8 @@ def _run(args) -> int:
 
 def _parameter_overrides(args) -> dict:
     """Node parameters from the command line."""
-    overrides = {"publish_overlay": True, "auto_start": False}
+    # the demo's feeder publishes raw images (a robot's params file may choose compressed)
+    overrides = {"publish_overlay": True, "auto_start": False, "image_transport": "raw"}
     if args.auto:
         overrides["auto_prompt_on_start"] = True
     if args.random_weights:

@@ -24,6 +24,7 @@ of every automatic start (the node publishes its phrase).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -35,7 +36,7 @@ from typing import Any, Callable, Deque, Dict, Optional, Set, Tuple
 import numpy as np
 
 from ..core.errors import FastSam2Error, InputError
-from ..core.prompts import next_free_id
+from ..core.prompts import next_free_id, validate_image
 from .messages import auto_prompt_summary
 from .prompting import PromptRequest
 
@@ -49,6 +50,8 @@ MAX_QUEUED_COMMANDS = 16
 COMMANDS_BEFORE_A_FRAME = 4
 #: Tracked frames that may wait for the publisher while it publishes another one.
 PUBLISH_BACKLOG = 1
+#: How long stop() waits for the tracker call in progress (a lifecycle transition waits this long).
+STOP_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -148,10 +151,11 @@ class FrameWorker:
         self._thread = threading.Thread(target=self._loop, name="fastsam2_worker", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 120.0) -> bool:
+    def stop(self, timeout: Optional[float] = None) -> bool:
         """Stop taking frames and commands, wait for the frame in progress and the publication
         of what was tracked, fail what is queued. Nothing is published after this returns.
         False when the tracking thread did not end within ``timeout`` (a tracker call hung)."""
+        timeout = STOP_TIMEOUT_S if timeout is None else timeout
         self._stop.set()
         with self._cv:
             self._slot = None
@@ -372,8 +376,8 @@ class FrameWorker:
         req: PromptRequest = cmd.arg
         if self._current is not None:
             header, rgb = self._current
-            outcome, result = self._apply(req, rgb.shape[:2], image=self._image_after_reset())
-            self._needs_image = False
+            with self._feeding_after_reset():
+                outcome, result = self._apply(req, rgb.shape[:2], image=self._image_after_reset())
             if self._publish_on_prompt():
                 self._refresh_ids()
                 self._emit(result, header, rgb, time.monotonic(), fresh=False)
@@ -432,14 +436,16 @@ class FrameWorker:
         if self._current is None:
             item = self._take_waiting_frame()
             if item is not None:
-                self._auto_start_pending = False  # this request is the frame's automatic prompt
-                self._process_frame(item)
+                armed, self._auto_start_pending = self._auto_start_pending, False  # this request
+                self._process_frame(item)  # is the frame's automatic prompt
+                if self._current is None:  # the frame was refused: the start waits for a usable one
+                    self._auto_start_pending = armed
             if self._current is None:
                 raise InputError("no image received yet: the automatic prompt runs on the "
                                  "latest image")
         header, rgb = self._current
-        plan, result = self._auto_prompt("auto_prompt", image=self._image_after_reset())
-        self._needs_image = False
+        with self._feeding_after_reset():
+            plan, result = self._auto_prompt("auto_prompt", image=self._image_after_reset())
         if self._publish_on_prompt():
             self._refresh_ids()
             self._emit(result, header, rgb, time.monotonic(), fresh=False)
@@ -448,6 +454,7 @@ class FrameWorker:
     def _auto_start(self, rgb: np.ndarray):
         """``auto_prompt_on_start``: the first frame starts an object instead of only being
         tracked. A failure is logged and counted, and the frame is tracked: the node goes on."""
+        validate_image(rgb)  # a frame the tracker refuses is no try (counted once, by the caller)
         try:
             return self._auto_prompt("auto_prompt_on_start", image=rgb)[1]
         except FastSam2Error as exc:
@@ -488,6 +495,18 @@ class FrameWorker:
     def _image_after_reset(self) -> Optional[np.ndarray]:
         """The current frame when the tracker was reset since it took it (None: it has it)."""
         return self._current[1] if self._needs_image and self._current is not None else None
+
+    @contextlib.contextmanager
+    def _feeding_after_reset(self):
+        """Around a prompt that may hand the frame over again: once the tracker has taken it (the
+        prompt succeeded, or failed after the tracker took the frame) it is not handed over twice."""
+        before = self.tracker.frame_index
+        try:
+            yield
+            self._needs_image = False
+        finally:
+            if self.tracker.frame_index != before:
+                self._needs_image = False
 
     def _cmd_keep_ratio(self, cmd: _Command) -> float:
         self.tracker.set_keep_ratio(float(cmd.arg))

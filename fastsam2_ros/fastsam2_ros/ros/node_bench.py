@@ -51,6 +51,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..core.config import PARAMETER_RANGES, Range
 from ..core.errors import InputError
 from ..core.prompts import validate_image
 from ..core.stats import BitMasks, FrameResult, FrameStats
@@ -479,23 +480,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-#: option -> (lowest allowed, whether the lowest itself is allowed): checked before any process starts
-NUMERIC_LIMITS = {"cost_ms": (0.0, True), "objects": (1, True), "object_area": (0.0, False),
-                  "image_size": (64, True), "keep_ratio": (0.0, False), "frames": (1, True),
-                  "warmup": (0, True), "gap_ms": (0.0, True), "rate": (0.0, True),
-                  "rate_seconds": (0.0, False)}
+#: The bench's own options -> their range (the tracker's image_size and keep_ratio are checked
+#: with the core's table): checked before any process starts
+NUMERIC_LIMITS = {"cost_ms": Range(0.0, 1e6), "objects": PARAMETER_RANGES["max_objects"],
+                  "object_area": Range(0.0, 1.0, low_open=True), "frames": Range(1, 10 ** 6),
+                  "warmup": Range(0, 10 ** 6), "gap_ms": Range(0.0, 1e6), "rate": Range(0.0, 1e4),
+                  "rate_seconds": Range(0.0, 1e6, low_open=True)}
 
 
 def check_numeric_options(args: argparse.Namespace) -> None:
     """ValueError naming the first option out of range (a bad one used to make the stand-in fail
-    on every frame while the probe waited 10 s for each, or end in a traceback)."""
-    for name, (low, inclusive) in NUMERIC_LIMITS.items():
+    on every frame while the probe waited 10 s for each, or the node refuse its configuration
+    while the probe waited for it, or end in a traceback)."""
+    limits = {**NUMERIC_LIMITS, "image_size": PARAMETER_RANGES["image_size"],
+              "keep_ratio": PARAMETER_RANGES["keep_ratio"]}
+    for name, rng in limits.items():
         value = getattr(args, name)
-        if not math.isfinite(value) or value < low or (value == low and not inclusive):
-            flag = "--" + name.replace("_", "-")
-            raise ValueError(f"{flag} must be {'>=' if inclusive else '>'} {low:g}, got {value!r}")
-    if args.object_area > 1.0 or args.keep_ratio > 1.0:
-        raise ValueError("--object-area and --keep-ratio are fractions: at most 1")
+        if not math.isfinite(value) or not rng.contains(value):
+            raise ValueError(f"--{name.replace('_', '-')} must be in {rng.describe()}, got {value!r}")
 
 
 def _parse_size(text: str) -> Tuple[int, int]:

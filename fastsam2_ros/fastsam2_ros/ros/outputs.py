@@ -16,7 +16,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from fastsam2_msgs.msg import TrackedObjectArray, TrackerStats
 
-from ..image_messages import empty_image, rgb_to_compressed
+from ..image_messages import compressed_topic, empty_image, rgb_to_compressed
 from .frame_worker import TrackedFrame
 from .messages import (FrameContext, detections_to_msg, stats_to_msg, tracked_objects_to_msg,
                        vision_msgs_available)
@@ -46,9 +46,8 @@ class OutputPublishers:
             "stats": node.create_lifecycle_publisher(TrackerStats, "stats", qos),
             "description": node.create_lifecycle_publisher(String, "description", latched()),
         }
-        # below the resolved overlay topic, as image_transport names it, so it follows a remap
         self._pubs["overlay_compressed"] = node.create_lifecycle_publisher(
-            CompressedImage, node.resolve_topic_name("overlay") + "/compressed", qos)
+            CompressedImage, compressed_topic(node.resolve_topic_name("overlay")), qos)
         if vision_msgs_available():
             from vision_msgs.msg import Detection2DArray
 

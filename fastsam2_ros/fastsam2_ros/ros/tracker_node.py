@@ -47,8 +47,8 @@ from fastsam2_msgs.srv import AddObject, RemoveObject
 from ..core.config import DEFAULT_NODE_NAME, TrackerConfig
 from ..core.errors import CheckpointError, FastSam2Error, InputError
 from ..core.prompts import validate_object_id, validate_text
-from ..image_messages import compressed_to_rgb, image_to_rgb
-from . import prompting
+from ..image_messages import compressed_to_rgb, compressed_topic, image_to_rgb
+from . import frame_worker, prompting
 from .diagnostics import NodeHealth, to_status
 from .frame_worker import FrameWorker, ObjectNotes, TrackedFrame, wait
 from .messages import auto_prompt_summary
@@ -61,8 +61,6 @@ from .qos import image_qos, incompatible_qos_events, reliable, unreachable_publi
 
 #: How long a service waits for the worker (one inference, or a text prompt's CLIP pass).
 SERVICE_TIMEOUT_S = 300.0
-#: How long a transition waits for the frame worker to finish its tracker call.
-WORKER_STOP_TIMEOUT_S = 120.0
 #: Each cause of rejected input is logged at most once in this many seconds (always counted).
 BAD_INPUT_LOG_PERIOD_S = 1.0
 
@@ -245,7 +243,7 @@ class TrackerNode(LifecycleNode):
     def _stop_worker(self) -> None:
         worker, self._worker = self._worker, None
         if worker is not None:
-            ended = worker.stop(timeout=WORKER_STOP_TIMEOUT_S)
+            ended = worker.stop()
             # for the next worker, if the model stays (a worker still running may change them)
             self._object_notes = worker.notes() if ended else None
             if not ended:
@@ -258,8 +256,9 @@ class TrackerNode(LifecycleNode):
         tracker, self._tracker = self._tracker, None
         if tracker is not None:
             self.get_logger().error(
-                f"the frame worker did not finish its tracker call within {WORKER_STOP_TIMEOUT_S:g} s; "
-                "that tracker is left to it (its objects are lost) and a new one is loaded on activate")
+                f"the frame worker did not finish its tracker call within "
+                f"{frame_worker.STOP_TIMEOUT_S:g} s; that tracker is left to it (its objects are lost) "
+                "and a new one is loaded on activate")
 
     def _destroy_subscriptions(self) -> None:
         subs, self._subs = self._subs, []
@@ -353,12 +352,11 @@ class TrackerNode(LifecycleNode):
         self._forget_destroyed_entities()
         s = self._settings
         img_qos = image_qos(s["image_reliability"], s["image_depth"])
-        # image_transport's rule: the compressed topic hangs below the *resolved* image topic, so
-        # it follows a remap of `image` (a remap rule matches the name `image` only)
         topic = self.resolve_topic_name("image")
         msg_type, callback = Image, self._on_image
-        if s["image_transport"] == "compressed":
-            topic, msg_type, callback = topic + "/compressed", CompressedImage, self._on_compressed
+        if s["image_transport"] == "compressed":  # (a remap rule matches the name `image` only)
+            topic, msg_type, callback = compressed_topic(topic), CompressedImage, self._on_compressed
+        self.health.input_topic = topic  # what /diagnostics names
         events = incompatible_qos_events(topic, s["image_reliability"], self._incompatible_qos)
         subs = [self.create_subscription(msg_type, topic, callback, img_qos,
                                          callback_group=self._image_group, event_callbacks=events)]
