@@ -36,7 +36,8 @@ from .core.errors import InputError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
-BAG_EXTENSIONS = (".db3", ".mcap", ".bag")
+ROSBAG2_STORAGE_EXTENSIONS = (".db3", ".mcap")
+BAG_EXTENSIONS = ROSBAG2_STORAGE_EXTENSIONS + (".bag",)
 IMAGE_MSGTYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
 PathLike = Union[str, Path]
@@ -186,6 +187,9 @@ class ImageFolderSource(FrameSource):
         super().__init__(Path(path), max_frames)
         files = list_images(self.path)
         if not files:
+            hint = _missing_metadata_hint(self.path)
+            if hint:  # a killed recording, not an image folder
+                raise FrameSourceError(f"{self.path} is a rosbag2 folder without metadata.yaml{hint}")
             raise FrameSourceError(
                 f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder {self.path}")
         self.files = files[: self._limit(len(files))]
@@ -263,7 +267,7 @@ def _bag_root(path: Path) -> Path:
             raise FrameSourceError(f"{path} is a folder without metadata.yaml, not a rosbag2"
                                    f"{_missing_metadata_hint(path)}")
         return path
-    if path.suffix.lower() in (".db3", ".mcap") and (path.parent / "metadata.yaml").is_file():
+    if path.suffix.lower() in ROSBAG2_STORAGE_EXTENSIONS and (path.parent / "metadata.yaml").is_file():
         return path.parent  # storage file of a rosbag2 folder: open the folder (metadata, splits)
     return path
 
@@ -347,7 +351,8 @@ class RosbagSource(FrameSource):
 
 def _storage_files(folder: Path) -> List[Path]:
     """The rosbag2 storage files (.db3, .mcap) of a folder."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".db3", ".mcap"))
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in ROSBAG2_STORAGE_EXTENSIONS)
 
 
 def _missing_metadata_hint(folder: Path) -> str:
@@ -380,9 +385,6 @@ def open_frames(path: PathLike, topic: Optional[str] = None,
     if topic is not None:
         raise FrameSourceError(f"topic {topic!r} given but {p} is not a rosbag")
     if p.is_dir():
-        if not list_images(p) and _storage_files(p):
-            raise FrameSourceError(f"{p} is a rosbag2 folder without metadata.yaml"
-                                   f"{_missing_metadata_hint(p)}")
         return ImageFolderSource(p, max_frames=max_frames)
     suffix = p.suffix.lower()
     if suffix in IMAGE_EXTENSIONS:
