@@ -179,14 +179,14 @@ def running_node(domain_id, ns, params, tracker_factory=None):
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from fastsam2_ros.ros.tracker_node import TrackerNode, spin_until_stopped
+    from fastsam2_ros.ros.tracker_node import EXECUTOR_THREADS, TrackerNode, spin_until_stopped
 
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain_id)
     node = TrackerNode(context=ctx, namespace=ns, tracker_factory=tracker_factory,
                        parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
     probe = Probe(ctx, ns)
-    ex = MultiThreadedExecutor(num_threads=4, context=ctx)
+    ex = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS, context=ctx)
     ex.add_node(node)
     ex.add_node(probe)
     stop = threading.Event()  # spun as main() spins it: a failing callback does not end spinning

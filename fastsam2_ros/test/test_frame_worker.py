@@ -58,7 +58,7 @@ def make_worker(tracker, rec):
     return FrameWorker(tracker, decode=lambda kind, msg: msg.rgb, publish=rec.publish,
                        health=rec, logger=log, bad_input=lambda *a, **k: None,
                        worker_error=rec.errors.append, max_rate_hz=lambda: 0.0,
-                       publish_on_prompt=lambda: True)
+                       keep_ratio=lambda: tracker.keep_ratio, publish_on_prompt=lambda: True)
 
 
 def feed(worker, tracker, n):
@@ -127,20 +127,20 @@ def test_a_stream_of_prompts_neither_queues_without_bound_nor_stops_tracking():
     gate = threading.Event()
     order = []
 
-    def slow_keep_ratio(ratio):  # a command that takes its time (a text prompt's CLIP pass)
+    def slow_reset():  # a command that takes its time (a text prompt's CLIP pass)
         gate.wait(10.0)
         order.append("command")
 
-    tracker.set_keep_ratio = slow_keep_ratio
+    tracker.reset = slow_reset
     track = tracker.track
     tracker.track = lambda rgb: (order.append("frame"), track(rgb))[1]
     worker = make_worker(tracker, rec)
     worker.start()
     try:
-        first = worker.submit("keep_ratio", 0.5)  # the worker is inside this one
+        first = worker.submit("reset")  # the worker is inside this one
         assert wait_for(lambda: not worker._commands, 10.0)
-        futures = [worker.submit("keep_ratio", 0.5) for _ in range(MAX_QUEUED_COMMANDS)]
-        refused = worker.submit("keep_ratio", 0.5)
+        futures = [worker.submit("reset") for _ in range(MAX_QUEUED_COMMANDS)]
+        refused = worker.submit("reset")
         try:
             wait(refused, 1.0)
             raise AssertionError("a command beyond the queue's limit was taken")

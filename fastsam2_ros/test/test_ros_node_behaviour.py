@@ -422,7 +422,8 @@ def test_lifecycle_cycles_leave_no_dead_entities_in_the_callback_groups(h):
     """rclpy's callback groups keep a weak reference per entity created in them and never drop
     it: every cycle added one per subscription, service and event handler (37k after 1,000)."""
     p, node = h.probe, h.node
-    groups = (node._image_group, node._prompt_group, node._diag_group, node._auto_group,
+    groups = (node._image_group, node._prompt_group, node._service_group, node._diag_group,
+              node._auto_group,
               node.default_callback_group)
 
     def refs():
@@ -434,3 +435,110 @@ def test_lifecycle_cycles_leave_no_dead_entities_in_the_callback_groups(h):
         _reactivate(p, node)
     assert refs() == before
     assert wait_for(lambda: image_reader_matched(node, NS), 20.0)
+
+
+def test_keep_ratio_set_while_the_command_queue_is_full_still_applies(h, monkeypatch):
+    """keep_ratio went to the worker as a command: with 16 commands waiting it was refused
+    ("busy") while set_parameters said yes, and the tracker kept the old ratio for good."""
+    from fastsam2_ros.ros.frame_worker import MAX_QUEUED_COMMANDS
+
+    p, node = h.probe, h.node
+    p.wait_outputs(p.publish_frame(), OUTPUTS)
+    tracker, gate = node._tracker, threading.Event()
+    add_prompt = tracker.add_prompt
+
+    def held(*a, **k):  # a prompt that takes its time (a text prompt's CLIP pass)
+        gate.wait(20.0)
+        return add_prompt(*a, **k)
+
+    monkeypatch.setattr(tracker, "add_prompt", held)
+    try:
+        for i in range(MAX_QUEUED_COMMANDS + 2):
+            p.prompt.publish(prompt_msg(obj_id=0, new=True, points=[(10 + i, 10)]))
+            time.sleep(0.03)  # (within the topic's depth of 10)
+        assert wait_for(lambda: len(node._worker._commands) >= MAX_QUEUED_COMMANDS, 10.0)
+        assert node.set_parameters([Parameter("keep_ratio", value=0.9)])[0].successful
+    finally:
+        gate.set()
+    assert wait_for(lambda: not node._worker._commands, 30.0)
+    stats = p.wait_outputs(p.publish_frame(), OUTPUTS)["stats"]
+    assert stats.keep_ratio == pytest.approx(0.9) and tracker.keep_ratio == pytest.approx(0.9)
+    assert node.set_parameters([Parameter("keep_ratio", value=0.3)])[0].successful
+    assert p.call(p.reset, Trigger.Request()).success
+
+
+def test_a_lower_max_rate_applies_to_the_frame_already_waiting(h):
+    """The next frame's time was fixed with the rate in force when the previous frame started:
+    after max_rate_hz 0.01 -> 0 no frame was tracked for 100 s."""
+    p, node = h.probe, h.node
+    p.wait_outputs(p.publish_frame(), OUTPUTS)
+    assert node.set_parameters([Parameter("max_rate_hz", value=0.01)])[0].successful
+    try:  # one frame per 100 s: the next one waits
+        key = p.publish_frame(frame_rgb(shift=1))
+        time.sleep(0.5)
+        assert not p.by_stamp("mask", key)
+    finally:
+        assert node.set_parameters([Parameter("max_rate_hz", value=0.0)])[0].successful
+    assert wait_for(lambda: p.by_stamp("mask", key), 10.0)
+
+
+def test_enable_answers_while_add_object_waits_behind_an_automatic_prompt(h, monkeypatch):
+    """Every prompt service and topic shared one one-at-a-time callback group: an add_object
+    waiting for the worker (behind a long automatic prompt) held up enable, clicks and prompts."""
+    p, node = h.probe, h.node
+    p.wait_outputs(p.publish_frame(), OUTPUTS)
+    tracker, entered, gate = node._tracker, threading.Event(), threading.Event()
+
+    def slow_auto_prompt(obj_id, image=None):
+        entered.set()
+        gate.wait(30.0)
+        from fastsam2_ros.core.errors import InputError
+        raise InputError("no object-like region on this frame")
+
+    monkeypatch.setattr(tracker, "auto_prompt", slow_auto_prompt, raising=False)
+    try:
+        assert p.auto_prompt.wait_for_service(timeout_sec=10.0)
+        f_auto = p.auto_prompt.call_async(Trigger.Request())
+        assert entered.wait(10.0)
+        f_add = p.add.call_async(add_request(obj_id=7, points=[(30, 30)]))  # waits behind it
+        time.sleep(0.5)
+        f_enable = p.enable.call_async(SetBool.Request(data=True))
+        assert wait_for(f_enable.done, 10.0) and f_enable.result().success
+        assert not f_auto.done() and not f_add.done()  # the worker was still busy
+    finally:
+        gate.set()
+    assert wait_for(f_add.done, 20.0) and f_add.result().success
+    assert p.call(p.reset, Trigger.Request()).success
+
+
+def test_an_invalid_device_is_refused_when_set(h):
+    p, node = h.probe, h.node
+    before = node.get_parameter("keep_ratio").value
+    result = node.set_parameters_atomically([Parameter("keep_ratio", value=0.8),
+                                             Parameter("device", value="gpu")])
+    assert not result.successful and "auto | cpu | cuda" in result.reason
+    assert node.get_parameter("keep_ratio").value == before
+    assert node.get_parameter("device").value != "gpu"
+
+
+def test_services_answer_while_the_node_is_not_configured(h):
+    """The services existed only between configure and cleanup: a call while unconfigured (e.g.
+    after a configure that failed on a missing checkpoint) waited for ever."""
+    p, node = h.probe, h.node
+    cleanup = Transition(id=Transition.TRANSITION_CLEANUP)
+    configure = Transition(id=Transition.TRANSITION_CONFIGURE)
+    activate = Transition(id=Transition.TRANSITION_ACTIVATE)
+    deactivate = Transition(id=Transition.TRANSITION_DEACTIVATE)
+    for transition in (deactivate, cleanup):
+        assert p.call(p.change_state, ChangeState.Request(transition=transition)).success
+    try:
+        for client, request in ((p.auto_prompt, Trigger.Request()), (p.reset, Trigger.Request()),
+                                (p.add, add_request(obj_id=1, points=[(30, 30)])),
+                                (p.remove, RemoveObject.Request(object_id=1))):
+            reply = p.call(client, request)
+            assert not reply.success and "lifecycle state unconfigured" in reply.message, reply.message
+    finally:
+        for transition in (configure, activate):
+            assert p.call(p.change_state, ChangeState.Request(transition=transition)).success
+    assert wait_for(lambda: image_reader_matched(node, NS), 20.0)
+    p.wait_outputs(p.publish_frame(), OUTPUTS)

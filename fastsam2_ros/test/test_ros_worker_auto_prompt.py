@@ -58,8 +58,10 @@ class RecordingTracker:
                                 phrase="cup", timings_ms={"proposals": 1.0})
         return self._result(plan)
 
-    def set_keep_ratio(self, keep_ratio):  # a command that holds the worker until released
-        self.calls.append("keep_ratio")
+    keep_ratio = 0.3
+
+    def reset(self):  # a command that holds the worker until released
+        self.calls.append("reset")
         self.hold.wait(10.0)
 
 
@@ -81,7 +83,8 @@ def worker():
                     logger=type("Log", (), {"info": lambda self, m: None})(),
                     bad_input=lambda m, **k: errors.append(m),
                     worker_error=lambda exc: errors.append(repr(exc)),
-                    max_rate_hz=lambda: 0.0, publish_on_prompt=lambda: True,
+                    max_rate_hz=lambda: 0.0, keep_ratio=lambda: tracker.keep_ratio,
+                    publish_on_prompt=lambda: True,
                     auto_prompt_on_start=True, on_auto_prompt=announced.append)
     w.start()
     yield w, tracker, announced, published, errors
@@ -91,8 +94,8 @@ def worker():
 def hold_worker(w, tracker):
     """Keep the worker busy with a command, so the next frame waits in its slot."""
     tracker.hold.clear()
-    w.submit("keep_ratio", 0.5)
-    assert wait_for(lambda: "keep_ratio" in tracker.calls)
+    w.submit("reset")
+    assert wait_for(lambda: "reset" in tracker.calls)
 
 
 def test_service_request_while_the_first_frame_waits_starts_one_object(worker):
@@ -104,7 +107,7 @@ def test_service_request_while_the_first_frame_waits_starts_one_object(worker):
     tracker.hold.set()
     plan = wait(future, 10.0)
     assert plan.obj_id == 1 and plan.phrase == "cup"
-    assert tracker.calls == ["keep_ratio", "track", "auto_prompt 1 on the current frame"]
+    assert tracker.calls == ["reset", "track", "auto_prompt 1 on the current frame"]
     assert [p.obj_id for p in announced] == [1] and not errors
     # the tracked frame, then the republished one (the publisher thread publishes after the answer)
     assert wait_for(lambda: len(published) == 2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import Any, Dict, Mapping, Optional, Sequence
@@ -50,6 +51,8 @@ CHECKPOINT_NAMES: Dict[str, str] = {
 
 TEXT_MODES = ("clip_ridge", "paper_lsq", "none")
 PREPROCESS_MODES = ("auto", "pil", "device")
+#: Devices the tracker runs on (auto: cuda when available, else cpu; empty means auto).
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
 COMPILE_MODES = ("none", "encoder", "all")
 FILLERS = ("no_mem_embed", "raw")
 PROPOSAL_SOURCES = ("sam2", "rpn")  # where the automatic prompt's region comes from
@@ -180,6 +183,7 @@ class TrackerConfig:
             choices = PARAMETER_CHOICES.get(f.name)
             if choices is not None and value not in choices:
                 raise InputError(f"{f.name} must be one of {tuple(choices)}, got {value!r}")
+        check_device_name(self.device)
         resolve_model_cfg(self.model_cfg)
         return self
 
@@ -273,6 +277,13 @@ def load_ros_params(path: str | Path, node_name: Optional[str] = None) -> Dict[s
                 raise InputError(f"{path}: {key}: ros__parameters must map names to values")
             return dict(params)
     raise InputError(f"{path} has no '{params_file_key(node_name)}: ros__parameters:' section")
+
+
+def check_device_name(device: str) -> None:
+    """InputError unless ``device`` names one SAM 2 runs on (whether it exists here is checked
+    when the model is built: a configuration may be written for another machine)."""
+    if device and not DEVICE_NAME.fullmatch(device):
+        raise InputError(f"device {device!r}: the tracker runs on auto | cpu | cuda | cuda:N")
 
 
 def resolve_model_cfg(name: str) -> str:

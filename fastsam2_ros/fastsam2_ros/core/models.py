@@ -16,7 +16,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from .config import CHECKPOINT_NAMES, TrackerConfig, resolve_model_cfg, short_model_name
+from .config import (CHECKPOINT_NAMES, TrackerConfig, check_device_name, resolve_model_cfg,
+                     short_model_name)
 from .errors import CheckpointError, InputError
 from .weight_files import check_torch_file, require_finite
 
@@ -35,14 +36,10 @@ PRUNED_PREDICTOR_TARGET = "fastsam2_ros.core.pruned_predictor.PrunedSAM2VideoPre
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> cuda if available else cpu; ``cpu``, ``cuda`` and ``cuda:N`` (an existing GPU)
     are taken, everything else (meta, mps, xpu ...: SAM 2 does not run there) is an InputError."""
+    check_device_name(device)
     if device in ("", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise InputError(f"invalid device {device!r}: {exc}") from exc
-    if dev.type not in ("cpu", "cuda"):
-        raise InputError(f"device {device!r}: the tracker runs on auto | cpu | cuda | cuda:N")
+    dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device!r} requested but CUDA is not available on this machine")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():

@@ -216,7 +216,7 @@ def _run(args) -> int:
 
     from ..image_messages import image_to_numpy, numpy_to_image
     from .messages import msg_to_dict
-    from .tracker_node import TrackerNode
+    from .tracker_node import EXECUTOR_THREADS, TrackerNode
 
     ros_args = ["--ros-args", "--params-file", args.params_file] if args.params_file else None
     try:
@@ -236,7 +236,7 @@ def _run(args) -> int:
         feeder.create_subscription(Image, node.resolve_topic_name("overlay"), col.on_overlay, reliable)
         feeder.create_subscription(TrackerStats, node.resolve_topic_name("stats"), col.on_stats, reliable)
         client = feeder.create_client(AddObject, node.resolve_service_name("add_object"))
-        executor = MultiThreadedExecutor(num_threads=4)
+        executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS + 1)  # + the feeder's
         executor.add_node(node)
         executor.add_node(feeder)
         spin_thread = threading.Thread(target=executor.spin, daemon=True)

@@ -1,8 +1,8 @@
 """The frame worker: the one thread that calls the tracker.
 
 Image callbacks only :meth:`FrameWorker.offer_frame` (a one-slot buffer: a newer frame replaces an
-unprocessed one, which is counted as dropped). Prompts, removals, resets and keep-ratio changes from
-topics, services and parameters are :meth:`FrameWorker.submit`-ted as commands and run here,
+unprocessed one, which is counted as dropped). Prompts, removals and resets from topics and
+services are :meth:`FrameWorker.submit`-ted as commands and run here,
 between two frames, on the current frame; a service waits for its command's future. So the tracker
 (not thread-safe) is never called from two threads, and a prompt waits at most one inference.
 
@@ -12,9 +12,12 @@ and tracking frame t+1. At most :data:`PUBLISH_BACKLOG` tracked frames wait for 
 worker waits beyond that, so a slow output path holds the tracking rate back instead of queueing);
 frames are published in the order they were tracked, prompt republications included.
 
-``max_rate_hz`` holds the tracking rate: the worker takes no frame before ``1 / max_rate_hz``
-after the previous one started; frames replaced meanwhile are counted as dropped (and as skipped
-for the rate, which does not raise a diagnostics warning).
+Two settings are read, not queued: ``keep_ratio`` (applied before the next command or frame, so a
+change is never lost behind a full command queue) and ``max_rate_hz``, which holds the tracking
+rate: the worker takes no frame before ``1 / max_rate_hz`` after the previous one started, with the
+value in force now (:meth:`FrameWorker.settings_changed` wakes a worker waiting on the old one);
+frames replaced meanwhile are counted as dropped (and as skipped for the rate, which does not raise
+a diagnostics warning).
 
 The automatic prompt (``tracker.auto_prompt``: proposal -> caption -> phrase, seconds to tens of
 seconds on a CPU) runs here too: as the ``auto_prompt`` command on the current frame, or, with
@@ -77,10 +80,14 @@ class PromptOutcome:
 
 @dataclass
 class _Command:
-    kind: str  # prompt | remove | reset | keep_ratio | auto_prompt
+    kind: str  # prompt | remove | reset | auto_prompt
     arg: Any = None
     queue_if_no_frame: bool = False
     future: Future = field(default_factory=Future)
+
+
+#: What the worker's wait returns for "a setting changed" (no command, no frame).
+_SETTINGS = _Command("settings")
 
 
 @dataclass
@@ -98,7 +105,8 @@ class FrameWorker:
     def __init__(self, tracker: Any, *, decode: Callable[[str, Any], np.ndarray],
                  publish: Callable[[TrackedFrame], None], health: Any, logger: Any,
                  bad_input: Callable[..., None], worker_error: Callable[[BaseException], None],
-                 max_rate_hz: Callable[[], float], publish_on_prompt: Callable[[], bool],
+                 max_rate_hz: Callable[[], float], keep_ratio: Callable[[], float],
+                 publish_on_prompt: Callable[[], bool],
                  auto_prompt_on_start: bool = False,
                  on_auto_prompt: Optional[Callable[[Any], None]] = None,
                  notes: Optional["ObjectNotes"] = None) -> None:
@@ -112,6 +120,8 @@ class FrameWorker:
         self._bad_input = bad_input
         self._worker_error = worker_error
         self._max_rate_hz = max_rate_hz
+        self._keep_ratio = keep_ratio
+        self._refused_keep_ratio: Optional[float] = None
         self._publish_on_prompt = publish_on_prompt
         #: the first usable frame starts an object automatically unless a prompt came first
         self._auto_start_pending = bool(auto_prompt_on_start)
@@ -126,7 +136,7 @@ class FrameWorker:
         self._publish_cv = threading.Condition()
         self._publisher: Optional[threading.Thread] = None
         self._rate_waiting = False
-        self._next_frame_at = 0.0
+        self._last_frame_at: Optional[float] = None  # time.monotonic() when the last frame started
         self._needs_image = False  # the tracker was reset after it took the current frame
         self._current: Optional[Tuple[Any, np.ndarray]] = None  # (header, rgb) prompts apply to
         self._pending: Deque[PromptRequest] = deque()
@@ -190,6 +200,12 @@ class FrameWorker:
             self._cv.notify_all()
         self._health.on_received(replaced, rate_limited=rate_limited)
 
+    def settings_changed(self) -> None:
+        """Wake the worker: a wait for the frame rate is measured again with the current
+        ``max_rate_hz``, and a new ``keep_ratio`` applies before the next command or frame."""
+        with self._cv:
+            self._cv.notify_all()
+
     def clear_frame(self) -> None:
         with self._cv:
             self._slot = None
@@ -216,6 +232,9 @@ class FrameWorker:
             cmd, frame = self._next()
             if cmd is None and frame is None:
                 return
+            self._follow_keep_ratio()
+            if cmd is _SETTINGS:
+                continue
             try:
                 if cmd is not None:
                     self._run_command(cmd)
@@ -224,24 +243,50 @@ class FrameWorker:
             except Exception as exc:  # noqa: BLE001 - the worker must never die
                 self._worker_error(exc)
 
+    def _keep_ratio_due(self) -> bool:
+        want = float(self._keep_ratio())
+        return float(self.tracker.keep_ratio) != want and want != self._refused_keep_ratio
+
+    def _follow_keep_ratio(self) -> None:
+        """Give the tracker the keep ratio in force (a parameter, validated when it was set; a
+        value the tracker refused anyway is reported once, not tried again)."""
+        if not self._keep_ratio_due():
+            return
+        want = float(self._keep_ratio())
+        try:
+            self.tracker.set_keep_ratio(want)
+        except Exception as exc:  # noqa: BLE001 - the worker must never die
+            self._refused_keep_ratio = want
+            self._worker_error(exc)
+
+    def _next_frame_at(self) -> float:
+        """When the rate allows the next frame: ``1 / max_rate_hz`` (its current value) after
+        the previous frame started."""
+        rate = float(self._max_rate_hz() or 0.0)
+        if self._last_frame_at is None or rate <= 0:
+            return 0.0
+        return self._last_frame_at + 1.0 / rate
+
     def _next(self) -> Tuple[Optional[_Command], Optional[Tuple[str, Any, float]]]:
-        """Block until a command, a frame the rate allows, or stop (then (None, None))."""
+        """Block until a command, a frame the rate allows, a new keep ratio (then
+        (_SETTINGS, None)), or stop (then (None, None))."""
         with self._cv:
             while not self._stop.is_set():
-                frame_due = self._slot is not None and self._next_frame_at <= time.monotonic()
+                if self._keep_ratio_due():
+                    return _SETTINGS, None
+                frame_due = self._slot is not None and self._next_frame_at() <= time.monotonic()
                 if self._commands and not (frame_due and
                                            self._commands_in_a_row >= COMMANDS_BEFORE_A_FRAME):
                     self._rate_waiting = False
                     self._commands_in_a_row += 1
                     return self._commands.popleft(), None
                 if self._slot is not None:
-                    wait = self._next_frame_at - time.monotonic()
+                    wait = self._next_frame_at() - time.monotonic()
                     if wait <= 0:
                         self._commands_in_a_row = 0
                         item, self._slot = self._slot, None
                         self._rate_waiting = False
-                        rate = float(self._max_rate_hz() or 0.0)
-                        self._next_frame_at = time.monotonic() + (1.0 / rate if rate > 0 else 0.0)
+                        self._last_frame_at = time.monotonic()
                         return None, item
                     self._rate_waiting = True
                     self._cv.wait(wait)
@@ -360,8 +405,7 @@ class FrameWorker:
     def _run_command(self, cmd: _Command) -> None:
         try:
             handler = {"prompt": self._cmd_prompt, "remove": self._cmd_remove,
-                       "reset": self._cmd_reset, "keep_ratio": self._cmd_keep_ratio,
-                       "auto_prompt": self._cmd_auto_prompt}[cmd.kind]
+                       "reset": self._cmd_reset, "auto_prompt": self._cmd_auto_prompt}[cmd.kind]
             value = handler(cmd)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             cmd.future.set_exception(exc)
@@ -507,10 +551,6 @@ class FrameWorker:
         finally:
             if self.tracker.frame_index != before:
                 self._needs_image = False
-
-    def _cmd_keep_ratio(self, cmd: _Command) -> float:
-        self.tracker.set_keep_ratio(float(cmd.arg))
-        return float(cmd.arg)
 
 
 def wait(future: Future, timeout: float) -> Any:

@@ -9,10 +9,12 @@ What lives where
 * :mod:`.prompting`: prompt messages -> tracker prompts (validation in :mod:`..core.prompts`);
 * :mod:`.parameters`, :mod:`.qos`, :mod:`.diagnostics`, :mod:`..image_messages` (decoding).
 
-Image callbacks and the prompt/service callbacks run in their own callback groups on a
-MultiThreadedExecutor, so a service is never stuck behind inference for more than one frame.
-The ``auto_prompt`` service has a group of its own: its reply waits for the automatic prompt
-(tens of seconds on a CPU), which must not hold up the other prompts and services.
+Image callbacks, prompt topics, the services that wait for the worker, and the ``auto_prompt``
+service run in callback groups of their own on a MultiThreadedExecutor, so a service is never
+stuck behind inference for more than one frame, and a service reply that waits (``add_object``
+behind a long automatic prompt) holds up neither the prompt topics, ``enable``, the lifecycle
+transitions nor the parameters. The services exist from start-up on: while the node is not active
+they answer at once, naming its lifecycle state.
 Outputs carry the input image's header and its resolution. See docs/ros.md.
 """
 
@@ -96,6 +98,12 @@ def _transition(fn):
     return wrapper
 
 
+#: Executor threads: two callback groups may wait long (a prompt service and ``auto_prompt``,
+#: each for the worker's answer) and four never do (images, prompt topics, diagnostics, the
+#: lifecycle and parameter services); one thread each.
+EXECUTOR_THREADS = 6
+
+
 class TrackerNode(LifecycleNode):
     """``fastsam2_tracker``: lifecycle node around :class:`fastsam2_ros.core.StreamingTracker`."""
 
@@ -109,6 +117,8 @@ class TrackerNode(LifecycleNode):
         self._factory = tracker_factory or default_tracker_factory
         self._settings: Dict[str, Any] = {s.name: self.get_parameter(s.name).value
                                           for s in NODE_PARAMETERS}
+        #: the live core parameter: the worker gives it to the tracker before each command or frame
+        self._keep_ratio = float(self.get_parameter("keep_ratio").value)
         self._tracker: Any = None
         self._worker: Optional[FrameWorker] = None
         self._object_notes: Optional[ObjectNotes] = None  # of the kept tracker's objects
@@ -121,11 +131,12 @@ class TrackerNode(LifecycleNode):
         self.health = NodeHealth()
         self.health.input_topic = self.resolve_topic_name("image")
         self._subs: List[Any] = []
-        self._srvs: List[Any] = []
         self._image_group = MutuallyExclusiveCallbackGroup()
-        self._prompt_group = MutuallyExclusiveCallbackGroup()
+        self._prompt_group = MutuallyExclusiveCallbackGroup()  # topics and enable: never wait
+        self._service_group = MutuallyExclusiveCallbackGroup()  # wait for the worker's answer
         self._diag_group = MutuallyExclusiveCallbackGroup()
         self._auto_group = MutuallyExclusiveCallbackGroup()
+        self._srvs = self._create_services()
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(float(self._settings["diagnostics_period"]),
                                              self._publish_diagnostics,
@@ -149,15 +160,6 @@ class TrackerNode(LifecycleNode):
         self._forget_destroyed_entities()
         self._outputs = OutputPublishers(self, int(self._settings["output_qos_depth"]),
                                          self.health, lambda: self._settings)
-        g = self._prompt_group
-        self._srvs = [
-            self.create_service(AddObject, "add_object", self._srv_add_object, callback_group=g),
-            self.create_service(RemoveObject, "remove_object", self._srv_remove_object, callback_group=g),
-            self.create_service(Trigger, "reset", self._srv_reset, callback_group=g),
-            self.create_service(SetBool, "enable", self._srv_enable, callback_group=g),
-            self.create_service(Trigger, "auto_prompt", self._srv_auto_prompt,
-                                callback_group=self._auto_group),
-        ]
         self._restart_diagnostics_timer()
         self.health.fatal = None
         self.health.state = "inactive"
@@ -171,14 +173,11 @@ class TrackerNode(LifecycleNode):
             self.health.state = "inactive"
             return TransitionCallbackReturn.FAILURE
         self.health.reset_counters()
-        keep = float(self.get_parameter("keep_ratio").value)
-        if getattr(self._tracker, "keep_ratio", keep) != keep:  # set while no worker ran
-            self._tracker.set_keep_ratio(keep)
         activated = super().on_activate(state)  # the lifecycle publishers first: no frame is lost
         self._worker = FrameWorker(
             self._tracker, decode=_decode, publish=self._publish, health=self.health,
             logger=self.get_logger(), bad_input=self._bad_input, worker_error=self._worker_error,
-            max_rate_hz=lambda: self._settings["max_rate_hz"],
+            max_rate_hz=lambda: self._settings["max_rate_hz"], keep_ratio=lambda: self._keep_ratio,
             publish_on_prompt=lambda: self._settings["publish_on_prompt"],
             auto_prompt_on_start=bool(self._settings["auto_prompt_on_start"]),
             on_auto_prompt=self._announce_auto_prompt, notes=self._object_notes)
@@ -222,7 +221,8 @@ class TrackerNode(LifecycleNode):
 
     def _teardown(self, keep_model: bool = False, keep_outputs: bool = False) -> None:
         """The one way down, in order: stop the worker (nothing calls the tracker or publishes
-        any more), drop the inputs, then release the model and destroy outputs and services.
+        any more), drop the inputs, then release the model and destroy the outputs (the services
+        stay: they answer that the node is not active).
         Best effort: a failing step is logged and the next one still runs."""
         steps = [("stop the frame worker", self._stop_worker),
                  ("destroy the subscriptions", self._destroy_subscriptions)]
@@ -278,9 +278,6 @@ class TrackerNode(LifecycleNode):
         outputs, self._outputs = self._outputs, None
         if outputs is not None:
             outputs.destroy()
-        srvs, self._srvs = self._srvs, []
-        for srv in srvs:
-            self.destroy_service(srv)
 
     def _fail(self, message: str) -> TransitionCallbackReturn:
         self.get_logger().error(message)
@@ -342,11 +339,25 @@ class TrackerNode(LifecycleNode):
     def _forget_destroyed_entities(self) -> None:
         """rclpy's callback groups keep a weak reference to every entity ever created in them
         and never drop it: each lifecycle cycle added one per subscription and service."""
-        for group in (self._image_group, self._prompt_group, self._diag_group, self._auto_group,
-                      self.default_callback_group):
+        for group in (self._image_group, self._prompt_group, self._service_group, self._diag_group,
+                      self._auto_group, self.default_callback_group):
             refs = getattr(group, "entities", None)
             if isinstance(refs, set):  # rebound, not changed in place: other threads may read it
                 group.entities = {ref for ref in refs if ref() is not None}
+
+    def _create_services(self) -> List[Any]:
+        """The services, for the node's whole life: while it is not active they answer at once
+        that it is not (a service that appeared only once configured left callers waiting)."""
+        waits = self._service_group
+        return [
+            self.create_service(AddObject, "add_object", self._srv_add_object, callback_group=waits),
+            self.create_service(RemoveObject, "remove_object", self._srv_remove_object,
+                                callback_group=waits),
+            self.create_service(Trigger, "reset", self._srv_reset, callback_group=waits),
+            self.create_service(SetBool, "enable", self._srv_enable, callback_group=self._prompt_group),
+            self.create_service(Trigger, "auto_prompt", self._srv_auto_prompt,
+                                callback_group=self._auto_group),
+        ]
 
     def _create_subscriptions(self) -> None:
         self._forget_destroyed_entities()
@@ -600,8 +611,8 @@ class TrackerNode(LifecycleNode):
                     return SetParametersResult(successful=False, reason=str(exc))
         later = []
         for p, spec in ours:
-            if p.name == "keep_ratio" and self._worker is not None:
-                self._worker.submit("keep_ratio", float(p.value))  # (no worker: at activate)
+            if p.name == "keep_ratio":  # the worker applies it (no worker: at activate)
+                self._keep_ratio = float(p.value)
             elif spec.group == "core" and not spec.live and self._tracker is not None:
                 later.append(p.name)
             self.rejected_parameters.pop(p.name, None)  # a valid value replaces a rejected one
@@ -610,6 +621,9 @@ class TrackerNode(LifecycleNode):
                 self._settings[p.name] = p.value
         if any(p.name == "diagnostics_period" for p in params):
             self._restart_diagnostics_timer()
+        worker = self._worker
+        if worker is not None and any(p.name in ("keep_ratio", "max_rate_hz") for p in params):
+            worker.settings_changed()
         if later:
             self.get_logger().info(f"parameter(s) {', '.join(later)} take effect when the model is built "
                                    "next (configure, or activate after a release)")
@@ -713,7 +727,7 @@ def main(args: Optional[List[str]] = None,
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     node = TrackerNode(tracker_factory=tracker_factory)
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
     spinner = threading.Thread(target=spin_until_stopped, args=(executor, stop, node.get_logger()),
                                name="fastsam2_executor", daemon=True)
