@@ -4,6 +4,7 @@ Everything the CUDA graphs replay runs here too (same code, no capture), so thes
 GPU path's logic; test_cuda_fast_path.py adds the checks that need a GPU."""
 
 import collections
+import contextlib
 import functools
 import types
 
@@ -388,6 +389,36 @@ def test_a_failing_compile_falls_back_to_eager(caplog):
     assert wrapped(torch.zeros(1)).tolist() == [1.0]  # and stays eager
 
 
+def test_shapes_beyond_the_recompile_limit_run_eagerly_and_the_compiled_ones_stay(monkeypatch):
+    """Each object count, conditioning-slot count or prompt step's memory length is a new shape;
+    after dynamo's 8 recompiles the wrapper took the refusal for a failed compile and ran the
+    module eagerly for good, also for the per-frame shapes it had compiled."""
+    import torch._dynamo
+
+    from fastsam2_ros.core.models import CompiledOrEager
+
+    compiled_runs = []
+
+    def counting_backend(gm, example_inputs):
+        def run(*args):
+            compiled_runs.append(tuple(args[0].shape))
+            return gm.forward(*args)
+        return run
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=counting_backend))
+    wrapped = CompiledOrEager("toy", lambda x: x * 2 + 1)
+    try:
+        for n in range(1, 13):  # 12 shapes, beyond the limit of 8
+            assert wrapped(torch.ones(n)).tolist() == [3.0] * n
+        assert wrapped.error is None and wrapped.eager_calls > 0
+        before = len(compiled_runs)
+        assert wrapped(torch.ones(1)).tolist() == [3.0]  # a shape compiled before the limit
+        assert compiled_runs[before:] == [(1,)]
+    finally:
+        torch._dynamo.reset()
+
+
 def test_release_compile_workers_stops_inductor_worker_processes(monkeypatch):
     """On CUDA every torch.compile wakes Inductor's worker pool (compile_fx), even when every
     kernel then comes from the cache; the pool is started the same way here, and released."""
@@ -502,3 +533,75 @@ def test_steps_and_preprocessing_caches_are_bounded_over_changing_frame_sizes():
         preprocess.resize_like_pil(torch.zeros((12, w, 3), dtype=torch.uint8), 16)
     assert preprocess.pil_width_first.cache_info().currsize == preprocess.SIZES_KEPT
     assert preprocess._device_coefficients.cache_info().currsize <= 2 * preprocess.SIZES_KEPT
+
+
+class _FakeCudaGraphs:
+    """torch.cuda's stream and graph calls that StepRunner makes, on the CPU: the "graph" runs
+    nothing on replay and keeps its capture's outputs, as a CUDA graph keeps its buffers."""
+
+    class Stream:
+        def __init__(self, *a, **k):
+            pass
+
+        def wait_stream(self, other):
+            pass
+
+    class CUDAGraph:
+        def replay(self):
+            pass
+
+    @staticmethod
+    def install(monkeypatch):
+        fake = _FakeCudaGraphs
+        monkeypatch.setattr(torch.cuda, "Stream", fake.Stream)
+        monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda *a: fake.Stream())
+        monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+        monkeypatch.setattr(torch.cuda, "CUDAGraph", fake.CUDAGraph)
+        monkeypatch.setattr(torch.cuda, "graph", lambda g, **k: contextlib.nullcontext())
+
+
+def test_a_captured_step_keeps_the_resize_taps_it_reads(monkeypatch):
+    """A graph reads the taps by address, but the taps' cache keeps 8 frame sizes and the step
+    cache 64 steps: after 9 sizes the first size's graph would have read freed memory."""
+    import gc
+    import weakref
+
+    from fastsam2_ros.core import preprocess
+    from fastsam2_ros.core.step_runner import StepRunner
+
+    _FakeCudaGraphs.install(monkeypatch)
+    runner = StepRunner(torch.device("cpu"), use_graphs=False, static_buffers=True)
+    runner.use_graphs = True  # the capture path, with the fake graphs above
+    step = lambda frame: {"x": preprocess.resize_like_pil(frame, 16)}  # noqa: E731
+    sizes = [(100 + i, 20 + i) for i in range(preprocess.SIZES_KEPT + 2)]  # 20 taps
+    first = sizes[0]
+    runner.run(("step", first), step, {"frame": torch.zeros((*first, 3), dtype=torch.uint8)})
+    assert len(runner) == 1 and not runner.failures
+    taps = [weakref.ref(t) for n in (first[1], first[0])
+            for t in preprocess._device_coefficients(n, 16, "cpu")]
+    for size in sizes[1:]:
+        runner.run(("step", size), step, {"frame": torch.zeros((*size, 3), dtype=torch.uint8)})
+    gc.collect()
+    assert ("step", first) in runner._entries  # its graph would be replayed by the next frame
+    assert all(ref() is not None for ref in taps)
+    runner.clear()  # the graphs go, and with them what they kept
+    gc.collect()
+    assert not any(ref() is not None for ref in taps)
+
+
+def test_hole_filling_gives_way_to_captured_steps(monkeypatch, caplog):
+    """With sam2's CUDA extension installed the model kept fill_hole_area 8, and the tracker then
+    turned cuda_graphs off without a word: the whole captured fast path was gone."""
+    from fastsam2_ros.core import models
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True)
+    monkeypatch.setattr(models, "_fill_holes_available", lambda: True)  # the extension, on CUDA
+    with caplog.at_level("INFO"):
+        assert not models.keeps_hole_filling(cfg, models.PRUNED_PREDICTOR_TARGET, cuda)
+    assert "cannot be captured" in caplog.text
+    assert models.keeps_hole_filling(cfg.replace(cuda_graphs=False), models.PRUNED_PREDICTOR_TARGET, cuda)
+    assert models.keeps_hole_filling(cfg, None, cuda)  # the official predictor fills holes as sam2 does
+    monkeypatch.setattr(models, "_fill_holes_available", lambda: False)
+    assert not models.keeps_hole_filling(cfg, None, cpu)

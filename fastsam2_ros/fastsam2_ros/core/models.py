@@ -157,7 +157,7 @@ def build_predictor(cfg: TrackerConfig, target: Optional[str] = PRUNED_PREDICTOR
                 f"checkpoint {ckpt or '(state dict)'} does not match model_cfg={cfg.model_cfg!r}: "
                 f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected "
                 f"keys (e.g. {unexpected[:3]}).{version_mismatch_hint(missing, unexpected)}")
-    if not _fill_holes_available():
+    if model.fill_hole_area > 0 and not keeps_hole_filling(cfg, target, device):
         model.fill_hole_area = 0  # set after build: sam2's builder appends its own override last
     model = model.to(device).eval()
     if cfg.torch_compile != "none" and target is not None:
@@ -165,9 +165,27 @@ def build_predictor(cfg: TrackerConfig, target: Optional[str] = PRUNED_PREDICTOR
     return model
 
 
+def keeps_hole_filling(cfg: TrackerConfig, target: Optional[str], device: torch.device) -> bool:
+    """Whether the model keeps sam2's hole filling: only with its CUDA extension (without it sam2
+    warns every frame and changes nothing), and not in our predictor when its step is captured
+    as a CUDA graph (the extension's kernel cannot be captured: the fast path would be off)."""
+    if not _fill_holes_available():
+        return False
+    if target is not None and cfg.cuda_graphs and device.type == "cuda":
+        LOG.info("sam2's hole filling (its CUDA extension) is off: it cannot be captured in the "
+                 "step's CUDA graph (cuda_graphs: false keeps it, eagerly)")
+        return False
+    return True
+
+
 class CompiledOrEager:
     """A torch.compile'd callable that falls back, once and for good, to the eager one if
-    compiling or running the compiled code fails (logged): compilation never stops tracking."""
+    compiling or running the compiled code fails (logged): compilation never stops tracking.
+
+    Every new static shape (object count, conditioning slots, a prompt step's memory length) is
+    a recompile, and dynamo stops recompiling a function after ``recompile_limit`` (8) shapes:
+    a shape beyond them runs eagerly, call by call, while the shapes compiled so far stay
+    compiled (``eager_calls`` counts those calls)."""
 
     def __init__(self, name: str, eager) -> None:
         self.name = name
@@ -175,15 +193,30 @@ class CompiledOrEager:
         # no autotuning and no inductor CUDA graphs: the tracker captures the whole step itself
         self.compiled = torch.compile(eager, fullgraph=True, dynamic=False)
         self.error: Optional[str] = None
+        self.eager_calls = 0  # calls with a shape beyond the recompile limit
 
     def __call__(self, *args, **kwargs):
         if self.error is None:
             try:
                 return self.compiled(*args, **kwargs)
             except Exception as exc:  # a compiler failure must not take the tracker down
+                if _recompile_limit_hit(exc):
+                    if not self.eager_calls:
+                        LOG.warning("%s: torch.compile's recompile limit is reached; input shapes "
+                                    "not compiled yet run eagerly, compiled ones stay compiled",
+                                    self.name)
+                    self.eager_calls += 1
+                    return self.eager(*args, **kwargs)
                 self.error = f"{type(exc).__name__}: {str(exc)[:300]}"
                 LOG.warning("torch.compile of %s failed (%s); it runs eagerly", self.name, self.error)
         return self.eager(*args, **kwargs)
+
+
+def _recompile_limit_hit(exc: BaseException) -> bool:
+    """Dynamo's refusal to compile one more shape (fullgraph=True raises it; the class was
+    renamed across torch releases, hence the names)."""
+    return type(exc).__name__ in ("FailOnRecompileLimitHit", "FailOnCacheLimitHit",
+                                  "RecompileLimitExceeded", "CacheLimitExceeded")
 
 
 #: SAM 2's modules that ``torch_compile`` compiles: the encoder alone, or all of them

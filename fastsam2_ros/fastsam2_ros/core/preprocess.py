@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .step_runner import read_by_captured_step
+
 LOG = logging.getLogger(__name__)
 IMG_MEAN = (0.485, 0.456, 0.406)
 IMG_STD = (0.229, 0.224, 0.225)
@@ -107,8 +109,11 @@ def pil_bicubic_coefficients(in_size: int, out_size: int) -> Tuple[np.ndarray, n
 
 
 def _coefficients(in_size: int, out_size: int, device: torch.device):
-    """The taps of one axis on ``device``, made once per size (during the warm-up before a capture)."""
-    return _device_coefficients(in_size, out_size, str(device))
+    """The taps of one axis on ``device``, made once per size (during the warm-up before a capture)
+    and kept by every captured step that reads them (the cache drops the least recently used)."""
+    taps = _device_coefficients(in_size, out_size, str(device))
+    read_by_captured_step(*taps)
+    return taps
 
 
 @functools.lru_cache(maxsize=2 * SIZES_KEPT)  # two axes per size

@@ -12,6 +12,10 @@ replay for every frame after copying that frame's inputs into the same buffers. 
 fails (an op that synchronises, an unsupported kernel) is logged once and that signature runs
 eagerly. Off CUDA the step runs eagerly; ``static_buffers=True`` keeps the graph's buffer
 discipline there, so the CPU tests exercise the same input/output plumbing.
+
+A graph reads every tensor by address, so a tensor that the step takes from a cache which may
+free it (the resize taps of a frame size) is handed to :func:`read_by_captured_step`: the
+captured entry keeps it alive as long as the graph.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Dict, Hashable, Optional
+from typing import Callable, ContextManager, Dict, Hashable, List, Optional, Tuple
 
 import torch
 
@@ -43,11 +48,25 @@ def _remember(cache: "OrderedDict", key: Hashable, value) -> None:
         cache.popitem(last=False)
 
 
+#: While a step is captured: the cached tensors it reads (see read_by_captured_step).
+_READ_BY_CAPTURE: ContextVar[Optional[List[torch.Tensor]]] = ContextVar("read_by_capture",
+                                                                        default=None)
+
+
+def read_by_captured_step(*tensors: torch.Tensor) -> None:
+    """Say that the step being run reads ``tensors``, which come from a cache that may free them:
+    when the step is being captured, its graph keeps them (it reads them by address on replay)."""
+    held = _READ_BY_CAPTURE.get()
+    if held is not None:
+        held.extend(tensors)
+
+
 @dataclass
 class _Captured:
     graph: Optional["torch.cuda.CUDAGraph"]
     inputs: Dict[str, torch.Tensor]
     outputs: Optional[Dict[str, torch.Tensor]]
+    held: Tuple[torch.Tensor, ...] = ()  # cached tensors the graph reads (kept alive with it)
 
 
 class StepRunner:
@@ -109,7 +128,7 @@ class StepRunner:
             for name, buf in static.items():
                 buf.copy_(inputs[name])
             try:
-                entry.graph, entry.outputs = self._capture(fn, static, preserve)
+                entry.graph, entry.outputs, entry.held = self._capture(fn, static, preserve)
             except Exception as exc:  # a step that cannot be captured still runs, eagerly
                 _remember(self.failures, key, f"{type(exc).__name__}: {exc}")
                 LOG.warning("CUDA graph capture failed for step %s (%s); it runs eagerly",
@@ -129,6 +148,11 @@ class StepRunner:
             torch.cuda.current_stream(self.device).wait_stream(side)
         torch.cuda.synchronize(self.device)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            outputs = fn(**static)
-        return graph, outputs
+        held: List[torch.Tensor] = []
+        token = _READ_BY_CAPTURE.set(held)
+        try:
+            with torch.cuda.graph(graph):
+                outputs = fn(**static)
+        finally:
+            _READ_BY_CAPTURE.reset(token)
+        return graph, outputs, tuple(held)

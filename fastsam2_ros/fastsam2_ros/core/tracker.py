@@ -152,6 +152,10 @@ class StreamingTracker:
         self.preprocess_mode = resolve_preprocess(self.cfg.preprocess, self.device)
         self.stager = FrameStager(self.preprocess_mode, self.model.image_size, self.device)
         graphs = self.cfg.cuda_graphs and self.model.fill_hole_area <= 0
+        if self.cfg.cuda_graphs and not graphs and self.device.type == "cuda":
+            LOG.warning("cuda_graphs: the step runs eagerly because the model given fills holes "
+                        "(fill_hole_area %d), which cannot be captured; build it with "
+                        "cuda_graphs: true to turn hole filling off", self.model.fill_hole_area)
         self.runner = StepRunner(self.device, graphs, static_buffers=static_buffers)
         if self.device.type == "cuda":
             prepare_device_constants(self.device)

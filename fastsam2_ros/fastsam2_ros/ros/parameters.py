@@ -78,7 +78,8 @@ TRACKER_PARAMETER_DOCS: Dict[str, Dict[str, Any]] = {
                        "loader bit for bit: auto (device under CUDA, else pil) | pil (on the host) "
                        "| device (uint8 upload, integer resize on the model's device)"),
     "cuda_graphs": dict(description="CUDA: replay the per-frame step as captured CUDA graphs "
-                        "(false = eager kernels)"),
+                        "(false = eager kernels, and sam2's hole filling where its CUDA extension "
+                        "is installed)"),
     "torch_compile": dict(description="CUDA: torch.compile SAM 2's image encoder (encoder) or also "
                           "memory attention, prompt encoder, mask decoder and memory encoder (all); "
                           "the first start compiles, the kernels are cached for restarts"),
