@@ -6,7 +6,10 @@ when a text per object is given, the previous frame's ground-truth mask standing
 tracker's previous prediction) and the fused input h_i = [x_i; text_i; U_i]. As when tracking, an
 object's text map is fitted on its first annotated frame (its prompt frame) and reused on the
 later ones. The target of a token is whether the object (dilated by one token) covers it — the
-tokens memory attention must keep. The MLP is trained with class-balanced binary cross-entropy;
+tokens memory attention must keep. Each example is kept factored (``FusedFactors``): a frame's
+tokens once, in float16, for all its objects, and the rank-one text and uncertainty parts as a
+scale per token and a vector — 2 MiB per annotated frame at 1024 px instead of 12 MiB per frame
+and object. The MLP is trained with class-balanced binary cross-entropy;
 the recall of object tokens within the top-k on held-out sequences (one in five; frames of one
 sequence look alike, so a split by frame would be optimistic) is reported and stored in the
 file's metadata.
@@ -15,11 +18,13 @@ file's metadata.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import random
 import sys
 import warnings
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -28,7 +33,7 @@ import torch.nn.functional as F
 
 from .core.config import TrackerConfig
 from .core.errors import FastSam2Error, InputError
-from .core.router import RouterMLP, TokenRouter, num_kept, router_inputs, save_router
+from .core.router import FusedFactors, RouterMLP, TokenRouter, num_kept, router_inputs, save_router
 from .core.text_relevance import TextRows
 from .core.weight_files import require_finite
 from .eval.davis_io import VOID_LABEL
@@ -40,12 +45,38 @@ def _grid_target(mask: np.ndarray, grid: Tuple[int, int]) -> torch.Tensor:
     return F.max_pool2d(m, 3, stride=1, padding=1).flatten()
 
 
+@dataclass
+class Example:
+    """One annotated frame and object: the router input, factored (``tokens`` shared with the
+    frame's other objects, float16), and the target of each token."""
+
+    factors: FusedFactors  # one row
+    target: torch.Tensor  # [N] 1.0 where the object (dilated by one token) covers the token
+    sequence: str
+
+    def features(self) -> torch.Tensor:
+        """h [N, 3C], float32, as the tracker feeds its router (up to float16 tokens)."""
+        tokens = self.factors.tokens.float()
+        return dataclasses.replace(self.factors, tokens=tokens).compose()[0]
+
+    def nbytes(self, counted_tokens: set) -> int:
+        """Bytes this example adds (a frame's shared tokens counted once, in ``counted_tokens``)."""
+        f = self.factors
+        parts = [f.text_scales, f.text_vector, f.uncertainty, f.uncertainty_vector, self.target]
+        if id(f.tokens) not in counted_tokens:
+            counted_tokens.add(id(f.tokens))
+            parts.append(f.tokens)
+        return sum(t.numel() * t.element_size() for t in parts)
+
+
 def collect_examples(tracker, dataset, texts: Dict[str, Dict[int, str]], max_frames: Optional[int],
-                     log=print) -> List[Tuple[torch.Tensor, torch.Tensor, str]]:
-    """(fused features [N, 3C], target [N], sequence name) for every annotated frame and object."""
+                     log=print) -> List[Example]:
+    """An :class:`Example` for every annotated frame and object."""
     model = tracker.model
     router: TokenRouter = tracker.router
-    examples = []
+    examples: List[Example] = []
+    counted: set = set()
+    nbytes = 0
     for seq in dataset:
         seq = seq.truncated(max_frames)
         frames = seq.read_frames()
@@ -58,6 +89,7 @@ def collect_examples(tracker, dataset, texts: Dict[str, Dict[int, str]], max_fra
             # no reset(): no object is ever added, and a reset would restart the dropout masks,
             # so every frame's uncertainty would see the same ones (tracking draws new ones)
             tokens, grid = tracker.frame_tokens(frame)
+            shared = tokens.detach().to("cpu", torch.float16)  # the frame's x_i, for all its objects
             label = labels[name]
             ids = [int(v) for v in np.unique(label) if v not in (0, VOID_LABEL)]  # void: no object
             for obj_id in ids:
@@ -73,10 +105,13 @@ def collect_examples(tracker, dataset, texts: Dict[str, Dict[int, str]], max_fra
                 with torch.no_grad():
                     sig = router.signals(tokens, grid, model.memory_attention.layers[0],
                                          text_rows, prior)
-                    feats = router.fused_features(sig)[0].float().cpu()
-                examples.append((feats, _grid_target(label == obj_id, grid), seq.name))
+                    f = router.fused_factors(sig, rows=1)
+                factors = FusedFactors(shared, f.text_scales.cpu(), f.text_vector.cpu(),
+                                       f.uncertainty.cpu(), f.uncertainty_vector.cpu())
+                examples.append(Example(factors, _grid_target(label == obj_id, grid), seq.name))
+                nbytes += examples[-1].nbytes(counted)
             prev = {k: label == k for k in ids}
-        log(f"{seq.name}: {len(examples)} examples so far")
+        log(f"{seq.name}: {len(examples)} examples so far ({nbytes / 2**20:.0f} MiB)")
     if not examples:
         raise InputError("no annotated object found in the dataset")
     return examples
@@ -85,12 +120,12 @@ def collect_examples(tracker, dataset, texts: Dict[str, Dict[int, str]], max_fra
 def split_by_sequence(examples, rng: random.Random) -> Tuple[List[int], List[int], str]:
     """Held-out example indices, training ones, and what was held out: one sequence in five (at
     least one) when there are several, else one example in five."""
-    sequences = sorted({ex[2] for ex in examples})
+    sequences = sorted({ex.sequence for ex in examples})
     if len(sequences) > 1:
         rng.shuffle(sequences)
         held = set(sequences[:max(1, len(sequences) // 5)])
-        val = [i for i, ex in enumerate(examples) if ex[2] in held]
-        return val, [i for i, ex in enumerate(examples) if ex[2] not in held], "sequences"
+        val = [i for i, ex in enumerate(examples) if ex.sequence in held]
+        return val, [i for i, ex in enumerate(examples) if ex.sequence not in held], "sequences"
     order = list(range(len(examples)))
     rng.shuffle(order)
     n_val = max(1, len(order) // 5) if len(order) > 1 else 0
@@ -104,20 +139,20 @@ def train(examples, token_dim: int, epochs: int, lr: float, seed: int, keep_rati
     val, trn, held_out = split_by_sequence(examples, rng)
     mlp = RouterMLP(token_dim)
     opt = torch.optim.Adam(mlp.parameters(), lr=lr)
-    pos = torch.cat([examples[i][1] for i in trn]).mean().clamp(1e-3, 1 - 1e-3)
+    pos = torch.cat([examples[i].target for i in trn]).mean().clamp(1e-3, 1 - 1e-3)
     pos_weight = (1 - pos) / pos
 
     def loss_of(idx):
-        feats, target, _ = examples[idx]
-        return F.binary_cross_entropy_with_logits(mlp(feats), target, pos_weight=pos_weight)
+        ex = examples[idx]
+        return F.binary_cross_entropy_with_logits(mlp(ex.features()), ex.target, pos_weight=pos_weight)
 
     def recall(idxs):
         hits = total = 0
         with torch.no_grad():
             for i in idxs:
-                feats, target, _ = examples[i]
+                target = examples[i].target
                 k = num_kept(target.numel(), keep_ratio)
-                top = torch.topk(mlp(feats), k).indices
+                top = torch.topk(mlp(examples[i].features()), k).indices
                 hits += float(target[top].sum())
                 total += float(target.sum())
         return hits / total if total else float("nan")

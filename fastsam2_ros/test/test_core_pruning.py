@@ -258,3 +258,47 @@ def test_uncertainty_is_off_without_two_passes_or_dropout(model128):
         assert (u is not None) == on, (passes, dropout)
         if on:
             assert u.shape == (64,) and float(u.max()) == 1.0
+
+
+@pytest.mark.parametrize("trained", [False, True])
+def test_tokens_under_the_previous_mask_are_always_kept_first(trained):
+    """A fixed bonus of 3 standard deviations let an outside token whose signals summed more than
+    3 above an inside one's win (2 of 38 kept tokens outside a region of 40 in the review)."""
+    from fastsam2_ros.core.router import RouterSignals
+
+    torch.manual_seed(0)
+    n, c, keep = 64, 8, 10
+    tokens = torch.randn(n, c)
+    uncertainty, prototype = torch.rand(n), torch.rand(1, n)
+    uncertainty[:2] = prototype[0, :2] = 100.0  # two outside tokens stand out in every signal
+    prior = torch.zeros(1, n)
+    prior[0, 40:52] = 1.0  # 12 tokens under the previous mask, more than k
+    sig = RouterSignals(tokens=tokens, uncertainty=uncertainty, prior=prior, prototype=prototype,
+                        has_prototype=torch.ones(1, dtype=torch.bool))
+    mlp = None
+    if trained:
+        mlp = RouterMLP(c)
+        with torch.no_grad():
+            mlp.net[0].weight.zero_()
+            mlp.net[0].weight[0, 2 * c:] = 1.0  # the MLP follows the uncertainty part U_i
+            mlp.net[2].weight.fill_(1.0)
+    out = TokenRouter(c, mc_passes=0, mlp=mlp).route(sig, keep)
+    kept = set(out.keep_idx[0].tolist())
+    assert kept <= set(range(40, 52)), sorted(kept)
+
+
+def test_the_router_input_composed_from_its_factors_is_the_papers_h():
+    """Router training stores h_i factored; composing it must give [x; a·t; σ̃·W_u] exactly."""
+    from fastsam2_ros.core.router import FusedFactors
+
+    torch.manual_seed(1)
+    n, c = 6, 4
+    f = FusedFactors(torch.randn(n, c), torch.randn(2, n), torch.randn(2, c),
+                     torch.rand(n, dtype=torch.float64), torch.randn(c, dtype=torch.float64))
+    h = f.compose()
+    assert h.shape == (2, n, 3 * c) and h.dtype == torch.float32
+    for b in range(2):
+        assert torch.equal(h[b, :, :c], f.tokens)
+        assert torch.equal(h[b, :, c:2 * c], f.text_scales[b][:, None] * f.text_vector[b][None])
+        assert torch.equal(h[b, :, 2 * c:],
+                           (f.uncertainty[:, None] * f.uncertainty_vector[None]).float())

@@ -209,11 +209,11 @@ def test_router_training_void_label_is_no_object(tmp_path):
 
 def test_router_training_holds_out_whole_sequences():
     """Frames of one sequence look alike: held-out frames of training sequences flatter recall."""
-    examples = [(None, None, f"seq{i % 7}") for i in range(70)]
+    examples = [router_training.Example(None, None, f"seq{i % 7}") for i in range(70)]
     val, trn, held_out = router_training.split_by_sequence(examples, random.Random(0))
     assert held_out == "sequences" and len(val) == 10 and len(trn) == 60
-    assert len({examples[i][2] for i in val}) == 1
-    assert not {examples[i][2] for i in val} & {examples[i][2] for i in trn}
+    assert len({examples[i].sequence for i in val}) == 1
+    assert not {examples[i].sequence for i in val} & {examples[i].sequence for i in trn}
     val, trn, held_out = router_training.split_by_sequence(examples[:1] * 10, random.Random(0))
     assert held_out.startswith("examples") and (len(val), len(trn)) == (2, 8)
 
@@ -231,7 +231,7 @@ def test_router_training_fits_an_objects_text_map_on_its_first_frame_only(tmp_pa
     examples = router_training.collect_examples(tracker, DavisDataset(data), texts, None,
                                                 log=lambda *a: None)
     assert sorted(fitted) == ["a box", "a cup", "a red ball"]
-    assert len(examples) == 12 and {ex[2] for ex in examples} == {"synth000", "synth001"}
+    assert len(examples) == 12 and {ex.sequence for ex in examples} == {"synth000", "synth001"}
 
 
 def test_router_training_checks_its_output_before_the_work(tmp_path, capsys, monkeypatch):
@@ -455,3 +455,22 @@ def test_bench_records_no_commit_of_another_repository(tmp_path, monkeypatch):
     assert bench.source_commit() is None
     monkeypatch.setenv("FASTSAM2_COMMIT", "abc123")
     assert bench.source_commit() == "abc123"
+
+
+def test_router_training_keeps_a_frames_tokens_once_in_half_precision(tmp_path):
+    """Every (frame, object) example held its own float32 [N, 3C] input: 12 MiB each at 1024 px,
+    about 100 GB for DAVIS 2017 train."""
+    data = generate_dataset(tmp_path / "syn", sequences=1, frames=3, size=(96, 64), objects=2)
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=64, device="cpu",
+                        mc_passes=2)
+    examples = router_training.collect_examples(StreamingTracker(cfg), DavisDataset(data), {}, None,
+                                                log=lambda *a: None)
+    assert len(examples) == 6
+    frames = {id(ex.factors.tokens) for ex in examples}
+    assert len(frames) == 3 and all(ex.factors.tokens.dtype == torch.float16 for ex in examples)
+    n, c = examples[0].factors.tokens.shape
+    counted = set()
+    total = sum(ex.nbytes(counted) for ex in examples)
+    assert total < 0.3 * len(examples) * n * 3 * c * 4  # the old float32 [N, 3C] per example
+    h = examples[0].features()
+    assert h.shape == (n, 3 * c) and h.dtype == torch.float32

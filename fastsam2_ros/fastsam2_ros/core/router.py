@@ -42,8 +42,8 @@ from .weight_files import require_finite
 ROUTER_FORMAT = "fastsam2_ros.router.v1"
 #: Weights of the standardised signals in the training-free fusion (no trained router).
 TEXT_WEIGHT, PROTOTYPE_WEIGHT, UNCERTAINTY_WEIGHT = 1.0, 1.0, 0.5
-#: Score bonus (in standard deviations) of tokens under the object's previous mask, dilated: once
-#: that region holds k tokens or more, every kept token comes from it (the others only reorder).
+#: Margin (in standard deviations) by which the lowest-scored token under the object's previous
+#: mask, dilated, outranks the highest-scored token outside it (see ``prior_first``).
 PRIOR_BONUS = 3.0
 
 
@@ -154,10 +154,33 @@ class RouterSignals:
     uncertainty: Optional[torch.Tensor] = None  # [N]
     text: Optional[torch.Tensor] = None  # [B, N] (zero rows for objects without text)
     has_text: Optional[torch.Tensor] = None  # [B] 1.0 / 0.0
-    text_vectors: Optional[torch.Tensor] = None  # [B, N, C]
+    text_scales: Optional[torch.Tensor] = None  # [B, N]: text_i = text_scales_i * text_vector
+    text_vector: Optional[torch.Tensor] = None  # [B, C]
     prototype: Optional[torch.Tensor] = None  # [B, N]
     has_prototype: Optional[torch.Tensor] = None  # [B] bool
     prior: Optional[torch.Tensor] = None  # [B, N] previous mask (dilated), {0, 1}
+
+
+@dataclass
+class FusedFactors:
+    """The router input h_i = [x_i; a_i t; u_i w] of B objects, stored factored: an annotated
+    frame's tokens once for all its objects, and the rank-one text and uncertainty parts as a
+    scale per token and one vector (router training keeps thousands of these)."""
+
+    tokens: torch.Tensor  # x [N, C]
+    text_scales: torch.Tensor  # a [B, N]
+    text_vector: torch.Tensor  # t [B, C]
+    uncertainty: torch.Tensor  # u [N], float64 (σ̃ of eq. 9)
+    uncertainty_vector: torch.Tensor  # w [C], float64 (W_u of eq. 9)
+
+    def compose(self) -> torch.Tensor:
+        """h [B, N, 3C] in the tokens' dtype."""
+        x = self.tokens
+        rows = self.text_scales.shape[0]
+        text_vec = self.text_scales[..., None] * self.text_vector[:, None]
+        unc_vec = (self.uncertainty[:, None] * self.uncertainty_vector[None]).to(x)  # U_i = σ̃_i W_u^T
+        return torch.cat([x[None].expand(rows, -1, -1), text_vec.to(x),
+                          unc_vec[None].expand(rows, -1, -1)], dim=-1)
 
 
 @dataclass
@@ -241,7 +264,7 @@ class TokenRouter(nn.Module):
         if text is not None:
             sig.text = text.relevance(sig.tokens)
             sig.has_text = text.has_text
-            sig.text_vectors = text.token_vectors(sig.tokens, sig.text)
+            sig.text_scales, sig.text_vector = text.token_scales(sig.text), text.vector
         sig.prior = self.previous_mask_prior(prev_mask_logits, grid_hw)
         if sig.prior is not None:
             mass = sig.prior.sum(1)
@@ -253,24 +276,28 @@ class TokenRouter(nn.Module):
     # ---- fusion ---------------------------------------------------------------------------------
     def fused_features(self, sig: RouterSignals, rows: int = 1) -> torch.Tensor:
         """The paper's h_i = [x_i; text_i; U_i], [B, N, 3C] (zeros for a missing signal)."""
+        rows = sig.prior.shape[0] if sig.prior is not None else rows
+        return self.fused_factors(sig, rows).compose()
+
+    def fused_factors(self, sig: RouterSignals, rows: int) -> "FusedFactors":
+        """h_i in factored form (text_i and U_i are rank one): what router training stores."""
         x = sig.tokens
         n, c = x.shape
-        rows = sig.prior.shape[0] if sig.prior is not None else rows
-        text_vec = (sig.text_vectors if sig.text_vectors is not None
-                    else x.new_zeros(rows, n, c))
+        if sig.text_scales is not None:
+            text_scales, text_vector = sig.text_scales, sig.text_vector
+        else:
+            text_scales, text_vector = x.new_zeros(rows, n), x.new_zeros(rows, c)
         if sig.uncertainty is not None:
-            u = sig.uncertainty.double()[:, None]
+            u = sig.uncertainty.double()
             xd = x.double()
             gram = xd.T @ xd
             ridge = 1e-9 * gram.diagonal().mean().clamp_min(1e-12)
             eye = torch.eye(c, dtype=gram.dtype, device=gram.device)
             # paper eq. 9, W_u = argmin ||X W - σ̃||² (normal equations: no host sync)
-            w_u = torch.linalg.solve_ex(gram + ridge * eye, xd.T @ u)[0]  # [C, 1]
-            unc_vec = (u * w_u.T).to(x)  # U_i = σ̃_i W_u^T
+            w_u = torch.linalg.solve_ex(gram + ridge * eye, xd.T @ u[:, None])[0][:, 0]  # [C]
         else:
-            unc_vec = torch.zeros_like(x)
-        return torch.cat([x[None].expand(text_vec.shape[0], -1, -1), text_vec,
-                          unc_vec[None].expand(text_vec.shape[0], -1, -1)], dim=-1)
+            u, w_u = x.new_zeros(n, dtype=torch.float64), x.new_zeros(c, dtype=torch.float64)
+        return FusedFactors(x, text_scales, text_vector, u, w_u)
 
     def training_free_scores(self, sig: RouterSignals, rows: int) -> torch.Tensor:
         """Standardised sum of the scalar signals; previous-mask tokens get a large bonus."""
@@ -284,7 +311,7 @@ class TokenRouter(nn.Module):
         if sig.uncertainty is not None:
             score = score + UNCERTAINTY_WEIGHT * standardize(sig.uncertainty)[None]
         if sig.prior is not None:
-            score = score + PRIOR_BONUS * sig.prior
+            score = prior_first(score, sig.prior)
         return score
 
     @torch.no_grad()
@@ -297,12 +324,20 @@ class TokenRouter(nn.Module):
             mlp = self.mlp.to(sig.tokens.device)
             scores = standardize(mlp(self.fused_features(sig, rows)).float())
             if sig.prior is not None:  # the MLP input does not say where the object just was
-                scores = scores + PRIOR_BONUS * sig.prior
+                scores = prior_first(scores, sig.prior)
         else:
             scores = self.training_free_scores(sig, rows)
         probs = torch.softmax(scores.float(), dim=-1)
         keep_idx = torch.topk(probs, keep, dim=-1, sorted=False).indices.sort(dim=-1).values
         return RouterOutput(scores=scores, probs=probs, keep_idx=keep_idx, mode=self.mode)
+
+
+def prior_first(scores: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """Scores [B, N] where every token under the previous mask (``prior`` 1) outranks every other
+    one by PRIOR_BONUS at least: that region is kept first, and when it holds k tokens or more
+    every kept token lies in it (the signals only rank inside it). No host sync (captured)."""
+    spread = scores.amax(-1, keepdim=True) - scores.amin(-1, keepdim=True)
+    return scores + prior * (spread + PRIOR_BONUS)
 
 
 def num_kept(total: int, keep_ratio: float) -> int:

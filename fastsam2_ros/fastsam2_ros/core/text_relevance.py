@@ -125,9 +125,8 @@ class TextRows:
         rel = F.cosine_similarity(pred, self.embedding[:, None], dim=-1)
         return rel * self.has_text[:, None]
 
-    def token_vectors(self, tokens: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
-        """``text_i`` of the router input, [B, N, C]."""
-        vec = self.vector[:, None].expand(-1, tokens.shape[0], -1)
-        if self.scale_by_relevance:
-            vec = relevance[..., None] * vec
-        return vec * self.has_text[:, None, None]
+    def token_scales(self, relevance: torch.Tensor) -> torch.Tensor:
+        """``text_i`` of the router input is ``scale_i * vector`` (rank one per object): the
+        scales [B, N], relevance (clip_ridge) or 1 (paper_lsq), 0 for objects without text."""
+        scale = relevance if self.scale_by_relevance else torch.ones_like(relevance)
+        return scale * self.has_text[:, None]
