@@ -158,6 +158,18 @@ def test_refine_caption_real_minilm_keeps_the_object(caption, head):
 
 
 @needs_minilm
+def test_refine_caption_under_a_bf16_autocast():
+    """The similarities came out in bf16 under a caller's CPU autocast, and numpy has no bf16."""
+    import torch
+
+    from fastsam2_ros.core.auto_prompt import refine_caption
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        phrase = refine_caption(PAPER_CAPTION)
+    assert phrase and phrase in PAPER_CAPTION.lower()
+
+
+@needs_minilm
 def test_refine_caption_docstring_example_is_what_it_returns():
     import re
 

@@ -633,7 +633,8 @@ class PhraseRefiner:
             return []
         emb = self.embed([caption] + [c.text for c in candidates])
         doc, cand = emb[0], emb[1:]
-        ranked = rank_candidates((cand @ doc).numpy(), (cand @ cand.T).numpy(), candidates,
+        # float: under an autocast (a caller's bf16) the products are bf16, which numpy lacks
+        ranked = rank_candidates((cand @ doc).float().numpy(), (cand @ cand.T).float().numpy(), candidates,
                                  len(_words(caption)), k=k)
         return [(candidates[i].text, s) for i, s in ranked]
 
