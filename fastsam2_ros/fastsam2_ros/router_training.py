@@ -217,12 +217,12 @@ def main(argv=None) -> int:
             raise InputError("--epochs must be >= 1")
         if not (math.isfinite(args.lr) and args.lr > 0):
             raise InputError(f"--lr must be a finite number > 0, got {args.lr}")
-        texts = load_text_prompts(args.text_prompts)  # as fastsam2-eval reads them
         cfg = TrackerConfig(model_cfg=args.model, checkpoint=args.checkpoint or "",
                             allow_random_weights=args.random_weights, device=args.device,
                             image_size=args.image_size, mc_passes=args.mc_passes,
                             text_mode=args.text_mode, clip_weights=args.clip_weights,
                             keep_ratio=args.keep_ratio, seed=args.seed)
+        texts = load_text_prompts(args.text_prompts, cfg.max_text_length)  # as fastsam2-eval reads them
         tracker = StreamingTracker(cfg)
         examples = collect_examples(tracker, DavisDataset(args.data, args.resolution), texts,
                                     args.max_frames)

@@ -53,6 +53,27 @@ def test_match_to_ground_truth_relabels_by_best_overlap():
     assert mapping == {} and not out[0].any()
 
 
+def test_match_to_ground_truth_maximises_j_and_f_like_the_davis_reference():
+    """The unsupervised DAVIS evaluation matches on (mean J + mean F) / 2; here J alone pairs
+    prediction 2 with GT 2 (a sliver of overlap), J&F pairs both the other way round."""
+    from scipy.optimize import linear_sum_assignment
+
+    from fastsam2_ros.eval.metrics import boundary_f, region_j
+
+    gt = np.zeros((12, 12), np.uint8)
+    gt[8:12, 2:7] = 1
+    gt[1:6, 6:8] = 2
+    pred = np.zeros((12, 12), np.uint8)
+    pred[1:3, 3:7] = 1
+    pred[4:8, 5:9] = 2
+    j = np.array([[region_j(gt == g, pred == q) for g in (1, 2)] for q in (1, 2)])
+    f = np.array([[boundary_f(gt == g, pred == q) for g in (1, 2)] for q in (1, 2)])
+    assert linear_sum_assignment(-j)[1].tolist() == [0, 1]  # J alone: 1 -> 1, 2 -> 2
+    _, mapping = match_to_ground_truth([pred], {0: gt})
+    assert mapping == {1: 2, 2: 1}
+    assert (j[0, 1] + f[0, 1] + j[1, 0] + f[1, 0]) > (j[0, 0] + f[0, 0] + j[1, 1] + f[1, 1])
+
+
 def test_variant_texts():
     assert variant_texts("a small dog on a sofa", "small dog", 300) == {
         "auto": "small dog", "vague": "dog", "verbose": "a small dog on a sofa"}

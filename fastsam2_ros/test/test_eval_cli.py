@@ -199,6 +199,8 @@ BAD_RUN_FLAGS = {  # case -> (files to make, flags, what the one error line says
     "text_unknown_sequence": ({"t.json": '{"nosuchseq": {"1": "red thing"}}'},
                               ["--text-prompts", "{tmp}/t.json"],
                               "text prompts for sequence(s) ['nosuchseq'] that dataset"),
+    "sequences_and_imageset": ({}, ["--sequences", "synth000", "--imageset", "no_such_set"],
+                               "--sequences and --imageset both choose the sequences; give one"),
 }
 
 
@@ -227,6 +229,8 @@ def test_bad_run_flags_are_refused_up_front(case, tmp_path, capsys):
     (["score", "--gt", "{d}", "--pred", "{d}", "--no-progress", "--sequences", "synth000,synth000"],
      "names sequence 'synth000' twice"),
     (["synth", "--out", "{tmp}/s", "--seed", "-1"], "seed must be >= 0, got -1"),
+    (["score", "--gt", "{d}", "--pred", "{d}", "--no-progress", "--sequences", "synth000",
+      "--imageset", "no_such_set"], "--sequences and --imageset both choose the sequences; give one"),
 ])
 def test_bad_score_and_synth_flags_are_refused(argv, match, tmp_path, capsys):
     data = generate_dataset(tmp_path / "d", sequences=1, frames=3, size=(32, 32), objects=1)
@@ -267,10 +271,100 @@ def test_tracker_config_from_yaml_with_flag_overrides(tmp_path):
 def test_text_prompt_file_validation(tmp_path):
     p = tmp_path / "t.json"
     p.write_text(json.dumps({"s": {"1": "red ball", "2": "blue box"}, "other": {"3": "x"}}))
-    assert cli.load_text_prompts(str(p)) == {"s": {1: "red ball", 2: "blue box"}, "other": {3: "x"}}
+    assert cli.load_text_prompts(str(p), 300) == {"s": {1: "red ball", 2: "blue box"}, "other": {3: "x"}}
     p.write_text(json.dumps({"s": {"one": "red ball"}}))
     with pytest.raises(ValueError, match=r"t\.json: object id 'one'"):
-        cli.load_text_prompts(str(p))
+        cli.load_text_prompts(str(p), 300)
     p.write_text(json.dumps({"s": {"1": ""}}))
     with pytest.raises(ValueError, match=r"t\.json: text of object 1"):
-        cli.load_text_prompts(str(p))
+        cli.load_text_prompts(str(p), 300)
+
+
+TEXT_TOO_LONG = "red " * 300  # 1200 characters, max_text_length is 300
+
+
+@pytest.mark.parametrize("text, config, why", [
+    (TEXT_TOO_LONG, None, "text prompt has 1200 characters; at most 300"),
+    ("red\x07ball", None, "text prompt contains control characters"),
+    ("a red striped ball", "max_text_length: 10", "text prompt has 18 characters; at most 10"),
+], ids=["too_long", "control_character", "config_max_text_length"])
+def test_bad_text_prompt_is_refused_before_any_mode_runs(text, config, why, tmp_path, capsys):
+    """Checked with the tracker's own rule and the config's max_text_length when the file is read
+    (it failed only when the dense mode added it, after the official mode ran over everything,
+    with a message that named no file, sequence or object)."""
+    data = generate_dataset(tmp_path / "d", sequences=1, frames=3, size=(64, 48), objects=2)
+    texts = tmp_path / "texts.json"
+    texts.write_text(json.dumps({"synth000": {"1": "x", "2": text}}))
+    extra = []
+    if config:
+        (tmp_path / "c.yaml").write_text(f"/**/fastsam2_tracker:\n  ros__parameters:\n    {config}\n")
+        extra = ["--config", str(tmp_path / "c.yaml")]
+    rc = cli.main(["run", "--dataset", str(data), "--random-weights", "--model", "tiny",
+                   "--image-size", "64", "--device", "cpu", "--modes", "official,dense",
+                   "--warmup", "0", "--out", str(tmp_path / "o"), "--no-progress",
+                   "--text-prompts", str(texts), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert err[0] == (f"fastsam2-eval: error: {texts}: text of object 2 in sequence 'synth000': {why}")
+    assert not (tmp_path / "o").exists()  # no mode ran
+
+
+@pytest.mark.parametrize("flags", [["--sequences", "foo"], ["--imageset", "bar"],
+                                   ["--resolution", "1080p"]])
+def test_dataset_only_flags_are_refused_with_frames(flags, tmp_path, capsys):
+    data = generate_dataset(tmp_path / "d", sequences=1, frames=3, size=(32, 32), objects=1)
+    rc = cli.main(["run", "--frames", str(data / "JPEGImages" / "480p" / "synth000"),
+                   "--first-mask", str(data / "Annotations" / "480p" / "synth000" / "00000.png"),
+                   "--random-weights", "--model", "tiny", "--image-size", "64", "--device", "cpu",
+                   "--modes", "dense", "--warmup", "0", "--out", str(tmp_path / "o"),
+                   "--no-progress", *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert f"fastsam2-eval: error: {flags[0]} only apply to --dataset, not to --frames" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_no_progress_also_silences_sam2s_own_progress_bars(tmp_path, capfd, monkeypatch):
+    import functools
+
+    import sam2.sam2_video_predictor as svp
+
+    # sam2's bars on whatever TQDM_DISABLE says (tqdm reads it once, at import)
+    monkeypatch.setattr(svp, "tqdm", functools.partial(svp.tqdm, disable=False))
+    data = generate_dataset(tmp_path / "d", sequences=1, frames=3, size=(64, 48), objects=1)
+    base = ["run", "--dataset", str(data), "--random-weights", "--model", "tiny", "--image-size",
+            "64", "--device", "cpu", "--modes", "official", "--warmup", "1"]
+    assert cli.main(base + ["--out", str(tmp_path / "o1")]) == 0
+    assert "propagate in video" in capfd.readouterr().err  # sam2's bar, shown by default
+    assert cli.main(base + ["--out", str(tmp_path / "o2"), "--no-progress"]) == 0
+    err = capfd.readouterr().err
+    assert "propagate in video" not in err and "frame/s" not in err, err
+
+
+def test_official_memory_bank_is_documented_as_what_state_bytes_counts():
+    """docs/evaluation.md said "every tensor sam2's inference state keeps"; state_bytes counts the
+    per-object frame outputs only (not the preprocessed frames, which are far larger)."""
+    import torch
+
+    from fastsam2_ros.core.config import TrackerConfig
+    from fastsam2_ros.core.models import build_official_predictor
+    from fastsam2_ros.core.official import OfficialVideoSession
+    from pathlib import Path
+
+    cfg = TrackerConfig.from_mapping({"model_cfg": "tiny", "image_size": 64, "device": "cpu",
+                                      "allow_random_weights": True, "checkpoint": ""})
+    frames = [np.full((48, 64, 3), 40 * i, np.uint8) for i in range(3)]
+    session = OfficialVideoSession(build_official_predictor(cfg), frames)
+    session.add_prompt(0, 1, points=[[20, 20]], labels=[1])
+    for _ in session.propagate(0):
+        pass
+    outputs = [v for per_obj in session.state["output_dict_per_obj"].values()
+               for outs in per_obj.values() for out in outs.values() for v in out.values()
+               if isinstance(v, torch.Tensor)]
+    assert session.state_bytes() == sum(t.numel() * t.element_size() for t in outputs) > 0
+    images = session.state["images"]
+    assert images.numel() * images.element_size() > session.state_bytes()  # not counted
+    docs = Path(cli.__file__).resolve().parents[3] / "docs" / "evaluation.md"
+    row = next(line for line in docs.read_text().splitlines() if line.startswith("| memory bank |"))
+    assert "every tensor" not in row and "`output_dict_per_obj`" in row
+    assert "preprocessed frames" in row and "not counted" in row

@@ -6,6 +6,7 @@ known exactly. The real model runs in test_eval_cli.py.
 """
 
 import argparse
+import dataclasses
 import hashlib
 import json
 
@@ -161,7 +162,7 @@ def test_compose_labels_higher_id_wins_and_rejects_bad_ids():
 
 
 def test_mode_specs():
-    specs = mode_specs(["official", "dense", "pruned"], [0.3, 0.5, 0.3])
+    specs = mode_specs(["official", "dense", "pruned"], [0.3, 0.5])
     assert [s.label for s in specs] == ["official", "dense", "pruned_0.30", "pruned_0.50"]
     with pytest.raises(InputError, match="unknown mode"):
         mode_specs(["fast"], [0.3])
@@ -171,7 +172,32 @@ def test_mode_specs():
         mode_specs(["pruned"], [0.0])
 
 
+def test_keep_ratios_that_round_alike_keep_their_own_run_and_label():
+    # labelled with two decimals, 0.301 and 0.3 were both pruned_0.30 and 0.301 was dropped
+    specs = mode_specs(["pruned"], [0.3, 0.301, 0.25, 0.254])
+    assert [(s.label, s.keep_ratio) for s in specs] == [
+        ("pruned_0.30", 0.3), ("pruned_0.301", 0.301), ("pruned_0.25", 0.25), ("pruned_0.254", 0.254)]
+    from fastsam2_ros.eval.report import method_name
+
+    assert method_name({"mode": "pruned", "keep_ratio": 0.301}) == "Streaming SAM 2, pruned (keep 0.301)"
+    with pytest.raises(InputError, match=r"keep ratio 0.3 is given twice"):
+        mode_specs(["pruned"], [0.3, 0.5, 0.30])
+
+
 # ---------------------------------------------------------------------------- streaming runs
+def test_a_rerun_into_the_same_out_removes_the_masks_of_the_earlier_run(tmp_path):
+    _, seq = synth_inputs(tmp_path)
+    out = tmp_path / "out"
+    run_scripted(seq, "oracle", save=out)
+    folder = out / "dense" / seq.name
+    (folder / "notes.txt").write_text("mine")  # not a mask: left alone
+    shorter = dataclasses.replace(seq, frames=seq.frames[:3], frame_names=seq.frame_names[:3],
+                                  gt={i: seq.gt[i] for i in range(3)})
+    run_scripted(shorter, "oracle", save=out)
+    assert sorted(p.name for p in folder.iterdir()) == ["00000.png", "00001.png", "00002.png",
+                                                        "notes.txt"]
+
+
 def test_oracle_tracker_scores_one_and_its_masks_are_written(tmp_path):
     _, seq = synth_inputs(tmp_path)
     specs = [ModeSpec("dense", 1.0), ModeSpec("pruned", 0.5)]
@@ -397,7 +423,7 @@ def test_frames_input_from_a_rosbag_with_first_mask(tmp_path):
     write_label_png(tmp_path / "first.png", first)
     args = argparse.Namespace(dataset=None, frames=str(bag), first_mask=str(tmp_path / "first.png"),
                               topic=None, max_frames=3, sequences=None, imageset=None,
-                              resolution="480p")
+                              resolution=None)
     load, prompts, total, info = cli._sequence_sources(args, {})
     seqs = list(load())
     assert total == 3 and info["kind"] == "rosbag" and info["topic"] == "/cam/image_raw"

@@ -250,3 +250,38 @@ def test_cli_score_error_exit_status_and_message(gt_root, tmp_path, capsys):
     rc = cli.main(["score", "--gt", str(gt_root), "--pred", str(tmp_path / "nope"), "--no-progress"])
     assert rc == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_imageset_name_reads_the_newest_year_that_has_it(tmp_path, capsys):
+    """A DAVIS 2017 download ships ImageSets/2016 and ImageSets/2017, each with a val.txt;
+    ``--imageset val`` read the 2016 list (the first year folder)."""
+    from fastsam2_ros.eval.davis_io import DavisDataset, read_imageset
+    from fastsam2_ros.eval.synthetic import generate_dataset
+
+    root = generate_dataset(tmp_path / "davis", sequences=3, frames=3, size=(32, 32), objects=1)
+    sets = root / "ImageSets"
+    (sets / "2017" / "val.txt").write_text("synth000\nsynth001\nsynth002\n")
+    (sets / "2016").mkdir()
+    (sets / "2016" / "val.txt").write_text("synth000\n")
+    (sets / "2016" / "train.txt").write_text("synth001\n")  # only in 2016: read from there
+    assert read_imageset(root, "val") == ["synth000", "synth001", "synth002"]
+    assert read_imageset(root, "2016/val") == ["synth000"]
+    assert read_imageset(root, "train") == ["synth001"]
+    assert read_imageset(root, str(sets / "2016" / "val.txt")) == ["synth000"]
+    assert DavisDataset(root, imageset="val").imageset_path == sets / "2017" / "val.txt"
+    with pytest.raises(DatasetError, match=r"image set '2015/val' not found: no file .*2015/val\.txt"):
+        read_imageset(root, "2015/val")
+    out = tmp_path / "s.json"
+    rc = cli.main(["score", "--gt", str(root), "--pred", str(root), "--imageset", "val",
+                   "--json", str(out), "--no-progress"])
+    assert rc == 0
+    d = json.loads(out.read_text())
+    assert d["overall"]["sequences"] == 3
+    assert f"sequences of image set {sets / '2017' / 'val.txt'}" in d["notes"]
+    import argparse
+
+    args = argparse.Namespace(dataset=str(root), frames=None, first_mask=None, topic=None,
+                              max_frames=None, sequences=None, imageset="val", resolution=None)
+    _, _, _, info = cli._sequence_sources(args, {})
+    assert info["sequences"] == ["synth000", "synth001", "synth002"]
+    assert info["imageset"] == str(sets / "2017" / "val.txt")  # named in the run's report

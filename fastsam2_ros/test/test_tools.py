@@ -286,6 +286,7 @@ def test_router_training_refuses_bad_numbers_before_the_work(tmp_path, capsys, m
     ('{"synth000": "a cup"}', "entry of sequence 'synth000' must map object ids to texts"),
     ('{"synth000": {"one": "a cup"}}', "object id 'one' of sequence 'synth000' is not an integer"),
     ('{"synth000": {"1": ""}}', "must be a non-empty string"),
+    ('{"synth000": {"1": "%s"}}' % ("x" * 400), "text prompt has 400 characters; at most 300"),
     ("{", "cannot parse text prompt file"),
 ])
 def test_router_training_reads_text_prompts_as_fastsam2_eval(tmp_path, capsys, monkeypatch, content,

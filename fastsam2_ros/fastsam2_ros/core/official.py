@@ -34,6 +34,25 @@ def _frames_as_video(images: torch.Tensor, height: int, width: int):
         svp.load_video_frames = original
 
 
+@contextlib.contextmanager
+def _sam2_progress_bars(enabled: bool):
+    """Without ``enabled``, sam2's own tqdm bars ("propagate in video") are created disabled: its
+    video predictor calls the ``tqdm`` it imported, which is swapped for the time of the call."""
+    if enabled:
+        yield
+        return
+    import functools
+
+    import sam2.sam2_video_predictor as svp
+
+    original = svp.tqdm
+    svp.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        svp.tqdm = original
+
+
 def _memory_in_weight_dtype(module, args, kwargs):
     """sam2 stores memory features in bf16 (its CUDA runs are under autocast). Without autocast,
     ``torch.cat`` with the fp32 object pointers usually promotes them back to fp32, but an object
@@ -49,7 +68,9 @@ def _memory_in_weight_dtype(module, args, kwargs):
 class OfficialVideoSession:
     """sam2's predictor on a finite clip, with prompts per frame and resumable propagation."""
 
-    def __init__(self, predictor, frames: Sequence[np.ndarray], autocast_bf16: bool = False) -> None:
+    def __init__(self, predictor, frames: Sequence[np.ndarray], autocast_bf16: bool = False,
+                 progress: bool = True) -> None:
+        """``progress``: show sam2's own progress bar while propagating."""
         if len(frames) == 0:
             raise InputError("no frames")
         first = validate_image(frames[0])
@@ -60,6 +81,7 @@ class OfficialVideoSession:
         self.predictor = predictor
         self.num_frames = len(frames)
         self.autocast_bf16 = autocast_bf16 and predictor.device.type == "cuda"
+        self.progress = progress
         t0 = time.perf_counter()
         images = torch.stack([preprocess_pil(f, predictor.image_size) for f in frames]).to(predictor.device)
         with _frames_as_video(images, *self.shape), self._inference():
@@ -109,7 +131,7 @@ class OfficialVideoSession:
         cuda = self.predictor.device.type == "cuda"
         while True:
             t0 = time.perf_counter()
-            with self._inference():
+            with self._inference(), _sam2_progress_bars(self.progress):
                 try:
                     frame_idx, ids, logits = next(gen)
                 except StopIteration:
@@ -120,7 +142,12 @@ class OfficialVideoSession:
             yield frame_idx, self._masks(ids, logits)
 
     def state_bytes(self) -> int:
-        """Bytes of every tensor the predictor keeps per object (frames' outputs)."""
+        """Bytes of sam2's memory: the tensors of every frame's per-object outputs
+        (``output_dict_per_obj``: memory features, object pointer, low-resolution mask, object
+        score), what its memory attention reads: the counterpart of the streaming tracker's
+        memory bank. Not counted: the rest of the inference state (the preprocessed frames
+        ``images``, cached image features, and the memory positional encoding, one copy that
+        sam2 shares between frames and objects)."""
         total = 0
         for per_obj in self.state["output_dict_per_obj"].values():
             for outs in per_obj.values():

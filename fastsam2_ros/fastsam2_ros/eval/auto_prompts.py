@@ -4,8 +4,8 @@
   the automatic prompt (``core.auto_prompt.AutoPrompter``) picks up to ``n`` object-like regions,
   each gives a distance-transform click and (with a caption model) a phrase. No ground truth is
   used to prompt; scoring then maps the predicted objects onto the GT objects
-  (:func:`match_to_ground_truth`, Hungarian on the mean J over the annotated frames, as the
-  unsupervised DAVIS protocol does); GT objects left unmatched score 0.
+  (:func:`match_to_ground_truth`, Hungarian on (mean J + mean F) / 2 over the annotated frames,
+  as the unsupervised DAVIS evaluation matches); GT objects left unmatched score 0.
 * ``--text-variants`` — the same clicks with different texts (paper Table 6): ``user`` (the
   ``--text-prompts`` file), ``auto`` (the phrase the automatic prompt distils from a caption of the
   object's region), ``vague`` (that phrase's head noun) and ``verbose`` (the whole caption).
@@ -23,7 +23,7 @@ from ..core.errors import InputError
 from ..core.prompts import shorten_text
 from ..core.stats import StageTimer
 from .davis_io import VOID_LABEL
-from .metrics import region_j
+from .metrics import boundary_f, region_j
 from .runner import ObjectPrompt
 
 LOG = logging.getLogger(__name__)
@@ -81,8 +81,9 @@ def describe_objects(prompts: Sequence[ObjectPrompt], frames: Sequence[np.ndarra
 
 def match_to_ground_truth(preds: Sequence[np.ndarray], gt: Dict[int, np.ndarray]
                           ) -> Tuple[List[np.ndarray], Dict[int, int]]:
-    """Relabel predicted objects with the GT ids they match best: Hungarian assignment on the
-    mean region J over the annotated frames. Unmatched predictions become background."""
+    """Relabel predicted objects with the GT ids they match best: Hungarian assignment on
+    (mean J + mean F) / 2 over the annotated frames, the score the unsupervised DAVIS evaluation
+    maximises (J alone can pick another pairing). Unmatched predictions become background."""
     from scipy.optimize import linear_sum_assignment
 
     frames = sorted(gt)
@@ -96,7 +97,8 @@ def match_to_ground_truth(preds: Sequence[np.ndarray], gt: Dict[int, np.ndarray]
         vd = void if void.any() else None
         for i, p in enumerate(pred_ids):
             for j, g in enumerate(gt_ids):
-                score[i, j] += region_j(gt[t] == g, preds[t] == p, vd)
+                gm, pm = gt[t] == g, preds[t] == p
+                score[i, j] += (region_j(gm, pm, vd) + boundary_f(gm, pm, vd)) / 2
     rows, cols = linear_sum_assignment(-score)
     mapping = {pred_ids[i]: gt_ids[j] for i, j in zip(rows, cols)}
     table = np.zeros(256, dtype=np.uint8)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
 from ..core.errors import FastSam2Error, InputError
+from .davis_io import DEFAULT_RESOLUTION
 
 LOG = logging.getLogger("fastsam2_ros.eval")
 
@@ -46,6 +47,10 @@ def _names(text: str) -> List[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+IMAGESET_HELP = ("sequences of an image set: NAME (ImageSets/<newest year that has NAME>/NAME.txt, "
+                 "e.g. val), YEAR/NAME (e.g. 2016/val) or a .txt file; not with --sequences")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastsam2-eval", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pred", required=True, help="predictions: DAVIS root or folder of sequence folders")
     s.add_argument("--json", help="write the scores as JSON here")
     s.add_argument("--sequences", type=_names, help="comma-separated sequences (default: all GT sequences)")
-    s.add_argument("--imageset", help="sequences from ImageSets/<year>/<NAME>.txt of --gt (e.g. val)")
-    s.add_argument("--resolution", default="480p")
+    s.add_argument("--imageset", help=IMAGESET_HELP + " of --gt")
+    s.add_argument("--resolution", default=DEFAULT_RESOLUTION)
     s.add_argument("--all-frames", action="store_true",
                    help="also score the first and last frame (NOT the DAVIS protocol)")
     s.add_argument("--objects", choices=("first", "all"), default="first",
@@ -73,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--first-mask", help="label PNG of the first frame (object ids) for --frames")
     src.add_argument("--topic", help="image topic of a rosbag (default: its only image topic)")
     r.add_argument("--sequences", type=_names, help="comma-separated sequences of --dataset")
-    r.add_argument("--imageset", help="sequences from ImageSets/<year>/<NAME>.txt (e.g. val)")
-    r.add_argument("--resolution", default="480p")
+    r.add_argument("--imageset", help=IMAGESET_HELP + " of --dataset")
+    r.add_argument("--resolution", help=f"resolution folder of --dataset (default {DEFAULT_RESOLUTION})")
     r.add_argument("--max-frames", type=int, help="use only the first N frames of each sequence")
     m = r.add_argument_group("model")
     w = m.add_mutually_exclusive_group()
@@ -193,8 +198,12 @@ def cmd_synth(args) -> int:
     return 0
 
 
-def load_text_prompts(path: Optional[str]) -> Dict[str, Dict[int, str]]:
-    """``{seq: {obj_id: text}}`` from JSON, validated (errors name the file)."""
+def load_text_prompts(path: Optional[str], max_length: int) -> Dict[str, Dict[int, str]]:
+    """``{seq: {obj_id: text}}`` from JSON; every text is checked as the tracker will check it
+    (``validate_text`` with the tracker's ``max_text_length``), so a bad one is refused before
+    any mode runs, naming the file, the sequence and the object."""
+    from ..core.prompts import validate_text
+
     if not path:
         return {}
     p = Path(path)
@@ -218,6 +227,10 @@ def load_text_prompts(path: Optional[str]) -> Dict[str, Dict[int, str]]:
                 raise InputError(f"{p}: object id {k!r} of sequence {seq!r} is not an integer") from exc
             if not isinstance(text, str) or not text.strip():
                 raise InputError(f"{p}: text of object {k} in sequence {seq!r} must be a non-empty string")
+            try:
+                validate_text(text, max_length)
+            except InputError as exc:
+                raise InputError(f"{p}: text of object {k} in sequence {seq!r}: {exc}") from None
             out[str(seq)][obj] = text
     return out
 
@@ -274,7 +287,8 @@ def _sequence_sources(args, texts, planner=None):
     if args.dataset:
         if args.frames or args.first_mask or args.topic:
             raise InputError("--dataset cannot be combined with --frames/--first-mask/--topic")
-        ds = DavisDataset(args.dataset, resolution=args.resolution, sequences=args.sequences,
+        resolution = args.resolution or DEFAULT_RESOLUTION
+        ds = DavisDataset(args.dataset, resolution=resolution, sequences=args.sequences,
                           imageset=args.imageset)
         _check_text_sequences(texts, ds.available_sequences(), f"dataset {args.dataset}")
         seqs = [ds.sequence(n).truncated(args.max_frames) for n in ds.sequence_names]
@@ -289,9 +303,11 @@ def _sequence_sources(args, texts, planner=None):
                     prompts_cache[sd.name] = planner(sd.name, frames, gt, f"sequence {sd.name!r}")
                 yield SequenceInput(sd.name, frames, sd.frame_names, gt, prompts_cache[sd.name])
 
-        info = {"kind": "davis", "path": str(Path(args.dataset)), "resolution": args.resolution,
+        info = {"kind": "davis", "path": str(Path(args.dataset)), "resolution": resolution,
                 "sequences": [s.name for s in seqs], "frames": sum(len(s) for s in seqs),
                 "max_frames": args.max_frames}
+        if ds.imageset_path is not None:
+            info["imageset"] = str(ds.imageset_path)
         return load, prompts_cache, info["frames"], info
 
     if not args.frames:
@@ -299,6 +315,11 @@ def _sequence_sources(args, texts, planner=None):
     if not args.first_mask:
         raise InputError("--frames needs --first-mask: a label PNG of the first frame (0 = background, "
                          "k = object k) that defines the objects and their clicks")
+    dataset_only = [flag for flag, value in (("--sequences", args.sequences), ("--imageset", args.imageset),
+                                             ("--resolution", args.resolution)) if value]
+    if dataset_only:
+        raise InputError(f"{' and '.join(dataset_only)} only apply to --dataset, not to --frames "
+                         "(one sequence, read as it is)")
     from ..frame_sources import open_frames
 
     src = open_frames(args.frames, topic=args.topic, max_frames=args.max_frames)
@@ -401,8 +422,8 @@ def cmd_run(args) -> int:
     check_output_file(args.markdown, "--markdown")
     check_output_file(args.plot, "--plot", suffixes=PLOT_SUFFIXES)
     specs = mode_specs(args.modes, args.keep_ratios, args.text_variants)
-    texts = load_text_prompts(args.text_prompts)
     cfg = _tracker_config(args)  # checks the checkpoint before any data is read
+    texts = load_text_prompts(args.text_prompts, cfg.max_text_length)
     load, prompts, total, info = _sequence_sources(args, texts)
     for _ in load():  # validate every input (sizes, labels, prompts) before loading a model
         pass
@@ -432,7 +453,7 @@ def cmd_run(args) -> int:
     def make_official():
         from .runner import official_factory
 
-        return official_factory(cfg)
+        return official_factory(cfg, progress=not args.no_progress)
 
     with warnings.catch_warnings():
         if cfg.allow_random_weights:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -26,6 +26,8 @@ from ..frame_sources import natural_key
 
 PathLike = Union[str, Path]
 VOID_LABEL = 255
+#: The resolution folder read when none is named (DAVIS: JPEGImages/480p, Annotations/480p).
+DEFAULT_RESOLUTION = "480p"
 
 
 class DatasetError(InputError):
@@ -106,7 +108,7 @@ def resolution_folder(folder: Path, resolution: str) -> Path:
     return folder
 
 
-def annotation_root(path: PathLike, resolution: str = "480p") -> Path:
+def annotation_root(path: PathLike, resolution: str = DEFAULT_RESOLUTION) -> Path:
     """Folder holding the per-sequence label folders.
 
     Accepts a DAVIS root (``ROOT/Annotations/<resolution>``), an ``Annotations`` folder
@@ -121,7 +123,7 @@ def annotation_root(path: PathLike, resolution: str = "480p") -> Path:
     return resolution_folder(p, resolution)  # the Annotations folder itself, or predictions
 
 
-def image_root(path: PathLike, resolution: str = "480p") -> Path:
+def image_root(path: PathLike, resolution: str = DEFAULT_RESOLUTION) -> Path:
     p = Path(path)
     if (p / "JPEGImages").is_dir():
         return resolution_folder(p / "JPEGImages", resolution)
@@ -135,15 +137,49 @@ def list_sequences(root: PathLike) -> List[str]:
     return sorted(seqs, key=natural_key)
 
 
+def imageset_file(root: PathLike, name: str) -> Path:
+    """The file ``--imageset NAME`` names: a ``.txt`` path as given, ``YEAR/NAME`` as
+    ``ROOT/ImageSets/YEAR/NAME.txt``, a bare ``NAME`` in the newest year folder that has it (a
+    DAVIS 2017 download ships ImageSets/2016 and ImageSets/2017, both with a val.txt)."""
+    sets = Path(root) / "ImageSets"
+    if name.endswith(".txt"):
+        path = Path(name)
+    elif "/" in name:
+        path = sets / f"{name}.txt"
+    else:
+        years = sorted((d for d in sets.iterdir() if d.is_dir()), key=lambda d: natural_key(d.name)) \
+            if sets.is_dir() else []
+        found = [d / f"{name}.txt" for d in years if (d / f"{name}.txt").is_file()]
+        if not found:
+            raise DatasetError(f"image set {name!r} not found: no {sets}/<year>/{name}.txt")
+        path = found[-1]
+    if not path.is_file():
+        raise DatasetError(f"image set {name!r} not found: no file {path}")
+    return path
+
+
 def read_imageset(root: PathLike, name: str) -> List[str]:
-    """Sequences of ``ROOT/ImageSets/<year>/<name>.txt`` (any year folder) or of a .txt file path."""
-    root = Path(root)
-    cands = [Path(name)] if name.endswith(".txt") else sorted((root / "ImageSets").glob(f"*/{name}.txt"))
-    for c in cands:
-        if c.is_file():
-            return unique_sequences([ln.strip() for ln in c.read_text().splitlines() if ln.strip()],
-                                    f"image set {c}")
-    raise DatasetError(f"image set {name!r} not found under {root / 'ImageSets'}")
+    """Sequences of the image set ``name`` (see :func:`imageset_file`)."""
+    return _imageset_sequences(imageset_file(root, name))
+
+
+def _imageset_sequences(path: Path) -> List[str]:
+    return unique_sequences([ln.strip() for ln in path.read_text().splitlines() if ln.strip()],
+                            f"image set {path}")
+
+
+def select_sequences(root: PathLike, sequences: Optional[Sequence[str]] = None,
+                     imageset: Optional[str] = None) -> Tuple[Optional[List[str]], Optional[Path]]:
+    """(sequences chosen by ``--sequences`` or ``--imageset``, the image set file read); (None,
+    None) when neither is given (every sequence). Both at once are refused: one would be ignored."""
+    if sequences and imageset:
+        raise DatasetError("--sequences and --imageset both choose the sequences; give one of them")
+    if sequences:
+        return unique_sequences(sequences), None
+    if imageset:
+        path = imageset_file(root, imageset)
+        return _imageset_sequences(path), path
+    return None, None
 
 
 def unique_sequences(names: Sequence[str], where: str = "the sequence list") -> List[str]:
@@ -215,7 +251,7 @@ class SequenceData:
 class DavisDataset:
     """A DAVIS-layout dataset: JPEGImages/<res>/<seq>/*.jpg + Annotations/<res>/<seq>/*.png."""
 
-    def __init__(self, root: PathLike, resolution: str = "480p",
+    def __init__(self, root: PathLike, resolution: str = DEFAULT_RESOLUTION,
                  sequences: Optional[Sequence[str]] = None, imageset: Optional[str] = None) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -225,11 +261,8 @@ class DavisDataset:
         if not (self.root / "Annotations").is_dir():
             raise DatasetError(f"{self.root} has no Annotations/{resolution} folder (DAVIS layout expected)")
         self.annotation_dir = resolution_folder(self.root / "Annotations", resolution)
-        if sequences:
-            names = unique_sequences(sequences)
-        elif imageset:
-            names = read_imageset(self.root, imageset)
-        else:
+        names, self.imageset_path = select_sequences(self.root, sequences, imageset)
+        if names is None:
             names = self.available_sequences()
         if not names:
             raise DatasetError(f"no sequences in {self.image_dir}")
@@ -276,6 +309,7 @@ class DavisDataset:
 
 __all__ = [
     "DatasetError", "davis_palette", "read_label_png", "write_label_png", "annotation_root",
-    "image_root", "resolution_folder", "list_sequences", "read_imageset", "unique_sequences",
-    "label_files", "SequenceData", "DavisDataset", "VOID_LABEL",
+    "image_root", "resolution_folder", "list_sequences", "imageset_file", "read_imageset",
+    "select_sequences", "unique_sequences", "label_files", "SequenceData", "DavisDataset",
+    "VOID_LABEL", "DEFAULT_RESOLUTION",
 ]

@@ -40,7 +40,7 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 
 from ..core.stats import STAGES
-from .runner import ModeRun
+from .runner import ModeRun, keep_ratio_text
 from .scoring import CONVENTIONS, ScoreResult
 
 SCHEMA_VERSION = 2  # of fastsam2-eval run reports
@@ -192,7 +192,7 @@ def _gib(b) -> str:
 
 def method_name(entry: Dict[str, Any]) -> str:
     if entry["mode"] == "pruned":
-        name = f"Streaming SAM 2, pruned (keep {entry['keep_ratio']:.2f})"
+        name = f"Streaming SAM 2, pruned (keep {keep_ratio_text(entry['keep_ratio'])})"
     else:
         name = METHOD_NAMES.get(entry["mode"], entry["label"])
     variant = entry.get("text_variant")
@@ -228,7 +228,7 @@ def markdown_table(report: Dict[str, Any]) -> str:
     notes = []
     if auto and auto.get("prompt") == "auto":
         notes.append("Prompts: automatic (proposal -> caption -> phrase -> click on the first frame, no "
-                     "ground truth used); predicted objects matched to GT ids (Hungarian on mean J) "
+                     "ground truth used); predicted objects matched to GT ids (Hungarian on (J+F)/2) "
                      "to score; unmatched GT objects score 0.")
     if not report.get("accuracy_valid", False):
         notes.append("Accuracy columns are NOT meaningful: the model ran with random weights "

@@ -61,8 +61,15 @@ class ModeSpec:
 
     @property
     def label(self) -> str:
-        base = f"pruned_{self.keep_ratio:.2f}" if self.mode == "pruned" else self.mode
+        base = f"pruned_{keep_ratio_text(self.keep_ratio)}" if self.mode == "pruned" else self.mode
         return f"{base}+{self.text_variant}" if self.text_variant else base
+
+
+def keep_ratio_text(keep_ratio: float) -> str:
+    """A keep ratio as labels and tables show it: two decimals (``0.30``), or every digit it was
+    given with when two would change it (``0.301``), so that distinct ratios never share a label."""
+    two = f"{keep_ratio:.2f}"
+    return two if float(two) == keep_ratio else repr(float(keep_ratio))
 
 
 def mode_specs(modes: Sequence[str], keep_ratios: Sequence[float],
@@ -81,8 +88,10 @@ def mode_specs(modes: Sequence[str], keep_ratios: Sequence[float],
         else:
             if not keep_ratios:
                 raise InputError("mode 'pruned' needs at least one keep ratio (--keep-ratios)")
-            for k in keep_ratios:
+            for i, k in enumerate(keep_ratios):
                 k = float(k)
+                if k in [float(r) for r in keep_ratios[:i]]:
+                    raise InputError(f"keep ratio {k} is given twice (--keep-ratios); give each once")
                 if not (0.0 < k <= 1.0) or not math.isfinite(k):
                     raise InputError(f"keep ratio must be in (0, 1], got {k}")
                 if k >= 1.0:
@@ -601,6 +610,16 @@ def _warmup_official(make_session, seq: SequenceInput, n: int) -> None:
             close()
 
 
+def remove_earlier_masks(folder: Path) -> None:
+    """Delete the mask PNGs an earlier run wrote to ``folder`` (OUT/<mode>/<sequence>): a shorter
+    rerun into the same --out would otherwise leave its later frames there, and ``score`` would
+    score the mix. Only ``*.png`` directly in that folder go; other files and folders stay."""
+    if folder.is_dir():
+        for png in folder.glob("*.png"):
+            if png.is_file():
+                png.unlink()
+
+
 def _finish_sequence(run: ModeRun, seq: SequenceInput, srun: SequenceRun, preds: List[np.ndarray],
                      opts: RunOptions) -> None:
     if opts.match_objects:
@@ -610,6 +629,7 @@ def _finish_sequence(run: ModeRun, seq: SequenceInput, srun: SequenceRun, preds:
         run.notes.append(f"{seq.name}: automatic objects matched to GT ids {mapping}")
     if opts.save_masks is not None:
         d = Path(opts.save_masks) / run.spec.label / seq.name
+        remove_earlier_masks(d)
         for name, lab in zip(seq.frame_names, preds):
             write_label_png(d / f"{name}.png", lab)
     drop = opts.protocol.drop_first_last
@@ -707,7 +727,8 @@ def run_modes(specs: Sequence[ModeSpec], load_sequences: SequenceLoader, total_f
 
 
 __all__ = [
-    "MODES", "TEXT_VARIANTS", "ModeSpec", "mode_specs", "Protocol", "ObjectPrompt", "SequenceInput", "plan_prompts",
+    "MODES", "TEXT_VARIANTS", "ModeSpec", "keep_ratio_text", "mode_specs", "Protocol", "ObjectPrompt",
+    "SequenceInput", "plan_prompts",
     "frame_quality", "corrective_clicks", "compose_labels", "SequenceRun", "ModeRun",
     "run_streaming_sequence", "run_official_sequence", "RunOptions", "run_modes",
 ]
@@ -715,19 +736,22 @@ __all__ = [
 
 class OfficialFactory:
     """``frames -> OfficialVideoSession`` over one official SAM 2 predictor built from ``cfg``
-    (same config, weights rules and bf16 autocast as the streaming tracker)."""
+    (same config, weights rules and bf16 autocast as the streaming tracker); ``progress``: whether
+    sam2's own progress bars show."""
 
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg, progress: bool = True) -> None:
         self.session_cls = _official_session_class()
         from ..core.models import build_official_predictor
 
         self.cfg = cfg
+        self.progress = progress
         self.predictor = build_official_predictor(cfg)
 
     def __call__(self, frames: List[np.ndarray]):
         if self.predictor is None:
             raise InputError("the official predictor was released")
-        return self.session_cls(self.predictor, frames, autocast_bf16=bool(self.cfg.bf16))
+        return self.session_cls(self.predictor, frames, autocast_bf16=bool(self.cfg.bf16),
+                                progress=self.progress)
 
     def release(self) -> None:
         self.predictor = None
@@ -740,5 +764,5 @@ class OfficialFactory:
             pass
 
 
-def official_factory(cfg) -> OfficialFactory:
-    return OfficialFactory(cfg)
+def official_factory(cfg, progress: bool = True) -> OfficialFactory:
+    return OfficialFactory(cfg, progress)

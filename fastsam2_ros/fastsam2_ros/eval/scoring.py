@@ -26,8 +26,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
-from .davis_io import (VOID_LABEL, DatasetError, annotation_root, label_files, list_sequences,
-                       read_imageset, read_label_png, unique_sequences)
+from .davis_io import (DEFAULT_RESOLUTION, VOID_LABEL, DatasetError, annotation_root, label_files,
+                       list_sequences, read_label_png, select_sequences)
 from .metrics import boundary_f, db_statistics, region_j
 
 PathLike = Union[str, Path]
@@ -217,7 +217,7 @@ def score_sequence(name: str, frame_names: Sequence[str], gt: Sequence[np.ndarra
 
 
 def score_folders(gt_dir: PathLike, pred_dir: PathLike, sequences: Optional[Sequence[str]] = None,
-                  resolution: str = "480p", drop_first_last: bool = True,
+                  resolution: str = DEFAULT_RESOLUTION, drop_first_last: bool = True,
                   imageset: Optional[str] = None,
                   progress: Optional[Callable[[Iterable], Iterable]] = None,
                   objects: str = "first") -> ScoreResult:
@@ -226,15 +226,14 @@ def score_folders(gt_dir: PathLike, pred_dir: PathLike, sequences: Optional[Sequ
     ``objects``: see :func:`score_sequence` (``"first"`` = DAVIS)."""
     gt_root = annotation_root(gt_dir, resolution)
     pred_root = annotation_root(pred_dir, resolution)
-    if sequences:
-        names = unique_sequences(sequences)
-    elif imageset:
-        names = read_imageset(gt_dir, imageset)
-    else:
+    names, imageset_path = select_sequences(gt_dir, sequences, imageset)
+    if names is None:
         names = list_sequences(gt_root)
     if not names:
         raise DatasetError(f"no sequence folders with PNG annotations in {gt_root}")
     result = ScoreResult(drop_first_last=drop_first_last)
+    if imageset_path is not None:
+        result.notes.append(f"sequences of image set {imageset_path}")
     it: Iterable[str] = progress(names) if progress else names
     for seq in it:
         gdir, pdir = gt_root / seq, pred_root / seq
