@@ -81,6 +81,7 @@ def collect_examples(tracker, dataset, texts: Dict[str, Dict[int, str]], max_fra
         seq = seq.truncated(max_frames)
         frames = seq.read_frames()
         labels = seq.read_labels(frames[0].shape)
+        _check_text_objects(texts.get(seq.name, {}), labels, seq.name, max_frames)
         prev: Dict[int, np.ndarray] = {}
         fitted: Dict[int, object] = {}  # object id -> text map fitted on its first frame
         for name, frame in zip(seq.frame_names, frames):
@@ -115,6 +116,20 @@ def collect_examples(tracker, dataset, texts: Dict[str, Dict[int, str]], max_fra
     if not examples:
         raise InputError("no annotated object found in the dataset")
     return examples
+
+
+def _check_text_objects(texts: Dict[int, str], labels: Dict[str, np.ndarray], sequence: str,
+                        max_frames: Optional[int]) -> None:
+    """A text for an object the sequence's annotations (those used) lack is refused, as
+    fastsam2-eval refuses it: it would train nothing, and the file would say it saw texts."""
+    present = set()
+    for label in labels.values():
+        present.update(int(v) for v in np.unique(label))
+    unknown = sorted(set(texts) - (present - {0, VOID_LABEL}))
+    if unknown:
+        frames = f" (its first {max_frames} frames)" if max_frames else ""
+        raise InputError(f"sequence {sequence!r}: text prompts for object id(s) {unknown} that its "
+                         f"annotations{frames} do not contain")
 
 
 def split_by_sequence(examples, rng: random.Random) -> Tuple[List[int], List[int], str]:
@@ -207,7 +222,7 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
     try:
         from .core.tracker import StreamingTracker
-        from .eval.cli import check_output_file, load_text_prompts
+        from .eval.cli import check_output_file, check_text_sequences, load_text_prompts
         from .eval.davis_io import DavisDataset
 
         check_output_file(args.out, "--out", makes_folders=False)  # before all the work
@@ -223,13 +238,15 @@ def main(argv=None) -> int:
                             text_mode=args.text_mode, clip_weights=args.clip_weights,
                             keep_ratio=args.keep_ratio, seed=args.seed)
         texts = load_text_prompts(args.text_prompts, cfg.max_text_length)  # as fastsam2-eval reads them
+        dataset = DavisDataset(args.data, args.resolution)
+        check_text_sequences(texts, dataset.available_sequences(), f"dataset {args.data}")
         tracker = StreamingTracker(cfg)
-        examples = collect_examples(tracker, DavisDataset(args.data, args.resolution), texts,
-                                    args.max_frames)
+        examples = collect_examples(tracker, dataset, texts, args.max_frames)
         mlp, metrics = train(examples, tracker.model.hidden_dim, args.epochs, args.lr, args.seed,
                              args.keep_ratio)
+        # compared when loaded; every text was used (unknown sequences and objects are refused)
         inputs = router_inputs(cfg.model_cfg, cfg.mc_passes, cfg.mc_dropout,
-                               args.text_mode if texts else "none")  # compared when loaded
+                               args.text_mode if any(texts.values()) else "none")
         meta = {"dataset": str(args.data), **inputs, "image_size": args.image_size,
                 "mc_passes": args.mc_passes, "mc_dropout": cfg.mc_dropout,
                 "random_weights": bool(args.random_weights), "epochs": args.epochs, **metrics}

@@ -311,6 +311,24 @@ def test_router_training_reads_text_prompts_as_fastsam2_eval(tmp_path, capsys, m
     assert router_training.main(args) == 2 and seen == [{"synth000": {1: "a cup"}}]
 
 
+
+@pytest.mark.parametrize("content, match", [
+    ('{"synth00": {"1": "a cup"}}', "sequence(s) ['synth00'] that dataset"),
+    ('{"synth000": {"2": "a cup"}}', "object id(s) [2] that its annotations do not contain"),
+])
+def test_router_training_refuses_texts_it_would_not_use(tmp_path, capsys, content, match):
+    """A mistyped sequence or an object the sequence lacks was ignored: the router trained without
+    any text, and its file said text_mode clip_ridge (fastsam2-eval refuses both)."""
+    prompts = tmp_path / "texts.json"
+    prompts.write_text(content)
+    data = generate_dataset(tmp_path / "syn", sequences=1, frames=3, size=(32, 32), objects=1)
+    out = tmp_path / "r.pt"
+    args = ["--data", str(data), "--out", str(out), "--random-weights", "--image-size", "64",
+            "--device", "cpu", "--mc-passes", "0", "--epochs", "1", "--text-prompts", str(prompts)]
+    assert router_training.main(args) == 2
+    assert match in capsys.readouterr().err and not out.exists()
+
+
 GPU_CHECK = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"
 
 

@@ -262,7 +262,7 @@ def _tracker_config(args):
     return cfg
 
 
-def _check_text_sequences(texts: Dict[str, Dict[int, str]], known: Sequence[str],
+def check_text_sequences(texts: Dict[str, Dict[int, str]], known: Sequence[str],
                           where: str) -> None:
     """Text prompts for a sequence the input lacks are refused, as those for an unknown object
     are (``plan_prompts``); sequences of the input that the run leaves out may have texts."""
@@ -290,7 +290,7 @@ def _sequence_sources(args, texts, planner=None):
         resolution = args.resolution or DEFAULT_RESOLUTION
         ds = DavisDataset(args.dataset, resolution=resolution, sequences=args.sequences,
                           imageset=args.imageset)
-        _check_text_sequences(texts, ds.available_sequences(), f"dataset {args.dataset}")
+        check_text_sequences(texts, ds.available_sequences(), f"dataset {args.dataset}")
         seqs = [ds.sequence(n).truncated(args.max_frames) for n in ds.sequence_names]
 
         def load() -> Iterator[SequenceInput]:
@@ -325,7 +325,7 @@ def _sequence_sources(args, texts, planner=None):
     src = open_frames(args.frames, topic=args.topic, max_frames=args.max_frames)
     first = read_label_png(args.first_mask)
     name = Path(args.frames).stem or "sequence"
-    _check_text_sequences(texts, [name], f"--frames {args.frames} (its sequence is {name!r})")
+    check_text_sequences(texts, [name], f"--frames {args.frames} (its sequence is {name!r})")
 
     def load() -> Iterator[SequenceInput]:
         frames = src.read_all()
