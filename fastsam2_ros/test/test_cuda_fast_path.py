@@ -152,3 +152,34 @@ def test_compile_workers_are_released_once_the_step_is_compiled(video, tmp_path,
     for frame in frames[2:6]:
         assert tracker.track(frame).stats.step_mode == "cuda_graph"
     assert compile_errors(tracker.model) == {} and not compile_worker_processes()
+
+
+def test_dropout_in_a_captured_step_draws_new_masks_at_every_replay():
+    """The router's Monte-Carlo dropout runs inside the captured step (mc_passes 5 by default);
+    the other CUDA tests turn it off to compare with eager steps bit for bit. A replay that reused
+    its capture's random numbers would make the uncertainty signal a constant."""
+    import torch.nn.functional as F
+
+    from fastsam2_ros.core.step_runner import StepRunner
+
+    runner = StepRunner(torch.device("cuda"), use_graphs=True)
+    step = lambda x: {"y": F.dropout(x, 0.5, training=True)}  # noqa: E731
+    x = torch.ones(4096, device="cuda")
+    first = runner.run("dropout", step, {"x": x})["y"].clone()
+    second = runner.run("dropout", step, {"x": x})["y"].clone()
+    assert len(runner) == 1 and not runner.failures  # captured, replayed
+    assert not torch.equal(first, second)
+    assert 0.4 < float((second == 0).float().mean()) < 0.6
+
+
+def test_tracking_with_mc_dropout_runs_captured():
+    """The default router (mc_passes 5) in the captured step: every frame replays a graph."""
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=256, device="cuda",
+                        keep_ratio=0.3, mc_passes=5)
+    tracker = StreamingTracker(cfg)
+    frames = np.random.default_rng(0).integers(0, 256, (6, 120, 160, 3), dtype=np.uint8)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    for frame in frames[1:]:
+        result = tracker.track(frame)
+        assert result.stats.step_mode == "cuda_graph"
+    assert not tracker.runner.failures
