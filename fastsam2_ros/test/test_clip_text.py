@@ -355,3 +355,22 @@ def test_tokenizer_is_offline_simple_tokenizer():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert tok(["hello"]).shape == (1, 77)
+
+
+def test_random_weights_follow_the_seed():
+    """Two trackers with the same seed embedded a text differently (the global random state), so
+    a text-only start clicked elsewhere; the process's random state is left alone."""
+    import torch
+
+    from fastsam2_ros.core.clip_text import ClipTextEncoder
+
+    def embedding(seed):
+        enc = ClipTextEncoder("ViT-B-16", allow_random_weights=True, seed=seed)
+        return enc.encode_text(["a red mug"])
+
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    first, again, other = embedding(0), embedding(0), embedding(1)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert torch.equal(torch.rand(1), before)

@@ -367,3 +367,28 @@ def test_representative_click_lies_deep_inside_rings_and_c_shapes():
     assert representative_click(speck_and_blob) == (15, 10)
     with pytest.raises(InputError):
         representative_click(np.zeros((5, 5), bool))
+
+
+def test_a_flipped_mask_prompt_is_taken(tracker_cfg, model, video):
+    """A flipped view (negative strides) of a valid bool mask raised torch's ValueError, which
+    callers catching InputError missed."""
+    frames = video[0]
+    tracker = StreamingTracker(tracker_cfg, model=model)
+    mask = np.zeros(frames[0].shape[:2], dtype=bool)
+    mask[10:40, 20:60] = True
+    tracker.add_prompt(1, mask=np.fliplr(mask), image=frames[0])
+    tracker.add_prompt(2, mask=mask[::-1])
+    assert tracker.object_ids == [1, 2]
+
+
+def test_a_prompts_result_reports_the_other_objects_as_tracked_on_that_frame(tracker_cfg, model, video):
+    """tokens_kept of an object not prompted on the call was the count of its own last prompt,
+    and occluded_frames was empty (the node published 0 for an occluded object)."""
+    frames = video[0]
+    tracker = StreamingTracker(tracker_cfg.replace(keep_ratio=0.3), model=model)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    tracked = tracker.track(frames[1])
+    tracker.objects[1].occluded_frames = 3  # (as after 3 frames without the object)
+    prompted = tracker.add_prompt(2, points=[[120, 90]], labels=[1])
+    assert prompted.stats.tokens_kept[1] == tracked.stats.tokens_kept[1] < tracked.stats.tokens_total
+    assert prompted.stats.occluded_frames[1] == 3

@@ -58,8 +58,12 @@ PROMPTS = {1: dict(points=[[40, 60]], labels=[1]), 2: dict(box=[100, 20, 140, 50
 REFINE = (4, 1, dict(points=[[60, 75]], labels=[0]))
 
 
-def test_batched_objects_equal_objects_tracked_one_by_one(model128, video):
+@pytest.mark.parametrize("mc_passes", [0, 3])
+def test_batched_objects_equal_objects_tracked_one_by_one(model128, video, mc_passes):
+    """With Monte-Carlo dropout too: every prompt drew new dropout masks from one generator, so an
+    object's kept tokens depended on how many prompts the other objects got."""
     cfg, model = model128
+    cfg = cfg.replace(mc_passes=mc_passes)
     frames = video[0][:10]
     together = _stream(StreamingTracker(cfg, model=model, return_logits=True), frames, PROMPTS, REFINE)
     for obj_id, kwargs in PROMPTS.items():

@@ -201,6 +201,8 @@ class ClipTextEncoder:
             model's context length, 77 tokens for ViT-B-16.)
         dense_mode: last-block variant for dense features, see :data:`DENSE_MODES`.
         cache_size: entries of the per-string text-embedding LRU cache (0 disables it).
+        seed: of the random weights, so that two encoders with the same seed embed a text alike
+            (reproducible runs, as SAM 2's random weights are).
 
     Raises:
         CheckpointError: no weights and random weights not allowed, missing/unreadable file, or a
@@ -211,7 +213,7 @@ class ClipTextEncoder:
 
     def __init__(self, model_name: str = "ViT-B-16", weights_path: str = "", device: str = "cpu",
                  allow_random_weights: bool = False, max_text_length: int = 300, *,
-                 dense_mode: str = "clearclip", cache_size: int = 64) -> None:
+                 dense_mode: str = "clearclip", cache_size: int = 64, seed: int = 0) -> None:
         import open_clip
         from open_clip import transformer as oct
 
@@ -242,7 +244,8 @@ class ClipTextEncoder:
                 f"Weights are never downloaded at run time: {_weights_hint(model_name)} "
                 f"(Or set text_mode to 'none' to run without text relevance.)")
 
-        with _quiet_open_clip_random_init_warning():
+        with _quiet_open_clip_random_init_warning(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))  # (the process's random state is left as it was)
             model = open_clip.create_model(model_name, pretrained=None)
         if state is not None:
             self._load_into(model, state, weights_path, model_name)

@@ -151,7 +151,7 @@ def validate_mask(mask, shape: Tuple[int, int]) -> np.ndarray:
         m = m > 0
     if not m.any():
         raise InputError("mask prompt is empty")
-    return m
+    return np.ascontiguousarray(m)  # a flipped view has negative strides, which torch refuses
 
 
 def validate_text(text: Optional[str], max_length: int) -> Optional[str]:

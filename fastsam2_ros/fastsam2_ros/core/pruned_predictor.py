@@ -73,6 +73,7 @@ class BankRead:
     layout: Dict[str, torch.Tensor]  # unpacked device views (memory_bank.unpack_layout)
     router: TokenRouter
     timer: object
+    frame_idx: int  # seeds the router's dropout masks on the CPU (one draw per frame)
     router_out: Optional[RouterOutput] = field(default=None)  # filled by the memory read
 
     def text_rows(self) -> Optional[TextRows]:
@@ -126,7 +127,8 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         if not dense_queries:
             with read.timer.stage("router"):
                 sig = read.router.signals(feat[:, 0], grid_hw, self.memory_attention.layers[0],
-                                          read.text_rows(), read.bank.prev_logits[read.rows])
+                                          read.text_rows(), read.bank.prev_logits[read.rows],
+                                          read.frame_idx)
                 read.router_out = read.router.route(sig, plan.keep, rows)
         with read.timer.stage("memory_attention"):
             memory, memory_pos, memory_idx, key_mask, num_ptr = self._read_memory(read)
@@ -249,7 +251,7 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         prior = F.adaptive_max_pool2d(high_res.float(), grid_hw)
         with read.timer.stage("router"):
             sig = read.router.signals(tokens, grid_hw, self.memory_attention.layers[0],
-                                      read.text_rows(), prior)
+                                      read.text_rows(), prior, read.frame_idx)
             return read.router.route(sig, read.plan.keep, 1)
 
     # ------------------------------------------------------------------ the per-frame steps
@@ -266,6 +268,7 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         timer = timer or NullTimer()
         rows = slice(0, plan.shape.rows)
         read = BankRead(bank=bank, rows=rows, plan=plan, router=router, timer=timer,
+                        frame_idx=frame_idx,
                         layout=unpack_layout(plan.shape, layout_ints, layout_floats))
         with timer.stage("encoder"):
             backbone = self.encode_frame(frame)
@@ -308,7 +311,7 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         timer = timer or NullTimer()
         rows = slice(row, row + 1)
         read = BankRead(bank=bank, rows=rows, plan=plan, router=router, timer=timer,
-                        layout=unpack_layout(layout.shape, layout.ints.to(bank.device),
+                        frame_idx=frame_idx, layout=unpack_layout(layout.shape, layout.ints.to(bank.device),
                                              layout.floats.to(bank.device)))
         feats, pos, sizes = self._batched_features(backbone, 1)
         out = self._run_heads(read, frame_idx, is_init, feats, pos, sizes, point_inputs,

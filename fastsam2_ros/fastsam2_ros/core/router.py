@@ -205,11 +205,17 @@ class TokenRouter(nn.Module):
         self.seed = int(seed)
         self._generators = {}
 
-    def _generator(self, device: torch.device) -> Optional[torch.Generator]:
-        """A seeded generator per CPU device, so dropout masks are reproducible. CUDA uses the
-        default generator: it is the one CUDA-graph replays advance (seed it with torch.cuda)."""
+    def _generator(self, device: torch.device, frame_idx: Optional[int] = None) -> Optional[torch.Generator]:
+        """The dropout masks' generator. On the CPU seeded from ``seed`` and the frame: every
+        router call on a frame draws the same masks, so the uncertainty is one per frame for all
+        objects, whatever prompts came (batched objects equal objects tracked one by one); without
+        a frame (router training), one generator per device. CUDA uses the default generator: it
+        is the one CUDA-graph replays advance (seed it with torch.cuda)."""
         if device.type == "cuda":
             return None
+        if frame_idx is not None:
+            return torch.Generator(device=device).manual_seed(
+                (self.seed * 1_000_003 + int(frame_idx)) % (2 ** 63))
         key = str(device)
         if key not in self._generators:
             self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
@@ -226,7 +232,8 @@ class TokenRouter(nn.Module):
 
     # ---- signals ------------------------------------------------------------------------------
     @torch.no_grad()
-    def mc_uncertainty(self, tokens: torch.Tensor, grid_hw: tuple, attn_layer) -> Optional[torch.Tensor]:
+    def mc_uncertainty(self, tokens: torch.Tensor, grid_hw: tuple, attn_layer,
+                       frame_idx: Optional[int] = None) -> Optional[torch.Tensor]:
         """Min-max normalised std of attention logits over T dropout passes, [N]; None when
         T < 2 or dropout is 0 (the std is then zero: no signal, so no work either).
         A property of the frame's tokens, computed once per frame for all objects."""
@@ -240,7 +247,7 @@ class TokenRouter(nn.Module):
         attn = attn_layer.self_attn
         keys = attn.k_proj(ctx)  # [M, d]
         keep = 1.0 - self.mc_dropout
-        noise = torch.rand((self.mc_passes, n, c), generator=self._generator(x.device),
+        noise = torch.rand((self.mc_passes, n, c), generator=self._generator(x.device, frame_idx),
                            device=x.device)
         mask = (noise < keep).to(x.dtype) / max(keep, 1e-6)
         queries = attn.q_proj(x[None] * mask)  # [T, N, d]
@@ -258,9 +265,10 @@ class TokenRouter(nn.Module):
         return m.flatten(1)
 
     def signals(self, tokens: torch.Tensor, grid_hw: tuple, attn_layer,
-                text: Optional[TextRows], prev_mask_logits: Optional[torch.Tensor]) -> RouterSignals:
+                text: Optional[TextRows], prev_mask_logits: Optional[torch.Tensor],
+                frame_idx: Optional[int] = None) -> RouterSignals:
         sig = RouterSignals(tokens=tokens.float())
-        sig.uncertainty = self.mc_uncertainty(tokens, grid_hw, attn_layer)
+        sig.uncertainty = self.mc_uncertainty(tokens, grid_hw, attn_layer, frame_idx)
         if text is not None:
             sig.text = text.relevance(sig.tokens)
             sig.has_text = text.has_text

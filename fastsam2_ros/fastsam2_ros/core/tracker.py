@@ -66,7 +66,7 @@ class _ObjectState:
     text_frame: int = -1  # frame the text map was fitted on
     point_inputs: Optional[dict] = None  # clicks accumulated on ``point_frame``
     point_frame: int = -1
-    tokens_kept: int = 0
+    tokens_kept: int = 0  # query tokens of its memory attention on the current frame
     occluded_frames: int = 0  # consecutive tracked frames with presence logit <= 0
     auto_phrase: Optional[str] = None  # started by auto_prompt: its phrase ("" = phrase-free)
 
@@ -532,7 +532,8 @@ class StreamingTracker:
             self._clip = ClipTextEncoder(self.cfg.clip_model, self.cfg.clip_weights,
                                          device=str(self.device),
                                          allow_random_weights=self.cfg.allow_random_weights,
-                                         max_text_length=self.cfg.max_text_length)
+                                         max_text_length=self.cfg.max_text_length,
+                                         seed=self.cfg.seed)
         return self._clip
 
     def _fit_text(self, text: str) -> Optional[TextState]:
@@ -640,6 +641,7 @@ class StreamingTracker:
             obj = self.objects.get(obj_id)
             if obj is not None:
                 obj.occluded_frames = 0 if visible else obj.occluded_frames + 1
+                obj.tokens_kept = pending._tokens.get(obj_id, obj.tokens_kept)  # a prompt's result reports it
         result.stats.occluded_frames.update({o: self.objects[o].occluded_frames
                                              for o in ids if o in self.objects})
         return result
@@ -667,8 +669,10 @@ class StreamingTracker:
             scores = {o: float(presence[self.objects[o].row]) for o in ids}
         logits = self._logits(ids, shape) if self.return_logits and ids else None
         tokens = {o: self.objects[o].tokens_kept for o in ids}
-        return self._make_result(self._t, masks, scores, dict(timer.ms), tokens, {}, logits,
-                                 auto_prompted, shape=shape)
+        result = self._make_result(self._t, masks, scores, dict(timer.ms), tokens, {}, logits,
+                                   auto_prompted, shape=shape)
+        result.stats.occluded_frames.update({o: self.objects[o].occluded_frames for o in ids})
+        return result
 
     def _frame_context(self) -> dict:
         """The tracker's side of a frame's stats (objects, keep ratio, bank, modes), taken when
