@@ -47,6 +47,10 @@ SMOKE = ("--click", "20,20", "--random-weights", "--device", "cpu", "--model-cfg
     (("--fps", "inf"), "--fps must be a positive number, got inf"),  # hung in cv2.VideoWriter
     (("--fps", "-5"), "--fps must be a positive number, got -5"),  # negative stamps, no mp4
     (("--rate", "0"), "--rate must be a positive number, got 0"),
+    (("--frame-timeout", "0"), "--frame-timeout must be a positive number"),  # blamed the node
+    (("--frame-timeout", "nan"), "--frame-timeout must be a positive number"),
+    (("--fps", "1e10"), "--fps must be in [0.001, 1e+06]"),  # every frame got stamp 0
+    (("--fps", "1e-9"), "--fps must be in [0.001, 1e+06]"),  # a stamp overflowed: waited
 ])
 def test_demo_bad_settings(frames, tmp_path, flags, match):
     args = ["--input", frames, "--output", tmp_path / "o", *SMOKE, *flags]  # the last flag wins
@@ -69,6 +73,14 @@ def test_demo_bad_params_file(frames, tmp_path, content, match):
     assert rc == 2 and len(errors) == 1 and match in errors[0] and str(params) in errors[0], errors
     if content == "not: [valid":
         assert "expected ',' or ']'" in errors[0], errors
+
+
+def test_demo_missing_caption_model_is_named_before_the_work(frames, tmp_path):
+    """It surfaced only after the proposals, if they found a region at all."""
+    missing = tmp_path / "no_blip"
+    rc, errors = run(DEMO, "--input", frames, "--output", tmp_path / "o", "--auto", "--random-weights",
+                     "--device", "cpu", "--caption-model", missing)
+    assert rc == 2 and len(errors) == 1 and str(missing) in errors[0] and "not a folder" in errors[0]
 
 
 def test_demo_output_that_is_a_file(frames, tmp_path):

@@ -37,15 +37,27 @@ def frames_dir(tmp_path_factory):
 
 
 def test_demo_writes_overlays_video_and_stats(frames_dir, tmp_path):
+    """Into a folder an earlier, longer run wrote (its frames are gone, not claimed), named with ~,
+    with a robot's params file that publishes no stats and thins the overlays (the demo waits for
+    both: it timed out)."""
     out = tmp_path / "out"
-    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), OMP_NUM_THREADS="2")
+    out.mkdir()
+    (out / "overlay_00007.png").write_bytes(b"an earlier run's frame")
+    (out / "notes.txt").write_text("the user's own file")
+    params = tmp_path / "robot.yaml"
+    params.write_text("/**/fastsam2_tracker:\n  ros__parameters:\n    publish_stats: false\n"
+                      "    publish_on_prompt: false\n    overlay_rate_hz: 0.5\n")
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), OMP_NUM_THREADS="2", HOME=str(tmp_path))
     cmd = [sys.executable, "-m", "fastsam2_ros.ros.demo", "--input", str(frames_dir),
            "--click", "30,36", "--random-weights", "--image-size", "128", "--keep-ratio", "0.5",
-           "--device", "cpu", "--output", str(out), "--max-frames", "3", "--model-cfg", "tiny"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+           "--device", "cpu", "--output", "~/out", "--max-frames", "3", "--model-cfg", "tiny",
+           "--params-file", str(params), "--frame-timeout", "60"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "prompt: object 1 started" in proc.stdout
     assert proc.stdout.count("frame ") >= 3 and "summary:" in proc.stdout
+    assert "overlay.mp4 (3 frames)" in proc.stdout and not (tmp_path / "~").exists()
+    assert (out / "notes.txt").exists()
     pngs = sorted(out.glob("overlay_*.png"))
     assert [p.name for p in pngs] == ["overlay_00000.png", "overlay_00001.png", "overlay_00002.png"]
     assert cv2.imread(str(pngs[0])).shape == (72, 96, 3)  # input resolution
@@ -60,6 +72,16 @@ def test_demo_writes_overlays_video_and_stats(frames_dir, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_processed"] == 3 and summary["frames_dropped"] == 0
     assert summary["latency_ms_mean"] > 0
+
+
+def test_a_second_ctrl_c_is_ignored_while_the_demo_shuts_ros_down():
+    """It interrupted the teardown and the process aborted with the spin thread still running."""
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    with demo._no_interrupts():
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_demo_summary_leaves_the_prompted_frame_out():

@@ -23,8 +23,10 @@ Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import signal
 import statistics
 import sys
 import threading
@@ -81,15 +83,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ROS parameter file (config/tracker.yaml layout: a '/**/fastsam2_tracker: "
                    "ros__parameters:' section)")
     p.add_argument("--fps", type=float, default=None,
-                   help="frame rate of the mp4, > 0 (default: the video's, else 10)")
+                   help=f"frame rate of the mp4 and of the frames' stamps, in [{FPS_RANGE[0]:g}, "
+                   f"{FPS_RANGE[1]:g}] (default: the video's, else 10)")
     p.add_argument("--rate", type=float, default=None,
                    help="publish frames at this rate (Hz, > 0) instead of lock-step; slow inference "
                    "drops frames")
     p.add_argument("--topic", default=None, help="image topic inside a rosbag input")
-    p.add_argument("--frame-timeout", type=float, default=300.0, help="seconds to wait for one frame's outputs")
+    p.add_argument("--frame-timeout", type=float, default=300.0,
+                   help="seconds to wait for one frame's outputs, > 0")
     p.add_argument("--no-video", action="store_true", help="write PNG frames only")
     p.add_argument("--quiet", action="store_true", help="no per-frame lines")
     return p
+
+
+#: Frame rates the frames' stamps can carry (whole nanoseconds apart, 32-bit seconds).
+FPS_RANGE = (1e-3, 1e6)
+#: What the demo writes into --output; a run removes these first (an earlier run's leftovers).
+OUTPUT_GLOBS = ("overlay_*.png", "overlay.mp4", "stats.jsonl", "summary.json")
 
 
 def _stamp(i: int, fps: float):
@@ -180,9 +190,23 @@ def _run(args) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         print("error: --max-frames must be >= 1", file=sys.stderr)
         return 2
-    for flag, value in (("--fps", args.fps), ("--rate", args.rate)):
+    for flag, value in (("--fps", args.fps), ("--rate", args.rate),
+                        ("--frame-timeout", args.frame_timeout)):
         if value is not None and not (math.isfinite(value) and value > 0):
             print(f"error: {flag} must be a positive number, got {value}", file=sys.stderr)
+            return 2
+    if args.fps is not None and not FPS_RANGE[0] <= args.fps <= FPS_RANGE[1]:
+        print(f"error: --fps must be in [{FPS_RANGE[0]:g}, {FPS_RANGE[1]:g}] (the frames' stamps), "
+              f"got {args.fps}", file=sys.stderr)
+        return 2
+    args.output = str(Path(args.output).expanduser())
+    if args.params_file:
+        args.params_file = str(Path(args.params_file).expanduser())
+    if args.caption_model:
+        args.caption_model = str(Path(args.caption_model).expanduser())
+        if not Path(args.caption_model).is_dir():
+            print(f"error: --caption-model {args.caption_model} is not a folder (a local "
+                  "transformers captioning model)", file=sys.stderr)
             return 2
 
     from ..core.config import TrackerConfig, load_ros_params
@@ -201,6 +225,9 @@ def _run(args) -> int:
     src = open_frames(args.input, topic=args.topic, max_frames=args.max_frames)
     fps = float(args.fps or getattr(src, "fps", None) or 10.0)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for pattern in OUTPUT_GLOBS:  # a shorter run must not leave the previous run's frames
+        for old in out_dir.glob(pattern):
+            old.unlink()
 
     import rclpy
     from geometry_msgs.msg import Point
@@ -283,7 +310,9 @@ def _run(args) -> int:
                     print(f"error: prompt rejected: {res.message}", file=sys.stderr)
                     return 2
                 print(f"prompt: {res.message}")
-                col.wait(key, args.frame_timeout, min_stats=2)  # frame 0 republished with the mask
+                if not col.wait(key, args.frame_timeout, min_stats=2):  # republished with the mask
+                    print("error: frame 0 was not republished with the prompt's mask", file=sys.stderr)
+                    return 1
             elif args.rate:
                 time.sleep(max(0.0, 1.0 / args.rate))
             elif not col.wait(key, args.frame_timeout):
@@ -299,6 +328,7 @@ def _run(args) -> int:
         wall = time.perf_counter() - t_start
 
         written = 0
+        video_frames = 0
         writer = None
         for i, key in enumerate(stamps):
             ov = col.overlay.get(key)
@@ -323,6 +353,7 @@ def _run(args) -> int:
                         writer = False
                 if writer:
                     writer.write(bgr)
+                    video_frames += 1
         if writer:
             writer.release()
         with open(out_dir / "stats.jsonl", "w") as f:
@@ -330,25 +361,42 @@ def _run(args) -> int:
                 f.write(json.dumps(row) + "\n")
         summary = _summary(per_frame, sent, wall, node.health.counts())
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        _print_summary(summary, out_dir, written)
+        _print_summary(summary, out_dir, written, video_frames)
         return 0
     finally:  # in order: the worker and node, the executor and its thread, then the context
-        if node is not None:
-            node.destroy_node()
-        if executor is not None:
-            executor.shutdown(timeout_sec=5.0)
-        if spin_thread is not None:
-            spin_thread.join(timeout=5.0)
-        if feeder is not None:
-            feeder.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        with _no_interrupts():  # a second Ctrl-C here left the spin thread running: SIGABRT
+            if node is not None:
+                node.destroy_node()
+            if executor is not None:
+                executor.shutdown(timeout_sec=5.0)
+            if spin_thread is not None:
+                spin_thread.join(timeout=5.0)
+            if feeder is not None:
+                feeder.destroy_node()
+            if rclpy.ok():
+                rclpy.shutdown()
+
+
+@contextlib.contextmanager
+def _no_interrupts():
+    """SIGINT ignored while ROS is torn down (main thread only; restored after)."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to guard
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _parameter_overrides(args) -> dict:
     """Node parameters from the command line."""
     # the demo's feeder publishes raw images (a robot's params file may choose compressed)
-    overrides = {"publish_overlay": True, "auto_start": False, "image_transport": "raw"}
+    # and waits for each frame's overlay and stats, and for frame 0 again after the prompt
+    overrides = {"publish_overlay": True, "auto_start": False, "image_transport": "raw",
+                 "publish_stats": True, "publish_on_prompt": True, "overlay_rate_hz": 0.0}
     if args.auto:
         overrides["auto_prompt_on_start"] = True
     if args.random_weights:
@@ -450,7 +498,7 @@ def _auto_prompt_summary(rows: List[dict]) -> dict:
     return {"phrases": phrases, "runs": runs}
 
 
-def _print_summary(s: dict, out_dir: Path, written: int) -> None:
+def _print_summary(s: dict, out_dir: Path, written: int, video_frames: int) -> None:
     auto = s["auto_prompt"]
     print("summary: "
           f"{s['frames_processed']} processed / {s['frames_sent']} sent ({s['frames_dropped']} dropped) "
@@ -463,7 +511,7 @@ def _print_summary(s: dict, out_dir: Path, written: int) -> None:
              f"{[run['stage_ms'] for run in auto['runs']]}" if auto["runs"] else "")
           + f"; device {s['device']}")
     print(f"wrote {written} overlay PNG(s)"
-          + (", overlay.mp4" if (out_dir / "overlay.mp4").exists() else "")
+          + (f", overlay.mp4 ({video_frames} frames)" if video_frames else "")
           + f", stats.jsonl and summary.json to {out_dir}")
 
 
