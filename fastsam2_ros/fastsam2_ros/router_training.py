@@ -81,7 +81,6 @@ def collect_examples(tracker, dataset, texts: Dict[str, Dict[int, str]], max_fra
         seq = seq.truncated(max_frames)
         frames = seq.read_frames()
         labels = seq.read_labels(frames[0].shape)
-        _check_text_objects(texts.get(seq.name, {}), labels, seq.name, max_frames)
         prev: Dict[int, np.ndarray] = {}
         fitted: Dict[int, object] = {}  # object id -> text map fitted on its first frame
         for name, frame in zip(seq.frame_names, frames):
@@ -118,18 +117,22 @@ def collect_examples(tracker, dataset, texts: Dict[str, Dict[int, str]], max_fra
     return examples
 
 
-def _check_text_objects(texts: Dict[int, str], labels: Dict[str, np.ndarray], sequence: str,
-                        max_frames: Optional[int]) -> None:
-    """A text for an object the sequence's annotations (those used) lack is refused, as
-    fastsam2-eval refuses it: it would train nothing, and the file would say it saw texts."""
-    present = set()
-    for label in labels.values():
-        present.update(int(v) for v in np.unique(label))
-    unknown = sorted(set(texts) - (present - {0, VOID_LABEL}))
-    if unknown:
-        frames = f" (its first {max_frames} frames)" if max_frames else ""
-        raise InputError(f"sequence {sequence!r}: text prompts for object id(s) {unknown} that its "
-                         f"annotations{frames} do not contain")
+def check_text_objects(dataset, texts: Dict[str, Dict[int, str]], max_frames: Optional[int]) -> None:
+    """A text for an object that a sequence's annotations (those used) lack is refused before
+    any frame is encoded, as fastsam2-eval refuses it: it would train nothing, and the file would
+    say it saw texts. Reads the label maps of the sequences that have texts."""
+    for seq in dataset:
+        wanted = texts.get(seq.name)
+        if not wanted:
+            continue
+        present = set()
+        for label in seq.truncated(max_frames).read_labels().values():
+            present.update(int(v) for v in np.unique(label))
+        unknown = sorted(set(wanted) - (present - {0, VOID_LABEL}))
+        if unknown:
+            frames = f" (its first {max_frames} frames)" if max_frames else ""
+            raise InputError(f"sequence {seq.name!r}: text prompts for object id(s) {unknown} that "
+                             f"its annotations{frames} do not contain")
 
 
 def split_by_sequence(examples, rng: random.Random) -> Tuple[List[int], List[int], str]:
@@ -240,6 +243,7 @@ def main(argv=None) -> int:
         texts = load_text_prompts(args.text_prompts, cfg.max_text_length)  # as fastsam2-eval reads them
         dataset = DavisDataset(args.data, args.resolution)
         check_text_sequences(texts, dataset.available_sequences(), f"dataset {args.data}")
+        check_text_objects(dataset, texts, args.max_frames)
         tracker = StreamingTracker(cfg)
         examples = collect_examples(tracker, dataset, texts, args.max_frames)
         mlp, metrics = train(examples, tracker.model.hidden_dim, args.epochs, args.lr, args.seed,

@@ -357,10 +357,15 @@ def test_tokenizer_is_offline_simple_tokenizer():
         assert tok(["hello"]).shape == (1, 77)
 
 
-def test_random_weights_follow_the_seed():
+def test_random_weights_follow_the_seed(monkeypatch):
     """Two trackers with the same seed embedded a text differently (the global random state), so
-    a text-only start clicked elsewhere; the process's random state is left alone."""
+    a text-only start clicked elsewhere; the process's random state is left alone (CUDA's too:
+    the captured Monte-Carlo dropout draws from it)."""
     import torch
+
+    cuda_seeds = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", cuda_seeds.append)
+    monkeypatch.setattr(torch.cuda, "manual_seed", cuda_seeds.append)
 
     from fastsam2_ros.core.clip_text import ClipTextEncoder
 
@@ -371,6 +376,7 @@ def test_random_weights_follow_the_seed():
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
+    cuda_seeds.clear()  # (torch.manual_seed above seeds CUDA too)
     first, again, other = embedding(0), embedding(0), embedding(1)
     assert torch.equal(first, again) and not torch.equal(first, other)
-    assert torch.equal(torch.rand(1), before)
+    assert torch.equal(torch.rand(1), before) and not cuda_seeds

@@ -316,9 +316,13 @@ def test_router_training_reads_text_prompts_as_fastsam2_eval(tmp_path, capsys, m
     ('{"synth00": {"1": "a cup"}}', "sequence(s) ['synth00'] that dataset"),
     ('{"synth000": {"2": "a cup"}}', "object id(s) [2] that its annotations do not contain"),
 ])
-def test_router_training_refuses_texts_it_would_not_use(tmp_path, capsys, content, match):
+def test_router_training_refuses_texts_it_would_not_use(tmp_path, capsys, monkeypatch, content,
+                                                        match):
     """A mistyped sequence or an object the sequence lacks was ignored: the router trained without
-    any text, and its file said text_mode clip_ridge (fastsam2-eval refuses both)."""
+    any text, and its file said text_mode clip_ridge (fastsam2-eval refuses both). Refused before
+    any frame is encoded."""
+    monkeypatch.setattr(router_training, "collect_examples",
+                        lambda *a, **k: pytest.fail("encoded frames before checking the texts"))
     prompts = tmp_path / "texts.json"
     prompts.write_text(content)
     data = generate_dataset(tmp_path / "syn", sequences=1, frames=3, size=(32, 32), objects=1)

@@ -245,7 +245,9 @@ class ClipTextEncoder:
                 f"(Or set text_mode to 'none' to run without text relevance.)")
 
         with _quiet_open_clip_random_init_warning(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))  # (the process's random state is left as it was)
+            # the CPU generator only (torch.manual_seed would reseed CUDA's too, which the
+            # captured Monte-Carlo dropout draws from); restored when the block ends
+            torch.random.default_generator.manual_seed(int(seed))
             model = open_clip.create_model(model_name, pretrained=None)
         if state is not None:
             self._load_into(model, state, weights_path, model_name)

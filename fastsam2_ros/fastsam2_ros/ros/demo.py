@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random weights (smoke test: the masks are meaningless)")
     p.add_argument("--clip-weights", default="", help="open_clip weights for text relevance")
     p.add_argument("--model-cfg", default=None, help="tiny|small|base_plus|large or sam2 config name")
-    p.add_argument("--output", default="fastsam2_demo_out", help="output folder (created)")
+    p.add_argument("--output", default="fastsam2_demo_out",
+                   help="output folder (created; an earlier run's overlay_*.png, overlay.mp4, "
+                   "stats.jsonl and summary.json in it are removed first)")
     p.add_argument("--max-frames", type=int, default=None, help="process at most N frames")
     p.add_argument("--image-size", type=int, default=None, help="SAM 2 input side (default 1024)")
     p.add_argument("--keep-ratio", type=float, default=None, help="fraction of tokens kept (0, 1]")
