@@ -221,11 +221,6 @@ class TokenRouter(nn.Module):
             self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
         return self._generators[key]
 
-    def reseed(self) -> None:
-        """Restart the CPU dropout masks from ``seed`` (``StreamingTracker.reset``: a clip's result
-        must not depend on the clips tracked before it). CUDA's default generator is the process's."""
-        self._generators.clear()
-
     @property
     def mode(self) -> str:
         return "mlp" if self.mlp is not None else "training_free"

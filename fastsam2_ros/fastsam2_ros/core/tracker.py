@@ -191,8 +191,9 @@ class StreamingTracker:
             self._bank_changed()
 
     def reset(self, num_frames_hint: Optional[int] = None) -> None:
-        """Forget all objects and memory (the model and the captured steps stay); on the CPU the
-        Monte-Carlo dropout restarts from ``seed``, as in a new tracker. ``num_frames_hint``:
+        """Forget all objects and memory (the model and the captured steps stay); the frame count
+        restarts, and with it, on the CPU, the Monte-Carlo dropout masks (seeded by ``seed`` and
+        the frame), as in a new tracker. ``num_frames_hint``:
         see ``__init__``; offline tools pass each clip's length to compare with the official predictor.
         Frames still in flight can be collected afterwards; they leave the new stream alone."""
         self._require_model()
@@ -200,7 +201,6 @@ class StreamingTracker:
         self.objects.clear()
         self.bank.clear()
         self.bank.set_num_frames(num_frames)
-        self.router.reseed()
         self._epoch += 1
         self._reset_frame_state()
 
