@@ -634,8 +634,8 @@ class PhraseRefiner:
         emb = self.embed([caption] + [c.text for c in candidates])
         doc, cand = emb[0], emb[1:]
         # float: under an autocast (a caller's bf16) the products are bf16, which numpy lacks
-        ranked = rank_candidates((cand @ doc).float().numpy(), (cand @ cand.T).float().numpy(), candidates,
-                                 len(_words(caption)), k=k)
+        ranked = rank_candidates((cand @ doc).float().numpy(), (cand @ cand.T).float().numpy(),
+                                 candidates, len(_words(caption)), k=k)
         return [(candidates[i].text, s) for i, s in ranked]
 
     def refine(self, caption: str) -> str:

@@ -311,7 +311,8 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         timer = timer or NullTimer()
         rows = slice(row, row + 1)
         read = BankRead(bank=bank, rows=rows, plan=plan, router=router, timer=timer,
-                        frame_idx=frame_idx, layout=unpack_layout(layout.shape, layout.ints.to(bank.device),
+                        frame_idx=frame_idx,
+                        layout=unpack_layout(layout.shape, layout.ints.to(bank.device),
                                              layout.floats.to(bank.device)))
         feats, pos, sizes = self._batched_features(backbone, 1)
         out = self._run_heads(read, frame_idx, is_init, feats, pos, sizes, point_inputs,

@@ -641,7 +641,8 @@ class StreamingTracker:
             obj = self.objects.get(obj_id)
             if obj is not None:
                 obj.occluded_frames = 0 if visible else obj.occluded_frames + 1
-                obj.tokens_kept = pending._tokens.get(obj_id, obj.tokens_kept)  # a prompt's result reports it
+                # what a prompt's result on this frame reports for it
+                obj.tokens_kept = pending._tokens.get(obj_id, obj.tokens_kept)
         result.stats.occluded_frames.update({o: self.objects[o].occluded_frames
                                              for o in ids if o in self.objects})
         return result
