@@ -241,7 +241,7 @@ def compressed_payload_is_rgb(fmt: str) -> bool:
 
 def compressed_size(data: np.ndarray) -> Optional[Tuple[int, int]]:
     """(width, height) from a compressed payload's header, without decoding it: a small PNG can
-    claim gigapixels. None when the header cannot be read (the decoder then decides)."""
+    claim gigapixels. None when the header cannot be read (such a payload is refused)."""
     from PIL import Image
 
     def header_size(payload: bytes) -> Optional[Tuple[int, int]]:
@@ -273,9 +273,17 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     if data.size > MAX_COMPRESSED_BYTES:
         raise InputError(f"compressed image larger than {MAX_COMPRESSED_BYTES // 2 ** 20} MiB")
     size = compressed_size(data)
-    if size is not None and size[0] * size[1] > MAX_PIXELS:
+    if size is None:  # cv2 would decode it whatever it claims (HDR, PAM ...): no size, no decoding
+        raise InputError(f"cannot decode compressed image (format {fmt!r}): no image size in its "
+                         "header (only formats whose size is checked before decoding, such as JPEG "
+                         "and PNG, are read)")
+    if size[0] * size[1] > MAX_PIXELS:
         raise InputError(f"image too large: {size[0]}x{size[1]} > {MAX_PIXELS} pixels")
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # a header cv2 itself refuses: bad input, not a tracker failure
+        raise InputError(f"cannot decode compressed image (format {fmt!r}): "
+                         f"{str(exc).strip().splitlines()[-1]}") from exc
     if img is None or img.size == 0:
         raise InputError(f"cannot decode compressed image (format {fmt!r})")
     if img.dtype not in (np.uint8, np.uint16):

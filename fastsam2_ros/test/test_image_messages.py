@@ -384,3 +384,37 @@ def test_decoding_works_on_bytes_and_lists_too():
         out = cv.image_to_rgb(msg)
         out[0, 0, 0] = 99  # a copy is writable and independent
         np.testing.assert_array_equal(cv.image_to_rgb(msg), rgb)
+
+
+@pytest.mark.parametrize("payload", [
+    # PAM (P7) and Radiance HDR: cv2 decodes them, PIL cannot read their size
+    b"P7\nWIDTH 9000\nHEIGHT 8000\nDEPTH 1\nMAXVAL 255\nTUPLTYPE GRAYSCALE\nENDHDR\n" + bytes(64),
+    b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 40000 +X 32000\n" + bytes(100),
+], ids=["pam", "hdr"])
+def test_a_compressed_payload_whose_size_cannot_be_read_is_refused_before_decoding(payload, monkeypatch):
+    """The size limit must hold for every payload cv2 would decode: one whose header PIL cannot
+    read (it used to be decoded anyway, gigabytes for a HDR of a few MB, or a cv2.error that the
+    node counted as an inference failure) is an InputError, and the decoder is never called."""
+    import cv2
+
+    msg = CompressedImage(format="jpeg")
+    msg.data = array.array("B", payload)
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: pytest.fail("decoded an image of unchecked size"))
+    with pytest.raises(InputError, match="no image size in its header"):
+        cv.compressed_to_rgb(msg)
+
+
+def test_a_cv2_error_while_decoding_is_an_input_error(monkeypatch):
+    """cv2.imdecode raises (not returns None) for headers it refuses: that is a bad input."""
+    import cv2
+
+    ok, png = cv2.imencode(".png", np.zeros((4, 4), np.uint8))
+
+    def refuse(*_):
+        raise cv2.error("OpenCV(4.x) error: (-215:Assertion failed) pixels <= CV_IO_MAX_IMAGE_PIXELS")
+
+    monkeypatch.setattr(cv2, "imdecode", refuse)
+    msg = CompressedImage(format="png")
+    msg.data = array.array("B", png.tobytes())
+    with pytest.raises(InputError, match="cannot decode compressed image"):
+        cv.compressed_to_rgb(msg)

@@ -87,6 +87,9 @@ def test_projection_and_transform():
         prompting.project_to_pixel(k, (0.0, 0.0, -1.0))
     with pytest.raises(InputError, match="intrinsic"):
         prompting.project_to_pixel([0.0] * 9, (0.0, 0.0, 1.0))
+    # K is at full resolution: a 2x2-binned ROI at (100, 40) sees the centre at ((320-100)/2, (240-40)/2)
+    assert prompting.project_to_pixel(k, (0.0, 0.0, 2.0), (2, 2), (100, 40)) == (110.0, 100.0)
+    assert prompting.project_to_pixel(k, (0.0, 0.0, 2.0), (0, 0)) == (320.0, 240.0)  # 0 means 1
     # 90 degrees about z: x -> y
     s = math.sqrt(0.5)
     p = prompting.transform_point((1.0, 0.0, 0.0), (0.0, 0.0, s, s), (1.0, 0.0, 0.0))

@@ -184,11 +184,15 @@ def test_clicks_from_rqt_and_rviz(h):
     assert wait_for(lambda: 5 in node._tracked_ids()), "click did not start object 5"
     errors = node.health.counts()["prompt_errors"]
     p.click.publish(Point(x=52.0, y=22.0, z=-1.0))  # negative click refines object 5
-    # RViz: camera_info + a point in the camera frame -> pixel (40, 30) for object 6
+    # RViz: camera_info + a point in the camera frame -> pixel (40, 30) for object 6; K is at full
+    # resolution, the images are a 2x2-binned ROI at offset (10, 10) of it (image_geometry's rule)
     info = CameraInfo()
     info.header.frame_id = "cam_optical"
-    info.width, info.height = W, H
-    info.k = [100.0, 0.0, 40.0, 0.0, 100.0, 30.0, 0.0, 0.0, 1.0]
+    info.width, info.height = 2 * W + 10, 2 * H + 10
+    info.k = [200.0, 0.0, 90.0, 0.0, 200.0, 70.0, 0.0, 0.0, 1.0]
+    info.binning_x = info.binning_y = 2
+    info.roi.x_offset = info.roi.y_offset = 10
+    info.roi.width, info.roi.height = 2 * W, 2 * H
     assert wait_for(lambda: p.info.get_subscription_count() > 0, 10.0)
     p.info.publish(info)
     assert wait_for(lambda: node._camera_info is not None, 10.0)

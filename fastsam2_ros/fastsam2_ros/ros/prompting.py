@@ -114,9 +114,13 @@ def click_request(x: float, y: float, z: float, obj_id: int, new_object: Optiona
                          labels=[0 if z < 0 else 1], source=source)
 
 
-def project_to_pixel(k: Sequence[float], point_xyz: Sequence[float]) -> Tuple[float, float]:
+def project_to_pixel(k: Sequence[float], point_xyz: Sequence[float],
+                     binning: Tuple[int, int] = (1, 1),
+                     roi_offset: Tuple[int, int] = (0, 0)) -> Tuple[float, float]:
     """Pinhole projection with the 3x3 intrinsic matrix ``k`` (row-major, camera_info.k) of a point
-    in the camera's optical frame (x right, y down, z forward)."""
+    in the camera's optical frame (x right, y down, z forward), into the published image: K is
+    calibrated at full resolution, so the pixel is shifted by the ROI's offset and divided by the
+    binning (camera_info's binning_x/y, 0 meaning 1), as image_geometry's PinholeCameraModel does."""
     x, y, z = (float(v) for v in point_xyz)
     _finite((x, y, z), "clicked point")
     kk = np.asarray(k, dtype=np.float64).reshape(-1)
@@ -126,7 +130,8 @@ def project_to_pixel(k: Sequence[float], point_xyz: Sequence[float]) -> Tuple[fl
         raise ClickNotUsable(f"clicked point ({x:.3f}, {y:.3f}, {z:.3f}) is behind the camera (z <= 0)")
     u = kk[0] * x / z + kk[1] * y / z + kk[2]
     v = kk[4] * y / z + kk[5]
-    return float(u), float(v)
+    bx, by = (max(int(b), 1) for b in binning)
+    return float((u - roi_offset[0]) / bx), float((v - roi_offset[1]) / by)
 
 
 def transform_point(translation: Sequence[float], rotation_xyzw: Sequence[float],

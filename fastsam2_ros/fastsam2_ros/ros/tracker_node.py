@@ -490,7 +490,8 @@ class TrackerNode(LifecycleNode):
                                      f"{cam_frame!r}): cannot tell whether it is in the camera frame")
             if src != cam_frame:
                 p = self._transform(p, src, cam_frame)
-            u, v = prompting.project_to_pixel(list(info.k), p)
+            u, v = prompting.project_to_pixel(list(info.k), p, (info.binning_x, info.binning_y),
+                                              (info.roi.x_offset, info.roi.y_offset))
             obj, new = self._click_target()
             return prompting.click_request(u, v, 1.0, obj, new, "/clicked_point")
         self._try_prompt(build, "/clicked_point")
