@@ -193,6 +193,38 @@ def test_refiner_alternatives_are_diverse_and_empty_captions_give_no_phrase():
 
 
 @needs_minilm
+def test_a_long_caption_is_ranked_on_what_the_encoder_reads_in_bounded_batches():
+    """Every candidate used to go through MiniLM in one batch with the caption, padded to its 128
+    tokens (a 6,000-character caption: 800 x 128 tokens, a minute and GBs), while the caption's
+    embedding read only its first 128 tokens. Now the phrases come from those words, the caption
+    is embedded alone and the candidates in batches of REFINER_BATCH, padded to their own length."""
+    from fastsam2_ros.core.auto_prompt import REFINER_BATCH, REFINER_MAX_TOKENS, get_refiner
+
+    refiner = get_refiner()
+    nouns = [f"{a}{b}" for a in ("mug", "cup", "box", "pen") for b in ("ka", "lo", "mi", "su", "te")]
+    caption = " ".join(f"a red {nouns[i % 20]} on the {nouns[(i + 7) % 20]}" for i in range(700))
+    read = refiner.readable(caption)
+    assert caption.startswith(read) and len(refiner.tokenizer.tokenize(read)) <= REFINER_MAX_TOKENS - 2
+    assert len(refiner.tokenizer.tokenize(read + " mug")) > REFINER_MAX_TOKENS - 2
+    shapes = []
+    forward = refiner.model.forward
+
+    def spy(*args, **kwargs):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    refiner.model.forward = spy
+    try:
+        ranked = refiner.rank(caption, k=3)
+    finally:
+        del refiner.model.forward
+    assert ranked and all(text.lower() in read.lower() for text, _ in ranked)
+    assert shapes[0][0] == 1  # the caption alone
+    assert all(rows <= REFINER_BATCH for rows, _ in shapes)
+    assert all(cols <= 16 for _, cols in shapes[1:])  # short candidates, not padded to 128
+    assert refiner.readable("a  red\tmug ") == "a red mug"
+
+
 def test_minilm_is_unpacked_once_into_the_cache(tmp_path, monkeypatch):
     from fastsam2_ros.core.auto_prompt import minilm_model_dir
 
@@ -380,9 +412,29 @@ def test_rpn_weights_missing_or_wrong_are_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="match none"):
         RpnProposer(str(other))
     junk = tmp_path / "junk.pth"
-    junk.write_bytes(b"not a checkpoint")
+    junk.write_bytes(b"\x80not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read"):
         RpnProposer(str(junk))
+    html = tmp_path / "failed_download.pth"  # torch.load would advise unpickling it unsafely
+    html.write_text("<html><body>404 Not Found</body></html>\n")
+    with pytest.raises(CheckpointError, match="is a text file") as err:
+        RpnProposer(str(html))
+    assert "weights_only" not in str(err.value)
+
+
+def test_rpn_weights_with_nan_are_refused_when_loaded(rpn_weights, tmp_path):
+    """NaN weights used to load, and the automatic prompt then blamed the thresholds ("no
+    object-like region")."""
+    import torch
+
+    from fastsam2_ros.core.auto_prompt import RpnProposer
+
+    state = torch.load(rpn_weights, weights_only=True)
+    key = next(k for k in state if k.startswith("rpn.head.cls_logits.weight"))
+    state[key] = torch.full_like(state[key], float("nan"))
+    torch.save(state, tmp_path / "nan.pth")
+    with pytest.raises(CheckpointError, match="NaN or infinite.*cls_logits"):
+        RpnProposer(str(tmp_path / "nan.pth"))
 
 
 @pytest.fixture(scope="module")

@@ -219,6 +219,38 @@ def test_max_text_length_boundary(vit_b16):
     assert enc.encode_text(["x" * 300]).shape == (1, 512)
 
 
+def test_a_text_longer_than_the_clip_context_is_refused_not_cut(vit_b16):
+    """open_clip's tokenizer cuts at 77 tokens without a word: two prompts that differ only past
+    it got the same embedding. Such a text is refused, naming its token count; a caption is cut
+    at a word boundary to what the encoder reads (shorten_to_clip_context)."""
+    from fastsam2_ros.core.clip_text import shorten_to_clip_context
+
+    enc, _ = vit_b16
+    base = "a red mug " * 25  # 75 tokens
+    assert len(base) < enc.max_text_length
+    for side in ("left", "right"):
+        with pytest.raises(InputError, match=r"texts\[0\] is \d+ CLIP tokens; .* at most 75"):
+            enc.encode_text([base + "on the far " + side])
+    short = shorten_to_clip_context(base + "on the far left", "ViT-B-16")
+    assert base.startswith(short) and len(short) < len(base)
+    assert enc.encode_text([short]).shape == (1, 512)  # fits exactly: no refusal
+    with pytest.raises(InputError):
+        enc.encode_text([short + " mug"])
+    assert shorten_to_clip_context("a red mug", "ViT-B-16") == "a red mug"
+    # non-Latin scripts take several tokens a character: 33 characters are over the context
+    with pytest.raises(InputError, match="CLIP tokens"):
+        enc.encode_text(["红色的杯子" * 7])
+
+
+@pytest.mark.parametrize("text", ["\x7f", "\ufeff", "red\x85mug"])
+def test_texts_the_encoder_would_read_as_empty_are_refused(vit_b16, text):
+    """The text prompt rule (prompts.validate_text) holds for the encoder too: DEL, C1 controls
+    and texts of only format characters became the empty text (start and end tokens)."""
+    enc, _ = vit_b16
+    with pytest.raises(InputError, match=r"texts\[0\]"):
+        enc.encode_text([text])
+
+
 @pytest.mark.parametrize("img", [
     np.zeros((32, 32, 3), np.float32), np.zeros((32, 32), np.uint8), np.zeros((32, 32, 4), np.uint8),
     np.zeros((0, 32, 3), np.uint8), np.zeros((2, 32, 32, 3), np.uint8), [[0, 0, 0]],

@@ -61,9 +61,14 @@ def test_object_ids_and_texts():
     assert next_free_id([1, 2, 4]) == 3
     assert validate_text("  mug ", 10) == "mug"
     for bad, match in (("x" * 11, "at most 10"), ("  ", "empty"), ("a\x07b", "control"),
-                       (5, "string")):
+                       (5, "string"), ("a\x7fb", "control"), ("a\x85b", "control"),
+                       ("a\x9fb", "control"), ("\ufeff", "empty"), (" \u200b\u2060 ", "empty")):
         with pytest.raises(InputError, match=match):
             validate_text(bad, 10)
+    # a tab, format characters inside a text (an emoji's zero-width joiner) and non-Latin text pass
+    assert validate_text("red\tmug", 10) == "red\tmug"
+    assert validate_text("\U0001f468\u200d\U0001f373", 10) == "\U0001f468\u200d\U0001f373"
+    assert validate_text("红色杯子", 10) == "红色杯子"
 
 
 # ------------------------------------------------------------------------------ configuration

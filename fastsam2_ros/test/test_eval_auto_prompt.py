@@ -81,6 +81,12 @@ def test_variant_texts():
     # the verbose text (the whole caption) must still be a valid text prompt: cut at a word
     assert variant_texts("a small dog on a sofa", "small dog", 14)["verbose"] == "a small dog on"
     assert variant_texts("a small dog on a sofa", "small dog", 13)["verbose"] == "a small dog"
+    # ... and within the CLIP text encoder's context (75 tokens), which the tracker enforces
+    caption = "a red mug on a sofa " * 14  # 280 characters, 84 tokens
+    verbose = variant_texts(caption, "red mug", 300, "ViT-B-16")["verbose"]
+    assert caption.startswith(verbose) and 0 < len(verbose) < len(caption.strip())
+    assert variant_texts("a small dog on a sofa", "small dog", 300, "ViT-B-16")["verbose"] == (
+        "a small dog on a sofa")
 
 
 def test_eval_prompt_auto_runs_without_ground_truth_prompts(data, rpn_config, tmp_path, capsys):

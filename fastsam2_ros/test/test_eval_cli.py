@@ -368,3 +368,13 @@ def test_official_memory_bank_is_documented_as_what_state_bytes_counts():
     row = next(line for line in docs.read_text().splitlines() if line.startswith("| memory bank |"))
     assert "every tensor" not in row and "`output_dict_per_obj`" in row
     assert "preprocessed frames" in row and "not counted" in row
+
+
+def test_a_text_prompt_over_the_clip_context_is_refused_when_the_file_is_read(tmp_path):
+    """The tracker refuses a text of more than 75 CLIP tokens when it encodes it; the file check
+    refuses it first, before any mode runs, naming the sequence and object."""
+    p = tmp_path / "texts.json"
+    p.write_text(json.dumps({"s": {"1": "red ball", "2": "a red mug " * 26}}))
+    assert cli.load_text_prompts(str(p), 300)["s"][1] == "red ball"  # no CLIP model: characters only
+    with pytest.raises(ValueError, match=r"object 2 in sequence .s.: text is 78 CLIP tokens"):
+        cli.load_text_prompts(str(p), 300, "ViT-B-16")

@@ -43,6 +43,7 @@ from .config import PROPOSAL_SOURCES  # noqa: F401  (re-exported: the sources of
 from .errors import AutoPromptFailed, CheckpointError, FastSam2Error, InputError
 from .prompts import MIN_IMAGE_SIDE, representative_click, shorten_text, validate_image
 from .stats import StageTimer
+from .weight_files import check_torch_file, require_finite
 
 LOG = logging.getLogger(__name__)
 
@@ -203,6 +204,7 @@ class RpnProposer:
                                   "Faster R-CNN state dict (e.g. fasterrcnn_resnet50_fpn COCO weights)")
         if not path.is_file():
             raise CheckpointError(f"RPN weights not found: {path} (auto_rpn_weights)")
+        check_torch_file(path, "a Faster R-CNN state dict")
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:
@@ -211,6 +213,7 @@ class RpnProposer:
             state = state["model"]
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise CheckpointError(f"{path} is not a state dict (name -> tensor)")
+        require_finite(state, path, "RPN weights")
         self.model, self.architecture = _build_rpn_model(state, path)
         self.device = torch.device(device)
         self.model.to(self.device).eval()
@@ -589,6 +592,12 @@ def minilm_model_dir() -> Path:
     return target
 
 
+#: What the refiner's encoder reads of a text (all-MiniLM-L6-v2 was trained on 128 tokens), and
+#: how many texts go through it at once.
+REFINER_MAX_TOKENS = 128
+REFINER_BATCH = 64
+
+
 class PhraseRefiner:
     """A BERT-family sentence encoder (mean pooling + L2 norm, as all-MiniLM-L6-v2 is trained)
     that turns a caption into a concise phrase. ``model_path``: a transformers model directory;
@@ -614,25 +623,47 @@ class PhraseRefiner:
         self.path = path
 
     def embed(self, texts: Sequence[str]):
-        """L2-normalised mean-pooled embeddings [n, d] (float32, CPU)."""
+        """L2-normalised mean-pooled embeddings [n, d] (float32, CPU), in batches of
+        REFINER_BATCH texts (each padded to its batch's longest, at most REFINER_MAX_TOKENS)."""
         import torch
 
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=128,
-                               return_tensors="pt").to(self.device)
-        with torch.inference_mode():
-            hidden = self.model(**batch).last_hidden_state.float()
-        weights = batch["attention_mask"].unsqueeze(-1).float()
-        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, dim=-1).cpu()
+        texts = list(texts)
+        out = []
+        for i in range(0, len(texts), REFINER_BATCH):
+            batch = self.tokenizer(texts[i:i + REFINER_BATCH], padding=True, truncation=True,
+                                   max_length=REFINER_MAX_TOKENS, return_tensors="pt").to(self.device)
+            with torch.inference_mode():
+                hidden = self.model(**batch).last_hidden_state.float()
+            weights = batch["attention_mask"].unsqueeze(-1).float()
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            out.append(torch.nn.functional.normalize(pooled, dim=-1).cpu())
+        return torch.cat(out)
+
+    def readable(self, caption: str) -> str:
+        """The leading words of ``caption`` that the encoder reads (REFINER_MAX_TOKENS with its
+        start and end tokens): the phrases then come from the text whose embedding ranks them."""
+        words = caption.split()
+        limit = REFINER_MAX_TOKENS - 2
+        words = words[:limit]  # every word is at least one token
+        if len(self.tokenizer.tokenize(" ".join(words))) <= limit:
+            return " ".join(words)
+        lo, hi = 0, len(words) - 1
+        while lo < hi:  # the most words that fit
+            mid = (lo + hi + 1) // 2
+            if len(self.tokenizer.tokenize(" ".join(words[:mid]))) <= limit:
+                lo = mid
+            else:
+                hi = mid - 1
+        return " ".join(words[:lo])
 
     def rank(self, caption: str, k: int = 5) -> List[Tuple[str, float]]:
         """Up to ``k`` diverse phrases of ``caption`` with their scores, best first."""
-        caption = " ".join(str(caption).split())
+        caption = self.readable(str(caption))
         candidates = candidate_phrases(caption)
         if not candidates:
             return []
-        emb = self.embed([caption] + [c.text for c in candidates])
-        doc, cand = emb[0], emb[1:]
+        doc = self.embed([caption])[0]  # alone: a short candidate is not padded to the caption
+        cand = self.embed([c.text for c in candidates])
         # float: under an autocast (a caller's bf16) the products are bf16, which numpy lacks
         ranked = rank_candidates((cand @ doc).float().numpy(), (cand @ cand.T).float().numpy(),
                                  candidates, len(_words(caption)), k=k)

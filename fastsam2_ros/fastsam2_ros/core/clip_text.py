@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import CheckpointError, InputError
+from .prompts import validate_text
 from .weight_files import check_torch_file, require_finite
 
 logger = logging.getLogger(__name__)
@@ -133,6 +134,45 @@ def check_clip_architecture(model_name: str) -> dict:
             f"downloaded (no internet here); use a model with open_clip's bundled tokenizer, e.g. "
             f"'ViT-B-16'")
     return cfg
+
+
+def text_token_limit(tokenizer) -> int:
+    """Tokens of a text the CLIP text encoder reads: its context less the start and end tokens."""
+    return int(getattr(tokenizer, "context_length", 77)) - 2
+
+
+def clip_token_count(tokenizer, text: str) -> int:
+    """Tokens of ``text`` without the start and end tokens (0 for a tokenizer that cannot say)."""
+    encode = getattr(tokenizer, "encode", None)
+    return len(encode(text)) if callable(encode) else 0
+
+
+def clip_context_error(tokenizer, text: str) -> Optional[str]:
+    """Why ``text`` is refused when it is longer than the text encoder reads (None: it fits);
+    open_clip's tokenizer would cut it without a word ("... on the left" == "... on the right")."""
+    n, limit = clip_token_count(tokenizer, text), text_token_limit(tokenizer)
+    return None if n <= limit else f"{n} CLIP tokens; the CLIP text encoder reads at most {limit}: shorten it"
+
+
+def shorten_to_clip_context(text: str, model_name: str) -> str:
+    """``text`` cut at a word boundary to what the text encoder of open_clip ``model_name`` reads
+    (a generated text, e.g. a whole caption, must still be a valid text prompt). Needs only the
+    bundled tokenizer, no weights."""
+    import open_clip
+
+    tokenizer = open_clip.get_tokenizer(model_name)
+    limit = text_token_limit(tokenizer)
+    words = text.split()
+    if clip_token_count(tokenizer, text) <= limit:
+        return text
+    lo, hi = 0, min(len(words), limit)  # every word is at least one token
+    while lo < hi:  # the most words that fit
+        mid = (lo + hi + 1) // 2
+        if clip_token_count(tokenizer, " ".join(words[:mid])) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return " ".join(words[:lo])
 
 
 def _require_weights_file(path: Path) -> None:
@@ -347,11 +387,13 @@ class ClipTextEncoder:
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise InputError(f"texts[{i}] must be a str, got {type(t).__name__}")
-            if not t.strip():
-                raise InputError(f"texts[{i}] is empty or whitespace only")
-            if len(t) > self.max_text_length:
-                raise InputError(f"texts[{i}] has {len(t)} characters, more than max_text_length="
-                                 f"{self.max_text_length}")
+            try:  # the rule every text prompt follows (length, control characters, empty)
+                validate_text(t, self.max_text_length)
+            except InputError as exc:
+                raise InputError(f"texts[{i}]: {exc}") from None
+            too_long = clip_context_error(self._tokenizer, t)
+            if too_long:
+                raise InputError(f"texts[{i}] is {too_long}")
         return list(texts)
 
     @torch.no_grad()

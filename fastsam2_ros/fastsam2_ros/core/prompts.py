@@ -8,6 +8,7 @@ whichever way it arrives; every rejection is an :class:`InputError` with a messa
 from __future__ import annotations
 
 import numbers
+import unicodedata
 from typing import Optional, Tuple
 
 import numpy as np
@@ -155,7 +156,9 @@ def validate_mask(mask, shape: Tuple[int, int]) -> np.ndarray:
 
 
 def validate_text(text: Optional[str], max_length: int) -> Optional[str]:
-    """Stripped text of at most ``max_length`` characters, without control characters."""
+    """Stripped text of at most ``max_length`` characters, without control characters (Unicode
+    category Cc but tab: C0, DEL and C1), and not made only of invisible format characters (Cf:
+    byte-order mark, zero-width space ...), which a text encoder reads as the empty text."""
     if text is None:
         return None
     if not isinstance(text, str):
@@ -163,9 +166,9 @@ def validate_text(text: Optional[str], max_length: int) -> Optional[str]:
     if len(text) > max_length:  # before strip(): a huge string is not even scanned
         raise InputError(f"text prompt has {len(text)} characters; at most {max_length}")
     text = text.strip()
-    if not text:
-        raise InputError("text prompt is empty")
-    if any(ord(ch) < 32 and ch not in "\t" for ch in text):
+    if not "".join(ch for ch in text if unicodedata.category(ch) != "Cf").strip():
+        raise InputError("text prompt is empty" + (" (only invisible format characters)" if text else ""))
+    if any(unicodedata.category(ch) == "Cc" and ch != "\t" for ch in text):
         raise InputError("text prompt contains control characters")
     return text
 

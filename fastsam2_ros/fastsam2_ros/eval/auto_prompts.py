@@ -29,14 +29,20 @@ from .runner import ObjectPrompt
 LOG = logging.getLogger(__name__)
 
 
-def variant_texts(caption: Optional[str], phrase: Optional[str], max_length: int) -> Dict[str, str]:
+def variant_texts(caption: Optional[str], phrase: Optional[str], max_length: int,
+                  clip_model: Optional[str] = None) -> Dict[str, str]:
     """``auto``/``vague``/``verbose`` texts of an automatic description ({} without a phrase);
-    the verbose one (the whole caption) cut to ``max_length`` at a word boundary, so that its run
-    is not refused after the others ran."""
+    the verbose one (the whole caption) cut at a word boundary to ``max_length`` characters and
+    to what the text encoder of open_clip ``clip_model`` reads, so that its run is not refused
+    after the others ran."""
     if not phrase:
         return {}
-    return {"auto": phrase, "vague": head_noun(phrase) or phrase,
-            "verbose": shorten_text(caption or phrase, max_length)}
+    verbose = shorten_text(caption or phrase, max_length)
+    if clip_model:
+        from ..core.clip_text import shorten_to_clip_context
+
+        verbose = shorten_to_clip_context(verbose, clip_model)
+    return {"auto": phrase, "vague": head_noun(phrase) or phrase, "verbose": verbose}
 
 
 def plan_auto_prompts(frame: np.ndarray, prompter, n_objects: int = 1,
@@ -56,7 +62,8 @@ def plan_auto_prompts(frame: np.ndarray, prompter, n_objects: int = 1,
         notes.extend(plan.notes)
         prompts.append(ObjectPrompt(k, 0, plan.click, text=plan.phrase if use_phrase else None,
                                     texts=variant_texts(plan.caption, plan.phrase,
-                                                        prompter.cfg.max_text_length),
+                                                        prompter.cfg.max_text_length,
+                                                        prompter.cfg.clip_model),
                                     auto={k2: v for k2, v in plan.to_dict().items() if k2 != "obj_id"}))
     return prompts, notes
 
@@ -74,7 +81,8 @@ def describe_objects(prompts: Sequence[ObjectPrompt], frames: Sequence[np.ndarra
         box = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
         timer = StageTimer(prompter.device)
         caption, phrase, _, notes = prompter.describe(region_crop(frames[p.frame], box), timer)
-        p.texts.update(variant_texts(caption, phrase, prompter.cfg.max_text_length))
+        p.texts.update(variant_texts(caption, phrase, prompter.cfg.max_text_length,
+                                     prompter.cfg.clip_model))
         p.auto = {"caption": caption, "phrase": phrase, "notes": notes,
                   "timings_ms": {s: float(timer.ms.get(f"auto_{s}", 0.0)) for s in AUTO_STAGES}}
 

@@ -198,11 +198,21 @@ def cmd_synth(args) -> int:
     return 0
 
 
-def load_text_prompts(path: Optional[str], max_length: int) -> Dict[str, Dict[int, str]]:
+def load_text_prompts(path: Optional[str], max_length: int,
+                      clip_model: Optional[str] = None) -> Dict[str, Dict[int, str]]:
     """``{seq: {obj_id: text}}`` from JSON; every text is checked as the tracker will check it
-    (``validate_text`` with the tracker's ``max_text_length``), so a bad one is refused before
-    any mode runs, naming the file, the sequence and the object."""
+    (``validate_text`` with the tracker's ``max_text_length``, and CLIP's context when the texts
+    go through open_clip ``clip_model``), so a bad one is refused before any mode runs, naming
+    the file, the sequence and the object."""
     from ..core.prompts import validate_text
+
+    tokenizer = None
+    if clip_model:
+        import open_clip
+
+        from ..core.clip_text import clip_context_error
+
+        tokenizer = open_clip.get_tokenizer(clip_model)
 
     if not path:
         return {}
@@ -229,6 +239,9 @@ def load_text_prompts(path: Optional[str], max_length: int) -> Dict[str, Dict[in
                 raise InputError(f"{p}: text of object {k} in sequence {seq!r} must be a non-empty string")
             try:
                 validate_text(text, max_length)
+                too_long = tokenizer is not None and clip_context_error(tokenizer, text)
+                if too_long:
+                    raise InputError(f"text is {too_long}")
             except InputError as exc:
                 raise InputError(f"{p}: text of object {k} in sequence {seq!r}: {exc}") from None
             out[str(seq)][obj] = text
@@ -423,7 +436,7 @@ def cmd_run(args) -> int:
     check_output_file(args.plot, "--plot", suffixes=PLOT_SUFFIXES)
     specs = mode_specs(args.modes, args.keep_ratios, args.text_variants)
     cfg = _tracker_config(args)  # checks the checkpoint before any data is read
-    texts = load_text_prompts(args.text_prompts, cfg.max_text_length)
+    texts = load_text_prompts(args.text_prompts, cfg.max_text_length, cfg.clip_model)
     load, prompts, total, info = _sequence_sources(args, texts)
     for _ in load():  # validate every input (sizes, labels, prompts) before loading a model
         pass

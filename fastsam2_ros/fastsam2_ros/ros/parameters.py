@@ -106,7 +106,8 @@ TRACKER_PARAMETER_DOCS: Dict[str, Dict[str, Any]] = {
     "max_obj_ptrs": dict(description="Object pointers attended to (SAM 2 default 16)"),
     "max_objects": dict(description="Most objects tracked at the same time"),
     "mask_threshold": dict(description="Logit threshold of the published binary masks"),
-    "max_text_length": dict(description="Longer text prompts are rejected (characters)"),
+    "max_text_length": dict(description="Longer text prompts are rejected (characters); a text "
+                            "that goes through CLIP must also fit its context (75 tokens)"),
     "seed": dict(description="Seed for random weights and Monte-Carlo dropout"),
     "auto_proposal_source": dict(description="Automatic prompt: where the region comes from: sam2 "
                                  "(sam2's automatic mask generator on the loaded model, no extra "
