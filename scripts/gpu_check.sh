@@ -14,8 +14,12 @@
 #   cold start (empty kernel cache) and a restart, for the models in COMPILE_MODELS ("tiny large"),
 #   FP32=1 also runs large in fp32 (official and keep 1.0: their IoU without bf16's rounding),
 #   VOS=seconds to give sam2's torch.compile'd predictor (default 0: skipped), STEP_LIMIT (420 s),
-#   BUDGET=seconds after which optional steps (compile, VOS) are skipped (default 100000),
-#   ARCHIVE=file.tgz: packs OUT into it after every step (for machines that return few files),
+#   BUDGET=seconds: no optional step (compile, VOS) starts with less than 30 s of it left, none
+#   runs past it, and a skipped one says so (default 100000); BUDGET, VOS and STEP_LIMIT are whole
+#   seconds. A compile restart runs only after its cold start succeeded. Every bench step rewrites
+#   its JSON after each measured mode, so a step cut by its limit keeps what it measured,
+#   ARCHIVE=file.tgz: packs OUT into it after every step (for machines that return few files;
+#   written through a temporary file, so a kill while packing keeps the previous archive),
 #   FASTSAM2_COMMIT: the commit the JSON records where this copy has no .git (a lent machine),
 #   DEVICE (cuda): cpu makes it a dry run of every step (defaults N=3, SIZE=64, SOAK=4, REPEATS=2;
 #   the tests run it so).
@@ -39,6 +43,11 @@ COMPILE_MODELS="${COMPILE_MODELS:-tiny large}"
 FP32="${FP32:-0}"
 BUDGET="${BUDGET:-100000}"
 TAG="${TAG:-gpu}"
+for var in BUDGET VOS STEP_LIMIT; do  # bash arithmetic and `[ -lt ]` take whole numbers only
+  case "${!var}" in
+    ''|*[!0-9]*) echo "$var must be a whole number of seconds, got '${!var}'" >&2; exit 2 ;;
+  esac
+done
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 if [ -n "${WHEELS:-}" ]; then
@@ -66,9 +75,23 @@ step() {  # step NAME ARGS...: one bench run, JSON + log under OUT (STEP_TIMEOUT
   status+=("$name rc=$rc $((SECONDS - t0))s")
   grep -v "^  warnings.warn\|UserWarning" "$OUT/${TAG}_${name}.log" | tail -n 14
   pack
+  return $rc
 }
-pack() {  # (an archive inside OUT is left out of itself)
-  if [ -n "${ARCHIVE:-}" ]; then tar czf "$ARCHIVE" --exclude="./$(basename "$ARCHIVE")" -C "$OUT" .; fi
+optional() {  # optional NAME ARGS...: a step only while BUDGET lasts, its limit cut to what is left
+  local left=$((BUDGET - SECONDS)) limit="${STEP_TIMEOUT:-$STEP_LIMIT}"
+  if [ "$left" -lt 30 ]; then
+    status+=("$1 skipped (budget: ${left}s left)"); echo "$1 skipped (budget: ${left}s left)"
+    return 1
+  fi
+  [ "$left" -lt "$limit" ] && limit=$left
+  STEP_TIMEOUT=$limit step "$@"
+}
+pack() {  # (an archive inside OUT is left out of itself; a rename, so a kill keeps the last one)
+  if [ -n "${ARCHIVE:-}" ]; then
+    local name; name="$(basename "$ARCHIVE")"
+    tar czf "$ARCHIVE.tmp" --exclude="./$name" --exclude="./$name.tmp" -C "$OUT" . \
+      && mv -f "$ARCHIVE.tmp" "$ARCHIVE"
+  fi
 }
 
 step tiny_1obj --model tiny --click 210,350 --keep-ratios 0.1,0.3,0.5 --repeats "$REPEATS"
@@ -88,18 +111,16 @@ pack
 
 if [ "$COMPILE" != "0" ]; then  # cold start with an empty kernel cache, then a restart that reuses it
   for model in $COMPILE_MODELS; do
-    cache="$(mktemp -d)"
-    if [ $SECONDS -lt "$BUDGET" ]; then
-      for start in cold restart; do
-        step "${model}_compile_${COMPILE}_${start}" --model $model --click 210,350 --keep-ratios 0.3 \
-            --torch-compile "$COMPILE" --compile-cache-dir "$cache" --no-profile --repeats "$REPEATS"
-      done
-    fi
+    cache="$(mktemp -d)" name="${model}_compile_${COMPILE}"
+    for start in cold restart; do  # a restart after a failed cold start would time a cold one
+      optional "${name}_${start}" --model "$model" --click 210,350 --keep-ratios 0.3 \
+          --torch-compile "$COMPILE" --compile-cache-dir "$cache" --no-profile --repeats "$REPEATS" \
+        || { [ "$start" = cold ] && status+=("${name}_restart skipped (no cold start)"); break; }
+    done
   done
 fi
-if [ "$VOS" != "0" ] && [ $SECONDS -lt "$BUDGET" ]; then
-  # the official run plus sam2's compile (up to VOS s): the JSON is written only at the end
-  STEP_TIMEOUT=$((VOS + STEP_LIMIT)) step tiny_official_vos --model tiny --click 210,350 \
+if [ "$VOS" != "0" ]; then  # the official run plus sam2's compile (up to VOS s)
+  STEP_TIMEOUT=$((VOS + STEP_LIMIT)) optional tiny_official_vos --model tiny --click 210,350 \
       --modes official --official-vos --vos-time-limit "$VOS" --no-profile
 fi
 printf '%s\n' "${status[@]}"

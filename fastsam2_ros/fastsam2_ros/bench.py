@@ -37,7 +37,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -317,12 +317,15 @@ TIMED_FIELDS = ("ms_per_frame", "fps_pipelined", "gpu_ms_per_frame")
 
 
 def run_round(cfg: TrackerConfig, model, frames, clicks, modes, ratios, warmup_frames: int,
-              profile: bool) -> Tuple[Dict[str, dict], Dict[str, list]]:
-    """Every asked mode once, each warmed up and then timed: official, dense, each keep ratio."""
+              profile: bool, on_mode: Optional[Callable[[Dict[str, dict], Dict[str, list]], None]] = None
+              ) -> Tuple[Dict[str, dict], Dict[str, list]]:
+    """Every asked mode once, each warmed up and then timed: official, dense, each keep ratio.
+    ``on_mode(results, mask_sets)`` after each mode: what is measured survives a killed run."""
     from .core.models import build_official_predictor
 
     results: Dict[str, dict] = {}
     mask_sets: Dict[str, list] = {}
+    done = on_mode or (lambda *_: None)
     if "official" in modes:
         _release_unused(model.device)
         resident = _allocated_bytes(model.device)  # our model: not the official predictor's
@@ -330,11 +333,13 @@ def run_round(cfg: TrackerConfig, model, frames, clicks, modes, ratios, warmup_f
         results["official"], mask_sets["official"] = run_official(
             cfg, official, frames, clicks, warmup_frames, profile=profile, resident_bytes=resident)
         del official
+        done(results, mask_sets)
     runs = ([("dense", 1.0)] if "dense" in modes else []) + \
            ([(f"pruned@{r:g}", r) for r in ratios] if "pruned" in modes else [])
     for name, keep in runs:
         results[name], mask_sets[name] = run_ours(cfg, model, frames, clicks, keep, warmup_frames,
                                                   profile)
+        done(results, mask_sets)
     return results, mask_sets
 
 
@@ -673,7 +678,7 @@ def _run(args: argparse.Namespace) -> int:
     frames = load_frames(args.frames, args.max_frames, topic=args.topic)
     h, w = frames[0].shape[:2]
     clicks = object_clicks(given_clicks, objects, w, h)
-    from .core.models import build_predictor, compile_errors
+    from .core.models import build_predictor, compile_errors, uses_compiled_modules
 
     t0 = time.perf_counter()
     model = build_predictor(cfg)
@@ -681,49 +686,84 @@ def _run(args: argparse.Namespace) -> int:
     cuda = model.device.type == "cuda"
     warmup = args.warmup_frames if args.warmup_frames is not None else (len(frames) if cuda else 3)
     profile = not args.no_profile
+
+    def report_of(results: Dict[str, dict], mask_sets: Dict[str, list], partial: Optional[str],
+                  soak: Optional[dict] = None) -> dict:
+        results = {name: dict(r) for name, r in results.items()}
+        if "official" in mask_sets:
+            for name, masks in mask_sets.items():
+                if name != "official" and name in results:
+                    results[name]["vs_official"] = compare_masks(masks, mask_sets["official"])
+        report = {
+            "schema_version": SCHEMA_VERSION, "model": cfg.model_cfg, "image_size": cfg.image_size,
+            "device": str(model.device), "bf16": bool(cfg.bf16 and cuda),
+            "random_weights": bool(args.random_weights), "frames": len(frames),
+            "frame_size": [w, h], "source": args.frames or "generated", "topic": args.topic,
+            "clicks": clicks, "objects": len(clicks), "warmup_frames": warmup, "model_build_s": build_s,
+            # what ran: off CUDA torch.compile is skipped (with a warning), whatever was asked
+            "torch_compile": cfg.torch_compile if uses_compiled_modules(model) else "none",
+            "torch_compile_requested": cfg.torch_compile, "compile_errors": compile_errors(model),
+            "mc_passes": cfg.mc_passes, "cuda_graphs": cfg.cuda_graphs, "preprocess": cfg.preprocess,
+            "repeats": args.repeats, "commit": source_commit(), "versions": package_versions(),
+            "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(model.device) if cuda else None,
+            "host": platform.node(), "modes": results, "ratios": ratios_of(results),
+        }
+        if partial:
+            report["partial"] = partial
+        if "dense" in results and "vs_official" in results["dense"]:
+            report["dense_vs_official"] = results["dense"]["vs_official"]
+        if soak is not None:
+            report["soak"] = soak
+        return report
+
+    def save(report: dict) -> None:
+        if args.json:
+            write_json_atomically(Path(args.json), report)
+
     rounds, mask_sets = [], {}
     for index in range(args.repeats):  # round 1 also profiles and keeps the masks
+        def mode_done(timed, masks, index=index):  # round 1's modes one by one, then whole rounds
+            print(f"fastsam2-bench: round {index + 1}/{args.repeats}: {list(timed)[-1]} measured",
+                  file=sys.stderr, flush=True)
+            if index == 0:
+                save(report_of(merge_rounds([timed]), masks,
+                               f"round 1 of {args.repeats}: {', '.join(timed)} measured"))
+
         timed, masks = run_round(cfg, model, frames, clicks, modes, ratios, warmup,
-                                 profile and index == 0)
+                                 profile and index == 0, on_mode=mode_done)
         rounds.append(timed)
         mask_sets = mask_sets or masks
+        if index > 0:
+            save(report_of(merge_rounds(rounds), mask_sets, f"{index + 1} of {args.repeats} rounds"))
     results = merge_rounds(rounds)
     if args.official_vos:
         if not cuda:
             print("--official-vos needs CUDA; skipped", file=sys.stderr)
+            results["official_vos"] = {"error": "skipped: sam2's compiled predictor needs CUDA"}
         else:
+            save(report_of(results, mask_sets, "official_vos running"))
             results["official_vos"] = run_official_vos(cfg, model, frames, clicks,
                                                        args.vos_time_limit)
-    if "official" in mask_sets:
-        for name, masks in mask_sets.items():
-            if name != "official":
-                results[name]["vs_official"] = compare_masks(masks, mask_sets["official"])
-    soak = (run_soak(cfg, model, frames, clicks, ratios[0] if ratios else 1.0, args.soak)
-            if args.soak else None)
-
-    report = {
-        "schema_version": SCHEMA_VERSION, "model": cfg.model_cfg, "image_size": cfg.image_size,
-        "device": str(model.device), "bf16": bool(cfg.bf16 and cuda),
-        "random_weights": bool(args.random_weights), "frames": len(frames),
-        "frame_size": [w, h], "source": args.frames or "generated", "topic": args.topic, "clicks": clicks,
-        "objects": len(clicks), "warmup_frames": warmup, "model_build_s": build_s,
-        "torch_compile": cfg.torch_compile, "compile_errors": compile_errors(model),
-        "mc_passes": cfg.mc_passes, "cuda_graphs": cfg.cuda_graphs, "preprocess": cfg.preprocess,
-        "repeats": args.repeats, "commit": source_commit(), "versions": package_versions(),
-        "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(model.device) if cuda else None,
-        "host": platform.node(), "modes": results, "ratios": ratios_of(results),
-    }
-    if "dense" in results and "vs_official" in results["dense"]:
-        report["dense_vs_official"] = results["dense"]["vs_official"]
-    if soak is not None:
-        report["soak"] = soak
+    soak = None
+    if args.soak:
+        save(report_of(results, mask_sets, "soak running"))
+        soak = run_soak(cfg, model, frames, clicks, ratios[0] if ratios else 1.0, args.soak)
+    report = report_of(results, mask_sets, None, soak)
     print_report(report)
+    save(report)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"wrote {args.json}")
     return 0
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    """Write through a temporary file and a rename: a run killed while writing (a step's time
+    limit) leaves the previous complete file, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
 
 
 def print_report(report: dict) -> None:

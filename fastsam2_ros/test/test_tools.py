@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import random
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -108,12 +109,13 @@ def test_bench_checks_its_json_before_the_work(tmp_path, capsys, monkeypatch):
 
     def report_then_block_folder(report):
         real_report(report)
+        shutil.rmtree(tmp_path / "gone", ignore_errors=True)  # (holding the partial reports)
         (tmp_path / "gone").write_text("x")
 
     monkeypatch.setattr(bench, "print_report", report_then_block_folder)
     out = tmp_path / "gone" / "b.json"
     assert bench.main(args + ["--json", str(out)]) == 2
-    err = capsys.readouterr().err
+    err = capsys.readouterr().err.splitlines()[-1]
     assert err.startswith("fastsam2-bench: error:") and "gone" in err
 
 
@@ -364,11 +366,121 @@ def test_gpu_check_script_runs_every_step_as_a_cpu_dry_run(tmp_path):
     assert all(r["image_size"] == 64 and r["frames"] == 3 for r in reports.values())  # dry-run sizes
     assert reports["tiny_soak"]["soak"]["frames"] == 4 and reports["tiny_soak"]["soak"]["ours"]
     assert reports["large_1obj_fp32"]["bf16"] is False
-    assert reports["tiny_compile_encoder_restart"]["torch_compile"] == "encoder"
+    # on the CPU torch.compile does not run: the JSON says what ran, and what was asked
+    assert reports["tiny_compile_encoder_restart"]["torch_compile_requested"] == "encoder"
+    assert reports["tiny_compile_encoder_restart"]["torch_compile"] == "none"
     with tarfile.open(archive) as packed:
         names = {pathlib.PurePath(n).name for n in packed.getnames()}
     assert {f"dry_{name}.log" for name in steps} <= names
     assert {f"dry_{name}.json" for name in reports} <= names
+
+
+STUB_PYTHON = """#!/usr/bin/env bash
+# gpu_check.sh's Python, stood in: the environment check passes, a bench step sleeps (compile
+# steps STUB_COMPILE_SLEEP s, a cold one exits STUB_COLD_RC) and writes its --json
+[ "${1:-}" = "-" ] && { cat >/dev/null; echo "torch stub"; exit 0; }
+json=""; prev=""
+for a in "$@"; do [ "$prev" = "--json" ] && json="$a"; prev="$a"; done
+echo "ran $(basename "${json:-cuda_tests}" .json)" >>"$STUB_LOG"
+case "$json" in
+  *compile*cold*) sleep "${STUB_COMPILE_SLEEP:-0}"; [ -n "$json" ] && echo "{}" >"$json"
+                  exit "${STUB_COLD_RC:-0}" ;;
+  *compile*) sleep "${STUB_COMPILE_SLEEP:-0}" ;;
+esac
+[ -n "$json" ] && echo "{}" >"$json"
+exit 0
+"""
+
+
+def _gpu_check_with_a_stub_python(tmp_path, **env_vars):
+    stub = tmp_path / "python"
+    stub.write_text(STUB_PYTHON)
+    stub.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(stub), STUB_LOG=str(tmp_path / "ran.log"), DEVICE="cuda",
+               OUT=str(tmp_path / "out"), FRAMES=str(tmp_path), SOAK="0", COMPILE="encoder",
+               COMPILE_MODELS="tiny large", ARCHIVE=str(tmp_path / "out" / "all.tgz"))
+    env.update(env_vars)
+    run = subprocess.run(["bash", str(GPU_CHECK)], env=env, capture_output=True, text=True, timeout=300)
+    ran = (tmp_path / "ran.log").read_text().split() if (tmp_path / "ran.log").exists() else []
+    return run, [r for r in ran if r != "ran"]
+
+
+def test_gpu_check_refuses_budgets_that_are_not_whole_seconds(tmp_path):
+    """`[ $SECONDS -lt 330.5 ]` is an error that reads as false: every optional step was skipped
+    without a word, and VOS=90.5 broke the VOS step's arithmetic."""
+    for var in ("BUDGET", "VOS", "STEP_LIMIT"):
+        run, ran = _gpu_check_with_a_stub_python(tmp_path, **{var: "90.5"})
+        assert run.returncode == 2 and f"{var} must be a whole number" in run.stderr
+        assert ran == []
+
+
+def test_gpu_check_optional_steps_keep_within_the_budget_and_say_when_skipped(tmp_path):
+    """An optional step never starts with under 30 s of BUDGET left nor runs past it (its limit
+    is cut), a restart runs only after its cold start succeeded, and every skip has a status
+    line. Before, a cold start began just inside BUDGET ran its whole STEP_LIMIT, its restart
+    followed, and skipped steps left no trace."""
+    import time
+
+    t0 = time.monotonic()
+    run, ran = _gpu_check_with_a_stub_python(tmp_path, BUDGET="32", STEP_LIMIT="200",
+                                             STUB_COMPILE_SLEEP="60")
+    took = time.monotonic() - t0
+    assert run.returncode == 0, run.stderr
+    assert ran == ["gpu_tiny_1obj", "gpu_tiny_4obj", "gpu_large_1obj", "cuda_tests",
+                   "gpu_tiny_compile_encoder_cold"]
+    assert took < 55, f"the cold start ran past BUDGET ({took:.0f} s)"
+    assert "tiny_compile_encoder_cold rc=124" in run.stdout
+    assert "tiny_compile_encoder_restart skipped (no cold start)" in run.stdout
+    assert "large_compile_encoder_cold skipped (budget" in run.stdout
+    # the archive is whole and no temporary file is left
+    with tarfile.open(tmp_path / "out" / "all.tgz") as packed:
+        assert "./gpu_tiny_compile_encoder_cold.log" in packed.getnames()
+    assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+def test_gpu_check_a_failed_cold_start_is_not_timed_again_as_a_restart(tmp_path):
+    run, ran = _gpu_check_with_a_stub_python(tmp_path, COMPILE_MODELS="tiny", STUB_COLD_RC="1")
+    assert run.returncode == 0, run.stderr
+    assert ran[-1] == "gpu_tiny_compile_encoder_cold"
+    assert "tiny_compile_encoder_cold rc=1" in run.stdout
+    assert "tiny_compile_encoder_restart skipped (no cold start)" in run.stdout
+
+
+def test_bench_rewrites_its_json_after_every_mode_so_a_killed_run_keeps_what_it_measured(
+        tmp_path, monkeypatch):
+    """gpu_check.sh cuts a step at its time limit; the JSON used to be written only at the very
+    end, so a run killed in its last mode lost every mode it had measured."""
+    out = tmp_path / "bench.json"
+    run_ours = bench.run_ours
+
+    def killed_in_the_pruned_mode(cfg, model, frames, clicks, keep, *a, **k):
+        if keep < 1.0:
+            raise SystemExit(143)  # as a SIGTERM handler would
+        return run_ours(cfg, model, frames, clicks, keep, *a, **k)
+
+    monkeypatch.setattr(bench, "run_ours", killed_in_the_pruned_mode)
+    with pytest.raises(SystemExit):
+        bench.main(["--random-weights", "--image-size", "64", "--max-frames", "3", "--device", "cpu",
+                    "--keep-ratios", "0.3", "--mc-passes", "0", "--no-profile", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert set(report["modes"]) == {"official", "dense"}
+    assert report["partial"] == "round 1 of 1: official, dense measured"
+    assert report["ratios"]["dense"]["fps_vs_official"] > 0
+    assert 0 <= report["modes"]["dense"]["vs_official"]["min_iou"] <= 1
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_bench_json_says_what_ran_on_the_cpu(tmp_path):
+    """--torch-compile and --official-vos do nothing off CUDA: the JSON said torch_compile
+    "encoder" and had no trace of the VOS run."""
+    out = tmp_path / "bench.json"
+    assert bench.main(["--random-weights", "--image-size", "64", "--max-frames", "3", "--device",
+                       "cpu", "--modes", "official", "--mc-passes", "0", "--no-profile",
+                       "--torch-compile", "encoder", "--official-vos", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert (report["torch_compile"], report["torch_compile_requested"]) == ("none", "encoder")
+    assert report["modes"]["official_vos"]["error"].startswith("skipped")
+    assert "partial" not in report
 
 
 def test_bench_reads_the_image_topic_given_with_topic(tmp_path, capsys):

@@ -520,13 +520,16 @@ def main(argv=None) -> int:
         return serve_floor(argv[1:])
     args = parse_args(argv)
     try:
+        from ..eval.cli import check_output_file
+
         check_numeric_options(args)
+        check_output_file(args.json, "--json")  # before the node starts, not after the run
         sizes = [_parse_size(s) for s in args.sizes.split(",") if s]
         sets = [s for s in args.sets.split(",") if s]
         unknown = [s for s in sets if s not in OUTPUT_SETS]
         if unknown:
             raise ValueError(f"unknown output set(s) {unknown} (known: {', '.join(OUTPUT_SETS)})")
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         print(f"fastsam2-bench --node: error: {exc}", file=sys.stderr)
         return 2
     env = dict(os.environ, ROS_DOMAIN_ID=str(args.domain_id),
