@@ -8,6 +8,8 @@ The node configures and activates itself (``auto_start`` in the params file); se
 value of the params file (default: the package's config/tracker.yaml).
 """
 
+import os
+
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
@@ -57,6 +59,16 @@ def parameter_overrides(values):
     return out
 
 
+def params_file_path(text):
+    """The params_file argument as a path, ``~`` expanded (the shell leaves it alone after
+    ``:=``); ValueError unless it is a file: launch_ros only warns about a missing file and starts
+    the node on its built-in defaults."""
+    path = os.path.expanduser(str(text).strip())
+    if not os.path.isfile(path):
+        raise ValueError(f"launch argument params_file: {text!r} is not a file")
+    return path
+
+
 def _launch_setup(context, *args, **kwargs):
     def arg(name):
         return LaunchConfiguration(name).perform(context)
@@ -67,7 +79,7 @@ def _launch_setup(context, *args, **kwargs):
         ("camera_info", arg("camera_info")),
         ("click", arg("click")),
     ]
-    params = [arg("params_file")]
+    params = [params_file_path(arg("params_file"))]
     overrides = parameter_overrides({name: arg(name) for name in PARAMETER_ARGUMENTS})
     if overrides:
         params.append(overrides)

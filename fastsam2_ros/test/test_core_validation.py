@@ -168,6 +168,9 @@ def test_model_cfg_names_only_configs_of_the_installed_sam2():
         TrackerConfig(model_cfg="configs/../../../../tmp/x.yaml")
     with pytest.raises(InputError, match="not a config of the installed sam2"):
         TrackerConfig(model_cfg="configs/sam2.1/nope.yaml")
+    # a name longer than the file system's NAME_MAX (OSError from the file system)
+    with pytest.raises(InputError, match="not a config of the installed sam2"):
+        TrackerConfig(model_cfg="configs/" + "a" * 300 + ".yaml")
 
 
 @pytest.mark.parametrize("device,match", [("meta", "runs on auto | cpu | cuda"),

@@ -15,6 +15,8 @@ import pytest
 from fastsam2_ros.ros.parameters import spec_map
 
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / "launch" / "tracker.launch.py"
+#: stands for the package's installed params file (FindPackageShare)
+PARAMS_FILE = str(LAUNCH_FILE.parents[1] / "config" / "tracker.yaml")
 
 
 class _Rec:
@@ -76,7 +78,7 @@ def test_arguments_have_descriptions(launch_module):
 def _run_setup(mod, **values):
     ld = mod.generate_launch_description()
     args = _arguments(ld)
-    defaults = {k: (v["default_value"] if isinstance(v["default_value"], str) else "/share/tracker.yaml")
+    defaults = {k: (v["default_value"] if isinstance(v["default_value"], str) else PARAMS_FILE)
                 for k, v in args.items()}
     defaults.update(values)
     opaque = [a for a in ld.args[0] if type(a).__name__ == "OpaqueFunction"][0]
@@ -95,7 +97,7 @@ def test_node_remappings_and_overrides(launch_module):
     assert remap["image"] == "/camera/color/image_raw"
     assert "image/compressed" not in remap  # the node derives it from the resolved image topic
     params_file, overrides = kw["parameters"]
-    assert params_file == "/share/tracker.yaml"
+    assert params_file == PARAMS_FILE
     assert overrides == {"checkpoint": "/m/sam2.1_hiera_tiny.pt", "keep_ratio": 0.5,
                          "image_size": 512, "publish_overlay": True, "image_reliability": "reliable"}
     specs = spec_map()
@@ -113,3 +115,15 @@ def test_empty_arguments_keep_the_params_file(launch_module):
         launch_module.parameter_overrides({"image_size": "128.0"})
     with pytest.raises(ValueError, match="keep_ratio must be a number, got 'abc'"):
         launch_module.parameter_overrides({"keep_ratio": "abc"})
+
+
+def test_params_file_expands_home_and_must_be_a_file(launch_module, tmp_path, monkeypatch):
+    """launch_ros only warns about a params_file that is not a file and starts the node on its
+    built-in defaults; the shell leaves ~ alone after ':='."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "my.yaml").write_text(Path(PARAMS_FILE).read_text())
+    kw = _run_setup(launch_module, params_file="~/my.yaml")
+    assert kw["parameters"] == [str(tmp_path / "my.yaml")]
+    for wrong in ("~/missing.yaml", "/nonexistent/dir/tracker.yaml", str(tmp_path), ""):
+        with pytest.raises(ValueError, match="params_file: .* is not a file"):
+            _run_setup(launch_module, params_file=wrong)

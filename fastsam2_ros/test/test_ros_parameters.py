@@ -62,15 +62,18 @@ def test_yaml_has_every_parameter_and_nothing_else():
         assert value == default, f"{name}: yaml value {value!r} differs from the default {default!r}"
 
 
-def test_docs_parameter_table_has_every_parameter_with_its_default_and_when_it_applies():
+def test_docs_parameter_table_has_every_parameter_with_its_default_range_and_when_it_applies():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "ros.md")
     if not doc.is_file():
         pytest.skip("docs/ros.md not in this checkout")
-    row = re.compile(r"^\| `(\w+)` \| `([^`]*)` \| [^|]* \| ([\w-]+) \| ")  # name, default, applied
-    rows = {m[1]: (m[2], m[3]) for m in map(row.match, doc.read_text().splitlines()) if m}
+    # name, default, range / choices, applied
+    row = re.compile(r"^\| `(\w+)` \| `([^`]*)` \| ([^|]*) \| ([\w-]+) \| ")
+    rows = {m[1]: (m[2], m[3].strip(), m[4])
+            for m in map(row.match, doc.read_text().splitlines()) if m}
     for spec in P.parameter_specs():
         assert spec.name in rows, f"{spec.name} missing from the parameter table of docs/ros.md"
-        assert rows[spec.name] == (json.dumps(spec.default), spec.takes_effect), spec.name
+        assert rows[spec.name] == (json.dumps(spec.default), spec.allowed(" / "),
+                                   spec.takes_effect), spec.name
 
 
 def test_numeric_parameters_have_ranges_containing_default():
@@ -95,6 +98,15 @@ def test_descriptor_ranges_are_the_core_table():
     assert specs["image_size"].range.step == 32
     for name, choices in PARAMETER_CHOICES.items():
         assert ", ".join(choices) in P.descriptor(specs[name]).additional_constraints
+
+
+def test_model_cfg_descriptor_says_config_names_are_taken_too():
+    """Its choices are the short names; a sam2 config name is taken as well (`ros2 param
+    describe` listed the short names as a closed set)."""
+    text = P.descriptor(P.spec_map()["model_cfg"]).additional_constraints
+    example = re.search(r"or an official sam2 config name such as (configs/\S+\.yaml)", text)
+    assert example, text
+    assert TrackerConfig(model_cfg=example[1]).model_cfg == example[1]
 
 
 def test_declared_with_descriptors(ctx):
@@ -214,6 +226,89 @@ def test_out_of_range_start_up_value_fails_configure_not_the_node(ctx, name, val
         assert name not in node.rejected_parameters
     finally:
         node.destroy_node()
+
+
+@pytest.mark.parametrize("name,value,needed", [
+    ("max_rate_hz", 10, "a decimal number, with a point (10.0, not 10)"),  # -p max_rate_hz:=10
+    ("image_depth", 2.0, "an integer"),
+    ("publish_mask", 1, "true or false"),
+])
+def test_start_up_value_of_the_wrong_type_names_the_type_not_the_range(ctx, name, value, needed):
+    node = make_node(ctx, parameter_overrides=[Parameter(name, value=value)])
+    try:
+        reason = node.rejected_parameters[name]
+        assert f"(must be {needed})" in reason and "must be in" not in reason, reason
+    finally:
+        node.destroy_node()
+
+
+def test_set_parameters_answers_every_value(ctx, monkeypatch):
+    """rclpy's parameter service sends no reply when the callback raises (`ros2 param set` waits
+    until it times out): every failure is a refusal, and a huge value is not echoed whole."""
+    import importlib.util
+
+    from fastsam2_ros.ros import tracker_node
+
+    node = make_node(ctx)
+    try:
+        if importlib.util.find_spec("sam2") is not None:  # the name is checked against sam2's
+            long_name = "configs/" + "a" * 300 + ".yaml"  # over NAME_MAX: OSError from the OS
+            r = node.set_parameters([Parameter("model_cfg", value=long_name)])[0]
+            assert not r.successful and "not a config of the installed sam2" in r.reason, r.reason
+        r = node.set_parameters([Parameter("model_cfg", value="x" * 100000)])[0]
+        assert not r.successful and "unknown model_cfg" in r.reason
+        assert len(r.reason) <= 300 and r.reason.endswith("configs/sam2.1/sam2.1_hiera_t.yaml")
+
+        def broken():
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(tracker_node, "spec_map", broken)
+        r = node.set_parameters([Parameter("keep_ratio", value=0.5)])[0]
+        assert not r.successful and "RuntimeError: a bug" in r.reason, r.reason
+    finally:
+        node.destroy_node()
+
+
+def _typo_params_file(tmp_path):
+    params = yaml_params()
+    params.update(keep_ration=0.5, imag_size=256, use_sim_time=False,
+                  qos_overrides={"/fastsam2/mask": {"publisher": {"depth": 3}}})
+    f = tmp_path / "typo.yaml"
+    f.write_text(yaml.safe_dump({params_file_key(): {"ros__parameters": params}}))
+    return f
+
+
+TYPO_WARNING = "unknown parameter(s), ignored: imag_size (did you mean image_size?), " \
+               "keep_ration (did you mean keep_ratio?)"
+
+
+def test_unknown_keys_of_the_params_file_are_a_warning_of_the_node(tmp_path, capfd):
+    """rcl ignores a key no parameter reads: a typo left the default in place without a word."""
+    f = _typo_params_file(tmp_path)
+    c = rclpy.Context()
+    rclpy.init(context=c, domain_id=DOMAIN_ID, args=["--ros-args", "--params-file", str(f)])
+    try:
+        capfd.readouterr()
+        node = make_node(c)
+        try:
+            err = capfd.readouterr().err
+            assert "WARN" in err and TYPO_WARNING in err, err
+            assert not node.rejected_parameters  # a warning: configure still runs
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=c)
+
+
+def test_unknown_keys_of_the_params_file_are_a_warning_of_the_offline_tools(tmp_path, caplog):
+    f = _typo_params_file(tmp_path)
+    with caplog.at_level("WARNING"):
+        assert TrackerConfig.from_yaml(f) == TrackerConfig()
+    assert [r.getMessage() for r in caplog.records] == [f"{f}: {TYPO_WARNING}"]
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        TrackerConfig.from_yaml(YAML)  # node parameters are known keys
+    assert not caplog.records
 
 
 def test_invalid_core_value_fails_configure_not_the_node(ctx):

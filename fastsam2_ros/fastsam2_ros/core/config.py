@@ -8,6 +8,7 @@ dataclass defaults and the YAML file in sync.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import numbers
 import re
@@ -215,8 +216,17 @@ class TrackerConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, node_name: Optional[str] = None,
                   overrides: Optional[Mapping[str, Any]] = None) -> "TrackerConfig":
-        """Read the tracker fields of a ROS 2 parameter file (other node parameters are ignored)."""
+        """Read the tracker fields of a ROS 2 parameter file (other node parameters are ignored).
+
+        A key that names no parameter of the node is logged as a warning, as the node does (see
+        ``fastsam2_ros.ros.parameters.unknown_parameter_warning``: the node's parameter names
+        live there; that module imports no ROS)."""
+        from ..ros.parameters import unknown_parameter_warning
+
         params = load_ros_params(path, node_name)
+        unknown = unknown_parameter_warning(params)
+        if unknown:
+            logging.getLogger(__name__).warning(f"{path}: {unknown}")
         values = {k: v for k, v in params.items() if k in set(cls.field_names())}
         values.update(overrides or {})
         return cls.from_mapping(values)
@@ -312,8 +322,12 @@ def _check_sam2_config(name: str) -> None:
     if spec is None or not spec.submodule_search_locations:
         return  # no sam2 installed: building fails with its own clear error
     root = Path(next(iter(spec.submodule_search_locations))).resolve()
-    path = (root / name).resolve()
-    if root not in path.parents or not path.is_file():
+    try:  # a name the file system cannot hold (ENAMETOOLONG ...) names no config either
+        path = (root / name).resolve()
+        found = root in path.parents and path.is_file()
+    except OSError:
+        found = False
+    if not found:
         raise InputError(f"model_cfg {name!r} is not a config of the installed sam2 package "
                          f"({root / 'configs'})")
 

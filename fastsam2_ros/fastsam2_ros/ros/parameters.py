@@ -9,13 +9,16 @@ can check the YAML file and the declarations without a node.
 
 A value given at start-up (launch argument, ``-p``, params file) that the descriptor rejects does
 not kill the node: :func:`declare_parameters` declares the default instead and returns the
-rejection, and the node fails ``configure`` with it (see docs/ros.md, "Lifecycle").
+rejection, and the node fails ``configure`` with it (see docs/ros.md, "Lifecycle"). A key that
+names no parameter (a typo such as ``keep_ration``) is a warning: see
+:func:`unknown_parameter_warning`.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from ..core.config import (MODEL_ALIASES, MODEL_CONFIGS, PARAMETER_CHOICES, PARAMETER_RANGES,
                            Range, TrackerConfig)
@@ -31,6 +34,8 @@ class ParamSpec:
     range: Optional[Range] = None
     #: allowed values of a string parameter (documented in additional_constraints)
     choices: Optional[Sequence[str]] = None
+    #: what a string parameter takes besides ``choices`` (model_cfg: a sam2 config name)
+    also: str = ""
     #: True: applied while running; False: takes effect at ``takes_effect``
     live: bool = False
     #: "core" (TrackerConfig field) or "node"
@@ -45,6 +50,14 @@ class ParamSpec:
         if self.live:
             return "live"
         return "configure" if self.group == "core" else self.node_step
+
+    def allowed(self, sep: str = ", ") -> str:
+        """The values it takes, as ``ros2 param describe`` and docs/ros.md's range column state
+        them ("" for booleans and free text)."""
+        if self.range is not None:
+            return self.range.describe()
+        choices = sep.join(self.choices or ())
+        return f"{choices}, or {self.also}" if self.also else choices
 
     def choice_problem(self, value: Any) -> Optional[str]:
         """Why ``value`` is not one of the choices of a node parameter (None: it is, or the
@@ -63,7 +76,9 @@ IMAGE_TRANSPORTS = ("raw", "compressed")
 #: from the core's table).
 TRACKER_PARAMETER_DOCS: Dict[str, Dict[str, Any]] = {
     "model_cfg": dict(description="SAM 2 model: tiny|small|base_plus|large, sam2.1_hiera_{t,s,b+,l}, "
-                      "sam2_hiera_* or an official sam2 config name", choices=_MODELS),
+                      "sam2_hiera_* or an official sam2 config name", choices=_MODELS,
+                      also="an official sam2 config name such as "
+                           "configs/sam2.1/sam2.1_hiera_t.yaml"),
     "checkpoint": dict(description="Path to the official SAM 2 / 2.1 checkpoint (.pt), e.g. "
                        "sam2.1_hiera_tiny.pt from the facebookresearch/sam2 release; required "
                        "unless allow_random_weights"),
@@ -216,6 +231,7 @@ def tracker_parameter_specs() -> List[ParamSpec]:
             name=name, default=defaults[name],
             description=doc.get("description", f"Tracker core parameter {name} (see TrackerConfig)"),
             range=PARAMETER_RANGES.get(name), choices=PARAMETER_CHOICES.get(name, doc.get("choices")),
+            also=doc.get("also", ""),
             live=doc.get("live", False), group="core"))
     return specs
 
@@ -257,7 +273,7 @@ def descriptor(spec: ParamSpec):
     if rng is not None and (rng.low_open or rng.step):
         constraints.append("in " + rng.describe())
     if spec.choices:
-        constraints.append("one of: " + ", ".join(spec.choices))
+        constraints.append("one of: " + spec.allowed())
     when = spec.takes_effect
     constraints.append({"live": "applied live", "start-up": "read once when the node starts"}.get(
         when, f"takes effect on the next {when}"))
@@ -284,12 +300,68 @@ def declare_parameters(node) -> Dict[str, str]:
     return rejected
 
 
+#: What a start-up value of the wrong type should have been. A double takes no integer: rcl
+#: reads ``-p max_rate_hz:=10`` (or ``10`` in a params file) as an INTEGER and refuses it.
+_TYPE_NEEDED = {bool: "true or false", int: "an integer",
+                float: "a decimal number, with a point (10.0, not 10)", str: "a string"}
+
+
 def _rejection(spec: ParamSpec, exc: Exception) -> str:
-    if spec.range is not None:
-        allowed = f"must be in {spec.range.describe()}"
+    from rclpy.exceptions import InvalidParameterTypeException
+
+    if isinstance(exc, InvalidParameterTypeException) or spec.range is None:
+        allowed = f"must be {_TYPE_NEEDED[type(spec.default)]}"
     else:
-        allowed = f"must be a {type(spec.default).__name__}"
-    return f"{spec.name}: the value given at start-up was rejected ({allowed}): {exc}"
+        allowed = f"must be in {spec.range.describe()}"
+    return refusal_text(f"{spec.name}: the value given at start-up was rejected ({allowed}): {exc}")
+
+
+#: Most characters of a refusal's reason: it quotes the value, which may be megabytes long.
+MAX_REASON_CHARS = 300
+
+
+def refusal_text(reason: str) -> str:
+    """``reason`` cut to :data:`MAX_REASON_CHARS` in the middle, where the quoted value is, so
+    that the parameter's name and the explanation after the value stay."""
+    if len(reason) <= MAX_REASON_CHARS:
+        return reason
+    keep = (MAX_REASON_CHARS - 3) // 2
+    return f"{reason[:keep]} … {reason[-keep:]}"
+
+
+#: Parameters rclpy declares on every node (a params file may set them).
+ROS_NODE_PARAMETERS = ("use_sim_time", "start_type_description_service")
+#: rclpy declares ``qos_overrides.<topic>.<entity>.<policy>`` only for the entities that ask for
+#: it, so a params file may carry them for any topic (nested in YAML: one ``qos_overrides`` key).
+QOS_OVERRIDES = "qos_overrides"
+
+
+def unknown_parameter_warning(names: Iterable[str]) -> Optional[str]:
+    """A warning naming the keys among ``names`` that no parameter reads, each with the closest
+    parameter name (None when every key is known). rcl ignores an override the node does not
+    declare, so a typo (``keep_ration``) would leave the default in place without a word.
+
+    A warning, not an error, in the node and in the offline tools alike (one file serves both):
+    rcl accepts such keys, and a ROS user expects a node to start with them."""
+    known = [s.name for s in parameter_specs()] + list(ROS_NODE_PARAMETERS)
+    unknown = sorted(n for n in set(names)
+                     if n not in known and n.split(".", 1)[0] != QOS_OVERRIDES)
+    if not unknown:
+        return None
+
+    def named(name: str) -> str:
+        close = difflib.get_close_matches(name, known, n=1)
+        return f"{name} (did you mean {close[0]}?)" if close else name
+
+    return "unknown parameter(s), ignored: " + ", ".join(map(named, unknown))
+
+
+def unknown_override_warning(node) -> Optional[str]:
+    """:func:`unknown_parameter_warning` of the start-up values given to ``node`` (params file,
+    ``-p``, ``parameter_overrides``) that it has not declared. rclpy keeps them in a private
+    attribute; without it there is no warning, nothing else."""
+    overrides = getattr(node, "_parameter_overrides", None) or {}
+    return unknown_parameter_warning(n for n in overrides if not node.has_parameter(n))
 
 
 def tracker_config_from_node(node) -> TrackerConfig:
@@ -306,5 +378,5 @@ def node_settings(node) -> Dict[str, Any]:
 __all__ = [
     "ParamSpec", "TRACKER_PARAMETER_DOCS", "NODE_PARAMETERS", "IMAGE_RELIABILITIES", "IMAGE_TRANSPORTS", "tracker_parameter_specs",
     "parameter_specs", "spec_map", "descriptor", "declare_parameters", "tracker_config_from_node",
-    "node_settings",
+    "node_settings", "refusal_text", "unknown_parameter_warning", "unknown_override_warning",
 ]

@@ -55,8 +55,8 @@ from .diagnostics import NodeHealth, to_status
 from .frame_worker import FrameWorker, ObjectNotes, TrackedFrame, wait
 from .messages import auto_prompt_summary
 from .outputs import OutputPublishers
-from .parameters import (NODE_PARAMETERS, declare_parameters, spec_map,
-                         tracker_config_from_node)
+from .parameters import (NODE_PARAMETERS, declare_parameters, refusal_text, spec_map,
+                         tracker_config_from_node, unknown_override_warning)
 from .process_memory import keep_freed_memory
 from .prompting import ClickNotUsable, PromptRequest
 from .qos import image_qos, incompatible_qos_events, reliable, unreachable_publishers
@@ -114,6 +114,9 @@ class TrackerNode(LifecycleNode):
         self.rejected_parameters = declare_parameters(self)
         for reason in self.rejected_parameters.values():
             self.get_logger().error(reason)
+        unknown = unknown_override_warning(self)
+        if unknown:
+            self.get_logger().warning(unknown)
         self._factory = tracker_factory or default_tracker_factory
         self._settings: Dict[str, Any] = {s.name: self.get_parameter(s.name).value
                                           for s in NODE_PARAMETERS}
@@ -598,18 +601,24 @@ class TrackerNode(LifecycleNode):
     # =========================================================================== parameters
     def _on_set_parameters(self, params) -> SetParametersResult:
         """Check every parameter of the set first, then apply them: a set is taken or refused
-        whole (``set_parameters_atomically``), so nothing happens before the last check."""
-        specs = spec_map()
-        ours = [(p, specs[p.name]) for p in params if p.name in specs]
-        for p, spec in ours:
-            problem = spec.choice_problem(p.value)
-            if problem:
-                return SetParametersResult(successful=False, reason=problem)
-            if spec.group == "core":
-                try:  # the core's ranges (e.g. keep_ratio's open lower end)
-                    TrackerConfig.from_mapping({p.name: p.value})
-                except InputError as exc:
-                    return SetParametersResult(successful=False, reason=str(exc))
+        whole (``set_parameters_atomically``), so nothing happens before the last check.
+
+        Never raises: rclpy's parameter service sends no reply when this callback raises (``ros2
+        param set`` waits until it times out), so anything unexpected is a refusal, logged."""
+        try:
+            specs = spec_map()
+            ours = [(p, specs[p.name]) for p in params if p.name in specs]
+            problem = _parameter_problem(ours)
+            if problem is None:
+                self._apply_parameters(params, ours)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            problem = f"parameters not set, unexpected error: {type(exc).__name__}: {exc}"
+            self.get_logger().error(f"{refusal_text(problem)}\n{traceback.format_exc()}")
+        if problem is not None:
+            return SetParametersResult(successful=False, reason=refusal_text(problem))
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, params, ours) -> None:
         later = []
         for p, spec in ours:
             if p.name == "keep_ratio":  # the worker applies it (no worker: at activate)
@@ -628,7 +637,6 @@ class TrackerNode(LifecycleNode):
         if later:
             self.get_logger().info(f"parameter(s) {', '.join(later)} take effect when the model is built "
                                    "next (configure, or activate after a release)")
-        return SetParametersResult(successful=True)
 
     # =========================================================================== health
     @property
@@ -679,6 +687,21 @@ class TrackerNode(LifecycleNode):
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         self.get_logger().error(f"inference failed, frame skipped: {msg}\n{tb}",
                                 throttle_duration_sec=5.0)
+
+
+def _parameter_problem(ours) -> Optional[str]:
+    """Why a parameter set is refused (its first problem), or None; ``ours``: (parameter, spec)
+    of each parameter the node declares."""
+    for p, spec in ours:
+        problem = spec.choice_problem(p.value)
+        if problem:
+            return problem
+        if spec.group == "core":
+            try:  # the core's ranges (e.g. keep_ratio's open lower end)
+                TrackerConfig.from_mapping({p.name: p.value})
+            except InputError as exc:
+                return str(exc)
+    return None
 
 
 def _decode(kind: str, msg: Any) -> np.ndarray:
