@@ -122,7 +122,8 @@ TRACKER_PARAMETER_DOCS: Dict[str, Dict[str, Any]] = {
     "max_objects": dict(description="Most objects tracked at the same time"),
     "mask_threshold": dict(description="Logit threshold of the published binary masks"),
     "max_text_length": dict(description="Longer text prompts are rejected (characters); a text "
-                            "that goes through CLIP must also fit its context (75 tokens)"),
+                            "that goes through CLIP (text prior, text-only start) must also fit "
+                            "its context: 75 tokens, about 50 English words"),
     "seed": dict(description="Seed for random weights and Monte-Carlo dropout"),
     "auto_proposal_source": dict(description="Automatic prompt: where the region comes from: sam2 "
                                  "(sam2's automatic mask generator on the loaded model, no extra "
