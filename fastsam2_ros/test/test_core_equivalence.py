@@ -144,3 +144,61 @@ def test_static_buffer_protocol_matches_official(models, clip_dir, monkeypatch):
         np.testing.assert_allclose(mine, ref[t], atol=1e-4, rtol=0, err_msg=f"frame {t}")
         for k, i in enumerate(sorted(first)):
             assert np.array_equal(got[t].masks[i], ref[t][k] > 0), f"frame {t} object {i}"
+
+
+def _first_and_latest(frame_idx, cond_outputs, max_cond):
+    """The bank's documented conditioning read (the first prompt pinned + the latest others), in
+    the form of sam2's ``select_closest_cond_frames``: (selected, unselected)."""
+    before = sorted(t for t in cond_outputs if t < frame_idx)
+    selected = before if len(before) <= max_cond else before[:1] + before[1 - max_cond:]
+    return ({t: cond_outputs[t] for t in selected},
+            {t: v for t, v in cond_outputs.items() if t not in selected})
+
+
+def test_prompted_frames_left_out_of_the_conditioning_read_are_read_as_recent_ones(
+        models, clip_dir, monkeypatch):
+    """With more prompted frames than ``max_cond_frames`` sam2 reads the ones it leaves out as
+    ordinary recent memories and pointers while they are among the last frames. sam2 gets the
+    bank's first-and-latest rule (its own is "closest"); everything else is its code. Object 1
+    is clicked on 4, 5 and 6 (max 2: frame 6 reads 0 and 5, frame 7 reads 0 and 6, and frame 4's
+    slot is replaced by then); object 2, tracked in the same batch, only on 0."""
+    import sam2.modeling.sam2_base as sam2_base
+
+    cfg, ours, official = models
+    cfg = cfg.replace(max_cond_frames=2)
+    clip_path, frames = clip_dir
+    monkeypatch.setattr(sam2_base, "select_closest_cond_frames", _first_and_latest)
+    monkeypatch.setattr(official, "max_cond_frames_in_attn", 2)
+    first = {1: dict(points=[[40, 60]], labels=[1]), 2: dict(points=[[120, 35]], labels=[1])}
+    clicks = {4: dict(points=[[52, 60]], labels=[1]), 5: dict(points=[[30, 30]], labels=[0]),
+              6: dict(points=[[70, 62]], labels=[1])}
+    state = official.init_state(clip_path)
+    ref = {}
+    with torch.inference_mode():
+        for obj_id, kwargs in first.items():
+            official.add_new_points_or_box(state, 0, obj_id, **kwargs)
+        start = 0
+        for t, kwargs in clicks.items():
+            for f, _, masks in official.propagate_in_video(state, start, t - start):
+                ref[f] = masks[:, 0].numpy()
+            official.add_new_points_or_box(state, t, 1, **kwargs)
+            start = t
+        for f, _, masks in official.propagate_in_video(state, start):
+            ref[f] = masks[:, 0].numpy()
+    assert sorted(ref) == list(range(NUM_FRAMES))
+    for static_buffers in (False, True):  # the compact layout and the padded one
+        tracker = StreamingTracker(cfg, model=ours, num_frames_hint=len(frames),
+                                   return_logits=True, static_buffers=static_buffers)
+        for obj_id, kwargs in first.items():
+            res = tracker.add_prompt(obj_id, image=frames[0] if obj_id == 1 else None, **kwargs)
+        for t in range(NUM_FRAMES):
+            if t:
+                res = tracker.track(frames[t])
+            if t in clicks:
+                res = tracker.add_prompt(1, **clicks[t])
+            mine = np.stack([res.logits[i] for i in sorted(first)])
+            np.testing.assert_allclose(mine, ref[t], atol=1e-4, rtol=0,
+                                       err_msg=f"frame {t} static_buffers={static_buffers}")
+            for k, i in enumerate(sorted(first)):
+                assert np.array_equal(res.masks[i], ref[t][k] > 0), f"frame {t} object {i}"
+        assert sorted(tracker.bank.cond_frames[tracker.objects[1].row]) == [0, 5, 6]

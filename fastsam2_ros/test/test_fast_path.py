@@ -199,8 +199,9 @@ def test_memory_bank_reads_what_sam2_reads():
     prompt(10)
     after = _unpacked(bank.layout(11, slice(0, 1)))
     assert sorted(f for f in bank.cond_frames[row] if f != NO_FRAME) == [0, 10]
-    # frame 10 is read as a conditioning frame, not as a recent one; its pointer likewise
-    assert [bank.ring_frames[row, p] for p in after["ring_order"]][-1] == NO_FRAME
+    # frame 10 is read as a conditioning frame, not as a recent one (though its ring slot holds
+    # it); its pointer likewise
+    assert [bank.ring_frames[row, p] for p in after["ring_order"]][-1] == 10
     assert after["ring_valid"] == [[True] * 5 + [False]]
     assert after["ptr_valid"][0][:3] == [True, True, False]
     # at most max_cond_frames (2) are read: the first prompt and the latest; the spare slot keeps
@@ -219,6 +220,14 @@ def test_memory_bank_reads_what_sam2_reads():
     prompt(14)
     assert sorted(bank.cond_frames[row]) == [0, 12, 14] and cond_read(14) == [0, 12]
     assert cond_read(15) == [0, 14]
+    # prompted frames left out of the conditioning read (12 unread, 10 replaced) are read as
+    # recent memories and pointers while recent, as sam2 reads "unselected" conditioning frames
+    got = _unpacked(bank.layout(15, slice(0, 1)))
+    recent = [bank.ring_frames[row, p] for p, ok in zip(got["ring_order"], got["ring_valid"][0])
+              if ok]
+    assert recent == [9, 10, 12]  # frames 11 and 13 were never tracked, 14 is read as conditioning
+    ptr_frames = [15 - d for d, ok in enumerate(got["ptr_valid"][0][2:], start=1) if ok]
+    assert ptr_frames == [12, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1]
 
 
 def test_with_one_conditioning_frame_every_click_on_a_frame_reads_the_latest_prompt():

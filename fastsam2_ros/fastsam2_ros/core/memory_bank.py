@@ -3,21 +3,28 @@
 It is the one place that knows SAM 2's memory rule (``SAM2Base._prepare_memory_conditioned_features``
 for forward tracking with ``memory_temporal_stride_for_eval == 1``): frame t reads
 
-* every conditioning (prompted) frame of the object before t, oldest first, temporal slot
-  ``num_maskmem-1`` (a frame becomes one when tracking moves on from it, as in sam2's
-  ``propagate_in_video_preflight``: further prompts on frame t do not read the first one's memory);
-* the ``num_maskmem - 1`` frames before t that are not conditioning frames, oldest first;
-* object pointers of those conditioning frames, then of frames t-1, t-2, ... down
-  to ``min(num_frames, max_obj_ptrs) - 1`` frames back, with their true temporal offsets.
+* the conditioning (prompted) frames of the object before t that it reads (at most
+  ``max_cond_frames``, see below), oldest first, temporal slot ``num_maskmem-1`` (a frame becomes
+  one when tracking moves on from it, as in sam2's ``propagate_in_video_preflight``: further
+  prompts on frame t do not read the first one's memory);
+* the ``num_maskmem - 1`` frames before t that are not read as conditioning frames, oldest first
+  — a prompted frame left out of the conditioning read is read here, at its own temporal slot,
+  as sam2 reads an "unselected" conditioning frame;
+* object pointers of the conditioning frames read, then of frames t-1, t-2, ... down
+  to ``min(num_frames, max_obj_ptrs) - 1`` frames back (a prompted frame left out included),
+  with their true temporal offsets.
 
 Storage per object row (rows are the tracked objects in insertion order):
 
 * ``max_cond_frames`` + 1 conditioning slots: a frame reads at most ``max_cond_frames`` of them
   (the first prompt, pinned, and the latest others; with 1, the latest), and the spare one lets a
   prompt on frame t be stored without overwriting a frame that the next click on t still reads
-  (the one replaced is the one no frame from t on reads); a ring of ``num_maskmem`` memory slots
-  and a ring of ``max_obj_ptrs`` pointer slots (one more than read, likewise for the current
-  frame's entry);
+  (the one replaced is the one no frame from t on reads as a conditioning frame); a ring of
+  ``num_maskmem`` memory slots and a ring of ``max_obj_ptrs`` pointer slots (one more than read,
+  likewise for the current frame's entry); a prompt is written to its conditioning slot and to
+  the rings, so a prompted frame that is not read as a conditioning frame (or whose slot was
+  replaced) is still there as a recent memory and pointer while it is recent — which copy a frame
+  reads is the layout's choice, and the read path stays the same static gather;
 * each memory slot holds ``k`` retained tokens (bf16 features, grid indices, a per-token validity
   flag) — ``k`` follows the keep ratio, so nothing grows with the stream;
 * the latest low-res mask logits (router prior, refinement input) and the object's text signal.
@@ -193,9 +200,11 @@ class MemoryBank:
         return int(sum(t[:rows].numel() * t.element_size() for t in self._row_tensors()))
 
     def stored_frames(self, rows: Optional[int] = None) -> int:
-        """Memory frames held (conditioning + ring) for the tracked objects."""
+        """Distinct memory frames held (conditioning + ring) for the tracked objects: a prompted
+        frame's ring copy is the same frame's memory, counted once."""
         rows = self.rows if rows is None else rows
-        return int((self.cond_frames[:rows] != NO_FRAME).sum() + (self.ring_frames[:rows] != NO_FRAME).sum())
+        return sum(len((set(self.cond_frames[r]) | set(self.ring_frames[r])) - {NO_FRAME})
+                   for r in range(rows))
 
     @contextlib.contextmanager
     def preserved(self) -> Iterator[None]:
@@ -285,6 +294,7 @@ class MemoryBank:
         for r in row_ids:
             filled = readable[r]
             read_slots = {s for _, s in filled}
+            read_frames = {f for f, _ in filled}
             unread = [s for s in range(len(self.cond_frames[r])) if s not in read_slots]
             pad = n_cond - len(filled)
             cond_order.extend([s for _, s in filled] + unread[:pad])
@@ -292,11 +302,12 @@ class MemoryBank:
             padded |= bool(any(self.cond_padded[r, s] for _, s in filled))
             cond_ptr_valid.append([True] * len(filled) + [False] * pad)  # and their pointers
             cond_offsets.append([t - f for f, _ in filled] + [0] * pad)
-            ring_valid.append([f >= 0 and self.ring_frames[r, f % self.ring_len] == f
+            ring_valid.append([self._recent(self.ring_frames[r], f, read_frames)
                                for f in ring_expected])
             padded |= bool(any(self.ring_padded[r, f % self.ring_len]
                                for f, ok in zip(ring_expected, ring_valid[-1]) if ok))
-            ptr_valid.append([d < self.ptrs_in_attention and f >= 0 and self.ptr_frames[r, f % self.ptr_len] == f
+            ptr_valid.append([d < self.ptrs_in_attention
+                              and self._recent(self.ptr_frames[r], f, read_frames)
                               for d, f in enumerate(ptr_expected, start=1)])
         ring_keep = [j for j in range(self.ring_read) if not compact or any(v[j] for v in ring_valid)]
         ptr_keep = [j for j in range(self.ptr_read) if not compact or any(v[j] for v in ptr_valid)]
@@ -319,6 +330,14 @@ class MemoryBank:
                                 and all(map(all, all_ptr_valid)))
         return BankLayout(shape=shape, masked=masked, ints=ints, floats=floats.to(torch.float32))
 
+    @staticmethod
+    def _recent(ring_frames: np.ndarray, frame: int, cond_read: set) -> bool:
+        """Whether a frame reads ``frame``'s ring entry (memory or pointer): it is stored there and
+        not read as a conditioning frame — sam2 drops a conditioning frame from the recent ones,
+        but reads one left out of its conditioning read ("unselected") as a recent frame."""
+        return (frame >= 0 and ring_frames[frame % len(ring_frames)] == frame
+                and frame not in cond_read)
+
     def commit_tracked(self, frame_idx: int, rows: slice) -> None:
         """Host side of a tracking step: the step wrote frame ``frame_idx`` into the rings."""
         self.ring_frames[rows, frame_idx % self.ring_len] = frame_idx
@@ -339,7 +358,8 @@ class MemoryBank:
     def cond_slot_for(self, row: int, frame_idx: int) -> int:
         """The conditioning slot a prompt on ``frame_idx`` writes: its own, a free one, or (all
         full, all before ``frame_idx``) the one that frame does not read — so the frame's later
-        clicks read what its first one read, and no frame after it reads the one replaced."""
+        clicks read what its first one read, and no frame after it reads the one replaced as a
+        conditioning frame (its copy in the rings stays a recent memory while it is recent)."""
         frames = self.cond_frames[row]
         hit = np.flatnonzero(frames == frame_idx)
         if hit.size:
@@ -356,18 +376,22 @@ class MemoryBank:
                      presence: torch.Tensor) -> None:
         """Store a prompted frame as a conditioning frame of ``row`` (eager, outside any graph):
         feats [k, C_mem], idx/score [k], obj_ptr [C], low_res [1, h, w], presence logit [1].
-        The frame stops being a non-conditioning memory of this object."""
+        It replaces the frame's tracked memory and pointer in the rings too: a later frame that
+        does not read it as a conditioning frame reads it there while it is recent, as sam2 does
+        (``layout`` picks the copy)."""
         slot = self.cond_slot_for(row, frame_idx)
-        self.cond_feat[row, slot] = feats.to(torch.bfloat16)
-        self.cond_idx[row, slot] = idx
-        self.cond_score[row, slot] = score.to(torch.float16)
-        self.cond_tok_valid[row, slot] = True
+        ring, ptr = frame_idx % self.ring_len, frame_idx % self.ptr_len
+        for prefix, s in (("cond", slot), ("ring", ring)):
+            getattr(self, f"{prefix}_feat")[row, s] = feats.to(torch.bfloat16)
+            getattr(self, f"{prefix}_idx")[row, s] = idx
+            getattr(self, f"{prefix}_score")[row, s] = score.to(torch.float16)
+            getattr(self, f"{prefix}_tok_valid")[row, s] = True
         self.cond_ptr[row, slot] = obj_ptr.float()
+        self.ptr_ring[row, ptr] = obj_ptr.float()
         self.prev_logits[row] = low_res.float()
         self.presence[row] = presence.float().reshape(())
         self.cond_frames[row, slot] = frame_idx
         self.cond_padded[row, slot] = False
-        if self.ring_frames[row, frame_idx % self.ring_len] == frame_idx:
-            self.ring_frames[row, frame_idx % self.ring_len] = NO_FRAME
-        if self.ptr_frames[row, frame_idx % self.ptr_len] == frame_idx:
-            self.ptr_frames[row, frame_idx % self.ptr_len] = NO_FRAME
+        self.ring_frames[row, ring] = frame_idx
+        self.ring_padded[row, ring] = False
+        self.ptr_frames[row, ptr] = frame_idx

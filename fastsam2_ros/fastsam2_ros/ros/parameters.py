@@ -117,7 +117,8 @@ TRACKER_PARAMETER_DOCS: Dict[str, Dict[str, Any]] = {
     "clip_refresh_interval": dict(description="Refit the SAM2->CLIP token map every N frames "
                                   "(0 = on prompt frames only)"),
     "max_cond_frames": dict(description="Prompted (conditioning) frames read per object: the first "
-                            "(pinned) and the latest (1: the latest)"),
+                            "(pinned) and the latest (1: the latest); one left out is still read "
+                            "as a recent frame while recent"),
     "max_obj_ptrs": dict(description="Object pointers attended to (SAM 2 default 16)"),
     "max_objects": dict(description="Most objects tracked at the same time"),
     "mask_threshold": dict(description="Logit threshold of the published binary masks"),
