@@ -392,3 +392,16 @@ def test_a_prompts_result_reports_the_other_objects_as_tracked_on_that_frame(tra
     prompted = tracker.add_prompt(2, points=[[120, 90]], labels=[1])
     assert prompted.stats.tokens_kept[1] == tracked.stats.tokens_kept[1] < tracked.stats.tokens_total
     assert prompted.stats.occluded_frames[1] == 3
+
+
+def test_an_object_found_again_by_a_prompt_is_not_reported_occluded(tracker_cfg, model, video):
+    """Clicked again after 3 invisible frames and present on the prompted frame, the object was
+    reported visible with occluded_frames 3 (0 means visible now)."""
+    frames = video[0]
+    tracker = StreamingTracker(tracker_cfg.replace(keep_ratio=0.3), model=model)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    tracker.track(frames[1])
+    tracker.objects[1].occluded_frames = 3  # (as after 3 frames without the object)
+    again = tracker.add_prompt(1, points=[[43, 60]], labels=[1])
+    assert again.visible[1] and again.stats.occluded_frames[1] == 0
+    assert tracker.track(frames[2]).stats.occluded_frames[1] in (0, 1)  # counted from the prompt

@@ -157,3 +157,65 @@ def test_a_stream_of_prompts_neither_queues_without_bound_nor_stops_tracking():
     finally:
         gate.set()
         worker.stop()
+
+
+def test_frames_replaced_while_tracking_within_the_rate_are_rate_skips_not_drops():
+    """With max_rate_hz 2 and 0.15 s inference a 20 Hz camera is held easily; frames replaced
+    while the worker was inside the tracker used to count as overload drops (WARN all the time)."""
+    from fastsam2_ros.ros.diagnostics import OK, NodeHealth
+
+    health = NodeHealth()
+    health.state = "active"
+    tracker = TimedTracker(0.15)
+    log = SimpleNamespace(info=lambda *a, **k: None)
+    worker = FrameWorker(tracker, decode=lambda kind, msg: msg.rgb,
+                         publish=lambda f: health.on_processed(0.0, 0.0, None), health=health,
+                         logger=log, bad_input=lambda *a, **k: None, worker_error=print,
+                         max_rate_hz=lambda: 2.0, keep_ratio=lambda: tracker.keep_ratio,
+                         publish_on_prompt=lambda: True)
+    worker.start()
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.5:
+            worker.offer_frame("raw", SimpleNamespace(rgb=rgb, header=SimpleNamespace(frame_id="f")))
+            time.sleep(0.05)
+        snap = health.snapshot(warn_hold=1.0, period=1.0)
+    finally:
+        worker.stop()
+    counts = health.counts()
+    assert counts["dropped"] > 20 and counts["dropped"] == counts["skipped_for_rate"], counts
+    assert snap.level == OK, snap.message
+
+
+def test_the_first_frame_stats_cover_every_prompt_that_waited_for_it():
+    """Two prompts queued before the first image: the frame's stats were the last prompt's
+    alone (encoder 0 ms, total one prompt's), though the frame was encoded for the first."""
+    from fastsam2_ros.core.stats import FrameStats
+    from fastsam2_ros.ros.prompting import PromptRequest
+
+    class StagedTracker(SceneTracker):
+        def add_prompt(self, *a, image=None, **k):
+            result = super().add_prompt(*a, image=image, **k)
+            result.stats = FrameStats(stage_ms={"encoder": 40.0 if image is not None else 0.0,
+                                                "decoder": 5.0,
+                                                "total": 45.0 if image is not None else 5.0})
+            return result
+
+    tracker, rec = StagedTracker(TrackerConfig()), Recorder()
+    worker = make_worker(tracker, rec)
+    published = []
+    worker._publish = published.append
+    worker.start()
+    try:
+        futures = [worker.submit("prompt", PromptRequest(obj_id=i, new_object=True, points=[(3, 4 + i)],
+                                                         labels=[1], source="click"),
+                                 queue_if_no_frame=True) for i in (1, 2)]
+        [f.result(10) for f in futures]
+        rgb = np.zeros((16, 16, 3), np.uint8)
+        worker.offer_frame("raw", SimpleNamespace(rgb=rgb, header=SimpleNamespace(frame_id="f")))
+        assert wait_for(lambda: published, 10.0)
+    finally:
+        worker.stop()
+    stage_ms = published[0].result.stats.stage_ms
+    assert (stage_ms["encoder"], stage_ms["decoder"], stage_ms["total"]) == (40.0, 10.0, 50.0)

@@ -283,3 +283,37 @@ def test_every_object_of_a_full_tracker_has_its_own_overlay_colour():
     assert len(set(colours)) == len(colours)
     np.testing.assert_array_equal(overlay.color_of(3), overlay.PALETTE[2])
     assert overlay.color_of(70000).dtype == np.uint8
+
+
+def test_health_rate_falls_and_warns_when_the_camera_stops(monkeypatch):
+    """rate_hz was counted between the first and the last frame of the window, so a camera that
+    stopped still showed its old rate (then 0 Hz) at OK, for ever."""
+    clock = [1000.0]
+    monkeypatch.setattr(diagnostics.time, "monotonic", lambda: clock[0])
+    h = diagnostics.NodeHealth()
+    h.state = "active"
+    for _ in range(20):  # 2 s at 10 Hz
+        h.on_received(False)
+        h.on_processed(50.0, 60.0, msgs.TrackerStats(object_ids=[1], occluded_frames=[0]))
+        clock[0] += 0.1
+    snap = h.snapshot(warn_hold=5.0, period=1.0)
+    assert snap.level == diagnostics.OK and 9.0 <= float(snap.values["rate_hz"]) <= 10.5
+    clock[0] += 4.0  # the camera stopped 4 s ago
+    snap = h.snapshot(warn_hold=5.0, period=1.0)
+    assert float(snap.values["rate_hz"]) < 2.5 and snap.level == diagnostics.OK  # within the hold
+    clock[0] += 2.0
+    snap = h.snapshot(warn_hold=5.0, period=1.0)
+    assert snap.level == diagnostics.WARN and snap.message.startswith("no images on")
+    assert float(snap.values["rate_hz"]) == 0.0
+    h.on_received(False)  # it is back
+    assert h.snapshot(warn_hold=5.0, period=1.0).level == diagnostics.OK
+
+
+def test_health_error_names_the_worker_error_after_a_later_bad_input():
+    h = diagnostics.NodeHealth()
+    h.state = "active"
+    h.on_worker_error("OutOfMemoryError: CUDA out of memory")
+    h.on_bad_input("click rejected: point (900, 20) outside the 640x480 image", prompt=True)
+    snap = h.snapshot(warn_hold=5.0, period=1.0)
+    assert snap.level == diagnostics.ERROR and "out of memory" in snap.message
+    assert "click rejected" in snap.values["last_error"]  # the key still has the latest one

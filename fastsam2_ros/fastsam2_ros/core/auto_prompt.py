@@ -885,8 +885,7 @@ class AutoPrompter:
         stats = result.stats
         extra = {f"auto_{s}": plan.timings_ms[s] for s in AUTO_STAGES}
         if first is not None:  # the frame's propagation happened in the first call
-            for k, v in first.stats.stage_ms.items():
-                stats.stage_ms[k] = stats.stage_ms.get(k, 0.0) + v
+            stats.add_stage_times(first.stats)
             stats.occluded_frames.update(first.stats.occluded_frames)
         stats.stage_ms.update(extra)
         stats.stage_ms["total"] = stats.stage_ms.get("total", 0.0) + sum(extra.values())

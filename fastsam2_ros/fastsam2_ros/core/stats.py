@@ -54,6 +54,12 @@ class FrameStats:
             d[key] = {str(k): v for k, v in getattr(self, key).items()}
         return d
 
+    def add_stage_times(self, earlier: "FrameStats") -> None:
+        """Count the stages of an ``earlier`` call made for the same frame (a tracking call before
+        a prompt, prompts that waited for the frame) into these stats, ``total`` included."""
+        for k, v in earlier.stage_ms.items():
+            self.stage_ms[k] = self.stage_ms.get(k, 0.0) + v
+
     @property
     def tokens_kept_mean(self) -> float:
         return float(np.mean(list(self.tokens_kept.values()))) if self.tokens_kept else 0.0

@@ -523,6 +523,8 @@ class StreamingTracker:
                                  point_inputs=point_inputs, mask_inputs=mask_inputs,
                                  prev_logits=prev_logits, timer=timer)
         obj.tokens_kept = self._num_tokens if is_init or mask_inputs is not None else plan.keep
+        if float(self.bank.presence[obj.row]) > 0:  # found on the prompted frame: seen now
+            obj.occluded_frames = 0
 
     # ------------------------------------------------------------------------------- text
     def _clip_encoder(self):

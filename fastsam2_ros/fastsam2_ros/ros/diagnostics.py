@@ -10,7 +10,8 @@ diagnostics timer all touch it); ``to_status`` turns a snapshot into a
 * WARN: not active / disabled, or frames dropped because inference could not keep up, a bad input
   (malformed image, invalid prompt) or an incompatible-QoS publisher within the last ``warn_hold``
   seconds (at least one diagnostics period). Frames skipped on purpose to hold ``max_rate_hz`` are
-  counted as dropped but do not warn;
+  counted as dropped but do not warn. Also WARN when images stopped coming for ``warn_hold``
+  (at least ``MIN_SILENT_S``);
 * OK otherwise.
 
 The per-frame tracker values come from the last ``TrackerStats`` message
@@ -28,6 +29,9 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 from .messages import NODE_STAGES, diagnostic_values
 
 OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels (bytes in the msg)
+#: Least silence of the camera (seconds) that WARNs, whatever warn_hold is (a gap between two
+#: frames of a slow camera is not a stopped one).
+MIN_SILENT_S = 2.0
 #: Longest free text (the message, last_error) on /diagnostics; lists of ids are never cut
 MAX_TEXT_CHARS = 500
 #: The values that hold free text (an exception's message can be arbitrarily long)
@@ -70,7 +74,9 @@ class NodeHealth:
             self.worker_errors = 0
             self.last_error: str = ""
             self.last_error_time: float = float("-inf")
+            self.last_worker_error: str = ""  # apart: a bad input after it must not hide it
             self.last_worker_error_time: float = float("-inf")
+            self.last_received_time: float = float("-inf")
             # (t, tracker_ms, node_ms, {node stage: ms})
             self._frames: Deque[Tuple[float, float, float, Dict[str, float]]] = deque()
             self._drops: Deque[float] = deque()  # overload drops only (not rate skips)
@@ -83,6 +89,7 @@ class NodeHealth:
         (``rate_limited``: because the worker was holding max_rate_hz, not because it was busy)."""
         with self._lock:
             self.received += 1
+            self.last_received_time = time.monotonic()
             if replaced_unprocessed:
                 self.dropped += 1
                 if rate_limited:
@@ -116,7 +123,7 @@ class NodeHealth:
     def on_worker_error(self, message: str) -> None:
         with self._lock:
             self.worker_errors += 1
-            self.last_error = message
+            self.last_error = self.last_worker_error = message
             self.last_error_time = time.monotonic()
             self.last_worker_error_time = self.last_error_time
 
@@ -145,11 +152,10 @@ class NodeHealth:
             frames = list(self._frames)
             drop_window = max(period, warn_hold, 1e-3)
             drops_recent = sum(1 for t in self._drops if t >= now - drop_window)
-            if len(frames) >= 2:
-                span = frames[-1][0] - frames[0][0]
-                rate = (len(frames) - 1) / span if span > 0 else 0.0
-            else:
-                rate = 0.0
+            # up to now, not to the last frame: a camera that stopped shows a falling rate
+            span = now - frames[0][0] if frames else 0.0
+            rate = (len(frames) - 1) / span if len(frames) >= 2 and span > 0 else 0.0
+            silent_s = now - self.last_received_time
             tracker_ms = [f[1] for f in frames]
             node_ms = [f[2] for f in frames]
             s = self.last_stats
@@ -189,7 +195,7 @@ class NodeHealth:
             if self.fatal:
                 level, msg = ERROR, self.fatal
             elif recent_worker_error:
-                level, msg = ERROR, f"inference failed: {self.last_error}"
+                level, msg = ERROR, f"inference failed: {self.last_worker_error}"
             elif self.state != "active":
                 level, msg = WARN, f"not processing: lifecycle state {self.state}"
             elif not self.enabled:
@@ -203,6 +209,9 @@ class NodeHealth:
             elif drops_recent:
                 level, msg = WARN, (f"dropped {drops_recent} frame(s) in the last {drop_window:g} s "
                                     "(inference slower than the camera; only the newest frame is kept)")
+            elif self.received and silent_s > max(self._hold, MIN_SILENT_S):
+                level, msg = WARN, (f"no images on {self.input_topic} for {silent_s:.0f} s: "
+                                    "the last masks are that old")
             elif self.processed == 0:
                 level, msg = OK, f"active, waiting for images on {self.input_topic}"
             else:

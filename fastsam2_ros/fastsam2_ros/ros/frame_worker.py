@@ -135,7 +135,6 @@ class FrameWorker:
         self._to_publish: Deque[Optional[TrackedFrame]] = deque()  # None: the publisher stops
         self._publish_cv = threading.Condition()
         self._publisher: Optional[threading.Thread] = None
-        self._rate_waiting = False
         self._last_frame_at: Optional[float] = None  # time.monotonic() when the last frame started
         self._needs_image = False  # the tracker was reset after it took the current frame
         self._current: Optional[Tuple[Any, np.ndarray]] = None  # (header, rgb) prompts apply to
@@ -195,7 +194,9 @@ class FrameWorker:
             return
         with self._cv:
             replaced = self._slot is not None
-            rate_limited = replaced and self._rate_waiting
+            # a frame the rate would not have let through yet anyway is skipped for the rate,
+            # even while the worker is busy in the tracker (not only while it waits for the rate)
+            rate_limited = replaced and self._next_frame_at() > time.monotonic()
             self._slot = (kind, msg, time.monotonic())
             self._cv.notify_all()
         self._health.on_received(replaced, rate_limited=rate_limited)
@@ -277,7 +278,6 @@ class FrameWorker:
                 frame_due = self._slot is not None and self._next_frame_at() <= time.monotonic()
                 if self._commands and not (frame_due and
                                            self._commands_in_a_row >= COMMANDS_BEFORE_A_FRAME):
-                    self._rate_waiting = False
                     self._commands_in_a_row += 1
                     return self._commands.popleft(), None
                 if self._slot is not None:
@@ -285,13 +285,10 @@ class FrameWorker:
                     if wait <= 0:
                         self._commands_in_a_row = 0
                         item, self._slot = self._slot, None
-                        self._rate_waiting = False
                         self._last_frame_at = time.monotonic()
                         return None, item
-                    self._rate_waiting = True
                     self._cv.wait(wait)
                     continue
-                self._rate_waiting = False
                 self._cv.wait(0.5)
             return None, None
 
@@ -347,15 +344,16 @@ class FrameWorker:
         if prompt is not None:
             queue.append(prompt)
         tracker = self.tracker
-        result, outcome = None, None
+        results, outcome = [], None
         fed = self._current is not None
         if fed:
-            result = tracker.track(rgb)
+            results.append(tracker.track(rgb))
         for req in queue:
             before = tracker.frame_index
             try:
                 out, res = self._apply(req, rgb.shape[:2], image=None if fed else rgb)
-                fed, result = True, res
+                fed = True
+                results.append(res)
                 if req is prompt:
                     outcome = out
             except FastSam2Error as exc:
@@ -363,8 +361,11 @@ class FrameWorker:
                 if req is prompt:
                     raise
                 self._bad_input(f"{req.source} rejected: {exc}", prompt=True)
-        if result is None:  # no prompt took the frame, or one took it and then failed
-            result = tracker.track(rgb)
+        if not results:  # no prompt took the frame, or one took it and then failed
+            results.append(tracker.track(rgb))
+        result = results[-1]
+        for earlier in results[:-1]:  # the frame's stats cover every call made for it
+            result.stats.add_stage_times(earlier.stats)
         return result, outcome
 
     def _emit(self, result, header, rgb, received: float, fresh: bool, decode_ms: float = 0.0) -> None:
