@@ -36,6 +36,9 @@ class Recorder:
     def on_received(self, *a, **k):
         pass
 
+    def on_discarded(self):
+        pass
+
 
 class TimedTracker(SceneTracker):
     """Records when each frame was tracked."""
@@ -219,3 +222,97 @@ def test_the_first_frame_stats_cover_every_prompt_that_waited_for_it():
         worker.stop()
     stage_ms = published[0].result.stats.stage_ms
     assert (stage_ms["encoder"], stage_ms["decoder"], stage_ms["total"]) == (40.0, 10.0, 50.0)
+
+
+class _SlowTracker(TimedTracker):
+    """Says when it is inside track()."""
+
+    def __init__(self, track_s):
+        super().__init__(track_s)
+        self.inside = threading.Event()
+
+    def track(self, rgb):
+        self.inside.set()
+        try:
+            return super().track(rgb)
+        finally:
+            self.inside.clear()
+
+
+def test_a_second_stop_waits_for_the_tracker_call_the_first_one_waits_for():
+    """The first stop() took the thread handle; a concurrent second one saw none and returned
+    "ended" at once, while the worker was still inside the tracker (the node then released the
+    model under the call)."""
+    tracker, rec = _SlowTracker(0.5), Recorder()
+    worker = make_worker(tracker, rec)
+    worker.start()
+    worker.offer_frame("raw", SimpleNamespace(rgb=np.zeros((16, 16, 3), np.uint8),
+                                              header=SimpleNamespace(frame_id="f")))
+    assert wait_for(tracker.inside.is_set, 5.0, step=0.001)
+    first = threading.Thread(target=worker.stop)
+    first.start()
+    time.sleep(0.05)
+    assert worker.stop() is True
+    assert not tracker.inside.is_set(), "stop() returned while the tracker call ran"
+    first.join(5.0)
+
+
+def test_a_command_submitted_while_stop_runs_is_failed_not_left_waiting():
+    """submit() checked the stop flag outside the lock stop() drains the queue under: a command
+    checked just before stop() and queued after its drain never got an answer (a service waited
+    its whole timeout)."""
+    stopped = threading.Event()
+
+    class PausingCondition(threading.Condition):
+        def __enter__(self):  # the submitter is preempted right after submit's first line
+            if threading.current_thread().name == "submitter":
+                stopped.wait(5)
+            return super().__enter__()
+
+    tracker, rec = TimedTracker(0.0), Recorder()
+    worker = make_worker(tracker, rec)
+    worker._cv = PausingCondition()
+    worker.start()
+    futures = []
+    submitter = threading.Thread(target=lambda: futures.append(worker.submit("reset")),
+                                 name="submitter")
+    submitter.start()
+    time.sleep(0.1)
+    assert worker.stop(timeout=5.0)
+    stopped.set()
+    submitter.join(5.0)
+    assert futures[0].done() and isinstance(futures[0].exception(), Exception)
+
+
+def test_frames_thrown_away_by_disable_or_stop_count_as_dropped():
+    """Every received frame is processed or dropped: one waiting when the node was disabled
+    (clear_frame) or deactivated (stop) was neither."""
+    from fastsam2_ros.ros.diagnostics import NodeHealth
+
+    health = NodeHealth()
+    health.state = "active"
+    tracker = TimedTracker(0.2)
+    worker = FrameWorker(tracker, decode=lambda kind, msg: msg.rgb,
+                         publish=lambda f: health.on_processed(0.0, 0.0, None), health=health,
+                         logger=SimpleNamespace(info=lambda *a, **k: None),
+                         bad_input=lambda *a, **k: None, worker_error=print,
+                         max_rate_hz=lambda: 0.0, keep_ratio=lambda: tracker.keep_ratio,
+                         publish_on_prompt=lambda: True)
+    worker.start()
+
+    def offer():
+        worker.offer_frame("raw", SimpleNamespace(rgb=np.zeros((16, 16, 3), np.uint8),
+                                                  header=SimpleNamespace(frame_id="f")))
+    offer()
+    assert wait_for(lambda: len(tracker.tracked) == 0 and worker._slot is None, 5.0, step=0.001)
+    time.sleep(0.05)
+    offer()  # waits while the first one is tracked
+    worker.clear_frame()
+    assert wait_for(lambda: health.counts()["processed"] == 1, 5.0)
+    offer()
+    time.sleep(0.05)
+    offer()  # waits while the third one is tracked
+    worker.stop()
+    c = health.counts()
+    assert c["received"] == 4 and c["processed"] + c["dropped"] == 4, c
+    assert "dropped" not in health.snapshot(warn_hold=5.0).message  # on purpose: no WARN

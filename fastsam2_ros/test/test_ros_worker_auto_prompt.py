@@ -79,7 +79,8 @@ def worker():
     announced, published, errors = [], [], []
     w = FrameWorker(tracker, decode=lambda kind, msg: np.zeros((16, 16, 3), np.uint8),
                     publish=published.append, health=type("Health", (), {
-                        "on_received": lambda *a, **k: None})(),
+                        "on_received": lambda *a, **k: None,
+                        "on_discarded": lambda *a: None})(),
                     logger=type("Log", (), {"info": lambda self, m: None})(),
                     bad_input=lambda m, **k: errors.append(m),
                     worker_error=lambda exc: errors.append(repr(exc)),

@@ -97,6 +97,12 @@ class NodeHealth:
                 else:
                     self._drops.append(time.monotonic())
 
+    def on_discarded(self) -> None:
+        """A received frame was thrown away unprocessed on purpose (disabled, lifecycle
+        transition): dropped, without a WARN."""
+        with self._lock:
+            self.dropped += 1
+
     def on_processed(self, tracker_ms: float, node_ms: float, stats_msg: Any) -> None:
         with self._lock:
             self.processed += 1

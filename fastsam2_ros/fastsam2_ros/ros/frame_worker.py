@@ -131,6 +131,7 @@ class FrameWorker:
         self._commands: Deque[_Command] = deque()
         self._commands_in_a_row = 0  # commands run since the last frame
         self._stop = threading.Event()
+        self._stop_lock = threading.Lock()  # a second stop() waits for the first one's end
         self._thread: Optional[threading.Thread] = None
         self._to_publish: Deque[Optional[TrackedFrame]] = deque()  # None: the publisher stops
         self._publish_cv = threading.Condition()
@@ -167,25 +168,28 @@ class FrameWorker:
         timeout = STOP_TIMEOUT_S if timeout is None else timeout
         self._stop.set()
         with self._cv:
-            self._slot = None
+            self._discard_frame()
             self._cv.notify_all()
-        thread, self._thread = self._thread, None
-        ended = True
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=timeout)
-            ended = not thread.is_alive()
-        publisher, self._publisher = self._publisher, None
-        if publisher is not None:
-            with self._publish_cv:
-                self._to_publish.append(None)
-                self._publish_cv.notify_all()
-            if publisher is not threading.current_thread():
-                publisher.join(timeout=timeout)
-        with self._cv:
-            left, self._commands = list(self._commands), deque()
-        for cmd in left:
-            cmd.future.set_exception(InputError("the tracker stopped (lifecycle transition)"))
-        return ended
+        with self._stop_lock:  # (a concurrent caller must not return while a tracker call runs)
+            thread = self._thread
+            ended = True
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=timeout)
+                ended = not thread.is_alive()
+            if ended:
+                self._thread = None  # else the next stop() waits for it again
+            publisher, self._publisher = self._publisher, None
+            if publisher is not None:
+                with self._publish_cv:
+                    self._to_publish.append(None)
+                    self._publish_cv.notify_all()
+                if publisher is not threading.current_thread():
+                    publisher.join(timeout=timeout)
+            with self._cv:
+                left, self._commands = list(self._commands), deque()
+            for cmd in left:
+                cmd.future.set_exception(InputError("the tracker stopped (lifecycle transition)"))
+            return ended
 
     # ----------------------------------------------------------------------------- inputs
     def offer_frame(self, kind: str, msg: Any) -> None:
@@ -209,15 +213,21 @@ class FrameWorker:
 
     def clear_frame(self) -> None:
         with self._cv:
+            self._discard_frame()
+
+    def _discard_frame(self) -> None:
+        """Drop the waiting frame (disabled, stopping); it counts as dropped (caller holds _cv)."""
+        if self._slot is not None:
             self._slot = None
+            self._health.on_discarded()
 
     def submit(self, kind: str, arg: Any = None, queue_if_no_frame: bool = False) -> Future:
         """Queue a command for the worker; its future holds the outcome or the InputError."""
         cmd = _Command(kind, arg, queue_if_no_frame)
-        if self._stop.is_set() or self._thread is None:
-            cmd.future.set_exception(InputError("the tracker is not active; activate it first"))
-            return cmd.future
-        with self._cv:
+        with self._cv:  # checked under the lock stop() drains with: nothing queued after it
+            if self._stop.is_set() or self._thread is None:
+                cmd.future.set_exception(InputError("the tracker is not active; activate it first"))
+                return cmd.future
             if len(self._commands) >= MAX_QUEUED_COMMANDS:
                 cmd.future.set_exception(InputError(
                     f"the tracker is busy: {len(self._commands)} commands wait already (prompts "

@@ -124,6 +124,7 @@ class TrackerNode(LifecycleNode):
         self._keep_ratio = float(self.get_parameter("keep_ratio").value)
         self._tracker: Any = None
         self._worker: Optional[FrameWorker] = None
+        self._worker_stop_lock = threading.RLock()  # see _stop_worker
         self._object_notes: Optional[ObjectNotes] = None  # of the kept tracker's objects
         self._outputs: Optional[OutputPublishers] = None
         self._enabled = True
@@ -244,13 +245,16 @@ class TrackerNode(LifecycleNode):
         self._stop_worker()
 
     def _stop_worker(self) -> None:
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            ended = worker.stop()
-            # for the next worker, if the model stays (a worker still running may change them)
-            self._object_notes = worker.notes() if ended else None
-            if not ended:
-                self._abandon_tracker()
+        """Serialised: a stop from the signal handler's path and one from a transition must not
+        let the second go on (to release the model) while the first still waits for a call."""
+        with self._worker_stop_lock:
+            worker, self._worker = self._worker, None
+            if worker is not None:
+                ended = worker.stop()
+                # for the next worker, if the model stays (a worker still running may change them)
+                self._object_notes = worker.notes() if ended else None
+                if not ended:
+                    self._abandon_tracker()
 
     def _abandon_tracker(self) -> None:
         """The worker is still inside a tracker call (a long automatic prompt, a hung GPU): the
