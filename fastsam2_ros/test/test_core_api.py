@@ -405,3 +405,33 @@ def test_an_object_found_again_by_a_prompt_is_not_reported_occluded(tracker_cfg,
     again = tracker.add_prompt(1, points=[[43, 60]], labels=[1])
     assert again.visible[1] and again.stats.occluded_frames[1] == 0
     assert tracker.track(frames[2]).stats.occluded_frames[1] in (0, 1)  # counted from the prompt
+
+
+def test_a_prompt_with_a_new_frame_leaves_the_frame_in_flight_collectable(tracker_cfg, model, video):
+    """add_prompt(image=) tracks a frame; with an earlier frame still in flight, that frame could
+    no longer be collected ("collect in the order submitted") and its result was lost."""
+    frames = video[0]
+    tracker = StreamingTracker(tracker_cfg.replace(keep_ratio=0.3), model=model)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    in_flight = tracker.submit(frames[1])
+    tracker.add_prompt(2, box=[100, 70, 140, 110], image=frames[2])
+    result = in_flight.result()
+    assert result.frame_index == 1 and list(result.masks) == [1]
+    # collected late, a frame's result is the same as collected at once
+    ref = StreamingTracker(tracker_cfg.replace(keep_ratio=0.3), model=model)
+    ref.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    np.testing.assert_array_equal(ref.track(frames[1]).masks[1], result.masks[1])
+    # a later frame collected first: the earlier one's result is built first and kept
+    first, second = tracker.submit(frames[3]), tracker.submit(frames[4])
+    assert second.result().frame_index == 4 and first.result().frame_index == 3
+
+
+def test_logits_of_a_frame_in_flight_skip_an_object_removed_since(tracker_cfg, model, video):
+    frames = video[0]
+    tracker = StreamingTracker(tracker_cfg, model=model, return_logits=True)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    tracker.add_prompt(2, points=[[120, 90]], labels=[1])
+    pending = tracker.submit(frames[1])
+    tracker.remove_object(2)
+    result = pending.result()  # raised KeyError: 2, and the frame was lost
+    assert set(result.masks) == {1, 2} and set(result.logits) == {1}

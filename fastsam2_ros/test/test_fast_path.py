@@ -603,6 +603,32 @@ def test_a_captured_step_keeps_the_resize_taps_it_reads(monkeypatch):
     assert not any(ref() is not None for ref in taps)
 
 
+def test_the_runner_says_whether_a_step_was_replayed_or_ran_eagerly(monkeypatch):
+    """A signature whose capture failed runs eagerly though graphs are on: the frame's step_mode
+    said "cuda_graph" for it (a replayed captured step, with no stage times)."""
+    from fastsam2_ros.core.step_runner import StepRunner
+
+    _FakeCudaGraphs.install(monkeypatch)
+    runner = StepRunner(torch.device("cpu"), use_graphs=False, static_buffers=True)
+    runner.use_graphs = True
+    step = lambda x: {"y": x + 1}  # noqa: E731
+    runner.run("ok", step, {"x": torch.zeros(2)})
+    assert runner.last_mode == "cuda_graph"
+
+    def fail(*a, **k):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(runner, "_capture", fail)
+    out = runner.run("fails", step, {"x": torch.ones(2)})
+    assert runner.failures and runner.last_mode == "eager" and out["y"].tolist() == [2.0, 2.0]
+    runner.run("ok", step, {"x": torch.zeros(2)})
+    assert runner.last_mode == "cuda_graph"
+    eager = StepRunner(torch.device("cpu"), use_graphs=False)
+    assert eager.last_mode == "eager"
+    eager.run("k", step, {"x": torch.zeros(2)})
+    assert eager.last_mode == "eager"
+
+
 def test_hole_filling_gives_way_to_captured_steps(monkeypatch, caplog):
     """With sam2's CUDA extension installed the model kept fill_hole_area 8, and the tracker then
     turned cuda_graphs off without a word: the whole captured fast path was gone."""

@@ -83,6 +83,9 @@ class StepRunner:
         self.new_steps = 0  # grows by one whenever a signature runs for the first time (a compile)
         self.failures: "OrderedDict[Hashable, str]" = OrderedDict()
         self.capture_s = 0.0  # total time spent warming up and capturing
+        #: how the last run() ran: "cuda_graph" (replayed) or "eager" (also a signature whose
+        #: capture failed, though graphs are on)
+        self.last_mode = self.mode
 
     @property
     def mode(self) -> str:
@@ -107,6 +110,7 @@ class StepRunner:
             self._entries.move_to_end(key)
         elif self.static_buffers:
             entry = self._prepare(key, fn, inputs, preserve)
+        self.last_mode = "cuda_graph" if entry is not None and entry.graph is not None else "eager"
         if entry is None:  # plain eager call
             if key not in self._eager_keys:
                 self.new_steps += 1

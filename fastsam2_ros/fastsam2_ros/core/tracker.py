@@ -24,7 +24,7 @@ import functools
 import logging
 import time
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
@@ -74,8 +74,10 @@ class _ObjectState:
 class PendingFrame:
     """A submitted frame whose masks are on their way to the host (see ``StreamingTracker.submit``).
 
-    ``result()`` waits for the copy (if not done yet) and builds the :class:`FrameResult`;
-    results must be collected in submission order.
+    ``result()`` waits for the copy (if not done yet) and builds the :class:`FrameResult`. The
+    tracker's state follows the frames in order: collecting a later frame first (or a prompt with
+    ``image=``, which tracks a new frame) builds the results of the earlier ones, kept for their
+    own ``result()``.
     """
 
     def __init__(self, tracker: "StreamingTracker", frame_index: int, shape, t0: float) -> None:
@@ -249,6 +251,7 @@ class StreamingTracker:
         t0 = time.perf_counter()
         self._start_frame(image)
         pending = PendingFrame(self, self._t, image.shape[:2], t0)
+        self._in_flight.append(weakref.ref(pending))  # (a frame dropped uncollected just goes)
         if not self.objects:  # the encoder runs lazily, when a prompt arrives
             pending._context = self._frame_context()
             return pending
@@ -415,6 +418,7 @@ class StreamingTracker:
         self._staged: Optional[torch.Tensor] = None
         self._backbone: Optional[dict] = None
         self._last_finished = -1
+        self._in_flight: "deque[weakref.ref]" = deque()  # submitted frames of this stream, in order
 
     def _warn_router_mismatches(self, meta: dict) -> None:
         """A router trained on other inputs still loads (it may be what the user has), warned."""
@@ -615,6 +619,8 @@ class StreamingTracker:
         """Build a tracked frame's result from its host arrays."""
         self._require_model()
         current = pending.epoch == self._epoch  # else submitted before a reset(): its objects are gone
+        if current:
+            self._finish_earlier(pending)
         if current and pending.frame_index <= self._last_finished:
             raise InputError("collect frame results in the order the frames were submitted")
         if current:
@@ -631,7 +637,8 @@ class StreamingTracker:
                 kept[o] = grid.reshape(self.bank.grid, self.bank.grid)
         stage_ms = dict(pending._timer.ms) if pending._timer is not None else {}
         stage_ms["total"] = (time.perf_counter() - pending._t0) * 1e3
-        logits = self._logits(ids, pending._shape) if self.return_logits and ids and current else None
+        live = [o for o in ids if o in self.objects]  # (an object removed since has no logits)
+        logits = self._logits(live, pending._shape) if self.return_logits and live and current else None
         result = self._make_result(pending.frame_index, masks, scores, stage_ms, pending._tokens,
                                    kept, logits, auto_prompted=[], shape=pending._shape,
                                    context=pending._context)
@@ -648,6 +655,18 @@ class StreamingTracker:
         result.stats.occluded_frames.update({o: self.objects[o].occluded_frames
                                              for o in ids if o in self.objects})
         return result
+
+    def _finish_earlier(self, pending: PendingFrame) -> None:
+        """Build the results of the frames submitted before ``pending`` and not collected yet
+        (each keeps its own for its ``result()``): occlusion counts follow the frames in order."""
+        while self._in_flight:
+            earlier = self._in_flight[0]()
+            if earlier is None or earlier is pending or earlier._result is not None:
+                self._in_flight.popleft()
+                if earlier is pending:
+                    return
+                continue
+            earlier.result()  # (its own _finish takes it off the queue: it is first)
 
     def _logits(self, ids: List[int], shape) -> Dict[int, np.ndarray]:
         """Full-resolution mask logits of the current frame (tests and offline comparisons)."""
@@ -687,7 +706,7 @@ class StreamingTracker:
             router_mode="dense" if num_kept(self._num_tokens, self.keep_ratio) >= self._num_tokens
             else self.router.mode,
             text_mode=self.cfg.text_mode if any(o.text_state for o in self.objects.values()) else "none",
-            step_mode=self.runner.mode,
+            step_mode=self.runner.last_mode,
             auto_phrases={i: o.auto_phrase for i, o in self.objects.items()
                           if o.auto_phrase is not None})
 
