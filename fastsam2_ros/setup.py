@@ -18,6 +18,8 @@ setup(
     ],
     package_data={package_name: ["config/*.yaml"]},
     install_requires=["setuptools", "numpy", "scipy", "pillow", "pyyaml"],
+    # colcon test runs pytest for a package that names it here (else unittest, which finds none)
+    extras_require={"test": ["pytest"]},
     zip_safe=True,
     maintainer="fastsam2_ros developers",
     maintainer_email="fastsam2-ros@users.noreply.github.com",

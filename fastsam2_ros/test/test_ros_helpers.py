@@ -317,3 +317,22 @@ def test_health_error_names_the_worker_error_after_a_later_bad_input():
     snap = h.snapshot(warn_hold=5.0, period=1.0)
     assert snap.level == diagnostics.ERROR and "out of memory" in snap.message
     assert "click rejected" in snap.values["last_error"]  # the key still has the latest one
+
+
+def test_the_qos_module_imports_with_humbles_rclpy_layout():
+    """Humble's rclpy has rclpy.qos_event, not rclpy.event_handler (Iron+): the node died at
+    import there. Simulated here by hiding the Iron+ module in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import rclpy.node, rclpy.qos
+import rclpy.event_handler as handler
+sys.modules["rclpy.qos_event"] = handler
+sys.modules["rclpy.event_handler"] = None   # import rclpy.event_handler now fails
+from fastsam2_ros.ros import qos
+print(qos.SubscriptionEventCallbacks.__name__)
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "SubscriptionEventCallbacks" in run.stdout, run.stderr

@@ -246,7 +246,11 @@ class Probe:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
-        from rclpy.parameter_client import AsyncParameterClient
+        try:
+            from rclpy.parameter_client import AsyncParameterClient
+        except ImportError as exc:  # Humble's rclpy has no parameter client
+            raise RuntimeError("fastsam2-bench --node needs rclpy of ROS 2 Iron or newer "
+                               "(rclpy.parameter_client)") from exc
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from rclpy.event_handler import SubscriptionEventCallbacks
+try:
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble: the module is rclpy.qos_event (renamed in Iron)
+    from rclpy.qos_event import SubscriptionEventCallbacks
 from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy,
                        qos_policy_name_from_kind)
 
