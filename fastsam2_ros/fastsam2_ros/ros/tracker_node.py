@@ -57,7 +57,7 @@ from .messages import auto_prompt_summary
 from .outputs import OutputPublishers
 from .parameters import (NODE_PARAMETERS, declare_parameters, refusal_text, spec_map,
                          tracker_config_from_node, unknown_override_warning)
-from .process_memory import keep_freed_memory
+from .process_memory import give_back_freed_memory, keep_freed_memory
 from .prompting import ClickNotUsable, PromptRequest
 from .qos import image_qos, incompatible_qos_events, reliable, unreachable_publishers
 
@@ -280,6 +280,8 @@ class TrackerNode(LifecycleNode):
         self._object_notes = None
         if tracker is not None:
             tracker.release()  # frees the model and empties the CUDA cache
+            del tracker
+            give_back_freed_memory()  # (else the process keeps it: see process_memory)
 
     def _destroy_outputs(self) -> None:
         outputs, self._outputs = self._outputs, None
