@@ -317,7 +317,8 @@ TIMED_FIELDS = ("ms_per_frame", "fps_pipelined", "gpu_ms_per_frame")
 
 
 def run_round(cfg: TrackerConfig, model, frames, clicks, modes, ratios, warmup_frames: int,
-              profile: bool, on_mode: Optional[Callable[[Dict[str, dict], Dict[str, list]], None]] = None
+              profile: bool,
+              on_mode: Optional[Callable[[Dict[str, dict], Dict[str, list]], None]] = None,
               ) -> Tuple[Dict[str, dict], Dict[str, list]]:
     """Every asked mode once, each warmed up and then timed: official, dense, each keep ratio.
     ``on_mode(results, mask_sets)`` after each mode: what is measured survives a killed run."""
@@ -699,11 +700,13 @@ def _run(args: argparse.Namespace) -> int:
             "device": str(model.device), "bf16": bool(cfg.bf16 and cuda),
             "random_weights": bool(args.random_weights), "frames": len(frames),
             "frame_size": [w, h], "source": args.frames or "generated", "topic": args.topic,
-            "clicks": clicks, "objects": len(clicks), "warmup_frames": warmup, "model_build_s": build_s,
+            "clicks": clicks, "objects": len(clicks), "warmup_frames": warmup,
+            "model_build_s": build_s,
             # what ran: off CUDA torch.compile is skipped (with a warning), whatever was asked
             "torch_compile": cfg.torch_compile if uses_compiled_modules(model) else "none",
             "torch_compile_requested": cfg.torch_compile, "compile_errors": compile_errors(model),
-            "mc_passes": cfg.mc_passes, "cuda_graphs": cfg.cuda_graphs, "preprocess": cfg.preprocess,
+            "mc_passes": cfg.mc_passes, "cuda_graphs": cfg.cuda_graphs,
+            "preprocess": cfg.preprocess,
             "repeats": args.repeats, "commit": source_commit(), "versions": package_versions(),
             "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(model.device) if cuda else None,
@@ -735,7 +738,8 @@ def _run(args: argparse.Namespace) -> int:
         rounds.append(timed)
         mask_sets = mask_sets or masks
         if index > 0:
-            save(report_of(merge_rounds(rounds), mask_sets, f"{index + 1} of {args.repeats} rounds"))
+            save(report_of(merge_rounds(rounds), mask_sets,
+                           f"{index + 1} of {args.repeats} rounds"))
     results = merge_rounds(rounds)
     if args.official_vos:
         if not cuda:

@@ -250,7 +250,7 @@ def compressed_size(data: np.ndarray) -> Optional[Tuple[int, int]]:
                 return tuple(int(v) for v in img.size)
         except Image.DecompressionBombError:  # PIL's own limit is above ours: too large either way
             return (MAX_PIXELS + 1, 1)
-        except Exception:  # noqa: BLE001 - not an image PIL knows; cv2.imdecode reports it
+        except Exception:  # noqa: BLE001 - not an image PIL knows: refused by the caller
             return None
 
     size = header_size(data[:_HEADER_BYTES].tobytes())

@@ -240,8 +240,8 @@ def main(argv=None) -> int:
                             image_size=args.image_size, mc_passes=args.mc_passes,
                             text_mode=args.text_mode, clip_weights=args.clip_weights,
                             keep_ratio=args.keep_ratio, seed=args.seed)
-        texts = load_text_prompts(args.text_prompts, cfg.max_text_length,  # as fastsam2-eval reads them
-                                  cfg.clip_model)
+        texts = load_text_prompts(args.text_prompts, cfg.max_text_length,
+                                  cfg.text_encoder)  # as fastsam2-eval reads them
         dataset = DavisDataset(args.data, args.resolution)
         check_text_sequences(texts, dataset.available_sequences(), f"dataset {args.data}")
         check_text_objects(dataset, texts, args.max_frames)

@@ -412,3 +412,21 @@ def test_random_weights_follow_the_seed(monkeypatch):
     first, again, other = embedding(0), embedding(0), embedding(1)
     assert torch.equal(first, again) and not torch.equal(first, other)
     assert torch.equal(torch.rand(1), before) and not cuda_seeds
+
+
+def test_the_documented_clip_token_limit_is_the_tokenizers():
+    """The limit comes from the tokenizer; the parameter's description and the docs state it."""
+    from pathlib import Path
+
+    import open_clip
+
+    from fastsam2_ros.core.clip_text import text_token_limit
+    from fastsam2_ros.core.config import TrackerConfig
+    from fastsam2_ros.ros.parameters import spec_map
+
+    limit = text_token_limit(open_clip.get_tokenizer(TrackerConfig().clip_model))
+    assert f"{limit} tokens" in spec_map()["max_text_length"].description
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    for name in ("ros.md", "evaluation.md"):
+        if (docs / name).is_file():
+            assert f"{limit} tokens" in (docs / name).read_text(), name

@@ -376,5 +376,21 @@ def test_a_text_prompt_over_the_clip_context_is_refused_when_the_file_is_read(tm
     p = tmp_path / "texts.json"
     p.write_text(json.dumps({"s": {"1": "red ball", "2": "a red mug " * 26}}))
     assert cli.load_text_prompts(str(p), 300)["s"][1] == "red ball"  # no CLIP model: characters only
+    # text_mode none never encodes a text: the eval takes what the tracker takes
+    from fastsam2_ros.core.config import TrackerConfig
+
+    assert TrackerConfig(text_mode="none").text_encoder is None
+    assert TrackerConfig().text_encoder == TrackerConfig().clip_model
     with pytest.raises(ValueError, match=r"object 2 in sequence .s.: text is 78 CLIP tokens"):
         cli.load_text_prompts(str(p), 300, "ViT-B-16")
+
+
+def test_text_prompt_files_need_no_open_clip_without_texts(tmp_path, monkeypatch):
+    """open_clip is optional (text prompts only): a run without --text-prompts imported it."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "open_clip", None)
+    assert cli.load_text_prompts(None, 300, "ViT-B-16") == {}
+    p = tmp_path / "texts.json"
+    p.write_text(json.dumps({"s": {"1": "a red mug " * 26}}))
+    assert cli.load_text_prompts(str(p), 300, "ViT-B-16")["s"][1]  # the tracker will say it

@@ -305,12 +305,11 @@ def test_frames_thrown_away_by_disable_or_stop_count_as_dropped():
                                                   header=SimpleNamespace(frame_id="f")))
     offer()
     assert wait_for(lambda: len(tracker.tracked) == 0 and worker._slot is None, 5.0, step=0.001)
-    time.sleep(0.05)
-    offer()  # waits while the first one is tracked
+    offer()  # waits while the first one is tracked (0.2 s)
     worker.clear_frame()
     assert wait_for(lambda: health.counts()["processed"] == 1, 5.0)
     offer()
-    time.sleep(0.05)
+    assert wait_for(lambda: len(tracker.tracked) == 1 and worker._slot is None, 5.0, step=0.001)
     offer()  # waits while the third one is tracked
     worker.stop()
     c = health.counts()

@@ -1,6 +1,6 @@
 """A model released on deactivate leaves the process: each activate builds the model on one of
-the executor's threads, in that thread's malloc arena, and the freed one stayed there (RSS +820
-MB over 20 deactivate/activate cycles of the tiny model on the CPU; objects flat)."""
+the executor's threads, in that thread's malloc arena, and the freed one stayed there (figures in
+ros/process_memory.py; Python objects stayed flat)."""
 
 import gc
 import os
@@ -52,5 +52,4 @@ def test_deactivate_activate_cycles_do_not_pile_up_released_models():
             cycle()
         gc.collect()
         grown = rss_mb() - start
-    # measured here: +67..+125 MB with the trim after a release, +850..+910 MB without
     assert grown < 400, f"RSS grew {grown} MB over 20 deactivate/activate cycles"

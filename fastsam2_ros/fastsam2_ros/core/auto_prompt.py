@@ -631,7 +631,8 @@ class PhraseRefiner:
         out = []
         for i in range(0, len(texts), REFINER_BATCH):
             batch = self.tokenizer(texts[i:i + REFINER_BATCH], padding=True, truncation=True,
-                                   max_length=REFINER_MAX_TOKENS, return_tensors="pt").to(self.device)
+                                   max_length=REFINER_MAX_TOKENS, return_tensors="pt")
+            batch = batch.to(self.device)
             with torch.inference_mode():
                 hidden = self.model(**batch).last_hidden_state.float()
             weights = batch["attention_mask"].unsqueeze(-1).float()

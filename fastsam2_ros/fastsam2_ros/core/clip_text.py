@@ -151,16 +151,28 @@ def clip_context_error(tokenizer, text: str) -> Optional[str]:
     """Why ``text`` is refused when it is longer than the text encoder reads (None: it fits);
     open_clip's tokenizer would cut it without a word ("... on the left" == "... on the right")."""
     n, limit = clip_token_count(tokenizer, text), text_token_limit(tokenizer)
-    return None if n <= limit else f"{n} CLIP tokens; the CLIP text encoder reads at most {limit}: shorten it"
+    if n <= limit:
+        return None
+    return f"{n} CLIP tokens; the CLIP text encoder reads at most {limit}: shorten it"
+
+
+def clip_tokenizer(model_name: str):
+    """The bundled tokenizer of open_clip ``model_name`` (no weights), or None without open_clip
+    (optional: only text prompts need it, and the tracker then says so)."""
+    try:
+        import open_clip
+    except ImportError:
+        return None
+    return open_clip.get_tokenizer(model_name)
 
 
 def shorten_to_clip_context(text: str, model_name: str) -> str:
     """``text`` cut at a word boundary to what the text encoder of open_clip ``model_name`` reads
-    (a generated text, e.g. a whole caption, must still be a valid text prompt). Needs only the
-    bundled tokenizer, no weights."""
-    import open_clip
-
-    tokenizer = open_clip.get_tokenizer(model_name)
+    (a generated text, e.g. a whole caption, must still be a valid text prompt); unchanged
+    without open_clip."""
+    tokenizer = clip_tokenizer(model_name)
+    if tokenizer is None:
+        return text
     limit = text_token_limit(tokenizer)
     words = text.split()
     if clip_token_count(tokenizer, text) <= limit:

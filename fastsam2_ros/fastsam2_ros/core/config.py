@@ -195,6 +195,12 @@ class TrackerConfig:
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def text_encoder(self) -> Optional[str]:
+        """The open_clip model text prompts go through (None with ``text_mode: none``, where a
+        text is never encoded: the tracker refuses a text-only start and keeps no text prior)."""
+        return self.clip_model if self.text_mode != "none" else None
+
     @classmethod
     def field_names(cls) -> tuple:
         return tuple(f.name for f in fields(cls))

@@ -167,7 +167,8 @@ def validate_text(text: Optional[str], max_length: int) -> Optional[str]:
         raise InputError(f"text prompt has {len(text)} characters; at most {max_length}")
     text = text.strip()
     if not "".join(ch for ch in text if unicodedata.category(ch) != "Cf").strip():
-        raise InputError("text prompt is empty" + (" (only invisible format characters)" if text else ""))
+        why = " (only invisible format characters)" if text else ""
+        raise InputError(f"text prompt is empty{why}")
     if any(unicodedata.category(ch) == "Cc" and ch != "\t" for ch in text):
         raise InputError("text prompt contains control characters")
     return text

@@ -85,7 +85,7 @@ class StepRunner:
         self.capture_s = 0.0  # total time spent warming up and capturing
         #: how the last run() ran: "cuda_graph" (replayed) or "eager" (also a signature whose
         #: capture failed, though graphs are on)
-        self.last_mode = self.mode
+        self.last_mode = "eager"
 
     @property
     def mode(self) -> str:

@@ -283,7 +283,7 @@ class StreamingTracker:
                 events[1].record()
                 pending._gpu_events = events
             self._to_host(pending, outs, with_memory_idx=self.bank.k < self._num_tokens)
-            pending._context = self._frame_context()
+            pending._context = dict(self._frame_context(), step_mode=self.runner.last_mode)
             self._refresh_texts()
         if self.runner.new_steps != new_steps and uses_compiled_modules(self.model):
             release_compile_workers()  # a new step was just compiled and captured
@@ -638,7 +638,8 @@ class StreamingTracker:
         stage_ms = dict(pending._timer.ms) if pending._timer is not None else {}
         stage_ms["total"] = (time.perf_counter() - pending._t0) * 1e3
         live = [o for o in ids if o in self.objects]  # (an object removed since has no logits)
-        logits = self._logits(live, pending._shape) if self.return_logits and live and current else None
+        logits = (self._logits(live, pending._shape) if self.return_logits and live and current
+                  else None)
         result = self._make_result(pending.frame_index, masks, scores, stage_ms, pending._tokens,
                                    kept, logits, auto_prompted=[], shape=pending._shape,
                                    context=pending._context)
@@ -706,7 +707,7 @@ class StreamingTracker:
             router_mode="dense" if num_kept(self._num_tokens, self.keep_ratio) >= self._num_tokens
             else self.router.mode,
             text_mode=self.cfg.text_mode if any(o.text_state for o in self.objects.values()) else "none",
-            step_mode=self.runner.last_mode,
+            step_mode="eager",  # (a tracked frame's step says how it ran: see submit)
             auto_phrases={i: o.auto_phrase for i, o in self.objects.items()
                           if o.auto_phrase is not None})
 

@@ -63,7 +63,7 @@ def plan_auto_prompts(frame: np.ndarray, prompter, n_objects: int = 1,
         prompts.append(ObjectPrompt(k, 0, plan.click, text=plan.phrase if use_phrase else None,
                                     texts=variant_texts(plan.caption, plan.phrase,
                                                         prompter.cfg.max_text_length,
-                                                        prompter.cfg.clip_model),
+                                                        prompter.cfg.text_encoder),
                                     auto={k2: v for k2, v in plan.to_dict().items() if k2 != "obj_id"}))
     return prompts, notes
 
@@ -82,7 +82,7 @@ def describe_objects(prompts: Sequence[ObjectPrompt], frames: Sequence[np.ndarra
         timer = StageTimer(prompter.device)
         caption, phrase, _, notes = prompter.describe(region_crop(frames[p.frame], box), timer)
         p.texts.update(variant_texts(caption, phrase, prompter.cfg.max_text_length,
-                                     prompter.cfg.clip_model))
+                                     prompter.cfg.text_encoder))
         p.auto = {"caption": caption, "phrase": phrase, "notes": notes,
                   "timings_ms": {s: float(timer.ms.get(f"auto_{s}", 0.0)) for s in AUTO_STAGES}}
 

@@ -204,21 +204,15 @@ def load_text_prompts(path: Optional[str], max_length: int,
     (``validate_text`` with the tracker's ``max_text_length``, and CLIP's context when the texts
     go through open_clip ``clip_model``), so a bad one is refused before any mode runs, naming
     the file, the sequence and the object."""
+    from ..core.clip_text import clip_context_error, clip_tokenizer
     from ..core.prompts import validate_text
-
-    tokenizer = None
-    if clip_model:
-        import open_clip
-
-        from ..core.clip_text import clip_context_error
-
-        tokenizer = open_clip.get_tokenizer(clip_model)
 
     if not path:
         return {}
     p = Path(path)
     if not p.is_file():
         raise InputError(f"text prompt file not found: {p}")
+    tokenizer = clip_tokenizer(clip_model) if clip_model else None
     try:
         data = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -436,7 +430,7 @@ def cmd_run(args) -> int:
     check_output_file(args.plot, "--plot", suffixes=PLOT_SUFFIXES)
     specs = mode_specs(args.modes, args.keep_ratios, args.text_variants)
     cfg = _tracker_config(args)  # checks the checkpoint before any data is read
-    texts = load_text_prompts(args.text_prompts, cfg.max_text_length, cfg.clip_model)
+    texts = load_text_prompts(args.text_prompts, cfg.max_text_length, cfg.text_encoder)
     load, prompts, total, info = _sequence_sources(args, texts)
     for _ in load():  # validate every input (sizes, labels, prompts) before loading a model
         pass

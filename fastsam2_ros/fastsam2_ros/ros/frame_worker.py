@@ -133,6 +133,7 @@ class FrameWorker:
         self._stop = threading.Event()
         self._stop_lock = threading.Lock()  # a second stop() waits for the first one's end
         self._thread: Optional[threading.Thread] = None
+        self._rate_waiting = False  # the worker holds a waiting frame back for max_rate_hz
         self._to_publish: Deque[Optional[TrackedFrame]] = deque()  # None: the publisher stops
         self._publish_cv = threading.Condition()
         self._publisher: Optional[threading.Thread] = None
@@ -194,13 +195,14 @@ class FrameWorker:
     # ----------------------------------------------------------------------------- inputs
     def offer_frame(self, kind: str, msg: Any) -> None:
         """Keep ``msg`` as the newest frame (called by the image callbacks; never blocks)."""
-        if self._stop.is_set():
-            return
-        with self._cv:
+        with self._cv:  # (the stop check under the lock stop() discards the slot with)
+            if self._stop.is_set():
+                return
             replaced = self._slot is not None
-            # a frame the rate would not have let through yet anyway is skipped for the rate,
-            # even while the worker is busy in the tracker (not only while it waits for the rate)
-            rate_limited = replaced and self._next_frame_at() > time.monotonic()
+            # skipped for the rate: while the worker holds a frame back for it (until it takes
+            # the frame, a wake-up late), and while it tracks before the rate lets the next through
+            rate_limited = replaced and (self._rate_waiting
+                                         or self._next_frame_at() > time.monotonic())
             self._slot = (kind, msg, time.monotonic())
             self._cv.notify_all()
         self._health.on_received(replaced, rate_limited=rate_limited)
@@ -288,6 +290,7 @@ class FrameWorker:
                 frame_due = self._slot is not None and self._next_frame_at() <= time.monotonic()
                 if self._commands and not (frame_due and
                                            self._commands_in_a_row >= COMMANDS_BEFORE_A_FRAME):
+                    self._rate_waiting = False
                     self._commands_in_a_row += 1
                     return self._commands.popleft(), None
                 if self._slot is not None:
@@ -295,10 +298,13 @@ class FrameWorker:
                     if wait <= 0:
                         self._commands_in_a_row = 0
                         item, self._slot = self._slot, None
+                        self._rate_waiting = False
                         self._last_frame_at = time.monotonic()
                         return None, item
+                    self._rate_waiting = True
                     self._cv.wait(wait)
                     continue
+                self._rate_waiting = False
                 self._cv.wait(0.5)
             return None, None
 

@@ -17,8 +17,8 @@ never a node constructor. ``FASTSAM2_KEEP_FREED_MEMORY=0`` turns it off.
 The opposite is wanted once, when a model is released (deactivate): the model was built on one
 of the executor's threads, in that thread's malloc arena, and a freed model left there stays in
 the process; the next one is built in another thread's arena. Measured on the development
-machine (tiny model on the CPU, 20 deactivate/activate cycles): RSS +832 MB without
-:func:`give_back_freed_memory`, +105 MB with it.
+machine (tiny model on the CPU, 20 deactivate/activate cycles, test_ros_model_memory.py): RSS
++822 to +910 MB without :func:`give_back_freed_memory`, +67 to +125 MB with it.
 """
 
 from __future__ import annotations

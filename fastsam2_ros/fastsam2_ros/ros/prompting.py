@@ -120,7 +120,8 @@ def project_to_pixel(k: Sequence[float], point_xyz: Sequence[float],
     """Pinhole projection with the 3x3 intrinsic matrix ``k`` (row-major, camera_info.k) of a point
     in the camera's optical frame (x right, y down, z forward), into the published image: K is
     calibrated at full resolution, so the pixel is shifted by the ROI's offset and divided by the
-    binning (camera_info's binning_x/y, 0 meaning 1), as image_geometry's PinholeCameraModel does."""
+    binning (camera_info's binning_x/y, 0 meaning 1), as image_geometry's PinholeCameraModel
+    does."""
     x, y, z = (float(v) for v in point_xyz)
     _finite((x, y, z), "clicked point")
     kk = np.asarray(k, dtype=np.float64).reshape(-1)
