@@ -41,7 +41,8 @@ import numpy as np
 
 from .config import PROPOSAL_SOURCES  # noqa: F401  (re-exported: the sources of proposals)
 from .errors import AutoPromptFailed, CheckpointError, FastSam2Error, InputError
-from .prompts import MIN_IMAGE_SIDE, representative_click, shorten_text, validate_image
+from .prompts import (MIN_IMAGE_SIDE, leading_words_within, representative_click, shorten_text,
+                      validate_image)
 from .stats import StageTimer
 from .weight_files import check_torch_file, require_finite
 
@@ -643,19 +644,9 @@ class PhraseRefiner:
     def readable(self, caption: str) -> str:
         """The leading words of ``caption`` that the encoder reads (REFINER_MAX_TOKENS with its
         start and end tokens): the phrases then come from the text whose embedding ranks them."""
-        words = caption.split()
         limit = REFINER_MAX_TOKENS - 2
-        words = words[:limit]  # every word is at least one token
-        if len(self.tokenizer.tokenize(" ".join(words))) <= limit:
-            return " ".join(words)
-        lo, hi = 0, len(words) - 1
-        while lo < hi:  # the most words that fit
-            mid = (lo + hi + 1) // 2
-            if len(self.tokenizer.tokenize(" ".join(words[:mid]))) <= limit:
-                lo = mid
-            else:
-                hi = mid - 1
-        return " ".join(words[:lo])
+        return leading_words_within(caption.split()[:limit],  # (every word is at least one token)
+                                    lambda t: len(self.tokenizer.tokenize(t)) <= limit)
 
     def rank(self, caption: str, k: int = 5) -> List[Tuple[str, float]]:
         """Up to ``k`` diverse phrases of ``caption`` with their scores, best first."""

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import CheckpointError, InputError
-from .prompts import validate_text
+from .prompts import leading_words_within, validate_text
 from .weight_files import check_torch_file, require_finite
 
 logger = logging.getLogger(__name__)
@@ -174,17 +174,10 @@ def shorten_to_clip_context(text: str, model_name: str) -> str:
     if tokenizer is None:
         return text
     limit = text_token_limit(tokenizer)
-    words = text.split()
     if clip_token_count(tokenizer, text) <= limit:
         return text
-    lo, hi = 0, min(len(words), limit)  # every word is at least one token
-    while lo < hi:  # the most words that fit
-        mid = (lo + hi + 1) // 2
-        if clip_token_count(tokenizer, " ".join(words[:mid])) <= limit:
-            lo = mid
-        else:
-            hi = mid - 1
-    return " ".join(words[:lo])
+    return leading_words_within(text.split()[:limit],  # (every word is at least one token)
+                                lambda t: clip_token_count(tokenizer, t) <= limit)
 
 
 def _require_weights_file(path: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numbers
 import unicodedata
-from typing import Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -182,6 +182,19 @@ def check_prompt_kinds(has_points: bool, has_box: bool, has_mask: bool) -> None:
 
 #: Smallest and largest side of a frame the tracker takes, in pixels.
 MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 8, 8192
+
+
+def leading_words_within(words: Sequence[str], fits: Callable[[str], bool]) -> str:
+    """The most leading ``words`` (joined by spaces) for which ``fits`` holds: a binary search,
+    so ``fits`` must not turn true again once a shorter text failed (a token count)."""
+    lo, hi = 0, len(words)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(" ".join(words[:mid])):
+            lo = mid
+        else:
+            hi = mid - 1
+    return " ".join(words[:lo])
 
 
 def shorten_text(text: str, max_length: int) -> str:
