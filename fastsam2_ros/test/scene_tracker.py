@@ -50,7 +50,7 @@ class SceneTracker:
         return result
 
     def add_prompt(self, obj_id, points=None, labels=None, box=None, mask=None, text=None,
-                   image=None):
+                   image=None, restart=False):
         self._called()
         obj_id = validate_object_id(obj_id)
         if image is not None:
@@ -60,6 +60,8 @@ class SceneTracker:
         if points is None:
             raise InputError("this test double understands clicks only")
         pts, lab = validate_points(points, labels, self.image.shape[:2])
+        if restart:
+            self.colours.pop(obj_id, None)
         if obj_id not in self.colours:
             x, y = pts[int(np.argmax(lab))]
             self.colours[obj_id] = tuple(int(c) for c in self.image[int(y), int(x)])

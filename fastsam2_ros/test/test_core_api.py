@@ -347,6 +347,51 @@ def test_text_needs_clip_weights_unless_random_allowed(tmp_path, tracker_cfg, mo
     with pytest.raises(CheckpointError, match="clip_weights"):
         tracker.add_prompt(1, points=[[41, 60]], labels=[1], text="a red ball")
     assert tracker.track(frames[1]).object_ids == [1]
+    with pytest.raises(CheckpointError, match="clip_weights"):  # refused after the frame was
+        tracker.add_prompt(1, text="a red ball", restart=True, image=frames[2])  # tracked
+    assert tracker.object_ids == [1] and tracker.track(frames[3]).visible.keys() == {1}
+
+
+def test_restart_starts_an_object_over_only_once_its_prompt_is_accepted(tracker_cfg, model, video):
+    frames, _, _ = video
+    restarted = StreamingTracker(tracker_cfg, model=model, return_logits=True)
+    readded = StreamingTracker(tracker_cfg, model=model, return_logits=True)
+    for tracker in (restarted, readded):
+        tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+        tracker.add_prompt(2, points=[[118, 35]], labels=[1])
+        tracker.track(frames[1])
+    with pytest.raises(InputError, match="text_mode"):  # (text_mode none: no text-only start)
+        StreamingTracker(tracker_cfg.replace(text_mode="none"), model=model).add_prompt(
+            1, text="a cup", image=frames[0], restart=True)
+    before = restarted.memory_bank_size()
+    for bad in (dict(points=[[500, 3]], labels=[1]), dict(mask=np.zeros((120, 160), bool))):
+        with pytest.raises(InputError):
+            restarted.add_prompt(1, restart=True, **bad)
+    assert restarted.object_ids == [1, 2] and restarted.memory_bank_size() == before
+    restarted.add_prompt(1, points=[[46, 62]], labels=[1], restart=True, image=frames[2])
+    readded.track(frames[2])
+    readded.remove_object(1)
+    readded.add_prompt(1, points=[[46, 62]], labels=[1])
+    for t in (3, 4):
+        a, b = restarted.track(frames[t]), readded.track(frames[t])
+        assert sorted(a.object_ids) == sorted(b.object_ids) == [1, 2]
+        for obj in (1, 2):
+            np.testing.assert_allclose(a.logits[obj], b.logits[obj], atol=1e-5)
+
+
+def test_a_mask_prompt_that_vanishes_at_the_model_size_is_refused(tracker_cfg, model):
+    """A 3x3-pixel mask on a 1024x1024 frame is empty at image_size 128: the object started with
+    no pixels and an absent presence, without a word."""
+    frame = np.full((1024, 1024, 3), 90, np.uint8)
+    tracker = StreamingTracker(tracker_cfg, model=model)
+    tiny = np.zeros((1024, 1024), bool)
+    tiny[500:503, 500:503] = True
+    with pytest.raises(InputError, match="vanishes"):
+        tracker.add_prompt(1, mask=tiny, image=frame)
+    assert tracker.object_ids == [] and tracker.frame_index == -1  # refused before tracking
+    larger = np.zeros((1024, 1024), bool)
+    larger[480:540, 480:540] = True
+    assert tracker.add_prompt(1, mask=larger, image=frame).object_ids == [1]
 
 
 # ------------------------------------------------------------------------------ click helper

@@ -7,6 +7,7 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from fastsam2_ros.core.config import TrackerConfig
 from fastsam2_ros.ros.frame_worker import PUBLISH_BACKLOG, FrameWorker
@@ -315,3 +316,74 @@ def test_frames_thrown_away_by_disable_or_stop_count_as_dropped():
     c = health.counts()
     assert c["received"] == 4 and c["processed"] + c["dropped"] == 4, c
     assert "dropped" not in health.snapshot(warn_hold=5.0).message  # on purpose: no WARN
+
+
+def _prompt_worker(tracker):
+    worker = make_worker(tracker, Recorder())
+    published = []
+    worker._publish = published.append
+    worker.start()
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    rgb[8:, :] = 200
+    worker.offer_frame("raw", SimpleNamespace(rgb=rgb, header=SimpleNamespace(frame_id="f")))
+    assert wait_for(lambda: published, 10.0)
+    return worker, published
+
+
+def test_a_refused_restart_leaves_the_object_tracked_and_an_accepted_one_drops_its_text():
+    """text_object_id N restarts object N: it was removed before the tracker saw the new prompt,
+    so a refused text (no CLIP weights, too long, text_mode none) deleted the object."""
+    from fastsam2_ros.core.errors import InputError
+    from fastsam2_ros.ros.prompting import PromptRequest
+
+    tracker = SceneTracker(TrackerConfig())  # takes clicks only: a text alone is refused
+    worker, published = _prompt_worker(tracker)
+    try:
+        worker.submit("prompt", PromptRequest(obj_id=1, new_object=True, points=[(3, 12)], labels=[1],
+                                              text="the floor")).result(10)
+        with pytest.raises(InputError):
+            worker.submit("prompt", PromptRequest(obj_id=1, new_object=True, text="the red mug",
+                                                  restart=True)).result(10)
+        assert tracker.object_ids == [1] and worker.tracked_ids == (1,)
+        assert published[-1].texts == {1: "the floor"}
+        worker.submit("prompt", PromptRequest(obj_id=1, new_object=True, points=[(3, 3)], labels=[1],
+                                              restart=True)).result(10)
+        assert tracker.colours[1] == (0, 0, 0), "restarted from the new click"
+        assert published[-1].texts == {}, "the old object's text went with it"
+    finally:
+        worker.stop()
+
+
+def test_a_command_reply_sees_the_object_ids_after_the_command():
+    """The add_object/remove_object replies read the worker's ids as soon as the command's result
+    is set: they were refreshed after it, so a reply could list the ids before the call."""
+    from fastsam2_ros.ros.prompting import PromptRequest
+
+    class GatedTracker(SceneTracker):
+        def __init__(self):
+            super().__init__(TrackerConfig())
+            self.go = threading.Event()
+
+        def add_prompt(self, *a, **k):
+            if k.get("image") is None:
+                assert self.go.wait(10)
+            return super().add_prompt(*a, **k)
+
+        def remove_object(self, obj_id):
+            assert self.go.wait(10)
+            return super().remove_object(obj_id)
+
+    tracker = GatedTracker()
+    worker, _ = _prompt_worker(tracker)
+    seen = []
+    try:
+        for kind, arg in (("prompt", PromptRequest(obj_id=4, new_object=True, points=[(3, 3)],
+                                                   labels=[1])), ("remove", 4)):
+            tracker.go.clear()
+            future = worker.submit(kind, arg)
+            future.add_done_callback(lambda f: seen.append(worker.tracked_ids))
+            tracker.go.set()
+            future.result(10)
+    finally:
+        worker.stop()
+    assert seen == [(4,), ()]

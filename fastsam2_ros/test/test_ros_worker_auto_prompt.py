@@ -44,7 +44,8 @@ class RecordingTracker:
         self.calls.append(f"add_prompt {obj_id}")
         if image is not None:
             self.track(image)
-        self.objects.append(obj_id)
+        if obj_id not in self.objects:
+            self.objects.append(obj_id)
         return self._result()
 
     def auto_prompt(self, obj_id, image=None):
@@ -211,3 +212,17 @@ def test_a_prompt_after_reset_that_fails_once_the_frame_was_taken_does_not_feed_
     tracker.add_prompt = good
     wait(w.submit("prompt", PromptRequest(obj_id=1, new_object=True, points=[[1, 1]], labels=[1])), 10.0)
     assert tracker.frame_index == before + 1, f"one frame tracked {tracker.frame_index - before} times"
+
+
+def test_a_users_text_for_an_automatically_started_object_is_the_text_it_publishes(worker):
+    """Every frame's stats carry the automatic phrase; copying them over the node's texts on every
+    frame replaced a later user text ("the red mug") by the phrase ("cup")."""
+    w, tracker, announced, published, errors = worker
+    w.offer_frame("raw", Msg())
+    assert wait_for(lambda: published) and published[0].texts == {1: "cup"}
+    wait(w.submit("prompt", PromptRequest(obj_id=1, new_object=False, text="the red mug",
+                                          points=[(1.0, 1.0)], labels=[1])), 10.0)
+    count = len(published)
+    w.offer_frame("raw", Msg())
+    assert wait_for(lambda: len(published) > count)
+    assert published[-1].texts == {1: "the red mug"} and not errors

@@ -292,9 +292,11 @@ class StreamingTracker:
     def add_prompt(self, obj_id: int, points: Optional[Sequence] = None,
                    labels: Optional[Sequence] = None, box: Optional[Sequence] = None,
                    mask: Optional[np.ndarray] = None, text: Optional[str] = None,
-                   image: Optional[np.ndarray] = None) -> FrameResult:
+                   image: Optional[np.ndarray] = None, restart: bool = False) -> FrameResult:
         """Add object ``obj_id`` or refine it on the current frame (``image`` first tracks a new
-        frame). Clicks on the same frame accumulate; a box or mask replaces earlier clicks."""
+        frame). Clicks on the same frame accumulate; a box or mask replaces earlier clicks.
+        ``restart=True`` starts a tracked ``obj_id`` over from this prompt alone (its memory is
+        dropped), but only once the prompt is accepted: a refused prompt leaves it as it was."""
         self._require_model()
         obj_id = validate_object_id(obj_id)
         text = validate_text(text, self.cfg.max_text_length)
@@ -315,10 +317,11 @@ class StreamingTracker:
             pts, lab = validate_points(points, labels, shape)
         bbox = validate_box(box, shape) if box is not None else None
         mask_arr = validate_mask(mask, shape) if mask is not None else None
+        mask_input = self._mask_input(mask_arr) if mask_arr is not None else None
         if text is not None and self.cfg.text_mode == "none" and pts is None and bbox is None \
                 and mask_arr is None:
             raise InputError("a text-only prompt needs text_mode clip_ridge or paper_lsq")
-        known = self.objects.get(obj_id)
+        known = None if restart else self.objects.get(obj_id)
         if pts is not None and known is not None and bbox is None and image is None \
                 and known.point_frame == self._t and known.point_inputs is not None:
             total = known.point_inputs["point_labels"].shape[1] + pts.shape[0]
@@ -332,12 +335,12 @@ class StreamingTracker:
         auto = []
         with timer.stage("total"), self._inference():
             backbone = self._current_backbone(timer)
-            known = self.objects.get(obj_id)
+            known = None if restart else self.objects.get(obj_id)
             if text is not None and known is not None and text == known.text:
                 text_state = known.text_state  # same text again: keep the fitted map
             else:
                 text_state = self._fit_text(text) if text is not None else None
-            if pts is None and bbox is None and mask_arr is None:
+            if pts is None and bbox is None and mask_input is None:
                 if known is not None:  # text for an existing object: only the router changes
                     self._set_text(known, text, text_state)
                     return self._current_result(timer, auto_prompted=[])
@@ -346,11 +349,13 @@ class StreamingTracker:
                 auto = [obj_id]
                 LOG.info("object %d started from text %r with an automatic click at %s",
                          obj_id, text, click)
+            if restart and obj_id in self.objects:  # the prompt is accepted: drop the old one
+                self.remove_object(obj_id)
             obj = known or _ObjectState(obj_id, row=self.bank.add_row(), first_frame=self._t)
             try:
                 if text is not None:
                     self._set_text(obj, text, text_state)
-                self._prompt(obj, backbone, pts, lab, bbox, mask_arr, timer)
+                self._prompt(obj, backbone, pts, lab, bbox, mask_input, timer)
             except Exception:
                 if known is None:
                     self.bank.remove_row(obj.row)
@@ -489,22 +494,32 @@ class StreamingTracker:
         _, feats, _, sizes = self.model._prepare_backbone_features(self._backbone)
         return feats[-1][:, 0].float(), sizes[-1]
 
-    def _prompt(self, obj: _ObjectState, backbone: dict, pts, lab, bbox, mask_arr,
+    def _mask_input(self, mask_arr: np.ndarray) -> torch.Tensor:
+        """A mask prompt at the model's resolution [1, 1, S, S] (as sam2's ``add_new_mask``
+        resizes it); one that vanishes there is refused, as an empty mask is."""
+        size = self.model.image_size
+        m = torch.from_numpy(mask_arr)[None, None].float().to(self.device)
+        if m.shape[-2:] != (size, size):
+            m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False,
+                              antialias=True)
+            m = (m >= 0.5).float()
+        if not bool(m.any()):
+            raise InputError(f"the mask prompt ({int(mask_arr.sum())} pixels) vanishes when resized "
+                             f"to the model's {size} px input: draw a larger mask or click")
+        return m
+
+    def _prompt(self, obj: _ObjectState, backbone: dict, pts, lab, bbox, mask_input,
                 timer: StageTimer) -> None:
-        """One object's prompt on the current frame (see ``PrunedSAM2VideoPredictor.prompt_object``)."""
+        """One object's prompt on the current frame (see ``PrunedSAM2VideoPredictor.prompt_object``);
+        ``mask_input`` is a mask already at the model's resolution (``_mask_input``)."""
         t = self._t
         height, width = self._image.shape[:2]
         size = self.model.image_size
         is_init = obj.first_frame == t
         has_output = obj.obj_id in self.objects  # tracked on (or prompted earlier on) this frame
         point_inputs = mask_inputs = None
-        if mask_arr is not None:
-            m = torch.from_numpy(mask_arr)[None, None].float().to(self.device)
-            if m.shape[-2:] != (size, size):
-                m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False,
-                                  antialias=True)
-                m = (m >= 0.5).float()
-            mask_inputs = m
+        if mask_input is not None:
+            mask_inputs = mask_input
             obj.point_inputs, obj.point_frame = None, -1
         else:
             coords = np.zeros((0, 2), np.float32) if pts is None else pts

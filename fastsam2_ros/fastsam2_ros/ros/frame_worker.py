@@ -386,7 +386,8 @@ class FrameWorker:
 
     def _emit(self, result, header, rgb, received: float, fresh: bool, decode_ms: float = 0.0) -> None:
         self._auto_prompted.update(int(i) for i in result.stats.auto_prompted)
-        self._texts.update({int(k): v for k, v in result.stats.auto_phrases.items()})
+        for obj_id, phrase in result.stats.auto_phrases.items():  # a user's later text wins
+            self._texts.setdefault(int(obj_id), phrase)
         frame = TrackedFrame(result, header, rgb, received, fresh, dict(self._texts),
                              set(self._auto_prompted), decode_ms)
         with self._publish_cv:  # wait while the publisher is PUBLISH_BACKLOG frames behind
@@ -423,15 +424,18 @@ class FrameWorker:
         try:
             handler = {"prompt": self._cmd_prompt, "remove": self._cmd_remove,
                        "reset": self._cmd_reset, "auto_prompt": self._cmd_auto_prompt}[cmd.kind]
-            value = handler(cmd)
+            value, error = handler(cmd), None
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            cmd.future.set_exception(exc)
-            if not isinstance(exc, FastSam2Error):
-                self._worker_error(exc)
-        else:
-            cmd.future.set_result(value)
+            value, error = None, exc
+        try:
+            self._refresh_ids()  # before the reply, which lists the tracked ids
         finally:
-            self._refresh_ids()
+            if error is None:
+                cmd.future.set_result(value)
+            else:
+                cmd.future.set_exception(error)
+                if not isinstance(error, FastSam2Error):
+                    self._worker_error(error)
 
     def _cmd_prompt(self, cmd: _Command) -> PromptOutcome:
         req: PromptRequest = cmd.arg
@@ -476,11 +480,10 @@ class FrameWorker:
         if image is not None:
             kwargs["image"] = image
         restarted = new and req.restart and obj_id in tracked
-        if restarted:
-            tracker.remove_object(obj_id)
+        result = tracker.add_prompt(obj_id=obj_id, restart=restarted, **kwargs)
+        if restarted:  # accepted: the old object's notes go with it
             self._auto_prompted.discard(obj_id)
             self._texts.pop(obj_id, None)
-        result = tracker.add_prompt(obj_id=obj_id, **kwargs)
         auto = obj_id in set(int(i) for i in result.stats.auto_prompted)
         if req.text:
             self._texts[obj_id] = req.text

@@ -37,7 +37,7 @@ class PromptRequest:
     labels: List[int] = field(default_factory=list)
     box: Optional[Tuple[float, float, float, float]] = None
     mask_msg: Any = None  # sensor_msgs/Image (decoded against the frame it is applied to)
-    restart: bool = False  # new_object on a tracked id: remove it first (text_object_id)
+    restart: bool = False  # new_object on a tracked id: start it over once accepted (text_object_id)
     source: str = "prompt"
 
     def describe(self) -> str:
