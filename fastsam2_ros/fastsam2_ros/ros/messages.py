@@ -142,7 +142,8 @@ def detections_to_msg(objects: Any):
 
     Per detection: ``id`` = the object id, one hypothesis with ``class_id`` = its text (or
     ``"object"``) and ``score`` = the presence probability (sigmoid of the logit), ``bbox`` centre
-    and size in pixels."""
+    and size in pixels, the centre in the package's pixel convention (pixel i at coordinate i, as
+    clicks and centroids: a box of pixels 4..6 has centre 5 and size 3)."""
     from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
 
     out = Detection2DArray()
@@ -153,8 +154,8 @@ def detections_to_msg(objects: Any):
         d = Detection2D()
         d.header = objects.header
         d.id = str(o.id)
-        d.bbox.center.position.x = o.bbox.x_offset + o.bbox.width / 2.0
-        d.bbox.center.position.y = o.bbox.y_offset + o.bbox.height / 2.0
+        d.bbox.center.position.x = o.bbox.x_offset + (o.bbox.width - 1) / 2.0
+        d.bbox.center.position.y = o.bbox.y_offset + (o.bbox.height - 1) / 2.0
         d.bbox.size_x, d.bbox.size_y = float(o.bbox.width), float(o.bbox.height)
         hyp = ObjectHypothesisWithPose()
         hyp.hypothesis.class_id = o.text or "object"
