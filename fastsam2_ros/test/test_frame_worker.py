@@ -387,3 +387,70 @@ def test_a_command_reply_sees_the_object_ids_after_the_command():
     finally:
         worker.stop()
     assert seen == [(4,), ()]
+
+
+def test_a_prompt_after_a_failed_frame_applies_to_the_frame_the_node_published():
+    """A step that raises (a CUDA out-of-memory) has made its frame the tracker's current one; the
+    node still shows the frame before it, so a click must go to that frame, not to the failed
+    one whose masks would go out under the earlier frame's header."""
+    from fastsam2_ros.ros.prompting import PromptRequest
+
+    class FailingOnce(SceneTracker):
+        fail_next = False
+
+        def track(self, rgb):
+            if self.fail_next:
+                self.fail_next = False
+                self.frame_index += 1
+                self.image = rgb
+                raise RuntimeError("CUDA out of memory")
+            return super().track(rgb)
+
+    tracker = FailingOnce(TrackerConfig())
+    errors = []
+    worker = make_worker(tracker, Recorder())
+    worker._worker_error = errors.append
+    published = []
+    worker._publish = published.append
+    worker.start()
+    shown = np.zeros((16, 16, 3), np.uint8)
+    shown[:, 8:] = 200  # the click at x=12 lands on the bright half
+    failed = np.full((16, 16, 3), 50, np.uint8)
+    try:
+        for rgb in (shown, failed):
+            count = len(published)
+            tracker.fail_next = rgb is failed
+            worker.offer_frame("raw", SimpleNamespace(rgb=rgb, header=SimpleNamespace(frame_id="f")))
+            assert wait_for(lambda: len(published) > count or errors, 10.0)
+        assert len(errors) == 1 and len(published) == 1
+        worker.submit("prompt", PromptRequest(obj_id=1, new_object=True, points=[(12, 3)],
+                                              labels=[1])).result(10)
+        assert wait_for(lambda: len(published) == 2, 10.0)
+    finally:
+        worker.stop()
+    out = published[-1]
+    assert out.rgb is shown
+    np.testing.assert_array_equal(out.result.masks[1], shown[..., 0] == 200)
+
+
+def test_prompts_waiting_for_the_first_image_outlast_a_frame_the_tracker_refuses():
+    from fastsam2_ros.ros.prompting import PromptRequest
+
+    tracker = SceneTracker(TrackerConfig())
+    worker = make_worker(tracker, Recorder())
+    published, refused = [], []
+    worker._publish = published.append
+    worker._bad_input = lambda message, **k: refused.append(message)
+    worker.start()
+    try:
+        queued = worker.submit("prompt", PromptRequest(obj_id=1, new_object=True, points=[(2, 2)],
+                                                       labels=[1]), queue_if_no_frame=True)
+        assert queued.result(10).queued
+        for rgb in (np.zeros((4, 300, 3), np.uint8), np.zeros((16, 16, 3), np.uint8)):
+            worker.offer_frame("raw", SimpleNamespace(rgb=rgb, header=SimpleNamespace(frame_id="f")))
+            assert wait_for(lambda: published or len(refused) == 1, 10.0)
+        assert wait_for(lambda: published, 10.0)
+    finally:
+        worker.stop()
+    assert len(refused) == 1 and "too small" in refused[0], refused
+    assert published[0].result.object_ids == [1]

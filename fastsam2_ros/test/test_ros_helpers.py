@@ -90,6 +90,16 @@ def test_projection_and_transform():
     # K is at full resolution: a 2x2-binned ROI at (100, 40) sees the centre at ((320-100)/2, (240-40)/2)
     assert prompting.project_to_pixel(k, (0.0, 0.0, 2.0), (2, 2), (100, 40)) == (110.0, 100.0)
     assert prompting.project_to_pixel(k, (0.0, 0.0, 2.0), (0, 0)) == (320.0, 240.0)  # 0 means 1
+    # the images a camera_info describes: its ROI (else the sensor) over the binning
+    assert prompting.camera_info_image_size(640, 480) == (640, 480)
+    assert prompting.camera_info_image_size(640, 480, (2, 2), (300, 200)) == (150, 100)
+    assert prompting.camera_info_image_size(640, 480, (0, 2)) == (640, 240)
+    assert prompting.camera_info_image_size(0, 0) is None  # no size given: nothing to compare
+    req = prompting.click_request(10.0, 10.0, 1.0, 1, True, "/clicked_point")
+    req.image_size = (320, 240)
+    assert req.tracker_kwargs((240, 320))["points"] == [[10.0, 10.0]]
+    with pytest.raises(InputError, match="projected for 320x240 images.*current image is 640x480"):
+        req.tracker_kwargs((480, 640))
     # 90 degrees about z: x -> y
     s = math.sqrt(0.5)
     p = prompting.transform_point((1.0, 0.0, 0.0), (0.0, 0.0, s, s), (1.0, 0.0, 0.0))

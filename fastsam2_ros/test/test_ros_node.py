@@ -213,6 +213,14 @@ def test_clicks_from_rqt_and_rviz(h):
     p.clicked.publish(pt)
     assert wait_for(lambda: node.health.counts()["prompt_errors"] == errors + 2, 20.0)
     assert "the point has no frame_id" in node.health.last_error
+    # camera_info of other images (unbinned: twice the size): refused, naming both sizes
+    info.binning_x = info.binning_y = 1
+    p.info.publish(info)
+    assert wait_for(lambda: node._camera_info.binning_x == 1, 10.0)
+    pt.header.frame_id = "cam_optical"
+    p.clicked.publish(pt)
+    assert wait_for(lambda: node.health.counts()["prompt_errors"] == errors + 3, 20.0)
+    assert f"projected for {2 * W}x{2 * H} images" in node.health.last_error, node.health.last_error
     assert len(node._tracked_ids()) == 3
     node.set_parameters([Parameter("click_new_object", value=False)])
     for obj in node._tracked_ids():

@@ -329,13 +329,16 @@ class FrameWorker:
         decode_ms = (time.perf_counter() - t0) * 1e3
         outcome = None
         auto_start, self._auto_start_pending = self._auto_start_pending, False
+        before, taken = self.tracker.frame_index, False
         try:
             if self._pending or prompt is not None:
+                validate_image(rgb)  # a refused frame leaves the waiting prompts waiting
                 result, outcome = self._first_frame_with_prompts(msg.header, rgb, prompt)
             elif auto_start and not self.tracker.object_ids:
                 result = self._auto_start(rgb)
             else:
                 result = self.tracker.track(rgb)
+            taken = True
         except FastSam2Error as exc:
             if auto_start:  # the first *usable* frame starts the object: wait for the next one
                 self._auto_start_pending = True
@@ -345,6 +348,10 @@ class FrameWorker:
             return None
         finally:
             self._refresh_ids()
+            if not taken and self.tracker.frame_index != before:
+                # the tracker moved on to a frame that failed and was not published: a prompt
+                # goes to the node's current frame, handed over again with it (as after a reset)
+                self._needs_image = self._current is not None
         self._current = (msg.header, rgb)
         self._needs_image = False
         self._emit(result, msg.header, rgb, received, fresh=True, decode_ms=decode_ms)

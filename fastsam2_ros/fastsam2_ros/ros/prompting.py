@@ -38,6 +38,9 @@ class PromptRequest:
     box: Optional[Tuple[float, float, float, float]] = None
     mask_msg: Any = None  # sensor_msgs/Image (decoded against the frame it is applied to)
     restart: bool = False  # new_object on a tracked id: start it over once accepted (text_object_id)
+    #: (width, height) of the images the coordinates were made for (a projected /clicked_point:
+    #: camera_info's); applied to a frame of another size the request is refused
+    image_size: Optional[Tuple[int, int]] = None
     source: str = "prompt"
 
     def describe(self) -> str:
@@ -54,6 +57,10 @@ class PromptRequest:
 
     def tracker_kwargs(self, shape: Tuple[int, int]) -> Dict[str, Any]:
         """Keyword arguments of ``StreamingTracker.add_prompt`` for an image of ``shape`` (H, W)."""
+        if self.image_size is not None and tuple(self.image_size) != (shape[1], shape[0]):
+            raise InputError(f"{self.source}: projected for {self.image_size[0]}x{self.image_size[1]} "
+                             f"images (camera_info), but the current image is {shape[1]}x{shape[0]}: "
+                             "is camera_info the one of this image topic?")
         kw: Dict[str, Any] = {}
         if self.points:
             kw["points"] = [[float(x), float(y)] for x, y in self.points]
@@ -133,6 +140,17 @@ def project_to_pixel(k: Sequence[float], point_xyz: Sequence[float],
     v = kk[4] * y / z + kk[5]
     bx, by = (max(int(b), 1) for b in binning)
     return float((u - roi_offset[0]) / bx), float((v - roi_offset[1]) / by)
+
+
+def camera_info_image_size(width: int, height: int, binning: Tuple[int, int] = (1, 1),
+                           roi_size: Tuple[int, int] = (0, 0)) -> Optional[Tuple[int, int]]:
+    """(width, height) of the images a camera_info describes: its ROI (or the full sensor) divided
+    by the binning, as image_geometry computes it; None when camera_info gives no size."""
+    full_w, full_h = int(roi_size[0]) or int(width), int(roi_size[1]) or int(height)
+    if full_w <= 0 or full_h <= 0:
+        return None
+    bx, by = (max(int(b), 1) for b in binning)
+    return full_w // bx, full_h // by
 
 
 def transform_point(translation: Sequence[float], rotation_xyzw: Sequence[float],

@@ -499,10 +499,14 @@ class TrackerNode(LifecycleNode):
                                      f"{cam_frame!r}): cannot tell whether it is in the camera frame")
             if src != cam_frame:
                 p = self._transform(p, src, cam_frame)
-            u, v = prompting.project_to_pixel(list(info.k), p, (info.binning_x, info.binning_y),
+            binning = (info.binning_x, info.binning_y)
+            u, v = prompting.project_to_pixel(list(info.k), p, binning,
                                               (info.roi.x_offset, info.roi.y_offset))
             obj, new = self._click_target()
-            return prompting.click_request(u, v, 1.0, obj, new, "/clicked_point")
+            req = prompting.click_request(u, v, 1.0, obj, new, "/clicked_point")
+            req.image_size = prompting.camera_info_image_size(
+                info.width, info.height, binning, (info.roi.width, info.roi.height))
+            return req
         self._try_prompt(build, "/clicked_point")
 
     def _transform(self, p, src: str, dst: str):
