@@ -36,7 +36,11 @@ from .core.errors import FastSam2Error, InputError
 from .core.router import FusedFactors, RouterMLP, TokenRouter, num_kept, router_inputs, save_router
 from .core.text_relevance import TextRows
 from .core.weight_files import require_finite
+from .eval.cli import IMAGESET_HELP, _names
 from .eval.davis_io import VOID_LABEL
+
+#: the image set trained on by default where a dataset has it (DAVIS: ImageSets/2017/train.txt)
+TRAINING_SET = "train"
 
 
 def _grid_target(mask: np.ndarray, grid: Tuple[int, int]) -> torch.Tensor:
@@ -201,6 +205,20 @@ def train(examples, token_dim: int, epochs: int, lr: float, seed: int, keep_rati
     return mlp.eval(), metrics
 
 
+def default_training_set(root: str, sequences) -> Optional[str]:
+    """``TRAINING_SET`` when the dataset has that image set and no sequences were named: a router
+    trained on the sequences it is then evaluated on would report a recall it does not have."""
+    from .eval.davis_io import DatasetError, imageset_file
+
+    if sequences:
+        return None
+    try:
+        imageset_file(root, TRAINING_SET)
+    except (DatasetError, OSError):
+        return None
+    return TRAINING_SET
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="fastsam2-train-router", description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="DAVIS-layout dataset (JPEGImages + Annotations)")
@@ -212,6 +230,10 @@ def main(argv=None) -> int:
     p.add_argument("--image-size", type=int, default=1024)
     p.add_argument("--device", default="auto")
     p.add_argument("--resolution", default="480p")
+    p.add_argument("--imageset", help=IMAGESET_HELP + f"; default {TRAINING_SET!r} where the dataset "
+                   "has that image set (a DAVIS download keeps train and val side by side), else "
+                   "every sequence")
+    p.add_argument("--sequences", type=_names, help="comma-separated sequences to train on")
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames of each sequence")
     p.add_argument("--text-prompts", help='JSON {"sequence": {"object id": "text"}} (as fastsam2-eval run)')
     p.add_argument("--clip-weights", default="")
@@ -224,7 +246,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
     try:
-        from .core.tracker import StreamingTracker
+        from .core.tracker import StreamingTracker, check_tracker_files
         from .eval.cli import check_output_file, check_text_sequences, load_text_prompts
         from .eval.davis_io import DavisDataset
 
@@ -242,7 +264,13 @@ def main(argv=None) -> int:
                             keep_ratio=args.keep_ratio, seed=args.seed)
         texts = load_text_prompts(args.text_prompts, cfg.max_text_length,
                                   cfg.text_encoder)  # as fastsam2-eval reads them
-        dataset = DavisDataset(args.data, args.resolution)
+        check_tracker_files(cfg, with_texts=any(texts.values()))  # before any frame is encoded
+        dataset = DavisDataset(args.data, args.resolution, sequences=args.sequences,
+                               imageset=args.imageset or default_training_set(args.data, args.sequences))
+        if dataset.imageset_path is None and args.sequences is None:
+            print(f"fastsam2-train-router: {args.data} has no {TRAINING_SET!r} image set: training on "
+                  f"every sequence ({len(dataset.sequence_names)}); give --imageset or --sequences "
+                  "to keep the sequences you evaluate on out", file=sys.stderr)
         check_text_sequences(texts, dataset.available_sequences(), f"dataset {args.data}")
         check_text_objects(dataset, texts, args.max_frames)
         tracker = StreamingTracker(cfg)
@@ -252,7 +280,9 @@ def main(argv=None) -> int:
         # compared when loaded; every text was used (unknown sequences and objects are refused)
         inputs = router_inputs(cfg.model_cfg, cfg.mc_passes, cfg.mc_dropout,
                                args.text_mode if any(texts.values()) else "none")
-        meta = {"dataset": str(args.data), **inputs, "image_size": args.image_size,
+        meta = {"dataset": str(args.data), "sequences": list(dataset.sequence_names),
+                "imageset": str(dataset.imageset_path) if dataset.imageset_path else None,
+                **inputs, "image_size": args.image_size,
                 "mc_passes": args.mc_passes, "mc_dropout": cfg.mc_dropout,
                 "random_weights": bool(args.random_weights), "epochs": args.epochs, **metrics}
         save_router(mlp, args.out, meta)

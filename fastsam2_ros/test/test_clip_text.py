@@ -430,3 +430,17 @@ def test_the_documented_clip_token_limit_is_the_tokenizers():
     for name in ("ros.md", "evaluation.md"):
         if (docs / name).is_file():
             assert f"{limit} tokens" in (docs / name).read_text(), name
+
+
+def test_a_tokenizer_is_only_fetched_for_an_architecture_the_tracker_takes(monkeypatch):
+    """Checking a text file with a Hugging Face tokenizer model (SigLIP) called open_clip's
+    get_tokenizer, which downloads it: ~50 s of retries offline, a download online."""
+    import open_clip
+
+    from fastsam2_ros.core.clip_text import clip_tokenizer
+    from fastsam2_ros.core.errors import InputError
+
+    monkeypatch.setattr(open_clip, "get_tokenizer",
+                        lambda *a, **k: pytest.fail("fetched the tokenizer before checking the model"))
+    with pytest.raises(InputError, match="open_clip model 'ViT-B-16-SigLIP'"):
+        clip_tokenizer("ViT-B-16-SigLIP")

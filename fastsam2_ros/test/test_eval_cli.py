@@ -394,3 +394,37 @@ def test_text_prompt_files_need_no_open_clip_without_texts(tmp_path, monkeypatch
     p = tmp_path / "texts.json"
     p.write_text(json.dumps({"s": {"1": "a red mug " * 26}}))
     assert cli.load_text_prompts(str(p), 300, "ViT-B-16")["s"][1]  # the tracker will say it
+
+
+@pytest.mark.parametrize("config, match", [
+    ("router_weights: /nonexistent/router.pt", "router weights not found"),
+    ("clip_weights: /nonexistent/clip.bin", "CLIP weights file not found"),
+    ("", "no CLIP weights given"),  # a real checkpoint, texts, and no clip_weights
+], ids=["router_file", "clip_file", "clip_weights_missing"])
+def test_tracker_settings_are_checked_before_the_official_mode_runs(config, match, tmp_path, capsys,
+                                                                    monkeypatch):
+    """Our tracker was built only for its own modes: the official mode ran over every sequence
+    (hours on DAVIS) before a mistyped router or CLIP file ended the command without a report."""
+    import torch
+
+    from fastsam2_ros.core.config import TrackerConfig
+    from fastsam2_ros.core.models import build_predictor
+    from fastsam2_ros.eval import runner
+
+    monkeypatch.setattr(runner, "official_factory",
+                        lambda *a, **k: pytest.fail("the official mode ran before the check"))
+    data = generate_dataset(tmp_path / "d", sequences=1, frames=3, size=(64, 48), objects=2)
+    (tmp_path / "c.yaml").write_text(
+        "/**/fastsam2_tracker:\n  ros__parameters:\n    " + (config or "mc_passes: 0") + "\n")
+    weights = ["--random-weights"]
+    if not config:
+        model = build_predictor(TrackerConfig(model_cfg="tiny", allow_random_weights=True,
+                                              image_size=64, device="cpu"))
+        torch.save({"model": model.state_dict()}, tmp_path / "sam.pt")
+        weights = ["--checkpoint", str(tmp_path / "sam.pt")]
+    rc = cli.main(["run", "--dataset", str(data), *weights, "--model", "tiny", "--image-size", "64",
+                   "--device", "cpu", "--modes", "official,dense", "--warmup", "0",
+                   "--out", str(tmp_path / "o"), "--no-progress", "--config", str(tmp_path / "c.yaml"),
+                   "--text-prompts", str(data / "text_prompts.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and match in err, err

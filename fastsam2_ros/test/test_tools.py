@@ -182,6 +182,7 @@ def test_router_training_writes_weights_the_tracker_loads(tmp_path):
                                "--device", "cpu", "--lr", "3e-3"])
     assert rc == 0
     blob = torch.load(out, weights_only=True)
+    assert blob["meta"]["sequences"] == ["synth000", "synth001"] and blob["meta"]["imageset"] is None
     history = blob["meta"]["train_loss_history"]
     assert len(history) == 5 and history[-1] < history[0]  # training reduced the loss
     load_router(out, 256)
@@ -333,6 +334,48 @@ def test_router_training_refuses_texts_it_would_not_use(tmp_path, capsys, monkey
             "--device", "cpu", "--mc-passes", "0", "--epochs", "1", "--text-prompts", str(prompts)]
     assert router_training.main(args) == 2
     assert match in capsys.readouterr().err and not out.exists()
+
+
+def test_router_training_keeps_to_the_train_image_set(tmp_path, capsys, monkeypatch):
+    """A DAVIS download keeps train and val side by side: every folder was trained on, the val
+    sequences the router is then evaluated on included."""
+    chosen = []
+
+    def stop(tracker, dataset, texts, max_frames):
+        chosen.append(list(dataset.sequence_names))
+        raise router_training.InputError("stop")
+
+    monkeypatch.setattr(router_training, "collect_examples", stop)
+    data = generate_dataset(tmp_path / "syn", sequences=3, frames=3, size=(32, 32), objects=1)
+    args = ["--data", str(data), "--out", str(tmp_path / "r.pt"), "--random-weights",
+            "--image-size", "64", "--device", "cpu", "--mc-passes", "0"]
+    router_training.main(args)  # no train set: every sequence, said so
+    assert chosen[-1] == ["synth000", "synth001", "synth002"]
+    assert "no 'train' image set: training on every sequence" in capsys.readouterr().err
+    (data / "ImageSets" / "2017" / "train.txt").write_text("synth000\nsynth002\n")
+    router_training.main(args)
+    assert chosen[-1] == ["synth000", "synth002"] and "every sequence" not in capsys.readouterr().err
+    router_training.main(args + ["--sequences", "synth001"])
+    router_training.main(args + ["--imageset", "val"])
+    assert chosen[-2:] == [["synth001"], ["synth000", "synth001", "synth002"]]
+
+
+def test_router_training_checks_the_clip_weights_before_encoding(tmp_path, capsys, monkeypatch):
+    """With a real checkpoint and texts but no CLIP weights, every frame before the first text was
+    encoded before the command failed."""
+    from fastsam2_ros.core.models import build_predictor
+
+    monkeypatch.setattr(router_training, "collect_examples",
+                        lambda *a, **k: pytest.fail("encoded frames before checking the CLIP weights"))
+    model = build_predictor(TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=64,
+                                          device="cpu"))
+    torch.save({"model": model.state_dict()}, tmp_path / "sam.pt")
+    data = generate_dataset(tmp_path / "syn", sequences=1, frames=3, size=(32, 32), objects=1)
+    assert router_training.main(["--data", str(data), "--out", str(tmp_path / "r.pt"),
+                                 "--checkpoint", str(tmp_path / "sam.pt"), "--image-size", "64",
+                                 "--device", "cpu", "--text-prompts",
+                                 str(data / "text_prompts.json")]) == 2
+    assert "no CLIP weights given" in capsys.readouterr().err
 
 
 GPU_CHECK = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"

@@ -163,6 +163,7 @@ def clip_tokenizer(model_name: str):
         import open_clip
     except ImportError:
         return None
+    check_clip_architecture(model_name)  # (an hf-hub tokenizer would be fetched from the internet)
     return open_clip.get_tokenizer(model_name)
 
 
@@ -183,6 +184,17 @@ def shorten_to_clip_context(text: str, model_name: str) -> str:
 def _require_weights_file(path: Path) -> None:
     if not path.is_file():
         raise CheckpointError(f"CLIP weights file not found or not a file: '{path}'")
+
+
+def require_clip_weights(model_name: str, weights_path: str, allow_random_weights: bool) -> None:
+    """Texts need CLIP weights unless random weights are allowed (smoke runs): CheckpointError
+    saying how to get them."""
+    if str(weights_path or "").strip() or allow_random_weights:
+        return
+    raise CheckpointError(
+        f"no CLIP weights given for text relevance (the `clip_weights` parameter is empty). "
+        f"Weights are never downloaded at run time: {_weights_hint(model_name)} "
+        f"(Or set text_mode to 'none' to run without text relevance.)")
 
 
 def check_clip_settings(model_name: str, weights_path: str) -> None:
@@ -283,11 +295,8 @@ class ClipTextEncoder:
         state: Optional[Dict[str, torch.Tensor]] = None
         if weights_path.strip():
             state = _read_state_dict(Path(weights_path).expanduser())
-        elif not allow_random_weights:
-            raise CheckpointError(
-                f"no CLIP weights given for text relevance (the `clip_weights` parameter is empty). "
-                f"Weights are never downloaded at run time: {_weights_hint(model_name)} "
-                f"(Or set text_mode to 'none' to run without text relevance.)")
+        else:
+            require_clip_weights(model_name, weights_path, allow_random_weights)
 
         with _quiet_open_clip_random_init_warning(), torch.random.fork_rng(devices=[]):
             # the CPU generator only (torch.manual_seed would reseed CUDA's too, which the

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -70,8 +70,9 @@ def save_router(mlp: RouterMLP, path: str | Path, meta: Optional[dict] = None) -
         raise CheckpointError(f"cannot write router weights {path}: {exc}") from exc
 
 
-def load_router(path: str | Path, token_dim: int) -> RouterMLP:
-    """Load trained router weights; any problem is a CheckpointError naming the file."""
+def read_router_file(path: str | Path) -> Tuple[Path, dict]:
+    """(path, contents) of a router file, read without building anything (tools check it before
+    their long work); a missing, unreadable or foreign file is a CheckpointError naming it."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise CheckpointError(f"router weights not found: {p} (train them with "
@@ -83,6 +84,12 @@ def load_router(path: str | Path, token_dim: int) -> RouterMLP:
         raise CheckpointError(f"cannot read router weights {p}: {exc}") from exc
     if not isinstance(blob, dict) or blob.get("format") != ROUTER_FORMAT:
         raise CheckpointError(f"{p} is not a fastsam2_ros router file ({ROUTER_FORMAT})")
+    return p, blob
+
+
+def load_router(path: str | Path, token_dim: int) -> RouterMLP:
+    """Load trained router weights; any problem is a CheckpointError naming the file."""
+    p, blob = read_router_file(path)
     try:
         trained_dim, hidden = int(blob["token_dim"]), int(blob["hidden"])
     except (KeyError, TypeError, ValueError) as exc:

@@ -44,7 +44,7 @@ from .prompts import (MAX_POINTS, check_prompt_kinds, representative_click, vali
                       validate_image, validate_mask, validate_num_frames_hint, validate_object_id,
                       validate_points, validate_text)
 from .pruned_predictor import StepPlan, pack_mask_bits
-from .router import (TokenRouter, load_router, num_kept, router_inputs,
+from .router import (TokenRouter, load_router, num_kept, read_router_file, router_inputs,
                      router_setting_mismatches)
 from .stats import BitMasks, FrameResult, FrameStats, StageTimer, peak_gpu_memory
 from .step_runner import StepRunner
@@ -116,6 +116,21 @@ class PendingFrame:
         return self._result
 
 
+def check_tracker_files(cfg: TrackerConfig, with_texts: bool = False) -> None:
+    """What a tracker built from ``cfg`` refuses, checked without building a model: the CLIP
+    settings (with CLIP weights required when ``with_texts`` reach the router) and the router
+    file. The tracker runs it when built; tools run it before their long work (fastsam2-eval's
+    official mode, router training's encoding), so a typo is not found hours in."""
+    from .clip_text import check_clip_settings, require_clip_weights
+
+    if cfg.text_mode != "none" and (cfg.clip_weights or with_texts):
+        check_clip_settings(cfg.clip_model, cfg.clip_weights)
+        if with_texts:
+            require_clip_weights(cfg.clip_model, cfg.clip_weights, cfg.allow_random_weights)
+    if cfg.router_weights:
+        read_router_file(cfg.router_weights)
+
+
 class StreamingTracker:
     """Frame-by-frame multi-object tracker. See ``core/API.md`` for the call contract."""
 
@@ -130,10 +145,7 @@ class StreamingTracker:
         stages are always timed, which costs nothing)."""
         self.profile_stages = bool(profile_stages)
         self.cfg = config.validate()
-        if self.cfg.text_mode != "none" and self.cfg.clip_weights:  # text prompts are possible:
-            from .clip_text import check_clip_settings  # a wrong clip_* fails now, not at each one
-
-            check_clip_settings(self.cfg.clip_model, self.cfg.clip_weights)
+        check_tracker_files(self.cfg)  # a wrong clip_* fails now, not at each text prompt
         self.model = model if model is not None else build_predictor(self.cfg)
         self.model.add_all_frames_to_correct_as_cond = True
         self.device = self.model.device

@@ -431,6 +431,10 @@ def cmd_run(args) -> int:
     specs = mode_specs(args.modes, args.keep_ratios, args.text_variants)
     cfg = _tracker_config(args)  # checks the checkpoint before any data is read
     texts = load_text_prompts(args.text_prompts, cfg.max_text_length, cfg.text_encoder)
+    if any(spec.mode != "official" for spec in specs):  # before the official mode's long run
+        from ..core.tracker import check_tracker_files
+
+        check_tracker_files(cfg, with_texts=any(texts.values()) or bool(args.text_variants))
     load, prompts, total, info = _sequence_sources(args, texts)
     for _ in load():  # validate every input (sizes, labels, prompts) before loading a model
         pass
