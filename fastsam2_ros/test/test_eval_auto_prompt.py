@@ -186,3 +186,16 @@ def test_eval_refuses_more_auto_objects_than_the_tracker_takes(data, rpn_config,
                    "--auto-objects", "3", "--config", str(config), "--out", str(tmp_path / "out")])
     assert rc == 2
     assert "--auto-objects 3 is more than the tracker's max_objects (2)" in capsys.readouterr().err
+
+
+def test_user_variant_without_a_text_names_the_text_prompts_file(data, tmp_path, capsys):
+    """The reason given was "no auto_caption_model configured", which has nothing to do with the
+    user's texts."""
+    texts = tmp_path / "texts.json"
+    texts.write_text(json.dumps({"synth000": {"1": "a red ring"}}))  # object 2 has none
+    rc = cli.main(["run", "--dataset", str(data), *COMMON, "--modes", "dense", "--out",
+                   str(tmp_path / "o"), "--text-prompts", str(texts), "--text-variants", "user"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert err[0] == (f"fastsam2-eval: error: text variant 'user' has no text for synth000/2 (the "
+                      f"--text-prompts file {texts} has none for it)")

@@ -201,6 +201,22 @@ BAD_RUN_FLAGS = {  # case -> (files to make, flags, what the one error line says
                               "text prompts for sequence(s) ['nosuchseq'] that dataset"),
     "sequences_and_imageset": ({}, ["--sequences", "synth000", "--imageset", "no_such_set"],
                                "--sequences and --imageset both choose the sequences; give one"),
+    # flags that tune what does not run were accepted and changed nothing
+    "keep_ratios_without_pruned": ({}, ["--keep-ratios", "0.1"],
+                                   "--keep-ratios only apply to the pruned mode, which --modes "
+                                   "does not run"),
+    "refine_flags_without_refine": ({}, ["--refine-threshold", "0.2", "--max-rounds", "7",
+                                         "--clicks-per-round", "9"],
+                                    "--refine-threshold and --max-rounds and --clicks-per-round "
+                                    "only apply with --refine, which is not given"),
+    "clicks_per_round_without_refine": ({}, ["--no-refine", "--clicks-per-round", "3"],
+                                        "--clicks-per-round only apply with --refine"),
+    "auto_objects_without_prompt_auto": ({}, ["--auto-objects", "3"],
+                                         "--auto-objects only apply with --prompt auto"),
+    "auto_objects_0_without_prompt_auto": ({}, ["--auto-objects", "0"],
+                                           "--auto-objects only apply with --prompt auto"),
+    "refine_threshold_out_of_range": ({}, ["--refine", "--refine-threshold", "1.5"],
+                                      "--refine-threshold must be in [0, 1]"),
 }
 
 
@@ -231,6 +247,8 @@ def test_bad_run_flags_are_refused_up_front(case, tmp_path, capsys):
     (["synth", "--out", "{tmp}/s", "--seed", "-1"], "seed must be >= 0, got -1"),
     (["score", "--gt", "{d}", "--pred", "{d}", "--no-progress", "--sequences", "synth000",
       "--imageset", "no_such_set"], "--sequences and --imageset both choose the sequences; give one"),
+    (["score", "--gt", "{d}", "--pred", "{d}", "--no-progress", "--per-frame"],  # was ignored
+     "--per-frame adds per-frame J/F to the --json file; give --json too"),
 ])
 def test_bad_score_and_synth_flags_are_refused(argv, match, tmp_path, capsys):
     data = generate_dataset(tmp_path / "d", sequences=1, frames=3, size=(32, 32), objects=1)
@@ -266,6 +284,42 @@ def test_tracker_config_from_yaml_with_flag_overrides(tmp_path):
     args = cli.build_parser().parse_args(["run", "--dataset", "x", "--config", str(yaml_path)])
     with pytest.raises(FileNotFoundError, match="no SAM 2 checkpoint given"):
         cli._tracker_config(args)  # the YAML has checkpoint: "" and random weights off
+
+
+def test_refinement_flags_keep_their_defaults_when_not_given():
+    """They default to None (to tell a given flag from the default); Protocol's defaults apply."""
+    from fastsam2_ros.eval.runner import Protocol
+
+    parse = cli.build_parser().parse_args
+    assert cli._protocol(parse(["run", "--refine"])) == Protocol(refine=True)
+    assert Protocol(refine=True) == Protocol(True, 0.8, 10, 3)  # the documented defaults
+    given = cli._protocol(parse(["run", "--refine", "--max-rounds", "0", "--refine-threshold", "0"]))
+    assert (given.max_rounds, given.refine_threshold, given.clicks_per_round) == (0, 0.0, 3)
+
+
+@pytest.mark.parametrize("objects, why", [
+    ({"1": "a dog", "01": "a cat"}, "object id '01' of sequence 's' is object 1, which '1' names already"),
+    ('{"1": "a dog", "1": "a cat"}', "object id '1' of sequence 's' is object 1, which '1' names already"),
+    ({" 1": "a dog"}, "object id ' 1' of sequence 's' is not an integer in plain digits (0-9 only: no "),
+    ({"1_0": "a dog"}, "object id '1_0' of sequence 's' is not an integer in plain digits"),
+    ({"+1": "a dog"}, "object id '+1' of sequence 's' is not an integer in plain digits"),
+    ({"\u0661": "a dog"}, "object id '\u0661' of sequence 's' is not an integer in plain digits"),
+], ids=["leading_zero", "same_key_twice", "space", "underscore", "sign", "non_ascii_digit"])
+def test_text_prompt_object_ids_are_plain_numbers_given_once(objects, why, tmp_path):
+    """int() read all of these, and two spellings of one id kept the last text without a word."""
+    p = tmp_path / "t.json"
+    body = objects if isinstance(objects, str) else json.dumps(objects)
+    p.write_text('{"s": %s}' % body)
+    with pytest.raises(ValueError) as exc:
+        cli.load_text_prompts(str(p), 300)
+    assert str(exc.value).startswith(f"{p}: {why}")
+
+
+def test_a_sequence_given_twice_in_a_text_prompts_file_is_refused(tmp_path):
+    p = tmp_path / "t.json"
+    p.write_text('{"s": {"1": "a dog"}, "s": {"2": "a cat"}}')
+    with pytest.raises(ValueError, match=r"t\.json: sequence 's' is given twice"):
+        cli.load_text_prompts(str(p), 300)
 
 
 def test_text_prompt_file_validation(tmp_path):
@@ -383,6 +437,41 @@ def test_a_text_prompt_over_the_clip_context_is_refused_when_the_file_is_read(tm
     assert TrackerConfig().text_encoder == TrackerConfig().clip_model
     with pytest.raises(ValueError, match=r"object 2 in sequence .s.: text is 78 CLIP tokens"):
         cli.load_text_prompts(str(p), 300, "ViT-B-16")
+
+
+def test_warm_up_builds_the_clip_text_encoder_when_only_a_later_sequence_has_a_text(
+        tmp_path, monkeypatch):
+    """The warm-up prompted the first sequence, which had no text, so the CLIP text encoder
+    (seconds) was built inside the timed calls of the later sequence that had one."""
+    from fastsam2_ros.core import clip_text
+    from fastsam2_ros.eval import runner
+
+    data = generate_dataset(tmp_path / "d", sequences=2, frames=3, size=(64, 48), objects=1, seed=3)
+    texts = tmp_path / "texts.json"
+    texts.write_text(json.dumps({"synth001": {"1": "a red dog"}}))
+    timing, built_while_timing = [False], []
+    enter, leave, build = runner._Clock.__enter__, runner._Clock.__exit__, clip_text.ClipTextEncoder.__init__
+
+    def timed_enter(self):
+        timing[0] = True
+        return enter(self)
+
+    def timed_exit(self, *exc):
+        timing[0] = False
+        return leave(self, *exc)
+
+    def recorded_build(self, *a, **k):
+        built_while_timing.append(timing[0])
+        return build(self, *a, **k)
+
+    monkeypatch.setattr(runner._Clock, "__enter__", timed_enter)
+    monkeypatch.setattr(runner._Clock, "__exit__", timed_exit)
+    monkeypatch.setattr(clip_text.ClipTextEncoder, "__init__", recorded_build)
+    assert cli.main(["run", "--dataset", str(data), "--random-weights", "--model", "tiny",
+                     "--image-size", "64", "--device", "cpu", "--modes", "dense", "--warmup", "1",
+                     "--text-prompts", str(texts), "--out", str(tmp_path / "o"), "--no-progress",
+                     "--no-save-masks"]) == 0
+    assert built_while_timing == [False]
 
 
 def test_text_prompt_files_need_no_open_clip_without_texts(tmp_path, monkeypatch):

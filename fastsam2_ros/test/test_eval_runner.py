@@ -29,11 +29,13 @@ def key(img):
 
 
 class ScriptedTracker:
-    """StreamingTracker stand-in. policy: oracle | blind | everything | fix_on_click."""
+    """StreamingTracker stand-in. policy: oracle | blind | everything | fix_on_click.
+    ``text_mode``: what its FrameStats say once an object has a text (``none`` ignores texts)."""
 
-    def __init__(self, gt_by_frame, policy="oracle"):
+    def __init__(self, gt_by_frame, policy="oracle", text_mode="clip_ridge"):
         self.gt_by_frame = gt_by_frame  # frame hash -> labels
         self.policy = policy
+        self.text_mode = text_mode
         self.calls = []
         self.keep_ratios = []
         self.released = False
@@ -44,6 +46,7 @@ class ScriptedTracker:
         self.clip_lengths.append(num_frames_hint)
         self.t = -1
         self.objects = []
+        self.texted = set()  # objects whose text reached the router
         self.frame = None
         self.clicked = set()
 
@@ -70,7 +73,8 @@ class ScriptedTracker:
                 masks[k] = np.zeros(gt.shape, bool)
         st = FrameStats(frame_index=self.t, stage_ms={s: 1.0 for s in STAGES}, tokens_total=16,
                         tokens_kept={k: 8 for k in self.objects}, bank_bytes=100 * (self.t + 1),
-                        object_ids=list(self.objects))
+                        object_ids=list(self.objects),
+                        text_mode=self.text_mode if self.texted else "none")
         return FrameResult(self.t, masks, {k: 1.0 for k in masks}, st)
 
     def track(self, image):
@@ -84,6 +88,8 @@ class ScriptedTracker:
         assert self.frame is not None, "add_prompt before any frame"
         self.calls.append(("prompt", self.t, obj_id, [list(p) for p in points], list(labels),
                            image is not None, text))
+        if text is not None and self.text_mode != "none":
+            self.texted.add(obj_id)
         if obj_id not in self.objects:
             self.objects.append(obj_id)
         else:
@@ -102,17 +108,22 @@ def synth_inputs(tmp_path, frames=5, objects=2, seed=3):
     return root, SequenceInput(sd.name, fr, sd.frame_names, gt, plan_prompts(gt))
 
 
-def run_scripted(seq, policy, specs=None, protocol=None, save=None):
+def run_scripted(seq, policy, specs=None, protocol=None, save=None, text_mode="clip_ridge",
+                 seqs=None, **options):
+    """``seqs``: several sequences (default: ``seq`` alone); ``options``: of RunOptions."""
+    seqs = seqs or [seq]
+    gt_by_frame = {key(f): s.gt[i] for s in seqs for i, f in enumerate(s.frames)}
     trackers = []
 
     def make(kr):
-        trackers.append(ScriptedTracker({key(f): seq.gt[i] for i, f in enumerate(seq.frames)}, policy))
+        trackers.append(ScriptedTracker(gt_by_frame, policy, text_mode))
         return trackers[-1]
 
-    runs = run_modes(specs or [ModeSpec("dense", 1.0)], lambda: [seq], len(seq.frames),
-                     make_tracker=make, opts=RunOptions(protocol=protocol or Protocol(),
-                                                        warmup_frames=0, save_masks=save,
-                                                        progress=False))
+    options = {"warmup_frames": 0, **options}
+    runs = run_modes(specs or [ModeSpec("dense", 1.0)], lambda: seqs,
+                     sum(len(s.frames) for s in seqs), make_tracker=make,
+                     opts=RunOptions(protocol=protocol or Protocol(), save_masks=save,
+                                     progress=False, **options))
     return runs, trackers
 
 
@@ -164,6 +175,7 @@ def test_compose_labels_higher_id_wins_and_rejects_bad_ids():
 def test_mode_specs():
     specs = mode_specs(["official", "dense", "pruned"], [0.3, 0.5])
     assert [s.label for s in specs] == ["official", "dense", "pruned_0.30", "pruned_0.50"]
+    assert [s.label for s in mode_specs(["pruned"])] == ["pruned_0.30", "pruned_0.50"]  # default
     with pytest.raises(InputError, match="unknown mode"):
         mode_specs(["fast"], [0.3])
     with pytest.raises(InputError, match="dense"):
@@ -182,6 +194,13 @@ def test_keep_ratios_that_round_alike_keep_their_own_run_and_label():
     assert method_name({"mode": "pruned", "keep_ratio": 0.301}) == "Streaming SAM 2, pruned (keep 0.301)"
     with pytest.raises(InputError, match=r"keep ratio 0.3 is given twice"):
         mode_specs(["pruned"], [0.3, 0.5, 0.30])
+
+
+def test_keep_ratios_without_a_pruned_mode_are_refused():
+    """They changed nothing (the dense and official modes have no keep ratio to set)."""
+    with pytest.raises(InputError, match="--keep-ratios only apply to the pruned mode"):
+        mode_specs(["official", "Dense"], [0.1])
+    assert [s.label for s in mode_specs(["official", "dense"])] == ["official", "dense"]
 
 
 # ---------------------------------------------------------------------------- streaming runs
@@ -280,6 +299,54 @@ def test_no_refinement_without_protocol_or_above_threshold(tmp_path):
     assert runs[0].sequences[0].clicks == 2 and runs[0].score.overall()["J&F"] == 0.0
     runs, _ = run_scripted(seq, "oracle", protocol=Protocol(refine=True))
     assert runs[0].sequences[0].rounds == 0
+
+
+def with_texts(seq, texts=None, variants=None):
+    """``seq`` with these texts (obj id -> text) and text variants (obj id -> {variant: text})."""
+    texts, variants = texts or {}, variants or {}
+    prompts = [dataclasses.replace(p, text=texts.get(p.obj_id), texts=variants.get(p.obj_id, {}))
+               for p in seq.prompts]
+    return dataclasses.replace(seq, prompts=prompts)
+
+
+def test_warm_up_prompts_with_a_text_when_the_timed_runs_have_one(tmp_path):
+    """The tracker builds its CLIP text encoder on the first text prompt: the warm-up must give
+    one, or the build (seconds) is timed. It ran on the sequence before its text variant was
+    applied, and without text when only a later sequence had one."""
+    _, seq = synth_inputs(tmp_path, frames=4)
+    variants = with_texts(seq, variants={1: {"auto": "red ring"}, 2: {"auto": "blue star"}})
+    _, trackers = run_scripted(variants, "oracle", [ModeSpec("dense", 1.0, "auto")],
+                               warmup_frames=1)
+    assert trackers[0].calls[0][0] == "prompt" and trackers[0].calls[0][6] == "red ring"
+    from fastsam2_ros.eval.runner import any_prompt_text
+
+    later = dataclasses.replace(with_texts(seq, texts={2: "blue star"}), name="later")
+    _, trackers = run_scripted(seq, "oracle", seqs=[seq, later], warmup_frames=1,
+                               warmup_text=any_prompt_text({"a": seq.prompts, "b": later.prompts}))
+    assert trackers[0].calls[0][0] == "prompt" and trackers[0].calls[0][6] == "blue star"
+
+
+def test_any_prompt_text_looks_at_every_sequence_and_text_variant(tmp_path):
+    from fastsam2_ros.eval.runner import any_prompt_text
+
+    _, seq = synth_inputs(tmp_path, frames=4)
+    assert any_prompt_text({"a": seq.prompts}) is None
+    assert any_prompt_text({"a": seq.prompts, "b": with_texts(seq, {2: "x"}).prompts}) == "x"
+    assert any_prompt_text({"a": with_texts(seq, variants={1: {"vague": "ring"}}).prompts}) == "ring"
+
+
+def test_text_used_only_when_the_tracker_used_a_text(tmp_path):
+    """``text_mode: none``: the tracker ignores every text; the report said text_used true
+    without a note, and +user/+auto rows looked like text-guided runs."""
+    _, seq = synth_inputs(tmp_path, frames=4)
+    texted = with_texts(seq, {1: "red ring"})
+    runs, _ = run_scripted(texted, "oracle", text_mode="none")
+    assert runs[0].text_used is False
+    assert "the tracker's text_mode is none: text prompts are not used" in runs[0].notes
+    runs, _ = run_scripted(texted, "oracle")
+    assert runs[0].text_used is True and not any("text_mode" in n for n in runs[0].notes)
+    runs, _ = run_scripted(seq, "oracle", text_mode="none")  # no texts: nothing to say
+    assert runs[0].text_used is False and not any("text_mode" in n for n in runs[0].notes)
 
 
 def test_late_object_is_clicked_on_its_first_frame_with_its_text(tmp_path):

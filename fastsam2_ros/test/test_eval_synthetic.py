@@ -86,3 +86,36 @@ def test_synth_cli(tmp_path, capsys):
     assert (tmp_path / "d" / "Annotations" / "480p" / "synth000" / "00002.png").is_file()
     assert "wrote synthetic" in capsys.readouterr().out
     assert cli.main(["synth", "--out", str(tmp_path / "e"), "--size", "big"]) == 2
+
+
+def test_synth_over_an_earlier_synth_replaces_it(tmp_path, capsys):
+    """A rerun kept the earlier set's extra sequences and later frames (another seed and object
+    count) among the new ones; its files go first, the user's own stay."""
+    out = tmp_path / "s"
+    assert cli.main(["synth", "--out", str(out), "--sequences", "3", "--frames", "8", "--size",
+                     "64x48", "--objects", "1", "--seed", "1"]) == 0
+    (out / "mine.txt").write_text("notes")
+    assert cli.main(["synth", "--out", str(out), "--sequences", "2", "--frames", "4", "--size",
+                     "64x48", "--objects", "2", "--seed", "2"]) == 0
+    ds = DavisDataset(out)
+    assert {n: len(ds.sequence(n)) for n in ds.sequence_names} == {"synth000": 4, "synth001": 4}
+    assert (out / "mine.txt").read_text() == "notes"
+    fresh = generate_dataset(tmp_path / "fresh", sequences=2, frames=4, size=(64, 48), objects=2, seed=2)
+    files = sorted(p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and p.name != "mine.txt")
+    assert all((out / f).read_bytes() == (fresh / f).read_bytes() for f in files)
+    capsys.readouterr()
+
+
+def test_synth_refuses_a_non_empty_folder_it_did_not_write(tmp_path, capsys):
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "photo.jpg").write_bytes(b"mine")
+    rc = cli.main(["synth", "--out", str(out), "--sequences", "1", "--frames", "3", "--size", "40x32"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert f"{out} is not empty and holds no earlier synthetic dataset" in err[0]
+    assert [p.name for p in out.iterdir()] == ["photo.jpg"]
+    (out / "photo.jpg").unlink()  # an empty folder is fine
+    assert cli.main(["synth", "--out", str(out), "--sequences", "1", "--frames", "3", "--size",
+                     "40x32"]) == 0

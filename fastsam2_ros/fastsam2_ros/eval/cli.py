@@ -47,11 +47,16 @@ def _names(text: str) -> List[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+#: Objects ``--prompt auto`` starts per sequence when --auto-objects is not given.
+DEFAULT_AUTO_OBJECTS = 1
+
 IMAGESET_HELP = ("sequences of an image set: NAME (ImageSets/<newest year that has NAME>/NAME.txt, "
                  "e.g. val), YEAR/NAME (e.g. 2016/val) or a .txt file; not with --sequences")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .runner import DEFAULT_KEEP_RATIOS, Protocol
+
     p = argparse.ArgumentParser(prog="fastsam2-eval", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -68,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--objects", choices=("first", "all"), default="first",
                    help="first: ids of the first annotated frame (DAVIS); all: also objects that "
                         "appear later (not the DAVIS protocol)")
-    s.add_argument("--per-frame", action="store_true", help="include per-frame J/F in the JSON")
+    s.add_argument("--per-frame", action="store_true", help="include per-frame J/F in the --json file")
     s.add_argument("--no-progress", action="store_true")
 
     r = sub.add_parser("run", help="run the tracker (official/dense/pruned) and report accuracy and cost")
@@ -92,20 +97,27 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--config", help="tracker parameter YAML (config/tracker.yaml); flags override it")
     r.add_argument("--modes", type=_names, default=["official", "dense", "pruned"],
                    help="comma-separated: official,dense,pruned (default: all)")
-    r.add_argument("--keep-ratios", type=_floats, default=[0.3, 0.5],
-                   help="keep ratios of the pruned mode (default 0.3,0.5)")
+    r.add_argument("--keep-ratios", type=_floats,
+                   help="keep ratios of the pruned mode (default "
+                        f"{','.join(map(str, DEFAULT_KEEP_RATIOS))}; with the pruned mode only)")
     r.add_argument("--refine", action=argparse.BooleanOptionalAction, default=False,
                    help="simulated refinement clicks when a frame's J&F < --refine-threshold")
-    r.add_argument("--refine-threshold", type=float, default=0.8)
-    r.add_argument("--max-rounds", type=int, default=10, help="refinement rounds per sequence")
-    r.add_argument("--clicks-per-round", type=int, default=3)
+    with_refine = "; with --refine only"
+    r.add_argument("--refine-threshold", type=float,
+                   help=f"J&F below which a frame gets a correction round (default "
+                        f"{Protocol.refine_threshold}{with_refine})")
+    r.add_argument("--max-rounds", type=int,
+                   help=f"refinement rounds per sequence (default {Protocol.max_rounds}{with_refine})")
+    r.add_argument("--clicks-per-round", type=int,
+                   help=f"clicks per correction round (default {Protocol.clicks_per_round}{with_refine})")
     r.add_argument("--text-prompts", help='JSON {"seq": {"obj_id": "text"}} passed with the clicks')
     r.add_argument("--prompt", choices=("click", "auto"), default="click",
                    help="click: one click per GT object (paper protocol); auto: the automatic prompt "
                         "(proposal -> caption -> phrase, auto_* parameters of --config) on the first "
                         "frame, no ground truth used to prompt; objects are matched to GT ids to score")
-    r.add_argument("--auto-objects", type=int, default=1,
-                   help="--prompt auto: objects started per sequence (default 1)")
+    r.add_argument("--auto-objects", type=int,
+                   help=f"objects started per sequence (default {DEFAULT_AUTO_OBJECTS}; with "
+                        "--prompt auto only)")
     r.add_argument("--text-variants", type=_names, default=[],
                    help="comma-separated user,auto,vague,verbose: run the streaming modes once per "
                         "text (same clicks) and report J&F per variant (paper Table 6); auto/vague/"
@@ -172,6 +184,8 @@ def cmd_score(args) -> int:
     from .report import score_report, write_json
     from .scoring import format_scores, score_folders
 
+    if args.per_frame and not args.json:
+        raise InputError("--per-frame adds per-frame J/F to the --json file; give --json too")
     check_output_file(args.json, "--json")
     progress = None
     if not args.no_progress:
@@ -191,6 +205,7 @@ def cmd_score(args) -> int:
 def cmd_synth(args) -> int:
     from .synthetic import generate_dataset
 
+    check_output_folder(args.out, "--out")
     out = generate_dataset(args.out, sequences=args.sequences, frames=args.frames, size=args.size,
                            objects=args.objects, seed=args.seed)
     print(f"wrote synthetic DAVIS-layout dataset to {out} ({args.sequences} sequences x "
@@ -214,21 +229,22 @@ def load_text_prompts(path: Optional[str], max_length: int,
         raise InputError(f"text prompt file not found: {p}")
     tokenizer = clip_tokenizer(clip_model) if clip_model else None
     try:
-        data = json.loads(p.read_text())
+        data = json.loads(p.read_text(), object_pairs_hook=_JsonPairs)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot parse text prompt file {p}: {exc}") from exc
-    if not isinstance(data, dict):
+    if not isinstance(data, _JsonPairs):
         raise InputError(f'{p}: expected {{"sequence": {{"object id": "text"}}}}')
     out: Dict[str, Dict[int, str]] = {}
-    for seq, objs in data.items():
-        if not isinstance(objs, dict):
+    for seq, objs in data:
+        if not isinstance(objs, _JsonPairs):
             raise InputError(f"{p}: entry of sequence {seq!r} must map object ids to texts")
+        if seq in out:
+            raise InputError(f"{p}: sequence {seq!r} is given twice; give each sequence once")
         out[str(seq)] = {}
-        for k, text in objs.items():
-            try:
-                obj = int(k)
-            except (TypeError, ValueError) as exc:
-                raise InputError(f"{p}: object id {k!r} of sequence {seq!r} is not an integer") from exc
+        keys: Dict[int, str] = {}  # object id -> the key that named it
+        for k, text in objs:
+            obj = _text_object_id(k, keys, p, seq)
+            keys[obj] = k
             if not isinstance(text, str) or not text.strip():
                 raise InputError(f"{p}: text of object {k} in sequence {seq!r} must be a non-empty string")
             try:
@@ -240,6 +256,25 @@ def load_text_prompts(path: Optional[str], max_length: int,
                 raise InputError(f"{p}: text of object {k} in sequence {seq!r}: {exc}") from None
             out[str(seq)][obj] = text
     return out
+
+
+class _JsonPairs(list):
+    """A JSON object as its (key, value) pairs in file order: ``json.loads`` would keep only the
+    last of two equal keys, without a word."""
+
+
+def _text_object_id(key: str, taken: Dict[int, str], path: Path, seq: str) -> int:
+    """The object id a key of a text prompts file names. Plain ASCII digits only: ``int()`` also
+    reads " 1" and "1_0" (10). An id named twice ("1" and "01", or one key twice) is refused:
+    the last text would silently win. ``taken``: id -> key, this sequence's ids so far."""
+    where = f"{path}: object id {key!r} of sequence {seq!r}"
+    if not (key.isascii() and key.isdigit()):
+        raise InputError(f"{where} is not an integer in plain digits (0-9 only: no sign, space or '_')")
+    obj = int(key)
+    if obj in taken:
+        raise InputError(f"{where} is object {obj}, which {taken[obj]!r} names already; "
+                         "give each object once")
+    return obj
 
 
 def _tracker_config(args):
@@ -350,6 +385,41 @@ def _sequence_sources(args, texts, planner=None):
     return load, prompts_cache, src.count, info
 
 
+#: run flags that tune something another setting turns on: (flag, its attribute, whether what it
+#: tunes runs, the setting that runs it). None is "not given", so the defaults stay elsewhere.
+TUNING_FLAGS = (
+    ("--refine-threshold", "refine_threshold", lambda a: a.refine, "--refine"),
+    ("--max-rounds", "max_rounds", lambda a: a.refine, "--refine"),
+    ("--clicks-per-round", "clicks_per_round", lambda a: a.refine, "--refine"),
+    ("--auto-objects", "auto_objects", lambda a: a.prompt == "auto", "--prompt auto"),
+)
+
+
+def _refuse_flags_without_effect(args) -> None:
+    """A tuning flag given where what it tunes does not run would change nothing, and the report
+    would read as if made with it; refused, naming the setting it needs."""
+    unused = [(flag, needs) for flag, attr, runs, needs in TUNING_FLAGS
+              if getattr(args, attr) is not None and not runs(args)]
+    if unused:
+        needs = unused[0][1]
+        flags = [flag for flag, n in unused if n == needs]
+        raise InputError(f"{' and '.join(flags)} only apply with {needs}, which is not given")
+
+
+def _protocol(args):
+    """The prompt protocol of the flags; ``Protocol``'s defaults for those not given."""
+    from .runner import Protocol
+
+    given = {"refine_threshold": args.refine_threshold, "max_rounds": args.max_rounds,
+             "clicks_per_round": args.clicks_per_round}
+    protocol = Protocol(refine=args.refine, **{k: v for k, v in given.items() if v is not None})
+    if not 0.0 <= protocol.refine_threshold <= 1.0:
+        raise InputError("--refine-threshold must be in [0, 1]")
+    if protocol.max_rounds < 0 or protocol.clicks_per_round < 1:
+        raise InputError("--max-rounds must be >= 0 and --clicks-per-round >= 1")
+    return protocol
+
+
 def _check_prompt_options(args) -> None:
     variants = [v.lower() for v in args.text_variants]
     if args.prompt == "auto":
@@ -359,7 +429,7 @@ def _check_prompt_options(args) -> None:
         if args.text_prompts or "user" in variants:
             raise InputError("--prompt auto starts its own objects: --text-prompts and the 'user' "
                              "text variant name GT objects and do not apply")
-        if args.auto_objects < 1:
+        if args.auto_objects is not None and args.auto_objects < 1:
             raise InputError("--auto-objects must be >= 1")
     if "user" in variants and not args.text_prompts:
         raise InputError("text variant 'user' needs --text-prompts")
@@ -373,8 +443,9 @@ def _plan_automatic(args, cfg, texts):
     from .auto_prompts import describe_objects, plan_auto_prompts, stage_summary
     from .runner import plan_prompts
 
-    if args.prompt == "auto" and args.auto_objects > cfg.max_objects:
-        raise InputError(f"--auto-objects {args.auto_objects} is more than the tracker's "
+    auto_objects = DEFAULT_AUTO_OBJECTS if args.auto_objects is None else args.auto_objects
+    if args.prompt == "auto" and auto_objects > cfg.max_objects:
+        raise InputError(f"--auto-objects {auto_objects} is more than the tracker's "
                          f"max_objects ({cfg.max_objects})")
     model = None
     if args.prompt == "auto":
@@ -387,7 +458,7 @@ def _plan_automatic(args, cfg, texts):
 
     def planner(name, frames, gt, where):
         if args.prompt == "auto":
-            prompts, notes[name] = plan_auto_prompts(frames[0], prompter, args.auto_objects, use_phrase)
+            prompts, notes[name] = plan_auto_prompts(frames[0], prompter, auto_objects, use_phrase)
             return prompts
         prompts = plan_prompts(gt, texts.get(name), where=where)
         describe_objects(prompts, frames, gt, prompter)
@@ -401,26 +472,33 @@ def _plan_automatic(args, cfg, texts):
     for v in args.text_variants:
         lacking = [f"{seq}/{p.obj_id}" for seq, ps in prompts.items() for p in ps if not p.texts.get(v)]
         if lacking:
-            why = ("no auto_caption_model configured" if not cfg.auto_caption_model
-                   else "the caption model gave no phrase")
-            raise InputError(f"text variant {v!r} has no text for {', '.join(lacking[:5])} ({why})")
-    section = {"prompt": args.prompt, "objects_per_sequence": args.auto_objects if args.prompt == "auto" else None,
+            raise InputError(f"text variant {v!r} has no text for {', '.join(lacking[:5])} "
+                             f"({_why_variant_lacks_text(v, args, cfg)})")
+    section = {"prompt": args.prompt, "objects_per_sequence": auto_objects if args.prompt == "auto" else None,
                "text_variants": list(args.text_variants), "phrase_used_as_text": use_phrase,
                "stage_ms": stage_summary(prompts), "notes": {k: v for k, v in notes.items() if v}}
     return load, prompts, total, info, section
 
 
+def _why_variant_lacks_text(variant: str, args, cfg) -> str:
+    """Where a text variant's missing text would have come from: the user's file, or the
+    caption model (the other variants are made from its caption)."""
+    if variant == "user":
+        return f"the --text-prompts file {args.text_prompts} has none for it"
+    if not cfg.auto_caption_model:
+        return "no auto_caption_model configured"
+    return "the caption model gave no phrase"
+
+
 def cmd_run(args) -> int:
     from .report import PLOT_SUFFIXES, markdown_table, plot, run_report, write_json
-    from .runner import Protocol, RunOptions, mode_specs, run_modes
+    from .runner import RunOptions, any_prompt_text, mode_specs, run_modes
 
+    _refuse_flags_without_effect(args)
     _check_prompt_options(args)
+    protocol = _protocol(args)
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError("--max-frames must be >= 1")
-    if not 0.0 <= args.refine_threshold <= 1.0:
-        raise InputError("--refine-threshold must be in [0, 1]")
-    if args.max_rounds < 0 or args.clicks_per_round < 1:
-        raise InputError("--max-rounds must be >= 0 and --clicks-per-round >= 1")
     if args.warmup < 0:
         raise InputError("--warmup must be >= 0")
     if args.save_masks or not (args.json and args.markdown and args.plot):
@@ -450,9 +528,7 @@ def cmd_run(args) -> int:
                 warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
             load, prompts, total, info, auto_section = _plan_automatic(args, cfg, texts)
     out = Path(args.out)
-    protocol = Protocol(refine=args.refine, refine_threshold=args.refine_threshold,
-                        max_rounds=args.max_rounds, clicks_per_round=args.clicks_per_round)
-    opts = RunOptions(protocol=protocol, warmup_frames=args.warmup,
+    opts = RunOptions(protocol=protocol, warmup_frames=args.warmup, warmup_text=any_prompt_text(prompts),
                       save_masks=out if args.save_masks else None, progress=not args.no_progress,
                       match_objects=args.prompt == "auto")
 

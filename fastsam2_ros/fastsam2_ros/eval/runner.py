@@ -48,6 +48,8 @@ MODES = ("official", "dense", "pruned")
 #: Texts an object can be prompted with in the text-robustness runs (paper Table 6): the user's
 #: (--text-prompts), the automatic phrase, a vague one (its head noun) and a verbose one (the caption).
 TEXT_VARIANTS = ("user", "auto", "vague", "verbose")
+#: Keep ratios of the pruned mode when none are given.
+DEFAULT_KEEP_RATIOS = (0.3, 0.5)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -72,15 +74,22 @@ def keep_ratio_text(keep_ratio: float) -> str:
     return two if float(two) == keep_ratio else repr(float(keep_ratio))
 
 
-def mode_specs(modes: Sequence[str], keep_ratios: Sequence[float],
+def mode_specs(modes: Sequence[str], keep_ratios: Optional[Sequence[float]] = None,
                text_variants: Sequence[str] = ()) -> List[ModeSpec]:
     """Expand ``official,dense,pruned`` x keep ratios (x text variants for the streaming modes:
-    the official predictor takes no text) into the runs to make."""
+    the official predictor takes no text) into the runs to make. ``keep_ratios`` None: the
+    pruned mode runs ``DEFAULT_KEEP_RATIOS``; ratios given without a pruned mode are refused, as
+    they would change nothing."""
+    modes = [m.strip().lower() for m in modes]
+    unknown = next((m for m in modes if m not in MODES), None)
+    if unknown is not None:
+        raise InputError(f"unknown mode {unknown!r}; choose from {', '.join(MODES)}")
+    if keep_ratios is None:
+        keep_ratios = DEFAULT_KEEP_RATIOS
+    elif "pruned" not in modes:
+        raise InputError("--keep-ratios only apply to the pruned mode, which --modes does not run")
     specs: List[ModeSpec] = []
     for m in modes:
-        m = m.strip().lower()
-        if m not in MODES:
-            raise InputError(f"unknown mode {m!r}; choose from {', '.join(MODES)}")
         if m == "official":
             specs.append(ModeSpec("official"))
         elif m == "dense":
@@ -290,7 +299,7 @@ class ModeRun:
     bank_bytes: List[int] = field(default_factory=list)
     peak_gpu_memory_bytes: Optional[int] = None
     device: str = "cpu"
-    text_used: bool = False
+    text_used: bool = False  # a frame's FrameStats.text_mode said a text reached the router
     notes: List[str] = field(default_factory=list)
     drop_first_last: bool = True
 
@@ -331,6 +340,7 @@ class _FrameLog:
             return
         for s in STAGES:
             self.ms[s] += float(st.stage_ms.get(s, 0.0))
+        self.run.text_used |= st.text_mode != "none"  # the tracker's word: a text reached the router
         self.last = st
         if tracked:
             self.tracked = st
@@ -564,8 +574,29 @@ class RunOptions:
     save_masks: Optional[Path] = None  # write predictions as <dir>/<mode label>/<seq>/<frame>.png
     progress: bool = True
     use_text: bool = True
+    #: a text the timed runs give the tracker (``any_prompt_text``): the streaming warm-up uses
+    #: it when its sequence has none, so the text encoder is built before the clock runs
+    warmup_text: Optional[str] = None
     #: prompts not made from the GT (automatic): map predicted ids onto GT ids before scoring
     match_objects: bool = False
+
+
+def any_prompt_text(prompts: Dict[str, List[ObjectPrompt]]) -> Optional[str]:
+    """The first text of any prompt of any sequence, its text variants included (None: no text);
+    ``RunOptions.warmup_text``."""
+    for ps in prompts.values():
+        for p in ps:
+            text = p.text or next((t for t in p.texts.values() if t), None)
+            if text:
+                return text
+    return None
+
+
+def texts_unused_note(run: ModeRun, texts_given: bool) -> None:
+    """Say so when a streaming run was given texts but the tracker used none (``text_mode:
+    none``): its rows would otherwise look like text-guided runs."""
+    if texts_given and not run.text_used:
+        run.notes.append("the tracker's text_mode is none: text prompts are not used")
 
 
 def _peak(device: str) -> Optional[int]:
@@ -580,13 +611,16 @@ def _progress(total: int, desc: str, enabled: bool):
                 dynamic_ncols=True)
 
 
-def _warmup_streaming(tracker, seq: SequenceInput, n: int, use_text: bool = True) -> None:
+def _warmup_streaming(tracker, seq: SequenceInput, n: int, use_text: bool = True,
+                      any_text: Optional[str] = None) -> None:
     """A few untimed frames (also loads what the tracker builds lazily, e.g. the CLIP text
-    encoder on the first text prompt)."""
+    encoder on the first text prompt). ``any_text``: a text of the timed runs, given when ``seq``
+    has none, so the encoder is not built inside a later sequence's timed calls."""
     if n <= 0 or not seq.prompts:
         return
-    p = next((q for q in seq.prompts if q.text), seq.prompts[0]) if use_text else seq.prompts[0]
-    kw = {"text": p.text} if (use_text and p.text) else {}
+    p = next((q for q in seq.prompts if q.text), seq.prompts[0])
+    text = (p.text or any_text) if use_text else None
+    kw = {"text": text} if text else {}
     tracker.reset()
     tracker.add_prompt(p.obj_id, points=[list(p.click)], labels=[1], image=seq.frames[p.frame], **kw)
     for f in seq.frames[p.frame + 1: p.frame + n]:
@@ -702,18 +736,20 @@ def run_modes(specs: Sequence[ModeSpec], load_sequences: SequenceLoader, total_f
                     if tracker is None:
                         tracker = make_tracker(float(spec.keep_ratio))
                     tracker.set_keep_ratio(float(spec.keep_ratio))
-                    warmed = False
+                    warmed = texts_given = False
                     for seq in load_sequences():
+                        seq = seq.with_text_variant(spec.text_variant)  # warm up on what is timed
                         if not warmed:
-                            _warmup_streaming(tracker, seq, opts.warmup_frames, opts.use_text)
+                            _warmup_streaming(tracker, seq, opts.warmup_frames, opts.use_text,
+                                              opts.warmup_text)
                             reset_peak_gpu_memory(device)
                             warmed = True
-                        seq = seq.with_text_variant(spec.text_variant)
-                        run.text_used |= opts.use_text and any(p.text for p in seq.prompts)
+                        texts_given |= opts.use_text and any(p.text for p in seq.prompts)
                         srun, preds = run_streaming_sequence(tracker, seq, opts.protocol, run,
                                                              use_text=opts.use_text,
                                                              on_frame=bar.update, device=device)
                         _finish_sequence(run, seq, srun, preds, opts)
+                    texts_unused_note(run, texts_given)
             finally:
                 bar.close()
             peak = _peak(device)
@@ -728,7 +764,7 @@ def run_modes(specs: Sequence[ModeSpec], load_sequences: SequenceLoader, total_f
 
 __all__ = [
     "MODES", "TEXT_VARIANTS", "ModeSpec", "keep_ratio_text", "mode_specs", "Protocol", "ObjectPrompt",
-    "SequenceInput", "plan_prompts",
+    "SequenceInput", "plan_prompts", "DEFAULT_KEEP_RATIOS", "any_prompt_text",
     "frame_quality", "corrective_clicks", "compose_labels", "SequenceRun", "ModeRun",
     "run_streaming_sequence", "run_official_sequence", "RunOptions", "run_modes",
 ]

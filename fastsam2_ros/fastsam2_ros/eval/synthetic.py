@@ -11,12 +11,18 @@ frame 0 (positions start on a grid, so they do not overlap there). Deterministic
 Also written: ``ImageSets/2017/val.txt`` (all sequences) and ``text_prompts.json``
 (``{seq: {obj_id: "red striped ellipse"}}``), the format ``fastsam2-eval run --text-prompts``
 reads. Generating is fast (a 4x20-frame 320x240 set takes well under a second).
+
+A folder an earlier run of the generator wrote is replaced: the files its ``synthetic.json``
+records are removed first (other files there are kept), so no sequence or frame of the earlier
+set is left among the new ones. Any other non-empty folder is refused.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
@@ -24,7 +30,10 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from ..core.errors import InputError
-from .davis_io import write_label_png
+from .davis_io import DEFAULT_RESOLUTION, write_label_png
+
+LOG = logging.getLogger(__name__)
+GENERATOR = "fastsam2_ros.eval.synthetic"  # synthetic.json's mark of a folder this module wrote
 
 SHAPES = ("ellipse", "rectangle", "triangle", "ring", "star")
 TEXTURES = ("striped", "checkered", "dotted")
@@ -215,13 +224,64 @@ def parse_size(text: str) -> Tuple[int, int]:
     return w, h
 
 
+def sequence_names(count: int) -> List[str]:
+    """The names of a synthetic set's sequences."""
+    return [f"synth{i:03d}" for i in range(count)]
+
+
+def earlier_dataset_files(out: Path) -> Optional[List[Path]]:
+    """The files and folders an earlier run of the generator wrote to ``out``, from its
+    ``synthetic.json`` (None: ``out`` holds no synthetic set). Sets written before the record
+    named its resolution used the default one."""
+    try:
+        record = json.loads((out / "synthetic.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("generator") != GENERATOR:
+        return None
+    count, resolution = record.get("sequences"), record.get("resolution", DEFAULT_RESOLUTION)
+    if isinstance(count, bool) or not isinstance(count, int):
+        return None
+    if not isinstance(resolution, str) or Path(resolution).name != resolution or resolution == "..":
+        return None  # one folder name, never a path out of ``out``
+    folders = [out / kind / resolution / name for name in sequence_names(count)
+               for kind in ("JPEGImages", "Annotations")]
+    # synthetic.json last: a removal that stops half-way leaves the set recognisable
+    return folders + [out / "ImageSets" / "2017" / "val.txt", out / "text_prompts.json",
+                      out / "synthetic.json"]
+
+
+def prepare_output_folder(out: Path) -> None:
+    """Make ``out`` ready for a new set. Writing over an earlier set would keep its extra
+    sequences and frames (of another seed or object count) among the new ones, so its files are
+    removed first; a non-empty folder of anything else is refused, as its files are not ours."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InputError(f"{out} is a file, not a folder")
+    if not any(out.iterdir()):
+        return
+    earlier = earlier_dataset_files(out)
+    if earlier is None:
+        raise InputError(f"{out} is not empty and holds no earlier synthetic dataset (no "
+                         "synthetic.json of this generator); write to a new or empty folder")
+    for path in earlier:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    LOG.info("replaced the earlier synthetic dataset in %s", out)
+
+
 def generate_dataset(out: Union[str, Path], sequences: int = 3, frames: int = 12,
                      size: Union[str, Tuple[int, int]] = (320, 240), objects: int = 2,
-                     seed: int = 0, resolution: str = "480p", jpeg_quality: int = 95) -> Path:
+                     seed: int = 0, resolution: str = DEFAULT_RESOLUTION,
+                     jpeg_quality: int = 95) -> Path:
     """Write the dataset under ``out`` (DAVIS layout) and return ``out``.
 
     ``objects`` is the number of objects of every sequence; ``frames`` >= 3 so the DAVIS protocol
-    (first and last frame not scored) leaves at least one scored frame.
+    (first and last frame not scored) leaves at least one scored frame. An earlier set in
+    ``out`` is replaced, another non-empty folder refused (``prepare_output_folder``).
     """
     from PIL import Image
 
@@ -239,8 +299,9 @@ def generate_dataset(out: Union[str, Path], sequences: int = 3, frames: int = 12
     if objects > 1 and min(w, h) < 32:
         raise InputError(f"size {w}x{h} is too small for {objects} objects (min side 32)")
     out = Path(out)
+    prepare_output_folder(out)
     rng = np.random.default_rng(seed)
-    names = [f"synth{i:03d}" for i in range(sequences)]
+    names = sequence_names(sequences)
     texts: Dict[str, Dict[str, str]] = {}
     for name in names:
         fr, labs, desc = generate_sequence(rng, tuple(size), frames, objects)
@@ -255,8 +316,8 @@ def generate_dataset(out: Union[str, Path], sequences: int = 3, frames: int = 12
     (sets / "val.txt").write_text("\n".join(names) + "\n")
     (out / "text_prompts.json").write_text(json.dumps(texts, indent=1, sort_keys=True) + "\n")
     (out / "synthetic.json").write_text(json.dumps(
-        {"generator": "fastsam2_ros.eval.synthetic", "seed": seed, "sequences": sequences,
-         "frames": frames, "size": list(size), "objects": objects}, indent=1) + "\n")
+        {"generator": GENERATOR, "seed": seed, "sequences": sequences, "frames": frames,
+         "size": list(size), "objects": objects, "resolution": resolution}, indent=1) + "\n")
     return out
 
 
