@@ -203,8 +203,8 @@ BAD_RUN_FLAGS = {  # case -> (files to make, flags, what the one error line says
                                "--sequences and --imageset both choose the sequences; give one"),
     # flags that tune what does not run were accepted and changed nothing
     "keep_ratios_without_pruned": ({}, ["--keep-ratios", "0.1"],
-                                   "--keep-ratios only apply to the pruned mode, which --modes "
-                                   "does not run"),
+                                   "--keep-ratios only apply with the pruned mode in --modes, "
+                                   "which is not given"),
     "refine_flags_without_refine": ({}, ["--refine-threshold", "0.2", "--max-rounds", "7",
                                          "--clicks-per-round", "9"],
                                     "--refine-threshold and --max-rounds and --clicks-per-round "

@@ -196,11 +196,11 @@ def test_keep_ratios_that_round_alike_keep_their_own_run_and_label():
         mode_specs(["pruned"], [0.3, 0.5, 0.30])
 
 
-def test_keep_ratios_without_a_pruned_mode_are_refused():
-    """They changed nothing (the dense and official modes have no keep ratio to set)."""
-    with pytest.raises(InputError, match="--keep-ratios only apply to the pruned mode"):
-        mode_specs(["official", "Dense"], [0.1])
+def test_keep_ratios_default_only_where_none_are_given():
+    """(fastsam2-eval refuses --keep-ratios without the pruned mode; fastsam2-bench gives its own.)"""
     assert [s.label for s in mode_specs(["official", "dense"])] == ["official", "dense"]
+    assert [s.label for s in mode_specs(["Pruned"])] == ["pruned_0.30", "pruned_0.50"]
+    assert [s.label for s in mode_specs(["dense", "pruned"], [0.1])] == ["dense", "pruned_0.10"]
 
 
 # ---------------------------------------------------------------------------- streaming runs

@@ -392,6 +392,8 @@ TUNING_FLAGS = (
     ("--max-rounds", "max_rounds", lambda a: a.refine, "--refine"),
     ("--clicks-per-round", "clicks_per_round", lambda a: a.refine, "--refine"),
     ("--auto-objects", "auto_objects", lambda a: a.prompt == "auto", "--prompt auto"),
+    ("--keep-ratios", "keep_ratios", lambda a: "pruned" in [m.strip().lower() for m in a.modes],
+     "the pruned mode in --modes"),
 )
 
 

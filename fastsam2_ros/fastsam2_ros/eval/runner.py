@@ -78,16 +78,13 @@ def mode_specs(modes: Sequence[str], keep_ratios: Optional[Sequence[float]] = No
                text_variants: Sequence[str] = ()) -> List[ModeSpec]:
     """Expand ``official,dense,pruned`` x keep ratios (x text variants for the streaming modes:
     the official predictor takes no text) into the runs to make. ``keep_ratios`` None: the
-    pruned mode runs ``DEFAULT_KEEP_RATIOS``; ratios given without a pruned mode are refused, as
-    they would change nothing."""
+    pruned mode runs ``DEFAULT_KEEP_RATIOS``."""
     modes = [m.strip().lower() for m in modes]
     unknown = next((m for m in modes if m not in MODES), None)
     if unknown is not None:
         raise InputError(f"unknown mode {unknown!r}; choose from {', '.join(MODES)}")
     if keep_ratios is None:
         keep_ratios = DEFAULT_KEEP_RATIOS
-    elif "pruned" not in modes:
-        raise InputError("--keep-ratios only apply to the pruned mode, which --modes does not run")
     specs: List[ModeSpec] = []
     for m in modes:
         if m == "official":
