@@ -44,6 +44,7 @@ import torch
 
 from .core.config import COMPILE_MODES, PREPROCESS_MODES, TrackerConfig
 from .core.errors import FastSam2Error, InputError
+from .core.preprocess import resolve_preprocess
 from .core.stats import STAGES, peak_gpu_memory, reset_peak_gpu_memory
 
 SCHEMA_VERSION = 3
@@ -314,6 +315,7 @@ def run_ours(cfg: TrackerConfig, model, frames, clicks, keep_ratio: float,
 # ------------------------------------------------------------------------------------ rounds
 #: what one timed pass measures; with --repeats the report gives their median over the rounds
 TIMED_FIELDS = ("ms_per_frame", "fps_pipelined", "gpu_ms_per_frame")
+RATE_FIELDS = ("fps_pipelined",)  # of TIMED_FIELDS: frames per second, not ms
 
 
 def run_round(cfg: TrackerConfig, model, frames, clicks, modes, ratios, warmup_frames: int,
@@ -355,7 +357,11 @@ def merge_rounds(rounds: List[Dict[str, dict]]) -> Dict[str, dict]:
         r["rounds"] = [{k: p[k] for k in TIMED_FIELDS + ("frame_ms",) if k in p} for p in per]
         for k in TIMED_FIELDS:
             if k in r:
-                r[k] = float(np.median([p[k] for p in per]))
+                values = [p[k] for p in per]
+                # a rate is the median of its time per frame, as fps is: with an even number of
+                # rounds the median of rates is another average than 1000 / median of times
+                r[k] = (1e3 / float(np.median([1e3 / v for v in values])) if k in RATE_FIELDS
+                        else float(np.median(values)))
         r["fps"] = 1e3 / r["ms_per_frame"]
         r["stage_ms"] = dict(r["stage_ms"], total=r["ms_per_frame"])
         r["frame_ms"] = [x for p in per for x in p["frame_ms"]]
@@ -477,6 +483,11 @@ def run_official_vos(cfg: TrackerConfig, model, frames, clicks, time_limit: floa
 
 
 # ------------------------------------------------------------------------------------ soak
+def _traces_gpu_memory(device: torch.device) -> bool:
+    """Off CUDA there is no GPU memory to trace: the soak says so instead of reporting 0 bytes."""
+    return device.type == "cuda"
+
+
 def run_soak(cfg: TrackerConfig, model, frames, clicks, keep_ratio: float, length: int,
              every: int = 50) -> dict:
     """GPU memory over a ``length``-frame stream (frames cycled): ours vs the official predictor."""
@@ -484,10 +495,14 @@ def run_soak(cfg: TrackerConfig, model, frames, clicks, keep_ratio: float, lengt
     from .core.tracker import StreamingTracker
 
     running = {"peak": 0}
+    traced = _traces_gpu_memory(model.device)
 
     def sample(t, extra, resident=0):
         """One trace row: allocated now, the peak since the previous row (a window, so that
         growth below the start-up peak shows) and the running peak; then a new window."""
+        if not traced:
+            return {"frame": t, "allocated_bytes": None, "window_peak_bytes": None,
+                    "peak_bytes": None, **extra}
         window = max(0, peak_gpu_memory(model.device) - resident)
         running["peak"] = max(running["peak"], window)
         row = {"frame": t, "allocated_bytes": max(0, _allocated_bytes(model.device) - resident),
@@ -497,6 +512,8 @@ def run_soak(cfg: TrackerConfig, model, frames, clicks, keep_ratio: float, lengt
         return row
 
     def growth(trace, key):  # after the first sixth (prompting, graph capture) to the end
+        if not traced:
+            return None
         late = [r[key] for r in trace[len(trace) // 6:]]
         return (max(late) - min(late)) if late else 0
 
@@ -526,10 +543,11 @@ def run_soak(cfg: TrackerConfig, model, frames, clicks, keep_ratio: float, lengt
     del session, official
     ours_peak, off_peak = trace_ours[-1]["peak_bytes"], trace_official[-1]["peak_bytes"]
     return {"frames": length, "keep_ratio": keep_ratio, "objects": len(clicks),
+            "gpu_memory_traced": traced,
             "ours": trace_ours, "official": trace_official, "official_resident_other_bytes": resident,
             "ours_window_peak_growth_after_first_sixth": growth(trace_ours, "window_peak_bytes"),
             "ours_allocated_growth_after_first_sixth": growth(trace_ours, "allocated_bytes"),
-            "peak_vs_official_at_end": ours_peak / off_peak if off_peak else None}
+            "peak_vs_official_at_end": ours_peak / off_peak if traced and off_peak else None}
 
 
 # ------------------------------------------------------------------------------------ report
@@ -585,7 +603,8 @@ def ratios_of(results: Dict[str, dict]) -> Dict[str, dict]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="fastsam2-bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="fastsam2-bench", description=__doc__.splitlines()[0],
+                                allow_abbrev=False)  # "--nod" would not route to --node
     p.add_argument("--node", action="store_true",
                    help="benchmark the ROS node's own cost instead (its options: fastsam2-bench --node --help)")
     p.add_argument("--frames", help="folder of images, video file or rosbag (default: generated frames)")
@@ -685,7 +704,8 @@ def _run(args: argparse.Namespace) -> int:
     model = build_predictor(cfg)
     build_s = time.perf_counter() - t0
     cuda = model.device.type == "cuda"
-    warmup = args.warmup_frames if args.warmup_frames is not None else (len(frames) if cuda else 3)
+    warmup = min(len(frames),  # what runs: a warm-up never has more frames than the clip
+                 args.warmup_frames if args.warmup_frames is not None else (len(frames) if cuda else 3))
     profile = not args.no_profile
 
     def report_of(results: Dict[str, dict], mask_sets: Dict[str, list], partial: Optional[str],
@@ -705,8 +725,11 @@ def _run(args: argparse.Namespace) -> int:
             # what ran: off CUDA torch.compile is skipped (with a warning), whatever was asked
             "torch_compile": cfg.torch_compile if uses_compiled_modules(model) else "none",
             "torch_compile_requested": cfg.torch_compile, "compile_errors": compile_errors(model),
-            "mc_passes": cfg.mc_passes, "cuda_graphs": cfg.cuda_graphs,
-            "preprocess": cfg.preprocess,
+            "mc_passes": cfg.mc_passes,
+            # what ran (graphs are captured on CUDA only), next to what was asked
+            "cuda_graphs": bool(cfg.cuda_graphs and cuda), "cuda_graphs_requested": cfg.cuda_graphs,
+            "preprocess": resolve_preprocess(cfg.preprocess, model.device),
+            "preprocess_requested": cfg.preprocess,
             "repeats": args.repeats, "commit": source_commit(), "versions": package_versions(),
             "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(model.device) if cuda else None,
@@ -809,11 +832,14 @@ def print_report(report: dict) -> None:
     if "soak" in report:
         s = report["soak"]
         ours, off = s["ours"][-1], s["official"][-1]
-        print(f"soak {s['frames']} frames: peak GPU memory ours {ours['peak_bytes'] / 2**20:.0f} MB "
-              f"(growth after the first sixth: window peaks "
-              f"{s['ours_window_peak_growth_after_first_sixth'] / 2**20:.1f} MB, allocated "
-              f"{s['ours_allocated_growth_after_first_sixth'] / 2**20:.1f} MB), "
-              f"official {off['peak_bytes'] / 2**20:.0f} MB; state ours {ours['state_bytes'] / 2**20:.2f} MB, "
+        memory = "GPU memory not traced (not on CUDA)"
+        if s["gpu_memory_traced"]:
+            memory = (f"peak GPU memory ours {ours['peak_bytes'] / 2**20:.0f} MB (growth after the "
+                      f"first sixth: window peaks "
+                      f"{s['ours_window_peak_growth_after_first_sixth'] / 2**20:.1f} MB, allocated "
+                      f"{s['ours_allocated_growth_after_first_sixth'] / 2**20:.1f} MB), "
+                      f"official {off['peak_bytes'] / 2**20:.0f} MB")
+        print(f"soak {s['frames']} frames: {memory}; state ours {ours['state_bytes'] / 2**20:.2f} MB, "
               f"official {off['state_bytes'] / 2**20:.1f} MB")
 
 

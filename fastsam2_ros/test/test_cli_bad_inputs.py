@@ -129,6 +129,12 @@ def test_eval_run_bad_image_size(tmp_path):
     (["--sizes", "0x480"], "sizes must be WxH"),
     (["--sizes", "640x"], "sizes must be WxH"),
     (["--sets", "bogus"], "unknown output set"),
+    # these started the node: it refused its configuration while the probe waited 600 s, or DDS
+    # failed on a port, or Fast DDS ran with its defaults and the JSON named the profile
+    (["--tracker", "real", "--model", "hiera_bogus"], "hiera_bogus"),
+    (["--tracker", "real", "--device", "tpu"], "tpu"),
+    (["--domain-id", "300"], "--domain-id must be in [0, 232]"),
+    (["--fastdds-profile", "/nonexistent/profile.xml"], "no such file"),
 ])
 def test_node_bench_bad_arguments(flags, match):
     """Rejected before any process is started."""
@@ -152,3 +158,17 @@ def test_bench_bad_arguments(flags, match):
     """Rejected before a model is built."""
     code, errors = run("fastsam2_ros.bench", "--random-weights", "--device", "cpu", *flags)
     assert code == 2 and any(match in e for e in errors), errors
+
+
+def test_node_bench_with_its_stand_in_tracker_measures_every_frame(tmp_path):
+    """The default tracker of `fastsam2-bench --node`: its worker died on the first frame (the
+    stand-in had no keep_ratio), every frame was LOST, and the command said nothing and exited 0."""
+    import json
+
+    out = tmp_path / "node.json"
+    code, errors = run("fastsam2_ros.bench", "--node", "--sizes", "64x48", "--sets", "mask",
+                       "--frames", "3", "--warmup", "1", "--cost-ms", "5",
+                       "--domain-id", DOMAIN_ID, "--json", out, timeout=300)
+    assert code == 0 and not errors, errors
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["latency"]["lost"] == 0 and row["latency"]["mask_latency_ms"]["n"] == 3, row

@@ -54,7 +54,10 @@ def test_bench_runs_all_modes_on_the_same_frames(tmp_path, capsys):
         assert mode["fps_pipelined"] > 0 and mode["startup_s"] > 0 and mode["step_mode"] == "eager"
     assert "FPS x official" in capsys.readouterr().out
     # the settings that shape the numbers are in the file
-    assert report["mc_passes"] == 2 and report["cuda_graphs"] is True and report["repeats"] == 1
+    assert report["mc_passes"] == 2 and report["repeats"] == 1
+    # what ran on the CPU (no graphs, sam2's loader), next to what was asked
+    assert (report["cuda_graphs"], report["cuda_graphs_requested"]) == (False, True)
+    assert (report["preprocess"], report["preprocess_requested"]) == ("pil", "auto")
     assert report["versions"]["torch"] == torch.__version__ and "Pillow" in report["versions"]
     assert report["commit"] is None or len(report["commit"].removesuffix("-dirty")) == 40
 
@@ -83,6 +86,45 @@ def test_bench_repeats_interleaved_rounds_and_reports_medians_and_per_round_rati
     assert "pruned@0.3 x official by round:" in capsys.readouterr().out
     assert bench.main(["--random-weights", "--repeats", "0", "--device", "cpu"]) == 2
     assert "--repeats" in capsys.readouterr().err
+
+
+def test_bench_medians_a_rate_over_its_times_per_frame_as_fps():
+    """With an even number of rounds the median of rates (fps_pipelined) was another average than
+    1000 / median of times (fps): the same CPU pass gave "FPS" 5.0 and "FPS pipe" 6.7."""
+    def round_at(ms):
+        return {"dense": {"ms_per_frame": ms, "fps": 1e3 / ms, "fps_pipelined": 1e3 / ms,
+                          "frame_ms": [ms] * 3, "stage_ms": {"total": ms}}}
+
+    merged = bench.merge_rounds([round_at(100.0), round_at(300.0)])["dense"]
+    assert merged["fps"] == pytest.approx(5.0)
+    assert merged["fps_pipelined"] == pytest.approx(merged["fps"])
+
+
+def test_bench_records_the_warm_up_that_ran_and_routes_only_the_whole_node_flag(tmp_path, capsys,
+                                                                                monkeypatch):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--random-weights", "--image-size", "64", "--max-frames", "3",
+                       "--warmup-frames", "10", "--device", "cpu", "--modes", "dense",
+                       "--mc-passes", "0", "--no-profile", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["warmup_frames"] == 3  # a 3-frame clip: 3 warm-up frames
+    monkeypatch.setattr(bench, "_run", lambda args: pytest.fail("--nod ran the model benchmark"))
+    with pytest.raises(SystemExit):  # argparse: unrecognised (no abbreviations)
+        bench.main(["--nod", "--random-weights"])
+    assert "unrecognized arguments: --nod" in capsys.readouterr().err
+
+
+def test_a_soak_off_cuda_traces_no_gpu_memory_and_says_so(capsys):
+    """It reported 0 bytes of peak and growth: "no growth", though nothing was traced."""
+    model = build_predictor(TrackerConfig(model_cfg="tiny", allow_random_weights=True,
+                                          image_size=64, device="cpu"))
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=64, device="cpu",
+                        mc_passes=0)
+    soak = bench.run_soak(cfg, model, bench.load_frames(None, 3), [(300, 200)], 0.3, length=5,
+                          every=2)
+    assert soak["gpu_memory_traced"] is False
+    assert soak["ours_window_peak_growth_after_first_sixth"] is None
+    assert soak["peak_vs_official_at_end"] is None
+    assert all(row["peak_bytes"] is None and row["state_bytes"] > 0 for row in soak["ours"])
 
 
 def test_bench_modes_in_any_case(tmp_path):
@@ -566,6 +608,7 @@ def test_soak_sees_growth_below_the_start_up_peak(monkeypatch):
 
     monkeypatch.setattr(bench, "peak_gpu_memory", peak)
     monkeypatch.setattr(bench, "_allocated_bytes", lambda device: 50 + 3 * calls["n"])
+    monkeypatch.setattr(bench, "_traces_gpu_memory", lambda device: True)
     frames = bench.load_frames(None, 4)
     cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=64, device="cpu",
                         mc_passes=0)

@@ -55,6 +55,8 @@ COMMANDS_BEFORE_A_FRAME = 4
 PUBLISH_BACKLOG = 1
 #: How long stop() waits for the tracker call in progress (a lifecycle transition waits this long).
 STOP_TIMEOUT_S = 120.0
+#: pause after an error in the worker's own wait (reported each time, never a busy loop)
+LOOP_ERROR_PAUSE_S = 0.5
 
 
 @dataclass
@@ -242,13 +244,18 @@ class FrameWorker:
     # ----------------------------------------------------------------------------- loop
     def _loop(self) -> None:
         while True:
-            cmd, frame = self._next()
+            try:
+                cmd, frame = self._next()
+            except Exception as exc:  # noqa: BLE001 - the worker must never die (reported,
+                self._worker_error(exc)  # then tried again without spinning)
+                self._stop.wait(LOOP_ERROR_PAUSE_S)
+                continue
             if cmd is None and frame is None:
                 return
-            self._follow_keep_ratio()
-            if cmd is _SETTINGS:
-                continue
             try:
+                self._follow_keep_ratio()
+                if cmd is _SETTINGS:
+                    continue
                 if cmd is not None:
                     self._run_command(cmd)
                 else:

@@ -80,6 +80,9 @@ SET_TOPICS = {"mask": ("mask", "stats"), "mask+labels+objects": ("mask", "labels
 #: the node's own account of its cost (TrackerStats fields, where the node has them)
 NODE_STAT_FIELDS = tuple(f"{stage}_ms" for stage in NODE_STAGES)
 NAMESPACE = "/fastsam2_bench"
+#: frames without any answer after which a point is given up (the node is not tracking: each
+#: further frame would only wait out its timeout)
+SILENT_FRAMES_BEFORE_GIVING_UP = 3
 NODE_NAME = "fastsam2_tracker"
 
 
@@ -94,6 +97,7 @@ class FixedCostTracker:
         self.cost_s = float(cost_ms) / 1e3
         self.object_ids = list(range(1, int(objects) + 1))
         self.object_area = float(object_area)
+        self.keep_ratio = float(cfg.keep_ratio)  # the node's worker follows the parameter
         self.frame_index = -1
         self._bits: Dict[Tuple[int, int], np.ndarray] = {}
 
@@ -135,7 +139,7 @@ class FixedCostTracker:
         self.frame_index = -1
 
     def set_keep_ratio(self, keep_ratio: float) -> None:
-        pass
+        self.keep_ratio = float(keep_ratio)  # (costs the same at any ratio)
 
     def release(self) -> None:
         self._bits.clear()
@@ -386,12 +390,16 @@ def measure_latency(probe: Probe, frames, topics, count: int, warmup: int, gap_s
                     timeout: float) -> dict:
     """Frames one at a time: latency per output, the tracker's time, the node's own cost."""
     rows = []
-    lost = 0
+    lost = answered = 0
     for i in range(warmup + count):
         key, t0 = probe.publish(frames[i % len(frames)])
         if not probe.wait_outputs(key, topics, timeout):
             lost += int(i >= warmup)
+            if answered == 0 and i + 1 >= SILENT_FRAMES_BEFORE_GIVING_UP:
+                raise RuntimeError(f"the node answered none of the first {i + 1} frames (waited "
+                                   f"{timeout:g} s for each): it is not tracking; see its log")
             continue
+        answered += 1
         if i < warmup:
             continue
         with probe.lock:
@@ -489,7 +497,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 NUMERIC_LIMITS = {"cost_ms": Range(0.0, 1e6), "objects": PARAMETER_RANGES["max_objects"],
                   "object_area": Range(0.0, 1.0, low_open=True), "frames": Range(1, 10 ** 6),
                   "warmup": Range(0, 10 ** 6), "gap_ms": Range(0.0, 1e6), "rate": Range(0.0, 1e4),
-                  "rate_seconds": Range(0.0, 1e6, low_open=True)}
+                  "rate_seconds": Range(0.0, 1e6, low_open=True),
+                  "domain_id": Range(0, 232)}  # DDS ports above 232 do not exist
 
 
 def check_numeric_options(args: argparse.Namespace) -> None:
@@ -502,6 +511,17 @@ def check_numeric_options(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if not math.isfinite(value) or not rng.contains(value):
             raise ValueError(f"--{name.replace('_', '-')} must be in {rng.describe()}, got {value!r}")
+
+
+def check_real_tracker_options(args: argparse.Namespace) -> None:
+    """The real tracker's model and device, checked as the node's configure checks them (a bad
+    one left the node unconfigured while the probe waited 600 s for it)."""
+    from ..core.config import TrackerConfig
+    from ..core.models import resolve_device
+
+    TrackerConfig(model_cfg=args.model, device=args.device, image_size=args.image_size,
+                  keep_ratio=args.keep_ratio, allow_random_weights=True).validate()
+    resolve_device(args.device)
 
 
 def _parse_size(text: str) -> Tuple[int, int]:
@@ -528,6 +548,10 @@ def main(argv=None) -> int:
 
         check_numeric_options(args)
         check_output_file(args.json, "--json")  # before the node starts, not after the run
+        if args.fastdds_profile and not Path(args.fastdds_profile).expanduser().is_file():
+            raise ValueError(f"--fastdds-profile {args.fastdds_profile}: no such file")
+        if args.tracker == "real":  # what the node would refuse at configure, then wait for
+            check_real_tracker_options(args)
         sizes = [_parse_size(s) for s in args.sizes.split(",") if s]
         sets = [s for s in args.sets.split(",") if s]
         unknown = [s for s in sets if s not in OUTPUT_SETS]
