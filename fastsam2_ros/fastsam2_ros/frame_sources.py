@@ -10,8 +10,11 @@ One entry point::
         ...
 
 * A **folder of images** (``.jpg .jpeg .png .bmp .tif .tiff .webp``) is read in natural order
-  (``2.jpg`` before ``10.jpg``); every frame must have the size of the first one.
-* A **video file** is decoded with OpenCV (``count`` is the exact number of decodable frames).
+  (``2.jpg`` before ``10.jpg``); every frame must have the size of the first one. Hidden files
+  (a name starting with ``.``, e.g. the ``._00000.jpg`` that macOS writes next to copied files)
+  are not frames.
+* A **video file** is decoded with OpenCV (``count`` is the exact number of decodable frames; a
+  frame that does not decode with decodable frames after it is an error naming it).
 * A **rosbag2** (directory with ``metadata.yaml``, or a ``.db3`` / ``.mcap`` file) or a ROS 1
   ``.bag`` is read with the ``rosbags`` package, without ROS. ``sensor_msgs/msg/Image`` and
   ``sensor_msgs/msg/CompressedImage`` are decoded exactly as the node decodes them
@@ -59,11 +62,13 @@ def natural_key(name: str) -> list:
 
 def list_images(folder: PathLike) -> List[Path]:
     """Image files of a folder (not recursive), in natural order. Two files of one name (a frame
-    as .jpg and .png) are refused: the frame would be tracked twice and its saved mask overwritten."""
+    as .jpg and .png) are refused: the frame would be tracked twice and its saved mask overwritten.
+    Hidden files are skipped: macOS's AppleDouble ``._name.jpg`` files are metadata, not frames."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FrameSourceError(f"not a folder: {folder}")
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+             and p.suffix.lower() in IMAGE_EXTENSIONS]
     by_stem: Dict[str, Path] = {}
     for f in sorted(files):
         if f.stem in by_stem:
@@ -229,16 +234,30 @@ class VideoSource(FrameSource):
                 raise FrameSourceError(f"cannot open video file {self.path} (unknown format or codec)")
             fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
             self.fps = fps if fps > 0 else None
-            # The container's frame count can be wrong; count what actually decodes (grab is cheap).
-            n = 0
-            limit = self.max_frames
-            while (limit is None or n < limit) and cap.grab():
-                n += 1
+            n = self._count_decodable(cap)
         finally:
             cap.release()
         if n == 0:
             raise FrameSourceError(f"video file {self.path} has no decodable frames")
         self.names = [f"{i:05d}" for i in range(n)]
+
+    def _count_decodable(self, cap) -> int:
+        """Frames up to ``max_frames`` that decode (``grab`` is cheap; the container's count can be
+        wrong). The first failure ends the video only if no frame the container lists after it
+        decodes: otherwise the file is damaged there, and stopping would cut it silently."""
+        import cv2
+
+        listed = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        n = 0
+        while self.max_frames is None or n < self.max_frames:
+            if cap.grab():
+                n += 1
+            elif any(cap.grab() for _ in range(n + 1, listed)):
+                raise FrameSourceError(f"video file {self.path}: cannot decode frame {n} of {listed} "
+                                       "(later frames decode: the file is damaged)")
+            else:
+                break
+        return n
 
     def __iter__(self) -> Iterator[np.ndarray]:
         import cv2

@@ -96,6 +96,40 @@ def test_video_frames_count_and_colours(tmp_path):
     assert open_frames(path, max_frames=2).count == 2 and len(list(open_frames(path, max_frames=2))) == 2
 
 
+def test_hidden_files_are_not_frames(tmp_path):
+    """macOS writes an AppleDouble ._name next to every file copied to a non-HFS disk: they were
+    counted as frames and the run died on "cannot read image ._00000.jpg"."""
+    for i in range(2):
+        Image.fromarray(colour_frame(i)).save(tmp_path / f"{i:05d}.jpg")
+        (tmp_path / f"._{i:05d}.jpg").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    (tmp_path / ".hidden.png").write_bytes(b"not a frame")
+    src = open_frames(tmp_path)
+    assert src.names == ["00000", "00001"] and len(list(src)) == 2
+
+
+def mjpeg_avi_with_a_damaged_frame(path, n=10, damaged=5):
+    """An MJPEG AVI whose frame ``damaged`` does not decode (its JPEG start overwritten); the
+    frames after it decode."""
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
+    for i in range(n):
+        w.write(colour_frame(i))
+    w.release()
+    data = bytearray(path.read_bytes())
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
+    assert len(starts) == n
+    data[starts[damaged]:starts[damaged] + 200] = bytes(200)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_video_damaged_in_the_middle_names_the_frame(tmp_path):
+    """Counting stopped at the first frame that failed: a 10-frame video was 5 frames, silently."""
+    bad = mjpeg_avi_with_a_damaged_frame(tmp_path / "bad.avi")
+    with pytest.raises(FrameSourceError, match=r"bad\.avi: cannot decode frame 5 of 10"):
+        open_frames(bad)
+    assert open_frames(bad, max_frames=5).count == 5  # the frames asked for all decode
+
+
 def test_broken_video_names_the_file(tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00" * 1000)

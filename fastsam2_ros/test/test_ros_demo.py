@@ -4,8 +4,10 @@ and the real MiniLM refinement (``tiny_models``)."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -44,6 +46,7 @@ def test_demo_writes_overlays_video_and_stats(frames_dir, tmp_path):
     out.mkdir()
     (out / "overlay_00007.png").write_bytes(b"an earlier run's frame")
     (out / "notes.txt").write_text("the user's own file")
+    (out / "overlay_final.png").write_text("the user's own file: not a name the demo writes")
     params = tmp_path / "robot.yaml"
     params.write_text("/**/fastsam2_tracker:\n  ros__parameters:\n    publish_stats: false\n"
                       "    publish_on_prompt: false\n    overlay_rate_hz: 0.5\n")
@@ -57,8 +60,8 @@ def test_demo_writes_overlays_video_and_stats(frames_dir, tmp_path):
     assert "prompt: object 1 started" in proc.stdout
     assert proc.stdout.count("frame ") >= 3 and "summary:" in proc.stdout
     assert "overlay.mp4 (3 frames)" in proc.stdout and not (tmp_path / "~").exists()
-    assert (out / "notes.txt").exists()
-    pngs = sorted(out.glob("overlay_*.png"))
+    assert (out / "notes.txt").exists() and (out / "overlay_final.png").exists()
+    pngs = sorted(out.glob("overlay_[0-9]*.png"))
     assert [p.name for p in pngs] == ["overlay_00000.png", "overlay_00001.png", "overlay_00002.png"]
     assert cv2.imread(str(pngs[0])).shape == (72, 96, 3)  # input resolution
     assert (out / "overlay.mp4").stat().st_size > 0
@@ -78,10 +81,10 @@ def test_a_second_ctrl_c_is_ignored_while_the_demo_shuts_ros_down():
     """It interrupted the teardown and the process aborted with the spin thread still running."""
     import signal
 
-    before = signal.getsignal(signal.SIGINT)
+    before = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
     with demo._no_interrupts():
-        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    assert signal.getsignal(signal.SIGINT) is before
+        assert signal.getsignal(signal.SIGINT) is signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == before
 
 
 def test_demo_summary_leaves_the_prompted_frame_out():
@@ -191,3 +194,226 @@ def test_demo_auto_that_starts_nothing_is_a_clear_error(frames_dir, auto_params,
     err = capsys.readouterr().err
     assert "the automatic prompt started no object on frame 0" in err
     assert "no object-like region" in err
+
+
+# ------------------------------------------------------------------------------------------------
+# review demo4: outputs as they come, interrupted runs, one namespace per run, refused frames,
+# forced parameters, --fps, --output
+# ------------------------------------------------------------------------------------------------
+SMALL = ("--random-weights", "--image-size", "128", "--device", "cpu", "--model-cfg", "tiny")
+
+
+@pytest.fixture(scope="module")
+def long_frames(frames_dir, tmp_path_factory):
+    """40 frames (frames_dir's three over and over): a run still going when the test stops it."""
+    d = tmp_path_factory.mktemp("long")
+    first = sorted(frames_dir.iterdir())
+    for i in range(40):
+        (d / f"{i:05d}.png").write_bytes(first[i % len(first)].read_bytes())
+    return d
+
+
+def demo_process(*args, cwd=None):
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), OMP_NUM_THREADS="2")
+    return subprocess.Popen([sys.executable, "-m", "fastsam2_ros.ros.demo", *map(str, args)],
+                            env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def read_until(proc, prefix):
+    """stdout lines up to the first that starts with ``prefix`` (None: it never came)."""
+    for line in proc.stdout:
+        if line.startswith(prefix):
+            return line
+    return None
+
+
+def test_demo_writes_each_overlay_as_its_frame_is_done(long_frames, tmp_path):
+    """They were all held in memory until the last frame (+6 MB a frame at 1080p)."""
+    out = tmp_path / "out"
+    proc = demo_process("--input", long_frames, "--click", "30,36", *SMALL, "--max-frames", "5",
+                        "--frame-timeout", "60", "--output", out)
+    try:
+        assert read_until(proc, "frame     2:"), proc.stderr.read()[-3000:]
+        assert (out / "overlay_00002.png").is_file()  # before frames 3 and 4 are done
+        so, se = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, se[-3000:]
+    assert len(list(out.glob("overlay_[0-9]*.png"))) == 5 and "overlay.mp4 (5 frames)" in so
+    cap = cv2.VideoCapture(str(out / "overlay.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    cap.release()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_demo_keeps_the_outputs_so_far(long_frames, tmp_path, sig):
+    """Ctrl-C (and SIGTERM: kill, systemd, a CI timeout) left --output empty, exit 130 in silence."""
+    out = tmp_path / "out"
+    proc = demo_process("--input", long_frames, "--click", "30,36", *SMALL, "--frame-timeout", "60",
+                        "--output", out)
+    try:
+        assert read_until(proc, "frame     2:"), proc.stderr.read()[-3000:]
+        proc.send_signal(sig)
+        so, se = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, se[-3000:]
+    assert "Traceback" not in se and "interrupted after" in se, se[-3000:]
+    pngs = sorted(p.name for p in out.glob("overlay_[0-9]*.png"))
+    assert 3 <= len(pngs) < 40 and pngs[0] == "overlay_00000.png"
+    rows = [json.loads(line) for line in (out / "stats.jsonl").read_text().splitlines()]
+    assert len(rows) >= 3 and [r["frame"] for r in rows] == list(range(len(rows)))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["error"] is None
+    cap = cv2.VideoCapture(str(out / "overlay.mp4"))  # closed properly: it plays
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == len(pngs)
+    cap.release()
+
+
+def run_demo(capsys, *args):
+    """demo.main in this process: (exit status, stdout, stderr)."""
+    rc = demo.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+@pytest.fixture()
+def in_domain(monkeypatch):
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(DOMAIN_ID))
+
+
+def test_a_bad_frame_mid_run_keeps_the_outputs_so_far(frames_dir, tmp_path, capsys, in_domain):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(4):
+        (frames / f"{i:05d}.png").write_bytes((frames_dir / f"{i % 3:05d}.png").read_bytes())
+    (frames / "00002.png").write_bytes(b"\x89PNG truncated")
+    out = tmp_path / "out"
+    rc, so, se = run_demo(capsys, "--input", frames, "--click", "30,36", *SMALL, "--output", out)
+    assert rc == 2 and "cannot read image" in se and "00002.png" in se, se
+    assert sorted(p.name for p in out.glob("overlay_*.png")) == ["overlay_00000.png",
+                                                                  "overlay_00001.png"]
+    assert len((out / "stats.jsonl").read_text().splitlines()) == 2
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is False and "00002.png" in summary["error"]
+
+
+INTRUDER = """
+import sys, time, numpy as np, rclpy
+from sensor_msgs.msg import Image
+rclpy.init()
+node = rclpy.create_node("intruder")
+pub = node.create_publisher(Image, "/image", 10)
+msg = Image(height=72, width=96, encoding="rgb8", step=96 * 3, data=bytes(72 * 96 * 3))
+print("ready", flush=True)
+i = 0
+while True:  # black frames with the stamps of the demo's frames at 10 fps
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(i % 3 * 100_000_000, 1_000_000_000)
+    pub.publish(msg)
+    i += 1
+    time.sleep(0.05)
+"""
+
+
+def test_the_demo_sees_only_its_own_node(frames_dir, tmp_path, capsys, in_domain):
+    """Another demo (or a robot's tracker) in the domain: the node and the feeder used the root
+    namespace, so the node tracked the other's frames and the demo wrote them as its own."""
+    script = tmp_path / "intruder.py"
+    script.write_text(INTRUDER)
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID))
+    intruder = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                                text=True)
+    try:
+        assert intruder.stdout.readline().strip() == "ready"
+        out = tmp_path / "out"
+        rc, so, se = run_demo(capsys, "--input", frames_dir, "--click", "30,36", *SMALL,
+                              "--output", out, "--frame-timeout", "60", "--no-video")
+    finally:
+        intruder.kill()
+        intruder.wait()
+    assert rc == 0, se[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames_processed"] == summary["frames_sent"] == 3, summary
+    for png in out.glob("overlay_*.png"):  # the demo's frames, not the intruder's black ones
+        assert cv2.imread(str(png)).mean() > 40, png.name
+    assert f"node /fastsam2_demo_{os.getpid()}/fastsam2_tracker" in so
+
+
+def test_a_params_file_that_auto_starts_does_not_break_a_click(frames_dir, auto_params, tmp_path,
+                                                               capsys, in_domain):
+    """auto_prompt_on_start: true (a robot that starts an object by itself) started object 1 on
+    frame 0, and the demo's add_object was refused: "object 1 is already tracked"."""
+    _, write = auto_params
+    params = write(auto_prompt_on_start=True)
+    rc, so, se = run_demo(capsys, "--input", frames_dir, "--click", "30,36", *SMALL, "--image-size",
+                          "64", "--max-frames", "2", "--no-video", "--params-file", params,
+                          "--output", tmp_path / "o")
+    assert rc == 0, se[-3000:]
+    assert "prompt: object 1 started" in so and "automatic prompt" not in so
+
+
+def test_a_frame_the_node_refuses_ends_the_run_at_once_with_its_reason(tmp_path, capsys, in_domain):
+    """It waited the whole --frame-timeout, then "no output for frame 0", exit 1."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "00000.png"), np.full((6, 6, 3), 100, np.uint8))  # < MIN_IMAGE_SIDE
+    t0 = time.monotonic()
+    rc, so, se = run_demo(capsys, "--input", frames, "--click", "2,2", *SMALL, "--frame-timeout",
+                          "30", "--output", tmp_path / "o")
+    assert rc == 2 and "could not process frame 0" in se and "too small" in se, se[-3000:]
+    assert time.monotonic() - t0 < 25
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["error"]
+
+
+@pytest.mark.parametrize("fps,match", [
+    ("0.001", "--fps must be in [0.01, 65535]"),  # ran, then "cannot write mp4 here"
+    ("100000", "--fps must be in [0.01, 65535]"),
+    ("12345.678", "OpenCV's mp4 writer does not take 12345.678 fps"),  # in range, no mp4 either
+])
+def test_an_fps_the_mp4_writer_cannot_take_is_refused_before_the_model_loads(frames_dir, tmp_path,
+                                                                            capsys, in_domain, fps,
+                                                                            match):
+    rc, so, se = run_demo(capsys, "--input", frames_dir, "--click", "1,1", *SMALL, "--fps", fps,
+                          "--output", tmp_path / "o")
+    assert rc == 2 and match in se and "model ready" not in so, se[-3000:]
+
+
+def test_a_video_whose_own_fps_the_mp4_writer_cannot_take_is_refused(frames_dir, tmp_path, capsys,
+                                                                    monkeypatch, in_domain):
+    from fastsam2_ros import frame_sources
+
+    real_open = frame_sources.open_frames
+
+    def fast_video(*args, **kwargs):
+        src = real_open(*args, **kwargs)
+        src.fps = 100000.0  # a container's rate the writer refuses
+        return src
+
+    monkeypatch.setattr(frame_sources, "open_frames", fast_video)
+    rc, so, se = run_demo(capsys, "--input", frames_dir, "--click", "1,1", *SMALL,
+                          "--output", tmp_path / "o")
+    assert rc == 2 and "100000 fps; give --fps" in se and "model ready" not in so, se[-3000:]
+
+
+def test_random_weights_win_over_a_params_file_checkpoint(frames_dir, tmp_path, capsys, in_domain):
+    """A robot's params file named a checkpoint: it was loaded (or missing: "checkpoint not found")
+    in a --random-weights smoke test."""
+    params = tmp_path / "robot.yaml"
+    params.write_text(yaml.safe_dump({params_file_key(): {"ros__parameters": {
+        "checkpoint": str(tmp_path / "robot" / "sam2.1_hiera_tiny.pt")}}}))
+    rc, so, se = run_demo(capsys, "--input", frames_dir, "--click", "30,36", *SMALL, "--max-frames",
+                          "1", "--no-video", "--params-file", params, "--output", tmp_path / "o")
+    assert rc == 0, se[-3000:]
+
+
+def test_an_empty_output_is_refused(frames_dir, tmp_path, capsys, monkeypatch, in_domain):
+    """--output "" (an unset $OUT) was the current folder: the demo wrote there and first removed
+    every overlay_*.png and summary.json in it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "overlay_final.png").write_text("mine")
+    (tmp_path / "summary.json").write_text("{}")
+    rc, so, se = run_demo(capsys, "--input", frames_dir, "--click", "30,36", *SMALL, "--max-frames",
+                          "1", "--no-video", "--output", "")
+    assert rc == 2 and "--output must not be empty" in se, se[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["overlay_final.png", "summary.json"]

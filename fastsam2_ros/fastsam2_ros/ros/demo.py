@@ -1,7 +1,9 @@
 """``fastsam2-demo``: run the real tracker node on a video or a folder of frames, end to end.
 
 The lifecycle node (``TrackerNode``) and a feeder node run in-process on a MultiThreadedExecutor;
-everything between them goes over ROS topics and services (DDS), exactly as with a camera:
+everything between them goes over ROS topics and services (DDS), exactly as with a camera. Both
+run in a namespace of their own, ``/fastsam2_demo_<pid>``, so two demos (or a demo next to a
+robot's tracker) in one ROS domain never see each other's frames or prompts:
 
 1. the feeder publishes frame 0 on ``image`` and waits for the node's outputs;
 2. it sends the prompt (``--text`` / ``--click`` / ``--box``) with the ``add_object`` service,
@@ -10,8 +12,11 @@ everything between them goes over ROS topics and services (DDS), exactly as with
    -> caption -> phrase) before its outputs come, whose stats carry the three stage times;
 3. it publishes the remaining frames one at a time (lock-step, so every frame is processed;
    ``--rate`` publishes at a fixed rate instead, and the node drops what it cannot keep up with);
-4. it writes the ``overlay`` images as PNG files and an mp4 to ``--output``, the
-   ``stats`` messages as JSON lines, and prints per-frame and summary statistics.
+   a frame the node refuses ends the run at once with the node's reason;
+4. it writes each frame's ``overlay`` image as a PNG file and an mp4 frame to ``--output`` as
+   soon as the frame is final (nothing piles up in memory), and at the end, also after Ctrl-C,
+   SIGTERM or an error, the ``stats`` messages as JSON lines and a summary; it prints per-frame
+   and summary statistics.
 
 Example::
 
@@ -26,13 +31,15 @@ import argparse
 import contextlib
 import json
 import math
+import os
+import re
 import signal
 import statistics
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -71,22 +78,25 @@ def build_parser() -> argparse.ArgumentParser:
     w = p.add_mutually_exclusive_group()
     w.add_argument("--checkpoint", default="", help="official SAM 2.1 checkpoint, e.g. sam2.1_hiera_tiny.pt")
     w.add_argument("--random-weights", action="store_true",
-                   help="random weights (smoke test: the masks are meaningless)")
+                   help="random weights (smoke test: the masks are meaningless; a --params-file "
+                   "checkpoint is ignored)")
     p.add_argument("--clip-weights", default="", help="open_clip weights for text relevance")
     p.add_argument("--model-cfg", default=None, help="tiny|small|base_plus|large or sam2 config name")
     p.add_argument("--output", default="fastsam2_demo_out",
-                   help="output folder (created; an earlier run's overlay_*.png, overlay.mp4, "
-                   "stats.jsonl and summary.json in it are removed first)")
+                   help="output folder, created if missing (an empty value is refused); an "
+                   "earlier run's overlay_NNNNN.png, overlay.mp4, stats.jsonl and summary.json in "
+                   "it are removed first, nothing else")
     p.add_argument("--max-frames", type=int, default=None, help="process at most N frames")
     p.add_argument("--image-size", type=int, default=None, help="SAM 2 input side (default 1024)")
     p.add_argument("--keep-ratio", type=float, default=None, help="fraction of tokens kept (0, 1]")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
     p.add_argument("--params-file", default=None,
                    help="ROS parameter file (config/tracker.yaml layout: a '/**/fastsam2_tracker: "
-                   "ros__parameters:' section)")
+                   "ros__parameters:' section, which applies in the demo's own namespace)")
     p.add_argument("--fps", type=float, default=None,
                    help=f"frame rate of the mp4 and of the frames' stamps, in [{FPS_RANGE[0]:g}, "
-                   f"{FPS_RANGE[1]:g}] (default: the video's, else 10)")
+                   f"{FPS_RANGE[1]:g}], the rates the mp4 writer takes (default: the video's, "
+                   "else 10)")
     p.add_argument("--rate", type=float, default=None,
                    help="publish frames at this rate (Hz, > 0) instead of lock-step; slow inference "
                    "drops frames")
@@ -98,10 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-#: Frame rates the frames' stamps can carry (whole nanoseconds apart, 32-bit seconds).
-FPS_RANGE = (1e-3, 1e6)
-#: What the demo writes into --output; a run removes these first (an earlier run's leftovers).
-OUTPUT_GLOBS = ("overlay_*.png", "overlay.mp4", "stats.jsonl", "summary.json")
+#: Frame rates the demo takes (--fps or a video's own): those OpenCV's mp4 writer takes (MPEG-4
+#: counts time in at most 65535ths of a second, and OpenCV rounds a rate to 0.001, which below
+#: 0.01 fps is off by more than 5 %); the frames' stamps carry all of them.
+FPS_RANGE = (0.01, 65535.0)
+MP4_FOURCC = "mp4v"
+#: What the demo writes into --output; a run removes exactly these names first (an earlier run's).
+OVERLAY_PNG = re.compile(r"overlay_[0-9]{5,}\.png")
+VIDEO_FILE, STATS_FILE, SUMMARY_FILE = "overlay.mp4", "stats.jsonl", "summary.json"
+
+
+def overlay_png(index: int) -> str:
+    """Frame ``index``'s overlay file (five digits at least: the names sort in frame order)."""
+    return f"overlay_{index:05d}.png"
 
 
 def _stamp(i: int, fps: float):
@@ -116,17 +135,22 @@ def _key(stamp) -> Tuple[int, int]:
 
 
 class _Collector:
-    """Latest overlay/stats per input stamp (a prompt republishes a frame: the newer one wins)."""
+    """The node's outputs per input stamp. Overlays are held only until the demo takes them (the
+    frame is final: a prompt republishes frame 0 and the newer overlay wins); every frame's stats
+    message stays (small) for stats.jsonl."""
 
     def __init__(self) -> None:
         self.cv = threading.Condition()
         self.overlay: Dict[Tuple[int, int], object] = {}
+        self.overlay_count: Dict[Tuple[int, int], int] = {}
         self.stats: Dict[Tuple[int, int], object] = {}
         self.stats_count: Dict[Tuple[int, int], int] = {}
 
     def on_overlay(self, msg) -> None:
         with self.cv:
-            self.overlay[_key(msg.header.stamp)] = msg
+            k = _key(msg.header.stamp)
+            self.overlay[k] = msg
+            self.overlay_count[k] = self.overlay_count.get(k, 0) + 1
             self.cv.notify_all()
 
     def on_stats(self, msg) -> None:
@@ -136,15 +160,89 @@ class _Collector:
             self.stats_count[k] = self.stats_count.get(k, 0) + 1
             self.cv.notify_all()
 
-    def wait(self, key, timeout: float, min_stats: int = 1) -> bool:
+    def wait(self, key, timeout: float, count: int = 1,
+             give_up: Callable[[], str] = lambda: "") -> bool:
+        """True once ``count`` overlays and stats messages of ``key`` came; False at the timeout,
+        or as soon as ``give_up()`` says why none will come."""
         deadline = time.monotonic() + timeout
         with self.cv:
-            while not (key in self.overlay and self.stats_count.get(key, 0) >= min_stats):
+            while not (self.overlay_count.get(key, 0) >= count
+                       and self.stats_count.get(key, 0) >= count):
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or give_up():
                     return False
-                self.cv.wait(min(left, 0.5))
+                self.cv.wait(min(left, 0.1))
             return True
+
+    def take_overlays(self) -> List[Tuple[Tuple[int, int], object]]:
+        """The overlays that came since the last call, in stamp order (they are not kept)."""
+        with self.cv:
+            taken = sorted(self.overlay.items(), key=lambda item: item[0])
+            self.overlay.clear()
+            return taken
+
+
+class _OverlayWriter:
+    """Writes each overlay as it comes, as a PNG and an mp4 frame, so a long video never piles up
+    in memory (one full-resolution frame each)."""
+
+    def __init__(self, out_dir: Path, fps: float, video: bool) -> None:
+        self.out_dir = out_dir
+        self.fps = fps
+        self._video = None if video else False  # None: opened at the first frame (its size)
+        self.pngs = 0
+        self.video_frames = 0
+
+    def write(self, arrived, index_of: Dict[Tuple[int, int], int]) -> None:
+        """Write the ``(stamp key, overlay)`` pairs of frames this run sent, in order."""
+        for key, msg in arrived:
+            if key in index_of:
+                self._write_one(index_of[key], msg)
+
+    def _write_one(self, index: int, msg) -> None:
+        import cv2
+
+        from ..image_messages import image_to_numpy
+
+        bgr = np.ascontiguousarray(image_to_numpy(msg)[:, :, ::-1])
+        cv2.imwrite(str(self.out_dir / overlay_png(index)), bgr)
+        self.pngs += 1
+        writer = self._writer(bgr.shape)
+        if writer:
+            writer.write(bgr)
+            self.video_frames += 1
+
+    def _writer(self, shape):
+        import cv2
+
+        if self._video is None:
+            self._video = cv2.VideoWriter(str(self.out_dir / VIDEO_FILE),
+                                          cv2.VideoWriter_fourcc(*MP4_FOURCC), self.fps,
+                                          (shape[1], shape[0]))
+            if not self._video.isOpened():
+                print("warning: cv2.VideoWriter cannot write mp4 here; PNG frames only",
+                      file=sys.stderr)
+                self._video = False
+        return self._video
+
+    def close(self) -> None:
+        if self._video:
+            self._video.release()
+        self._video = False
+
+
+class _Stop(Exception):
+    """Ends the frame loop early: exit status ``code`` and its ``error:`` line (none for Ctrl-C /
+    SIGTERM, 130); the outputs so far are written all the same."""
+
+    def __init__(self, code: int, message: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def interrupted(self) -> bool:
+        return self.code == 130
 
 
 def wait_until(cond, timeout: float, step: float = 0.02) -> bool:
@@ -157,16 +255,21 @@ def wait_until(cond, timeout: float, step: float = 0.02) -> bool:
     return cond()
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())  # one line (YAML errors have several)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Every bad input ends with one ``error:`` line and exit status 2 (1: the node gave no
-    output in time), never a traceback."""
+    output in time), never a traceback; Ctrl-C and SIGTERM end with 130."""
     from ..core.errors import FastSam2Error
 
     args = build_parser().parse_args(argv)
     try:
-        return _run(args)
+        with _sigterm_as_ctrl_c():
+            return _run(args)
     except (FastSam2Error, OSError) as exc:  # bad frames, unwritable output, ...
-        print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line (YAML errors have several)
+        print("error: " + _one_line(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -197,9 +300,8 @@ def _run(args) -> int:
         if value is not None and not (math.isfinite(value) and value > 0):
             print(f"error: {flag} must be a positive number, got {value}", file=sys.stderr)
             return 2
-    if args.fps is not None and not FPS_RANGE[0] <= args.fps <= FPS_RANGE[1]:
-        print(f"error: --fps must be in [{FPS_RANGE[0]:g}, {FPS_RANGE[1]:g}] (the frames' stamps), "
-              f"got {args.fps}", file=sys.stderr)
+    if not args.output.strip():  # an unset "$OUT": it would write (and clean up) the current folder
+        print("error: --output must not be empty", file=sys.stderr)
         return 2
     args.output = str(Path(args.output).expanduser())
     if args.params_file:
@@ -211,7 +313,7 @@ def _run(args) -> int:
                   "transformers captioning model)", file=sys.stderr)
             return 2
 
-    from ..core.config import TrackerConfig, load_ros_params
+    from ..core.config import TrackerConfig
     from ..frame_sources import open_frames
 
     overrides = _parameter_overrides(args)
@@ -219,32 +321,92 @@ def _run(args) -> int:
     TrackerConfig.from_mapping({k: v for k, v in overrides.items()
                                 if k in TrackerConfig.field_names()})
     if args.params_file:
-        load_ros_params(args.params_file)  # exists, parses, has the node's section: before rcl
+        _check_params_file(args.params_file)  # before rcl, which would fail or skip it silently
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         print(f"error: --output {out_dir} exists and is not a folder", file=sys.stderr)
         return 2
     src = open_frames(args.input, topic=args.topic, max_frames=args.max_frames)
-    fps = float(args.fps or getattr(src, "fps", None) or 10.0)
+    fps = _frame_rate(args, src)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for pattern in OUTPUT_GLOBS:  # a shorter run must not leave the previous run's frames
-        for old in out_dir.glob(pattern):
-            old.unlink()
+    _remove_earlier_outputs(out_dir)
+    return _run_ros(args, overrides, src, fps, out_dir)
 
+
+def _check_params_file(path: str) -> None:
+    """The file exists, parses and has the node's section keyed so that rcl applies it in the
+    demo's own namespace: a bare ``fastsam2_tracker:`` (or ``/fastsam2_tracker:``) matches only a
+    node in the root namespace, and rcl would skip it without a word."""
+    import yaml
+
+    from ..core.config import load_ros_params, params_file_key
+    from ..core.errors import InputError
+
+    load_ros_params(path)  # exists, parses, has the node's section
+    data = yaml.safe_load(Path(path).read_text())
+    if not any(isinstance(data.get(key), dict) for key in (params_file_key(), "/**")):
+        raise InputError(f"--params-file {path}: the demo's node runs in a namespace of its own: "
+                         f"key its section '{params_file_key()}:' (it applies in any namespace)")
+
+
+def _frame_rate(args, src) -> float:
+    """--fps, else the video's own rate, else 10; refused (before the model loads) where the
+    stamps or the mp4 writer cannot take it."""
+    from ..core.errors import InputError
+
+    fps = float(args.fps or src.fps or 10.0)
+    what = "--fps" if args.fps else f"the frame rate of {args.input} ({fps:g} fps; give --fps)"
+    if not FPS_RANGE[0] <= fps <= FPS_RANGE[1]:
+        raise InputError(f"{what} must be in [{FPS_RANGE[0]:g}, {FPS_RANGE[1]:g}] (the rates the "
+                         f"mp4 writer takes), got {fps:g}")
+    if not args.no_video and not _mp4_takes(fps):
+        raise InputError(f"{what}: OpenCV's mp4 writer does not take {fps!r} fps (MPEG-4 time "
+                         "base); round it, or give --no-video")
+    return fps
+
+
+def _mp4_takes(fps: float) -> bool:
+    """Whether OpenCV's mp4 writer opens at ``fps`` (it refuses a rate it cannot express in
+    MPEG-4's time base), asked on a scratch file so that the run does not end without an mp4."""
+    import tempfile
+
+    import cv2
+
+    log = cv2.utils.logging
+    level = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_SILENT)  # the refusal is ours to say, in one line
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            writer = cv2.VideoWriter(str(Path(scratch) / VIDEO_FILE),
+                                     cv2.VideoWriter_fourcc(*MP4_FOURCC), fps, (64, 64))
+            opened = writer.isOpened()
+            writer.release()
+    finally:
+        log.setLogLevel(level)
+    return opened
+
+
+def _remove_earlier_outputs(out_dir: Path) -> None:
+    """A shorter run must not leave an earlier run's frames; nothing else in the folder is ours."""
+    for f in out_dir.iterdir():
+        if f.is_file() and (f.name in (VIDEO_FILE, STATS_FILE, SUMMARY_FILE)
+                            or OVERLAY_PNG.fullmatch(f.name)):
+            f.unlink()
+
+
+def _run_ros(args, overrides: dict, src, fps: float, out_dir: Path) -> int:
+    """Start the node and the feeder in a namespace of their own, track, tear ROS down."""
     import rclpy
-    from geometry_msgs.msg import Point
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.node import Node
     from rclpy.parameter import Parameter
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from rclpy.signals import SignalHandlerOptions
 
-    from fastsam2_msgs.msg import Prompt, TrackerStats
+    from fastsam2_msgs.msg import TrackerStats
     from fastsam2_msgs.srv import AddObject
     from sensor_msgs.msg import Image
 
-    from ..image_messages import image_to_numpy, numpy_to_image
-    from .messages import msg_to_dict
     from .tracker_node import EXECUTOR_THREADS, TrackerNode
 
     ros_args = ["--ros-args", "--params-file", args.params_file] if args.params_file else None
@@ -257,8 +419,10 @@ def _run(args) -> int:
         return 2
     node = feeder = executor = spin_thread = None
     try:
-        node = TrackerNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
-        feeder = Node("fastsam2_demo_feeder")
+        namespace = f"/fastsam2_demo_{os.getpid()}"  # another demo in the domain has another
+        node = TrackerNode(namespace=namespace,
+                           parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+        feeder = Node("fastsam2_demo_feeder", namespace=namespace)
         col = _Collector()
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         pub = feeder.create_publisher(Image, node.resolve_topic_name("image"), reliable)
@@ -275,96 +439,14 @@ def _run(args) -> int:
         if not node.autostart():
             print(f"error: the tracker node could not start: {node.health.fatal}", file=sys.stderr)
             return 2
-        print(f"model ready in {time.perf_counter() - t0:.1f} s; {src.count} frame(s) from {args.input}")
+        print(f"model ready in {time.perf_counter() - t0:.1f} s; {src.count} frame(s) from "
+              f"{args.input}; node {node.get_fully_qualified_name()}")
         if not (wait_until(lambda: pub.get_subscription_count() > 0, 10.0)
                 and wait_until(lambda: node.count_publishers(node.resolve_topic_name("stats")) > 0, 10.0)
                 and client.wait_for_service(timeout_sec=10.0)):
             print("error: the feeder and the tracker node did not discover each other (DDS)", file=sys.stderr)
             return 1
-
-        stamps: List[Tuple[int, int]] = []
-        per_frame: List[dict] = []
-        t_start = time.perf_counter()
-        sent = 0
-        for i, rgb in enumerate(src):
-            msg = numpy_to_image(rgb, "rgb8")
-            msg.header.stamp = _stamp(i, fps)
-            msg.header.frame_id = "camera"
-            key = _key(msg.header.stamp)
-            stamps.append(key)
-            pub.publish(msg)
-            sent += 1
-            if i == 0 and not col.wait(key, args.frame_timeout):
-                print("error: no output for frame 0", file=sys.stderr)
-                return 1
-            if i == 0 and args.auto:  # frame 0's outputs come after its automatic prompt
-                if not _report_auto_start(col.stats[key], node.health.last_error):
-                    return 2
-            elif i == 0:
-                req = AddObject.Request()
-                req.prompt = _prompt_msg(Prompt, Point, args)
-                fut = client.call_async(req)
-                if not wait_until(fut.done, args.frame_timeout) or fut.result() is None:
-                    print("error: add_object did not answer", file=sys.stderr)
-                    return 1
-                res = fut.result()
-                if not res.success:
-                    print(f"error: prompt rejected: {res.message}", file=sys.stderr)
-                    return 2
-                print(f"prompt: {res.message}")
-                if not col.wait(key, args.frame_timeout, min_stats=2):  # republished with the mask
-                    print("error: frame 0 was not republished with the prompt's mask", file=sys.stderr)
-                    return 1
-            elif args.rate:
-                time.sleep(max(0.0, 1.0 / args.rate))
-            elif not col.wait(key, args.frame_timeout):
-                print(f"error: no output for frame {i} within {args.frame_timeout} s", file=sys.stderr)
-                return 1
-            if not args.rate and not args.quiet:
-                _print_frame(i, col.stats.get(key))
-        if args.rate:  # let the last frame finish, then report what was processed
-            col.wait(stamps[-1], args.frame_timeout)
-            if not args.quiet:
-                for i, key in enumerate(stamps):
-                    _print_frame(i, col.stats.get(key))
-        wall = time.perf_counter() - t_start
-
-        written = 0
-        video_frames = 0
-        writer = None
-        for i, key in enumerate(stamps):
-            ov = col.overlay.get(key)
-            st = col.stats.get(key)
-            if st is not None:
-                per_frame.append({"frame": i, **msg_to_dict(st)})
-            if ov is None:
-                continue
-            bgr = np.ascontiguousarray(image_to_numpy(ov)[:, :, ::-1])
-            import cv2
-
-            cv2.imwrite(str(out_dir / f"overlay_{i:05d}.png"), bgr)
-            written += 1
-            if not args.no_video:
-                if writer is None:
-                    writer = cv2.VideoWriter(str(out_dir / "overlay.mp4"),
-                                             cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                             (bgr.shape[1], bgr.shape[0]))
-                    if not writer.isOpened():
-                        print("warning: cv2.VideoWriter cannot write mp4 here; PNG frames only",
-                              file=sys.stderr)
-                        writer = False
-                if writer:
-                    writer.write(bgr)
-                    video_frames += 1
-        if writer:
-            writer.release()
-        with open(out_dir / "stats.jsonl", "w") as f:
-            for row in per_frame:
-                f.write(json.dumps(row) + "\n")
-        summary = _summary(per_frame, sent, wall, node.health.counts())
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        _print_summary(summary, out_dir, written, video_frames)
-        return 0
+        return _track(args, src, fps, out_dir, _Link(node, pub, client), col)
     finally:  # in order: the worker and node, the executor and its thread, then the context
         with _no_interrupts():  # a second Ctrl-C here left the spin thread running: SIGABRT
             if node is not None:
@@ -379,30 +461,184 @@ def _run(args) -> int:
                 rclpy.shutdown()
 
 
+class _Link:
+    """The feeder's ends: the tracker node (its health), the image publisher, add_object."""
+
+    def __init__(self, node, pub, client) -> None:
+        self.node = node
+        self.pub = pub
+        self.client = client
+
+
+def _track(args, src, fps: float, out_dir: Path, link: _Link, col: _Collector) -> int:
+    """Feed the frames; however the loop ends (all done, Ctrl-C / SIGTERM, a frame the source
+    cannot read, a node that refuses a frame or does not answer) the overlays so far stay and
+    stats.jsonl and summary.json are written. Returns the exit status."""
+    from ..core.errors import FastSam2Error
+
+    overlays = _OverlayWriter(out_dir, fps, video=not args.no_video)
+    index_of: Dict[Tuple[int, int], int] = {}  # stamp key -> frame index, of the frames sent
+    stop: Optional[_Stop] = _Stop(1, "the demo failed (see the traceback)")
+    t_start = time.perf_counter()
+    try:
+        _feed(args, src, fps, link, col, overlays, index_of)
+        stop = None
+    except KeyboardInterrupt:
+        stop = _Stop(130)
+    except _Stop as exc:
+        stop = exc
+    except (FastSam2Error, OSError) as exc:  # a frame the source cannot read, an unwritable output
+        stop = _Stop(2, _one_line(exc))
+    finally:
+        with _no_interrupts():  # a second Ctrl-C must not lose what the first one kept
+            overlays.write(col.take_overlays(), index_of)  # came, not yet written
+            overlays.close()
+            _write_results(out_dir, overlays, col, index_of, time.perf_counter() - t_start,
+                           link.node.health.counts(), stop)
+    return stop.code if stop else 0
+
+
+def _feed(args, src, fps: float, link: _Link, col: _Collector, overlays: _OverlayWriter,
+          index_of: Dict[Tuple[int, int], int]) -> None:
+    """Publish frame 0 and its prompt, then the other frames (lock-step or ``--rate``), writing
+    each frame's overlay as soon as it is final."""
+    from ..image_messages import numpy_to_image
+
+    for i, rgb in enumerate(src):
+        msg = numpy_to_image(rgb, "rgb8")
+        msg.header.stamp = _stamp(i, fps)
+        msg.header.frame_id = "camera"
+        key = _key(msg.header.stamp)
+        refused = _refusal_watch(link.node.health)
+        link.pub.publish(msg)
+        index_of[key] = i
+        if i == 0:
+            _start_object(args, link, col, key, refused)
+        elif args.rate:
+            time.sleep(max(0.0, 1.0 / args.rate))
+        else:
+            _await_outputs(col, key, i, args.frame_timeout, refused)
+        overlays.write(col.take_overlays(), index_of)
+        if not args.rate and not args.quiet:
+            _print_frame(i, col.stats.get(key))
+    if args.rate:  # let the last frame finish, then report what was processed
+        col.wait(key, args.frame_timeout)
+        overlays.write(col.take_overlays(), index_of)
+        if not args.quiet:
+            for k, i in index_of.items():
+                _print_frame(i, col.stats.get(k))
+
+
+def _start_object(args, link: _Link, col: _Collector, key, refused: Callable[[], str]) -> None:
+    """Frame 0: its outputs, then the prompt (add_object) and frame 0 again with the mask; with
+    --auto the node's automatic prompt, reported."""
+    _await_outputs(col, key, 0, args.frame_timeout, refused)
+    if args.auto:  # frame 0's outputs come after its automatic prompt
+        _report_auto_start(col.stats[key], link.node.health.last_error)
+        return
+    refused = _refusal_watch(link.node.health)
+    fut = link.client.call_async(_add_object_request(args))
+    if not wait_until(fut.done, args.frame_timeout) or fut.result() is None:
+        raise _Stop(1, "add_object did not answer")
+    res = fut.result()
+    if not res.success:
+        raise _Stop(2, f"prompt rejected: {res.message}")
+    print(f"prompt: {res.message}")
+    _await_outputs(col, key, 0, args.frame_timeout, refused, count=2,  # republished with the mask
+                   missing="frame 0 was not republished with the prompt's mask")
+
+
+def _refusal_watch(health) -> Callable[[], str]:
+    """From now on: the node's last error once it counts a refused image or a failed step ('' till
+    then). In lock-step only the frame just sent can be the cause."""
+    def failures() -> int:
+        counts = health.counts()
+        return counts["bad_inputs"] + counts["worker_errors"]
+
+    before = failures()
+    return lambda: (health.last_error or "see the node's log") if failures() > before else ""
+
+
+def _await_outputs(col: _Collector, key, index: int, timeout: float, refused: Callable[[], str],
+                   count: int = 1, missing: str = "") -> None:
+    """Wait for a frame's outputs; a frame the node refuses ends the wait at once, with the
+    node's reason, instead of after the whole timeout."""
+    if col.wait(key, timeout, count, give_up=refused):
+        return
+    reason = refused()
+    if reason:
+        raise _Stop(2, f"the tracker node could not process frame {index}: {reason}")
+    raise _Stop(1, missing or f"no output for frame {index} within {timeout} s")
+
+
+def _write_results(out_dir: Path, overlays: _OverlayWriter, col: _Collector,
+                   index_of: Dict[Tuple[int, int], int], wall: float, counts: dict,
+                   stop: Optional[_Stop]) -> None:
+    """stats.jsonl and summary.json of the frames processed so far (summary.json says whether
+    the run was interrupted or its error), then the summary lines and how the run ended."""
+    from .messages import msg_to_dict
+
+    rows = [{"frame": i, **msg_to_dict(col.stats[k])} for k, i in index_of.items() if k in col.stats]
+    with open(out_dir / STATS_FILE, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    summary = _summary(rows, len(index_of), wall, counts)
+    summary["interrupted"] = bool(stop and stop.interrupted)
+    summary["error"] = stop.message if stop and not stop.interrupted else None
+    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    if summary["error"]:
+        print(f"error: {summary['error']}", file=sys.stderr)
+    _print_summary(summary, out_dir, overlays.pngs, overlays.video_frames)
+    if summary["interrupted"]:
+        print(f"interrupted after {len(index_of)} frame(s) sent: the outputs so far are in "
+              f"{out_dir} (summary.json: \"interrupted\": true)", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c():
+    """SIGTERM (kill, systemd, a CI timeout) ends the run as Ctrl-C does: the outputs so far are
+    written (main thread only; the previous handler restored after)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextlib.contextmanager
 def _no_interrupts():
-    """SIGINT ignored while ROS is torn down (main thread only; restored after)."""
+    """SIGINT and SIGTERM ignored while the outputs are written and ROS is torn down (main
+    thread only; restored after)."""
     try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: nothing to guard
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _parameter_overrides(args) -> dict:
     """Node parameters from the command line."""
     # the demo's feeder publishes raw images (a robot's params file may choose compressed)
-    # and waits for each frame's overlay and stats, and for frame 0 again after the prompt
+    # and waits for each frame's overlay and stats, and for frame 0 again after the prompt;
+    # only --auto starts an object by itself (the demo's add_object starts object 1 otherwise)
     overrides = {"publish_overlay": True, "auto_start": False, "image_transport": "raw",
-                 "publish_stats": True, "publish_on_prompt": True, "overlay_rate_hz": 0.0}
-    if args.auto:
-        overrides["auto_prompt_on_start"] = True
-    if args.random_weights:
+                 "publish_stats": True, "publish_on_prompt": True, "overlay_rate_hz": 0.0,
+                 "auto_prompt_on_start": bool(args.auto)}
+    if args.random_weights:  # a smoke test: a params file's checkpoint must not load instead
         overrides["allow_random_weights"] = True
+        overrides["checkpoint"] = ""
     if args.checkpoint:
         overrides["checkpoint"] = str(Path(args.checkpoint).expanduser())
     for name, val in (("model_cfg", args.model_cfg), ("image_size", args.image_size),
@@ -414,7 +650,19 @@ def _parameter_overrides(args) -> dict:
     return overrides
 
 
-def _prompt_msg(Prompt, Point, args):
+def _add_object_request(args):
+    """add_object for object 1 with the command line's prompt."""
+    from fastsam2_msgs.srv import AddObject
+
+    req = AddObject.Request()
+    req.prompt = _prompt_msg(args)
+    return req
+
+
+def _prompt_msg(args):
+    from fastsam2_msgs.msg import Prompt
+    from geometry_msgs.msg import Point
+
     m = Prompt()
     m.object_id = 1
     m.new_object = True
@@ -429,18 +677,16 @@ def _prompt_msg(Prompt, Point, args):
     return m
 
 
-def _report_auto_start(st, last_error: str) -> bool:
-    """Print what the automatic prompt of frame 0 started (False: it started nothing)."""
+def _report_auto_start(st, last_error: str) -> None:
+    """Print what the automatic prompt of frame 0 started (_Stop: it started nothing)."""
     if not len(st.auto_started_ids):
         reason = last_error or "see the log"
-        print(f"error: the automatic prompt started no object on frame 0: {reason}", file=sys.stderr)
-        return False
+        raise _Stop(2, f"the automatic prompt started no object on frame 0: {reason}")
     phrases = dict(zip(st.object_ids, st.auto_phrases))
     for obj_id in st.auto_started_ids:
         phrase = f'"{phrases[obj_id]}"' if phrases[obj_id] else "without a phrase (phrase-free)"
         print(f"automatic prompt: object {obj_id} {phrase}; proposals {st.auto_proposals_ms:.0f} "
               f"ms, caption {st.auto_caption_ms:.0f} ms, refinement {st.auto_refinement_ms:.0f} ms")
-    return True
 
 
 def _print_frame(i: int, st) -> None:
