@@ -345,10 +345,12 @@ def test_a_refused_restart_leaves_the_object_tracked_and_an_accepted_one_drops_i
             worker.submit("prompt", PromptRequest(obj_id=1, new_object=True, text="the red mug",
                                                   restart=True)).result(10)
         assert tracker.object_ids == [1] and worker.tracked_ids == (1,)
+        assert wait_for(lambda: len(published) == 2, 10.0)  # the frame, then the first prompt's
         assert published[-1].texts == {1: "the floor"}
         worker.submit("prompt", PromptRequest(obj_id=1, new_object=True, points=[(3, 3)], labels=[1],
                                               restart=True)).result(10)
         assert tracker.colours[1] == (0, 0, 0), "restarted from the new click"
+        assert wait_for(lambda: len(published) == 3, 10.0)
         assert published[-1].texts == {}, "the old object's text went with it"
     finally:
         worker.stop()
