@@ -121,6 +121,23 @@ def collect_examples(tracker, dataset, texts: Dict[str, Dict[int, str]], max_fra
     return examples
 
 
+def texts_of_trained_sequences(texts: Dict[str, Dict[int, str]],
+                               trained: List[str]) -> Dict[str, Dict[int, str]]:
+    """The texts of the sequences trained on. A text file written for fastsam2-eval also holds
+    the val sequences' texts: they are set aside (said on stderr), and a file none of whose texts
+    is trained on is refused, since the router would be recorded as trained with texts."""
+    kept = {seq: objs for seq, objs in texts.items() if seq in trained and objs}
+    left_out = sorted(seq for seq, objs in texts.items() if objs and seq not in kept)
+    if left_out and not kept:
+        raise InputError(f"--text-prompts has texts only for sequences that are not trained on "
+                         f"({', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}); "
+                         "give the training sequences' texts, or none")
+    if left_out:
+        print(f"fastsam2-train-router: texts of {len(left_out)} sequence(s) not trained on are not "
+              f"used: {', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}", file=sys.stderr)
+    return kept
+
+
 def check_text_objects(dataset, texts: Dict[str, Dict[int, str]], max_frames: Optional[int]) -> None:
     """A text for an object that a sequence's annotations (those used) lack is refused before
     any frame is encoded, as fastsam2-eval refuses it: it would train nothing, and the file would
@@ -264,7 +281,6 @@ def main(argv=None) -> int:
                             keep_ratio=args.keep_ratio, seed=args.seed)
         texts = load_text_prompts(args.text_prompts, cfg.max_text_length,
                                   cfg.text_encoder)  # as fastsam2-eval reads them
-        check_tracker_files(cfg, with_texts=any(texts.values()))  # before any frame is encoded
         dataset = DavisDataset(args.data, args.resolution, sequences=args.sequences,
                                imageset=args.imageset or default_training_set(args.data, args.sequences))
         if dataset.imageset_path is None and args.sequences is None:
@@ -272,12 +288,15 @@ def main(argv=None) -> int:
                   f"every sequence ({len(dataset.sequence_names)}); give --imageset or --sequences "
                   "to keep the sequences you evaluate on out", file=sys.stderr)
         check_text_sequences(texts, dataset.available_sequences(), f"dataset {args.data}")
+        texts = texts_of_trained_sequences(texts, dataset.sequence_names)
         check_text_objects(dataset, texts, args.max_frames)
+        check_tracker_files(cfg, with_texts=any(texts.values()))  # before any frame is encoded
         tracker = StreamingTracker(cfg)
         examples = collect_examples(tracker, dataset, texts, args.max_frames)
         mlp, metrics = train(examples, tracker.model.hidden_dim, args.epochs, args.lr, args.seed,
                              args.keep_ratio)
-        # compared when loaded; every text was used (unknown sequences and objects are refused)
+        # compared when loaded; every text left was used (unknown sequences and objects are
+        # refused, texts of sequences not trained on set aside)
         inputs = router_inputs(cfg.model_cfg, cfg.mc_passes, cfg.mc_dropout,
                                args.text_mode if any(texts.values()) else "none")
         meta = {"dataset": str(args.data), "sequences": list(dataset.sequence_names),

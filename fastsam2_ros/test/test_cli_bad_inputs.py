@@ -65,6 +65,9 @@ def test_demo_bad_settings(frames, tmp_path, flags, match):
     ("/**/fastsam2_tracker:\n  ros__parameters:\n    keep_ratio: [1, 'a']\n", "--params-file"),  # rcl's own rules
     # root namespace only: rcl would skip it for the demo's node in /fastsam2_demo_<pid>
     ("fastsam2_tracker:\n  ros__parameters: {keep_ratio: 0.5}\n", "key its section '/**/fastsam2_tracker:'"),
+    # beside a global section rcl applies the global one alone: keep_ratio would be dropped
+    ("/**:\n  ros__parameters: {use_sim_time: false}\nfastsam2_tracker:\n  ros__parameters: "
+     "{keep_ratio: 0.5}\n", "key its section '/**/fastsam2_tracker:'"),
 ])
 def test_demo_bad_params_file(frames, tmp_path, content, match):
     """Checked before rclpy.init, which used to fail with a traceback (RCLError, exit 1)."""

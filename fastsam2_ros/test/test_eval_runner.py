@@ -322,17 +322,22 @@ def test_warm_up_prompts_with_a_text_when_the_timed_runs_have_one(tmp_path):
 
     later = dataclasses.replace(with_texts(seq, texts={2: "blue star"}), name="later")
     _, trackers = run_scripted(seq, "oracle", seqs=[seq, later], warmup_frames=1,
-                               warmup_text=any_prompt_text({"a": seq.prompts, "b": later.prompts}))
+                               warmup_texts={None: any_prompt_text({"a": seq.prompts,
+                                                                    "b": later.prompts})})
     assert trackers[0].calls[0][0] == "prompt" and trackers[0].calls[0][6] == "blue star"
 
 
-def test_any_prompt_text_looks_at_every_sequence_and_text_variant(tmp_path):
+def test_any_prompt_text_looks_at_every_sequence_for_the_runs_text_variant(tmp_path):
     from fastsam2_ros.eval.runner import any_prompt_text
 
     _, seq = synth_inputs(tmp_path, frames=4)
     assert any_prompt_text({"a": seq.prompts}) is None
     assert any_prompt_text({"a": seq.prompts, "b": with_texts(seq, {2: "x"}).prompts}) == "x"
-    assert any_prompt_text({"a": with_texts(seq, variants={1: {"vague": "ring"}}).prompts}) == "ring"
+    varied = {"a": with_texts(seq, variants={1: {"vague": "ring"}}).prompts}
+    assert any_prompt_text(varied, "vague") == "ring"
+    # a caption's phrase the user's runs do not give (--prompt auto without CLIP weights): the
+    # warm-up prompted with it and failed for want of CLIP weights
+    assert any_prompt_text(varied) is None and any_prompt_text(varied, "auto") is None
 
 
 def test_text_used_only_when_the_tracker_used_a_text(tmp_path):

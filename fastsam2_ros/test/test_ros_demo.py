@@ -417,3 +417,12 @@ def test_an_empty_output_is_refused(frames_dir, tmp_path, capsys, monkeypatch, i
                           "1", "--no-video", "--output", "")
     assert rc == 2 and "--output must not be empty" in se, se[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["overlay_final.png", "summary.json"]
+
+
+def test_the_mp4_probe_prints_nothing_itself(capfd):
+    """FFmpeg logs a refused time base on file descriptor 2 past OpenCV's log level: the demo's
+    one-line refusal came after an FFmpeg line."""
+    from fastsam2_ros.ros.demo import _mp4_takes
+
+    assert _mp4_takes(12345.678) is False and _mp4_takes(25.0) is True
+    assert capfd.readouterr().err == ""

@@ -420,6 +420,46 @@ def test_router_training_checks_the_clip_weights_before_encoding(tmp_path, capsy
     assert "no CLIP weights given" in capsys.readouterr().err
 
 
+def test_router_training_uses_the_texts_of_the_sequences_it_trains_on(tmp_path, capsys,
+                                                                      monkeypatch):
+    """A text file made for fastsam2-eval holds the val sequences' texts: none reached training,
+    yet the file recorded text_mode clip_ridge (a router that never saw a text)."""
+    seen = []
+
+    def stop(tracker, dataset, texts, max_frames):
+        seen.append(texts)
+        raise router_training.InputError("stop")
+
+    monkeypatch.setattr(router_training, "collect_examples", stop)
+    data = generate_dataset(tmp_path / "syn", sequences=2, frames=3, size=(32, 32), objects=1)
+    (data / "ImageSets" / "2017" / "train.txt").write_text("synth000\n")
+    prompts = tmp_path / "texts.json"
+    args = ["--data", str(data), "--out", str(tmp_path / "r.pt"), "--random-weights",
+            "--image-size", "64", "--device", "cpu", "--mc-passes", "0", "--text-prompts", str(prompts)]
+    prompts.write_text('{"synth001": {"1": "a cup"}}')
+    assert router_training.main(args) == 2 and not seen
+    assert "texts only for sequences that are not trained on (synth001)" in capsys.readouterr().err
+    prompts.write_text('{"synth000": {"1": "a ball"}, "synth001": {"1": "a cup"}}')
+    router_training.main(args)
+    assert seen == [{"synth000": {1: "a ball"}}]
+    assert "texts of 1 sequence(s) not trained on are not used: synth001" in capsys.readouterr().err
+
+
+def test_node_bench_ends_a_point_the_node_never_answers():
+    """A point shorter than the early give-up (3 frames) ended all LOST with exit 0."""
+    from fastsam2_ros.ros import node_bench
+
+    class SilentProbe:
+        def publish(self, frame):
+            return (0, 0), 0.0
+
+        def wait_outputs(self, key, topics, timeout):
+            return False
+
+    with pytest.raises(RuntimeError, match="answered none of the 2 frames"):
+        node_bench.measure_latency(SilentProbe(), [None], ("mask",), 2, 0, 0.0, 0.01)
+
+
 GPU_CHECK = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"
 
 

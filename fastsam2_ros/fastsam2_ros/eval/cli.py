@@ -530,7 +530,9 @@ def cmd_run(args) -> int:
                 warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
             load, prompts, total, info, auto_section = _plan_automatic(args, cfg, texts)
     out = Path(args.out)
-    opts = RunOptions(protocol=protocol, warmup_frames=args.warmup, warmup_text=any_prompt_text(prompts),
+    warmup_texts = {spec.text_variant: any_prompt_text(prompts, spec.text_variant) for spec in specs}
+    opts = RunOptions(protocol=protocol, warmup_frames=args.warmup,
+                      warmup_texts={k: v for k, v in warmup_texts.items() if v},
                       save_masks=out if args.save_masks else None, progress=not args.no_progress,
                       match_objects=args.prompt == "auto")
 

@@ -571,19 +571,21 @@ class RunOptions:
     save_masks: Optional[Path] = None  # write predictions as <dir>/<mode label>/<seq>/<frame>.png
     progress: bool = True
     use_text: bool = True
-    #: a text the timed runs give the tracker (``any_prompt_text``): the streaming warm-up uses
-    #: it when its sequence has none, so the text encoder is built before the clock runs
-    warmup_text: Optional[str] = None
+    #: text variant (None: the user's texts) -> a text the timed runs of that variant give the
+    #: tracker (``any_prompt_text``): the streaming warm-up uses it when its sequence has none,
+    #: so the text encoder is built before the clock runs (and never for runs without texts)
+    warmup_texts: Dict[Optional[str], str] = field(default_factory=dict)
     #: prompts not made from the GT (automatic): map predicted ids onto GT ids before scoring
     match_objects: bool = False
 
 
-def any_prompt_text(prompts: Dict[str, List[ObjectPrompt]]) -> Optional[str]:
-    """The first text of any prompt of any sequence, its text variants included (None: no text);
-    ``RunOptions.warmup_text``."""
+def any_prompt_text(prompts: Dict[str, List[ObjectPrompt]],
+                    variant: Optional[str] = None) -> Optional[str]:
+    """The first text the runs of text ``variant`` (None: the user's texts) give any object of any
+    sequence (None: they give none); ``RunOptions.warmup_texts``."""
     for ps in prompts.values():
         for p in ps:
-            text = p.text or next((t for t in p.texts.values() if t), None)
+            text = p.texts.get(variant) if variant else p.text
             if text:
                 return text
     return None
@@ -738,7 +740,7 @@ def run_modes(specs: Sequence[ModeSpec], load_sequences: SequenceLoader, total_f
                         seq = seq.with_text_variant(spec.text_variant)  # warm up on what is timed
                         if not warmed:
                             _warmup_streaming(tracker, seq, opts.warmup_frames, opts.use_text,
-                                              opts.warmup_text)
+                                              opts.warmup_texts.get(spec.text_variant))
                             reset_peak_gpu_memory(device)
                             warmed = True
                         texts_given |= opts.use_text and any(p.text for p in seq.prompts)

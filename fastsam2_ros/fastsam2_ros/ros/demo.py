@@ -344,7 +344,9 @@ def _check_params_file(path: str) -> None:
 
     load_ros_params(path)  # exists, parses, has the node's section
     data = yaml.safe_load(Path(path).read_text())
-    if not any(isinstance(data.get(key), dict) for key in (params_file_key(), "/**")):
+    node = params_file_key().rsplit("/", 1)[-1]
+    bare = [key for key in (node, f"/{node}") if isinstance(data.get(key), dict)]
+    if bare or not any(isinstance(data.get(key), dict) for key in (params_file_key(), "/**")):
         raise InputError(f"--params-file {path}: the demo's node runs in a namespace of its own: "
                          f"key its section '{params_file_key()}:' (it applies in any namespace)")
 
@@ -365,6 +367,22 @@ def _frame_rate(args, src) -> float:
     return fps
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """File descriptor 2 to /dev/null for a while: FFmpeg logs a refused time base there itself,
+    past OpenCV's log level, and the refusal is ours to say, in one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(devnull)
+        os.close(saved)
+
+
 def _mp4_takes(fps: float) -> bool:
     """Whether OpenCV's mp4 writer opens at ``fps`` (it refuses a rate it cannot express in
     MPEG-4's time base), asked on a scratch file so that the run does not end without an mp4."""
@@ -376,7 +394,7 @@ def _mp4_takes(fps: float) -> bool:
     level = log.getLogLevel()
     log.setLogLevel(log.LOG_LEVEL_SILENT)  # the refusal is ours to say, in one line
     try:
-        with tempfile.TemporaryDirectory() as scratch:
+        with tempfile.TemporaryDirectory() as scratch, _quiet_stderr():
             writer = cv2.VideoWriter(str(Path(scratch) / VIDEO_FILE),
                                      cv2.VideoWriter_fourcc(*MP4_FOURCC), fps, (64, 64))
             opened = writer.isOpened()

@@ -407,6 +407,9 @@ def measure_latency(probe: Probe, frames, topics, count: int, warmup: int, gap_s
             stats = dict(probe.stats[key])
         rows.append((arrival, stats))
         time.sleep(gap_s)
+    if answered == 0:  # (a point too short for the early give-up)
+        raise RuntimeError(f"the node answered none of the {warmup + count} frames (waited "
+                           f"{timeout:g} s for each): it is not tracking; see its log")
     mask = [r[0]["mask"] * 1e3 for r in rows]
     complete = [max(r[0].values()) * 1e3 for r in rows]
     tracker = [r[1]["total_ms"] for r in rows]

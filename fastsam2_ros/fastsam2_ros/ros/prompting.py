@@ -138,8 +138,13 @@ def project_to_pixel(k: Sequence[float], point_xyz: Sequence[float],
         raise ClickNotUsable(f"clicked point ({x:.3f}, {y:.3f}, {z:.3f}) is behind the camera (z <= 0)")
     u = kk[0] * x / z + kk[1] * y / z + kk[2]
     v = kk[4] * y / z + kk[5]
-    bx, by = (max(int(b), 1) for b in binning)
+    bx, by = _binning(binning)
     return float((u - roi_offset[0]) / bx), float((v - roi_offset[1]) / by)
+
+
+def _binning(binning: Tuple[int, int]) -> Tuple[int, int]:
+    """camera_info's binning_x/y, 0 meaning 1 (no binning), as image_geometry reads them."""
+    return max(int(binning[0]), 1), max(int(binning[1]), 1)
 
 
 def camera_info_image_size(width: int, height: int, binning: Tuple[int, int] = (1, 1),
@@ -149,7 +154,7 @@ def camera_info_image_size(width: int, height: int, binning: Tuple[int, int] = (
     full_w, full_h = int(roi_size[0]) or int(width), int(roi_size[1]) or int(height)
     if full_w <= 0 or full_h <= 0:
         return None
-    bx, by = (max(int(b), 1) for b in binning)
+    bx, by = _binning(binning)
     return full_w // bx, full_h // by
 
 
