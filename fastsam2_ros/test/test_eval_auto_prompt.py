@@ -190,11 +190,11 @@ def test_eval_refuses_more_auto_objects_than_the_tracker_takes(data, rpn_config,
 
 def test_user_variant_without_a_text_names_the_text_prompts_file(data, tmp_path, capsys):
     """The reason given was "no auto_caption_model configured", which has nothing to do with the
-    user's texts."""
+    user's texts (also for a variant named in another case: "User" was looked up as typed)."""
     texts = tmp_path / "texts.json"
     texts.write_text(json.dumps({"synth000": {"1": "a red ring"}}))  # object 2 has none
     rc = cli.main(["run", "--dataset", str(data), *COMMON, "--modes", "dense", "--out",
-                   str(tmp_path / "o"), "--text-prompts", str(texts), "--text-variants", "user"])
+                   str(tmp_path / "o"), "--text-prompts", str(texts), "--text-variants", "User"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1, err
     assert err[0] == (f"fastsam2-eval: error: text variant 'user' has no text for synth000/2 (the "

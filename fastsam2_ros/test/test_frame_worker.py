@@ -456,3 +456,120 @@ def test_prompts_waiting_for_the_first_image_outlast_a_frame_the_tracker_refuses
         worker.stop()
     assert len(refused) == 1 and "too small" in refused[0], refused
     assert published[0].result.object_ids == [1]
+
+
+class _TextStartTracker(SceneTracker):
+    """Also starts an object from a text alone (a click at the centre), reporting the start in
+    that call's stats only, as the core does."""
+
+    def add_prompt(self, obj_id, points=None, labels=None, text=None, image=None, restart=False, **k):
+        if points is None and text is not None:
+            if image is not None:
+                self.track(image)
+            height, width = self.image.shape[:2]
+            super().add_prompt(obj_id, points=[[width // 2, height // 2]], labels=[1], restart=restart)
+            return self._result([obj_id])
+        return super().add_prompt(obj_id, points=points, labels=labels, image=image, restart=restart)
+
+
+def _offer(worker, rgb):
+    worker.offer_frame("raw", SimpleNamespace(rgb=rgb, header=SimpleNamespace(frame_id="f")))
+
+
+def test_an_object_started_from_text_alone_stays_marked_when_its_result_is_not_published():
+    """The mark was taken from the published frames only: with publish_on_prompt false, or with
+    another prompt after it on the first frame, the start was never marked."""
+    from fastsam2_ros.ros.prompting import PromptRequest
+
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    for publish_on_prompt, queued in ((False, False), (True, True)):
+        tracker = _TextStartTracker(TrackerConfig())
+        worker = make_worker(tracker, Recorder())
+        worker._publish_on_prompt = lambda: publish_on_prompt
+        published = []
+        worker._publish = published.append
+        worker.start()
+        try:
+            if not queued:
+                _offer(worker, rgb)
+                assert wait_for(lambda: len(published) == 1, 10.0)
+            prompts = [PromptRequest(obj_id=1, new_object=True, text="the mug")]
+            if queued:  # a second prompt waits behind it: only the last call's result goes out
+                prompts.append(PromptRequest(obj_id=2, new_object=True, points=[(2, 2)], labels=[1]))
+            for req in prompts:
+                worker.submit("prompt", req, queue_if_no_frame=queued).result(10)
+            count = len(published)
+            _offer(worker, rgb)
+            assert wait_for(lambda: len(published) > count, 10.0)
+        finally:
+            worker.stop()
+        assert published[-1].auto_prompted == {1}, (publish_on_prompt, queued)
+
+
+class _HeldTracker(SceneTracker):
+    """remove_object holds the worker until ``go`` is set (then refuses the unknown id), so that
+    a frame and commands can be made to wait together."""
+
+    def __init__(self):
+        super().__init__(TrackerConfig())
+        self.go = threading.Event()
+
+    def remove_object(self, obj_id):
+        assert self.go.wait(10)
+        return super().remove_object(obj_id)
+
+
+def test_a_topic_prompt_meeting_a_refused_waiting_image_waits_for_the_next_one():
+    """Commands go before frames: a topic prompt that found the first image waiting took it with
+    it, and when the tracker refused that image the prompt was rejected, not queued."""
+    from fastsam2_ros.ros.prompting import PromptRequest
+
+    tracker = _HeldTracker()
+    worker = make_worker(tracker, Recorder())
+    published, refused = [], []
+    worker._publish = published.append
+    worker._bad_input = lambda message, **k: refused.append(message)
+    worker.start()
+    try:
+        worker.submit("remove", 99)  # holds the worker
+        _offer(worker, np.zeros((4, 300, 3), np.uint8))  # refused by the tracker: too small
+        future = worker.submit("prompt", PromptRequest(obj_id=1, new_object=True, points=[(2, 2)],
+                                                       labels=[1]), queue_if_no_frame=True)
+        tracker.go.set()
+        assert future.result(10).queued
+        assert len(refused) == 1 and "too small" in refused[0], refused
+        _offer(worker, np.zeros((16, 16, 3), np.uint8))
+        assert wait_for(lambda: published, 10.0)
+    finally:
+        worker.stop()
+    assert published[0].result.object_ids == [1]
+
+
+def test_a_refused_prompt_that_meets_the_first_image_leaves_the_image_published():
+    """The prompts that waited were applied (the tracker took the frame), then the caller's bad
+    click was raised: the frame was never published and the node had no current frame."""
+    from fastsam2_ros.core.errors import InputError
+    from fastsam2_ros.ros.prompting import PromptRequest
+
+    tracker = _HeldTracker()
+    worker = make_worker(tracker, Recorder())
+    published = []
+    worker._publish = published.append
+    worker.start()
+    try:
+        queued = worker.submit("prompt", PromptRequest(obj_id=1, new_object=True, points=[(2, 2)],
+                                                       labels=[1]), queue_if_no_frame=True)
+        assert queued.result(10).queued
+        worker.submit("remove", 99)  # holds the worker
+        _offer(worker, np.zeros((16, 16, 3), np.uint8))
+        bad = worker.submit("prompt", PromptRequest(obj_id=2, new_object=True, points=[(50, 2)],
+                                                    labels=[1]))
+        tracker.go.set()
+        with pytest.raises(InputError, match="outside"):
+            bad.result(10)
+        assert wait_for(lambda: published, 10.0)
+        assert published[0].result.object_ids == [1] and worker._current is not None
+        worker.submit("prompt", PromptRequest(obj_id=3, new_object=True, points=[(5, 5)],
+                                              labels=[1])).result(10)  # the frame is there
+    finally:
+        worker.stop()

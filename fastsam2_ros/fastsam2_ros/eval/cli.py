@@ -496,6 +496,7 @@ def cmd_run(args) -> int:
     from .report import PLOT_SUFFIXES, markdown_table, plot, run_report, write_json
     from .runner import RunOptions, any_prompt_text, mode_specs, run_modes
 
+    args.text_variants = [v.lower() for v in args.text_variants]  # any case, as --modes
     _refuse_flags_without_effect(args)
     _check_prompt_options(args)
     protocol = _protocol(args)

@@ -80,6 +80,11 @@ class PromptOutcome:
     queued: bool = False  # waiting for the first frame
 
 
+class _FrameRefused(InputError):
+    """The image a prompt was to go with is unusable (not the prompt's fault: a prompt that may
+    wait for an image is queued instead)."""
+
+
 @dataclass
 class _Command:
     kind: str  # prompt | remove | reset | auto_prompt
@@ -331,16 +336,16 @@ class FrameWorker:
         except InputError as exc:
             self._bad_input(f"image rejected ({kind}, frame_id {msg.header.frame_id!r}): {exc}")
             if prompt is not None:
-                raise InputError(f"the waiting image is unusable: {exc}") from exc
+                raise _FrameRefused(f"the waiting image is unusable: {exc}") from exc
             return None
         decode_ms = (time.perf_counter() - t0) * 1e3
-        outcome = None
+        outcome = prompt_error = None
         auto_start, self._auto_start_pending = self._auto_start_pending, False
         before, taken = self.tracker.frame_index, False
         try:
             if self._pending or prompt is not None:
                 validate_image(rgb)  # a refused frame leaves the waiting prompts waiting
-                result, outcome = self._first_frame_with_prompts(msg.header, rgb, prompt)
+                result, outcome, prompt_error = self._first_frame_with_prompts(msg.header, rgb, prompt)
             elif auto_start and not self.tracker.object_ids:
                 result = self._auto_start(rgb)
             else:
@@ -349,9 +354,9 @@ class FrameWorker:
         except FastSam2Error as exc:
             if auto_start:  # the first *usable* frame starts the object: wait for the next one
                 self._auto_start_pending = True
-            if prompt is not None:
-                raise
             self._bad_input(f"frame rejected by the tracker: {exc}")
+            if prompt is not None:
+                raise _FrameRefused(f"the waiting image is unusable: {exc}") from exc
             return None
         finally:
             self._refresh_ids()
@@ -362,10 +367,14 @@ class FrameWorker:
         self._current = (msg.header, rgb)
         self._needs_image = False
         self._emit(result, msg.header, rgb, received, fresh=True, decode_ms=decode_ms)
+        if prompt_error is not None:  # the frame is taken and published all the same
+            raise prompt_error
         return outcome
 
     def _first_frame_with_prompts(self, header, rgb, prompt: Optional[PromptRequest]):
-        """Take a frame and apply the prompts that waited for it (and ``prompt``).
+        """Take a frame and apply the prompts that waited for it (and ``prompt``). Returns the
+        frame's result, ``prompt``'s outcome and ``prompt``'s error (None when it was applied):
+        the caller's refused prompt must not throw the frame away.
 
         Before the first frame the first ``add_prompt`` passes ``image=`` so the tracker takes the
         frame with it; otherwise the frame is tracked first."""
@@ -374,7 +383,7 @@ class FrameWorker:
         if prompt is not None:
             queue.append(prompt)
         tracker = self.tracker
-        results, outcome = [], None
+        results, outcome, prompt_error = [], None, None
         fed = self._current is not None
         if fed:
             results.append(tracker.track(rgb))
@@ -389,19 +398,26 @@ class FrameWorker:
             except FastSam2Error as exc:
                 fed = fed or tracker.frame_index != before
                 if req is prompt:
-                    raise
+                    prompt_error = exc
+                    continue
                 self._bad_input(f"{req.source} rejected: {exc}", prompt=True)
         if not results:  # no prompt took the frame, or one took it and then failed
             results.append(tracker.track(rgb))
         result = results[-1]
         for earlier in results[:-1]:  # the frame's stats cover every call made for it
             result.stats.add_stage_times(earlier.stats)
-        return result, outcome
+        return result, outcome, prompt_error
 
-    def _emit(self, result, header, rgb, received: float, fresh: bool, decode_ms: float = 0.0) -> None:
+    def _note_starts(self, result) -> None:
+        """Remember the objects a call started without a click and their found phrases, where the
+        call returns: the core reports a start only in that call's result, which is not always
+        published (publish_on_prompt false, several prompts on the first frame)."""
         self._auto_prompted.update(int(i) for i in result.stats.auto_prompted)
         for obj_id, phrase in result.stats.auto_phrases.items():  # a user's later text wins
             self._texts.setdefault(int(obj_id), phrase)
+
+    def _emit(self, result, header, rgb, received: float, fresh: bool, decode_ms: float = 0.0) -> None:
+        self._note_starts(result)
         frame = TrackedFrame(result, header, rgb, received, fresh, dict(self._texts),
                              set(self._auto_prompted), decode_ms)
         with self._publish_cv:  # wait while the publisher is PUBLISH_BACKLOG frames behind
@@ -463,10 +479,15 @@ class FrameWorker:
             return outcome
         item = self._take_waiting_frame()  # no frame processed yet: use one that waits
         if item is not None:
-            outcome = self._process_frame(item, prompt=req)
-            if outcome is None:
-                raise InputError("the waiting image could not be used")
-            return outcome
+            try:
+                outcome = self._process_frame(item, prompt=req)
+            except _FrameRefused:  # (counted as a bad image) a topic prompt waits for the next
+                if not cmd.queue_if_no_frame:
+                    raise
+            else:
+                if outcome is None:
+                    raise InputError("the waiting image could not be used")
+                return outcome
         if not cmd.queue_if_no_frame:
             raise InputError("no image received yet; prompts apply to the latest image")
         if len(self._pending) >= MAX_PENDING_PROMPTS:
@@ -498,6 +519,7 @@ class FrameWorker:
         if restarted:  # accepted: the old object's notes go with it
             self._auto_prompted.discard(obj_id)
             self._texts.pop(obj_id, None)
+        self._note_starts(result)
         auto = obj_id in set(int(i) for i in result.stats.auto_prompted)
         if req.text:
             self._texts[obj_id] = req.text
@@ -547,6 +569,7 @@ class FrameWorker:
         returns (AutoPromptResult, FrameResult)."""
         obj_id = next_free_id(int(i) for i in self.tracker.object_ids)
         result = self.tracker.auto_prompt(obj_id, image=image)
+        self._note_starts(result)
         plan = result.auto_prompt
         self._log.info(f"{source}: {auto_prompt_summary(plan)}")
         if self._on_auto_prompt is not None:
