@@ -435,15 +435,21 @@ def test_a_prompt_after_a_failed_frame_applies_to_the_frame_the_node_published()
     np.testing.assert_array_equal(out.result.masks[1], shown[..., 0] == 200)
 
 
-def test_prompts_waiting_for_the_first_image_outlast_a_frame_the_tracker_refuses():
-    from fastsam2_ros.ros.prompting import PromptRequest
-
-    tracker = SceneTracker(TrackerConfig())
+def _recording_worker(tracker):
+    """A started worker that records what it publishes and the bad inputs it reports."""
     worker = make_worker(tracker, Recorder())
     published, refused = [], []
     worker._publish = published.append
     worker._bad_input = lambda message, **k: refused.append(message)
     worker.start()
+    return worker, published, refused
+
+
+def test_prompts_waiting_for_the_first_image_outlast_a_frame_the_tracker_refuses():
+    from fastsam2_ros.ros.prompting import PromptRequest
+
+    tracker = SceneTracker(TrackerConfig())
+    worker, published, refused = _recording_worker(tracker)
     try:
         queued = worker.submit("prompt", PromptRequest(obj_id=1, new_object=True, points=[(2, 2)],
                                                        labels=[1]), queue_if_no_frame=True)
@@ -525,11 +531,7 @@ def test_a_topic_prompt_meeting_a_refused_waiting_image_waits_for_the_next_one()
     from fastsam2_ros.ros.prompting import PromptRequest
 
     tracker = _HeldTracker()
-    worker = make_worker(tracker, Recorder())
-    published, refused = [], []
-    worker._publish = published.append
-    worker._bad_input = lambda message, **k: refused.append(message)
-    worker.start()
+    worker, published, refused = _recording_worker(tracker)
     try:
         worker.submit("remove", 99)  # holds the worker
         _offer(worker, np.zeros((4, 300, 3), np.uint8))  # refused by the tracker: too small
