@@ -128,13 +128,13 @@ def texts_of_trained_sequences(texts: Dict[str, Dict[int, str]],
     is trained on is refused, since the router would be recorded as trained with texts."""
     kept = {seq: objs for seq, objs in texts.items() if seq in trained and objs}
     left_out = sorted(seq for seq, objs in texts.items() if objs and seq not in kept)
+    named = ", ".join(left_out[:5]) + (" ..." if len(left_out) > 5 else "")
     if left_out and not kept:
         raise InputError(f"--text-prompts has texts only for sequences that are not trained on "
-                         f"({', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}); "
-                         "give the training sequences' texts, or none")
+                         f"({named}); give the training sequences' texts, or none")
     if left_out:
         print(f"fastsam2-train-router: texts of {len(left_out)} sequence(s) not trained on are not "
-              f"used: {', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}", file=sys.stderr)
+              f"used: {named}", file=sys.stderr)
     return kept
 
 

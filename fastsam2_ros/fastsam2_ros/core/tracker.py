@@ -520,18 +520,17 @@ class StreamingTracker:
                              f"to the model's {size} px input: draw a larger mask or click")
         return m
 
-    def _prompt(self, obj: _ObjectState, backbone: dict, pts, lab, bbox, mask_input,
+    def _prompt(self, obj: _ObjectState, backbone: dict, pts, lab, bbox, mask_inputs,
                 timer: StageTimer) -> None:
         """One object's prompt on the current frame (see ``PrunedSAM2VideoPredictor.prompt_object``);
-        ``mask_input`` is a mask already at the model's resolution (``_mask_input``)."""
+        ``mask_inputs`` is a mask already at the model's resolution (``_mask_input``)."""
         t = self._t
         height, width = self._image.shape[:2]
         size = self.model.image_size
         is_init = obj.first_frame == t
         has_output = obj.obj_id in self.objects  # tracked on (or prompted earlier on) this frame
-        point_inputs = mask_inputs = None
-        if mask_input is not None:
-            mask_inputs = mask_input
+        point_inputs = None
+        if mask_inputs is not None:
             obj.point_inputs, obj.point_frame = None, -1
         else:
             coords = np.zeros((0, 2), np.float32) if pts is None else pts

@@ -47,6 +47,11 @@ def _names(text: str) -> List[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def _lower_names(text: str) -> List[str]:
+    """Names taken in any case (as --modes): every later step compares them in lower case."""
+    return [v.lower() for v in _names(text)]
+
+
 #: Objects ``--prompt auto`` starts per sequence when --auto-objects is not given.
 DEFAULT_AUTO_OBJECTS = 1
 
@@ -118,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--auto-objects", type=int,
                    help=f"objects started per sequence (default {DEFAULT_AUTO_OBJECTS}; with "
                         "--prompt auto only)")
-    r.add_argument("--text-variants", type=_names, default=[],
+    r.add_argument("--text-variants", type=_lower_names, default=[],
                    help="comma-separated user,auto,vague,verbose: run the streaming modes once per "
                         "text (same clicks) and report J&F per variant (paper Table 6); auto/vague/"
                         "verbose need auto_caption_model")
@@ -423,7 +428,7 @@ def _protocol(args):
 
 
 def _check_prompt_options(args) -> None:
-    variants = [v.lower() for v in args.text_variants]
+    variants = args.text_variants
     if args.prompt == "auto":
         if args.refine:
             raise InputError("--refine clicks where the ground truth says; it cannot be combined "
@@ -496,7 +501,6 @@ def cmd_run(args) -> int:
     from .report import PLOT_SUFFIXES, markdown_table, plot, run_report, write_json
     from .runner import RunOptions, any_prompt_text, mode_specs, run_modes
 
-    args.text_variants = [v.lower() for v in args.text_variants]  # any case, as --modes
     _refuse_flags_without_effect(args)
     _check_prompt_options(args)
     protocol = _protocol(args)

@@ -84,6 +84,9 @@ class _FrameRefused(InputError):
     """The image a prompt was to go with is unusable (not the prompt's fault: a prompt that may
     wait for an image is queued instead)."""
 
+    def __init__(self, reason: Exception) -> None:
+        super().__init__(f"the waiting image is unusable: {reason}")
+
 
 @dataclass
 class _Command:
@@ -336,7 +339,7 @@ class FrameWorker:
         except InputError as exc:
             self._bad_input(f"image rejected ({kind}, frame_id {msg.header.frame_id!r}): {exc}")
             if prompt is not None:
-                raise _FrameRefused(f"the waiting image is unusable: {exc}") from exc
+                raise _FrameRefused(exc) from exc
             return None
         decode_ms = (time.perf_counter() - t0) * 1e3
         outcome = prompt_error = None
@@ -356,7 +359,7 @@ class FrameWorker:
                 self._auto_start_pending = True
             self._bad_input(f"frame rejected by the tracker: {exc}")
             if prompt is not None:
-                raise _FrameRefused(f"the waiting image is unusable: {exc}") from exc
+                raise _FrameRefused(exc) from exc
             return None
         finally:
             self._refresh_ids()
