@@ -15,7 +15,10 @@ What cv_bridge does, and what this module does the same way:
   are refused, as cv_bridge refuses them ("not a color format").
 * ``compressed_to_rgb(msg)`` = ``compressed_imgmsg_to_cv2`` followed by the channel-order rule of
   compressed_image_transport: the decoded payload is BGR unless the format string says the
-  original colour image was compressed in RGB order (``"rgb8; jpeg compressed rgb8"``).
+  original colour image was compressed in RGB order (``"rgb8; jpeg compressed rgb8"``). The
+  original encoding of the format decides the rest as for a raw image: a Bayer mosaic (PNG keeps
+  it as it is) is demosaiced, an original without colour meaning (``"16UC1; png compressed "``,
+  a depth image) is refused.
 * ``numpy_to_image(array, encoding)`` = ``cv2_to_imgmsg``: packed rows, native byte order;
   ``empty_image`` gives the message and a numpy view of its data, to compute an image in place.
 
@@ -230,13 +233,20 @@ def compressed_topic(resolved: str) -> str:
     return resolved.rstrip("/") + "/compressed"
 
 
+def compressed_original_encoding(fmt: str) -> str:
+    """The original image's encoding that compressed_image_transport writes before ``;`` in the
+    format (``"bayer_rggb8; png compressed "`` -> ``"bayer_rggb8"``); "" when the format names none
+    (``"jpeg"``)."""
+    original, sep, _ = str(fmt).partition(";")
+    return original.strip() if sep else ""
+
+
 def compressed_payload_is_rgb(fmt: str) -> bool:
     """compressed_image_transport's rule: the payload holds RGB channel order when the format names
     a colour original (``"rgb8; jpeg compressed rgb8"``) that was not compressed as BGR."""
-    original, sep, compressed = str(fmt).partition(";")
-    original = original.strip()
+    original = compressed_original_encoding(fmt)
     colour = original in RGB_CONVERSIONS and RGB_CONVERSIONS[original] != "gray"
-    return bool(sep) and colour and "compressed bgr" not in compressed
+    return colour and "compressed bgr" not in str(fmt).partition(";")[2]
 
 
 def compressed_size(data: np.ndarray) -> Optional[Tuple[int, int]]:
@@ -267,6 +277,10 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     fmt = str(getattr(msg, "format", ""))
     if "compresseddepth" in fmt.lower():
         raise InputError(f"compressedDepth images ({fmt!r}) are depth, not colour")
+    original = compressed_original_encoding(fmt)
+    if original in ENCODINGS and original not in RGB_CONVERSIONS:  # refused as the raw image is
+        raise InputError(f"compressed image of a {original} original ({fmt!r}) has no colour "
+                         f"meaning; use one of {', '.join(RGB_CONVERSIONS)}")
     data = _byte_view(msg.data)  # no copy of the payload
     if not data.size:
         raise InputError("empty compressed image")
@@ -290,9 +304,10 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
         raise InputError(f"unsupported decoded pixel type {img.dtype} (format {fmt!r})")
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
-    if img.ndim == 2:
-        return to_rgb8(img, "mono16" if img.dtype == np.uint16 else "mono8")
     bits = "16" if img.dtype == np.uint16 else "8"
+    if img.ndim == 2:  # PNG keeps a Bayer original's mosaic as it is: demosaic it like the raw one
+        kind = RGB_CONVERSIONS.get(original, "gray")
+        return to_rgb8(img, f"{kind}{bits}" if kind.startswith("bayer_") else f"mono{bits}")
     order = "rgb" if compressed_payload_is_rgb(fmt) else "bgr"
     alpha = "a" if img.shape[2] == 4 else ""
     return to_rgb8(img, f"{order}{alpha}{bits}")
@@ -348,5 +363,6 @@ def _byte_view(data: Any) -> np.ndarray:
 __all__ = [
     "ENCODINGS", "RGB_CONVERSIONS", "MAX_PIXELS", "encoding_info", "check_image",
     "image_to_numpy", "image_to_rgb", "to_rgb8", "numpy_to_image", "empty_image", "mask_from_image",
-    "compressed_topic", "compressed_payload_is_rgb", "compressed_to_rgb", "rgb_to_compressed",
+    "compressed_topic", "compressed_original_encoding", "compressed_payload_is_rgb",
+    "compressed_to_rgb", "rgb_to_compressed",
 ]

@@ -317,6 +317,40 @@ def test_compressed_16_bit_png_and_depth_refused():
 
 
 @needs_msgs
+@pytest.mark.parametrize("encoding", ["bayer_rggb8", "bayer_gbrg8", "bayer_bggr16", "bayer_grbg16"])
+def test_a_bayer_image_through_png_compression_decodes_like_the_raw_one(encoding):
+    """compressed_image_transport's PNG keeps a Bayer mosaic as it is ("bayer_rggb8; png
+    compressed "); it was decoded as a grey image, the raw topic's same frame in colour."""
+    import cv2
+
+    dtype = np.uint16 if encoding.endswith("16") else np.uint8
+    mosaic = (np.random.default_rng(3).random((12, 16)) * np.iinfo(dtype).max).astype(dtype)
+    raw = cv.numpy_to_image(mosaic, encoding)
+    ok, buf = cv2.imencode(".png", mosaic)
+    msg = CompressedImage(format=f"{encoding}; png compressed ")
+    msg.data = array.array("B", buf.tobytes())
+    decoded = cv.compressed_to_rgb(msg)
+    assert not np.array_equal(decoded[:, :, 0], decoded[:, :, 2])  # colour, not grey
+    np.testing.assert_array_equal(decoded, cv.image_to_rgb(raw))
+
+
+@needs_msgs
+@pytest.mark.parametrize("original", ["16UC1", "8UC1", "32FC1"])
+def test_a_compressed_image_of_an_original_without_colour_is_refused_like_the_raw_one(original):
+    """compressed_image_transport sends a depth image as "16UC1; png compressed ": it was decoded
+    as mono16 and tracked, while the same image on the raw topic is refused."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.full((6, 8), 1200, np.uint16))
+    msg = CompressedImage(format=f"{original}; png compressed ")
+    msg.data = array.array("B", buf.tobytes())
+    with pytest.raises(InputError, match="no colour meaning"):
+        cv.compressed_to_rgb(msg)
+    with pytest.raises(InputError, match="no colour meaning"):
+        cv.image_to_rgb(cv.numpy_to_image(np.zeros((6, 8), cv.encoding_info(original)[0]), original))
+
+
+@needs_msgs
 def test_compressed_single_channel_float_is_refused_not_cast():
     """A one-channel float payload (a TIFF) used to be cast to uint8 (300.7 -> 44)."""
     import cv2

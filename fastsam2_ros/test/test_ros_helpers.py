@@ -314,9 +314,38 @@ def test_health_rate_falls_and_warns_when_the_camera_stops(monkeypatch):
     clock[0] += 2.0
     snap = h.snapshot(warn_hold=5.0, period=1.0)
     assert snap.level == diagnostics.WARN and snap.message.startswith("no images on")
-    assert float(snap.values["rate_hz"]) == 0.0
+    assert float(snap.values["rate_hz"]) < 0.5
+    clock[0] += 60.0
+    assert float(h.snapshot(warn_hold=5.0, period=1.0).values["rate_hz"]) < 0.05
     h.on_received(False)  # it is back
     assert h.snapshot(warn_hold=5.0, period=1.0).level == diagnostics.OK
+
+
+@pytest.mark.parametrize("period_s", [6.0, 4.0, 2.0])
+def test_health_rate_and_latency_of_a_node_slower_than_the_window(monkeypatch, period_s):
+    """A node tracking one frame every 2-6 s (``max_rate_hz: 0.2`` on a 4 Hz camera here; or a
+    large model on a CPU) read "at 0.0 Hz" on most statuses, and latency 0.0 when no frame fell in
+    the 5 s window: the window kept no frame or one, and a lone interval was divided by up to
+    5 s."""
+    clock = [1000.0]
+    monkeypatch.setattr(diagnostics.time, "monotonic", lambda: clock[0])
+    h = diagnostics.NodeHealth()
+    h.state = "active"
+    stats = msgs.TrackerStats(object_ids=[1], occluded_frames=[0])
+    rates, latencies, next_frame = [], [], clock[0]
+    while clock[0] < 1060.0:
+        h.on_received(True, rate_limited=True)  # the camera's frames, skipped for the rate
+        if clock[0] >= next_frame:
+            h.on_processed(1500.0, 1600.0, stats)
+            next_frame += period_s
+        if clock[0] >= 1030.0:  # steady state
+            snap = h.snapshot(warn_hold=5.0, period=1.0)
+            rates.append(float(snap.values["rate_hz"]))
+            latencies.append(float(snap.values["latency_ms_mean"]))
+            assert snap.level == diagnostics.OK and not snap.message.endswith("at 0.0 Hz")
+        clock[0] += 0.25
+    assert min(rates) >= 0.8 / period_s and max(rates) <= 1.2 / period_s, (min(rates), max(rates))
+    assert set(latencies) == {1500.0}
 
 
 def test_health_error_names_the_worker_error_after_a_later_bad_input():

@@ -36,6 +36,9 @@ MIN_SILENT_S = 2.0
 MAX_TEXT_CHARS = 500
 #: The values that hold free text (an exception's message can be arbitrarily long)
 FREE_TEXT_VALUES = ("last_error",)
+#: Frames kept for the rate and latency however old (a node slower than one frame per window
+#: would otherwise report 0 Hz and no latency)
+MIN_RATE_FRAMES = 3
 
 
 @dataclass
@@ -143,7 +146,7 @@ class NodeHealth:
     def _trim(self) -> None:
         now = time.monotonic()
         cutoff = now - self.window_s
-        while self._frames and self._frames[0][0] < cutoff:
+        while len(self._frames) > MIN_RATE_FRAMES and self._frames[0][0] < cutoff:
             self._frames.popleft()
         cutoff = now - max(self.window_s, self._hold)
         while self._drops and self._drops[0] < cutoff:
@@ -158,9 +161,7 @@ class NodeHealth:
             frames = list(self._frames)
             drop_window = max(period, warn_hold, 1e-3)
             drops_recent = sum(1 for t in self._drops if t >= now - drop_window)
-            # up to now, not to the last frame: a camera that stopped shows a falling rate
-            span = now - frames[0][0] if frames else 0.0
-            rate = (len(frames) - 1) / span if len(frames) >= 2 and span > 0 else 0.0
+            rate = _frame_rate([f[0] for f in frames], now)
             silent_s = now - self.last_received_time
             tracker_ms = [f[1] for f in frames]
             node_ms = [f[2] for f in frames]
@@ -223,6 +224,19 @@ class NodeHealth:
             else:
                 level, msg = OK, f"tracking {len(getattr(s, 'object_ids', []))} object(s) at {rate:.1f} Hz"
             return HealthSnapshot(level, msg, values)
+
+
+def _frame_rate(times: List[float], now: float) -> float:
+    """Frames per second over ``times`` (ascending): steady while frames come at their usual
+    interval, falling once the silence since the last one is longer than that interval (a camera
+    that stopped, or a tracker that hangs, shows a falling rate)."""
+    if len(times) < 2:
+        return 0.0
+    span = times[-1] - times[0]
+    if span <= 0:
+        return 0.0
+    overdue = (now - times[-1]) - span / (len(times) - 1)
+    return (len(times) - 1) / (span + max(0.0, overdue))
 
 
 def _mean(xs: List[float]) -> float:
