@@ -15,14 +15,19 @@
 #   FP32=1 also runs large in fp32 (official and keep 1.0: their IoU without bf16's rounding),
 #   VOS=seconds to give sam2's torch.compile'd predictor (default 0: skipped), STEP_LIMIT (420 s),
 #   BUDGET=seconds: no optional step (compile, VOS) starts with less than 30 s of it left, none
-#   runs past it, and a skipped one says so (default 100000); BUDGET, VOS and STEP_LIMIT are whole
-#   seconds. A compile restart runs only after its cold start succeeded. Every bench step rewrites
-#   its JSON after each measured mode, so a step cut by its limit keeps what it measured,
+#   runs past it, and a skipped one says so (default 100000),
+#   DEADLINE=seconds: no step at all runs past it (each limit is cut to what is left) and none
+#   starts with less than 20 s left, so a command killed at a fixed limit (a lent machine's 600 s)
+#   ends its steps, packs and reports first (default 100000); BUDGET, DEADLINE, VOS and STEP_LIMIT
+#   are whole seconds. A compile restart runs only after its cold start succeeded. Every bench step
+#   rewrites its JSON after each measured mode, so a step cut by its limit keeps what it measured,
 #   ARCHIVE=file.tgz: packs OUT into it after every step (for machines that return few files;
 #   written through a temporary file, so a kill while packing keeps the previous archive),
 #   FASTSAM2_COMMIT: the commit the JSON records where this copy has no .git (a lent machine),
 #   DEVICE (cuda): cpu makes it a dry run of every step (defaults N=3, SIZE=64, SOAK=4, REPEATS=2;
 #   the tests run it so).
+# It exits 1 when a step failed, timed out or was skipped by DEADLINE (2 for bad settings); a step
+# skipped by BUDGET is not a failure.
 set -u
 cd "$(dirname "$0")/.."
 DEVICE="${DEVICE:-cuda}"
@@ -42,8 +47,9 @@ COMPILE="${COMPILE:-0}"
 COMPILE_MODELS="${COMPILE_MODELS:-tiny large}"
 FP32="${FP32:-0}"
 BUDGET="${BUDGET:-100000}"
+DEADLINE="${DEADLINE:-100000}"
 TAG="${TAG:-gpu}"
-for var in BUDGET VOS STEP_LIMIT; do  # bash arithmetic and `[ -lt ]` take whole numbers only
+for var in BUDGET DEADLINE VOS STEP_LIMIT; do  # bash arithmetic and `[ -lt ]` take whole numbers only
   case "${!var}" in
     ''|*[!0-9]*) echo "$var must be a whole number of seconds, got '${!var}'" >&2; exit 2 ;;
   esac
@@ -57,25 +63,39 @@ if [ -n "${WHEELS:-}" ]; then
 fi
 PY="${PYTHON:-python3}"
 DEVICE="$DEVICE" "$PY" - <<'EOF' || exit 1
-import os, torch, sam2, fastsam2_ros.core
+# everything the steps import, and a model built (a module missing inside sam2's build, such as
+# portalocker, is named here, in seconds, not once per step behind hydra's "Error locating target")
+import os, torch, sam2, fastsam2_ros.core, fastsam2_ros.bench, scipy, pytest
+from fastsam2_ros.core import TrackerConfig
+from fastsam2_ros.core.models import build_predictor
 device = torch.device(os.environ["DEVICE"])
 assert device.type != "cuda" or torch.cuda.is_available(), "no CUDA device"
+build_predictor(TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=64, device="cpu"))
 print("torch", torch.__version__, "|", torch.cuda.get_device_name(device) if device.type == "cuda"
       else device, "| sam2", sam2.__file__)
 EOF
 
-status=()
-step() {  # step NAME ARGS...: one bench run, JSON + log under OUT (STEP_TIMEOUT: its own limit)
-  local name="$1"; shift
-  local t0=$SECONDS
-  timeout "${STEP_TIMEOUT:-$STEP_LIMIT}" "$PY" -m fastsam2_ros.bench --random-weights --device "$DEVICE" \
-      --frames "$FRAMES" --max-frames "$N" --image-size "$SIZE" \
-      --json "$OUT/${TAG}_${name}.json" "$@" >"$OUT/${TAG}_${name}.log" 2>&1
+status=() failed=0
+run_step() {  # run_step NAME CMD...: CMD, its log under OUT, within its limit (STEP_TIMEOUT, else
+  local name="$1"; shift  # STEP_LIMIT) cut to what is left before DEADLINE
+  local left=$((DEADLINE - SECONDS)) limit="${STEP_TIMEOUT:-$STEP_LIMIT}" t0=$SECONDS
+  if [ "$left" -lt 20 ]; then
+    status+=("$name skipped (deadline: ${left}s left)"); echo "$name skipped (deadline: ${left}s left)"
+    failed=1; return 1
+  fi
+  [ "$((left - 5))" -lt "$limit" ] && limit=$((left - 5))  # (5 s for a kill after the TERM)
+  timeout -k 5 "$limit" "$@" >"$OUT/${TAG}_${name}.log" 2>&1
   local rc=$?
   status+=("$name rc=$rc $((SECONDS - t0))s")
+  [ "$rc" -ne 0 ] && failed=1
   grep -v "^  warnings.warn\|UserWarning" "$OUT/${TAG}_${name}.log" | tail -n 14
   pack
   return $rc
+}
+step() {  # step NAME ARGS...: one bench run, JSON + log under OUT
+  local name="$1"; shift
+  run_step "$name" "$PY" -m fastsam2_ros.bench --random-weights --device "$DEVICE" \
+      --frames "$FRAMES" --max-frames "$N" --image-size "$SIZE" --json "$OUT/${TAG}_${name}.json" "$@"
 }
 optional() {  # optional NAME ARGS...: a step only while BUDGET lasts, its limit cut to what is left
   local left=$((BUDGET - SECONDS)) limit="${STEP_TIMEOUT:-$STEP_LIMIT}"
@@ -102,12 +122,7 @@ step large_1obj --model large --click 210,350 --keep-ratios 0.3 --repeats "$REPE
 [ "$FP32" != "0" ] && step large_1obj_fp32 --model large --click 210,350 --modes official,dense --no-bf16 \
     --no-profile
 
-t0=$SECONDS
-timeout "$STEP_LIMIT" "$PY" -m pytest fastsam2_ros/test/test_cuda_fast_path.py -q -p no:cacheprovider \
-    >"$OUT/${TAG}_cuda_tests.log" 2>&1
-status+=("cuda_tests rc=$? $((SECONDS - t0))s")
-tail -n 6 "$OUT/${TAG}_cuda_tests.log"
-pack
+run_step cuda_tests "$PY" -m pytest fastsam2_ros/test/test_cuda_fast_path.py -q -p no:cacheprovider
 
 if [ "$COMPILE" != "0" ]; then  # cold start with an empty kernel cache, then a restart that reuses it
   for model in $COMPILE_MODELS; do
@@ -124,3 +139,4 @@ if [ "$VOS" != "0" ]; then  # the official run plus sam2's compile (up to VOS s)
       --modes official --official-vos --vos-time-limit "$VOS" --no-profile
 fi
 printf '%s\n' "${status[@]}"
+exit "$failed"

@@ -348,12 +348,13 @@ def run_round(cfg: TrackerConfig, model, frames, clicks, modes, ratios, warmup_f
 
 def merge_rounds(rounds: List[Dict[str, dict]]) -> Dict[str, dict]:
     """Round 1's results with its timings replaced by the median over all rounds; each round's
-    timings and frame times are kept under ``rounds`` (for the per-round ratios)."""
+    timings and frame times are kept under ``rounds`` (for the per-round ratios). The last round
+    may lack modes not measured yet (a run saved mode by mode)."""
     merged = {name: dict(r) for name, r in rounds[0].items()}
     if len(rounds) < 2:
         return merged
     for name, r in merged.items():
-        per = [rnd[name] for rnd in rounds]
+        per = [rnd[name] for rnd in rounds if name in rnd]  # (the last round may be partial)
         r["rounds"] = [{k: p[k] for k in TIMED_FIELDS + ("frame_ms",) if k in p} for p in per]
         for k in TIMED_FIELDS:
             if k in r:
@@ -749,20 +750,16 @@ def _run(args: argparse.Namespace) -> int:
 
     rounds, mask_sets = [], {}
     for index in range(args.repeats):  # round 1 also profiles and keeps the masks
-        def mode_done(timed, masks, index=index):  # round 1's modes one by one, then whole rounds
+        def mode_done(timed, masks, index=index):  # saved after every measured mode
             print(f"fastsam2-bench: round {index + 1}/{args.repeats}: {list(timed)[-1]} measured",
                   file=sys.stderr, flush=True)
-            if index == 0:
-                save(report_of(merge_rounds([timed]), masks,
-                               f"round 1 of {args.repeats}: {', '.join(timed)} measured"))
+            save(report_of(merge_rounds(rounds + [timed]), mask_sets or masks,
+                           f"round {index + 1} of {args.repeats}: {', '.join(timed)} measured"))
 
         timed, masks = run_round(cfg, model, frames, clicks, modes, ratios, warmup,
                                  profile and index == 0, on_mode=mode_done)
         rounds.append(timed)
         mask_sets = mask_sets or masks
-        if index > 0:
-            save(report_of(merge_rounds(rounds), mask_sets,
-                           f"{index + 1} of {args.repeats} rounds"))
     results = merge_rounds(rounds)
     if args.official_vos:
         if not cuda:

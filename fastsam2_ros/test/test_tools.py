@@ -502,12 +502,14 @@ def test_gpu_check_script_runs_every_step_as_a_cpu_dry_run(tmp_path):
 
 STUB_PYTHON = """#!/usr/bin/env bash
 # gpu_check.sh's Python, stood in: the environment check passes, a bench step sleeps (compile
-# steps STUB_COMPILE_SLEEP s, a cold one exits STUB_COLD_RC) and writes its --json
+# steps STUB_COMPILE_SLEEP s, a cold one exits STUB_COLD_RC; tiny_4obj STUB_SLOW_SLEEP s) and
+# writes its --json
 [ "${1:-}" = "-" ] && { cat >/dev/null; echo "torch stub"; exit 0; }
 json=""; prev=""
 for a in "$@"; do [ "$prev" = "--json" ] && json="$a"; prev="$a"; done
 echo "ran $(basename "${json:-cuda_tests}" .json)" >>"$STUB_LOG"
 case "$json" in
+  *tiny_4obj*) sleep "${STUB_SLOW_SLEEP:-0}" ;;
   *compile*cold*) sleep "${STUB_COMPILE_SLEEP:-0}"; [ -n "$json" ] && echo "{}" >"$json"
                   exit "${STUB_COLD_RC:-0}" ;;
   *compile*) sleep "${STUB_COMPILE_SLEEP:-0}" ;;
@@ -551,7 +553,7 @@ def test_gpu_check_optional_steps_keep_within_the_budget_and_say_when_skipped(tm
     run, ran = _gpu_check_with_a_stub_python(tmp_path, BUDGET=str(budget), STEP_LIMIT="200",
                                              STUB_COMPILE_SLEEP="90")
     took = time.monotonic() - t0
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 1, run.stderr  # the cold start timed out
     assert ran == ["gpu_tiny_1obj", "gpu_tiny_4obj", "gpu_large_1obj", "cuda_tests",
                    "gpu_tiny_compile_encoder_cold"]
     assert took < budget + 15, f"the cold start ran past BUDGET ({took:.0f} s)"
@@ -566,10 +568,47 @@ def test_gpu_check_optional_steps_keep_within_the_budget_and_say_when_skipped(tm
 
 def test_gpu_check_a_failed_cold_start_is_not_timed_again_as_a_restart(tmp_path):
     run, ran = _gpu_check_with_a_stub_python(tmp_path, COMPILE_MODELS="tiny", STUB_COLD_RC="1")
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == 1, run.stderr  # a failed step fails the check
     assert ran[-1] == "gpu_tiny_compile_encoder_cold"
     assert "tiny_compile_encoder_cold rc=1" in run.stdout
     assert "tiny_compile_encoder_restart skipped (no cold start)" in run.stdout
+
+
+def test_gpu_check_no_step_runs_past_the_deadline_and_the_exit_status_says_a_step_failed(tmp_path):
+    """BUDGET held only the optional steps: the required ones could run STEP_LIMIT each, past a
+    lent machine's 600 s command limit, whose kill lost the step in flight (packed only after a
+    step ends) and the status lines. And the script exited 0 whatever its steps did."""
+    import time
+
+    t0 = time.monotonic()
+    run, ran = _gpu_check_with_a_stub_python(tmp_path, DEADLINE="30", STEP_LIMIT="200",
+                                             STUB_SLOW_SLEEP="120")
+    took = time.monotonic() - t0
+    assert took < 45, f"a step ran past DEADLINE ({took:.0f} s)"
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert ran == ["gpu_tiny_1obj", "gpu_tiny_4obj"]
+    assert "tiny_4obj rc=124" in run.stdout
+    for skipped in ("large_1obj", "cuda_tests", "tiny_compile_encoder_cold"):
+        assert f"{skipped} skipped (deadline" in run.stdout
+    with tarfile.open(tmp_path / "out" / "all.tgz") as packed:  # packed before the end
+        assert "./gpu_tiny_4obj.log" in packed.getnames()
+
+
+def test_gpu_check_names_a_module_missing_inside_sam2s_build_before_any_step(tmp_path):
+    """A module imported deep inside sam2's model build (portalocker, by iopath) passed the
+    script's import check; then every step failed with hydra's "Error locating target
+    'sam2.modeling.backbones.hieradet.Hiera'", which never names the missing module."""
+    shadow = tmp_path / "shadow" / "portalocker"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(
+        "raise ModuleNotFoundError('No module named portalocker', name='portalocker')\n")
+    env = dict(os.environ, DEVICE="cpu", PYTHON=sys.executable, OUT=str(tmp_path / "out"),
+               FRAMES=str(tmp_path), PYTHONPATH=f"{shadow.parent}{os.pathsep}"
+               f"{os.environ.get('PYTHONPATH', '')}")
+    run = subprocess.run(["bash", str(GPU_CHECK)], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1
+    assert "No module named portalocker" in run.stderr, run.stderr[-2000:]
+    assert not list((tmp_path / "out").glob("*.log"))  # no step ran
 
 
 def test_bench_rewrites_its_json_after_every_mode_so_a_killed_run_keeps_what_it_measured(
@@ -594,6 +633,32 @@ def test_bench_rewrites_its_json_after_every_mode_so_a_killed_run_keeps_what_it_
     assert report["ratios"]["dense"]["fps_vs_official"] > 0
     assert 0 <= report["modes"]["dense"]["vs_official"]["min_iou"] <= 1
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_bench_killed_in_a_later_round_keeps_the_modes_that_round_measured(tmp_path, monkeypatch):
+    """With --repeats 2 only round 1 was saved mode by mode: a step cut by its time limit in round
+    2 lost every mode round 2 had measured."""
+    out = tmp_path / "bench.json"
+    run_ours, pruned_runs = bench.run_ours, []
+
+    def killed_in_round_2s_pruned_mode(cfg, model, frames, clicks, keep, *a, **k):
+        if keep < 1.0:
+            pruned_runs.append(keep)
+            if len(pruned_runs) == 2:
+                raise SystemExit(143)  # as a SIGTERM handler would
+        return run_ours(cfg, model, frames, clicks, keep, *a, **k)
+
+    monkeypatch.setattr(bench, "run_ours", killed_in_round_2s_pruned_mode)
+    with pytest.raises(SystemExit):
+        bench.main(["--random-weights", "--image-size", "64", "--max-frames", "3", "--device", "cpu",
+                    "--keep-ratios", "0.3", "--mc-passes", "0", "--no-profile", "--repeats", "2",
+                    "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert report["partial"] == "round 2 of 2: official, dense measured"
+    modes = report["modes"]
+    assert [len(modes[m]["rounds"]) for m in ("official", "dense", "pruned@0.3")] == [2, 2, 1]
+    assert len(report["ratios"]["dense"]["fps_vs_official_by_round"]) == 2
+    assert len(report["ratios"]["pruned@0.3"]["fps_vs_official_by_round"]) == 1
 
 
 def test_bench_json_says_what_ran_on_the_cpu(tmp_path):

@@ -113,6 +113,22 @@ def version_mismatch_hint(missing: Sequence[str], unexpected: Sequence[str]) -> 
     return ""
 
 
+def _root_cause(exc: BaseException) -> str:
+    """The exception behind ``exc`` as " (cause: ...)": its innermost missing module if any, else
+    its innermost cause. hydra reports a module missing deep inside sam2's build (portalocker,
+    imported by iopath) only as "Error locating target 'sam2.modeling...'", whatever
+    HYDRA_FULL_ERROR says."""
+    chain = [exc]
+    while True:
+        inner = chain[-1].__cause__ or chain[-1].__context__
+        if inner is None or any(inner is e for e in chain):
+            break
+        chain.append(inner)
+    missing = [e for e in chain if isinstance(e, ImportError)]
+    root = missing[-1] if missing else chain[-1]
+    return "" if root is exc else f" (cause: {type(root).__name__}: {root})"
+
+
 def build_predictor(cfg: TrackerConfig, target: Optional[str] = PRUNED_PREDICTOR_TARGET,
                     vos_optimized: bool = False, state_dict: Optional[dict] = None):
     """Build a SAM 2 video predictor from the official config named by ``cfg.model_cfg``.
@@ -146,7 +162,8 @@ def build_predictor(cfg: TrackerConfig, target: Optional[str] = PRUNED_PREDICTOR
                                            hydra_overrides_extra=overrides,
                                            vos_optimized=vos_optimized)
     except Exception as exc:
-        raise InputError(f"cannot build SAM 2 from config {config_name!r}: {exc}") from exc
+        raise InputError(f"cannot build SAM 2 from config {config_name!r}: {exc}"
+                         f"{_root_cause(exc)}") from exc
     if ckpt is not None:
         state_dict = load_sam2_state_dict(ckpt)
     if state_dict is not None:
