@@ -19,6 +19,7 @@ from rcl_interfaces.msg import ParameterType  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from fastsam2_ros.core.config import TrackerConfig, load_ros_params, params_file_key  # noqa: E402
+from fastsam2_ros.core.errors import InputError  # noqa: E402
 from fastsam2_ros.ros import parameters as P  # noqa: E402
 
 YAML = Path(__file__).resolve().parents[1] / "config" / "tracker.yaml"
@@ -279,7 +280,8 @@ def _typo_params_file(tmp_path):
 
 
 TYPO_WARNING = "unknown parameter(s), ignored: imag_size (did you mean image_size?), " \
-               "keep_ration (did you mean keep_ratio?)"
+               "keep_ration (did you mean keep_ratio?), qos_overrides./fastsam2/mask.publisher.depth " \
+               "(this node's QoS is set by image_reliability, image_depth, output_qos_depth)"
 
 
 def test_unknown_keys_of_the_params_file_are_a_warning_of_the_node(tmp_path, capfd):
@@ -336,3 +338,42 @@ def test_missing_checkpoint_fails_configure_with_clear_error(ctx):
         assert snap.values["last_error"] == msg
     finally:
         node.destroy_node()
+
+
+@pytest.mark.parametrize("text", [
+    # a robot's file: shared values under /**, the node's own below; rcl applies both
+    "/**:\n  ros__parameters:\n    image_size: 512\n    keep_ratio: 0.4\n"
+    "/**/fastsam2_tracker:\n  ros__parameters:\n    keep_ratio: 0.5\n",
+    # what `ros2 param dump /fastsam2/fastsam2_tracker` writes
+    "/fastsam2/fastsam2_tracker:\n  ros__parameters:\n    image_size: 512\n    keep_ratio: 0.5\n",
+])
+def test_the_node_and_the_offline_tools_read_one_params_file_alike(text, tmp_path):
+    """load_ros_params took only the first matching section (a file with '/**' and
+    '/**/fastsam2_tracker' ran the node at 512 px and fastsam2-eval at 1024), and refused the
+    fully qualified key of a `ros2 param dump` that the node takes."""
+    f = tmp_path / "p.yaml"
+    f.write_text(text)
+    c = rclpy.Context()
+    rclpy.init(context=c, domain_id=DOMAIN_ID, args=["--ros-args", "--params-file", str(f)])
+    try:
+        node = make_node(c, namespace="fastsam2")
+        try:
+            from_node = P.tracker_config_from_node(node)
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=c)
+    from_file = TrackerConfig.from_yaml(f)
+    assert (from_node.image_size, from_node.keep_ratio) == (512, 0.5)
+    assert from_file == from_node
+
+
+@pytest.mark.parametrize("key,value", [("keep_ratio", 1), ("image_size", 512.0), ("bf16", "no"),
+                                       ("bf16", 0.5), ("model_cfg", 3)])
+def test_the_offline_tools_refuse_a_params_file_value_the_node_refuses(key, value, tmp_path):
+    """from_yaml converted what the node refuses: keep_ratio: 1, image_size: 512.0, bf16: "no"
+    (and bf16: 0.5 read as true)."""
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump({params_file_key(): {"ros__parameters": {key: value}}}))
+    with pytest.raises(InputError, match=f"{key} must be"):
+        TrackerConfig.from_yaml(f)

@@ -71,3 +71,51 @@ def test_signal_with_frames_in_flight_exits_cleanly(sig):
     for bad in ("Traceback", "RCLError", "context is invalid", "inference failed", "terminate called"):
         assert bad not in out, out[-3000:]
     assert "shutting down" in out
+
+
+SLOW_START = """
+import os, sys, time
+sys.path.insert(0, {test_dir!r})
+from scene_tracker import SceneTracker
+from fastsam2_ros.ros import tracker_node
+
+def slow(cfg):  # a large checkpoint from a slow disk, or a first torch.compile
+    print("loading the model", flush=True)
+    time.sleep(60)
+    return SceneTracker(cfg)
+
+os._exit(tracker_node.main({args!r}, tracker_factory=slow))  # (as the console entry point exits)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_start_up_model_load_ends_the_node_at_once(sig):
+    """The signal only set a flag that main() read after auto start had loaded the model AND
+    activated the node: a 20 s load took 22 s to act on Ctrl-C, past ros2 launch's escalation to
+    SIGTERM (5 s) and SIGKILL (10 s)."""
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), RCUTILS_LOGGING_BUFFERED_STREAM="0")
+    code = SLOW_START.format(test_dir=os.path.dirname(os.path.abspath(__file__)),
+                             args=["--ros-args", "-r", "__ns:=/slowstart", "-p",
+                                   "allow_random_weights:=true"])
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "loading the model" in line:
+                break
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=50)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    out = "".join(lines) + out
+    assert proc.returncode == 0, out[-3000:]
+    assert took < 15.0, f"{took:.1f} s after the signal\n{out[-3000:]}"
+    assert "interrupted while starting up" in out and "active:" not in out, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]

@@ -233,7 +233,9 @@ class TrackerConfig:
         unknown = unknown_parameter_warning(params)
         if unknown:
             logging.getLogger(__name__).warning(f"{path}: {unknown}")
-        values = {k: v for k, v in params.items() if k in set(cls.field_names())}
+        defaults = cls()
+        values = {k: _file_value(f"{path}: {k}", v, type(getattr(defaults, k)))
+                  for k, v in params.items() if k in set(cls.field_names())}
         values.update(overrides or {})
         return cls.from_mapping(values)
 
@@ -257,6 +259,39 @@ def _checked_type(name: str, value: Any, kind: type) -> Any:
     raise InputError(f"{name} must be {what}, got {value!r} ({type(value).__name__})")
 
 
+def _file_value(name: str, value: Any, kind: type) -> Any:
+    """A parameter file's value of a ``kind`` field, refused as the node refuses it: rcl types a
+    YAML value by how it is written, and a declared double takes no ``1``, a bool no ``"no"``."""
+    if type(value) is kind:  # (bool is not int here, nor int float)
+        return value
+    written = {bool: "true or false", int: "an integer such as 512",
+               float: "a number with a decimal point such as 1.0", str: "a string"}[kind]
+    raise InputError(f"{name} must be {written}, got {value!r} ({type(value).__name__}); "
+                     "the node refuses it too")
+
+
+def _matches_node(key: str, node_name: str) -> bool:
+    """Whether rcl applies a parameter file's section ``key`` to the node ``node_name`` in some
+    namespace: ``/**``, or a name whose last part is the node's (or a wildcard) — ``/**/name``,
+    ``name``, ``/ns/name`` (a ``ros2 param dump``). Offline readers have no namespace, so a
+    namespaced section counts wherever it points."""
+    if not isinstance(key, str):
+        return False
+    if key.strip("/") == "**":
+        return True
+    return key.rstrip("/").rsplit("/", 1)[-1] in (node_name, "*", "**")
+
+
+def _flattened(params: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """Nested parameter mappings as rcl names them (``qos_overrides: {/image: ...}`` ->
+    ``qos_overrides./image...``)."""
+    flat: Dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        flat.update(_flattened(value, f"{name}.") if isinstance(value, dict) else {name: value})
+    return flat
+
+
 def params_file_key(node_name: str = DEFAULT_NODE_NAME) -> str:
     """The key of a node's section in a parameter file that rcl applies in any namespace: a bare
     ``fastsam2_tracker:`` only matches the node in the root namespace, and the launch file starts
@@ -265,7 +300,9 @@ def params_file_key(node_name: str = DEFAULT_NODE_NAME) -> str:
 
 
 def load_ros_params(path: str | Path, node_name: Optional[str] = None) -> Dict[str, Any]:
-    """Flat ``ros__parameters`` dict of one node in a ROS 2 parameter YAML file."""
+    """Flat ``ros__parameters`` dict of one node in a ROS 2 parameter YAML file: every section
+    that applies to the node merged in file order, later ones winning, as rcl does (a robot's
+    file often sets shared values under ``/**`` and the node's own under ``/**/<node>``)."""
     import yaml
 
     path = Path(path)
@@ -284,15 +321,17 @@ def load_ros_params(path: str | Path, node_name: Optional[str] = None) -> Dict[s
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping with a '{params_file_key(node_name)}: "
                          f"ros__parameters:' section, got a {type(data).__name__}")
-    candidates = [params_file_key(node_name), node_name, "/**", f"/{node_name}"]
-    for key in candidates:
-        section = data.get(key)
-        if isinstance(section, dict) and "ros__parameters" in section:
+    merged, found = {}, False
+    for key, section in data.items():
+        if _matches_node(key, node_name) and isinstance(section, dict) and "ros__parameters" in section:
             params = section["ros__parameters"] or {}
             if not isinstance(params, dict):
                 raise InputError(f"{path}: {key}: ros__parameters must map names to values")
-            return dict(params)
-    raise InputError(f"{path} has no '{params_file_key(node_name)}: ros__parameters:' section")
+            merged.update(_flattened(params))
+            found = True
+    if not found:
+        raise InputError(f"{path} has no '{params_file_key(node_name)}: ros__parameters:' section")
+    return merged
 
 
 def check_device_name(device: str) -> None:

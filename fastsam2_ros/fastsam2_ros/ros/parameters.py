@@ -333,9 +333,11 @@ def refusal_text(reason: str) -> str:
 
 #: Parameters rclpy declares on every node (a params file may set them).
 ROS_NODE_PARAMETERS = ("use_sim_time", "start_type_description_service")
-#: rclpy declares ``qos_overrides.<topic>.<entity>.<policy>`` only for the entities that ask for
-#: it, so a params file may carry them for any topic (nested in YAML: one ``qos_overrides`` key).
+#: ROS's ``qos_overrides.<topic>.<entity>.<policy>`` keys: rclpy reads them only for entities
+#: created with QoS overriding options, which this node's are not (its image QoS is a live
+#: parameter, and rclpy's read-only override would freeze it), so they are warned about.
 QOS_OVERRIDES = "qos_overrides"
+QOS_PARAMETERS = ("image_reliability", "image_depth", "output_qos_depth")
 
 
 def unknown_parameter_warning(names: Iterable[str]) -> Optional[str]:
@@ -346,12 +348,13 @@ def unknown_parameter_warning(names: Iterable[str]) -> Optional[str]:
     A warning, not an error, in the node and in the offline tools alike (one file serves both):
     rcl accepts such keys, and a ROS user expects a node to start with them."""
     known = [s.name for s in parameter_specs()] + list(ROS_NODE_PARAMETERS)
-    unknown = sorted(n for n in set(names)
-                     if n not in known and n.split(".", 1)[0] != QOS_OVERRIDES)
+    unknown = sorted(n for n in set(names) if n not in known)
     if not unknown:
         return None
 
     def named(name: str) -> str:
+        if name.split(".", 1)[0] == QOS_OVERRIDES:
+            return f"{name} (this node's QoS is set by {', '.join(QOS_PARAMETERS)})"
         close = difflib.get_close_matches(name, known, n=1)
         return f"{name} (did you mean {close[0]}?)" if close else name
 

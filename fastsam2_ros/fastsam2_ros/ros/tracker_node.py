@@ -745,6 +745,13 @@ def spin_until_stopped(executor: MultiThreadedExecutor, stop: threading.Event, l
             time.sleep(0.05)  # an entity being destroyed leaves the wait set within a spin or two
 
 
+class _InterruptedStartUp(BaseException):
+    """SIGINT/SIGTERM while the node configures at start-up (loading a large checkpoint or a first
+    torch.compile takes many seconds, ``ros2 launch`` escalates to SIGKILL after 10): raised in
+    the main thread to leave the load at once. (A BaseException: transition callbacks catch
+    Exception.)"""
+
+
 def main(args: Optional[List[str]] = None,
          tracker_factory: Optional[TrackerFactory] = None) -> int:
     """The node process: ``ros2 run fastsam2_ros tracker_node`` (through :func:`run`).
@@ -753,13 +760,21 @@ def main(args: Optional[List[str]] = None,
     SIGINT/SIGTERM shut down in order — the worker stops, then the executor, then the publishers
     and the node go, then the ROS context — so a frame in flight never publishes on a dead context
     and no handle is destroyed under a waiting executor. (rclpy's own signal handler would
-    invalidate the context first, while the worker may be publishing.)
+    invalidate the context first, while the worker may be publishing.) A signal during the
+    start-up's configure and activate interrupts them (the node never activates after it).
     """
     keep_freed_memory()  # image-sized buffers are reused, not faulted in again every frame
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
+    stop, starting = threading.Event(), threading.Event()
+
+    def on_signal(*_) -> None:
+        stop.set()
+        if starting.is_set():  # (signal handlers run in the main thread, between its bytecodes)
+            starting.clear()
+            raise _InterruptedStartUp()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     node = TrackerNode(tracker_factory=tracker_factory)
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
@@ -768,13 +783,19 @@ def main(args: Optional[List[str]] = None,
     spinner.start()
     failed = False
     try:
-        if node.get_parameter("auto_start").value and not node.autostart():
-            node.get_logger().error(
-                "auto start failed; the node stays up (fix the parameters and trigger "
-                "configure/activate with lifecycle transitions)")
+        starting.set()
+        try:
+            if node.get_parameter("auto_start").value and not stop.is_set() and not node.autostart():
+                node.get_logger().error(
+                    "auto start failed; the node stays up (fix the parameters and trigger "
+                    "configure/activate with lifecycle transitions)")
+        finally:
+            starting.clear()
         while not stop.wait(0.2) and spinner.is_alive():
             pass
         failed = not stop.is_set()  # the spinner gave up: exit non-zero, a supervisor restarts
+    except _InterruptedStartUp:
+        node.get_logger().info("interrupted while starting up")
     finally:  # in order: the worker (nothing publishes any more), the executor (no callback,
         # no wait on the node's handles), then subscriptions, publishers, services and the node,
         # then the context
