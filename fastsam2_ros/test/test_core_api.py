@@ -480,3 +480,50 @@ def test_logits_of_a_frame_in_flight_skip_an_object_removed_since(tracker_cfg, m
     tracker.remove_object(2)
     result = pending.result()  # raised KeyError: 2, and the frame was lost
     assert set(result.masks) == {1, 2} and set(result.logits) == {1}
+
+
+def _valid_tokens_stored(bank):
+    """Valid tokens of the distinct stored frames, counted from the device tensors."""
+    from fastsam2_ros.core.memory_bank import NO_FRAME
+
+    total = 0
+    for r in range(bank.rows):
+        per_frame = {}
+        for frames, valid in ((bank.cond_frames, bank.cond_tok_valid),
+                              (bank.ring_frames, bank.ring_tok_valid)):
+            for s, f in enumerate(frames[r]):
+                if f != NO_FRAME:
+                    per_frame[int(f)] = max(per_frame.get(int(f), 0), int(valid[r, s].sum()))
+        total += sum(per_frame.values())
+    return total
+
+
+def test_bank_tokens_count_what_is_stored_after_the_keep_ratio_changes(tracker_cfg, model, video):
+    """bank_tokens was stored frames x k: after set_keep_ratio raised k, frames stored before
+    (the prompted one for as long as the object lives) hold their old k, not the new one."""
+    frames, _, _ = video
+    tracker = StreamingTracker(tracker_cfg.replace(keep_ratio=0.25, mc_passes=0), model=model)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    tracker.add_prompt(2, box=[10, 10, 60, 50])
+    tracker.track(frames[1])
+    for keep, frame in ((1.0, frames[2]), (0.5, frames[3]), (0.8, frames[4])):
+        tracker.set_keep_ratio(keep)
+        res = tracker.track(frame)
+        assert tracker.memory_bank_size()["tokens"] == _valid_tokens_stored(tracker.bank), keep
+        assert res.stats.bank_tokens == tracker.memory_bank_size()["tokens"]
+
+
+def test_frames_dropped_uncollected_do_not_pile_up_in_the_tracker(tracker_cfg, model, video):
+    """Every submit() queued a weak reference that only a later result() removed: a caller that
+    never collects (it reads the prompts' results only) grew the queue by one entry a frame."""
+    frames, _, _ = video
+    tracker = StreamingTracker(tracker_cfg.replace(mc_passes=0), model=model)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    for t in range(200):
+        tracker.submit(frames[1 + t % 5])  # dropped: its masks are not needed
+    assert len(tracker._in_flight) <= 2
+    held = tracker.submit(frames[1])  # a frame held uncollected stops the cleanup at the front
+    for t in range(200):
+        tracker.submit(frames[1 + t % 5])
+    assert len(tracker._in_flight) <= 2 + 64
+    assert held.result().frame_index == 201 and held.result().object_ids == [1]

@@ -159,8 +159,9 @@ class MemoryBank:
         self.cond_frames = np.full((self.capacity, self.cond_slots), NO_FRAME, dtype=np.int64)
         self.ring_frames = np.full((self.capacity, self.ring_len), NO_FRAME, dtype=np.int64)
         self.ptr_frames = np.full((self.capacity, self.ptr_len), NO_FRAME, dtype=np.int64)
-        self.cond_padded = np.zeros((self.capacity, self.cond_slots), dtype=bool)
-        self.ring_padded = np.zeros((self.capacity, self.ring_len), dtype=bool)
+        # valid tokens per slot: k when written, fewer once k grew (padded with masked tokens)
+        self.cond_tokens = np.zeros((self.capacity, self.cond_slots), dtype=np.int64)
+        self.ring_tokens = np.zeros((self.capacity, self.ring_len), dtype=np.int64)
         if self.text:
             self.text["has_text"].zero_()
 
@@ -190,8 +191,8 @@ class MemoryBank:
             new_valid[..., :keep] = torch.gather(valid, 2, order)
             new_score[..., :keep] = torch.gather(score, 2, order)
             new_valid[..., keep:] = False
-            if k > old_k:
-                getattr(self, f"{prefix}_padded")[:] = True
+            counts = getattr(self, f"{prefix}_tokens")
+            np.minimum(counts, k, out=counts)
         return True
 
     def nbytes(self, rows: Optional[int] = None) -> int:
@@ -205,6 +206,21 @@ class MemoryBank:
         rows = self.rows if rows is None else rows
         return sum(len((set(self.cond_frames[r]) | set(self.ring_frames[r])) - {NO_FRAME})
                    for r in range(rows))
+
+    def stored_tokens(self, rows: Optional[int] = None) -> int:
+        """Valid tokens of the frames :meth:`stored_frames` counts (a frame stored before the
+        keep ratio grew holds its old k, not the new one)."""
+        rows = self.rows if rows is None else rows
+        total = 0
+        for r in range(rows):
+            per_frame: Dict[int, int] = {}
+            for frames, counts in ((self.cond_frames[r], self.cond_tokens[r]),
+                                   (self.ring_frames[r], self.ring_tokens[r])):
+                for f, n in zip(frames, counts):
+                    if f != NO_FRAME:
+                        per_frame[int(f)] = max(per_frame.get(int(f), 0), int(n))
+            total += sum(per_frame.values())
+        return total
 
     @contextlib.contextmanager
     def preserved(self) -> Iterator[None]:
@@ -233,8 +249,8 @@ class MemoryBank:
         self.cond_frames[row] = NO_FRAME
         self.ring_frames[row] = NO_FRAME
         self.ptr_frames[row] = NO_FRAME
-        self.cond_padded[row] = False
-        self.ring_padded[row] = False
+        self.cond_tokens[row] = 0
+        self.ring_tokens[row] = 0
         if self.text:
             self.text["has_text"][row] = 0.0
 
@@ -245,8 +261,8 @@ class MemoryBank:
         if row < last:
             for t in self._row_tensors():
                 t[row:last] = t[row + 1:last + 1].clone()
-            for arr in (self.cond_frames, self.ring_frames, self.ptr_frames, self.cond_padded,
-                        self.ring_padded):
+            for arr in (self.cond_frames, self.ring_frames, self.ptr_frames, self.cond_tokens,
+                        self.ring_tokens):
                 arr[row:last] = arr[row + 1:last + 1].copy()
         self._clear_row(last)
         self.rows = last
@@ -299,12 +315,12 @@ class MemoryBank:
             pad = n_cond - len(filled)
             cond_order.extend([s for _, s in filled] + unread[:pad])
             cond_valid.extend([True] * len(filled) + [False] * pad)
-            padded |= bool(any(self.cond_padded[r, s] for _, s in filled))
+            padded |= bool(any(self.cond_tokens[r, s] < self.k for _, s in filled))
             cond_ptr_valid.append([True] * len(filled) + [False] * pad)  # and their pointers
             cond_offsets.append([t - f for f, _ in filled] + [0] * pad)
             ring_valid.append([self._recent(self.ring_frames[r], f, read_frames)
                                for f in ring_expected])
-            padded |= bool(any(self.ring_padded[r, f % self.ring_len]
+            padded |= bool(any(self.ring_tokens[r, f % self.ring_len] < self.k
                                for f, ok in zip(ring_expected, ring_valid[-1]) if ok))
             ptr_valid.append([d < self.ptrs_in_attention
                               and self._recent(self.ptr_frames[r], f, read_frames)
@@ -341,7 +357,7 @@ class MemoryBank:
     def commit_tracked(self, frame_idx: int, rows: slice) -> None:
         """Host side of a tracking step: the step wrote frame ``frame_idx`` into the rings."""
         self.ring_frames[rows, frame_idx % self.ring_len] = frame_idx
-        self.ring_padded[rows, frame_idx % self.ring_len] = False
+        self.ring_tokens[rows, frame_idx % self.ring_len] = self.k
         self.ptr_frames[rows, frame_idx % self.ptr_len] = frame_idx
 
     def _cond_read(self, row: int, before: int) -> List[tuple]:
@@ -391,7 +407,7 @@ class MemoryBank:
         self.prev_logits[row] = low_res.float()
         self.presence[row] = presence.float().reshape(())
         self.cond_frames[row, slot] = frame_idx
-        self.cond_padded[row, slot] = False
+        self.cond_tokens[row, slot] = self.k
         self.ring_frames[row, ring] = frame_idx
-        self.ring_padded[row, ring] = False
+        self.ring_tokens[row, ring] = self.k
         self.ptr_frames[row, ptr] = frame_idx

@@ -54,6 +54,8 @@ LOG = logging.getLogger(__name__)
 
 #: SAM 2 reads min(num_frames, max_obj_ptrs) pointers; a stream has no known length.
 STREAM_LENGTH = 2 ** 31 - 1
+#: Submitted frames queued before the whole queue is searched for gone ones (not only its front).
+IN_FLIGHT_PRUNE_AT = 64
 
 
 @dataclass
@@ -263,6 +265,7 @@ class StreamingTracker:
         t0 = time.perf_counter()
         self._start_frame(image)
         pending = PendingFrame(self, self._t, image.shape[:2], t0)
+        self._forget_gone_frames()
         self._in_flight.append(weakref.ref(pending))  # (a frame dropped uncollected just goes)
         if not self.objects:  # the encoder runs lazily, when a prompt arrives
             pending._context = self._frame_context()
@@ -425,8 +428,8 @@ class StreamingTracker:
         """Frames with stored memory features, stored tokens, and bytes of the bank's tensors
         for the tracked objects (constant while the objects and the keep ratio stay)."""
         self._require_model()
-        frames = self.bank.stored_frames()
-        return {"frames": frames, "tokens": frames * self.bank.k, "bytes": self.bank.nbytes()}
+        return {"frames": self.bank.stored_frames(), "tokens": self.bank.stored_tokens(),
+                "bytes": self.bank.nbytes()}
 
     # ----------------------------------------------------------------------------- internals
     def _reset_frame_state(self) -> None:
@@ -682,6 +685,20 @@ class StreamingTracker:
         result.stats.occluded_frames.update({o: self.objects[o].occluded_frames
                                              for o in ids if o in self.objects})
         return result
+
+    def _forget_gone_frames(self) -> None:
+        """Drop the queue's entries of frames dropped uncollected or already collected: a caller
+        that never collects results (only prompts, say) would grow it by one entry a frame.
+        From the front every time; the whole queue once it is long (a live uncollected frame at
+        the front stops the front's cleanup)."""
+        def gone(ref: weakref.ref) -> bool:
+            frame = ref()
+            return frame is None or frame._result is not None
+
+        while self._in_flight and gone(self._in_flight[0]):
+            self._in_flight.popleft()
+        if len(self._in_flight) > IN_FLIGHT_PRUNE_AT:
+            self._in_flight = deque(r for r in self._in_flight if not gone(r))
 
     def _finish_earlier(self, pending: PendingFrame) -> None:
         """Build the results of the frames submitted before ``pending`` and not collected yet
