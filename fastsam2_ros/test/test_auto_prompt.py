@@ -75,6 +75,67 @@ def test_select_proposal_picks_the_best_and_skips_tracked_objects():
     assert select_proposal(props, min_score=1.0)[0] is None
 
 
+def box_mask(shape, x0, y0, x1, y1):
+    """A region proposal network's region: the box's pixels, inclusive bounds."""
+    m = np.zeros(shape, dtype=bool)
+    m[y0:y1 + 1, x0:x1 + 1] = True
+    return m
+
+
+class _FixedProposer:
+    def __init__(self, proposals):
+        self.proposals = proposals
+
+    def propose(self, image):
+        return list(self.proposals)
+
+
+def test_a_second_automatic_prompt_neither_picks_nor_clicks_the_tracked_object():
+    """An RPN returns nested boxes around one object: the box twice its size has a quarter of its
+    pixels on it, was not skipped, and its click (the box centre) started object 2 on object 1."""
+    from fastsam2_ros.core.auto_prompt import AutoPrompter
+
+    shape = (240, 320)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    obj1 = (xx - 160) ** 2 + (yy - 120) ** 2 < 30 ** 2  # tracked already
+    props = [Proposal(box_mask(shape, 130, 90, 190, 150), 0.99, "rpn"),  # tight box on object 1
+             Proposal(box_mask(shape, 100, 60, 220, 180), 0.90, "rpn"),  # twice its size
+             Proposal(box_mask(shape, 10, 10, 60, 50), 0.90, "rpn")]  # another object
+    best, scores = select_proposal(props, taken=[obj1])
+    assert best == 2 and scores[0] == scores[1] == 0.0
+    prompter = AutoPrompter(TrackerConfig(device="cpu"), None)
+    prompter._proposer = _FixedProposer(props)
+    frame = np.full(shape + (3,), 90, np.uint8)
+    plan = prompter.plan(frame, taken=[obj1], obj_id=2)
+    assert plan.box == (10, 10, 60, 50) and not obj1[plan.click[1], plan.click[0]]
+    # a region that is kept (a strip through the object's edge): its click is off the object
+    strip = box_mask(shape, 0, 136, 319, 156)  # centre (160, 146) lies on object 1
+    prompter._proposer = _FixedProposer([Proposal(strip, 0.9, "rpn")])
+    x, y = prompter.plan(frame, taken=[obj1], obj_id=2).click
+    assert strip[y, x] and not obj1[y, x]
+
+
+def test_the_click_of_a_box_region_is_its_centre_not_one_end():
+    """A box's distance transform is a ridge of equal maxima; the first of them in row-major order
+    is at the box's left end, on the background for a diagonal object (a pen, an arm link)."""
+    from fastsam2_ros.core.auto_prompt import AutoPrompter
+    from fastsam2_ros.core.prompts import representative_click
+
+    shape = (240, 320)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    x0, y0, x1, y1 = 60, 100, 259, 149
+    bar = (np.abs((yy - y0) - (xx - x0) / (x1 - x0) * (y1 - y0)) < 6) & (xx >= x0) & (xx <= x1)
+    frame = np.full(shape + (3,), 90, np.uint8)
+    frame[bar] = (230, 230, 40)
+    box = box_mask(shape, x0, y0, x1, y1)
+    prompter = AutoPrompter(TrackerConfig(device="cpu"), None)
+    prompter._proposer = _FixedProposer([Proposal(box, 0.95, "rpn")])
+    plan = prompter.plan(frame, obj_id=1)
+    assert plan.click == (159, 124) and bar[124, 159]
+    # the evaluation's documented click protocol keeps its tie rule (first pixel, row-major)
+    assert representative_click(box) == (84, 124)
+
+
 def test_region_crop_keeps_a_margin_inside_the_image():
     img = np.zeros((100, 200, 3), np.uint8)
     crop = region_crop(img, (50, 20, 69, 39))  # 20 x 20 box, 15 % margin = 3 px per side
@@ -235,6 +296,37 @@ def test_minilm_is_unpacked_once_into_the_cache(tmp_path, monkeypatch):
     stamp = (d / "model.safetensors").stat().st_mtime_ns
     assert minilm_model_dir() == d and (d / "model.safetensors").stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [d.name]  # no temporary folder left behind
+
+
+@needs_minilm
+def test_minilm_cache_is_one_folder_per_archive_content(tmp_path, monkeypatch):
+    """The folder was keyed by the archive's path, size and mtime: every reinstall or new venv
+    unpacked another 87 MB copy of the same model (35 copies, 3 GB, on one machine)."""
+    import hashlib
+    import shutil
+    from importlib import metadata
+
+    from fastsam2_ros.core.auto_prompt import MINILM_ARCHIVE, MINILM_DISTRIBUTION, minilm_model_dir
+
+    monkeypatch.setenv("FASTSAM2_CACHE", str(tmp_path / "cache"))
+    real = metadata.distribution(MINILM_DISTRIBUTION)
+    first = minilm_model_dir()  # the installed package: its RECORD's sha256
+    zip_path = pathlib.Path(real.locate_file(MINILM_ARCHIVE))
+    assert first.name.endswith(hashlib.sha256(zip_path.read_bytes()).hexdigest()[:16])
+
+    class Copy:  # the same archive installed elsewhere (another venv, a reinstall), no RECORD hash
+        def __init__(self, root):
+            (root / MINILM_ARCHIVE).parent.mkdir(parents=True)
+            shutil.copy(zip_path, root / MINILM_ARCHIVE)
+            self.root, self.files = root, [MINILM_ARCHIVE]
+
+        def locate_file(self, f):
+            return self.root / f
+
+    for n in range(2):
+        monkeypatch.setattr(metadata, "distribution", lambda name, d=Copy(tmp_path / f"site{n}"): d)
+        assert minilm_model_dir() == first
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [first.name]
 
 
 @needs_minilm
@@ -476,6 +568,17 @@ def test_sam2_proposals_are_dtype_safe_under_bf16_autocast(small_model, video):
     assert props and all(p.mask.dtype == bool and isinstance(p.quality, float) for p in props)
 
 
+def test_sam2_proposals_with_crop_layers_on_a_very_wide_frame(small_model):
+    """Shrunk to 640 px on its long side, an 8 x 4000 frame was 1 px high: sam2's crop boxes were
+    empty and a TorchScript RuntimeError came out of the generator."""
+    from fastsam2_ros.core.auto_prompt import Sam2Proposer
+
+    frame = (np.random.default_rng(0).random((8, 4000, 3)) * 255).astype(np.uint8)
+    gen = Sam2Proposer(small_model, points_per_side=2, crop_layers=1, min_pred_iou=0.0,
+                       min_stability=0.0)
+    assert all(p.mask.shape == (8, 4000) for p in gen.propose(frame))
+
+
 # ------------------------------------------------------------------------------------------------
 # tracker.auto_prompt end to end (random SAM 2, random RPN: plumbing only)
 # ------------------------------------------------------------------------------------------------
@@ -615,6 +718,61 @@ def test_a_phrase_longer_than_a_text_prompt_is_cut_to_fit():
                                                            StageTimer("cpu"))
     assert len(caption) == 325 and phrase == "猫" * 300 and keyphrases == ["猫" * 325]
     assert any("cut to max_text_length" in n for n in notes)
+
+
+CJK_CAPTION = "一只戴着红色项圈的棕色小狗正坐在客厅里的木桌上看着镜头旁边还有一个杯子"  # 88 CLIP tokens
+
+
+class _FixedCaptioner:
+    def __init__(self, caption):
+        self.text = caption
+
+    def caption(self, crop):
+        return self.text
+
+
+def describe_with(caption, **cfg):
+    from fastsam2_ros.core.auto_prompt import AutoPrompter
+    from fastsam2_ros.core.stats import StageTimer
+
+    prompter = AutoPrompter(TrackerConfig(device="cpu", auto_caption_model="/some/blip", **cfg), None)
+    prompter._captioner, prompter._refiner = _FixedCaptioner(caption), _OneWordRefiner()
+    return prompter.describe(np.zeros((20, 20, 3), np.uint8), StageTimer("cpu"))
+
+
+def test_a_phrase_over_the_clip_context_is_cut_to_fit_when_it_becomes_the_text():
+    """A caption without spaces fit max_text_length but not CLIP's 75 tokens: add_prompt refused
+    it ("shorten it", a text nobody wrote) and nothing started."""
+    from fastsam2_ros.core.clip_text import clip_token_count, clip_tokenizer
+
+    _, phrase, keyphrases, notes = describe_with(CJK_CAPTION, text_mode="clip_ridge",
+                                                 allow_random_weights=True)
+    assert keyphrases == [CJK_CAPTION] and phrase and CJK_CAPTION.startswith(phrase)
+    assert clip_token_count(clip_tokenizer("ViT-B-16"), phrase) <= 75
+    assert any("CLIP text encoder's context (75 tokens)" in n for n in notes)
+    assert describe_with(CJK_CAPTION)[1] == CJK_CAPTION  # only reported (no CLIP): not cut
+
+
+def test_a_phrase_no_text_prompt_may_be_gives_a_phrase_free_start():
+    caption, phrase, _, notes = describe_with("\u200b\u200b")  # only invisible characters
+    assert caption == "\u200b\u200b" and phrase is None
+    assert any("no valid text prompt" in n and "phrase-free" in n for n in notes)
+
+
+def test_auto_prompt_starts_with_a_phrase_cut_to_the_clip_context(rpn_weights, small_model, video):
+    from fastsam2_ros.core.auto_prompt import AutoPrompter
+
+    frames, _, _ = video
+    tracker = make_tracker(auto_cfg(rpn_weights, text_mode="clip_ridge",
+                                    auto_caption_model="/some/blip"), small_model)
+    tracker._auto_prompter = AutoPrompter(tracker.cfg, tracker.model)
+    tracker._auto_prompter._captioner = _FixedCaptioner(CJK_CAPTION)
+    tracker._auto_prompter._refiner = _OneWordRefiner()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = tracker.auto_prompt(1, image=frames[0])
+    assert res.object_ids == [1] and res.frame_index == 0 and res.auto_prompt.text_used
+    assert CJK_CAPTION.startswith(res.auto_prompt.phrase) and tracker.objects[1].text == res.auto_prompt.phrase
 
 
 def test_the_stages_run_on_the_trackers_device_without_a_sam2_model(monkeypatch):

@@ -242,6 +242,22 @@ def test_a_text_longer_than_the_clip_context_is_refused_not_cut(vit_b16):
         enc.encode_text(["红色的杯子" * 7])
 
 
+def test_a_text_without_spaces_is_cut_between_characters_to_the_clip_context():
+    """A caption without spaces (a CJK captioner) is one "word": the word cut kept nothing, and
+    the eval's verbose variant was "" (refused as "the caption model gave no phrase")."""
+    from fastsam2_ros.core.clip_text import (clip_token_count, clip_tokenizer,
+                                             shorten_to_clip_context, text_token_limit)
+
+    tok = clip_tokenizer("ViT-B-16")
+    caption = "一只戴着红色项圈的棕色小狗正坐在客厅里的木桌上看着镜头旁边还有一个杯子"  # 88 tokens
+    assert clip_token_count(tok, caption) > text_token_limit(tok) == 75
+    short = shorten_to_clip_context(caption, "ViT-B-16")
+    assert short and caption.startswith(short)
+    assert clip_token_count(tok, short) <= 75 < clip_token_count(tok, caption[:len(short) + 1])
+    # a long first word before others: still cut between its characters
+    assert shorten_to_clip_context(caption + " dog", "ViT-B-16") == short
+
+
 @pytest.mark.parametrize("text", ["\x7f", "\ufeff", "red\x85mug"])
 def test_texts_the_encoder_would_read_as_empty_are_refused(vit_b16, text):
     """The text prompt rule (prompts.validate_text) holds for the encoder too: DEL, C1 controls

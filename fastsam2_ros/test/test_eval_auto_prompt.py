@@ -89,6 +89,46 @@ def test_variant_texts():
         "a small dog on a sofa")
 
 
+def test_variant_texts_of_a_caption_without_spaces_all_fit_the_clip_context():
+    """Only the verbose text was cut to CLIP's context (auto and vague were 88 tokens), and a
+    caption without spaces became "" for verbose, which refused the run with the wrong reason."""
+    from fastsam2_ros.core.clip_text import clip_token_count, clip_tokenizer
+
+    caption = "一只戴着红色项圈的棕色小狗正坐在客厅里的木桌上看着镜头旁边还有一个杯子"  # 88 tokens
+    texts = variant_texts(caption, caption, 300, "ViT-B-16")
+    tok = clip_tokenizer("ViT-B-16")
+    assert sorted(texts) == ["auto", "vague", "verbose"]
+    for name, text in texts.items():
+        assert text and caption.startswith(text) and clip_token_count(tok, text) <= 75, name
+
+
+def test_several_automatic_objects_get_different_objects():
+    """Nested RPN boxes around one object: the second object was the box around the first one,
+    with the same click."""
+    from fastsam2_ros.core.auto_prompt import AutoPrompter, Proposal
+    from fastsam2_ros.core.config import TrackerConfig
+    from fastsam2_ros.eval.auto_prompts import plan_auto_prompts
+
+    shape = (240, 320)
+
+    def box(x0, y0, x1, y1):
+        m = np.zeros(shape, bool)
+        m[y0:y1 + 1, x0:x1 + 1] = True
+        return m
+
+    class NestedBoxes:
+        def propose(self, image):
+            return [Proposal(box(130, 90, 190, 150), 0.99, "rpn"), Proposal(box(100, 60, 220, 180), 0.90, "rpn"),
+                    Proposal(box(10, 10, 60, 50), 0.90, "rpn")]
+
+    prompter = AutoPrompter(TrackerConfig(device="cpu"), None)
+    prompter._proposer = NestedBoxes()
+    prompts, _ = plan_auto_prompts(np.full(shape + (3,), 90, np.uint8), prompter, n_objects=2,
+                                   use_phrase=False)
+    assert [tuple(p.auto["box"]) for p in prompts] == [(130, 90, 190, 150), (10, 10, 60, 50)]
+    assert [tuple(p.click) for p in prompts] == [(160, 120), (35, 30)]
+
+
 def test_eval_prompt_auto_runs_without_ground_truth_prompts(data, rpn_config, tmp_path, capsys):
     config, _ = rpn_config
     out = tmp_path / "out"

@@ -226,3 +226,47 @@ def test_a_users_text_for_an_automatically_started_object_is_the_text_it_publish
     w.offer_frame("raw", Msg())
     assert wait_for(lambda: len(published) > count)
     assert published[-1].texts == {1: "the red mug"} and not errors
+
+
+def test_on_start_with_a_phrase_over_the_clip_context_starts_on_the_first_frame_once():
+    """Real tracker (tiny random SAM 2, random CLIP), a caption without spaces (88 CLIP tokens):
+    add_prompt(image=) took the frame, then CLIP refused the phrase; nothing started and
+    ``_auto_start`` tracked the frame again (the first published frame was frame 1)."""
+    import warnings
+
+    from fastsam2_ros.core.auto_prompt import AutoPrompter, Proposal
+    from fastsam2_ros.core.config import TrackerConfig
+    from fastsam2_ros.core.models import build_predictor
+    from fastsam2_ros.core.tracker import StreamingTracker
+
+    caption = "一只戴着红色项圈的棕色小狗正坐在客厅里的木桌上看着镜头旁边还有一个杯子"
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=128, device="cpu",
+                        mc_passes=0, text_mode="clip_ridge", auto_caption_model="/some/blip")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tracker = StreamingTracker(cfg, model=build_predictor(cfg))
+    region = np.zeros((48, 64), bool)
+    region[12:36, 16:48] = True
+    prompter = tracker._auto_prompter = AutoPrompter(cfg, tracker.model)
+    prompter._proposer = type("Box", (), {"propose": lambda self, img: [Proposal(region, 0.9, "rpn")]})()
+    prompter._captioner = type("Cjk", (), {"caption": lambda self, crop: caption})()
+    prompter._refiner = type("Whole", (), {"rank": lambda self, c: [(c, 1.0)]})()
+    published, errors = [], []
+    w = FrameWorker(tracker, decode=lambda kind, msg: np.full((48, 64, 3), 90, np.uint8),
+                    publish=published.append, health=type("Health", (), {
+                        "on_received": lambda *a, **k: None,
+                        "on_discarded": lambda *a: None})(),
+                    logger=type("Log", (), {"info": lambda self, m: None})(),
+                    bad_input=lambda m, **k: errors.append(m),
+                    worker_error=lambda exc: errors.append(repr(exc)),
+                    max_rate_hz=lambda: 0.0, keep_ratio=lambda: tracker.keep_ratio,
+                    publish_on_prompt=lambda: True, auto_prompt_on_start=True)
+    w.start()
+    try:
+        w.offer_frame("raw", Msg())
+        assert wait_for(lambda: published, seconds=120.0)
+    finally:
+        w.stop()
+    assert not errors and tracker.object_ids == [1]
+    assert published[0].result.frame_index == 0 == tracker.frame_index
+    assert caption.startswith(tracker.objects[1].text)

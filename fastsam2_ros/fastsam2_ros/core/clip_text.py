@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import CheckpointError, InputError
-from .prompts import leading_words_within, validate_text
+from .prompts import leading_chars_within, leading_words_within, validate_text
 from .weight_files import check_torch_file, require_finite
 
 logger = logging.getLogger(__name__)
@@ -167,18 +167,28 @@ def clip_tokenizer(model_name: str):
     return open_clip.get_tokenizer(model_name)
 
 
-def shorten_to_clip_context(text: str, model_name: str) -> str:
-    """``text`` cut at a word boundary to what the text encoder of open_clip ``model_name`` reads
-    (a generated text, e.g. a whole caption, must still be a valid text prompt); unchanged
-    without open_clip."""
-    tokenizer = clip_tokenizer(model_name)
+def fit_clip_context(tokenizer, text: str) -> str:
+    """``text`` cut to what the CLIP text encoder reads (a generated text, e.g. a caption or its
+    phrase, must still be a valid text prompt): at the last word boundary that fits, or between
+    characters when the first word alone is too long (a caption without spaces is one "word").
+    Unchanged when it fits, or without a tokenizer (no open_clip)."""
     if tokenizer is None:
         return text
     limit = text_token_limit(tokenizer)
-    if clip_token_count(tokenizer, text) <= limit:
+
+    def fits(t: str) -> bool:
+        return clip_token_count(tokenizer, t) <= limit
+
+    if fits(text):
         return text
-    return leading_words_within(text.split()[:limit],  # (every word is at least one token)
-                                lambda t: clip_token_count(tokenizer, t) <= limit)
+    words = text.split()
+    return (leading_words_within(words[:limit], fits)  # (every word is at least one token)
+            or leading_chars_within(words[0], fits))
+
+
+def shorten_to_clip_context(text: str, model_name: str) -> str:
+    """:func:`fit_clip_context` with the tokenizer of open_clip ``model_name``."""
+    return fit_clip_context(clip_tokenizer(model_name), text)
 
 
 def _require_weights_file(path: Path) -> None:

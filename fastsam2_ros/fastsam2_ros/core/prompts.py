@@ -71,12 +71,14 @@ def _float_array(values, what: str) -> np.ndarray:
     return raw.astype(np.float64)
 
 
-def representative_click(mask: np.ndarray) -> Tuple[int, int]:
+def representative_click(mask: np.ndarray, central_ties: bool = False) -> Tuple[int, int]:
     """Pixel (x, y) deepest inside ``mask`` (maximum of the Euclidean distance transform).
 
     Unlike the centroid it always lies on the object, also for rings and C shapes. The largest
-    connected component is used so a speck elsewhere cannot win; ties go to the first pixel in
-    row-major order (deterministic).
+    connected component is used so a speck elsewhere cannot win. Ties go to the first pixel in
+    row-major order (the evaluation's documented click protocol), or with ``central_ties`` to the
+    tied pixel nearest the component's centroid: a box's maxima are a ridge along its long axis,
+    whose first pixel is at one end of the box, its centre in the middle (automatic prompt).
     """
     m = np.asarray(mask)
     if m.ndim != 2:
@@ -89,8 +91,13 @@ def representative_click(mask: np.ndarray) -> Tuple[int, int]:
         sizes = ndimage.sum(m, labels, index=np.arange(1, count + 1))
         m = labels == (int(np.argmax(sizes)) + 1)
     dist = ndimage.distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return int(x), int(y)
+    if not central_ties:
+        y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+        return int(x), int(y)
+    ys, xs = np.nonzero(dist == dist.max())  # row-major order: equal distances keep the first
+    cy, cx = ndimage.center_of_mass(m)
+    i = int(np.argmin((ys - cy) ** 2 + (xs - cx) ** 2))
+    return int(xs[i]), int(ys[i])
 
 
 
@@ -184,17 +191,29 @@ def check_prompt_kinds(has_points: bool, has_box: bool, has_mask: bool) -> None:
 MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 8, 8192
 
 
-def leading_words_within(words: Sequence[str], fits: Callable[[str], bool]) -> str:
-    """The most leading ``words`` (joined by spaces) for which ``fits`` holds: a binary search,
-    so ``fits`` must not turn true again once a shorter text failed (a token count)."""
-    lo, hi = 0, len(words)
+def longest_prefix(n: int, fits: Callable[[int], bool]) -> int:
+    """Largest k in [0, n] for which ``fits(k)`` holds (0 when none): a binary search, so
+    ``fits`` must not turn true again once a shorter prefix failed (a token count)."""
+    lo, hi = 0, n
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if fits(" ".join(words[:mid])):
+        if fits(mid):
             lo = mid
         else:
             hi = mid - 1
-    return " ".join(words[:lo])
+    return lo
+
+
+def leading_words_within(words: Sequence[str], fits: Callable[[str], bool]) -> str:
+    """The most leading ``words`` (joined by spaces) for which ``fits`` holds (see
+    :func:`longest_prefix`)."""
+    return " ".join(words[:longest_prefix(len(words), lambda k: fits(" ".join(words[:k])))])
+
+
+def leading_chars_within(text: str, fits: Callable[[str], bool]) -> str:
+    """The longest start of ``text`` for which ``fits`` holds, cut between characters: for a
+    single word too long to fit (a caption without spaces has no word boundary to cut at)."""
+    return text[:longest_prefix(len(text), lambda k: fits(text[:k]))]
 
 
 def shorten_text(text: str, max_length: int) -> str:

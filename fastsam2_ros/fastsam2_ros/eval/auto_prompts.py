@@ -31,18 +31,17 @@ LOG = logging.getLogger(__name__)
 
 def variant_texts(caption: Optional[str], phrase: Optional[str], max_length: int,
                   clip_model: Optional[str] = None) -> Dict[str, str]:
-    """``auto``/``vague``/``verbose`` texts of an automatic description ({} without a phrase);
-    the verbose one (the whole caption) cut at a word boundary to ``max_length`` characters and
-    to what the text encoder of open_clip ``clip_model`` reads, so that its run is not refused
-    after the others ran."""
+    """``auto``/``vague``/``verbose`` texts of an automatic description ({} without a phrase),
+    each cut the same way to ``max_length`` characters and to what the text encoder of open_clip
+    ``clip_model`` reads (``fit_clip_context``: a caption without spaces is cut between
+    characters), so that no variant's run is refused after the others ran."""
+    from ..core.clip_text import clip_tokenizer, fit_clip_context
+
     if not phrase:
         return {}
-    verbose = shorten_text(caption or phrase, max_length)
-    if clip_model:
-        from ..core.clip_text import shorten_to_clip_context
-
-        verbose = shorten_to_clip_context(verbose, clip_model)
-    return {"auto": phrase, "vague": head_noun(phrase) or phrase, "verbose": verbose}
+    tokenizer = clip_tokenizer(clip_model) if clip_model else None
+    texts = {"auto": phrase, "vague": head_noun(phrase) or phrase, "verbose": caption or phrase}
+    return {k: fit_clip_context(tokenizer, shorten_text(t, max_length)) for k, t in texts.items()}
 
 
 def plan_auto_prompts(frame: np.ndarray, prompter, n_objects: int = 1,
