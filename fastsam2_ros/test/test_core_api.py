@@ -527,3 +527,17 @@ def test_frames_dropped_uncollected_do_not_pile_up_in_the_tracker(tracker_cfg, m
         tracker.submit(frames[1 + t % 5])
     assert len(tracker._in_flight) <= 2 + 64
     assert held.result().frame_index == 201 and held.result().object_ids == [1]
+
+
+def test_a_text_the_clip_encoder_refuses_leaves_the_frame_given_with_it_untaken(tracker_cfg, model,
+                                                                              video):
+    """add_prompt(image=, text=) tracked the frame before CLIP refused the text (over its 75
+    tokens, no weights): the caller got an error for a frame the tracker had already taken, and
+    the node's automatic start then tracked that frame a second time."""
+    frames, _, _ = video
+    tracker = StreamingTracker(tracker_cfg.replace(mc_passes=0), model=model)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    with pytest.raises(InputError, match="CLIP tokens"):
+        tracker.add_prompt(2, text="a red mug " * 26, image=frames[1])
+    assert tracker.frame_index == 0 and tracker.object_ids == [1]
+    assert tracker.track(frames[1]).frame_index == 1

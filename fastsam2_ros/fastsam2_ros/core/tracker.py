@@ -345,6 +345,11 @@ class StreamingTracker:
                                  f"{MAX_POINTS} (start a new frame or send a box)")
 
         if image is not None:
+            if text is not None and self.cfg.text_mode != "none":
+                # encoded before the frame is taken: a text CLIP refuses (over its context, no
+                # weights) leaves the stream as it was; the fit below finds it in the text cache
+                with self._inference():
+                    self._clip_encoder().encode_text([text])
             self.track(image)
         timer = StageTimer(str(self.device))
         auto = []
