@@ -203,7 +203,7 @@ class RpnProposer:
         if not weights_path:
             raise CheckpointError("auto_proposal_source 'rpn' needs auto_rpn_weights: a torchvision "
                                   "Faster R-CNN state dict (e.g. fasterrcnn_resnet50_fpn COCO weights)")
-        if not path.is_file():
+        if not path.exists():
             raise CheckpointError(f"RPN weights not found: {path} (auto_rpn_weights)")
         check_torch_file(path, "a Faster R-CNN state dict")
         try:

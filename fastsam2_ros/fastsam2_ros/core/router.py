@@ -37,9 +37,12 @@ import torch.nn.functional as F
 from .config import short_model_name
 from .errors import CheckpointError
 from .text_relevance import TextRows
-from .weight_files import require_finite
+from .weight_files import check_torch_file, require_finite
 
 ROUTER_FORMAT = "fastsam2_ros.router.v1"
+#: Where router files come from, said when one is missing.
+ROUTER_HELP = ("train them with `fastsam2-train-router`, or leave router_weights empty for the "
+               "training-free fusion")
 #: Weights of the standardised signals in the training-free fusion (no trained router).
 TEXT_WEIGHT, PROTOTYPE_WEIGHT, UNCERTAINTY_WEIGHT = 1.0, 1.0, 0.5
 #: Margin (in standard deviations) by which the lowest-scored token under the object's previous
@@ -74,10 +77,9 @@ def read_router_file(path: str | Path) -> Tuple[Path, dict]:
     """(path, contents) of a router file, read without building anything (tools check it before
     their long work); a missing, unreadable or foreign file is a CheckpointError naming it."""
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise CheckpointError(f"router weights not found: {p} (train them with "
-                              "`fastsam2-train-router`, or leave router_weights empty for the "
-                              "training-free fusion)")
+    if not p.exists():
+        raise CheckpointError(f"router weights not found: {p} ({ROUTER_HELP})")
+    check_torch_file(p, "a router file", "Give a file written by `fastsam2-train-router`.")
     try:
         blob = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:
