@@ -392,8 +392,9 @@ class ClipTextEncoder:
                              f"vs model {tuple(own[k].shape)})")
             raise CheckpointError(
                 f"CLIP weights '{path}' do not match open_clip architecture {model_name!r}: "
-                f"{'; '.join(parts)}. Check that `clip_model` names the architecture the weights were "
-                f"trained with (OpenAI weights need the '-quickgelu' variant).")
+                f"{'; '.join(parts)}. Check that `clip_model` (fastsam2-train-router: --clip-model) "
+                f"names the architecture the weights were trained with (OpenAI weights need the "
+                f"'-quickgelu' variant).")
         model.load_state_dict(state, strict=True)
 
     # ------------------------------------------------------------------ text

@@ -122,21 +122,25 @@ def uncertainty_on(mc_passes: int, mc_dropout: float) -> bool:
     return int(mc_passes) >= 2 and float(mc_dropout) > 0.0
 
 
-def router_inputs(model_cfg: str, mc_passes: int, mc_dropout: float, text_mode: str) -> dict:
+def router_inputs(model_cfg: str, mc_passes: int, mc_dropout: float, text_mode: str,
+                  clip_model: str) -> dict:
     """What shapes the router's inputs — SAM 2's token features, whether U_i is a signal, the
-    text vector's kind (``none``: trained without texts) — stored with trained weights and
-    compared with the tracker's when they are loaded."""
+    text vector's kind (``none``: trained without texts) and the CLIP model whose embeddings it
+    is made of (None without texts) — stored with trained weights and compared with the
+    tracker's when they are loaded."""
     return {"model_cfg": short_model_name(model_cfg),
-            "uncertainty": uncertainty_on(mc_passes, mc_dropout), "text_mode": text_mode}
+            "uncertainty": uncertainty_on(mc_passes, mc_dropout), "text_mode": text_mode,
+            "clip_model": None if text_mode == "none" else str(clip_model)}
 
 
 def router_setting_mismatches(meta: dict, running: dict) -> list:
     """Where a loaded router was trained with other input settings than ``running``
     (``router_inputs``; a router trained without text, ``text_mode: none``, fits any text mode:
-    its text input was zero; a file may name its model by an alias)."""
+    its text input was zero; a setting that is None on either side did not shape an input
+    there; a file may name its model by an alias)."""
     out = []
     for key, value in running.items():
-        if key not in meta:
+        if key not in meta or meta[key] is None or value is None:
             continue
         trained = short_model_name(str(meta[key])) if key == "model_cfg" else meta[key]
         if trained == value or (key == "text_mode" and trained == "none"):
