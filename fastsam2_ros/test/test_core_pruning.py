@@ -265,9 +265,11 @@ def test_a_router_fitted_to_another_clip_models_texts_loads_with_a_warning(tmp_p
         StreamingTracker(running, model=model)
     assert "clip_model 'ViT-B-16' in training, 'ViT-S-16' here" in caplog.text
     # without texts on either side the CLIP model shaped no input
-    untexted = router_inputs("tiny", mc_passes=0, mc_dropout=0.1, text_mode="none", clip_model="ViT-B-16")
+    untexted = router_inputs("tiny", mc_passes=0, mc_dropout=0.1, text_mode="none",
+                             clip_model="ViT-B-16")
     assert untexted["clip_model"] is None
-    assert router_setting_mismatches(untexted, router_inputs("tiny", 0, 0.1, "paper_lsq", "ViT-L-14")) == []
+    other = router_inputs("tiny", 0, 0.1, "paper_lsq", "ViT-L-14")
+    assert router_setting_mismatches(untexted, other) == []
     assert router_setting_mismatches(trained, dict(untexted, text_mode="clip_ridge")) == []
 
 
@@ -285,7 +287,8 @@ def test_a_router_trained_on_random_sam2_weights_is_refused_with_a_checkpoint(tm
         StreamingTracker(real, model=model)
     assert str(path) in str(info.value)
     with caplog.at_level(logging.WARNING, logger="fastsam2_ros.core.tracker"):  # allowed: warned
-        assert StreamingTracker(real.replace(allow_random_weights=True), model=model).router.mode == "mlp"
+        tracker = StreamingTracker(real.replace(allow_random_weights=True), model=model)
+    assert tracker.router.mode == "mlp"
     assert "randomly initialised SAM 2" in caplog.text
     caplog.clear()
     StreamingTracker(real.replace(checkpoint="", allow_random_weights=True), model=model)  # a smoke run

@@ -153,8 +153,9 @@ def _corrupt_a_tensor(path):
     data = bytearray(path.read_bytes())
     with zipfile.ZipFile(path) as z:
         info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
-    name_len, extra_len = struct.unpack("<HH", bytes(data[info.header_offset + 26:info.header_offset + 30]))
-    start = info.header_offset + 30 + name_len + extra_len
+    local = info.header_offset  # local header: 30 bytes, the name and the extra field, then the data
+    name_len, extra_len = struct.unpack("<HH", bytes(data[local + 26:local + 30]))
+    start = local + 30 + name_len + extra_len
     for i in range(start, start + info.file_size, 4):
         data[i] ^= 0x5A  # the low mantissa byte of a little-endian float32
     path.write_bytes(bytes(data))

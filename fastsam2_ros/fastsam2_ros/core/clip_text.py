@@ -211,10 +211,10 @@ def require_clip_weights(model_name: str, weights_path: str, allow_random_weight
 
 def check_clip_settings(model_name: str, weights_path: str) -> None:
     """What can be checked of the CLIP settings without building anything: the architecture and
-    that given weights are a readable file that starts like weights. The tracker runs it when it is built with clip_weights set (the
-    node's configure), so a wrong `clip_model` or `clip_weights` is not found only at the first
-    text prompt. Without open_clip installed it checks nothing: a text prompt then says what is
-    missing."""
+    that given weights are a readable file that starts like weights. The tracker runs it when it
+    is built with clip_weights set (the node's configure), so a wrong `clip_model` or
+    `clip_weights` is not found only at the first text prompt. Without open_clip installed it
+    checks nothing: a text prompt then says what is missing."""
     try:
         import open_clip  # noqa: F401
     except ImportError:
