@@ -253,6 +253,9 @@ def main(argv=None) -> int:
     p.add_argument("--sequences", type=_names, help="comma-separated sequences to train on")
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N frames of each sequence")
     p.add_argument("--text-prompts", help='JSON {"sequence": {"object id": "text"}} (as fastsam2-eval run)')
+    p.add_argument("--clip-model", default=TrackerConfig.clip_model,
+                   help="open_clip architecture of --clip-weights (the tracker's clip_model, "
+                   "recorded in the file; default %(default)s)")
     p.add_argument("--clip-weights", default="")
     p.add_argument("--text-mode", default="clip_ridge", choices=["clip_ridge", "paper_lsq"])
     p.add_argument("--mc-passes", type=int, default=5)
@@ -277,7 +280,8 @@ def main(argv=None) -> int:
         cfg = TrackerConfig(model_cfg=args.model, checkpoint=args.checkpoint or "",
                             allow_random_weights=args.random_weights, device=args.device,
                             image_size=args.image_size, mc_passes=args.mc_passes,
-                            text_mode=args.text_mode, clip_weights=args.clip_weights,
+                            text_mode=args.text_mode, clip_model=args.clip_model,
+                            clip_weights=args.clip_weights,
                             keep_ratio=args.keep_ratio, seed=args.seed)
         texts = load_text_prompts(args.text_prompts, cfg.max_text_length,
                                   cfg.text_encoder)  # as fastsam2-eval reads them
@@ -298,7 +302,7 @@ def main(argv=None) -> int:
         # compared when loaded; every text left was used (unknown sequences and objects are
         # refused, texts of sequences not trained on set aside)
         inputs = router_inputs(cfg.model_cfg, cfg.mc_passes, cfg.mc_dropout,
-                               args.text_mode if any(texts.values()) else "none")
+                               args.text_mode if any(texts.values()) else "none", cfg.clip_model)
         meta = {"dataset": str(args.data), "sequences": list(dataset.sequence_names),
                 "imageset": str(dataset.imageset_path) if dataset.imageset_path else None,
                 **inputs, "image_size": args.image_size,

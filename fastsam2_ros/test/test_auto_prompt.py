@@ -16,7 +16,7 @@ from fastsam2_ros.core.auto_prompt import (
     proposal_score, rank_candidates, region_crop, select_proposal, size_prior)
 from fastsam2_ros.core.config import TrackerConfig
 from fastsam2_ros.core.errors import AutoPromptFailed, CheckpointError, InputError
-from tiny_models import make_tiny_blip, needs_minilm, save_random_rpn
+from tiny_models import make_tiny_blip, make_tiny_blip_head, needs_minilm, save_random_rpn
 
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 needs_transformers = pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers is not installed")
@@ -443,6 +443,36 @@ def test_caption_model_missing_is_a_clear_error(tmp_path):
         RegionCaptioner(str(tmp_path))  # exists, holds no model
 
 
+@needs_transformers
+def test_a_checkpoint_of_another_head_is_refused_not_completed_at_random(tiny_blip, tmp_path):
+    """BLIP's image-text retrieval model has the captioner's config: transformers built the
+    captioner and initialised its whole text decoder at random, which then captioned noise (and
+    a captioner given as the refiner ran with a random text model)."""
+    from fastsam2_ros.core.auto_prompt import PhraseRefiner, RegionCaptioner
+
+    itm = make_tiny_blip_head(tiny_blip, tmp_path / "blip-itm", "BlipForImageTextRetrieval")
+    with pytest.raises(CheckpointError, match=r"auto_caption_model\) lacks \d+ weight.*text_decoder"
+                       ) as info:
+        RegionCaptioner(str(itm))
+    assert str(itm) in str(info.value)
+    with pytest.raises(CheckpointError, match=r"auto_refiner_model\) lacks \d+ weight") as info:
+        PhraseRefiner(str(tiny_blip))
+    assert str(tiny_blip) in str(info.value)
+
+
+@needs_transformers
+def test_a_refiner_model_that_embeds_no_text_is_refused_when_loaded(tiny_blip, tmp_path):
+    """A complete model that is no text encoder (BLIP's image-text model wants an image too)
+    loaded, and every automatic prompt then failed with transformers' ValueError."""
+    from fastsam2_ros.core.auto_prompt import PhraseRefiner
+
+    folder = make_tiny_blip_head(tiny_blip, tmp_path / "blip-model", "BlipModel")
+    with pytest.raises(CheckpointError, match=r"auto_refiner_model\) is not a sentence encoder.*"
+                       "ValueError") as info:
+        PhraseRefiner(str(folder))
+    assert str(folder) in str(info.value)
+
+
 # ------------------------------------------------------------------------------------------------
 # proposal sources
 # ------------------------------------------------------------------------------------------------
@@ -671,6 +701,31 @@ def test_a_failed_auto_prompt_hands_back_the_frame_it_tracked(rpn_weights, small
     with pytest.raises(InputError, match="no object-like region") as info:
         tracker.auto_prompt(2)  # on the current frame: nothing tracked, the state is unchanged
     assert not isinstance(info.value, AutoPromptFailed) and tracker.frame_index == 1
+
+
+class _BrokenProposer:
+    def propose(self, image):
+        raise RuntimeError("a bug in a stage")
+
+
+def test_any_failure_after_the_frame_was_tracked_hands_the_frame_back(rpn_weights, small_model, video):
+    """Only the core's own errors were wrapped: a model's ValueError or RuntimeError lost the
+    tracked frame's result (API.md promises AutoPromptFailed with .tracked)."""
+    from fastsam2_ros.core.auto_prompt import AutoPrompter
+
+    frames, _, _ = video
+    cfg = auto_cfg(rpn_weights)
+    tracker = make_tracker(cfg, small_model)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    tracker._auto_prompter = AutoPrompter(cfg, small_model)
+    tracker._auto_prompter._proposer = _BrokenProposer()
+    with pytest.raises(AutoPromptFailed, match="RuntimeError: a bug in a stage") as info:
+        tracker.auto_prompt(2, image=frames[1])
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert info.value.tracked.frame_index == tracker.frame_index == 1
+    assert tracker.object_ids == [1]
+    with pytest.raises(RuntimeError, match="a bug"):  # nothing tracked: raised as it is
+        tracker.auto_prompt(2)
 
 
 class _FailingCaptioner:

@@ -227,7 +227,8 @@ def test_a_router_trained_with_other_inputs_loads_with_a_warning(tmp_path, model
     cfg, model = model128
     path = tmp_path / "router.pt"
     save_router(RouterMLP(model.hidden_dim), path,
-                meta=router_inputs("tiny", mc_passes=5, mc_dropout=0.1, text_mode="clip_ridge"))
+                meta=router_inputs("tiny", mc_passes=5, mc_dropout=0.1, text_mode="clip_ridge",
+                                  clip_model="ViT-B-16"))
     running = cfg.replace(keep_ratio=0.3, router_weights=str(path), text_mode="clip_ridge")
     with caplog.at_level(logging.WARNING, logger="fastsam2_ros.core.tracker"):  # 8 passes: on too
         StreamingTracker(running.replace(mc_passes=8, model_cfg="sam2.1_hiera_t"), model=model)
@@ -243,10 +244,55 @@ def test_a_router_trained_with_other_inputs_loads_with_a_warning(tmp_path, model
     # a router trained without text fits any text mode (its text input was zero)
     assert router_setting_mismatches({"text_mode": "none"}, {"text_mode": "paper_lsq"}) == []
     # a file may name the model by an alias
-    running = router_inputs("tiny", mc_passes=5, mc_dropout=0.1, text_mode="clip_ridge")
+    running = router_inputs("tiny", mc_passes=5, mc_dropout=0.1, text_mode="clip_ridge",
+                            clip_model="ViT-B-16")
     assert router_setting_mismatches({"model_cfg": "sam2.1_hiera_t"}, running) == []
     assert router_setting_mismatches({"model_cfg": "large"}, running) == [
         "model_cfg 'sam2.1_hiera_l' in training, 'sam2.1_hiera_t' here"]
+
+
+def test_a_router_fitted_to_another_clip_models_texts_loads_with_a_warning(tmp_path, model128, caplog):
+    """The text input is made of clip_model's embeddings: a router trained with ViT-B-16 texts
+    loaded into a ViT-S-16 tracker without a word."""
+    cfg, model = model128
+    path = tmp_path / "router.pt"
+    trained = router_inputs("tiny", mc_passes=0, mc_dropout=0.1, text_mode="clip_ridge",
+                            clip_model="ViT-B-16")
+    assert trained["clip_model"] == "ViT-B-16"
+    save_router(RouterMLP(model.hidden_dim), path, meta=trained)
+    running = cfg.replace(router_weights=str(path), text_mode="clip_ridge", clip_model="ViT-S-16")
+    with caplog.at_level(logging.WARNING, logger="fastsam2_ros.core.tracker"):
+        StreamingTracker(running, model=model)
+    assert "clip_model 'ViT-B-16' in training, 'ViT-S-16' here" in caplog.text
+    # without texts on either side the CLIP model shaped no input
+    untexted = router_inputs("tiny", mc_passes=0, mc_dropout=0.1, text_mode="none",
+                             clip_model="ViT-B-16")
+    assert untexted["clip_model"] is None
+    other = router_inputs("tiny", 0, 0.1, "paper_lsq", "ViT-L-14")
+    assert router_setting_mismatches(untexted, other) == []
+    assert router_setting_mismatches(trained, dict(untexted, text_mode="clip_ridge")) == []
+
+
+def test_a_router_trained_on_random_sam2_weights_is_refused_with_a_checkpoint(tmp_path, model128,
+                                                                             caplog):
+    """fastsam2-train-router --random-weights (a smoke run) records it; such a router loaded
+    into a tracker with real weights silently scored tokens with noise."""
+    cfg, model = model128
+    path = tmp_path / "router.pt"
+    save_router(RouterMLP(model.hidden_dim), path, meta={"random_weights": True})
+    checkpoint = tmp_path / "sam2.1_hiera_tiny.pt"
+    checkpoint.write_bytes(b"")  # not read: the model is given
+    real = cfg.replace(router_weights=str(path), checkpoint=str(checkpoint), allow_random_weights=False)
+    with pytest.raises(CheckpointError, match="trained on a randomly initialised SAM 2") as info:
+        StreamingTracker(real, model=model)
+    assert str(path) in str(info.value)
+    with caplog.at_level(logging.WARNING, logger="fastsam2_ros.core.tracker"):  # allowed: warned
+        tracker = StreamingTracker(real.replace(allow_random_weights=True), model=model)
+    assert tracker.router.mode == "mlp"
+    assert "randomly initialised SAM 2" in caplog.text
+    caplog.clear()
+    StreamingTracker(real.replace(checkpoint="", allow_random_weights=True), model=model)  # a smoke run
+    assert "randomly initialised" not in caplog.text
 
 
 def test_uncertainty_is_off_without_two_passes_or_dropout(model128):

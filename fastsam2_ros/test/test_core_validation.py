@@ -144,6 +144,101 @@ def test_broken_checkpoint_files_say_why(tmp_path, content, match):
     assert str(path) in str(info.value)
 
 
+def _corrupt_a_tensor(path):
+    """Change bytes inside the largest tensor record of a torch.save zip (bit rot, a bad copy),
+    keeping the values finite: only the entry's CRC-32 tells."""
+    import struct
+    import zipfile
+
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    local = info.header_offset  # local header: 30 bytes, the name and the extra field, then the data
+    name_len, extra_len = struct.unpack("<HH", bytes(data[local + 26:local + 30]))
+    start = local + 30 + name_len + extra_len
+    for i in range(start, start + info.file_size, 4):
+        data[i] ^= 0x5A  # the low mantissa byte of a little-endian float32
+    path.write_bytes(bytes(data))
+
+
+def _weight_loaders():
+    """Every loader of a torch.save file by path: name -> (write a valid file, load it)."""
+    import torch
+
+    from fastsam2_ros.core import auto_prompt, clip_text, models, router
+
+    def tensors(path):
+        torch.save({"model": {"w": torch.randn(32, 32)}}, path)
+
+    return {
+        "sam2": (tensors,
+                 lambda p: models.load_sam2_state_dict(models.check_checkpoint(str(p), "tiny"))),
+        "router": (lambda p: router.save_router(router.RouterMLP(16), p),
+                   lambda p: router.load_router(p, 16)),
+        "clip_configure": (tensors, lambda p: clip_text.check_clip_settings("ViT-B-16", str(p))),
+        "clip_load": (tensors, lambda p: clip_text._read_state_dict(p)),
+        "rpn": (tensors, lambda p: auto_prompt.RpnProposer(str(p))),
+    }
+
+
+def _break_file(how, path, monkeypatch):
+    """Make ``path`` a directory, a corrupt file, an unreadable one, one whose read fails, or a
+    text file (this machine's tests run as root, which reads any file: permissions are faked)."""
+    import builtins
+    import os
+    import shutil
+
+    if how == "directory":
+        path.unlink()
+        path.mkdir()
+    elif how == "corrupt":
+        _corrupt_a_tensor(path)
+    elif how == "unreadable":
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: (os.fspath(p) != str(path)
+                                                                 and real_access(p, mode, **kw)))
+    elif how == "read_fails":
+        real_open = builtins.open
+
+        def failing_open(file, *args, **kwargs):
+            if isinstance(file, (str, os.PathLike)) and os.fspath(file) == str(path):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", failing_open)
+    elif how == "text":
+        shutil.copyfile(__file__, path)
+
+
+@pytest.mark.parametrize("how,match", [
+    ("directory", "is a directory, not"),
+    ("corrupt", r"is corrupt: CRC mismatch in \S+/data/"),
+    ("unreadable", "is not readable"),
+    ("read_fails", "cannot read .*Permission denied"),
+    ("text", "is a text file"),
+])
+@pytest.mark.parametrize("loader", ["sam2", "router", "clip_configure", "clip_load", "rpn"])
+def test_every_weight_file_loader_says_what_is_wrong_with_the_file(tmp_path, monkeypatch, loader,
+                                                                   how, match):
+    """One check (weight_files.check_torch_file) for each loader: a folder was "not found", a
+    file changed since it was saved loaded as other weights (torch.load ignores the zip CRCs),
+    an unreadable CLIP or RPN file passed configure and raised a bare PermissionError, and a
+    text file as router weights got torch's advice to unpickle unsafely."""
+    if loader.startswith("clip"):
+        pytest.importorskip("open_clip")
+    write, load = _weight_loaders()[loader]
+    path = tmp_path / "weights.pt"
+    write(path)
+    _break_file(how, path, monkeypatch)
+    if loader == "clip_configure" and how == "corrupt":
+        load(path)  # the check at configure reads 4 bytes: the CRCs are checked when loaded
+        return
+    with pytest.raises(CheckpointError, match=match) as info:
+        load(path)
+    assert str(path) in str(info.value) and "not found" not in str(info.value)
+    assert "weights_only" not in str(info.value)
+
+
 # ------------------------------------------------------------------------------ geometry
 def test_mask_geometry():
     m = np.zeros((10, 12), bool)

@@ -238,6 +238,39 @@ def test_router_training_writes_weights_the_tracker_loads(tmp_path):
                                  "--random-weights"]) == 2
 
 
+def _examples_encoded_with(seen):
+    """A stand-in for collect_examples that records the tracker's CLIP model and gives two random
+    examples (encoding frames and texts with a random CLIP takes seconds)."""
+    from fastsam2_ros.core.router import FusedFactors
+
+    def collect(tracker, dataset, texts, max_frames):
+        seen.append(tracker.cfg.clip_model)
+        n, c = 16, tracker.model.hidden_dim
+        factors = FusedFactors(torch.randn(n, c).half(), torch.ones(1, n), torch.randn(1, c),
+                               torch.rand(n, dtype=torch.float64), torch.randn(c, dtype=torch.float64))
+        return [router_training.Example(factors, (torch.arange(n) % 2).float(), "synth000")] * 2
+    return collect
+
+
+def test_router_training_takes_and_records_the_clip_model_of_its_texts(tmp_path, capsys,
+                                                                       monkeypatch):
+    """The text input is made of clip_model's embeddings: the tool always used ViT-B-16 and the
+    file did not say so, so a router for a tracker running another CLIP could not be trained."""
+    pytest.importorskip("open_clip")
+    data = generate_dataset(tmp_path / "syn", sequences=1, frames=3, size=(64, 64), objects=1)
+    prompts = tmp_path / "texts.json"
+    prompts.write_text('{"synth000": {"1": "a red ball"}}')
+    out = tmp_path / "router.pt"
+    args = ["--data", str(data), "--out", str(out), "--random-weights", "--image-size", "64",
+            "--device", "cpu", "--mc-passes", "0", "--epochs", "1", "--text-prompts", str(prompts)]
+    seen = []
+    monkeypatch.setattr(router_training, "collect_examples", _examples_encoded_with(seen))
+    assert router_training.main(args + ["--clip-model", "ViT-X-99"]) == 2 and not seen
+    assert "unknown open_clip model 'ViT-X-99'" in capsys.readouterr().err  # before any frame
+    assert router_training.main(args + ["--clip-model", "ViT-S-16"]) == 0 and seen == ["ViT-S-16"]
+    assert torch.load(out, weights_only=True)["meta"]["clip_model"] == "ViT-S-16"
+
+
 def test_router_training_void_label_is_no_object(tmp_path):
     """DAVIS annotations mark void pixels 255: not an object to train on, nor a prior."""
     data = generate_dataset(tmp_path / "syn", sequences=1, frames=3, size=(96, 64), objects=1)

@@ -4,6 +4,7 @@ and a torchvision Faster R-CNN state dict in the real format for the RPN proposa
 
 import importlib.util
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
@@ -55,6 +56,22 @@ def make_tiny_blip(path, favour="dog", seed=0):
         model.text_decoder.cls.predictions.bias[vocab[favour or "[SEP]"]] += 100.0
     model.save_pretrained(str(path))
     proc.save_pretrained(str(path))
+    return path
+
+
+def make_tiny_blip_head(caption_dir, path, head):
+    """Save a BLIP model of another head (transformers class name ``head``, e.g.
+    BlipForImageTextRetrieval or BlipModel) with the config and processor of ``caption_dir`` (a
+    :func:`make_tiny_blip` folder): a folder transformers loads, holding no captioner."""
+    import shutil
+
+    import transformers
+
+    config = transformers.BlipConfig.from_pretrained(str(caption_dir))
+    getattr(transformers, head)(config).save_pretrained(str(path))
+    for f in Path(caption_dir).iterdir():  # the processor's files, as a hub download has them
+        if not f.name.startswith(("model", "config.json", "generation")):
+            shutil.copy(f, Path(path) / f.name)
     return path
 
 

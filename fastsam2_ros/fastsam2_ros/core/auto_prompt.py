@@ -223,7 +223,7 @@ class RpnProposer:
         if not weights_path:
             raise CheckpointError("auto_proposal_source 'rpn' needs auto_rpn_weights: a torchvision "
                                   "Faster R-CNN state dict (e.g. fasterrcnn_resnet50_fpn COCO weights)")
-        if not path.is_file():
+        if not path.exists():
             raise CheckpointError(f"RPN weights not found: {path} (auto_rpn_weights)")
         check_torch_file(path, "a Faster R-CNN state dict")
         try:
@@ -335,6 +335,20 @@ def region_crop(image: np.ndarray, box: Tuple[int, int, int, int],
     return np.ascontiguousarray(image[ya:yb, xa:xb])
 
 
+def _load_complete_model(cls, path: Path, setting: str):
+    """``cls.from_pretrained`` of a local folder, refusing a model that transformers completed
+    with randomly initialised weights: a checkpoint of another head (e.g. BLIP's image-text
+    retrieval model as a captioner) loads without an error and then says noise."""
+    model, info = cls.from_pretrained(str(path), local_files_only=True, output_loading_info=True)
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        raise CheckpointError(
+            f"{path} ({setting}) lacks {len(missing)} weight(s) of {type(model).__name__}, e.g. "
+            f"{', '.join(missing[:3])}: it holds another model or head (e.g. a retrieval model "
+            "where a captioner is wanted), which would run with those weights random")
+    return model
+
+
 class RegionCaptioner:
     """A captioning VLM loaded with ``transformers`` from a local directory.
 
@@ -361,13 +375,18 @@ class RegionCaptioner:
         except Exception as exc:
             raise CheckpointError(f"cannot load a processor from {path}: {exc}") from exc
         errors = []
+        incomplete = None
         self.model = None
         for cls in auto_classes:
             try:
-                self.model = cls.from_pretrained(str(path), local_files_only=True)
+                self.model = _load_complete_model(cls, path, "auto_caption_model")
                 break
+            except CheckpointError as exc:  # it loaded, but only partly: said whole if none fits
+                incomplete = exc
             except Exception as exc:  # try the next auto class, report all if none fits
                 errors.append(f"{cls.__name__}: {str(exc)[:200]}")
+        if self.model is None and incomplete is not None:
+            raise incomplete
         if self.model is None:
             raise CheckpointError(f"cannot load a captioning model from {path}: {'; '.join(errors)}")
         self.model.to(device=self.device, dtype=self.dtype).eval()
@@ -648,12 +667,25 @@ class PhraseRefiner:
             path = minilm_model_dir()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-            self.model = AutoModel.from_pretrained(str(path), local_files_only=True)
+            self.model = _load_complete_model(AutoModel, path, "auto_refiner_model")
+        except CheckpointError:
+            raise
         except Exception as exc:
             raise CheckpointError(f"cannot load a sentence encoder from {path}: {exc}") from exc
         self.device = torch.device(device)
         self.model.to(self.device).eval()
         self.path = path
+        self._check_embeds()
+
+    def _check_embeds(self) -> None:
+        """CheckpointError unless the model embeds a text: a folder transformers loads that is no
+        text encoder (e.g. a captioner's) otherwise fails at every automatic prompt, once a frame
+        may already have been tracked."""
+        try:
+            self.embed(["a test"])
+        except Exception as exc:
+            raise CheckpointError(f"{self.path} (auto_refiner_model) is not a sentence encoder: "
+                                  f"embedding a text fails ({type(exc).__name__}: {exc})") from exc
 
     def embed(self, texts: Sequence[str]):
         """L2-normalised mean-pooled embeddings [n, d] (float32, CPU), in batches of
@@ -931,11 +963,12 @@ class AutoPrompter:
                                   "phrase is reported but not used as the router's prior")
             result = tracker.add_prompt(obj_id, points=[list(plan.click)], labels=[1],
                                         text=plan.phrase if plan.text_used else None, image=image)
-        except FastSam2Error as exc:
+        except Exception as exc:  # any failure: a model's own error must not lose the frame
             if first is None:
                 raise
             # the new frame was tracked for the other objects: hand its result to the caller
-            raise AutoPromptFailed(f"{exc} (the frame was tracked for the objects already "
+            reason = str(exc) if isinstance(exc, FastSam2Error) else f"{type(exc).__name__}: {exc}"
+            raise AutoPromptFailed(f"{reason} (the frame was tracked for the objects already "
                                    "tracked: its result is in the error's `tracked`)",
                                    tracked=first) from exc
         LOG.info("object %d started automatically at %s from a %s region (score %.3f); caption %r, "

@@ -39,7 +39,7 @@ from torch import nn
 
 from .errors import CheckpointError, InputError
 from .prompts import leading_chars_within, leading_words_within, validate_text
-from .weight_files import check_torch_file, require_finite
+from .weight_files import check_torch_file, require_finite, require_readable_file
 
 logger = logging.getLogger(__name__)
 
@@ -191,9 +191,21 @@ def shorten_to_clip_context(text: str, model_name: str) -> str:
     return fit_clip_context(clip_tokenizer(model_name), text)
 
 
-def _require_weights_file(path: Path) -> None:
-    if not path.is_file():
-        raise CheckpointError(f"CLIP weights file not found or not a file: '{path}'")
+#: What the CLIP loader reads, said when a file is not one.
+CLIP_FILE_HELP = ("Expected an open_clip state dict saved with torch.save (.bin/.pt/.pth) or a "
+                  ".safetensors file.")
+
+
+def _check_weights_file(path: Path, verify: bool) -> None:
+    """CheckpointError unless ``path`` is a readable weights file of a kind the loader reads;
+    ``verify`` also checks a torch file's zip CRCs (reads the whole file: done when the weights
+    are loaded, not in the cheap check at configure)."""
+    if not path.exists():
+        raise CheckpointError(f"CLIP weights file not found: '{path}'")
+    if path.suffix == ".safetensors":
+        require_readable_file(path, "a CLIP weights file")
+    else:
+        check_torch_file(path, "a CLIP state dict", CLIP_FILE_HELP, verify=verify)
 
 
 def require_clip_weights(model_name: str, weights_path: str, allow_random_weights: bool) -> None:
@@ -209,25 +221,22 @@ def require_clip_weights(model_name: str, weights_path: str, allow_random_weight
 
 def check_clip_settings(model_name: str, weights_path: str) -> None:
     """What can be checked of the CLIP settings without building anything: the architecture and
-    that given weights exist. The tracker runs it when it is built with clip_weights set (the
-    node's configure), so a wrong `clip_model` or `clip_weights` is not found only at the first
-    text prompt. Without open_clip installed it checks nothing: a text prompt then says what is
-    missing."""
+    that given weights are a readable file that starts like weights. The tracker runs it when it
+    is built with clip_weights set (the node's configure), so a wrong `clip_model` or
+    `clip_weights` is not found only at the first text prompt. Without open_clip installed it
+    checks nothing: a text prompt then says what is missing."""
     try:
         import open_clip  # noqa: F401
     except ImportError:
         return
     check_clip_architecture(model_name)
     if str(weights_path or "").strip():
-        _require_weights_file(Path(str(weights_path)).expanduser())
+        _check_weights_file(Path(str(weights_path)).expanduser(), verify=False)
 
 
 def _read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
     """Read a state dict from ``path``: a raw state dict, or a dict holding it under "state_dict"."""
-    _require_weights_file(path)
-    if path.suffix != ".safetensors":
-        check_torch_file(path, "a CLIP state dict", "Expected an open_clip state dict saved with "
-                         "torch.save (.bin/.pt/.pth) or a .safetensors file.")
+    _check_weights_file(path, verify=True)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -393,8 +402,9 @@ class ClipTextEncoder:
                              f"vs model {tuple(own[k].shape)})")
             raise CheckpointError(
                 f"CLIP weights '{path}' do not match open_clip architecture {model_name!r}: "
-                f"{'; '.join(parts)}. Check that `clip_model` names the architecture the weights were "
-                f"trained with (OpenAI weights need the '-quickgelu' variant).")
+                f"{'; '.join(parts)}. Check that `clip_model` (fastsam2-train-router: --clip-model) "
+                f"names the architecture the weights were trained with (OpenAI weights need the "
+                f"'-quickgelu' variant).")
         model.load_state_dict(state, strict=True)
 
     # ------------------------------------------------------------------ text

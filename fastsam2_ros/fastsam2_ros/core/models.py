@@ -19,7 +19,7 @@ import torch
 from .config import (CHECKPOINT_NAMES, TrackerConfig, check_device_name, resolve_model_cfg,
                      short_model_name)
 from .errors import CheckpointError, InputError
-from .weight_files import check_torch_file, require_finite
+from .weight_files import check_torch_file, require_finite, require_readable_file
 
 LOG = logging.getLogger(__name__)
 
@@ -70,10 +70,9 @@ def check_checkpoint(path: str, model_cfg: str) -> Path:
             f"no SAM 2 checkpoint given for model_cfg={model_cfg!r} (expected e.g. {expected}). "
             + CHECKPOINT_HELP)
     p = Path(os.path.expanduser(path))
-    if not p.is_file():
+    if not p.exists():
         raise CheckpointError(f"SAM 2 checkpoint not found: {p} (expected {expected}). " + CHECKPOINT_HELP)
-    if not os.access(p, os.R_OK):
-        raise CheckpointError(f"SAM 2 checkpoint is not readable: {p}")
+    require_readable_file(p, f"a SAM 2 checkpoint such as {expected}")
     if p.stat().st_size == 0:
         raise CheckpointError(f"SAM 2 checkpoint {p} is an empty file (0 bytes): an interrupted "
                               f"download? Get {expected} again. " + CHECKPOINT_HELP)

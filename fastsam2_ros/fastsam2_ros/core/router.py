@@ -37,9 +37,12 @@ import torch.nn.functional as F
 from .config import short_model_name
 from .errors import CheckpointError
 from .text_relevance import TextRows
-from .weight_files import require_finite
+from .weight_files import check_torch_file, require_finite
 
 ROUTER_FORMAT = "fastsam2_ros.router.v1"
+#: Where router files come from, said when one is missing.
+ROUTER_HELP = ("train them with `fastsam2-train-router`, or leave router_weights empty for the "
+               "training-free fusion")
 #: Weights of the standardised signals in the training-free fusion (no trained router).
 TEXT_WEIGHT, PROTOTYPE_WEIGHT, UNCERTAINTY_WEIGHT = 1.0, 1.0, 0.5
 #: Margin (in standard deviations) by which the lowest-scored token under the object's previous
@@ -74,10 +77,9 @@ def read_router_file(path: str | Path) -> Tuple[Path, dict]:
     """(path, contents) of a router file, read without building anything (tools check it before
     their long work); a missing, unreadable or foreign file is a CheckpointError naming it."""
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise CheckpointError(f"router weights not found: {p} (train them with "
-                              "`fastsam2-train-router`, or leave router_weights empty for the "
-                              "training-free fusion)")
+    if not p.exists():
+        raise CheckpointError(f"router weights not found: {p} ({ROUTER_HELP})")
+    check_torch_file(p, "a router file", "Give a file written by `fastsam2-train-router`.")
     try:
         blob = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -120,21 +122,25 @@ def uncertainty_on(mc_passes: int, mc_dropout: float) -> bool:
     return int(mc_passes) >= 2 and float(mc_dropout) > 0.0
 
 
-def router_inputs(model_cfg: str, mc_passes: int, mc_dropout: float, text_mode: str) -> dict:
+def router_inputs(model_cfg: str, mc_passes: int, mc_dropout: float, text_mode: str,
+                  clip_model: str) -> dict:
     """What shapes the router's inputs — SAM 2's token features, whether U_i is a signal, the
-    text vector's kind (``none``: trained without texts) — stored with trained weights and
-    compared with the tracker's when they are loaded."""
+    text vector's kind (``none``: trained without texts) and the CLIP model whose embeddings it
+    is made of (None without texts) — stored with trained weights and compared with the
+    tracker's when they are loaded."""
     return {"model_cfg": short_model_name(model_cfg),
-            "uncertainty": uncertainty_on(mc_passes, mc_dropout), "text_mode": text_mode}
+            "uncertainty": uncertainty_on(mc_passes, mc_dropout), "text_mode": text_mode,
+            "clip_model": None if text_mode == "none" else str(clip_model)}
 
 
 def router_setting_mismatches(meta: dict, running: dict) -> list:
     """Where a loaded router was trained with other input settings than ``running``
     (``router_inputs``; a router trained without text, ``text_mode: none``, fits any text mode:
-    its text input was zero; a file may name its model by an alias)."""
+    its text input was zero; a setting that is None on either side did not shape an input
+    there; a file may name its model by an alias)."""
     out = []
     for key, value in running.items():
-        if key not in meta:
+        if key not in meta or meta[key] is None or value is None:
             continue
         trained = short_model_name(str(meta[key])) if key == "model_cfg" else meta[key]
         if trained == value or (key == "text_mode" and trained == "none"):

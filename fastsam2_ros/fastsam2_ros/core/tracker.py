@@ -36,7 +36,7 @@ from sam2.utils.misc import concat_points
 from scipy import ndimage
 
 from .config import TrackerConfig
-from .errors import InputError
+from .errors import CheckpointError, InputError
 from .memory_bank import MemoryBank
 from .models import build_predictor, release_compile_workers, uses_compiled_modules
 from .preprocess import FrameStager, prepare_device_constants, resolve_preprocess
@@ -121,8 +121,9 @@ class PendingFrame:
 def check_tracker_files(cfg: TrackerConfig, with_texts: bool = False) -> None:
     """What a tracker built from ``cfg`` refuses, checked without building a model: the CLIP
     settings (with CLIP weights required when ``with_texts`` reach the router) and the router
-    file. The tracker runs it when built; tools run it before their long work (fastsam2-eval's
-    official mode, router training's encoding), so a typo is not found hours in."""
+    file (see ``check_router_origin``). The tracker runs it when built; tools run it before
+    their long work (fastsam2-eval's official mode, router training's encoding), so a typo is
+    not found hours in."""
     from .clip_text import check_clip_settings, require_clip_weights
 
     if cfg.text_mode != "none" and (cfg.clip_weights or with_texts):
@@ -130,7 +131,24 @@ def check_tracker_files(cfg: TrackerConfig, with_texts: bool = False) -> None:
         if with_texts:
             require_clip_weights(cfg.clip_model, cfg.clip_weights, cfg.allow_random_weights)
     if cfg.router_weights:
-        read_router_file(cfg.router_weights)
+        _, blob = read_router_file(cfg.router_weights)
+        check_router_origin(cfg, blob.get("meta"))
+
+
+def check_router_origin(cfg: TrackerConfig, meta) -> None:
+    """A router trained on a randomly initialised SAM 2 (``fastsam2-train-router
+    --random-weights``, a smoke run; its file's meta says so) learned the tokens of noise: with a
+    checkpoint it is refused unless ``allow_random_weights`` (then warned), like random SAM 2
+    weights — unlike a settings mismatch, it is never the router the user meant to deploy."""
+    if not (isinstance(meta, dict) and meta.get("random_weights") is True and cfg.checkpoint):
+        return
+    message = (f"router {cfg.router_weights} was trained on a randomly initialised SAM 2 "
+               "(fastsam2-train-router --random-weights, a smoke run): its scores mean nothing "
+               "for the tokens of checkpoint weights. Train it with --checkpoint, or leave "
+               "router_weights empty for the training-free fusion")
+    if not cfg.allow_random_weights:
+        raise CheckpointError(message)
+    LOG.warning("%s (loaded: allow_random_weights is set)", message)
 
 
 class StreamingTracker:
@@ -448,7 +466,7 @@ class StreamingTracker:
     def _warn_router_mismatches(self, meta: dict) -> None:
         """A router trained on other inputs still loads (it may be what the user has), warned."""
         running = router_inputs(self.cfg.model_cfg, self.cfg.mc_passes, self.cfg.mc_dropout,
-                                self.cfg.text_mode)
+                                self.cfg.text_mode, self.cfg.clip_model)
         for mismatch in router_setting_mismatches(meta, running):
             LOG.warning("router %s was trained with other inputs: %s (its scores may be off; "
                         "retrain it with these settings)", self.cfg.router_weights, mismatch)
