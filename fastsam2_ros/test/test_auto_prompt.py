@@ -473,6 +473,26 @@ def test_a_refiner_model_that_embeds_no_text_is_refused_when_loaded(tiny_blip, t
     assert str(folder) in str(info.value)
 
 
+def test_a_sentence_encoder_saved_without_berts_pooler_is_a_refiner(tmp_path):
+    """The missing-weights check refused encoders saved without BERT's pooler (e.g. from a
+    masked-language-model head): the refiner mean-pools and never runs the pooler."""
+    import shutil
+
+    import transformers
+
+    from fastsam2_ros.core.auto_prompt import PhraseRefiner, minilm_model_dir
+
+    source, folder = minilm_model_dir(), tmp_path / "encoder_without_pooler"
+    vocab = transformers.AutoTokenizer.from_pretrained(str(source)).vocab_size
+    config = transformers.BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=64)
+    transformers.BertModel(config, add_pooling_layer=False).save_pretrained(str(folder))
+    for f in source.iterdir():  # its tokenizer
+        if f.name.startswith(("vocab", "tokenizer", "special_tokens")):
+            shutil.copy(f, folder / f.name)
+    assert tuple(PhraseRefiner(str(folder)).embed(["a small dog"]).shape) == (1, 32)
+
+
 # ------------------------------------------------------------------------------------------------
 # proposal sources
 # ------------------------------------------------------------------------------------------------

@@ -74,20 +74,26 @@ class Msg:
     header = Header()
 
 
+def auto_starting_worker(tracker, image, published, errors, announced=None):
+    """A FrameWorker with ``auto_prompt_on_start`` whose every frame decodes to ``image``; what
+    it publishes and the errors it reports go to the lists given."""
+    extra = {} if announced is None else {"on_auto_prompt": announced.append}
+    return FrameWorker(tracker, decode=lambda kind, msg: image,
+                       publish=published.append, health=type("Health", (), {
+                           "on_received": lambda *a, **k: None,
+                           "on_discarded": lambda *a: None})(),
+                       logger=type("Log", (), {"info": lambda self, m: None})(),
+                       bad_input=lambda m, **k: errors.append(m),
+                       worker_error=lambda exc: errors.append(repr(exc)),
+                       max_rate_hz=lambda: 0.0, keep_ratio=lambda: tracker.keep_ratio,
+                       publish_on_prompt=lambda: True, auto_prompt_on_start=True, **extra)
+
+
 @pytest.fixture
 def worker():
     tracker = RecordingTracker()
     announced, published, errors = [], [], []
-    w = FrameWorker(tracker, decode=lambda kind, msg: np.zeros((16, 16, 3), np.uint8),
-                    publish=published.append, health=type("Health", (), {
-                        "on_received": lambda *a, **k: None,
-                        "on_discarded": lambda *a: None})(),
-                    logger=type("Log", (), {"info": lambda self, m: None})(),
-                    bad_input=lambda m, **k: errors.append(m),
-                    worker_error=lambda exc: errors.append(repr(exc)),
-                    max_rate_hz=lambda: 0.0, keep_ratio=lambda: tracker.keep_ratio,
-                    publish_on_prompt=lambda: True,
-                    auto_prompt_on_start=True, on_auto_prompt=announced.append)
+    w = auto_starting_worker(tracker, np.zeros((16, 16, 3), np.uint8), published, errors, announced)
     w.start()
     yield w, tracker, announced, published, errors
     w.stop()
@@ -252,15 +258,7 @@ def test_on_start_with_a_phrase_over_the_clip_context_starts_on_the_first_frame_
     prompter._captioner = type("Cjk", (), {"caption": lambda self, crop: caption})()
     prompter._refiner = type("Whole", (), {"rank": lambda self, c: [(c, 1.0)]})()
     published, errors = [], []
-    w = FrameWorker(tracker, decode=lambda kind, msg: np.full((48, 64, 3), 90, np.uint8),
-                    publish=published.append, health=type("Health", (), {
-                        "on_received": lambda *a, **k: None,
-                        "on_discarded": lambda *a: None})(),
-                    logger=type("Log", (), {"info": lambda self, m: None})(),
-                    bad_input=lambda m, **k: errors.append(m),
-                    worker_error=lambda exc: errors.append(repr(exc)),
-                    max_rate_hz=lambda: 0.0, keep_ratio=lambda: tracker.keep_ratio,
-                    publish_on_prompt=lambda: True, auto_prompt_on_start=True)
+    w = auto_starting_worker(tracker, np.full((48, 64, 3), 90, np.uint8), published, errors)
     w.start()
     try:
         w.offer_frame("raw", Msg())

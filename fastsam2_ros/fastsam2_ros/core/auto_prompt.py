@@ -335,12 +335,13 @@ def region_crop(image: np.ndarray, box: Tuple[int, int, int, int],
     return np.ascontiguousarray(image[ya:yb, xa:xb])
 
 
-def _load_complete_model(cls, path: Path, setting: str):
+def _load_complete_model(cls, path: Path, setting: str, unused: Tuple[str, ...] = ()):
     """``cls.from_pretrained`` of a local folder, refusing a model that transformers completed
     with randomly initialised weights: a checkpoint of another head (e.g. BLIP's image-text
-    retrieval model as a captioner) loads without an error and then says noise."""
+    retrieval model as a captioner) loads without an error and then says noise. Weights whose
+    names start with one of ``unused`` may be missing (parts the caller never runs)."""
     model, info = cls.from_pretrained(str(path), local_files_only=True, output_loading_info=True)
-    missing = sorted(info.get("missing_keys") or ())
+    missing = sorted(k for k in info.get("missing_keys") or () if not k.startswith(unused))
     if missing:
         raise CheckpointError(
             f"{path} ({setting}) lacks {len(missing)} weight(s) of {type(model).__name__}, e.g. "
@@ -667,7 +668,9 @@ class PhraseRefiner:
             path = minilm_model_dir()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-            self.model = _load_complete_model(AutoModel, path, "auto_refiner_model")
+            # (mean pooling never runs BERT's pooler: encoders saved without it are fine)
+            self.model = _load_complete_model(AutoModel, path, "auto_refiner_model",
+                                              unused=("pooler.",))
         except CheckpointError:
             raise
         except Exception as exc:

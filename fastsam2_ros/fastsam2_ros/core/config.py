@@ -259,15 +259,20 @@ def _checked_type(name: str, value: Any, kind: type) -> Any:
     raise InputError(f"{name} must be {what}, got {value!r} ({type(value).__name__})")
 
 
+#: What a start-up value of the wrong type should have been (the node and the offline tools say
+#: it alike). A double takes no integer: rcl reads ``-p max_rate_hz:=10`` (or ``10`` in a params
+#: file) as an INTEGER and refuses it.
+TYPE_NEEDED = {bool: "true or false", int: "an integer",
+               float: "a decimal number, with a point (10.0, not 10)", str: "a string"}
+
+
 def _file_value(name: str, value: Any, kind: type) -> Any:
     """A parameter file's value of a ``kind`` field, refused as the node refuses it: rcl types a
     YAML value by how it is written, and a declared double takes no ``1``, a bool no ``"no"``."""
     if type(value) is kind:  # (bool is not int here, nor int float)
         return value
-    written = {bool: "true or false", int: "an integer such as 512",
-               float: "a number with a decimal point such as 1.0", str: "a string"}[kind]
-    raise InputError(f"{name} must be {written}, got {value!r} ({type(value).__name__}); "
-                     "the node refuses it too")
+    raise InputError(f"{name} must be {TYPE_NEEDED[kind]}, got {value!r} "
+                     f"({type(value).__name__}); the node refuses it too")
 
 
 def _matches_node(key: str, node_name: str) -> bool:
@@ -408,7 +413,8 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
 
 __all__ = [
     "Range", "PARAMETER_RANGES", "PARAMETER_CHOICES", "IMAGE_SIZE_MULTIPLE",
-    "TrackerConfig", "load_ros_params", "params_file_key", "resolve_model_cfg", "short_model_name",
+    "TrackerConfig", "TYPE_NEEDED", "load_ros_params", "params_file_key", "resolve_model_cfg",
+    "short_model_name",
     "MODEL_CONFIGS", "CHECKPOINT_NAMES", "TEXT_MODES", "FILLERS", "PREPROCESS_MODES", "COMPILE_MODES", "DEFAULT_NODE_NAME",
     "PROPOSAL_SOURCES",
 ]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from ..core.config import (MODEL_ALIASES, MODEL_CONFIGS, PARAMETER_CHOICES, PARAMETER_RANGES,
-                           Range, TrackerConfig)
+                           TYPE_NEEDED, Range, TrackerConfig)
 from ..core.prompts import MAX_OBJECT_ID
 
 
@@ -302,17 +302,11 @@ def declare_parameters(node) -> Dict[str, str]:
     return rejected
 
 
-#: What a start-up value of the wrong type should have been. A double takes no integer: rcl
-#: reads ``-p max_rate_hz:=10`` (or ``10`` in a params file) as an INTEGER and refuses it.
-_TYPE_NEEDED = {bool: "true or false", int: "an integer",
-                float: "a decimal number, with a point (10.0, not 10)", str: "a string"}
-
-
 def _rejection(spec: ParamSpec, exc: Exception) -> str:
     from rclpy.exceptions import InvalidParameterTypeException
 
     if isinstance(exc, InvalidParameterTypeException) or spec.range is None:
-        allowed = f"must be {_TYPE_NEEDED[type(spec.default)]}"
+        allowed = f"must be {TYPE_NEEDED[type(spec.default)]}"
     else:
         allowed = f"must be in {spec.range.describe()}"
     return refusal_text(f"{spec.name}: the value given at start-up was rejected ({allowed}): {exc}")
