@@ -418,3 +418,30 @@ def test_a_detection_is_centred_where_the_object_centroid_is(monkeypatch):
         centre = (det.bbox.center.position.x, det.bbox.center.position.y)
         assert centre == (obj.centroid.x, obj.centroid.y), (obj.id, centre)
         assert (det.bbox.size_x, det.bbox.size_y) == (obj.bbox.width, obj.bbox.height)
+
+
+def test_health_warns_when_publishers_are_there_but_no_image_arrives(monkeypatch):
+    """A reliable 640x480 camera and the default best-effort subscription: DDS lost every frame
+    over 512 KiB whole, and /diagnostics said OK "active, waiting for images" for ever."""
+    clock = [1000.0]
+    monkeypatch.setattr(diagnostics.time, "monotonic", lambda: clock[0])
+    h = diagnostics.NodeHealth()
+    h.state = "active"
+    h.on_listening()
+    h.best_effort_publishers = 1
+    clock[0] += 1.5
+    snap = h.snapshot(warn_hold=1.0, period=1.0)
+    assert snap.level == diagnostics.OK and "waiting for images" in snap.message  # not yet
+    clock[0] += 1.0
+    snap = h.snapshot(warn_hold=1.0, period=1.0)
+    assert snap.level == diagnostics.WARN and "though 1 publisher(s) offer it" in snap.message
+    assert "image_reliability:=reliable" in snap.message
+    assert snap.values["best_effort_publishers"] == "1"
+    h.best_effort_publishers = 0  # nobody publishes: waiting is all there is to say
+    assert h.snapshot(warn_hold=1.0, period=1.0).level == diagnostics.OK
+    h.best_effort_publishers = 1
+    h.on_received(False)  # a frame came (a small one, or the profile is set)
+    assert h.snapshot(warn_hold=1.0, period=1.0).level == diagnostics.OK
+    h.on_listening()  # reactivated: silence counts from the new subscriptions
+    clock[0] += 2.5
+    assert h.snapshot(warn_hold=1.0, period=1.0).level == diagnostics.WARN

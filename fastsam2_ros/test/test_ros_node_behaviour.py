@@ -183,6 +183,7 @@ def test_reliable_image_qos_gets_every_large_frame_and_reports_best_effort_publi
     assert level == DiagnosticStatus.WARN and "image_reliability:=best_effort" in message
     p.destroy_publisher(best_effort)
     assert wait_for(lambda: last_status()[2]["unreachable_publishers"] == "0", 10.0)
+    assert last_status()[2]["best_effort_publishers"] == "0"  # a reliable subscription
     # full-HD frames in a burst from a reliable publisher: every one reaches the node
     assert wait_for(lambda: p.image.get_subscription_count() > 0, 10.0)
     big = np.zeros((1080, 1920, 3), np.uint8)
@@ -192,6 +193,8 @@ def test_reliable_image_qos_gets_every_large_frame_and_reports_best_effort_publi
         p.image.publish(numpy_to_image(big, "rgb8", p.next_header()))
     assert wait_for(lambda: node.health.counts()["received"] - c0 == 4, 120.0), node.health.counts()
     _reactivate(p, node, image_reliability="best_effort")
+    # the probe's camera publisher, heard by the best-effort subscription, is counted
+    assert wait_for(lambda: last_status()[2]["best_effort_publishers"] == "1", 10.0)
 
 
 def test_a_transition_the_current_state_does_not_have_leaves_the_node_running(h):
@@ -400,11 +403,15 @@ def test_each_cause_of_bad_input_is_logged(h, monkeypatch):
     messages = ["click rejected: point (nan, 1) is not finite",
                 "text_prompt rejected: text prompt has 400 characters; at most 300",
                 "image rejected (raw, frame_id 'cam'): unsupported encoding 32FC1",
-                "click rejected: point (inf, 1) is not finite"]  # same cause within 1 s
+                # another cause of the same source (it shared the source's slot, unlogged)
+                "click rejected: point (500.0, 3.0) is outside the 960x540 image",
+                "click rejected: point (inf, 1) is not finite",  # same causes within 1 s
+                "image rejected (raw, frame_id 'cam2'): unsupported encoding 32FC1",
+                "click rejected: point (-4.5, 3.0) is outside the 960x540 image"]
     for m in messages:
         node._bad_input(m, prompt=m.startswith(("click", "text")))
-    assert logged == messages[:3]
-    assert node.health.counts()["bad_inputs"] - before == 1  # (prompt errors count apart)
+    assert logged == messages[:4]
+    assert node.health.counts()["bad_inputs"] - before == 2  # (prompt errors count apart)
 
 
 def test_max_text_length_applies_at_configure_everywhere(h):

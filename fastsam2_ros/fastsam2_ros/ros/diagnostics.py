@@ -11,7 +11,8 @@ diagnostics timer all touch it); ``to_status`` turns a snapshot into a
   (malformed image, invalid prompt) or an incompatible-QoS publisher within the last ``warn_hold``
   seconds (at least one diagnostics period). Frames skipped on purpose to hold ``max_rate_hz`` are
   counted as dropped but do not warn. Also WARN when images stopped coming for ``warn_hold``
-  (at least ``MIN_SILENT_S``);
+  (at least ``MIN_SILENT_S``), or none came that long though a best-effort subscription has
+  publishers (DDS loses large best-effort frames whole: the usual "running but does nothing");
 * OK otherwise.
 
 The per-frame tracker values come from the last ``TrackerStats`` message
@@ -64,6 +65,9 @@ class NodeHealth:
         self.input_topic = "image"
         #: image publishers the subscription cannot hear now (qos.unreachable_publishers)
         self.unreachable_publishers = 0
+        #: image publishers a best-effort subscription hears (qos.best_effort_publishers)
+        self.best_effort_publishers = 0
+        self.listening_since = float("-inf")  # when the image subscriptions were last made
 
     def reset_counters(self) -> None:
         with self._lock:
@@ -99,6 +103,11 @@ class NodeHealth:
                     self.skipped_for_rate += 1
                 else:
                     self._drops.append(time.monotonic())
+
+    def on_listening(self) -> None:
+        """The image subscriptions were (re)made: silence counts from now."""
+        with self._lock:
+            self.listening_since = time.monotonic()
 
     def on_discarded(self) -> None:
         """A received frame was thrown away unprocessed on purpose (disabled, lifecycle
@@ -163,6 +172,7 @@ class NodeHealth:
             drops_recent = sum(1 for t in self._drops if t >= now - drop_window)
             rate = _frame_rate([f[0] for f in frames], now)
             silent_s = now - self.last_received_time
+            quiet_s = now - max(self.last_received_time, self.listening_since)
             tracker_ms = [f[1] for f in frames]
             node_ms = [f[2] for f in frames]
             s = self.last_stats
@@ -193,6 +203,7 @@ class NodeHealth:
                 "worker_errors": str(self.worker_errors),
                 "incompatible_qos_events": str(self.incompatible_qos),
                 "unreachable_publishers": str(self.unreachable_publishers),
+                "best_effort_publishers": str(self.best_effort_publishers),
                 "last_error": self.last_error,
             }
             if not values["device"]:
@@ -216,6 +227,13 @@ class NodeHealth:
             elif drops_recent:
                 level, msg = WARN, (f"dropped {drops_recent} frame(s) in the last {drop_window:g} s "
                                     "(inference slower than the camera; only the newest frame is kept)")
+            elif self.best_effort_publishers and quiet_s > max(self._hold, MIN_SILENT_S):
+                level, msg = WARN, (f"no images on {self.input_topic} for {quiet_s:.0f} s though "
+                                    f"{self.best_effort_publishers} publisher(s) offer it: best "
+                                    "effort loses large frames whole (with Fast DDS' defaults "
+                                    "any over 512 KiB, e.g. 640x480 rgb8): set "
+                                    "image_reliability:=reliable, or the Fast DDS profile "
+                                    "config/fastdds_large_frames.xml (docs/ros.md, Image QoS)")
             elif self.received and silent_s > max(self._hold, MIN_SILENT_S):
                 level, msg = WARN, (f"no images on {self.input_topic} for {silent_s:.0f} s: "
                                     "the last masks are that old")

@@ -66,5 +66,13 @@ def unreachable_publishers(node, subscriptions) -> int:
                if info.qos_profile.reliability == QoSReliabilityPolicy.BEST_EFFORT)
 
 
+def best_effort_publishers(node, subscriptions) -> int:
+    """Publishers that the best-effort ones of ``subscriptions`` hear: DDS may lose their large
+    frames whole (over 512 KiB between processes with Fast DDS' defaults), without a trace."""
+    return sum(1 for sub in subscriptions
+               if sub.qos_profile.reliability == QoSReliabilityPolicy.BEST_EFFORT
+               for _ in node.get_publishers_info_by_topic(sub.topic_name))
+
+
 __all__ = ["RELIABILITY", "reliable", "latched", "image_qos", "incompatible_qos_events",
-           "unreachable_publishers"]
+           "unreachable_publishers", "best_effort_publishers"]

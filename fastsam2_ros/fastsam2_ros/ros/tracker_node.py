@@ -59,7 +59,8 @@ from .parameters import (NODE_PARAMETERS, declare_parameters, refusal_text, spec
                          tracker_config_from_node, unknown_override_warning)
 from .process_memory import give_back_freed_memory, keep_freed_memory
 from .prompting import ClickNotUsable, PromptRequest
-from .qos import image_qos, incompatible_qos_events, reliable, unreachable_publishers
+from .qos import (best_effort_publishers, image_qos, incompatible_qos_events, reliable,
+                  unreachable_publishers)
 
 #: How long a service waits for the worker (one inference, or a text prompt's CLIP pass).
 SERVICE_TIMEOUT_S = 300.0
@@ -68,9 +69,11 @@ BAD_INPUT_LOG_PERIOD_S = 1.0
 
 
 def bad_input_cause(message: str) -> str:
-    """What a rejection message is about, for throttling its log: its words before the first
-    colon or parenthesis ("image rejected", "click rejected", "add_object rejected" ...)."""
-    return re.split(r"[:(]", message, maxsplit=1)[0].strip()
+    """What a rejection message is about, for throttling its log: the message with its values
+    (numbers, quoted strings) blanked. A NaN click and an infinite one share a cause; a click
+    outside the image is another (throttled on its source alone, it went unlogged)."""
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", message)
+    return re.sub(r"[-+]?\d+(?:\.\d*)?(?:e[-+]?\d+)?|\b(?:nan|inf)\b", "#", text, flags=re.IGNORECASE)
 
 TrackerFactory = Callable[[TrackerConfig], Any]
 
@@ -187,6 +190,7 @@ class TrackerNode(LifecycleNode):
             on_auto_prompt=self._announce_auto_prompt, notes=self._object_notes)
         self._worker.start()
         self._create_subscriptions()
+        self.health.on_listening()
         self.health.state = "active"
         topics = [sub.topic_name for sub in self._image_subscriptions()]
         self.get_logger().info(f"active: listening on {' and '.join(topics)} "
@@ -661,9 +665,11 @@ class TrackerNode(LifecycleNode):
         self.health.enabled = self._enabled
         self.health.state = self.lifecycle_state
         try:  # (a transition on another thread may be destroying the subscriptions right now)
-            self.health.unreachable_publishers = unreachable_publishers(self, self._image_subscriptions())
+            subscriptions = self._image_subscriptions()
+            self.health.unreachable_publishers = unreachable_publishers(self, subscriptions)
+            self.health.best_effort_publishers = best_effort_publishers(self, subscriptions)
         except Exception:  # noqa: BLE001 - InvalidHandle; the next period asks again
-            self.health.unreachable_publishers = 0
+            self.health.unreachable_publishers = self.health.best_effort_publishers = 0
         snap = self.health.snapshot(float(self._settings["diagnostics_warn_hold"]),
                                     float(self._settings["diagnostics_period"]))
         arr = DiagnosticArray()
@@ -681,6 +687,9 @@ class TrackerNode(LifecycleNode):
         now = time.monotonic()
         if now - self._logged_causes.get(cause, float("-inf")) < BAD_INPUT_LOG_PERIOD_S:
             return
+        if len(self._logged_causes) > 64:  # only the last period's causes matter
+            self._logged_causes = {c: t for c, t in self._logged_causes.items()
+                                   if now - t < BAD_INPUT_LOG_PERIOD_S}
         self._logged_causes[cause] = now
         if warn:
             self.get_logger().warning(message)
