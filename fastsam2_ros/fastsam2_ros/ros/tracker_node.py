@@ -73,7 +73,8 @@ def bad_input_cause(message: str) -> str:
     (numbers, quoted strings) blanked. A NaN click and an infinite one share a cause; a click
     outside the image is another (throttled on its source alone, it went unlogged)."""
     text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", message)
-    return re.sub(r"[-+]?\d+(?:\.\d*)?(?:e[-+]?\d+)?|\b(?:nan|inf)\b", "#", text, flags=re.IGNORECASE)
+    return re.sub(r"[-+]?\d+(?:\.\d*)?(?:e[-+]?\d+)?|\b(?:nan|inf)\b", "#", text,
+                  flags=re.IGNORECASE)
 
 TrackerFactory = Callable[[TrackerConfig], Any]
 
