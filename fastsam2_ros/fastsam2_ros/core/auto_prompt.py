@@ -113,32 +113,39 @@ def proposal_score(quality: float, mask: np.ndarray) -> float:
     return float(quality) * size_prior(area / float(h * w)) * centre_prior(dx, dy)
 
 
-def on_taken(mask: np.ndarray, taken: Sequence[np.ndarray]) -> bool:
-    """Whether a region is about a tracked object (``TAKEN_OVERLAP``): mostly on the tracked
-    objects, or covering much of one of them."""
-    m = np.asarray(mask, dtype=bool)
-    masks = [np.asarray(t, dtype=bool) for t in taken]
-    if not masks:
-        return False
-    if (m & np.logical_or.reduce(masks)).sum() >= TAKEN_OVERLAP * max(1, int(m.sum())):
-        return True
-    return any((m & t).sum() >= TAKEN_OVERLAP * int(t.sum()) for t in masks if t.any())
+class TrackedPixels:
+    """The tracked objects' masks and their union, made once for all the regions asked about (a
+    proposal source gives up to a hundred)."""
 
+    def __init__(self, taken: Sequence[np.ndarray]) -> None:
+        self.masks = [np.asarray(t, dtype=bool) for t in taken]
+        self.union = np.logical_or.reduce(self.masks) if self.masks else None
 
-def free_part(mask: np.ndarray, taken: Sequence[np.ndarray]) -> np.ndarray:
-    """The pixels of ``mask`` on no tracked object: where a new object's click goes."""
-    m = np.asarray(mask, dtype=bool)
-    return m & ~np.logical_or.reduce([np.asarray(t, dtype=bool) for t in taken]) if len(taken) else m
+    def about(self, mask: np.ndarray) -> bool:
+        """Whether a region is about a tracked object (``TAKEN_OVERLAP``): mostly on the tracked
+        objects, or covering much of one of them."""
+        if self.union is None:
+            return False
+        m = np.asarray(mask, dtype=bool)
+        if (m & self.union).sum() >= TAKEN_OVERLAP * max(1, int(m.sum())):
+            return True
+        return any((m & t).sum() >= TAKEN_OVERLAP * int(t.sum()) for t in self.masks if t.any())
+
+    def free_part(self, mask: np.ndarray) -> np.ndarray:
+        """The pixels of ``mask`` on no tracked object: where a new object's click goes."""
+        m = np.asarray(mask, dtype=bool)
+        return m if self.union is None else m & ~self.union
 
 
 def select_proposal(proposals: Sequence[Proposal], taken: Sequence[np.ndarray] = (),
                     min_score: float = 0.0) -> Tuple[Optional[int], List[float]]:
     """Index of the best proposal (None if none scores above ``min_score``) and every score.
 
-    ``taken``: masks of objects already tracked; a proposal about one of them (:func:`on_taken`)
-    scores 0, so a second automatic prompt starts a different object.
+    ``taken``: masks of objects already tracked; a proposal about one of them
+    (:meth:`TrackedPixels.about`) scores 0, so a second automatic prompt starts a different object.
     """
-    scores = [0.0 if on_taken(p.mask, taken) else proposal_score(p.quality, p.mask)
+    tracked = TrackedPixels(taken)
+    scores = [0.0 if tracked.about(p.mask) else proposal_score(p.quality, p.mask)
               for p in proposals]
     best = int(np.argmax(scores)) if scores else None
     if best is None or not scores[best] > min_score:
@@ -806,7 +813,6 @@ class AutoPrompter:
         self._proposer = None
         self._captioner = None
         self._refiner = None
-        self._text_tokenizer = None
         self._told_phrase_free = False
 
     # -- stages ----------------------------------------------------------------------------------
@@ -874,18 +880,18 @@ class AutoPrompter:
     def text_tokenizer(self):
         """The tokenizer of the CLIP text encoder the phrase goes through (None when the phrase
         is only reported: text relevance off, or no open_clip)."""
-        if self._text_tokenizer is None and text_relevance_available(self.cfg):
-            from .clip_text import clip_tokenizer
+        if not text_relevance_available(self.cfg):
+            return None
+        from .clip_text import clip_tokenizer
 
-            self._text_tokenizer = clip_tokenizer(self.cfg.text_encoder)
-        return self._text_tokenizer
+        return clip_tokenizer(self.cfg.text_encoder)
 
     def usable_phrase(self, phrase: str) -> Tuple[Optional[str], List[str]]:
         """``phrase`` cut to what a text prompt may hold, with notes: ``max_text_length``
         characters, and the CLIP text encoder's context when it becomes the text (one long "word"
         of a caption without spaces fits neither). None (a phrase-free start) when nothing usable
         is left: add_prompt must not refuse it after every stage ran and the frame was taken."""
-        from .clip_text import clip_context_error, fit_clip_context, text_token_limit
+        from .clip_text import fit_clip_context, text_token_limit
 
         notes: List[str] = []
         cut = shorten_text(phrase, self.cfg.max_text_length)
@@ -899,13 +905,10 @@ class AutoPrompter:
                          f"({text_token_limit(tokenizer)} tokens)")
         if not fitted:
             return None, notes + ["the phrase is empty once cut: phrase-free start"]
-        try:
+        try:  # (it fits the CLIP context now; what else a text prompt may not be)
             validate_text(fitted, self.cfg.max_text_length)
-            problem = clip_context_error(tokenizer, fitted) if tokenizer is not None else None
         except InputError as exc:
-            problem = str(exc)
-        if problem:
-            return None, notes + [f"the phrase is no valid text prompt ({problem}): phrase-free start"]
+            return None, notes + [f"the phrase is no valid text prompt ({exc}): phrase-free start"]
         return fitted, notes
 
     def plan(self, image: np.ndarray, taken: Sequence[np.ndarray] = (), obj_id: int = 0,
@@ -928,8 +931,9 @@ class AutoPrompter:
         caption, phrase, keyphrases, notes = self.describe(region_crop(image, box), timer)
         return AutoPromptResult(
             obj_id=int(obj_id), mask=region.mask, box=box, score=float(scores[best]),
-            source=region.source, click=representative_click(free_part(region.mask, taken),
-                                                             central_ties=True), caption=caption,
+            source=region.source,
+            click=representative_click(TrackedPixels(taken).free_part(region.mask),
+                                       central_ties=True), caption=caption,
             phrase=phrase, keyphrases=keyphrases, notes=notes,
             timings_ms={s: float(timer.ms.get(f"auto_{s}", 0.0)) for s in AUTO_STAGES})
 
@@ -996,7 +1000,7 @@ class AutoPrompter:
 
 __all__ = [
     "AUTO_STAGES", "PROPOSAL_SOURCES", "MAX_PHRASE_WORDS", "Proposal", "size_prior", "centre_prior",
-    "proposal_score", "on_taken", "free_part", "select_proposal", "Sam2Proposer", "RpnProposer", "RPN_ARCHITECTURES",
+    "proposal_score", "TrackedPixels", "select_proposal", "Sam2Proposer", "RpnProposer", "RPN_ARCHITECTURES",
     "region_crop", "RegionCaptioner", "Candidate", "noun_chunks", "candidate_phrases", "head_noun",
     "rank_candidates", "archive_sha256", "minilm_model_dir", "cache_dir", "PhraseRefiner", "get_refiner",
     "refine_caption", "AutoPromptResult", "AutoPrompter", "text_relevance_available",

@@ -25,6 +25,7 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections import OrderedDict
@@ -156,9 +157,12 @@ def clip_context_error(tokenizer, text: str) -> Optional[str]:
     return f"{n} CLIP tokens; the CLIP text encoder reads at most {limit}: shorten it"
 
 
+@functools.lru_cache(maxsize=8)
 def clip_tokenizer(model_name: str):
     """The bundled tokenizer of open_clip ``model_name`` (no weights), or None without open_clip
-    (optional: only text prompts need it, and the tracker then says so)."""
+    (optional: only text prompts need it, and the tracker then says so). Made once per
+    architecture (its vocabulary takes tens of ms to read; texts are cut and checked with it
+    per object)."""
     try:
         import open_clip
     except ImportError:

@@ -200,27 +200,27 @@ class MemoryBank:
         rows = self.rows if rows is None else rows
         return int(sum(t[:rows].numel() * t.element_size() for t in self._row_tensors()))
 
+    def _stored(self, row: int) -> Dict[int, int]:
+        """Frame -> valid tokens of the memory frames held for ``row`` (conditioning + ring): a
+        prompted frame's ring copy is the same frame's memory, counted once."""
+        per_frame: Dict[int, int] = {}
+        for frames, counts in ((self.cond_frames[row], self.cond_tokens[row]),
+                               (self.ring_frames[row], self.ring_tokens[row])):
+            for f, n in zip(frames, counts):
+                if f != NO_FRAME:
+                    per_frame[int(f)] = max(per_frame.get(int(f), 0), int(n))
+        return per_frame
+
     def stored_frames(self, rows: Optional[int] = None) -> int:
-        """Distinct memory frames held (conditioning + ring) for the tracked objects: a prompted
-        frame's ring copy is the same frame's memory, counted once."""
+        """Distinct memory frames held for the tracked objects (see :meth:`_stored`)."""
         rows = self.rows if rows is None else rows
-        return sum(len((set(self.cond_frames[r]) | set(self.ring_frames[r])) - {NO_FRAME})
-                   for r in range(rows))
+        return sum(len(self._stored(r)) for r in range(rows))
 
     def stored_tokens(self, rows: Optional[int] = None) -> int:
         """Valid tokens of the frames :meth:`stored_frames` counts (a frame stored before the
         keep ratio grew holds its old k, not the new one)."""
         rows = self.rows if rows is None else rows
-        total = 0
-        for r in range(rows):
-            per_frame: Dict[int, int] = {}
-            for frames, counts in ((self.cond_frames[r], self.cond_tokens[r]),
-                                   (self.ring_frames[r], self.ring_tokens[r])):
-                for f, n in zip(frames, counts):
-                    if f != NO_FRAME:
-                        per_frame[int(f)] = max(per_frame.get(int(f), 0), int(n))
-            total += sum(per_frame.values())
-        return total
+        return sum(sum(self._stored(r).values()) for r in range(rows))
 
     @contextlib.contextmanager
     def preserved(self) -> Iterator[None]:

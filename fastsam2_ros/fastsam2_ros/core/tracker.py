@@ -709,26 +709,27 @@ class StreamingTracker:
                                              for o in ids if o in self.objects})
         return result
 
-    def _forget_gone_frames(self) -> None:
-        """Drop the queue's entries of frames dropped uncollected or already collected: a caller
-        that never collects results (only prompts, say) would grow it by one entry a frame.
-        From the front every time; the whole queue once it is long (a live uncollected frame at
-        the front stops the front's cleanup)."""
-        def gone(ref: weakref.ref) -> bool:
-            frame = ref()
-            return frame is None or frame._result is not None
+    @staticmethod
+    def _gone(ref: weakref.ref) -> bool:
+        """A queued frame dropped uncollected, or whose result is already built."""
+        frame = ref()
+        return frame is None or frame._result is not None
 
-        while self._in_flight and gone(self._in_flight[0]):
+    def _forget_gone_frames(self) -> None:
+        """Drop the queue's entries of gone frames: a caller that never collects results (only
+        prompts, say) would grow it by one entry a frame. From the front every time; the whole
+        queue once it is long (a live uncollected frame at the front stops the front's cleanup)."""
+        while self._in_flight and self._gone(self._in_flight[0]):
             self._in_flight.popleft()
         if len(self._in_flight) > IN_FLIGHT_PRUNE_AT:
-            self._in_flight = deque(r for r in self._in_flight if not gone(r))
+            self._in_flight = deque(r for r in self._in_flight if not self._gone(r))
 
     def _finish_earlier(self, pending: PendingFrame) -> None:
         """Build the results of the frames submitted before ``pending`` and not collected yet
         (each keeps its own for its ``result()``): occlusion counts follow the frames in order."""
         while self._in_flight:
             earlier = self._in_flight[0]()
-            if earlier is None or earlier is pending or earlier._result is not None:
+            if earlier is pending or self._gone(self._in_flight[0]):
                 self._in_flight.popleft()
                 if earlier is pending:
                     return
