@@ -157,17 +157,23 @@ def clip_context_error(tokenizer, text: str) -> Optional[str]:
     return f"{n} CLIP tokens; the CLIP text encoder reads at most {limit}: shorten it"
 
 
-@functools.lru_cache(maxsize=8)
 def clip_tokenizer(model_name: str):
     """The bundled tokenizer of open_clip ``model_name`` (no weights), or None without open_clip
-    (optional: only text prompts need it, and the tracker then says so). Made once per
-    architecture (its vocabulary takes tens of ms to read; texts are cut and checked with it
-    per object)."""
+    (optional: only text prompts need it, and the tracker then says so)."""
     try:
-        import open_clip
+        import open_clip  # noqa: F401
     except ImportError:
         return None
     check_clip_architecture(model_name)  # (an hf-hub tokenizer would be fetched from the internet)
+    return _bundled_tokenizer(model_name)
+
+
+@functools.lru_cache(maxsize=8)
+def _bundled_tokenizer(model_name: str):
+    """open_clip's tokenizer, made once per architecture: reading its vocabulary takes tens of ms,
+    and texts are cut and checked with it per object."""
+    import open_clip
+
     return open_clip.get_tokenizer(model_name)
 
 
