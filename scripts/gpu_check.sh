@@ -107,10 +107,11 @@ optional() {  # optional NAME ARGS...: a step only while BUDGET lasts, its limit
   STEP_TIMEOUT=$limit step "$@"
 }
 pack() {  # (an archive inside OUT is left out of itself; a rename, so a kill keeps the last one)
-  if [ -n "${ARCHIVE:-}" ]; then
-    local name; name="$(basename "$ARCHIVE")"
-    tar czf "$ARCHIVE.tmp" --exclude="./$name" --exclude="./$name.tmp" -C "$OUT" . \
-      && mv -f "$ARCHIVE.tmp" "$ARCHIVE"
+  if [ -n "${ARCHIVE:-}" ]; then  # OUT's entries, not OUT itself: tar refused "." with "file
+    local name; name="$(basename "$ARCHIVE")"  # changed as we read it" when the archive grew in it
+    (cd "$OUT" && find . -mindepth 1 -maxdepth 1 ! -name "$name" ! -name "$name.tmp" -print0) \
+      | tar czf "$ARCHIVE.tmp" -C "$OUT" --null -T - && mv -f "$ARCHIVE.tmp" "$ARCHIVE" \
+      || echo "packing $OUT into $ARCHIVE failed: it holds the steps before" >&2
   fi
 }
 

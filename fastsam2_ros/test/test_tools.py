@@ -535,12 +535,13 @@ def test_gpu_check_script_runs_every_step_as_a_cpu_dry_run(tmp_path):
 
 STUB_PYTHON = """#!/usr/bin/env bash
 # gpu_check.sh's Python, stood in: the environment check passes, a bench step sleeps (compile
-# steps STUB_COMPILE_SLEEP s, a cold one exits STUB_COLD_RC; tiny_4obj STUB_SLOW_SLEEP s) and
-# writes its --json
+# steps STUB_COMPILE_SLEEP s, a cold one exits STUB_COLD_RC; tiny_4obj STUB_SLOW_SLEEP s), logs
+# STUB_LOG_BYTES of output and writes its --json
 [ "${1:-}" = "-" ] && { cat >/dev/null; echo "torch stub"; exit 0; }
 json=""; prev=""
 for a in "$@"; do [ "$prev" = "--json" ] && json="$a"; prev="$a"; done
 echo "ran $(basename "${json:-cuda_tests}" .json)" >>"$STUB_LOG"
+head -c "${STUB_LOG_BYTES:-0}" /dev/urandom | base64
 case "$json" in
   *tiny_4obj*) sleep "${STUB_SLOW_SLEEP:-0}" ;;
   *compile*cold*) sleep "${STUB_COMPILE_SLEEP:-0}"; [ -n "$json" ] && echo "{}" >"$json"
@@ -625,6 +626,29 @@ def test_gpu_check_no_step_runs_past_the_deadline_and_the_exit_status_says_a_ste
         assert f"{skipped} skipped (deadline" in run.stdout
     with tarfile.open(tmp_path / "out" / "all.tgz") as packed:  # packed before the end
         assert "./gpu_tiny_4obj.log" in packed.getnames()
+
+
+def test_gpu_check_packs_every_steps_files_however_large_its_log(tmp_path):
+    """The archive was packed from OUT's "." while it grew inside OUT: GNU tar then exits 1 with
+    ".: file changed as we read it" (now and then: it failed CI once), the rename never came, and
+    the archive a lent machine returns held the steps before only. Here tar itself touches OUT at
+    every record it writes, so OUT surely changes while tar reads it."""
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "tar").write_text(f'#!/usr/bin/env bash\nexec {shutil.which("tar")} "$@" --checkpoint=1 '
+                              f'--checkpoint-action=exec="touch {tmp_path / "out"}"\n')
+    (shim / "tar").chmod(0o755)
+    run, ran = _gpu_check_with_a_stub_python(tmp_path, COMPILE="0", STUB_LOG_BYTES="300000",
+                                             PATH=f"{shim}{os.pathsep}{os.environ['PATH']}")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert ran == ["gpu_tiny_1obj", "gpu_tiny_4obj", "gpu_large_1obj", "cuda_tests"]
+    assert "packing" not in run.stderr
+    with tarfile.open(tmp_path / "out" / "all.tgz") as packed:
+        names = set(packed.getnames()) - {"."}
+    steps = ("tiny_1obj", "tiny_4obj", "large_1obj")
+    assert {f"./gpu_{s}.{ext}" for s in steps for ext in ("log", "json")} | {"./gpu_cuda_tests.log"} \
+        == names
+    assert not list((tmp_path / "out").glob("*.tmp"))
 
 
 def test_gpu_check_names_a_module_missing_inside_sam2s_build_before_any_step(tmp_path):
