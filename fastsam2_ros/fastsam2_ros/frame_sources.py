@@ -60,14 +60,21 @@ def natural_key(name: str) -> list:
     return [int(tok) if i % 2 else tok.lower() for i, tok in enumerate(parts)]
 
 
+def is_listed(path: Path) -> bool:
+    """Whether a folder listing (frames, label maps, sequence folders) takes ``path``: hidden
+    entries are skipped, as ``ls`` and the DAVIS reference's ``glob`` skip them; macOS's
+    AppleDouble ``._00000.jpg`` / ``._00000.png`` files are metadata, not frames or labels."""
+    return not path.name.startswith(".")
+
+
 def list_images(folder: PathLike) -> List[Path]:
     """Image files of a folder (not recursive), in natural order. Two files of one name (a frame
     as .jpg and .png) are refused: the frame would be tracked twice and its saved mask overwritten.
-    Hidden files are skipped: macOS's AppleDouble ``._name.jpg`` files are metadata, not frames."""
+    Hidden files are skipped (``is_listed``)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FrameSourceError(f"not a folder: {folder}")
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+    files = [p for p in folder.iterdir() if p.is_file() and is_listed(p)
              and p.suffix.lower() in IMAGE_EXTENSIONS]
     by_stem: Dict[str, Path] = {}
     for f in sorted(files):
@@ -438,5 +445,5 @@ def image_topics(bag: PathLike) -> Dict[str, str]:
 __all__ = [
     "open_frames", "count_frames", "image_topics", "FrameSource", "ImageFolderSource",
     "SingleImageSource", "VideoSource", "RosbagSource", "FrameSourceError", "read_image",
-    "list_images", "natural_key", "ros_msg_to_rgb", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS",
+    "list_images", "is_listed", "natural_key", "ros_msg_to_rgb", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS",
 ]

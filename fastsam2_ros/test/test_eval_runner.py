@@ -108,6 +108,25 @@ def synth_inputs(tmp_path, frames=5, objects=2, seed=3):
     return root, SequenceInput(sd.name, fr, sd.frame_names, gt, plan_prompts(gt))
 
 
+def test_hidden_apple_double_files_are_neither_frames_nor_annotations(tmp_path):
+    """``run`` refused such a copy: "annotation ._00000.png has no frame ._00000.jpg"; the masks
+    of a rerun are removed without the hidden files, which are not masks."""
+    from fastsam2_ros.eval.runner import remove_earlier_masks
+    from test_eval_scoring import apple_double
+
+    root = generate_dataset(tmp_path / "synth", sequences=1, frames=3, size=(32, 32), objects=1)
+    for sub in ("JPEGImages", "Annotations"):
+        apple_double(root / sub / "480p")
+        apple_double(root / sub / "480p" / "synth000")
+    ds = DavisDataset(root)
+    sd = ds.sequence("synth000")
+    assert ds.available_sequences() == ["synth000"]
+    assert sd.frame_names == list(sd.label_files) == ["00000", "00001", "00002"]
+    masks = root / "Annotations" / "480p" / "synth000"
+    remove_earlier_masks(masks)
+    assert sorted(p.name for p in masks.iterdir()) == ["._00000.png", "._00001.png", "._00002.png"]
+
+
 def run_scripted(seq, policy, specs=None, protocol=None, save=None, text_mode="clip_ridge",
                  seqs=None, **options):
     """``seqs``: several sequences (default: ``seq`` alone); ``options``: of RunOptions."""

@@ -230,6 +230,25 @@ def test_score_sequence_in_memory_matches_folder_scoring(gt_root, tmp_path):
     assert 0 < a["overall"]["J&F"] < 1
 
 
+def apple_double(folder):
+    """What a copy through macOS or an exFAT drive leaves: a hidden ``._name`` next to each entry."""
+    for f in list(folder.iterdir()):
+        (folder / f"._{f.name}").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+
+
+def test_hidden_apple_double_files_are_neither_labels_nor_predictions(gt_root, tmp_path, capsys):
+    """The DAVIS reference (``glob('*.png')``) skips them, as the frame listing does; ``score``
+    read ``._00000.png`` as a label map ("cannot read label PNG")."""
+    write_seq(tmp_path / "pred", "seqA", gt_frames(), layout="flat")
+    for folder in (gt_root / "Annotations" / "480p", gt_root / "Annotations" / "480p" / "seqA",
+                   tmp_path / "pred", tmp_path / "pred" / "seqA"):
+        apple_double(folder)
+    rc = cli.main(["score", "--gt", str(gt_root), "--pred", str(tmp_path / "pred"), "--no-progress"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "J&F 100.0" in out.out and "2 objects in 1 sequences" in out.out
+
+
 # ------------------------------------------------------------------------------------ CLI
 def test_cli_score_writes_json_and_prints_tables(gt_root, tmp_path, capsys):
     write_seq(tmp_path / "pred", "seqA", gt_frames(), layout="flat")

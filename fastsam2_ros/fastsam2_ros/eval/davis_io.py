@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..core.errors import InputError
-from ..frame_sources import natural_key
+from ..frame_sources import is_listed, natural_key
 
 PathLike = Union[str, Path]
 VOID_LABEL = 255
@@ -96,12 +96,11 @@ def write_label_png(path: PathLike, labels: np.ndarray, palette: Optional[Sequen
 def resolution_folder(folder: Path, resolution: str) -> Path:
     """``folder/<resolution>``, or ``folder`` itself when it holds sequences directly. A folder
     whose sub-folders hold only folders holds resolutions: the asked one is missing (without this
-    its other resolutions would be taken for sequences)."""
+    its other resolutions would be taken for sequences). Hidden entries do not count (is_listed)."""
     if (folder / resolution).is_dir():
         return folder / resolution
-    present = sorted((d.name for d in folder.iterdir()
-                      if d.is_dir() and any(d.iterdir()) and all(c.is_dir() for c in d.iterdir())),
-                     key=natural_key)
+    present = sorted((d.name for d in _listed(folder) if d.is_dir() and _listed(d)
+                      and all(c.is_dir() for c in _listed(d))), key=natural_key)
     if present:
         raise DatasetError(f"{folder} has no {resolution} folder (--resolution); it has "
                            f"{', '.join(present)}")
@@ -130,10 +129,14 @@ def image_root(path: PathLike, resolution: str = DEFAULT_RESOLUTION) -> Path:
     raise DatasetError(f"{p} has no JPEGImages/{resolution} folder (DAVIS layout expected)")
 
 
+def _listed(folder: Path) -> List[Path]:
+    """The entries of ``folder`` that a listing takes (``is_listed``: hidden ones are skipped)."""
+    return [p for p in folder.iterdir() if is_listed(p)]
+
+
 def list_sequences(root: PathLike) -> List[str]:
-    """Sub-folders of ``root`` that contain at least one PNG, sorted."""
-    root = Path(root)
-    seqs = [d.name for d in root.iterdir() if d.is_dir() and any(d.glob("*.png"))]
+    """Sub-folders of ``root`` that contain at least one label PNG, sorted."""
+    seqs = [d.name for d in _listed(Path(root)) if d.is_dir() and label_files(d)]
     return sorted(seqs, key=natural_key)
 
 
@@ -147,7 +150,7 @@ def imageset_file(root: PathLike, name: str) -> Path:
     elif "/" in name:
         path = sets / f"{name}.txt"
     else:
-        years = sorted((d for d in sets.iterdir() if d.is_dir()), key=lambda d: natural_key(d.name)) \
+        years = sorted((d for d in _listed(sets) if d.is_dir()), key=lambda d: natural_key(d.name)) \
             if sets.is_dir() else []
         found = [d / f"{name}.txt" for d in years if (d / f"{name}.txt").is_file()]
         if not found:
@@ -194,8 +197,10 @@ def unique_sequences(names: Sequence[str], where: str = "the sequence list") -> 
 
 
 def label_files(seq_dir: PathLike) -> List[Path]:
-    d = Path(seq_dir)
-    return sorted(d.glob("*.png"), key=lambda p: natural_key(p.name))
+    """The label PNGs of a sequence folder, in natural order. Hidden files are not labels
+    (``is_listed``): a DAVIS copy that passed through macOS has a ``._00000.png`` next to each."""
+    return sorted((p for p in _listed(Path(seq_dir)) if p.suffix == ".png" and p.is_file()),
+                  key=lambda p: natural_key(p.name))
 
 
 @dataclass
@@ -270,7 +275,7 @@ class DavisDataset:
 
     def available_sequences(self) -> List[str]:
         """Every sequence folder of the dataset's images, whatever ``sequences`` selects."""
-        return sorted((d.name for d in self.image_dir.iterdir() if d.is_dir()), key=natural_key)
+        return sorted((d.name for d in _listed(self.image_dir) if d.is_dir()), key=natural_key)
 
     def sequence(self, name: str) -> SequenceData:
         from ..frame_sources import list_images

@@ -37,7 +37,7 @@ from scipy import ndimage
 from ..core.errors import InputError
 from ..core.prompts import representative_click
 from ..core.stats import STAGES, peak_gpu_memory, reset_peak_gpu_memory
-from .davis_io import VOID_LABEL, DatasetError, write_label_png
+from .davis_io import VOID_LABEL, DatasetError, label_files, write_label_png
 from .metrics import boundary_f, region_j
 from .scoring import (ScoreResult, SequenceScore, not_scored_note, num_objects, score_sequence,
                       scored_frame_indices)
@@ -646,11 +646,11 @@ def _warmup_official(make_session, seq: SequenceInput, n: int) -> None:
 def remove_earlier_masks(folder: Path) -> None:
     """Delete the mask PNGs an earlier run wrote to ``folder`` (OUT/<mode>/<sequence>): a shorter
     rerun into the same --out would otherwise leave its later frames there, and ``score`` would
-    score the mix. Only ``*.png`` directly in that folder go; other files and folders stay."""
+    score the mix. Only the label PNGs directly in that folder (``label_files``) go; other files
+    and folders stay."""
     if folder.is_dir():
-        for png in folder.glob("*.png"):
-            if png.is_file():
-                png.unlink()
+        for png in label_files(folder):
+            png.unlink()
 
 
 def _finish_sequence(run: ModeRun, seq: SequenceInput, srun: SequenceRun, preds: List[np.ndarray],
