@@ -225,7 +225,8 @@ def test_eval_refuses_more_auto_objects_than_the_tracker_takes(data, rpn_config,
     rc = cli.main(["run", "--dataset", str(data), *COMMON, "--modes", "dense", "--prompt", "auto",
                    "--auto-objects", "3", "--config", str(config), "--out", str(tmp_path / "out")])
     assert rc == 2
-    assert "--auto-objects 3 is more than the tracker's max_objects (2)" in capsys.readouterr().err
+    assert ("--auto-objects asks for more objects (3) than the tracker's max_objects (2)"
+            in capsys.readouterr().err)
 
 
 def test_user_variant_without_a_text_names_the_text_prompts_file(data, tmp_path, capsys):

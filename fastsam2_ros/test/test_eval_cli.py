@@ -363,6 +363,34 @@ def test_bad_text_prompt_is_refused_before_any_mode_runs(text, config, why, tmp_
     assert not (tmp_path / "o").exists()  # no mode ran
 
 
+def test_more_gt_objects_than_max_objects_are_refused_before_any_mode_runs(tmp_path, capsys,
+                                                                          monkeypatch):
+    """The official mode ran over every sequence first; the first streaming mode then stopped with
+    "already tracking 16 objects (max_objects)", naming no sequence, and wrote no report. sam2's
+    predictor has no such limit: the official mode alone may take them."""
+    from fastsam2_ros.eval import runner
+
+    monkeypatch.setattr(runner, "official_factory",
+                        lambda *a, **k: pytest.fail("the official mode ran before the check"))
+    data = generate_dataset(tmp_path / "d", sequences=2, frames=3, size=(64, 48), objects=3)
+    config = tmp_path / "c.yaml"
+    config.write_text("/**/fastsam2_tracker:\n  ros__parameters:\n    max_objects: 2\n")
+    argv = ["run", "--dataset", str(data), "--random-weights", "--model", "tiny", "--image-size",
+            "64", "--device", "cpu", "--warmup", "0", "--out", str(tmp_path / "o"), "--no-progress",
+            "--config", str(config)]
+    rc = cli.main(argv + ["--modes", "official,dense"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert err[0] == ("fastsam2-eval: error: sequence 'synth000' has more objects (3) than the "
+                      "tracker's max_objects (2), the most the streaming modes track; raise "
+                      "max_objects in --config, or run --modes official alone")
+    assert not (tmp_path / "o").exists()
+    args = cli.build_parser().parse_args(argv + ["--modes", "official"])
+    prompts = {"synth000": [object()] * 3}
+    cli._refuse_more_objects_than_tracked(args, runner.mode_specs(args.modes),
+                                          cli._tracker_config(args), prompts)
+
+
 @pytest.mark.parametrize("flags", [["--sequences", "foo"], ["--imageset", "bar"],
                                    ["--resolution", "1080p"]])
 def test_dataset_only_flags_are_refused_with_frames(flags, tmp_path, capsys):

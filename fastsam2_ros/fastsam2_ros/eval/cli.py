@@ -450,10 +450,7 @@ def _plan_automatic(args, cfg, texts):
     from .auto_prompts import describe_objects, plan_auto_prompts, stage_summary
     from .runner import plan_prompts
 
-    auto_objects = DEFAULT_AUTO_OBJECTS if args.auto_objects is None else args.auto_objects
-    if args.prompt == "auto" and auto_objects > cfg.max_objects:
-        raise InputError(f"--auto-objects {auto_objects} is more than the tracker's "
-                         f"max_objects ({cfg.max_objects})")
+    auto_objects = _auto_objects(args)
     model = None
     if args.prompt == "auto":
         from ..core.models import build_predictor
@@ -485,6 +482,30 @@ def _plan_automatic(args, cfg, texts):
                "text_variants": list(args.text_variants), "phrase_used_as_text": use_phrase,
                "stage_ms": stage_summary(prompts), "notes": {k: v for k, v in notes.items() if v}}
     return load, prompts, total, info, section
+
+
+def _auto_objects(args) -> int:
+    """--auto-objects, or its default (the flag is None when not given, so that a given one
+    without --prompt auto can be refused)."""
+    return DEFAULT_AUTO_OBJECTS if args.auto_objects is None else args.auto_objects
+
+
+def _refuse_more_objects_than_tracked(args, specs, cfg, prompts: Dict[str, list]) -> None:
+    """The streaming modes track at most the tracker's ``max_objects`` objects (sam2's predictor
+    has no such limit): a sequence that starts more (its GT objects, or --auto-objects) is
+    refused before any mode runs. Found by the tracker, it ended the first streaming mode after
+    the official mode had run over every sequence, naming no sequence and writing no report."""
+    if all(spec.mode == "official" for spec in specs):
+        return
+    if args.prompt == "auto":
+        counts = {"--auto-objects asks for": _auto_objects(args)}
+    else:
+        counts = {f"sequence {seq!r} has": len(ps) for seq, ps in prompts.items()}
+    for what, count in counts.items():
+        if count > cfg.max_objects:
+            raise InputError(f"{what} more objects ({count}) than the tracker's max_objects "
+                             f"({cfg.max_objects}), the most the streaming modes track; raise "
+                             "max_objects in --config, or run --modes official alone")
 
 
 def _why_variant_lacks_text(variant: str, args, cfg) -> str:
@@ -523,6 +544,7 @@ def cmd_run(args) -> int:
     load, prompts, total, info = _sequence_sources(args, texts)
     for _ in load():  # validate every input (sizes, labels, prompts) before loading a model
         pass
+    _refuse_more_objects_than_tracked(args, specs, cfg, prompts)
 
     from ..core.models import resolve_device
 
