@@ -162,6 +162,28 @@ def test_plan_prompts_click_at_distance_transform_peak_on_first_nonempty_frame()
         plan_prompts({0: np.zeros((4, 4), np.uint8)})
 
 
+def test_a_binary_0_255_mask_is_named_as_all_void_not_as_background(tmp_path, capsys):
+    """DAVIS 2016's annotations (and most single-object masks) are 0/255: every object pixel is
+    void. The error said "all background" of a mask that is visibly not background."""
+    binary = np.zeros((48, 64), np.uint8)
+    binary[10:30, 20:40] = 255
+    with pytest.raises(DatasetError, match=r"^sequence 's': the ground truth contains no object \(all "
+                       r"its non-zero pixels are 255, the void label; objects are ids 1\.\.254: "
+                       r"write a binary mask's object as 1\)$"):
+        plan_prompts({0: binary, 1: binary}, where="sequence 's'")
+    with pytest.raises(DatasetError, match=r"no object \(all background\)$"):
+        plan_prompts({0: np.zeros((4, 4), np.uint8)})
+    root = generate_dataset(tmp_path / "d", sequences=1, frames=3, size=(64, 48), objects=1)
+    write_label_png(tmp_path / "first.png", binary)
+    rc = cli.main(["run", "--frames", str(root / "JPEGImages" / "480p" / "synth000"), "--first-mask",
+                   str(tmp_path / "first.png"), "--random-weights", "--model", "tiny", "--image-size",
+                   "64", "--device", "cpu", "--modes", "dense", "--out", str(tmp_path / "o"),
+                   "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "first.png: the ground truth contains no object (all its non-zero pixels are 255" in err[0]
+
+
 def test_corrective_clicks_largest_regions_first_with_signs():
     gt = np.zeros((30, 30), np.uint8)
     gt[0:10, 0:10] = 1

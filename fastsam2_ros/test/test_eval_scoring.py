@@ -125,6 +125,22 @@ def test_void_label_255_counts_as_background_like_the_reference(tmp_path):
     assert d["per_object"]["s_1"]["F"]["mean"] < 1.0 and d["per_object"]["s_2"]["J&F"] == 1.0
 
 
+def test_a_sequence_without_objects_is_scored_with_a_note_saying_why(tmp_path, capsys):
+    """A binary 0/255 ground truth has 0 objects (255 is void): score printed "0 objects" and
+    J&F n/a without a word of why."""
+    binary = [np.where(g > 0, 255, 0).astype(np.uint8) for g in gt_frames()]
+    write_seq(tmp_path / "gt", "s", binary)
+    write_seq(tmp_path / "pred", "s", [np.zeros((H, W), np.uint8)] * 4, layout="flat")
+    assert cli.main(["score", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"),
+                     "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert ("note: s: 0 objects, its first annotated frame has no object (all its non-zero pixels "
+            "are 255, the void label; objects are ids 1..254: write a binary mask's object as 1)") in out
+    write_seq(tmp_path / "empty", "s", [np.zeros((H, W), np.uint8)] * 4)
+    res = score_folders(tmp_path / "empty", tmp_path / "pred", objects="all")
+    assert res.notes == ["s: 0 objects, its annotations have no object (all background)"]
+
+
 def test_sequence_with_two_annotated_frames_is_skipped_with_a_note(gt_root, tmp_path):
     # nothing is left to score once the first and last are dropped: skipped, and the overall
     # mean stays a number instead of NaN

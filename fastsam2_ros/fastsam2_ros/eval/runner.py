@@ -40,7 +40,7 @@ from ..core.stats import STAGES, peak_gpu_memory, reset_peak_gpu_memory
 from .davis_io import VOID_LABEL, DatasetError, label_files, write_label_png
 from .metrics import boundary_f, region_j
 from .scoring import (ScoreResult, SequenceScore, not_scored_note, num_objects, score_sequence,
-                      scored_frame_indices)
+                      scored_frame_indices, why_no_objects)
 
 LOG = logging.getLogger(__name__)
 
@@ -192,7 +192,8 @@ def plan_prompts(gt: Dict[int, np.ndarray], texts: Optional[Dict[int, str]] = No
             if k not in (0, VOID_LABEL) and k not in first:
                 first[k] = t
     if not first:
-        raise DatasetError(f"{where or 'sequence'}: the ground truth contains no object (all background)")
+        raise DatasetError(f"{where or 'sequence'}: the ground truth contains no object "
+                           f"({why_no_objects(gt.values())})")
     texts = texts or {}
     unknown = sorted(set(texts) - set(first))
     if unknown:

@@ -153,6 +153,23 @@ def not_scored_note(name: str, n_annotated: int, drop_first_last: bool = True) -
     return f"{name}: not scored, {n_annotated} annotated frame(s) leave no frame to score{why}"
 
 
+def why_no_objects(labels: Iterable[np.ndarray]) -> str:
+    """Why label maps hold no object id. A binary 0/255 mask (DAVIS 2016's annotations, the usual
+    single-object format) is not background: every object pixel is 255, the void label."""
+    if any((np.asarray(lab) == VOID_LABEL).any() for lab in labels):
+        return ("all its non-zero pixels are 255, the void label; objects are ids 1..254: write a "
+                "binary mask's object as 1")
+    return "all background"
+
+
+def no_objects_note(name: str, gt: Sequence[np.ndarray], objects: str = "first") -> str:
+    """Why a sequence scores no object: without the note, ``score`` printed "0 objects" and J&F
+    n/a, which reads like a scoring failure."""
+    if objects == "first":
+        return f"{name}: 0 objects, its first annotated frame has no object ({why_no_objects(gt[:1])})"
+    return f"{name}: 0 objects, its annotations have no object ({why_no_objects(gt)})"
+
+
 def num_objects(first_gt: np.ndarray) -> int:
     """Object count of a sequence: the largest non-void label of its first annotated frame."""
     lab = first_gt[first_gt != VOID_LABEL]
@@ -260,9 +277,12 @@ def score_folders(gt_dir: PathLike, pred_dir: PathLike, sequences: Optional[Sequ
             if not pfiles[i].is_file():
                 raise DatasetError(f"missing prediction {pfiles[i]} (ground truth {gfiles[i]} exists)")
             preds[i] = read_label_png(pfiles[i])
-        result.sequences.append(score_sequence(
-            seq, frame_names, gts, preds, drop_first_last,
-            pred_where=[str(p) for p in pfiles], gt_where=[str(p) for p in gfiles], objects=objects))
+        scored = score_sequence(seq, frame_names, gts, preds, drop_first_last,
+                                pred_where=[str(p) for p in pfiles],
+                                gt_where=[str(p) for p in gfiles], objects=objects)
+        if not scored.objects:
+            result.notes.append(no_objects_note(seq, gts, objects))
+        result.sequences.append(scored)
     result.objects_rule = objects
     return result
 
@@ -291,4 +311,5 @@ def format_scores(result: ScoreResult) -> str:
 
 
 __all__ = ["ObjectScore", "SequenceScore", "ScoreResult", "score_sequence", "score_folders",
-           "scored_frame_indices", "not_scored_note", "num_objects", "format_scores", "CONVENTIONS"]
+           "scored_frame_indices", "not_scored_note", "no_objects_note", "why_no_objects",
+           "num_objects", "format_scores", "CONVENTIONS"]
