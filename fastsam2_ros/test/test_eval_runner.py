@@ -526,6 +526,39 @@ def test_report_schema_markdown_and_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_draws_one_line_per_text_variant(tmp_path, monkeypatch):
+    """With --text-variants, every streaming run of every variant was one line "streaming
+    (ours)" sorted by keep ratio only, zig-zagging between the variants at each keep ratio."""
+    import matplotlib.axes
+
+    drawn = []
+    real_plot = matplotlib.axes.Axes.plot
+
+    def spy(ax, xs, ys, *args, **kwargs):
+        drawn.append((ax, kwargs.get("label"), list(xs), list(ys)))  # titled after the lines
+        return real_plot(ax, xs, ys, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
+
+    def entry(mode, keep_ratio, variant, jf, fps):
+        return {"label": mode, "mode": mode, "keep_ratio": keep_ratio, "text_variant": variant,
+                "J&F": jf, "fps": fps}
+
+    runs = [entry("official", None, None, 0.8, 10.0)]
+    for variant, jf in (("user", 0.8), ("vague", 0.4)):  # the pruned run first: sorted per line
+        runs += [entry("pruned", 0.3, variant, jf - 0.1, 30.0), entry("dense", 1.0, variant, jf, 20.0)]
+    assert plot({"runs": runs, "accuracy_valid": True}, tmp_path / "p.png").is_file()
+    assert [(d[0].get_title(), *d[1:3]) for d in drawn] == [
+        ("J&F", "streaming (ours), text: user", [0.3, 1.0]),
+        ("J&F", "streaming (ours), text: vague", [0.3, 1.0]),
+        ("FPS", "streaming (ours), text: user", [0.3, 1.0]),
+        ("FPS", "streaming (ours), text: vague", [0.3, 1.0])]
+    assert [d[3] for d in drawn] == [pytest.approx(ys) for ys in ([70, 80], [30, 40], [30, 20], [30, 20])]
+    drawn.clear()
+    plot({"runs": [entry("dense", 1.0, None, 0.5, 20.0)], "accuracy_valid": True}, tmp_path / "q.png")
+    assert [d[1] for d in drawn] == ["streaming (ours)", "streaming (ours)"]  # no variant: as before
+
+
 # --------------------------------------------------------------------- rosbag / video inputs
 def test_frames_input_from_a_rosbag_with_first_mask(tmp_path):
     from test_frame_sources import colour_frame, write_bag

@@ -35,7 +35,7 @@ import math
 import os
 import platform
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -248,18 +248,28 @@ def markdown_table(report: Dict[str, Any]) -> str:
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 
+def streaming_lines(runs: List[Dict[str, Any]]) -> Dict[Optional[str], List[Dict[str, Any]]]:
+    """The streaming runs of each text variant (None: no variant), by keep ratio: one plotted line
+    each. One line through all of them zig-zagged between the variants at every keep ratio."""
+    lines: Dict[Optional[str], List[Dict[str, Any]]] = {}
+    for e in runs:
+        if e["keep_ratio"] is not None:
+            lines.setdefault(e.get("text_variant"), []).append(e)
+    return {v: sorted(es, key=lambda e: e["keep_ratio"]) for v, es in lines.items()}
+
+
 def plot(report: Dict[str, Any], path) -> Optional[Path]:
-    """J&F and FPS against keep ratio (dense at 1.0; official as a dashed line). None if no run
-    has a keep ratio."""
+    """J&F and FPS against keep ratio (dense at 1.0; one line per text variant; official as a
+    dashed line). None if no run has a keep ratio."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     runs = report["runs"]
-    stream = sorted([e for e in runs if e["keep_ratio"] is not None], key=lambda e: e["keep_ratio"])
+    lines = streaming_lines(runs)
     official = next((e for e in runs if e["mode"] == "official"), None)
-    if not stream and official is None:
+    if not lines and official is None:
         return None
     has_acc = any(e["J&F"] is not None for e in runs)
     ncols = 2 if has_acc else 1
@@ -267,10 +277,11 @@ def plot(report: Dict[str, Any], path) -> Optional[Path]:
     panels = ([("J&F", lambda e: None if e["J&F"] is None else 100 * e["J&F"], "J&F (x100)")]
               if has_acc else []) + [("FPS", lambda e: e["fps"], "frames / s")]
     for ax, (title, get, ylabel) in zip(axes[0], panels):
-        xs = [e["keep_ratio"] for e in stream if get(e) is not None]
-        ys = [get(e) for e in stream if get(e) is not None]
-        if xs:
-            ax.plot(xs, ys, "o-", label="streaming (ours)")
+        for variant, stream in lines.items():
+            xs = [e["keep_ratio"] for e in stream if get(e) is not None]
+            ys = [get(e) for e in stream if get(e) is not None]
+            if xs:
+                ax.plot(xs, ys, "o-", label="streaming (ours)" + (f", text: {variant}" if variant else ""))
         if official is not None and get(official) is not None:
             ax.axhline(get(official), color="gray", linestyle="--", label="official SAM 2")
         ax.set_xlabel("keep ratio")
@@ -291,4 +302,4 @@ def plot(report: Dict[str, Any], path) -> Optional[Path]:
 
 __all__ = ["SCHEMA_VERSION", "SCORE_SCHEMA_VERSION", "RUN_KEYS", "PLOT_SUFFIXES", "clean",
            "write_json", "score_report", "run_entry",
-           "run_report", "markdown_table", "plot", "environment", "method_name"]
+           "run_report", "markdown_table", "plot", "streaming_lines", "environment", "method_name"]
