@@ -107,6 +107,27 @@ def test_written_masks_rescore_to_the_reported_numbers(evaluated, capsys):
     capsys.readouterr()
 
 
+def test_masks_of_run_max_frames_rescore_with_score_max_frames(tmp_path, capsys):
+    """run --max-frames N scored frames 1..N-2 and said "score them with fastsam2-eval score";
+    score had no --max-frames and wanted a prediction of every GT frame ("missing prediction")."""
+    data = generate_dataset(tmp_path / "d", sequences=1, frames=5, size=(64, 48), objects=2, seed=5)
+    out = tmp_path / "o"
+    assert cli.main(["run", "--dataset", str(data), "--random-weights", "--model", "tiny",
+                     "--image-size", "64", "--device", "cpu", "--modes", "dense", "--max-frames", "3",
+                     "--out", str(out), "--warmup", "0", "--no-progress"]) == 0
+    assert "(score them with fastsam2-eval score --max-frames 3)" in capsys.readouterr().out
+    run = json.loads((out / "report.json").read_text())["runs"][0]
+    js = tmp_path / "s.json"
+    assert cli.main(["score", "--gt", str(data), "--pred", str(out / "dense"), "--max-frames", "3",
+                     "--json", str(js), "--no-progress"]) == 0
+    scores = json.loads(js.read_text())
+    assert scores["overall"]["J&F"] == pytest.approx(run["J&F"], abs=1e-12)
+    assert scores["overall"]["J"] == pytest.approx(run["J"], abs=1e-12)
+    assert scores["per_sequence"]["synth000"]["frames_scored"] == 1
+    assert "the first 3 frames of each sequence (--max-frames)" in scores["notes"]
+    capsys.readouterr()
+
+
 def masks_of(out, label, seq):
     return [read_label_png(p) for p in sorted((out / label / seq).glob("*.png"))]
 
@@ -249,6 +270,8 @@ def test_bad_run_flags_are_refused_up_front(case, tmp_path, capsys):
       "--imageset", "no_such_set"], "--sequences and --imageset both choose the sequences; give one"),
     (["score", "--gt", "{d}", "--pred", "{d}", "--no-progress", "--per-frame"],  # was ignored
      "--per-frame adds per-frame J/F to the --json file; give --json too"),
+    (["score", "--gt", "{d}", "--pred", "{d}", "--no-progress", "--max-frames", "0"],
+     "--max-frames must be >= 1"),  # as run's
 ])
 def test_bad_score_and_synth_flags_are_refused(argv, match, tmp_path, capsys):
     data = generate_dataset(tmp_path / "d", sequences=1, frames=3, size=(32, 32), objects=1)

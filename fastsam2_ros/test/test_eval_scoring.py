@@ -265,6 +265,27 @@ def test_hidden_apple_double_files_are_neither_labels_nor_predictions(gt_root, t
     assert "J&F 100.0" in out.out and "2 objects in 1 sequences" in out.out
 
 
+def test_max_frames_counts_the_sequences_images_as_run_does(tmp_path):
+    """``run --max-frames 6`` tracks the first 6 images; with every other frame annotated, the
+    first 6 annotations would reach frame 10. Without images, the annotated frames are counted."""
+    import shutil
+
+    from fastsam2_ros.eval.synthetic import generate_dataset
+
+    root = generate_dataset(tmp_path / "d", sequences=1, frames=8, size=(32, 32), objects=1)
+    ann = root / "Annotations" / "480p" / "synth000"
+    for t in (1, 3, 5, 7):
+        (ann / f"{t:05d}.png").unlink()
+    pred = tmp_path / "pred" / "synth000"
+    pred.mkdir(parents=True)
+    for t in (0, 2, 4):
+        shutil.copy(ann / f"{t:05d}.png", pred)
+    res = score_folders(root, tmp_path / "pred", max_frames=6)
+    assert res.sequences[0].frames_scored == ["00002"] and res.overall()["J&F"] == 1.0
+    no_images = score_folders(root / "Annotations", tmp_path / "pred", max_frames=6)
+    assert no_images.sequences[0].frames_scored == ["00002", "00004"]
+
+
 # ------------------------------------------------------------------------------------ CLI
 def test_cli_score_writes_json_and_prints_tables(gt_root, tmp_path, capsys):
     write_seq(tmp_path / "pred", "seqA", gt_frames(), layout="flat")

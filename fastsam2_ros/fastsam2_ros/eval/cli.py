@@ -55,6 +55,20 @@ def _lower_names(text: str) -> List[str]:
 #: Objects ``--prompt auto`` starts per sequence when --auto-objects is not given.
 DEFAULT_AUTO_OBJECTS = 1
 
+def add_max_frames_option(parser: argparse.ArgumentParser) -> None:
+    """``--max-frames`` of run and score, one definition: the masks of ``run --max-frames N`` are
+    re-scored with ``score --max-frames N``, which reads the sequences the same way."""
+    parser.add_argument("--max-frames", type=int,
+                        help="use only the first N frames of each sequence (>= 1; score: those "
+                             "that run --max-frames N tracked)")
+
+
+def check_max_frames(max_frames: Optional[int]) -> None:
+    """Refused up front: 0 leaves no frame to track or score."""
+    if max_frames is not None and max_frames < 1:
+        raise InputError("--max-frames must be >= 1")
+
+
 IMAGESET_HELP = ("sequences of an image set: NAME (ImageSets/<newest year that has NAME>/NAME.txt, "
                  "e.g. val), YEAR/NAME (e.g. 2016/val) or a .txt file; not with --sequences")
 
@@ -79,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first: ids of the first annotated frame (DAVIS); all: also objects that "
                         "appear later (not the DAVIS protocol)")
     s.add_argument("--per-frame", action="store_true", help="include per-frame J/F in the --json file")
+    add_max_frames_option(s)
     s.add_argument("--no-progress", action="store_true")
 
     r = sub.add_parser("run", help="run the tracker (official/dense/pruned) and report accuracy and cost")
@@ -90,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sequences", type=_names, help="comma-separated sequences of --dataset")
     r.add_argument("--imageset", help=IMAGESET_HELP + " of --dataset")
     r.add_argument("--resolution", help=f"resolution folder of --dataset (default {DEFAULT_RESOLUTION})")
-    r.add_argument("--max-frames", type=int, help="use only the first N frames of each sequence")
+    add_max_frames_option(r)
     m = r.add_argument_group("model")
     w = m.add_mutually_exclusive_group()
     w.add_argument("--checkpoint", help="official SAM 2 / 2.1 checkpoint (.pt)")
@@ -191,6 +206,7 @@ def cmd_score(args) -> int:
 
     if args.per_frame and not args.json:
         raise InputError("--per-frame adds per-frame J/F to the --json file; give --json too")
+    check_max_frames(args.max_frames)
     check_output_file(args.json, "--json")
     progress = None
     if not args.no_progress:
@@ -199,7 +215,7 @@ def cmd_score(args) -> int:
         progress = lambda it: tqdm(list(it), desc="scoring", unit="seq")  # noqa: E731
     result = score_folders(args.gt, args.pred, sequences=args.sequences, resolution=args.resolution,
                            drop_first_last=not args.all_frames, imageset=args.imageset,
-                           progress=progress, objects=args.objects)
+                           progress=progress, objects=args.objects, max_frames=args.max_frames)
     print(format_scores(result))
     if args.json:
         path = write_json(args.json, score_report(result, args.gt, args.pred, args.per_frame))
@@ -525,8 +541,7 @@ def cmd_run(args) -> int:
     _refuse_flags_without_effect(args)
     _check_prompt_options(args)
     protocol = _protocol(args)
-    if args.max_frames is not None and args.max_frames < 1:
-        raise InputError("--max-frames must be >= 1")
+    check_max_frames(args.max_frames)
     if args.warmup < 0:
         raise InputError("--warmup must be >= 0")
     if args.save_masks or not (args.json and args.markdown and args.plot):
@@ -597,7 +612,9 @@ def cmd_run(args) -> int:
     print(md)
     print(f"wrote {json_path}, {md_path}" + (f", {png}" if png else ""))
     if args.save_masks:
-        print(f"predicted masks under {out}/<mode>/<sequence>/ (score them with fastsam2-eval score)")
+        same_frames = "" if args.max_frames is None else f" --max-frames {args.max_frames}"
+        print(f"predicted masks under {out}/<mode>/<sequence>/ (score them with fastsam2-eval "
+              f"score{same_frames})")
     return 0
 
 

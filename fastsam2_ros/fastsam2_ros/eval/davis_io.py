@@ -134,6 +134,18 @@ def _listed(folder: Path) -> List[Path]:
     return [p for p in folder.iterdir() if is_listed(p)]
 
 
+def image_frame_names(root: PathLike, sequence: str, resolution: str = DEFAULT_RESOLUTION
+                      ) -> Optional[List[str]]:
+    """The frame names of ``sequence`` from the dataset's images, or None where ``root`` has no
+    images of it (an Annotations folder, a folder of results)."""
+    from ..frame_sources import list_images
+
+    if not (Path(root) / "JPEGImages").is_dir():
+        return None
+    folder = image_root(root, resolution) / sequence
+    return [p.stem for p in list_images(folder)] if folder.is_dir() else None
+
+
 def list_sequences(root: PathLike) -> List[str]:
     """Sub-folders of ``root`` that contain at least one label PNG, sorted."""
     seqs = [d.name for d in _listed(Path(root)) if d.is_dir() and label_files(d)]
@@ -314,7 +326,7 @@ class DavisDataset:
 
 __all__ = [
     "DatasetError", "davis_palette", "read_label_png", "write_label_png", "annotation_root",
-    "image_root", "resolution_folder", "list_sequences", "imageset_file", "read_imageset",
+    "image_root", "image_frame_names", "resolution_folder", "list_sequences", "imageset_file", "read_imageset",
     "select_sequences", "unique_sequences", "label_files", "SequenceData", "DavisDataset",
     "VOID_LABEL", "DEFAULT_RESOLUTION",
 ]

@@ -26,8 +26,9 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
-from .davis_io import (DEFAULT_RESOLUTION, VOID_LABEL, DatasetError, annotation_root, label_files,
-                       list_sequences, read_label_png, select_sequences)
+from .davis_io import (DEFAULT_RESOLUTION, VOID_LABEL, DatasetError, annotation_root,
+                       image_frame_names, label_files, list_sequences, read_label_png,
+                       select_sequences)
 from .metrics import boundary_f, db_statistics, region_j
 
 PathLike = Union[str, Path]
@@ -233,14 +234,28 @@ def score_sequence(name: str, frame_names: Sequence[str], gt: Sequence[np.ndarra
     return SequenceScore(name, scored, objs)
 
 
+def annotations_of_first_frames(files: Sequence[Path], max_frames: Optional[int],
+                                frame_names: Optional[Sequence[str]] = None) -> List[Path]:
+    """The annotations of a sequence's first ``max_frames`` frames, as ``run --max-frames`` reads
+    the sequence, so that its masks re-score: the frames are the sequence's images where known
+    (``frame_names``: an annotation may be missing for some frames), else its annotated frames."""
+    if max_frames is None:
+        return list(files)
+    if frame_names is None:
+        return list(files[:max_frames])
+    first = set(frame_names[:max_frames])
+    return [p for p in files if p.stem in first]
+
+
 def score_folders(gt_dir: PathLike, pred_dir: PathLike, sequences: Optional[Sequence[str]] = None,
                   resolution: str = DEFAULT_RESOLUTION, drop_first_last: bool = True,
                   imageset: Optional[str] = None,
                   progress: Optional[Callable[[Iterable], Iterable]] = None,
-                  objects: str = "first") -> ScoreResult:
+                  objects: str = "first", max_frames: Optional[int] = None) -> ScoreResult:
     """Score the predictions in ``pred_dir`` against ``gt_dir`` (both DAVIS layout or folders of
     sequence folders). Sequences: given, from an image set, or every GT sequence folder.
-    ``objects``: see :func:`score_sequence` (``"first"`` = DAVIS)."""
+    ``objects``: see :func:`score_sequence` (``"first"`` = DAVIS). ``max_frames``: only the first
+    frames of each sequence (:func:`annotations_of_first_frames`)."""
     gt_root = annotation_root(gt_dir, resolution)
     pred_root = annotation_root(pred_dir, resolution)
     names, imageset_path = select_sequences(gt_dir, sequences, imageset)
@@ -251,6 +266,8 @@ def score_folders(gt_dir: PathLike, pred_dir: PathLike, sequences: Optional[Sequ
     result = ScoreResult(drop_first_last=drop_first_last)
     if imageset_path is not None:
         result.notes.append(f"sequences of image set {imageset_path}")
+    if max_frames is not None:
+        result.notes.append(f"the first {max_frames} frames of each sequence (--max-frames)")
     it: Iterable[str] = progress(names) if progress else names
     for seq in it:
         gdir, pdir = gt_root / seq, pred_root / seq
@@ -261,6 +278,9 @@ def score_folders(gt_dir: PathLike, pred_dir: PathLike, sequences: Optional[Sequ
         gfiles = label_files(gdir)
         if not gfiles:
             raise DatasetError(f"no annotation PNGs in {gdir}")
+        if max_frames is not None:
+            gfiles = annotations_of_first_frames(gfiles, max_frames,
+                                                 image_frame_names(gt_dir, seq, resolution))
         idx = scored_frame_indices(len(gfiles), drop_first_last)
         if not idx:
             result.notes.append(not_scored_note(seq, len(gfiles), drop_first_last))
@@ -311,5 +331,5 @@ def format_scores(result: ScoreResult) -> str:
 
 
 __all__ = ["ObjectScore", "SequenceScore", "ScoreResult", "score_sequence", "score_folders",
-           "scored_frame_indices", "not_scored_note", "no_objects_note", "why_no_objects",
+           "annotations_of_first_frames", "scored_frame_indices", "not_scored_note", "no_objects_note", "why_no_objects",
            "num_objects", "format_scores", "CONVENTIONS"]
