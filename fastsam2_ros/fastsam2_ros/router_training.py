@@ -246,7 +246,8 @@ def main(argv=None) -> int:
     weights.add_argument("--random-weights", action="store_true", help="smoke runs only")
     p.add_argument("--image-size", type=int, default=1024)
     p.add_argument("--device", default="auto")
-    p.add_argument("--resolution", default="480p")
+    p.add_argument("--resolution", help="resolution folder of --data (default 480p where it has "
+                   "resolution folders)")
     p.add_argument("--imageset", help=IMAGESET_HELP + f"; default {TRAINING_SET!r} where the dataset "
                    "has that image set (a DAVIS download keeps train and val side by side), else "
                    "every sequence")

@@ -236,6 +236,10 @@ BAD_RUN_FLAGS = {  # case -> (files to make, flags, what the one error line says
                                          "--auto-objects only apply with --prompt auto"),
     "auto_objects_0_without_prompt_auto": ({}, ["--auto-objects", "0"],
                                            "--auto-objects only apply with --prompt auto"),
+    "text_variants_without_a_streaming_mode": ({}, ["--modes", "Official", "--text-variants", "user",
+                                                    "--text-prompts", "{tmp}/d/text_prompts.json"],
+                                               "--text-variants only apply with a streaming mode "
+                                               "(dense or pruned) in --modes, which is not given"),
     "refine_threshold_out_of_range": ({}, ["--refine", "--refine-threshold", "1.5"],
                                       "--refine-threshold must be in [0, 1]"),
 }
@@ -281,16 +285,44 @@ def test_bad_score_and_synth_flags_are_refused(argv, match, tmp_path, capsys):
     assert not (tmp_path / "s").exists()
 
 
-def test_datasets_without_a_resolution_folder_still_read(tmp_path):
-    from fastsam2_ros.eval.davis_io import DavisDataset
-
-    data = generate_dataset(tmp_path / "d", sequences=2, frames=3, size=(32, 32), objects=1)
+def flat_dataset(tmp_path, sequences=1):
+    """A dataset in the layout without resolution folders: JPEGImages/<seq>, Annotations/<seq>."""
+    data = generate_dataset(tmp_path / "d", sequences=sequences, frames=3, size=(32, 32), objects=1)
     for sub in ("JPEGImages", "Annotations"):
         (data / sub / "480p").rename(data / f"{sub}_flat")
         (data / sub).rmdir()
         (data / f"{sub}_flat").rename(data / sub)
-    ds = DavisDataset(data, resolution="1080p")
+    return data
+
+
+def test_datasets_without_a_resolution_folder_still_read(tmp_path):
+    from fastsam2_ros.eval.davis_io import DavisDataset
+
+    ds = DavisDataset(flat_dataset(tmp_path, sequences=2))
     assert ds.sequence_names == ["synth000", "synth001"] and len(ds.sequence("synth001")) == 3
+    assert ds.resolution is None  # what the run's report records: no resolution folder was read
+
+
+@pytest.mark.parametrize("command", ["run", "score"])
+def test_resolution_is_refused_on_a_layout_without_resolution_folders(command, tmp_path, capsys):
+    """On JPEGImages/<seq> any name was accepted (--resolution NoSuchRes) and the run's report
+    recorded it as input.resolution. Predictions of that layout still take the GT's resolution."""
+    data = flat_dataset(tmp_path)
+    argv = {"run": ["run", "--dataset", str(data), "--random-weights", "--model", "tiny",
+                    "--image-size", "64", "--device", "cpu", "--modes", "dense", "--warmup", "0",
+                    "--out", str(tmp_path / "o"), "--no-progress"],
+            "score": ["score", "--gt", str(data), "--pred", str(data / "Annotations"),
+                      "--no-progress"]}[command]
+    rc = cli.main(argv + ["--resolution", "480p"])
+    err = capsys.readouterr().err.strip().splitlines()
+    folder = data / ("JPEGImages" if command == "run" else "Annotations")
+    assert rc == 2 and err == [f"fastsam2-eval: error: --resolution 480p: {folder} has no resolution "
+                               "folders (its sub-folders are the sequences); leave --resolution out"]
+    assert not (tmp_path / "o").exists()
+    nested = generate_dataset(tmp_path / "nested", sequences=1, frames=3, size=(32, 32), objects=1)
+    assert cli.main(["score", "--gt", str(nested), "--pred", str(data / "Annotations"),
+                     "--resolution", "480p", "--no-progress"]) == 0
+    capsys.readouterr()
 
 
 def test_tracker_config_from_yaml_with_flag_overrides(tmp_path):

@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="write the scores as JSON here")
     s.add_argument("--sequences", type=_names, help="comma-separated sequences (default: all GT sequences)")
     s.add_argument("--imageset", help=IMAGESET_HELP + " of --gt")
-    s.add_argument("--resolution", default=DEFAULT_RESOLUTION)
+    s.add_argument("--resolution", help=f"resolution folder of --gt (default {DEFAULT_RESOLUTION} "
+                   "where it has resolution folders)")
     s.add_argument("--all-frames", action="store_true",
                    help="also score the first and last frame (NOT the DAVIS protocol)")
     s.add_argument("--objects", choices=("first", "all"), default="first",
@@ -104,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--topic", help="image topic of a rosbag (default: its only image topic)")
     r.add_argument("--sequences", type=_names, help="comma-separated sequences of --dataset")
     r.add_argument("--imageset", help=IMAGESET_HELP + " of --dataset")
-    r.add_argument("--resolution", help=f"resolution folder of --dataset (default {DEFAULT_RESOLUTION})")
+    r.add_argument("--resolution", help=f"resolution folder of --dataset (default {DEFAULT_RESOLUTION} "
+                   "where it has resolution folders)")
     add_max_frames_option(r)
     m = r.add_argument_group("model")
     w = m.add_mutually_exclusive_group()
@@ -350,8 +352,7 @@ def _sequence_sources(args, texts, planner=None):
     if args.dataset:
         if args.frames or args.first_mask or args.topic:
             raise InputError("--dataset cannot be combined with --frames/--first-mask/--topic")
-        resolution = args.resolution or DEFAULT_RESOLUTION
-        ds = DavisDataset(args.dataset, resolution=resolution, sequences=args.sequences,
+        ds = DavisDataset(args.dataset, resolution=args.resolution, sequences=args.sequences,
                           imageset=args.imageset)
         check_text_sequences(texts, ds.available_sequences(), f"dataset {args.dataset}")
         seqs = [ds.sequence(n).truncated(args.max_frames) for n in ds.sequence_names]
@@ -366,7 +367,7 @@ def _sequence_sources(args, texts, planner=None):
                     prompts_cache[sd.name] = planner(sd.name, frames, gt, f"sequence {sd.name!r}")
                 yield SequenceInput(sd.name, frames, sd.frame_names, gt, prompts_cache[sd.name])
 
-        info = {"kind": "davis", "path": str(Path(args.dataset)), "resolution": resolution,
+        info = {"kind": "davis", "path": str(Path(args.dataset)), "resolution": ds.resolution,
                 "sequences": [s.name for s in seqs], "frames": sum(len(s) for s in seqs),
                 "max_frames": args.max_frames}
         if ds.imageset_path is not None:
@@ -406,15 +407,24 @@ def _sequence_sources(args, texts, planner=None):
     return load, prompts_cache, src.count, info
 
 
+def _requested_modes(args) -> List[str]:
+    """--modes as mode_specs reads them (any case)."""
+    return [m.strip().lower() for m in args.modes]
+
+
 #: run flags that tune something another setting turns on: (flag, its attribute, whether what it
-#: tunes runs, the setting that runs it). None is "not given", so the defaults stay elsewhere.
+#: tunes runs, the setting that runs it). None (an empty list for --text-variants) is "not
+#: given", so the defaults stay elsewhere.
 TUNING_FLAGS = (
     ("--refine-threshold", "refine_threshold", lambda a: a.refine, "--refine"),
     ("--max-rounds", "max_rounds", lambda a: a.refine, "--refine"),
     ("--clicks-per-round", "clicks_per_round", lambda a: a.refine, "--refine"),
     ("--auto-objects", "auto_objects", lambda a: a.prompt == "auto", "--prompt auto"),
-    ("--keep-ratios", "keep_ratios", lambda a: "pruned" in [m.strip().lower() for m in a.modes],
+    ("--keep-ratios", "keep_ratios", lambda a: "pruned" in _requested_modes(a),
      "the pruned mode in --modes"),
+    # the official predictor takes no text: the variants run in the streaming modes only
+    ("--text-variants", "text_variants", lambda a: set(_requested_modes(a)) - {"official"},
+     "a streaming mode (dense or pruned) in --modes"),
 )
 
 
@@ -422,7 +432,7 @@ def _refuse_flags_without_effect(args) -> None:
     """A tuning flag given where what it tunes does not run would change nothing, and the report
     would read as if made with it; refused, naming the setting it needs."""
     unused = [(flag, needs) for flag, attr, runs, needs in TUNING_FLAGS
-              if getattr(args, attr) is not None and not runs(args)]
+              if getattr(args, attr) not in (None, []) and not runs(args)]
     if unused:
         needs = unused[0][1]
         flags = [flag for flag, n in unused if n == needs]

@@ -93,40 +93,64 @@ def write_label_png(path: PathLike, labels: np.ndarray, palette: Optional[Sequen
     im.save(path)
 
 
-def resolution_folder(folder: Path, resolution: str) -> Path:
-    """``folder/<resolution>``, or ``folder`` itself when it holds sequences directly. A folder
-    whose sub-folders hold only folders holds resolutions: the asked one is missing (without this
-    its other resolutions would be taken for sequences). Hidden entries do not count (is_listed)."""
-    if (folder / resolution).is_dir():
-        return folder / resolution
-    present = sorted((d.name for d in _listed(folder) if d.is_dir() and _listed(d)
-                      and all(c.is_dir() for c in _listed(d))), key=natural_key)
+def resolution_folder(folder: Path, resolution: Optional[str] = None) -> Path:
+    """``folder/<resolution>``, or ``folder`` itself when it holds sequences directly.
+    ``resolution`` None (not named): ``DEFAULT_RESOLUTION``. A folder whose sub-folders hold only
+    folders holds resolutions: the asked one is missing (without this its other resolutions would
+    be taken for sequences). A resolution named for a folder of sequences is refused too: it names
+    no folder, and the run's report would record it as the one read."""
+    name = resolution or DEFAULT_RESOLUTION
+    if (folder / name).is_dir():
+        return folder / name
+    present = _resolution_names(folder)
     if present:
-        raise DatasetError(f"{folder} has no {resolution} folder (--resolution); it has "
-                           f"{', '.join(present)}")
+        raise DatasetError(f"{folder} has no {name} folder (--resolution); it has {', '.join(present)}")
+    if resolution is not None:
+        raise DatasetError(f"--resolution {resolution}: {folder} has no resolution folders (its "
+                           "sub-folders are the sequences); leave --resolution out")
     return folder
 
 
-def annotation_root(path: PathLike, resolution: str = DEFAULT_RESOLUTION) -> Path:
+def _resolution_names(folder: Path) -> List[str]:
+    """Sub-folders of ``folder`` that hold only folders: resolutions, whose folders are sequences.
+    Hidden entries do not count (is_listed)."""
+    return sorted((d.name for d in _listed(folder) if d.is_dir() and _listed(d)
+                   and all(c.is_dir() for c in _listed(d))), key=natural_key)
+
+
+def _annotations_folder(path: PathLike) -> Path:
+    """``path/Annotations`` of a DAVIS root, else ``path`` (an Annotations folder, or a folder of
+    result sequences)."""
+    p = Path(path)
+    if not p.is_dir():
+        raise DatasetError(f"folder not found: {p}")
+    return p / "Annotations" if (p / "Annotations").is_dir() else p
+
+
+def annotation_root(path: PathLike, resolution: Optional[str] = None) -> Path:
     """Folder holding the per-sequence label folders.
 
     Accepts a DAVIS root (``ROOT/Annotations/<resolution>``), an ``Annotations`` folder
     (``…/<resolution>`` or sequences directly), or the folder of sequences itself (the layout the
-    DAVIS evaluation expects for results).
+    DAVIS evaluation expects for results). ``resolution``: see :func:`resolution_folder`.
     """
-    p = Path(path)
-    if not p.is_dir():
-        raise DatasetError(f"folder not found: {p}")
-    if (p / "Annotations").is_dir():
-        return resolution_folder(p / "Annotations", resolution)
-    return resolution_folder(p, resolution)  # the Annotations folder itself, or predictions
+    return resolution_folder(_annotations_folder(path), resolution)
 
 
-def image_root(path: PathLike, resolution: str = DEFAULT_RESOLUTION) -> Path:
+def prediction_root(path: PathLike, resolution: Optional[str] = None) -> Path:
+    """Folder holding the per-sequence prediction folders, as :func:`annotation_root`; but a named
+    ``resolution`` applies only where the predictions have resolution folders: results usually
+    hold the sequences directly (``OUT/<mode>/<seq>``), whatever the ground truth's layout."""
+    folder = _annotations_folder(path)
+    return resolution_folder(folder, resolution if _resolution_names(folder) else None)
+
+
+def image_root(path: PathLike, resolution: Optional[str] = None) -> Path:
     p = Path(path)
     if (p / "JPEGImages").is_dir():
         return resolution_folder(p / "JPEGImages", resolution)
-    raise DatasetError(f"{p} has no JPEGImages/{resolution} folder (DAVIS layout expected)")
+    raise DatasetError(f"{p} has no JPEGImages/{resolution or DEFAULT_RESOLUTION} folder "
+                       "(DAVIS layout expected)")
 
 
 def _listed(folder: Path) -> List[Path]:
@@ -134,7 +158,7 @@ def _listed(folder: Path) -> List[Path]:
     return [p for p in folder.iterdir() if is_listed(p)]
 
 
-def image_frame_names(root: PathLike, sequence: str, resolution: str = DEFAULT_RESOLUTION
+def image_frame_names(root: PathLike, sequence: str, resolution: Optional[str] = None
                       ) -> Optional[List[str]]:
     """The frame names of ``sequence`` from the dataset's images, or None where ``root`` has no
     images of it (an Annotations folder, a folder of results)."""
@@ -266,17 +290,20 @@ class SequenceData:
 
 
 class DavisDataset:
-    """A DAVIS-layout dataset: JPEGImages/<res>/<seq>/*.jpg + Annotations/<res>/<seq>/*.png."""
+    """A DAVIS-layout dataset: JPEGImages/<res>/<seq>/*.jpg + Annotations/<res>/<seq>/*.png, or
+    JPEGImages/<seq> + Annotations/<seq>. ``resolution``: see :func:`resolution_folder`; the
+    attribute is the resolution folder read (None for the layout without them)."""
 
-    def __init__(self, root: PathLike, resolution: str = DEFAULT_RESOLUTION,
+    def __init__(self, root: PathLike, resolution: Optional[str] = None,
                  sequences: Optional[Sequence[str]] = None, imageset: Optional[str] = None) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DatasetError(f"dataset folder not found: {self.root}")
-        self.resolution = resolution
         self.image_dir = image_root(self.root, resolution)
+        self.resolution = None if self.image_dir == self.root / "JPEGImages" else self.image_dir.name
         if not (self.root / "Annotations").is_dir():
-            raise DatasetError(f"{self.root} has no Annotations/{resolution} folder (DAVIS layout expected)")
+            raise DatasetError(f"{self.root} has no Annotations/{resolution or DEFAULT_RESOLUTION} "
+                               "folder (DAVIS layout expected)")
         self.annotation_dir = resolution_folder(self.root / "Annotations", resolution)
         names, self.imageset_path = select_sequences(self.root, sequences, imageset)
         if names is None:
@@ -326,7 +353,7 @@ class DavisDataset:
 
 __all__ = [
     "DatasetError", "davis_palette", "read_label_png", "write_label_png", "annotation_root",
-    "image_root", "image_frame_names", "resolution_folder", "list_sequences", "imageset_file", "read_imageset",
-    "select_sequences", "unique_sequences", "label_files", "SequenceData", "DavisDataset",
-    "VOID_LABEL", "DEFAULT_RESOLUTION",
+    "prediction_root", "image_root", "image_frame_names", "resolution_folder", "list_sequences",
+    "imageset_file", "read_imageset", "select_sequences", "unique_sequences", "label_files",
+    "SequenceData", "DavisDataset", "VOID_LABEL", "DEFAULT_RESOLUTION",
 ]

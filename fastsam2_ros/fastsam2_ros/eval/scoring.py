@@ -26,9 +26,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
-from .davis_io import (DEFAULT_RESOLUTION, VOID_LABEL, DatasetError, annotation_root,
-                       image_frame_names, label_files, list_sequences, read_label_png,
-                       select_sequences)
+from .davis_io import (VOID_LABEL, DatasetError, annotation_root, image_frame_names, label_files,
+                       list_sequences, prediction_root, read_label_png, select_sequences)
 from .metrics import boundary_f, db_statistics, region_j
 
 PathLike = Union[str, Path]
@@ -248,16 +247,18 @@ def annotations_of_first_frames(files: Sequence[Path], max_frames: Optional[int]
 
 
 def score_folders(gt_dir: PathLike, pred_dir: PathLike, sequences: Optional[Sequence[str]] = None,
-                  resolution: str = DEFAULT_RESOLUTION, drop_first_last: bool = True,
+                  resolution: Optional[str] = None, drop_first_last: bool = True,
                   imageset: Optional[str] = None,
                   progress: Optional[Callable[[Iterable], Iterable]] = None,
                   objects: str = "first", max_frames: Optional[int] = None) -> ScoreResult:
     """Score the predictions in ``pred_dir`` against ``gt_dir`` (both DAVIS layout or folders of
     sequence folders). Sequences: given, from an image set, or every GT sequence folder.
     ``objects``: see :func:`score_sequence` (``"first"`` = DAVIS). ``max_frames``: only the first
-    frames of each sequence (:func:`annotations_of_first_frames`)."""
+    frames of each sequence (:func:`annotations_of_first_frames`). ``resolution``: the ground
+    truth's resolution folder (:func:`davis_io.resolution_folder`; None: the default one where
+    there are resolution folders)."""
     gt_root = annotation_root(gt_dir, resolution)
-    pred_root = annotation_root(pred_dir, resolution)
+    pred_root = prediction_root(pred_dir, resolution)
     names, imageset_path = select_sequences(gt_dir, sequences, imageset)
     if names is None:
         names = list_sequences(gt_root)
