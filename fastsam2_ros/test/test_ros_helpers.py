@@ -106,6 +106,24 @@ def test_projection_and_transform():
     assert p == pytest.approx((1.0, 1.0, 0.0))
 
 
+def test_a_click_is_projected_with_p_when_camera_info_has_one():
+    """RViz and image_geometry project with P, the rectified image's matrix; K (the raw image's)
+    put a click on a rectified stream 11 px off on an 80x60 image."""
+    k = [100.0, 0.0, 40.0, 0.0, 100.0, 30.0, 0.0, 0.0, 1.0]
+    p = [70.0, 0.0, 35.0, 0.0, 0.0, 70.0, 28.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert prompting.project_to_pixel(k, (0.2, 0.1, 1.0), p=p) == pytest.approx((49.0, 35.0))
+    # a stereo pair's second camera: Tx = -fx * baseline (0.1 m), Ty = 3, divided by z like the rest
+    stereo = [70.0, 0.0, 35.0, -7.0, 0.0, 70.0, 28.0, 3.0, 0.0, 0.0, 1.0, 0.0]
+    assert prompting.project_to_pixel(k, (0.4, 0.2, 2.0), p=stereo) == pytest.approx((45.5, 36.5))
+    # P is at full resolution too: the ROI offset, then the binning, as for K
+    assert prompting.project_to_pixel(k, (0.4, 0.2, 2.0), (2, 2), (10, 4), p=stereo) == \
+        pytest.approx((17.75, 16.25))
+    # an uncalibrated driver leaves P all zero: K then
+    assert prompting.project_to_pixel(k, (0.2, 0.1, 1.0), p=[0.0] * 12) == pytest.approx((60.0, 40.0))
+    with pytest.raises(InputError, match="projection matrix P"):
+        prompting.project_to_pixel(k, (0.2, 0.1, 1.0), p=[0.0] * 11 + [1.0])
+
+
 def test_overlay_colors_masks_and_tokens():
     rgb = np.full((16, 16, 3), 100, np.uint8)
     m = np.zeros((16, 16), bool)

@@ -549,3 +549,37 @@ def test_services_answer_while_the_node_is_not_configured(h):
             assert p.call(p.change_state, ChangeState.Request(transition=transition)).success
     assert wait_for(lambda: image_reader_matched(node, NS), 20.0)
     p.wait_outputs(p.publish_frame(), OUTPUTS)
+
+
+def test_a_clicked_point_on_a_rectified_stream_is_projected_with_p(h, monkeypatch):
+    """camera_info's K is the raw (distorted) image's matrix, P the rectified image's, which RViz
+    and image_geometry project with: the node projected with K, here 11 px off."""
+    from geometry_msgs.msg import PointStamped
+    from sensor_msgs.msg import CameraInfo
+
+    p, node = h.probe, h.node
+    p.wait_outputs(p.publish_frame(), OUTPUTS)
+    tracker, clicks = node._tracker, []
+    add_prompt = tracker.add_prompt
+
+    def recording(obj_id, points=None, **kw):
+        clicks.append(points)
+        return add_prompt(obj_id, points=points, **kw)
+
+    monkeypatch.setattr(tracker, "add_prompt", recording)
+    info = CameraInfo()  # a calibrated camera with barrel distortion
+    info.header.frame_id = "cam_optical"
+    info.width, info.height = 80, 60
+    info.distortion_model, info.d = "plumb_bob", [-0.3, 0.1, 0.0, 0.0, 0.0]
+    info.k = [100.0, 0.0, 40.0, 0.0, 100.0, 30.0, 0.0, 0.0, 1.0]
+    info.p = [70.0, 0.0, 35.0, 0.0, 0.0, 70.0, 28.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    node._on_camera_info(info)
+    point = PointStamped()
+    point.header.frame_id = "cam_optical"
+    point.point.x, point.point.y, point.point.z = 0.2, 0.1, 1.0
+    try:
+        node._on_clicked_point(point)
+        assert wait_for(lambda: clicks, 20.0), "the click was not applied"
+    finally:
+        assert p.call(p.reset, Trigger.Request()).success
+    np.testing.assert_allclose(clicks, [[[49.0, 35.0]]])  # P's pixel; K's is (60, 40)

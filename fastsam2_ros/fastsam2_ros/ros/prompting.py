@@ -123,23 +123,39 @@ def click_request(x: float, y: float, z: float, obj_id: int, new_object: Optiona
 
 def project_to_pixel(k: Sequence[float], point_xyz: Sequence[float],
                      binning: Tuple[int, int] = (1, 1),
-                     roi_offset: Tuple[int, int] = (0, 0)) -> Tuple[float, float]:
-    """Pinhole projection with the 3x3 intrinsic matrix ``k`` (row-major, camera_info.k) of a point
-    in the camera's optical frame (x right, y down, z forward), into the published image: K is
+                     roi_offset: Tuple[int, int] = (0, 0),
+                     p: Sequence[float] = ()) -> Tuple[float, float]:
+    """Pinhole projection of a point in the camera's optical frame (x right, y down, z forward)
+    into the published image, as image_geometry's PinholeCameraModel.project3dToPixel and RViz
+    project: with camera_info's 3x4 ``p`` (row-major; the rectified image's matrix, stereo
+    offsets Tx/Ty included) when it is set, else with the 3x3 intrinsic matrix ``k``. Both are
     calibrated at full resolution, so the pixel is shifted by the ROI's offset and divided by the
-    binning (camera_info's binning_x/y, 0 meaning 1), as image_geometry's PinholeCameraModel
-    does."""
+    binning (camera_info's binning_x/y, 0 meaning 1)."""
     x, y, z = (float(v) for v in point_xyz)
     _finite((x, y, z), "clicked point")
+    matrix = _click_matrix(k, p)
+    if z <= 1e-6:
+        raise ClickNotUsable(f"clicked point ({x:.3f}, {y:.3f}, {z:.3f}) is behind the camera (z <= 0)")
+    u, v, w = matrix @ np.array([x, y, z, 1.0])
+    if not w > 1e-12:
+        raise InputError("camera_info's projection matrix P puts the clicked point at infinity")
+    bx, by = _binning(binning)
+    return float((u / w - roi_offset[0]) / bx), float((v / w - roi_offset[1]) / by)
+
+
+def _click_matrix(k: Sequence[float], p: Sequence[float]) -> np.ndarray:
+    """camera_info's P as 3x4 when set (not all zero: an uncalibrated driver leaves it so), else
+    the pinhole matrix of K (fx, skew, cx, fy, cy; its last row taken as 0 0 1); InputError when
+    the one chosen cannot project."""
+    pp = np.asarray(p, dtype=np.float64).reshape(-1)
+    if pp.size and np.any(pp != 0):
+        if pp.size != 12 or not np.all(np.isfinite(pp)) or pp[0] == 0 or pp[5] == 0:
+            raise InputError("camera_info has no valid projection matrix P")
+        return pp.reshape(3, 4)
     kk = np.asarray(k, dtype=np.float64).reshape(-1)
     if kk.size != 9 or not np.all(np.isfinite(kk)) or kk[0] == 0 or kk[4] == 0:
         raise InputError("camera_info has no valid intrinsic matrix K")
-    if z <= 1e-6:
-        raise ClickNotUsable(f"clicked point ({x:.3f}, {y:.3f}, {z:.3f}) is behind the camera (z <= 0)")
-    u = kk[0] * x / z + kk[1] * y / z + kk[2]
-    v = kk[4] * y / z + kk[5]
-    bx, by = _binning(binning)
-    return float((u - roi_offset[0]) / bx), float((v - roi_offset[1]) / by)
+    return np.array([[kk[0], kk[1], kk[2], 0.0], [0.0, kk[4], kk[5], 0.0], [0.0, 0.0, 1.0, 0.0]])
 
 
 def _binning(binning: Tuple[int, int]) -> Tuple[int, int]:
@@ -170,4 +186,5 @@ def transform_point(translation: Sequence[float], rotation_xyzw: Sequence[float]
     return float(out[0]), float(out[1]), float(out[2])
 
 
-__all__ = ["ClickNotUsable", "PromptRequest", "from_prompt_msg", "click_request", "project_to_pixel", "transform_point"]
+__all__ = ["ClickNotUsable", "PromptRequest", "from_prompt_msg", "click_request",
+           "project_to_pixel", "transform_point"]

@@ -506,7 +506,7 @@ class TrackerNode(LifecycleNode):
                 p = self._transform(p, src, cam_frame)
             binning = (info.binning_x, info.binning_y)
             u, v = prompting.project_to_pixel(list(info.k), p, binning,
-                                              (info.roi.x_offset, info.roi.y_offset))
+                                              (info.roi.x_offset, info.roi.y_offset), list(info.p))
             obj, new = self._click_target()
             req = prompting.click_request(u, v, 1.0, obj, new, "/clicked_point")
             req.image_size = prompting.camera_info_image_size(
