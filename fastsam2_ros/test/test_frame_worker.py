@@ -519,8 +519,10 @@ class _HeldTracker(SceneTracker):
     def __init__(self):
         super().__init__(TrackerConfig())
         self.go = threading.Event()
+        self.inside = threading.Event()
 
     def remove_object(self, obj_id):
+        self.inside.set()
         assert self.go.wait(10)
         return super().remove_object(obj_id)
 
@@ -575,3 +577,31 @@ def test_a_refused_prompt_that_meets_the_first_image_leaves_the_image_published(
                                               labels=[1])).result(10)  # the frame is there
     finally:
         worker.stop()
+
+
+def test_a_command_whose_wait_timed_out_is_withdrawn_or_said_to_go_on():
+    """A service that gave up waiting (SERVICE_TIMEOUT_S behind a long tracker call) replied
+    "did not answer", but its command stayed queued and applied later: a client that retried got
+    a second object. One the worker already runs cannot be withdrawn: the reply says so."""
+    from fastsam2_ros.core.errors import InputError
+    from fastsam2_ros.ros.frame_worker import wait
+    from fastsam2_ros.ros.prompting import PromptRequest
+
+    tracker = _HeldTracker()
+    worker, _ = _prompt_worker(tracker)
+    try:
+        running = worker.submit("remove", 99)  # holds the worker
+        assert tracker.inside.wait(10)
+        queued = worker.submit("prompt", PromptRequest(obj_id=1, new_object=True, points=[(3, 3)],
+                                                       labels=[1]))
+        with pytest.raises(InputError, match="withdrawn"):
+            wait(queued, 0.01)
+        with pytest.raises(InputError, match="goes on in the worker: it may still take effect"):
+            wait(running, 0.01)
+        tracker.go.set()
+        worker.submit("prompt", PromptRequest(obj_id=2, new_object=True, points=[(3, 12)],
+                                              labels=[1])).result(10)  # runs after the withdrawn one
+    finally:
+        tracker.go.set()
+        worker.stop()
+    assert tracker.object_ids == [2], "the withdrawn prompt was applied"

@@ -199,7 +199,8 @@ class FrameWorker:
             with self._cv:
                 left, self._commands = list(self._commands), deque()
             for cmd in left:
-                cmd.future.set_exception(InputError("the tracker stopped (lifecycle transition)"))
+                if cmd.future.set_running_or_notify_cancel():  # (else its waiter withdrew it)
+                    cmd.future.set_exception(InputError("the tracker stopped (lifecycle transition)"))
             return ended
 
     # ----------------------------------------------------------------------------- inputs
@@ -454,6 +455,8 @@ class FrameWorker:
 
     # ----------------------------------------------------------------------------- commands
     def _run_command(self, cmd: _Command) -> None:
+        if not cmd.future.set_running_or_notify_cancel():
+            return  # its waiter gave up and withdrew it (see wait): it must not apply later
         try:
             handler = {"prompt": self._cmd_prompt, "remove": self._cmd_remove,
                        "reset": self._cmd_reset, "auto_prompt": self._cmd_auto_prompt}[cmd.kind]
@@ -613,12 +616,21 @@ class FrameWorker:
                 self._needs_image = False
 
 
-def wait(future: Future, timeout: float) -> Any:
-    """The future's result; InputError when the worker did not answer within ``timeout`` s."""
+def wait(future: Future, timeout: float, may_still: str = "it may still take effect") -> Any:
+    """A command's result for a service that waits at most ``timeout`` s; then InputError. A
+    command still queued is withdrawn, so it never applies after the failed reply (a client that
+    retries must not get it twice); one the worker already runs goes on, and the reply says what
+    it ``may_still`` do."""
     try:
         return future.result(timeout=timeout)
     except FutureTimeout:  # the builtin TimeoutError only from Python 3.11 on (Humble runs 3.10)
-        raise InputError(f"the tracker did not answer within {timeout:g} s") from None
+        pass
+    late = f"the tracker did not answer within {timeout:g} s"
+    if future.cancel():
+        raise InputError(f"{late}; the request was withdrawn (it will not apply)")
+    if future.done():  # answered right after the timeout
+        return future.result()
+    raise InputError(f"{late} (it goes on in the worker: {may_still})")
 
 
 __all__ = ["FrameWorker", "TrackedFrame", "PromptOutcome", "MAX_PENDING_PROMPTS",

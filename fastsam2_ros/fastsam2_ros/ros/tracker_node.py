@@ -574,16 +574,13 @@ class TrackerNode(LifecycleNode):
     def _srv_auto_prompt(self, request: Trigger.Request, response: Trigger.Response):
         """Start one new object (next free id) with no user input, on the current frame. Waits
         for the worker in its own callback group, at most SERVICE_TIMEOUT_S."""
-        future = None
         try:
             worker = self._active_worker()
-            future = worker.submit("auto_prompt")
-            plan = wait(future, SERVICE_TIMEOUT_S)
+            plan = wait(worker.submit("auto_prompt"), SERVICE_TIMEOUT_S,
+                        may_still="an object may still start; see description")
             response.success, response.message = True, auto_prompt_summary(plan)
         except FastSam2Error as exc:  # no region, a missing model, max_objects, no frame, timeout
             message = str(exc)
-            if future is not None and not future.done():
-                message += " (it goes on in the worker: an object may still start; see description)"
             self._bad_input(f"auto_prompt: no object started: {message}", prompt=True)
             response.success, response.message = False, message
         except Exception as exc:  # noqa: BLE001 - reported by the worker; the reply says why
