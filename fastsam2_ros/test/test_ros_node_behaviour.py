@@ -336,6 +336,66 @@ def test_a_worker_stuck_in_a_tracker_call_keeps_its_tracker(monkeypatch):
         rclpy.shutdown(context=ctx)
 
 
+@pytest.mark.parametrize("outcome", ["started", "failed"])
+def test_a_worker_abandoned_at_deactivate_reports_nothing_of_its_call(monkeypatch, outcome):
+    """Deactivate gives up on a worker inside a long automatic prompt. When that call ended, the
+    auto_prompt service replied success for an object nobody tracks, its phrase was latched on the
+    next activation's description, and its errors counted on the next activation's health."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from std_msgs.msg import Header
+
+    from fastsam2_ros.core.auto_prompt import AutoPromptResult
+    from fastsam2_ros.ros import tracker_node
+
+    entered, gate = threading.Event(), threading.Event()
+
+    class StuckAutoPrompt(SceneTracker):
+        def auto_prompt(self, obj_id, image=None):
+            entered.set()
+            gate.wait(30.0)
+            if outcome == "failed":
+                raise RuntimeError("CUDA out of memory")
+            self.colours[obj_id] = (220, 40, 40)
+            result = self._result([obj_id])
+            result.stats.auto_phrases = {obj_id: "red ball"}
+            result.auto_prompt = AutoPromptResult(
+                obj_id=obj_id, mask=np.ones((4, 4), bool), box=(0, 0, 3, 3), score=0.9,
+                source="sam2", click=(30, 30), caption="a red ball", phrase="red ball", timings_ms={})
+            return result
+
+    monkeypatch.setattr(tracker_node.frame_worker, "STOP_TIMEOUT_S", 0.5)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN_ID)
+    node = tracker_node.TrackerNode(context=ctx, namespace="/abandoned",
+                                    tracker_factory=StuckAutoPrompt)
+    replies, described = [], []
+    try:
+        assert node.autostart(), node.health.fatal
+        monkeypatch.setattr(node._outputs, "publish_description", described.append)
+        old = node._worker
+        old.offer_frame("raw", numpy_to_image(frame_rgb(), "rgb8", Header(frame_id="cam")))
+        assert wait_for(lambda: old._current is not None, 10.0)
+        service = threading.Thread(target=lambda: replies.append(
+            node._srv_auto_prompt(Trigger.Request(), Trigger.Response())))
+        service.start()
+        assert entered.wait(10.0)
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        service.join(10.0)
+        assert replies, "the reply waited for the abandoned call"
+        assert not replies[0].success and "abandoned" in replies[0].message, replies[0].message
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        gate.set()
+        old._thread.join(10.0)
+        assert not old._thread.is_alive()
+        counts = node.health.counts()
+    finally:
+        gate.set()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+    assert described == [], "the lost object's phrase went on the new activation's description"
+    assert counts["worker_errors"] == counts["prompt_errors"] == counts["bad_inputs"] == 0, counts
+
+
 def test_a_prompt_right_after_reset_applies_to_the_latest_frame(h):
     """reset dropped the worker's frame: add_object answered "no image received yet" until a new
     frame came (never, with a paused camera or enable false)."""

@@ -31,7 +31,7 @@ import contextlib
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, Optional, Set, Tuple
@@ -57,6 +57,10 @@ PUBLISH_BACKLOG = 1
 STOP_TIMEOUT_S = 120.0
 #: pause after an error in the worker's own wait (reported each time, never a busy loop)
 LOOP_ERROR_PAUSE_S = 0.5
+#: The outcome of the command an abandoned worker runs (see FrameWorker._abandon).
+ABANDONED = ("the tracker was abandoned while this request ran (a lifecycle transition or shutdown "
+             "did not wait for its call to end): its objects, and whatever the request changed, "
+             "are lost")
 
 
 @dataclass
@@ -125,17 +129,21 @@ class FrameWorker:
         self.tracker = tracker
         self._decode = decode
         self._publish = publish
-        self._health = health
-        self._log = logger
-        self._bad_input = bad_input
-        self._worker_error = worker_error
+        self._abandoned = threading.Event()  # see _abandon
+        # what the worker tells the node: nothing once stop() has abandoned it
+        self._count_received = self._unless_abandoned(health.on_received)
+        self._count_dropped = self._unless_abandoned(health.on_discarded)
+        self._log_info = self._unless_abandoned(logger.info)
+        self._bad_input = self._unless_abandoned(bad_input)
+        self._worker_error = self._unless_abandoned(worker_error)
         self._max_rate_hz = max_rate_hz
         self._keep_ratio = keep_ratio
         self._refused_keep_ratio: Optional[float] = None
         self._publish_on_prompt = publish_on_prompt
         #: the first usable frame starts an object automatically unless a prompt came first
         self._auto_start_pending = bool(auto_prompt_on_start)
-        self._on_auto_prompt = on_auto_prompt
+        self._on_auto_prompt = self._unless_abandoned(on_auto_prompt) if on_auto_prompt else None
+        self._running: Optional[_Command] = None  # the command the worker runs now
         self._cv = threading.Condition()
         self._slot: Optional[Tuple[str, Any, float]] = None
         self._commands: Deque[_Command] = deque()
@@ -175,7 +183,8 @@ class FrameWorker:
     def stop(self, timeout: Optional[float] = None) -> bool:
         """Stop taking frames and commands, wait for the frame in progress and the publication
         of what was tracked, fail what is queued. Nothing is published after this returns.
-        False when the tracking thread did not end within ``timeout`` (a tracker call hung)."""
+        False when the tracking thread did not end within ``timeout`` (a tracker call hung): the
+        worker is abandoned then (:meth:`_abandon`)."""
         timeout = STOP_TIMEOUT_S if timeout is None else timeout
         self._stop.set()
         with self._cv:
@@ -189,6 +198,8 @@ class FrameWorker:
                 ended = not thread.is_alive()
             if ended:
                 self._thread = None  # else the next stop() waits for it again
+            else:
+                self._abandon()
             publisher, self._publisher = self._publisher, None
             if publisher is not None:
                 with self._publish_cv:
@@ -203,6 +214,23 @@ class FrameWorker:
                     cmd.future.set_exception(InputError("the tracker stopped (lifecycle transition)"))
             return ended
 
+    def _abandon(self) -> None:
+        """stop() gave up on the tracker call in progress, and the node moves on without this
+        worker (a new one, new counters, the outputs of the next activation): the command it runs
+        fails now, and nothing the call does when it ends reaches the node (no reply, automatic
+        start announcement, count, error or log line)."""
+        self._abandoned.set()
+        running = self._running
+        if running is not None:
+            self._answer(running)
+
+    def _unless_abandoned(self, report: Callable[..., Any]) -> Callable[..., None]:
+        """``report`` (a node callback), silent once the worker is abandoned."""
+        def reported(*args: Any, **kwargs: Any) -> None:
+            if not self._abandoned.is_set():
+                report(*args, **kwargs)
+        return reported
+
     # ----------------------------------------------------------------------------- inputs
     def offer_frame(self, kind: str, msg: Any) -> None:
         """Keep ``msg`` as the newest frame (called by the image callbacks; never blocks)."""
@@ -216,7 +244,7 @@ class FrameWorker:
                                          or self._next_frame_at() > time.monotonic())
             self._slot = (kind, msg, time.monotonic())
             self._cv.notify_all()
-        self._health.on_received(replaced, rate_limited=rate_limited)
+        self._count_received(replaced, rate_limited=rate_limited)
 
     def settings_changed(self) -> None:
         """Wake the worker: a wait for the frame rate is measured again with the current
@@ -232,7 +260,7 @@ class FrameWorker:
         """Drop the waiting frame (disabled, stopping); it counts as dropped (caller holds _cv)."""
         if self._slot is not None:
             self._slot = None
-            self._health.on_discarded()
+            self._count_dropped()
 
     def submit(self, kind: str, arg: Any = None, queue_if_no_frame: bool = False) -> Future:
         """Queue a command for the worker; its future holds the outcome or the InputError."""
@@ -457,6 +485,7 @@ class FrameWorker:
     def _run_command(self, cmd: _Command) -> None:
         if not cmd.future.set_running_or_notify_cancel():
             return  # its waiter gave up and withdrew it (see wait): it must not apply later
+        self._running = cmd
         try:
             handler = {"prompt": self._cmd_prompt, "remove": self._cmd_remove,
                        "reset": self._cmd_reset, "auto_prompt": self._cmd_auto_prompt}[cmd.kind]
@@ -466,12 +495,23 @@ class FrameWorker:
         try:
             self._refresh_ids()  # before the reply, which lists the tracked ids
         finally:
+            self._running = None
+            self._answer(cmd, value, error)
+            if error is not None and not isinstance(error, FastSam2Error):
+                self._worker_error(error)
+
+    def _answer(self, cmd: _Command, value: Any = None, error: Optional[BaseException] = None) -> None:
+        """Give the command's waiter its outcome, once (the first answer stands); an abandoned
+        worker's command has failed (ABANDONED), whatever its call returned."""
+        if self._abandoned.is_set():
+            value, error = None, InputError(ABANDONED)
+        try:
             if error is None:
                 cmd.future.set_result(value)
             else:
                 cmd.future.set_exception(error)
-                if not isinstance(error, FastSam2Error):
-                    self._worker_error(error)
+        except InvalidStateError:  # answered already: by _abandon, while the call still ran
+            pass
 
     def _cmd_prompt(self, cmd: _Command) -> PromptOutcome:
         req: PromptRequest = cmd.arg
@@ -499,7 +539,7 @@ class FrameWorker:
         if len(self._pending) >= MAX_PENDING_PROMPTS:
             raise InputError(f"{MAX_PENDING_PROMPTS} prompts already wait for the first image")
         self._pending.append(req)
-        self._log.info(f"{req.source}: no image yet, prompt queued for the first frame: {req.describe()}")
+        self._log_info(f"{req.source}: no image yet, prompt queued for the first frame: {req.describe()}")
         return PromptOutcome(int(req.obj_id), queued=True)
 
     def _apply(self, req: PromptRequest, shape, image: Optional[np.ndarray] = None):
@@ -531,7 +571,7 @@ class FrameWorker:
             self._texts[obj_id] = req.text
         verb = "restarted" if restarted else ("started" if new else "refined")
         how = " from text alone (automatic click)" if auto else ""
-        self._log.info(f"{req.source}: object {obj_id} {verb}{how}: {req.describe()}")
+        self._log_info(f"{req.source}: object {obj_id} {verb}{how}: {req.describe()}")
         return PromptOutcome(obj_id, auto_prompted=auto), result
 
     # ----------------------------------------------------------------------------- automatic prompt
@@ -577,7 +617,7 @@ class FrameWorker:
         result = self.tracker.auto_prompt(obj_id, image=image)
         self._note_starts(result)
         plan = result.auto_prompt
-        self._log.info(f"{source}: {auto_prompt_summary(plan)}")
+        self._log_info(f"{source}: {auto_prompt_summary(plan)}")
         if self._on_auto_prompt is not None:
             self._on_auto_prompt(plan)
         return plan, result
@@ -587,7 +627,7 @@ class FrameWorker:
         self.tracker.remove_object(obj_id)
         self._auto_prompted.discard(obj_id)
         self._texts.pop(obj_id, None)
-        self._log.info(f"object {obj_id} removed")
+        self._log_info(f"object {obj_id} removed")
         return obj_id
 
     def _cmd_reset(self, cmd: _Command) -> None:
