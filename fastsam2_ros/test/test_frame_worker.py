@@ -318,6 +318,40 @@ def test_frames_thrown_away_by_disable_or_stop_count_as_dropped():
     assert "dropped" not in health.snapshot(warn_hold=5.0).message  # on purpose: no WARN
 
 
+def test_a_frame_whose_inference_raised_counts_as_dropped():
+    """Every received frame is processed, dropped or a bad input: one whose tracker call raised
+    (a CUDA out of memory) was only a worker error, so received = processed + dropped + 1."""
+    from fastsam2_ros.ros.diagnostics import NodeHealth
+
+    class FailingOnce(SceneTracker):
+        fail_next = True
+
+        def track(self, rgb):
+            if self.fail_next:
+                self.fail_next = False
+                raise RuntimeError("CUDA out of memory")
+            return super().track(rgb)
+
+    health, errors = NodeHealth(), []
+    tracker = FailingOnce(TrackerConfig())
+    worker = FrameWorker(tracker, decode=lambda kind, msg: msg.rgb,
+                         publish=lambda f: health.on_processed(0.0, 0.0, None), health=health,
+                         logger=SimpleNamespace(info=lambda *a, **k: None),
+                         bad_input=lambda *a, **k: None, worker_error=errors.append,
+                         max_rate_hz=lambda: 0.0, keep_ratio=lambda: tracker.keep_ratio,
+                         publish_on_prompt=lambda: True)
+    worker.start()
+    try:
+        _offer(worker, np.zeros((16, 16, 3), np.uint8))
+        assert wait_for(lambda: errors, 5.0)
+        _offer(worker, np.zeros((16, 16, 3), np.uint8))
+        assert wait_for(lambda: health.counts()["processed"] == 1, 5.0)
+    finally:
+        worker.stop()
+    c = health.counts()
+    assert c["received"] == 2 and c["processed"] + c["dropped"] + c["bad_inputs"] == 2, c
+
+
 def _prompt_worker(tracker):
     worker = make_worker(tracker, Recorder())
     published = []

@@ -111,7 +111,8 @@ class NodeHealth:
 
     def on_discarded(self) -> None:
         """A received frame was thrown away unprocessed on purpose (disabled, lifecycle
-        transition): dropped, without a WARN."""
+        transition), or its inference failed (an ERROR of its own, as a worker error): dropped,
+        without the overload WARN."""
         with self._lock:
             self.dropped += 1
 

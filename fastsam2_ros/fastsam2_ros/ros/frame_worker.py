@@ -390,6 +390,9 @@ class FrameWorker:
             if prompt is not None:
                 raise _FrameRefused(exc) from exc
             return None
+        except Exception:  # inference failed (a CUDA out of memory): the caller reports it as a
+            self._count_dropped()  # worker error; the frame is dropped, so every one is counted
+            raise
         finally:
             self._refresh_ids()
             if not taken and self.tracker.frame_index != before:
