@@ -119,3 +119,74 @@ def test_a_signal_during_the_start_up_model_load_ends_the_node_at_once(sig):
     assert took < 15.0, f"{took:.1f} s after the signal\n{out[-3000:]}"
     assert "interrupted while starting up" in out and "active:" not in out, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
+
+
+SLOW_AUTO_PROMPT = """
+import os, sys, time
+sys.path.insert(0, {test_dir!r})
+from scene_tracker import SceneTracker
+from fastsam2_ros.ros import tracker_node
+
+class SlowAutoPrompt(SceneTracker):
+    def auto_prompt(self, obj_id, image=None):  # proposals and a caption on a CPU
+        print("automatic prompt started", flush=True)
+        time.sleep(60)
+        raise RuntimeError("not reached in time")
+
+os._exit(tracker_node.main({args!r}, tracker_factory=SlowAutoPrompt))
+"""
+
+
+def test_a_signal_during_a_long_automatic_prompt_ends_the_node_in_time():
+    """After start-up a signal made the node wait for the tracker call in progress for up to
+    STOP_TIMEOUT_S (120 s), a second Ctrl-C included: ros2 launch SIGKILLs a node 10 s after its
+    SIGINT, and an automatic prompt takes tens of seconds on a CPU."""
+    ns = "/slowauto"
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), RCUTILS_LOGGING_BUFFERED_STREAM="0")
+    code = SLOW_AUTO_PROMPT.format(test_dir=os.path.dirname(os.path.abspath(__file__)),
+                                   args=["--ros-args", "-r", f"__ns:={ns}", "-p",
+                                         "allow_random_weights:=true", "-p",
+                                         "auto_prompt_on_start:=true"])
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines, started = [], threading.Event()
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+            if "automatic prompt started" in line:
+                started.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN_ID)
+    probe = Probe(ctx, ns)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(probe)
+    threading.Thread(target=ex.spin, daemon=True).start()
+    try:
+        assert wait_for(lambda: probe.image.get_subscription_count() > 0, 120.0), "node did not come up"
+        deadline = time.monotonic() + 60.0
+        while not started.wait(0.5) and time.monotonic() < deadline:
+            probe.publish_frame()  # (best effort: the first ones may go before the match)
+        assert started.is_set(), "".join(lines)[-3000:]
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=50)
+        except subprocess.TimeoutExpired:
+            pass
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        ex.shutdown(timeout_sec=5.0)
+        probe.destroy_node()
+        rclpy.shutdown(context=ctx)
+    reader.join(5.0)
+    out = "".join(lines)
+    assert took < 10.0, f"still running {took:.1f} s after the signal\n{out[-3000:]}"
+    assert proc.returncode == 0, out[-3000:]
+    assert "shutting down" in out and "Traceback" not in out, out[-3000:]

@@ -245,32 +245,32 @@ class TrackerNode(LifecycleNode):
             except Exception:  # noqa: BLE001 - teardown must finish
                 self.get_logger().error(f"teardown: could not {what}:\n{traceback.format_exc()}")
 
-    def stop_processing(self) -> None:
-        """Stop the frame worker: no tracker call and no publication after this returns."""
-        self._stop_worker()
+    def stop_processing(self, timeout: Optional[float] = None) -> None:
+        """Stop the frame worker: no tracker call and no publication after this returns (a call
+        still running after ``timeout`` s, default STOP_TIMEOUT_S, is abandoned with its tracker)."""
+        self._stop_worker(timeout)
 
-    def _stop_worker(self) -> None:
+    def _stop_worker(self, timeout: Optional[float] = None) -> None:
         """Serialised: a stop from the signal handler's path and one from a transition must not
         let the second go on (to release the model) while the first still waits for a call."""
         with self._worker_stop_lock:
             worker, self._worker = self._worker, None
             if worker is not None:
-                ended = worker.stop()
+                ended = worker.stop(timeout)
                 # for the next worker, if the model stays (a worker still running may change them)
                 self._object_notes = worker.notes() if ended else None
                 if not ended:
-                    self._abandon_tracker()
+                    self._abandon_tracker(frame_worker.STOP_TIMEOUT_S if timeout is None else timeout)
 
-    def _abandon_tracker(self) -> None:
+    def _abandon_tracker(self, waited_s: float) -> None:
         """The worker is still inside a tracker call (a long automatic prompt, a hung GPU): the
         tracker stays with that thread, neither released under it nor shared with a new worker;
         the next activate loads a new one."""
         tracker, self._tracker = self._tracker, None
         if tracker is not None:
             self.get_logger().error(
-                f"the frame worker did not finish its tracker call within "
-                f"{frame_worker.STOP_TIMEOUT_S:g} s; that tracker is left to it (its objects are lost) "
-                "and a new one is loaded on activate")
+                f"the frame worker did not finish its tracker call within {waited_s:g} s; that "
+                "tracker is left to it (its objects are lost; an activate loads a new one)")
 
     def _destroy_subscriptions(self) -> None:
         subs, self._subs = self._subs, []
@@ -727,6 +727,11 @@ def _decode(kind: str, msg: Any) -> np.ndarray:
     return image_to_rgb(msg, copy=False) if kind == "raw" else compressed_to_rgb(msg)
 
 
+#: How long the process waits at exit (Ctrl-C, SIGTERM) for the tracker call in progress. A longer
+#: one (an automatic prompt takes tens of seconds on a CPU) is abandoned, as at deactivate, and the
+#: process ends anyway: ``ros2 launch`` sends SIGTERM 5 s after its SIGINT and SIGKILL 5 s later.
+EXIT_STOP_TIMEOUT_S = 3.0
+
 #: Spins in a row that raise before ``spin_until_stopped`` gives up (about 5 s of failures).
 SPIN_FAILURES_TO_GIVE_UP = 100
 
@@ -768,7 +773,8 @@ def main(args: Optional[List[str]] = None,
     and the node go, then the ROS context — so a frame in flight never publishes on a dead context
     and no handle is destroyed under a waiting executor. (rclpy's own signal handler would
     invalidate the context first, while the worker may be publishing.) A signal during the
-    start-up's configure and activate interrupts them (the node never activates after it).
+    start-up's configure and activate interrupts them (the node never activates after it); after
+    start-up the worker's tracker call gets EXIT_STOP_TIMEOUT_S, then is abandoned.
     """
     keep_freed_memory()  # image-sized buffers are reused, not faulted in again every frame
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -808,7 +814,7 @@ def main(args: Optional[List[str]] = None,
         # then the context
         node.get_logger().info("shutting down")
         stop.set()
-        node.stop_processing()
+        node.stop_processing(EXIT_STOP_TIMEOUT_S)
         executor.shutdown(timeout_sec=5.0)
         spinner.join(timeout=5.0)
         node.destroy_node()
