@@ -333,6 +333,64 @@ def test_tokens_under_the_previous_mask_are_always_kept_first(trained):
     assert kept <= set(range(40, 52)), sorted(kept)
 
 
+def test_the_prototype_is_the_mean_token_under_the_previous_mask_not_its_dilation():
+    """The prototype was averaged over the mask dilated by one token: for a 3x3-token object that
+    is 9 object and 16 surrounding tokens, so it pointed at the surface the object sits on and an
+    object that moved past the dilated mask was ranked like background (review math7)."""
+    g = torch.Generator().manual_seed(0)
+    h = w = 16
+    c = 32
+    tokens = torch.randn(h, w, c, generator=g)
+    prev_logits = torch.full((1, 1, 4 * h, 4 * w), -8.0)  # 4 mask pixels per token
+    prev_logits[0, 0, 20:32, 20:32] = 8.0  # the object covered tokens rows/cols 5-7
+    sig = TokenRouter(c, mc_passes=0).signals(tokens.reshape(-1, c), (h, w), None, None, prev_logits)
+    under = tokens[5:8, 5:8].reshape(-1, c).mean(0)
+    expected = torch.nn.functional.cosine_similarity(tokens.reshape(-1, c), under[None], dim=-1)
+    assert torch.allclose(sig.prototype[0], expected, atol=1e-5)
+    assert int(sig.prior.sum()) == 25  # the prior stays dilated: 5x5 tokens
+    assert bool(sig.has_prototype[0])
+
+
+def test_the_kept_tokens_are_the_top_k_of_the_scores_when_the_softmax_underflows():
+    """The keep set was the top-k of the softmax: with the prior's bonus the scores spread over
+    more than ~104, exp underflowed to 0 for every token outside the prior, and top-k chose among
+    thousands of ties instead of by score (review math7: kept -3.47, dropped +3.50)."""
+    from fastsam2_ros.core.router import RouterSignals
+
+    torch.manual_seed(0)
+    n, c, keep = 64 * 64, 8, 60
+    uncertainty, prototype = torch.rand(n), torch.rand(1, n)
+    uncertainty[105] = prototype[0, 105] = 1e4  # one token under the prior stands out in both:
+    prior = torch.zeros(1, n)  # standardised ~sqrt(n) = 64 each, and the prior's bonus doubles
+    prior[0, 100:110] = 1.0  # the spread: exp(-195) is 0 in float32. 10 prior tokens, k = 60
+    sig = RouterSignals(tokens=torch.randn(n, c), uncertainty=uncertainty, prior=prior,
+                        prototype=prototype, has_prototype=torch.ones(1, dtype=torch.bool))
+    out = TokenRouter(c, mc_passes=0).route(sig, keep)
+    assert int((out.probs[0] == 0).sum()) > keep  # the softmax did underflow
+    kept = torch.zeros(n, dtype=torch.bool)
+    kept[out.keep_idx[0]] = True
+    assert float(out.scores[0][kept].min()) >= float(out.scores[0][~kept].max())
+
+
+@pytest.mark.parametrize("text_mode, text_moves_scores", [("none", False), ("clip_ridge", True)])
+def test_a_router_trained_without_texts_gets_no_text_input(text_mode, text_moves_scores):
+    """Trained without texts, the MLP's text weights never left their random start; a text at
+    tracking time went through them and moved the scores, with no warning (review math7)."""
+    from fastsam2_ros.core.router import RouterSignals
+
+    torch.manual_seed(2)
+    n, c = 64, 8
+    mlp = RouterMLP(c)
+    mlp.meta = router_inputs("tiny", mc_passes=0, mc_dropout=0.1, text_mode=text_mode,
+                             clip_model="ViT-B-16")
+    base = RouterSignals(tokens=torch.randn(n, c))
+    texted = RouterSignals(tokens=base.tokens, text=torch.rand(1, n), has_text=torch.ones(1),
+                           text_scales=torch.rand(1, n), text_vector=torch.randn(1, c))
+    router = TokenRouter(c, mc_passes=0, mlp=mlp)
+    moved = not torch.allclose(router.route(base, 10).scores, router.route(texted, 10).scores)
+    assert moved == text_moves_scores
+
+
 def test_the_router_input_composed_from_its_factors_is_the_papers_h():
     """Router training stores h_i factored; composing it must give [x; a·t; σ̃·W_u] exactly."""
     from fastsam2_ros.core.router import FusedFactors

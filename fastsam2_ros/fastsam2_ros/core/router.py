@@ -20,13 +20,14 @@ With trained weights (``router_weights``) the paper's MLP scores ``h_i = [x_i; t
 them a training-free fusion of the same signals is used and reported as ``training_free``.
 Both add a bonus to tokens under the object's previous mask (dilated by one token): the paper's
 MLP input says what a token is, not where the tracked object was a frame ago.
-Scores are softmax-normalised (eq. 12); top-k of the softmax equals top-k of the logits.
+Scores are softmax-normalised (eq. 12) for reporting; the kept set is the top-k of the scores
+themselves (the same order, without the ties of a softmax that underflows to 0).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -58,6 +59,12 @@ class RouterMLP(nn.Module):
         self.token_dim = token_dim
         self.net = nn.Sequential(nn.Linear(3 * token_dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
         self.meta: dict = {}  # the training settings stored in its file (see ``load_router``)
+
+    @property
+    def reads_text(self) -> bool:
+        """Trained with texts. Trained without (``text_mode: none``), its text input was zero, so
+        its weights for that part are still the random initialisation: it gets zeros again."""
+        return self.meta.get("text_mode") != "none"
 
     def forward(self, fused: torch.Tensor) -> torch.Tensor:
         return self.net(fused).squeeze(-1)
@@ -136,7 +143,7 @@ def router_inputs(model_cfg: str, mc_passes: int, mc_dropout: float, text_mode: 
 def router_setting_mismatches(meta: dict, running: dict) -> list:
     """Where a loaded router was trained with other input settings than ``running``
     (``router_inputs``; a router trained without text, ``text_mode: none``, fits any text mode:
-    its text input was zero; a setting that is None on either side did not shape an input
+    its text input stays zero, ``RouterMLP.reads_text``; a setting that is None on either side did not shape an input
     there; a file may name its model by an alias)."""
     out = []
     for key, value in running.items():
@@ -169,9 +176,9 @@ class RouterSignals:
     has_text: Optional[torch.Tensor] = None  # [B] 1.0 / 0.0
     text_scales: Optional[torch.Tensor] = None  # [B, N]: text_i = text_scales_i * text_vector
     text_vector: Optional[torch.Tensor] = None  # [B, C]
-    prototype: Optional[torch.Tensor] = None  # [B, N]
+    prototype: Optional[torch.Tensor] = None  # [B, N] cosine to the mean token under the previous mask
     has_prototype: Optional[torch.Tensor] = None  # [B] bool
-    prior: Optional[torch.Tensor] = None  # [B, N] previous mask (dilated), {0, 1}
+    prior: Optional[torch.Tensor] = None  # [B, N] previous mask dilated by one token, {0, 1}
 
 
 @dataclass
@@ -264,13 +271,19 @@ class TokenRouter(nn.Module):
         return minmax(per_token.float().std(dim=0, unbiased=False))
 
     @staticmethod
+    def previous_mask_tokens(mask_logits: torch.Tensor, grid_hw: tuple) -> torch.Tensor:
+        """Previous low-res mask logits [B, 1, h, w] -> {0,1} per token [B, 1, gh, gw]: the
+        tokens the object covered (the prototype's support)."""
+        return F.adaptive_max_pool2d((mask_logits.float() > 0).float(), grid_hw)
+
+    @staticmethod
     def previous_mask_prior(mask_logits: Optional[torch.Tensor], grid_hw: tuple) -> Optional[torch.Tensor]:
-        """Previous low-res mask logits [B, 1, h, w] -> {0,1} per token [B, N], dilated by one token."""
+        """Previous low-res mask logits [B, 1, h, w] -> {0,1} per token [B, N], dilated by one
+        token (the expected motion)."""
         if mask_logits is None:
             return None
-        m = F.adaptive_max_pool2d((mask_logits.float() > 0).float(), grid_hw)
-        m = F.max_pool2d(m, kernel_size=3, stride=1, padding=1)
-        return m.flatten(1)
+        m = TokenRouter.previous_mask_tokens(mask_logits, grid_hw)
+        return F.max_pool2d(m, kernel_size=3, stride=1, padding=1).flatten(1)
 
     def signals(self, tokens: torch.Tensor, grid_hw: tuple, attn_layer,
                 text: Optional[TextRows], prev_mask_logits: Optional[torch.Tensor],
@@ -282,9 +295,10 @@ class TokenRouter(nn.Module):
             sig.has_text = text.has_text
             sig.text_scales, sig.text_vector = text.token_scales(sig.text), text.vector
         sig.prior = self.previous_mask_prior(prev_mask_logits, grid_hw)
-        if sig.prior is not None:
-            mass = sig.prior.sum(1)
-            proto = (sig.tokens[None] * sig.prior[..., None]).sum(1) / mass.clamp_min(1.0)[:, None]
+        if sig.prior is not None:  # the prototype: the mean token under the mask, not its dilation
+            under = self.previous_mask_tokens(prev_mask_logits, grid_hw).flatten(1)  # (mostly
+            mass = under.sum(1)  # background around a small object)
+            proto = (sig.tokens[None] * under[..., None]).sum(1) / mass.clamp_min(1.0)[:, None]
             sig.prototype = F.cosine_similarity(sig.tokens[None], proto[:, None], dim=-1)
             sig.has_prototype = mass > 0
         return sig
@@ -338,13 +352,15 @@ class TokenRouter(nn.Module):
             rows = sig.prior.shape[0]
         if self.mlp is not None:
             mlp = self.mlp.to(sig.tokens.device)
+            if not mlp.reads_text:
+                sig = replace(sig, text_scales=None, text_vector=None)
             scores = standardize(mlp(self.fused_features(sig, rows)).float())
             if sig.prior is not None:  # the MLP input does not say where the object just was
                 scores = prior_first(scores, sig.prior)
         else:
             scores = self.training_free_scores(sig, rows)
         probs = torch.softmax(scores.float(), dim=-1)
-        keep_idx = torch.topk(probs, keep, dim=-1, sorted=False).indices.sort(dim=-1).values
+        keep_idx = torch.topk(scores.float(), keep, dim=-1, sorted=False).indices.sort(dim=-1).values
         return RouterOutput(scores=scores, probs=probs, keep_idx=keep_idx, mode=self.mode)
 
 
