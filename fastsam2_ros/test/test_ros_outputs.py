@@ -198,3 +198,20 @@ def test_overlay_as_jpeg_for_remote_viewing(h):
         assert np.abs(decoded.astype(int) - expected).mean() < swapped  # RGB, not BGR
         assert not p.by_stamp("overlay", key)  # the raw overlay stays off
     set_params(node, dict(publish_overlay_compressed=False))
+
+
+def test_a_frame_is_counted_before_its_stats_go_out(h, monkeypatch):
+    """The stats message says the frame is processed (processed_frames); the node's own count
+    came only after it was published, so a reader of /diagnostics or of the counts who had the
+    message saw one frame fewer (review flaky7: a 20 ms stall there failed two node tests)."""
+    pub = h.node._outputs._pubs["stats"]
+    publish, seen = pub.publish, []
+
+    def publish_and_note(msg):
+        seen.append((msg.processed_frames, h.node.health.counts()["processed"]))
+        publish(msg)
+
+    monkeypatch.setattr(pub, "publish", publish_and_note)
+    for i in range(2):
+        h.probe.wait_outputs(h.probe.publish_frame(scene(*SIZES[0], seed=10 + i)), ("stats",))
+    assert len(seen) == 2 and all(said == counted for said, counted in seen), seen

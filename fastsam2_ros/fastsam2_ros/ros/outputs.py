@@ -112,11 +112,11 @@ class OutputPublishers:
             ctx.node_ms["overlay"] = (time.perf_counter() - t1) * 1e3
         ctx.node_latency_ms = (time.monotonic() - frame.received) * 1e3
         stats = stats_to_msg(result.stats, result, ctx)
+        self._health.auto_prompted = list(stats.auto_prompted_ids)
+        if frame.fresh:  # counted before the stats go out, which already count it (processed_frames)
+            self._health.on_processed(float(stats.total_ms), ctx.node_latency_ms, stats)
         if s["publish_stats"]:
             pubs["stats"].publish(stats)
-        self._health.auto_prompted = list(stats.auto_prompted_ids)
-        if frame.fresh:
-            self._health.on_processed(float(stats.total_ms), ctx.node_latency_ms, stats)
 
     def _image(self, topic: str, h: int, w: int, encoding: str, header: Any):
         """``topic``'s Image message and a view of its data, to compute this frame's image into.
