@@ -16,6 +16,17 @@ from fastsam2_ros.core.tracker import StreamingTracker
 
 NUM_FRAMES = 12
 REFINE_AT = 6
+#: The logits agree within this; a pixel whose official logit is closer to 0 may binarise either
+#: way on another CPU (another kernel's float32 rounding), so its mask value is not compared.
+LOGIT_TOL = 1e-4
+
+
+def assert_same_mask(mask: np.ndarray, official_logits: np.ndarray, what: str) -> None:
+    """The binary mask equals the official one wherever the official logit is clearly signed
+    (a random-weight model puts a few logits within 1e-8 of 0; one flipped with MKL_CBWR set)."""
+    clear = np.abs(official_logits) > LOGIT_TOL
+    assert clear.mean() > 0.99, f"{what}: too few clearly signed logits to compare"
+    assert np.array_equal(mask[clear], official_logits[clear] > 0), what
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +111,9 @@ def test_dense_tracker_matches_official_predictor(name, models, clip_dir):
         ids = sorted(first)
         mine = np.stack([got[t].logits[i] for i in ids])
         assert mine.shape == ref[t].shape == (len(ids),) + frames[0].shape[:2]
-        np.testing.assert_allclose(mine, ref[t], atol=1e-4, rtol=0, err_msg=f"frame {t}")
+        np.testing.assert_allclose(mine, ref[t], atol=LOGIT_TOL, rtol=0, err_msg=f"frame {t}")
         for k, i in enumerate(ids):
-            assert np.array_equal(got[t].masks[i], ref[t][k] > 0), f"frame {t} object {i}"
+            assert_same_mask(got[t].masks[i], ref[t][k], f"frame {t} object {i}")
     # the refined object now has two conditioning frames, as in the official state
     row = tracker.objects[refines[0][0]].row
     assert sorted(f for f in tracker.bank.cond_frames[row] if f >= 0) == [0, REFINE_AT]
@@ -141,9 +152,9 @@ def test_static_buffer_protocol_matches_official(models, clip_dir, monkeypatch):
     assert len(tracker.runner._entries) == 2  # padded early bank (masked) and the refined layout
     for t in range(NUM_FRAMES):
         mine = np.stack([got[t].logits[i] for i in sorted(first)])
-        np.testing.assert_allclose(mine, ref[t], atol=1e-4, rtol=0, err_msg=f"frame {t}")
+        np.testing.assert_allclose(mine, ref[t], atol=LOGIT_TOL, rtol=0, err_msg=f"frame {t}")
         for k, i in enumerate(sorted(first)):
-            assert np.array_equal(got[t].masks[i], ref[t][k] > 0), f"frame {t} object {i}"
+            assert_same_mask(got[t].masks[i], ref[t][k], f"frame {t} object {i}")
 
 
 def _first_and_latest(frame_idx, cond_outputs, max_cond):
@@ -197,8 +208,8 @@ def test_prompted_frames_left_out_of_the_conditioning_read_are_read_as_recent_on
             if t in clicks:
                 res = tracker.add_prompt(1, **clicks[t])
             mine = np.stack([res.logits[i] for i in sorted(first)])
-            np.testing.assert_allclose(mine, ref[t], atol=1e-4, rtol=0,
+            np.testing.assert_allclose(mine, ref[t], atol=LOGIT_TOL, rtol=0,
                                        err_msg=f"frame {t} static_buffers={static_buffers}")
             for k, i in enumerate(sorted(first)):
-                assert np.array_equal(res.masks[i], ref[t][k] > 0), f"frame {t} object {i}"
+                assert_same_mask(res.masks[i], ref[t][k], f"frame {t} object {i}")
         assert sorted(tracker.bank.cond_frames[tracker.objects[1].row]) == [0, 5, 6]
