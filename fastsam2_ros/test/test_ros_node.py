@@ -179,6 +179,8 @@ def test_services(h):
 
 def test_clicks_from_rqt_and_rviz(h):
     p, node = h.probe, h.node
+    p.wait_outputs(p.publish_frame(), ("stats",))  # a frame to click on (also when run alone)
+    before = set(node._tracked_ids()) - {5, 6}
     node.set_parameters([Parameter("click_object_id", value=5)])
     p.click.publish(Point(x=50.0, y=20.0, z=0.0))
     assert wait_for(lambda: 5 in node._tracked_ids()), "click did not start object 5"
@@ -201,7 +203,8 @@ def test_clicks_from_rqt_and_rviz(h):
     pt.header.frame_id = "cam_optical"
     pt.point.x, pt.point.y, pt.point.z = 0.0, 0.0, 2.0
     p.clicked.publish(pt)
-    assert wait_for(lambda: len(node._tracked_ids()) == 3), f"clicked_point not applied: {node._tracked_ids()}"
+    assert wait_for(lambda: len(node._tracked_ids()) == len(before) + 2), \
+        f"clicked_point not applied: {node._tracked_ids()}"
     assert node.health.counts()["prompt_errors"] == errors
     # another frame without TF: clear warning, nothing applied
     pt.header.frame_id = "map"
@@ -221,10 +224,10 @@ def test_clicks_from_rqt_and_rviz(h):
     p.clicked.publish(pt)
     assert wait_for(lambda: node.health.counts()["prompt_errors"] == errors + 3, 20.0)
     assert f"projected for {2 * W}x{2 * H} images" in node.health.last_error, node.health.last_error
-    assert len(node._tracked_ids()) == 3
+    assert len(node._tracked_ids()) == len(before) + 2
     node.set_parameters([Parameter("click_new_object", value=False)])
     for obj in node._tracked_ids():
-        if obj != 1:
+        if obj not in before:
             assert p.call(p.remove, RemoveObject.Request(object_id=obj)).success
 
 
