@@ -84,6 +84,18 @@ def check_images(out, key, frame_id="cam_optical"):
     return m, lab
 
 
+def frame_and_object_1(h):
+    """A processed frame, and object 1 tracked: the state the earlier tests leave, made here when a
+    test runs without them (object 1 is started from the prompt topic, as the first test does).
+    Returns the ids tracked then."""
+    p, node = h.probe, h.node
+    p.wait_outputs(p.publish_frame(), ("stats",))
+    if 1 not in node._tracked_ids():
+        p.prompt.publish(prompt_msg(1, True, points=[(30, 30)]))
+        assert wait_for(lambda: 1 in node._tracked_ids(), 30.0), "object 1 did not start"
+    return sorted(node._tracked_ids())
+
+
 # ------------------------------------------------------------------------------------------ tests
 def test_queued_prompt_then_padded_bgr_frame(h):
     p, node = h.probe, h.node
@@ -113,6 +125,7 @@ def test_every_input_encoding(h):
 
 def test_stats_consistent_with_tracker(h):
     p, node = h.probe, h.node
+    frame_and_object_1(h)  # an object, so there is a memory bank and a kept-token count
     keys = [p.publish_frame(frame_rgb(shift=s)) for s in (0,)]
     out = p.wait_outputs(keys[-1])
     key2 = p.publish_frame(frame_rgb(shift=2))
@@ -149,10 +162,12 @@ def test_text_only_prompt_starts_tracking(h):
 
 def test_services(h):
     p = h.probe
+    before = frame_and_object_1(h)  # [1] after the earlier tests
     r = p.call(p.add, add_request(obj_id=0, box=(5, 5, 40, 40)))
     assert r.success, r.message
     new_id = r.object_id
-    assert new_id == 2 and list(r.object_ids) == [1, 2] and not r.auto_prompted
+    smallest_free = next(i for i in range(1, len(before) + 2) if i not in before)
+    assert new_id == smallest_free and list(r.object_ids) == sorted(before + [new_id]) and not r.auto_prompted
     r = p.call(p.add, add_request(obj_id=new_id, new=False, points=[(10, 12)], labels=[0]))
     assert r.success and r.object_id == new_id
     r = p.call(p.add, add_request(obj_id=77, new=False, points=[(10, 10)]))
@@ -164,7 +179,7 @@ def test_services(h):
     r = p.call(p.add, add_request(obj_id=9, points=[(500, 3)]))
     assert not r.success and "outside" in r.message
     r = p.call(p.remove, RemoveObject.Request(object_id=new_id))
-    assert r.success and list(r.object_ids) == [1]
+    assert r.success and list(r.object_ids) == before
     r = p.call(p.remove, RemoveObject.Request(object_id=new_id))
     assert not r.success and "unknown" in r.message
     # enable switch
@@ -235,6 +250,7 @@ def test_bad_inputs_are_survived(h):
     import array
 
     p, node = h.probe, h.node
+    before = frame_and_object_1(h)  # prompts are checked against a frame and object 1
     c0 = node.health.counts()
     n_diag = len(p.got("diag"))
     bad = []
@@ -259,7 +275,7 @@ def test_bad_inputs_are_survived(h):
     p.click.publish(Point(x=float("inf"), y=1.0, z=0.0))
     assert wait_for(lambda: node.health.counts()["prompt_errors"] >= c0["prompt_errors"] + 6, 30.0), \
         node.health.counts()
-    assert node._tracked_ids() == [1]
+    assert node._tracked_ids() == before
     assert wait_for(lambda: any(s.level == b"\x01" and "bad input" in s.message
                                 for d in p.got("diag")[n_diag:] for s in d.status), 10.0)
     key = p.publish_frame()
@@ -322,6 +338,7 @@ def test_diagnostics_published(h):
 
 def test_keep_ratio_is_live(h):
     p, node = h.probe, h.node
+    frame_and_object_1(h)  # an object, so the frame has a kept-token count
     assert node.set_parameters([Parameter("keep_ratio", value=1.0)])[0].successful
     st = p.wait_outputs(p.publish_frame())["stats"]
     assert st.keep_ratio == pytest.approx(1.0) and st.router_mode == "dense"
