@@ -20,8 +20,8 @@ With trained weights (``router_weights``) the paper's MLP scores ``h_i = [x_i; t
 them a training-free fusion of the same signals is used and reported as ``training_free``.
 Both add a bonus to tokens under the object's previous mask (dilated by one token): the paper's
 MLP input says what a token is, not where the tracked object was a frame ago.
-Scores are softmax-normalised (eq. 12) for reporting; the kept set is the top-k of the scores
-themselves (the same order, without the ties of a softmax that underflows to 0).
+The kept set is the top-k of the scores themselves: the paper's softmax (eq. 12) keeps their
+order, and in float32 it underflows to 0 (ties) past a spread of ~104, so it is not computed.
 """
 
 from __future__ import annotations
@@ -206,7 +206,6 @@ class FusedFactors:
 @dataclass
 class RouterOutput:
     scores: torch.Tensor  # [B, N] raw router logits
-    probs: torch.Tensor  # [B, N] softmax of scores
     keep_idx: torch.Tensor  # [B, k] sorted grid indices
     mode: str  # mlp | training_free
 
@@ -359,9 +358,8 @@ class TokenRouter(nn.Module):
                 scores = prior_first(scores, sig.prior)
         else:
             scores = self.training_free_scores(sig, rows)
-        probs = torch.softmax(scores.float(), dim=-1)
         keep_idx = torch.topk(scores.float(), keep, dim=-1, sorted=False).indices.sort(dim=-1).values
-        return RouterOutput(scores=scores, probs=probs, keep_idx=keep_idx, mode=self.mode)
+        return RouterOutput(scores=scores, keep_idx=keep_idx, mode=self.mode)
 
 
 def prior_first(scores: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
