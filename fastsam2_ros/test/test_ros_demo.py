@@ -81,8 +81,10 @@ def test_a_second_ctrl_c_is_ignored_while_the_demo_shuts_ros_down():
     """It interrupted the teardown and the process aborted with the spin thread still running."""
     import signal
 
+    from fastsam2_ros.ros.cli_process import no_interrupts
+
     before = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]
-    with demo._no_interrupts():
+    with no_interrupts():
         assert signal.getsignal(signal.SIGINT) is signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == before
 

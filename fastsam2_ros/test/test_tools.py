@@ -5,6 +5,7 @@ import os
 import pathlib
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from PIL import Image
+from polling import wait_for
 
 from fastsam2_ros import bench, router_training
 from fastsam2_ros.core import TrackerConfig
@@ -880,3 +882,129 @@ def test_the_ros_wheels_cmake_files_are_pointed_at_this_python_without_root(tmp_
         assert run.returncode == 0 and not run.stderr, run.stderr
         assert cmake.read_text() == (f'INTERFACE_INCLUDE_DIRECTORIES "{sysconfig.get_paths()["include"]};'
                                      f'{np.get_include()}"\n')
+
+
+# ------------------------------------------------------------------------------------------------
+# review demo7: fastsam2-bench --node
+# ------------------------------------------------------------------------------------------------
+NODE_BENCH_DOMAIN_ID = int(os.environ.get("FASTSAM2_TEST_DOMAIN_BASE", "60")) + 12
+#: points of two latency frames 1 s apart: a run still going when the test stops it
+SLOW_POINTS = ("--sizes", ",".join(["64x48"] * 30), "--sets", "mask", "--frames", "2",
+               "--warmup", "0", "--gap-ms", "1000", "--rate", "0")
+
+
+def children_of(pid):
+    """The processes whose parent is ``pid``."""
+    kids = []
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def running(pid):
+    """Whether process ``pid`` runs (a zombie nobody reaped has ended)."""
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def start_node_bench(tmp_path, *flags):
+    """`fastsam2-bench --node` in a process of its own, once it has printed its first point:
+    (the process, the pid of its node process, that first line)."""
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    with open(tmp_path / "stderr.log", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "fastsam2_ros.bench", "--node", *SLOW_POINTS,
+                                 "--domain-id", str(NODE_BENCH_DOMAIN_ID),
+                                 "--json", str(tmp_path / "node.json"), *flags],
+                                env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+    first = proc.stdout.readline()
+    return proc, children_of(proc.pid), first
+
+
+def stop_all(proc, nodes):
+    """What a failed test leaves: the bench and its node process (an orphan on failure)."""
+    for pid in nodes:
+        if running(pid):
+            os.kill(pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    proc.stdout.close()
+
+
+def test_node_bench_on_sigterm_stops_its_node_and_writes_what_it_measured(tmp_path):
+    """kill, systemd, a CI runner's cancel: the bench died at once (rc -15) and its node process
+    ran on under ppid 1 with the /fastsam2_bench topics; Ctrl-C ended in a traceback and the
+    points measured were not written."""
+    proc, nodes, first = start_node_bench(tmp_path)
+    try:
+        assert first.startswith("64x48") and len(nodes) == 1, (first, nodes,
+                                                               (tmp_path / "stderr.log").read_text())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 130
+        assert not running(nodes[0])
+    finally:
+        stop_all(proc, nodes)
+    err = (tmp_path / "stderr.log").read_text()
+    assert "Traceback" not in err and "interrupted after" in err, err[-3000:]
+    report = json.loads((tmp_path / "node.json").read_text())
+    assert report["interrupted"] is True and 1 <= len(report["results"]) < 30
+    assert report["results"][0]["latency"]["mask_latency_ms"]["n"] == 2
+
+
+@pytest.mark.parametrize("tracker", ["standin", "floor"])
+def test_node_bench_node_process_ends_when_the_bench_is_killed(tmp_path, tracker):
+    """SIGKILL, the OOM killer: nothing in the bench runs, and its node process ran on as an
+    orphan (with --tracker real, SAM 2 in memory)."""
+    proc, nodes, first = start_node_bench(tmp_path, "--tracker", tracker)
+    try:
+        assert first.startswith("64x48") and len(nodes) == 1, (first, nodes,
+                                                               (tmp_path / "stderr.log").read_text())
+        proc.kill()
+        proc.wait()
+        assert wait_for(lambda: not running(nodes[0]), 30.0, step=0.1), "the node process outlived the bench"
+    finally:
+        stop_all(proc, nodes)
+
+
+CHILD_OF_A_PARENT = """
+import signal, sys
+from fastsam2_ros.ros import cli_process
+if sys.argv[2] == "poll":  # where there is no prctl (not Linux)
+    cli_process._set_parent_death_signal = lambda sig: False
+    cli_process.PARENT_POLL_S = 0.05
+cli_process.exit_with_parent(int(sys.argv[1]))
+print("ready", flush=True)
+signal.pause()
+"""
+PARENT = """
+import os, signal, subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], str(os.getpid()), sys.argv[2]],
+                         stdout=subprocess.PIPE, text=True)
+print(child.pid, child.stdout.readline().strip(), flush=True)
+signal.pause()
+"""
+
+
+@pytest.mark.parametrize("how", ["prctl", "poll"])
+def test_a_process_that_exits_with_its_parent_gets_its_ctrl_c_when_the_parent_dies(how):
+    """The helper of the benchmark's node process, both ways: prctl's parent-death signal and,
+    where there is none, a poll of os.getppid()."""
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD_OF_A_PARENT, how],
+                              stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        pid, ready = parent.stdout.readline().split()
+        child = int(pid)
+        assert ready == "ready" and running(child)
+        parent.kill()
+        parent.wait()
+        assert wait_for(lambda: not running(child), 30.0, step=0.02)
+    finally:
+        stop_all(parent, [child] if child else [])

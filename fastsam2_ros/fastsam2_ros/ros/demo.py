@@ -33,7 +33,6 @@ import json
 import math
 import os
 import re
-import signal
 import statistics
 import sys
 import threading
@@ -42,6 +41,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from .cli_process import no_interrupts, sigterm_as_ctrl_c
 
 
 def _pair(text: str, n: int, what: str) -> List[float]:
@@ -266,7 +267,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        with _sigterm_as_ctrl_c():
+        with sigterm_as_ctrl_c():
             return _run(args)
     except (FastSam2Error, OSError) as exc:  # bad frames, unwritable output, ...
         print("error: " + _one_line(exc), file=sys.stderr)
@@ -466,7 +467,7 @@ def _run_ros(args, overrides: dict, src, fps: float, out_dir: Path) -> int:
             return 1
         return _track(args, src, fps, out_dir, _Link(node, pub, client), col)
     finally:  # in order: the worker and node, the executor and its thread, then the context
-        with _no_interrupts():  # a second Ctrl-C here left the spin thread running: SIGABRT
+        with no_interrupts():  # a second Ctrl-C here left the spin thread running: SIGABRT
             if node is not None:
                 node.destroy_node()
             if executor is not None:
@@ -508,7 +509,7 @@ def _track(args, src, fps: float, out_dir: Path, link: _Link, col: _Collector) -
     except (FastSam2Error, OSError) as exc:  # a frame the source cannot read, an unwritable output
         stop = _Stop(2, _one_line(exc))
     finally:
-        with _no_interrupts():  # a second Ctrl-C must not lose what the first one kept
+        with no_interrupts():  # a second Ctrl-C must not lose what the first one kept
             overlays.write(col.take_overlays(), index_of)  # came, not yet written
             overlays.close()
             _write_results(out_dir, overlays, col, index_of, time.perf_counter() - t_start,
@@ -610,40 +611,6 @@ def _write_results(out_dir: Path, overlays: _OverlayWriter, col: _Collector,
     if summary["interrupted"]:
         print(f"interrupted after {len(index_of)} frame(s) sent: the outputs so far are in "
               f"{out_dir} (summary.json: \"interrupted\": true)", file=sys.stderr)
-
-
-@contextlib.contextmanager
-def _sigterm_as_ctrl_c():
-    """SIGTERM (kill, systemd, a CI timeout) ends the run as Ctrl-C does: the outputs so far are
-    written (main thread only; the previous handler restored after)."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: nothing to install
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _no_interrupts():
-    """SIGINT and SIGTERM ignored while the outputs are written and ROS is torn down (main
-    thread only; restored after)."""
-    try:
-        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread: nothing to guard
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _parameter_overrides(args) -> dict:

@@ -31,7 +31,9 @@ Transport: Fast DDS's defaults, or ``--fastdds-profile FILE`` for both processes
 image buffers (:mod:`.process_memory`, unless ``FASTSAM2_KEEP_FREED_MEMORY=0``), so that its own
 page faults do not count as the node's cost; the node process is left as ``tracker_node.main``
 sets it up. JSON with every sample's summary goes to ``--json`` (the repository keeps them in
-``benchmarks/``).
+``benchmarks/``). Ctrl-C or SIGTERM stops the node process and writes the points measured so far
+(``"interrupted": true``), exit status 130; the node process also ends when this one is killed
+(:func:`.cli_process.exit_with_parent`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from ..core.config import PARAMETER_RANGES, Range
 from ..core.errors import InputError
 from ..core.prompts import validate_image
 from ..core.stats import BitMasks, FrameResult, FrameStats
+from .cli_process import exit_with_parent, no_interrupts, sigterm_as_ctrl_c
 from .demo import wait_until
 from .messages import NODE_STAGES
 from .process_memory import keep_freed_memory
@@ -153,7 +156,9 @@ def serve_node(argv: Sequence[str]) -> int:
     p.add_argument("--cost-ms", type=float, default=10.0)
     p.add_argument("--objects", type=int, default=1)
     p.add_argument("--object-area", type=float, default=0.2)
+    p.add_argument("--parent-pid", type=int, required=True)
     args, ros_args = p.parse_known_args(argv)
+    exit_with_parent(args.parent_pid)
     from .tracker_node import main
 
     factory = None
@@ -169,6 +174,10 @@ def serve_floor(argv: Sequence[str]) -> int:
     """The transport floor: a plain rclpy node, in place of the tracker node, that answers every
     frame with outputs of the same types and sizes (built once, only the header changes), doing
     no work at all. Latency through it is what loopback transport and rclpy cost by themselves."""
+    p = argparse.ArgumentParser(prog="node_bench --serve-floor")
+    p.add_argument("--parent-pid", type=int, required=True)
+    args, ros_args = p.parse_known_args(argv)
+    exit_with_parent(args.parent_pid)
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
@@ -180,7 +189,7 @@ def serve_floor(argv: Sequence[str]) -> int:
     from .qos import reliable
 
     keep_freed_memory()  # as tracker_node.main does
-    rclpy.init(args=["node_bench"] + list(argv))
+    rclpy.init(args=["node_bench"] + list(ros_args))
     node = Node(NODE_NAME, namespace=NAMESPACE)
     for name, value in {**OUTPUT_SETS["+overlay@10Hz"], "publish_stats": True}.items():
         node.declare_parameter(name, value)
@@ -233,13 +242,14 @@ def node_command(args, python: str = sys.executable) -> List[str]:
         params.update(model_cfg=args.model, allow_random_weights=True, image_size=args.image_size,
                       keep_ratio=args.keep_ratio, device=args.device)
     ros = ["--ros-args", "-r", f"__ns:={NAMESPACE}", "--log-level", "warn"]
+    parent = ["--parent-pid", str(os.getpid())]  # the node process ends with this one
     if args.tracker == "floor":
-        return [python, "-m", "fastsam2_ros.ros.node_bench", "--serve-floor"] + ros
+        return [python, "-m", "fastsam2_ros.ros.node_bench", "--serve-floor"] + parent + ros
     for k, v in params.items():
         ros += ["-p", f"{k}:={str(v).lower() if isinstance(v, bool) else v}"]
     return [python, "-m", "fastsam2_ros.ros.node_bench", "--serve-node", "--tracker", args.tracker,
             "--cost-ms", str(args.cost_ms), "--objects", str(args.objects),
-            "--object-area", str(args.object_area)] + ros
+            "--object-area", str(args.object_area)] + parent + ros
 
 
 # ============================================================================ the probe
@@ -571,9 +581,29 @@ def main(argv=None) -> int:
     if args.fastdds_profile:
         os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = env["FASTRTPS_DEFAULT_PROFILES_FILE"]
     keep_freed_memory()
+    results: List[dict] = []
+    try:
+        with sigterm_as_ctrl_c():
+            measure_all(args, env, sizes, sets, results)
+    except (RuntimeError, InputError) as exc:
+        print(f"fastsam2-bench --node: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: what was measured is kept
+        with no_interrupts():
+            write_report(args, results, interrupted=True)
+        print(f"fastsam2-bench --node: interrupted after {len(results)} point(s)"
+              + (f", written to {args.json} (\"interrupted\": true)" if args.json else ""),
+              file=sys.stderr)
+        return 130
+    write_report(args, results, interrupted=False)
+    return 0
+
+
+def measure_all(args, env: Dict[str, str], sizes, sets, results: List[dict]) -> None:
+    """Start the node process and the probe and measure every point into ``results`` (where the
+    points so far stay when the run is interrupted); both are stopped however it ends."""
     node = subprocess.Popen(node_command(args), env=env)
     probe = None
-    results = []
     try:
         probe = Probe(args.domain_id)
         probe.wait_node(600.0 if args.tracker == "real" else 120.0)
@@ -596,17 +626,27 @@ def main(argv=None) -> int:
                                                lat["mask_latency_ms"]["p95"])
                 results.append(row)
                 print_row(row, flush=True)
-    except (RuntimeError, InputError) as exc:
-        print(f"fastsam2-bench --node: error: {exc}", file=sys.stderr)
-        return 1
     finally:
-        if probe is not None:
-            probe.close()
-        node.send_signal(signal.SIGINT)
-        try:
-            node.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            node.kill()
+        with no_interrupts():  # a second Ctrl-C must not leave the node process running
+            if probe is not None:
+                probe.close()
+            stop_node_process(node)
+
+
+def stop_node_process(node: subprocess.Popen) -> None:
+    """Ctrl-C to the node process (its orderly shutdown), then SIGKILL after 30 s."""
+    node.send_signal(signal.SIGINT)
+    try:
+        node.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        node.kill()
+        node.wait()
+
+
+def write_report(args, results: List[dict], interrupted: bool) -> None:
+    """The JSON of ``--json`` (nothing without it): the settings, the machine, every point."""
+    if not args.json:
+        return
     report = {
         "schema_version": SCHEMA_VERSION, "tracker": args.tracker,
         "tracker_cost_ms": args.cost_ms if args.tracker == "standin" else None,
@@ -619,13 +659,11 @@ def main(argv=None) -> int:
         "keep_freed_memory": os.environ.get("FASTSAM2_KEEP_FREED_MEMORY", "1") != "0",
         "frames_per_point": args.frames, "label": args.label, "host": platform.node(),
         "cpu_count": os.cpu_count(), "load_average_at_end": list(os.getloadavg()),
-        "results": results,
+        "interrupted": interrupted, "results": results,
     }
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.json}")
-    return 0
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.json}")
 
 
 def _fmt(s: Optional[dict]) -> str:

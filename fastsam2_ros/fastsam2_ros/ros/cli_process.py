@@ -1,0 +1,91 @@
+"""What the command-line processes share (``fastsam2-demo``, ``fastsam2-bench --node`` and the
+node process the benchmark starts): SIGTERM ends a run as Ctrl-C does, a second signal cannot cut
+the teardown short, and a child process ends with its parent.
+
+The context managers act in the main thread only (Python runs signal handlers there); elsewhere
+they do nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+
+#: prctl(2)'s option: the signal a process gets when the thread that started it ends
+PR_SET_PDEATHSIG = 1
+#: Where there is no prctl (not Linux): how often a child looks whether its parent is there, s
+PARENT_POLL_S = 1.0
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c():
+    """SIGTERM (kill, systemd, a CI timeout) ends the run as Ctrl-C does: the outputs so far are
+    written and child processes stopped (main thread only; the previous handler restored after)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def no_interrupts():
+    """SIGINT and SIGTERM ignored while the outputs are written and ROS and child processes are
+    torn down (main thread only; restored after)."""
+    try:
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: nothing to guard
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def exit_with_parent(parent_pid: int, sig: int = signal.SIGINT) -> None:
+    """Send ``sig`` (the child's Ctrl-C: its orderly shutdown) to this process when process
+    ``parent_pid`` ends. A parent that is killed (SIGKILL, the OOM killer) cannot stop its child,
+    which would run on as an orphan (ppid 1) with its topics in the ROS domain. Linux: prctl's
+    parent-death signal (sent when the parent's thread that started this process ends); elsewhere
+    a thread polls ``os.getppid()``. A parent already gone before that sends ``sig`` at once."""
+    if not _set_parent_death_signal(sig):
+        threading.Thread(target=_watch_parent, args=(parent_pid, sig), name="fastsam2_parent_watch",
+                         daemon=True).start()
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), sig)
+
+
+def _set_parent_death_signal(sig: int) -> bool:
+    """prctl(PR_SET_PDEATHSIG, sig); False where there is no prctl (not Linux) or it fails."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False
+    prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+    return prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+
+
+def _watch_parent(parent_pid: int, sig: int) -> None:
+    """The fallback of :func:`exit_with_parent`: an orphan's parent becomes another process."""
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_S)
+    os.kill(os.getpid(), sig)
+
+
+__all__ = ["sigterm_as_ctrl_c", "no_interrupts", "exit_with_parent"]
