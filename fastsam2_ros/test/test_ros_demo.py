@@ -428,3 +428,76 @@ def test_the_mp4_probe_prints_nothing_itself(capfd):
 
     assert _mp4_takes(12345.678) is False and _mp4_takes(25.0) is True
     assert capfd.readouterr().err == ""
+
+
+# ------------------------------------------------------------------------------------------------
+# review demo7
+# ------------------------------------------------------------------------------------------------
+class FakeClock:
+    """time.perf_counter and time.sleep of a clock that only sleeping (and ``work``) moves."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def perf_counter(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+    def work(self, seconds):
+        self.now += seconds
+
+
+def test_fixed_rate_ticks_at_deadlines_whatever_the_work_between(monkeypatch):
+    """The rule --rate and the node benchmark share: tick k at t0 + k / rate. Work shorter than a
+    period does not lengthen it; a sender that fell behind sends at once and is counted late."""
+    from fastsam2_ros.ros import pacing
+
+    clock = FakeClock()
+    monkeypatch.setattr(pacing, "time", clock)
+    pace = pacing.FixedRate(5.0)
+    ticks = []
+    for work in (0.1, 0.1, 0.1, 0.45, 0.1, 0.1, 0.1, 0.1):
+        pace.wait()
+        ticks.append(round(clock.now - 100.0, 6))
+        clock.work(work)
+    # 0.45 s of work makes tick 4 late by 0.25 s (more than a period); 5 and 6 go at once, 7 is
+    # on time again
+    assert ticks == [0.0, 0.2, 0.4, 0.6, 1.05, 1.15, 1.25, 1.4]
+    assert pace.late == 1 and pace.ticks == 8
+
+
+def test_demo_rate_sends_at_its_rate_however_long_the_feeders_own_work(long_frames, tmp_path,
+                                                                       capsys, in_domain,
+                                                                       monkeypatch):
+    """The feeder slept a whole period after each frame's own work (reading, converting, writing
+    the overlays that came): --rate 30 went out at 18.7 Hz. Here reading a frame takes 100 ms
+    and --rate is 5 Hz: frames 1.. go out every 200 ms, not every 300 ms."""
+    from rclpy.publisher import Publisher
+
+    from fastsam2_ros import frame_sources
+
+    sent = []
+    publish = Publisher.publish
+
+    def timed_publish(self, msg):
+        if self.topic_name.endswith("/image"):  # the feeder's frames
+            sent.append(time.perf_counter())
+        return publish(self, msg)
+
+    read_image = frame_sources.read_image
+
+    def slow_read(path):
+        time.sleep(0.1)  # the cost of decoding a large frame
+        return read_image(path)
+
+    monkeypatch.setattr(Publisher, "publish", timed_publish)
+    monkeypatch.setattr(frame_sources, "read_image", slow_read)
+    rc, so, se = run_demo(capsys, "--input", long_frames, "--click", "30,36", *SMALL, "--max-frames",
+                          "12", "--rate", "5", "--quiet", "--no-video", "--output", tmp_path / "o")
+    assert rc == 0, se[-3000:]
+    assert len(sent) == 12
+    period = (sent[-1] - sent[1]) / 10  # frame 0 waits for the prompt
+    assert 0.199 <= period < 0.25, np.diff(sent[1:])
+    assert "fell behind" not in se

@@ -11,12 +11,13 @@ robot's tracker) in one ROS domain never see each other's frames or prompts:
    prompt: the node starts with ``auto_prompt_on_start`` and frame 0 is auto-prompted (proposal
    -> caption -> phrase) before its outputs come, whose stats carry the three stage times;
 3. it publishes the remaining frames one at a time (lock-step, so every frame is processed;
-   ``--rate`` publishes at a fixed rate instead, and the node drops what it cannot keep up with);
-   a frame the node refuses ends the run at once with the node's reason;
+   ``--rate`` publishes at that rate instead, frame i at ``t1 + (i - 1) / rate`` as a camera
+   does, and the node drops what it cannot keep up with); a frame the node refuses ends the run
+   at once with the node's reason;
 4. it writes each frame's ``overlay`` image as a PNG file and an mp4 frame to ``--output`` as
-   soon as the frame is final (nothing piles up in memory), and at the end, also after Ctrl-C,
-   SIGTERM or an error, the ``stats`` messages as JSON lines and a summary; it prints per-frame
-   and summary statistics.
+   soon as the frame is final (nothing piles up in memory; with ``--rate`` a thread of its own
+   writes them), and at the end, also after Ctrl-C, SIGTERM or an error, the ``stats`` messages
+   as JSON lines and a summary; it prints per-frame and summary statistics.
 
 Example::
 
@@ -43,6 +44,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .cli_process import no_interrupts, sigterm_as_ctrl_c
+from .pacing import FixedRate
 
 
 def _pair(text: str, n: int, what: str) -> List[float]:
@@ -174,6 +176,12 @@ class _Collector:
                     return False
                 self.cv.wait(min(left, 0.1))
             return True
+
+    def wait_overlay(self, timeout: float) -> None:
+        """Return once an overlay waits to be taken, or after ``timeout``."""
+        with self.cv:
+            if not self.overlay:
+                self.cv.wait(timeout)
 
     def take_overlays(self) -> List[Tuple[Tuple[int, int], object]]:
         """The overlays that came since the last call, in stamp order (they are not kept)."""
@@ -521,31 +529,110 @@ def _feed(args, src, fps: float, link: _Link, col: _Collector, overlays: _Overla
           index_of: Dict[Tuple[int, int], int]) -> None:
     """Publish frame 0 and its prompt, then the other frames (lock-step or ``--rate``), writing
     each frame's overlay as soon as it is final."""
-    from ..image_messages import numpy_to_image
-
-    for i, rgb in enumerate(src):
-        msg = numpy_to_image(rgb, "rgb8")
-        msg.header.stamp = _stamp(i, fps)
-        msg.header.frame_id = "camera"
-        key = _key(msg.header.stamp)
-        refused = _refusal_watch(link.node.health)
-        link.pub.publish(msg)
-        index_of[key] = i
-        if i == 0:
-            _start_object(args, link, col, key, refused)
-        elif args.rate:
-            time.sleep(max(0.0, 1.0 / args.rate))
-        else:
-            _await_outputs(col, key, i, args.frame_timeout, refused)
-        overlays.write(col.take_overlays(), index_of)
-        if not args.rate and not args.quiet:
-            _print_frame(i, col.stats.get(key))
-    if args.rate:  # let the last frame finish, then report what was processed
-        col.wait(key, args.frame_timeout)
+    frames = enumerate(src)
+    i, rgb = next(frames)
+    key, refused = _publish(i, _image_msg(rgb), fps, link, index_of)
+    _start_object(args, link, col, key, refused)
+    overlays.write(col.take_overlays(), index_of)
+    if args.rate:
+        _feed_at_rate(args, frames, fps, link, col, overlays, index_of)
+        return
+    if not args.quiet:
+        _print_frame(i, col.stats.get(key))
+    for i, rgb in frames:
+        key, refused = _publish(i, _image_msg(rgb), fps, link, index_of)
+        _await_outputs(col, key, i, args.frame_timeout, refused)
         overlays.write(col.take_overlays(), index_of)
         if not args.quiet:
-            for k, i in index_of.items():
-                _print_frame(i, col.stats.get(k))
+            _print_frame(i, col.stats.get(key))
+
+
+def _feed_at_rate(args, frames, fps: float, link: _Link, col: _Collector,
+                  overlays: _OverlayWriter, index_of: Dict[Tuple[int, int], int]) -> None:
+    """Frames 1.. at ``--rate``, at fixed deadlines (the node drops what it cannot keep up with),
+    while a thread writes the overlays; then the last frame's outputs and every frame's line."""
+    pace = FixedRate(args.rate)
+    key = None
+    with _BackgroundWrites(col, overlays, index_of) as writes:
+        for i, rgb in frames:
+            msg = _image_msg(rgb)
+            pace.wait()
+            key, _ = _publish(i, msg, fps, link, index_of)
+            writes.check()
+        if key is not None:  # let the last frame finish, then report what was processed
+            col.wait(key, args.frame_timeout)
+    overlays.write(col.take_overlays(), index_of)
+    if not args.quiet:
+        for k, i in index_of.items():
+            _print_frame(i, col.stats.get(k))
+    _warn_if_behind(pace, args.rate)
+
+
+def _image_msg(rgb: np.ndarray):
+    from ..image_messages import numpy_to_image
+
+    msg = numpy_to_image(rgb, "rgb8")
+    msg.header.frame_id = "camera"
+    return msg
+
+
+def _publish(i: int, msg, fps: float, link: _Link,
+             index_of: Dict[Tuple[int, int], int]) -> Tuple[Tuple[int, int], Callable[[], str]]:
+    """Stamp frame ``i`` and publish it: (its stamp key, the node's refusals from now on). It is
+    in ``index_of`` first, so that its overlay, however soon it comes, is taken as this run's."""
+    msg.header.stamp = _stamp(i, fps)
+    key = _key(msg.header.stamp)
+    refused = _refusal_watch(link.node.health)
+    index_of[key] = i
+    link.pub.publish(msg)
+    return key, refused
+
+
+class _BackgroundWrites:
+    """``--rate``: the overlays are written by a thread of their own as they come. Written by the
+    feeder between frames, a frame's PNG and mp4 frames (tens of ms at 960x540) made the next
+    frame late. A write that fails (an unwritable output) ends the run at the next frame."""
+
+    def __init__(self, col: _Collector, overlays: _OverlayWriter,
+                 index_of: Dict[Tuple[int, int], int]) -> None:
+        self._col = col
+        self._overlays = overlays
+        self._index_of = index_of
+        self._done = threading.Event()
+        self._error: Optional[Exception] = None
+        self._thread = threading.Thread(target=self._run, name="fastsam2_demo_writer", daemon=True)
+
+    def __enter__(self) -> "_BackgroundWrites":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        with no_interrupts():  # the thread must be done before anyone else writes
+            self._done.set()
+            self._thread.join()
+        if exc_info[0] is None:
+            self.check()
+
+    def _run(self) -> None:
+        try:
+            while not self._done.is_set():
+                self._col.wait_overlay(0.1)
+                self._overlays.write(self._col.take_overlays(), self._index_of)
+        except Exception as exc:  # noqa: BLE001 - raised in the feeder by check()
+            self._error = exc
+
+    def check(self) -> None:
+        """Raise, in the feeder, what failed in the thread."""
+        if self._error is not None:
+            raise self._error
+
+
+def _warn_if_behind(pace: FixedRate, rate: float) -> None:
+    """The node saw a slower camera than --rate asked for when the feeder itself was late."""
+    if pace.late:
+        print(f"warning: the feeder fell behind --rate {rate:g}: {pace.late} frame(s) went out "
+              f"more than one period late (reading and converting a frame here takes longer "
+              f"than 1/{rate:g} s)", file=sys.stderr)
 
 
 def _start_object(args, link: _Link, col: _Collector, key, refused: Callable[[], str]) -> None:

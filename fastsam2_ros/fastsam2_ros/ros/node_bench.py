@@ -60,6 +60,7 @@ from ..core.stats import BitMasks, FrameResult, FrameStats
 from .cli_process import exit_with_parent, no_interrupts, sigterm_as_ctrl_c
 from .demo import wait_until
 from .messages import NODE_STAGES
+from .pacing import FixedRate
 from .process_memory import keep_freed_memory
 
 SCHEMA_VERSION = 1
@@ -442,14 +443,11 @@ def measure_rate(probe: Probe, frames, topics, rate_hz: float, seconds: float,
                  one_at_a_time_p95: Optional[float]) -> dict:
     """Frames at ``rate_hz`` for ``seconds``: outputs per second, frames without outputs,
     latency under load, and whether the node followed."""
-    period = 1.0 / rate_hz
+    pace = FixedRate(rate_hz)
     n = max(2, int(round(seconds * rate_hz)))
     sent = []
-    start = time.perf_counter() + 0.05
     for i in range(n):
-        delay = start + i * period - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
+        pace.wait()
         sent.append(probe.publish(frames[i % len(frames)]))
     deadline = time.perf_counter() + 3.0
     while time.perf_counter() < deadline and not probe.arrived(sent[-1][0], topics):
@@ -470,7 +468,7 @@ def measure_rate(probe: Probe, frames, topics, rate_hz: float, seconds: float,
            "mask_latency_ms": lat}
     out["followed"] = bool(len(got) == n and sum(complete) == n and lat["p95"] is not None
                            and (one_at_a_time_p95 is None
-                                or lat["p95"] <= one_at_a_time_p95 + period * 1e3))
+                                or lat["p95"] <= one_at_a_time_p95 + pace.period * 1e3))
     return out
 
 
