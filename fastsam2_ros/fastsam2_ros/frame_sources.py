@@ -12,7 +12,8 @@ One entry point::
 * A **folder of images** (``.jpg .jpeg .png .bmp .tif .tiff .webp``) is read in natural order
   (``2.jpg`` before ``10.jpg``); every frame must have the size of the first one. Hidden files
   (a name starting with ``.``, e.g. the ``._00000.jpg`` that macOS writes next to copied files)
-  are not frames.
+  are not frames; a symlink is one even when it leads nowhere (a dataset's frame not fetched),
+  and reading it is an error naming it.
 * A **video file** is decoded with OpenCV (``count`` is the exact number of decodable frames; a
   frame that does not decode with decodable frames after it is an error naming it).
 * A **rosbag2** (directory with ``metadata.yaml``, or a ``.db3`` / ``.mcap`` file) or a ROS 1
@@ -70,11 +71,13 @@ def is_listed(path: Path) -> bool:
 def list_images(folder: PathLike) -> List[Path]:
     """Image files of a folder (not recursive), in natural order. Two files of one name (a frame
     as .jpg and .png) are refused: the frame would be tracked twice and its saved mask overwritten.
-    Hidden files are skipped (``is_listed``)."""
+    Hidden files are skipped (``is_listed``). A symlink is listed even where it leads nowhere: a
+    frame of a git-annex / DataLad / DVC dataset that was not fetched is a dangling link, and
+    skipping it shifted every later frame down one index without a word; reading it names it."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FrameSourceError(f"not a folder: {folder}")
-    files = [p for p in folder.iterdir() if p.is_file() and is_listed(p)
+    files = [p for p in folder.iterdir() if (p.is_file() or p.is_symlink()) and is_listed(p)
              and p.suffix.lower() in IMAGE_EXTENSIONS]
     by_stem: Dict[str, Path] = {}
     for f in sorted(files):

@@ -107,6 +107,23 @@ def test_hidden_files_are_not_frames(tmp_path):
     assert src.names == ["00000", "00001"] and len(list(src)) == 2
 
 
+def test_a_frame_that_is_a_dangling_symlink_is_named_not_skipped(tmp_path):
+    """git-annex / DataLad / DVC folders are symlinks into a store; a frame not fetched is a
+    dangling link. It was left out without a word, and every later frame moved down one index."""
+    store, frames = tmp_path / "annex", tmp_path / "frames"
+    store.mkdir()
+    frames.mkdir()
+    for i in range(4):
+        Image.fromarray(colour_frame(i)).save(store / f"{i:05d}.png")
+        (frames / f"{i:05d}.png").symlink_to(store / f"{i:05d}.png")
+    (store / "00002.png").unlink()
+    (frames / ".00009.png").symlink_to(store / "gone.png")  # hidden: still not a frame
+    src = open_frames(frames)
+    assert src.names == ["00000", "00001", "00002", "00003"]
+    with pytest.raises(FrameSourceError, match=r"image not found: .*frames/00002\.png"):
+        list(src)
+
+
 def mjpeg_avi_with_a_damaged_frame(path, n=10, damaged=5):
     """An MJPEG AVI whose frame ``damaged`` does not decode (its JPEG start overwritten); the
     frames after it decode."""
