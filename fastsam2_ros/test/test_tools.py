@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -1008,3 +1010,42 @@ def test_a_process_that_exits_with_its_parent_gets_its_ctrl_c_when_the_parent_di
         assert wait_for(lambda: not running(child), 30.0, step=0.02)
     finally:
         stop_all(parent, [child] if child else [])
+
+
+class DroppingNode:
+    """A probe whose node answers every third frame of the rate run and counts the others as
+    dropped as they come; 5 frames were dropped before the run."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.arrivals = {"mask": {}, "stats": {}}
+        self.stats = {(0, 1000): {"dropped_frames": 5}}  # the one-at-a-time run's last frame
+        self.dropped = 5
+        self.sec = 0
+
+    def publish(self, frame):
+        self.sec += 1
+        key, t0 = (self.sec, 1000), time.perf_counter()
+        if self.sec % 3:
+            self.dropped += 1
+        else:
+            self.arrivals["mask"][key] = self.arrivals["stats"][key] = t0 + 1e-3
+            self.stats[key] = {"dropped_frames": self.dropped}
+        return key, t0
+
+    def arrived(self, key, topics):
+        from fastsam2_ros.ros import node_bench
+
+        return node_bench.Probe.arrived(self, key, topics)  # the probe's own rule
+
+
+def test_node_bench_counts_the_drops_of_the_whole_rate_run():
+    """node_dropped was max - min of the counter over the run's stats, and the first of those
+    came after frames of the run had been dropped: 6 reported where the node dropped 8."""
+    from fastsam2_ros.ros import node_bench
+
+    node = DroppingNode()
+    out = node_bench.measure_rate(node, [None], ("mask", "stats"), rate_hz=300.0, seconds=0.04,
+                                  one_at_a_time_p95=None)
+    assert (out["sent"], out["with_mask"]) == (12, 4)
+    assert out["node_dropped"] == 8 == node.dropped - 5

@@ -441,10 +441,12 @@ def measure_latency(probe: Probe, frames, topics, count: int, warmup: int, gap_s
 
 def measure_rate(probe: Probe, frames, topics, rate_hz: float, seconds: float,
                  one_at_a_time_p95: Optional[float]) -> dict:
-    """Frames at ``rate_hz`` for ``seconds``: outputs per second, frames without outputs,
+    """Frames at ``rate_hz`` for ``seconds``: outputs per second, frames without outputs (and
+    those the node counts as dropped: its counter now against its counter before the run),
     latency under load, and whether the node followed."""
     pace = FixedRate(rate_hz)
     n = max(2, int(round(seconds * rate_hz)))
+    dropped_before = _node_dropped_so_far(probe)
     sent = []
     for i in range(n):
         pace.wait()
@@ -464,12 +466,20 @@ def measure_rate(probe: Probe, frames, topics, rate_hz: float, seconds: float,
     lat = _summary(latency)
     out = {"input_hz": rate_hz, "sent": n, "with_mask": len(got),
            "complete": int(sum(complete)), "output_hz": round(hz, 2),
-           "node_dropped": (max(dropped) - min(dropped)) if dropped else None,
+           "node_dropped": (max(dropped) - dropped_before) if dropped else None,
            "mask_latency_ms": lat}
     out["followed"] = bool(len(got) == n and sum(complete) == n and lat["p95"] is not None
                            and (one_at_a_time_p95 is None
                                 or lat["p95"] <= one_at_a_time_p95 + pace.period * 1e3))
     return out
+
+
+def _node_dropped_so_far(probe: Probe) -> int:
+    """The node's cumulative ``dropped_frames`` in the last stats that came (0: none came yet).
+    The rate run's baseline is taken before it starts: the first stats of the run come after
+    the node has already dropped frames of it, and those drops were subtracted away."""
+    with probe.lock:
+        return probe.stats[max(probe.stats)]["dropped_frames"] if probe.stats else 0
 
 
 # ============================================================================ driver
