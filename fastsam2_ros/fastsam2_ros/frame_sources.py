@@ -61,6 +61,16 @@ def natural_key(name: str) -> list:
     return [int(tok) if i % 2 else tok.lower() for i, tok in enumerate(parts)]
 
 
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8: a file name that is not (Latin-1, from an old archive)
+    decodes to surrogates, which OpenCV cannot take."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def is_listed(path: Path) -> bool:
     """Whether a folder listing (frames, label maps, sequence folders) takes ``path``: hidden
     entries are skipped, as ``ls`` and the DAVIS reference's ``glob`` skip them; macOS's
@@ -238,6 +248,9 @@ class VideoSource(FrameSource):
         super().__init__(Path(path), max_frames)
         if not self.path.is_file():
             raise FrameSourceError(f"video file not found: {self.path}")
+        if not is_utf8(str(self.path)):  # OpenCV crashes on it (SIGSEGV)
+            raise FrameSourceError(f"{self.path}: OpenCV opens video files by UTF-8 names only; "
+                                   "rename it, or give a link to it with a UTF-8 name")
         cap = cv2.VideoCapture(str(self.path))
         try:
             if not cap.isOpened():
@@ -448,5 +461,5 @@ def image_topics(bag: PathLike) -> Dict[str, str]:
 __all__ = [
     "open_frames", "count_frames", "image_topics", "FrameSource", "ImageFolderSource",
     "SingleImageSource", "VideoSource", "RosbagSource", "FrameSourceError", "read_image",
-    "list_images", "is_listed", "natural_key", "ros_msg_to_rgb", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS",
+    "list_images", "is_listed", "is_utf8", "natural_key", "ros_msg_to_rgb", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS",
 ]

@@ -1,5 +1,8 @@
 """Frame readers: image folders (natural order), videos, rosbag2 (Image / CompressedImage), errors."""
 
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import cv2
@@ -122,6 +125,26 @@ def test_a_frame_that_is_a_dangling_symlink_is_named_not_skipped(tmp_path):
     assert src.names == ["00000", "00001", "00002", "00003"]
     with pytest.raises(FrameSourceError, match=r"image not found: .*frames/00002\.png"):
         list(src)
+
+
+def test_a_video_whose_name_is_not_utf8_is_refused_not_crashed_on(tmp_path):
+    """A Latin-1 name (an old archive): OpenCV crashed the interpreter (SIGSEGV). In a process of
+    its own, so that the crash, where it comes back, fails this test only."""
+    video = os.fsencode(tmp_path) + b"/caf\xe9.avi"
+    writer = cv2.VideoWriter(str(tmp_path / "cafe.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 24))
+    writer.write(colour_frame(0))
+    writer.release()
+    os.rename(tmp_path / "cafe.avi", video)
+    code = ("import sys\n"
+            "from fastsam2_ros.frame_sources import FrameSourceError, open_frames\n"
+            "try:\n"
+            "    open_frames(sys.argv[1])\n"
+            "except FrameSourceError as exc:\n"
+            "    print(str(exc).encode('utf-8', 'backslashreplace').decode())\n")
+    proc = subprocess.run([sys.executable, "-c", code, video], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert "caf\\udce9.avi: OpenCV opens video files by UTF-8 names only" in proc.stdout, proc.stdout
 
 
 def mjpeg_avi_with_a_damaged_frame(path, n=10, damaged=5):

@@ -4,6 +4,8 @@ and the real MiniLM refinement (``tiny_models``)."""
 
 import json
 import os
+import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -501,3 +503,42 @@ def test_demo_rate_sends_at_its_rate_however_long_the_feeders_own_work(long_fram
     period = (sent[-1] - sent[1]) / 10  # frame 0 waits for the prompt
     assert 0.199 <= period < 0.25, np.diff(sent[1:])
     assert "fell behind" not in se
+
+
+@pytest.fixture()
+def latin1_frames(frames_dir, tmp_path):
+    """frames_dir's frames in a folder whose name is Latin-1, not UTF-8 (an old archive, a
+    Windows zip, an SMB share): Python decodes it to surrogates."""
+    folder = tmp_path / os.fsdecode(b"caf\xe9")
+    shutil.copytree(frames_dir, folder)
+    return folder
+
+
+def test_an_input_folder_whose_name_is_not_utf8_is_tracked(latin1_frames, tmp_path, capsys,
+                                                           in_domain, monkeypatch):
+    """rclpy got the whole command line (the demo's own options too) and ended in a
+    UnicodeEncodeError before any frame."""
+    args = ["--input", latin1_frames, "--click", "30,36", *SMALL, "--max-frames", "2", "--no-video",
+            "--output", tmp_path / "o"]
+    monkeypatch.setattr(sys, "argv", ["fastsam2-demo", *map(str, args)])
+    rc, so, se = run_demo(capsys, *args)
+    assert rc == 0, se[-3000:]
+    assert "caf\\udce9" in so  # printed ("model ready ... from"), escaped as stderr escapes
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["frames_processed"] == 2
+
+
+@pytest.mark.parametrize("flag", ["--output", "--text", "--params-file"])
+def test_an_option_ros_or_opencv_must_take_as_utf8_is_refused_before_the_model_loads(
+        frames_dir, tmp_path, capsys, in_domain, monkeypatch, flag):
+    """--text is a ROS string, --params-file goes to rcl, --output to OpenCV's writers (which
+    crash on such a name, SIGSEGV): one error line, exit 2."""
+    value = {"--output": str(tmp_path / os.fsdecode(b"o\xe9")), "--text": os.fsdecode(b"caf\xe9"),
+             "--params-file": str(tmp_path / os.fsdecode(b"robot\xe9.yaml"))}[flag]
+    if flag == "--params-file":
+        pathlib.Path(value).write_text(yaml.safe_dump({params_file_key(): {"ros__parameters": {}}}))
+    args = ["--input", frames_dir, "--click", "30,36", *SMALL, "--no-video", "--output",
+            tmp_path / "o", flag, value]
+    monkeypatch.setattr(sys, "argv", ["fastsam2-demo", *map(str, args)])
+    rc, so, se = run_demo(capsys, *args)
+    assert rc == 2 and f"error: {flag} " in se and "is not UTF-8" in se, se[-3000:]
+    assert "model ready" not in so and "Traceback" not in se

@@ -1049,3 +1049,14 @@ def test_node_bench_counts_the_drops_of_the_whole_rate_run():
                                   one_at_a_time_p95=None)
     assert (out["sent"], out["with_mask"]) == (12, 4)
     assert out["node_dropped"] == 8 == node.dropped - 5
+
+
+def test_node_bench_probe_takes_a_command_line_that_is_not_utf8(monkeypatch):
+    """A --json path or --label that is not UTF-8 (Latin-1): rclpy.init took the whole sys.argv
+    and ended in a UnicodeEncodeError."""
+    pytest.importorskip("rclpy")
+    from fastsam2_ros.ros import node_bench
+
+    monkeypatch.setattr(sys, "argv", ["fastsam2-bench", "--node", "--label", os.fsdecode(b"caf\xe9")])
+    probe = node_bench.Probe(NODE_BENCH_DOMAIN_ID)
+    probe.close()

@@ -1,6 +1,6 @@
 """What the command-line processes share (``fastsam2-demo``, ``fastsam2-bench --node`` and the
 node process the benchmark starts): SIGTERM ends a run as Ctrl-C does, a second signal cannot cut
-the teardown short, and a child process ends with its parent.
+the teardown short, a child process ends with its parent, and any file name prints.
 
 The context managers act in the main thread only (Python runs signal handlers there); elsewhere
 they do nothing.
@@ -88,4 +88,14 @@ def _watch_parent(parent_pid: int, sig: int) -> None:
     os.kill(os.getpid(), sig)
 
 
-__all__ = ["sigterm_as_ctrl_c", "no_interrupts", "exit_with_parent"]
+def printable_output() -> None:
+    """stdout and stderr write a file name that is not UTF-8 (a Latin-1 folder name, which
+    Python decodes to surrogates) with backslash escapes instead of raising UnicodeEncodeError
+    in the middle of a run (a terminal's stderr already does; its stdout does not)."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
+__all__ = ["sigterm_as_ctrl_c", "no_interrupts", "exit_with_parent", "printable_output"]

@@ -43,7 +43,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .cli_process import no_interrupts, sigterm_as_ctrl_c
+from .cli_process import no_interrupts, printable_output, sigterm_as_ctrl_c
 from .pacing import FixedRate
 
 
@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
 #: 0.01 fps is off by more than 5 %); the frames' stamps carry all of them.
 FPS_RANGE = (0.01, 65535.0)
 MP4_FOURCC = "mp4v"
+#: The options whose value goes to ROS or OpenCV, which take UTF-8 only
+UTF8_OPTIONS = ("text", "checkpoint", "clip_weights", "caption_model", "model_cfg", "device",
+                "params_file", "output")
 #: What the demo writes into --output; a run removes exactly these names first (an earlier run's).
 OVERLAY_PNG = re.compile(r"overlay_[0-9]{5,}\.png")
 VIDEO_FILE, STATS_FILE, SUMMARY_FILE = "overlay.mp4", "stats.jsonl", "summary.json"
@@ -274,6 +277,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ..core.errors import FastSam2Error
 
     args = build_parser().parse_args(argv)
+    printable_output()  # its lines name --input and other files, whatever their names
     try:
         with sigterm_as_ctrl_c():
             return _run(args)
@@ -312,6 +316,11 @@ def _run(args) -> int:
     if not args.output.strip():  # an unset "$OUT": it would write (and clean up) the current folder
         print("error: --output must not be empty", file=sys.stderr)
         return 2
+    not_utf8 = _not_utf8(args)
+    if not_utf8:
+        print(f"error: {not_utf8} is not UTF-8, which ROS and OpenCV need (a file: rename it, or "
+              "give a link to it with a UTF-8 name)", file=sys.stderr)
+        return 2
     args.output = str(Path(args.output).expanduser())
     if args.params_file:
         args.params_file = str(Path(args.params_file).expanduser())
@@ -340,6 +349,19 @@ def _run(args) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_earlier_outputs(out_dir)
     return _run_ros(args, overrides, src, fps, out_dir)
+
+
+def _not_utf8(args) -> str:
+    """The first option, with its value, that ROS (parameters, the prompt, rcl's params file) or
+    OpenCV (the output files) gets and that is not UTF-8 ('' if none): rclpy refuses it with a
+    UnicodeEncodeError, OpenCV crashes on it (SIGSEGV). An --input folder of any name is read."""
+    from ..frame_sources import is_utf8
+
+    for name in UTF8_OPTIONS:
+        value = getattr(args, name)
+        if value and not is_utf8(value):
+            return f"--{name.replace('_', '-')} {value}"
+    return ""
 
 
 def _check_params_file(path: str) -> None:
@@ -436,9 +458,8 @@ def _run_ros(args, overrides: dict, src, fps: float, out_dir: Path) -> int:
 
     from .tracker_node import EXECUTOR_THREADS, TrackerNode
 
-    ros_args = ["--ros-args", "--params-file", args.params_file] if args.params_file else None
     try:
-        rclpy.init(args=ros_args, signal_handler_options=SignalHandlerOptions.NO)
+        rclpy.init(args=_rcl_args(args), signal_handler_options=SignalHandlerOptions.NO)
     except RuntimeError as exc:  # rcl's RCLError: a parameter file it rejects beyond the check above
         if not args.params_file:
             raise
@@ -486,6 +507,14 @@ def _run_ros(args, overrides: dict, src, fps: float, out_dir: Path) -> int:
                 feeder.destroy_node()
             if rclpy.ok():
                 rclpy.shutdown()
+
+
+def _rcl_args(args) -> List[str]:
+    """The command line rcl gets: the program and the ROS part only. With none given rclpy takes
+    the whole ``sys.argv``, the demo's own options included, and a path or ``--text`` that is
+    not UTF-8 (a Latin-1 folder name) ended in a UnicodeEncodeError before any frame."""
+    ros_args = ["--ros-args", "--params-file", args.params_file] if args.params_file else []
+    return ["fastsam2-demo"] + ros_args
 
 
 class _Link:

@@ -57,7 +57,7 @@ from ..core.config import PARAMETER_RANGES, Range
 from ..core.errors import InputError
 from ..core.prompts import validate_image
 from ..core.stats import BitMasks, FrameResult, FrameStats
-from .cli_process import exit_with_parent, no_interrupts, sigterm_as_ctrl_c
+from .cli_process import exit_with_parent, no_interrupts, printable_output, sigterm_as_ctrl_c
 from .demo import wait_until
 from .messages import NODE_STAGES
 from .pacing import FixedRate
@@ -272,7 +272,9 @@ class Probe:
         from fastsam2_msgs.msg import TrackedObjectArray, TrackerStats
 
         self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx, domain_id=domain_id)
+        # the program name only: without args rclpy takes sys.argv, whose --json or --label
+        # that is not UTF-8 ended in a UnicodeEncodeError
+        rclpy.init(args=["fastsam2-bench"], context=self.ctx, domain_id=domain_id)
         self.node = Node("fastsam2_bench_probe", context=self.ctx)
         qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self.image = self.node.create_publisher(Image, f"{NAMESPACE}/image",
@@ -564,6 +566,7 @@ def main(argv=None) -> int:
     if argv[:1] == ["--serve-floor"]:
         return serve_floor(argv[1:])
     args = parse_args(argv)
+    printable_output()  # its lines name --json, whatever its name
     try:
         from ..eval.cli import check_output_file
 
