@@ -505,6 +505,33 @@ def test_demo_rate_sends_at_its_rate_however_long_the_feeders_own_work(long_fram
     assert "fell behind" not in se
 
 
+def overlay_msg(value):
+    from fastsam2_ros.image_messages import numpy_to_image
+
+    return numpy_to_image(np.full((72, 96, 3), value, np.uint8), "rgb8")
+
+
+def test_the_mp4_repeats_the_previous_overlay_for_each_dropped_frame(tmp_path):
+    """--rate: frames the node dropped have no overlay, and the mp4 got only the processed ones
+    back to back (12 frames sent at 10 fps, 6 processed: a 0.6 s mp4 playing 2x too fast)."""
+    writer = demo._OverlayWriter(tmp_path, fps=10.0, video=True)
+    index_of = {(i, 0): i for i in range(7)}
+    writer.write([((0, 0), overlay_msg(20)), ((1, 0), overlay_msg(60))], index_of)
+    writer.write([((4, 0), overlay_msg(140)), ((6, 0), overlay_msg(220))], index_of)  # 2, 3, 5 dropped
+    writer.close()
+    cap = cv2.VideoCapture(str(tmp_path / demo.VIDEO_FILE))
+    means = []
+    ok, frame = cap.read()
+    while ok:
+        means.append(round(float(frame.mean())))
+        ok, frame = cap.read()
+    cap.release()
+    assert len(means) == 7 and np.allclose(means, [20, 60, 60, 60, 140, 140, 220], atol=6), means
+    assert sorted(p.name for p in tmp_path.glob("overlay_*.png")) == [
+        "overlay_00000.png", "overlay_00001.png", "overlay_00004.png", "overlay_00006.png"]
+    assert (writer.pngs, writer.video_frames, writer.repeated) == (4, 7, 3)
+
+
 @pytest.fixture()
 def latin1_frames(frames_dir, tmp_path):
     """frames_dir's frames in a folder whose name is Latin-1, not UTF-8 (an old archive, a

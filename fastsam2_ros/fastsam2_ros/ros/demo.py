@@ -16,8 +16,10 @@ robot's tracker) in one ROS domain never see each other's frames or prompts:
    at once with the node's reason;
 4. it writes each frame's ``overlay`` image as a PNG file and an mp4 frame to ``--output`` as
    soon as the frame is final (nothing piles up in memory; with ``--rate`` a thread of its own
-   writes them), and at the end, also after Ctrl-C, SIGTERM or an error, the ``stats`` messages
-   as JSON lines and a summary; it prints per-frame and summary statistics.
+   writes them, and a frame the node dropped has no PNG and repeats the previous overlay in the
+   mp4, which keeps the input's timeline), and at the end, also after Ctrl-C, SIGTERM or an
+   error, the ``stats`` messages as JSON lines and a summary; it prints per-frame and summary
+   statistics.
 
 Example::
 
@@ -102,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "else 10)")
     p.add_argument("--rate", type=float, default=None,
                    help="publish frames at this rate (Hz, > 0) instead of lock-step; slow inference "
-                   "drops frames")
+                   "drops frames (overlay.mp4 repeats the previous overlay for each)")
     p.add_argument("--topic", default=None, help="image topic inside a rosbag input")
     p.add_argument("--frame-timeout", type=float, default=300.0,
                    help="seconds to wait for one frame's outputs, > 0")
@@ -196,14 +198,18 @@ class _Collector:
 
 class _OverlayWriter:
     """Writes each overlay as it comes, as a PNG and an mp4 frame, so a long video never piles up
-    in memory (one full-resolution frame each)."""
+    in memory (one full-resolution frame each, and the last mp4 frame). The mp4 keeps the input's
+    timeline: a frame the node dropped (``--rate``) has no overlay and no PNG, and the previous
+    overlay is written again in its place, so that mp4 frame k is input frame k."""
 
     def __init__(self, out_dir: Path, fps: float, video: bool) -> None:
         self.out_dir = out_dir
         self.fps = fps
         self._video = None if video else False  # None: opened at the first frame (its size)
+        self._last: Optional[Tuple[int, np.ndarray]] = None  # the last mp4 frame: (index, bgr)
         self.pngs = 0
         self.video_frames = 0
+        self.repeated = 0  # mp4 frames that stand for dropped frames
 
     def write(self, arrived, index_of: Dict[Tuple[int, int], int]) -> None:
         """Write the ``(stamp key, overlay)`` pairs of frames this run sent, in order."""
@@ -219,10 +225,23 @@ class _OverlayWriter:
         bgr = np.ascontiguousarray(image_to_numpy(msg)[:, :, ::-1])
         cv2.imwrite(str(self.out_dir / overlay_png(index)), bgr)
         self.pngs += 1
+        self._write_video(index, bgr)
+
+    def _write_video(self, index: int, bgr: np.ndarray) -> None:
+        """mp4 frame ``index``, after the previous overlay once for each frame dropped since it
+        (the node answers frames in order, so none of them comes later)."""
         writer = self._writer(bgr.shape)
-        if writer:
-            writer.write(bgr)
-            self.video_frames += 1
+        if not writer:
+            return
+        if self._last is not None:
+            last_index, last_bgr = self._last
+            for _ in range(index - last_index - 1):
+                writer.write(last_bgr)
+                self.video_frames += 1
+                self.repeated += 1
+        writer.write(bgr)
+        self.video_frames += 1
+        self._last = (index, bgr)
 
     def _writer(self, shape):
         import cv2
@@ -723,7 +742,7 @@ def _write_results(out_dir: Path, overlays: _OverlayWriter, col: _Collector,
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     if summary["error"]:
         print(f"error: {summary['error']}", file=sys.stderr)
-    _print_summary(summary, out_dir, overlays.pngs, overlays.video_frames)
+    _print_summary(summary, out_dir, overlays)
     if summary["interrupted"]:
         print(f"interrupted after {len(index_of)} frame(s) sent: the outputs so far are in "
               f"{out_dir} (summary.json: \"interrupted\": true)", file=sys.stderr)
@@ -847,7 +866,7 @@ def _auto_prompt_summary(rows: List[dict]) -> dict:
     return {"phrases": phrases, "runs": runs}
 
 
-def _print_summary(s: dict, out_dir: Path, written: int, video_frames: int) -> None:
+def _print_summary(s: dict, out_dir: Path, overlays: _OverlayWriter) -> None:
     auto = s["auto_prompt"]
     print("summary: "
           f"{s['frames_processed']} processed / {s['frames_sent']} sent ({s['frames_dropped']} dropped) "
@@ -859,8 +878,10 @@ def _print_summary(s: dict, out_dir: Path, written: int, video_frames: int) -> N
           + (f"; automatic prompt phrases {auto['phrases']}, stage ms "
              f"{[run['stage_ms'] for run in auto['runs']]}" if auto["runs"] else "")
           + f"; device {s['device']}")
-    print(f"wrote {written} overlay PNG(s)"
-          + (f", overlay.mp4 ({video_frames} frames)" if video_frames else "")
+    repeated = (f", {overlays.repeated} of them the previous overlay again for a dropped frame"
+                if overlays.repeated else "")
+    print(f"wrote {overlays.pngs} overlay PNG(s)"
+          + (f", overlay.mp4 ({overlays.video_frames} frames{repeated})" if overlays.video_frames else "")
           + f", stats.jsonl and summary.json to {out_dir}")
 
 
