@@ -1012,6 +1012,30 @@ def test_a_process_that_exits_with_its_parent_gets_its_ctrl_c_when_the_parent_di
         stop_all(parent, [child] if child else [])
 
 
+def test_a_signal_that_comes_while_the_handler_holds_a_lock_changes_nothing():
+    """Signals come in bursts (the parent-death signal once for each thread of the node, again for
+    each exiting thread of the killed bench): one that came while the node's handler held the lock
+    of Event.set() ran the handler again inside it, which waited for its own lock forever (about
+    one node in 20 outlived a killed bench; its main thread stuck in on_signal -> set -> on_signal
+    -> set)."""
+    from fastsam2_ros.ros.cli_process import first_signal_only
+
+    stop = threading.Event()
+    calls = []
+
+    def set_stop_and_take_a_second_signal(signum, frame):
+        calls.append(signum)
+        with stop._cond:  # the lock Event.set() holds when the next signal of the burst comes
+            handler(signal.SIGTERM, None)
+        stop.set()
+
+    handler = first_signal_only(set_stop_and_take_a_second_signal)
+    first = threading.Thread(target=handler, args=(signal.SIGINT, None), daemon=True)
+    first.start()
+    first.join(10.0)
+    assert not first.is_alive() and stop.is_set() and calls == [signal.SIGINT]
+
+
 class DroppingNode:
     """A probe whose node answers every third frame of the rate run and counts the others as
     dropped as they come; 5 frames were dropped before the run."""

@@ -1,6 +1,7 @@
-"""What the command-line processes share (``fastsam2-demo``, ``fastsam2-bench --node`` and the
-node process the benchmark starts): SIGTERM ends a run as Ctrl-C does, a second signal cannot cut
-the teardown short, a child process ends with its parent, and any file name prints.
+"""What the processes started from a command line share (``fastsam2-demo``, ``fastsam2-bench
+--node``, ``tracker_node``): SIGTERM ends a run as Ctrl-C does, a second signal cannot cut the
+teardown short, a burst of signals is one, a child process ends with its parent, and any file
+name prints.
 
 The context managers act in the main thread only (Python runs signal handlers there); elsewhere
 they do nothing.
@@ -15,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Callable, List
 
 #: prctl(2)'s option: the signal a process gets when the thread that started it ends
 PR_SET_PDEATHSIG = 1
@@ -54,6 +56,23 @@ def no_interrupts():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def first_signal_only(handler: Callable[[int, object], None]) -> Callable[[int, object], None]:
+    """``handler`` for the first signal, nothing for those after it. Signals come in bursts (the
+    parent-death signal once for each thread of the child, again for each exiting thread of its
+    parent; a terminal's Ctrl-C with a supervisor's SIGINT): one that came while the handler held
+    ``threading.Event``'s lock in ``set()`` ran the handler again inside it, which then waited
+    for its own lock forever, and the process never ended."""
+    handled: List[int] = []
+
+    def on_first(signum: int, frame: object) -> None:
+        if handled:
+            return
+        handled.append(signum)
+        handler(signum, frame)
+
+    return on_first
 
 
 def exit_with_parent(parent_pid: int, sig: int = signal.SIGINT) -> None:
@@ -98,4 +117,5 @@ def printable_output() -> None:
             reconfigure(errors="backslashreplace")
 
 
-__all__ = ["sigterm_as_ctrl_c", "no_interrupts", "exit_with_parent", "printable_output"]
+__all__ = ["sigterm_as_ctrl_c", "no_interrupts", "first_signal_only", "exit_with_parent",
+           "printable_output"]

@@ -57,7 +57,8 @@ from ..core.config import PARAMETER_RANGES, Range
 from ..core.errors import InputError
 from ..core.prompts import validate_image
 from ..core.stats import BitMasks, FrameResult, FrameStats
-from .cli_process import exit_with_parent, no_interrupts, printable_output, sigterm_as_ctrl_c
+from .cli_process import (exit_with_parent, first_signal_only, no_interrupts, printable_output,
+                          sigterm_as_ctrl_c)
 from .demo import wait_until
 from .messages import NODE_STAGES
 from .pacing import FixedRate
@@ -227,7 +228,7 @@ def serve_floor(argv: Sequence[str]) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, first_signal_only(lambda *_: stop.set()))
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     stop.wait()

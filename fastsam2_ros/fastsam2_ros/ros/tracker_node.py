@@ -51,6 +51,7 @@ from ..core.errors import CheckpointError, FastSam2Error, InputError
 from ..core.prompts import validate_object_id, validate_text
 from ..image_messages import compressed_to_rgb, compressed_topic, image_to_rgb
 from . import frame_worker, prompting
+from .cli_process import first_signal_only
 from .diagnostics import NodeHealth, to_status
 from .frame_worker import FrameWorker, ObjectNotes, TrackedFrame, wait
 from .messages import auto_prompt_summary
@@ -786,8 +787,9 @@ def main(args: Optional[List[str]] = None,
             starting.clear()
             raise _InterruptedStartUp()
 
+    on_first_signal = first_signal_only(on_signal)  # stop.set() takes a lock: no second run in it
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
+        signal.signal(sig, on_first_signal)
     node = TrackerNode(tracker_factory=tracker_factory)
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
