@@ -19,6 +19,8 @@ rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("fastsam2_msgs.msg", reason="fastsam2_msgs not built (scripts/setup_env.sh)")
 pytest.importorskip("sam2")
 
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from ros_probe import Probe, add_request, frame_rgb, wait_for  # noqa: E402
 
@@ -133,15 +135,24 @@ class SlowAutoPrompt(SceneTracker):
         time.sleep(60)
         raise RuntimeError("not reached in time")
 
+from fastsam2_ros.ros import frame_worker
+stop = frame_worker.FrameWorker.stop
+def say_stop(self, *args, **kwargs):
+    print("worker stop waits", flush=True)
+    return stop(self, *args, **kwargs)
+frame_worker.FrameWorker.stop = say_stop
+
 os._exit(tracker_node.main({args!r}, tracker_factory=SlowAutoPrompt))
 """
 
 
-def test_a_signal_during_a_long_automatic_prompt_ends_the_node_in_time():
+@pytest.mark.parametrize("while_deactivating", [False, True])
+def test_a_signal_during_a_long_automatic_prompt_ends_the_node_in_time(while_deactivating):
     """After start-up a signal made the node wait for the tracker call in progress for up to
     STOP_TIMEOUT_S (120 s), a second Ctrl-C included: ros2 launch SIGKILLs a node 10 s after its
-    SIGINT, and an automatic prompt takes tens of seconds on a CPU."""
-    ns = "/slowauto"
+    SIGINT, and an automatic prompt takes tens of seconds on a CPU. A deactivate that already
+    waited for that call held the node's stop lock for its own 120 s (review diff7)."""
+    ns = "/slowauto_deactivating" if while_deactivating else "/slowauto"
     env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN_ID), RCUTILS_LOGGING_BUFFERED_STREAM="0")
     code = SLOW_AUTO_PROMPT.format(test_dir=os.path.dirname(os.path.abspath(__file__)),
                                    args=["--ros-args", "-r", f"__ns:={ns}", "-p",
@@ -149,13 +160,15 @@ def test_a_signal_during_a_long_automatic_prompt_ends_the_node_in_time():
                                          "auto_prompt_on_start:=true"])
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    lines, started = [], threading.Event()
+    lines, started, stop_waits = [], threading.Event(), threading.Event()
 
     def read():
         for line in proc.stdout:
             lines.append(line)
             if "automatic prompt started" in line:
                 started.set()
+            if "worker stop waits" in line:
+                stop_waits.set()
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -171,6 +184,11 @@ def test_a_signal_during_a_long_automatic_prompt_ends_the_node_in_time():
         while not started.wait(0.5) and time.monotonic() < deadline:
             probe.publish_frame()  # (best effort: the first ones may go before the match)
         assert started.is_set(), "".join(lines)[-3000:]
+        if while_deactivating:
+            assert probe.change_state.wait_for_service(10.0)
+            probe.change_state.call_async(ChangeState.Request(
+                transition=Transition(id=Transition.TRANSITION_DEACTIVATE)))
+            assert stop_waits.wait(30.0), "".join(lines)[-3000:]
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         try:

@@ -55,6 +55,13 @@ COMMANDS_BEFORE_A_FRAME = 4
 PUBLISH_BACKLOG = 1
 #: How long stop() waits for the tracker call in progress (a lifecycle transition waits this long).
 STOP_TIMEOUT_S = 120.0
+#: How long a stop waits for the tracker call in progress once the process exits (Ctrl-C,
+#: SIGTERM). A longer one (an automatic prompt takes tens of seconds on a CPU) is abandoned, as at
+#: deactivate, and the process ends anyway: ``ros2 launch`` sends SIGTERM 5 s after its SIGINT and
+#: SIGKILL 5 s later.
+EXIT_STOP_TIMEOUT_S = 3.0
+#: The slices a stop waits in, to see an exit that comes meanwhile
+JOIN_SLICE_S = 0.1
 #: pause after an error in the worker's own wait (reported each time, never a busy loop)
 LOOP_ERROR_PAUSE_S = 0.5
 #: The outcome of the command an abandoned worker runs (see FrameWorker._abandon).
@@ -180,11 +187,12 @@ class FrameWorker:
         self._thread = threading.Thread(target=self._loop, name="fastsam2_worker", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: Optional[float] = None) -> bool:
+    def stop(self, timeout: Optional[float] = None, exiting: Optional[threading.Event] = None) -> bool:
         """Stop taking frames and commands, wait for the frame in progress and the publication
         of what was tracked, fail what is queued. Nothing is published after this returns.
-        False when the tracking thread did not end within ``timeout`` (a tracker call hung): the
-        worker is abandoned then (:meth:`_abandon`)."""
+        False when the tracking thread did not end within ``timeout`` (a tracker call hung), or
+        within EXIT_STOP_TIMEOUT_S of ``exiting`` being set: the worker is abandoned then
+        (:meth:`_abandon`)."""
         timeout = STOP_TIMEOUT_S if timeout is None else timeout
         self._stop.set()
         with self._cv:
@@ -194,7 +202,7 @@ class FrameWorker:
             thread = self._thread
             ended = True
             if thread is not None and thread is not threading.current_thread():
-                thread.join(timeout=timeout)
+                _join(thread, timeout, exiting)
                 ended = not thread.is_alive()
             if ended:
                 self._thread = None  # else the next stop() waits for it again
@@ -206,7 +214,7 @@ class FrameWorker:
                     self._to_publish.append(None)
                     self._publish_cv.notify_all()
                 if publisher is not threading.current_thread():
-                    publisher.join(timeout=timeout)
+                    _join(publisher, timeout, exiting)
             with self._cv:
                 left, self._commands = list(self._commands), deque()
             for cmd in left:
@@ -657,6 +665,20 @@ class FrameWorker:
         finally:
             if self.tracker.frame_index != before:
                 self._needs_image = False
+
+
+def _join(thread: threading.Thread, timeout: float, exiting: Optional[threading.Event]) -> None:
+    """``thread.join(timeout)``, cut to EXIT_STOP_TIMEOUT_S once ``exiting`` is set: a signal that
+    comes while a lifecycle transition waits here for a long call (holding the node's stop lock,
+    which the exit's own stop needs) must not wait out the transition's STOP_TIMEOUT_S."""
+    deadline = time.monotonic() + timeout
+    while thread.is_alive():
+        now = time.monotonic()
+        if exiting is not None and exiting.is_set():
+            deadline, exiting = min(deadline, now + EXIT_STOP_TIMEOUT_S), None
+        if now >= deadline:
+            return
+        thread.join(min(JOIN_SLICE_S, deadline - now))
 
 
 def wait(future: Future, timeout: float, may_still: str = "it may still take effect") -> Any:

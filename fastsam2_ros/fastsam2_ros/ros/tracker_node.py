@@ -113,8 +113,12 @@ class TrackerNode(LifecycleNode):
     """``fastsam2_tracker``: lifecycle node around :class:`fastsam2_ros.core.StreamingTracker`."""
 
     def __init__(self, node_name: str = DEFAULT_NODE_NAME, *,
-                 tracker_factory: Optional[TrackerFactory] = None, **kwargs: Any) -> None:
+                 tracker_factory: Optional[TrackerFactory] = None,
+                 exiting: Optional[threading.Event] = None, **kwargs: Any) -> None:
+        """``exiting``: set when the process exits (main's signal handler); a transition that
+        waits for the worker then waits EXIT_STOP_TIMEOUT_S at most (FrameWorker.stop)."""
         super().__init__(node_name, **kwargs)
+        self._exiting = exiting if exiting is not None else threading.Event()
         #: start-up values the descriptors rejected: configure fails with them until fixed
         self.rejected_parameters = declare_parameters(self)
         for reason in self.rejected_parameters.values():
@@ -257,11 +261,12 @@ class TrackerNode(LifecycleNode):
         with self._worker_stop_lock:
             worker, self._worker = self._worker, None
             if worker is not None:
-                ended = worker.stop(timeout)
+                t0 = time.monotonic()
+                ended = worker.stop(timeout, self._exiting)
                 # for the next worker, if the model stays (a worker still running may change them)
                 self._object_notes = worker.notes() if ended else None
                 if not ended:
-                    self._abandon_tracker(frame_worker.STOP_TIMEOUT_S if timeout is None else timeout)
+                    self._abandon_tracker(time.monotonic() - t0)
 
     def _abandon_tracker(self, waited_s: float) -> None:
         """The worker is still inside a tracker call (a long automatic prompt, a hung GPU): the
@@ -270,7 +275,7 @@ class TrackerNode(LifecycleNode):
         tracker, self._tracker = self._tracker, None
         if tracker is not None:
             self.get_logger().error(
-                f"the frame worker did not finish its tracker call within {waited_s:g} s; that "
+                f"the frame worker did not finish its tracker call within {waited_s:.0f} s; that "
                 "tracker is left to it (its objects are lost; an activate loads a new one)")
 
     def _destroy_subscriptions(self) -> None:
@@ -728,11 +733,6 @@ def _decode(kind: str, msg: Any) -> np.ndarray:
     return image_to_rgb(msg, copy=False) if kind == "raw" else compressed_to_rgb(msg)
 
 
-#: How long the process waits at exit (Ctrl-C, SIGTERM) for the tracker call in progress. A longer
-#: one (an automatic prompt takes tens of seconds on a CPU) is abandoned, as at deactivate, and the
-#: process ends anyway: ``ros2 launch`` sends SIGTERM 5 s after its SIGINT and SIGKILL 5 s later.
-EXIT_STOP_TIMEOUT_S = 3.0
-
 #: Spins in a row that raise before ``spin_until_stopped`` gives up (about 5 s of failures).
 SPIN_FAILURES_TO_GIVE_UP = 100
 
@@ -775,7 +775,8 @@ def main(args: Optional[List[str]] = None,
     and no handle is destroyed under a waiting executor. (rclpy's own signal handler would
     invalidate the context first, while the worker may be publishing.) A signal during the
     start-up's configure and activate interrupts them (the node never activates after it); after
-    start-up the worker's tracker call gets EXIT_STOP_TIMEOUT_S, then is abandoned.
+    start-up the worker's tracker call gets EXIT_STOP_TIMEOUT_S (frame_worker), then is abandoned,
+    also where a lifecycle transition already waits for it.
     """
     keep_freed_memory()  # image-sized buffers are reused, not faulted in again every frame
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -790,7 +791,7 @@ def main(args: Optional[List[str]] = None,
     on_first_signal = first_signal_only(on_signal)  # stop.set() takes a lock: no second run in it
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_first_signal)
-    node = TrackerNode(tracker_factory=tracker_factory)
+    node = TrackerNode(tracker_factory=tracker_factory, exiting=stop)
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
     spinner = threading.Thread(target=spin_until_stopped, args=(executor, stop, node.get_logger()),
@@ -816,7 +817,7 @@ def main(args: Optional[List[str]] = None,
         # then the context
         node.get_logger().info("shutting down")
         stop.set()
-        node.stop_processing(EXIT_STOP_TIMEOUT_S)
+        node.stop_processing(frame_worker.EXIT_STOP_TIMEOUT_S)
         executor.shutdown(timeout_sec=5.0)
         spinner.join(timeout=5.0)
         node.destroy_node()
