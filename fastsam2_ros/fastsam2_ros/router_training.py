@@ -268,12 +268,11 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
     try:
         from .core.tracker import StreamingTracker, check_tracker_files
-        from .eval.cli import check_output_file, check_text_sequences, load_text_prompts
+        from .eval.cli import check_max_frames, check_output_file, check_text_sequences, load_text_prompts
         from .eval.davis_io import DavisDataset
 
         check_output_file(args.out, "--out", makes_folders=False)  # before all the work
-        if args.max_frames is not None and args.max_frames < 1:
-            raise InputError("--max-frames must be >= 1")
+        check_max_frames(args.max_frames)
         if args.epochs < 1:
             raise InputError("--epochs must be >= 1")
         if not (math.isfinite(args.lr) and args.lr > 0):

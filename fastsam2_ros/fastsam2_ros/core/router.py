@@ -276,13 +276,10 @@ class TokenRouter(nn.Module):
         return F.adaptive_max_pool2d((mask_logits.float() > 0).float(), grid_hw)
 
     @staticmethod
-    def previous_mask_prior(mask_logits: Optional[torch.Tensor], grid_hw: tuple) -> Optional[torch.Tensor]:
-        """Previous low-res mask logits [B, 1, h, w] -> {0,1} per token [B, N], dilated by one
-        token (the expected motion)."""
-        if mask_logits is None:
-            return None
-        m = TokenRouter.previous_mask_tokens(mask_logits, grid_hw)
-        return F.max_pool2d(m, kernel_size=3, stride=1, padding=1).flatten(1)
+    def dilated(under: torch.Tensor) -> torch.Tensor:
+        """``previous_mask_tokens`` [B, 1, gh, gw] dilated by one token (the expected motion), as
+        [B, N]: the prior."""
+        return F.max_pool2d(under, kernel_size=3, stride=1, padding=1).flatten(1)
 
     def signals(self, tokens: torch.Tensor, grid_hw: tuple, attn_layer,
                 text: Optional[TextRows], prev_mask_logits: Optional[torch.Tensor],
@@ -293,10 +290,12 @@ class TokenRouter(nn.Module):
             sig.text = text.relevance(sig.tokens)
             sig.has_text = text.has_text
             sig.text_scales, sig.text_vector = text.token_scales(sig.text), text.vector
-        sig.prior = self.previous_mask_prior(prev_mask_logits, grid_hw)
-        if sig.prior is not None:  # the prototype: the mean token under the mask, not its dilation
-            under = self.previous_mask_tokens(prev_mask_logits, grid_hw).flatten(1)  # (mostly
-            mass = under.sum(1)  # background around a small object)
+        if prev_mask_logits is not None:
+            under = self.previous_mask_tokens(prev_mask_logits, grid_hw)
+            sig.prior = self.dilated(under)
+            # the prototype: the mean token under the mask, not under its dilation (mostly
+            under = under.flatten(1)  # background around a small object)
+            mass = under.sum(1)
             proto = (sig.tokens[None] * under[..., None]).sum(1) / mass.clamp_min(1.0)[:, None]
             sig.prototype = F.cosine_similarity(sig.tokens[None], proto[:, None], dim=-1)
             sig.has_prototype = mass > 0

@@ -195,7 +195,11 @@ def method_name(entry: Dict[str, Any]) -> str:
         name = f"Streaming SAM 2, pruned (keep {keep_ratio_text(entry['keep_ratio'])})"
     else:
         name = METHOD_NAMES.get(entry["mode"], entry["label"])
-    variant = entry.get("text_variant")
+    return with_text_variant(name, entry.get("text_variant"))
+
+
+def with_text_variant(name: str, variant: Optional[str]) -> str:
+    """A run's name in the table and the plot's legend, with its text variant if it has one."""
     return f"{name}, text: {variant}" if variant else name
 
 
@@ -281,7 +285,7 @@ def plot(report: Dict[str, Any], path) -> Optional[Path]:
             xs = [e["keep_ratio"] for e in stream if get(e) is not None]
             ys = [get(e) for e in stream if get(e) is not None]
             if xs:
-                ax.plot(xs, ys, "o-", label="streaming (ours)" + (f", text: {variant}" if variant else ""))
+                ax.plot(xs, ys, "o-", label=with_text_variant("streaming (ours)", variant))
         if official is not None and get(official) is not None:
             ax.axhline(get(official), color="gray", linestyle="--", label="official SAM 2")
         ax.set_xlabel("keep ratio")
