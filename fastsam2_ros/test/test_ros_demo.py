@@ -502,7 +502,6 @@ def test_demo_rate_sends_at_its_rate_however_long_the_feeders_own_work(long_fram
     assert len(sent) == 12
     period = (sent[-1] - sent[1]) / 10  # frame 0 waits for the prompt
     assert 0.199 <= period < 0.25, np.diff(sent[1:])
-    assert "fell behind" not in se
 
 
 def overlay_msg(value):
