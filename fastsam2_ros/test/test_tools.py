@@ -975,6 +975,19 @@ def test_node_bench_node_process_ends_when_the_bench_is_killed(tmp_path, tracker
         stop_all(proc, nodes)
 
 
+def test_the_floor_node_ends_on_its_own_sigterm(tmp_path):
+    """rclpy's own SIGTERM handler shut the floor node's context down under its spinner, and its
+    main thread waited for a stop that never came: the process hung (review final7)."""
+    proc, nodes, first = start_node_bench(tmp_path, "--tracker", "floor")
+    try:
+        assert first.startswith("64x48") and len(nodes) == 1, (first, nodes,
+                                                               (tmp_path / "stderr.log").read_text())
+        os.kill(nodes[0], signal.SIGTERM)  # kill, a supervisor: not through the bench
+        assert wait_for(lambda: not running(nodes[0]), 15.0, step=0.1), "the floor node hung on SIGTERM"
+    finally:
+        stop_all(proc, nodes)
+
+
 CHILD_OF_A_PARENT = """
 import signal, sys
 from fastsam2_ros.ros import cli_process

@@ -183,6 +183,7 @@ def serve_floor(argv: Sequence[str]) -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
+    from rclpy.signals import SignalHandlerOptions
     from sensor_msgs.msg import Image
 
     from fastsam2_msgs.msg import TrackedObject, TrackedObjectArray, TrackerStats
@@ -191,7 +192,9 @@ def serve_floor(argv: Sequence[str]) -> int:
     from .qos import reliable
 
     keep_freed_memory()  # as tracker_node.main does
-    rclpy.init(args=["node_bench"] + list(ros_args))
+    # our handler for SIGINT and SIGTERM alike: rclpy's own SIGTERM handler shut the context down
+    # under the spinner, and the main thread waited for a stop that never came
+    rclpy.init(args=["node_bench"] + list(ros_args), signal_handler_options=SignalHandlerOptions.NO)
     node = Node(NODE_NAME, namespace=NAMESPACE)
     for name, value in {**OUTPUT_SETS["+overlay@10Hz"], "publish_stats": True}.items():
         node.declare_parameter(name, value)
@@ -228,7 +231,9 @@ def serve_floor(argv: Sequence[str]) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     stop = threading.Event()
-    signal.signal(signal.SIGINT, first_signal_only(lambda *_: stop.set()))
+    on_first_signal = first_signal_only(lambda *_: stop.set())
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_first_signal)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     stop.wait()
