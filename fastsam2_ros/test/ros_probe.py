@@ -172,6 +172,27 @@ def image_reader_matched(node, ns):
 
 
 @contextlib.contextmanager
+def spinning_probe(domain_id, ns):
+    """A Probe for a node in another process, on its own context, spun in a background thread;
+    torn down on exit (the caller ends that process first)."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=domain_id)
+    probe = Probe(ctx, ns)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(probe)
+    threading.Thread(target=ex.spin, daemon=True).start()
+    try:
+        yield probe
+    finally:
+        ex.shutdown(timeout_sec=5.0)
+        probe.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
+@contextlib.contextmanager
 def running_node(domain_id, ns, params, tracker_factory=None):
     """A started TrackerNode (configured + active) and a discovered Probe on their own context,
     spun by a MultiThreadedExecutor in a background thread; torn down on exit."""

@@ -21,8 +21,7 @@ pytest.importorskip("sam2")
 
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from ros_probe import Probe, add_request, frame_rgb, wait_for  # noqa: E402
+from ros_probe import add_request, frame_rgb, spinning_probe, wait_for  # noqa: E402
 
 NS = "/sd"
 NODE_ARGS = ["--ros-args", "-r", f"__ns:={NS}", "-p", "allow_random_weights:=true",
@@ -36,39 +35,30 @@ def test_signal_with_frames_in_flight_exits_cleanly(sig):
                RCUTILS_LOGGING_BUFFERED_STREAM="0")
     proc = subprocess.Popen([sys.executable, "-m", "fastsam2_ros.ros.tracker_node", *NODE_ARGS],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN_ID)
-    probe = Probe(ctx, NS)
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(probe)
-    spin = threading.Thread(target=ex.spin, daemon=True)
-    spin.start()
     stop_feeding = threading.Event()
-    try:
-        assert wait_for(lambda: probe.image.get_subscription_count() > 0
-                        and probe.count_publishers(f"{NS}/mask") > 0, 120.0), "node did not come up"
-        probe.publish_until_answered("mask")
-        assert probe.call(probe.add, add_request(obj_id=1, points=[(30, 30)])).success
+    with spinning_probe(DOMAIN_ID, NS) as probe:
+        try:
+            assert wait_for(lambda: probe.image.get_subscription_count() > 0
+                            and probe.count_publishers(f"{NS}/mask") > 0, 120.0), "node did not come up"
+            probe.publish_until_answered("mask")
+            assert probe.call(probe.add, add_request(obj_id=1, points=[(30, 30)])).success
 
-        def feed():  # faster than inference: there is always a frame in flight
-            while not stop_feeding.is_set():
-                probe.publish_frame(frame_rgb(shift=len(probe.got("mask")) % 7))
-                time.sleep(0.01)
+            def feed():  # faster than inference: there is always a frame in flight
+                while not stop_feeding.is_set():
+                    probe.publish_frame(frame_rgb(shift=len(probe.got("mask")) % 7))
+                    time.sleep(0.01)
 
-        feeder = threading.Thread(target=feed, daemon=True)
-        feeder.start()
-        n = len(probe.got("mask"))
-        assert wait_for(lambda: len(probe.got("mask")) >= n + 3, 60.0)
-        proc.send_signal(sig)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        stop_feeding.set()
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        ex.shutdown(timeout_sec=5.0)
-        probe.destroy_node()
-        rclpy.shutdown(context=ctx)
+            feeder = threading.Thread(target=feed, daemon=True)
+            feeder.start()
+            n = len(probe.got("mask"))
+            assert wait_for(lambda: len(probe.got("mask")) >= n + 3, 60.0)
+            proc.send_signal(sig)
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            stop_feeding.set()
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
     assert proc.returncode == 0, out[-3000:]
     for bad in ("Traceback", "RCLError", "context is invalid", "inference failed", "terminate called"):
         assert bad not in out, out[-3000:]
@@ -172,37 +162,29 @@ def test_a_signal_during_a_long_automatic_prompt_ends_the_node_in_time(while_dea
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx, domain_id=DOMAIN_ID)
-    probe = Probe(ctx, ns)
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(probe)
-    threading.Thread(target=ex.spin, daemon=True).start()
-    try:
-        assert wait_for(lambda: probe.image.get_subscription_count() > 0, 120.0), "node did not come up"
-        deadline = time.monotonic() + 60.0
-        while not started.wait(0.5) and time.monotonic() < deadline:
-            probe.publish_frame()  # (best effort: the first ones may go before the match)
-        assert started.is_set(), "".join(lines)[-3000:]
-        if while_deactivating:
-            assert probe.change_state.wait_for_service(10.0)
-            probe.change_state.call_async(ChangeState.Request(
-                transition=Transition(id=Transition.TRANSITION_DEACTIVATE)))
-            assert stop_waits.wait(30.0), "".join(lines)[-3000:]
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+    with spinning_probe(DOMAIN_ID, ns) as probe:
         try:
-            proc.wait(timeout=50)
-        except subprocess.TimeoutExpired:
-            pass
-        took = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        ex.shutdown(timeout_sec=5.0)
-        probe.destroy_node()
-        rclpy.shutdown(context=ctx)
+            assert wait_for(lambda: probe.image.get_subscription_count() > 0, 120.0), "node did not come up"
+            deadline = time.monotonic() + 60.0
+            while not started.wait(0.5) and time.monotonic() < deadline:
+                probe.publish_frame()  # (best effort: the first ones may go before the match)
+            assert started.is_set(), "".join(lines)[-3000:]
+            if while_deactivating:
+                assert probe.change_state.wait_for_service(10.0)
+                probe.change_state.call_async(ChangeState.Request(
+                    transition=Transition(id=Transition.TRANSITION_DEACTIVATE)))
+                assert stop_waits.wait(30.0), "".join(lines)[-3000:]
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=50)
+            except subprocess.TimeoutExpired:
+                pass
+            took = time.monotonic() - t0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     reader.join(5.0)
     out = "".join(lines)
     assert took < 10.0, f"still running {took:.1f} s after the signal\n{out[-3000:]}"
