@@ -5,6 +5,7 @@ GPU path's logic; test_cuda_fast_path.py adds the checks that need a GPU."""
 
 import collections
 import contextlib
+import dataclasses
 import functools
 import types
 
@@ -21,8 +22,8 @@ from fastsam2_ros.core.config import COMPILE_MODES
 from fastsam2_ros.core.errors import InputError
 from fastsam2_ros.core.memory_bank import NO_FRAME, MemoryBank
 from fastsam2_ros.core.models import build_predictor
-from fastsam2_ros.core.preprocess import (pil_bicubic_coefficients, preprocess_on_device,
-                                          preprocess_pil)
+from fastsam2_ros.core.preprocess import (FrameStager, pil_bicubic_coefficients,
+                                          preprocess_on_device, preprocess_pil)
 from fastsam2_ros.core.pruned_predictor import pack_mask_bits
 from fastsam2_ros.core.stats import BitMasks, FrameResult, FrameStats
 from fastsam2_ros.core.tracker import StreamingTracker
@@ -518,6 +519,26 @@ def test_frames_before_any_prompt_are_not_preprocessed(model128, video):
     for frame in frames[3:5]:
         tracker.track(frame)
     assert [id(s) for s in staged] == [id(frames[2]), id(frames[3]), id(frames[4])]
+
+
+@pytest.mark.parametrize("preprocess", ["device", "pil"])
+def test_staging_buffers_first_filled_by_a_prompt_take_later_frames(model128, video, preprocess):
+    """The CUDA path's staging buffers (here unpinned, on the CPU) are first made when a prompt
+    encodes its frame, under inference mode; they must take the next frames outside it. As
+    inference tensors they refused the in-place copy: on a GPU every prompt-then-track failed."""
+    cfg, model = model128
+    cfg = dataclasses.replace(cfg, preprocess=preprocess)
+    frames = video[0][:5]
+    results = {}
+    for buffered in (False, True):
+        tracker = StreamingTracker(cfg, model=model, return_logits=True)
+        tracker.stager = FrameStager(tracker.preprocess_mode, model.image_size, tracker.device,
+                                     buffered=buffered)
+        results[buffered] = _stream(tracker, frames, {1: PROMPTS[1], 2: PROMPTS[2]})
+        assert len(tracker.stager._buffers) == (1 if buffered else 0)
+    for plain, staged in zip(results[False], results[True]):
+        for obj_id in (1, 2):
+            np.testing.assert_array_equal(staged.logits[obj_id], plain.logits[obj_id])
 
 
 def test_steps_and_preprocessing_caches_are_bounded_over_changing_frame_sizes():

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections import OrderedDict
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -188,26 +188,29 @@ class FrameStager:
 
     On CUDA each frame size gets two pinned buffers used in turn; before a buffer is refilled we
     wait for the copy that last read it (an event), so frame t+1 can be staged while frame t's
-    copy and step run. Off CUDA the tensor is a zero-copy view of the array.
+    copy and step run. Off CUDA the tensor is a zero-copy view of the array, unless ``buffered``
+    asks for the CUDA path's buffers (unpinned, no events), so that tests run its logic on the CPU.
     """
 
-    def __init__(self, mode: str, size: int, device: torch.device) -> None:
+    def __init__(self, mode: str, size: int, device: torch.device,
+                 buffered: Optional[bool] = None) -> None:
         self.mode = mode
         self.size = int(size)
         self.device = device
         self.pinned = device.type == "cuda"
+        self.buffered = self.pinned if buffered is None else bool(buffered)
         self._buffers: "OrderedDict[Tuple[int, ...], list]" = OrderedDict()
         self._turn = 0
 
     def stage(self, image: np.ndarray) -> torch.Tensor:
         host = (torch.from_numpy(np.ascontiguousarray(image)) if self.mode == "device"
                 else preprocess_pil(image, self.size))
-        if not self.pinned:
+        if not self.buffered:
             return host
         shape = tuple(host.shape)
         pair = self._buffers.get(shape)
         if pair is None:
-            pair = [[torch.empty(host.shape, dtype=host.dtype).pin_memory(), None] for _ in range(2)]
+            pair = [[self._new_buffer(host), None] for _ in range(2)]
             self._buffers[shape] = pair
             while len(self._buffers) > SIZES_KEPT:  # the oldest size, once its copies are done
                 for _, event in self._buffers.popitem(last=False)[1]:
@@ -220,6 +223,14 @@ class FrameStager:
             slot[1].synchronize()  # the copy that last read this buffer is done
         slot[0].copy_(host)
         return slot[0]
+
+    def _new_buffer(self, like: torch.Tensor) -> torch.Tensor:
+        """A staging buffer outlives the call that made it, which may run under inference mode (a
+        frame's first use can be a prompt). Made as a normal tensor, it can be refilled in either
+        mode: an inference tensor refuses an in-place copy outside inference mode."""
+        with torch.inference_mode(False):
+            buffer = torch.empty(like.shape, dtype=like.dtype)
+            return buffer.pin_memory() if self.pinned else buffer
 
     def mark_consumed(self, staged: torch.Tensor) -> None:
         """Record (on the current stream) that the device copy of ``staged`` has been enqueued."""
