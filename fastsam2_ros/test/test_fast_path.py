@@ -7,6 +7,8 @@ import collections
 import contextlib
 import dataclasses
 import functools
+import subprocess
+import sys
 import types
 
 import numpy as np
@@ -539,6 +541,23 @@ def test_staging_buffers_first_filled_by_a_prompt_take_later_frames(model128, vi
     for plain, staged in zip(results[False], results[True]):
         for obj_id in (1, 2):
             np.testing.assert_array_equal(staged.logits[obj_id], plain.logits[obj_id])
+
+
+def test_staging_a_read_only_frame_does_not_warn():
+    """A ROS message's data is a read-only array: the CUDA path copies it into its buffer without
+    a tensor view of it, over which torch warns once per process of 'undefined behavior'. In a
+    fresh interpreter, since torch warns only once."""
+    code = ("import warnings, numpy as np, torch\n"
+            "from fastsam2_ros.core.preprocess import FrameStager\n"
+            "frame = np.arange(6 * 8 * 3, dtype=np.uint8).reshape(6, 8, 3)\n"
+            "frame.setflags(write=False)\n"
+            "stager = FrameStager('device', 16, torch.device('cpu'), buffered=True)\n"
+            "with warnings.catch_warnings():\n"
+            "    warnings.simplefilter('error')\n"
+            "    staged = stager.stage(frame)\n"
+            "assert np.array_equal(staged.numpy(), frame)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_steps_and_preprocessing_caches_are_bounded_over_changing_frame_sizes():

@@ -203,14 +203,16 @@ class FrameStager:
         self._turn = 0
 
     def stage(self, image: np.ndarray) -> torch.Tensor:
-        host = (torch.from_numpy(np.ascontiguousarray(image)) if self.mode == "device"
+        # device mode: the uint8 frame as it is (a ROS message's data is a read-only array)
+        host = (np.ascontiguousarray(image) if self.mode == "device"
                 else preprocess_pil(image, self.size))
         if not self.buffered:
-            return host
+            return torch.from_numpy(host) if isinstance(host, np.ndarray) else host
         shape = tuple(host.shape)
         pair = self._buffers.get(shape)
         if pair is None:
-            pair = [[self._new_buffer(host), None] for _ in range(2)]
+            dtype = torch.uint8 if isinstance(host, np.ndarray) else host.dtype  # (validate_image)
+            pair = [[self._new_buffer(shape, dtype), None] for _ in range(2)]
             self._buffers[shape] = pair
             while len(self._buffers) > SIZES_KEPT:  # the oldest size, once its copies are done
                 for _, event in self._buffers.popitem(last=False)[1]:
@@ -221,15 +223,18 @@ class FrameStager:
         slot = pair[self._turn]
         if slot[1] is not None:
             slot[1].synchronize()  # the copy that last read this buffer is done
-        slot[0].copy_(host)
+        if isinstance(host, np.ndarray):  # copied by numpy: torch warns on a view of a read-only array
+            slot[0].numpy()[...] = host
+        else:
+            slot[0].copy_(host)
         return slot[0]
 
-    def _new_buffer(self, like: torch.Tensor) -> torch.Tensor:
+    def _new_buffer(self, shape: Tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """A staging buffer outlives the call that made it, which may run under inference mode (a
         frame's first use can be a prompt). Made as a normal tensor, it can be refilled in either
         mode: an inference tensor refuses an in-place copy outside inference mode."""
         with torch.inference_mode(False):
-            buffer = torch.empty(like.shape, dtype=like.dtype)
+            buffer = torch.empty(shape, dtype=dtype)
             return buffer.pin_memory() if self.pinned else buffer
 
     def mark_consumed(self, staged: torch.Tensor) -> None:
