@@ -52,6 +52,53 @@ def test_ragged_box_and_the_tracker_stays_usable(tracker, frame):
     assert list(res.masks) == [1]
 
 
+W, H = 13, 9  # an odd-sized, non-square frame
+
+
+@pytest.mark.parametrize("x,y,clipped", [((W - 0.6), 4.0, (W - 1, 4.0)), (5.0, H - 0.5, (5.0, H - 1)),
+                                         (-0.5, -0.2, (0.0, 0.0)), (W - 1, H - 1, (W - 1, H - 1))])
+def test_a_click_anywhere_on_a_border_pixel_is_on_the_image(x, y, clipped):
+    """Pixel i is centred at i (image_geometry, RViz): a click projected onto the last column at
+    u = W - 0.6 is on that pixel; it was refused as outside the image (u > W - 1)."""
+    pts, _ = validate_points([[x, y]], [1], (H, W))
+    np.testing.assert_array_equal(pts, np.float32([clipped]))
+
+
+@pytest.mark.parametrize("x,y", [(W - 0.4, 4.0), (4.0, -0.6), (-3.0, 2.0), (2.0, H + 10)])
+def test_a_click_past_the_border_pixels_is_refused(x, y):
+    with pytest.raises(InputError, match="outside the 13x9 image"):
+        validate_points([[x, y]], [1], (H, W))
+
+
+def test_a_box_on_the_last_column_is_taken_and_one_beyond_it_refused():
+    assert validate_box([W - 1, 0, W + 5, 5], (H, W)) == (W - 1, 0.0, W - 1, 5.0)
+    assert validate_box([-5, -5, W + 5, H + 5], (H, W)) == (0.0, 0.0, W - 1, H - 1)
+    for outside in ([W - 0.4, 0, W + 5, 5], [0, -9, 5, -0.6]):
+        with pytest.raises(InputError, match="lies outside the 13x9 image"):
+            validate_box(outside, (H, W))
+
+
+class _CountedRepr(list):
+    reprs = 0
+
+    def __repr__(self):
+        type(self).reprs += 1
+        return super().__repr__()
+
+
+def test_huge_prompt_arguments_get_short_errors_and_valid_ones_no_repr():
+    """The box error printed every number (5 MB for a million); the points check made the repr of
+    every valid argument (a million points: 0.9 s) in case it had to complain."""
+    with pytest.raises(InputError, match="got 1000000 numbers") as err:
+        validate_box(np.zeros(1_000_000), (H, W))
+    assert len(str(err.value)) < 300
+    validate_points(_CountedRepr([[1.0, 2.0]]), _CountedRepr([1]), (H, W))
+    assert _CountedRepr.reprs == 0
+    with pytest.raises(InputError, match="rectangular") as err:
+        validate_points(_CountedRepr([[1.0, 2.0], [3.0]] * 100_000), [1] * 200_000, (H, W))
+    assert len(str(err.value)) < 300
+
+
 def test_object_ids_and_texts():
     assert validate_object_id(np.int64(7)) == 7
     assert validate_object_id(0, allow_zero=True) == 0

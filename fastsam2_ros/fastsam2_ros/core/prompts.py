@@ -8,6 +8,7 @@ whichever way it arrives; every rejection is an :class:`InputError` with a messa
 from __future__ import annotations
 
 import numbers
+import reprlib
 import unicodedata
 from typing import Callable, Optional, Sequence, Tuple
 
@@ -60,15 +61,23 @@ def next_free_id(used) -> int:
 def _float_array(values, what: str) -> np.ndarray:
     """``values`` as a float64 array; ragged lists and non-numbers become InputError."""
     if isinstance(values, (str, bytes)):
-        raise InputError(f"{what} must be numbers, got {values!r}"[:300])
-    problem = f"{what} must be a rectangular list of numbers, got {values!r}"[:300]
+        raise InputError(f"{what} must be numbers, got {reprlib.repr(values)}")
+    problem = f"{what} must be a rectangular list of numbers, got {{}}"  # (repr only on failure)
     try:
         raw = np.asarray(values)
     except (TypeError, ValueError) as exc:
-        raise InputError(problem) from exc
+        raise InputError(problem.format(reprlib.repr(values))) from exc
     if raw.dtype.kind not in "biuf":  # numpy would parse "12" as a number; refuse strings, objects
-        raise InputError(problem)
+        raise InputError(problem.format(reprlib.repr(values)))
     return raw.astype(np.float64)
+
+
+def _inside_image(x: np.ndarray, y: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
+    """Pixel i is centred at coordinate i, so the image spans [-0.5, W - 0.5] x [-0.5, H - 0.5]:
+    a click anywhere on the last pixel (an RViz click projected through camera_info lands there
+    at sub-pixel positions) is on the image."""
+    h, w = shape
+    return (x >= -0.5) & (x <= w - 0.5) & (y >= -0.5) & (y <= h - 0.5)
 
 
 def representative_click(mask: np.ndarray, central_ties: bool = False) -> Tuple[int, int]:
@@ -120,10 +129,11 @@ def validate_points(points, labels, shape: Tuple[int, int]) -> Tuple[np.ndarray,
         raise InputError(f"{pts.shape[0]} points but {lab.shape[0]} labels")
     if not np.all(np.isin(lab, (0, 1))):
         raise InputError(f"labels must be 0 (negative) or 1 (positive), got {lab.tolist()}")
-    outside = (pts[:, 0] < 0) | (pts[:, 0] > w - 1) | (pts[:, 1] < 0) | (pts[:, 1] > h - 1)
+    outside = ~_inside_image(pts[:, 0], pts[:, 1], shape)
     if outside.any():
         bad = pts[outside][0].tolist()
         raise InputError(f"point {bad} is outside the {w}x{h} image")
+    pts = np.stack([pts[:, 0].clip(0, w - 1), pts[:, 1].clip(0, h - 1)], axis=1)  # onto a pixel
     return pts.astype(np.float32), lab.astype(np.int32)
 
 
@@ -132,16 +142,18 @@ def validate_box(box, shape: Tuple[int, int]) -> Tuple[float, float, float, floa
     h, w = shape
     b = _float_array(box, "box").reshape(-1)
     if b.shape[0] != 4:
-        raise InputError(f"box must be (x0, y0, x1, y1), got {b.tolist()}")
+        raise InputError(f"box must be (x0, y0, x1, y1), got {b.shape[0]} numbers: "
+                         f"{reprlib.repr(b.tolist())}")
     if not np.all(np.isfinite(b)):
         raise InputError("box contains NaN or infinity")
     x0, y0, x1, y1 = b.tolist()
     if x1 <= x0 or y1 <= y0:
         raise InputError(f"box {b.tolist()} is empty (need x1 > x0 and y1 > y0)")
-    x0, x1 = max(0.0, x0), min(float(w - 1), x1)
-    y0, y1 = max(0.0, y0), min(float(h - 1), y1)
-    if x1 <= x0 or y1 <= y0:
+    if x1 < -0.5 or x0 > w - 0.5 or y1 < -0.5 or y0 > h - 0.5:  # (the image's edges: _inside_image)
         raise InputError(f"box {b.tolist()} lies outside the {w}x{h} image")
+    # clipped to the border pixels; a box on the last column alone keeps that column (x0 == x1)
+    x0, x1 = min(max(0.0, x0), float(w - 1)), max(min(float(w - 1), x1), 0.0)
+    y0, y1 = min(max(0.0, y0), float(h - 1)), max(min(float(h - 1), y1), 0.0)
     return x0, y0, x1, y1
 
 
