@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from .core.config import COMPILE_MODES, PREPROCESS_MODES, TrackerConfig
+from .core.cuda_device import synchronize
 from .core.errors import FastSam2Error, InputError
 from .core.preprocess import resolve_preprocess
 from .core.stats import STAGES, peak_gpu_memory, reset_peak_gpu_memory
@@ -59,6 +60,7 @@ class ModuleStageTimer:
                      "memory_encoder": ("memory_encoder",)}
 
     def __init__(self, model) -> None:
+        self.device = model.device
         self.cuda = model.device.type == "cuda"
         self.ms = {s: 0.0 for s in self.STAGE_MODULES}
         self._t0: Dict[str, float] = {}
@@ -71,7 +73,7 @@ class ModuleStageTimer:
 
     def _sync(self):
         if self.cuda:
-            torch.cuda.synchronize()
+            synchronize(self.device)
 
     def _pre(self, stage):
         def hook(*_):
@@ -195,8 +197,7 @@ def _mean_stages(rows: List[Dict[str, float]], ms_per_frame: float) -> Dict[str,
 
 
 def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
 
 
 def _allocated_bytes(device) -> int:

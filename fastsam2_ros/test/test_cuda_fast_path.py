@@ -183,3 +183,33 @@ def test_tracking_with_mc_dropout_runs_captured():
         result = tracker.track(frame)
         assert result.stats.step_mode == "cuda_graph"
     assert not tracker.runner.failures
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_a_tracker_on_the_second_gpu_equals_one_on_the_first(cuda_model, video, tmp_path):
+    """A tracker on cuda:1 driven from a thread whose current device is cuda:0 (as every new
+    thread's is): its captured steps, pipelined results (the masks' copy to the host waited for
+    by an event) and router MLP run on cuda:1 and give the masks of the same tracker on cuda:0."""
+    from fastsam2_ros.core.router import RouterMLP, save_router
+
+    cfg, model = cuda_model
+    frames = video[0][:NUM_FRAMES]
+    path = tmp_path / "router.pt"
+    torch.manual_seed(0)
+    save_router(RouterMLP(model.hidden_dim), path)
+    cfg = cfg.replace(router_weights=str(path))
+    on1 = cfg.replace(device="cuda:1")
+    assert torch.cuda.current_device() == 0
+    want = _run(StreamingTracker(cfg, model=model), frames, PROMPTS, pipelined=True)
+    tracker = StreamingTracker(on1, model=build_predictor(on1))
+    got = _run(tracker, frames, PROMPTS, pipelined=True)
+    assert tracker.step_mode == "cuda_graph" and not tracker.runner.failures
+    assert tracker.runner._capture_stream.device == torch.device("cuda:1")
+    assert all(p.device == torch.device("cuda:1") and not p.is_inference()
+               for p in tracker.router.mlp.parameters())
+    assert torch.cuda.current_device() == 0
+    assert [r.frame_index for r in got] == list(range(NUM_FRAMES))
+    for ra, rb in zip(want, got):
+        assert rb.stats.device == "cuda:1"
+        for obj_id in (1, 2):
+            assert region_j(ra.masks[obj_id], rb.masks[obj_id]) > 0.999

@@ -16,6 +16,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .cuda_device import on_device, synchronize
 from .errors import InputError
 from .prompts import validate_box, validate_image, validate_mask, validate_points
 from .preprocess import preprocess_pil
@@ -96,6 +97,7 @@ class OfficialVideoSession:
 
     def _inference(self):
         stack = contextlib.ExitStack()
+        stack.enter_context(on_device(self.predictor.device))  # sam2's own CUDA calls: its device
         stack.enter_context(torch.inference_mode())
         if self.autocast_bf16:
             stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
@@ -137,7 +139,7 @@ class OfficialVideoSession:
                 except StopIteration:
                     return
                 if cuda:
-                    torch.cuda.synchronize()
+                    synchronize(self.predictor.device)
             self.frame_ms[frame_idx] = (time.perf_counter() - t0) * 1e3
             yield frame_idx, self._masks(ids, logits)
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .cuda_device import record_event
 from .step_runner import read_by_captured_step
 
 LOG = logging.getLogger(__name__)
@@ -238,13 +239,12 @@ class FrameStager:
             return buffer.pin_memory() if self.pinned else buffer
 
     def mark_consumed(self, staged: torch.Tensor) -> None:
-        """Record (on the current stream) that the device copy of ``staged`` has been enqueued."""
+        """Record (on the device's current stream, where the copy runs) that the device copy of
+        ``staged`` has been enqueued."""
         if not self.pinned:
             return
         for pair in self._buffers.values():
             for slot in pair:
                 if slot[0] is staged:
-                    event = torch.cuda.Event()
-                    event.record()
-                    slot[1] = event
+                    slot[1] = record_event(self.device)
                     return

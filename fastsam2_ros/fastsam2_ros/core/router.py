@@ -349,7 +349,9 @@ class TokenRouter(nn.Module):
         if sig.prior is not None:
             rows = sig.prior.shape[0]
         if self.mlp is not None:
-            mlp = self.mlp.to(sig.tokens.device)
+            # on the tokens' device already: the tracker moves it there once, outside inference
+            # mode (moved here, inside it, its weights would become inference tensors for good)
+            mlp = self.mlp
             if not mlp.reads_text:
                 sig = replace(sig, text_scales=None, text_vector=None)
             scores = standardize(mlp(self.fused_features(sig, rows)).float())

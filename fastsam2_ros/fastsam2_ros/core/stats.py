@@ -212,14 +212,15 @@ class StageTimer:
     """Accumulates wall-clock milliseconds per stage; synchronises CUDA so GPU time is counted."""
 
     def __init__(self, device: str = "cpu") -> None:
-        self.cuda = str(device).startswith("cuda")
+        self.device = str(device)
+        self.cuda = self.device.startswith("cuda")
         self.ms: Dict[str, float] = {s: 0.0 for s in STAGES}
 
     def _sync(self) -> None:
-        if self.cuda:
-            import torch
+        if self.cuda:  # the timer's device (cuda:N), not the thread's current one
+            from .cuda_device import synchronize
 
-            torch.cuda.synchronize()
+            synchronize(self.device)
 
     @contextmanager
     def stage(self, name: str, exclude: tuple = ()) -> Iterator[None]:
@@ -244,7 +245,9 @@ def reset_peak_gpu_memory(device) -> None:
     if _is_cuda(device):
         import torch
 
-        torch.cuda.synchronize(device)
+        from .cuda_device import synchronize
+
+        synchronize(device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
 

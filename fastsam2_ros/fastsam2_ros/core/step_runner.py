@@ -8,7 +8,10 @@ per frame, and the FLOPs that pruning removes turn into time.
 
 Capture protocol (``torch.cuda.graph``): copy inputs into static buffers, warm up twice on a side
 stream (the warm-up writes to the memory bank, so the bank is restored afterwards), capture, then
-replay for every frame after copying that frame's inputs into the same buffers. A capture that
+replay for every frame after copying that frame's inputs into the same buffers. Warm-up and
+capture run with the runner's device current, and the capture on the runner's own stream of that
+device (torch's default capture stream is made once per process, on whichever device was current
+at the first capture: a tracker on cuda:1 would capture on a cuda:0 stream). A capture that
 fails (an op that synchronises, an unsupported kernel) is logged once and that signature runs
 eagerly. Off CUDA the step runs eagerly; ``static_buffers=True`` keeps the graph's buffer
 discipline there, so the CPU tests exercise the same input/output plumbing.
@@ -29,6 +32,8 @@ from dataclasses import dataclass
 from typing import Callable, ContextManager, Dict, Hashable, List, Optional, Tuple
 
 import torch
+
+from .cuda_device import on_device, synchronize
 
 LOG = logging.getLogger(__name__)
 
@@ -83,6 +88,7 @@ class StepRunner:
         self.new_steps = 0  # grows by one whenever a signature runs for the first time (a compile)
         self.failures: "OrderedDict[Hashable, str]" = OrderedDict()
         self.capture_s = 0.0  # total time spent warming up and capturing
+        self._capture_stream: Optional["torch.cuda.Stream"] = None  # on ``device``, made once
         #: how the last run() ran: "cuda_graph" (replayed) or "eager" (also a signature whose
         #: capture failed, though graphs are on)
         self.last_mode = "eager"
@@ -137,26 +143,31 @@ class StepRunner:
                 _remember(self.failures, key, f"{type(exc).__name__}: {exc}")
                 LOG.warning("CUDA graph capture failed for step %s (%s); it runs eagerly",
                             key, self.failures[key])
-                torch.cuda.synchronize(self.device)
+                synchronize(self.device)
             self.capture_s += time.perf_counter() - t0
         _remember(self._entries, key, entry)
         return entry
 
     def _capture(self, fn, static, preserve):
-        with preserve():
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                for _ in range(self.warmup_runs):
-                    fn(**static)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-        torch.cuda.synchronize(self.device)
-        graph = torch.cuda.CUDAGraph()
-        held: List[torch.Tensor] = []
-        token = _READ_BY_CAPTURE.set(held)
-        try:
-            with torch.cuda.graph(graph):
-                outputs = fn(**static)
-        finally:
-            _READ_BY_CAPTURE.reset(token)
+        # the device current: torch.cuda.graph synchronises, frees the cache and begins the
+        # capture on the current device
+        with on_device(self.device):
+            with preserve():
+                side = torch.cuda.Stream(self.device)
+                side.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(side):
+                    for _ in range(self.warmup_runs):
+                        fn(**static)
+                torch.cuda.current_stream(self.device).wait_stream(side)
+            synchronize(self.device)
+            if self._capture_stream is None:
+                self._capture_stream = torch.cuda.Stream(self.device)
+            graph = torch.cuda.CUDAGraph()
+            held: List[torch.Tensor] = []
+            token = _READ_BY_CAPTURE.set(held)
+            try:
+                with torch.cuda.graph(graph, stream=self._capture_stream):
+                    outputs = fn(**static)
+            finally:
+                _READ_BY_CAPTURE.reset(token)
         return graph, outputs, tuple(held)

@@ -36,6 +36,7 @@ from sam2.utils.misc import concat_points
 from scipy import ndimage
 
 from .config import TrackerConfig
+from .cuda_device import on_device, record_event, synchronize
 from .errors import CheckpointError, InputError
 from .memory_bank import MemoryBank
 from .models import build_predictor, release_compile_workers, uses_compiled_modules
@@ -113,8 +114,9 @@ class PendingFrame:
             tracker = self._tracker()
             if tracker is None:
                 raise InputError("the tracker of this frame no longer exists")
-            self._materialize()
-            self._result = tracker._finish(self)
+            with on_device(tracker.device):  # (its events and syncs are the tracker's device's)
+                self._materialize()
+                self._result = tracker._finish(self)
         return self._result
 
 
@@ -173,6 +175,10 @@ class StreamingTracker:
         mlp = load_router(self.cfg.router_weights, self.model.hidden_dim) if self.cfg.router_weights else None
         if mlp is not None:
             self._warn_router_mismatches(mlp.meta)
+            # moved once, here, outside inference mode: moved by the first route() (which runs in
+            # it) its weights would become inference tensors for good
+            with torch.inference_mode(False):
+                mlp = mlp.to(self.device)
         self.router = TokenRouter(self.model.hidden_dim, self.cfg.mc_passes, self.cfg.mc_dropout,
                                   mlp=mlp, seed=self.cfg.seed)
         self.keep_ratio = float(self.cfg.keep_ratio)
@@ -242,7 +248,7 @@ class StreamingTracker:
         """Free the captured steps and their memory pools (they are captured again on demand)."""
         self.runner.clear()
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            synchronize(self.device)
             torch.cuda.empty_cache()
 
     def release(self) -> None:
@@ -295,12 +301,10 @@ class StreamingTracker:
         timer = self._step_timer(eager)
         step = functools.partial(self.model.track_objects, bank=self.bank, plan=plan,
                                  router=self.router, frame_idx=self._t)
-        events = None
-        if self.device.type == "cuda":
-            events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-            events[0].record()
         new_steps = self.runner.new_steps
         with self._inference():
+            start = (record_event(self.device, enable_timing=True)  # the step's gpu_ms
+                     if self.device.type == "cuda" else None)
             outs = self.runner.run(
                 (plan, tuple(staged.shape), staged.dtype, self._bank_generation),
                 step, {"frame": staged, **layout.inputs()}, preserve=self.bank.preserved,
@@ -312,9 +316,8 @@ class StreamingTracker:
             pending._ids = list(self.objects)
             pending._tokens = {o: plan.keep for o in self.objects}
             pending._timer = timer
-            if events is not None:
-                events[1].record()
-                pending._gpu_events = events
+            if start is not None:
+                pending._gpu_events = (start, record_event(self.device, enable_timing=True))
             self._to_host(pending, outs, with_memory_idx=self.bank.k < self._num_tokens)
             pending._context = dict(self._frame_context(), step_mode=self.runner.last_mode)
             self._refresh_texts()
@@ -485,7 +488,9 @@ class StreamingTracker:
         # cache_enabled=False: cached bf16 weight copies must not outlive a CUDA-graph capture
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
                     if self.device.type == "cuda" and self.cfg.bf16 else contextlib.nullcontext())
-        with torch.inference_mode(), autocast:
+        # on_device: the CUDA calls that name no device (torch's, sam2's) target the tracker's
+        # cuda:N, not the thread's current device (cuda:0)
+        with on_device(self.device), torch.inference_mode(), autocast:
             yield
 
     def _start_frame(self, image: np.ndarray) -> None:
@@ -663,8 +668,7 @@ class StreamingTracker:
                 buf = slot[n] = torch.empty(src.shape, dtype=src.dtype).pin_memory()
             buf.copy_(src, non_blocking=True)
             pending._host[n] = buf
-        pending._event = torch.cuda.Event()
-        pending._event.record()
+        pending._event = record_event(self.device)  # on the stream of the copies above
         self._host_slots[self._host_turn] = pending
 
     def _finish(self, pending: PendingFrame) -> FrameResult:

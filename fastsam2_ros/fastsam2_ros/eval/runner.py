@@ -360,9 +360,9 @@ class _FrameLog:
 
 def _sync(device: str) -> None:
     if str(device).startswith("cuda"):
-        import torch
+        from ..core.cuda_device import synchronize
 
-        torch.cuda.synchronize()
+        synchronize(device)  # that device (cuda:N), not the thread's current one
 
 
 class _Clock:
