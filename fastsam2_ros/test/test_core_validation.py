@@ -387,3 +387,37 @@ def test_a_wrong_clip_setting_fails_when_the_tracker_is_built(tmp_path):
 
     with pytest.raises(CheckpointError, match="is a text file"):
         ClipTextEncoder("ViT-B-16", str(page))
+
+
+# ------------------------------------------------------------------------------ params files
+#: how rcl's params-file parser (the node) types each written value, checked against rcl itself
+#: in test_ros_parameters.py::test_params_files_are_typed_as_rcl_types_them
+RCL_TYPED = [("5e-1", 0.5), ("0.5e0", 0.5), ("1.e-1", 0.1), ("+5", 5), ("0x200", 512), ("010", 8),
+             ("08", 8.0), ("1e3", 1000.0), ("9223372036854775808", 9223372036854775808.0),
+             ("n", False), ("Y", True), ("Off", False), ("tRue", "tRue"), ("~", "~"),
+             ("null", "null"), ("1_000", "1_000"), ("1e400", "1e400"), ("1e-310", "1e-310"),
+             ("0o10", "0o10"), ("2001-12-14", "2001-12-14"), ("'5e-1'", "5e-1"), ('"y"', "y"),
+             ("!!str 5", "5"), ("!!float 1", 1), ("|-\n      0.5", 0.5), ("|\n      0.5", "0.5\n")]
+
+
+@pytest.mark.parametrize("text,value", RCL_TYPED)
+def test_a_params_file_value_is_typed_as_the_node_types_it(text, value, tmp_path):
+    """load_ros_params used yaml.safe_load (YAML 1.1): 5e-1 was text, n text, ~ None, 1_000
+    the number 1000; the node's parser (rcl) reads them otherwise."""
+    from fastsam2_ros.core.config import load_ros_params
+
+    f = tmp_path / "p.yaml"
+    f.write_text(f"/**/fastsam2_tracker:\n  ros__parameters:\n    x: {text}\n")
+    got = load_ros_params(f)["x"]
+    assert type(got) is type(value) and got == value, (text, got)
+
+
+def test_a_params_file_value_rcl_types_otherwise_is_refused_saying_what_it_is(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("/**/fastsam2_tracker:\n  ros__parameters:\n    seed: 1_000\n    keep_ratio: 5e-1\n")
+    with pytest.raises(InputError, match=r"seed must be an integer, got '1_000' \(a string\); "
+                                         r"the node refuses it too"):
+        TrackerConfig.from_yaml(f)
+    f.write_text("/**/fastsam2_tracker:\n  ros__parameters:\n    keep_ratio: 5e-1\n    bf16: n\n")
+    cfg = TrackerConfig.from_yaml(f)
+    assert (cfg.keep_ratio, cfg.bf16) == (0.5, False)

@@ -2,6 +2,7 @@
 and with config/tracker.yaml, loaded from the YAML file through rclpy (no model is built)."""
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -368,12 +369,100 @@ def test_the_node_and_the_offline_tools_read_one_params_file_alike(text, tmp_pat
     assert from_file == from_node
 
 
-@pytest.mark.parametrize("key,value", [("keep_ratio", 1), ("image_size", 512.0), ("bf16", "no"),
-                                       ("bf16", 0.5), ("model_cfg", 3)])
-def test_the_offline_tools_refuse_a_params_file_value_the_node_refuses(key, value, tmp_path):
-    """from_yaml converted what the node refuses: keep_ratio: 1, image_size: 512.0, bf16: "no"
-    (and bf16: 0.5 read as true)."""
+def _node_outcome(path):
+    """What the node makes of a params file: the TrackerConfig its configure would build, or the
+    InputError text configure fails with (a rejected start-up value included)."""
+    c = rclpy.Context()
+    rclpy.init(context=c, domain_id=DOMAIN_ID, args=["--ros-args", "--params-file", str(path)])
+    try:
+        node = make_node(c, namespace="fastsam2")
+        try:
+            return node._tracker_config(), dict(node.rejected_parameters)
+        except InputError as exc:
+            return exc, dict(node.rejected_parameters)
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=c)
+
+
+@pytest.mark.parametrize("key,text", [
+    # from_yaml converted what the node refuses: keep_ratio: 1, image_size: 512.0, bf16: "no"
+    # (and bf16: 0.5 read as true)
+    ("keep_ratio", "1"), ("image_size", "512.0"), ("bf16", '"no"'), ("bf16", "0.5"),
+    ("model_cfg", "3"),
+    # PyYAML's YAML 1.1 rules are not rcl's (review rev_params): rcl reads a plain scalar as
+    # its bool words, else strtol(.., 0), else strtod, else text; quoted is always text
+    ("keep_ratio", "5e-1"), ("mask_threshold", "0.5e0"), ("keep_ratio", "1.e-1"),
+    ("mc_dropout", "5e-2"), ("image_size", "0x200"), ("seed", "010"),
+    ("bf16", "n"), ("bf16", "y"), ("allow_random_weights", "Y"), ("bf16", "off"),
+    ("checkpoint", "~"), ("model_cfg", "null"), ("compile_cache_dir", "~"),
+    ("seed", "1_000"), ("clip_model", "1e3"), ("clip_model", "'1e3'"),
+    ("seed", "9223372036854775808"), ("keep_ratio", "1e-400"), ("checkpoint", "!!str 5"),
+    ("keep_ratio", "|-\n      0.5"),
+])
+def test_the_offline_tools_refuse_a_params_file_value_the_node_refuses(key, text, tmp_path):
+    """One params file, one reading: where the node's configure fails, from_yaml refuses, and
+    otherwise both build the same TrackerConfig (from_yaml used yaml.safe_load: `5e-1`, `0.5e0`
+    were text, `n`/`y` text, `~`/`null` None, `1_000` the number 1000, `1e3` text)."""
     f = tmp_path / "p.yaml"
-    f.write_text(yaml.safe_dump({params_file_key(): {"ros__parameters": {key: value}}}))
-    with pytest.raises(InputError, match=f"{key} must be"):
+    f.write_text(f"{params_file_key()}:\n  ros__parameters:\n    {key}: {text}\n")
+    node, rejected = _node_outcome(f)
+    try:
+        offline = TrackerConfig.from_yaml(f)
+    except InputError as exc:
+        offline = exc
+    if isinstance(node, InputError):
+        assert isinstance(offline, InputError), \
+            f"{key}: {text}: the node refuses it ({node}); from_yaml took {getattr(offline, key)!r}"
+        if key in rejected:  # the descriptor refused its type: so does from_yaml, saying so
+            assert f"{key} must be" in str(offline) and "the node refuses it too" in str(offline)
+    else:
+        assert not isinstance(offline, InputError), \
+            f"{key}: {text}: the node takes {getattr(node, key)!r}; from_yaml: {offline}"
+        assert offline == node and type(getattr(offline, key)) is type(getattr(node, key))
+
+
+def test_params_files_are_typed_as_rcl_types_them(tmp_path):
+    """load_ros_params against rcl's own reading of the same file (a node that declares
+    whatever the file holds): every value of the same type and value."""
+    texts = ["5e-1", "0.5e0", "1.e-1", ".5", "5.", "+5", "-0x10", "010", "08", "0o10", "1_000",
+             "1e3", "1e400", "1e-310", "0x1p-1074", "0x1.8p1", "9223372036854775807",
+             "9223372036854775808", "inf", "-Infinity", ".inf", "-.INF", "+.nan", "y", "N",
+             "yes", "Off", "tRue", "~", "null", "NULL", "2001-12-14", "12:30", "1,5", "'5'",
+             '"true"', "!!str 5", "!!float 1", "! 5", "|-\n      7", "|\n      7", "hello world",
+             "0", "-0", "0x"]
+    body = "".join(f"    k{i}: {t}\n" for i, t in enumerate(texts))
+    f = tmp_path / "p.yaml"
+    f.write_text("/**:\n  ros__parameters:\n" + body)
+    ours = load_ros_params(f, "typed")
+    c = rclpy.Context()
+    rclpy.init(context=c, domain_id=DOMAIN_ID, args=["--ros-args", "--params-file", str(f)])
+    try:
+        node = rclpy.create_node("typed", context=c, allow_undeclared_parameters=True,
+                                 automatically_declare_parameters_from_overrides=True)
+        try:
+            for i, text in enumerate(texts):
+                theirs, mine = node.get_parameter(f"k{i}").value, ours[f"k{i}"]
+                nans = isinstance(mine, float) and math.isnan(mine) and math.isnan(theirs)
+                assert type(mine) is type(theirs) and (mine == theirs or nans), \
+                    f"{text!r}: rcl {theirs!r}, load_ros_params {mine!r}"
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=c)
+
+
+@pytest.mark.parametrize("text,what", [
+    ("    keep_ratio:\n", "no value"),
+    ("    seed: &s 3\n    mc_passes: *s\n", "an alias"),
+    ("    x: [1, 2.0]\n", "a list of values of different types"),
+])
+def test_a_params_file_rcl_refuses_is_refused_by_the_offline_tools(text, what, tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text(f"{params_file_key()}:\n  ros__parameters:\n{text}")
+    c = rclpy.Context()
+    with pytest.raises(Exception, match="Couldn't parse params file"):
+        rclpy.init(context=c, domain_id=DOMAIN_ID, args=["--ros-args", "--params-file", str(f)])
+    with pytest.raises(InputError, match=f"cannot parse parameter file .*: {what}"):
         TrackerConfig.from_yaml(f)

@@ -8,11 +8,15 @@ dataclass defaults and the YAML file in sync.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import numbers
 import re
+import sys
 from dataclasses import dataclass, fields
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path, PurePosixPath
 from typing import Any, Dict, Mapping, Optional, Sequence
 
@@ -271,8 +275,11 @@ def _file_value(name: str, value: Any, kind: type) -> Any:
     YAML value by how it is written, and a declared double takes no ``1``, a bool no ``"no"``."""
     if type(value) is kind:  # (bool is not int here, nor int float)
         return value
+    # true: load_ros_params types the file's values as rcl does, and the node's descriptor refuses
+    # a value of another type (it declares the default and fails configure naming the value)
     raise InputError(f"{name} must be {TYPE_NEEDED[kind]}, got {value!r} "
-                     f"({type(value).__name__}); the node refuses it too")
+                     f"({_ROS_TYPE_NAMES.get(type(value), type(value).__name__)}); "
+                     "the node refuses it too (its configure fails)")
 
 
 def _matches_node(key: str, node_name: str) -> bool:
@@ -304,17 +311,135 @@ def params_file_key(node_name: str = DEFAULT_NODE_NAME) -> str:
     return f"/**/{node_name}"
 
 
+#: rcl_yaml_param_parser's words for true and false (case as listed: ``tRue`` is a string).
+RCL_TRUE = ("Y", "y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON")
+RCL_FALSE = ("N", "n", "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF")
+#: YAML's infinities and NaN, which rcl reads as doubles besides what C's strtod takes
+_RCL_YAML_FLOATS = {".nan": math.nan, ".NaN": math.nan, ".NAN": math.nan,
+                    **{f"{sign}.{inf}": (-math.inf if sign == "-" else math.inf)
+                       for sign in ("", "+", "-") for inf in ("inf", "Inf", "INF")}}
+_C_SPACE = " \t\n\v\f\r"
+#: what C's ``strtol(text, &end, 0)`` reads whole: decimal, 0x hexadecimal, 0 octal
+_C_LONG = re.compile(rf"[{_C_SPACE}]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+#: what C's ``strtod`` reads whole (C locale): decimal, hexadecimal, inf, infinity, nan
+_C_DOUBLE = re.compile(
+    rf"[{_C_SPACE}]*[+-]?(?:(?P<dec>(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)"
+    r"|(?P<hex>0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?[0-9]+)?)"
+    r"|(?P<inf>[iI][nN][fF](?:[iI][nN][iI][tT][yY])?)|(?P<nan>[nN][aA][nN](?:\([0-9A-Za-z_]*\))?))")
+_ROS_TYPE_NAMES = {bool: "a bool", int: "an integer", float: "a double", str: "a string"}
+
+
+def rcl_scalar(text: str) -> Any:
+    """The value rcl's parameter-file parser (rcl_yaml_param_parser, ``get_value``) gives an
+    unquoted scalar: one of its words for true/false, else what ``strtol(text, &end, 0)`` reads
+    whole as an int64 (``0x200`` is 512, ``010`` is 8, ``1_000`` is no number), else what
+    ``strtod`` reads whole without a range error (``5e-1``, ``1e3``, ``08``, ``0x1p3``, ``inf``,
+    ``.nan``; ``1e400`` is not), else the text itself (``~`` and ``null`` are text, not null).
+
+    PyYAML's YAML 1.1 rules differ on all of these; the node is what runs, so the offline tools
+    read a params file its way."""
+    if text in RCL_TRUE:
+        return True
+    if text in RCL_FALSE:
+        return False
+    m = _C_LONG.fullmatch(text)
+    if m:
+        digits = m[2]
+        base = 16 if digits[:2] in ("0x", "0X") else 8 if digits.startswith("0") else 10
+        value = int(digits[2:] if base == 16 else digits, base) * (-1 if m[1] == "-" else 1)
+        if -2 ** 63 <= value < 2 ** 63:
+            return value  # (out of range: ERANGE, then strtod reads it as a double)
+    if text in _RCL_YAML_FLOATS:
+        return _RCL_YAML_FLOATS[text]
+    m = _C_DOUBLE.fullmatch(text)
+    if m:
+        sign = -1.0 if text.lstrip(_C_SPACE).startswith("-") else 1.0
+        if m["inf"] or m["nan"]:
+            return sign * (math.inf if m["inf"] else math.nan)
+        number = m["dec"] or m["hex"]
+        try:
+            value = float(number) if m["dec"] else float.fromhex(number)
+        except OverflowError:
+            value = math.inf
+        # strtod's ERANGE (rcl then keeps the text): overflow, or an underflow, which glibc
+        # reports for a result below the smallest normal double that is not exact
+        if math.isfinite(value) and not (abs(value) < sys.float_info.min
+                                         and Fraction(value) != _exact(number)):
+            return sign * value
+    return text
+
+
+def _exact(number: str) -> Fraction:
+    """The exact value of a decimal or hexadecimal (``0x1.8p-3``) number text, without sign."""
+    if number[:2] not in ("0x", "0X"):
+        return Fraction(Decimal(number))
+    mantissa, _, exponent = number[2:].lower().partition("p")
+    whole, _, part = mantissa.partition(".")
+    return Fraction(int(whole + part or "0", 16)) * Fraction(2) ** (int(exponent or 0) - 4 * len(part))
+
+
+@functools.lru_cache(maxsize=None)
+def _rcl_yaml_loader():
+    """A PyYAML loader that reads a parameter file as rcl does: a quoted scalar or one tagged
+    ``!!str`` is a string, any other scalar (plain, or a ``|``/``>`` block) is typed by
+    :func:`rcl_scalar` (other tags are ignored, as rcl ignores them); mapping keys are names.
+    What rcl refuses (the whole file) is refused: an empty value, an alias, a list of mixed types."""
+    import yaml
+
+    untagged = "tag:fastsam2_ros,2024:rcl-untagged"
+
+    def refuse(what, mark):
+        raise yaml.constructor.ConstructorError(None, None, f"{what}, which the node's parser "
+                                                "(rcl) refuses", mark)
+
+    class RclParamsLoader(yaml.SafeLoader):
+        def resolve(self, kind, value, implicit):
+            if kind is yaml.ScalarNode and any(implicit):  # no tag written (or the '!' tag)
+                return untagged
+            return super().resolve(kind, value, implicit)
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                refuse("an alias", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+
+        def construct_object(self, node, deep=False):
+            if isinstance(node, yaml.SequenceNode):
+                items = super().construct_object(node, deep=True)
+                if len({type(item) for item in items}) > 1:
+                    refuse("a list of values of different types", node.start_mark)
+                return items
+            if not isinstance(node, yaml.ScalarNode):
+                return super().construct_object(node, deep)
+            if node.tag == "tag:yaml.org,2002:str" or node.style in ("'", '"'):
+                return node.value
+            if node.value == "":
+                refuse("no value", node.start_mark)
+            return rcl_scalar(node.value)
+
+        def construct_mapping(self, node, deep=False):
+            if not isinstance(node, yaml.MappingNode):
+                return super().construct_mapping(node, deep)
+            return {key.value if isinstance(key, yaml.ScalarNode) else self.construct_object(key):
+                    self.construct_object(value, deep=deep) for key, value in node.value}
+
+    return RclParamsLoader
+
+
 def load_ros_params(path: str | Path, node_name: Optional[str] = None) -> Dict[str, Any]:
     """Flat ``ros__parameters`` dict of one node in a ROS 2 parameter YAML file: every section
     that applies to the node merged in file order, later ones winning, as rcl does (a robot's
-    file often sets shared values under ``/**`` and the node's own under ``/**/<node>``)."""
+    file often sets shared values under ``/**`` and the node's own under ``/**/<node>``).
+
+    Each value is typed as rcl's parser types it (:func:`rcl_scalar`), not as YAML 1.1 does:
+    ``5e-1`` is 0.5 and ``n`` false to the node, and ``~`` the text "~"."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"parameter file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_rcl_yaml_loader()) or {}
     except yaml.YAMLError as exc:  # its message spans lines: keep the problem and where
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -413,7 +538,7 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
 
 __all__ = [
     "Range", "PARAMETER_RANGES", "PARAMETER_CHOICES", "IMAGE_SIZE_MULTIPLE",
-    "TrackerConfig", "TYPE_NEEDED", "load_ros_params", "params_file_key", "resolve_model_cfg",
+    "TrackerConfig", "TYPE_NEEDED", "load_ros_params", "params_file_key", "rcl_scalar", "resolve_model_cfg",
     "short_model_name",
     "MODEL_CONFIGS", "CHECKPOINT_NAMES", "TEXT_MODES", "FILLERS", "PREPROCESS_MODES", "COMPILE_MODES", "DEFAULT_NODE_NAME",
     "PROPOSAL_SOURCES",
