@@ -165,6 +165,84 @@ def test_params_file_maps_onto_tracker_config(ctx, tmp_path):
         rclpy.shutdown(context=c)
 
 
+def test_start_up_parameters_are_read_only(ctx):
+    """auto_start is read once when the node starts: `ros2 param set` took a new value later
+    and nothing used it."""
+    node = make_node(ctx)
+    try:
+        for spec in P.parameter_specs():
+            assert node.describe_parameter(spec.name).read_only == (spec.takes_effect == "start-up"), \
+                spec.name
+        r = node.set_parameters([Parameter("auto_start", value=False)])[0]
+        assert not r.successful and "read-only" in r.reason, r.reason
+        assert node.get_parameter("auto_start").value is True
+    finally:
+        node.destroy_node()
+
+
+def _log_lines(capfd):
+    """The messages (no level, time, name) of the "take effect" lines the node logged."""
+    return [line.split("]: ", 1)[-1] for line in capfd.readouterr().err.splitlines()
+            if "take effect" in line]
+
+
+def test_a_value_set_after_the_step_that_reads_it_is_logged_with_that_step(ctx, capfd):
+    """image_reliability, image_depth, image_transport (... every node setting that is not live)
+    set while active were taken without a word and changed nothing until the next activate; only
+    core parameters said when they apply. One rule: a setting whose step has run says which
+    step applies it, one that the coming step reads says nothing."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from scene_tracker import SceneTracker
+
+    overrides = dict(model_cfg="tiny", allow_random_weights=True, device="cpu", image_size=64)
+    node = make_node(ctx, tracker_factory=lambda cfg: SceneTracker(cfg),
+                     parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
+
+    def set_(**values):
+        capfd.readouterr()
+        assert node.set_parameters_atomically(
+            [Parameter(k, value=v) for k, v in values.items()]).successful
+        return _log_lines(capfd)
+
+    try:
+        assert node.autostart(), node.health.fatal
+        lines = set_(image_reliability="reliable", image_depth=7, image_transport="compressed",
+                     use_tf=False, auto_prompt_on_start=True, publish_mask=False, keep_ratio=0.5)
+        assert lines == ["parameter(s) image_reliability, image_depth, image_transport, use_tf, "
+                         "auto_prompt_on_start take effect on the next activate"], lines
+        lines = set_(output_qos_depth=3, keep_model_when_inactive=True, image_size=96)
+        assert sorted(lines) == sorted([
+            "parameter(s) output_qos_depth take effect on the next configure",
+            "parameter(s) keep_model_when_inactive take effect on the next deactivate",
+            "parameter(s) image_size take effect when the model is built next (configure, or "
+            "activate after a release)"]), lines
+        assert not set_(max_rate_hz=5.0, overlay_alpha=0.3, diagnostics_period=2.0)  # live
+        node.set_parameters([Parameter("keep_model_when_inactive", value=False)])
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS  # model released
+        assert not set_(image_reliability="best_effort", image_size=128)  # the coming activate
+        assert set_(output_qos_depth=4) == [
+            "parameter(s) output_qos_depth take effect on the next configure"]
+    finally:
+        node.destroy_node()
+
+
+def test_the_docs_call_live_only_parameters_that_are_live():
+    """docs/ros.md called image_reliability and image_depth "the live parameters" while they
+    apply at activate (the table, the descriptor)."""
+    doc = Path(__file__).resolve().parents[2] / "docs" / "ros.md"
+    if not doc.is_file():
+        pytest.skip("docs/ros.md not in this checkout")
+    text = " ".join(doc.read_text().split())
+    specs = P.spec_map()
+    for m in re.finditer(r"\blive (?:parameters?|settings?)((?: (?:and |or )?`\w+`,?)+)", text):
+        for name in re.findall(r"`(\w+)`", m[1]):
+            assert name not in specs or specs[name].live, f"docs/ros.md: {m[0]!r}: {name} applies " \
+                f"at {specs[name].takes_effect}"
+
+
 def test_diagnostics_period_applies_live(ctx):
     node = make_node(ctx)
     try:

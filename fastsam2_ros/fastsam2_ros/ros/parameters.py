@@ -280,7 +280,31 @@ def descriptor(spec: ParamSpec):
     constraints.append({"live": "applied live", "start-up": "read once when the node starts"}.get(
         when, f"takes effect on the next {when}"))
     d.additional_constraints = "; ".join(constraints)
+    # read once, before any set could arrive: a later set would be taken and never used
+    d.read_only = when == "start-up"
     return d
+
+
+#: How far the lifecycle has come in a state, and the step (of a node setting) that reads it: a
+#: setting whose step ranks at or below the state's has been read for this run already.
+_STATE_RANK = {"unconfigured": 0, "inactive": 1, "active": 2}
+_STEP_RANK = {"start-up": 0, "configure": 1, "deactivate": 1, "activate": 2}
+#: when a core parameter that is not live takes effect
+MODEL_BUILT_NEXT = "when the model is built next (configure, or activate after a release)"
+
+
+def waits_until(spec: ParamSpec, state: str, model_built: bool) -> Optional[str]:
+    """When a value of ``spec`` set now takes effect, if the step that reads it has already run
+    (the node is in lifecycle ``state``; ``model_built``: the tracker exists), e.g. "on the next
+    activate" for image_reliability set while active; None when it is live or the step is ahead
+    anyway (image_reliability set while inactive is read by the coming activate)."""
+    if spec.live:
+        return None
+    if spec.group == "core":  # read when the model is built, on configure or activate
+        return MODEL_BUILT_NEXT if model_built else None
+    if _STATE_RANK.get(state, 0) < _STEP_RANK[spec.node_step]:
+        return None
+    return "when the node starts next" if spec.node_step == "start-up" else f"on the next {spec.node_step}"
 
 
 def declare_parameters(node) -> Dict[str, str]:
@@ -328,8 +352,9 @@ def refusal_text(reason: str) -> str:
 #: Parameters rclpy declares on every node (a params file may set them).
 ROS_NODE_PARAMETERS = ("use_sim_time", "start_type_description_service")
 #: ROS's ``qos_overrides.<topic>.<entity>.<policy>`` keys: rclpy reads them only for entities
-#: created with QoS overriding options, which this node's are not (its image QoS is a live
-#: parameter, and rclpy's read-only override would freeze it), so they are warned about.
+#: created with QoS overriding options, which this node's are not (its image QoS is set by
+#: parameters that may be changed while the node runs and apply at the next activate, and
+#: rclpy's read-only override would freeze it), so they are warned about.
 QOS_OVERRIDES = "qos_overrides"
 QOS_PARAMETERS = ("image_reliability", "image_depth", "output_qos_depth")
 
@@ -378,4 +403,5 @@ __all__ = [
     "ParamSpec", "TRACKER_PARAMETER_DOCS", "NODE_PARAMETERS", "IMAGE_RELIABILITIES", "IMAGE_TRANSPORTS", "tracker_parameter_specs",
     "parameter_specs", "spec_map", "descriptor", "declare_parameters", "tracker_config_from_node",
     "node_settings", "refusal_text", "unknown_parameter_warning", "unknown_override_warning",
+    "waits_until", "MODEL_BUILT_NEXT",
 ]

@@ -57,7 +57,7 @@ from .frame_worker import FrameWorker, ObjectNotes, TrackedFrame, wait
 from .messages import auto_prompt_summary
 from .outputs import OutputPublishers
 from .parameters import (NODE_PARAMETERS, declare_parameters, refusal_text, spec_map,
-                         tracker_config_from_node, unknown_override_warning)
+                         tracker_config_from_node, unknown_override_warning, waits_until)
 from .process_memory import give_back_freed_memory, keep_freed_memory
 from .prompting import ClickNotUsable, PromptRequest
 from .qos import (best_effort_publishers, image_qos, incompatible_qos_events, reliable,
@@ -637,12 +637,14 @@ class TrackerNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params, ours) -> None:
-        later = []
+        later: Dict[str, List[str]] = {}  # when -> names whose step has run already
+        state, built = self.lifecycle_state, self._tracker is not None
         for p, spec in ours:
             if p.name == "keep_ratio":  # the worker applies it (no worker: at activate)
                 self._keep_ratio = float(p.value)
-            elif spec.group == "core" and not spec.live and self._tracker is not None:
-                later.append(p.name)
+            when = waits_until(spec, state, built)
+            if when is not None:
+                later.setdefault(when, []).append(p.name)
             self.rejected_parameters.pop(p.name, None)  # a valid value replaces a rejected one
         for p in params:
             if p.name in self._settings:
@@ -652,9 +654,8 @@ class TrackerNode(LifecycleNode):
         worker = self._worker
         if worker is not None and any(p.name in ("keep_ratio", "max_rate_hz") for p in params):
             worker.settings_changed()
-        if later:
-            self.get_logger().info(f"parameter(s) {', '.join(later)} take effect when the model is built "
-                                   "next (configure, or activate after a release)")
+        for when, names in later.items():
+            self.get_logger().info(f"parameter(s) {', '.join(names)} take effect {when}")
 
     # =========================================================================== health
     @property
