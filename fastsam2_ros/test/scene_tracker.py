@@ -81,6 +81,12 @@ class SceneTracker:
         self.occluded.clear()
         self.image = None
 
+    def current_result(self, image_shape=None):
+        """As the core's: the current frame's objects without tracking it again; after a reset
+        (no frame) none, in ``image_shape``."""
+        self._called()
+        return self._result([], shape=image_shape if self.image is None else None)
+
     def set_keep_ratio(self, keep_ratio):
         self._called()
         self.cfg.replace(keep_ratio=keep_ratio)  # validates like the real tracker (raises InputError)
@@ -89,7 +95,9 @@ class SceneTracker:
     def release(self):
         self._called()
 
-    def _result(self, auto):
+    def _result(self, auto, shape=None):
+        if shape is None:
+            shape = self.image.shape[:2]
         masks = {i: np.all(self.image == np.array(c, np.uint8), axis=2) for i, c in self.colours.items()}
         scores = {i: PRESENT if m.any() else ABSENT for i, m in masks.items()}
         stats = FrameStats(frame_index=self.frame_index, tokens_total=64,
@@ -98,4 +106,5 @@ class SceneTracker:
                            occluded_frames=dict(self.occluded), router_mode="training_free")
         if self.packed and masks:
             masks = BitMasks.pack(masks)
-        return FrameResult(frame_index=self.frame_index, masks=masks, scores=scores, stats=stats)
+        return FrameResult(frame_index=self.frame_index, masks=masks, scores=scores, stats=stats,
+                           image_shape=tuple(shape)[:2])

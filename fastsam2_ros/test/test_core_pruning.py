@@ -143,6 +143,34 @@ def test_pruned_token_counts_at_030(model128, video, monkeypatch):
     assert bank["tokens"] == bank["frames"] * k
 
 
+def test_a_prompt_result_reports_the_tokens_the_bank_holds_for_the_frame(model128, video):
+    """A prompt's result had no kept-token grids (kept_tokens == {}), so an overlay of the
+    republished frame lost the pruning view. It reports what the bank holds for the current
+    frame: the tracked memory of the objects not prompted, the prompted object's new one."""
+    cfg, model = model128
+    frames, _, _ = video
+    tracker = StreamingTracker(cfg.replace(keep_ratio=0.3), model=model)
+    k = num_kept(64, 0.3)
+    first = tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    assert sorted(first.kept_tokens) == [1] and first.kept_tokens[1].sum() == k  # its new memory
+    tracker.add_prompt(2, points=[[10, 10]], labels=[1])
+    tracked = tracker.track(frames[1])
+    assert sorted(tracked.kept_tokens) == [1, 2]
+    refined = tracker.add_prompt(1, points=[[45, 62]], labels=[1])
+    assert sorted(refined.kept_tokens) == [1, 2]
+    np.testing.assert_array_equal(refined.kept_tokens[2], tracked.kept_tokens[2])  # not prompted
+    slot = 1 % tracker.bank.ring_len  # object 1's memory of this frame: the prompt's
+    expected = np.zeros(64, bool)
+    expected[tracker.bank.ring_idx[tracker.objects[1].row, slot].numpy()] = True
+    np.testing.assert_array_equal(refined.kept_tokens[1], expected.reshape(8, 8))
+    tracker.remove_object(1)
+    now = tracker.current_result()
+    assert now.object_ids == [2] and sorted(now.kept_tokens) == [2]
+    np.testing.assert_array_equal(now.kept_tokens[2], tracked.kept_tokens[2])
+    tracker.set_keep_ratio(1.0)  # the stored memories keep their k tokens: still pruned
+    assert tracker.current_result().kept_tokens[2].sum() == k
+
+
 def test_keep_ratio_one_is_dense_without_router(model128, video, monkeypatch):
     cfg, model = model128
     frames, _, _ = video

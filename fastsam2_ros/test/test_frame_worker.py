@@ -639,3 +639,54 @@ def test_a_command_whose_wait_timed_out_is_withdrawn_or_said_to_go_on():
         tracker.go.set()
         worker.stop()
     assert tracker.object_ids == [2], "the withdrawn prompt was applied"
+
+
+def test_a_republished_frame_keeps_the_time_its_image_arrived():
+    """node_latency_ms counts from TrackedFrame.received: a prompt's republished frame was given
+    the time of the prompt, so its latency counted from the click, not from the image."""
+    from fastsam2_ros.ros.prompting import PromptRequest
+
+    tracker = SceneTracker(TrackerConfig())
+    worker, published = _prompt_worker(tracker)
+    try:
+        worker.submit("prompt", PromptRequest(obj_id=1, new_object=True, points=[(3, 12)],
+                                              labels=[1])).result(10)
+        assert wait_for(lambda: len(published) == 2, 10.0)
+    finally:
+        worker.stop()
+    fresh, again = published
+    assert (fresh.fresh, again.fresh) == (True, False) and again.header is fresh.header
+    assert again.received == fresh.received
+
+
+@pytest.mark.parametrize("publish_on_prompt", [True, False])
+def test_remove_and_reset_republish_the_current_frame_without_what_is_gone(publish_on_prompt):
+    """remove_object and reset published nothing: the outputs (and /diagnostics, which reads the
+    last stats) showed the removed objects until the next frame, never with a paused camera."""
+    from fastsam2_ros.ros.prompting import PromptRequest
+
+    tracker = SceneTracker(TrackerConfig())
+    worker, published = _prompt_worker(tracker)  # 16 x 16: dark top, bright bottom
+    worker._publish_on_prompt = lambda: publish_on_prompt
+    try:
+        for obj_id, point in ((1, (3, 12)), (2, (3, 3))):
+            worker.submit("prompt", PromptRequest(obj_id=obj_id, new_object=True, points=[point],
+                                                  labels=[1])).result(10)
+        assert worker.submit("remove", 1).result(10) == 1
+        worker.submit("reset").result(10)
+    finally:
+        worker.stop()  # publishes what was queued
+    if not publish_on_prompt:
+        assert len(published) == 1  # the frame only
+        return
+    assert len(published) == 5  # the frame, two prompts, the removal, the reset
+    fresh, removed, emptied = published[0], published[3], published[4]
+    for frame in (removed, emptied):
+        assert not frame.fresh and frame.header is fresh.header and frame.rgb is fresh.rgb
+        assert frame.received == fresh.received
+    assert removed.result.object_ids == [2] and list(removed.result.stats.object_ids) == [2]
+    np.testing.assert_array_equal(removed.result.label_image((16, 16)),
+                                  np.where(fresh.rgb[..., 0] == 0, 2, 0))
+    assert emptied.result.object_ids == [] and list(emptied.result.stats.object_ids) == []
+    assert emptied.result.image_shape == (16, 16)
+    assert not emptied.result.union_mask().any()

@@ -405,15 +405,84 @@ def test_a_prompt_right_after_reset_applies_to_the_latest_frame(h):
     assert p.call(p.reset, Trigger.Request()).success
     assert p.call(p.enable, SetBool.Request(data=False)).success  # no new frame comes
     try:
-        n = len(p.by_stamp("objects", key))
         reply = p.call(p.add, add_request(obj_id=9, points=[(30, 30)]))
         assert reply.success and reply.object_id == 9, reply.message
-        # republished with the latest frame's stamp, now with object 9
-        assert wait_for(lambda: len(p.by_stamp("objects", key)) > n, 10.0)
-        assert [o.id for o in p.by_stamp("objects", key)[-1].objects] == [9]
+        # republished with the latest frame's stamp (after the reset's, without objects), now
+        # with object 9
+        assert wait_for(lambda: [o.id for o in p.by_stamp("objects", key)[-1].objects] == [9], 10.0)
     finally:
         assert p.call(p.enable, SetBool.Request(data=True)).success
         assert p.call(p.remove, RemoveObject.Request(object_id=9)).success
+
+
+def _diagnostics(p):
+    """The values of the last /diagnostics status the probe got."""
+    got = p.got("diag")
+    return {kv.key: kv.value for kv in got[-1].status[0].values} if got else {}
+
+
+def test_remove_and_reset_are_published_and_leave_diagnostics(h):
+    """remove_object and reset published nothing: mask, labels, objects, stats and /diagnostics
+    (the last stats) kept the removed objects until the next frame, never with a paused camera.
+    The republished frame's node_latency_ms counts from the image's arrival, not the command."""
+    p, node = h.probe, h.node
+    assert p.call(p.reset, Trigger.Request()).success
+    key = p.publish_frame()
+    p.wait_outputs(key, OUTPUTS)
+    seen = time.monotonic()  # the image arrived before this
+    assert p.call(p.enable, SetBool.Request(data=False)).success  # no new frame comes
+    try:
+        for obj_id, point in ((1, (30, 30)), (2, (5, 5))):
+            assert p.call(p.add, add_request(obj_id=obj_id, points=[point])).success
+        assert wait_for(lambda: _diagnostics(p).get("objects") == "1,2", 10.0), _diagnostics(p)
+
+        def last(topic):
+            return p.by_stamp(topic, key)[-1]
+
+        asked = time.monotonic()
+        assert p.call(p.remove, RemoveObject.Request(object_id=1)).success
+        assert wait_for(lambda: list(last("stats").object_ids) == [2], 10.0)
+        assert last("stats").node_latency_ms >= (asked - seen) * 1e3
+        assert wait_for(lambda: [o.id for o in last("objects").objects] == [2], 10.0)
+        assert wait_for(lambda: set(np.unique(image_to_numpy(last("labels")))) == {0, 2}, 10.0)
+        assert wait_for(lambda: _diagnostics(p).get("objects") == "2", 10.0), _diagnostics(p)
+        assert p.call(p.reset, Trigger.Request()).success
+        assert wait_for(lambda: list(last("stats").object_ids) == [], 10.0)
+        assert (last("stats").image_width, last("stats").image_height) == (80, 60)
+        assert wait_for(lambda: not last("objects").objects, 10.0)
+        assert wait_for(lambda: not image_to_numpy(last("mask")).any(), 10.0)
+        assert wait_for(lambda: _diagnostics(p).get("objects") == "", 10.0), _diagnostics(p)
+    finally:
+        assert p.call(p.enable, SetBool.Request(data=True)).success
+
+
+def test_deactivate_that_releases_the_model_clears_its_objects_from_diagnostics(h):
+    """/diagnostics reported the last frame's objects and bank after deactivate had released the
+    model with them; keep_model_when_inactive keeps both."""
+    p, node = h.probe, h.node
+    deactivate = Transition(id=Transition.TRANSITION_DEACTIVATE)
+    activate = Transition(id=Transition.TRANSITION_ACTIVATE)
+    for keep in (True, False):
+        assert node.set_parameters([Parameter("keep_model_when_inactive", value=keep)])[0].successful
+        p.wait_outputs(p.publish_frame(), OUTPUTS)
+        if 1 not in node._tracked_ids():
+            assert p.call(p.add, add_request(obj_id=1, points=[(30, 30)])).success
+        p.wait_outputs(p.publish_frame(), OUTPUTS)  # a tracked frame with object 1
+        assert "1" in node.health.snapshot(0.5, 0.2).values["objects"].split(",")
+        assert p.call(p.change_state, ChangeState.Request(transition=deactivate)).success
+        try:
+            values = node.health.snapshot(0.5, 0.2).values
+            if keep:
+                assert "1" in values["objects"].split(",") and values["bank_frames"] != ""
+            else:
+                assert node._tracker is None
+                assert (values["objects"], values["bank_frames"], values["bank_bytes"],
+                        values["auto_prompted_objects"]) == ("", "", "", ""), values
+                assert wait_for(lambda: (_diagnostics(p).get("state"), _diagnostics(p).get("objects"))
+                                == ("inactive", ""), 10.0), _diagnostics(p)
+        finally:
+            assert p.call(p.change_state, ChangeState.Request(transition=activate)).success
+    assert node.set_parameters([Parameter("keep_model_when_inactive", value=False)])[0].successful
 
 
 def test_deactivate_unregisters_the_tf_listener(h, monkeypatch):

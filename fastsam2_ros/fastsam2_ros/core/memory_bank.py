@@ -222,6 +222,25 @@ class MemoryBank:
         rows = self.rows if rows is None else rows
         return sum(sum(self._stored(r).values()) for r in range(rows))
 
+    def frame_token_grids(self, frame_idx: int, rows: int) -> Dict[int, np.ndarray]:
+        """row -> bool [grid, grid]: the top-level tokens stored for frame ``frame_idx`` in the
+        row's ring entry (a tracking step's memory, or the prompt's that replaced it), for the
+        first ``rows`` rows that hold that frame pruned (a dense memory, every token, is left out;
+        one stored before the keep ratio grew keeps its tokens)."""
+        slot = int(frame_idx) % self.ring_len
+        held = [r for r in range(rows) if self.ring_frames[r, slot] == frame_idx
+                and self.ring_tokens[r, slot] < self.grid * self.grid]
+        if not held:
+            return {}
+        idx = self.ring_idx[held, slot].cpu().numpy()
+        valid = self.ring_tok_valid[held, slot].cpu().numpy()
+        grids = {}
+        for i, r in enumerate(held):
+            grid = np.zeros(self.grid * self.grid, dtype=bool)
+            grid[idx[i][valid[i]]] = True
+            grids[r] = grid.reshape(self.grid, self.grid)
+        return grids
+
     @contextlib.contextmanager
     def preserved(self) -> Iterator[None]:
         """Restore every tensor afterwards (warm-up runs before a CUDA-graph capture write to it)."""

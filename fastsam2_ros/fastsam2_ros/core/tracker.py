@@ -441,6 +441,20 @@ class StreamingTracker:
             tokens, grid = self._current_tokens()
         return tokens, tuple(grid)
 
+    def current_result(self, image_shape: Optional[Sequence[int]] = None) -> FrameResult:
+        """The current frame's result as the tracker holds it now, without inference: every
+        tracked object's mask (after ``remove_object``: without it). With no current frame (none
+        tracked yet, or after ``reset()``) a result without objects of ``image_shape`` (H, W)
+        (InputError if not given), so a caller can show that frame emptied."""
+        self._require_model()
+        if self._image is None:
+            if image_shape is None:
+                raise InputError("no current frame: pass image_shape for an empty result")
+            shape = tuple(int(v) for v in image_shape)[:2]
+            return self._make_result(self._t, {}, {}, dict(StageTimer(str(self.device)).ms), {},
+                                     {}, None, [], shape=shape)
+        return self._current_result(StageTimer(str(self.device)), auto_prompted=[])
+
     def text_state(self, text: str) -> Optional[TextState]:
         """The router's text signal for ``text`` fitted on the current frame (None: text_mode none)."""
         text = validate_text(text, self.cfg.max_text_length)
@@ -763,7 +777,9 @@ class StreamingTracker:
             scores = {o: float(presence[self.objects[o].row]) for o in ids}
         logits = self._logits(ids, shape) if self.return_logits and ids else None
         tokens = {o: self.objects[o].tokens_kept for o in ids}
-        result = self._make_result(self._t, masks, scores, dict(timer.ms), tokens, {}, logits,
+        rows = {self.objects[o].row: o for o in ids}
+        kept = {rows[r]: g for r, g in self.bank.frame_token_grids(self._t, len(rows)).items()}
+        result = self._make_result(self._t, masks, scores, dict(timer.ms), tokens, kept, logits,
                                    auto_prompted, shape=shape)
         result.stats.occluded_frames.update({o: self.objects[o].occluded_frames for o in ids})
         return result

@@ -124,6 +124,19 @@ class NodeHealth:
             self.last_stats = stats_msg
             self._trim()
 
+    def on_republished(self, stats_msg: Any) -> None:
+        """The current frame went out again (a prompt, a removal, a reset): its stats are the
+        last ones (the objects now), but it is not a processed frame (no count, no latency)."""
+        with self._lock:
+            self.last_stats = stats_msg
+
+    def forget_objects(self) -> None:
+        """The tracker and its objects are gone (the model released, or left to a stuck worker):
+        /diagnostics no longer reports the last frame's objects, bank and automatic starts."""
+        with self._lock:
+            self.last_stats = None
+            self.auto_prompted = []
+
     def on_incompatible_qos(self, message: str) -> None:
         with self._lock:
             self.incompatible_qos += 1

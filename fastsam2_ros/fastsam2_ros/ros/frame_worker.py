@@ -164,7 +164,9 @@ class FrameWorker:
         self._publisher: Optional[threading.Thread] = None
         self._last_frame_at: Optional[float] = None  # time.monotonic() when the last frame started
         self._needs_image = False  # the tracker was reset after it took the current frame
-        self._current: Optional[Tuple[Any, np.ndarray]] = None  # (header, rgb) prompts apply to
+        #: (header, rgb, received) of the frame prompts apply to; ``received`` (its arrival,
+        #: time.monotonic()) times a republished frame's node_latency_ms too
+        self._current: Optional[Tuple[Any, np.ndarray, float]] = None
         self._pending: Deque[PromptRequest] = deque()
         self._texts: Dict[int, str] = dict(notes.texts) if notes else {}
         self._auto_prompted: Set[int] = set(notes.auto_prompted) if notes else set()
@@ -407,7 +409,7 @@ class FrameWorker:
                 # the tracker moved on to a frame that failed and was not published: a prompt
                 # goes to the node's current frame, handed over again with it (as after a reset)
                 self._needs_image = self._current is not None
-        self._current = (msg.header, rgb)
+        self._current = (msg.header, rgb, received)
         self._needs_image = False
         self._emit(result, msg.header, rgb, received, fresh=True, decode_ms=decode_ms)
         if prompt_error is not None:  # the frame is taken and published all the same
@@ -527,12 +529,12 @@ class FrameWorker:
     def _cmd_prompt(self, cmd: _Command) -> PromptOutcome:
         req: PromptRequest = cmd.arg
         if self._current is not None:
-            header, rgb = self._current
+            header, rgb, received = self._current
             with self._feeding_after_reset():
                 outcome, result = self._apply(req, rgb.shape[:2], image=self._image_after_reset())
             if self._publish_on_prompt():
                 self._refresh_ids()
-                self._emit(result, header, rgb, time.monotonic(), fresh=False)
+                self._emit(result, header, rgb, received, fresh=False)
             return outcome
         item = self._take_waiting_frame()  # no frame processed yet: use one that waits
         if item is not None:
@@ -600,12 +602,12 @@ class FrameWorker:
             if self._current is None:
                 raise InputError("no image received yet: the automatic prompt runs on the "
                                  "latest image")
-        header, rgb = self._current
+        header, rgb, received = self._current
         with self._feeding_after_reset():
             plan, result = self._auto_prompt("auto_prompt", image=self._image_after_reset())
         if self._publish_on_prompt():
             self._refresh_ids()
-            self._emit(result, header, rgb, time.monotonic(), fresh=False)
+            self._emit(result, header, rgb, received, fresh=False)
         return plan
 
     def _auto_start(self, rgb: np.ndarray):
@@ -639,6 +641,7 @@ class FrameWorker:
         self._auto_prompted.discard(obj_id)
         self._texts.pop(obj_id, None)
         self._log_info(f"object {obj_id} removed")
+        self._republish_current()
         return obj_id
 
     def _cmd_reset(self, cmd: _Command) -> None:
@@ -649,6 +652,26 @@ class FrameWorker:
         # the tracker forgot its frame, the node did not: a prompt after the reset applies to the
         # frame the user sees (the latest), handed to the tracker again with the prompt
         self._needs_image = self._current is not None
+        self._republish_current()
+
+    def _republish_current(self) -> None:
+        """``publish_on_prompt``: after a removal or a reset, the current frame's outputs again as
+        the tracker holds it now (without the removed object; after a reset without objects, in
+        the frame's size), as a prompt republishes it, so the outputs (and /diagnostics) stop
+        showing what is gone. Not when the tracker's current frame is not the node's (a step
+        that failed after it): the next frame shows the change."""
+        if self._current is None or not self._publish_on_prompt():
+            return
+        header, rgb, received = self._current
+        if self._needs_image and self.tracker.object_ids:
+            return
+        try:
+            result = self.tracker.current_result(image_shape=rgb.shape[:2])
+        except Exception as exc:  # noqa: BLE001 - the command itself succeeded: only reported
+            self._worker_error(exc)
+            return
+        self._refresh_ids()
+        self._emit(result, header, rgb, received, fresh=False)
 
     def _image_after_reset(self) -> Optional[np.ndarray]:
         """The current frame when the tracker was reset since it took it (None: it has it)."""

@@ -134,6 +134,15 @@ class FixedCostTracker:
         return FrameResult(frame_index=self.frame_index, masks=BitMasks(bits, ids),
                            scores={i: 5.0 for i in ids}, stats=stats)
 
+    def current_result(self, image_shape=None) -> FrameResult:
+        """The objects on a frame of ``image_shape`` again, at no cost (after a reset)."""
+        ids = list(self.object_ids)
+        stats = FrameStats(frame_index=self.frame_index, object_ids=ids, device=self.device,
+                           step_mode="standin", keep_ratio=1.0)
+        bits = self._bits_for(*tuple(image_shape)[:2]).copy()
+        return FrameResult(frame_index=self.frame_index, masks=BitMasks(bits, ids),
+                           scores={i: 5.0 for i in ids}, stats=stats)
+
     def add_prompt(self, *args, **kwargs):
         raise InputError("the benchmark's stand-in tracker takes no prompts")
 

@@ -67,7 +67,8 @@ class OutputPublishers:
             pub.publish(pub.msg_type(data=phrase))
 
     def publish(self, frame: TrackedFrame) -> None:
-        """Every enabled output of ``frame``; stats and health count only fresh frames.
+        """Every enabled output of ``frame``; stats and health count only fresh frames (a
+        republished one updates only the last stats /diagnostics reports).
 
         Order: mask, labels, objects (+ detections), overlay and overlay/compressed (when due),
         stats last, carrying what this frame cost the node. Images are computed straight into
@@ -115,6 +116,8 @@ class OutputPublishers:
         self._health.auto_prompted = list(stats.auto_prompted_ids)
         if frame.fresh:  # counted before the stats go out, which already count it (processed_frames)
             self._health.on_processed(float(stats.total_ms), ctx.node_latency_ms, stats)
+        else:  # a prompt, removal or reset changed the objects: /diagnostics reports them now
+            self._health.on_republished(stats)
         if s["publish_stats"]:
             pubs["stats"].publish(stats)
 

@@ -273,6 +273,7 @@ class TrackerNode(LifecycleNode):
         tracker stays with that thread, neither released under it nor shared with a new worker;
         the next activate loads a new one."""
         tracker, self._tracker = self._tracker, None
+        self.health.forget_objects()
         if tracker is not None:
             self.get_logger().error(
                 f"the frame worker did not finish its tracker call within {waited_s:.0f} s; that "
@@ -289,6 +290,7 @@ class TrackerNode(LifecycleNode):
     def _release_tracker(self) -> None:
         tracker, self._tracker = self._tracker, None
         self._object_notes = None
+        self.health.forget_objects()  # (kept by keep_model_when_inactive, with the objects)
         if tracker is not None:
             tracker.release()  # frees the model and empties the CUDA cache
             del tracker
