@@ -690,3 +690,35 @@ def test_remove_and_reset_republish_the_current_frame_without_what_is_gone(publi
     assert emptied.result.object_ids == [] and list(emptied.result.stats.object_ids) == []
     assert emptied.result.image_shape == (16, 16)
     assert not emptied.result.union_mask().any()
+
+
+def test_no_republish_of_a_frame_whose_step_failed_under_the_nodes_header():
+    """After a frame whose step failed once the tracker had taken it (a CUDA out of memory),
+    removing the last object republished the tracker's failed frame (its size, its index) under
+    the node's current frame's header and image. The tracker's frame is not the node's then:
+    nothing is republished, the next frame shows the change."""
+    from fastsam2_ros.ros.prompting import PromptRequest
+
+    class FailsOnBigFrames(SceneTracker):
+        def track(self, rgb):
+            if rgb.shape[0] > 16:  # the step fails after the tracker took the frame
+                self.image = rgb
+                self.frame_index += 1
+                raise RuntimeError("CUDA out of memory (simulated)")
+            return super().track(rgb)
+
+    tracker = FailsOnBigFrames(TrackerConfig())
+    worker, published = _prompt_worker(tracker)  # a 16 x 16 frame, published
+    try:
+        worker.submit("prompt", PromptRequest(obj_id=1, new_object=True, points=[(3, 12)],
+                                              labels=[1])).result(10)
+        assert wait_for(lambda: len(published) == 2, 10.0)
+        worker.offer_frame("raw", SimpleNamespace(rgb=np.zeros((24, 32, 3), np.uint8),
+                                                  header=SimpleNamespace(frame_id="big")))
+        assert wait_for(lambda: tracker.frame_index == 1, 10.0)
+        assert worker.submit("remove", 1).result(10) == 1
+        worker.submit("reset").result(10)  # the tracker has no frame now: the node's, emptied
+    finally:
+        worker.stop()
+    assert [p.result.image_shape for p in published] == [(16, 16)] * 3
+    assert published[-1].result.object_ids == [] and published[-1].header.frame_id == "f"

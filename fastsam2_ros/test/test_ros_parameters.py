@@ -308,6 +308,24 @@ def test_out_of_range_start_up_value_fails_configure_not_the_node(ctx, name, val
         node.destroy_node()
 
 
+def test_a_rejected_start_up_setting_keeps_its_default_and_configure_runs(ctx):
+    """auto_start is read once at start-up and read-only, so no ``ros2 param set`` could clear its
+    rejection: configure failed until a restart. It keeps its default (logged) instead."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    built = []
+    node = make_node(ctx, parameter_overrides=[Parameter("auto_start", value=1),  # auto_start:=1
+                                               Parameter("device", value="cpu")],
+                     tracker_factory=lambda cfg: built.append(cfg) or object())
+    try:
+        assert node.get_parameter("auto_start").value is P.spec_map()["auto_start"].default
+        assert "auto_start" not in node.rejected_parameters
+        assert not node.set_parameters([Parameter("auto_start", value=False)])[0].successful
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and len(built) == 1
+    finally:
+        node.destroy_node()
+
+
 @pytest.mark.parametrize("name,value,needed", [
     ("max_rate_hz", 10, "a decimal number, with a point (10.0, not 10)"),  # -p max_rate_hz:=10
     ("image_depth", 2.0, "an integer"),

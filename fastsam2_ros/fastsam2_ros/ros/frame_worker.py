@@ -163,7 +163,10 @@ class FrameWorker:
         self._publish_cv = threading.Condition()
         self._publisher: Optional[threading.Thread] = None
         self._last_frame_at: Optional[float] = None  # time.monotonic() when the last frame started
-        self._needs_image = False  # the tracker was reset after it took the current frame
+        #: why the tracker's current frame is not the node's, which a prompt then hands over
+        #: again: "reset" (the tracker has none) or "failed step" (it holds a later frame whose
+        #: step failed); "" when it is the node's
+        self._needs_image = ""
         #: (header, rgb, received) of the frame prompts apply to; ``received`` (its arrival,
         #: time.monotonic()) times a republished frame's node_latency_ms too
         self._current: Optional[Tuple[Any, np.ndarray, float]] = None
@@ -408,9 +411,9 @@ class FrameWorker:
             if not taken and self.tracker.frame_index != before:
                 # the tracker moved on to a frame that failed and was not published: a prompt
                 # goes to the node's current frame, handed over again with it (as after a reset)
-                self._needs_image = self._current is not None
+                self._needs_image = "failed step" if self._current is not None else ""
         self._current = (msg.header, rgb, received)
-        self._needs_image = False
+        self._needs_image = ""
         self._emit(result, msg.header, rgb, received, fresh=True, decode_ms=decode_ms)
         if prompt_error is not None:  # the frame is taken and published all the same
             raise prompt_error
@@ -651,19 +654,19 @@ class FrameWorker:
         self._pending.clear()
         # the tracker forgot its frame, the node did not: a prompt after the reset applies to the
         # frame the user sees (the latest), handed to the tracker again with the prompt
-        self._needs_image = self._current is not None
+        self._needs_image = "reset" if self._current is not None else ""
         self._republish_current()
 
     def _republish_current(self) -> None:
         """``publish_on_prompt``: after a removal or a reset, the current frame's outputs again as
         the tracker holds it now (without the removed object; after a reset without objects, in
         the frame's size), as a prompt republishes it, so the outputs (and /diagnostics) stop
-        showing what is gone. Not when the tracker's current frame is not the node's (a step
-        that failed after it): the next frame shows the change."""
+        showing what is gone. Not when the tracker holds a frame whose step failed after the
+        node's current one (its size and index are not the node's): the next frame shows it."""
         if self._current is None or not self._publish_on_prompt():
             return
         header, rgb, received = self._current
-        if self._needs_image and self.tracker.object_ids:
+        if self._needs_image == "failed step":
             return
         try:
             result = self.tracker.current_result(image_shape=rgb.shape[:2])
@@ -684,10 +687,10 @@ class FrameWorker:
         before = self.tracker.frame_index
         try:
             yield
-            self._needs_image = False
+            self._needs_image = ""
         finally:
             if self.tracker.frame_index != before:
-                self._needs_image = False
+                self._needs_image = ""
 
 
 def _join(thread: threading.Thread, timeout: float, exiting: Optional[threading.Event]) -> None:

@@ -326,6 +326,13 @@ def declare_parameters(node) -> Dict[str, str]:
     return rejected
 
 
+def blocks_configure(name: str) -> bool:
+    """Whether a rejected start-up value of ``name`` fails configure until a valid one is set.
+    Not for a start-up setting: it is read-only (a set is refused) and was read, as its
+    default, when the node started, so only a restart with a valid value changes it."""
+    return spec_map()[name].takes_effect != "start-up"
+
+
 def _rejection(spec: ParamSpec, exc: Exception) -> str:
     from rclpy.exceptions import InvalidParameterTypeException
 
@@ -333,7 +340,10 @@ def _rejection(spec: ParamSpec, exc: Exception) -> str:
         allowed = f"must be {TYPE_NEEDED[type(spec.default)]}"
     else:
         allowed = f"must be in {spec.range.describe()}"
-    return refusal_text(f"{spec.name}: the value given at start-up was rejected ({allowed}): {exc}")
+    then = ("" if spec.takes_effect != "start-up" else
+            "; its default is used (read once at start-up: restart the node with a valid value)")
+    return refusal_text(f"{spec.name}: the value given at start-up was rejected ({allowed}){then}: "
+                        f"{exc}")
 
 
 #: Most characters of a refusal's reason: it quotes the value, which may be megabytes long.
@@ -403,5 +413,5 @@ __all__ = [
     "ParamSpec", "TRACKER_PARAMETER_DOCS", "NODE_PARAMETERS", "IMAGE_RELIABILITIES", "IMAGE_TRANSPORTS", "tracker_parameter_specs",
     "parameter_specs", "spec_map", "descriptor", "declare_parameters", "tracker_config_from_node",
     "node_settings", "refusal_text", "unknown_parameter_warning", "unknown_override_warning",
-    "waits_until", "MODEL_BUILT_NEXT",
+    "waits_until", "MODEL_BUILT_NEXT", "blocks_configure",
 ]

@@ -56,8 +56,9 @@ from .diagnostics import NodeHealth, to_status
 from .frame_worker import FrameWorker, ObjectNotes, TrackedFrame, wait
 from .messages import auto_prompt_summary
 from .outputs import OutputPublishers
-from .parameters import (NODE_PARAMETERS, declare_parameters, refusal_text, spec_map,
-                         tracker_config_from_node, unknown_override_warning, waits_until)
+from .parameters import (NODE_PARAMETERS, blocks_configure, declare_parameters, refusal_text,
+                         spec_map, tracker_config_from_node, unknown_override_warning,
+                         waits_until)
 from .process_memory import give_back_freed_memory, keep_freed_memory
 from .prompting import ClickNotUsable, PromptRequest
 from .qos import (best_effort_publishers, image_qos, incompatible_qos_events, reliable,
@@ -120,9 +121,10 @@ class TrackerNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         self._exiting = exiting if exiting is not None else threading.Event()
         #: start-up values the descriptors rejected: configure fails with them until fixed
-        self.rejected_parameters = declare_parameters(self)
-        for reason in self.rejected_parameters.values():
+        rejected = declare_parameters(self)
+        for reason in rejected.values():
             self.get_logger().error(reason)
+        self.rejected_parameters = {n: r for n, r in rejected.items() if blocks_configure(n)}
         unknown = unknown_override_warning(self)
         if unknown:
             self.get_logger().warning(unknown)
