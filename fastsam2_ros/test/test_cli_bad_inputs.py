@@ -62,7 +62,9 @@ def test_demo_bad_settings(frames, tmp_path, flags, match):
     (None, "parameter file not found"),
     ("not: [valid", "cannot parse parameter file"),  # on one line: where and why
     ("other_node:\n  ros__parameters: {a: 1}\n", "has no '/**/fastsam2_tracker: ros__parameters:' section"),
-    ("/**/fastsam2_tracker:\n  ros__parameters:\n    keep_ratio: [1, 'a']\n", "--params-file"),  # rcl's own rules
+    # a file rcl refuses as a whole is refused before the node starts, naming rcl's rule
+    ("/**/fastsam2_tracker:\n  ros__parameters:\n    keep_ratio: [1, 'a']\n",
+     "a list of values of different types, which the node's parser (rcl) refuses"),
     # root namespace only: rcl would skip it for the demo's node in /fastsam2_demo_<pid>
     ("fastsam2_tracker:\n  ros__parameters: {keep_ratio: 0.5}\n", "key its section '/**/fastsam2_tracker:'"),
     # beside a global section rcl applies the global one alone: keep_ratio would be dropped
