@@ -9,9 +9,10 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from domains import domain_id
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-DOMAIN_ID = int(os.environ.get("FASTSAM2_TEST_DOMAIN_BASE", "60")) + 7
+DOMAIN_ID = domain_id(7)
 
 
 def run(module, *args, timeout=240):

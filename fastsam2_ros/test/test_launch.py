@@ -15,6 +15,7 @@ import os
 import unittest
 
 import pytest
+from domains import domain_id
 
 
 def missing_pieces():
@@ -68,7 +69,7 @@ else:
 
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     # its own domain also where the user exports ROS_DOMAIN_ID (a robot's): never the user's
-    os.environ["ROS_DOMAIN_ID"] = str(int(os.environ.get("FASTSAM2_TEST_DOMAIN_BASE", "60")) + 5)
+    os.environ["ROS_DOMAIN_ID"] = str(domain_id(5))
     NS = "launchtest"
 
     #: a value that only the parameter file sets: the node must get it in the launch namespace

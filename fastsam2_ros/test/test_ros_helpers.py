@@ -463,3 +463,16 @@ def test_health_warns_when_publishers_are_there_but_no_image_arrives(monkeypatch
     h.on_listening()  # reactivated: silence counts from the new subscriptions
     clock[0] += 2.5
     assert h.snapshot(warn_hold=1.0, period=1.0).level == diagnostics.WARN
+
+
+def test_a_test_domain_base_past_fast_dds_last_domain_is_refused_by_name(monkeypatch):
+    """A base of 230 put test_launch.py in domain 235, which Fast DDS refuses: pytest exited 1
+    without a word. The base is checked where every module takes its domain."""
+    from domains import MAX_DOMAIN_ID, MAX_OFFSET, domain_id
+
+    monkeypatch.setenv("FASTSAM2_TEST_DOMAIN_BASE", str(MAX_DOMAIN_ID - MAX_OFFSET))
+    assert domain_id(MAX_OFFSET) == MAX_DOMAIN_ID
+    for bad in ("230", "-1", "sixty"):
+        monkeypatch.setenv("FASTSAM2_TEST_DOMAIN_BASE", bad)
+        with pytest.raises(ValueError, match="FASTSAM2_TEST_DOMAIN_BASE must be"):
+            domain_id(1)

@@ -13,7 +13,8 @@ import time
 import pytest
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-DOMAIN_ID = int(os.environ.get("FASTSAM2_TEST_DOMAIN_BASE", "60")) + 8
+from domains import domain_id  # noqa: E402
+DOMAIN_ID = domain_id(8)
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("fastsam2_msgs.msg", reason="fastsam2_msgs not built (scripts/setup_env.sh)")

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from PIL import Image
+from domains import domain_id
 from polling import wait_for
 
 from fastsam2_ros import bench, router_training
@@ -889,7 +890,7 @@ def test_the_ros_wheels_cmake_files_are_pointed_at_this_python_without_root(tmp_
 # ------------------------------------------------------------------------------------------------
 # review demo7: fastsam2-bench --node
 # ------------------------------------------------------------------------------------------------
-NODE_BENCH_DOMAIN_ID = int(os.environ.get("FASTSAM2_TEST_DOMAIN_BASE", "60")) + 12
+NODE_BENCH_DOMAIN_ID = domain_id(12)
 #: points of two latency frames 1 s apart: a run still going when the test stops it
 SLOW_POINTS = ("--sizes", ",".join(["64x48"] * 30), "--sets", "mask", "--frames", "2",
                "--warmup", "0", "--gap-ms", "1000", "--rate", "0")
