@@ -196,10 +196,6 @@ def _mean_stages(rows: List[Dict[str, float]], ms_per_frame: float) -> Dict[str,
     return out
 
 
-def _sync(device) -> None:
-    synchronize(device)
-
-
 def _allocated_bytes(device) -> int:
     """CUDA bytes allocated now (0 off CUDA)."""
     return int(torch.cuda.memory_allocated(device)) if torch.device(device).type == "cuda" else 0
@@ -228,7 +224,7 @@ def _stream(tracker, frames, clicks, pipelined: bool = False):
     """Prompt frame 0, track frames 1..N-1; returns (results, wall seconds of the loop, each
     frame's wall ms: for ``track`` its latency, pipelined the time between two results)."""
     _prompt_all(tracker, frames[0], clicks)
-    _sync(tracker.device)
+    synchronize(tracker.device)
     results = []
     t0 = time.perf_counter()
     stamps = [t0]
@@ -277,7 +273,7 @@ def run_ours(cfg: TrackerConfig, model, frames, clicks, keep_ratio: float,
     # scales pointer time encodings by min(num_frames, 16); a live stream uses 16
     tracker = StreamingTracker(mode_cfg, model=model, num_frames_hint=n)
     _stream(tracker, frames[:warmup_frames], clicks)  # warm-up: captures the CUDA graphs
-    _sync(model.device)
+    synchronize(model.device)
     startup_s = time.perf_counter() - t0
     tracker.reset(num_frames_hint=n)
     reset_peak_gpu_memory(model.device)
@@ -406,7 +402,7 @@ def run_official(cfg: TrackerConfig, predictor, frames, clicks, warmup_frames: i
             masks.append(m)
             if timer is not None:
                 rows.append(timer.take())
-        _sync(predictor.device)
+        synchronize(predictor.device)
         stamps[-1] = time.perf_counter()
         return masks, rows, stamps[-1] - stamps[0], list(np.diff(stamps) * 1e3)
 

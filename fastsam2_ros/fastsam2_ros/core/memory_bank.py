@@ -99,6 +99,13 @@ def unpack_layout(shape: LayoutShape, ints: torch.Tensor, floats: torch.Tensor) 
     return out
 
 
+def token_grid(indices: np.ndarray, grid: int) -> np.ndarray:
+    """bool [grid, grid] with the tokens at the flat grid ``indices`` set: a kept-token map."""
+    kept = np.zeros(grid * grid, dtype=bool)
+    kept[indices] = True
+    return kept.reshape(grid, grid)
+
+
 class MemoryBank:
     """Preallocated per-object memory of a streaming SAM 2 tracker (see module docstring)."""
 
@@ -234,12 +241,7 @@ class MemoryBank:
             return {}
         idx = self.ring_idx[held, slot].cpu().numpy()
         valid = self.ring_tok_valid[held, slot].cpu().numpy()
-        grids = {}
-        for i, r in enumerate(held):
-            grid = np.zeros(self.grid * self.grid, dtype=bool)
-            grid[idx[i][valid[i]]] = True
-            grids[r] = grid.reshape(self.grid, self.grid)
-        return grids
+        return {r: token_grid(idx[i][valid[i]], self.grid) for i, r in enumerate(held)}
 
     @contextlib.contextmanager
     def preserved(self) -> Iterator[None]:

@@ -38,7 +38,7 @@ from scipy import ndimage
 from .config import TrackerConfig
 from .cuda_device import on_device, record_event, synchronize
 from .errors import CheckpointError, InputError
-from .memory_bank import MemoryBank
+from .memory_bank import MemoryBank, token_grid
 from .models import build_predictor, release_compile_workers, uses_compiled_modules
 from .preprocess import FrameStager, prepare_device_constants, resolve_preprocess
 from .prompts import (MAX_POINTS, check_prompt_kinds, representative_click, validate_box,
@@ -699,12 +699,8 @@ class StreamingTracker:
         ids = pending._ids
         masks = BitMasks(arrays["bits"], ids) if ids else {}
         scores = {o: float(arrays["presence"][i]) for i, o in enumerate(ids)}
-        kept = {}
-        if "memory_idx" in arrays:
-            for i, o in enumerate(ids):
-                grid = np.zeros(self._num_tokens, dtype=bool)
-                grid[arrays["memory_idx"][i]] = True
-                kept[o] = grid.reshape(self.bank.grid, self.bank.grid)
+        kept = ({o: token_grid(arrays["memory_idx"][i], self.bank.grid) for i, o in enumerate(ids)}
+                if "memory_idx" in arrays else {})
         stage_ms = dict(pending._timer.ms) if pending._timer is not None else {}
         stage_ms["total"] = (time.perf_counter() - pending._t0) * 1e3
         live = [o for o in ids if o in self.objects]  # (an object removed since has no logits)
