@@ -79,6 +79,12 @@ def test_docs_parameter_table_has_every_parameter_with_its_default_range_and_whe
                                    spec.takes_effect), spec.name
 
 
+def test_a_node_setting_names_a_lifecycle_step_that_reads_it():
+    assert {spec.node_step for spec in P.NODE_PARAMETERS} <= set(P.NODE_STEP_RANK)
+    with pytest.raises(ValueError, match="node_step 'activte' is none of start-up, configure"):
+        P.ParamSpec("x", 1, "a misspelt step", node_step="activte")
+
+
 def test_numeric_parameters_have_ranges_containing_default():
     for s in P.parameter_specs():
         if isinstance(s.default, (int, float)) and not isinstance(s.default, bool):

@@ -25,6 +25,11 @@ from ..core.config import (MODEL_ALIASES, MODEL_CONFIGS, PARAMETER_CHOICES, PARA
 from ..core.prompts import MAX_OBJECT_ID
 
 
+#: The lifecycle steps that read a node setting that is not live, each with how far the lifecycle
+#: has come once it ran (see ``waits_until``); ``ParamSpec.node_step`` names one of them.
+NODE_STEP_RANK = {"start-up": 0, "configure": 1, "deactivate": 1, "activate": 2}
+
+
 @dataclass(frozen=True)
 class ParamSpec:
     name: str
@@ -42,6 +47,11 @@ class ParamSpec:
     group: str = "node"
     #: the lifecycle step that reads a node setting that is not live (core settings: configure)
     node_step: str = "activate"
+
+    def __post_init__(self) -> None:
+        if self.node_step not in NODE_STEP_RANK:
+            raise ValueError(f"{self.name}: node_step {self.node_step!r} is none of "
+                             f"{', '.join(NODE_STEP_RANK)}")
 
     @property
     def takes_effect(self) -> str:
@@ -285,10 +295,9 @@ def descriptor(spec: ParamSpec):
     return d
 
 
-#: How far the lifecycle has come in a state, and the step (of a node setting) that reads it: a
-#: setting whose step ranks at or below the state's has been read for this run already.
+#: How far the lifecycle has come in a state: a setting whose step (``NODE_STEP_RANK``) ranks at or
+#: below the state's has been read for this run already.
 _STATE_RANK = {"unconfigured": 0, "inactive": 1, "active": 2}
-_STEP_RANK = {"start-up": 0, "configure": 1, "deactivate": 1, "activate": 2}
 #: when a core parameter that is not live takes effect
 MODEL_BUILT_NEXT = "when the model is built next (configure, or activate after a release)"
 
@@ -302,7 +311,7 @@ def waits_until(spec: ParamSpec, state: str, model_built: bool) -> Optional[str]
         return None
     if spec.group == "core":  # read when the model is built, on configure or activate
         return MODEL_BUILT_NEXT if model_built else None
-    if _STATE_RANK.get(state, 0) < _STEP_RANK[spec.node_step]:
+    if _STATE_RANK.get(state, 0) < NODE_STEP_RANK[spec.node_step]:
         return None
     return "when the node starts next" if spec.node_step == "start-up" else f"on the next {spec.node_step}"
 
