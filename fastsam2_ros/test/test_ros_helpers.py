@@ -476,3 +476,13 @@ def test_a_test_domain_base_past_fast_dds_last_domain_is_refused_by_name(monkeyp
         monkeypatch.setenv("FASTSAM2_TEST_DOMAIN_BASE", bad)
         with pytest.raises(ValueError, match="FASTSAM2_TEST_DOMAIN_BASE must be"):
             domain_id(1)
+
+
+@pytest.mark.parametrize("frame_id", ["cam", "it's", 'say "hi"', "a'b\"c", "x'y\"z\\", "\\'"])
+def test_bad_input_cause_blanks_any_frame_id_repr_writes(frame_id):
+    """A frame_id with both quote characters is written with escapes by repr; it is still one
+    value, so messages that differ only in it share one throttled log cause."""
+    from fastsam2_ros.ros.tracker_node import bad_input_cause
+
+    assert bad_input_cause(f"frame {frame_id!r} is 3x2, expected 640x480") == \
+        "frame '…' is #x#, expected #x#"

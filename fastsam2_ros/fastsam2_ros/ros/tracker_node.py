@@ -73,8 +73,10 @@ BAD_INPUT_LOG_PERIOD_S = 1.0
 def bad_input_cause(message: str) -> str:
     """What a rejection message is about, for throttling its log: the message with its values
     (numbers, quoted strings) blanked. A NaN click and an infinite one share a cause; a click
-    outside the image is another (throttled on its source alone, it went unlogged)."""
-    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", message)
+    outside the image is another (throttled on its source alone, it went unlogged). Quoted
+    strings are read as repr writes them, escapes included: a frame_id holding both quote
+    characters is one value, not a new cause per message."""
+    text = re.sub(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", "'…'", message)
     return re.sub(r"[-+]?\d+(?:\.\d*)?(?:e[-+]?\d+)?|\b(?:nan|inf)\b", "#", text,
                   flags=re.IGNORECASE)
 
