@@ -46,7 +46,7 @@ from .core.config import COMPILE_MODES, PREPROCESS_MODES, TrackerConfig
 from .core.cuda_device import synchronize
 from .core.errors import FastSam2Error, InputError
 from .core.preprocess import resolve_preprocess
-from .core.stats import STAGES, peak_gpu_memory, reset_peak_gpu_memory
+from .core.stats import STAGE_ANNOTATION, STAGES, peak_gpu_memory, reset_peak_gpu_memory
 
 SCHEMA_VERSION = 3
 Click = Tuple[float, float]
@@ -220,9 +220,11 @@ def _prompt_all_official(session, clicks: Sequence[Click]) -> None:
         session.add_prompt(0, obj_id, points=[list(click)], labels=[1])
 
 
-def _stream(tracker, frames, clicks, pipelined: bool = False):
-    """Prompt frame 0, track frames 1..N-1; returns (results, wall seconds of the loop, each
-    frame's wall ms: for ``track`` its latency, pipelined the time between two results)."""
+def _stream(tracker, frames, clicks, pipelined: bool = False,
+            before_frame: Callable[[int], object] = lambda index: None):
+    """Prompt frame 0, track frames 1..N-1 (``before_frame(i)`` before tracking frame i, not
+    timed); returns (results, wall seconds of the loop, each frame's wall ms: for ``track`` its
+    latency, pipelined the time between two results)."""
     _prompt_all(tracker, frames[0], clicks)
     synchronize(tracker.device)
     results = []
@@ -238,10 +240,66 @@ def _stream(tracker, frames, clicks, pipelined: bool = False):
         results.append(pending.result())
         stamps.append(time.perf_counter())
     else:
-        for frame in frames[1:]:
+        for index, frame in enumerate(frames[1:], start=1):
+            before_frame(index)
             results.append(tracker.track(frame))
             stamps.append(time.perf_counter())
     return results, stamps[-1] - t0, list(np.diff(stamps) * 1e3)
+
+
+#: Tracked frames of a profiling pass traced for ``stage_kernel_ms``: the last ones, with the
+#: memory bank full (a trace of every frame took seconds per frame to read back).
+KERNEL_PROFILE_FRAMES = 8
+
+
+def _profiled_pass(tracker, frames, clicks):
+    """The profiling pass: (its results, ``stage_kernel_ms`` of its last KERNEL_PROFILE_FRAMES
+    tracked frames)."""
+    trace = _kernel_profiler(tracker.device)
+    first = max(1, len(frames) - KERNEL_PROFILE_FRAMES)
+    results = _stream(tracker, frames, clicks,
+                      before_frame=lambda index: index == first and trace.start())[0]
+    synchronize(tracker.device)
+    trace.stop()
+    return results, stage_kernel_ms(trace.events(), len(frames) - first, tracker.device.type)
+
+
+def stage_kernel_ms(events, frames: int, device_type: str) -> Dict[str, float]:
+    """Per-frame milliseconds of the kernels each stage launched, from the torch.profiler events
+    of a profiling pass (its stages are ``record_function`` ranges, ``StageTimer(annotate=True)``):
+    what a stage costs the device without launch gaps and synchronisations, which is what a
+    captured step pays. A stage nested in another (the router and memory attention in the
+    decoder) counts only in itself; ``other`` is what ran outside every stage (preprocessing,
+    mask packing, bank writes) and ``total`` all of it. Off CUDA it is the ranges' CPU time."""
+    def spent(event) -> float:
+        return event.device_time_total if device_type == "cuda" else event.cpu_time_total
+
+    def annotated_below(event):
+        for child in event.cpu_children:
+            if child.name.startswith(STAGE_ANNOTATION):
+                yield child
+            else:
+                yield from annotated_below(child)
+
+    host = [e for e in events if e.device_type.name == "CPU"]  # not the GPU-side annotation copies
+    out = {s: 0.0 for s in STAGES if s != "total"}
+    for event in host:
+        if event.name.startswith(STAGE_ANNOTATION):
+            name = event.name[len(STAGE_ANNOTATION):]
+            out[name] = out.get(name, 0.0) + spent(event) - sum(spent(c) for c in annotated_below(event))
+    total = sum(spent(e) for e in host if e.cpu_parent is None)
+    out["other"] = total - sum(out.values())
+    out["total"] = total
+    scale = 1e-3 / max(1, frames)  # µs over the pass -> ms per frame
+    return {name: value * scale for name, value in out.items()}
+
+
+def _kernel_profiler(device: torch.device):
+    """A torch.profiler over the device's kernels (and the host ranges that launched them)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    return profile(activities=activities)
 
 
 def _timed_pass(wall: float, frame_ms: Sequence[float]) -> dict:
@@ -286,14 +344,17 @@ def run_ours(cfg: TrackerConfig, model, frames, clicks, keep_ratio: float,
         _, wall_pipe, _ = _stream(tracker, frames, clicks, pipelined=True)
     last = results[-1].stats
     stage_rows = [r.stats.stage_ms for r in results]  # off CUDA the timers cost nothing
-    if profile and cuda:  # eager with synchronised stage timers
+    kernel_ms = None
+    if profile and cuda:  # eager with synchronised, annotated stage timers, in a kernel trace
         profiler = StreamingTracker(mode_cfg.replace(cuda_graphs=False), model=model,
                                     num_frames_hint=n, profile_stages=True)
-        stage_rows = [r.stats.stage_ms for r in _stream(profiler, frames, clicks)[0]]
+        profiled, kernel_ms = _profiled_pass(profiler, frames, clicks)
+        stage_rows = [r.stats.stage_ms for r in profiled]
     timed = _timed_pass(wall, frame_ms)
     out = {"keep_ratio": keep_ratio, "objects": len(clicks), **timed,
            "fps_pipelined": (n - 1) / wall_pipe,
            "stage_ms": _mean_stages(stage_rows, timed["ms_per_frame"]),
+           "stage_kernel_ms": kernel_ms,
            "gpu_ms_per_frame": float(np.mean([r.stats.gpu_ms for r in results])),
            "startup_s": startup_s, "capture_s": tracker.runner.capture_s,
            "graphs": len(tracker.runner), "capture_failures": dict(
@@ -578,6 +639,12 @@ def ratios_of(results: Dict[str, dict]) -> Dict[str, dict]:
                 row["memory_attention_vs_dense"] = dense["stage_ms"]["memory_attention"] / mem
                 row["memory_attention_plus_router_vs_dense"] = (
                     dense["stage_ms"]["memory_attention"] / (mem + r["stage_ms"]["router"]))
+            kernels, dense_kernels = r.get("stage_kernel_ms"), dense.get("stage_kernel_ms")
+            if kernels and dense_kernels and kernels["memory_attention"] > 0:
+                row["memory_attention_kernels_vs_dense"] = (
+                    dense_kernels["memory_attention"] / kernels["memory_attention"])
+                row["memory_attention_plus_router_kernels_vs_dense"] = (
+                    dense_kernels["memory_attention"] / (kernels["memory_attention"] + kernels["router"]))
             row["fps_vs_dense"] = r["fps"] / dense["fps"]
             by_round = _per_round_speedup(r, dense)
             if by_round:

@@ -132,6 +132,49 @@ def test_a_soak_off_cuda_traces_no_gpu_memory_and_says_so(capsys):
     assert all(row["peak_bytes"] is None and row["state_bytes"] > 0 for row in soak["ours"])
 
 
+def test_stage_kernel_times_of_a_profiled_pass_are_its_stage_times(monkeypatch):
+    """The kernel profile's arithmetic, on the CPU (its ranges' CPU time): each stage counts once,
+    a stage nested in the decoder not in the decoder too, so each agrees with the synchronised
+    stage timer over the same (last, traced) frames."""
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=128, device="cpu",
+                        keep_ratio=0.3)
+    model = build_predictor(cfg)
+    tracker = StreamingTracker(cfg, model=model, profile_stages=True)
+    monkeypatch.setattr(bench, "KERNEL_PROFILE_FRAMES", 2)
+    results, kernels = bench._profiled_pass(tracker, bench.load_frames(None, 5), [(300, 200)])
+    timed = {s: np.mean([r.stats.stage_ms[s] for r in results[-2:]]) for s in bench.STAGES}
+    for stage in ("encoder", "router", "memory_attention", "decoder", "memory_encoder"):
+        assert timed[stage] > 0
+        assert kernels[stage] == pytest.approx(timed[stage], rel=0.25, abs=0.5), stage
+    assert kernels["other"] >= 0
+    assert kernels["total"] == pytest.approx(sum(v for k, v in kernels.items() if k != "total"))
+
+
+def test_stage_kernel_times_sum_device_time_and_skip_the_gpu_side_annotations():
+    """On CUDA the device time of each range's kernels counts; the profiler's GPU-side copies of
+    the annotations (device_type CUDA) would count every stage twice."""
+    from types import SimpleNamespace as Event
+
+    def event(name, device_time, children=(), device="CPU"):
+        e = Event(name=name, device_type=Event(name=device), cpu_children=list(children),
+                  cpu_parent=None, device_time_total=device_time, cpu_time_total=1e9)
+        for c in children:
+            c.cpu_parent = e
+        return e
+
+    router = event("fastsam2::router", 300.0, [event("aten::topk", 100.0)])
+    attention = event("fastsam2::memory_attention", 1000.0)
+    decoder = event("fastsam2::decoder", 2500.0, [event("aten::conv2d", 1200.0, [attention]), router])
+    encoder = event("fastsam2::encoder", 5000.0)
+    upload = event("aten::copy_", 200.0)
+    mirror = event("fastsam2::encoder", 5000.0, device="CUDA")
+    events = [encoder, decoder, router, attention, upload, mirror] + router.cpu_children
+    ms = bench.stage_kernel_ms(events, 2, "cuda")
+    assert ms["encoder"] == 2.5 and ms["decoder"] == 0.6 and ms["router"] == 0.15
+    assert ms["memory_attention"] == 0.5 and ms["memory_encoder"] == 0.0
+    assert ms["other"] == pytest.approx(0.1) and ms["total"] == pytest.approx(3.85)
+
+
 def test_bench_modes_in_any_case(tmp_path):
     """As fastsam2-eval takes them: "Pruned" is the pruned mode, not a mode silently skipped."""
     out = tmp_path / "bench.json"

@@ -11,6 +11,9 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 import numpy as np
 
 STAGES = ("encoder", "router", "memory_attention", "decoder", "memory_encoder", "total")
+#: The name a profiling pass's stage carries in a torch.profiler trace (``STAGE_ANNOTATION +
+#: stage``): the bench sums the kernels launched under it.
+STAGE_ANNOTATION = "fastsam2::"
 
 
 @dataclass
@@ -209,11 +212,14 @@ def _zeroed(out: Optional[np.ndarray], shape: tuple, dtype) -> np.ndarray:
 
 
 class StageTimer:
-    """Accumulates wall-clock milliseconds per stage; synchronises CUDA so GPU time is counted."""
+    """Accumulates wall-clock milliseconds per stage; synchronises CUDA so GPU time is counted.
+    ``annotate``: each stage is also a ``torch.profiler.record_function`` range named
+    ``STAGE_ANNOTATION + stage`` (a profiling pass: the bench sums each stage's kernels)."""
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = "cpu", annotate: bool = False) -> None:
         self.device = str(device)
         self.cuda = self.device.startswith("cuda")
+        self.annotate = bool(annotate)
         self.ms: Dict[str, float] = {s: 0.0 for s in STAGES}
 
     def _sync(self) -> None:
@@ -229,7 +235,13 @@ class StageTimer:
         nested = sum(self.ms.get(s, 0.0) for s in exclude)
         t0 = time.perf_counter()
         try:
-            yield
+            if self.annotate:
+                from torch.profiler import record_function
+
+                with record_function(STAGE_ANNOTATION + name):
+                    yield
+            else:
+                yield
         finally:
             self._sync()
             spent = (time.perf_counter() - t0) * 1e3 - (sum(self.ms.get(s, 0.0) for s in exclude) - nested)

@@ -162,9 +162,10 @@ class StreamingTracker:
         """``num_frames_hint``: length of a finite clip, only to reproduce the official predictor
         (it scales pointer time encodings by min(num_frames, 16)). ``static_buffers`` runs the
         eager step through the CUDA-graph buffer protocol (tests, on the CPU). ``profile_stages``:
-        time each stage of an eager step on CUDA too, synchronising around each (a profiling
-        pass; a tracked frame otherwise never waits for the GPU between stages, and off CUDA the
-        stages are always timed, which costs nothing)."""
+        time each stage of an eager step on CUDA too, synchronising around each, and name each
+        stage in a torch.profiler trace (a profiling pass; a tracked frame otherwise never waits
+        for the GPU between stages, and off CUDA the stages are always timed, which costs
+        nothing)."""
         self.profile_stages = bool(profile_stages)
         self.cfg = config.validate()
         check_tracker_files(self.cfg)  # a wrong clip_* fails now, not at each text prompt
@@ -425,7 +426,7 @@ class StreamingTracker:
         """The stage timer of a tracked frame's step: a replayed graph has no stages to time, and
         on CUDA the timer synchronises around every stage, so only a profiling pass uses it."""
         if eager and (self.device.type != "cuda" or self.profile_stages):
-            return StageTimer(str(self.device))
+            return StageTimer(str(self.device), annotate=self.profile_stages)
         return None
 
     def frame_tokens(self, image: np.ndarray):
