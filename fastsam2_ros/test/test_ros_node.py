@@ -2,8 +2,9 @@
 (random weights, ``tiny`` at 128 px on CPU).
 
 One node (in namespace ``/t``) and a probe node run on a MultiThreadedExecutor in a background
-thread; the probe publishes images and prompts and records every output. Tests run in file order
-and share the node (loading the model once keeps the module well under a minute of inference).
+thread; the probe publishes images and prompts and records every output. The tests share the node
+(loading the model once keeps the module well under a minute of inference), so each one makes the
+state it needs itself (the helpers below): they pass alone and in any order.
 """
 
 import json
@@ -26,8 +27,8 @@ from geometry_msgs.msg import Point, PointStamped  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from ros_probe import (H, W, add_request, frame_rgb, prompt_msg, running_node,  # noqa: E402
-                       wait_for)
+from ros_probe import (H, W, add_request, frame_rgb, image_reader_matched, prompt_msg,  # noqa: E402
+                       running_node, wait_for)
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
@@ -97,10 +98,28 @@ def frame_and_object_1(h):
     return sorted(node._tracked_ids())
 
 
+def only_object_1(h):
+    """A processed frame and object 1 alone (a reset first): the next free id is 2 and no object
+    was started automatically, whatever the tests before left tracked."""
+    assert h.probe.call(h.probe.reset, Trigger.Request()).success
+    assert frame_and_object_1(h) == [1]
+
+
+def no_frame_yet(h):
+    """Deactivate and activate over the services: an active node that has received no frame yet
+    (a reset keeps the latest frame, so a prompt would apply to it instead of waiting for one)."""
+    p, node = h.probe, h.node
+    for t in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_ACTIVATE):
+        assert p.call(p.change_state, ChangeState.Request(transition=Transition(id=t))).success
+    # the subscriptions are new: both sides must know each other before a best-effort frame
+    assert wait_for(lambda: p.image.get_subscription_count() > 0 and p.prompt.get_subscription_count() > 0
+                    and image_reader_matched(node, NS), 20.0), "discovery after activate failed"
+
+
 # ------------------------------------------------------------------------------------------ tests
 def test_queued_prompt_then_padded_bgr_frame(h):
     p, node = h.probe, h.node
-    assert p.call(p.reset, Trigger.Request()).success
+    no_frame_yet(h)  # the prompt must wait for the first frame
     p.prompt.publish(prompt_msg(1, True, points=[(30, 30)]))
     assert wait_for(lambda: len(node._worker._pending) == 1, 10.0), "prompt did not reach the node"
     key = p.publish_frame(encoding="bgr8", pad=5)  # row padding must be handled
@@ -117,6 +136,7 @@ def test_queued_prompt_then_padded_bgr_frame(h):
 
 def test_every_input_encoding(h):
     p = h.probe
+    only_object_1(h)
     for enc in ("rgb8", "rgba8", "bgra8", "mono8", "mono16"):
         key = p.publish_frame(encoding=enc)
         out = p.wait_outputs(key)
@@ -148,6 +168,7 @@ def test_text_only_prompt_starts_tracking(h):
     if not h.has_clip:
         pytest.skip("open_clip not installed: text prompts need it")
     p = h.probe
+    only_object_1(h)  # a frame to apply the text on; the text's object is then 2
     n_before = len(p.got("stats"))
     p.text.publish(String(data="the red ball"))
     # publish_on_prompt: the current frame's outputs come again, now with the new object
@@ -327,7 +348,9 @@ def test_burst_drops_frames_instead_of_queueing(h):
 
 def test_diagnostics_published(h):
     p = h.probe
-    assert wait_for(lambda: len(p.got("diag")) >= 2, 10.0)
+    p.wait_outputs(p.publish_frame(), ("stats",))  # a processed frame to report
+    n_diag = len(p.got("diag"))  # statuses from after it (not the ones sent while configuring)
+    assert wait_for(lambda: len(p.got("diag")) >= n_diag + 2, 10.0)
     ours = _our_statuses(p)
     assert ours
     keys = {kv.key for kv in ours[-1].values}
