@@ -377,15 +377,15 @@ def test_set_parameters_answers_every_value(ctx, monkeypatch):
 def _typo_params_file(tmp_path):
     params = yaml_params()
     params.update(keep_ration=0.5, imag_size=256, use_sim_time=False,
-                  qos_overrides={"/fastsam2/mask": {"publisher": {"depth": 3}}})
+                  qos_overrides={"/fastsam2/mask": {"publisher": {"depth": 3, "durability": "volatile"}}})
     f = tmp_path / "typo.yaml"
     f.write_text(yaml.safe_dump({params_file_key(): {"ros__parameters": params}}))
     return f
 
 
 TYPO_WARNING = "unknown parameter(s), ignored: imag_size (did you mean image_size?), " \
-               "keep_ration (did you mean keep_ratio?), qos_overrides./fastsam2/mask.publisher.depth " \
-               "(this node's QoS is set by image_reliability, image_depth, output_qos_depth)"
+               "keep_ration (did you mean keep_ratio?), qos_overrides./fastsam2/mask.publisher.durability " \
+               "(a QoS override is qos_overrides.<topic>.<publisher|subscription>.<history|depth|reliability>)"
 
 
 def test_unknown_keys_of_the_params_file_are_a_warning_of_the_node(tmp_path, capfd):

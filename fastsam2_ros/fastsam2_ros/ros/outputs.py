@@ -21,7 +21,7 @@ from .frame_worker import TrackedFrame
 from .messages import (FrameContext, detections_to_msg, stats_to_msg, tracked_objects_to_msg,
                        vision_msgs_available)
 from .overlay import draw_overlay
-from .qos import latched, reliable
+from .qos import latched, overriding_options, reliable
 
 
 class OutputPublishers:
@@ -37,22 +37,27 @@ class OutputPublishers:
         self._last_overlay = float("-inf")  # time.perf_counter() of the last overlay
         #: topic -> ((height, width, encoding), its Image message, a view of the message's data)
         self._images: Dict[str, Tuple[Tuple[int, int, str], Any, np.ndarray]] = {}
-        qos = reliable(depth)
+
+        def publisher(msg_type, topic, qos=None):
+            """A profile each: rclpy writes a publisher's QoS overrides into the one it is given."""
+            return node.create_lifecycle_publisher(
+                msg_type, topic, qos or reliable(depth),
+                qos_overriding_options=overriding_options(node, "publisher", topic))
+
         self._pubs: Dict[str, Any] = {
-            "mask": node.create_lifecycle_publisher(Image, "mask", qos),
-            "labels": node.create_lifecycle_publisher(Image, "labels", qos),
-            "overlay": node.create_lifecycle_publisher(Image, "overlay", qos),
-            "objects": node.create_lifecycle_publisher(TrackedObjectArray, "objects", qos),
-            "stats": node.create_lifecycle_publisher(TrackerStats, "stats", qos),
-            "description": node.create_lifecycle_publisher(String, "description", latched()),
+            "mask": publisher(Image, "mask"),
+            "labels": publisher(Image, "labels"),
+            "overlay": publisher(Image, "overlay"),
+            "objects": publisher(TrackedObjectArray, "objects"),
+            "stats": publisher(TrackerStats, "stats"),
+            "description": publisher(String, "description", latched()),
         }
-        self._pubs["overlay_compressed"] = node.create_lifecycle_publisher(
-            CompressedImage, compressed_topic(node.resolve_topic_name("overlay")), qos)
+        self._pubs["overlay_compressed"] = publisher(
+            CompressedImage, compressed_topic(node.resolve_topic_name("overlay")))
         if vision_msgs_available():
             from vision_msgs.msg import Detection2DArray
 
-            self._pubs["detections"] = node.create_lifecycle_publisher(Detection2DArray,
-                                                                        "detections", qos)
+            self._pubs["detections"] = publisher(Detection2DArray, "detections")
 
     def destroy(self) -> None:
         pubs, self._pubs = self._pubs, {}

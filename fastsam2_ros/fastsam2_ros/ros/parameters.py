@@ -370,12 +370,26 @@ def refusal_text(reason: str) -> str:
 
 #: Parameters rclpy declares on every node (a params file may set them).
 ROS_NODE_PARAMETERS = ("use_sim_time", "start_type_description_service")
-#: ROS's ``qos_overrides.<topic>.<entity>.<policy>`` keys: rclpy reads them only for entities
-#: created with QoS overriding options, which this node's are not (its image QoS is set by
-#: parameters that may be changed while the node runs and apply at the next activate, and
-#: rclpy's read-only override would freeze it), so they are warned about.
+#: ROS's ``qos_overrides.<topic>.<publisher|subscription>.<policy>`` start-up keys: every topic of
+#: the node takes them, for rclpy's default policies (``QoSOverridingOptions.
+#: with_default_policies``), and a given one wins over the node's own QoS parameters
+#: (:func:`.qos.overriding_options`). Here, not in :mod:`.qos`: this module imports no ROS.
 QOS_OVERRIDES = "qos_overrides"
-QOS_PARAMETERS = ("image_reliability", "image_depth", "output_qos_depth")
+QOS_ENTITIES = ("publisher", "subscription")
+QOS_OVERRIDABLE_POLICIES = ("history", "depth", "reliability")
+
+
+def qos_override_name(topic: str, entity: str, policy: str) -> str:
+    """The parameter rclpy reads for ``policy`` of the ``entity`` on the resolved ``topic``."""
+    return f"{QOS_OVERRIDES}.{topic}.{entity}.{policy}"
+
+
+def _is_qos_override(name: str) -> bool:
+    """Whether ``name`` has the shape of a QoS override the node takes. Its topic is not checked:
+    offline readers do not know the node's namespace, nor the node which topics a remap renames."""
+    parts = name.split(".")  # (a ROS name has no dots)
+    return (len(parts) == 4 and parts[0] == QOS_OVERRIDES and parts[1].startswith("/")
+            and parts[2] in QOS_ENTITIES and parts[3] in QOS_OVERRIDABLE_POLICIES)
 
 
 def unknown_parameter_warning(names: Iterable[str]) -> Optional[str]:
@@ -386,13 +400,14 @@ def unknown_parameter_warning(names: Iterable[str]) -> Optional[str]:
     A warning, not an error, in the node and in the offline tools alike (one file serves both):
     rcl accepts such keys, and a ROS user expects a node to start with them."""
     known = [s.name for s in parameter_specs()] + list(ROS_NODE_PARAMETERS)
-    unknown = sorted(n for n in set(names) if n not in known)
+    unknown = sorted(n for n in set(names) if n not in known and not _is_qos_override(n))
     if not unknown:
         return None
 
     def named(name: str) -> str:
         if name.split(".", 1)[0] == QOS_OVERRIDES:
-            return f"{name} (this node's QoS is set by {', '.join(QOS_PARAMETERS)})"
+            return (f"{name} (a QoS override is {QOS_OVERRIDES}.<topic>.<"
+                    f"{'|'.join(QOS_ENTITIES)}>.<{'|'.join(QOS_OVERRIDABLE_POLICIES)}>)")
         close = difflib.get_close_matches(name, known, n=1)
         return f"{name} (did you mean {close[0]}?)" if close else name
 
@@ -422,5 +437,6 @@ __all__ = [
     "ParamSpec", "TRACKER_PARAMETER_DOCS", "NODE_PARAMETERS", "IMAGE_RELIABILITIES", "IMAGE_TRANSPORTS", "tracker_parameter_specs",
     "parameter_specs", "spec_map", "descriptor", "declare_parameters", "tracker_config_from_node",
     "node_settings", "refusal_text", "unknown_parameter_warning", "unknown_override_warning",
-    "waits_until", "MODEL_BUILT_NEXT", "blocks_configure",
+    "waits_until", "MODEL_BUILT_NEXT", "blocks_configure", "qos_override_name",
+    "QOS_OVERRIDABLE_POLICIES",
 ]

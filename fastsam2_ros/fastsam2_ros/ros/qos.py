@@ -4,6 +4,9 @@ The image subscription's reliability is a parameter (``image_reliability``) beca
 a trade-off the user must make (docs/ros.md, "Image QoS"): best effort connects to every camera
 driver but lets DDS drop large frames silently; reliable delivers them but connects only to
 reliable publishers. An incompatible pairing is not silent here: it is logged and counted.
+
+ROS's standard ``qos_overrides.<topic>.<publisher|subscription>.<policy>`` start-up parameters
+win over these profiles (:func:`overriding_options`).
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ try:
     from rclpy.event_handler import SubscriptionEventCallbacks
 except ImportError:  # Humble: the module is rclpy.qos_event (renamed in Iron)
     from rclpy.qos_event import SubscriptionEventCallbacks
-from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy,
-                       qos_policy_name_from_kind)
+from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSPolicyKind, QoSProfile,
+                       QoSReliabilityPolicy, qos_policy_name_from_kind)
+from rclpy.qos_overriding_options import QoSOverridingOptions
+
+from .parameters import QOS_OVERRIDABLE_POLICIES, qos_override_name
 
 RELIABILITY = {"best_effort": QoSReliabilityPolicy.BEST_EFFORT,
                "reliable": QoSReliabilityPolicy.RELIABLE}
@@ -43,14 +49,29 @@ def image_qos(reliability: str, depth: int) -> QoSProfile:
                       durability=QoSDurabilityPolicy.VOLATILE)
 
 
-def incompatible_qos_events(topic: str, reliability: str,
-                            report: Callable[[str], None]) -> SubscriptionEventCallbacks:
+def overriding_options(node, entity: str, topic: str) -> QoSOverridingOptions:
+    """The rule: the node's own parameters give a topic's profile, and a ``qos_overrides``
+    value given at start-up (params file, ``-p``) wins, policy by policy.
+
+    Only the policies given are declared: rclpy declares each one, read-only, with the profile's
+    value when the entity is first created and reuses the declared value at every later creation,
+    so a policy not given would keep its first value (``image_reliability`` set later, read at
+    the next activate, would be ignored). rclpy keeps the start-up values in a private attribute;
+    without it there are no overrides."""
+    given = getattr(node, "_parameter_overrides", None) or {}
+    resolved = node.resolve_topic_name(topic)
+    return QoSOverridingOptions([QoSPolicyKind[p.upper()] for p in QOS_OVERRIDABLE_POLICIES
+                                 if qos_override_name(resolved, entity, p) in given])
+
+
+def incompatible_qos_events(topic: str, report: Callable[[str], None]) -> SubscriptionEventCallbacks:
     """Event callbacks that ``report`` a publisher on ``topic`` this subscription cannot hear."""
 
     def on_incompatible(event) -> None:
         policy = qos_policy_name_from_kind(event.last_policy_kind)
-        hint = (" (the publisher is best effort: set image_reliability:=best_effort)"
-                if reliability == "reliable" and policy == "RELIABILITY" else "")
+        # (the one incompatible reliability: a reliable subscription, a best-effort publisher)
+        hint = (" (the publisher is best effort: set image_reliability:=best_effort, and no "
+                "reliability in qos_overrides)" if policy == "RELIABILITY" else "")
         report(f"a publisher on {topic} offers incompatible QoS (policy {policy}); its images "
                f"never reach the node{hint}")
 
@@ -75,4 +96,5 @@ def best_effort_publishers(node, subscriptions) -> int:
 
 
 __all__ = ["RELIABILITY", "reliable", "latched", "image_qos", "incompatible_qos_events",
+           "overriding_options",
            "unreachable_publishers", "best_effort_publishers"]

@@ -61,8 +61,8 @@ from .parameters import (NODE_PARAMETERS, blocks_configure, declare_parameters, 
                          waits_until)
 from .process_memory import give_back_freed_memory, keep_freed_memory
 from .prompting import ClickNotUsable, PromptRequest
-from .qos import (best_effort_publishers, image_qos, incompatible_qos_events, reliable,
-                  unreachable_publishers)
+from .qos import (best_effort_publishers, image_qos, incompatible_qos_events, overriding_options,
+                  reliable, unreachable_publishers)
 
 #: How long a service waits for the worker (one inference, or a text prompt's CLIP pass).
 SERVICE_TIMEOUT_S = 300.0
@@ -202,10 +202,9 @@ class TrackerNode(LifecycleNode):
         self._create_subscriptions()
         self.health.on_listening()
         self.health.state = "active"
-        topics = [sub.topic_name for sub in self._image_subscriptions()]
-        self.get_logger().info(f"active: listening on {' and '.join(topics)} "
-                               f"({self._settings['image_reliability']}, depth "
-                               f"{self._settings['image_depth']})")
+        listening = [f"{sub.topic_name} ({sub.qos_profile.reliability.name.lower()}, depth "
+                     f"{sub.qos_profile.depth})" for sub in self._image_subscriptions()]
+        self.get_logger().info(f"active: listening on {' and '.join(listening)}")
         return activated
 
     @_transition
@@ -394,19 +393,22 @@ class TrackerNode(LifecycleNode):
         if s["image_transport"] == "compressed":  # (a remap rule matches the name `image` only)
             topic, msg_type, callback = compressed_topic(topic), CompressedImage, self._on_compressed
         self.health.input_topic = topic  # what /diagnostics names
-        events = incompatible_qos_events(topic, s["image_reliability"], self._incompatible_qos)
-        subs = [self.create_subscription(msg_type, topic, callback, img_qos,
-                                         callback_group=self._image_group, event_callbacks=events)]
-        g = self._prompt_group
+
+        def subscribe(msg_type, topic, callback, qos, callback_group=self._prompt_group, **kw):
+            return self.create_subscription(
+                msg_type, topic, callback, qos, callback_group=callback_group,
+                qos_overriding_options=overriding_options(self, "subscription", topic), **kw)
+
+        events = incompatible_qos_events(topic, self._incompatible_qos)
+        subs = [subscribe(msg_type, topic, callback, img_qos, callback_group=self._image_group,
+                          event_callbacks=events)]
         subs += [
-            self.create_subscription(Prompt, "prompt", self._on_prompt, reliable(10), callback_group=g),
-            self.create_subscription(String, "text_prompt", self._on_text, reliable(10), callback_group=g),
+            subscribe(Prompt, "prompt", self._on_prompt, reliable(10)),
+            subscribe(String, "text_prompt", self._on_text, reliable(10)),
             # rqt_image_view publishes its clicks reliable with depth 1000
-            self.create_subscription(Point, "click", self._on_click, reliable(100), callback_group=g),
-            self.create_subscription(PointStamped, "/clicked_point", self._on_clicked_point,
-                                     reliable(10), callback_group=g),
-            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
-                                     image_qos("best_effort", 1), callback_group=g),
+            subscribe(Point, "click", self._on_click, reliable(100)),
+            subscribe(PointStamped, "/clicked_point", self._on_clicked_point, reliable(10)),
+            subscribe(CameraInfo, "camera_info", self._on_camera_info, image_qos("best_effort", 1)),
         ]
         self._subs = subs
         if s["use_tf"]:
