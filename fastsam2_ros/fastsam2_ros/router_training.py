@@ -293,8 +293,8 @@ def main(argv=None) -> int:
                   "to keep the sequences you evaluate on out", file=sys.stderr)
         check_text_sequences(texts, dataset.available_sequences(), f"dataset {args.data}")
         texts = texts_of_trained_sequences(texts, dataset.sequence_names)
+        check_tracker_files(cfg, with_texts=any(texts.values()))  # before any label or frame is read
         check_text_objects(dataset, texts, args.max_frames)
-        check_tracker_files(cfg, with_texts=any(texts.values()))  # before any frame is encoded
         tracker = StreamingTracker(cfg)
         examples = collect_examples(tracker, dataset, texts, args.max_frames)
         mlp, metrics = train(examples, tracker.model.hidden_dim, args.epochs, args.lr, args.seed,

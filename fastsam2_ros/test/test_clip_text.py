@@ -380,6 +380,34 @@ def test_mismatched_state_dict(tiny_cfg, tmp_path):
         ClipTextEncoder(tiny_cfg, weights_path=str(p))
 
 
+def test_the_check_at_configure_takes_and_refuses_what_the_loader_does(tiny_cfg, tmp_path):
+    """check_clip_weights (configure, tools before their work) applies the loader's rule without
+    reading the tensor data: files the encoder loads pass, a file of another architecture is
+    refused with the loader's message, naming the file and the architecture."""
+    from safetensors.torch import save_file
+
+    from fastsam2_ros.core.clip_text import check_clip_weights
+
+    sd = _random_model(tiny_cfg, seed=4).state_dict()
+    good = {"plain.bin": sd, "wrapped.pt": {"state_dict": {f"module.{k}": v for k, v in sd.items()}},
+            "scalar_logit.pth": {**sd, "logit_scale": sd["logit_scale"].reshape(1)}}
+    for name, obj in good.items():
+        torch.save(obj, tmp_path / name)
+    save_file({k: v.contiguous() for k, v in sd.items()}, tmp_path / "tiny.safetensors")
+    torch.save(sd, tmp_path / "legacy.bin", _use_new_zipfile_serialization=False)
+    for path in sorted(tmp_path.iterdir()):
+        check_clip_weights(tiny_cfg, str(path))
+        ClipTextEncoder(tiny_cfg, weights_path=str(path)).release()
+    for path in (tmp_path / "plain.bin", tmp_path / "tiny.safetensors"):
+        with pytest.raises(CheckpointError) as at_configure:
+            check_clip_weights("ViT-B-16", str(path))
+        with pytest.raises(CheckpointError) as at_load:
+            ClipTextEncoder("ViT-B-16", weights_path=str(path))
+        assert str(at_configure.value) == str(at_load.value)
+        assert f"CLIP weights '{path}' do not match open_clip architecture 'ViT-B-16'" in str(
+            at_load.value)
+
+
 @pytest.mark.parametrize("name,match", [
     ("RN50", "need an"), ("convnext_base", "need an"), ("ViT-B-16-SigLIP", "need an"),
     ("ViT-L-14-CLIPA", "Hugging Face"), ("roberta-ViT-B-32", "Hugging Face"),

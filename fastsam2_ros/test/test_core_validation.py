@@ -389,6 +389,24 @@ def test_a_wrong_clip_setting_fails_when_the_tracker_is_built(tmp_path):
         ClipTextEncoder("ViT-B-16", str(page))
 
 
+def test_clip_weights_of_another_architecture_fail_when_the_tracker_is_built(tmp_path):
+    """They passed configure (the file looked like weights) and failed at the first text prompt:
+    a node configured for text prompts must say so at configure. Empty clip_weights stay
+    allowed (a text prompt is then refused, saying why)."""
+    pytest.importorskip("open_clip")
+    import torch
+
+    from fastsam2_ros.core.tracker import StreamingTracker
+
+    base = dict(model_cfg="tiny", image_size=64, device="cpu", allow_random_weights=True)
+    clip = tmp_path / "open_clip_pytorch_model.bin"
+    torch.save({"visual.proj": torch.zeros(64, 32), "logit_scale": torch.ones([])}, clip)
+    with pytest.raises(CheckpointError, match=f"CLIP weights '{clip}' do not match open_clip "
+                       "architecture 'ViT-B-16'"):
+        StreamingTracker(TrackerConfig(**base, clip_weights=str(clip)))
+    StreamingTracker(TrackerConfig(**base, clip_weights=str(clip), text_mode="none")).release()
+
+
 # ------------------------------------------------------------------------------ params files
 #: how rcl's params-file parser (the node) types each written value, checked against rcl itself
 #: in test_ros_parameters.py::test_params_files_are_typed_as_rcl_types_them

@@ -501,6 +501,32 @@ def test_router_training_checks_the_clip_weights_before_encoding(tmp_path, capsy
     assert "no CLIP weights given" in capsys.readouterr().err
 
 
+def test_router_training_checks_the_clip_architecture_before_the_data(tmp_path, capsys,
+                                                                     monkeypatch):
+    """CLIP weights of another architecture than --clip-model passed the checks up front: SAM 2
+    was built, the annotations read and the frames before the first text encoded, and only then
+    did the CLIP loader refuse the file."""
+    pytest.importorskip("open_clip")
+    from fastsam2_ros.core import tracker as tracker_module
+
+    def too_late(*a, **k):
+        pytest.fail("read the data or built SAM 2 before checking the CLIP weights")
+
+    for name in ("check_text_objects", "collect_examples"):
+        monkeypatch.setattr(router_training, name, too_late)
+    monkeypatch.setattr(tracker_module, "StreamingTracker", too_late)
+    clip = tmp_path / "open_clip_pytorch_model.bin"  # (a state dict of some tiny other CLIP)
+    torch.save({"visual.proj": torch.zeros(64, 32), "logit_scale": torch.ones([])}, clip)
+    data = generate_dataset(tmp_path / "syn", sequences=1, frames=3, size=(32, 32), objects=1)
+    assert router_training.main(["--data", str(data), "--out", str(tmp_path / "r.pt"),
+                                 "--random-weights", "--image-size", "64", "--device", "cpu",
+                                 "--text-prompts", str(data / "text_prompts.json"),
+                                 "--clip-weights", str(clip)]) == 2
+    err = capsys.readouterr().err
+    assert f"CLIP weights '{clip}' do not match open_clip architecture 'ViT-B-16'" in err
+    assert "--clip-model" in err
+
+
 def test_router_training_uses_the_texts_of_the_sequences_it_trains_on(tmp_path, capsys,
                                                                       monkeypatch):
     """A text file made for fastsam2-eval holds the val sequences' texts: none reached training,

@@ -244,16 +244,41 @@ def check_clip_settings(model_name: str, weights_path: str) -> None:
         _check_weights_file(Path(str(weights_path)).expanduser(), verify=False)
 
 
-def _read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
-    """Read a state dict from ``path``: a raw state dict, or a dict holding it under "state_dict"."""
-    _check_weights_file(path, verify=True)
+def check_clip_weights(model_name: str, weights_path: str) -> None:
+    """CheckpointError unless ``weights_path`` holds weights of open_clip ``model_name``, by the
+    loader's rule (names and shapes), compared on the meta device: neither the file's tensor data
+    nor a model is read or built (a fraction of a second for ViT-B-16). The file's other checks
+    (its CRCs, NaN) stay with the load. Run with :func:`check_clip_settings` by the tracker (the
+    node's configure) and by the tools before their long work, so weights of another
+    architecture are not found only at the first text. Without open_clip it checks nothing."""
     try:
-        if path.suffix == ".safetensors":
+        import open_clip
+    except ImportError:
+        return
+    state = _read_state_dict(Path(str(weights_path)).expanduser(), shapes_only=True)
+    with _quiet_open_clip_random_init_warning(), torch.device("meta"):
+        own = open_clip.create_model(model_name, pretrained=None, device="meta").state_dict()
+    _require_architecture(own, state, weights_path, model_name)
+
+
+def _read_state_dict(path: Path, shapes_only: bool = False) -> Dict[str, torch.Tensor]:
+    """Read a state dict from ``path``: a raw state dict, or a dict holding it under "state_dict".
+    ``shapes_only``: its tensors on the meta device, their data left unread (and unchecked)."""
+    _check_weights_file(path, verify=not shapes_only)
+    try:
+        if path.suffix == ".safetensors" and shapes_only:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:  # reads the header only
+                obj: Any = {k: torch.empty(f.get_slice(k).get_shape(), device="meta")
+                            for k in f.keys()}
+        elif path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            obj: Any = load_file(str(path), device="cpu")
+            obj = load_file(str(path), device="cpu")
         else:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            obj = torch.load(str(path), map_location="meta" if shapes_only else "cpu",
+                             weights_only=True)
     except Exception as exc:
         raise CheckpointError(
             f"cannot read CLIP weights '{path}': {type(exc).__name__}: {exc}. Expected an open_clip state "
@@ -268,8 +293,40 @@ def _read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
     state = dict(obj)
     if all(k.startswith("module.") for k in state):  # saved from DistributedDataParallel
         state = {k[len("module."):]: v for k, v in state.items()}
-    require_finite(state, path, "CLIP weights")
+    if not shapes_only:
+        require_finite(state, path, "CLIP weights")
     return state
+
+
+def _require_architecture(own: Mapping[str, torch.Tensor], state: Dict[str, torch.Tensor],
+                          path, model_name: str) -> None:
+    """CheckpointError unless ``state`` (changed in place to the form loaded) has the names and
+    shapes of ``own``, the state dict of ``model_name``: the one rule of the load and of the
+    check at configure."""
+    # Scalar vs 1-element logit_scale/logit_bias differ between open_clip versions.
+    for key in ("logit_scale", "logit_bias"):
+        if key in state and key in own and state[key].shape != own[key].shape and (
+                state[key].numel() == own[key].numel()):
+            state[key] = state[key].reshape(own[key].shape)
+    state.pop("text.transformer.embeddings.position_ids", None)
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} with wrong shape (e.g. {k}: file {tuple(state[k].shape)} "
+                         f"vs model {tuple(own[k].shape)})")
+        raise CheckpointError(
+            f"CLIP weights '{path}' do not match open_clip architecture {model_name!r}: "
+            f"{'; '.join(parts)}. Check that `clip_model` (fastsam2-train-router: --clip-model) "
+            f"names the architecture the weights were trained with (OpenAI weights need the "
+            f"'-quickgelu' variant).")
 
 
 class ClipTextEncoder:
@@ -390,31 +447,7 @@ class ClipTextEncoder:
     # ------------------------------------------------------------------ loading
     @staticmethod
     def _load_into(model: nn.Module, state: Dict[str, torch.Tensor], path: str, model_name: str) -> None:
-        own = model.state_dict()
-        # Scalar vs 1-element logit_scale/logit_bias differ between open_clip versions.
-        for key in ("logit_scale", "logit_bias"):
-            if key in state and key in own and state[key].shape != own[key].shape and (
-                    state[key].numel() == own[key].numel()):
-                state[key] = state[key].reshape(own[key].shape)
-        state.pop("text.transformer.embeddings.position_ids", None)
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-        if missing or unexpected or wrong:
-            parts = []
-            if missing:
-                parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
-            if unexpected:
-                parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
-            if wrong:
-                k = wrong[0]
-                parts.append(f"{len(wrong)} with wrong shape (e.g. {k}: file {tuple(state[k].shape)} "
-                             f"vs model {tuple(own[k].shape)})")
-            raise CheckpointError(
-                f"CLIP weights '{path}' do not match open_clip architecture {model_name!r}: "
-                f"{'; '.join(parts)}. Check that `clip_model` (fastsam2-train-router: --clip-model) "
-                f"names the architecture the weights were trained with (OpenAI weights need the "
-                f"'-quickgelu' variant).")
+        _require_architecture(model.state_dict(), state, path, model_name)
         model.load_state_dict(state, strict=True)
 
     # ------------------------------------------------------------------ text

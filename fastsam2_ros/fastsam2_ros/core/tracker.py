@@ -122,14 +122,16 @@ class PendingFrame:
 
 def check_tracker_files(cfg: TrackerConfig, with_texts: bool = False) -> None:
     """What a tracker built from ``cfg`` refuses, checked without building a model: the CLIP
-    settings (with CLIP weights required when ``with_texts`` reach the router) and the router
-    file (see ``check_router_origin``). The tracker runs it when built; tools run it before
-    their long work (fastsam2-eval's official mode, router training's encoding), so a typo is
-    not found hours in."""
-    from .clip_text import check_clip_settings, require_clip_weights
+    settings (given CLIP weights must be of ``clip_model``, and are required when ``with_texts``
+    reach the router) and the router file (see ``check_router_origin``). The tracker runs it
+    when built; tools run it before their long work (fastsam2-eval's official mode, router
+    training's data), so a typo is not found hours in."""
+    from .clip_text import check_clip_settings, check_clip_weights, require_clip_weights
 
     if cfg.text_mode != "none" and (cfg.clip_weights or with_texts):
         check_clip_settings(cfg.clip_model, cfg.clip_weights)
+        if cfg.clip_weights:
+            check_clip_weights(cfg.clip_model, cfg.clip_weights)
         if with_texts:
             require_clip_weights(cfg.clip_model, cfg.clip_weights, cfg.allow_random_weights)
     if cfg.router_weights:
@@ -168,7 +170,7 @@ class StreamingTracker:
         nothing)."""
         self.profile_stages = bool(profile_stages)
         self.cfg = config.validate()
-        check_tracker_files(self.cfg)  # a wrong clip_* fails now, not at each text prompt
+        check_tracker_files(self.cfg)  # a wrong clip_* fails now, not at the first text prompt
         self.model = model if model is not None else build_predictor(self.cfg)
         self.model.add_all_frames_to_correct_as_cond = True
         self.device = self.model.device
