@@ -180,6 +180,24 @@ def test_head_noun():
     assert head_noun("") == ""
 
 
+def test_words_hold_curly_apostrophes_and_combining_marks():
+    """A caption's words broke at ’ (U+2019, the paper's own "person’s hand ... it’s face") and at
+    combining marks: "woman s red umbrella" and a phrase "s face", NFD "crème" as "cre",
+    Devanagari without its vowel signs."""
+    import unicodedata
+
+    curly = PAPER_CAPTION.replace("person's", "person’s").replace("its face", "it’s face")
+    texts = [c.text for c in candidate_phrases(curly)]
+    assert "person's hand" in texts and "face" in texts
+    assert all(t.split()[0] not in ("s", "it's") for t in texts)
+    assert [c.text for c in noun_chunks("a woman’s red umbrella")] == ["woman's red umbrella"]
+    nfd = unicodedata.normalize("NFD", "a crème brûlée on a café table")
+    assert head_noun(nfd) == "brûlée"  # of the first chunk, before "on"
+    assert [c.text for c in noun_chunks(nfd)] == ["crème brûlée", "café table"]
+    assert [c.text for c in noun_chunks("एक कुत्ता")] == ["एक कुत्ता"]  # vowel signs, virama
+    assert [c.text for c in noun_chunks("a \u0301dog")] == ["dog"]  # a mark starts no word
+
+
 def test_rank_candidates_mmr_prefers_different_alternatives():
     cands = [Candidate("red mug", 0, 2), Candidate("red mugs", 0, 2), Candidate("wooden table", 5, 7)]
     relevance = np.array([0.80, 0.79, 0.60])

@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import threading
+import unicodedata
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -464,6 +465,23 @@ thing wing bed red shed sled seed feed need speed bread thread breed steed
 JOINERS = frozenset(("with", "of", "in", "on", "wearing"))
 _DETERMINERS = frozenset(("a", "an", "the", "its", "his", "her", "their", "some"))
 _WORD = re.compile(r"[^\W_][\w'\-]*")  # a word: letters/digits (any script), inner ' and -
+#: Apostrophes that captioners write for ' (LLaVA/Llama tokenizers say "person’s hand").
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u02bc": "'"})
+
+
+def plain_caption(caption: str) -> str:
+    """``caption`` in NFC with ’ and ʼ as ': an accented letter is one character and a
+    possessive one word ("person’s" must not give a phrase starting with "s")."""
+    return unicodedata.normalize("NFC", caption).translate(_APOSTROPHES)
+
+
+def _find_words(text: str) -> List[str]:
+    """The words (:data:`_WORD`) of :func:`plain_caption` of ``text``. A combining mark continues
+    a word but never starts one: NFC leaves Indic vowel signs and viramas (and accents without a
+    precomposed form) as marks, which ``\\w`` does not match; they are matched as "_" instead."""
+    text = plain_caption(text)
+    masked = "".join("_" if unicodedata.category(c).startswith("M") else c for c in text)
+    return [text[m.start():m.end()] for m in _WORD.finditer(masked)]
 
 
 @dataclass(frozen=True)
@@ -483,8 +501,8 @@ def _words(caption: str) -> List[Tuple[str, bool]]:
     """(word, starts a new clause) for each word; punctuation starts a clause."""
     out: List[Tuple[str, bool]] = []
     for i, clause in enumerate(re.split(r"[.,;:!?()\[\]\"]+", caption)):
-        for j, m in enumerate(_WORD.finditer(clause)):
-            out.append((m.group(0), j == 0 and i > 0))
+        for j, word in enumerate(_find_words(clause)):
+            out.append((word, j == 0 and i > 0))
     return out
 
 
@@ -549,7 +567,7 @@ def candidate_phrases(caption: str, max_words: int = MAX_PHRASE_WORDS) -> List[C
 def head_noun(phrase: str) -> str:
     """The last word of a phrase: the head of an English noun phrase ("dog" of "small fluffy
     dog"); of a joined phrase, the head of its first chunk ("dog" of "dog with brown fur")."""
-    words = _WORD.findall(phrase)
+    words = _find_words(phrase)
     if not words:
         return ""
     for i, w in enumerate(words):
@@ -724,7 +742,7 @@ class PhraseRefiner:
 
     def rank(self, caption: str, k: int = 5) -> List[Tuple[str, float]]:
         """Up to ``k`` diverse phrases of ``caption`` with their scores, best first."""
-        caption = self.readable(str(caption))
+        caption = self.readable(plain_caption(str(caption)))  # the text its phrases are words of
         candidates = candidate_phrases(caption)
         if not candidates:
             return []
