@@ -400,6 +400,20 @@ def test_caption_stage_crop_in_string_out(tiny_blip, tmp_path):
         cap.caption(np.zeros((4, 4), np.uint8))
 
 
+@needs_transformers
+def test_caption_stage_blip_prompt_conditions_the_caption_and_is_not_echoed(tiny_blip):
+    """BLIP returns its prompt (auto_caption_prompt, e.g. "a photography of") before the caption,
+    with [DEC] for the prompt's [CLS] and without its [SEP]: the prompt was kept, and became the
+    object's text ("photography of a woman")."""
+    from fastsam2_ros.core.auto_prompt import RegionCaptioner
+
+    crop = (np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)
+    for prompt in ("the table", " The  Table "):  # BLIP's tokenizer lower-cases
+        cap = RegionCaptioner(str(tiny_blip), prompt=prompt, max_new_tokens=3)
+        assert cap.caption(crop) == "dog dog dog"
+    assert cap._after_prompt([5, 7, 12], [2, 12, 13, 3]) == [5, 7, 12]  # no echo: kept whole
+
+
 def make_tiny_llava(path):
     """A randomly initialised LLaVA (CLIP vision tower + Llama decoder) with a chat template, whose
     generation config lets it say only "dog": a decoder-only chat VLM returns the prompt first."""

@@ -416,6 +416,24 @@ class RegionCaptioner:
             return self.processor(images=image, text=self.prompt, return_tensors="pt")
         return self.processor(images=image, return_tensors="pt")
 
+    def _after_prompt(self, ids: List[int], prompt_ids: List[int]) -> List[int]:
+        """The generated ``ids`` after the prompt that decoder models return first, compared
+        without special tokens: BLIP's generate swaps the prompt's leading [CLS] for its [DEC]
+        and drops its [SEP], so its echo of ``auto_caption_prompt`` never equals the input ids.
+        ``ids`` unchanged when they do not start with the prompt."""
+        special = set(getattr(self.processor, "tokenizer", self.processor).all_special_ids)
+        want = [i for i in prompt_ids if i not in special]
+        matched = 0
+        for pos, i in enumerate(ids):
+            if matched == len(want):
+                return ids[pos:]
+            if i in special:
+                continue
+            if i != want[matched]:
+                return ids
+            matched += 1
+        return [] if matched == len(want) else ids
+
     def caption(self, crop: np.ndarray) -> str:
         """One caption of an RGB uint8 crop ('' when the model generates nothing readable)."""
         import torch
@@ -426,13 +444,11 @@ class RegionCaptioner:
                  for k, v in inputs.items() if isinstance(v, torch.Tensor)}
         with torch.inference_mode():
             out = self.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False)
-        ids = out[0]
+        ids = out[0].cpu().tolist()
         prompt_ids = batch.get("input_ids")
         if prompt_ids is not None and not getattr(self.model.config, "is_encoder_decoder", False):
-            n = prompt_ids.shape[1]  # decoder-only models return the prompt first
-            if ids.shape[0] >= n and torch.equal(ids[:n].cpu(), prompt_ids[0].cpu()):
-                ids = ids[n:]
-        text = self.processor.batch_decode(ids[None].cpu(), skip_special_tokens=True)[0]
+            ids = self._after_prompt(ids, prompt_ids[0].cpu().tolist())
+        text = self.processor.batch_decode([ids], skip_special_tokens=True)[0]
         return " ".join(text.split())
 
 
