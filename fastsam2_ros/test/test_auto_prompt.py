@@ -709,6 +709,34 @@ def test_auto_prompt_phrase_free_start_and_stats_every_frame(rpn_weights, small_
     assert sum("phrase-free" in r.getMessage() for r in caplog.records) == 1
 
 
+def test_releasing_the_automatic_prompt_frees_the_rpn_model_without_a_gc_pass(rpn_weights,
+                                                                            small_model, video):
+    """The RPN's patched filter_proposals closed over its proposer (proposer -> model -> rpn ->
+    closure -> proposer): release() left the Faster R-CNN to a cyclic GC pass, after
+    Tracker.release had emptied the CUDA cache. Tracker.release also releases a prompter that
+    someone still holds."""
+    import gc
+    import weakref
+
+    from fastsam2_ros.core.auto_prompt import AutoPrompter
+
+    frames, _, _ = video
+    prompter = AutoPrompter(auto_cfg(rpn_weights), None)
+    assert prompter.proposer().propose(frames[0])  # the scores are still kept
+    model = weakref.ref(prompter.proposer().model)
+    tracker = make_tracker(auto_cfg(rpn_weights), small_model)
+    tracker.auto_prompt(1, image=frames[0])
+    held = tracker._auto_prompter
+    tracker_rpn = weakref.ref(held.proposer().model)
+    gc.disable()
+    try:
+        prompter.release()
+        tracker.release()
+        assert model() is None and tracker_rpn() is None
+    finally:
+        gc.enable()
+
+
 def test_auto_prompt_failure_leaves_the_tracker_unchanged(rpn_weights, small_model, video):
     frames, _, _ = video
     tracker = make_tracker(auto_cfg(rpn_weights, auto_min_objectness=1.0), small_model)

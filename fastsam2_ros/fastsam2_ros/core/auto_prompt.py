@@ -34,6 +34,7 @@ import re
 import shutil
 import threading
 import unicodedata
+import weakref
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,16 +249,17 @@ class RpnProposer:
         self.model.to(self.device).eval()
         self.max_proposals = int(max_proposals)
         self.min_objectness = float(min_objectness)
-        self._scores: List = []
-        rpn = self.model.rpn
-        original = rpn.filter_proposals
+        self._scores: List = []  # filled by every RPN forward (its return has boxes only)
+        kept, rpn = self._scores, weakref.ref(self.model.rpn)
 
-        def keep_scores(*args, **kwargs):  # the RPN's forward returns boxes only; keep the scores
-            boxes, scores = original(*args, **kwargs)
-            self._scores = scores
+        def keep_scores(*args, **kwargs):
+            # bound to nothing (not self, not the rpn): a reference back from the rpn would be a
+            # cycle, so releasing the proposer would not free the model before a GC pass
+            boxes, scores = type(rpn()).filter_proposals(rpn(), *args, **kwargs)
+            kept[:] = scores  # one tensor per image
             return boxes, scores
 
-        rpn.filter_proposals = keep_scores
+        self.model.rpn.filter_proposals = keep_scores
 
     def propose(self, image: np.ndarray) -> List[Proposal]:
         import torch

@@ -263,7 +263,9 @@ class StreamingTracker:
         self.model = None
         self.runner.clear()
         self.bank = None
-        self._auto_prompter = None
+        if self._auto_prompter is not None:
+            self._auto_prompter.release()
+            self._auto_prompter = None
         if self._clip is not None:
             self._clip.release()
             self._clip = None
