@@ -119,6 +119,49 @@ def test_dense_tracker_matches_official_predictor(name, models, clip_dir):
     assert sorted(f for f in tracker.bank.cond_frames[row] if f >= 0) == [0, REFINE_AT]
 
 
+#: Prompts by frame, as a stream gets them: {frame: [(object id, prompt), ...]}. The official
+#: predictor propagates from each prompted frame to the next, which is what a stream sees.
+STREAMED = {
+    # an object started on frame 5 while object 1 is tracked, then a click refining object 1
+    "object_added_mid_stream_then_another_refined": {
+        0: [(1, dict(points=[[40, 60]], labels=[1]))],
+        5: [(2, dict(points=[[116, 37]], labels=[1]))],
+        8: [(1, dict(points=[[70, 62]], labels=[1]))]},
+    # an object started from negative clicks only, refined with a box and a click
+    "negative_only_start_then_box_and_click": {
+        0: [(1, dict(points=[[40, 60]], labels=[1]))],
+        5: [(2, dict(points=[[30, 30], [100, 100]], labels=[0, 0]))],
+        7: [(2, dict(box=[95, 30, 125, 50], points=[[110, 40]], labels=[1]))]},
+}
+
+
+@pytest.mark.parametrize("name", list(STREAMED))
+def test_dense_tracker_matches_official_on_prompts_that_come_mid_stream(name, models, clip_dir):
+    cfg, ours, official = models
+    clip_path, frames = clip_dir
+    schedule = STREAMED[name]
+    state = official.init_state(clip_path)
+    ref = {}
+    starts = sorted(schedule)
+    with torch.inference_mode():
+        for i, start in enumerate(starts):
+            for obj_id, kwargs in schedule[start]:
+                official.add_new_points_or_box(state, start, obj_id, **kwargs)
+            end = starts[i + 1] if i + 1 < len(starts) else NUM_FRAMES - 1
+            for t, ids, masks in official.propagate_in_video(state, start, end - start):
+                ref[t] = dict(zip(ids, masks[:, 0].numpy()))
+    tracker = StreamingTracker(cfg, model=ours, num_frames_hint=NUM_FRAMES, return_logits=True)
+    for t in range(NUM_FRAMES):
+        res = tracker.track(frames[t]) if t else None
+        for obj_id, kwargs in schedule.get(t, []):
+            res = tracker.add_prompt(obj_id, image=frames[0] if res is None else None, **kwargs)
+        assert sorted(res.logits) == sorted(ref[t]), f"frame {t}"
+        for obj_id, official_logits in ref[t].items():
+            np.testing.assert_allclose(res.logits[obj_id], official_logits, atol=LOGIT_TOL, rtol=0,
+                                       err_msg=f"frame {t} object {obj_id}")
+            assert_same_mask(res.masks[obj_id], official_logits, f"frame {t} object {obj_id}")
+
+
 def test_official_session_tracks_an_object_first_prompted_after_frame_0_on_cpu(models, clip_dir):
     """sam2 stores memory features in bf16; an object whose only memory is a later conditioning
     frame used to reach memory attention as bf16 against fp32 weights (RuntimeError on the CPU)."""
