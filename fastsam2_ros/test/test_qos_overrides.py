@@ -130,3 +130,12 @@ def test_well_formed_overrides_are_not_warned_about_and_others_are():
     assert unknown_parameter_warning(["qos_overrides./mask.publisher.durability"]) == (
         "unknown parameter(s), ignored: qos_overrides./mask.publisher.durability (a QoS override "
         "is qos_overrides.<topic>.<publisher|subscription>.<history|depth|reliability>)")
+
+
+def test_diagnostics_takes_an_override_too(make_node):
+    """/diagnostics is made when the node is (depth 10 as diagnostic_updater's): an override of
+    it was dropped without a word."""
+    default, node = make_node(), make_node(**{"qos_overrides./diagnostics.publisher.depth": 3})
+    assert default._diag_pub.qos_profile.depth == 10
+    assert default._diag_pub.qos_profile.reliability == QoSReliabilityPolicy.RELIABLE
+    assert node._diag_pub.qos_profile.depth == 3

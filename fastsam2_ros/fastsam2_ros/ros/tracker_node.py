@@ -154,7 +154,9 @@ class TrackerNode(LifecycleNode):
         self._diag_group = MutuallyExclusiveCallbackGroup()
         self._auto_group = MutuallyExclusiveCallbackGroup()
         self._srvs = self._create_services()
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_pub = self.create_publisher(  # reliable, depth 10: as diagnostic_updater
+            DiagnosticArray, "/diagnostics", reliable(10),
+            qos_overriding_options=overriding_options(self, "publisher", "/diagnostics"))
         self._diag_timer = self.create_timer(float(self._settings["diagnostics_period"]),
                                              self._publish_diagnostics,
                                              callback_group=self._diag_group)
