@@ -10,7 +10,9 @@ One entry point::
         ...
 
 * A **folder of images** (``.jpg .jpeg .png .bmp .tif .tiff .webp``) is read in natural order
-  (``2.jpg`` before ``10.jpg``); every frame must have the size of the first one. Hidden files
+  (``2.jpg`` before ``10.jpg``; a ``digits.digits`` run is one decimal number, so stamp-named
+  ``1700000000.05.png`` comes before ``1700000000.4.png``) and turned upright by its EXIF
+  orientation; every frame must have the size of the first one. Hidden files
   (a name starting with ``.``, e.g. the ``._00000.jpg`` that macOS writes next to copied files)
   are not frames; a symlink is one even when it leads nowhere (a dataset's frame not fetched),
   and reading it is an error naming it.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Union
 
@@ -56,9 +59,11 @@ class FrameSourceError(InputError):
 # --------------------------------------------------------------------------------------------------
 def natural_key(name: str) -> list:
     """Sort key that orders embedded numbers numerically: ``f2`` < ``f10``. The split alternates
-    text and ASCII digit runs (``str.isdigit`` also accepts ``²``, which ``int`` refuses)."""
-    parts = re.split(r"([0-9]+)", str(name))
-    return [int(tok) if i % 2 else tok.lower() for i, tok in enumerate(parts)]
+    text and ASCII number runs (``str.isdigit`` also accepts ``²``, which ``Decimal`` refuses). A
+    ``digits.digits`` run is one decimal number: frames named by their stamp with ``str(float)``
+    (``1700000000.05.png``, ``1700000000.4.png``) sort in time order, not .05 after .4."""
+    parts = re.split(r"([0-9]+(?:\.[0-9]+)?)", str(name))
+    return [Decimal(tok) if i % 2 else tok.lower() for i, tok in enumerate(parts)]
 
 
 def is_utf8(text: str) -> bool:
@@ -99,13 +104,16 @@ def list_images(folder: PathLike) -> List[Path]:
 
 
 def read_image(path: PathLike) -> np.ndarray:
-    """One image file as RGB uint8 [H, W, 3] (grey, palette, alpha and 16-bit images converted)."""
-    from PIL import Image, UnidentifiedImageError
+    """One image file as RGB uint8 [H, W, 3] (grey, palette, alpha and 16-bit images converted),
+    turned upright by its EXIF orientation as viewers, ``cv2.imread`` and OpenCV's video decoding
+    show it (a phone photo stored sideways: a click read off a viewer lands where it was meant)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     try:
         with Image.open(path) as im:
             im.load()
+            im = ImageOps.exif_transpose(im)
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 # one rule for every frame (PIL opens 16-bit PNGs as "I"): 16-bit grey, scaled
                 # to 8 bits as the node's decoder (cv_bridge) scales mono16

@@ -333,6 +333,30 @@ def test_natural_order_of_names_with_non_ascii_digits(tmp_path):
     assert open_frames(tmp_path).names == ["scan1²2", "scan2"]
 
 
+def test_frames_named_by_float_stamps_are_read_in_time_order(tmp_path):
+    """str(float) stamps have no fixed width: .05 is before .4, though 5 > 4."""
+    stamps = [round(1700000000.0 + k * 0.05, 3) for k in range(24)]  # 20 Hz: .0 .05 .1 ... .15
+    for t in stamps:
+        Image.fromarray(colour_frame(0, 4, 4)).save(tmp_path / f"{t}.png")
+    assert [float(n) for n in open_frames(tmp_path).names] == stamps
+    # number runs keep their natural order around the decimals
+    assert sorted(["frame10.png", "frame2.png", "img_001_010.png", "img_001_002.png"],
+                  key=natural_key) == ["frame2.png", "frame10.png", "img_001_002.png", "img_001_010.png"]
+
+
+def test_exif_orientation_turns_frames_upright(tmp_path):
+    """A phone photo stored sideways (Orientation 6) is read as viewers and cv2.imread show it."""
+    raw = np.zeros((24, 32, 3), np.uint8)
+    raw[:, :4] = (255, 0, 0)  # red band on the stored left edge: the top once turned
+    im = Image.fromarray(raw)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(tmp_path / "IMG_0001.png", exif=exif.tobytes())
+    for frame in (next(iter(open_frames(tmp_path))), next(iter(open_frames(tmp_path / "IMG_0001.png")))):
+        assert frame.shape == (32, 24, 3)
+        assert (frame[:4, :, 0] == 255).all() and (frame[4:, :, 0] == 0).all()
+
+
 def test_a_killed_recording_is_named_a_rosbag_without_metadata(tmp_path):
     bag = write_bag(tmp_path / "bag", "mcap")
     (bag / "metadata.yaml").unlink()
