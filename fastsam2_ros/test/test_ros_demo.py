@@ -276,6 +276,27 @@ def test_an_interrupted_demo_keeps_the_outputs_so_far(long_frames, tmp_path, sig
     cap.release()
 
 
+def test_ctrl_c_while_the_model_loads_says_so_and_writes_the_summary(frames_dir, tmp_path, capsys,
+                                                                     monkeypatch, in_domain):
+    """Ctrl-C before tracking (rclpy.init, the model load) ended in silence, with the earlier run's
+    summary.json already removed and none written."""
+    from fastsam2_ros.ros import tracker_node
+
+    def interrupted_load(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tracker_node.TrackerNode, "autostart", interrupted_load)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text('{"an earlier run": true}')
+    rc, so, se = run_demo(capsys, "--input", frames_dir, "--click", "30,36", *SMALL, "--output", out)
+    assert rc == 130 and "model ready" not in so, se[-3000:]
+    assert "interrupted after 0 frame(s) sent" in se and "Traceback" not in se, se[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["error"] is None
+    assert summary["frames_sent"] == 0 and (out / "stats.jsonl").read_text() == ""
+
+
 def run_demo(capsys, *args):
     """demo.main in this process: (exit status, stdout, stderr)."""
     rc = demo.main([str(a) for a in args])

@@ -352,6 +352,7 @@ def _run(args) -> int:
 
     from ..core.config import TrackerConfig
     from ..frame_sources import open_frames
+    from . import messages  # noqa: F401 - _write_results's, before a Ctrl-C can cut its import short
 
     overrides = _parameter_overrides(args)
     # the tracker parameters are checked before ROS starts (same rules as the node's configure)
@@ -367,7 +368,15 @@ def _run(args) -> int:
     fps = _frame_rate(args, src)
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_earlier_outputs(out_dir)
-    return _run_ros(args, overrides, src, fps, out_dir)
+    t_start = time.perf_counter()
+    try:
+        return _run_ros(args, overrides, src, fps, out_dir)
+    except KeyboardInterrupt:
+        if not (out_dir / SUMMARY_FILE).exists():  # before _track (ROS start, model load)
+            with no_interrupts():
+                _write_results(out_dir, _OverlayWriter(out_dir, fps, video=False), _Collector(), {},
+                               time.perf_counter() - t_start, {}, _Stop(130))
+        raise
 
 
 def _not_utf8(args) -> str:
