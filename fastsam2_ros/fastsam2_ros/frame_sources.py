@@ -17,12 +17,15 @@ One entry point::
   are not frames; a symlink is one even when it leads nowhere (a dataset's frame not fetched),
   and reading it is an error naming it.
 * A **video file** is decoded with OpenCV (``count`` is the exact number of decodable frames; a
-  frame that does not decode with decodable frames after it is an error naming it).
+  frame that does not decode with decodable frames after it is an error naming it). A video
+  whose frame size changes mid-stream is not refused: OpenCV's FFmpeg backend scales every frame
+  to the first one's size itself.
 * A **rosbag2** (directory with ``metadata.yaml``, or a ``.db3`` / ``.mcap`` file) or a ROS 1
   ``.bag`` is read with the ``rosbags`` package, without ROS. ``sensor_msgs/msg/Image`` and
   ``sensor_msgs/msg/CompressedImage`` are decoded exactly as the node decodes them
   (:mod:`fastsam2_ros.image_messages`, cv_bridge's encodings); ``topic=None`` picks the only image
-  topic of the bag.
+  topic of the bag. ``fps`` is the median rate of its header stamps (receive times where those do
+  not advance), and ``iter_headers`` gives each frame's recorded stamp and frame_id.
 * A **single image file** is a one-frame source.
 
 Every problem raises :class:`FrameSourceError` (an ``InputError``, so a ``ValueError``) whose
@@ -32,10 +35,11 @@ message names the offending file.
 from __future__ import annotations
 
 import re
+import statistics
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Union
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
@@ -52,6 +56,13 @@ PathLike = Union[str, Path]
 
 class FrameSourceError(InputError):
     """A frame source cannot be opened or one of its frames cannot be decoded."""
+
+
+class FrameHeader(NamedTuple):
+    """A frame's recorded header (a bag's): its stamp in ns and its frame_id."""
+
+    stamp_ns: int
+    frame_id: str
 
 
 # --------------------------------------------------------------------------------------------------
@@ -201,6 +212,11 @@ class FrameSource:
 
     def __iter__(self) -> Iterator[np.ndarray]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def iter_headers(self) -> Iterator[Tuple[Optional[FrameHeader], np.ndarray]]:
+        """``(recorded header, rgb)`` pairs; the header is None where the source records none."""
+        for rgb in self:
+            yield None, rgb
 
     def read_all(self) -> List[np.ndarray]:
         """Every frame in memory (what the evaluation tool does, so I/O is outside the timing)."""
@@ -358,6 +374,24 @@ class RosbagSource(FrameSource):
         if total == 0:
             raise FrameSourceError(f"topic {topic!r} of rosbag {self.path} has no messages")
         self.names = [f"{i:05d}" for i in range(self._limit(total))]
+        self.fps = self._rate()
+
+    #: Messages whose stamps give ``fps``: a rate, not a pass over a long bag
+    RATE_SAMPLE = 101
+
+    def _rate(self) -> Optional[float]:
+        """The camera's rate: 1 / the median gap between the header stamps of the first messages
+        (a jittery or dropped frame does not move it), else between their receive times (a driver
+        that leaves stamps 0); None for one message or when neither advances."""
+        received, stamped = [], []
+        for ts, header, _ in self._read(self.RATE_SAMPLE, decode=False):
+            received.append(ts)
+            stamped.append(header.stamp_ns)
+        for stamps in (stamped, received):
+            gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+            if gaps and statistics.median(gaps) > 0:
+                return 1e9 / statistics.median(gaps)
+        return None
 
     @contextmanager
     def _reader(self):
@@ -377,22 +411,35 @@ class RosbagSource(FrameSource):
         finally:
             reader.close()
 
-    def iter_stamped(self) -> Iterator[tuple]:
-        """``(receive stamp in ns, rgb)`` pairs, for replaying a bag at its recorded rate."""
+    def _read(self, count: int, decode: bool = True) -> Iterator[tuple]:
+        """``(receive stamp in ns, FrameHeader, rgb or None)`` of the first ``count`` messages."""
         size = _OneSize(self.path)
         with self._reader() as reader:
             conns = [c for c in reader.connections if c.topic == self.topic]
             n = 0
             for conn, ts, raw in reader.messages(connections=conns):
-                if n >= self.count:
+                if n >= count:
                     break
                 where = f"rosbag {self.path} topic {self.topic} message {n} (t={ts} ns)"
                 try:
                     msg = reader.deserialize(raw, conn.msgtype)
                 except Exception as exc:
                     raise FrameSourceError(f"{where}: cannot deserialize: {exc}") from exc
-                yield ts, size.check(ros_msg_to_rgb(msg, conn.msgtype, where), where)
+                stamp = msg.header.stamp
+                header = FrameHeader(int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec),
+                                     str(msg.header.frame_id))
+                rgb = size.check(ros_msg_to_rgb(msg, conn.msgtype, where), where) if decode else None
+                yield ts, header, rgb
                 n += 1
+
+    def iter_stamped(self) -> Iterator[tuple]:
+        """``(receive stamp in ns, rgb)`` pairs, for replaying a bag at its recorded rate."""
+        for ts, _, rgb in self._read(self.count):
+            yield ts, rgb
+
+    def iter_headers(self) -> Iterator[Tuple[Optional[FrameHeader], np.ndarray]]:
+        for _, header, rgb in self._read(self.count):
+            yield header, rgb
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for _, rgb in self.iter_stamped():
@@ -467,7 +514,7 @@ def image_topics(bag: PathLike) -> Dict[str, str]:
 
 
 __all__ = [
-    "open_frames", "count_frames", "image_topics", "FrameSource", "ImageFolderSource",
+    "open_frames", "count_frames", "image_topics", "FrameSource", "FrameHeader", "ImageFolderSource",
     "SingleImageSource", "VideoSource", "RosbagSource", "FrameSourceError", "read_image",
     "list_images", "is_listed", "is_utf8", "natural_key", "ros_msg_to_rgb", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS",
 ]

@@ -217,7 +217,8 @@ def test_compressed_msgs():
 
 
 # ---------------------------------------------------------------------------------- rosbag2
-def write_bag(path, storage="sqlite3", n=3, extra_image_topic=False, resized_from=None):
+def write_bag(path, storage="sqlite3", n=3, extra_image_topic=False, resized_from=None,
+              unstamped=False):
     """A bag of n bgr8 frames (24x32, padded rows; from frame ``resized_from`` on 12x16)."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
@@ -232,7 +233,7 @@ def write_bag(path, storage="sqlite3", n=3, extra_image_topic=False, resized_fro
         note = w.add_connection("/note", Str.__msgtype__, typestore=ts)
         comp = w.add_connection("/cam/compressed", Comp.__msgtype__, typestore=ts) if extra_image_topic else None
         for i in range(n):
-            hdr = Header(stamp=Time(sec=i, nanosec=0), frame_id="cam")
+            hdr = Header(stamp=Time(sec=0 if unstamped else i, nanosec=0), frame_id="cam")
             h, wd = (12, 16) if resized_from is not None and i >= resized_from else (24, 32)
             rgb = colour_frame(i, h, wd)
             step = wd * 3 + 4  # padded rows
@@ -263,6 +264,20 @@ def test_rosbag_image_topic_is_picked_and_decoded(tmp_path, storage):
     # the storage file itself opens the bag too
     store = next(p for p in bag.iterdir() if p.suffix in (".db3", ".mcap"))
     assert open_frames(store).count == 3
+
+
+def test_a_bag_gives_its_rate_and_each_frames_recorded_header(tmp_path):
+    """fps stayed None (the demo wrote a 30 Hz bag's mp4 at 10 fps) and the headers were lost."""
+    src = open_frames(write_bag(tmp_path / "a", "mcap", n=4))  # stamps 1 s apart, received 0.1 s
+    assert src.fps == pytest.approx(1.0)
+    headers = [h for h, _ in src.iter_headers()]
+    assert [(h.stamp_ns, h.frame_id) for h in headers] == [(i * 10**9, "cam") for i in range(4)]
+    assert [f for _, f in src.iter_headers()][3].shape == (24, 32, 3)
+    # stamps left 0 by the driver: the receive times; one message: no rate
+    assert open_frames(write_bag(tmp_path / "b", "mcap", n=4, unstamped=True)).fps == pytest.approx(10)
+    assert open_frames(write_bag(tmp_path / "c", "mcap", n=1)).fps is None
+    Image.fromarray(colour_frame(0)).save(tmp_path / "0.png")
+    assert [h for h, _ in open_frames(tmp_path / "0.png").iter_headers()] == [None]
 
 
 def test_rosbag_compressed_topic_and_topic_choice_errors(tmp_path):

@@ -297,6 +297,50 @@ def test_ctrl_c_while_the_model_loads_says_so_and_writes_the_summary(frames_dir,
     assert summary["frames_sent"] == 0 and (out / "stats.jsonl").read_text() == ""
 
 
+def camera_bag(path, frames_dir, stamps_ns):
+    """A rosbag2 of frames_dir's frames (cycled) with these header stamps, received 5 ms later."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS2_HUMBLE)
+    Img, Header, Time = (ts.types[t] for t in ("sensor_msgs/msg/Image", "std_msgs/msg/Header",
+                                               "builtin_interfaces/msg/Time"))
+    files = sorted(frames_dir.iterdir())
+    with Writer(path, version=8, storage_plugin=StoragePlugin.MCAP) as w:
+        conn = w.add_connection("/camera/color/image_raw", Img.__msgtype__, typestore=ts)
+        for k, ns in enumerate(stamps_ns):
+            bgr = cv2.imread(str(files[k % len(files)]))
+            h, wd = bgr.shape[:2]
+            m = Img(header=Header(stamp=Time(sec=ns // 10**9, nanosec=ns % 10**9),
+                                  frame_id="camera_color_optical_frame"),
+                    height=h, width=wd, encoding="bgr8", is_bigendian=0, step=wd * 3,
+                    data=bgr.reshape(-1))
+            w.write(conn, ns + 5_000_000, ts.serialize_cdr(m, Img.__msgtype__))
+    return path
+
+
+def test_a_bag_is_tracked_with_its_recorded_headers_and_rate(frames_dir, tmp_path, capsys,
+                                                            in_domain):
+    """The mp4 of a 30 Hz bag played at 10 fps and the outputs carried the demo's own stamps and
+    frame_id 'camera', so stats.jsonl could not be matched with the bag's other topics. A stamp
+    the driver repeats is moved on 1 ns (the demo tells the frames' outputs apart by stamp)."""
+    t0 = 1_700_000_000 * 10**9
+    stamps = [t0, t0 + 33_333_333, t0 + 66_666_666, t0 + 66_666_666]
+    bag = camera_bag(tmp_path / "bag", frames_dir, stamps)
+    out = tmp_path / "out"
+    rc, so, se = run_demo(capsys, "--input", bag, "--click", "30,36", *SMALL, "--output", out)
+    assert rc == 0, se[-3000:]
+    rows = [json.loads(line) for line in (out / "stats.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in rows] == [0, 1, 2, 3]
+    got = [r["header"]["stamp"]["sec"] * 10**9 + r["header"]["stamp"]["nanosec"] for r in rows]
+    assert got == stamps[:3] + [stamps[3] + 1]
+    assert {r["header"]["frame_id"] for r in rows} == {"camera_color_optical_frame"}
+    cap = cv2.VideoCapture(str(out / "overlay.mp4"))
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(30, abs=0.01)
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+    cap.release()
+
+
 def run_demo(capsys, *args):
     """demo.main in this process: (exit status, stdout, stderr)."""
     rc = demo.main([str(a) for a in args])

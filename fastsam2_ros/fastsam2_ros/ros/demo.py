@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "ros__parameters:' section, which applies in the demo's own namespace)")
     p.add_argument("--fps", type=float, default=None,
                    help=f"frame rate of the mp4 and of the frames' stamps, in [{FPS_RANGE[0]:g}, "
-                   f"{FPS_RANGE[1]:g}], the rates the mp4 writer takes (default: the video's, "
-                   "else 10)")
+                   f"{FPS_RANGE[1]:g}], the rates the mp4 writer takes (default: the video's or "
+                   "the rosbag's, else 10; a rosbag's frames keep their recorded headers)")
     p.add_argument("--rate", type=float, default=None,
                    help="publish frames at this rate (Hz, > 0) instead of lock-step; slow inference "
                    "drops frames (overlay.mp4 repeats the previous overlay for each)")
@@ -131,10 +131,15 @@ def overlay_png(index: int) -> str:
     return f"overlay_{index:05d}.png"
 
 
-def _stamp(i: int, fps: float):
+def _stamp(i: int, fps: float, recorded=None, sent=()):
+    """Frame ``i``'s stamp: its recorded one (a bag's header: the outputs match the bag's other
+    topics), else ``i / fps``. The outputs are matched to the frames sent by their stamp, so a
+    stamp an earlier frame has (a driver that repeats one) is moved on by 1 ns till it is new."""
     from builtin_interfaces.msg import Time
 
-    ns = int(round(i * 1e9 / fps))
+    ns = recorded.stamp_ns if recorded is not None else int(round(i * 1e9 / fps))
+    while divmod(ns, 1_000_000_000) in sent:
+        ns += 1
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
@@ -212,10 +217,11 @@ class _OverlayWriter:
         self.repeated = 0  # mp4 frames that stand for dropped frames
 
     def write(self, arrived, index_of: Dict[Tuple[int, int], int]) -> None:
-        """Write the ``(stamp key, overlay)`` pairs of frames this run sent, in order."""
-        for key, msg in arrived:
-            if key in index_of:
-                self._write_one(index_of[key], msg)
+        """Write the ``(stamp key, overlay)`` pairs of frames this run sent, in frame order (a
+        bag's recorded stamps need not increase)."""
+        ours = [(index_of[key], msg) for key, msg in arrived if key in index_of]
+        for index, msg in sorted(ours, key=lambda pair: pair[0]):
+            self._write_one(index, msg)
 
     def _write_one(self, index: int, msg) -> None:
         import cv2
@@ -411,7 +417,7 @@ def _check_params_file(path: str) -> None:
 
 
 def _frame_rate(args, src) -> float:
-    """--fps, else the video's own rate, else 10; refused (before the model loads) where the
+    """--fps, else the video's or the bag's own rate, else 10; refused (before the model loads) where the
     stamps or the mp4 writer cannot take it."""
     from ..core.errors import InputError
 
@@ -586,9 +592,9 @@ def _feed(args, src, fps: float, link: _Link, col: _Collector, overlays: _Overla
           index_of: Dict[Tuple[int, int], int]) -> None:
     """Publish frame 0 and its prompt, then the other frames (lock-step or ``--rate``), writing
     each frame's overlay as soon as it is final."""
-    frames = enumerate(src)
-    i, rgb = next(frames)
-    key, refused = _publish(i, _image_msg(rgb), fps, link, index_of)
+    frames = enumerate(src.iter_headers())
+    i, (recorded, rgb) = next(frames)
+    key, refused = _publish(i, _image_msg(rgb), recorded, fps, link, index_of)
     _start_object(args, link, col, key, refused)
     overlays.write(col.take_overlays(), index_of)
     if args.rate:
@@ -596,8 +602,8 @@ def _feed(args, src, fps: float, link: _Link, col: _Collector, overlays: _Overla
         return
     if not args.quiet:
         _print_frame(i, col.stats.get(key))
-    for i, rgb in frames:
-        key, refused = _publish(i, _image_msg(rgb), fps, link, index_of)
+    for i, (recorded, rgb) in frames:
+        key, refused = _publish(i, _image_msg(rgb), recorded, fps, link, index_of)
         _await_outputs(col, key, i, args.frame_timeout, refused)
         overlays.write(col.take_overlays(), index_of)
         if not args.quiet:
@@ -611,10 +617,10 @@ def _feed_at_rate(args, frames, fps: float, link: _Link, col: _Collector,
     pace = FixedRate(args.rate)
     key = None
     with _BackgroundWrites(col, overlays, index_of) as writes:
-        for i, rgb in frames:
+        for i, (recorded, rgb) in frames:
             msg = _image_msg(rgb)
             pace.wait()
-            key, _ = _publish(i, msg, fps, link, index_of)
+            key, _ = _publish(i, msg, recorded, fps, link, index_of)
             writes.check()
         if key is not None:  # let the last frame finish, then report what was processed
             col.wait(key, args.frame_timeout)
@@ -628,16 +634,16 @@ def _feed_at_rate(args, frames, fps: float, link: _Link, col: _Collector,
 def _image_msg(rgb: np.ndarray):
     from ..image_messages import numpy_to_image
 
-    msg = numpy_to_image(rgb, "rgb8")
-    msg.header.frame_id = "camera"
-    return msg
+    return numpy_to_image(rgb, "rgb8")
 
 
-def _publish(i: int, msg, fps: float, link: _Link,
+def _publish(i: int, msg, recorded, fps: float, link: _Link,
              index_of: Dict[Tuple[int, int], int]) -> Tuple[Tuple[int, int], Callable[[], str]]:
-    """Stamp frame ``i`` and publish it: (its stamp key, the node's refusals from now on). It is
+    """Give frame ``i`` its header (``recorded``: a bag's, else the demo's own: ``_stamp``,
+    frame_id ``camera``) and publish it: (its stamp key, the node's refusals from now on). It is
     in ``index_of`` first, so that its overlay, however soon it comes, is taken as this run's."""
-    msg.header.stamp = _stamp(i, fps)
+    msg.header.stamp = _stamp(i, fps, recorded, index_of)
+    msg.header.frame_id = recorded.frame_id if recorded is not None else "camera"
     key = _key(msg.header.stamp)
     refused = _refusal_watch(link.node.health)
     index_of[key] = i
