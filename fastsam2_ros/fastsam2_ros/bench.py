@@ -860,7 +860,7 @@ def print_report(report: dict) -> None:
           f"frames={report['frames']} {report['frame_size'][0]}x{report['frame_size'][1]}  "
           f"objects={report['objects']}  weights={'random' if report['random_weights'] else 'checkpoint'}")
     head = ["mode", "FPS", "FPS pipe", "ms/frame", "p50/p99 ms", "GPU ms", "start s", "enc", "router",
-            "memattn", "dec", "memenc", "kept", "state MB", "peak GPU MB", "IoU min", "FPS x official",
+            "memattn", "dec", "memenc", "kept", "state MiB", "peak GPU MiB", "IoU min", "FPS x official",
             "FPS x dense"]
     print(" | ".join(head))
     for name, r in report["modes"].items():
@@ -895,13 +895,13 @@ def print_report(report: dict) -> None:
         ours, off = s["ours"][-1], s["official"][-1]
         memory = "GPU memory not traced (not on CUDA)"
         if s["gpu_memory_traced"]:
-            memory = (f"peak GPU memory ours {ours['peak_bytes'] / 2**20:.0f} MB (growth after the "
+            memory = (f"peak GPU memory ours {ours['peak_bytes'] / 2**20:.0f} MiB (growth after the "
                       f"first sixth: window peaks "
-                      f"{s['ours_window_peak_growth_after_first_sixth'] / 2**20:.1f} MB, allocated "
-                      f"{s['ours_allocated_growth_after_first_sixth'] / 2**20:.1f} MB), "
-                      f"official {off['peak_bytes'] / 2**20:.0f} MB")
-        print(f"soak {s['frames']} frames: {memory}; state ours {ours['state_bytes'] / 2**20:.2f} MB, "
-              f"official {off['state_bytes'] / 2**20:.1f} MB")
+                      f"{s['ours_window_peak_growth_after_first_sixth'] / 2**20:.1f} MiB, allocated "
+                      f"{s['ours_allocated_growth_after_first_sixth'] / 2**20:.1f} MiB), "
+                      f"official {off['peak_bytes'] / 2**20:.0f} MiB")
+        print(f"soak {s['frames']} frames: {memory}; state ours {ours['state_bytes'] / 2**20:.2f} MiB, "
+              f"official {off['state_bytes'] / 2**20:.1f} MiB")
 
 
 if __name__ == "__main__":
