@@ -3,6 +3,7 @@ plus the module's own offset, so that modules (and test runs given other bases) 
 same time on one machine never discover each other's nodes."""
 
 import os
+from contextlib import contextmanager
 
 #: the largest offset a module uses (test_tools' node benchmark)
 MAX_OFFSET = 12
@@ -26,3 +27,17 @@ def domain_id(offset: int) -> int:
                          f"tests use it + 1..{MAX_OFFSET} and Fast DDS takes domain ids up to "
                          f"{MAX_DOMAIN_ID}; got {base}")
     return base + offset
+
+
+@contextmanager
+def ros_context(domain: int, args=None):
+    """An rclpy context of its own in ``domain`` (a test module's nodes, apart from other
+    modules'), shut down on exit."""
+    import rclpy
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain, args=args)
+    try:
+        yield context
+    finally:
+        rclpy.shutdown(context=context)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-from domains import domain_id  # noqa: E402
+from domains import domain_id, ros_context  # noqa: E402
 DOMAIN_ID = domain_id(4)
 
 rclpy = pytest.importorskip("rclpy")
@@ -26,10 +26,8 @@ IMAGE = "qos_overrides./image.subscription."
 
 @pytest.fixture(scope="module")
 def ctx():
-    c = rclpy.Context()
-    rclpy.init(context=c, domain_id=DOMAIN_ID)
-    yield c
-    rclpy.shutdown(context=c)
+    with ros_context(DOMAIN_ID) as c:
+        yield c
 
 
 @pytest.fixture
