@@ -227,7 +227,7 @@ def default_training_set(root: str, sequences) -> Optional[str]:
     trained on the sequences it is then evaluated on would report a recall it does not have."""
     from .eval.davis_io import DatasetError, imageset_file
 
-    if sequences:
+    if sequences is not None:  # an empty --sequences is refused as such (select_sequences)
         return None
     try:
         imageset_file(root, TRAINING_SET)

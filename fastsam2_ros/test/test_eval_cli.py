@@ -3,6 +3,7 @@ DAVIS-layout set, all three modes, refinement and text prompts on. Random weight
 accuracy meaningless, so the checks are about structure and internal consistency."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from PIL import Image
 
 from fastsam2_ros.core.stats import STAGES
 from fastsam2_ros.eval import cli
-from fastsam2_ros.eval.davis_io import read_label_png, write_label_png
+from fastsam2_ros.eval.davis_io import DatasetError, read_label_png, write_label_png
 from fastsam2_ros.eval.report import RUN_KEYS
 from fastsam2_ros.eval.synthetic import generate_dataset
 
@@ -600,3 +601,53 @@ def test_tracker_settings_are_checked_before_the_official_mode_runs(config, matc
                    "--text-prompts", str(data / "text_prompts.json")])
     err = capsys.readouterr().err
     assert rc == 2 and match in err, err
+
+
+def test_frames_given_as_dot_dot_are_named_after_their_folder(tmp_path, monkeypatch, capsys):
+    """``--frames ..`` named the sequence "..": every mode's masks went to OUT itself, and a rerun
+    deleted every PNG there, the user's included."""
+    data = generate_dataset(tmp_path / "d", sequences=1, frames=3, size=(64, 48), objects=1)
+    clip = tmp_path / "clip"
+    (data / "JPEGImages" / "480p" / "synth000").rename(clip)
+    first = data / "Annotations" / "480p" / "synth000" / "00000.png"
+    (clip / "work" / "out").mkdir(parents=True)
+    mine = clip / "work" / "out" / "my_figure.png"
+    write_label_png(mine, read_label_png(first))
+    monkeypatch.chdir(clip / "work")
+    argv = ["run", "--frames", "..", "--first-mask", str(first), "--random-weights", "--model",
+            "tiny", "--image-size", "64", "--device", "cpu", "--modes", "dense,pruned",
+            "--keep-ratios", "0.5", "--warmup", "0", "--out", "out", "--no-progress"]
+    for _ in range(2):
+        assert cli.main(argv) == 0
+    out = clip / "work" / "out"
+    assert sorted(p.name for p in out.glob("*.png")) == ["my_figure.png", "report.png"]
+    for mode in ("dense", "pruned_0.50"):
+        assert sorted(p.name for p in (out / mode / "clip").iterdir()) == [
+            "00000.png", "00001.png", "00002.png"]
+    assert json.loads((out / "report.json").read_text())["input"]["sequences"] == ["clip"]
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("name", ["../synth000", ".", ".."])
+def test_a_sequence_name_that_is_no_folder_name_is_refused_before_anything_runs(name, tmp_path, capsys):
+    """The masks of ``--sequences ../x`` (or such an image-set line) went to OUT/<mode>/../x."""
+    from fastsam2_ros.eval.runner import mask_folder
+
+    data = generate_dataset(tmp_path / "d", sequences=1, frames=3, size=(32, 32), objects=1)
+    for sub in ("JPEGImages", "Annotations"):  # so that ``../synth000`` is found
+        shutil.copytree(data / sub / "480p" / "synth000", data / sub / "synth000")
+    (tmp_path / "set.txt").write_text(name + "\n")
+    rc = cli.main(["run", "--dataset", str(data), "--imageset", str(tmp_path / "set.txt"),
+                   "--random-weights", "--model", "tiny", "--image-size", "64", "--device", "cpu",
+                   "--modes", "dense", "--warmup", "0", "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert not (tmp_path / "o").exists()
+    if "/" in name:  # found, so only the output folder refuses it
+        assert err[0] == (f"fastsam2-eval: error: sequence name {name!r} is not a folder name, so "
+                          f"its masks would not go to {tmp_path / 'o' / 'dense'}/<sequence>/; name "
+                          "the sequence (its folder) without '/' and other than '.' or '..'"), err
+    for bad in (name, "", "a/b"):
+        with pytest.raises(DatasetError, match="is not a folder name"):
+            mask_folder(tmp_path / "o", "dense", bad)
+    assert mask_folder(tmp_path / "o", "dense", "a.b") == tmp_path / "o" / "dense" / "a.b"

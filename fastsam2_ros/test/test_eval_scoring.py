@@ -341,3 +341,51 @@ def test_imageset_name_reads_the_newest_year_that_has_it(tmp_path, capsys):
     _, _, _, info = cli._sequence_sources(args, {})
     assert info["sequences"] == ["synth000", "synth001", "synth002"]
     assert info["imageset"] == str(sets / "2017" / "val.txt")  # named in the run's report
+
+
+def test_a_results_folder_is_read_whatever_folders_are_next_to_its_sequences(gt_root, tmp_path):
+    """``results/seqA`` next to ``results/vis/seqA``: ``vis`` (a folder of folders) was taken for a
+    resolution folder and the folder refused: "results has no 480p folder; it has vis"."""
+    pred = tmp_path / "results"
+    write_seq(pred, "seqA", gt_frames(), layout="flat")
+    write_seq(pred / "vis", "seqA", gt_frames(), layout="flat")
+    assert score_folders(gt_root, pred).overall()["J&F"] == 1.0
+
+
+def test_a_runs_out_as_pred_names_the_mode_folder_to_give(gt_root, tmp_path, capsys):
+    """The mode folders of a run's OUT were taken for resolution folders, and the message pointed
+    at --resolution, which then failed on the ground truth."""
+    out = tmp_path / "out"
+    for mode in ("dense", "pruned_0.30"):
+        write_seq(out / mode, "seqA", gt_frames(), layout="flat")
+    rc = cli.main(["score", "--gt", str(gt_root), "--pred", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == [f"fastsam2-eval: error: {out} holds the mode folders of a run "
+                               f"(dense, pruned_0.30), not sequences; pass --pred {out / 'dense'} "
+                               "(--pred OUT/<mode>)"], err
+    assert score_folders(gt_root, out / "dense").overall()["J&F"] == 1.0
+
+
+@pytest.mark.parametrize("command", ["run", "score"])
+@pytest.mark.parametrize("selection, match", [
+    (["--imageset", "val"], "image set {sets}/2017/val.txt lists no sequences"),
+    (["--sequences", ","], "--sequences names no sequence; give comma-separated sequence names, "
+                           "or leave --sequences out for every sequence"),
+])
+def test_an_empty_selection_is_refused_as_such(command, selection, match, tmp_path, capsys):
+    """An empty image set file (or ``--sequences ,``) blamed the dataset, which has sequences: "no
+    sequence folders with PNG annotations in …" (score), "no sequences in …" (run); and
+    ``--sequences ,`` ran every sequence."""
+    from fastsam2_ros.eval.synthetic import generate_dataset
+
+    root = generate_dataset(tmp_path / "davis", sequences=2, frames=3, size=(32, 32), objects=1)
+    (root / "ImageSets" / "2017").mkdir(parents=True, exist_ok=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("\n  \n")
+    argv = {"run": ["run", "--dataset", str(root), "--random-weights", "--model", "tiny",
+                    "--image-size", "64", "--device", "cpu", "--modes", "dense", "--warmup", "0",
+                    "--out", str(tmp_path / "o")],
+            "score": ["score", "--gt", str(root), "--pred", str(root)]}[command]
+    rc = cli.main(argv + selection + ["--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == ["fastsam2-eval: error: " + match.format(sets=root / "ImageSets")], err
+    assert not (tmp_path / "o").exists()

@@ -380,7 +380,7 @@ def _sequence_sources(args, texts, planner=None):
         raise InputError("--frames needs --first-mask: a label PNG of the first frame (0 = background, "
                          "k = object k) that defines the objects and their clicks")
     dataset_only = [flag for flag, value in (("--sequences", args.sequences), ("--imageset", args.imageset),
-                                             ("--resolution", args.resolution)) if value]
+                                             ("--resolution", args.resolution)) if value is not None]
     if dataset_only:
         raise InputError(f"{' and '.join(dataset_only)} only apply to --dataset, not to --frames "
                          "(one sequence, read as it is)")
@@ -388,7 +388,7 @@ def _sequence_sources(args, texts, planner=None):
 
     src = open_frames(args.frames, topic=args.topic, max_frames=args.max_frames)
     first = read_label_png(args.first_mask)
-    name = Path(args.frames).stem or "sequence"
+    name = Path(args.frames).expanduser().resolve().stem or "sequence"  # ``..`` names its folder
     check_text_sequences(texts, [name], f"--frames {args.frames} (its sequence is {name!r})")
 
     def load() -> Iterator[SequenceInput]:
@@ -546,7 +546,7 @@ def _why_variant_lacks_text(variant: str, args, cfg) -> str:
 
 def cmd_run(args) -> int:
     from .report import PLOT_SUFFIXES, markdown_table, plot, run_report, write_json
-    from .runner import RunOptions, any_prompt_text, mode_specs, run_modes
+    from .runner import RunOptions, any_prompt_text, mask_folder, mode_specs, run_modes
 
     _refuse_flags_without_effect(args)
     _check_prompt_options(args)
@@ -567,6 +567,9 @@ def cmd_run(args) -> int:
 
         check_tracker_files(cfg, with_texts=any(texts.values()) or bool(args.text_variants))
     load, prompts, total, info = _sequence_sources(args, texts)
+    if args.save_masks:  # a name that is no folder name is refused before anything runs
+        for name in info["sequences"]:
+            mask_folder(Path(args.out), specs[0].label, name)
     for _ in load():  # validate every input (sizes, labels, prompts) before loading a model
         pass
     _refuse_more_objects_than_tracked(args, specs, cfg, prompts)

@@ -137,12 +137,25 @@ def annotation_root(path: PathLike, resolution: Optional[str] = None) -> Path:
     return resolution_folder(_annotations_folder(path), resolution)
 
 
-def prediction_root(path: PathLike, resolution: Optional[str] = None) -> Path:
-    """Folder holding the per-sequence prediction folders, as :func:`annotation_root`; but a named
-    ``resolution`` applies only where the predictions have resolution folders: results usually
-    hold the sequences directly (``OUT/<mode>/<seq>``), whatever the ground truth's layout."""
+def prediction_root(path: PathLike, resolution: Optional[str] = None,
+                    sequences: Sequence[str] = ()) -> Path:
+    """Folder holding the per-sequence prediction folders: ``path`` (or its ``Annotations``) itself
+    where it holds a folder of one of ``sequences``, as results usually do (``OUT/<mode>/<seq>``),
+    whatever else is next to them (a ``vis/<seq>/`` is no resolution folder); else its resolution
+    folder as :func:`annotation_root`, a named ``resolution`` applying only where the predictions
+    have resolution folders. A run's OUT (folders named as its modes) is refused, naming
+    ``OUT/<mode>``: no --resolution would find its sequences."""
     folder = _annotations_folder(path)
-    return resolution_folder(folder, resolution if _resolution_names(folder) else None)
+    if any((folder / s).is_dir() for s in sequences):
+        return folder
+    present = _resolution_names(folder)
+    from .runner import is_mode_label
+
+    modes = [n for n in present if is_mode_label(n)]
+    if modes:
+        raise DatasetError(f"{folder} holds the mode folders of a run ({', '.join(modes)}), not "
+                           f"sequences; pass --pred {folder / modes[0]} (--pred OUT/<mode>)")
+    return resolution_folder(folder, resolution if present else None)
 
 
 def image_root(path: PathLike, resolution: Optional[str] = None) -> Path:
@@ -203,17 +216,25 @@ def read_imageset(root: PathLike, name: str) -> List[str]:
 
 
 def _imageset_sequences(path: Path) -> List[str]:
-    return unique_sequences([ln.strip() for ln in path.read_text().splitlines() if ln.strip()],
-                            f"image set {path}")
+    """The sequences ``path`` lists; none is refused here, as an empty selection, not as a dataset
+    without sequences."""
+    names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    if not names:
+        raise DatasetError(f"image set {path} lists no sequences")
+    return unique_sequences(names, f"image set {path}")
 
 
 def select_sequences(root: PathLike, sequences: Optional[Sequence[str]] = None,
                      imageset: Optional[str] = None) -> Tuple[Optional[List[str]], Optional[Path]]:
     """(sequences chosen by ``--sequences`` or ``--imageset``, the image set file read); (None,
-    None) when neither is given (every sequence). Both at once are refused: one would be ignored."""
-    if sequences and imageset:
+    None) when neither is given (every sequence). Both at once are refused: one would be ignored;
+    so is an empty selection (``--sequences ,``), which is not "every sequence"."""
+    if sequences is not None and imageset:
         raise DatasetError("--sequences and --imageset both choose the sequences; give one of them")
-    if sequences:
+    if sequences is not None:
+        if not sequences:
+            raise DatasetError("--sequences names no sequence; give comma-separated sequence names, "
+                               "or leave --sequences out for every sequence")
         return unique_sequences(sequences), None
     if imageset:
         path = imageset_file(root, imageset)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,20 @@ class ModeSpec:
     def label(self) -> str:
         base = f"pruned_{keep_ratio_text(self.keep_ratio)}" if self.mode == "pruned" else self.mode
         return f"{base}+{self.text_variant}" if self.text_variant else base
+
+
+def is_mode_label(name: str) -> bool:
+    """Whether ``name`` is one of the labels :attr:`ModeSpec.label` gives (a run's OUT/<label>
+    folders), so ``score`` can tell a run's OUT from a folder of resolutions."""
+    base, plus, variant = name.partition("+")
+    if plus and variant not in TEXT_VARIANTS:
+        return False
+    if base.startswith("pruned_"):
+        try:
+            return 0.0 < float(base[len("pruned_"):]) < 1.0
+        except ValueError:
+            return False
+    return base in MODES and base != "pruned"  # the pruned mode's labels carry their ratio
 
 
 def keep_ratio_text(keep_ratio: float) -> str:
@@ -644,6 +659,17 @@ def _warmup_official(make_session, seq: SequenceInput, n: int) -> None:
             close()
 
 
+def mask_folder(save_masks: Path, label: str, sequence: str) -> Path:
+    """``save_masks/<mode label>/<sequence>``, where a run writes a sequence's masks. A sequence name
+    that is not one plain folder name is refused: ``..`` would put every mode's masks in OUT itself
+    and a rerun's :func:`remove_earlier_masks` would delete the PNGs there."""
+    if sequence in ("", ".", "..") or "/" in sequence or os.sep in sequence:
+        raise DatasetError(f"sequence name {sequence!r} is not a folder name, so its masks would not "
+                           f"go to {Path(save_masks) / label}/<sequence>/; name the sequence (its "
+                           "folder) without '/' and other than '.' or '..'")
+    return Path(save_masks) / label / sequence
+
+
 def remove_earlier_masks(folder: Path) -> None:
     """Delete the mask PNGs an earlier run wrote to ``folder`` (OUT/<mode>/<sequence>): a shorter
     rerun into the same --out would otherwise leave its later frames there, and ``score`` would
@@ -662,7 +688,7 @@ def _finish_sequence(run: ModeRun, seq: SequenceInput, srun: SequenceRun, preds:
         preds, mapping = match_to_ground_truth(preds, seq.gt)
         run.notes.append(f"{seq.name}: automatic objects matched to GT ids {mapping}")
     if opts.save_masks is not None:
-        d = Path(opts.save_masks) / run.spec.label / seq.name
+        d = mask_folder(opts.save_masks, run.spec.label, seq.name)
         remove_earlier_masks(d)
         for name, lab in zip(seq.frame_names, preds):
             write_label_png(d / f"{name}.png", lab)
@@ -763,9 +789,10 @@ def run_modes(specs: Sequence[ModeSpec], load_sequences: SequenceLoader, total_f
 
 
 __all__ = [
-    "MODES", "TEXT_VARIANTS", "ModeSpec", "keep_ratio_text", "mode_specs", "Protocol", "ObjectPrompt",
+    "MODES", "TEXT_VARIANTS", "ModeSpec", "is_mode_label", "keep_ratio_text", "mode_specs", "Protocol",
+    "ObjectPrompt",
     "SequenceInput", "plan_prompts", "DEFAULT_KEEP_RATIOS", "any_prompt_text",
-    "frame_quality", "corrective_clicks", "compose_labels", "SequenceRun", "ModeRun",
+    "frame_quality", "corrective_clicks", "mask_folder", "compose_labels", "SequenceRun", "ModeRun",
     "run_streaming_sequence", "run_official_sequence", "RunOptions", "run_modes",
 ]
 

@@ -258,12 +258,12 @@ def score_folders(gt_dir: PathLike, pred_dir: PathLike, sequences: Optional[Sequ
     truth's resolution folder (:func:`davis_io.resolution_folder`; None: the default one where
     there are resolution folders)."""
     gt_root = annotation_root(gt_dir, resolution)
-    pred_root = prediction_root(pred_dir, resolution)
     names, imageset_path = select_sequences(gt_dir, sequences, imageset)
     if names is None:
         names = list_sequences(gt_root)
     if not names:
         raise DatasetError(f"no sequence folders with PNG annotations in {gt_root}")
+    pred_root = prediction_root(pred_dir, resolution, names)
     result = ScoreResult(drop_first_last=drop_first_last)
     if imageset_path is not None:
         result.notes.append(f"sequences of image set {imageset_path}")
