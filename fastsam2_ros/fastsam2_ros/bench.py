@@ -885,6 +885,10 @@ def print_report(report: dict) -> None:
                            ("fps_vs_dense_by_round", "x dense")):
             if key in ratio:
                 print(f"{name} {label} by round: " + " ".join(f"{x:.2f}" for x in ratio[key]))
+    for name, r in report["modes"].items():
+        if r.get("stage_kernel_ms"):
+            print(f"{name} kernel ms/frame: " + " ".join(
+                f"{stage} {ms:.2f}" for stage, ms in r["stage_kernel_ms"].items()))
     if "dense_vs_official" in report:
         d = report["dense_vs_official"]
         print(f"dense (keep 1.0) vs official: max mask difference {d['max_mask_diff_pixels']} px "

@@ -175,6 +175,19 @@ def test_stage_kernel_times_sum_device_time_and_skip_the_gpu_side_annotations():
     assert ms["other"] == pytest.approx(0.1) and ms["total"] == pytest.approx(3.85)
 
 
+def test_the_report_prints_each_modes_kernel_stage_times(capsys):
+    """A recorded GPU report, with a kernel profile added to one mode as the bench now writes it."""
+    path = pathlib.Path(__file__).parents[2] / "benchmarks" / "gpu_h100_1024_tiny_bedroom60_1obj.json"
+    report = json.loads(path.read_text())
+    report["modes"]["pruned@0.3"]["stage_kernel_ms"] = {
+        "encoder": 4.5, "router": 0.25, "memory_attention": 1.25, "decoder": 0.75,
+        "memory_encoder": 0.5, "other": 1.0, "total": 8.25}
+    bench.print_report(report)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "kernel ms/frame" in ln]
+    assert lines == ["pruned@0.3 kernel ms/frame: encoder 4.50 router 0.25 memory_attention 1.25 "
+                     "decoder 0.75 memory_encoder 0.50 other 1.00 total 8.25"]
+
+
 def test_bench_modes_in_any_case(tmp_path):
     """As fastsam2-eval takes them: "Pruned" is the pruned mode, not a mode silently skipped."""
     out = tmp_path / "bench.json"
