@@ -213,3 +213,18 @@ def test_a_tracker_on_the_second_gpu_equals_one_on_the_first(cuda_model, video, 
         assert rb.stats.device == "cuda:1"
         for obj_id in (1, 2):
             assert region_j(ra.masks[obj_id], rb.masks[obj_id]) > 0.999
+
+
+def test_the_kernel_profile_sums_each_stages_kernels(cuda_model, video, monkeypatch):
+    """The bench's kernel profile on CUDA (on the CPU its arithmetic runs on CPU times): every
+    stage launched kernels, and their sum is no more than the eager step's wall time."""
+    from fastsam2_ros import bench
+
+    cfg, model = cuda_model
+    monkeypatch.setattr(bench, "KERNEL_PROFILE_FRAMES", 4)
+    tracker = StreamingTracker(cfg.replace(cuda_graphs=False), model=model, profile_stages=True)
+    results, kernels = bench._profiled_pass(tracker, video[0][:8], [(40.0, 60.0)])
+    for stage in ("encoder", "router", "memory_attention", "decoder", "memory_encoder", "other"):
+        assert kernels[stage] > 0, (stage, kernels)
+    assert kernels["total"] == pytest.approx(sum(v for k, v in kernels.items() if k != "total"))
+    assert kernels["total"] <= max(r.stats.stage_ms["total"] for r in results[-4:])
