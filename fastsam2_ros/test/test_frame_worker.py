@@ -287,7 +287,7 @@ def test_a_command_submitted_while_stop_runs_is_failed_not_left_waiting():
 
 def test_frames_thrown_away_by_disable_or_stop_count_as_dropped():
     """Every received frame is processed or dropped: one waiting when the node was disabled
-    (clear_frame) or deactivated (stop) was neither."""
+    (set_enabled(False)) or deactivated (stop) was neither."""
     from fastsam2_ros.ros.diagnostics import NodeHealth
 
     health = NodeHealth()
@@ -307,8 +307,9 @@ def test_frames_thrown_away_by_disable_or_stop_count_as_dropped():
     offer()
     assert wait_for(lambda: len(tracker.tracked) == 0 and worker._slot is None, 5.0, step=0.001)
     offer()  # waits while the first one is tracked (0.2 s)
-    worker.clear_frame()
+    worker.set_enabled(False)
     assert wait_for(lambda: health.counts()["processed"] == 1, 5.0)
+    worker.set_enabled(True)
     offer()
     assert wait_for(lambda: len(tracker.tracked) == 1 and worker._slot is None, 5.0, step=0.001)
     offer()  # waits while the third one is tracked

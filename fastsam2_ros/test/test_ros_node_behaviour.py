@@ -713,3 +713,142 @@ def test_a_clicked_point_on_a_rectified_stream_is_projected_with_p(h, monkeypatc
     finally:
         assert p.call(p.reset, Trigger.Request()).success
     np.testing.assert_allclose(clicks, [[[49.0, 35.0]]])  # P's pixel; K's is (60, 40)
+
+
+def _change_state(p, transition_id):
+    return p.call(p.change_state, ChangeState.Request(transition=Transition(id=transition_id))).success
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_prompt_waiting_for_the_first_frame_is_never_lost_by_deactivate(keep):
+    """A topic prompt queued for the first frame vanished at deactivate: no object, no log line,
+    no count. With keep_model_when_inactive it waits for the next activation's first frame;
+    otherwise it is reported as a dropped prompt (prompt_errors, last_error)."""
+    def factory(cfg):
+        return SceneTracker(cfg)
+
+    with running_node(DOMAIN_ID, f"/pending{int(keep)}", dict(keep_model_when_inactive=keep),
+                      tracker_factory=factory) as (node, p, _):
+        p.prompt.publish(prompt_msg(1, True, points=[(30, 30)]))
+        assert wait_for(lambda: node._worker is not None and len(node._worker._pending) == 1, 10.0)
+        assert _change_state(p, Transition.TRANSITION_DEACTIVATE)
+        counts = node.health.counts()
+        if keep:
+            assert counts["prompt_errors"] == 0, node.health.last_error
+            assert _change_state(p, Transition.TRANSITION_ACTIVATE)
+            p.publish_until_answered("stats")
+            assert wait_for(lambda: node._tracked_ids() == [1], 10.0), node._tracked_ids()
+        else:
+            assert counts["prompt_errors"] == 1, counts
+            assert "prompt dropped: it waited for a first frame" in node.health.last_error
+            assert _change_state(p, Transition.TRANSITION_ACTIVATE)
+
+
+def test_a_kept_model_keeps_its_objects_on_diagnostics_after_activate(h):
+    """keep_model_when_inactive: activate reset the counters and with them the last stats and the
+    automatic starts, so /diagnostics reported no objects while the tracker still held them."""
+    p, node = h.probe, h.node
+    assert node.set_parameters([Parameter("keep_model_when_inactive", value=True)])[0].successful
+    try:
+        p.wait_outputs(p.publish_frame(), OUTPUTS)
+        if 1 not in node._tracked_ids():
+            assert p.call(p.add, add_request(obj_id=1, points=[(30, 30)])).success
+        p.wait_outputs(p.publish_frame(), OUTPUTS)
+        assert _change_state(p, Transition.TRANSITION_DEACTIVATE)
+        assert _change_state(p, Transition.TRANSITION_ACTIVATE)
+        assert 1 in node._tracked_ids()
+        values = node.health.snapshot(0.5, 0.2).values
+        assert "1" in values["objects"].split(",") and values["bank_frames"] != "", values
+    finally:
+        assert node.set_parameters([Parameter("keep_model_when_inactive", value=False)])[0].successful
+
+
+def test_no_frame_offered_before_enable_false_answers_is_tracked_after_it(h, monkeypatch):
+    """The image callback checked the node's enabled flag, then offered the frame with no lock
+    shared with enable: a callback preempted in between (held here until enable has answered)
+    left a frame that was tracked and published after 'processing disabled'."""
+    from fastsam2_ros.ros import frame_worker
+
+    p, node = h.probe, h.node
+    p.wait_outputs(p.publish_frame(), OUTPUTS)
+    offer, entered, answered, offered = frame_worker.FrameWorker.offer_frame, *(
+        threading.Event() for _ in range(3))
+
+    def preempted(self, kind, msg):
+        entered.set()
+        answered.wait(10.0)
+        offer(self, kind, msg)
+        offered.set()
+
+    monkeypatch.setattr(frame_worker.FrameWorker, "offer_frame", preempted)
+    received = node.health.counts()["received"]
+    try:
+        p.publish_frame(frame_rgb(shift=3))
+        assert entered.wait(10.0)
+        assert p.call(p.enable, SetBool.Request(data=False)).success
+        answered.set()
+        assert offered.wait(10.0)
+        assert node.health.counts()["received"] == received and node._worker._slot is None
+    finally:
+        answered.set()
+        monkeypatch.undo()
+        assert p.call(p.enable, SetBool.Request(data=True)).success
+
+
+def test_rclpy_shutdown_during_inference_is_no_inference_failure(monkeypatch):
+    """An in-process owner shut the context down while a frame was tracked: its publication
+    failed on the dead context (RCLError) and was logged with a traceback as 'inference failed',
+    counted as a worker error (ERROR on /diagnostics). Now the worker halts, and that failed
+    publication is no error."""
+    from std_msgs.msg import Header
+
+    from fastsam2_ros.ros import tracker_node
+
+    entered, gate, published = threading.Event(), threading.Event(), threading.Event()
+    raised = []
+
+    class GatedTracker(SceneTracker):
+        def track(self, rgb):
+            if self.frame_index >= 0:  # the second frame waits inside the call
+                entered.set()
+                gate.wait(10.0)
+            return super().track(rgb)
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN_ID)
+    node = tracker_node.TrackerNode(context=ctx, namespace="/ctxdown", tracker_factory=GatedTracker)
+    try:
+        assert node.autostart(), node.health.fatal
+        publish = node._outputs.publish
+
+        def recording(frame):
+            try:
+                publish(frame)
+            except Exception as exc:
+                raised.append(exc)
+                raise
+            finally:
+                published.set()
+
+        monkeypatch.setattr(node._outputs, "publish", recording)
+        worker = node._worker
+        for shift in (0, 1):
+            worker.offer_frame("raw", numpy_to_image(frame_rgb(shift=shift), "rgb8",
+                                                     Header(frame_id="cam")))
+            if shift == 0:
+                assert published.wait(10.0) and not raised
+                published.clear()
+        assert entered.wait(10.0)
+        rclpy.shutdown(context=ctx)
+        halted = worker._stop.is_set()
+        gate.set()
+        assert published.wait(10.0) and raised, "the frame was not published on the dead context"
+        node.stop_processing(5.0)  # (the publisher thread has reported, or not, by now)
+        counts = node.health.counts()
+    finally:
+        gate.set()
+        node.destroy_node()
+        if ctx.ok():
+            rclpy.shutdown(context=ctx)
+    assert counts["worker_errors"] == 0, node.health.last_worker_error
+    assert halted, "the worker still took frames on a dead context"

@@ -58,6 +58,7 @@ class NodeHealth:
         self._lock = threading.Lock()
         self.window_s = window_s
         self.reset_counters()
+        self.forget_objects()
         self.state = "unconfigured"
         self.enabled = True
         self.fatal: Optional[str] = None
@@ -70,6 +71,9 @@ class NodeHealth:
         self.listening_since = float("-inf")  # when the image subscriptions were last made
 
     def reset_counters(self) -> None:
+        """Zero the counters and windows (at activate). The objects' state (the last stats, the
+        automatic starts) is not a counter: a model kept while inactive keeps its objects, and
+        only :meth:`forget_objects` clears them."""
         with self._lock:
             self.received = 0
             self.processed = 0
@@ -87,8 +91,6 @@ class NodeHealth:
             # (t, tracker_ms, node_ms, {node stage: ms})
             self._frames: Deque[Tuple[float, float, float, Dict[str, float]]] = deque()
             self._drops: Deque[float] = deque()  # overload drops only (not rate skips)
-            self.last_stats: Any = None  # the last TrackerStats message
-            self.auto_prompted: List[int] = []
 
     # --- events --------------------------------------------------------------------------------
     def on_received(self, replaced_unprocessed: bool, rate_limited: bool = False) -> None:
@@ -134,8 +136,8 @@ class NodeHealth:
         """The tracker and its objects are gone (the model released, or left to a stuck worker):
         /diagnostics no longer reports the last frame's objects, bank and automatic starts."""
         with self._lock:
-            self.last_stats = None
-            self.auto_prompted = []
+            self.last_stats: Any = None  # the last TrackerStats message
+            self.auto_prompted: List[int] = []
 
     def on_incompatible_qos(self, message: str) -> None:
         with self._lock:

@@ -114,10 +114,12 @@ _SETTINGS = _Command("settings")
 @dataclass
 class ObjectNotes:
     """What the worker knows of the tracked objects beyond the tracker: their text prompts and
-    which ones started without a click (the tracker reports that only on the starting call)."""
+    which ones started without a click (the tracker reports that only on the starting call), and
+    the topic prompts still waiting for a first frame (objects to be)."""
 
     texts: Dict[int, str]
     auto_prompted: Set[int]
+    pending: Tuple[PromptRequest, ...] = ()
 
 
 class FrameWorker:
@@ -132,7 +134,8 @@ class FrameWorker:
                  on_auto_prompt: Optional[Callable[[Any], None]] = None,
                  notes: Optional["ObjectNotes"] = None) -> None:
         """``notes``: what an earlier worker knew of the tracker's objects (a model kept while
-        the node was inactive keeps its objects, and they keep their texts and marks)."""
+        the node was inactive keeps its objects, and they keep their texts and marks; prompts
+        that waited for a first frame wait for this worker's)."""
         self.tracker = tracker
         self._decode = decode
         self._publish = publish
@@ -152,6 +155,7 @@ class FrameWorker:
         self._on_auto_prompt = self._unless_abandoned(on_auto_prompt) if on_auto_prompt else None
         self._running: Optional[_Command] = None  # the command the worker runs now
         self._cv = threading.Condition()
+        self._enabled = True  # see set_enabled
         self._slot: Optional[Tuple[str, Any, float]] = None
         self._commands: Deque[_Command] = deque()
         self._commands_in_a_row = 0  # commands run since the last frame
@@ -170,7 +174,7 @@ class FrameWorker:
         #: (header, rgb, received) of the frame prompts apply to; ``received`` (its arrival,
         #: time.monotonic()) times a republished frame's node_latency_ms too
         self._current: Optional[Tuple[Any, np.ndarray, float]] = None
-        self._pending: Deque[PromptRequest] = deque()
+        self._pending: Deque[PromptRequest] = deque(notes.pending) if notes else deque()
         self._texts: Dict[int, str] = dict(notes.texts) if notes else {}
         self._auto_prompted: Set[int] = set(notes.auto_prompted) if notes else set()
         #: object ids after the last tracker call (read by other threads; replaced, never mutated)
@@ -178,9 +182,9 @@ class FrameWorker:
         self._refresh_ids()  # (and notes of objects the tracker no longer has go)
 
     def notes(self) -> "ObjectNotes":
-        """The objects' texts and automatic-start marks, for the next worker on this tracker
-        (read after ``stop``)."""
-        return ObjectNotes(dict(self._texts), set(self._auto_prompted))
+        """The objects' texts and automatic-start marks and the prompts waiting for a first
+        frame, for the next worker on this tracker (read after ``stop``)."""
+        return ObjectNotes(dict(self._texts), set(self._auto_prompted), tuple(self._pending))
 
     # ----------------------------------------------------------------------------- control
     def start(self) -> None:
@@ -199,10 +203,7 @@ class FrameWorker:
         within EXIT_STOP_TIMEOUT_S of ``exiting`` being set: the worker is abandoned then
         (:meth:`_abandon`)."""
         timeout = STOP_TIMEOUT_S if timeout is None else timeout
-        self._stop.set()
-        with self._cv:
-            self._discard_frame()
-            self._cv.notify_all()
+        self.halt()
         with self._stop_lock:  # (a concurrent caller must not return while a tracker call runs)
             thread = self._thread
             ended = True
@@ -227,6 +228,14 @@ class FrameWorker:
                     cmd.future.set_exception(InputError("the tracker stopped (lifecycle transition)"))
             return ended
 
+    def halt(self) -> None:
+        """Take no more frames or commands, without waiting for the call in progress (the first
+        step of :meth:`stop`, which still has to end the threads)."""
+        self._stop.set()
+        with self._cv:
+            self._discard_frame()
+            self._cv.notify_all()
+
     def _abandon(self) -> None:
         """stop() gave up on the tracker call in progress, and the node moves on without this
         worker (a new one, new counters, the outputs of the next activation): the command it runs
@@ -247,8 +256,8 @@ class FrameWorker:
     # ----------------------------------------------------------------------------- inputs
     def offer_frame(self, kind: str, msg: Any) -> None:
         """Keep ``msg`` as the newest frame (called by the image callbacks; never blocks)."""
-        with self._cv:  # (the stop check under the lock stop() discards the slot with)
-            if self._stop.is_set():
+        with self._cv:  # (the checks under the lock stop() and set_enabled discard the slot with)
+            if self._stop.is_set() or not self._enabled:
                 return
             replaced = self._slot is not None
             # skipped for the rate: while the worker holds a frame back for it (until it takes
@@ -265,9 +274,14 @@ class FrameWorker:
         with self._cv:
             self._cv.notify_all()
 
-    def clear_frame(self) -> None:
+    def set_enabled(self, enabled: bool) -> None:
+        """The ``enable`` service: disabled, no frame is taken, and the waiting one is dropped.
+        Set and checked under the slot's lock, so no frame offered before ``enable: false``
+        answers is tracked after it."""
         with self._cv:
-            self._discard_frame()
+            self._enabled = bool(enabled)
+            if not self._enabled:
+                self._discard_frame()
 
     def _discard_frame(self) -> None:
         """Drop the waiting frame (disabled, stopping); it counts as dropped (caller holds _cv)."""

@@ -118,8 +118,9 @@ class TrackerNode(LifecycleNode):
     def __init__(self, node_name: str = DEFAULT_NODE_NAME, *,
                  tracker_factory: Optional[TrackerFactory] = None,
                  exiting: Optional[threading.Event] = None, **kwargs: Any) -> None:
-        """``exiting``: set when the process exits (main's signal handler); a transition that
-        waits for the worker then waits EXIT_STOP_TIMEOUT_S at most (FrameWorker.stop)."""
+        """``exiting``: set when the process exits (main's signal handler) or the ROS context
+        shuts down (_on_context_shutdown); a transition that waits for the worker then waits
+        EXIT_STOP_TIMEOUT_S at most (FrameWorker.stop)."""
         super().__init__(node_name, **kwargs)
         self._exiting = exiting if exiting is not None else threading.Event()
         #: start-up values the descriptors rejected: configure fails with them until fixed
@@ -161,6 +162,7 @@ class TrackerNode(LifecycleNode):
                                              self._publish_diagnostics,
                                              callback_group=self._diag_group)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.context.on_shutdown(self._on_context_shutdown)
 
     # =========================================================================== lifecycle
     def autostart(self) -> bool:
@@ -200,6 +202,7 @@ class TrackerNode(LifecycleNode):
             publish_on_prompt=lambda: self._settings["publish_on_prompt"],
             auto_prompt_on_start=bool(self._settings["auto_prompt_on_start"]),
             on_auto_prompt=self._announce_auto_prompt, notes=self._object_notes)
+        self._worker.set_enabled(self._enabled)  # (after the worker is known: see _srv_enable)
         self._worker.start()
         self._create_subscriptions()
         self.health.on_listening()
@@ -268,10 +271,31 @@ class TrackerNode(LifecycleNode):
             if worker is not None:
                 t0 = time.monotonic()
                 ended = worker.stop(timeout, self._exiting)
+                notes = worker.notes()
                 # for the next worker, if the model stays (a worker still running may change them)
-                self._object_notes = worker.notes() if ended else None
+                self._object_notes = notes if ended else None
                 if not ended:
+                    self._drop_waiting_prompts(notes, "its tracker was abandoned")
                     self._abandon_tracker(time.monotonic() - t0)
+
+    def _drop_waiting_prompts(self, notes: Optional[ObjectNotes], why: str) -> None:
+        """Topic prompts queued for a first frame that no worker of this tracker will see: each
+        one is reported as a rejected prompt (counted, logged, on /diagnostics), never lost
+        silently. (With the model kept while inactive they wait for the next activation's.)"""
+        for req in notes.pending if notes is not None else ():
+            self._bad_input(f"{req.source} dropped: it waited for a first frame, and {why} before "
+                            f"one came (send it again once active): {req.describe()}", prompt=True)
+
+    def _on_context_shutdown(self) -> None:
+        """The ROS context shut down under the node (an in-process owner's ``rclpy.shutdown``,
+        rclpy's own signal handler): nothing can be published any more, so the worker takes no
+        more frames, and a transition waiting for it waits EXIT_STOP_TIMEOUT_S at most. Not
+        waited for here: rclpy calls this holding the context's lock, which ``context.ok()``
+        (see _publish) takes too."""
+        self._exiting.set()
+        worker = self._worker
+        if worker is not None:
+            worker.halt()
 
     def _abandon_tracker(self, waited_s: float) -> None:
         """The worker is still inside a tracker call (a long automatic prompt, a hung GPU): the
@@ -294,7 +318,8 @@ class TrackerNode(LifecycleNode):
 
     def _release_tracker(self) -> None:
         tracker, self._tracker = self._tracker, None
-        self._object_notes = None
+        notes, self._object_notes = self._object_notes, None
+        self._drop_waiting_prompts(notes, "the model was released")
         self.health.forget_objects()  # (kept by keep_model_when_inactive, with the objects)
         if tracker is not None:
             tracker.release()  # frees the model and empties the CUDA cache
@@ -431,13 +456,20 @@ class TrackerNode(LifecycleNode):
 
     def _offer(self, kind: str, msg: Any) -> None:
         worker = self._worker
-        if worker is not None and self._enabled:
+        if worker is not None:  # (a disabled worker takes none: FrameWorker.set_enabled)
             worker.offer_frame(kind, msg)
 
     def _publish(self, frame: TrackedFrame) -> None:
         outputs = self._outputs
-        if outputs is not None:
+        if outputs is None:
+            return
+        try:
             outputs.publish(frame)
+        except Exception:
+            if self.context.ok():
+                raise  # (a worker error)
+            # the context shut down while the frame was tracked (_on_context_shutdown): it cannot
+            # go out, and that is no inference failure
 
     # =========================================================================== prompts
     def _max_text(self) -> int:
@@ -613,10 +645,13 @@ class TrackerNode(LifecycleNode):
             self.get_logger().error(f"could not publish the description: {exc}")
 
     def _srv_enable(self, request: SetBool.Request, response: SetBool.Response):
+        """The flag is kept for the next worker (on_activate sets it after storing the worker,
+        this reads the worker after storing the flag: a concurrent activate gets it either way)."""
         self._enabled = bool(request.data)
         self.health.enabled = self._enabled
-        if not self._enabled and self._worker is not None:
-            self._worker.clear_frame()
+        worker = self._worker
+        if worker is not None:
+            worker.set_enabled(self._enabled)
         response.success = True
         response.message = "processing enabled" if self._enabled else "processing disabled (images ignored)"
         self.get_logger().info(response.message)
