@@ -37,6 +37,7 @@ def test_signal_with_frames_in_flight_exits_cleanly(sig):
     proc = subprocess.Popen([sys.executable, "-m", "fastsam2_ros.ros.tracker_node", *NODE_ARGS],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     stop_feeding = threading.Event()
+    feeder = None
     with spinning_probe(DOMAIN_ID, NS) as probe:
         try:
             assert wait_for(lambda: probe.image.get_subscription_count() > 0
@@ -57,6 +58,8 @@ def test_signal_with_frames_in_flight_exits_cleanly(sig):
             out, _ = proc.communicate(timeout=60)
         finally:
             stop_feeding.set()
+            if feeder is not None:  # ended before the probe goes: a publish then was InvalidHandle
+                feeder.join(10.0)
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
