@@ -10,8 +10,8 @@ One entry point::
         ...
 
 * A **folder of images** (``.jpg .jpeg .png .bmp .tif .tiff .webp``) is read in natural order
-  (``2.jpg`` before ``10.jpg``; a ``digits.digits`` run is one decimal number, so stamp-named
-  ``1700000000.05.png`` comes before ``1700000000.4.png``) and turned upright by its EXIF
+  (``2.jpg`` before ``10.jpg``; a name that is one ``digits.digits`` number is that number, so
+  stamp-named ``1700000000.05.png`` comes before ``1700000000.4.png``) and turned upright by its EXIF
   orientation; every frame must have the size of the first one. Hidden files
   (a name starting with ``.``, e.g. the ``._00000.jpg`` that macOS writes next to copied files)
   are not frames; a symlink is one even when it leads nowhere (a dataset's frame not fetched),
@@ -68,13 +68,26 @@ class FrameHeader(NamedTuple):
 # --------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------
-def natural_key(name: str) -> list:
+#: A name that is a stamp written by ``str(float)`` (``1700000000.05``), with an extension or not.
+_FLOAT_STAMP_NAME = re.compile(r"([0-9]+\.[0-9]+)(\.[^.]*)?")
+
+
+def natural_key(name: str) -> tuple:
     """Sort key that orders embedded numbers numerically: ``f2`` < ``f10``. The split alternates
-    text and ASCII number runs (``str.isdigit`` also accepts ``²``, which ``Decimal`` refuses). A
-    ``digits.digits`` run is one decimal number: frames named by their stamp with ``str(float)``
-    (``1700000000.05.png``, ``1700000000.4.png``) sort in time order, not .05 after .4."""
-    parts = re.split(r"([0-9]+(?:\.[0-9]+)?)", str(name))
-    return [Decimal(tok) if i % 2 else tok.lower() for i, tok in enumerate(parts)]
+    text and ASCII digit runs (``str.isdigit`` also accepts ``²``, which ``int`` refuses). A name
+    that is one ``digits.digits`` number (a stamp written by ``str(float)``: ``1700000000.05.png``
+    before ``1700000000.4.png``) is that decimal number; elsewhere a dot is text (``cam0.2`` before
+    ``cam0.10``; a ``sec.nanosec`` name needs its nanoseconds zero-padded to 9 digits). Names that
+    read alike (``f1.png``, ``f01.png``) are ordered by the name itself, so no order is left to the
+    file system."""
+    text = str(name)
+    stamp = _FLOAT_STAMP_NAME.fullmatch(text)
+    if stamp:
+        parts = ["", Decimal(stamp.group(1)), (stamp.group(2) or "").lower()]
+    else:
+        parts = [int(tok) if i % 2 else tok.lower()
+                 for i, tok in enumerate(re.split(r"([0-9]+)", text))]
+    return parts, text
 
 
 def is_utf8(text: str) -> bool:

@@ -628,6 +628,20 @@ def test_frames_given_as_dot_dot_are_named_after_their_folder(tmp_path, monkeypa
     capsys.readouterr()
 
 
+def test_frames_through_a_symlink_keep_the_links_name(tmp_path, monkeypatch):
+    """A clip linked from a data store (git-annex, DataLad, DVC) was named after the store's blob,
+    so its masks and its text prompts missed the ground truth's name (review diff9)."""
+    blob = tmp_path / "store" / "SHA256E-s1234--0af3"
+    (blob / "work").mkdir(parents=True)
+    (tmp_path / "bear").symlink_to(blob)
+    assert cli.frames_sequence_name(str(tmp_path / "bear")) == "bear"
+    assert cli.frames_sequence_name(str(tmp_path / "bear" / ".")) == "bear"
+    assert cli.frames_sequence_name(str(tmp_path / "bear" / "work" / "..")) == "bear"
+    assert cli.frames_sequence_name(str(tmp_path / "clip.mp4")) == "clip"
+    monkeypatch.chdir(tmp_path / "store")
+    assert cli.frames_sequence_name(".") == "store"
+
+
 @pytest.mark.parametrize("name", ["../synth000", ".", ".."])
 def test_a_sequence_name_that_is_no_folder_name_is_refused_before_anything_runs(name, tmp_path, capsys):
     """The masks of ``--sequences ../x`` (or such an image-set line) went to OUT/<mode>/../x."""

@@ -359,6 +359,22 @@ def test_frames_named_by_float_stamps_are_read_in_time_order(tmp_path):
                   key=natural_key) == ["frame2.png", "frame10.png", "img_001_002.png", "img_001_010.png"]
 
 
+@pytest.mark.parametrize("names", [
+    ["cam0.1", "cam0.2", "cam0.10", "cam0.12"],  # <camera>.<frame>: a dot in a name is text
+    ["v1.2.png", "v1.10.png", "v1.11.png"],
+    ["1700000000.000000050.png", "1700000000.400000000.png"],  # sec.nanosec, zero-padded
+    ["1.5.png", "00002.jpg", "00010.jpg", "1700000000.05.png", "bear"],  # stamps among others
+])
+def test_only_a_name_that_is_one_decimal_number_is_read_as_one(names):
+    assert sorted(reversed(names), key=natural_key) == names
+
+
+def test_names_that_read_alike_keep_one_order_whatever_the_file_system_lists(tmp_path):
+    names = ["f1.0.png", "f1.1.png", "f1.10.png", "f01.png", "f1.png", "1.50.png", "1.5.png"]
+    assert natural_key("f1.png") != natural_key("f01.png")
+    assert sorted(names, key=natural_key) == sorted(reversed(names), key=natural_key)
+
+
 def test_exif_orientation_turns_frames_upright(tmp_path):
     """A phone photo stored sideways (Orientation 6) is read as viewers and cv2.imread show it."""
     raw = np.zeros((24, 32, 3), np.uint8)

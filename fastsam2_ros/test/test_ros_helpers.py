@@ -453,7 +453,8 @@ def test_health_warns_when_publishers_are_there_but_no_image_arrives(monkeypatch
     clock[0] += 1.0
     snap = h.snapshot(warn_hold=1.0, period=1.0)
     assert snap.level == diagnostics.WARN and "though 1 publisher(s) offer it" in snap.message
-    assert "image_reliability:=reliable" in snap.message
+    # (a start-up qos_overrides reliability would win over the parameter: the advice says so)
+    assert "set image_reliability:=reliable, and no reliability in qos_overrides" in snap.message
     assert snap.values["best_effort_publishers"] == "1"
     h.best_effort_publishers = 0  # nobody publishes: waiting is all there is to say
     assert h.snapshot(warn_hold=1.0, period=1.0).level == diagnostics.OK
@@ -486,3 +487,14 @@ def test_bad_input_cause_blanks_any_frame_id_repr_writes(frame_id):
 
     assert bad_input_cause(f"frame {frame_id!r} is 3x2, expected 640x480") == \
         "frame '…' is #x#, expected #x#"
+
+
+def test_health_advice_on_unreachable_publishers_names_the_qos_override_too():
+    """A start-up qos_overrides reliability wins over image_reliability: advice naming only the
+    parameter changed nothing (review diff9)."""
+    h = diagnostics.NodeHealth()
+    h.state = "active"
+    h.unreachable_publishers = 1
+    snap = h.snapshot(warn_hold=1.0, period=1.0)
+    assert snap.level == diagnostics.WARN
+    assert "set image_reliability:=best_effort, and no reliability in qos_overrides" in snap.message

@@ -336,6 +336,13 @@ def check_text_sequences(texts: Dict[str, Dict[int, str]], known: Sequence[str],
         raise InputError(f"text prompts for sequence(s) {unknown} that {where} does not contain")
 
 
+def frames_sequence_name(frames: str) -> str:
+    """The sequence name of ``--frames``: its folder's or file's name, with ``.`` and ``..`` read
+    (``--frames ..`` in ``clip/work`` is ``clip``, not ".."), but symlinks not followed (a clip
+    linked from a data store, git-annex style, keeps the name the ground truth has)."""
+    return Path(os.path.abspath(os.path.expanduser(frames))).stem or "sequence"
+
+
 def _sequence_sources(args, texts, planner=None):
     """(loader, prompts cache, total_frames, input_info) for --dataset or --frames.
 
@@ -388,7 +395,7 @@ def _sequence_sources(args, texts, planner=None):
 
     src = open_frames(args.frames, topic=args.topic, max_frames=args.max_frames)
     first = read_label_png(args.first_mask)
-    name = Path(args.frames).expanduser().resolve().stem or "sequence"  # ``..`` names its folder
+    name = frames_sequence_name(args.frames)
     check_text_sequences(texts, [name], f"--frames {args.frames} (its sequence is {name!r})")
 
     def load() -> Iterator[SequenceInput]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from .messages import NODE_STAGES, diagnostic_values
+from .parameters import set_image_reliability
 
 OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels (bytes in the msg)
 #: Least silence of the camera (seconds) that WARNs, whatever warn_hold is (a gap between two
@@ -237,7 +238,7 @@ class NodeHealth:
             elif self.unreachable_publishers:
                 level, msg = WARN, (f"{self.unreachable_publishers} best-effort publisher(s) on "
                                     f"{self.input_topic} cannot reach the reliable image subscription "
-                                    "(set image_reliability:=best_effort)")
+                                    f"({set_image_reliability('best_effort')})")
             elif recent_error:
                 level, msg = WARN, f"bad input: {self.last_error}"
             elif drops_recent:
@@ -247,8 +248,8 @@ class NodeHealth:
                 level, msg = WARN, (f"no images on {self.input_topic} for {quiet_s:.0f} s though "
                                     f"{self.best_effort_publishers} publisher(s) offer it: best "
                                     "effort loses large frames whole (with Fast DDS' defaults "
-                                    "any over 512 KiB, e.g. 640x480 rgb8): set "
-                                    "image_reliability:=reliable, or the Fast DDS profile "
+                                    "any over 512 KiB, e.g. 640x480 rgb8): "
+                                    f"{set_image_reliability('reliable')}, or the Fast DDS profile "
                                     "config/fastdds_large_frames.xml (docs/ros.md, Image QoS)")
             elif self.received and silent_s > max(self._hold, MIN_SILENT_S):
                 level, msg = WARN, (f"no images on {self.input_topic} for {silent_s:.0f} s: "

@@ -379,6 +379,12 @@ QOS_ENTITIES = ("publisher", "subscription")
 QOS_OVERRIDABLE_POLICIES = ("history", "depth", "reliability")
 
 
+def set_image_reliability(value: str) -> str:
+    """The advice to change the image subscription's reliability: the parameter, and no override
+    of it (a start-up ``qos_overrides`` reliability wins over ``image_reliability``)."""
+    return f"set image_reliability:={value}, and no reliability in {QOS_OVERRIDES}"
+
+
 def qos_override_name(topic: str, entity: str, policy: str) -> str:
     """The parameter rclpy reads for ``policy`` of the ``entity`` on the resolved ``topic``."""
     return f"{QOS_OVERRIDES}.{topic}.{entity}.{policy}"
@@ -437,6 +443,6 @@ __all__ = [
     "ParamSpec", "TRACKER_PARAMETER_DOCS", "NODE_PARAMETERS", "IMAGE_RELIABILITIES", "IMAGE_TRANSPORTS", "tracker_parameter_specs",
     "parameter_specs", "spec_map", "descriptor", "declare_parameters", "tracker_config_from_node",
     "node_settings", "refusal_text", "unknown_parameter_warning", "unknown_override_warning",
-    "waits_until", "MODEL_BUILT_NEXT", "blocks_configure", "qos_override_name",
+    "waits_until", "MODEL_BUILT_NEXT", "blocks_configure", "qos_override_name", "set_image_reliability",
     "QOS_OVERRIDABLE_POLICIES",
 ]

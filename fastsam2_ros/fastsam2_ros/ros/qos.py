@@ -21,7 +21,7 @@ from rclpy.qos import (QoSDurabilityPolicy, QoSHistoryPolicy, QoSPolicyKind, QoS
                        QoSReliabilityPolicy, qos_policy_name_from_kind)
 from rclpy.qos_overriding_options import QoSOverridingOptions
 
-from .parameters import QOS_OVERRIDABLE_POLICIES, qos_override_name
+from .parameters import QOS_OVERRIDABLE_POLICIES, qos_override_name, set_image_reliability
 
 RELIABILITY = {"best_effort": QoSReliabilityPolicy.BEST_EFFORT,
                "reliable": QoSReliabilityPolicy.RELIABLE}
@@ -70,8 +70,8 @@ def incompatible_qos_events(topic: str, report: Callable[[str], None]) -> Subscr
     def on_incompatible(event) -> None:
         policy = qos_policy_name_from_kind(event.last_policy_kind)
         # (the one incompatible reliability: a reliable subscription, a best-effort publisher)
-        hint = (" (the publisher is best effort: set image_reliability:=best_effort, and no "
-                "reliability in qos_overrides)" if policy == "RELIABILITY" else "")
+        hint = (f" (the publisher is best effort: {set_image_reliability('best_effort')})"
+                if policy == "RELIABILITY" else "")
         report(f"a publisher on {topic} offers incompatible QoS (policy {policy}); its images "
                f"never reach the node{hint}")
 
