@@ -286,6 +286,40 @@ def test_every_weight_file_loader_says_what_is_wrong_with_the_file(tmp_path, mon
     assert "weights_only" not in str(info.value)
 
 
+class _NotATensor:  # e.g. a training run's settings object saved next to the weights
+    pass
+
+
+@pytest.mark.parametrize("how,match", [
+    ("zipped", r"is a zip archive \(of weights.pt\), not a torch.save file: unpack it"),
+    ("objects", r"holds Python objects besides tensors \(e.g. \S+_NotATensor\).*re-save it as "
+                r"\{'model': state_dict\}"),
+])
+@pytest.mark.parametrize("loader", ["sam2", "router", "rpn"])
+def test_a_file_torch_load_refuses_says_why(tmp_path, loader, how, match):
+    """Every torch.load failure was "is the file complete?" (and for Python objects torch's
+    advice to load with weights_only=False): a zipped download and a checkpoint with objects
+    besides its tensors each have their own fix (weight_files.load_failure)."""
+    import zipfile
+
+    import torch
+
+    write, load = _weight_loaders()[loader]
+    inner = tmp_path / "weights.pt"
+    write(inner)
+    path = tmp_path / "given.pt"
+    if how == "zipped":
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.write(inner, "weights.pt")
+    else:
+        blob = torch.load(inner, weights_only=True)
+        torch.save({**blob, "settings": _NotATensor()}, path)
+    with pytest.raises(CheckpointError, match=match) as info:
+        load(path)
+    assert str(path) in str(info.value)
+    assert "is the file complete" not in str(info.value) and "weights_only" not in str(info.value)
+
+
 # ------------------------------------------------------------------------------ geometry
 def test_mask_geometry():
     m = np.zeros((10, 12), bool)
@@ -312,13 +346,31 @@ def test_model_cfg_names_only_configs_of_the_installed_sam2():
         TrackerConfig(model_cfg="configs/sam2.1/nope.yaml")
     # a name longer than the file system's NAME_MAX (OSError from the file system)
     with pytest.raises(InputError, match="not a config of the installed sam2"):
-        TrackerConfig(model_cfg="configs/" + "a" * 300 + ".yaml")
+        TrackerConfig(model_cfg="configs/sam2.1/" + "a" * 300 + ".yaml")
+
+
+def test_model_cfg_takes_only_model_configs_each_under_one_name(tmp_path):
+    """A training config of the sam2 package passed validate() and failed at configure inside
+    omegaconf ("Unsupported interpolation type times"); configs/sam2.1/./x.yaml was built as x
+    but not known as it (another checkpoint hint, router model_cfg mismatch warnings)."""
+    from fastsam2_ros.core.config import resolve_model_cfg, short_model_name
+    from fastsam2_ros.core.models import check_checkpoint
+
+    with pytest.raises(InputError, match="not a model config; use one of .*configs/sam2.1/<name>.yaml"):
+        TrackerConfig(model_cfg="configs/sam2.1_training/sam2.1_hiera_b+_MOSE_finetune.yaml")
+    for name in ("configs/sam2.1/./sam2.1_hiera_t.yaml", "configs/sam2.1//sam2.1_hiera_t.yaml",
+                 "configs//sam2.1/sam2.1_hiera_t.yaml"):
+        assert resolve_model_cfg(name) == "configs/sam2.1/sam2.1_hiera_t.yaml"
+        assert short_model_name(name) == "sam2.1_hiera_t"
+        with pytest.raises(CheckpointError, match=r"expected sam2\.1_hiera_tiny\.pt"):
+            check_checkpoint(str(tmp_path / "x.pt"), name)
 
 
 @pytest.mark.parametrize("device,match", [("meta", "runs on auto | cpu | cuda"),
                                           ("mps", "runs on auto | cpu | cuda"),
                                           ("banana", "runs on auto | cpu | cuda"),
                                           ("cuda:x", "runs on auto | cpu | cuda"),
+                                          ("cuda:01", "runs on auto | cpu | cuda"),
                                           ("cuda:99999999999999999999", "invalid device")])
 def test_devices_sam2_does_not_run_on_are_refused(device, match):
     """By the configuration too (a node parameter set to "gpu" was taken and failed only at the
@@ -387,6 +439,29 @@ def test_a_wrong_clip_setting_fails_when_the_tracker_is_built(tmp_path):
 
     with pytest.raises(CheckpointError, match="is a text file"):
         ClipTextEncoder("ViT-B-16", str(page))
+
+
+@pytest.mark.parametrize("settings,match", [
+    (dict(auto_proposal_source="rpn"), "needs auto_rpn_weights"),
+    (dict(auto_proposal_source="rpn", auto_rpn_weights="{tmp}/rpn_typo.pth"), "RPN weights not found"),
+    (dict(auto_proposal_source="rpn", auto_rpn_weights="{tmp}/page.html"), "is a text file"),
+    (dict(auto_caption_model="{tmp}/blip_typo"), "caption model directory not found"),
+    (dict(auto_caption_model="{tmp}", auto_refiner_model="{tmp}/minilm_typo"),
+     "refinement model directory not found"),
+])
+def test_automatic_prompt_weights_fail_when_the_tracker_is_built(tmp_path, settings, match):
+    """Like the CLIP and router files: a typo was found only at the first automatic prompt. Only
+    what the settings use is checked (sam2 proposals need no RPN file, the refiner runs only on
+    a caption)."""
+    from fastsam2_ros.core.tracker import check_tracker_files
+
+    (tmp_path / "page.html").write_text("<html>404</html>")
+    kw = {k: v.format(tmp=tmp_path) for k, v in settings.items()}
+    with pytest.raises(CheckpointError, match=match):
+        check_tracker_files(TrackerConfig(model_cfg="tiny", image_size=64, device="cpu", **kw))
+    unused = dict(auto_rpn_weights=str(tmp_path / "rpn_typo.pth"),
+                  auto_refiner_model=str(tmp_path / "minilm_typo"))
+    check_tracker_files(TrackerConfig(model_cfg="tiny", image_size=64, device="cpu", **unused))
 
 
 def test_clip_weights_of_another_architecture_fail_when_the_tracker_is_built(tmp_path):

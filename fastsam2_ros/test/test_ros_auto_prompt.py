@@ -205,19 +205,27 @@ def test_no_region_above_the_thresholds(h):
     assert list(st.object_ids) == [] and st.frame_index == 1
 
 
-def test_missing_caption_model_is_a_clear_failure(h):
+def test_missing_caption_model_fails_at_configure(h):
+    """It was found only at the first automatic prompt; now configure refuses it (like a missing
+    router file) and the node is configured again once it is fixed."""
     p, node = h.probe, h.node
     missing = h.tmp / "no-such-caption-model"
-    reconfigure(p, node, auto_min_objectness=0.0, auto_caption_model=str(missing),
-                auto_prompt_on_start=False)
+
+    def transition(tid):
+        return p.call(p.change_state, ChangeState.Request(transition=Transition(id=tid))).success
+
+    assert transition(Transition.TRANSITION_DEACTIVATE) and transition(Transition.TRANSITION_CLEANUP)
+    assert node.set_parameters([Parameter("auto_caption_model", value=str(missing))])[0].successful
+    assert not transition(Transition.TRANSITION_CONFIGURE)
+    assert "caption model directory not found" in node.health.fatal and str(missing) in node.health.fatal
+    fixed = dict(auto_caption_model="", auto_prompt_on_start=False, auto_min_objectness=0.0)
+    assert all(r.successful for r in node.set_parameters(
+        [Parameter(k, value=v) for k, v in fixed.items()]))
+    assert transition(Transition.TRANSITION_CONFIGURE) and transition(Transition.TRANSITION_ACTIVATE)
+    assert wait_for(lambda: image_reader_matched(node, NS) and all(
+        node._outputs._pubs[n].get_subscription_count() > 0 for n in OUTPUTS + ("description",)), 20.0)
     st = p.wait_outputs(p.publish_frame(), OUTPUTS)["stats"]
-    assert list(st.object_ids) == []  # auto_prompt_on_start is off: the frame is only tracked
-    r = auto_prompt(p)
-    assert not r.success and "caption model directory not found" in r.message
-    assert str(missing) in r.message
-    assert node._tracked_ids() == []
-    st = p.wait_outputs(p.publish_frame(), OUTPUTS)["stats"]
-    assert list(st.object_ids) == [] and st.frame_index == 1
+    assert list(st.object_ids) == [] and st.frame_index == 0
 
 
 # ------------------------------------------------------------- caption model + real MiniLM

@@ -355,7 +355,7 @@ def test_set_parameters_answers_every_value(ctx, monkeypatch):
     node = make_node(ctx)
     try:
         if importlib.util.find_spec("sam2") is not None:  # the name is checked against sam2's
-            long_name = "configs/" + "a" * 300 + ".yaml"  # over NAME_MAX: OSError from the OS
+            long_name = "configs/sam2.1/" + "a" * 300 + ".yaml"  # over NAME_MAX: OSError from the OS
             r = node.set_parameters([Parameter("model_cfg", value=long_name)])[0]
             assert not r.successful and "not a config of the installed sam2" in r.reason, r.reason
         r = node.set_parameters([Parameter("model_cfg", value="x" * 100000)])[0]

@@ -47,7 +47,7 @@ from .errors import AutoPromptFailed, CheckpointError, FastSam2Error, InputError
 from .prompts import (MIN_IMAGE_SIDE, leading_words_within, representative_click, shorten_text,
                       validate_image, validate_text)
 from .stats import StageTimer
-from .weight_files import check_torch_file, require_finite
+from .weight_files import check_torch_file, load_torch_file, require_finite
 
 LOG = logging.getLogger(__name__)
 
@@ -216,6 +216,52 @@ RPN_ARCHITECTURES = ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2",
                      "fasterrcnn_mobilenet_v3_large_fpn")
 
 
+RPN_WEIGHTS = "a Faster R-CNN state dict"
+
+
+def rpn_weights_file(weights_path: str) -> Path:
+    """The path of ``auto_rpn_weights``, checked cheaply (given, there, starts like a torch.save
+    file): by the proposer, and by ``check_auto_prompt_files`` when the tracker is built."""
+    if not weights_path:
+        raise CheckpointError("auto_proposal_source 'rpn' needs auto_rpn_weights: a torchvision "
+                              "Faster R-CNN state dict (e.g. fasterrcnn_resnet50_fpn COCO weights)")
+    path = Path(os.path.expanduser(weights_path))
+    if not path.exists():
+        raise CheckpointError(f"RPN weights not found: {path} (auto_rpn_weights)")
+    check_torch_file(path, RPN_WEIGHTS, verify=False)
+    return path
+
+
+def caption_model_dir(model_dir: str) -> Path:
+    """The folder of ``auto_caption_model``; CheckpointError when it is none."""
+    path = Path(os.path.expanduser(model_dir or ""))
+    if not model_dir or not path.is_dir():
+        raise CheckpointError(f"caption model directory not found: {path} (auto_caption_model); "
+                              "give a local directory with a transformers captioning model")
+    return path
+
+
+def refiner_model_dir(model_path: str) -> Path:
+    """The folder of a given ``auto_refiner_model``; CheckpointError when it is none."""
+    path = Path(os.path.expanduser(model_path))
+    if not path.is_dir():
+        raise CheckpointError(f"refinement model directory not found: {path} (auto_refiner_model)")
+    return path
+
+
+def check_auto_prompt_files(cfg) -> None:
+    """The automatic prompt's weights that ``cfg`` uses, checked cheaply when the tracker is built
+    (``tracker.check_tracker_files``), so a typo is not found at the first automatic prompt: the
+    RPN file with ``auto_proposal_source: rpn``; the caption folder when one is given, and then
+    (the refiner runs only on a caption) a given refiner folder."""
+    if cfg.auto_proposal_source == "rpn":
+        rpn_weights_file(cfg.auto_rpn_weights)
+    if cfg.auto_caption_model:
+        caption_model_dir(cfg.auto_caption_model)
+        if cfg.auto_refiner_model:
+            refiner_model_dir(cfg.auto_refiner_model)
+
+
 class RpnProposer:
     """Class-agnostic region proposals: the RPN of a torchvision Faster R-CNN (paper §3.3).
 
@@ -228,17 +274,9 @@ class RpnProposer:
                  min_objectness: float = 0.5) -> None:
         import torch
 
-        path = Path(os.path.expanduser(weights_path or ""))
-        if not weights_path:
-            raise CheckpointError("auto_proposal_source 'rpn' needs auto_rpn_weights: a torchvision "
-                                  "Faster R-CNN state dict (e.g. fasterrcnn_resnet50_fpn COCO weights)")
-        if not path.exists():
-            raise CheckpointError(f"RPN weights not found: {path} (auto_rpn_weights)")
-        check_torch_file(path, "a Faster R-CNN state dict")
-        try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(f"cannot read RPN weights {path}: {exc}") from exc
+        path = rpn_weights_file(weights_path)
+        check_torch_file(path, RPN_WEIGHTS)  # (the zip CRCs: read the whole file now)
+        state = load_torch_file(path, "RPN weights")
         if isinstance(state, dict) and isinstance(state.get("model"), dict):
             state = state["model"]
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -373,10 +411,7 @@ class RegionCaptioner:
         import torch
         import transformers
 
-        path = Path(os.path.expanduser(model_dir or ""))
-        if not model_dir or not path.is_dir():
-            raise CheckpointError(f"caption model directory not found: {path} (auto_caption_model); "
-                                  "give a local directory with a transformers captioning model")
+        path = caption_model_dir(model_dir)
         self.device = torch.device(device)
         self.dtype = torch.bfloat16 if (self.device.type == "cuda" and bf16) else torch.float32
         auto_classes = [getattr(transformers, n) for n in
@@ -703,12 +738,7 @@ class PhraseRefiner:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        if model_path:
-            path = Path(os.path.expanduser(model_path))
-            if not path.is_dir():
-                raise CheckpointError(f"refinement model directory not found: {path} (auto_refiner_model)")
-        else:
-            path = minilm_model_dir()
+        path = refiner_model_dir(model_path) if model_path else minilm_model_dir()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
             # (mean pooling never runs BERT's pooler: encoders saved without it are fine)
@@ -1040,4 +1070,5 @@ __all__ = [
     "region_crop", "RegionCaptioner", "Candidate", "noun_chunks", "candidate_phrases", "head_noun",
     "rank_candidates", "archive_sha256", "minilm_model_dir", "cache_dir", "PhraseRefiner", "get_refiner",
     "refine_caption", "AutoPromptResult", "AutoPrompter", "text_relevance_available",
+    "rpn_weights_file", "caption_model_dir", "refiner_model_dir", "check_auto_prompt_files",
 ]

@@ -57,7 +57,8 @@ CHECKPOINT_NAMES: Dict[str, str] = {
 TEXT_MODES = ("clip_ridge", "paper_lsq", "none")
 PREPROCESS_MODES = ("auto", "pil", "device")
 #: Devices the tracker runs on (auto: cuda when available, else cpu; empty means auto).
-DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
+#: (torch.device refuses an index with a leading zero, "cuda:01")
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:(0|[1-9]\d*))?")
 COMPILE_MODES = ("none", "encoder", "all")
 FILLERS = ("no_mem_embed", "raw")
 PROPOSAL_SOURCES = ("sam2", "rpn")  # where the automatic prompt's region comes from
@@ -471,44 +472,67 @@ def check_device_name(device: str) -> None:
         raise InputError(f"device {device!r}: the tracker runs on auto | cpu | cuda | cuda:N")
 
 
+#: The sam2 package's folders of model configs: its other configs (configs/sam2.1_training/...)
+#: are training setups that hydra cannot build a predictor from.
+MODEL_CONFIG_DIRS = ("configs/sam2", "configs/sam2.1")
+
+
 def resolve_model_cfg(name: str) -> str:
-    """Map a short name/alias to the official sam2 config name (or pass a config path through)."""
+    """Map a short name/alias to the official sam2 config name (or pass a config path through,
+    spelt as sam2 spells it: see ``model_config_name``)."""
     if not isinstance(name, str):
         raise InputError(f"model_cfg must be a string such as 'tiny', got {name!r}")
     name = MODEL_ALIASES.get(name, name)
     if name in MODEL_CONFIGS:
         return MODEL_CONFIGS[name]
     if name.startswith("configs/") and name.endswith(".yaml"):
-        _check_sam2_config(name)
-        return name
-    raise InputError(
-        f"unknown model_cfg {name!r}; use one of {sorted(MODEL_CONFIGS) + sorted(MODEL_ALIASES)}"
-        " or an official sam2 config name such as configs/sam2.1/sam2.1_hiera_t.yaml")
+        return _check_sam2_config(name)
+    raise InputError(f"unknown model_cfg {name!r}; use {_accepted_model_cfgs()}")
 
 
-def _check_sam2_config(name: str) -> None:
-    """A config name must be one of the installed sam2 package's own: hydra instantiates the
-    ``_target_`` of whatever file it loads, and model_cfg can be set over DDS."""
+def _accepted_model_cfgs() -> str:
+    return (f"one of {sorted(MODEL_CONFIGS) + sorted(MODEL_ALIASES)} or a model config of the "
+            f"installed sam2 package: {' | '.join(d + '/<name>.yaml' for d in MODEL_CONFIG_DIRS)}, "
+            "e.g. configs/sam2.1/sam2.1_hiera_t.yaml")
+
+
+def model_config_name(name: str) -> str:
+    """A config path without "." parts or doubled slashes (configs/sam2.1/./x.yaml is
+    configs/sam2.1/x.yaml): one config has one name, so the checkpoint hint and the router's
+    model_cfg comparison know it."""
+    return PurePosixPath(name).as_posix() if name.startswith("configs/") else name
+
+
+def _check_sam2_config(name: str) -> str:
+    """The config name, normalised, if it is a model config of the installed sam2 package:
+    hydra instantiates the ``_target_`` of whatever file it loads, and model_cfg can be set
+    over DDS; a training config fails deep in omegaconf ("Unsupported interpolation type")."""
     import importlib.util
 
     if ".." in PurePosixPath(name).parts or "\\" in name:
         raise InputError(f"model_cfg {name!r}: a sam2 config name may not leave sam2's configs folder")
+    normal = model_config_name(name)
+    if str(PurePosixPath(normal).parent) not in MODEL_CONFIG_DIRS:
+        raise InputError(f"model_cfg {name!r} is not a model config; use {_accepted_model_cfgs()}")
+    if normal in MODEL_CONFIGS.values():
+        return normal
     spec = importlib.util.find_spec("sam2")
     if spec is None or not spec.submodule_search_locations:
-        return  # no sam2 installed: building fails with its own clear error
+        return normal  # no sam2 installed: building fails with its own clear error
     root = Path(next(iter(spec.submodule_search_locations))).resolve()
     try:  # a name the file system cannot hold (ENAMETOOLONG ...) names no config either
-        path = (root / name).resolve()
+        path = (root / normal).resolve()
         found = root in path.parents and path.is_file()
     except OSError:
         found = False
     if not found:
-        raise InputError(f"model_cfg {name!r} is not a config of the installed sam2 package "
-                         f"({root / 'configs'})")
+        raise InputError(f"model_cfg {name!r}: use {_accepted_model_cfgs()}; it is not a config "
+                         f"of the installed sam2 package ({root / 'configs'})")
+    return normal
 
 
 def short_model_name(name: str) -> str:
-    name = MODEL_ALIASES.get(name, name)
+    name = model_config_name(MODEL_ALIASES.get(name, name))
     for short, cfg in MODEL_CONFIGS.items():
         if name in (short, cfg):
             return short
@@ -539,7 +563,7 @@ def _coerce(name: str, value: Any, kind: type) -> Any:
 __all__ = [
     "Range", "PARAMETER_RANGES", "PARAMETER_CHOICES", "IMAGE_SIZE_MULTIPLE",
     "TrackerConfig", "TYPE_NEEDED", "load_ros_params", "params_file_key", "rcl_scalar", "resolve_model_cfg",
-    "short_model_name",
+    "short_model_name", "model_config_name", "MODEL_CONFIG_DIRS",
     "MODEL_CONFIGS", "CHECKPOINT_NAMES", "TEXT_MODES", "FILLERS", "PREPROCESS_MODES", "COMPILE_MODES", "DEFAULT_NODE_NAME",
     "PROPOSAL_SOURCES",
 ]

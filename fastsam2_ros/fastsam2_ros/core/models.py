@@ -19,7 +19,7 @@ import torch
 from .config import (CHECKPOINT_NAMES, TrackerConfig, check_device_name, resolve_model_cfg,
                      short_model_name)
 from .errors import CheckpointError, InputError
-from .weight_files import check_torch_file, require_finite, require_readable_file
+from .weight_files import check_torch_file, load_torch_file, require_finite, require_readable_file
 
 LOG = logging.getLogger(__name__)
 
@@ -81,11 +81,7 @@ def check_checkpoint(path: str, model_cfg: str) -> Path:
 
 def load_sam2_state_dict(path: Path) -> dict:
     check_torch_file(path, "a SAM 2 checkpoint", CHECKPOINT_HELP)
-    try:
-        blob = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read SAM 2 checkpoint {path} "
-                              f"({type(exc).__name__}: {exc}); is the file complete?") from exc
+    blob = load_torch_file(path, "SAM 2 checkpoint")
     if isinstance(blob, dict) and "model" in blob and isinstance(blob["model"], dict):
         state = blob["model"]
     elif isinstance(blob, dict) and all(isinstance(v, torch.Tensor) for v in blob.values()):

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from .config import short_model_name
 from .errors import CheckpointError
 from .text_relevance import TextRows
-from .weight_files import check_torch_file, require_finite
+from .weight_files import check_torch_file, load_torch_file, require_finite
 
 ROUTER_FORMAT = "fastsam2_ros.router.v1"
 #: Where router files come from, said when one is missing.
@@ -87,10 +87,7 @@ def read_router_file(path: str | Path) -> Tuple[Path, dict]:
     if not p.exists():
         raise CheckpointError(f"router weights not found: {p} ({ROUTER_HELP})")
     check_torch_file(p, "a router file", "Give a file written by `fastsam2-train-router`.")
-    try:
-        blob = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read router weights {p}: {exc}") from exc
+    blob = load_torch_file(p, "router weights")
     if not isinstance(blob, dict) or blob.get("format") != ROUTER_FORMAT:
         raise CheckpointError(f"{p} is not a fastsam2_ros router file ({ROUTER_FORMAT})")
     return p, blob

@@ -123,9 +123,11 @@ class PendingFrame:
 def check_tracker_files(cfg: TrackerConfig, with_texts: bool = False) -> None:
     """What a tracker built from ``cfg`` refuses, checked without building a model: the CLIP
     settings (given CLIP weights must be of ``clip_model``, and are required when ``with_texts``
-    reach the router) and the router file (see ``check_router_origin``). The tracker runs it
+    reach the router), the router file (see ``check_router_origin``) and the automatic prompt's
+    weights (see ``check_auto_prompt_files``). The tracker runs it
     when built; tools run it before their long work (fastsam2-eval's official mode, router
     training's data), so a typo is not found hours in."""
+    from .auto_prompt import check_auto_prompt_files
     from .clip_text import check_clip_settings, check_clip_weights, require_clip_weights
 
     if cfg.text_mode != "none" and (cfg.clip_weights or with_texts):
@@ -137,6 +139,7 @@ def check_tracker_files(cfg: TrackerConfig, with_texts: bool = False) -> None:
     if cfg.router_weights:
         _, blob = read_router_file(cfg.router_weights)
         check_router_origin(cfg, blob.get("meta"))
+    check_auto_prompt_files(cfg)
 
 
 def check_router_origin(cfg: TrackerConfig, meta) -> None:

@@ -7,6 +7,8 @@ error)."""
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import List, Mapping
@@ -84,6 +86,35 @@ def check_torch_file(path: Path, what: str, help_text: str = "", verify: bool = 
         check_zip_crc(path, what)
 
 
+def load_failure(path: Path, exc: BaseException) -> str:
+    """Why ``torch.load(path, weights_only=True)`` raised ``exc``, in the user's terms: torch
+    calls every failure a possibly corrupt file, and advises weights_only=False (running the
+    file's code, which a file set over DDS must never get) for one holding Python objects."""
+    if isinstance(exc, pickle.UnpicklingError):
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
+        what = f" (e.g. {found.group(1)})" if found else ""
+        return (f"it holds Python objects besides tensors{what}, which are not loaded: re-save it "
+                "as {'model': state_dict} (tensors only), or it is not complete")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, EOFError, OSError):
+        names = None
+    if names is not None and not any(n.endswith("/data.pkl") for n in names):
+        return (f"it is a zip archive (of {', '.join(names[:3]) or 'nothing'}), not a torch.save "
+                "file: unpack it and give the file inside")
+    return f"{type(exc).__name__}: {str(exc)[:300]}; is the file complete?"
+
+
+def load_torch_file(path: Path, what: str, map_location="cpu"):
+    """``torch.load`` with ``weights_only`` (a weight file set by path may come from anywhere);
+    a failure is a CheckpointError saying why (see ``load_failure``)."""
+    try:
+        return torch.load(str(path), map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read {what} {path}: {load_failure(path, exc)}") from exc
+
+
 def nonfinite_tensors(state: Mapping[str, torch.Tensor]) -> List[str]:
     """Names of the floating-point tensors of ``state`` holding NaN or infinity."""
     return [name for name, t in state.items()
@@ -99,4 +130,4 @@ def require_finite(state: Mapping[str, torch.Tensor], path, what: str) -> None:
 
 
 __all__ = ["TORCH_FILE_MAGIC", "require_readable_file", "looks_like_text", "check_zip_crc",
-           "check_torch_file", "nonfinite_tensors", "require_finite"]
+           "check_torch_file", "load_failure", "load_torch_file", "nonfinite_tensors", "require_finite"]
