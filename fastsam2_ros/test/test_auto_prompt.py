@@ -899,7 +899,7 @@ def test_auto_prompt_starts_with_a_phrase_cut_to_the_clip_context(rpn_weights, s
 
     frames, _, _ = video
     tracker = make_tracker(auto_cfg(rpn_weights, text_mode="clip_ridge",
-                                    auto_caption_model="/some/blip"), small_model)
+                                    auto_caption_model="/"), small_model)  # any folder
     tracker._auto_prompter = AutoPrompter(tracker.cfg, tracker.model)
     tracker._auto_prompter._captioner = _FixedCaptioner(CJK_CAPTION)
     tracker._auto_prompter._refiner = _OneWordRefiner()
@@ -973,7 +973,13 @@ def test_missing_caption_model_is_a_clear_error_and_nothing_starts(rpn_weights, 
     if not HAS_TRANSFORMERS:
         pytest.skip("transformers is not installed")
     frames, _, _ = video
-    tracker = make_tracker(auto_cfg(rpn_weights, auto_caption_model=str(tmp_path / "none")), small_model)
+    with pytest.raises(CheckpointError, match="caption model directory not found"):
+        make_tracker(auto_cfg(rpn_weights, auto_caption_model=str(tmp_path / "none")), small_model)
+    # a folder that goes after the tracker is built (a model store unmounted) fails at the prompt
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    tracker = make_tracker(auto_cfg(rpn_weights, auto_caption_model=str(folder)), small_model)
+    folder.rmdir()
     with pytest.raises(CheckpointError, match="caption model directory not found"):
         tracker.auto_prompt(1, image=frames[0])
     assert tracker.object_ids == []
