@@ -625,6 +625,17 @@ def compare_masks(ours: List[Dict[int, np.ndarray]], official: List[Dict[int, np
             "frames_compared": len(official)}
 
 
+def _attention_vs_dense(stages: Optional[dict], dense_stages: Optional[dict], kind: str) -> dict:
+    """Dense's memory attention over a mode's, alone and with the mode's router, from one kind of
+    stage times (``kind`` "": the synchronised ``stage_ms``; "_kernels": ``stage_kernel_ms``)."""
+    if not stages or not dense_stages or stages["memory_attention"] <= 0:
+        return {}
+    mem = stages["memory_attention"]
+    return {f"memory_attention{kind}_vs_dense": dense_stages["memory_attention"] / mem,
+            f"memory_attention_plus_router{kind}_vs_dense":
+                dense_stages["memory_attention"] / (mem + stages["router"])}
+
+
 def ratios_of(results: Dict[str, dict]) -> Dict[str, dict]:
     """Speed-ups of every mode against dense and official (>1 = faster)."""
     out = {}
@@ -634,17 +645,9 @@ def ratios_of(results: Dict[str, dict]) -> Dict[str, dict]:
             continue
         row = {}
         if dense is not None and name != "dense":
-            mem = r["stage_ms"]["memory_attention"]
-            if mem > 0:
-                row["memory_attention_vs_dense"] = dense["stage_ms"]["memory_attention"] / mem
-                row["memory_attention_plus_router_vs_dense"] = (
-                    dense["stage_ms"]["memory_attention"] / (mem + r["stage_ms"]["router"]))
-            kernels, dense_kernels = r.get("stage_kernel_ms"), dense.get("stage_kernel_ms")
-            if kernels and dense_kernels and kernels["memory_attention"] > 0:
-                row["memory_attention_kernels_vs_dense"] = (
-                    dense_kernels["memory_attention"] / kernels["memory_attention"])
-                row["memory_attention_plus_router_kernels_vs_dense"] = (
-                    dense_kernels["memory_attention"] / (kernels["memory_attention"] + kernels["router"]))
+            row.update(_attention_vs_dense(r["stage_ms"], dense["stage_ms"], ""))
+            row.update(_attention_vs_dense(r.get("stage_kernel_ms"), dense.get("stage_kernel_ms"),
+                                           "_kernels"))
             row["fps_vs_dense"] = r["fps"] / dense["fps"]
             by_round = _per_round_speedup(r, dense)
             if by_round:
