@@ -7,9 +7,11 @@ import collections
 import contextlib
 import dataclasses
 import functools
+import os
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -392,6 +394,32 @@ def test_modules_that_torch_compile_compiles_trace_as_whole_graphs(video, monkey
         tracker.add_prompt(2, box=[100, 20, 140, 50])
         tracker.track(frames[1])
     assert models.compile_errors(model) == {}
+
+
+@pytest.mark.parametrize("blocker", ["file", "read_only"])
+def test_an_unusable_compile_cache_dir_is_a_clear_error(tmp_path, blocker, monkeypatch):
+    """compile_cache_dir is made before anything compiles: a path through a file, or a folder
+    that cannot be written, is an InputError naming it (a bare OSError from mkdir before)."""
+    from types import SimpleNamespace
+
+    from fastsam2_ros.core import models
+    from fastsam2_ros.core.models import compile_modules
+
+    if blocker == "file":
+        (tmp_path / "f").write_text("x")
+        folder = tmp_path / "f" / "cache"
+    else:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o500)
+        real_access = models.os.access  # root may write anywhere: the folder reads as read-only
+        monkeypatch.setattr(models.os, "access", lambda path, mode: False if Path(path) == folder
+                            else real_access(path, mode))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    stand_in = SimpleNamespace(device=torch.device("cuda"))  # compile_modules does nothing off CUDA
+    with pytest.raises(InputError, match="compile_cache_dir .*writable folder"):
+        compile_modules(stand_in, "encoder", str(folder))
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
 
 
 def test_a_failing_compile_falls_back_to_eager(caplog):

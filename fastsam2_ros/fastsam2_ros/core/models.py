@@ -262,7 +262,13 @@ def compile_modules(model, which: str, cache_dir: str = "") -> None:
         LOG.warning("torch_compile is for CUDA; SAM 2 runs eagerly on %s", model.device)
         return
     cache = Path(os.path.expanduser(cache_dir or "~/.cache/fastsam2_ros/inductor"))
-    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"compile_cache_dir {str(cache)!r} cannot be made: "
+                         f"{exc.strerror or exc}; give a writable folder") from exc
+    if not os.access(cache, os.W_OK | os.X_OK):  # Inductor would fail at the first compile
+        raise InputError(f"compile_cache_dir {str(cache)!r} is not writable; give a writable folder")
     if cache_dir:  # given: it wins over the environment (and over an earlier tracker's folder)
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
     else:  # not given: a TORCHINDUCTOR_CACHE_DIR the user set wins
