@@ -376,6 +376,17 @@ def test_health_error_names_the_worker_error_after_a_later_bad_input():
     assert "click rejected" in snap.values["last_error"]  # the key still has the latest one
 
 
+def test_health_words_an_incompatible_qos_event_as_such_not_as_a_bad_input():
+    h = diagnostics.NodeHealth()
+    h.state = "active"
+    h.on_incompatible_qos("a publisher on /cam/image offers incompatible QoS (policy DURABILITY)")
+    snap = h.snapshot(warn_hold=5.0, period=1.0)
+    assert snap.level == diagnostics.WARN and snap.values["bad_inputs"] == "0"
+    assert snap.message.startswith("QoS mismatch: a publisher"), snap.message
+    h.on_bad_input("image rejected: bad step")
+    assert h.snapshot(warn_hold=5.0, period=1.0).message == "bad input: image rejected: bad step"
+
+
 def test_the_qos_module_imports_with_humbles_rclpy_layout():
     """Humble's rclpy has rclpy.qos_event, not rclpy.event_handler (Iron+): the node died at
     import there. Simulated here by hiding the Iron+ module in a fresh interpreter."""

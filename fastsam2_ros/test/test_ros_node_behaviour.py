@@ -477,8 +477,10 @@ def test_deactivate_that_releases_the_model_clears_its_objects_from_diagnostics(
                 assert "1" in values["objects"].split(",") and values["bank_frames"] != ""
             else:
                 assert node._tracker is None
+                # the released model's device too: a configure on another device that fails
+                # must not be reported under it (hardware_id falls back to the parameter)
                 assert (values["objects"], values["bank_frames"], values["bank_bytes"],
-                        values["auto_prompted_objects"]) == ("", "", "", ""), values
+                        values["auto_prompted_objects"], values["device"]) == ("", "", "", "", ""), values
                 assert wait_for(lambda: (_diagnostics(p).get("state"), _diagnostics(p).get("objects"))
                                 == ("inactive", ""), 10.0), _diagnostics(p)
         finally:

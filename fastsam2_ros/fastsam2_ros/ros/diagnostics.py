@@ -86,6 +86,7 @@ class NodeHealth:
             self.worker_errors = 0
             self.last_error: str = ""
             self.last_error_time: float = float("-inf")
+            self.last_error_kind: str = "bad input"  # what last_error was (the WARN's words)
             self.last_worker_error: str = ""  # apart: a bad input after it must not hide it
             self.last_worker_error_time: float = float("-inf")
             self.last_received_time: float = float("-inf")
@@ -144,6 +145,7 @@ class NodeHealth:
         with self._lock:
             self.incompatible_qos += 1
             self.last_error = message
+            self.last_error_kind = "QoS mismatch"  # not a bad input: no message was refused
             self.last_error_time = time.monotonic()
 
     def on_bad_input(self, message: str, prompt: bool = False) -> None:
@@ -153,12 +155,14 @@ class NodeHealth:
             else:
                 self.bad_inputs += 1
             self.last_error = message
+            self.last_error_kind = "bad input"
             self.last_error_time = time.monotonic()
 
     def on_worker_error(self, message: str) -> None:
         with self._lock:
             self.worker_errors += 1
             self.last_error = self.last_worker_error = message
+            self.last_error_kind = "inference failed"
             self.last_error_time = time.monotonic()
             self.last_worker_error_time = self.last_error_time
 
@@ -240,7 +244,7 @@ class NodeHealth:
                                     f"{self.input_topic} cannot reach the reliable image subscription "
                                     f"({set_image_reliability('best_effort')})")
             elif recent_error:
-                level, msg = WARN, f"bad input: {self.last_error}"
+                level, msg = WARN, f"{self.last_error_kind}: {self.last_error}"
             elif drops_recent:
                 level, msg = WARN, (f"dropped {drops_recent} frame(s) in the last {drop_window:g} s "
                                     "(inference slower than the camera; only the newest frame is kept)")

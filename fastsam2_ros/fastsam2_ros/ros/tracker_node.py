@@ -303,6 +303,7 @@ class TrackerNode(LifecycleNode):
         the next activate loads a new one."""
         tracker, self._tracker = self._tracker, None
         self.health.forget_objects()
+        self.health.device = ""  # no model: /diagnostics names the device parameter
         if tracker is not None:
             self.get_logger().error(
                 f"the frame worker did not finish its tracker call within {waited_s:.0f} s; that "
@@ -321,6 +322,7 @@ class TrackerNode(LifecycleNode):
         notes, self._object_notes = self._object_notes, None
         self._drop_waiting_prompts(notes, "the model was released")
         self.health.forget_objects()  # (kept by keep_model_when_inactive, with the objects)
+        self.health.device = ""  # no model: /diagnostics names the device parameter
         if tracker is not None:
             tracker.release()  # frees the model and empties the CUDA cache
             del tracker
