@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import array
 import io
+import reprlib
 import sys
 from typing import Any, Dict, Optional, Tuple
 
@@ -85,7 +86,7 @@ def encoding_info(encoding: str) -> Tuple[np.dtype, int]:
     try:
         dtype, channels = ENCODINGS[encoding]
     except KeyError:
-        raise InputError(f"unsupported image encoding {encoding!r}; "
+        raise InputError(f"unsupported image encoding {reprlib.repr(encoding)}; "
                          f"colour encodings: {', '.join(RGB_CONVERSIONS)}") from None
     return np.dtype(dtype), channels
 
@@ -134,8 +135,8 @@ def image_to_rgb(msg: Any, copy: bool = True) -> np.ndarray:
     if msg.encoding not in RGB_CONVERSIONS:
         known = msg.encoding in ENCODINGS
         raise InputError(
-            f"image encoding {msg.encoding!r} " + ("has no colour meaning (cv_bridge cannot convert "
-                                                   "it to rgb8)" if known else "is unknown")
+            f"image encoding {reprlib.repr(msg.encoding)} "
+            + ("has no colour meaning (cv_bridge cannot convert it to rgb8)" if known else "is unknown")
             + f"; use one of {', '.join(RGB_CONVERSIONS)}")
     return to_rgb8(image_to_numpy(msg, copy=copy), msg.encoding)
 
@@ -220,7 +221,7 @@ def empty_image(height: int, width: int, encoding: str, header: Any = None,
 def mask_from_image(msg: Any, shape: Optional[Tuple[int, int]] = None) -> np.ndarray:
     """A prompt mask (mono8/8UC1 or mono16/16UC1, non-zero = object) -> bool [H, W]."""
     if msg.encoding not in ("mono8", "8UC1", "mono16", "16UC1"):
-        raise InputError(f"prompt mask must be mono8 (non-zero = object), got {msg.encoding!r}")
+        raise InputError(f"prompt mask must be mono8 (non-zero = object), got {reprlib.repr(msg.encoding)}")
     arr = image_to_numpy(msg) != 0
     if shape is not None and arr.shape != tuple(shape):
         raise InputError(f"prompt mask is {arr.shape[1]}x{arr.shape[0]}, image is {shape[1]}x{shape[0]}")
@@ -275,11 +276,12 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     import cv2
 
     fmt = str(getattr(msg, "format", ""))
+    quoted = reprlib.repr(fmt)  # (errors quote it cut short: a client may send megabytes)
     if "compresseddepth" in fmt.lower():
-        raise InputError(f"compressedDepth images ({fmt!r}) are depth, not colour")
+        raise InputError(f"compressedDepth images ({quoted}) are depth, not colour")
     original = compressed_original_encoding(fmt)
     if original in ENCODINGS and original not in RGB_CONVERSIONS:  # refused as the raw image is
-        raise InputError(f"compressed image of a {original} original ({fmt!r}) has no colour "
+        raise InputError(f"compressed image of a {original} original ({quoted}) has no colour "
                          f"meaning; use one of {', '.join(RGB_CONVERSIONS)}")
     data = _byte_view(msg.data)  # no copy of the payload
     if not data.size:
@@ -288,7 +290,7 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
         raise InputError(f"compressed image larger than {MAX_COMPRESSED_BYTES // 2 ** 20} MiB")
     size = compressed_size(data)
     if size is None:  # cv2 would decode it whatever it claims (HDR, PAM ...): no size, no decoding
-        raise InputError(f"cannot decode compressed image (format {fmt!r}): no image size in its "
+        raise InputError(f"cannot decode compressed image (format {quoted}): no image size in its "
                          "header (only formats whose size is checked before decoding, such as JPEG "
                          "and PNG, are read)")
     if size[0] * size[1] > MAX_PIXELS:
@@ -296,12 +298,12 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     try:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:  # a header cv2 itself refuses: bad input, not a tracker failure
-        raise InputError(f"cannot decode compressed image (format {fmt!r}): "
+        raise InputError(f"cannot decode compressed image (format {quoted}): "
                          f"{str(exc).strip().splitlines()[-1]}") from exc
     if img is None or img.size == 0:
-        raise InputError(f"cannot decode compressed image (format {fmt!r})")
+        raise InputError(f"cannot decode compressed image (format {quoted})")
     if img.dtype not in (np.uint8, np.uint16):
-        raise InputError(f"unsupported decoded pixel type {img.dtype} (format {fmt!r})")
+        raise InputError(f"unsupported decoded pixel type {img.dtype} (format {quoted})")
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     bits = "16" if img.dtype == np.uint16 else "8"

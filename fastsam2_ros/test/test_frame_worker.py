@@ -723,3 +723,26 @@ def test_no_republish_of_a_frame_whose_step_failed_under_the_nodes_header():
         worker.stop()
     assert [p.result.image_shape for p in published] == [(16, 16)] * 3
     assert published[-1].result.object_ids == [] and published[-1].header.frame_id == "f"
+
+
+def test_an_image_refused_with_a_huge_frame_id_is_reported_in_a_short_line():
+    """The refused image's frame_id went whole into the bad-input line (logged, on /diagnostics):
+    a client's megabyte frame_id was a megabyte of log once a second."""
+    from fastsam2_ros.core.errors import InputError
+
+    def refuse(kind, msg):
+        raise InputError("unsupported image encoding 'x'")
+
+    tracker, rec, reported = TimedTracker(0.0), Recorder(0.0, ()), []
+    log = SimpleNamespace(info=lambda *a, **k: None)
+    worker = FrameWorker(tracker, decode=refuse, publish=rec.publish, health=rec, logger=log,
+                         bad_input=lambda message, **k: reported.append(message),
+                         worker_error=rec.errors.append, max_rate_hz=lambda: 0.0,
+                         keep_ratio=lambda: tracker.keep_ratio, publish_on_prompt=lambda: True)
+    worker.start()
+    try:
+        worker.offer_frame("raw", SimpleNamespace(header=SimpleNamespace(frame_id="f" * 10 ** 6)))
+        assert wait_for(lambda: reported, 10.0)
+    finally:
+        worker.stop()
+    assert len(reported[0]) < 300 and "unsupported image encoding" in reported[0], len(reported[0])

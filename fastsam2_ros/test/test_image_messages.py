@@ -452,3 +452,24 @@ def test_a_cv2_error_while_decoding_is_an_input_error(monkeypatch):
     msg.data = array.array("B", png.tobytes())
     with pytest.raises(InputError, match="cannot decode compressed image"):
         cv.compressed_to_rgb(msg)
+
+
+HUGE = "x" * 1_000_000
+
+
+@pytest.mark.parametrize("decode", [
+    lambda: cv.image_to_rgb(SimpleNamespace(encoding=HUGE, width=8, height=8, step=24,
+                                            is_bigendian=0, data=bytes(192))),
+    lambda: cv.image_to_numpy(SimpleNamespace(encoding="mono8" + HUGE, width=8, height=8, step=8,
+                                              is_bigendian=0, data=bytes(64))),
+    lambda: cv.mask_from_image(SimpleNamespace(encoding=HUGE, width=2, height=2, step=2,
+                                               is_bigendian=0, data=bytes(4))),
+    lambda: cv.compressed_to_rgb(SimpleNamespace(format=HUGE, data=b"not an image")),
+    lambda: cv.compressed_to_rgb(SimpleNamespace(format="compressedDepth" + HUGE, data=b"x")),
+], ids=["image", "known_prefix", "mask", "compressed", "compressed_depth"])
+def test_a_huge_encoding_or_format_gets_a_short_error(decode):
+    """A message's encoding or format went whole into the InputError, and from there into the
+    node's log line, the AddObject reply and /diagnostics: a megabyte each, once a second."""
+    with pytest.raises(InputError) as exc:
+        decode()
+    assert len(str(exc.value)) < 300, len(str(exc.value))

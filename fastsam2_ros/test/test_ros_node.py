@@ -248,10 +248,15 @@ def test_clicks_from_rqt_and_rviz(h):
     p.clicked.publish(pt)
     assert wait_for(lambda: node.health.counts()["prompt_errors"] == errors + 1, 20.0)
     assert "TF" in node.health.last_error and "map" in node.health.last_error
+    # a client's huge frame_id is quoted cut short, not echoed whole into the log and replies
+    pt.header.frame_id = "m" * 100_000
+    p.clicked.publish(pt)
+    assert wait_for(lambda: node.health.counts()["prompt_errors"] == errors + 2, 20.0)
+    assert "TF" in node.health.last_error and len(node.health.last_error) < 500
     # a point without a frame_id may be in any frame: not projected as if in the camera's
     pt.header.frame_id = ""
     p.clicked.publish(pt)
-    assert wait_for(lambda: node.health.counts()["prompt_errors"] == errors + 2, 20.0)
+    assert wait_for(lambda: node.health.counts()["prompt_errors"] == errors + 3, 20.0)
     assert "the point has no frame_id" in node.health.last_error
     # camera_info of other images (unbinned: twice the size): refused, naming both sizes
     info.binning_x = info.binning_y = 1
@@ -259,7 +264,7 @@ def test_clicks_from_rqt_and_rviz(h):
     assert wait_for(lambda: node._camera_info.binning_x == 1, 10.0)
     pt.header.frame_id = "cam_optical"
     p.clicked.publish(pt)
-    assert wait_for(lambda: node.health.counts()["prompt_errors"] == errors + 3, 20.0)
+    assert wait_for(lambda: node.health.counts()["prompt_errors"] == errors + 4, 20.0)
     assert f"projected for {2 * W}x{2 * H} images" in node.health.last_error, node.health.last_error
     assert len(node._tracked_ids()) == len(before) + 2
     node.set_parameters([Parameter("click_new_object", value=False)])

@@ -28,6 +28,7 @@ of every automatic start (the node publishes its phrase).
 from __future__ import annotations
 
 import contextlib
+import reprlib
 import threading
 import time
 from collections import deque
@@ -393,7 +394,8 @@ class FrameWorker:
         try:
             rgb = self._decode(kind, msg)
         except InputError as exc:
-            self._bad_input(f"image rejected ({kind}, frame_id {msg.header.frame_id!r}): {exc}")
+            self._bad_input(f"image rejected ({kind}, frame_id {reprlib.repr(msg.header.frame_id)}): "
+                            f"{exc}")
             if prompt is not None:
                 raise _FrameRefused(exc) from exc
             return None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import reprlib
 import signal
 import sys
 import threading
@@ -550,8 +551,9 @@ class TrackerNode(LifecycleNode):
             src = msg.header.frame_id.lstrip("/")
             if not src or not cam_frame:  # no frame to compare: it may be any frame (e.g. map)
                 which = "the point" if not src else "camera_info"
-                raise ClickNotUsable(f"/clicked_point: {which} has no frame_id (point {src!r}, camera "
-                                     f"{cam_frame!r}): cannot tell whether it is in the camera frame")
+                raise ClickNotUsable(f"/clicked_point: {which} has no frame_id (point "
+                                     f"{reprlib.repr(src)}, camera {reprlib.repr(cam_frame)}): cannot "
+                                     "tell whether it is in the camera frame")
             if src != cam_frame:
                 p = self._transform(p, src, cam_frame)
             binning = (info.binning_x, info.binning_y)
@@ -567,7 +569,8 @@ class TrackerNode(LifecycleNode):
     def _transform(self, p, src: str, dst: str):
         if self._tf_buffer is None:
             raise ClickNotUsable(
-                f"/clicked_point is in frame {src!r} but the camera frame is {dst!r}, and TF is not "
+                f"/clicked_point is in frame {reprlib.repr(src)} but the camera frame is "
+                f"{reprlib.repr(dst)}, and TF is not "
                 "available (tf2_ros not installed or use_tf false): click in the camera frame, or "
                 "install tf2_ros")
         try:
@@ -576,7 +579,8 @@ class TrackerNode(LifecycleNode):
 
             tf = self._tf_buffer.lookup_transform(dst, src, Time(), timeout=Duration(seconds=0.2))
         except Exception as exc:  # noqa: BLE001 - tf2 lookup/extrapolation errors
-            raise ClickNotUsable(f"no TF from {src!r} to camera frame {dst!r}: {exc}") from exc
+            raise ClickNotUsable(f"no TF from {reprlib.repr(src)} to camera frame "
+                                 f"{reprlib.repr(dst)}: {exc}") from exc
         t, r = tf.transform.translation, tf.transform.rotation
         return prompting.transform_point((t.x, t.y, t.z), (r.x, r.y, r.z, r.w), p)
 
