@@ -139,5 +139,19 @@ if [ "$VOS" != "0" ]; then  # the official run plus sam2's compile (up to VOS s)
   STEP_TIMEOUT=$((VOS + STEP_LIMIT)) optional tiny_official_vos --model tiny --click 210,350 \
       --modes official --official-vos --vos-time-limit "$VOS" --no-profile
 fi
+"$PY" - "$OUT"/"$TAG"_*.json <<'EOF' | tee "$OUT/${TAG}_summary.txt"
+# every step's modes in a few lines (a step cut by its limit: what it measured): the lease's
+# output keeps only its tail, where the steps' own tables are long gone
+import json, sys
+from fastsam2_ros.bench import summary_lines
+for path in sys.argv[1:]:
+    try:
+        report = json.load(open(path))
+    except (OSError, ValueError) as exc:
+        print(f"{path}: unreadable ({exc})")
+        continue
+    print("\n".join(summary_lines(report, path.rsplit("/", 1)[-1][:-len(".json")])))
+EOF
+pack
 printf '%s\n' "${status[@]}"
 exit "$failed"

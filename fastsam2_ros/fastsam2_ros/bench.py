@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -248,8 +249,9 @@ def _stream(tracker, frames, clicks, pipelined: bool = False,
 
 
 #: Tracked frames of a profiling pass traced for ``stage_kernel_ms``: the last ones, with the
-#: memory bank full (a trace of every frame took seconds per frame to read back).
-KERNEL_PROFILE_FRAMES = 8
+#: memory bank full (a trace of every frame took seconds per frame to read back; a captured
+#: step's kernels take the same time every frame, so a few frames give its per-frame mean).
+KERNEL_PROFILE_FRAMES = 4
 
 
 def _profiled_pass(tracker, frames, clicks):
@@ -261,7 +263,11 @@ def _profiled_pass(tracker, frames, clicks):
                       before_frame=lambda index: index == first and trace.start())[0]
     synchronize(tracker.device)
     trace.stop()
-    return results, stage_kernel_ms(trace.events(), len(frames) - first, tracker.device.type)
+    try:
+        kernels = stage_kernel_ms(trace.events(), len(frames) - first, tracker.device.type)
+    except Exception as exc:  # noqa: BLE001 - a trace we cannot read must not cost the run
+        kernels = {"error": f"{type(exc).__name__}: {exc}"}  # (its timings are measured already)
+    return results, kernels
 
 
 def stage_kernel_ms(events, frames: int, device_type: str) -> Dict[str, float]:
@@ -396,7 +402,7 @@ def run_round(cfg: TrackerConfig, model, frames, clicks, modes, ratios, warmup_f
         del official
         done(results, mask_sets)
     runs = ([("dense", 1.0)] if "dense" in modes else []) + \
-           ([(f"pruned@{r:g}", r) for r in ratios] if "pruned" in modes else [])
+           ([(pruned_mode_name(r), r) for r in ratios] if "pruned" in modes else [])
     for name, keep in runs:
         results[name], mask_sets[name] = run_ours(cfg, model, frames, clicks, keep, warmup_frames,
                                                   profile)
@@ -426,6 +432,26 @@ def merge_rounds(rounds: List[Dict[str, dict]]) -> Dict[str, dict]:
         r["frame_ms"] = [x for p in per for x in p["frame_ms"]]
         r["latency_ms"] = latency_summary(r["frame_ms"])
     return merged
+
+
+def pruned_mode_name(keep_ratio: float) -> str:
+    """``pruned@0.3``; every digit where the short form would name another ratio (0.3000001 is
+    not ``pruned@0.3``: its result would replace that one's)."""
+    short = f"{keep_ratio:g}"
+    return f"pruned@{short if float(short) == keep_ratio else repr(float(keep_ratio))}"
+
+
+def keep_ratios(spec: str) -> List[float]:
+    """--keep-ratios as floats; one that is not a number is an InputError naming the flag (their
+    range and repeats are checked where the modes are made, ``mode_specs``)."""
+    ratios = []
+    for text in (t.strip() for t in spec.split(",")):
+        if text:
+            try:
+                ratios.append(float(text))
+            except ValueError:
+                raise InputError(f"--keep-ratios: {text!r} is not a number") from None
+    return ratios
 
 
 def _per_round_speedup(mode: dict, base: dict) -> Optional[List[float]]:
@@ -628,7 +654,8 @@ def compare_masks(ours: List[Dict[int, np.ndarray]], official: List[Dict[int, np
 def _attention_vs_dense(stages: Optional[dict], dense_stages: Optional[dict], kind: str) -> dict:
     """Dense's memory attention over a mode's, alone and with the mode's router, from one kind of
     stage times (``kind`` "": the synchronised ``stage_ms``; "_kernels": ``stage_kernel_ms``)."""
-    if not stages or not dense_stages or stages["memory_attention"] <= 0:
+    if (not stages or not dense_stages or stages.get("memory_attention", 0.0) <= 0
+            or "memory_attention" not in dense_stages):  # (a kernel profile that failed: its error)
         return {}
     mem = stages["memory_attention"]
     return {f"memory_attention{kind}_vs_dense": dense_stages["memory_attention"] / mem,
@@ -739,7 +766,7 @@ def _run(args: argparse.Namespace) -> int:
     from .eval.cli import check_output_file
     from .eval.runner import mode_specs
 
-    ratios = [float(r) for r in args.keep_ratios.split(",") if r.strip()]
+    ratios = keep_ratios(args.keep_ratios)
     given_clicks = parse_clicks(args.click)
     objects = object_count(given_clicks, args.objects)
     if args.repeats < 1:
@@ -748,8 +775,8 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("--soak must be 0 (off) or at least 2 frames")
     if args.warmup_frames is not None and args.warmup_frames < 2:
         raise InputError("--warmup-frames must be >= 2 (frame 0 and one tracked frame)")
-    if args.vos_time_limit <= 0:
-        raise InputError("--vos-time-limit must be > 0 seconds")
+    if not (math.isfinite(args.vos_time_limit) and args.vos_time_limit > 0):
+        raise InputError("--vos-time-limit must be a finite number of seconds > 0")
     check_output_file(args.json, "--json")  # before all the work
     cfg = TrackerConfig(model_cfg=args.model, checkpoint=args.checkpoint or "",
                         allow_random_weights=args.random_weights, device=args.device,
@@ -818,8 +845,10 @@ def _run(args: argparse.Namespace) -> int:
     rounds, mask_sets = [], {}
     for index in range(args.repeats):  # round 1 also profiles and keeps the masks
         def mode_done(timed, masks, index=index):  # saved after every measured mode
-            print(f"fastsam2-bench: round {index + 1}/{args.repeats}: {list(timed)[-1]} measured",
-                  file=sys.stderr, flush=True)
+            name = list(timed)[-1]  # (its time per frame here: a run cut later keeps it in the log)
+            ms = timed[name].get("ms_per_frame")
+            print(f"fastsam2-bench: round {index + 1}/{args.repeats}: {name} measured"
+                  + (f", {ms:.2f} ms/frame" if ms is not None else ""), file=sys.stderr, flush=True)
             save(report_of(merge_rounds(rounds + [timed]), mask_sets or masks,
                            f"round {index + 1} of {args.repeats}: {', '.join(timed)} measured"))
 
@@ -857,6 +886,35 @@ def write_json_atomically(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def summary_lines(report: dict, label: str = "") -> List[str]:
+    """One short line per mode of a report (or of a partial one): what a reader of a cut-off log
+    needs first — time per frame, FPS, the step's GPU time, the ratios and the kernel profile's
+    router, memory attention and total (``scripts/gpu_check.sh`` prints them for every JSON)."""
+    prefix = f"{label} " if label else ""
+    lines = [f"{prefix}PARTIAL ({report['partial']})"] if report.get("partial") else []
+    for name, r in report.get("modes", {}).items():
+        if "ms_per_frame" not in r:
+            lines.append(f"{prefix}{name}: {r.get('error', 'no result')}")
+            continue
+        ratio = report.get("ratios", {}).get(name, {})
+        parts = [f"{r['ms_per_frame']:.2f} ms/frame", f"{r['fps']:.1f} FPS"]
+        if "fps_pipelined" in r:
+            parts.append(f"pipe {r['fps_pipelined']:.1f} FPS")
+        if "gpu_ms_per_frame" in r:
+            parts.append(f"GPU {r['gpu_ms_per_frame']:.2f} ms")
+        for key, what in (("fps_vs_official", "official"), ("fps_vs_dense", "dense")):
+            if key in ratio:
+                rounds = ratio.get(f"{key}_by_round")
+                parts.append(f"x {what} {ratio[key]:.3f}" + (
+                    " (" + ", ".join(f"{x:.2f}" for x in rounds) + ")" if rounds else ""))
+        kernels = r.get("stage_kernel_ms") or {}
+        if kernels and "error" not in kernels:
+            parts.append("kernels " + " ".join(f"{k} {kernels[k]:.2f}" for k in
+                                               ("router", "memory_attention", "total") if k in kernels))
+        lines.append(f"{prefix}{name}: " + ", ".join(parts))
+    return lines
+
+
 def print_report(report: dict) -> None:
     print(f"fastsam2-bench  model={report['model']}  image_size={report['image_size']}  "
           f"device={report['device']}{' (' + report['gpu'] + ')' if report['gpu'] else ''}  "
@@ -889,9 +947,12 @@ def print_report(report: dict) -> None:
             if key in ratio:
                 print(f"{name} {label} by round: " + " ".join(f"{x:.2f}" for x in ratio[key]))
     for name, r in report["modes"].items():
-        if r.get("stage_kernel_ms"):
-            print(f"{name} kernel ms/frame: " + " ".join(
-                f"{stage} {ms:.2f}" for stage, ms in r["stage_kernel_ms"].items()))
+        kernels = r.get("stage_kernel_ms") or {}
+        if "error" in kernels:
+            print(f"{name} kernel profile failed: {kernels['error']}")
+        elif kernels:
+            print(f"{name} kernel ms/frame (last {KERNEL_PROFILE_FRAMES} frames): " + " ".join(
+                f"{stage} {ms:.2f}" for stage, ms in kernels.items()))
     if "dense_vs_official" in report:
         d = report["dense_vs_official"]
         print(f"dense (keep 1.0) vs official: max mask difference {d['max_mask_diff_pixels']} px "

@@ -221,7 +221,8 @@ def empty_image(height: int, width: int, encoding: str, header: Any = None,
 def mask_from_image(msg: Any, shape: Optional[Tuple[int, int]] = None) -> np.ndarray:
     """A prompt mask (mono8/8UC1 or mono16/16UC1, non-zero = object) -> bool [H, W]."""
     if msg.encoding not in ("mono8", "8UC1", "mono16", "16UC1"):
-        raise InputError(f"prompt mask must be mono8 (non-zero = object), got {reprlib.repr(msg.encoding)}")
+        raise InputError("prompt mask must be mono8 (non-zero = object), got "
+                         f"{reprlib.repr(msg.encoding)}")
     arr = image_to_numpy(msg) != 0
     if shape is not None and arr.shape != tuple(shape):
         raise InputError(f"prompt mask is {arr.shape[1]}x{arr.shape[0]}, image is {shape[1]}x{shape[0]}")

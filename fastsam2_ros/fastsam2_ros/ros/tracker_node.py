@@ -580,7 +580,7 @@ class TrackerNode(LifecycleNode):
             tf = self._tf_buffer.lookup_transform(dst, src, Time(), timeout=Duration(seconds=0.2))
         except Exception as exc:  # noqa: BLE001 - tf2 lookup/extrapolation errors
             raise ClickNotUsable(f"no TF from {reprlib.repr(src)} to camera frame "
-                                 f"{reprlib.repr(dst)}: {exc}") from exc
+                                 f"{reprlib.repr(dst)}: {str(exc)[:200]}") from exc  # (tf2 names them)
         t, r = tf.transform.translation, tf.transform.rotation
         return prompting.transform_point((t.x, t.y, t.z), (r.x, r.y, r.z, r.w), p)
 
