@@ -1,18 +1,17 @@
 """``fastsam2-train-router``: train the paper's router MLP on a DAVIS-layout dataset.
 
 For every annotated frame and object, the frozen SAM 2 encoder gives the top-level tokens; the
-router computes the same signals it uses when tracking (MC-dropout uncertainty, text relevance
-when a text per object is given, the previous frame's ground-truth mask standing in for the
-tracker's previous prediction) and the fused input h_i = [x_i; text_i; U_i]. As when tracking, an
-object's text map is fitted on its first annotated frame (its prompt frame) and reused on the
-later ones. The target of a token is whether the object (dilated by one token) covers it — the
-tokens memory attention must keep. Each example is kept factored (``FusedFactors``): a frame's
-tokens once, in float16, for all its objects, and the rank-one text and uncertainty parts as a
-scale per token and a vector — 2 MiB per annotated frame at 1024 px instead of 12 MiB per frame
-and object. The MLP is trained with class-balanced binary cross-entropy;
-the recall of object tokens within the top-k on held-out sequences (one in five; frames of one
-sequence look alike, so a split by frame would be optimistic) is reported and stored in the
-file's metadata.
+router computes the same signals its MLP reads when tracking (MC-dropout uncertainty and W_u
+once per frame for all its objects, text relevance when a text per object is given) and the fused
+input h_i = [x_i; text_i; U_i]. As when tracking, an object's text map is fitted on its first
+annotated frame (its prompt frame) and reused on the later ones. The target of a token is whether
+the object (dilated by one token) covers it — the tokens memory attention must keep. Each example
+is kept factored (``FusedFactors``): a frame's tokens and uncertainty once, tokens in float16, for
+all its objects, and the rank-one text part as a scale per token and a vector — 2 MiB per
+annotated frame at 1024 px instead of 12 MiB per frame and object. The MLP is trained with
+class-balanced binary cross-entropy; the recall of object tokens within the top-k on held-out
+sequences (one in five; frames of one sequence look alike, so a split by frame would be
+optimistic) is reported and stored in the file's metadata.
 """
 
 from __future__ import annotations
@@ -51,8 +50,9 @@ def _grid_target(mask: np.ndarray, grid: Tuple[int, int]) -> torch.Tensor:
 
 @dataclass
 class Example:
-    """One annotated frame and object: the router input, factored (``tokens`` shared with the
-    frame's other objects, float16), and the target of each token."""
+    """One annotated frame and object: the router input, factored (``tokens`` and the uncertainty
+    parts shared with the frame's other objects, tokens in float16), and the target of each
+    token."""
 
     factors: FusedFactors  # one row
     target: torch.Tensor  # [N] 1.0 where the object (dilated by one token) covers the token
@@ -63,37 +63,46 @@ class Example:
         tokens = self.factors.tokens.float()
         return dataclasses.replace(self.factors, tokens=tokens).compose()[0]
 
-    def nbytes(self, counted_tokens: set) -> int:
-        """Bytes this example adds (a frame's shared tokens counted once, in ``counted_tokens``)."""
+    def nbytes(self, counted: set) -> int:
+        """Bytes this example adds (tensors shared with other examples counted once, in
+        ``counted``)."""
         f = self.factors
-        parts = [f.text_scales, f.text_vector, f.uncertainty, f.uncertainty_vector, self.target]
-        if id(f.tokens) not in counted_tokens:
-            counted_tokens.add(id(f.tokens))
-            parts.append(f.tokens)
-        return sum(t.numel() * t.element_size() for t in parts)
+        parts = [f.tokens, f.text_scales, f.text_vector, f.uncertainty, f.uncertainty_vector,
+                 self.target]
+        new = [t for t in parts if id(t) not in counted]
+        counted.update(id(t) for t in new)
+        return sum(t.numel() * t.element_size() for t in new)
 
 
 def collect_examples(tracker, dataset, texts: Dict[str, Dict[int, str]], max_frames: Optional[int],
                      log=print) -> List[Example]:
-    """An :class:`Example` for every annotated frame and object."""
+    """An :class:`Example` for every annotated frame and object. A frame's uncertainty and W_u
+    are computed once and shared by its objects, as when tracking; its dropout masks are drawn
+    for its index in the data set (on the CPU), so the examples do not depend on object ids."""
     model = tracker.model
     router: TokenRouter = tracker.router
+    layer = model.memory_attention.layers[0]
     examples: List[Example] = []
     counted: set = set()
     nbytes = 0
+    frame_idx = 0  # annotated frames so far: each draws its own masks
     for seq in dataset:
         seq = seq.truncated(max_frames)
         frames = seq.read_frames()
         labels = seq.read_labels(frames[0].shape)
-        prev: Dict[int, np.ndarray] = {}
         fitted: Dict[int, object] = {}  # object id -> text map fitted on its first frame
         for name, frame in zip(seq.frame_names, frames):
             if name not in labels:
                 continue
-            # no reset(): no object is ever added, and a reset would restart the dropout masks,
-            # so every frame's uncertainty would see the same ones (tracking draws new ones)
             tokens, grid = tracker.frame_tokens(frame)
-            shared = tokens.detach().to("cpu", torch.float16)  # the frame's x_i, for all its objects
+            with torch.no_grad():
+                sig = router.signals(tokens, grid, layer, None, None, frame_idx)
+                f = router.fused_factors(sig, rows=1)
+            frame_idx += 1
+            # the frame's x_i, zero text and U_i parts, for all its objects
+            shared = FusedFactors(tokens.detach().to("cpu", torch.float16), f.text_scales.cpu(),
+                                  f.text_vector.cpu(), f.uncertainty.cpu(),
+                                  f.uncertainty_vector.cpu())
             label = labels[name]
             ids = [int(v) for v in np.unique(label) if v not in (0, VOID_LABEL)]  # void: no object
             for obj_id in ids:
@@ -101,20 +110,15 @@ def collect_examples(tracker, dataset, texts: Dict[str, Dict[int, str]], max_fra
                 if text and obj_id not in fitted:
                     fitted[obj_id] = tracker.text_state(text)
                 text_state = fitted.get(obj_id) if text else None
-                prior = None
-                if obj_id in prev:  # previous frame's mask as logits (> 0 inside)
-                    m = torch.from_numpy(prev[obj_id].astype(np.float32))[None, None]
-                    prior = (m * 2 - 1).to(tokens.device)
-                text_rows = TextRows.from_state(text_state, model.hidden_dim) if text_state else None
-                with torch.no_grad():
-                    sig = router.signals(tokens, grid, model.memory_attention.layers[0],
-                                         text_rows, prior)
-                    f = router.fused_factors(sig, rows=1)
-                factors = FusedFactors(shared, f.text_scales.cpu(), f.text_vector.cpu(),
-                                       f.uncertainty.cpu(), f.uncertainty_vector.cpu())
+                factors = shared
+                if text_state:
+                    with torch.no_grad():
+                        texted = router.with_text(sig, TextRows.from_state(text_state,
+                                                                           model.hidden_dim))
+                    factors = dataclasses.replace(shared, text_scales=texted.text_scales.cpu(),
+                                                  text_vector=texted.text_vector.cpu())
                 examples.append(Example(factors, _grid_target(label == obj_id, grid), seq.name))
                 nbytes += examples[-1].nbytes(counted)
-            prev = {k: label == k for k in ids}
         log(f"{seq.name}: {len(examples)} examples so far ({nbytes / 2**20:.0f} MiB)")
     if not examples:
         raise InputError("no annotated object found in the dataset")

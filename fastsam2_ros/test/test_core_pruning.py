@@ -419,6 +419,95 @@ def test_a_router_trained_without_texts_gets_no_text_input(text_mode, text_moves
     assert moved == text_moves_scores
 
 
+@pytest.mark.parametrize("mc_passes, reads", [(0, False), (5, True)])
+def test_a_router_trained_without_the_uncertainty_gets_none_and_no_passes_run(
+        tmp_path, model128, caplog, mc_passes, reads):
+    """Trained with --mc-passes 0, the MLP's U_i weights never left their random start; a
+    tracker with mc_passes >= 2 fed U_i through them and paid the Monte-Carlo passes for it
+    (review router10 F1)."""
+    from fastsam2_ros.core.router import RouterSignals
+
+    cfg, model = model128
+    c = model.hidden_dim
+    path = tmp_path / "router.pt"
+    torch.manual_seed(3)
+    save_router(RouterMLP(c), path, meta=router_inputs("tiny", mc_passes=mc_passes, mc_dropout=0.1,
+                                                       text_mode="none", clip_model="ViT-B-16"))
+    with caplog.at_level(logging.WARNING, logger="fastsam2_ros.core.tracker"):
+        tracker = StreamingTracker(cfg.replace(router_weights=str(path), mc_passes=5), model=model)
+    router = tracker.router
+    assert router.mlp.reads_uncertainty == reads and router.uses_uncertainty == reads
+    tokens = torch.randn(64, c)
+    u = router.mc_uncertainty(tokens, (8, 8), model.memory_attention.layers[0], frame_idx=1)
+    assert (u is not None) == reads  # no passes for a router that does not read them
+    base = RouterSignals(tokens=tokens)
+    uncertain = RouterSignals(tokens=tokens, uncertainty=torch.rand(64))
+    moved = not torch.allclose(router.route(base, 10).scores, router.route(uncertain, 10).scores)
+    assert moved == reads
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert ("uncertainty False in training, True here: that router does not read it, the "
+            "uncertainty is not used" in warned) == (not reads)
+    # a file without the key reads it; the training-free fusion always uses it
+    assert RouterMLP(c).reads_uncertainty
+    assert TokenRouter(c, 5, 0.1).uses_uncertainty
+
+
+def _max_u_over_mean_x(tokens, uncertainty):
+    from fastsam2_ros.core.router import RouterSignals
+
+    f = TokenRouter(tokens.shape[1]).fused_factors(
+        RouterSignals(tokens=tokens, uncertainty=uncertainty), 1)
+    u_norm = (f.uncertainty[:, None] * f.uncertainty_vector[None]).norm(dim=1).max()
+    return float(u_norm / tokens.norm(dim=1).mean())
+
+
+def test_w_u_stays_bounded_on_a_uniform_frame_and_with_as_many_tokens_as_channels(model128):
+    """Eq. 9's W_u was solved with a ridge of 1e-9 x mean diag(XᵀX): on a uniform frame or with
+    N = C (image_size 256) |U_i| reached 6-240 against |x_i| ~ 12 (review router10 F3)."""
+    from fastsam2_ros.core.router import minmax
+
+    cfg, model = model128
+    g = torch.Generator().manual_seed(0)
+    tracker = StreamingTracker(cfg, model=model)
+    blank, _ = tracker.frame_tokens(np.full((128, 128, 3), 128, np.uint8))  # N = 64 real tokens
+    c = 256
+    uniform = torch.randn(c, generator=g) + 1e-2 * torch.randn(1024, c, generator=g)
+    square = torch.randn(c, c, generator=g)  # N = C
+    for name, tokens in (("blank frame", blank.float()), ("uniform", uniform), ("N = C", square)):
+        u = minmax(torch.rand(tokens.shape[0], generator=g))
+        ratio = _max_u_over_mean_x(tokens, u)
+        assert ratio < 0.25, (name, ratio)  # 2.2, 1.2 and 0.57 with the old ridge
+
+
+def test_w_u_is_the_least_squares_solution_on_well_conditioned_tokens():
+    from fastsam2_ros.core.router import RouterSignals
+
+    g = torch.Generator().manual_seed(0)
+    tokens, u = torch.randn(4096, 32, generator=g), torch.rand(4096, generator=g)
+    w_u = TokenRouter(32).fused_factors(RouterSignals(tokens=tokens, uncertainty=u), 1).uncertainty_vector
+    plain = torch.linalg.lstsq(tokens.double(), u.double()[:, None]).solution[:, 0]
+    assert float((w_u - plain).norm() / plain.norm()) < 5e-3
+
+
+def test_the_w_u_ridge_is_recorded_and_an_old_router_file_is_warned_about():
+    """A router trained with the 1e-9 ridge saw other U_i inputs; its file does not record one."""
+    from fastsam2_ros.core.router import W_U_RIDGE
+
+    running = router_inputs("tiny", mc_passes=5, mc_dropout=0.1, text_mode="none",
+                            clip_model="ViT-B-16")
+    assert running["w_u_ridge"] == W_U_RIDGE
+    assert router_inputs("tiny", 0, 0.1, "none", "ViT-B-16")["w_u_ridge"] is None
+    assert router_setting_mismatches(dict(running), running) == []
+    old = {k: v for k, v in running.items() if k != "w_u_ridge"}
+    assert router_setting_mismatches(old, running) == [
+        f"w_u_ridge 1e-09 in training, {W_U_RIDGE!r} here"]
+    assert router_setting_mismatches(dict(old, uncertainty=False), running) == [
+        "uncertainty False in training, True here: that router does not read it, the uncertainty "
+        "is not used"]
+    off = router_inputs("tiny", 0, 0.1, "none", "ViT-B-16")
+    assert router_setting_mismatches(old, off) == ["uncertainty True in training, False here"]
+
+
 def test_the_router_input_composed_from_its_factors_is_the_papers_h():
     """Router training stores h_i factored; composing it must give [x; a·t; σ̃·W_u] exactly."""
     from fastsam2_ros.core.router import FusedFactors

@@ -1003,6 +1003,62 @@ def test_router_training_keeps_a_frames_tokens_once_in_half_precision(tmp_path):
     assert h.shape == (n, 3 * c) and h.dtype == torch.float32
 
 
+
+def _renumbered(data):
+    """``data`` with object ids 1 and 2 swapped in every annotation."""
+    for p in sorted((data / "Annotations" / "480p" / "synth000").glob("*.png")):
+        lab = read_label_png(p).copy()
+        one, two = lab == 1, lab == 2
+        lab[one], lab[two] = 2, 1
+        write_label_png(p, lab)
+    return data
+
+
+def test_router_training_examples_do_not_depend_on_object_ids(tmp_path):
+    """Every object drew new dropout masks from one advancing generator: the same object on the
+    same frame got another uncertainty (and W_u, U_i) when the ids were renumbered, and the objects
+    of a frame saw different ones, where tracking computes one per frame (review router10 F2)."""
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=64, device="cpu",
+                        mc_passes=5)
+
+    def collect(name, renumber):
+        data = generate_dataset(tmp_path / name, sequences=1, frames=3, size=(96, 64), objects=2)
+        data = _renumbered(data) if renumber else data
+        return router_training.collect_examples(StreamingTracker(cfg), DavisDataset(data), {},
+                                                None, log=lambda *a: None)
+
+    examples, renumbered = collect("a", False), collect("b", True)
+    assert len(examples) == len(renumbered) == 6
+    for frame in range(3):
+        first, second = examples[2 * frame: 2 * frame + 2]
+        # ids 1, 2 are listed in order: the renumbered frame lists the same objects swapped
+        for ex, same in ((first, renumbered[2 * frame + 1]), (second, renumbered[2 * frame])):
+            assert torch.equal(ex.target, same.target)
+            assert torch.equal(ex.features(), same.features())
+        assert first.factors.uncertainty is second.factors.uncertainty  # one per frame, shared
+        assert first.factors.uncertainty_vector is second.factors.uncertainty_vector
+    counted = set()
+    total = sum(ex.nbytes(counted) for ex in examples)
+    f = examples[0].factors
+    per_frame = sum(t.numel() * t.element_size() for t in (
+        f.tokens, f.text_scales, f.text_vector, f.uncertainty, f.uncertainty_vector))
+    assert total == 3 * per_frame + sum(ex.target.numel() * ex.target.element_size() for ex in examples)
+
+
+def test_router_training_draws_other_dropout_masks_on_every_frame(tmp_path):
+    """Sharing a frame's uncertainty must not share its masks across frames: the same image on
+    every frame still gets another uncertainty on each."""
+    data = generate_dataset(tmp_path / "syn", sequences=1, frames=3, size=(96, 64), objects=1)
+    jpgs = sorted((data / "JPEGImages" / "480p" / "synth000").glob("*.jpg"))
+    for p in jpgs[1:]:
+        shutil.copy(jpgs[0], p)
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=64, device="cpu",
+                        mc_passes=5)
+    examples = router_training.collect_examples(StreamingTracker(cfg), DavisDataset(data), {}, None,
+                                                log=lambda *a: None)
+    assert torch.equal(examples[0].factors.tokens, examples[1].factors.tokens)
+    assert not torch.equal(examples[0].factors.uncertainty, examples[1].factors.uncertainty)
+
 ROS_CMAKE_PATHS = GPU_CHECK.parent / "ros_cmake_include_paths.sh"
 
 

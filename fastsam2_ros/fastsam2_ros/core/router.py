@@ -16,8 +16,13 @@ Signals per token i of one object on one frame:
   dilated by one token (expected motion).
 
 With trained weights (``router_weights``) the paper's MLP scores ``h_i = [x_i; text_i; U_i]``
-(3C -> 256 -> 1, GELU), U_i = σ̃_i W_u with W_u = argmin ||X W - σ̃||² (paper eq. 9). Without
-them a training-free fusion of the same signals is used and reported as ``training_free``.
+(3C -> 256 -> 1, GELU), U_i = σ̃_i W_u with W_u = argmin ||X W - σ̃||² (paper eq. 9), solved
+with a ridge of W_U_RIDGE x the mean of diag(XᵀX) — the one deviation from eq. 9: without it
+W_u blows up when the tokens are nearly collinear (a uniform frame) or N ≈ C (image_size 256:
+N = C = 256), U_i then up to 20x |x_i| and swinging by 400x between frames. A router trained
+with the uncertainty off reads none (``RouterMLP.reads_uncertainty``): no Monte-Carlo passes
+are run for it. Without trained weights a training-free fusion of the same signals is used and
+reported as ``training_free``.
 Both add a bonus to tokens under the object's previous mask (dilated by one token): the paper's
 MLP input says what a token is, not where the tracked object was a frame ago.
 The kept set is the top-k of the scores themselves: the paper's softmax (eq. 12) keeps their
@@ -49,6 +54,10 @@ TEXT_WEIGHT, PROTOTYPE_WEIGHT, UNCERTAINTY_WEIGHT = 1.0, 1.0, 0.5
 #: Margin (in standard deviations) by which the lowest-scored token under the object's previous
 #: mask, dilated, outranks the highest-scored token outside it (see ``prior_first``).
 PRIOR_BONUS = 3.0
+#: Ridge of the eq. 9 solve for W_u, relative to the mean of diag(XᵀX) (see the module docstring).
+W_U_RIDGE = 1e-3
+#: The ridge of routers trained before W_U_RIDGE (their files do not record one).
+OLD_W_U_RIDGE = 1e-9
 
 
 class RouterMLP(nn.Module):
@@ -65,6 +74,12 @@ class RouterMLP(nn.Module):
         """Trained with texts. Trained without (``text_mode: none``), its text input was zero, so
         its weights for that part are still the random initialisation: it gets zeros again."""
         return self.meta.get("text_mode") != "none"
+
+    @property
+    def reads_uncertainty(self) -> bool:
+        """Trained with U_i (``trained_with_uncertainty``); trained without, its U_i input was zero
+        and its weights for it are still random: it gets no U_i, and no passes are run for it."""
+        return trained_with_uncertainty(self.meta)
 
     def forward(self, fused: torch.Tensor) -> torch.Tensor:
         return self.net(fused).squeeze(-1)
@@ -126,22 +141,33 @@ def uncertainty_on(mc_passes: int, mc_dropout: float) -> bool:
     return int(mc_passes) >= 2 and float(mc_dropout) > 0.0
 
 
+def trained_with_uncertainty(meta: dict) -> bool:
+    """A router file's ``uncertainty`` (``router_inputs``): False when trained without U_i; a file
+    without the key reads it."""
+    return meta.get("uncertainty") is not False
+
+
 def router_inputs(model_cfg: str, mc_passes: int, mc_dropout: float, text_mode: str,
                   clip_model: str) -> dict:
-    """What shapes the router's inputs — SAM 2's token features, whether U_i is a signal, the
-    text vector's kind (``none``: trained without texts) and the CLIP model whose embeddings it
-    is made of (None without texts) — stored with trained weights and compared with the
-    tracker's when they are loaded."""
-    return {"model_cfg": short_model_name(model_cfg),
-            "uncertainty": uncertainty_on(mc_passes, mc_dropout), "text_mode": text_mode,
+    """What shapes the router's inputs — SAM 2's token features, whether U_i is a signal and the
+    ridge of its W_u (None without it), the text vector's kind (``none``: trained without texts)
+    and the CLIP model whose embeddings it is made of (None without texts) — stored with trained
+    weights and compared with the tracker's when they are loaded."""
+    uncertainty = uncertainty_on(mc_passes, mc_dropout)
+    return {"model_cfg": short_model_name(model_cfg), "uncertainty": uncertainty,
+            "w_u_ridge": W_U_RIDGE if uncertainty else None, "text_mode": text_mode,
             "clip_model": None if text_mode == "none" else str(clip_model)}
 
 
 def router_setting_mismatches(meta: dict, running: dict) -> list:
     """Where a loaded router was trained with other input settings than ``running``
     (``router_inputs``; a router trained without text, ``text_mode: none``, fits any text mode:
-    its text input stays zero, ``RouterMLP.reads_text``; a setting that is None on either side did not shape an input
-    there; a file may name its model by an alias)."""
+    its text input stays zero, ``RouterMLP.reads_text``; one trained without the uncertainty is
+    said not to use it, ``RouterMLP.reads_uncertainty``; a setting that is None on either side
+    did not shape an input there; a file may name its model by an alias)."""
+    meta = dict(meta)
+    if "w_u_ridge" not in meta and meta.get("uncertainty") is True:
+        meta["w_u_ridge"] = OLD_W_U_RIDGE  # trained with U_i before the ridge was recorded
     out = []
     for key, value in running.items():
         if key not in meta or meta[key] is None or value is None:
@@ -149,7 +175,9 @@ def router_setting_mismatches(meta: dict, running: dict) -> list:
         trained = short_model_name(str(meta[key])) if key == "model_cfg" else meta[key]
         if trained == value or (key == "text_mode" and trained == "none"):
             continue
-        out.append(f"{key} {trained!r} in training, {value!r} here")
+        unused = key == "uncertainty" and not trained_with_uncertainty(meta)
+        out.append(f"{key} {trained!r} in training, {value!r} here"
+                   + (": that router does not read it, the uncertainty is not used" if unused else ""))
     return out
 
 
@@ -225,8 +253,8 @@ class TokenRouter(nn.Module):
         """The dropout masks' generator. On the CPU seeded from ``seed`` and the frame: every
         router call on a frame draws the same masks, so the uncertainty is one per frame for all
         objects, whatever prompts came (batched objects equal objects tracked one by one); without
-        a frame (router training), one generator per device. CUDA uses the default generator: it
-        is the one CUDA-graph replays advance (seed it with torch.cuda)."""
+        a frame, one generator per device. CUDA uses the default generator: it is the one
+        CUDA-graph replays advance (seed it with torch.cuda)."""
         if device.type == "cuda":
             return None
         if frame_idx is not None:
@@ -241,14 +269,21 @@ class TokenRouter(nn.Module):
     def mode(self) -> str:
         return "mlp" if self.mlp is not None else "training_free"
 
+    @property
+    def uses_uncertainty(self) -> bool:
+        """The uncertainty is computed: it is on, and no loaded MLP was trained without it."""
+        return (uncertainty_on(self.mc_passes, self.mc_dropout)
+                and (self.mlp is None or self.mlp.reads_uncertainty))
+
     # ---- signals ------------------------------------------------------------------------------
     @torch.no_grad()
     def mc_uncertainty(self, tokens: torch.Tensor, grid_hw: tuple, attn_layer,
                        frame_idx: Optional[int] = None) -> Optional[torch.Tensor]:
         """Min-max normalised std of attention logits over T dropout passes, [N]; None when
-        T < 2 or dropout is 0 (the std is then zero: no signal, so no work either).
+        T < 2 or dropout is 0 (the std is then zero: no signal, so no work either) or the loaded
+        MLP does not read it (``uses_uncertainty``).
         A property of the frame's tokens, computed once per frame for all objects."""
-        if not uncertainty_on(self.mc_passes, self.mc_dropout):
+        if not self.uses_uncertainty:
             return None
         n, c = tokens.shape
         h, w = grid_hw
@@ -284,9 +319,7 @@ class TokenRouter(nn.Module):
         sig = RouterSignals(tokens=tokens.float())
         sig.uncertainty = self.mc_uncertainty(tokens, grid_hw, attn_layer, frame_idx)
         if text is not None:
-            sig.text = text.relevance(sig.tokens)
-            sig.has_text = text.has_text
-            sig.text_scales, sig.text_vector = text.token_scales(sig.text), text.vector
+            sig = self.with_text(sig, text)
         if prev_mask_logits is not None:
             under = self.previous_mask_tokens(prev_mask_logits, grid_hw)
             sig.prior = self.dilated(under)
@@ -297,6 +330,14 @@ class TokenRouter(nn.Module):
             sig.prototype = F.cosine_similarity(sig.tokens[None], proto[:, None], dim=-1)
             sig.has_prototype = mass > 0
         return sig
+
+    @staticmethod
+    def with_text(sig: RouterSignals, text: TextRows) -> RouterSignals:
+        """``sig`` with the text signals of ``text`` (router training adds them per object to a
+        frame's signals)."""
+        relevance = text.relevance(sig.tokens)
+        return replace(sig, text=relevance, has_text=text.has_text,
+                       text_scales=text.token_scales(relevance), text_vector=text.vector)
 
     # ---- fusion ---------------------------------------------------------------------------------
     def fused_features(self, sig: RouterSignals, rows: int = 1) -> torch.Tensor:
@@ -316,9 +357,9 @@ class TokenRouter(nn.Module):
             u = sig.uncertainty.double()
             xd = x.double()
             gram = xd.T @ xd
-            ridge = 1e-9 * gram.diagonal().mean().clamp_min(1e-12)
+            ridge = W_U_RIDGE * gram.diagonal().mean().clamp_min(1e-12)
             eye = torch.eye(c, dtype=gram.dtype, device=gram.device)
-            # paper eq. 9, W_u = argmin ||X W - σ̃||² (normal equations: no host sync)
+            # paper eq. 9, W_u = argmin ||X W - σ̃||² + ridge (normal equations: no host sync)
             w_u = torch.linalg.solve_ex(gram + ridge * eye, xd.T @ u[:, None])[0][:, 0]  # [C]
         else:
             u, w_u = x.new_zeros(n, dtype=torch.float64), x.new_zeros(c, dtype=torch.float64)
@@ -351,6 +392,8 @@ class TokenRouter(nn.Module):
             mlp = self.mlp
             if not mlp.reads_text:
                 sig = replace(sig, text_scales=None, text_vector=None)
+            if not mlp.reads_uncertainty:  # zero, as in training (mc_uncertainty computes none)
+                sig = replace(sig, uncertainty=None)
             scores = standardize(mlp(self.fused_features(sig, rows)).float())
             if sig.prior is not None:  # the MLP input does not say where the object just was
                 scores = prior_first(scores, sig.prior)

@@ -493,8 +493,8 @@ class StreamingTracker:
         running = router_inputs(self.cfg.model_cfg, self.cfg.mc_passes, self.cfg.mc_dropout,
                                 self.cfg.text_mode, self.cfg.clip_model)
         for mismatch in router_setting_mismatches(meta, running):
-            LOG.warning("router %s was trained with other inputs: %s (its scores may be off; "
-                        "retrain it with these settings)", self.cfg.router_weights, mismatch)
+            LOG.warning("router %s was trained with other inputs: %s (its scores do not fit these "
+                        "settings; retrain it with them)", self.cfg.router_weights, mismatch)
 
     def _require_model(self) -> None:
         if self.model is None:
