@@ -75,7 +75,7 @@ print("torch", torch.__version__, "|", torch.cuda.get_device_name(device) if dev
       else device, "| sam2", sam2.__file__)
 EOF
 
-status=() failed=0
+status=() failed=0 jsons=()  # jsons: this run's bench JSON files, for the summary at the end
 run_step() {  # run_step NAME CMD...: CMD, its log under OUT, within its limit (STEP_TIMEOUT, else
   local name="$1"; shift  # STEP_LIMIT) cut to what is left before DEADLINE
   local left=$((DEADLINE - SECONDS)) limit="${STEP_TIMEOUT:-$STEP_LIMIT}" t0=$SECONDS
@@ -94,8 +94,11 @@ run_step() {  # run_step NAME CMD...: CMD, its log under OUT, within its limit (
 }
 step() {  # step NAME ARGS...: one bench run, JSON + log under OUT
   local name="$1"; shift
+  local json="$OUT/${TAG}_${name}.json"
+  rm -f "$json"  # (an earlier run's file must not pass for this run's in the summary)
+  jsons+=("$json")
   run_step "$name" "$PY" -m fastsam2_ros.bench --random-weights --device "$DEVICE" \
-      --frames "$FRAMES" --max-frames "$N" --image-size "$SIZE" --json "$OUT/${TAG}_${name}.json" "$@"
+      --frames "$FRAMES" --max-frames "$N" --image-size "$SIZE" --json "$json" "$@"
 }
 optional() {  # optional NAME ARGS...: a step only while BUDGET lasts, its limit cut to what is left
   local left=$((BUDGET - SECONDS)) limit="${STEP_TIMEOUT:-$STEP_LIMIT}"
@@ -139,19 +142,22 @@ if [ "$VOS" != "0" ]; then  # the official run plus sam2's compile (up to VOS s)
   STEP_TIMEOUT=$((VOS + STEP_LIMIT)) optional tiny_official_vos --model tiny --click 210,350 \
       --modes official --official-vos --vos-time-limit "$VOS" --no-profile
 fi
-"$PY" - "$OUT"/"$TAG"_*.json <<'EOF' | tee "$OUT/${TAG}_summary.txt"
-# every step's modes in a few lines (a step cut by its limit: what it measured): the lease's
+printf '%s\n' "${status[@]}"
+# then every step's modes in a few lines (a step cut by its limit: what it measured): a lease's
 # output keeps only its tail, where the steps' own tables are long gone
-import json, sys
+timeout 60 "$PY" - "${jsons[@]}" <<'EOF' | tee "$OUT/${TAG}_summary.txt"
+import json, os, sys
 from fastsam2_ros.bench import summary_lines
-for path in sys.argv[1:]:
+written = [path for path in sys.argv[1:] if os.path.exists(path)]
+if not written:
+    print("no step wrote a JSON file")
+for path in written:
     try:
         report = json.load(open(path))
     except (OSError, ValueError) as exc:
         print(f"{path}: unreadable ({exc})")
         continue
-    print("\n".join(summary_lines(report, path.rsplit("/", 1)[-1][:-len(".json")])))
+    print("\n".join(summary_lines(report, os.path.basename(path)[:-len(".json")])))
 EOF
 pack
-printf '%s\n' "${status[@]}"
 exit "$failed"

@@ -437,8 +437,9 @@ def merge_rounds(rounds: List[Dict[str, dict]]) -> Dict[str, dict]:
 def pruned_mode_name(keep_ratio: float) -> str:
     """``pruned@0.3``; every digit where the short form would name another ratio (0.3000001 is
     not ``pruned@0.3``: its result would replace that one's)."""
-    short = f"{keep_ratio:g}"
-    return f"pruned@{short if float(short) == keep_ratio else repr(float(keep_ratio))}"
+    from .eval.runner import keep_ratio_text
+
+    return f"pruned@{keep_ratio_text(keep_ratio, 'g')}"
 
 
 def keep_ratios(spec: str) -> List[float]:

@@ -508,6 +508,26 @@ def test_the_w_u_ridge_is_recorded_and_an_old_router_file_is_warned_about():
     assert router_setting_mismatches(old, off) == ["uncertainty True in training, False here"]
 
 
+def test_a_router_file_from_before_the_uncertainty_key_is_read_by_its_mc_passes():
+    """Files written before ``uncertainty`` was recorded have the trainer's mc_passes: one trained
+    with --mc-passes 0 was read as trained with U_i (random weights fed it, the passes ran for it,
+    and no warning came)."""
+    from fastsam2_ros.core.router import RouterMLP, TokenRouter
+
+    running = router_inputs("tiny", mc_passes=5, mc_dropout=0.1, text_mode="none",
+                            clip_model="ViT-B-16")
+    for passes, reads in ((0, False), (1, False), (5, True)):
+        mlp = RouterMLP(8)
+        mlp.meta = {"model_cfg": "tiny", "mc_passes": passes, "mc_dropout": 0.1, "text_mode": "none"}
+        assert mlp.reads_uncertainty is reads
+        assert TokenRouter(8, 5, 0.1, mlp=mlp).uses_uncertainty is reads
+        said = router_setting_mismatches(mlp.meta, running)
+        assert said == (["w_u_ridge 1e-09 in training, 0.001 here"] if reads else [
+            "uncertainty False in training, True here: that router does not read it, the "
+            "uncertainty is not used"])
+    assert RouterMLP(8).reads_uncertainty  # a file that says nothing of it
+
+
 def test_the_router_input_composed_from_its_factors_is_the_papers_h():
     """Router training stores h_i factored; composing it must give [x; a·t; σ̃·W_u] exactly."""
     from fastsam2_ros.core.router import FusedFactors

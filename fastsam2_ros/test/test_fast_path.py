@@ -422,6 +422,30 @@ def test_an_unusable_compile_cache_dir_is_a_clear_error(tmp_path, blocker, monke
     assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
 
 
+def test_the_compile_cache_checked_is_the_one_inductor_will_use(tmp_path, monkeypatch):
+    """With compile_cache_dir empty a TORCHINDUCTOR_CACHE_DIR the user set is used: it is the
+    folder checked (an unusable one was a bare NotADirectoryError from torch later), and an
+    unusable default under HOME is then no error (it named a compile_cache_dir nobody set)."""
+    from types import SimpleNamespace
+
+    from fastsam2_ros.core.models import compile_modules
+
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("HOME", str(tmp_path / "file"))  # e.g. a service user's HOME
+    stand_in = SimpleNamespace(device=torch.device("cuda"), image_encoder=SimpleNamespace(
+        forward=lambda x: x))
+    usable = tmp_path / "inductor"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(usable))
+    compile_modules(stand_in, "encoder", "")
+    assert usable.is_dir() and os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(usable)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "file" / "cache"))
+    with pytest.raises(InputError, match="TORCHINDUCTOR_CACHE_DIR .*cannot be made"):
+        compile_modules(stand_in, "encoder", "")
+    given = tmp_path / "given"  # compile_cache_dir wins over the environment
+    compile_modules(stand_in, "encoder", str(given))
+    assert given.is_dir() and os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(given)
+
+
 def test_a_failing_compile_falls_back_to_eager(caplog):
     from fastsam2_ros.core.models import CompiledOrEager
 

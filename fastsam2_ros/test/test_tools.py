@@ -680,7 +680,13 @@ STUB_PYTHON = """#!/usr/bin/env bash
 # gpu_check.sh's Python, stood in: the environment check passes, a bench step sleeps (compile
 # steps STUB_COMPILE_SLEEP s, a cold one exits STUB_COLD_RC; tiny_4obj STUB_SLOW_SLEEP s), logs
 # STUB_LOG_BYTES of output and writes its --json
-[ "${1:-}" = "-" ] && { cat >/dev/null; echo "torch stub"; exit 0; }
+if [ "${1:-}" = "-" ]; then  # the environment check passes; the summary runs for real if asked
+  script="$(cat)"
+  case "$script" in
+    *summary_lines*) [ -n "${STUB_REAL_PYTHON:-}" ] && exec "$STUB_REAL_PYTHON" -c "$script" "${@:2}" ;;
+  esac
+  echo "torch stub"; exit 0
+fi
 json=""; prev=""
 for a in "$@"; do [ "$prev" = "--json" ] && json="$a"; prev="$a"; done
 echo "ran $(basename "${json:-cuda_tests}" .json)" >>"$STUB_LOG"
@@ -691,7 +697,7 @@ case "$json" in
                   exit "${STUB_COLD_RC:-0}" ;;
   *compile*) sleep "${STUB_COMPILE_SLEEP:-0}" ;;
 esac
-[ -n "$json" ] && echo "{}" >"$json"
+[ -n "$json" ] && [ -z "${STUB_NO_JSON:-}" ] && echo "{}" >"$json"
 exit 0
 """
 
@@ -792,6 +798,27 @@ def test_gpu_check_packs_every_steps_files_however_large_its_log(tmp_path):
     assert {f"./gpu_{s}.{ext}" for s in steps for ext in ("log", "json")} | {
         "./gpu_cuda_tests.log", "./gpu_summary.txt"} == names
     assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+@pytest.mark.parametrize("steps_write_json", [True, False])
+def test_gpu_check_summarises_this_runs_json_only(tmp_path, steps_write_json):
+    """The summary read every <TAG>_*.json in OUT: with OUT=benchmarks, a run whose steps wrote
+    nothing ended with the numbers of earlier leases as if it had measured them."""
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = json.loads((pathlib.Path(__file__).parents[2] / "benchmarks" /
+                        "gpu_h100_1024_tiny_bedroom60_1obj.json").read_text())
+    (out / "gpu_h100_stale.json").write_text(json.dumps(stale))
+    (out / "gpu_tiny_1obj.json").write_text(json.dumps(stale))  # this name's file of a run before
+    env = dict(COMPILE="0", STUB_REAL_PYTHON=sys.executable)
+    if not steps_write_json:
+        env["STUB_NO_JSON"] = "1"
+    run, ran = _gpu_check_with_a_stub_python(tmp_path, **env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = (out / "gpu_summary.txt").read_text()
+    assert "ms/frame" not in summary and "stale" not in summary, summary
+    assert ("no step wrote a JSON file" in summary) != steps_write_json
+    assert summary in run.stdout and run.stdout.index("cuda_tests rc=0") < run.stdout.index(summary)
 
 
 def test_gpu_check_names_a_module_missing_inside_sam2s_build_before_any_step(tmp_path):

@@ -137,7 +137,7 @@ class TrackerConfig:
     preprocess: str = "auto"  # auto (device on CUDA, pil on CPU) | pil (sam2's exact loader) | device
     cuda_graphs: bool = True  # capture the per-frame step as CUDA graphs (CUDA only; else eager)
     torch_compile: str = "none"  # none | encoder | all: torch.compile SAM 2's modules (CUDA; the first start compiles)
-    compile_cache_dir: str = ""  # where compiled kernels are cached ("" = ~/.cache/fastsam2_ros/inductor)
+    compile_cache_dir: str = ""  # where compiled kernels are cached ("" = $TORCHINDUCTOR_CACHE_DIR, else ~/.cache/fastsam2_ros/inductor)
     # --- token pruning -----------------------------------------------------------------------
     keep_ratio: float = 0.3  # fraction of top-level tokens kept; 1.0 = the dense SAM 2 path
     mc_passes: int = 5  # Monte-Carlo dropout passes for the uncertainty signal (0 or 1 = off)

@@ -251,28 +251,45 @@ def compile_errors(model) -> dict:
     return {w.name: w.error for w in wrapped if isinstance(w, CompiledOrEager) and w.error}
 
 
+DEFAULT_COMPILE_CACHE_DIR = "~/.cache/fastsam2_ros/inductor"
+
+
+def _kernel_cache_dir(cache_dir: str) -> Path:
+    """The folder Inductor will cache kernels in, made and checked before anything compiles (an
+    unusable one was a bare OSError, or a compile failing later): ``cache_dir`` when given (it
+    wins over the environment and over an earlier tracker's folder), else a
+    TORCHINDUCTOR_CACHE_DIR the user set, else the default. An InputError names where it came
+    from."""
+    env = os.environ.get("TORCHINDUCTOR_CACHE_DIR", "")
+    if cache_dir:
+        folder, origin = cache_dir, "compile_cache_dir"
+    elif env:
+        folder, origin = env, "TORCHINDUCTOR_CACHE_DIR (compile_cache_dir is empty)"
+    else:
+        folder, origin = DEFAULT_COMPILE_CACHE_DIR, "compile_cache_dir (default)"
+    cache = Path(os.path.expanduser(folder))
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{origin} {str(cache)!r} cannot be made: {exc.strerror or exc}; give a "
+                         "writable folder") from exc
+    if not os.access(cache, os.W_OK | os.X_OK):  # Inductor would fail at the first compile
+        raise InputError(f"{origin} {str(cache)!r} is not writable; give a writable folder")
+    return cache
+
+
 def compile_modules(model, which: str, cache_dir: str = "") -> None:
     """torch.compile SAM 2's image encoder (``encoder``), or also the memory attention, prompt
     encoder, mask decoder and memory encoder (``all``; the set sam2's VOS predictor compiles).
 
-    The first frames compile (tens of seconds); the kernels are cached on disk in ``cache_dir``
-    (default ``~/.cache/fastsam2_ros/inductor``), so a restart reuses them.
+    The first frames compile (tens of seconds); the kernels are cached on disk
+    (``_kernel_cache_dir``: ``cache_dir``, else TORCHINDUCTOR_CACHE_DIR, else
+    DEFAULT_COMPILE_CACHE_DIR), so a restart reuses them.
     """
     if model.device.type != "cuda":
         LOG.warning("torch_compile is for CUDA; SAM 2 runs eagerly on %s", model.device)
         return
-    cache = Path(os.path.expanduser(cache_dir or "~/.cache/fastsam2_ros/inductor"))
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"compile_cache_dir {str(cache)!r} cannot be made: "
-                         f"{exc.strerror or exc}; give a writable folder") from exc
-    if not os.access(cache, os.W_OK | os.X_OK):  # Inductor would fail at the first compile
-        raise InputError(f"compile_cache_dir {str(cache)!r} is not writable; give a writable folder")
-    if cache_dir:  # given: it wins over the environment (and over an earlier tracker's folder)
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
-    else:  # not given: a TORCHINDUCTOR_CACHE_DIR the user set wins
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache))
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(_kernel_cache_dir(cache_dir))
     for name in COMPILE_TARGETS[which]:
         module = getattr(model, name)
         module.forward = CompiledOrEager(name, module.forward)

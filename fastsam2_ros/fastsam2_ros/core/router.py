@@ -142,9 +142,15 @@ def uncertainty_on(mc_passes: int, mc_dropout: float) -> bool:
 
 
 def trained_with_uncertainty(meta: dict) -> bool:
-    """A router file's ``uncertainty`` (``router_inputs``): False when trained without U_i; a file
-    without the key reads it."""
-    return meta.get("uncertainty") is not False
+    """A router file's ``uncertainty`` (``router_inputs``): False when trained without U_i. A
+    file written before that key has the trainer's ``mc_passes``/``mc_dropout``, which tell; one
+    with neither reads it."""
+    if "uncertainty" in meta:
+        return meta["uncertainty"] is not False
+    try:
+        return uncertainty_on(meta["mc_passes"], meta.get("mc_dropout", 0.1))  # (its default then)
+    except (KeyError, TypeError, ValueError):
+        return True
 
 
 def router_inputs(model_cfg: str, mc_passes: int, mc_dropout: float, text_mode: str,
@@ -166,6 +172,8 @@ def router_setting_mismatches(meta: dict, running: dict) -> list:
     said not to use it, ``RouterMLP.reads_uncertainty``; a setting that is None on either side
     did not shape an input there; a file may name its model by an alias)."""
     meta = dict(meta)
+    if "uncertainty" not in meta and "mc_passes" in meta:  # a file from before that key
+        meta["uncertainty"] = trained_with_uncertainty(meta)
     if "w_u_ridge" not in meta and meta.get("uncertainty") is True:
         meta["w_u_ridge"] = OLD_W_U_RIDGE  # trained with U_i before the ridge was recorded
     out = []

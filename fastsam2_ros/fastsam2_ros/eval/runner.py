@@ -82,11 +82,12 @@ def is_mode_label(name: str) -> bool:
     return base in MODES and base != "pruned"  # the pruned mode's labels carry their ratio
 
 
-def keep_ratio_text(keep_ratio: float) -> str:
-    """A keep ratio as labels and tables show it: two decimals (``0.30``), or every digit it was
-    given with when two would change it (``0.301``), so that distinct ratios never share a label."""
-    two = f"{keep_ratio:.2f}"
-    return two if float(two) == keep_ratio else repr(float(keep_ratio))
+def keep_ratio_text(keep_ratio: float, spec: str = ".2f") -> str:
+    """A keep ratio as labels and tables show it: in ``spec`` (two decimals, ``0.30``), or every
+    digit it was given with when that would change it (``0.301``), so that distinct ratios never
+    share a label."""
+    short = format(keep_ratio, spec)
+    return short if float(short) == keep_ratio else repr(float(keep_ratio))
 
 
 def mode_specs(modes: Sequence[str], keep_ratios: Optional[Sequence[float]] = None,
