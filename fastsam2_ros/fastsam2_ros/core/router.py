@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import short_model_name
+from .config import TrackerConfig, short_model_name
 from .errors import CheckpointError
 from .text_relevance import TextRows
 from .weight_files import check_torch_file, load_torch_file, require_finite
@@ -148,7 +148,7 @@ def trained_with_uncertainty(meta: dict) -> bool:
     if "uncertainty" in meta:
         return meta["uncertainty"] is not False
     try:
-        return uncertainty_on(meta["mc_passes"], meta.get("mc_dropout", 0.1))  # (its default then)
+        return uncertainty_on(meta["mc_passes"], meta.get("mc_dropout", TrackerConfig.mc_dropout))
     except (KeyError, TypeError, ValueError):
         return True
 
