@@ -197,6 +197,9 @@ def test_dense_grid_resize(vit_b16):
     ref = F.normalize(F.interpolate(native[None], size=(64, 64), mode="bilinear", align_corners=False)[0], dim=0)
     assert float((ref * g).sum(0).min()) > 0.99  # same direction (resize before/after normalising)
     assert enc.dense_image_features(img, grid=[7, 9]).shape == (512, 7, 9)
+    patches = enc.patch_features(img)  # one ViT pass, for every grid of the frame
+    assert torch.equal(enc.dense_image_features(img, grid=(64, 64), patches=patches), g)
+    assert torch.equal(enc.dense_image_features(img, patches=patches), native)
 
 
 def test_dense_text_relevance_shape(vit_b16):
@@ -258,10 +261,11 @@ def test_a_text_without_spaces_is_cut_between_characters_to_the_clip_context():
     assert shorten_to_clip_context(caption + " dog", "ViT-B-16") == short
 
 
-@pytest.mark.parametrize("text", ["\x7f", "\ufeff", "red\x85mug"])
+@pytest.mark.parametrize("text", ["\x7f", "\ufeff", "red\x85mug", "&nbsp;", "&#32;", "&amp;nbsp;"])
 def test_texts_the_encoder_would_read_as_empty_are_refused(vit_b16, text):
     """The text prompt rule (prompts.validate_text) holds for the encoder too: DEL, C1 controls
-    and texts of only format characters became the empty text (start and end tokens)."""
+    and texts of only format characters became the empty text (start and end tokens), and so did
+    HTML entities of spaces, which CLIP's text cleaning unescapes and drops."""
     enc, _ = vit_b16
     with pytest.raises(InputError, match=r"texts\[0\]"):
         enc.encode_text([text])

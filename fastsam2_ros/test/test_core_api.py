@@ -279,6 +279,100 @@ def test_text_prompt_changes_token_ranking_in_the_tracker(tracker_cfg, model, vi
     assert set(a) != set(b)
 
 
+def _kept_after_a_text(cfg, model, frames, text):
+    tracker = StreamingTracker(cfg, model=model)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], text=text, image=frames[0])
+    result = tracker.track(frames[1])
+    return np.asarray(result.kept_tokens[1]).copy(), result.stats.text_mode
+
+
+def test_the_kept_tokens_follow_the_text_in_the_default_mode_and_not_in_paper_lsq(tracker_cfg, model,
+                                                                                  video):
+    """The tokens memory attention works on, not only the fitted relevance: clip_ridge (the
+    default) keeps other tokens for another text; the paper's text projection (paper_lsq) is the
+    same for every text, so it keeps the same ones."""
+    frames = video[0]
+    for mode, differ in (("clip_ridge", True), ("paper_lsq", False)):
+        cfg = tracker_cfg.replace(text_mode=mode, mc_passes=0)
+        a, said = _kept_after_a_text(cfg, model, frames, "a red ball")
+        b, _ = _kept_after_a_text(cfg, model, frames, "the green box on the right")
+        assert said == mode and (not np.array_equal(a, b)) == differ, mode
+
+
+def test_a_router_trained_without_texts_fits_no_text_map_and_says_so(tracker_cfg, model, video,
+                                                                     tmp_path, monkeypatch):
+    """Its text input stays zero (RouterMLP.reads_text): the CLIP image pass and ridge fit per
+    prompt and refresh were wasted, and the stats said clip_ridge. A text-only start still works."""
+    from fastsam2_ros.core.clip_text import ClipTextEncoder
+    from fastsam2_ros.core.router import RouterMLP, router_inputs, save_router
+
+    frames = video[0]
+    path = tmp_path / "router.pt"
+    save_router(RouterMLP(model.hidden_dim), path,
+                meta=router_inputs("tiny", 0, 0.1, "none", "ViT-B-16"))
+    cfg = tracker_cfg.replace(router_weights=str(path), mc_passes=0)
+    passes = []
+    real = ClipTextEncoder.patch_features
+    monkeypatch.setattr(ClipTextEncoder, "patch_features",
+                        lambda self, *a: passes.append(1) or real(self, *a))
+    a, said = _kept_after_a_text(cfg, model, frames, "a red ball")
+    b, _ = _kept_after_a_text(cfg, model, frames, "the green box on the right")
+    assert np.array_equal(a, b) and said == "none" and passes == []
+    tracker = StreamingTracker(cfg, model=model)
+    assert tracker.text_mode == "none"
+    assert tracker.add_prompt(1, text="a red ball", image=frames[0]).stats.auto_prompted == [1]
+    assert len(passes) == 1  # the start's own CLIP relevance
+
+
+def test_one_clip_image_pass_per_frame_serves_a_text_start_and_every_objects_refresh(
+        tracker_cfg, model, video, monkeypatch):
+    """A text-only start ran CLIP's ViT twice on its frame (the fit, then the click), and a
+    refresh once per text object."""
+    from fastsam2_ros.core.clip_text import ClipTextEncoder
+
+    frames = video[0]
+    passes = []
+    real = ClipTextEncoder.patch_features
+    monkeypatch.setattr(ClipTextEncoder, "patch_features",
+                        lambda self, *a: passes.append(1) or real(self, *a))
+    tracker = StreamingTracker(tracker_cfg.replace(mc_passes=0, clip_refresh_interval=1), model=model)
+    tracker.add_prompt(1, text="a red ball", image=frames[0])
+    assert len(passes) == 1
+    tracker.add_prompt(2, points=[[118, 35]], labels=[1], text="a green box")
+    tracker.add_prompt(3, points=[[100, 100]], labels=[1], text="grass")
+    assert len(passes) == 1
+    tracker.track(frames[1])  # every object's map refitted, from one pass
+    assert len(passes) == 2 and {o.text_frame for o in tracker.objects.values()} == {1}
+
+
+def test_the_same_text_again_does_not_postpone_its_refresh(tracker_cfg, model, video):
+    """A client that sends its text with every click kept the map of the first frame for good:
+    each repeat reset the map's age that clip_refresh_interval counts."""
+    frames = video[0]
+    tracker = StreamingTracker(tracker_cfg.replace(mc_passes=0, clip_refresh_interval=2), model=model)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], text="a red ball", image=frames[0])
+    fitted = [tracker.objects[1].text_frame]
+    for frame in frames[1:6]:
+        tracker.track(frame)
+        tracker.add_prompt(1, points=[[40, 60]], labels=[1], text="a red ball")
+        fitted.append(tracker.objects[1].text_frame)
+    assert fitted == [0, 0, 2, 2, 4, 4]
+
+
+def test_a_tracker_without_clip_weights_says_at_once_that_texts_will_be_refused(
+        tracker_cfg, model, tmp_path, caplog):
+    import logging
+
+    path = tmp_path / "sam.pt"
+    torch.save({"model": model.state_dict()}, path)
+    cfg = tracker_cfg.replace(allow_random_weights=False, checkpoint=str(path))
+    with caplog.at_level(logging.WARNING, logger="fastsam2_ros.core.tracker"):
+        StreamingTracker(cfg, model=model)
+        StreamingTracker(cfg.replace(text_mode="none"), model=model)
+    said = [r.getMessage() for r in caplog.records if "text prompts will be refused" in r.getMessage()]
+    assert len(said) == 1 and "clip_weights" in said[0]
+
+
 def test_first_prompt_of_the_first_text_object_is_routed_with_its_text(tracker_cfg, model, video,
                                                                         monkeypatch):
     """That router call picks the tokens of the object's pinned conditioning frame; the object

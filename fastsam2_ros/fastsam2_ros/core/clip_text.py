@@ -149,9 +149,13 @@ def clip_token_count(tokenizer, text: str) -> int:
 
 
 def clip_context_error(tokenizer, text: str) -> Optional[str]:
-    """Why ``text`` is refused when it is longer than the text encoder reads (None: it fits);
-    open_clip's tokenizer would cut it without a word ("... on the left" == "... on the right")."""
+    """Why the CLIP text encoder cannot take ``text`` (None: it can): longer than it reads
+    (open_clip's tokenizer would cut it without a word: "... on the left" == "... on the right"),
+    or nothing it reads (its cleaning drops HTML entities such as ``&nbsp;`` and spaces: the
+    object would follow the embedding of an empty text)."""
     n, limit = clip_token_count(tokenizer, text), text_token_limit(tokenizer)
+    if n == 0 and callable(getattr(tokenizer, "encode", None)):
+        return "no CLIP tokens at all (CLIP's text cleaning drops HTML entities and spaces): give words"
     if n <= limit:
         return None
     return f"{n} CLIP tokens; the CLIP text encoder reads at most {limit}: shorten it"
@@ -468,9 +472,9 @@ class ClipTextEncoder:
                 validate_text(t, self.max_text_length)
             except InputError as exc:
                 raise InputError(f"texts[{i}]: {exc}") from None
-            too_long = clip_context_error(self._tokenizer, t)
-            if too_long:
-                raise InputError(f"texts[{i}] is {too_long}")
+            unreadable = clip_context_error(self._tokenizer, t)
+            if unreadable:
+                raise InputError(f"texts[{i}] is {unreadable}")
         return list(texts)
 
     @torch.no_grad()
@@ -583,12 +587,27 @@ class ClipTextEncoder:
         return y + blk.ls_2(blk.mlp(blk.ln_2(y)))
 
     @torch.no_grad()
-    def dense_image_features(self, rgb: np.ndarray, grid: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    def patch_features(self, rgb: np.ndarray) -> torch.Tensor:
+        """The ViT pass of :meth:`dense_image_features`: ``[1, embed_dim, gh, gw]`` float32, not
+        normalised (a caller that needs the map at several grids of one frame runs it once)."""
+        self._check_alive()
+        x = self.preprocess(rgb)
+        visual = self._model.visual
+        tokens = self._tokens_before_last_block(x)
+        y = self._last_block_value_path(tokens)
+        y = visual.ln_post(y[:, 1:]) @ visual.proj             # drop CLS -> [1, gh*gw, embed_dim]
+        gh, gw = self.grid_size
+        return y[0].transpose(0, 1).reshape(1, -1, gh, gw).float()
+
+    @torch.no_grad()
+    def dense_image_features(self, rgb: np.ndarray, grid: Optional[Tuple[int, int]] = None,
+                             patches: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Dense CLIP features ``[embed_dim, gh, gw]``, L2-normalised per location (float32, ``device``).
 
         ``grid=None`` gives the ViT's own patch grid (14x14 for ViT-B-16 at 224); otherwise the map is
         resized bilinearly to ``grid`` (e.g. the SAM 2 token grid (64, 64)) and then re-normalised.
         Row/column ``(i, j)`` covers the same fraction of the frame as SAM 2 token ``(i, j)``.
+        ``patches``: ``rgb``'s :meth:`patch_features`, already computed.
         """
         self._check_alive()
         if grid is not None:
@@ -598,13 +617,8 @@ class ClipTextEncoder:
                 raise InputError(f"grid must be a (rows, cols) pair of ints in [1, {_MAX_GRID_SIDE}], "
                                  f"got {grid!r}")
             grid = (int(grid[0]), int(grid[1]))
-        x = self.preprocess(rgb)
-        visual = self._model.visual
-        tokens = self._tokens_before_last_block(x)
-        y = self._last_block_value_path(tokens)
-        y = visual.ln_post(y[:, 1:]) @ visual.proj             # drop CLS -> [1, gh*gw, embed_dim]
+        feats = self.patch_features(rgb) if patches is None else patches
         gh, gw = self.grid_size
-        feats = y[0].transpose(0, 1).reshape(1, -1, gh, gw).float()
         if grid is not None and grid != (gh, gw):
             feats = F.interpolate(feats, size=grid, mode="bilinear", align_corners=False)
         return F.normalize(feats[0], dim=0)

@@ -26,7 +26,7 @@ import time
 import weakref
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -174,6 +174,7 @@ class StreamingTracker:
         self.profile_stages = bool(profile_stages)
         self.cfg = config.validate()
         check_tracker_files(self.cfg)  # a wrong clip_* fails now, not at the first text prompt
+        self._warn_without_clip_weights()
         self.model = model if model is not None else build_predictor(self.cfg)
         self.model.add_all_frames_to_correct_as_cond = True
         self.device = self.model.device
@@ -272,6 +273,7 @@ class StreamingTracker:
         if self._clip is not None:
             self._clip.release()
             self._clip = None
+        self._clip_patches = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -483,10 +485,24 @@ class StreamingTracker:
     def _reset_frame_state(self) -> None:
         self._t = -1
         self._image: Optional[np.ndarray] = None
+        self._clip_patches: Optional[Tuple[int, torch.Tensor]] = None  # (frame, CLIP patch features)
         self._staged: Optional[torch.Tensor] = None
         self._backbone: Optional[dict] = None
         self._last_finished = -1
         self._in_flight: "deque[weakref.ref]" = deque()  # submitted frames of this stream, in order
+
+    def _warn_without_clip_weights(self) -> None:
+        """Texts need CLIP weights; clicks, boxes and masks do not, so a tracker without them is
+        built, and says now (the node's configure) that text prompts will be refused."""
+        from .clip_text import require_clip_weights
+
+        if self.cfg.text_mode == "none":
+            return
+        try:
+            require_clip_weights(self.cfg.clip_model, self.cfg.clip_weights,
+                                 self.cfg.allow_random_weights)
+        except CheckpointError as exc:
+            LOG.warning("text prompts will be refused: %s", exc)
 
     def _warn_router_mismatches(self, meta: dict) -> None:
         """A router trained on other inputs still loads (it may be what the user has), warned."""
@@ -621,19 +637,38 @@ class StreamingTracker:
                                          seed=self.cfg.seed)
         return self._clip
 
+    @property
+    def text_mode(self) -> str:
+        """The text mode the router reads: ``cfg.text_mode``, or ``none`` for a loaded router
+        trained without texts (``RouterMLP.reads_text``: its text input stays zero, so no text
+        map is fitted for it; texts still start objects, from CLIP's own relevance)."""
+        mlp = self.router.mlp
+        return "none" if mlp is not None and not mlp.reads_text else self.cfg.text_mode
+
     def _fit_text(self, text: str) -> Optional[TextState]:
-        if self.cfg.text_mode == "none":
+        if self.text_mode == "none":
             return None
         clip = self._clip_encoder()
         emb = clip.encode_text([text])[0].to(self.device)
         tokens, grid = self._current_tokens()
-        if self.cfg.text_mode == "paper_lsq":
+        if self.text_mode == "paper_lsq":
             return fit_paper_lsq(tokens, emb, text)
-        dense = clip.dense_image_features(self._image, grid=tuple(grid)).to(self.device)
+        dense = self._clip_dense(grid=tuple(grid)).to(self.device)
         return fit_clip_ridge(tokens, dense.flatten(1).T.float(), emb, text)
 
+    def _clip_dense(self, grid: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+        """The current frame's dense CLIP map (``ClipTextEncoder.dense_image_features``) from one
+        CLIP image pass per frame, which a text start, every object's fit and their refreshes
+        share."""
+        clip = self._clip_encoder()
+        if self._clip_patches is None or self._clip_patches[0] != self._t:
+            self._clip_patches = (self._t, clip.patch_features(self._image))
+        return clip.dense_image_features(self._image, grid=grid, patches=self._clip_patches[1])
+
     def _set_text(self, obj: _ObjectState, text: Optional[str], state: Optional[TextState]) -> None:
-        obj.text, obj.text_state, obj.text_frame = text, state, self._t
+        if state is not obj.text_state or state is None:  # the same map again keeps its age, so
+            obj.text_frame = self._t  # clip_refresh_interval still refits it (one fit per frame)
+        obj.text, obj.text_state = text, state
         if state is None:
             self.bank.clear_text(obj.row)
             return
@@ -652,9 +687,8 @@ class StreamingTracker:
 
     def _text_click(self, text: str):
         """Text-only start: CLIP relevance on this frame -> best region -> distance-transform click."""
-        clip = self._clip_encoder()
-        emb = clip.encode_text([text])[0]
-        dense = clip.dense_image_features(self._image)  # [D, h, w]
+        emb = self._clip_encoder().encode_text([text])[0]
+        dense = self._clip_dense()  # [D, h, w]
         rel = torch.einsum("dhw,d->hw", dense.float(), emb.float().to(dense.device))
         rel = rel.float().cpu().numpy()  # autocast may hand back bf16, which numpy cannot take
         region = rel >= np.quantile(rel, 0.95)
