@@ -16,7 +16,6 @@ setup(
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.xml")),
     ],
-    package_data={package_name: ["config/*.yaml"]},
     install_requires=["setuptools", "numpy", "scipy", "pillow", "pyyaml"],
     # colcon test runs pytest for a package that names it here (else unittest, which finds none)
     extras_require={"test": ["pytest"]},
