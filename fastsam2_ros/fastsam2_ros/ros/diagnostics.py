@@ -59,11 +59,10 @@ class NodeHealth:
         self._lock = threading.Lock()
         self.window_s = window_s
         self.reset_counters()
-        self.forget_objects()
+        self.forget_tracker()
         self.state = "unconfigured"
         self.enabled = True
         self.fatal: Optional[str] = None
-        self.device = ""
         self.input_topic = "image"
         #: image publishers the subscription cannot hear now (qos.unreachable_publishers)
         self.unreachable_publishers = 0
@@ -74,7 +73,7 @@ class NodeHealth:
     def reset_counters(self) -> None:
         """Zero the counters and windows (at activate). The objects' state (the last stats, the
         automatic starts) is not a counter: a model kept while inactive keeps its objects, and
-        only :meth:`forget_objects` clears them."""
+        only :meth:`forget_tracker` clears them."""
         with self._lock:
             self.received = 0
             self.processed = 0
@@ -134,12 +133,14 @@ class NodeHealth:
         with self._lock:
             self.last_stats = stats_msg
 
-    def forget_objects(self) -> None:
+    def forget_tracker(self) -> None:
         """The tracker and its objects are gone (the model released, or left to a stuck worker):
-        /diagnostics no longer reports the last frame's objects, bank and automatic starts."""
+        /diagnostics no longer reports the last frame's objects, bank and automatic starts, nor
+        the model's device (a failed configure on another device is named by the parameter)."""
         with self._lock:
             self.last_stats: Any = None  # the last TrackerStats message
             self.auto_prompted: List[int] = []
+            self.device = ""  # (set when a tracker is loaded)
 
     def on_incompatible_qos(self, message: str) -> None:
         with self._lock:

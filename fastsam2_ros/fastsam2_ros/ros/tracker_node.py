@@ -303,8 +303,7 @@ class TrackerNode(LifecycleNode):
         tracker stays with that thread, neither released under it nor shared with a new worker;
         the next activate loads a new one."""
         tracker, self._tracker = self._tracker, None
-        self.health.forget_objects()
-        self.health.device = ""  # no model: /diagnostics names the device parameter
+        self.health.forget_tracker()
         if tracker is not None:
             self.get_logger().error(
                 f"the frame worker did not finish its tracker call within {waited_s:.0f} s; that "
@@ -322,8 +321,7 @@ class TrackerNode(LifecycleNode):
         tracker, self._tracker = self._tracker, None
         notes, self._object_notes = self._object_notes, None
         self._drop_waiting_prompts(notes, "the model was released")
-        self.health.forget_objects()  # (kept by keep_model_when_inactive, with the objects)
-        self.health.device = ""  # no model: /diagnostics names the device parameter
+        self.health.forget_tracker()  # (kept by keep_model_when_inactive, with the objects)
         if tracker is not None:
             tracker.release()  # frees the model and empties the CUDA cache
             del tracker
