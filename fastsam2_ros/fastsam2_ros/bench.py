@@ -254,20 +254,50 @@ def _stream(tracker, frames, clicks, pipelined: bool = False,
 KERNEL_PROFILE_FRAMES = 4
 
 
+#: Stages whose heaviest ops a profiling pass lists (``stage_kernel_ops``): what pruning adds
+#: and what it shrinks; the OPS_LISTED heaviest of each in the JSON.
+OP_LIST_STAGES = ("router", "memory_attention")
+OPS_LISTED = 12
+OPS_PRINTED = 6  # (the report's line; the JSON keeps OPS_LISTED)
+
+
 def _profiled_pass(tracker, frames, clicks):
-    """The profiling pass: (its results, ``stage_kernel_ms`` of its last KERNEL_PROFILE_FRAMES
-    tracked frames)."""
+    """The profiling pass: (its results, ``stage_kernel_ms`` and ``stage_kernel_ops`` of its last
+    KERNEL_PROFILE_FRAMES tracked frames)."""
     trace = _kernel_profiler(tracker.device)
     first = max(1, len(frames) - KERNEL_PROFILE_FRAMES)
     results = _stream(tracker, frames, clicks,
                       before_frame=lambda index: index == first and trace.start())[0]
     synchronize(tracker.device)
     trace.stop()
+    traced, kind = len(frames) - first, tracker.device.type
     try:
-        kernels = stage_kernel_ms(trace.events(), len(frames) - first, tracker.device.type)
+        events = trace.events()
+        kernels = stage_kernel_ms(events, traced, kind)
+        ops = stage_kernel_ops(events, traced, kind)
     except Exception as exc:  # noqa: BLE001 - a trace we cannot read must not cost the run
         kernels = {"error": f"{type(exc).__name__}: {exc}"}  # (its timings are measured already)
-    return results, kernels
+        ops = None
+    return results, kernels, ops
+
+
+def _spent(event, device_type: str) -> float:
+    """An event's kernel time (µs, its children's included); off CUDA its CPU time."""
+    return event.device_time_total if device_type == "cuda" else event.cpu_time_total
+
+
+def _annotated_below(event):
+    """The stage ranges nested anywhere under ``event``, outermost only."""
+    for child in event.cpu_children:
+        if child.name.startswith(STAGE_ANNOTATION):
+            yield child
+        else:
+            yield from _annotated_below(child)
+
+
+def _own_time(event, device_type: str) -> float:
+    """``event``'s time less that of the stages nested in it (they count in themselves)."""
+    return _spent(event, device_type) - sum(_spent(c, device_type) for c in _annotated_below(event))
 
 
 def stage_kernel_ms(events, frames: int, device_type: str) -> Dict[str, float]:
@@ -277,27 +307,45 @@ def stage_kernel_ms(events, frames: int, device_type: str) -> Dict[str, float]:
     captured step pays. A stage nested in another (the router and memory attention in the
     decoder) counts only in itself; ``other`` is what ran outside every stage (preprocessing,
     mask packing, bank writes) and ``total`` all of it. Off CUDA it is the ranges' CPU time."""
-    def spent(event) -> float:
-        return event.device_time_total if device_type == "cuda" else event.cpu_time_total
-
-    def annotated_below(event):
-        for child in event.cpu_children:
-            if child.name.startswith(STAGE_ANNOTATION):
-                yield child
-            else:
-                yield from annotated_below(child)
-
-    host = [e for e in events if e.device_type.name == "CPU"]  # not the GPU-side annotation copies
     out = {s: 0.0 for s in STAGES if s != "total"}
-    for event in host:
-        if event.name.startswith(STAGE_ANNOTATION):
-            name = event.name[len(STAGE_ANNOTATION):]
-            out[name] = out.get(name, 0.0) + spent(event) - sum(spent(c) for c in annotated_below(event))
-    total = sum(spent(e) for e in host if e.cpu_parent is None)
+    for event, name in _stage_ranges(events):
+        out[name] = out.get(name, 0.0) + _own_time(event, device_type)
+    total = sum(_spent(e, device_type) for e in events
+                if e.device_type.name == "CPU" and e.cpu_parent is None)
     out["other"] = total - sum(out.values())
     out["total"] = total
     scale = 1e-3 / max(1, frames)  # µs over the pass -> ms per frame
     return {name: value * scale for name, value in out.items()}
+
+
+def _stage_ranges(events):
+    """(event, stage name) of every stage range of a trace (its host side: not the GPU-side
+    copies of the annotations)."""
+    for event in events:
+        if event.device_type.name == "CPU" and event.name.startswith(STAGE_ANNOTATION):
+            yield event, event.name[len(STAGE_ANNOTATION):]
+
+
+def stage_kernel_ops(events, frames: int, device_type: str, stages: Sequence[str] = OP_LIST_STAGES,
+                     top: int = OPS_LISTED) -> Dict[str, list]:
+    """The ops each of ``stages`` called itself (a nested stage's ops count in that stage), the
+    ``top`` heaviest first, as [op, kernel ms per frame, calls per frame]: which of the router's
+    ~70 small kernels cost it, and where memory attention's time goes (same trace and units as
+    ``stage_kernel_ms``)."""
+    totals: Dict[str, Dict[str, list]] = {s: {} for s in stages}
+    for event, name in _stage_ranges(events):
+        if name not in totals:
+            continue
+        for op in event.cpu_children:
+            if op.name.startswith(STAGE_ANNOTATION):
+                continue
+            row = totals[name].setdefault(op.name, [0.0, 0])
+            row[0] += _own_time(op, device_type)
+            row[1] += 1
+    per_frame = 1.0 / max(1, frames)
+    return {stage: [[op, ms * 1e-3 * per_frame, calls * per_frame]
+                    for op, (ms, calls) in sorted(ops.items(), key=lambda kv: -kv[1][0])[:top]]
+            for stage, ops in totals.items()}
 
 
 def _kernel_profiler(device: torch.device):
@@ -350,17 +398,17 @@ def run_ours(cfg: TrackerConfig, model, frames, clicks, keep_ratio: float,
         _, wall_pipe, _ = _stream(tracker, frames, clicks, pipelined=True)
     last = results[-1].stats
     stage_rows = [r.stats.stage_ms for r in results]  # off CUDA the timers cost nothing
-    kernel_ms = None
+    kernel_ms = kernel_ops = None
     if profile and cuda:  # eager with synchronised, annotated stage timers, in a kernel trace
         profiler = StreamingTracker(mode_cfg.replace(cuda_graphs=False), model=model,
                                     num_frames_hint=n, profile_stages=True)
-        profiled, kernel_ms = _profiled_pass(profiler, frames, clicks)
+        profiled, kernel_ms, kernel_ops = _profiled_pass(profiler, frames, clicks)
         stage_rows = [r.stats.stage_ms for r in profiled]
     timed = _timed_pass(wall, frame_ms)
     out = {"keep_ratio": keep_ratio, "objects": len(clicks), **timed,
            "fps_pipelined": (n - 1) / wall_pipe,
            "stage_ms": _mean_stages(stage_rows, timed["ms_per_frame"]),
-           "stage_kernel_ms": kernel_ms,
+           "stage_kernel_ms": kernel_ms, "stage_kernel_ops": kernel_ops,
            "gpu_ms_per_frame": float(np.mean([r.stats.gpu_ms for r in results])),
            "startup_s": startup_s, "capture_s": tracker.runner.capture_s,
            "graphs": len(tracker.runner), "capture_failures": dict(
@@ -954,6 +1002,10 @@ def print_report(report: dict) -> None:
         elif kernels:
             print(f"{name} kernel ms/frame (last {KERNEL_PROFILE_FRAMES} frames): " + " ".join(
                 f"{stage} {ms:.2f}" for stage, ms in kernels.items()))
+        for stage, ops in (r.get("stage_kernel_ops") or {}).items():
+            if ops:
+                print(f"{name} {stage} heaviest ops (ms/frame x calls/frame): " + ", ".join(
+                    f"{op} {ms:.3f} x{calls:g}" for op, ms, calls in ops[:OPS_PRINTED]))
     if "dense_vs_official" in report:
         d = report["dense_vs_official"]
         print(f"dense (keep 1.0) vs official: max mask difference {d['max_mask_diff_pixels']} px "

@@ -223,8 +223,10 @@ def test_the_kernel_profile_sums_each_stages_kernels(cuda_model, video, monkeypa
     cfg, model = cuda_model
     monkeypatch.setattr(bench, "KERNEL_PROFILE_FRAMES", 4)
     tracker = StreamingTracker(cfg.replace(cuda_graphs=False), model=model, profile_stages=True)
-    results, kernels = bench._profiled_pass(tracker, video[0][:8], [(40.0, 60.0)])
+    results, kernels, ops = bench._profiled_pass(tracker, video[0][:8], [(40.0, 60.0)])
     for stage in ("encoder", "router", "memory_attention", "decoder", "memory_encoder", "other"):
         assert kernels[stage] > 0, (stage, kernels)
+    for stage, listed in ops.items():  # the heaviest ops, on the device's kernel time
+        assert listed and sum(ms for _, ms, _ in listed) <= kernels[stage] * 1.0001, (stage, listed)
     assert kernels["total"] == pytest.approx(sum(v for k, v in kernels.items() if k != "total"))
     assert kernels["total"] <= max(r.stats.stage_ms["total"] for r in results[-4:])

@@ -141,13 +141,23 @@ def test_stage_kernel_times_of_a_profiled_pass_are_its_stage_times(monkeypatch):
     model = build_predictor(cfg)
     tracker = StreamingTracker(cfg, model=model, profile_stages=True)
     monkeypatch.setattr(bench, "KERNEL_PROFILE_FRAMES", 2)
-    results, kernels = bench._profiled_pass(tracker, bench.load_frames(None, 5), [(300, 200)])
+    results, kernels, ops = bench._profiled_pass(tracker, bench.load_frames(None, 5), [(300, 200)])
     timed = {s: np.mean([r.stats.stage_ms[s] for r in results[-2:]]) for s in bench.STAGES}
     for stage in ("encoder", "router", "memory_attention", "decoder", "memory_encoder"):
         assert timed[stage] > 0
         assert kernels[stage] == pytest.approx(timed[stage], rel=0.25, abs=0.5), stage
     assert kernels["other"] >= 0
     assert kernels["total"] == pytest.approx(sum(v for k, v in kernels.items() if k != "total"))
+    # the heaviest ops of the router and memory attention, from the same trace: the router's
+    # two projections of its Monte-Carlo passes (keys once, the T passes' queries in one batch)
+    # per frame, each stage's listed ops within its time, heaviest first
+    assert set(ops) == set(bench.OP_LIST_STAGES)
+    router = {op: (ms, calls) for op, ms, calls in ops["router"]}
+    assert router["aten::linear"][1] == 2.0
+    for stage, listed in ops.items():
+        assert 0 < len(listed) <= bench.OPS_LISTED
+        times = [ms for _, ms, _ in listed]
+        assert times == sorted(times, reverse=True) and sum(times) <= kernels[stage] * 1.0001
 
 
 def test_stage_kernel_times_sum_device_time_and_skip_the_gpu_side_annotations():
@@ -173,6 +183,10 @@ def test_stage_kernel_times_sum_device_time_and_skip_the_gpu_side_annotations():
     assert ms["encoder"] == 2.5 and ms["decoder"] == 0.6 and ms["router"] == 0.15
     assert ms["memory_attention"] == 0.5 and ms["memory_encoder"] == 0.0
     assert ms["other"] == pytest.approx(0.1) and ms["total"] == pytest.approx(3.85)
+    # the ops a stage called itself, per frame; a stage nested under one of them is its own
+    ops = bench.stage_kernel_ops(events, 2, "cuda", stages=("router", "decoder", "encoder"))
+    assert ops == {"router": [["aten::topk", 0.05, 0.5]], "decoder": [["aten::conv2d", 0.1, 0.5]],
+                   "encoder": []}
 
 
 def test_the_report_prints_each_modes_kernel_stage_times(capsys):
@@ -182,11 +196,19 @@ def test_the_report_prints_each_modes_kernel_stage_times(capsys):
     report["modes"]["pruned@0.3"]["stage_kernel_ms"] = {
         "encoder": 4.5, "router": 0.25, "memory_attention": 1.25, "decoder": 0.75,
         "memory_encoder": 0.5, "other": 1.0, "total": 8.25}
+    report["modes"]["pruned@0.3"]["stage_kernel_ops"] = {
+        "router": [[f"aten::op{i}", 0.1 / (i + 1), 1.0] for i in range(bench.OPS_LISTED)],
+        "memory_attention": []}
     bench.print_report(report)
-    lines = [ln for ln in capsys.readouterr().out.splitlines() if "kernel ms/frame" in ln]
+    out = capsys.readouterr().out.splitlines()
+    lines = [ln for ln in out if "kernel ms/frame" in ln]
     assert lines == [f"pruned@0.3 kernel ms/frame (last {bench.KERNEL_PROFILE_FRAMES} frames): "
                      "encoder 4.50 router 0.25 memory_attention 1.25 decoder 0.75 memory_encoder "
                      "0.50 other 1.00 total 8.25"]
+    ops = [ln for ln in out if "heaviest ops" in ln]  # the first OPS_PRINTED; none for no ops
+    assert ops == ["pruned@0.3 router heaviest ops (ms/frame x calls/frame): aten::op0 0.100 x1, "
+                   "aten::op1 0.050 x1, aten::op2 0.033 x1, aten::op3 0.025 x1, aten::op4 0.020 x1, "
+                   "aten::op5 0.017 x1"]
 
 
 def test_a_kernel_trace_that_cannot_be_read_is_reported_not_fatal(monkeypatch, capsys):
@@ -201,8 +223,9 @@ def test_a_kernel_trace_that_cannot_be_read_is_reported_not_fatal(monkeypatch, c
         raise KeyError("device_time_total")
 
     monkeypatch.setattr(bench, "stage_kernel_ms", unreadable)
-    results, kernels = bench._profiled_pass(tracker, bench.load_frames(None, 4), [(300, 200)])
+    results, kernels, ops = bench._profiled_pass(tracker, bench.load_frames(None, 4), [(300, 200)])
     assert len(results) == 3 and kernels == {"error": "KeyError: 'device_time_total'"}
+    assert ops is None
     path = pathlib.Path(__file__).parents[2] / "benchmarks" / "gpu_h100_1024_tiny_bedroom60_1obj.json"
     report = json.loads(path.read_text())
     report["modes"]["pruned@0.3"]["stage_kernel_ms"] = kernels
