@@ -10,8 +10,9 @@
 #   FRAMES (default ../shared/data/bedroom), N frames (60), SIZE (1024), SOAK frames (600),
 #   REPEATS (3): interleaved timing rounds of the 1-object and compile benchmarks (medians and
 #   per-round ratios; the 4-object run, the soak and fp32 time once),
-#   COMPILE=all|encoder (1 = all) also measures that torch_compile (official, dense, keep 0.3): a
-#   cold start (empty kernel cache) and a restart, for the models in COMPILE_MODELS ("tiny large"),
+#   COMPILE=all|encoder|router, or several ("router encoder"; 1 = all) also measures each of those
+#   torch_compile modes (official, dense, keep 0.3): a cold start (empty kernel cache) and a
+#   restart, for the models in COMPILE_MODELS ("tiny large"),
 #   FP32=1 also runs large in fp32 (official and keep 1.0: their IoU without bf16's rounding),
 #   VOS=seconds to give sam2's torch.compile'd predictor (default 0: skipped), STEP_LIMIT (420 s),
 #   BUDGET=seconds: no optional step (compile, VOS) starts with less than 30 s of it left, none
@@ -129,12 +130,14 @@ step large_1obj --model large --click 210,350 --keep-ratios 0.3 --repeats "$REPE
 run_step cuda_tests "$PY" -m pytest fastsam2_ros/test/test_cuda_fast_path.py -q -p no:cacheprovider
 
 if [ "$COMPILE" != "0" ]; then  # cold start with an empty kernel cache, then a restart that reuses it
-  for model in $COMPILE_MODELS; do
-    cache="$(mktemp -d)" name="${model}_compile_${COMPILE}"
-    for start in cold restart; do  # a restart after a failed cold start would time a cold one
-      optional "${name}_${start}" --model "$model" --click 210,350 --keep-ratios 0.3 \
-          --torch-compile "$COMPILE" --compile-cache-dir "$cache" --no-profile --repeats "$REPEATS" \
-        || { [ "$start" = cold ] && status+=("${name}_restart skipped (no cold start)"); break; }
+  for mode in $COMPILE; do
+    for model in $COMPILE_MODELS; do
+      cache="$(mktemp -d)" name="${model}_compile_${mode}"
+      for start in cold restart; do  # a restart after a failed cold start would time a cold one
+        optional "${name}_${start}" --model "$model" --click 210,350 --keep-ratios 0.3 \
+            --torch-compile "$mode" --compile-cache-dir "$cache" --no-profile --repeats "$REPEATS" \
+          || { [ "$start" = cold ] && status+=("${name}_restart skipped (no cold start)"); break; }
+      done
     done
   done
 fi

@@ -767,7 +767,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--preprocess", default="auto", choices=PREPROCESS_MODES,
                    help="our frame preprocessing: auto (device on CUDA), pil (sam2's exact loader), device")
     p.add_argument("--torch-compile", default="none", choices=COMPILE_MODES,
-                   help="torch.compile SAM 2's modules in our tracker (CUDA; the first start compiles)")
+                   help="torch.compile our router or SAM 2's modules (CUDA; the first start compiles)")
     p.add_argument("--compile-cache-dir", default="", help="cache of compiled kernels")
     p.add_argument("--mc-passes", type=int, default=5)
     p.add_argument("--click", help="X,Y[;X,Y...] positive clicks on frame 0, one per object "

@@ -379,9 +379,9 @@ def test_first_prompt_of_the_first_text_object_is_routed_with_its_text(tracker_c
     joins ``objects`` only after it, so its text must reach the plan another way."""
     frames, _, _ = video
     seen = []
-    route = TokenRouter.route
-    monkeypatch.setattr(TokenRouter, "route",
-                        lambda self, sig, *a: seen.append(sig.text is not None) or route(self, sig, *a))
+    scores = TokenRouter.scores  # (what every router call scores tokens with, prompt or tracking)
+    monkeypatch.setattr(TokenRouter, "scores",
+                        lambda self, sig, *a: seen.append(sig.text is not None) or scores(self, sig, *a))
     tracker = StreamingTracker(tracker_cfg.replace(text_mode="clip_ridge", mc_passes=0), model=model)
     tracker.add_prompt(1, points=[[40, 60]], labels=[1], text="a red ball", image=frames[0])
     assert seen == [True]

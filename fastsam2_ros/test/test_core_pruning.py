@@ -175,7 +175,8 @@ def test_keep_ratio_one_is_dense_without_router(model128, video, monkeypatch):
     cfg, model = model128
     frames, _, _ = video
     tracker = StreamingTracker(cfg.replace(keep_ratio=1.0), model=model)
-    monkeypatch.setattr(tracker.router, "route", lambda *a, **k: pytest.fail("router used at 1.0"))
+    for step in ("signals", "scores", "route"):  # (a tracking step calls signals and scores)
+        monkeypatch.setattr(tracker.router, step, lambda *a, **k: pytest.fail("router used at 1.0"))
     tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
     res = tracker.track(frames[1])
     assert res.stats.router_mode == "dense" and res.stats.tokens_kept == {1: 64}

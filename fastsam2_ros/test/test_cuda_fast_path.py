@@ -185,6 +185,35 @@ def test_tracking_with_mc_dropout_runs_captured():
     assert not tracker.runner.failures
 
 
+def test_a_compiled_router_runs_captured_and_keeps_what_the_eager_one_keeps(video, tmp_path):
+    """torch_compile: router (the router's kernels fused by Inductor) inside the captured step:
+    no fallback, every frame replays a graph, and, dropout off, the kept tokens and masks of the
+    eager router to float rounding; with dropout on (its random numbers are Inductor's, drawn
+    anew at every replay) the keep sets still follow the object."""
+    from fastsam2_ros.core.models import compile_errors
+
+    frames = video[0][:8]
+    base = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=256, device="cuda",
+                         keep_ratio=0.3, mc_passes=0, bf16=False, compile_cache_dir=str(tmp_path))
+    model = build_predictor(base)
+    compiled_model = build_predictor(base.replace(torch_compile="router"))
+    compiled_model.load_state_dict(model.state_dict())
+    eager = _run(StreamingTracker(base, model=model), frames, PROMPTS)
+    fused_tracker = StreamingTracker(base.replace(torch_compile="router"), model=compiled_model)
+    fused = _run(fused_tracker, frames, PROMPTS)
+    assert compile_errors(compiled_model) == {} and fused_tracker.step_mode == "cuda_graph"
+    assert not fused_tracker.runner.failures
+    for ra, rb in zip(fused[1:], eager[1:]):
+        for obj_id in (1, 2):
+            kept_a, kept_b = ra.kept_tokens[obj_id], rb.kept_tokens[obj_id]
+            assert (kept_a & kept_b).sum() >= 0.99 * kept_b.sum()
+            assert region_j(ra.masks[obj_id], rb.masks[obj_id]) > 0.99
+    dropout = StreamingTracker(base.replace(torch_compile="router", mc_passes=5), model=compiled_model)
+    results = _run(dropout, frames, PROMPTS)
+    assert compile_errors(compiled_model) == {} and not dropout.runner.failures
+    assert all(r.stats.step_mode == "cuda_graph" for r in results[1:])
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 def test_a_tracker_on_the_second_gpu_equals_one_on_the_first(cuda_model, video, tmp_path):
     """A tracker on cuda:1 driven from a thread whose current device is cuda:0 (as every new

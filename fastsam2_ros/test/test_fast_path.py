@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import shutil
 import subprocess
 import sys
 import types
@@ -28,7 +29,8 @@ from fastsam2_ros.core.memory_bank import NO_FRAME, MemoryBank
 from fastsam2_ros.core.models import build_predictor
 from fastsam2_ros.core.preprocess import (FrameStager, pil_bicubic_coefficients,
                                           preprocess_on_device, preprocess_pil)
-from fastsam2_ros.core.pruned_predictor import pack_mask_bits
+from fastsam2_ros.core.pruned_predictor import memory_token_scores, pack_mask_bits
+from fastsam2_ros.core.router import router_scores
 from fastsam2_ros.core.stats import BitMasks, FrameResult, FrameStats
 from fastsam2_ros.core.tracker import StreamingTracker
 
@@ -387,13 +389,124 @@ def test_modules_that_torch_compile_compiles_trace_as_whole_graphs(video, monkey
         getattr(model, name).forward = fn
     model.compiled_memory_attention = models.CompiledOrEager(
         "memory_attention", pruned_attention.pruned_memory_attention)
+    model.compiled_router = models.CompiledOrEager("router", router_scores)
+    model.compiled_memory_tokens = models.CompiledOrEager("memory_tokens", memory_token_scores)
+    calls, chosen = [], []
+    model.compiled_router.compiled = spy(model.compiled_router.compiled, calls)
+    model.compiled_memory_tokens.compiled = spy(model.compiled_memory_tokens.compiled, chosen)
     tracker = StreamingTracker(cfg, model=model)
+    # the dropout masks' generator as on CUDA (the default one: a compiled router runs only there)
+    monkeypatch.setattr(tracker.router, "_generator", lambda device, frame_idx=None: None)
     frames = video[0]
     with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
         tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
         tracker.add_prompt(2, box=[100, 20, 140, 50])
         tracker.track(frames[1])
     assert models.compile_errors(model) == {}
+    assert calls and all(kwargs["frame_idx"] is None for _, kwargs in calls)  # no int to specialise on
+    assert chosen
+
+
+def test_keep_one_never_runs_the_compiled_router(video):
+    """torch_compile router compiles only what pruned frames run: at keep 1.0 (dense, equal to the
+    official predictor) neither the router nor the memory-token choice goes through it."""
+    from fastsam2_ros.core import models
+
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=64, device="cpu",
+                        keep_ratio=1.0, mc_passes=0)
+    model = build_predictor(cfg)
+
+    def refuse(*_, **__):
+        raise AssertionError("a dense step ran compiled router code")
+
+    model.compiled_router = models.CompiledOrEager("router", router_scores)
+    model.compiled_memory_tokens = models.CompiledOrEager("memory_tokens", memory_token_scores)
+    model.compiled_router.compiled = model.compiled_memory_tokens.compiled = refuse
+    tracker = StreamingTracker(cfg, model=model)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=video[0][0])
+    for frame in video[0][1:4]:
+        tracker.track(frame)
+    assert models.compile_errors(model) == {}
+
+
+def spy(fn, calls: list):
+    """``fn``, recording each call's arguments in ``calls``."""
+    def called(*args, **kwargs):
+        calls.append((args, kwargs))
+        return fn(*args, **kwargs)
+    return called
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="Inductor's CPU code needs a C++ compiler")
+def test_the_compiled_router_keeps_the_tokens_the_eager_one_keeps(tmp_path, monkeypatch):
+    """torch_compile router / all fuse the router's scoring (~60 kernels; Inductor, here its CPU
+    code): the same scores to float rounding and so the same keep sets, with and without text
+    rows and a trained MLP (dropout off: compiled code draws its own random numbers); the same
+    for the scores that pick a pruned frame's stored tokens. It never touches keep 1.0."""
+    from fastsam2_ros.core.models import CompiledOrEager
+    from fastsam2_ros.core.pruned_predictor import choose_memory_tokens
+    from fastsam2_ros.core.router import RouterMLP, TokenRouter, top_k_sorted
+    from fastsam2_ros.core.text_relevance import TextRows
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=64, device="cpu")
+    layer = build_predictor(cfg).memory_attention.layers[0]
+    torch.manual_seed(0)
+    rows, channels, grid, clip_dim = 2, 256, (32, 32), 16
+    tokens = torch.randn(grid[0] * grid[1], channels)
+    prev = torch.randn(rows, 1, 128, 128)
+    text = TextRows(weight=torch.randn(rows, channels, clip_dim), bias=torch.randn(rows, clip_dim),
+                    mean=torch.randn(rows, channels), embedding=torch.randn(rows, clip_dim),
+                    vector=torch.randn(rows, channels), has_text=torch.tensor([1.0, 0.0]))
+    for router, text_rows in ((TokenRouter(channels, mc_passes=0), None),
+                              (TokenRouter(channels, mc_passes=0, mlp=RouterMLP(channels).eval()), text)):
+        compiled = CompiledOrEager("router", router_scores)
+        with torch.inference_mode():
+            eager = router_scores(router, tokens, grid, layer, text_rows, prev, rows)
+            fused = compiled(router, tokens, grid, layer, text_rows, prev, rows)
+        assert compiled.error is None
+        assert torch.allclose(fused, eager, atol=1e-4, rtol=1e-4)
+        assert torch.equal(top_k_sorted(fused, 307), top_k_sorted(eager, 307))
+    maskmem, high_res = torch.randn(rows, 64, *grid), torch.randn(rows, 1, 128, 128)
+    compiled = CompiledOrEager("memory_tokens", memory_token_scores)
+    eager = memory_token_scores(high_res, grid, fused, 2.0)
+    score = compiled(high_res, grid, fused, 2.0)
+    assert compiled.error is None and torch.allclose(score, eager, atol=1e-6)
+    for a, b in zip(choose_memory_tokens(maskmem, score, 307), choose_memory_tokens(maskmem, eager, 307)):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6)
+
+
+def test_a_live_keep_ratio_change_recompiles_nothing(video, monkeypatch):
+    """The compiled router scores tokens; the keep ratio (a live parameter) only picks how many
+    of them: top-k stays outside the compiled functions, so a change is no recompile (dynamo
+    stops recompiling after 8 shapes; every keep ratio tried was one before)."""
+    from fastsam2_ros.core import models
+
+    compiled_calls = []
+
+    def counting_backend(graph, example_inputs):
+        compiled_calls.append(graph)
+        return graph.forward
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=counting_backend))
+    torch._dynamo.reset()
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=64, device="cpu",
+                        keep_ratio=0.3, mc_passes=0)
+    model = build_predictor(cfg)
+    model.compiled_router = models.CompiledOrEager("router", router_scores)
+    model.compiled_memory_tokens = models.CompiledOrEager("memory_tokens", memory_token_scores)
+    tracker = StreamingTracker(cfg, model=model)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=video[0][0])
+    tracker.track(video[0][1])
+    compiled = len(compiled_calls)
+    assert compiled == 2  # the router's scores and the stored tokens' scores, once each
+    kept = []
+    for keep, frame in zip((0.5, 0.2, 0.1, 0.6, 0.3), video[0][2:7]):
+        tracker.set_keep_ratio(keep)
+        kept.append(tracker.track(frame).stats.tokens_kept[1])
+    assert len(compiled_calls) == compiled and models.compile_errors(model) == {}
+    assert kept == [8, 3, 2, 10, 5]  # (16 tokens at 64 px)
 
 
 @pytest.mark.parametrize("blocker", ["file", "read_only"])
@@ -482,8 +595,42 @@ def test_shapes_beyond_the_recompile_limit_run_eagerly_and_the_compiled_ones_sta
         before = len(compiled_runs)
         assert wrapped(torch.ones(1)).tolist() == [3.0]  # a shape compiled before the limit
         assert compiled_runs[before:] == [(1,)]
+        # a shape refused once goes straight to the eager function: dynamo's refusal cost ~4 ms
+        # and a warning at every call
+        refused = []
+        compiled = wrapped.compiled
+        wrapped.compiled = lambda *a, **k: refused.append(a[0].shape) or compiled(*a, **k)
+        eager_before = wrapped.eager_calls
+        for _ in range(3):
+            assert wrapped(torch.ones(12)).tolist() == [3.0] * 12
+        assert refused == [] and wrapped.eager_calls == eager_before + 3
+        assert wrapped(torch.ones(1)).tolist() == [3.0] and refused == [(1,)]  # still compiled
     finally:
         torch._dynamo.reset()
+
+
+def test_a_call_signature_tells_the_shapes_dynamo_specialises_on():
+    from types import SimpleNamespace
+
+    from fastsam2_ros.core.models import call_signature
+    from fastsam2_ros.core.text_relevance import TextRows
+
+    def rows(n):
+        return TextRows(*[torch.zeros(n, 4)] * 5, has_text=torch.ones(n))
+
+    module = SimpleNamespace()
+    base = call_signature((module, torch.zeros(2, 3), rows(2), (4, 4), 7), {"frame_idx": None})
+    assert base == call_signature((module, torch.ones(2, 3), rows(2), (4, 4), 7), {"frame_idx": None})
+    for other in ((module, torch.zeros(2, 4), rows(2), (4, 4), 7),   # shape
+                  (module, torch.zeros(2, 3, dtype=torch.float64), rows(2), (4, 4), 7),  # dtype
+                  (module, torch.zeros(2, 3), rows(3), (4, 4), 7),  # a dataclass's tensors
+                  (module, torch.zeros(2, 3), None, (4, 4), 7),  # no text
+                  (SimpleNamespace(), torch.zeros(2, 3), rows(2), (4, 4), 7),  # another object
+                  (module, torch.zeros(2, 3), rows(2), (4, 4), 8)):  # a value
+        assert call_signature(other, {"frame_idx": None}) != base
+    assert call_signature((module, torch.zeros(2, 3), rows(2), (4, 4), 7), {"frame_idx": 1}) != base
+    with torch.inference_mode():
+        assert call_signature((module, torch.zeros(2, 3), rows(2), (4, 4), 7), {"frame_idx": None}) != base
 
 
 def test_release_compile_workers_stops_inductor_worker_processes(monkeypatch):

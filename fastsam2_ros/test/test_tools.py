@@ -780,6 +780,17 @@ def test_gpu_check_a_failed_cold_start_is_not_timed_again_as_a_restart(tmp_path)
     assert "tiny_compile_encoder_restart skipped (no cold start)" in run.stdout
 
 
+def test_gpu_check_times_each_of_several_compile_modes(tmp_path):
+    """COMPILE may name several torch_compile modes (the router's compile next to the
+    encoder's): each gets its cold start and restart, with its own cache, in the order given."""
+    run, ran = _gpu_check_with_a_stub_python(tmp_path, COMPILE="router encoder", COMPILE_MODELS="tiny")
+    assert run.returncode == 0, run.stderr
+    assert ran[4:] == ["gpu_tiny_compile_router_cold", "gpu_tiny_compile_router_restart",
+                       "gpu_tiny_compile_encoder_cold", "gpu_tiny_compile_encoder_restart"]
+    for name in ran[4:]:
+        assert f"{name[len('gpu_'):]} rc=0" in run.stdout
+
+
 def test_gpu_check_no_step_runs_past_the_deadline_and_the_exit_status_says_a_step_failed(tmp_path):
     """BUDGET held only the optional steps: the required ones could run STEP_LIMIT each, past a
     lent machine's 600 s command limit, whose kill lost the step in flight (packed only after a

@@ -59,7 +59,7 @@ PREPROCESS_MODES = ("auto", "pil", "device")
 #: Devices the tracker runs on (auto: cuda when available, else cpu; empty means auto).
 #: (torch.device refuses an index with a leading zero, "cuda:01")
 DEVICE_NAME = re.compile(r"auto|cpu|cuda(:(0|[1-9]\d*))?")
-COMPILE_MODES = ("none", "encoder", "all")
+COMPILE_MODES = ("none", "router", "encoder", "all")
 FILLERS = ("no_mem_embed", "raw")
 PROPOSAL_SOURCES = ("sam2", "rpn")  # where the automatic prompt's region comes from
 DEFAULT_NODE_NAME = "fastsam2_tracker"
@@ -136,7 +136,7 @@ class TrackerConfig:
     image_size: int = 1024  # SAM 2 input side in pixels (a multiple of 32, >= 64)
     preprocess: str = "auto"  # auto (device on CUDA, pil on CPU) | pil (sam2's exact loader) | device
     cuda_graphs: bool = True  # capture the per-frame step as CUDA graphs (CUDA only; else eager)
-    torch_compile: str = "none"  # none | encoder | all: torch.compile SAM 2's modules (CUDA; the first start compiles)
+    torch_compile: str = "none"  # COMPILE_MODES: torch.compile the router or SAM 2's modules (CUDA; the first start compiles)
     compile_cache_dir: str = ""  # where compiled kernels are cached ("" = $TORCHINDUCTOR_CACHE_DIR, else ~/.cache/fastsam2_ros/inductor)
     # --- token pruning -----------------------------------------------------------------------
     keep_ratio: float = 0.3  # fraction of top-level tokens kept; 1.0 = the dense SAM 2 path

@@ -7,6 +7,7 @@ only about the pruning.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -197,10 +198,12 @@ class CompiledOrEager:
     """A torch.compile'd callable that falls back, once and for good, to the eager one if
     compiling or running the compiled code fails (logged): compilation never stops tracking.
 
-    Every new static shape (object count, conditioning slots, a prompt step's memory length) is
-    a recompile, and dynamo stops recompiling a function after ``recompile_limit`` (8) shapes:
-    a shape beyond them runs eagerly, call by call, while the shapes compiled so far stay
-    compiled (``eager_calls`` counts those calls)."""
+    Every new static shape (object count, conditioning slots, a prompt step's memory length, for
+    the router whether some object has a text) is a recompile, and dynamo stops recompiling a
+    function after ``recompile_limit`` (8) shapes: a shape beyond them runs eagerly, while the
+    shapes compiled so far stay compiled (``eager_calls`` counts those calls). Such a call is
+    remembered by its arguments' shapes (``call_signature``), so the next one goes straight to
+    the eager function: dynamo's refusal took ~4 ms and logged a warning, at every call."""
 
     def __init__(self, name: str, eager) -> None:
         self.name = name
@@ -209,9 +212,14 @@ class CompiledOrEager:
         self.compiled = torch.compile(eager, fullgraph=True, dynamic=False)
         self.error: Optional[str] = None
         self.eager_calls = 0  # calls with a shape beyond the recompile limit
+        self._beyond_limit: set = set()  # call_signature of the shapes dynamo refused
 
     def __call__(self, *args, **kwargs):
         if self.error is None:
+            signature = call_signature(args, kwargs) if self._beyond_limit else None
+            if signature is not None and signature in self._beyond_limit:
+                self.eager_calls += 1
+                return self.eager(*args, **kwargs)
             try:
                 return self.compiled(*args, **kwargs)
             except Exception as exc:  # a compiler failure must not take the tracker down
@@ -220,11 +228,31 @@ class CompiledOrEager:
                         LOG.warning("%s: torch.compile's recompile limit is reached; input shapes "
                                     "not compiled yet run eagerly, compiled ones stay compiled",
                                     self.name)
+                    self._beyond_limit.add(signature or call_signature(args, kwargs))
                     self.eager_calls += 1
                     return self.eager(*args, **kwargs)
                 self.error = f"{type(exc).__name__}: {str(exc)[:300]}"
                 LOG.warning("torch.compile of %s failed (%s); it runs eagerly", self.name, self.error)
         return self.eager(*args, **kwargs)
+
+
+def call_signature(args: tuple, kwargs: dict) -> tuple:
+    """What dynamo specialises a call on, roughly: each tensor's shape, dtype and device, each
+    plain value, other objects by identity, dataclasses and sequences field by field, plus grad
+    and inference mode. (A coarser key only costs speed: the eager and compiled code agree.)"""
+    def key(value):
+        if isinstance(value, torch.Tensor):
+            return ("tensor", tuple(value.shape), value.dtype, value.device)
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if isinstance(value, (tuple, list)):
+            return tuple(key(v) for v in value)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return (type(value),) + tuple(key(getattr(value, f.name)) for f in dataclasses.fields(value))
+        return ("id", id(value))
+
+    return (key(args), tuple((name, key(v)) for name, v in sorted(kwargs.items())),
+            torch.is_grad_enabled(), torch.is_inference_mode_enabled())
 
 
 def _recompile_limit_hit(exc: BaseException) -> bool:
@@ -234,21 +262,28 @@ def _recompile_limit_hit(exc: BaseException) -> bool:
                                   "RecompileLimitExceeded", "CacheLimitExceeded")
 
 
-#: SAM 2's modules that ``torch_compile`` compiles: the encoder alone, or all of them
-COMPILE_TARGETS = {"encoder": ("image_encoder",),
+#: SAM 2's modules that ``torch_compile`` compiles: none (``router``: the router alone), the
+#: encoder, or all of them (``all`` also compiles memory attention and the router)
+COMPILE_TARGETS = {"router": (), "encoder": ("image_encoder",),
                    "all": ("image_encoder", "sam_prompt_encoder", "sam_mask_decoder", "memory_encoder")}
+#: The modes that compile the router's scores (``router.router_scores``, and
+#: ``memory_token_scores``, by which a pruned frame's stored tokens are picked), not its top-k (a
+#: keep ratio changed live is no recompile). Only pruned frames run them, so keep 1.0 is
+#: untouched (and still equals the official predictor).
+COMPILE_ROUTER = ("router", "all")
 
 
-def _compiled_forwards(model) -> list:
-    forwards = [getattr(getattr(model, n, None), "forward", None) for n in COMPILE_TARGETS["all"]]
-    return [f for f in forwards if isinstance(f, CompiledOrEager)]
+def _compiled_callables(model) -> list:
+    """Every CompiledOrEager that ``compile_modules`` put on ``model``."""
+    wrapped = [getattr(getattr(model, n, None), "forward", None) for n in COMPILE_TARGETS["all"]]
+    wrapped += [getattr(model, name, None) for name in
+                ("compiled_memory_attention", "compiled_router", "compiled_memory_tokens")]
+    return [w for w in wrapped if isinstance(w, CompiledOrEager)]
 
 
 def compile_errors(model) -> dict:
     """Name -> error of every compiled module that fell back to eager."""
-    wrapped = _compiled_forwards(model)
-    wrapped.append(getattr(model, "compiled_memory_attention", None))
-    return {w.name: w.error for w in wrapped if isinstance(w, CompiledOrEager) and w.error}
+    return {w.name: w.error for w in _compiled_callables(model) if w.error}
 
 
 DEFAULT_COMPILE_CACHE_DIR = "~/.cache/fastsam2_ros/inductor"
@@ -279,8 +314,9 @@ def _kernel_cache_dir(cache_dir: str) -> Path:
 
 
 def compile_modules(model, which: str, cache_dir: str = "") -> None:
-    """torch.compile SAM 2's image encoder (``encoder``), or also the memory attention, prompt
-    encoder, mask decoder and memory encoder (``all``; the set sam2's VOS predictor compiles).
+    """torch.compile the router (``router``: what pruning adds to the step, ~70 small kernels),
+    SAM 2's image encoder (``encoder``), or the encoder, memory attention, prompt encoder, mask
+    decoder and memory encoder (the set sam2's VOS predictor compiles) and the router (``all``).
 
     The first frames compile (tens of seconds); the kernels are cached on disk
     (``_kernel_cache_dir``: ``cache_dir``, else TORCHINDUCTOR_CACHE_DIR, else
@@ -297,11 +333,17 @@ def compile_modules(model, which: str, cache_dir: str = "") -> None:
         from .pruned_attention import pruned_memory_attention
 
         model.compiled_memory_attention = CompiledOrEager("memory_attention", pruned_memory_attention)
+    if which in COMPILE_ROUTER:
+        from .pruned_predictor import memory_token_scores
+        from .router import router_scores
+
+        model.compiled_router = CompiledOrEager("router", router_scores)
+        model.compiled_memory_tokens = CompiledOrEager("memory_tokens", memory_token_scores)
 
 
 def uses_compiled_modules(model) -> bool:
-    """Whether ``compile_modules`` wrapped any of ``model``'s modules."""
-    return bool(_compiled_forwards(model))
+    """Whether ``compile_modules`` wrapped any of ``model``'s modules or functions."""
+    return bool(_compiled_callables(model))
 
 
 def release_compile_workers() -> bool:

@@ -37,7 +37,7 @@ from sam2.utils.misc import fill_holes_in_mask_scores
 from .memory_bank import BankLayout, LayoutShape, MemoryBank, unpack_layout
 from .preprocess import model_input
 from .pruned_attention import pruned_memory_attention
-from .router import RouterOutput, TokenRouter, minmax
+from .router import RouterOutput, TokenRouter, minmax, router_scores, top_k_sorted
 from .text_relevance import TextRows
 
 
@@ -97,11 +97,38 @@ def pack_mask_bits(low_res: torch.Tensor, out_hw: Tuple[int, int], threshold: fl
     return torch.stack(planes)
 
 
+def memory_token_scores(high_res: torch.Tensor, grid_hw: Tuple[int, int],
+                        routed: Optional[torch.Tensor], memory_mask_boost: float) -> torch.Tensor:
+    """Scores [B, h*w] of the new memory's tokens: the router's (``routed``, min-max normalised)
+    plus ``memory_mask_boost`` on the predicted mask's tokens (dilated by one), which go in first."""
+    low = F.adaptive_max_pool2d(high_res.float(), grid_hw)
+    in_mask = F.max_pool2d((low > 0).float(), 3, stride=1, padding=1).flatten(1)
+    base = minmax(routed.float()) if routed is not None else torch.zeros_like(in_mask)
+    return base + memory_mask_boost * in_mask
+
+
+def choose_memory_tokens(maskmem: torch.Tensor, score: torch.Tensor, k: int):
+    """Which ``k`` tokens of the new memory [B, C_mem, h, w] are stored: the best ``score``.
+    Returns feats [B, k, C_mem], idx, score."""
+    rows, mem_dim, height, width = maskmem.shape
+    flat = maskmem.flatten(2)  # [B, C_mem, N]
+    if k >= height * width:  # dense: grid order, as SAM 2 stores it
+        idx = torch.arange(height * width, device=maskmem.device).expand(rows, -1)
+        return flat.transpose(1, 2), idx, score
+    idx = top_k_sorted(score, k)
+    feats = flat.gather(2, idx[:, None].expand(-1, mem_dim, -1)).transpose(1, 2)
+    return feats, idx, score.gather(1, idx)
+
+
 class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
     """Official predictor + a static multi-object memory bank + token pruning."""
 
     #: set by ``models.compile_modules`` (torch_compile: all); None = the eager function
     compiled_memory_attention = None
+    #: set by ``models.compile_modules`` (torch_compile: router, all): router_scores and
+    #: memory_token_scores, the kernels a pruned step adds; None = the eager functions
+    compiled_router = None
+    compiled_memory_tokens = None
 
     # ------------------------------------------------------------------ memory attention (read)
     def _prepare_memory_conditioned_features(self, frame_idx, is_init_cond_frame,
@@ -126,10 +153,15 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         dense_queries = plan.keep >= num_tokens
         if not dense_queries:
             with read.timer.stage("router"):
-                sig = read.router.signals(feat[:, 0], grid_hw, self.memory_attention.layers[0],
-                                          read.text_rows(), read.bank.prev_logits[read.rows],
-                                          read.frame_idx)
-                read.router_out = read.router.route(sig, plan.keep, rows)
+                # compiled (CUDA only), no frame index: it only seeds the CPU's dropout masks,
+                # and a new int per frame would be a recompile per frame
+                compiled = self.compiled_router
+                scores = (compiled or router_scores)(
+                    read.router, feat[:, 0], grid_hw, self.memory_attention.layers[0],
+                    read.text_rows(), read.bank.prev_logits[read.rows], rows,
+                    frame_idx=None if compiled else read.frame_idx)
+                read.router_out = RouterOutput(scores, top_k_sorted(scores, plan.keep),
+                                               read.router.mode)
         with read.timer.stage("memory_attention"):
             memory, memory_pos, memory_idx, key_mask, num_ptr = self._read_memory(read)
             feat_b, pos_b = feat.transpose(0, 1), pos.transpose(0, 1)  # [B, HW, C]
@@ -219,21 +251,14 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
         return out
 
     def _memory_tokens(self, read: BankRead, maskmem: torch.Tensor, high_res: torch.Tensor,
-                       router_scores: Optional[torch.Tensor]):
-        """Which ``bank.k`` tokens of the new memory [B, C_mem, h, w] are stored: the router's best
-        with the predicted mask's tokens forced in. Returns feats [B, k, C_mem], idx, score."""
-        rows, mem_dim, height, width = maskmem.shape
-        low = F.adaptive_max_pool2d(high_res.float(), (height, width))
-        in_mask = F.max_pool2d((low > 0).float(), 3, stride=1, padding=1).flatten(1)
-        base = minmax(router_scores.float()) if router_scores is not None else torch.zeros_like(in_mask)
-        score = base + read.plan.memory_mask_boost * in_mask
-        flat = maskmem.flatten(2)  # [B, C_mem, N]
-        if read.bank.k >= height * width:  # dense: grid order, as SAM 2 stores it
-            idx = torch.arange(height * width, device=maskmem.device).expand(rows, -1)
-            return flat.transpose(1, 2), idx, score
-        idx = torch.topk(score, read.bank.k, dim=-1, sorted=False).indices.sort(dim=-1).values
-        feats = flat.gather(2, idx[:, None].expand(-1, mem_dim, -1)).transpose(1, 2)
-        return feats, idx, score.gather(1, idx)
+                       routed: Optional[torch.Tensor]):
+        """The tokens of the new memory that the bank stores (``choose_memory_tokens``), their
+        scores compiled with the router where it is, for pruned frames."""
+        grid_hw = tuple(maskmem.shape[-2:])
+        pruned = read.bank.k < grid_hw[0] * grid_hw[1]
+        score_fn = (self.compiled_memory_tokens if pruned else None) or memory_token_scores
+        score = score_fn(high_res, grid_hw, routed, read.plan.memory_mask_boost)
+        return choose_memory_tokens(maskmem, score, read.bank.k)
 
     def _encode_memory(self, read: BankRead, feats, sizes, high_res, object_score_logits,
                        is_mask_from_pts: bool):

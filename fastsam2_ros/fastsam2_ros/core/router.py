@@ -390,8 +390,12 @@ class TokenRouter(nn.Module):
 
     @torch.no_grad()
     def route(self, sig: RouterSignals, keep: int, rows: int = 1) -> RouterOutput:
-        n = sig.tokens.shape[0]
-        keep = max(1, min(int(keep), n))
+        scores = self.scores(sig, rows)
+        return RouterOutput(scores=scores, keep_idx=top_k_sorted(scores, keep), mode=self.mode)
+
+    @torch.no_grad()
+    def scores(self, sig: RouterSignals, rows: int = 1) -> torch.Tensor:
+        """Router scores [B, N] (higher = keep): the trained MLP's, or the training-free sum."""
         if sig.prior is not None:
             rows = sig.prior.shape[0]
         if self.mlp is not None:
@@ -407,8 +411,25 @@ class TokenRouter(nn.Module):
                 scores = prior_first(scores, sig.prior)
         else:
             scores = self.training_free_scores(sig, rows)
-        keep_idx = torch.topk(scores.float(), keep, dim=-1, sorted=False).indices.sort(dim=-1).values
-        return RouterOutput(scores=scores, keep_idx=keep_idx, mode=self.mode)
+        return scores
+
+
+def top_k_sorted(scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """The ``keep`` best of each row of ``scores`` [B, N] as sorted indices [B, k] (the paper's
+    softmax keeps the order; it is not computed: in float32 it underflows to ties)."""
+    keep = max(1, min(int(keep), scores.shape[-1]))
+    return torch.topk(scores.float(), keep, dim=-1, sorted=False).indices.sort(dim=-1).values
+
+
+def router_scores(router: TokenRouter, tokens: torch.Tensor, grid_hw: tuple, attn_layer,
+                  text: Optional[TextRows], prev_mask_logits: Optional[torch.Tensor], rows: int,
+                  frame_idx: Optional[int] = None) -> torch.Tensor:
+    """A frame's signals and scores [B, N]: the router's ~60 small kernels in one function, which
+    ``torch_compile`` (``router``, ``all``) fuses into a few (a captured step pays each kernel;
+    the router is what pruning adds to it). The top-k stays outside: a keep ratio changed live
+    would otherwise be a recompile."""
+    return router.scores(router.signals(tokens, grid_hw, attn_layer, text, prev_mask_logits,
+                                        frame_idx), rows)
 
 
 def prior_first(scores: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:

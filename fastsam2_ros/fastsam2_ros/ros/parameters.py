@@ -105,8 +105,9 @@ TRACKER_PARAMETER_DOCS: Dict[str, Dict[str, Any]] = {
     "cuda_graphs": dict(description="CUDA: replay the per-frame step as captured CUDA graphs "
                         "(false = eager kernels, and sam2's hole filling where its CUDA extension "
                         "is installed)"),
-    "torch_compile": dict(description="CUDA: torch.compile SAM 2's image encoder (encoder) or also "
-                          "memory attention, prompt encoder, mask decoder and memory encoder (all); "
+    "torch_compile": dict(description="CUDA: torch.compile the token router (router: only pruned "
+                          "frames run it), SAM 2's image encoder (encoder) or the encoder, memory "
+                          "attention, prompt encoder, mask decoder, memory encoder and router (all); "
                           "the first start compiles, the kernels are cached for restarts"),
     "compile_cache_dir": dict(description="Cache of compiled kernels (empty = "
                               "$TORCHINDUCTOR_CACHE_DIR if set, else ~/.cache/fastsam2_ros/inductor)"),
