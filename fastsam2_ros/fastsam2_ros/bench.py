@@ -330,8 +330,8 @@ def stage_kernel_ops(events, frames: int, device_type: str, stages: Sequence[str
                      top: int = OPS_LISTED) -> Dict[str, list]:
     """The ops each of ``stages`` called itself (a nested stage's ops count in that stage), the
     ``top`` heaviest first, as [op, kernel ms per frame, calls per frame]: which of the router's
-    ~70 small kernels cost it, and where memory attention's time goes (same trace and units as
-    ``stage_kernel_ms``)."""
+    dozens of small kernels cost it, and where memory attention's time goes (same trace and
+    units as ``stage_kernel_ms``)."""
     totals: Dict[str, Dict[str, list]] = {s: {} for s in stages}
     for event, name in _stage_ranges(events):
         if name not in totals:

@@ -314,7 +314,7 @@ def _kernel_cache_dir(cache_dir: str) -> Path:
 
 
 def compile_modules(model, which: str, cache_dir: str = "") -> None:
-    """torch.compile the router (``router``: what pruning adds to the step, ~70 small kernels),
+    """torch.compile the router (``router``: what pruning adds to the step, dozens of small kernels),
     SAM 2's image encoder (``encoder``), or the encoder, memory attention, prompt encoder, mask
     decoder and memory encoder (the set sam2's VOS predictor compiles) and the router (``all``).
 
