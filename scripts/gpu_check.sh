@@ -134,8 +134,9 @@ if [ "$COMPILE" != "0" ]; then  # cold start with an empty kernel cache, then a 
     for model in $COMPILE_MODELS; do
       cache="$(mktemp -d)" name="${model}_compile_${mode}"
       for start in cold restart; do  # a restart after a failed cold start would time a cold one
+        # (with the kernel profile: what the compiled router or encoder costs per stage)
         optional "${name}_${start}" --model "$model" --click 210,350 --keep-ratios 0.3 \
-            --torch-compile "$mode" --compile-cache-dir "$cache" --no-profile --repeats "$REPEATS" \
+            --torch-compile "$mode" --compile-cache-dir "$cache" --repeats "$REPEATS" \
           || { [ "$start" = cold ] && status+=("${name}_restart skipped (no cold start)"); break; }
       done
     done
