@@ -314,9 +314,10 @@ def _kernel_cache_dir(cache_dir: str) -> Path:
 
 
 def compile_modules(model, which: str, cache_dir: str = "") -> None:
-    """torch.compile the router (``router``: what pruning adds to the step, dozens of small kernels),
-    SAM 2's image encoder (``encoder``), or the encoder, memory attention, prompt encoder, mask
-    decoder and memory encoder (the set sam2's VOS predictor compiles) and the router (``all``).
+    """torch.compile the router (``router``: what pruning adds to the step, dozens of small
+    kernels), SAM 2's image encoder (``encoder``), or the encoder, memory attention, prompt
+    encoder, mask decoder and memory encoder (the set sam2's VOS predictor compiles) and the
+    router (``all``).
 
     The first frames compile (tens of seconds); the kernels are cached on disk
     (``_kernel_cache_dir``: ``cache_dir``, else TORCHINDUCTOR_CACHE_DIR, else

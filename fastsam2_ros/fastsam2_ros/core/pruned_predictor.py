@@ -99,8 +99,9 @@ def pack_mask_bits(low_res: torch.Tensor, out_hw: Tuple[int, int], threshold: fl
 
 def memory_token_scores(high_res: torch.Tensor, grid_hw: Tuple[int, int],
                         routed: Optional[torch.Tensor], memory_mask_boost: float) -> torch.Tensor:
-    """Scores [B, h*w] of the new memory's tokens: the router's (``routed``, min-max normalised)
-    plus ``memory_mask_boost`` on the predicted mask's tokens (dilated by one), which go in first."""
+    """Scores [B, h*w] of the new memory's tokens: the router's (``routed``, min-max
+    normalised) plus ``memory_mask_boost`` on the predicted mask's tokens (dilated by one), which
+    go in first."""
     low = F.adaptive_max_pool2d(high_res.float(), grid_hw)
     in_mask = F.max_pool2d((low > 0).float(), 3, stride=1, padding=1).flatten(1)
     base = minmax(routed.float()) if routed is not None else torch.zeros_like(in_mask)

@@ -424,10 +424,10 @@ def top_k_sorted(scores: torch.Tensor, keep: int) -> torch.Tensor:
 def router_scores(router: TokenRouter, tokens: torch.Tensor, grid_hw: tuple, attn_layer,
                   text: Optional[TextRows], prev_mask_logits: Optional[torch.Tensor], rows: int,
                   frame_idx: Optional[int] = None) -> torch.Tensor:
-    """A frame's signals and scores [B, N]: the router's dozens of small kernels in one function, which
-    ``torch_compile`` (``router``, ``all``) fuses into a few (a captured step pays each kernel;
-    the router is what pruning adds to it). The top-k stays outside: a keep ratio changed live
-    would otherwise be a recompile."""
+    """A frame's signals and scores [B, N]: the router's dozens of small kernels in one
+    function, which ``torch_compile`` (``router``, ``all``) fuses into a few (a captured step pays
+    each kernel; the router is what pruning adds to it). The top-k stays outside: a keep ratio
+    changed live would otherwise be a recompile."""
     return router.scores(router.signals(tokens, grid_hw, attn_layer, text, prev_mask_logits,
                                         frame_idx), rows)
 

@@ -229,8 +229,8 @@ NODE_PARAMETERS: List[ParamSpec] = [
     ParamSpec("diagnostics_period", 1.0, "Period of the /diagnostics status (seconds)",
               range=Range(0.1, 60.0), live=True),
     ParamSpec("diagnostics_warn_hold", 5.0, "How long /diagnostics stays at WARN after a bad input "
-              "or an incompatible-QoS event, and at ERROR after an inference error (seconds; at least one diagnostics_period, so "
-              "each shows on a status)", range=Range(0.0, 3600.0), live=True),
+              "or an incompatible-QoS event, and at ERROR after an inference error (seconds; at "
+              "least one diagnostics_period, so each shows on a status)", range=Range(0.0, 3600.0), live=True),
 ]
 
 
