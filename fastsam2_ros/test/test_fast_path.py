@@ -882,3 +882,24 @@ def test_hole_filling_gives_way_to_captured_steps(monkeypatch, caplog):
     assert models.keeps_hole_filling(cfg, None, cuda)  # the official predictor fills holes as sam2 does
     monkeypatch.setattr(models, "_fill_holes_available", lambda: False)
     assert not models.keeps_hole_filling(cfg, None, cpu)
+
+
+@pytest.mark.parametrize("static_buffers", [True, False], ids=["graph-buffers", "eager"])
+def test_a_tracked_frame_says_whether_it_read_a_full_memory_bank(video, static_buffers):
+    """The bench splits a clip at it: while the bank fills, the captured step's attention takes a
+    key mask (on the H200 dense took 14.7 ms on frames 1-15 and 11.4 ms after). A frame reads a
+    full bank once its pointer slots are full (16 pointers: frame 16 for a prompt on frame 0),
+    whether or not its own (eager, compact) layout leaves the empty slots out; a second object
+    prompted later fills its slots later, and until then the bank is not full for the batch."""
+    cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=64, device="cpu",
+                        keep_ratio=0.3, mc_passes=0)
+    model = build_predictor(cfg)
+    frames = [video[0][t % len(video[0])] for t in range(24)]
+    tracker = StreamingTracker(cfg, model=model, static_buffers=static_buffers)
+    first = tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    assert first.stats.bank_full is False  # a prompt's result does not say
+    full = [tracker.track(frame).stats.bank_full for frame in frames[1:20]]
+    assert full == [False] * 15 + [True] * 4, full
+    tracker.add_prompt(2, points=[[20, 20]], labels=[1])  # on frame 19
+    later = [tracker.track(frame).stats.bank_full for frame in frames[20:24]]
+    assert later == [False] * 4

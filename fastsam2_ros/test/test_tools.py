@@ -1353,3 +1353,42 @@ def test_node_bench_probe_takes_a_command_line_that_is_not_utf8(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["fastsam2-bench", "--node", "--label", os.fsdecode(b"caf\xe9")])
     probe = node_bench.Probe(NODE_BENCH_DOMAIN_ID)
     probe.close()
+
+
+def test_bench_reports_the_full_bank_steady_state_beside_the_whole_clip(capsys):
+    """Over a whole clip the ratios counted the frames where the bank fills, whose masked
+    attention costs dense more than pruned modes: on the H200, keep 0.3 vs dense was 1.27x over
+    the clip but 1.21x on frames 16-59. The bench gives both; the official predictor is timed over
+    the same frames as ours."""
+    flags = [False, False, True, True, True]
+
+    def mode(rounds, ours=True):
+        r = {"ms_per_frame": float(np.mean(rounds[0])), "fps": 1e3 / float(np.mean(rounds[0])),
+             "frame_ms": [x for fm in rounds for x in fm], "stage_ms": {"memory_attention": 0.0},
+             "rounds": [{"ms_per_frame": float(np.mean(fm)), "frame_ms": fm} for fm in rounds],
+             "state_bytes": 0, "peak_gpu_memory_bytes": 0}
+        if ours:
+            r["bank_full"] = flags
+        return r
+
+    results = {"official": mode([[30, 30, 20, 20, 20], [30, 30, 22, 22, 22]], ours=False),
+               "dense": mode([[15, 15, 12, 12, 12], [15, 15, 11, 11, 11]]),
+               "pruned@0.3": mode([[10, 10, 10, 10, 10], [10, 10, 10, 10, 10]])}
+    bench.add_bank_full_times(results)
+    assert results["dense"]["bank_full_ms_by_round"] == [12.0, 11.0]
+    assert results["dense"]["ms_per_frame_bank_full"] == pytest.approx(11.5)
+    assert results["official"]["ms_per_frame_bank_full"] == pytest.approx(21.0)
+    assert results["pruned@0.3"]["frames_bank_full"] == 3
+    ratios = bench.ratios_of(results)["pruned@0.3"]
+    assert ratios["fps_vs_dense_bank_full"] == pytest.approx(1.15)
+    assert ratios["fps_vs_dense_bank_full_by_round"] == pytest.approx([1.2, 1.1])
+    assert ratios["fps_vs_official_bank_full"] == pytest.approx(2.1)
+    report = {"modes": results, "ratios": bench.ratios_of(results)}
+    line = [ln for ln in bench.summary_lines(report) if ln.startswith("pruned@0.3")][0]
+    assert "x dense, full bank 1.150 (1.20, 1.10)" in line and "full bank 10.00 ms/frame (3 frames)" in line
+    # a clip whose bank never fills (or a mode without flags) gets no steady-state numbers
+    never = {"dense": mode([[15, 15, 15, 15, 15]]), "official": mode([[30] * 5], ours=False)}
+    never["dense"]["bank_full"] = [False] * 5
+    bench.add_bank_full_times(never)
+    assert "ms_per_frame_bank_full" not in never["dense"]
+    assert not any("bank_full" in key for key in bench.ratios_of(never)["dense"])

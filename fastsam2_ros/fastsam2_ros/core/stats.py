@@ -43,6 +43,9 @@ class FrameStats:
     text_mode: str = "none"  # clip_ridge | paper_lsq | none (per the objects that have text)
     step_mode: str = "eager"  # cuda_graph (replayed captured step: only "total" is timed) | eager
     gpu_ms: float = 0.0  # device time of the tracking step (CUDA events; 0 off CUDA)
+    #: a tracking step that read a full memory bank: no empty or padded slot, attention without a
+    #: key mask (the steady state of a stream; False while the bank fills and for prompts)
+    bank_full: bool = False
     auto_prompted: List[int] = field(default_factory=list)  # objects started on this call without a click
     #: obj_id -> phrase of objects started by the automatic prompt (every frame, while tracked;
     #: "" = started without a phrase: no caption model)
