@@ -12,7 +12,10 @@
 #   per-round ratios; the 4-object run, the soak and fp32 time once),
 #   COMPILE=all|encoder|router, or several ("router encoder"; 1 = all) also measures each of those
 #   torch_compile modes (official, dense, keep 0.3): a cold start (empty kernel cache) and a
-#   restart, for the models in COMPILE_MODELS ("tiny large"),
+#   restart, for the models in COMPILE_MODELS ("tiny large"); a mode with "+casts"
+#   ("encoder+casts") compiles with Inductor's emulate_precision_casts (bf16 rounded where eager
+#   rounds it: does keep 1.0 then still equal the official predictor?),
+#   SKIP: required steps not to run ("tiny_4obj large_1obj cuda_tests"; a short lease's choice),
 #   FP32=1 also runs large in fp32 (official and keep 1.0: their IoU without bf16's rounding),
 #   VOS=seconds to give sam2's torch.compile'd predictor (default 0: skipped), STEP_LIMIT (420 s),
 #   BUDGET=seconds: no optional step (compile, VOS) starts with less than 30 s of it left, none
@@ -80,6 +83,10 @@ status=() failed=0 jsons=()  # jsons: this run's bench JSON files, for the summa
 run_step() {  # run_step NAME CMD...: CMD, its log under OUT, within its limit (STEP_TIMEOUT, else
   local name="$1"; shift  # STEP_LIMIT) cut to what is left before DEADLINE
   local left=$((DEADLINE - SECONDS)) limit="${STEP_TIMEOUT:-$STEP_LIMIT}" t0=$SECONDS
+  if [[ " ${SKIP:-} " == *" $name "* ]]; then
+    status+=("$name skipped (SKIP)"); echo "$name skipped (SKIP)"
+    return 0
+  fi
   if [ "$left" -lt 20 ]; then
     status+=("$name skipped (deadline: ${left}s left)"); echo "$name skipped (deadline: ${left}s left)"
     failed=1; return 1
@@ -130,11 +137,14 @@ step large_1obj --model large --click 210,350 --keep-ratios 0.3 --repeats "$REPE
 run_step cuda_tests "$PY" -m pytest fastsam2_ros/test/test_cuda_fast_path.py -q -p no:cacheprovider
 
 if [ "$COMPILE" != "0" ]; then  # cold start with an empty kernel cache, then a restart that reuses it
-  for mode in $COMPILE; do
+  for spec in $COMPILE; do
+    mode="${spec%+casts}" casts=0
+    [ "$mode" != "$spec" ] && casts=1
     for model in $COMPILE_MODELS; do
-      cache="$(mktemp -d)" name="${model}_compile_${mode}"
+      cache="$(mktemp -d)" name="${model}_compile_${mode}$([ "$casts" = 1 ] && echo _casts)"
       for start in cold restart; do  # a restart after a failed cold start would time a cold one
         # (with the kernel profile: what the compiled router or encoder costs per stage)
+        TORCHINDUCTOR_EMULATE_PRECISION_CASTS=$casts \
         optional "${name}_${start}" --model "$model" --click 210,350 --keep-ratios 0.3 \
             --torch-compile "$mode" --compile-cache-dir "$cache" --repeats "$REPEATS" \
           || { [ "$start" = cold ] && status+=("${name}_restart skipped (no cold start)"); break; }

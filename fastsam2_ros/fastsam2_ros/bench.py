@@ -906,6 +906,7 @@ def _run(args: argparse.Namespace) -> int:
             # what ran: off CUDA torch.compile is skipped (with a warning), whatever was asked
             "torch_compile": cfg.torch_compile if uses_compiled_modules(model) else "none",
             "torch_compile_requested": cfg.torch_compile, "compile_errors": compile_errors(model),
+            "inductor_emulate_precision_casts": inductor_emulate_precision_casts(model),
             "mc_passes": cfg.mc_passes,
             # what ran (graphs are captured on CUDA only), next to what was asked
             "cuda_graphs": bool(cfg.cuda_graphs and cuda), "cuda_graphs_requested": cfg.cuda_graphs,
@@ -961,6 +962,19 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(f"wrote {args.json}")
     return 0
+
+
+def inductor_emulate_precision_casts(model) -> Optional[bool]:
+    """For a run that compiled: whether Inductor rounded to bf16 where eager does
+    (TORCHINDUCTOR_EMULATE_PRECISION_CASTS; ``gpu_check.sh``'s ``+casts`` modes), which decides
+    how close compiled keep 1.0 comes to the official predictor. None when nothing compiled."""
+    from .core.models import uses_compiled_modules
+
+    if not uses_compiled_modules(model):
+        return None
+    import torch._inductor.config as inductor_config
+
+    return bool(inductor_config.emulate_precision_casts)
 
 
 def write_json_atomically(path: Path, data: dict) -> None:

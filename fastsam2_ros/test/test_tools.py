@@ -713,6 +713,8 @@ fi
 json=""; prev=""
 for a in "$@"; do [ "$prev" = "--json" ] && json="$a"; prev="$a"; done
 echo "ran $(basename "${json:-cuda_tests}" .json)" >>"$STUB_LOG"
+[ -n "${STUB_ENV_LOG:-}" ] && echo "$(basename "${json:-cuda_tests}" .json)" \
+    "casts=${TORCHINDUCTOR_EMULATE_PRECISION_CASTS:-unset}" >>"$STUB_ENV_LOG"
 head -c "${STUB_LOG_BYTES:-0}" /dev/urandom | base64
 case "$json" in
   *tiny_4obj*) sleep "${STUB_SLOW_SLEEP:-0}" ;;
@@ -789,6 +791,43 @@ def test_gpu_check_times_each_of_several_compile_modes(tmp_path):
                        "gpu_tiny_compile_encoder_cold", "gpu_tiny_compile_encoder_restart"]
     for name in ran[4:]:
         assert f"{name[len('gpu_'):]} rc=0" in run.stdout
+
+
+def test_gpu_check_compiles_a_casts_mode_with_inductors_eager_rounding_and_skips_named_steps(
+        tmp_path):
+    """``encoder+casts`` is the encoder's compile with TORCHINDUCTOR_EMULATE_PRECISION_CASTS=1
+    (its own files and cache), every other step runs without it; SKIP leaves required steps out
+    (a short lease's choice), said in the status, and is no failure."""
+    env_log = tmp_path / "env.log"
+    run, ran = _gpu_check_with_a_stub_python(
+        tmp_path, COMPILE="encoder encoder+casts", COMPILE_MODELS="tiny",
+        SKIP="tiny_4obj large_1obj", STUB_ENV_LOG=str(env_log))
+    assert run.returncode == 0, run.stderr
+    assert ran == ["gpu_tiny_1obj", "cuda_tests", "gpu_tiny_compile_encoder_cold",
+                   "gpu_tiny_compile_encoder_restart", "gpu_tiny_compile_encoder_casts_cold",
+                   "gpu_tiny_compile_encoder_casts_restart"]
+    casts = dict(line.split() for line in env_log.read_text().splitlines())
+    assert casts == {"gpu_tiny_1obj": "casts=unset", "cuda_tests": "casts=unset",
+                     "gpu_tiny_compile_encoder_cold": "casts=0",
+                     "gpu_tiny_compile_encoder_restart": "casts=0",
+                     "gpu_tiny_compile_encoder_casts_cold": "casts=1",
+                     "gpu_tiny_compile_encoder_casts_restart": "casts=1"}
+    assert "tiny_4obj skipped (SKIP)" in run.stdout and "large_1obj skipped (SKIP)" in run.stdout
+
+
+def test_bench_records_inductors_rounding_only_for_a_run_that_compiled(monkeypatch):
+    import torch._inductor.config as inductor_config
+    from fastsam2_ros.core import models
+
+    model = build_predictor(TrackerConfig(model_cfg="tiny", allow_random_weights=True,
+                                          image_size=64, device="cpu"))
+    monkeypatch.setattr(inductor_config, "emulate_precision_casts", True)
+    assert bench.inductor_emulate_precision_casts(model) is None  # nothing compiled
+    monkeypatch.setattr(torch, "compile", lambda fn, **_: fn)
+    model.image_encoder.forward = models.CompiledOrEager("image_encoder", model.image_encoder.forward)
+    assert bench.inductor_emulate_precision_casts(model) is True
+    monkeypatch.setattr(inductor_config, "emulate_precision_casts", False)
+    assert bench.inductor_emulate_precision_casts(model) is False
 
 
 def test_gpu_check_no_step_runs_past_the_deadline_and_the_exit_status_says_a_step_failed(tmp_path):
