@@ -15,7 +15,8 @@
 #   restart, for the models in COMPILE_MODELS ("tiny large"); a mode with "+casts"
 #   ("encoder+casts") compiles with Inductor's emulate_precision_casts (bf16 rounded where eager
 #   rounds it: does keep 1.0 then still equal the official predictor?),
-#   SKIP: required steps not to run ("tiny_4obj large_1obj cuda_tests"; a short lease's choice),
+#   SKIP: steps not to run ("tiny_4obj large_1obj cuda_tests"; a short lease's choice; spaces or
+#   commas; a compile step's cold start skipped skips its restart; a name of no step is reported),
 #   FP32=1 also runs large in fp32 (official and keep 1.0: their IoU without bf16's rounding),
 #   VOS=seconds to give sam2's torch.compile'd predictor (default 0: skipped), STEP_LIMIT (420 s),
 #   BUDGET=seconds: no optional step (compile, VOS) starts with less than 30 s of it left, none
@@ -80,12 +81,15 @@ print("torch", torch.__version__, "|", torch.cuda.get_device_name(device) if dev
 EOF
 
 status=() failed=0 jsons=()  # jsons: this run's bench JSON files, for the summary at the end
+SKIP="${SKIP:-}"
+SKIP=" ${SKIP//,/ } " skipped=" "
+SKIPPED=3  # run_step's status for a step in SKIP (not a failure; a compile's restart follows none)
 run_step() {  # run_step NAME CMD...: CMD, its log under OUT, within its limit (STEP_TIMEOUT, else
   local name="$1"; shift  # STEP_LIMIT) cut to what is left before DEADLINE
   local left=$((DEADLINE - SECONDS)) limit="${STEP_TIMEOUT:-$STEP_LIMIT}" t0=$SECONDS
-  if [[ " ${SKIP:-} " == *" $name "* ]]; then
-    status+=("$name skipped (SKIP)"); echo "$name skipped (SKIP)"
-    return 0
+  if [[ "$SKIP" == *" $name "* ]]; then
+    status+=("$name skipped (SKIP)"); echo "$name skipped (SKIP)"; skipped+="$name "
+    return "$SKIPPED"
   fi
   if [ "$left" -lt 20 ]; then
     status+=("$name skipped (deadline: ${left}s left)"); echo "$name skipped (deadline: ${left}s left)"
@@ -156,6 +160,9 @@ if [ "$VOS" != "0" ]; then  # the official run plus sam2's compile (up to VOS s)
   STEP_TIMEOUT=$((VOS + STEP_LIMIT)) optional tiny_official_vos --model tiny --click 210,350 \
       --modes official --official-vos --vos-time-limit "$VOS" --no-profile
 fi
+for word in $SKIP; do  # a typo would have run a step the lease had no time for: say so
+  [[ "$skipped" == *" $word "* ]] || status+=("SKIP names no step: $word")
+done
 printf '%s\n' "${status[@]}"
 # then every step's modes in a few lines (a step cut by its limit: what it measured): a lease's
 # output keeps only its tail, where the steps' own tables are long gone

@@ -890,16 +890,20 @@ def test_a_tracked_frame_says_whether_it_read_a_full_memory_bank(video, static_b
     key mask (on the H200 dense took 14.7 ms on frames 1-15 and 11.4 ms after). A frame reads a
     full bank once its pointer slots are full (16 pointers: frame 16 for a prompt on frame 0),
     whether or not its own (eager, compact) layout leaves the empty slots out; a second object
-    prompted later fills its slots later, and until then the bank is not full for the batch."""
+    prompted later fills its slots later, and until then the bank is not full for the batch; a
+    keep ratio that grows pads the stored slots (their tokens are masked) until a new prompt."""
     cfg = TrackerConfig(model_cfg="tiny", allow_random_weights=True, image_size=64, device="cpu",
                         keep_ratio=0.3, mc_passes=0)
     model = build_predictor(cfg)
-    frames = [video[0][t % len(video[0])] for t in range(24)]
+    frames = [video[0][t % len(video[0])] for t in range(40)]
     tracker = StreamingTracker(cfg, model=model, static_buffers=static_buffers)
     first = tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
     assert first.stats.bank_full is False  # a prompt's result does not say
     full = [tracker.track(frame).stats.bank_full for frame in frames[1:20]]
     assert full == [False] * 15 + [True] * 4, full
     tracker.add_prompt(2, points=[[20, 20]], labels=[1])  # on frame 19
-    later = [tracker.track(frame).stats.bank_full for frame in frames[20:24]]
-    assert later == [False] * 4
+    later = [tracker.track(frame).stats.bank_full for frame in frames[20:36]]
+    assert later == [False] * 15 + [True], later  # object 2's pointers: full on frame 35
+    tracker.set_keep_ratio(0.6)
+    grown = [tracker.track(frame).stats.bank_full for frame in frames[36:40]]
+    assert grown == [False] * 4

@@ -813,6 +813,18 @@ def test_gpu_check_compiles_a_casts_mode_with_inductors_eager_rounding_and_skips
                      "gpu_tiny_compile_encoder_casts_cold": "casts=1",
                      "gpu_tiny_compile_encoder_casts_restart": "casts=1"}
     assert "tiny_4obj skipped (SKIP)" in run.stdout and "large_1obj skipped (SKIP)" in run.stdout
+    # commas too; a skipped cold start skips its restart (it would time a cold start); a name of
+    # no step is reported (a typo ran a step the lease had no time for, without a word)
+    second = tmp_path / "second"
+    second.mkdir()
+    run, ran = _gpu_check_with_a_stub_python(
+        second, COMPILE="encoder", COMPILE_MODELS="tiny",
+        SKIP="tiny_4obj,large_1obj tiny_compile_encoder_cold tiny_40bj")
+    assert run.returncode == 0, run.stderr
+    assert ran == ["gpu_tiny_1obj", "cuda_tests"]
+    assert "tiny_compile_encoder_restart skipped (no cold start)" in run.stdout
+    assert "SKIP names no step: tiny_40bj" in run.stdout
+    assert "SKIP names no step: tiny_4obj" not in run.stdout
 
 
 def test_bench_records_inductors_rounding_only_for_a_run_that_compiled(monkeypatch):
@@ -1425,6 +1437,17 @@ def test_bench_reports_the_full_bank_steady_state_beside_the_whole_clip(capsys):
     report = {"modes": results, "ratios": bench.ratios_of(results)}
     line = [ln for ln in bench.summary_lines(report) if ln.startswith("pruned@0.3")][0]
     assert "x dense, full bank 1.150 (1.20, 1.10)" in line and "full bank 10.00 ms/frame (3 frames)" in line
+    # one round (no "rounds": the 4-object run, REPEATS=1) and a mode that failed (no frame_ms)
+    single = {"official": mode([[30, 30, 20, 20, 20]], ours=False),
+              "dense": mode([[15, 15, 12, 12, 12]]), "official_vos": {"error": "timed out"}}
+    for r in single.values():
+        r.pop("rounds", None)
+    bench.add_bank_full_times(single)
+    assert single["dense"]["ms_per_frame_bank_full"] == pytest.approx(12.0)
+    assert single["official"]["ms_per_frame_bank_full"] == pytest.approx(20.0)
+    assert single["official_vos"] == {"error": "timed out"}
+    assert bench.ratios_of(single)["dense"]["fps_vs_official_bank_full"] == pytest.approx(20 / 12)
+    assert "fps_vs_official_bank_full_by_round" not in bench.ratios_of(single)["dense"]
     # a clip whose bank never fills (or a mode without flags) gets no steady-state numbers
     never = {"dense": mode([[15, 15, 15, 15, 15]]), "official": mode([[30] * 5], ours=False)}
     never["dense"]["bank_full"] = [False] * 5

@@ -367,6 +367,14 @@ class MemoryBank:
                                 and all(map(all, all_ptr_valid)))
         return BankLayout(shape=shape, masked=masked, ints=ints, floats=floats.to(torch.float32))
 
+    def reads_full(self, layout: BankLayout) -> bool:
+        """Whether a frame's ``layout`` reads a full bank: no empty or padded slot (not
+        ``masked``) and, for a compact layout, no empty slot left out — what the static layout of
+        the same frame says. False while the bank fills after a prompt, while objects differ in
+        age, and after a keep ratio grew (padded tokens) until the object is prompted again."""
+        return not layout.masked and (layout.shape.ring, layout.shape.ptrs) == (self.ring_read,
+                                                                                 self.ptr_read)
+
     @staticmethod
     def _recent(ring_frames: np.ndarray, frame: int, cond_read: set) -> bool:
         """Whether a frame reads ``frame``'s ring entry (memory or pointer): it is stored there and

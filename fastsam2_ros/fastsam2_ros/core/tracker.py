@@ -330,7 +330,7 @@ class StreamingTracker:
                 pending._gpu_events = (start, record_event(self.device, enable_timing=True))
             self._to_host(pending, outs, with_memory_idx=self.bank.k < self._num_tokens)
             pending._context = dict(self._frame_context(), step_mode=self.runner.last_mode,
-                                    bank_full=not self._reads_padding(rows, layout))
+                                    bank_full=self.bank.reads_full(layout))
             self._refresh_texts()
         if self.runner.new_steps != new_steps and uses_compiled_modules(self.model):
             release_compile_workers()  # a new step was just compiled and captured
@@ -564,15 +564,6 @@ class StreamingTracker:
                         out_hw=tuple(self._image.shape[:2]),
                         threshold=float(self.cfg.mask_threshold))
         return plan, layout
-
-    def _reads_padding(self, rows: slice, layout) -> bool:
-        """Whether this frame's static layout has empty or partly filled slots (``masked``): the
-        bank is still filling (the first frames after an object's first prompt, until its
-        pointer slots are full) or objects differ in age. A compact (eager) layout leaves such
-        slots out, so it is asked for the static one."""
-        if self.runner.static_buffers:
-            return layout.masked
-        return self.bank.layout(self._t, rows).masked
 
     def _current_backbone(self, timer: StageTimer) -> dict:
         """Encoder output of the current frame (from its tracking step, or computed now)."""
