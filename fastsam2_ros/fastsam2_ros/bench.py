@@ -515,9 +515,9 @@ def add_bank_full_times(results: Dict[str, dict]) -> None:
     """Give every timed mode ``ms_per_frame_bank_full``: its mean wall ms over the frames whose
     step read a full memory bank (our modes' ``bank_full``; the official predictor's over the
     same frames), the median over rounds, each round's in ``bank_full_ms_by_round``. That is
-    the steady state of a long stream: while the bank fills (on CUDA the first 15 frames after
-    the prompt) our attention takes a key mask, which costs dense more than pruned modes, so the
-    whole clip's ratio flatters pruning."""
+    the steady state of a long stream: while the bank fills (the first 15 frames after the
+    prompt) our captured step's attention takes a key mask, which on a GPU costs dense more than
+    pruned modes, so the whole clip's ratio flatters pruning."""
     flags = next((r["bank_full"] for r in results.values() if any(r.get("bank_full") or ())), None)
     if flags is None:
         return
