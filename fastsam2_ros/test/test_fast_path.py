@@ -907,3 +907,23 @@ def test_a_tracked_frame_says_whether_it_read_a_full_memory_bank(video, static_b
     tracker.set_keep_ratio(0.6)
     grown = [tracker.track(frame).stats.bank_full for frame in frames[36:40]]
     assert grown == [False] * 4
+
+
+def test_compile_errors_and_uses_compiled_modules_see_the_compiled_router(monkeypatch):
+    """The compiled functions put on the predictor (not modules' forwards) count: a router whose
+    compile failed is reported, and a model with only them compiled is a compiled one."""
+    from fastsam2_ros.core import models
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **_: fn)
+    model = build_predictor(TrackerConfig(model_cfg="tiny", allow_random_weights=True,
+                                          image_size=64, device="cpu"))
+    assert not models.uses_compiled_modules(model)
+    model.compiled_router = models.CompiledOrEager("router", lambda x: x + 1)
+    assert models.uses_compiled_modules(model) and models.compile_errors(model) == {}
+
+    def broken(x):
+        raise RuntimeError("inductor failed")
+
+    model.compiled_router.compiled = broken
+    assert model.compiled_router(1) == 2  # fell back to the eager function
+    assert models.compile_errors(model) == {"router": "RuntimeError: inductor failed"}

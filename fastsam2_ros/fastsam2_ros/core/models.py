@@ -276,8 +276,7 @@ COMPILE_ROUTER = ("router", "all")
 def _compiled_callables(model) -> list:
     """Every CompiledOrEager that ``compile_modules`` put on ``model``."""
     wrapped = [getattr(getattr(model, n, None), "forward", None) for n in COMPILE_TARGETS["all"]]
-    wrapped += [getattr(model, name, None) for name in
-                ("compiled_memory_attention", "compiled_router", "compiled_memory_tokens")]
+    wrapped += [getattr(model, name, None) for name in getattr(model, "COMPILED_FUNCTIONS", ())]
     return [w for w in wrapped if isinstance(w, CompiledOrEager)]
 
 

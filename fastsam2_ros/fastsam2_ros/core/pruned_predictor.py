@@ -130,6 +130,8 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
     #: memory_token_scores, the kernels a pruned step adds; None = the eager functions
     compiled_router = None
     compiled_memory_tokens = None
+    #: the attributes above, for ``models._compiled_callables``
+    COMPILED_FUNCTIONS = ("compiled_memory_attention", "compiled_router", "compiled_memory_tokens")
 
     # ------------------------------------------------------------------ memory attention (read)
     def _prepare_memory_conditioned_features(self, frame_idx, is_init_cond_frame,
