@@ -1115,7 +1115,6 @@ def test_router_training_keeps_a_frames_tokens_once_in_half_precision(tmp_path):
     assert h.shape == (n, 3 * c) and h.dtype == torch.float32
 
 
-
 def _renumbered(data):
     """``data`` with object ids 1 and 2 swapped in every annotation."""
     for p in sorted((data / "Annotations" / "480p" / "synth000").glob("*.png")):
@@ -1406,7 +1405,7 @@ def test_node_bench_probe_takes_a_command_line_that_is_not_utf8(monkeypatch):
     probe.close()
 
 
-def test_bench_reports_the_full_bank_steady_state_beside_the_whole_clip(capsys):
+def test_bench_reports_the_full_bank_steady_state_beside_the_whole_clip():
     """Over a whole clip the ratios counted the frames where the bank fills, whose masked
     attention costs dense more than pruned modes: on the H200, keep 0.3 vs dense was 1.27x over
     the clip but 1.21x on frames 16-59. The bench gives both; the official predictor is timed over
