@@ -55,6 +55,7 @@ BAD_PROMPTS = {
     "huge text": dict(text="x" * 100_000),
     "empty text": dict(text="   "),
     "nothing": dict(),
+    "restart not a bool": dict(points=[[5.0, 3.0]], labels=[1], restart="no"),
 }
 
 
@@ -182,6 +183,22 @@ def test_a_frame_without_objects_gives_empty_images_of_its_size(tracker_cfg, mod
     assert res.object_ids == [] and res.image_shape == frames[0].shape[:2]
     assert res.union_mask().shape == res.label_image().shape == frames[0].shape[:2]
     assert not res.union_mask().any() and not res.label_image().any()
+
+
+@pytest.mark.parametrize("shape,match", [
+    (5, "height, width"), (("a", 2), "height, width"), ((7,), "height, width"),
+    ((40, 50, 3), "height, width"), ((True, 40), "height, width"), ((40.0, 50), "height, width"),
+    ((-3, 4), "too small"), ((0, 0), "too small"), ((40, 100_000), "too large"),
+    (list(range(10_000)), "height, width")])
+def test_an_empty_result_of_a_bad_image_shape_is_an_input_error(tracker_cfg, model, shape, match):
+    """With no current frame, current_result(image_shape=...) makes a result of that size: the
+    size is checked as a frame's is (a negative one failed later, a huge one allocated GBs)."""
+    tracker = StreamingTracker(tracker_cfg, model=model)
+    with pytest.raises(InputError, match=match) as err:
+        tracker.current_result(image_shape=shape)
+    assert len(str(err.value)) < 200
+    res = tracker.current_result(image_shape=(np.int64(40), 50))
+    assert res.image_shape == (40, 50) and res.label_image().shape == (40, 50)
 
 
 def test_max_objects_limit(tracker_cfg, model, video):
@@ -472,6 +489,30 @@ def test_restart_starts_an_object_over_only_once_its_prompt_is_accepted(tracker_
         for obj in (1, 2):
             np.testing.assert_allclose(a.logits[obj], b.logits[obj], atol=1e-5)
 
+
+@pytest.mark.parametrize("start_over", ["restart", "remove and add"])
+def test_a_frame_collected_after_its_object_started_over_leaves_the_new_one_alone(
+        tracker_cfg, model, video, start_over):
+    """Results may be collected in any order: a frame submitted before object 1 started over
+    (restart=True, or removed and added again under its id) and collected after it must not
+    write its per-object state (occlusion count, tokens kept) into the new object 1."""
+    frames, _, _ = video
+    tracker = StreamingTracker(tracker_cfg, model=model, return_logits=True)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    pending = tracker.submit(frames[1])
+    if start_over == "restart":
+        prompted = tracker.add_prompt(1, box=[20, 30, 80, 90], restart=True)
+    else:
+        tracker.remove_object(1)
+        prompted = tracker.add_prompt(1, box=[20, 30, 80, 90])
+    new = tracker.objects[1]
+    new.occluded_frames = 2  # (as after 2 frames without it: a stale visible frame would zero it)
+    result = pending.result()
+    assert result.object_ids == [1] and result.stats.tokens_kept[1] < prompted.stats.tokens_kept[1]
+    assert not result.logits  # (the bank holds the new object's logits now, not this frame's)
+    assert 1 not in result.stats.occluded_frames
+    assert (new.occluded_frames, new.tokens_kept) == (2, prompted.stats.tokens_kept[1])
+    assert tracker.current_result().stats.tokens_kept == prompted.stats.tokens_kept
 
 def test_a_mask_prompt_that_vanishes_at_the_model_size_is_refused(tracker_cfg, model):
     """A 3x3-pixel mask on a 1024x1024 frame is empty at image_size 128: the object started with

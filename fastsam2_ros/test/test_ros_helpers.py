@@ -283,6 +283,18 @@ def test_spinning_outlives_a_failing_callback_but_not_one_that_fails_every_time(
     assert log.lines[-1][0] == "fatal" and "in a row" in log.lines[-1][1]
 
 
+@pytest.mark.parametrize("state,hint", [("unconfigured", "configure and activate it"),
+                                        ("inactive", "activate it"),
+                                        ("finalized", "it was shut down: start the node again")])
+def test_a_refusal_while_not_active_says_what_gets_the_node_tracking(state, hint):
+    """A finalized node has no transition left: "activate it first" sent users to a refused
+    command (the unconfigured wording is checked on a real node in test_ros_node_behaviour)."""
+    from fastsam2_ros.ros import tracker_node
+
+    assert tracker_node.not_active_message(state) == (
+        f"the tracker is not active (lifecycle state {state}); {hint}")
+
+
 def test_an_inference_error_between_two_statuses_is_on_the_next_one():
     """warn_hold shorter than the diagnostics period: the error is still on the next status."""
     h = diagnostics.NodeHealth()

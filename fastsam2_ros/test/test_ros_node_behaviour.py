@@ -675,7 +675,8 @@ def test_services_answer_while_the_node_is_not_configured(h):
                                 (p.add, add_request(obj_id=1, points=[(30, 30)])),
                                 (p.remove, RemoveObject.Request(object_id=1))):
             reply = p.call(client, request)
-            assert not reply.success and "lifecycle state unconfigured" in reply.message, reply.message
+            assert not reply.success and reply.message.endswith(
+                "(lifecycle state unconfigured); configure and activate it"), reply.message
     finally:
         for transition in (configure, activate):
             assert p.call(p.change_state, ChangeState.Request(transition=transition)).success

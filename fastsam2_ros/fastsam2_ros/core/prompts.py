@@ -247,9 +247,27 @@ def validate_image(image) -> np.ndarray:
         raise InputError(f"image must be uint8 RGB, got dtype {image.dtype}")
     if image.ndim != 3 or image.shape[2] != 3:
         raise InputError(f"image must be HxWx3 RGB, got shape {image.shape}")
-    if image.shape[0] < MIN_IMAGE_SIDE or image.shape[1] < MIN_IMAGE_SIDE:
-        raise InputError(f"image is too small: {image.shape[1]}x{image.shape[0]} "
-                         f"(min {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE})")
-    if image.shape[0] > MAX_IMAGE_SIDE or image.shape[1] > MAX_IMAGE_SIDE:
-        raise InputError(f"image is too large: {image.shape[1]}x{image.shape[0]} (max {MAX_IMAGE_SIDE})")
+    _check_image_sides(image.shape[0], image.shape[1])
     return image
+
+
+def validate_image_shape(shape) -> Tuple[int, int]:
+    """(H, W) of a frame that is not given (an empty result of that size): two integers within
+    the sides a frame may have."""
+    try:
+        sides = tuple(shape)
+    except TypeError:
+        sides = ()
+    if len(sides) != 2 or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                                  for v in sides):
+        raise InputError(f"image shape must be (height, width) integers, got {reprlib.repr(shape)}")
+    _check_image_sides(int(sides[0]), int(sides[1]))
+    return int(sides[0]), int(sides[1])
+
+
+def _check_image_sides(height: int, width: int) -> None:
+    if height < MIN_IMAGE_SIDE or width < MIN_IMAGE_SIDE:
+        raise InputError(f"image is too small: {width}x{height} "
+                         f"(min {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE})")
+    if height > MAX_IMAGE_SIDE or width > MAX_IMAGE_SIDE:
+        raise InputError(f"image is too large: {width}x{height} (max {MAX_IMAGE_SIDE})")

@@ -42,8 +42,8 @@ from .memory_bank import MemoryBank, token_grid
 from .models import build_predictor, release_compile_workers, uses_compiled_modules
 from .preprocess import FrameStager, prepare_device_constants, resolve_preprocess
 from .prompts import (MAX_POINTS, check_prompt_kinds, representative_click, validate_box,
-                      validate_image, validate_mask, validate_num_frames_hint, validate_object_id,
-                      validate_points, validate_text)
+                      validate_image, validate_image_shape, validate_mask, validate_num_frames_hint,
+                      validate_object_id, validate_points, validate_text)
 from .pruned_predictor import StepPlan, pack_mask_bits
 from .router import (TokenRouter, load_router, num_kept, read_router_file, router_inputs,
                      router_setting_mismatches)
@@ -94,7 +94,9 @@ class PendingFrame:
         self._event = None
         self._host: Dict[str, torch.Tensor] = {}
         self._arrays: Optional[Dict[str, np.ndarray]] = None
-        self._ids: List[int] = []
+        #: the objects tracked on this frame, by id: the instances, so that a result collected after
+        #: an id was removed and added again (or restarted) leaves the new object's state alone
+        self._objects: Dict[int, _ObjectState] = {}
         self._tokens: Dict[int, int] = {}
         self._timer: Optional[StageTimer] = None
         self._gpu_events = None  # CUDA events around the step (its device time)
@@ -323,7 +325,7 @@ class StreamingTracker:
             self.bank.commit_tracked(self._t, rows)
             self._backbone = {"backbone_fpn": [outs[f"fpn{i}"] for i in range(3) if f"fpn{i}" in outs],
                               "vision_pos_enc": [outs[f"vpe{i}"] for i in range(3) if f"vpe{i}" in outs]}
-            pending._ids = list(self.objects)
+            pending._objects = dict(self.objects)
             pending._tokens = {o: plan.keep for o in self.objects}
             pending._timer = timer
             if start is not None:
@@ -347,6 +349,8 @@ class StreamingTracker:
         self._require_model()
         obj_id = validate_object_id(obj_id)
         text = validate_text(text, self.cfg.max_text_length)
+        if not isinstance(restart, (bool, np.bool_)):  # ("no" would be truthy: a restart)
+            raise InputError(f"restart must be True or False, got {type(restart).__name__}")
         if points is None and box is None and mask is None and text is None:
             raise InputError("a prompt needs points, a box, a mask or a text")
         if (points is None) != (labels is None):
@@ -461,7 +465,7 @@ class StreamingTracker:
         if self._image is None:
             if image_shape is None:
                 raise InputError("no current frame: pass image_shape for an empty result")
-            shape = tuple(int(v) for v in image_shape)[:2]
+            shape = validate_image_shape(image_shape)
             return self._make_result(self._t, {}, {}, dict(StageTimer(str(self.device)).ms), {},
                                      {}, None, [], shape=shape)
         return self._current_result(StageTimer(str(self.device)), auto_prompted=[])
@@ -739,14 +743,15 @@ class StreamingTracker:
         if current:
             self._last_finished = pending.frame_index
         arrays = pending._arrays or {}
-        ids = pending._ids
+        ids = list(pending._objects)
         masks = BitMasks(arrays["bits"], ids) if ids else {}
         scores = {o: float(arrays["presence"][i]) for i, o in enumerate(ids)}
         kept = ({o: token_grid(arrays["memory_idx"][i], self.bank.grid) for i, o in enumerate(ids)}
                 if "memory_idx" in arrays else {})
         stage_ms = dict(pending._timer.ms) if pending._timer is not None else {}
         stage_ms["total"] = (time.perf_counter() - pending._t0) * 1e3
-        live = [o for o in ids if o in self.objects]  # (an object removed since has no logits)
+        # the objects of this frame still tracked: not removed since, nor added again under their id
+        live = [o for o in ids if self.objects.get(o) is pending._objects[o]]
         logits = (self._logits(live, pending._shape) if self.return_logits and live and current
                   else None)
         result = self._make_result(pending.frame_index, masks, scores, stage_ms, pending._tokens,
@@ -756,14 +761,13 @@ class StreamingTracker:
             result.stats.gpu_ms = float(pending._gpu_events[0].elapsed_time(pending._gpu_events[1]))
         if not current:
             return result
-        for obj_id, visible in result.visible.items():
-            obj = self.objects.get(obj_id)
-            if obj is not None:
-                obj.occluded_frames = 0 if visible else obj.occluded_frames + 1
-                # what a prompt's result on this frame reports for it
-                obj.tokens_kept = pending._tokens.get(obj_id, obj.tokens_kept)
-        result.stats.occluded_frames.update({o: self.objects[o].occluded_frames
-                                             for o in ids if o in self.objects})
+        visible = result.visible
+        for obj_id in live:
+            obj = self.objects[obj_id]
+            obj.occluded_frames = 0 if visible[obj_id] else obj.occluded_frames + 1
+            # what a prompt's result on this frame reports for it
+            obj.tokens_kept = pending._tokens.get(obj_id, obj.tokens_kept)
+        result.stats.occluded_frames.update({o: self.objects[o].occluded_frames for o in live})
         return result
 
     @staticmethod

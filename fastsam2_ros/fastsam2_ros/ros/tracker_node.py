@@ -84,6 +84,17 @@ def bad_input_cause(message: str) -> str:
 TrackerFactory = Callable[[TrackerConfig], Any]
 
 
+#: What gets a node that is not active tracking, by lifecycle state (others: activate it).
+ACTIVATION_HINTS = {"unconfigured": "configure and activate it",
+                    "finalized": "it was shut down: start the node again"}
+
+
+def not_active_message(state: str) -> str:
+    """Why a prompt or service is refused while the node is not active, and what to do."""
+    return (f"the tracker is not active (lifecycle state {state}); "
+            f"{ACTIVATION_HINTS.get(state, 'activate it')}")
+
+
 def default_tracker_factory(cfg: TrackerConfig):
     from ..core.tracker import StreamingTracker
 
@@ -486,8 +497,7 @@ class TrackerNode(LifecycleNode):
         """The running frame worker; InputError (naming the lifecycle state) when inactive."""
         worker = self._worker
         if worker is None:
-            raise InputError(f"the tracker is not active (lifecycle state {self.lifecycle_state}); "
-                             "activate it first")
+            raise InputError(not_active_message(self.lifecycle_state))
         return worker
 
     def _submit_prompt(self, req: PromptRequest, queue_if_no_frame: bool):
