@@ -119,6 +119,33 @@ def test_a_failed_publication_is_reported_and_the_next_frame_goes_out():
     assert len(rec.errors) == 1 and "frame 1" in str(rec.errors[0])
 
 
+def test_a_publication_that_outlives_stop_is_the_last_and_goes_unreported():
+    """stop(timeout) returned while a hung publication went on, and then the publisher went on
+    with the frames behind it, after stop() had said nothing is published any more."""
+    hang, go_on = threading.Event(), threading.Event()
+    tracker, rec = TimedTracker(track_s=0.0), Recorder()
+    publish = rec.publish
+
+    def hanging_publish(frame):
+        if frame.result.frame_index == 0:
+            hang.set()
+            go_on.wait(10.0)
+            raise RuntimeError("publication of frame 0 failed late")
+        publish(frame)
+
+    rec.publish = hanging_publish
+    worker = make_worker(tracker, rec)
+    worker.start()
+    feed(worker, tracker, 2)  # frame 1 waits behind the hung frame 0 (PUBLISH_BACKLOG)
+    assert hang.wait(10.0)
+    t0 = time.monotonic()
+    assert worker.stop(timeout=0.3) is True  # (the tracking thread ended: its tracker is fine)
+    assert time.monotonic() - t0 < 5.0
+    go_on.set()
+    time.sleep(0.3)
+    assert rec.published == [] and rec.errors == []
+
+
 
 
 def test_a_stream_of_prompts_neither_queues_without_bound_nor_stops_tracking():

@@ -201,6 +201,24 @@ def test_overlay_as_jpeg_for_remote_viewing(h):
     set_params(node, dict(publish_overlay_compressed=False))
 
 
+def test_a_frame_whose_publication_fails_is_counted_as_dropped(h, monkeypatch):
+    """Received = processed + dropped + bad: a frame whose outputs failed before it was counted
+    (a publisher that raised) was in neither count, so the diagnostics never balanced."""
+    def failing(msg):
+        raise RuntimeError("the middleware refused the message")
+
+    set_params(h.node, dict(publish_mask=True))
+    monkeypatch.setattr(h.node._outputs._pubs["mask"], "publish", failing)
+    before = h.node.health.counts()
+    h.probe.publish_frame(scene(*SIZES[0], seed=30))
+    assert wait_for(lambda: h.node.health.counts()["dropped"] == before["dropped"] + 1, 10.0)
+    after = h.node.health.counts()
+    assert after["processed"] == before["processed"] and after["received"] == before["received"] + 1
+    monkeypatch.undo()
+    h.probe.wait_outputs(h.probe.publish_frame(scene(*SIZES[0], seed=31)), ("mask", "stats"))
+    assert h.node.health.counts()["processed"] == before["processed"] + 1
+
+
 def test_a_frame_is_counted_before_its_stats_go_out(h, monkeypatch):
     """The stats message says the frame is processed (processed_frames); the node's own count
     came only after it was published, so a reader of /diagnostics or of the counts who had the

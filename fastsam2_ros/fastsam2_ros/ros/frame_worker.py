@@ -141,6 +141,7 @@ class FrameWorker:
         self._decode = decode
         self._publish = publish
         self._abandoned = threading.Event()  # see _abandon
+        self._publisher_abandoned = threading.Event()  # stop() gave up on a publication (see stop)
         # what the worker tells the node: nothing once stop() has abandoned it
         self._count_received = self._unless_abandoned(health.on_received)
         self._count_dropped = self._unless_abandoned(health.on_discarded)
@@ -199,7 +200,9 @@ class FrameWorker:
 
     def stop(self, timeout: Optional[float] = None, exiting: Optional[threading.Event] = None) -> bool:
         """Stop taking frames and commands, wait for the frame in progress and the publication
-        of what was tracked, fail what is queued. Nothing is published after this returns.
+        of what was tracked, fail what is queued. Nothing is published after this returns, but a
+        publication still in progress after ``timeout``: it ends on its own, unreported, and the
+        frames behind it are not published.
         False when the tracking thread did not end within ``timeout`` (a tracker call hung), or
         within EXIT_STOP_TIMEOUT_S of ``exiting`` being set: the worker is abandoned then
         (:meth:`_abandon`)."""
@@ -222,6 +225,8 @@ class FrameWorker:
                     self._publish_cv.notify_all()
                 if publisher is not threading.current_thread():
                     _join(publisher, timeout, exiting)
+                    if publisher.is_alive():  # a publication hung: what it does next is not ours
+                        self._publisher_abandoned.set()
             with self._cv:
                 left, self._commands = list(self._commands), deque()
             for cmd in left:
@@ -499,12 +504,13 @@ class FrameWorker:
                     self._publish_cv.wait()
                 frame = self._to_publish.popleft()
                 self._publish_cv.notify_all()
-            if frame is None:
+            if frame is None or self._publisher_abandoned.is_set():
                 return
             try:
                 self._publish(frame)
             except Exception as exc:  # noqa: BLE001 - the publisher must never die
-                self._worker_error(exc)
+                if not self._publisher_abandoned.is_set():
+                    self._worker_error(exc)
 
     def _refresh_ids(self) -> None:
         ids = tuple(sorted(int(i) for i in self.tracker.object_ids))

@@ -35,6 +35,7 @@ class OutputPublishers:
         self._health = health
         self._settings = settings
         self._last_overlay = float("-inf")  # time.perf_counter() of the last overlay
+        self._uncounted: Optional[TrackedFrame] = None  # the fresh frame being published, until counted
         #: topic -> ((height, width, encoding), its Image message, a view of the message's data)
         self._images: Dict[str, Tuple[Tuple[int, int, str], Any, np.ndarray]] = {}
 
@@ -77,7 +78,18 @@ class OutputPublishers:
 
         Order: mask, labels, objects (+ detections), overlay and overlay/compressed (when due),
         stats last, carrying what this frame cost the node. Images are computed straight into
-        the messages' buffers (:meth:`_image`), masks and labels from the tracker's packed bits."""
+        the messages' buffers (:meth:`_image`), masks and labels from the tracker's packed bits.
+        A fresh frame that fails before it is counted is counted as dropped (so every received
+        frame is counted once) and the error goes on to the caller."""
+        self._uncounted = frame if frame.fresh else None
+        try:
+            self._publish(frame)
+        finally:
+            if self._uncounted is not None:
+                self._health.on_discarded()
+                self._uncounted = None
+
+    def _publish(self, frame: TrackedFrame) -> None:
         pubs, s = self._pubs, self._settings()
         if not pubs:
             return
@@ -121,6 +133,7 @@ class OutputPublishers:
         self._health.auto_prompted = list(stats.auto_prompted_ids)
         if frame.fresh:  # counted before the stats go out, which already count it (processed_frames)
             self._health.on_processed(float(stats.total_ms), ctx.node_latency_ms, stats)
+            self._uncounted = None
         else:  # a prompt, removal or reset changed the objects: /diagnostics reports them now
             self._health.on_republished(stats)
         if s["publish_stats"]:
