@@ -642,6 +642,46 @@ def test_frames_through_a_symlink_keep_the_links_name(tmp_path, monkeypatch):
     assert cli.frames_sequence_name(".") == "store"
 
 
+@pytest.mark.parametrize("flags,clash", [
+    (["--json", "{o}/r.txt", "--markdown", "{o}/r.txt"], "--json and --markdown both write"),
+    (["--json", "{o}/report.md"], "--json and --markdown both write"),
+    (["--plot", "{o}/report.png", "--markdown", "{o}/./report.png"], "--markdown and --plot both write")])
+def test_two_report_flags_naming_one_file_are_refused_before_anything_runs(flags, clash, tmp_path,
+                                                                           capsys):
+    """--json naming report.md (or --markdown's own file) was accepted: the markdown then
+    replaced the JSON report, and the run said it wrote both."""
+    data = generate_dataset(tmp_path / "d", sequences=1, frames=3, size=(32, 32), objects=1)
+    o = tmp_path / "o"
+    rc = cli.main(["run", "--dataset", str(data), "--random-weights", "--model", "tiny",
+                   "--image-size", "64", "--device", "cpu", "--modes", "dense", "--warmup", "0",
+                   "--out", str(o), "--no-progress"] + [f.format(o=o) for f in flags])
+    err = capsys.readouterr().err
+    assert rc == 2 and clash in err, err
+    assert not o.exists()
+
+
+def test_the_rescore_command_run_prints_scores_objects_that_appear_later(tmp_path, capsys):
+    """run scores a sequence whose objects appear after its first annotated frame over every GT
+    id; the score command it printed did not say --objects all, and refused those masks."""
+    data = generate_dataset(tmp_path / "d", sequences=1, frames=4, size=(64, 48), objects=2, seed=5)
+    first = data / "Annotations" / "480p" / "synth000" / "00000.png"
+    lab = read_label_png(first).copy()
+    lab[lab == 2] = 0  # object 2 appears on frame 1
+    write_label_png(first, lab)
+    out = tmp_path / "o"
+    assert cli.main(["run", "--dataset", str(data), "--random-weights", "--model", "tiny",
+                     "--image-size", "64", "--device", "cpu", "--modes", "dense", "--out", str(out),
+                     "--warmup", "0", "--no-progress"]) == 0
+    hint = capsys.readouterr().out.strip().splitlines()[-1]
+    assert hint.endswith("(score them with fastsam2-eval score --objects all)"), hint
+    run = json.loads((out / "report.json").read_text())["runs"][0]
+    js = tmp_path / "s.json"
+    assert cli.main(["score", "--gt", str(data), "--pred", str(out / "dense"), "--objects", "all",
+                     "--json", str(js), "--no-progress"]) == 0
+    assert json.loads(js.read_text())["overall"]["J&F"] == pytest.approx(run["J&F"], abs=1e-12)
+    capsys.readouterr()
+
+
 @pytest.mark.parametrize("name", ["../synth000", ".", ".."])
 def test_a_sequence_name_that_is_no_folder_name_is_refused_before_anything_runs(name, tmp_path, capsys):
     """The masks of ``--sequences ../x`` (or such an image-set line) went to OUT/<mode>/../x."""

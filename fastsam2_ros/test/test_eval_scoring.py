@@ -325,6 +325,12 @@ def test_imageset_name_reads_the_newest_year_that_has_it(tmp_path, capsys):
     assert read_imageset(root, "train") == ["synth001"]
     assert read_imageset(root, str(sets / "2016" / "val.txt")) == ["synth000"]
     assert DavisDataset(root, imageset="val").imageset_path == sets / "2017" / "val.txt"
+    # saved by Windows Notepad (a byte-order mark, CRLF): the first name lost to the mark
+    (sets / "2016" / "bom.txt").write_bytes("\ufeffsynth000\r\nsynth002\r\n".encode("utf-8"))
+    assert read_imageset(root, "bom") == ["synth000", "synth002"]
+    (sets / "2016" / "latin1.txt").write_bytes("synth\xe9\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match="latin1.txt is not UTF-8 text"):
+        read_imageset(root, "latin1")
     with pytest.raises(DatasetError, match=r"image set '2015/val' not found: no file .*2015/val\.txt"):
         read_imageset(root, "2015/val")
     out = tmp_path / "s.json"

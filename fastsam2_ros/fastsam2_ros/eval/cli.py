@@ -551,6 +551,23 @@ def _why_variant_lacks_text(variant: str, args, cfg) -> str:
     return "the caption model gave no phrase"
 
 
+def _report_paths(args) -> Dict[str, Path]:
+    """Where ``run`` writes its report, by flag (a flag not given: its file in ``--out``); two
+    flags naming one file are an InputError before any work (the later write would replace the
+    earlier one)."""
+    out = Path(args.out)
+    paths = {"--json": Path(args.json or out / "report.json"),
+             "--markdown": Path(args.markdown or out / "report.md"),
+             "--plot": Path(args.plot or out / "report.png")}
+    seen: Dict[Path, str] = {}
+    for flag, path in paths.items():
+        other = seen.setdefault(path.resolve(), flag)
+        if other != flag:
+            raise InputError(f"{other} and {flag} both write {path}: give them different files "
+                             f"(without the flag: report.json, report.md and report.png in --out)")
+    return paths
+
+
 def cmd_run(args) -> int:
     from .report import PLOT_SUFFIXES, markdown_table, plot, run_report, write_json
     from .runner import RunOptions, any_prompt_text, mask_folder, mode_specs, run_modes
@@ -566,6 +583,7 @@ def cmd_run(args) -> int:
     check_output_file(args.json, "--json")
     check_output_file(args.markdown, "--markdown")
     check_output_file(args.plot, "--plot", suffixes=PLOT_SUFFIXES)
+    reports = _report_paths(args)
     specs = mode_specs(args.modes, args.keep_ratios, args.text_variants)
     cfg = _tracker_config(args)  # checks the checkpoint before any data is read
     texts = load_text_prompts(args.text_prompts, cfg.max_text_length, cfg.text_encoder)
@@ -623,18 +641,20 @@ def cmd_run(args) -> int:
         tracker_config=cfg.to_dict(), protocol=protocol.to_dict(),
         prompts={seq: {str(p.obj_id): p.to_dict() for p in ps} for seq, ps in prompts.items()},
         accuracy_valid=scored and not cfg.allow_random_weights, auto_prompt=auto_section)
-    json_path = write_json(args.json or out / "report.json", report)
+    json_path = write_json(reports["--json"], report)
     md = markdown_table(report)
-    md_path = Path(args.markdown or out / "report.md")
+    md_path = reports["--markdown"]
     md_path.parent.mkdir(parents=True, exist_ok=True)
     md_path.write_text(md)
-    png = plot(report, args.plot or out / "report.png")
+    png = plot(report, reports["--plot"])
     print(md)
     print(f"wrote {json_path}, {md_path}" + (f", {png}" if png else ""))
     if args.save_masks:
         same_frames = "" if args.max_frames is None else f" --max-frames {args.max_frames}"
+        all_ids = " --objects all" if any(s.scored_ids == "all" for r in runs
+                                          for s in r.sequences) else ""
         print(f"predicted masks under {out}/<mode>/<sequence>/ (score them with fastsam2-eval "
-              f"score{same_frames})")
+              f"score{same_frames}{all_ids})")
     return 0
 
 

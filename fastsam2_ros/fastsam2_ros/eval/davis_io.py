@@ -218,7 +218,11 @@ def read_imageset(root: PathLike, name: str) -> List[str]:
 def _imageset_sequences(path: Path) -> List[str]:
     """The sequences ``path`` lists; none is refused here, as an empty selection, not as a dataset
     without sequences."""
-    names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    try:  # utf-8-sig: a list saved with a byte-order mark (Windows Notepad) names its first one right
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"image set {path} is not UTF-8 text: {exc}") from exc
+    names = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if not names:
         raise DatasetError(f"image set {path} lists no sequences")
     return unique_sequences(names, f"image set {path}")

@@ -295,6 +295,7 @@ class SequenceRun:
     rounds: int = 0
     refined_frames: List[int] = field(default_factory=list)
     score: Optional[SequenceScore] = None
+    scored_ids: str = "first"  # score_sequence's objects: "all" when objects appear later
 
     @property
     def clicks(self) -> int:
@@ -707,6 +708,7 @@ def _finish_sequence(run: ModeRun, seq: SequenceInput, srun: SequenceRun, preds:
                     "GT ids (the DAVIS reference would refuse these predictions)")
             if note not in run.notes:
                 run.notes.append(note)
+        srun.scored_ids = rule
         srun.score = score_sequence(seq.name, [seq.frame_names[i] for i in idx], gts,
                                     [preds[i] for i in idx],
                                     drop_first_last=drop, objects=rule)
