@@ -306,10 +306,11 @@ def main(argv=None) -> int:
         # compared when loaded; every text left was used (unknown sequences and objects are
         # refused, texts of sequences not trained on set aside)
         inputs = router_inputs(cfg.model_cfg, cfg.mc_passes, cfg.mc_dropout,
-                               args.text_mode if any(texts.values()) else "none", cfg.clip_model)
+                               args.text_mode if any(texts.values()) else "none", cfg.clip_model,
+                               cfg.image_size)
         meta = {"dataset": str(args.data), "sequences": list(dataset.sequence_names),
                 "imageset": str(dataset.imageset_path) if dataset.imageset_path else None,
-                **inputs, "image_size": args.image_size,
+                **inputs,
                 "mc_passes": args.mc_passes, "mc_dropout": cfg.mc_dropout,
                 "random_weights": bool(args.random_weights), "epochs": args.epochs, **metrics}
         save_router(mlp, args.out, meta)

@@ -280,6 +280,22 @@ def test_a_router_trained_with_other_inputs_loads_with_a_warning(tmp_path, model
         "model_cfg 'sam2.1_hiera_l' in training, 'sam2.1_hiera_t' here"]
 
 
+def test_a_router_trained_at_another_image_size_loads_with_a_warning(tmp_path, model128, caplog):
+    """Its token features come from another grid (the file records image_size, which was never
+    compared); a file without it (written by hand, or before) is not warned about."""
+    cfg, model = model128
+    inputs = dict(mc_passes=5, mc_dropout=0.1, text_mode="none", clip_model="ViT-B-16")
+    for trained_at, warned in ((64, ["image_size 64 in training, 128 here"]), (128, []), (None, [])):
+        path = tmp_path / f"router{trained_at}.pt"
+        save_router(RouterMLP(model.hidden_dim), path,
+                    meta=router_inputs("tiny", image_size=trained_at, **inputs))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="fastsam2_ros.core.tracker"):
+            StreamingTracker(cfg.replace(keep_ratio=0.3, router_weights=str(path)), model=model)
+        said = [r.getMessage() for r in caplog.records if "trained with other inputs" in r.getMessage()]
+        assert [m for m in warned if not any(m in s for s in said)] == [] and len(said) == len(warned)
+
+
 def test_a_router_fitted_to_another_clip_models_texts_loads_with_a_warning(tmp_path, model128, caplog):
     """The text input is made of clip_model's embeddings: a router trained with ViT-B-16 texts
     loaded into a ViT-S-16 tracker without a word."""

@@ -154,13 +154,15 @@ def trained_with_uncertainty(meta: dict) -> bool:
 
 
 def router_inputs(model_cfg: str, mc_passes: int, mc_dropout: float, text_mode: str,
-                  clip_model: str) -> dict:
-    """What shapes the router's inputs — SAM 2's token features, whether U_i is a signal and the
+                  clip_model: str, image_size: Optional[int] = None) -> dict:
+    """What shapes the router's inputs — SAM 2's token features (its model, and the image size:
+    the same object gives other features on a coarser grid), whether U_i is a signal and the
     ridge of its W_u (None without it), the text vector's kind (``none``: trained without texts)
     and the CLIP model whose embeddings it is made of (None without texts) — stored with trained
     weights and compared with the tracker's when they are loaded."""
     uncertainty = uncertainty_on(mc_passes, mc_dropout)
-    return {"model_cfg": short_model_name(model_cfg), "uncertainty": uncertainty,
+    return {"model_cfg": short_model_name(model_cfg),
+            "image_size": None if image_size is None else int(image_size), "uncertainty": uncertainty,
             "w_u_ridge": W_U_RIDGE if uncertainty else None, "text_mode": text_mode,
             "clip_model": None if text_mode == "none" else str(clip_model)}
 

@@ -512,7 +512,7 @@ class StreamingTracker:
     def _warn_router_mismatches(self, meta: dict) -> None:
         """A router trained on other inputs still loads (it may be what the user has), warned."""
         running = router_inputs(self.cfg.model_cfg, self.cfg.mc_passes, self.cfg.mc_dropout,
-                                self.cfg.text_mode, self.cfg.clip_model)
+                                self.cfg.text_mode, self.cfg.clip_model, self.cfg.image_size)
         for mismatch in router_setting_mismatches(meta, running):
             LOG.warning("router %s was trained with other inputs: %s (its scores do not fit these "
                         "settings; retrain it with them)", self.cfg.router_weights, mismatch)
