@@ -844,6 +844,11 @@ def main(argv=None) -> int:
     except (FastSam2Error, ValueError, OSError) as exc:  # OSError: e.g. --json cannot be written
         print(f"fastsam2-bench: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        saved = f"; {args.json} holds the modes measured so far" if args.json and Path(
+            args.json).is_file() else ""
+        print(f"fastsam2-bench: interrupted{saved}", file=sys.stderr)
+        return 130
 
 
 def _run(args: argparse.Namespace) -> int:

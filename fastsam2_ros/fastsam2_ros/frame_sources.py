@@ -276,6 +276,11 @@ class SingleImageSource(FrameSource):
         yield read_image(self.path)
 
 
+#: FourCCs of FFmpeg's text "codecs" (tty/ANSI art, binary text, XBIN, iCEDraw): OpenCV opens
+#: a text file through them as a video of its rendered characters.
+TEXT_RENDERING_CODECS = (b"ansi", b"bint", b"xbin", b"idf ")
+
+
 class VideoSource(FrameSource):
     kind = "video"
 
@@ -292,6 +297,10 @@ class VideoSource(FrameSource):
         try:
             if not cap.isOpened():
                 raise FrameSourceError(f"cannot open video file {self.path} (unknown format or codec)")
+            codec = int(cap.get(cv2.CAP_PROP_FOURCC) or 0).to_bytes(4, "little")
+            if codec in TEXT_RENDERING_CODECS:  # FFmpeg draws a .txt/.nfo/.ans file as "video"
+                raise FrameSourceError(f"{self.path} is a text file, not a video (FFmpeg would "
+                                       "render its characters as frames)")
             fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
             self.fps = fps if fps > 0 else None
             n = self._count_decodable(cap)

@@ -177,6 +177,16 @@ def test_broken_video_names_the_file(tmp_path):
         open_frames(bad)
 
 
+
+@pytest.mark.parametrize("name", ["val.txt", "readme.nfo", "notes.asc"])
+def test_a_text_file_is_refused_not_rendered_into_frames(tmp_path, name):
+    """FFmpeg's tty demuxer opened a text file (a DAVIS image-set list given by mistake) as a
+    video of its rendered characters: the demo and the bench tracked that without a word."""
+    text = tmp_path / name
+    text.write_text("bear\nblackswan\n" * 50)
+    with pytest.raises(FrameSourceError, match=r"is a text file, not a video|cannot open video"):
+        open_frames(text)
+
 # ----------------------------------------------------------------------------- ROS messages
 # (every encoding is checked in test_image_messages.py; here: errors name the source)
 def msg(encoding, h, w, step, data, big=0):

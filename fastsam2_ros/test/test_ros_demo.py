@@ -106,6 +106,10 @@ def test_demo_summary_leaves_the_prompted_frame_out():
     assert summary["tokens_kept_mean"] == 5 and summary["latency_ms_mean"] == 100
     summary = demo._summary([row(0, 500.0, 16)], 1, 1.0, {})  # only frame 0: it is all there is
     assert summary["tokens_kept_mean"] == 16 and summary["latency_ms_mean"] == 500
+    # a refused prompt: frame 0 tracked nothing (0.3 ms, "3744 FPS" in the summary)
+    refused = dict(row(0, 0.3, 16), object_ids=[], tokens_kept=[], auto_phrases=[])
+    summary = demo._summary([refused], 1, 1.0, {})
+    assert summary["latency_ms_mean"] == 0.0 and summary["fps_tracker"] == 0.0
 
 
 def test_demo_argument_errors(frames_dir, tmp_path, capsys):
@@ -487,6 +491,65 @@ def test_an_empty_output_is_refused(frames_dir, tmp_path, capsys, monkeypatch, i
                           "1", "--no-video", "--output", "")
     assert rc == 2 and "--output must not be empty" in se, se[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["overlay_final.png", "summary.json"]
+
+
+@pytest.mark.parametrize("where", ["earlier mp4", "same folder"])
+def test_an_input_the_run_would_delete_or_write_into_is_refused(frames_dir, tmp_path, capsys,
+                                                                where, in_domain):
+    """Re-running on the previous run's overlay.mp4 with the same --output deleted the input
+    before reading it ("cannot open video file"); an image folder given as --output too lost
+    its earlier overlays and got new ones among its frames."""
+    out = tmp_path / "out"
+    if where == "earlier mp4":
+        out.mkdir()
+        source = out / demo.VIDEO_FILE
+        cap_frames = sorted(pathlib.Path(frames_dir).iterdir())[:2]
+        writer = demo._OverlayWriter(out, fps=10.0, video=True)
+        writer.write([((i, 0), overlay_msg(40 * i)) for i in range(len(cap_frames))],
+                     {(i, 0): i for i in range(len(cap_frames))})
+        writer.close()
+        message = "is an earlier run's output in --output"
+    else:
+        source = out
+        shutil.copytree(frames_dir, out)
+        message = "--input and --output are the same folder"
+    before = sorted(p.name for p in out.iterdir())
+    rc, so, se = run_demo(capsys, "--input", source, "--click", "30,36", *SMALL, "--max-frames",
+                          "1", "--output", out)
+    assert rc == 2 and message in se, se[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_an_overlay_png_that_cannot_be_written_is_an_error_not_a_count(tmp_path):
+    """cv2.imwrite says False (a full disk, a folder in the way) and raises nothing: the demo
+    counted the PNG, said it wrote it and exited 0."""
+    (tmp_path / demo.overlay_png(1)).mkdir()
+    writer = demo._OverlayWriter(tmp_path, fps=10.0, video=False)
+    with pytest.raises(OSError, match=r"cannot write .*overlay_00001\.png"):
+        writer.write([((0, 0), overlay_msg(20)), ((1, 0), overlay_msg(60))], {(0, 0): 0, (1, 0): 1})
+    assert writer.pngs == 1
+
+
+def test_a_ctrl_c_while_overlays_are_written_comes_after_them(tmp_path):
+    """The overlays taken from the collector were lost when a Ctrl-C cut their writing short:
+    the PNGs and the mp4 ended a frame short of the stats."""
+    col, writer = demo._Collector(), demo._OverlayWriter(tmp_path, fps=10.0, video=False)
+    for i in range(3):
+        msg = overlay_msg(40 * i)
+        msg.header.stamp.sec = i
+        col.on_overlay(msg)
+    write_one = writer._write_one
+
+    def interrupted_once(index, msg):
+        if index == 0:
+            signal.raise_signal(signal.SIGINT)  # a Ctrl-C as the first overlay is written
+            time.sleep(0.01)  # (Python runs the handler between two bytecodes of this thread)
+        write_one(index, msg)
+
+    writer._write_one = interrupted_once
+    with pytest.raises(KeyboardInterrupt):
+        demo._write_overlays(col, writer, {(i, 0): i for i in range(3)})
+    assert writer.pngs == 3 and not col.overlay
 
 
 def test_the_mp4_probe_prints_nothing_itself(capfd):

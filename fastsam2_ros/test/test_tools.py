@@ -262,6 +262,23 @@ def test_keep_ratios_that_print_alike_get_modes_of_their_own():
     assert bench.pruned_mode_name(0.125) == "pruned@0.125"
 
 
+def test_a_ctrl_c_ends_the_bench_with_a_line_not_a_traceback(tmp_path, capsys, monkeypatch):
+    """Ctrl-C printed a KeyboardInterrupt traceback and the process died of the signal."""
+    out = tmp_path / "b.json"
+
+    def measured_then_interrupted(args):
+        out.write_text("{}")  # (as the bench saves after every measured mode)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "_run", measured_then_interrupted)
+    assert bench.main(["--random-weights", "--json", str(out)]) == 130
+    assert capsys.readouterr().err.strip() == (f"fastsam2-bench: interrupted; {out} holds the "
+                                               "modes measured so far")
+    monkeypatch.setattr(bench, "_run", lambda args: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert bench.main(["--random-weights"]) == 130
+    assert capsys.readouterr().err.strip() == "fastsam2-bench: interrupted"
+
+
 def test_bench_modes_in_any_case(tmp_path):
     """As fastsam2-eval takes them: "Pruned" is the pruned mode, not a mode silently skipped."""
     out = tmp_path / "bench.json"

@@ -58,6 +58,27 @@ def no_interrupts():
             signal.signal(sig, handler)
 
 
+@contextlib.contextmanager
+def interrupts_after():
+    """SIGINT and SIGTERM held back while the block runs and delivered when it ends (main thread
+    only): a write that a Ctrl-C would cut short (an overlay taken but not yet written) finishes
+    first, and the run then ends as the signal says."""
+    held: List[int] = []
+    try:
+        previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: nothing to hold back
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if held:
+            signal.raise_signal(held[0])
+
+
 def first_signal_only(handler: Callable[[int, object], None]) -> Callable[[int, object], None]:
     """``handler`` for the first signal, nothing for those after it. Signals come in bursts (the
     parent-death signal once for each thread of the child, again for each exiting thread of its

@@ -45,7 +45,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .cli_process import no_interrupts, printable_output, sigterm_as_ctrl_c
+from .cli_process import interrupts_after, no_interrupts, printable_output, sigterm_as_ctrl_c
 from .pacing import FixedRate
 
 
@@ -229,7 +229,9 @@ class _OverlayWriter:
         from ..image_messages import image_to_numpy
 
         bgr = np.ascontiguousarray(image_to_numpy(msg)[:, :, ::-1])
-        cv2.imwrite(str(self.out_dir / overlay_png(index)), bgr)
+        path = self.out_dir / overlay_png(index)
+        if not cv2.imwrite(str(path), bgr):  # (a full disk, a folder of that name: no exception)
+            raise OSError(f"cannot write {path}")
         self.pngs += 1
         self._write_video(index, bgr)
 
@@ -370,10 +372,15 @@ def _run(args) -> int:
     if out_dir.exists() and not out_dir.is_dir():
         print(f"error: --output {out_dir} exists and is not a folder", file=sys.stderr)
         return 2
+    clash = _input_among_outputs(Path(args.input), out_dir)
+    if clash:
+        print(f"error: {clash}", file=sys.stderr)
+        return 2
     src = open_frames(args.input, topic=args.topic, max_frames=args.max_frames)
     fps = _frame_rate(args, src)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _remove_earlier_outputs(out_dir)
+    for f in _earlier_outputs(out_dir):
+        f.unlink()
     t_start = time.perf_counter()
     try:
         return _run_ros(args, overrides, src, fps, out_dir)
@@ -469,12 +476,26 @@ def _mp4_takes(fps: float) -> bool:
     return opened
 
 
-def _remove_earlier_outputs(out_dir: Path) -> None:
-    """A shorter run must not leave an earlier run's frames; nothing else in the folder is ours."""
-    for f in out_dir.iterdir():
-        if f.is_file() and (f.name in (VIDEO_FILE, STATS_FILE, SUMMARY_FILE)
-                            or OVERLAY_PNG.fullmatch(f.name)):
-            f.unlink()
+def _earlier_outputs(out_dir: Path) -> List[Path]:
+    """An earlier run's files in ``out_dir``, removed before a run (a shorter run must not leave
+    its frames); nothing else in the folder is ours."""
+    if not out_dir.is_dir():
+        return []
+    return [f for f in out_dir.iterdir()
+            if f.is_file() and (f.name in (VIDEO_FILE, STATS_FILE, SUMMARY_FILE)
+                                or OVERLAY_PNG.fullmatch(f.name))]
+
+
+def _input_among_outputs(source: Path, out_dir: Path) -> str:
+    """Why ``source`` cannot be read with this ``out_dir`` ("" if it can): the run would delete
+    it (an earlier run's overlay.mp4) or write its overlays among its frames."""
+    source = source.expanduser().resolve()
+    if source == out_dir.expanduser().resolve():
+        return f"--input and --output are the same folder ({source}): give another --output"
+    if any(source == f.resolve() for f in _earlier_outputs(out_dir)):
+        return (f"--input {source} is an earlier run's output in --output {out_dir}, which this run "
+                "replaces: copy it elsewhere or give another --output")
+    return ""
 
 
 def _run_ros(args, overrides: dict, src, fps: float, out_dir: Path) -> int:
@@ -581,7 +602,10 @@ def _track(args, src, fps: float, out_dir: Path, link: _Link, col: _Collector) -
         stop = _Stop(2, _one_line(exc))
     finally:
         with no_interrupts():  # a second Ctrl-C must not lose what the first one kept
-            overlays.write(col.take_overlays(), index_of)  # came, not yet written
+            try:
+                overlays.write(col.take_overlays(), index_of)  # came, not yet written
+            except OSError as exc:  # (the results still say what was done)
+                stop = stop or _Stop(2, _one_line(exc))
             overlays.close()
             _write_results(out_dir, overlays, col, index_of, time.perf_counter() - t_start,
                            link.node.health.counts(), stop)
@@ -596,7 +620,7 @@ def _feed(args, src, fps: float, link: _Link, col: _Collector, overlays: _Overla
     i, (recorded, rgb) = next(frames)
     key, refused = _publish(i, _image_msg(rgb), recorded, fps, link, index_of)
     _start_object(args, link, col, key, refused)
-    overlays.write(col.take_overlays(), index_of)
+    _write_overlays(col, overlays, index_of)
     if args.rate:
         _feed_at_rate(args, frames, fps, link, col, overlays, index_of)
         return
@@ -605,9 +629,17 @@ def _feed(args, src, fps: float, link: _Link, col: _Collector, overlays: _Overla
     for i, (recorded, rgb) in frames:
         key, refused = _publish(i, _image_msg(rgb), recorded, fps, link, index_of)
         _await_outputs(col, key, i, args.frame_timeout, refused)
-        overlays.write(col.take_overlays(), index_of)
+        _write_overlays(col, overlays, index_of)
         if not args.quiet:
             _print_frame(i, col.stats.get(key))
+
+
+def _write_overlays(col: _Collector, overlays: _OverlayWriter,
+                    index_of: Dict[Tuple[int, int], int]) -> None:
+    """Write the overlays that came; a Ctrl-C meanwhile waits until they are written (taken from
+    the collector, they were lost: the PNGs and the mp4 ended a frame short)."""
+    with interrupts_after():
+        overlays.write(col.take_overlays(), index_of)
 
 
 def _feed_at_rate(args, frames, fps: float, link: _Link, col: _Collector,
@@ -624,7 +656,7 @@ def _feed_at_rate(args, frames, fps: float, link: _Link, col: _Collector,
             writes.check()
         if key is not None:  # let the last frame finish, then report what was processed
             col.wait(key, args.frame_timeout)
-    overlays.write(col.take_overlays(), index_of)
+    _write_overlays(col, overlays, index_of)
     if not args.quiet:
         for k, i in index_of.items():
             _print_frame(i, col.stats.get(k))
@@ -843,7 +875,8 @@ def _summary(rows: List[dict], sent: int, wall: float, counts: dict) -> dict:
     """Latency and tokens kept are means over the tracked frames: frame 0 is prompted (it runs
     dense and its time includes the prompt), so it is left out as fastsam2-eval leaves prompted
     frames out; a one-frame run has only frame 0 to report."""
-    tracked = [r for r in rows if r["frame"] > 0] or rows
+    with_objects = [r for r in rows if r["object_ids"]]  # (a refused prompt tracked nothing)
+    tracked = [r for r in with_objects if r["frame"] > 0] or with_objects
     totals = [r["total_ms"] for r in tracked]
     kept = [sum(r["tokens_kept"]) / len(r["tokens_kept"]) for r in tracked if r["tokens_kept"]]
     return {
