@@ -155,6 +155,7 @@ class TrackerNode(LifecycleNode):
         self._outputs: Optional[OutputPublishers] = None
         self._enabled = True
         self._logged_causes: dict = {}  # bad-input cause -> time.monotonic() of its last log
+        self._logged_causes_lock = threading.Lock()
         self._camera_info: Optional[CameraInfo] = None
         self._tf_buffer = None
         self._tf_listener = None
@@ -748,13 +749,14 @@ class TrackerNode(LifecycleNode):
         calling line, and one line logs every cause: a second cause within 1 s went unlogged)."""
         self.health.on_bad_input(message, prompt=prompt)
         cause = bad_input_cause(message)
-        now = time.monotonic()
-        if now - self._logged_causes.get(cause, float("-inf")) < BAD_INPUT_LOG_PERIOD_S:
-            return
-        if len(self._logged_causes) > 64:  # only the last period's causes matter
-            self._logged_causes = {c: t for c, t in self._logged_causes.items()
-                                   if now - t < BAD_INPUT_LOG_PERIOD_S}
-        self._logged_causes[cause] = now
+        with self._logged_causes_lock:  # (callbacks of several threads report bad input)
+            now = time.monotonic()
+            if now - self._logged_causes.get(cause, float("-inf")) < BAD_INPUT_LOG_PERIOD_S:
+                return
+            if len(self._logged_causes) > 64:  # only the last period's causes matter
+                self._logged_causes = {c: t for c, t in self._logged_causes.items()
+                                       if now - t < BAD_INPUT_LOG_PERIOD_S}
+            self._logged_causes[cause] = now
         if warn:
             self.get_logger().warning(message)
         else:
