@@ -839,14 +839,17 @@ def main(argv=None) -> int:
         return node_main([a for a in argv if a != "--node"])
     args = parse_args(argv)
     warnings.filterwarnings("ignore", message=".*RANDOM weights.*")
+    started = time.time()
     try:
         return _run(args)
     except (FastSam2Error, ValueError, OSError) as exc:  # OSError: e.g. --json cannot be written
         print(f"fastsam2-bench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        saved = f"; {args.json} holds the modes measured so far" if args.json and Path(
-            args.json).is_file() else ""
+        json_file = Path(args.json) if args.json else None
+        saved = (f"; {json_file} holds the modes measured so far"
+                 if json_file is not None and json_file.is_file()
+                 and json_file.stat().st_mtime >= started else "")  # (not an earlier run's file)
         print(f"fastsam2-bench: interrupted{saved}", file=sys.stderr)
         return 130
 

@@ -276,9 +276,10 @@ class SingleImageSource(FrameSource):
         yield read_image(self.path)
 
 
-#: FourCCs of FFmpeg's text "codecs" (tty/ANSI art, binary text, XBIN, iCEDraw): OpenCV opens
-#: a text file through them as a video of its rendered characters.
-TEXT_RENDERING_CODECS = (b"ansi", b"bint", b"xbin", b"idf ")
+#: The FourCC OpenCV reports for FFmpeg's tty demuxer, which opens a text file (.txt, .asc, .nfo,
+#: .diz, .ans) as a video of its rendered characters. (Its text-art siblings, BinText, XBIN and
+#: iCEDraw, report none; they open only files made as such art.)
+TEXT_RENDERING_CODEC = b"ansi"
 
 
 class VideoSource(FrameSource):
@@ -298,7 +299,7 @@ class VideoSource(FrameSource):
             if not cap.isOpened():
                 raise FrameSourceError(f"cannot open video file {self.path} (unknown format or codec)")
             codec = int(cap.get(cv2.CAP_PROP_FOURCC) or 0).to_bytes(4, "little")
-            if codec in TEXT_RENDERING_CODECS:  # FFmpeg draws a .txt/.nfo/.ans file as "video"
+            if codec == TEXT_RENDERING_CODEC:  # FFmpeg draws a .txt/.nfo/.ans file as "video"
                 raise FrameSourceError(f"{self.path} is a text file, not a video (FFmpeg would "
                                        "render its characters as frames)")
             fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)

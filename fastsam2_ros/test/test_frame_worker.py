@@ -23,6 +23,7 @@ class Recorder:
         self.fail_on = set(fail_on)
         self.published = []  # (frame index, start, end, thread name)
         self.errors = []
+        self.discarded = 0
         self.lock = threading.Lock()
 
     def publish(self, frame):
@@ -38,7 +39,7 @@ class Recorder:
         pass
 
     def on_discarded(self):
-        pass
+        self.discarded += 1
 
 
 class TimedTracker(SceneTracker):
@@ -141,9 +142,43 @@ def test_a_publication_that_outlives_stop_is_the_last_and_goes_unreported():
     t0 = time.monotonic()
     assert worker.stop(timeout=0.3) is True  # (the tracking thread ended: its tracker is fine)
     assert time.monotonic() - t0 < 5.0
+    assert rec.discarded == 1  # frame 1, which will not go out (frame 0 is still going out)
     go_on.set()
     time.sleep(0.3)
-    assert rec.published == [] and rec.errors == []
+    assert rec.published == [] and rec.errors == [] and rec.discarded == 1
+
+
+def test_a_publication_that_outlives_its_activation_counts_in_it_not_in_the_next():
+    """The hung frame's late count (dropped: its publication failed) went into the counters the
+    next activation had just reset: one frame dropped of none received."""
+    from fastsam2_ros.ros.diagnostics import NodeHealth
+    from fastsam2_ros.ros.outputs import OutputPublishers
+
+    health, hang, go_on = NodeHealth(), threading.Event(), threading.Event()
+    outputs = OutputPublishers.__new__(OutputPublishers)  # its counting, without ROS publishers
+    outputs._health, outputs._uncounted, outputs._epoch = health, None, 0
+
+    def middleware(frame):
+        hang.set()
+        go_on.wait(10.0)
+        raise RuntimeError("the middleware failed late")
+
+    outputs._publish = middleware
+    tracker = TimedTracker(track_s=0.0)
+    log = SimpleNamespace(info=lambda *a, **k: None)
+    worker = FrameWorker(tracker, decode=lambda kind, msg: msg.rgb, publish=outputs.publish,
+                         health=health, logger=log, bad_input=lambda *a, **k: None,
+                         worker_error=lambda exc: None, max_rate_hz=lambda: 0.0,
+                         keep_ratio=lambda: tracker.keep_ratio, publish_on_prompt=lambda: True)
+    worker.start()
+    feed(worker, tracker, 1)
+    assert hang.wait(10.0)
+    assert worker.stop(timeout=0.2) is True
+    health.reset_counters()  # the next activation
+    go_on.set()
+    time.sleep(0.3)
+    assert {k: health.counts()[k] for k in ("received", "processed", "dropped")} == dict(
+        received=0, processed=0, dropped=0)
 
 
 

@@ -538,11 +538,11 @@ def test_a_ctrl_c_while_overlays_are_written_comes_after_them(tmp_path):
         msg = overlay_msg(40 * i)
         msg.header.stamp.sec = i
         col.on_overlay(msg)
-    write_one = writer._write_one
+    write_one, interrupt_at = writer._write_one, {0}
 
     def interrupted_once(index, msg):
-        if index == 0:
-            signal.raise_signal(signal.SIGINT)  # a Ctrl-C as the first overlay is written
+        if index in interrupt_at:
+            signal.raise_signal(signal.SIGINT)  # a Ctrl-C as this overlay is written
             time.sleep(0.01)  # (Python runs the handler between two bytecodes of this thread)
         write_one(index, msg)
 
@@ -550,6 +550,17 @@ def test_a_ctrl_c_while_overlays_are_written_comes_after_them(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         demo._write_overlays(col, writer, {(i, 0): i for i in range(3)})
     assert writer.pngs == 3 and not col.overlay
+    # a write that fails meanwhile ends the run with its error, which says more than the Ctrl-C
+    interrupt_at.clear()
+    interrupt_at.add(3)
+    (tmp_path / demo.overlay_png(4)).mkdir()
+    for i in (3, 4):
+        msg = overlay_msg(40)
+        msg.header.stamp.sec = i
+        col.on_overlay(msg)
+    with pytest.raises(OSError, match="overlay_00004"):
+        demo._write_overlays(col, writer, {(i, 0): i for i in range(5)})
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_the_mp4_probe_prints_nothing_itself(capfd):

@@ -277,6 +277,9 @@ def test_a_ctrl_c_ends_the_bench_with_a_line_not_a_traceback(tmp_path, capsys, m
     monkeypatch.setattr(bench, "_run", lambda args: (_ for _ in ()).throw(KeyboardInterrupt))
     assert bench.main(["--random-weights"]) == 130
     assert capsys.readouterr().err.strip() == "fastsam2-bench: interrupted"
+    os.utime(out, (1e9, 1e9))  # an earlier run's file: this run measured nothing
+    assert bench.main(["--random-weights", "--json", str(out)]) == 130
+    assert capsys.readouterr().err.strip() == "fastsam2-bench: interrupted"
 
 
 def test_bench_modes_in_any_case(tmp_path):

@@ -62,7 +62,8 @@ def no_interrupts():
 def interrupts_after():
     """SIGINT and SIGTERM held back while the block runs and delivered when it ends (main thread
     only): a write that a Ctrl-C would cut short (an overlay taken but not yet written) finishes
-    first, and the run then ends as the signal says."""
+    first, and the run then ends as the signal says. A block that fails ends with its error
+    instead (the run ends either way, and the error says more)."""
     held: List[int] = []
     try:
         previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
@@ -70,12 +71,14 @@ def interrupts_after():
     except ValueError:  # not the main thread: nothing to hold back
         yield
         return
+    failed = True
     try:
         yield
+        failed = False
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if held:
+        if held and not failed:
             signal.raise_signal(held[0])
 
 

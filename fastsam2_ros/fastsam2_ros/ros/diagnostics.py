@@ -58,6 +58,9 @@ class NodeHealth:
         self._hold = window_s
         self._lock = threading.Lock()
         self.window_s = window_s
+        #: which counting this is (reset_counters starts a new one): a frame counted late, by a
+        #: publication the previous activation gave up on, must not count in the next one
+        self.epoch = -1
         self.reset_counters()
         self.forget_tracker()
         self.state = "unconfigured"
@@ -75,6 +78,7 @@ class NodeHealth:
         automatic starts) is not a counter: a model kept while inactive keeps its objects, and
         only :meth:`forget_tracker` clears them."""
         with self._lock:
+            self.epoch += 1
             self.received = 0
             self.processed = 0
             self.dropped = 0
@@ -112,15 +116,19 @@ class NodeHealth:
         with self._lock:
             self.listening_since = time.monotonic()
 
-    def on_discarded(self) -> None:
+    def on_discarded(self, epoch: Optional[int] = None) -> None:
         """A received frame was thrown away unprocessed on purpose (disabled, lifecycle
         transition), or its inference failed (an ERROR of its own, as a worker error): dropped,
-        without the overload WARN."""
+        without the overload WARN. ``epoch``: the counting it belongs to (ignored if over)."""
         with self._lock:
-            self.dropped += 1
+            if epoch is None or epoch == self.epoch:
+                self.dropped += 1
 
-    def on_processed(self, tracker_ms: float, node_ms: float, stats_msg: Any) -> None:
+    def on_processed(self, tracker_ms: float, node_ms: float, stats_msg: Any,
+                     epoch: Optional[int] = None) -> None:
         with self._lock:
+            if epoch is not None and epoch != self.epoch:
+                return
             self.processed += 1
             stages = {st: float(getattr(stats_msg, f"{st}_ms", 0.0)) for st in NODE_STAGES}
             self._frames.append((time.monotonic(), float(tracker_ms), float(node_ms), stages))

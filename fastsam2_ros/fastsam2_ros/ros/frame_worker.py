@@ -226,7 +226,7 @@ class FrameWorker:
                 if publisher is not threading.current_thread():
                     _join(publisher, timeout, exiting)
                     if publisher.is_alive():  # a publication hung: what it does next is not ours
-                        self._publisher_abandoned.set()
+                        self._abandon_publisher()
             with self._cv:
                 left, self._commands = list(self._commands), deque()
             for cmd in left:
@@ -251,6 +251,18 @@ class FrameWorker:
         running = self._running
         if running is not None:
             self._answer(running)
+
+    def _abandon_publisher(self) -> None:
+        """stop() gave up on a publication in progress: it ends on its own (and counts in this
+        activation's counts, if it ends before the next one), and the frames behind it are
+        dropped here, as the publisher will not publish them."""
+        self._publisher_abandoned.set()
+        with self._publish_cv:  # (the end marker stays: the thread still ends when its call does)
+            left, self._to_publish = list(self._to_publish), deque([None])
+            self._publish_cv.notify_all()
+        for frame in left:
+            if frame is not None and frame.fresh:
+                self._count_dropped()
 
     def _unless_abandoned(self, report: Callable[..., Any]) -> Callable[..., None]:
         """``report`` (a node callback), silent once the worker is abandoned."""

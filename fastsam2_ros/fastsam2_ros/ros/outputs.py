@@ -36,6 +36,7 @@ class OutputPublishers:
         self._settings = settings
         self._last_overlay = float("-inf")  # time.perf_counter() of the last overlay
         self._uncounted: Optional[TrackedFrame] = None  # the fresh frame being published, until counted
+        self._epoch = 0  # the health's counting when the frame being published began
         #: topic -> ((height, width, encoding), its Image message, a view of the message's data)
         self._images: Dict[str, Tuple[Tuple[int, int, str], Any, np.ndarray]] = {}
 
@@ -82,11 +83,12 @@ class OutputPublishers:
         A fresh frame that fails before it is counted is counted as dropped (so every received
         frame is counted once) and the error goes on to the caller."""
         self._uncounted = frame if frame.fresh else None
+        self._epoch = self._health.epoch  # (a publication that outlives its activation counts in it)
         try:
             self._publish(frame)
         finally:
             if self._uncounted is not None:
-                self._health.on_discarded()
+                self._health.on_discarded(self._epoch)
                 self._uncounted = None
 
     def _publish(self, frame: TrackedFrame) -> None:
@@ -132,7 +134,7 @@ class OutputPublishers:
         stats = stats_to_msg(result.stats, result, ctx)
         self._health.auto_prompted = list(stats.auto_prompted_ids)
         if frame.fresh:  # counted before the stats go out, which already count it (processed_frames)
-            self._health.on_processed(float(stats.total_ms), ctx.node_latency_ms, stats)
+            self._health.on_processed(float(stats.total_ms), ctx.node_latency_ms, stats, self._epoch)
             self._uncounted = None
         else:  # a prompt, removal or reset changed the objects: /diagnostics reports them now
             self._health.on_republished(stats)
