@@ -243,6 +243,14 @@ def compressed_original_encoding(fmt: str) -> str:
     return original.strip() if sep else ""
 
 
+def compressed_target_encoding(fmt: str) -> str:
+    """What compressed_image_transport converted the original to before compressing it, after
+    "compressed" in the format (``"bayer_rggb8; jpeg compressed mono8"`` -> ``"mono8"``: JPEG
+    takes a Bayer original demosaiced to grey); "" when it names none (``"bayer_rggb8; png
+    compressed "``: PNG keeps the mosaic)."""
+    return str(fmt).partition(";")[2].rpartition("compressed")[2].strip()
+
+
 def compressed_payload_is_rgb(fmt: str) -> bool:
     """compressed_image_transport's rule: the payload holds RGB channel order when the format names
     a colour original (``"rgb8; jpeg compressed rgb8"``) that was not compressed as BGR."""
@@ -308,9 +316,10 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     bits = "16" if img.dtype == np.uint16 else "8"
-    if img.ndim == 2:  # PNG keeps a Bayer original's mosaic as it is: demosaic it like the raw one
-        kind = RGB_CONVERSIONS.get(original, "gray")
-        return to_rgb8(img, f"{kind}{bits}" if kind.startswith("bayer_") else f"mono{bits}")
+    if img.ndim == 2:  # PNG keeps a Bayer original's mosaic as it is: demosaic it like the raw
+        kind = RGB_CONVERSIONS.get(original, "gray")  # one (JPEG takes it demosaiced to grey)
+        mosaic = kind.startswith("bayer_") and compressed_target_encoding(fmt) in ("", original)
+        return to_rgb8(img, f"{kind}{bits}" if mosaic else f"mono{bits}")
     order = "rgb" if compressed_payload_is_rgb(fmt) else "bgr"
     alpha = "a" if img.shape[2] == 4 else ""
     return to_rgb8(img, f"{order}{alpha}{bits}")

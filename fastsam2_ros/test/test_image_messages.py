@@ -335,6 +335,23 @@ def test_a_bayer_image_through_png_compression_decodes_like_the_raw_one(encoding
 
 
 @needs_msgs
+def test_a_bayer_image_through_jpeg_compression_is_the_grey_image_jpeg_got():
+    """JPEG takes a Bayer original demosaiced to grey ("bayer_rggb8; jpeg compressed mono8",
+    compressed_image_transport converts it with cv_bridge to mono8): it was demosaiced a second
+    time, false colours on every edge."""
+    import cv2
+
+    mosaic = (np.random.default_rng(4).random((16, 20)) * 255).astype(np.uint8)
+    grey = cv2.cvtColor(mosaic, cv2.COLOR_BayerBG2GRAY)  # what the publisher compresses
+    ok, buf = cv2.imencode(".png", grey)  # (lossless, so the pixels can be compared)
+    msg = CompressedImage(format="bayer_rggb8; jpeg compressed mono8")
+    msg.data = array.array("B", buf.tobytes())
+    np.testing.assert_array_equal(cv.compressed_to_rgb(msg), np.repeat(grey[:, :, None], 3, axis=2))
+    assert cv.compressed_target_encoding("bayer_rggb8; jpeg compressed mono8") == "mono8"
+    assert cv.compressed_target_encoding("bayer_rggb8; png compressed ") == ""
+
+
+@needs_msgs
 @pytest.mark.parametrize("original", ["16UC1", "8UC1", "32FC1"])
 def test_a_compressed_image_of_an_original_without_colour_is_refused_like_the_raw_one(original):
     """compressed_image_transport sends a depth image as "16UC1; png compressed ": it was decoded
