@@ -8,8 +8,10 @@ The node configures and activates itself (``auto_start`` in the params file); se
 value of the params file (default: the package's config/tracker.yaml).
 """
 
+import difflib
 import os
 
+import launch.logging
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
@@ -17,6 +19,9 @@ from launch_ros.actions import LifecycleNode
 from launch_ros.substitutions import FindPackageShare
 
 NODE_NAME = "fastsam2_tracker"
+
+#: the launch arguments that are not node parameters (remappings, the file, the node's place)
+LAUNCH_ARGUMENTS = ("namespace", "image", "camera_info", "click", "params_file", "log_level")
 
 #: launch argument -> (parameter type, description); empty value = keep the params file's value
 PARAMETER_ARGUMENTS = {
@@ -38,24 +43,48 @@ PARAMETER_ARGUMENTS = {
 
 
 def parameter_overrides(values):
-    """Typed parameter overrides from launch-argument strings; empty strings are left out."""
+    """Typed parameter overrides from launch-argument strings, read as ``-p name:=value`` reads
+    them (rcl's words for true/false, C's numbers); empty strings are left out."""
+    from fastsam2_ros.core.config import rcl_scalar
+
     out = {}
     for name, (kind, _) in PARAMETER_ARGUMENTS.items():
         text = str(values.get(name, "")).strip()
         if not text:
             continue
-        if kind is bool:
-            if text.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(f"launch argument {name} must be true or false, got {text!r}")
-            out[name] = text.lower() in ("true", "1")
-        elif kind is str:
+        if kind is str:
             out[name] = text
+            continue
+        value = rcl_scalar(text)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind is bool and isinstance(value, bool):
+            out[name] = value
+        elif kind is int and number and isinstance(value, int):
+            out[name] = value
+        elif kind is float and number:
+            out[name] = float(value)
         else:
-            try:
-                out[name] = kind(text)
-            except ValueError:
-                raise ValueError(f"launch argument {name} must be {'an integer' if kind is int else 'a number'}, "
-                                 f"got {text!r}") from None
+            needed = {bool: "true or false", int: "an integer", float: "a number"}[kind]
+            raise ValueError(f"launch argument {name} must be {needed}, got {text!r}")
+    return out
+
+
+def unread_argument_warnings(configurations, parameters):
+    """Warnings for launch configurations this file does not read that look meant for it: a node
+    parameter that is no launch argument (set it in params_file), or a near miss of a name (a
+    typo). Others are left alone: a parent launch file's configurations are visible here too."""
+    ours = list(LAUNCH_ARGUMENTS) + list(PARAMETER_ARGUMENTS)
+    out = []
+    for key in sorted(set(configurations) - set(ours)):
+        if key in parameters:
+            out.append(f"launch argument {key} is ignored: {key} is a parameter of the node, not "
+                       "an argument of this launch file; set it in params_file (or with "
+                       "`ros2 param set`)")
+            continue
+        close = difflib.get_close_matches(key, ours + sorted(parameters), n=1, cutoff=0.8)
+        if close:
+            out.append(f"launch argument {key} is ignored: no argument or parameter has that "
+                       f"name (did you mean {close[0]}?)")
     return out
 
 
@@ -73,13 +102,22 @@ def _launch_setup(context, *args, **kwargs):
     def arg(name):
         return LaunchConfiguration(name).perform(context)
 
+    from fastsam2_ros.core.config import check_params_file_reaches
+    from fastsam2_ros.ros.parameters import spec_map
+
+    log = launch.logging.get_logger("fastsam2_ros.tracker.launch")
+    for warning in unread_argument_warnings(context.launch_configurations, set(spec_map())):
+        log.warning(warning)
     image = arg("image")
     remappings = [
         ("image", image),
         ("camera_info", arg("camera_info")),
         ("click", arg("click")),
     ]
+    namespace = arg("namespace")
     params = [params_file_path(arg("params_file"))]
+    node_fqn = "/" + "/".join(p for p in (namespace.strip("/"), NODE_NAME) if p)
+    check_params_file_reaches(params[0], node_fqn)
     overrides = parameter_overrides({name: arg(name) for name in PARAMETER_ARGUMENTS})
     if overrides:
         params.append(overrides)
@@ -87,7 +125,7 @@ def _launch_setup(context, *args, **kwargs):
         package="fastsam2_ros",
         executable="tracker_node",
         name=NODE_NAME,
-        namespace=arg("namespace"),
+        namespace=namespace,
         parameters=params,
         remappings=remappings,
         ros_arguments=["--log-level", arg("log_level")],

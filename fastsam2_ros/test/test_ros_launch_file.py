@@ -43,8 +43,12 @@ def _stub_modules():
     ros_actions.LifecycleNode = type("LifecycleNode", (_Rec,), {})
     ros_subs = types.ModuleType("launch_ros.substitutions")
     ros_subs.FindPackageShare = type("FindPackageShare", (_Rec,), {})
+    logging_ = types.ModuleType("launch.logging")
+    logging_.warnings = []
+    logging_.get_logger = lambda name: types.SimpleNamespace(warning=logging_.warnings.append)
+    launch.logging = logging_
     return {"launch": launch, "launch.actions": actions, "launch.substitutions": subs,
-            "launch_ros": launch_ros, "launch_ros.actions": ros_actions,
+            "launch.logging": logging_, "launch_ros": launch_ros, "launch_ros.actions": ros_actions,
             "launch_ros.substitutions": ros_subs}
 
 
@@ -82,7 +86,7 @@ def _run_setup(mod, **values):
                 for k, v in args.items()}
     defaults.update(values)
     opaque = [a for a in ld.args[0] if type(a).__name__ == "OpaqueFunction"][0]
-    ctx = types.SimpleNamespace(values=defaults)
+    ctx = types.SimpleNamespace(values=defaults, launch_configurations=dict(defaults))
     (node,) = opaque.kwargs["function"](ctx)
     return node.kwargs
 
@@ -127,3 +131,78 @@ def test_params_file_expands_home_and_must_be_a_file(launch_module, tmp_path, mo
     for wrong in ("~/missing.yaml", "/nonexistent/dir/tracker.yaml", str(tmp_path), ""):
         with pytest.raises(ValueError, match="params_file: .* is not a file"):
             _run_setup(launch_module, params_file=wrong)
+
+
+def test_arguments_are_read_as_ros_reads_a_parameter(launch_module):
+    """Booleans took only true/false/1/0 where `-p` and a params file take rcl's words (yes, on,
+    ...), and Python's int() read "5_12" as 512, which rcl reads as a string."""
+    read = launch_module.parameter_overrides
+    assert read({"publish_overlay": "yes", "auto_start": "Off"}) == {"publish_overlay": True,
+                                                                     "auto_start": False}
+    assert read({"keep_ratio": "1", "image_size": "512"}) == {"keep_ratio": 1.0, "image_size": 512}
+    assert type(read({"keep_ratio": "1"})["keep_ratio"]) is float
+    for name, text in (("image_size", "5_12"), ("keep_ratio", "1_0"), ("publish_overlay", "tRue"),
+                       ("image_size", "true")):
+        with pytest.raises(ValueError, match=f"launch argument {name} must be"):
+            read({name: text})
+
+
+def test_an_argument_meant_for_the_node_that_it_does_not_read_is_warned_about(launch_module):
+    """`keep_ration:=0.5` (a typo) and `max_rate_hz:=10.0` (a parameter, not an argument) were
+    dropped without a word; a parent launch file's own configurations are no concern of ours."""
+    launch_module.launch.logging.warnings.clear()
+    _run_setup(launch_module, keep_ration="0.5", max_rate_hz="10.0", robot_model="arm_v2")
+    warned = launch_module.launch.logging.warnings
+    assert len(warned) == 2, warned
+    assert "keep_ration is ignored" in warned[0] and "did you mean keep_ratio?" in warned[0]
+    assert "max_rate_hz is ignored: max_rate_hz is a parameter of the node" in warned[1]
+
+
+@pytest.mark.parametrize("key,namespace,reaches", [
+    ("/**/fastsam2_tracker", "fastsam2", True), ("/**", "robot/arm", True),
+    ("fastsam2_tracker", "fastsam2", False), ("fastsam2_tracker", "", True),
+    ("/fastsam2/fastsam2_tracker", "robot", False), ("/robot/*", "robot", True)])
+def test_a_params_file_whose_sections_do_not_reach_the_node_is_refused(launch_module, tmp_path,
+                                                                       key, namespace, reaches):
+    """rcl skips a section keyed for another node without a word: a file keyed the common way
+    (`fastsam2_tracker:`) started the node in /fastsam2 on its built-in defaults."""
+    params = tmp_path / "p.yaml"
+    params.write_text(f"{key}:\n  ros__parameters:\n    keep_ratio: 0.5\n")
+    if reaches:
+        assert _run_setup(launch_module, params_file=str(params), namespace=namespace)
+        return
+    with pytest.raises(Exception, match=rf"its section '{key}' does not apply to the node "
+                                        rf"/{namespace}/fastsam2_tracker"):
+        _run_setup(launch_module, params_file=str(params), namespace=namespace)
+
+
+def test_which_sections_of_a_params_file_rcl_applies_to_the_node():
+    """rcl's matching: `*` one part of the name, `**` any number, a key absolute with or without
+    its leading "/"; a file whose sections all miss the node, or one that names the node where it
+    does not run, is refused (rcl would start it without those values)."""
+    from fastsam2_ros.core.config import section_applies
+
+    node = "/fastsam2/fastsam2_tracker"
+    for key in ("/**", "/**/fastsam2_tracker", "/**/*", "/*/fastsam2_tracker", "/fastsam2/*",
+                "fastsam2/fastsam2_tracker", "/fastsam2/**"):
+        assert section_applies(key, node), key
+    for key in ("fastsam2_tracker", "/fastsam2_tracker", "/other/fastsam2_tracker", "/*",
+                "/fastsam2/other", None):
+        assert not section_applies(key, node), key
+    assert section_applies("fastsam2_tracker", "/fastsam2_tracker")
+
+
+def test_a_params_file_naming_the_node_where_it_does_not_run_is_refused(tmp_path):
+    from fastsam2_ros.core.config import InputError, check_params_file_reaches
+
+    both = tmp_path / "both.yaml"  # rcl applies /** alone: keep_ratio would be dropped
+    both.write_text("/**:\n  ros__parameters: {use_sim_time: false}\n"
+                    "fastsam2_tracker:\n  ros__parameters: {keep_ratio: 0.5}\n")
+    with pytest.raises(InputError, match="its section 'fastsam2_tracker' does not apply"):
+        check_params_file_reaches(both, "/fastsam2/fastsam2_tracker")
+    check_params_file_reaches(both, "/fastsam2_tracker")  # (the root namespace's node: it does)
+    other = tmp_path / "other.yaml"
+    other.write_text("/**/other_node:\n  ros__parameters: {a: 1}\n"
+                     "/robot/fastsam2_tracker:\n  ros__parameters: {keep_ratio: 0.5}\n")
+    with pytest.raises(InputError, match="its section '/robot/fastsam2_tracker' does not apply"):
+        check_params_file_reaches(other, "/fastsam2/fastsam2_tracker")

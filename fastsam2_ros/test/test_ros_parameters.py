@@ -67,14 +67,18 @@ def test_docs_parameter_table_has_every_parameter_with_its_default_range_and_whe
     doc = (Path(__file__).resolve().parents[2] / "docs" / "ros.md")
     if not doc.is_file():
         pytest.skip("docs/ros.md not in this checkout")
-    # name, default, range / choices, applied
-    row = re.compile(r"^\| `(\w+)` \| `([^`]*)` \| ([^|]*) \| ([\w-]+) \| ")
-    rows = {m[1]: (m[2], m[3].strip(), m[4])
+    # name, default, range / choices, applied, description (what `ros2 param describe` says)
+    row = re.compile(r"^\| `(\w+)` \| `([^`]*)` \| ([^|]*) \| ([\w-]+) \| (.*) \|$")
+
+    def prose(text):  # the table may mark names as code, and writes "|" as "\|" or " / "
+        return text.replace("`", "").replace("\\|", "|").replace(" / ", " | ")
+
+    rows = {m[1]: (m[2], m[3].strip(), m[4], prose(m[5].strip()))
             for m in map(row.match, doc.read_text().splitlines()) if m}
     for spec in P.parameter_specs():
         assert spec.name in rows, f"{spec.name} missing from the parameter table of docs/ros.md"
         assert rows[spec.name] == (json.dumps(spec.default), spec.allowed(" / "),
-                                   spec.takes_effect), spec.name
+                                   spec.takes_effect, prose(spec.description)), spec.name
 
 
 def test_a_node_setting_names_a_lifecycle_step_that_reads_it():

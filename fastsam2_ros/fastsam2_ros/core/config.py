@@ -295,6 +295,47 @@ def _matches_node(key: str, node_name: str) -> bool:
     return key.rstrip("/").rsplit("/", 1)[-1] in (node_name, "*", "**")
 
 
+def section_applies(key: Any, node_fqn: str) -> bool:
+    """Whether rcl applies a parameter file's section ``key`` to the node whose fully qualified
+    name is ``node_fqn`` (``/fastsam2/fastsam2_tracker``): ``*`` stands for one part of the name,
+    ``**`` for any number of them, and a key is absolute with or without its leading ``/`` (a
+    bare ``fastsam2_tracker:`` is the node in the root namespace only)."""
+    if not isinstance(key, str):
+        return False
+    pattern = [p for p in key.strip().split("/") if p]
+    name = [p for p in node_fqn.split("/") if p]
+
+    def matches(i: int, j: int) -> bool:
+        if i == len(pattern):
+            return j == len(name)
+        if pattern[i] == "**":
+            return any(matches(i + 1, k) for k in range(j, len(name) + 1))
+        return j < len(name) and pattern[i] in ("*", name[j]) and matches(i + 1, j + 1)
+
+    return matches(0, 0)
+
+
+def check_params_file_reaches(path: str | Path, node_fqn: str) -> None:
+    """InputError unless the ``ros__parameters`` sections of the parameter file ``path`` that
+    name the node all apply to it where it runs, ``node_fqn`` (:func:`section_applies`): rcl
+    skips the others without a word, and the node would start without their values (a bare
+    ``fastsam2_tracker:`` is the root namespace's node, not ``/fastsam2/fastsam2_tracker``)."""
+    load_ros_params(path)  # exists, parses (as rcl types it), has a section for the node's name
+    import yaml
+
+    data = yaml.load(Path(path).read_text(), Loader=_rcl_yaml_loader()) or {}
+    keys = [k for k, v in data.items() if isinstance(v, dict) and "ros__parameters" in v]
+    name = node_fqn.rstrip("/").rsplit("/", 1)[-1]
+    missed = [k for k in keys if not section_applies(k, node_fqn)
+              and isinstance(k, str) and k.rstrip("/").rsplit("/", 1)[-1] == name]
+    if missed or not any(section_applies(k, node_fqn) for k in keys):
+        which = (f"its section '{missed[0]}' does not apply" if missed else
+                 f"none of its sections ({', '.join(map(str, keys))}) applies")
+        raise InputError(f"parameter file {path}: {which} to the node {node_fqn}, so rcl would "
+                         f"skip it without a word; key its section '{params_file_key()}:' (it "
+                         "applies in any namespace)")
+
+
 def _flattened(params: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
     """Nested parameter mappings as rcl names them (``qos_overrides: {/image: ...}`` ->
     ``qos_overrides./image...``)."""

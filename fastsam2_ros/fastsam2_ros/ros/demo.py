@@ -405,22 +405,18 @@ def _not_utf8(args) -> str:
     return ""
 
 
+def demo_namespace() -> str:
+    """The demo's own namespace (its node and feeder): no other demo's, nor a robot's."""
+    return f"/fastsam2_demo_{os.getpid()}"
+
+
 def _check_params_file(path: str) -> None:
     """The file exists, parses and has the node's section keyed so that rcl applies it in the
     demo's own namespace: a bare ``fastsam2_tracker:`` (or ``/fastsam2_tracker:``) matches only a
     node in the root namespace, and rcl would skip it without a word."""
-    import yaml
+    from ..core.config import DEFAULT_NODE_NAME, check_params_file_reaches
 
-    from ..core.config import load_ros_params, params_file_key
-    from ..core.errors import InputError
-
-    load_ros_params(path)  # exists, parses, has the node's section
-    data = yaml.safe_load(Path(path).read_text())
-    node = params_file_key().rsplit("/", 1)[-1]
-    bare = [key for key in (node, f"/{node}") if isinstance(data.get(key), dict)]
-    if bare or not any(isinstance(data.get(key), dict) for key in (params_file_key(), "/**")):
-        raise InputError(f"--params-file {path}: the demo's node runs in a namespace of its own: "
-                         f"key its section '{params_file_key()}:' (it applies in any namespace)")
+    check_params_file_reaches(path, f"{demo_namespace()}/{DEFAULT_NODE_NAME}")
 
 
 def _frame_rate(args, src) -> float:
@@ -522,7 +518,7 @@ def _run_ros(args, overrides: dict, src, fps: float, out_dir: Path) -> int:
         return 2
     node = feeder = executor = spin_thread = None
     try:
-        namespace = f"/fastsam2_demo_{os.getpid()}"  # another demo in the domain has another
+        namespace = demo_namespace()  # another demo in the domain has another
         node = TrackerNode(namespace=namespace,
                            parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
         feeder = Node("fastsam2_demo_feeder", namespace=namespace)

@@ -141,7 +141,7 @@ TRACKER_PARAMETER_DOCS: Dict[str, Dict[str, Any]] = {
                                  "(sam2's automatic mask generator on the loaded model, no extra "
                                  "weights) | rpn (Faster R-CNN region proposals, auto_rpn_weights)"),
     "auto_points_per_side": dict(description="Automatic prompt, sam2 proposals: point prompts per "
-                                 "image side (n^2 points; bounds the work)"),
+                                 "image side (n² points; bounds the work)"),
     "auto_crop_layers": dict(description="Automatic prompt, sam2 proposals: crop layers beyond the "
                              "whole frame (0 = none; each layer multiplies the work)"),
     "auto_min_pred_iou": dict(description="Automatic prompt, sam2 proposals: minimum predicted IoU"),
@@ -209,8 +209,8 @@ NODE_PARAMETERS: List[ParamSpec] = [
               "objects) on detections when vision_msgs is installed", live=True),
     ParamSpec("publish_stats", True, "Publish fastsam2_msgs/TrackerStats for every frame on stats",
               live=True),
-    ParamSpec("publish_on_prompt", True, "After a prompt changed the masks of the current frame, "
-              "publish that frame's outputs again (same header: the newer message wins); gives "
+    ParamSpec("publish_on_prompt", True, "After a prompt, `remove_object` or `reset` changed the "
+              "objects of the current frame, publish that frame's outputs again (same header: the newer message wins); gives "
               "immediate feedback to clicks when inference is slow", live=True),
     ParamSpec("click_object_id", 1, "Object that click (rqt_image_view) and /clicked_point (RViz) "
               "prompts go to: started if not tracked, refined if tracked", range=Range(1, MAX_OBJECT_ID),
