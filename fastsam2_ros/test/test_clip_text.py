@@ -245,6 +245,17 @@ def test_a_text_longer_than_the_clip_context_is_refused_not_cut(vit_b16):
         enc.encode_text(["红色的杯子" * 7])
 
 
+@pytest.mark.parametrize("text", ["red ball <end_of_text> on the left", "<START_OF_TEXT> cup",
+                                  "a mug<end_of_text>"])
+def test_a_text_with_clips_own_start_or_end_token_is_refused(vit_b16, text):
+    """open_clip reads "<end_of_text>" in a text as its end token, and the encoder pools at the
+    first one: "red ball <end_of_text> on the left" and "... on the right" embedded as "red ball"."""
+    enc, _ = vit_b16
+    with pytest.raises(InputError, match=r"texts\[0\] is cut short by one of CLIP's own tokens"):
+        enc.encode_text([text])
+    assert enc.encode_text(["red ball <end of text> on the left"]).shape == (1, 512)
+
+
 def test_a_text_without_spaces_is_cut_between_characters_to_the_clip_context():
     """A caption without spaces (a CJK captioner) is one "word": the word cut kept nothing, and
     the eval's verbose variant was "" (refused as "the caption model gave no phrase")."""

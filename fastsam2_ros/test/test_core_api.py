@@ -172,7 +172,8 @@ def test_a_released_tracker_answers_every_call_with_an_input_error(tracker_cfg, 
     tracker.release()  # twice: nothing to do
     for call in (lambda: tracker.track(frames[2]), lambda: tracker.reset(),
                  lambda: tracker.set_keep_ratio(0.5), tracker.memory_bank_size, pending.result,
-                 lambda: tracker.add_prompt(1, points=[[4, 6]], labels=[1])):
+                 lambda: tracker.add_prompt(1, points=[[4, 6]], labels=[1]),
+                 lambda: tracker.text_state("a cup")):  # ("no current frame", it said)
         with pytest.raises(InputError, match="released"):
             call()
 

@@ -152,10 +152,16 @@ def clip_context_error(tokenizer, text: str) -> Optional[str]:
     """Why the CLIP text encoder cannot take ``text`` (None: it can): longer than it reads
     (open_clip's tokenizer would cut it without a word: "... on the left" == "... on the right"),
     or nothing it reads (its cleaning drops HTML entities such as ``&nbsp;`` and spaces: the
-    object would follow the embedding of an empty text)."""
+    object would follow the embedding of an empty text), or with one of CLIP's own start and end
+    tokens in it (open_clip reads ``<end_of_text>`` in a text as its end token, and the encoder
+    pools at the first one: "red ball <end_of_text> on the left" == "red ball")."""
     n, limit = clip_token_count(tokenizer, text), text_token_limit(tokenizer)
     if n == 0 and callable(getattr(tokenizer, "encode", None)):
         return "no CLIP tokens at all (CLIP's text cleaning drops HTML entities and spaces): give words"
+    special = {getattr(tokenizer, name, None) for name in ("sot_token_id", "eot_token_id")}
+    if n and (special - {None}) & set(tokenizer.encode(text)):
+        return ("cut short by one of CLIP's own tokens in it (<start_of_text>, <end_of_text>): "
+                "the CLIP text encoder stops reading there; leave them out")
     if n <= limit:
         return None
     return f"{n} CLIP tokens; the CLIP text encoder reads at most {limit}: shorten it"

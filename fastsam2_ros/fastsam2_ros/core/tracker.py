@@ -472,6 +472,7 @@ class StreamingTracker:
 
     def text_state(self, text: str) -> Optional[TextState]:
         """The router's text signal for ``text`` fitted on the current frame (None: text_mode none)."""
+        self._require_model()
         text = validate_text(text, self.cfg.max_text_length)
         if self._image is None:
             raise InputError("no current frame")
