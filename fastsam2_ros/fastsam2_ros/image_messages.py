@@ -256,7 +256,7 @@ def compressed_payload_is_rgb(fmt: str) -> bool:
     a colour original (``"rgb8; jpeg compressed rgb8"``) that was not compressed as BGR."""
     original = compressed_original_encoding(fmt)
     colour = original in RGB_CONVERSIONS and RGB_CONVERSIONS[original] != "gray"
-    return colour and "compressed bgr" not in str(fmt).partition(";")[2]
+    return colour and not compressed_target_encoding(fmt).startswith("bgr")
 
 
 def compressed_size(data: np.ndarray) -> Optional[Tuple[int, int]]:
