@@ -845,6 +845,34 @@ def test_gpu_check_compiles_a_casts_mode_with_inductors_eager_rounding_and_skips
     assert "tiny_compile_encoder_restart skipped (no cold start)" in run.stdout
     assert "SKIP names no step: tiny_40bj" in run.stdout
     assert "SKIP names no step: tiny_4obj" not in run.stdout
+    # a step that is off in this run (SOAK=0, no FP32, no VOS) is no typo
+    third = tmp_path / "third"
+    third.mkdir()
+    run, ran = _gpu_check_with_a_stub_python(
+        third, COMPILE="0", SKIP="tiny_soak large_1obj_fp32 tiny_official_vos large_compile_all_cold")
+    assert run.returncode == 0 and "SKIP names no step" not in run.stdout, run.stdout
+
+
+@pytest.mark.parametrize("var,value,said", [
+    ("N", "6O", "N must be a whole number"), ("SIZE", "1024px", "SIZE must be a whole number"),
+    ("SOAK", "-1", "SOAK must be a whole number"), ("REPEATS", "2.5", "REPEATS must be a whole number"),
+    ("DEVICE", "gpu", "DEVICE must be cpu, cuda or cuda:N"),
+    ("COMPILE", "router encodr", "COMPILE takes router, encoder, all (each with +casts), got 'encodr'")])
+def test_gpu_check_refuses_bad_settings_before_any_step(tmp_path, var, value, said):
+    """Bad N/SIZE/SOAK/REPEATS started every step, each failing (exit 1, the reason only in the
+    steps' logs); DEVICE=gpu was a traceback; a misspelt COMPILE mode compiled nothing."""
+    run, ran = _gpu_check_with_a_stub_python(tmp_path, **{var: value})
+    assert run.returncode == 2 and said in run.stderr, run.stderr
+    assert ran == []
+
+
+def test_gpu_check_refuses_a_size_sam2_cannot_run_before_any_step(tmp_path):
+    env = dict(os.environ, DEVICE="cpu", SIZE="100", OUT=str(tmp_path), SOAK="0",
+               SKIP="tiny_1obj tiny_4obj large_1obj cuda_tests")
+    run = subprocess.run(["bash", str(GPU_CHECK)], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "SIZE: image_size must be in [64, 4096], a multiple of 32, got 100" \
+        in run.stderr, run.stderr
+    assert not list(tmp_path.glob("*.log"))
 
 
 def test_bench_records_inductors_rounding_only_for_a_run_that_compiled(monkeypatch):
@@ -1085,6 +1113,58 @@ def test_node_bench_checks_its_numbers_first(capsys):
         assert node_bench.main(bad) == 2, bad
         assert f"{flag} must be in" in capsys.readouterr().err
     node_bench.check_numeric_options(node_bench.parse_args([]))  # the defaults pass
+
+
+def test_node_bench_json_says_what_shaped_its_numbers(tmp_path, capsys):
+    """A --tracker real run at keep 1.0 and one at 0.3 wrote the same settings (no keep ratio,
+    device, warm-up, gap or rate in the JSON)."""
+    from fastsam2_ros.ros import node_bench
+
+    out = tmp_path / "n.json"
+    args = node_bench.parse_args(["--tracker", "real", "--keep-ratio", "1.0", "--device", "cpu",
+                                  "--warmup", "2", "--gap-ms", "10", "--rate", "15",
+                                  "--rate-seconds", "2", "--json", str(out)])
+    node_bench.write_report(args, [], interrupted=False)
+    report = json.loads(out.read_text())
+    assert {k: report[k] for k in ("keep_ratio", "device", "warmup_frames", "gap_ms", "rate_hz",
+                                   "rate_seconds")} == dict(keep_ratio=1.0, device="cpu",
+                                                            warmup_frames=2, gap_ms=10.0,
+                                                            rate_hz=15.0, rate_seconds=2.0)
+    capsys.readouterr()
+
+
+def test_node_bench_refuses_empty_lists_and_a_bad_domain_and_expands_a_profile(
+        capsys, monkeypatch, tmp_path):
+    """`--sizes ,` measured nothing and exited 0; ROS_DOMAIN_ID=abc was a traceback even for
+    --help; `--fastdds-profile=~/p.xml` passed the check and was exported unexpanded (Fast DDS
+    could not find it, and the JSON said the profile was used)."""
+    from fastsam2_ros.ros import node_bench
+
+    for bad, said in ((["--sizes", ","], "--sizes names none"), (["--sets", ","], "--sets names none")):
+        assert node_bench.main(bad) == 2, bad
+        assert said in capsys.readouterr().err
+    monkeypatch.setenv("ROS_DOMAIN_ID", "abc")
+    with pytest.raises(SystemExit) as exit_:
+        node_bench.parse_args([])
+    assert exit_.value.code == 2 and "ROS_DOMAIN_ID must be a whole number, got 'abc'" in \
+        capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        node_bench.parse_args(["--help"])
+    assert exit_.value.code == 0
+    monkeypatch.setenv("ROS_DOMAIN_ID", "17")
+    assert node_bench.parse_args([]).domain_id == 17
+    monkeypatch.setenv("HOME", str(tmp_path))
+    # (main exports both to its own environment too: restored after this test)
+    monkeypatch.setenv("FASTRTPS_DEFAULT_PROFILES_FILE", "")  # (recorded, so undone: delenv
+    monkeypatch.delenv("FASTRTPS_DEFAULT_PROFILES_FILE")  # of an unset one records nothing)
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE",
+                                                                       "LOCALHOST"))
+    (tmp_path / "p.xml").write_text("<profiles/>")
+    started = []
+    monkeypatch.setattr(node_bench, "measure_all", lambda args, env, *rest: started.append(env))
+    assert node_bench.main(["--fastdds-profile", "~/p.xml", "--sizes", "64x48"]) == 0
+    assert started[0]["FASTRTPS_DEFAULT_PROFILES_FILE"] == str(tmp_path / "p.xml")
+    capsys.readouterr()
 
 
 def test_an_eager_step_on_cuda_is_not_synchronised_per_stage_unless_profiling():

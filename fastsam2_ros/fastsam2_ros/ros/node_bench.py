@@ -519,10 +519,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rate-seconds", type=float, default=4.0)
     p.add_argument("--fastdds-profile", default="",
                    help="Fast DDS XML profile for both processes (FASTRTPS_DEFAULT_PROFILES_FILE)")
-    p.add_argument("--domain-id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", "0") or 0))
+    p.add_argument("--domain-id", type=int, default=None,
+                   help="ROS domain of both processes (default: $ROS_DOMAIN_ID, else 0)")
     p.add_argument("--label", default="", help="free text stored in the JSON (e.g. the commit)")
     p.add_argument("--json", help="write the results here")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.domain_id is None:  # (read after parsing: a bad one must not break --help)
+        env_domain = os.environ.get("ROS_DOMAIN_ID", "").strip() or "0"
+        if not env_domain.isdigit():
+            p.error(f"ROS_DOMAIN_ID must be a whole number, got {env_domain!r}")
+        args.domain_id = int(env_domain)
+    return args
 
 
 #: The bench's own options -> their range (the tracker's image_size and keep_ratio are checked
@@ -582,12 +589,16 @@ def main(argv=None) -> int:
 
         check_numeric_options(args)
         check_output_file(args.json, "--json")  # before the node starts, not after the run
-        if args.fastdds_profile and not Path(args.fastdds_profile).expanduser().is_file():
-            raise ValueError(f"--fastdds-profile {args.fastdds_profile}: no such file")
+        if args.fastdds_profile:  # (the shell leaves ~ alone in --fastdds-profile=~/p.xml)
+            args.fastdds_profile = str(Path(args.fastdds_profile).expanduser().resolve())
+            if not Path(args.fastdds_profile).is_file():
+                raise ValueError(f"--fastdds-profile {args.fastdds_profile}: no such file")
         if args.tracker == "real":  # what the node would refuse at configure, then wait for
             check_real_tracker_options(args)
         sizes = [_parse_size(s) for s in args.sizes.split(",") if s]
         sets = [s for s in args.sets.split(",") if s]
+        if not sizes or not sets:
+            raise ValueError(f"--{'sizes' if not sizes else 'sets'} names none: nothing to measure")
         unknown = [s for s in sets if s not in OUTPUT_SETS]
         if unknown:
             raise ValueError(f"unknown output set(s) {unknown} (known: {', '.join(OUTPUT_SETS)})")
@@ -597,7 +608,7 @@ def main(argv=None) -> int:
     env = dict(os.environ, ROS_DOMAIN_ID=str(args.domain_id),
                ROS_AUTOMATIC_DISCOVERY_RANGE=os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"))
     if args.fastdds_profile:
-        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(Path(args.fastdds_profile).resolve())
+        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = args.fastdds_profile
     os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE",)})
     if args.fastdds_profile:
         os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = env["FASTRTPS_DEFAULT_PROFILES_FILE"]
@@ -673,6 +684,10 @@ def write_report(args, results: List[dict], interrupted: bool) -> None:
         "tracker_cost_ms": args.cost_ms if args.tracker == "standin" else None,
         "model": args.model if args.tracker == "real" else None,
         "image_size": args.image_size if args.tracker == "real" else None,
+        "keep_ratio": args.keep_ratio if args.tracker == "real" else None,
+        "device": args.device if args.tracker == "real" else None,
+        "warmup_frames": args.warmup, "gap_ms": args.gap_ms, "rate_hz": args.rate,
+        "rate_seconds": args.rate_seconds,
         "objects": args.objects if args.tracker == "standin" else 1,
         "object_area": args.object_area if args.tracker == "standin" else None,
         "transport": "fastdds profile " + Path(args.fastdds_profile).name if args.fastdds_profile
