@@ -320,12 +320,10 @@ def check_params_file_reaches(path: str | Path, node_fqn: str) -> None:
     name the node all apply to it where it runs, ``node_fqn`` (:func:`section_applies`): rcl
     skips the others without a word, and the node would start without their values (a bare
     ``fastsam2_tracker:`` is the root namespace's node, not ``/fastsam2/fastsam2_tracker``)."""
-    load_ros_params(path)  # exists, parses (as rcl types it), has a section for the node's name
-    import yaml
-
-    data = yaml.load(Path(path).read_text(), Loader=_rcl_yaml_loader()) or {}
-    keys = [k for k, v in data.items() if isinstance(v, dict) and "ros__parameters" in v]
+    data = _read_params_file(path)
     name = node_fqn.rstrip("/").rsplit("/", 1)[-1]
+    _node_params(data, path, name)  # a mapping with a section for the node's name
+    keys = [k for k, v in data.items() if isinstance(v, dict) and "ros__parameters" in v]
     missed = [k for k in keys if not section_applies(k, node_fqn)
               and isinstance(k, str) and k.rstrip("/").rsplit("/", 1)[-1] == name]
     if missed or not any(section_applies(k, node_fqn) for k in keys):
@@ -475,6 +473,11 @@ def load_ros_params(path: str | Path, node_name: Optional[str] = None) -> Dict[s
 
     Each value is typed as rcl's parser types it (:func:`rcl_scalar`), not as YAML 1.1 does:
     ``5e-1`` is 0.5 and ``n`` false to the node, and ``~`` the text "~"."""
+    return _node_params(_read_params_file(path), path, node_name)
+
+
+def _read_params_file(path: str | Path) -> Any:
+    """A parameter file's YAML as rcl's parser reads it; InputError for a missing or broken one."""
     import yaml
 
     path = Path(path)
@@ -489,6 +492,11 @@ def load_ros_params(path: str | Path, node_name: Optional[str] = None) -> Dict[s
         raise InputError(f"cannot parse parameter file {path}: {what}{where}") from exc
     except UnicodeDecodeError as exc:
         raise InputError(f"cannot parse parameter file {path}: not UTF-8 ({exc.reason})") from exc
+    return data
+
+
+def _node_params(data: Any, path: str | Path, node_name: Optional[str]) -> Dict[str, Any]:
+    """:func:`load_ros_params` of a file's parsed YAML ``data``."""
     node_name = node_name or DEFAULT_NODE_NAME
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping with a '{params_file_key(node_name)}: "
