@@ -24,3 +24,20 @@ def compile_worker_processes() -> set:
         found |= below
         grew = bool(below)
     return found
+
+
+def inductor_pool_state(sidecar_log=None) -> str:
+    """What Inductor's pool bookkeeping says, for a test that waited in vain for workers: the
+    readiness probe's state, each pool's sidecar exit code, and the sidecar's own output."""
+    from torch._inductor import async_compile
+
+    ready = async_compile.AsyncCompile._ready_future
+    ready_state = "none" if ready is None else getattr(ready, "_state", "?")
+    pools = [f"{type(pool).__name__}(running={getattr(pool, 'running', '?')}, sidecar exit="
+             f"{pool.process.poll() if hasattr(pool, 'process') else '?'})"
+             for pool in async_compile._pool_set]
+    text = f"ready probe: {ready_state}; pools: {pools or 'none'}; workers: {compile_worker_processes()}"
+    if sidecar_log is not None and os.path.exists(sidecar_log):
+        with open(sidecar_log, errors="replace") as f:
+            text += "\nsidecar output:\n" + f.read()[-3000:]
+    return text

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from compile_workers import compile_worker_processes
+from compile_workers import compile_worker_processes, inductor_pool_state
 from polling import wait_for
 from fastsam2_ros.core import TrackerConfig
 from fastsam2_ros.core.config import COMPILE_MODES
@@ -633,7 +633,7 @@ def test_a_call_signature_tells_the_shapes_dynamo_specialises_on():
         assert call_signature((module, torch.zeros(2, 3), rows(2), (4, 4), 7), {"frame_idx": None}) != base
 
 
-def test_release_compile_workers_stops_inductor_worker_processes(monkeypatch):
+def test_release_compile_workers_stops_inductor_worker_processes(monkeypatch, tmp_path):
     """On CUDA every torch.compile wakes Inductor's worker pool (compile_fx), even when every
     kernel then comes from the cache; the pool is started the same way here, and released."""
     from torch._inductor import async_compile
@@ -642,18 +642,24 @@ def test_release_compile_workers_stops_inductor_worker_processes(monkeypatch):
     from fastsam2_ros.core.models import release_compile_workers
 
     monkeypatch.setattr(inductor_config, "compile_threads", 2)  # a pool even on a 1-core runner
-    async_compile.AsyncCompile.warm_pool()
-    async_compile.AsyncCompile.wakeup()
+    sidecar_log = tmp_path / "sidecar.log"  # (Inductor sends the sidecar's output to /dev/null)
+    monkeypatch.setattr(inductor_config, "worker_suppress_logging", False)
+    monkeypatch.setattr(inductor_config, "torchinductor_worker_logpath", str(sidecar_log))
+    # a pool an earlier test left behind (cached, perhaps quiesced or dead) is not the one to test
+    async_compile.shutdown_compile_workers()
+
+    def start_pool(what):
+        async_compile.AsyncCompile.warm_pool()
+        async_compile.AsyncCompile.wakeup()
+        assert wait_for(lambda: len(compile_worker_processes()) >= 2, 180, step=0.2), \
+            f"{what}: {inductor_pool_state(sidecar_log)}"
+
     try:
-        assert wait_for(lambda: len(compile_worker_processes()) >= 2, 120, step=0.2), \
-            "no worker pool started"
+        start_pool("no worker pool started")
         assert release_compile_workers()
         assert wait_for(lambda: not compile_worker_processes(), 30, step=0.2)
         # a later compile (a new shape under torch_compile: all) gets a new pool
-        async_compile.AsyncCompile.warm_pool()
-        async_compile.AsyncCompile.wakeup()
-        assert wait_for(lambda: len(compile_worker_processes()) >= 2, 120, step=0.2), \
-            "no new pool after release"
+        start_pool("no new pool after release")
     finally:
         async_compile.shutdown_compile_workers()
 
