@@ -351,6 +351,48 @@ def test_uncertainty_is_off_without_two_passes_or_dropout(model128):
             assert u.shape == (64,) and float(u.max()) == 1.0
 
 
+@pytest.mark.parametrize("grid", [(8, 8), (12, 20), (5, 7)])
+def test_the_uncertainty_is_the_papers_formula_written_plainly(model128, grid):
+    """The few-kernel mc_uncertainty (mask drawn in one op, 1/keep on q_proj's weight, the
+    logits' scale on the keys, log-sum-exp by hand, pooled context from a channels-last view)
+    equals eq. 6-8 written plainly, with the same dropout masks; grids that 8x8 does not divide
+    included."""
+    import math
+
+    import torch.nn.functional as F
+
+    from fastsam2_ros.core.router import minmax
+
+    _, model = model128
+    layer = model.memory_attention.layers[0]
+    h, w = grid
+    n, c, passes, dropout = h * w, model.hidden_dim, 5, 0.2
+    tokens = torch.randn(n, c, generator=torch.Generator().manual_seed(1))
+    router = TokenRouter(c, passes, dropout, seed=4)
+    with torch.inference_mode():
+        got = router.mc_uncertainty(tokens, grid, layer, frame_idx=9)
+        keep = 1.0 - dropout
+        mask = torch.empty(passes, n, c).bernoulli_(keep, generator=router._generator(tokens.device, 9))
+        x = layer.norm1(tokens)
+        ctx = F.adaptive_avg_pool2d(x.T.reshape(1, c, h, w), (min(8, h), min(8, w))).flatten(2)[0].T
+        keys = layer.self_attn.k_proj(ctx)
+        queries = layer.self_attn.q_proj(x[None] * mask / keep)
+        logits = queries @ keys.T / math.sqrt(keys.shape[-1])
+        expected = minmax(torch.logsumexp(logits, dim=-1).std(dim=0, unbiased=False))
+    assert torch.allclose(got, expected, atol=1e-4), float((got - expected).abs().max())
+
+
+def test_standardize_and_minmax_are_the_plain_formulas():
+    from fastsam2_ros.core.router import minmax, standardize
+
+    x = torch.randn(3, 500, generator=torch.Generator().manual_seed(0)) * 7 + 2
+    plain = (x - x.mean(-1, keepdim=True)) / x.std(-1, unbiased=False, keepdim=True)
+    assert torch.allclose(standardize(x), plain, atol=1e-5)
+    assert torch.equal(standardize(torch.full((2, 9), 3.0)), torch.zeros(2, 9))  # a constant row
+    lo, hi = x.amin(-1, keepdim=True), x.amax(-1, keepdim=True)
+    assert torch.allclose(minmax(x), (x - lo) / (hi - lo), atol=1e-6)
+
+
 @pytest.mark.parametrize("trained", [False, True])
 def test_tokens_under_the_previous_mask_are_always_kept_first(trained):
     """A fixed bonus of 3 standard deviations let an outside token whose signals summed more than

@@ -105,7 +105,7 @@ def memory_token_scores(high_res: torch.Tensor, grid_hw: Tuple[int, int],
     low = F.adaptive_max_pool2d(high_res.float(), grid_hw)
     in_mask = F.max_pool2d((low > 0).float(), 3, stride=1, padding=1).flatten(1)
     base = minmax(routed.float()) if routed is not None else torch.zeros_like(in_mask)
-    return base + memory_mask_boost * in_mask
+    return torch.add(base, in_mask, alpha=memory_mask_boost)  # (scale and sum: one kernel)
 
 
 def choose_memory_tokens(maskmem: torch.Tensor, score: torch.Tensor, k: int):

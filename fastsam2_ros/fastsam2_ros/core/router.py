@@ -191,13 +191,21 @@ def router_setting_mismatches(meta: dict, running: dict) -> list:
     return out
 
 
-def minmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    lo, hi = x.amin(dim, keepdim=True), x.amax(dim, keepdim=True)
+#: The smallest standard deviation ``standardize`` divides by (a constant row gives zeros).
+STD_FLOOR = 1e-6
+
+
+def minmax(x: torch.Tensor) -> torch.Tensor:
+    """``x`` scaled to [0, 1] along its last dimension (one reduction for both ends)."""
+    lo, hi = torch.aminmax(x, dim=-1, keepdim=True)
     return (x - lo) / (hi - lo).clamp_min(1e-12)
 
 
-def standardize(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    return (x - x.mean(dim, keepdim=True)) / x.std(dim, unbiased=False, keepdim=True).clamp_min(1e-6)
+def standardize(x: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit (population) standard deviation along the last dimension: a layer norm
+    without weights, one kernel where mean, subtract, std, clamp and divide were five (the
+    router runs in every pruned step, and a captured step pays per kernel)."""
+    return F.layer_norm(x, x.shape[-1:], eps=STD_FLOOR ** 2)
 
 
 @dataclass
@@ -295,21 +303,27 @@ class TokenRouter(nn.Module):
         A property of the frame's tokens, computed once per frame for all objects."""
         if not self.uses_uncertainty:
             return None
+        # (written for few kernels: the passes run in every pruned step, paying per kernel)
         n, c = tokens.shape
         h, w = grid_hw
         x = attn_layer.norm1(tokens.float())
-        grid = x.T.reshape(1, c, h, w)
-        ctx = F.adaptive_avg_pool2d(grid, (min(8, h), min(8, w))).flatten(2)[0].T  # [M, C]
+        # the pooled context straight from the token rows (a channels-last view, no transpose copy)
+        grid = x.reshape(1, h, w, c).permute(0, 3, 1, 2)
+        ctx = F.adaptive_avg_pool2d(grid, (min(8, h), min(8, w))).permute(0, 2, 3, 1).reshape(-1, c)
         attn = attn_layer.self_attn
         keys = attn.k_proj(ctx)  # [M, d]
+        keys = keys * (1.0 / math.sqrt(keys.shape[-1]))  # the logits' scale, on the M keys
         keep = 1.0 - self.mc_dropout
-        noise = torch.rand((self.mc_passes, n, c), generator=self._generator(x.device, frame_idx),
-                           device=x.device)
-        mask = (noise < keep).to(x.dtype) / max(keep, 1e-6)
-        queries = attn.q_proj(x[None] * mask)  # [T, N, d]
-        logits = queries @ keys.T / math.sqrt(keys.shape[-1])  # [T, N, M] pre-softmax
-        per_token = torch.logsumexp(logits, dim=-1)  # [T, N]
-        return minmax(per_token.float().std(dim=0, unbiased=False))
+        # inverted dropout: the mask drawn in one kernel, its 1/keep on q_proj's weight (not the bias)
+        mask = torch.empty((self.mc_passes, n, c), device=x.device, dtype=x.dtype).bernoulli_(
+            keep, generator=self._generator(x.device, frame_idx))
+        q = attn.q_proj
+        queries = F.linear(x[None] * mask, q.weight * (1.0 / max(keep, 1e-6)), q.bias)  # [T, N, d]
+        logits = (queries @ keys.T).float()  # [T, N, M] pre-softmax
+        # log-sum-exp over the keys (torch.logsumexp adds infinity checks: 3 more kernels)
+        top = logits.amax(-1, keepdim=True)
+        per_token = (logits - top).exp_().sum(-1).log_() + top[..., 0]  # [T, N]
+        return minmax(per_token.std(dim=0, unbiased=False))
 
     @staticmethod
     def previous_mask_tokens(mask_logits: torch.Tensor, grid_hw: tuple) -> torch.Tensor:
@@ -334,11 +348,10 @@ class TokenRouter(nn.Module):
             under = self.previous_mask_tokens(prev_mask_logits, grid_hw)
             sig.prior = self.dilated(under)
             # the prototype: the mean token under the mask, not under its dilation (mostly
-            under = under.flatten(1)  # background around a small object)
-            mass = under.sum(1)
-            proto = (sig.tokens[None] * under[..., None]).sum(1) / mass.clamp_min(1.0)[:, None]
+            under = under.flatten(1)  # background around a small object); its cosine is that of
+            proto = (sig.tokens[None] * under[..., None]).sum(1)  # the tokens' sum (no division)
             sig.prototype = F.cosine_similarity(sig.tokens[None], proto[:, None], dim=-1)
-            sig.has_prototype = mass > 0
+            sig.has_prototype = under.amax(1) > 0
         return sig
 
     @staticmethod
@@ -377,15 +390,16 @@ class TokenRouter(nn.Module):
 
     def training_free_scores(self, sig: RouterSignals, rows: int) -> torch.Tensor:
         """Standardised sum of the scalar signals; previous-mask tokens get a large bonus."""
-        score = torch.zeros(rows, sig.tokens.shape[0], device=sig.tokens.device)
+        terms = []  # (standardised signal, weight); an object without it gets a zero row
         if sig.text is not None:
-            score = score + TEXT_WEIGHT * sig.has_text[:, None] * standardize(sig.text)
+            terms.append((standardize(sig.text) * sig.has_text[:, None], TEXT_WEIGHT))
         if sig.prototype is not None:
-            prototype = torch.where(sig.has_prototype[:, None], standardize(sig.prototype),
-                                    torch.zeros_like(sig.prototype))
-            score = score + PROTOTYPE_WEIGHT * prototype
+            terms.append((standardize(sig.prototype) * sig.has_prototype[:, None], PROTOTYPE_WEIGHT))
         if sig.uncertainty is not None:
-            score = score + UNCERTAINTY_WEIGHT * standardize(sig.uncertainty)[None]
+            terms.append((standardize(sig.uncertainty)[None], UNCERTAINTY_WEIGHT))
+        score = torch.zeros(rows, sig.tokens.shape[0], device=sig.tokens.device)
+        for term, weight in terms:  # (weight and sum in one kernel per signal)
+            score = torch.add(score, term, alpha=weight)
         if sig.prior is not None:
             score = prior_first(score, sig.prior)
         return score
@@ -438,8 +452,8 @@ def prior_first(scores: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
     """Scores [B, N] where every token under the previous mask (``prior`` 1) outranks every other
     one by PRIOR_BONUS at least: that region is kept first, and when it holds k tokens or more
     every kept token lies in it (the signals only rank inside it). No host sync (captured)."""
-    spread = scores.amax(-1, keepdim=True) - scores.amin(-1, keepdim=True)
-    return scores + prior * (spread + PRIOR_BONUS)
+    lo, hi = torch.aminmax(scores, dim=-1, keepdim=True)
+    return torch.addcmul(scores, prior, hi - lo + PRIOR_BONUS)
 
 
 def num_kept(total: int, keep_ratio: float) -> int:
