@@ -98,13 +98,14 @@ EOF
 
 status=() failed=0 jsons=()  # jsons: this run's bench JSON files, for the summary at the end
 SKIP="${SKIP:-}"
-SKIP=" ${SKIP//,/ } " skipped=" "
+SKIP=" ${SKIP//,/ } " known=" "  # known: every step this run names, run or not (SKIP's typo check)
 SKIPPED=3  # run_step's status for a step in SKIP (not a failure; a compile's restart follows none)
 run_step() {  # run_step NAME CMD...: CMD, its log under OUT, within its limit (STEP_TIMEOUT, else
   local name="$1"; shift  # STEP_LIMIT) cut to what is left before DEADLINE
   local left=$((DEADLINE - SECONDS)) limit="${STEP_TIMEOUT:-$STEP_LIMIT}" t0=$SECONDS
+  known+="$name "
   if [[ "$SKIP" == *" $name "* ]]; then
-    status+=("$name skipped (SKIP)"); echo "$name skipped (SKIP)"; skipped+="$name "
+    status+=("$name skipped (SKIP)"); echo "$name skipped (SKIP)"
     return "$SKIPPED"
   fi
   if [ "$left" -lt 20 ]; then
@@ -128,8 +129,12 @@ step() {  # step NAME ARGS...: one bench run, JSON + log under OUT
   run_step "$name" "$PY" -m fastsam2_ros.bench --random-weights --device "$DEVICE" \
       --frames "$FRAMES" --max-frames "$N" --image-size "$SIZE" --json "$json" "$@"
 }
+off() {  # off NAME: a step this run's settings leave out (named in SKIP, it is no typo)
+  known+="$1 "
+}
 optional() {  # optional NAME ARGS...: a step only while BUDGET lasts, its limit cut to what is left
   local left=$((BUDGET - SECONDS)) limit="${STEP_TIMEOUT:-$STEP_LIMIT}"
+  known+="$1 "
   if [ "$left" -lt 30 ]; then
     status+=("$1 skipped (budget: ${left}s left)"); echo "$1 skipped (budget: ${left}s left)"
     return 1
@@ -149,10 +154,12 @@ pack() {  # (an archive inside OUT is left out of itself; a rename, so a kill ke
 step tiny_1obj --model tiny --click 210,350 --keep-ratios 0.1,0.3,0.5 --repeats "$REPEATS"
 step tiny_4obj --model tiny --objects 4 --click "210,350;620,260;450,420;800,150" --keep-ratios 0.3
 step large_1obj --model large --click 210,350 --keep-ratios 0.3 --repeats "$REPEATS"
-[ "$SOAK" != "0" ] && step tiny_soak --model tiny --click 210,350 --modes pruned --keep-ratios 0.3 \
-    --soak "$SOAK" --no-profile
-[ "$FP32" != "0" ] && step large_1obj_fp32 --model large --click 210,350 --modes official,dense --no-bf16 \
-    --no-profile
+if [ "$SOAK" != "0" ]; then
+  step tiny_soak --model tiny --click 210,350 --modes pruned --keep-ratios 0.3 --soak "$SOAK" --no-profile
+else off tiny_soak; fi
+if [ "$FP32" != "0" ]; then
+  step large_1obj_fp32 --model large --click 210,350 --modes official,dense --no-bf16 --no-profile
+else off large_1obj_fp32; fi
 
 run_step cuda_tests "$PY" -m pytest fastsam2_ros/test/test_cuda_fast_path.py -q -p no:cacheprovider
 
@@ -175,11 +182,10 @@ fi
 if [ "$VOS" != "0" ]; then  # the official run plus sam2's compile (up to VOS s)
   STEP_TIMEOUT=$((VOS + STEP_LIMIT)) optional tiny_official_vos --model tiny --click 210,350 \
       --modes official --official-vos --vos-time-limit "$VOS" --no-profile
-fi
-steps=" tiny_1obj tiny_4obj large_1obj tiny_soak large_1obj_fp32 cuda_tests tiny_official_vos "
+else off tiny_official_vos; fi
 for word in $SKIP; do  # a typo would have run a step the lease had no time for: say so (a step
-  [[ "$skipped" == *" $word "* || "$steps" == *" $word "* ]] && continue  # that is off: nothing to say)
-  [[ "$word" == *_compile_*_cold || "$word" == *_compile_*_restart ]] && continue
+  [[ "$known" == *" $word "* ]] && continue  # that is off: nothing to say; compile steps of
+  [[ "$word" == *_compile_*_cold || "$word" == *_compile_*_restart ]] && continue  # other runs)
   status+=("SKIP names no step: $word")
 done
 printf '%s\n' "${status[@]}"
