@@ -142,10 +142,16 @@ def text_token_limit(tokenizer) -> int:
     return int(getattr(tokenizer, "context_length", 77)) - 2
 
 
+def clip_token_ids(tokenizer, text: str) -> Optional[list]:
+    """CLIP's token ids of ``text`` without the start and end tokens (None for a tokenizer that
+    cannot say)."""
+    encode = getattr(tokenizer, "encode", None)
+    return list(encode(text)) if callable(encode) else None
+
+
 def clip_token_count(tokenizer, text: str) -> int:
     """Tokens of ``text`` without the start and end tokens (0 for a tokenizer that cannot say)."""
-    encode = getattr(tokenizer, "encode", None)
-    return len(encode(text)) if callable(encode) else 0
+    return len(clip_token_ids(tokenizer, text) or ())
 
 
 def clip_context_error(tokenizer, text: str) -> Optional[str]:
@@ -155,16 +161,18 @@ def clip_context_error(tokenizer, text: str) -> Optional[str]:
     object would follow the embedding of an empty text), or with one of CLIP's own start and end
     tokens in it (open_clip reads ``<end_of_text>`` in a text as its end token, and the encoder
     pools at the first one: "red ball <end_of_text> on the left" == "red ball")."""
-    n, limit = clip_token_count(tokenizer, text), text_token_limit(tokenizer)
-    if n == 0 and callable(getattr(tokenizer, "encode", None)):
+    ids, limit = clip_token_ids(tokenizer, text), text_token_limit(tokenizer)
+    if ids is None:  # a tokenizer that cannot say: nothing to check
+        return None
+    if not ids:
         return "no CLIP tokens at all (CLIP's text cleaning drops HTML entities and spaces): give words"
     special = {getattr(tokenizer, name, None) for name in ("sot_token_id", "eot_token_id")}
-    if n and (special - {None}) & set(tokenizer.encode(text)):
+    if (special - {None}) & set(ids):
         return ("cut short by one of CLIP's own tokens in it (<start_of_text>, <end_of_text>): "
                 "the CLIP text encoder stops reading there; leave them out")
-    if n <= limit:
+    if len(ids) <= limit:
         return None
-    return f"{n} CLIP tokens; the CLIP text encoder reads at most {limit}: shorten it"
+    return f"{len(ids)} CLIP tokens; the CLIP text encoder reads at most {limit}: shorten it"
 
 
 def clip_tokenizer(model_name: str):
