@@ -450,6 +450,22 @@ def test_the_eager_router_stays_a_few_dozen_kernels():
     assert sum(working.values()) <= 46, working
 
 
+def test_device_preprocessing_takes_two_kernels_a_tap():
+    """The device resize runs inside every captured step: each tap of a pass is a gather and one
+    fused multiply-add, and the normalisation one lookup, so a 960x540 camera frame to 1024 px
+    (5 taps per axis) takes at most 29 ops that are not views and a 1920x1080 frame (9 and 7) 41
+    (41 and 59 when each tap was a gather, a multiply and an add, and the mean and std two more
+    full-frame kernels)."""
+    for height, width in ((540, 960), (1080, 1920)):
+        taps = sum(pil_bicubic_coefficients(n, 1024)[0].shape[1] for n in (height, width))
+        frame = torch.zeros((height, width, 3), dtype=torch.uint8)
+        preprocess_on_device(frame, 1024)  # (taps, pass order and constants made before counting)
+        with torch.inference_mode(), _OpCounter() as counter:
+            preprocess_on_device(frame, 1024)
+        working = {op: n for op, n in counter.ops.items() if op not in VIEW_OPS}
+        assert sum(working.values()) <= 2 * taps + 9, ((height, width), working)
+
+
 def spy(fn, calls: list):
     """``fn``, recording each call's arguments in ``calls``."""
     def called(*args, **kwargs):
