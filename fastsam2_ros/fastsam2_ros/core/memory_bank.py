@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -204,8 +204,9 @@ class MemoryBank:
 
     def nbytes(self, rows: Optional[int] = None) -> int:
         """Bytes held for ``rows`` objects (default: the tracked ones)."""
-        rows = self.rows if rows is None else rows
-        return int(sum(t[:rows].numel() * t.element_size() for t in self._row_tensors()))
+        rows = min(self.rows if rows is None else rows, self.capacity)
+        # (per row from the shapes: a slice per tensor cost more than the sum, on every frame)
+        return rows * sum(t.numel() // t.shape[0] * t.element_size() for t in self._row_tensors())
 
     def _stored(self, row: int) -> Dict[int, int]:
         """Frame -> valid tokens of the memory frames held for ``row`` (conditioning + ring): a
@@ -213,21 +214,18 @@ class MemoryBank:
         per_frame: Dict[int, int] = {}
         for frames, counts in ((self.cond_frames[row], self.cond_tokens[row]),
                                (self.ring_frames[row], self.ring_tokens[row])):
-            for f, n in zip(frames, counts):
+            for f, n in zip(frames.tolist(), counts.tolist()):  # (Python ints: no numpy scalars)
                 if f != NO_FRAME:
-                    per_frame[int(f)] = max(per_frame.get(int(f), 0), int(n))
+                    per_frame[f] = max(per_frame.get(f, 0), n)
         return per_frame
 
-    def stored_frames(self, rows: Optional[int] = None) -> int:
-        """Distinct memory frames held for the tracked objects (see :meth:`_stored`)."""
+    def stored(self, rows: Optional[int] = None) -> Tuple[int, int]:
+        """(distinct memory frames, their valid tokens) held for the tracked objects (see
+        :meth:`_stored`; a frame stored before the keep ratio grew holds its old k, not the new
+        one), in one pass: the tracker reports both on every frame."""
         rows = self.rows if rows is None else rows
-        return sum(len(self._stored(r)) for r in range(rows))
-
-    def stored_tokens(self, rows: Optional[int] = None) -> int:
-        """Valid tokens of the frames :meth:`stored_frames` counts (a frame stored before the
-        keep ratio grew holds its old k, not the new one)."""
-        rows = self.rows if rows is None else rows
-        return sum(sum(self._stored(r).values()) for r in range(rows))
+        held = [self._stored(r) for r in range(rows)]
+        return sum(map(len, held)), sum(sum(h.values()) for h in held)
 
     def frame_token_grids(self, frame_idx: int, rows: int) -> Dict[int, np.ndarray]:
         """row -> bool [grid, grid]: the top-level tokens stored for frame ``frame_idx`` in the
@@ -328,23 +326,26 @@ class MemoryBank:
         cond_order, cond_valid, cond_ptr_valid, cond_offsets = [], [], [], []
         ring_valid, ptr_valid = [], []
         padded = False
+        in_attention = self.ptrs_in_attention
         for r in row_ids:
             filled = readable[r]
             read_slots = {s for _, s in filled}
             read_frames = {f for f, _ in filled}
-            unread = [s for s in range(len(self.cond_frames[r])) if s not in read_slots]
+            # the row's host arrays as Python lists: this runs before every frame's step, and
+            # numpy scalars cost more than the rule they feed
+            cond_tokens, ring_tokens = self.cond_tokens[r].tolist(), self.ring_tokens[r].tolist()
+            ring_frames, ptr_frames = self.ring_frames[r].tolist(), self.ptr_frames[r].tolist()
+            unread = [s for s in range(len(cond_tokens)) if s not in read_slots]
             pad = n_cond - len(filled)
             cond_order.extend([s for _, s in filled] + unread[:pad])
             cond_valid.extend([True] * len(filled) + [False] * pad)
-            padded |= bool(any(self.cond_tokens[r, s] < self.k for _, s in filled))
+            padded |= any(cond_tokens[s] < self.k for _, s in filled)
             cond_ptr_valid.append([True] * len(filled) + [False] * pad)  # and their pointers
             cond_offsets.append([t - f for f, _ in filled] + [0] * pad)
-            ring_valid.append([self._recent(self.ring_frames[r], f, read_frames)
-                               for f in ring_expected])
-            padded |= bool(any(self.ring_tokens[r, f % self.ring_len] < self.k
-                               for f, ok in zip(ring_expected, ring_valid[-1]) if ok))
-            ptr_valid.append([d < self.ptrs_in_attention
-                              and self._recent(self.ptr_frames[r], f, read_frames)
+            ring_valid.append([self._recent(ring_frames, f, read_frames) for f in ring_expected])
+            padded |= any(ring_tokens[f % self.ring_len] < self.k
+                          for f, ok in zip(ring_expected, ring_valid[-1]) if ok)
+            ptr_valid.append([d < in_attention and self._recent(ptr_frames, f, read_frames)
                               for d, f in enumerate(ptr_expected, start=1)])
         ring_keep = [j for j in range(self.ring_read) if not compact or any(v[j] for v in ring_valid)]
         ptr_keep = [j for j in range(self.ptr_read) if not compact or any(v[j] for v in ptr_valid)]
@@ -376,7 +377,7 @@ class MemoryBank:
                                                                                  self.ptr_read)
 
     @staticmethod
-    def _recent(ring_frames: np.ndarray, frame: int, cond_read: set) -> bool:
+    def _recent(ring_frames: Sequence[int], frame: int, cond_read: set) -> bool:
         """Whether a frame reads ``frame``'s ring entry (memory or pointer): it is stored there and
         not read as a conditioning frame — sam2 drops a conditioning frame from the recent ones,
         but reads one left out of its conditioning read ("unselected") as a recent frame."""
@@ -393,7 +394,7 @@ class MemoryBank:
         """(frame, slot) of the conditioning frames a frame ``before`` reads, oldest first: all
         stored ones before it, at most ``max_cond``: the first prompt and the latest others (with
         ``max_cond`` 1, the latest)."""
-        stored = sorted((int(f), s) for s, f in enumerate(self.cond_frames[row])
+        stored = sorted((f, s) for s, f in enumerate(self.cond_frames[row].tolist())
                         if f != NO_FRAME and f < before)
         if len(stored) <= self.max_cond:
             return stored

@@ -484,8 +484,8 @@ class StreamingTracker:
         """Frames with stored memory features, stored tokens, and bytes of the bank's tensors
         for the tracked objects (constant while the objects and the keep ratio stay)."""
         self._require_model()
-        return {"frames": self.bank.stored_frames(), "tokens": self.bank.stored_tokens(),
-                "bytes": self.bank.nbytes()}
+        frames, tokens = self.bank.stored()
+        return {"frames": frames, "tokens": tokens, "bytes": self.bank.nbytes()}
 
     # ----------------------------------------------------------------------------- internals
     def _reset_frame_state(self) -> None:
