@@ -18,6 +18,8 @@
 #   SKIP: steps not to run ("tiny_4obj large_1obj cuda_tests"; a short lease's choice; spaces or
 #   commas; a compile step's cold start skipped skips its restart; a name of no step is reported),
 #   FP32=1 also runs large in fp32 (official and keep 1.0: their IoU without bf16's rounding),
+#   ATTENTION=1 also times memory attention's attention kernel alone at the tracker's shapes, with
+#   each sdpa backend and with the keys split (python -m fastsam2_ros.attention_probe; seconds),
 #   VOS=seconds to give sam2's torch.compile'd predictor (default 0: skipped), STEP_LIMIT (420 s),
 #   BUDGET=seconds: no optional step (compile, VOS) starts with less than 30 s of it left, none
 #   runs past it, and a skipped one says so (default 100000),
@@ -52,6 +54,7 @@ COMPILE="${COMPILE:-0}"
 [ "$COMPILE" = "1" ] && COMPILE=all
 COMPILE_MODELS="${COMPILE_MODELS:-tiny large}"
 FP32="${FP32:-0}"
+ATTENTION="${ATTENTION:-0}"
 BUDGET="${BUDGET:-100000}"
 DEADLINE="${DEADLINE:-100000}"
 TAG="${TAG:-gpu}"
@@ -64,11 +67,18 @@ case "$DEVICE" in
   cpu|cuda|cuda:[0-9]|cuda:[0-9][0-9]) ;;
   *) echo "DEVICE must be cpu, cuda or cuda:N, got '$DEVICE'" >&2; exit 2 ;;
 esac
+# the torch_compile modes, read from their one definition (COMPILE_MODES in core/config.py; this
+# check runs before Python and the wheels are set up), less "none"
+compile_modes=" $(echo $(sed -n 's/^COMPILE_MODES = (\(.*\))$/\1/p' \
+  fastsam2_ros/fastsam2_ros/core/config.py | tr -d '",' | sed 's/\<none\>//')) "
+if [ -z "${compile_modes// /}" ]; then
+  echo "cannot read COMPILE_MODES from fastsam2_ros/fastsam2_ros/core/config.py" >&2; exit 2
+fi
 for spec in $([ "$COMPILE" = 0 ] || echo "$COMPILE"); do
-  case "$spec" in
-    router|encoder|all|router+casts|encoder+casts|all+casts) ;;
-    *) echo "COMPILE takes router, encoder, all (each with +casts), got '$spec'" >&2; exit 2 ;;
-  esac
+  if [[ "$compile_modes" != *" ${spec%+casts} "* ]]; then
+    said=$(echo $compile_modes | sed 's/ /, /g')
+    echo "COMPILE takes $said (each with +casts), got '$spec'" >&2; exit 2
+  fi
 done
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
@@ -162,6 +172,14 @@ if [ "$FP32" != "0" ]; then
 else off large_1obj_fp32; fi
 
 run_step cuda_tests "$PY" -m pytest fastsam2_ros/test/test_cuda_fast_path.py -q -p no:cacheprovider
+if [ "$ATTENTION" != "0" ]; then  # memory attention's kernel alone: sdpa's backends, split keys
+  if [ $((BUDGET - SECONDS)) -lt 30 ]; then
+    known+="attention_probe "; status+=("attention_probe skipped (budget)")
+  else
+    run_step attention_probe "$PY" -m fastsam2_ros.attention_probe --device "$DEVICE" \
+        $([ "$DEVICE" = cpu ] && echo --small) --json "$OUT/${TAG}_attention_probe.json"
+  fi
+else off attention_probe; fi
 
 if [ "$COMPILE" != "0" ]; then  # cold start with an empty kernel cache, then a restart that reuses it
   for spec in $COMPILE; do

@@ -22,6 +22,7 @@ from polling import wait_for
 
 from fastsam2_ros import bench, router_training
 from fastsam2_ros.core import TrackerConfig
+from fastsam2_ros.core.config import COMPILE_MODES
 from fastsam2_ros.core.models import build_predictor
 from fastsam2_ros.core.router import load_router
 from fastsam2_ros.core.tracker import StreamingTracker
@@ -689,15 +690,18 @@ def test_gpu_check_script_runs_every_step_as_a_cpu_dry_run(tmp_path):
     out, archive = tmp_path / "out", tmp_path / "results.tgz"
     env = {k: v for k, v in os.environ.items() if k not in ("N", "SIZE", "SOAK", "REPEATS")}
     env.update(DEVICE="cpu", PYTHON=sys.executable, OUT=str(out), FRAMES=str(frames),
-               COMPILE="encoder", COMPILE_MODELS="tiny", FP32="1", ARCHIVE=str(archive), TAG="dry")
+               COMPILE="encoder", COMPILE_MODELS="tiny", FP32="1", ATTENTION="1", ARCHIVE=str(archive),
+               TAG="dry")
     run = subprocess.run(["bash", str(GPU_CHECK)], env=env, capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, run.stdout + run.stderr
     steps = ["tiny_1obj", "tiny_4obj", "large_1obj", "tiny_soak", "large_1obj_fp32", "cuda_tests",
-             "tiny_compile_encoder_cold", "tiny_compile_encoder_restart"]
+             "attention_probe", "tiny_compile_encoder_cold", "tiny_compile_encoder_restart"]
     status = [line.split()[:2] for line in run.stdout.splitlines() if " rc=" in line]
     assert status == [[name, "rc=0"] for name in steps], run.stdout
     reports = {name: json.loads((out / f"dry_{name}.json").read_text()) for name in steps
-               if name != "cuda_tests"}
+               if name not in ("cuda_tests", "attention_probe")}
+    probe = json.loads((out / "dry_attention_probe.json").read_text())
+    assert probe["device"] == "cpu" and {r["shape"] for r in probe["rows"]} >= {"cross@1.0", "self@0.3"}
     assert reports["tiny_1obj"]["modes"].keys() == {"official", "dense", "pruned@0.1", "pruned@0.3",
                                                     "pruned@0.5"}
     assert all(len(m["rounds"]) == 2 for m in reports["tiny_1obj"]["modes"].values())
@@ -716,7 +720,7 @@ def test_gpu_check_script_runs_every_step_as_a_cpu_dry_run(tmp_path):
     with tarfile.open(archive) as packed:
         names = {pathlib.PurePath(n).name for n in packed.getnames()}
     assert {f"dry_{name}.log" for name in steps} <= names
-    assert {f"dry_{name}.json" for name in reports} | {"dry_summary.txt"} <= names
+    assert {f"dry_{name}.json" for name in reports} | {"dry_summary.txt", "dry_attention_probe.json"} <= names
 
 
 STUB_PYTHON = """#!/usr/bin/env bash
@@ -864,6 +868,66 @@ def test_gpu_check_refuses_bad_settings_before_any_step(tmp_path, var, value, sa
     run, ran = _gpu_check_with_a_stub_python(tmp_path, **{var: value})
     assert run.returncode == 2 and said in run.stderr, run.stderr
     assert ran == []
+
+
+def test_gpu_check_takes_the_compile_modes_that_the_config_defines(tmp_path):
+    """gpu_check.sh reads its COMPILE modes from COMPILE_MODES in core/config.py, their one
+    definition (it kept a list of its own, which a new mode would have left behind): each, with
+    and without +casts, gets its cold start and restart; "none" is no mode to time."""
+    modes = [m for m in COMPILE_MODES if m != "none"]
+    specs = modes + [f"{m}+casts" for m in modes]
+    run, ran = _gpu_check_with_a_stub_python(
+        tmp_path, COMPILE=" ".join(specs), COMPILE_MODELS="tiny",
+        SKIP="tiny_1obj tiny_4obj large_1obj cuda_tests")
+    assert run.returncode == 0, run.stderr
+    assert ran == [f"gpu_tiny_compile_{spec.replace('+', '_')}_{phase}"
+                   for spec in specs for phase in ("cold", "restart")]
+    (tmp_path / "none").mkdir()
+    run, ran = _gpu_check_with_a_stub_python(tmp_path / "none", COMPILE="none")
+    assert run.returncode == 2 and f"COMPILE takes {', '.join(modes)} (each with +casts), got 'none'" \
+        in run.stderr and ran == []
+
+
+def test_gpu_check_times_the_attention_kernel_alone_when_asked(tmp_path):
+    """ATTENTION=1 adds the attention probe after the CUDA tests (off by default: a lease's
+    command names it); SKIP leaves it out like any step."""
+    run, ran = _gpu_check_with_a_stub_python(tmp_path, COMPILE="0", ATTENTION="1",
+                                             SKIP="tiny_4obj large_1obj")
+    assert run.returncode == 0, run.stderr
+    assert ran == ["gpu_tiny_1obj", "cuda_tests", "gpu_attention_probe"]
+    (tmp_path / "off").mkdir()
+    run, ran = _gpu_check_with_a_stub_python(tmp_path / "off", COMPILE="0",
+                                             SKIP="tiny_4obj large_1obj attention_probe")
+    assert run.returncode == 0 and ran == ["gpu_tiny_1obj", "cuda_tests"], run.stderr
+    assert "SKIP names no step" not in run.stdout
+
+
+def test_split_key_attention_equals_sdpa_and_the_probe_reports_it(tmp_path):
+    """The probe's split attention (keys in equal parts, merged by their log-sum-exp) is the
+    attention: equal to sdpa to float32 rounding for any split and batch; an uneven split is
+    refused; the probe's dry run reports every shape, its splits and their differences."""
+    from fastsam2_ros import attention_probe as ap
+
+    gen = torch.Generator().manual_seed(0)
+    for batch, queries, keys in ((1, 40, 12), (3, 7, 30), (2, 33, 64)):
+        q, k, v = (torch.randn(batch, 1, n, 16, generator=gen) for n in (queries, keys, keys))
+        want = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        for splits in (1, 2, 3, 6):
+            if keys % splits == 0:
+                got = ap.split_attention(q, k, v, splits)
+                assert torch.allclose(got, want, atol=1e-5, rtol=1e-5), (batch, queries, keys, splits)
+    with pytest.raises(ValueError, match="do not split"):
+        ap.split_attention(q, k, v, 5)
+    assert ap.split_near(8667, 8) == 9 and ap.split_near(28736, 8) == 8 and ap.split_near(13, 4) == 1
+    cross = dict((name, (q_, k_)) for name, q_, k_ in ap.attention_shapes())
+    assert cross["cross@1.0"] == (4096, 7 * 4096 + 64) and cross["cross@0.3"] == (1229, 7 * 1229 + 64)
+    out = tmp_path / "probe.json"
+    assert ap.main(["--device", "cpu", "--small", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 2 * len(ap.attention_shapes(16 * 16))
+    for row in rows:
+        diffs = [v for key, v in row.items() if key.endswith("_rel_diff")]
+        assert row["sdpa_ms"] > 0 and all(d < 1e-5 for d in diffs), row
 
 
 def test_gpu_check_refuses_a_size_sam2_cannot_run_before_any_step(tmp_path):
