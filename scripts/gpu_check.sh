@@ -20,6 +20,8 @@
 #   FP32=1 also runs large in fp32 (official and keep 1.0: their IoU without bf16's rounding),
 #   ATTENTION=1 also times memory attention's attention kernel alone at the tracker's shapes, with
 #   each sdpa backend and with the keys split (python -m fastsam2_ros.attention_probe; seconds),
+#   SPLITS=N also measures tiny (official, dense, keep 0.3) with attention_key_splits N (optional,
+#   within BUDGET),
 #   VOS=seconds to give sam2's torch.compile'd predictor (default 0: skipped), STEP_LIMIT (420 s),
 #   BUDGET=seconds: no optional step (compile, VOS) starts with less than 30 s of it left, none
 #   runs past it, and a skipped one says so (default 100000),
@@ -55,10 +57,11 @@ COMPILE="${COMPILE:-0}"
 COMPILE_MODELS="${COMPILE_MODELS:-tiny large}"
 FP32="${FP32:-0}"
 ATTENTION="${ATTENTION:-0}"
+SPLITS="${SPLITS:-0}"
 BUDGET="${BUDGET:-100000}"
 DEADLINE="${DEADLINE:-100000}"
 TAG="${TAG:-gpu}"
-for var in BUDGET DEADLINE VOS STEP_LIMIT N SIZE SOAK REPEATS; do  # (bash arithmetic and `[ -lt ]`
+for var in BUDGET DEADLINE VOS STEP_LIMIT N SIZE SOAK REPEATS SPLITS; do  # (bash arithmetic and `[ -lt ]`
   case "${!var}" in                                                  # take whole numbers only)
     ''|*[!0-9]*) echo "$var must be a whole number, got '${!var}'" >&2; exit 2 ;;
   esac
@@ -180,6 +183,10 @@ if [ "$ATTENTION" != "0" ]; then  # memory attention's kernel alone: sdpa's back
         $([ "$DEVICE" = cpu ] && echo --small) --json "$OUT/${TAG}_attention_probe.json"
   fi
 else off attention_probe; fi
+if [ "$SPLITS" != "0" ]; then  # the tracker with memory attention's keys split (official, dense, 0.3)
+  optional tiny_1obj_split_keys --model tiny --click 210,350 --keep-ratios 0.3 \
+      --attention-key-splits "$SPLITS" --repeats "$REPEATS"
+else off tiny_1obj_split_keys; fi
 
 if [ "$COMPILE" != "0" ]; then  # cold start with an empty kernel cache, then a restart that reuses it
   for spec in $COMPILE; do

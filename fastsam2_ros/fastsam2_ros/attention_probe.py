@@ -10,10 +10,11 @@ decoding does), would then make the attention follow its FLOPs.
 
 This module times, for the cross-attention and self-attention shapes of each keep ratio: torch's
 ``scaled_dot_product_attention`` (the tracker's call) under each backend that takes the shape, and
-the keys split into parts (torch's flash kernel, which returns the log-sum-exp, on each part, one
-launch for all parts), with the split's largest difference from the unsplit result. It changes
-nothing in the tracker. ``python -m fastsam2_ros.attention_probe --json out.json`` on a GPU;
-``--device cpu --small`` is a dry run (what the tests run).
+the keys split into parts (``core.pruned_attention.split_key_attention``, what the tracker's
+``attention_key_splits`` runs: torch's flash kernel, which returns the log-sum-exp, on every part
+in one launch), with the split's largest difference from the unsplit result.
+``python -m fastsam2_ros.attention_probe --json out.json`` on a GPU; ``--device cpu --small`` is a
+dry run (what the tests run).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+
+from .core.pruned_attention import key_parts, split_key_attention
 
 #: SAM 2 tiny at 1024 px: a 64x64 grid, 7 memory frames, 16 object pointers of 4 tokens each;
 #: one head of 256 channels (memory attention's internal dim).
@@ -45,42 +48,6 @@ def attention_shapes(grid_tokens: int = GRID_TOKENS, keeps=KEEP_RATIOS) -> List[
         shapes.append((f"cross@{keep}", k, MEMORY_FRAMES * k + POINTER_TOKENS))
         shapes.append((f"self@{keep}", k, k))
     return shapes
-
-
-def attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-    """Attention of [B, H, L, E] tensors and its log-sum-exp [B, H, Lq] (float32), from torch's
-    flash kernels (private ops: no public call returns the log-sum-exp)."""
-    if q.is_cuda:
-        out = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False)
-        return out[0], out[1]
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False)
-    if lse.shape != q.shape[:3]:  # (the CPU kernel's layout may be [B, L, H])
-        lse = lse.transpose(1, 2)
-    return out, lse
-
-
-def split_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, splits: int) -> torch.Tensor:
-    """Attention with the keys in ``splits`` equal parts, run as one batch and merged by their
-    log-sum-exp: the same result up to rounding (the parts' outputs are rounded to q's dtype)."""
-    batch, heads, queries, dim = q.shape
-    keys = k.shape[2]
-    if keys % splits:
-        raise ValueError(f"{keys} keys do not split into {splits} equal parts")
-    part = keys // splits
-
-    def parts(x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(batch, heads, splits, part, dim).transpose(1, 2).reshape(
-            batch * splits, heads, part, dim)
-
-    out, lse = attention_with_lse(q.repeat_interleave(splits, dim=0), parts(k), parts(v))
-    weight = torch.softmax(lse.reshape(batch, splits, heads, queries).float(), dim=1)
-    merged = (out.reshape(batch, splits, heads, queries, dim).float() * weight[..., None]).sum(1)
-    return merged.to(q.dtype)
-
-
-def split_near(keys: int, target: int) -> int:
-    """The divisor of ``keys`` nearest ``target`` (ties: the smaller), at least 1."""
-    return min((d for d in range(1, keys + 1) if keys % d == 0), key=lambda d: (abs(d - target), d))
 
 
 def _timed(fn: Callable[[], torch.Tensor], device: torch.device, repeats: int) -> float:
@@ -135,15 +102,15 @@ def probe(device: torch.device, dtype: torch.dtype, shapes, batches=(1, 4), spli
                         row[f"sdpa_{backend.lower()}_ms"] = None
                 scale = float(want.abs().max()) or 1.0
                 for target in splits:
-                    n = split_near(keys, target)
+                    n = key_parts(keys, target)
                     if n == 1 or f"split{n}_ms" in row:
                         continue
                     try:
-                        got = split_attention(q, k, v, n)
+                        got = split_key_attention(q, k, v, n)
                     except RuntimeError as exc:  # the flash kernel refused the shape or dtype
                         row["split_error"] = f"{type(exc).__name__}: {exc}"[:300]
                         break
-                    row[f"split{n}_ms"] = _timed(lambda: split_attention(q, k, v, n), device, repeats)
+                    row[f"split{n}_ms"] = _timed(lambda: split_key_attention(q, k, v, n), device, repeats)
                     row[f"split{n}_rel_diff"] = float((got.float() - want.float()).abs().max()) / scale
             rows.append(row)
     return rows

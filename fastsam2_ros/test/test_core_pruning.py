@@ -9,7 +9,9 @@ import torch
 from fastsam2_ros.core import TrackerConfig
 from fastsam2_ros.core import pruned_predictor
 from fastsam2_ros.core.models import build_predictor
-from fastsam2_ros.core.pruned_attention import pruned_memory_attention
+from fastsam2_ros.core import pruned_attention
+from fastsam2_ros.core.pruned_attention import (key_parts, pruned_memory_attention,
+                                                split_key_attention)
 from fastsam2_ros.core.router import (ROUTER_FORMAT, RouterMLP, TokenRouter, load_router, num_kept,
                                       router_inputs, router_setting_mismatches, save_router)
 from fastsam2_ros.core.errors import CheckpointError
@@ -77,6 +79,76 @@ def test_key_mask_equals_leaving_the_padding_out(model128):
     torch.testing.assert_close(both, torch.cat([compact, other]), atol=1e-5, rtol=1e-5)
 
 
+def test_split_key_attention_is_the_attention():
+    """Keys in equal parts (one batch through the flash kernel), merged by their log-sum-exp:
+    sdpa's result to float32 rounding for any split, batch and head count; an uneven split is
+    refused; the parts are the divisor of the key count nearest the asked number."""
+    gen = torch.Generator().manual_seed(0)
+    for batch, heads, queries, keys in ((1, 1, 40, 12), (3, 1, 7, 30), (2, 2, 33, 64)):
+        q = torch.randn(batch, heads, queries, 16, generator=gen)
+        k, v = (torch.randn(batch, heads, keys, 16, generator=gen) for _ in range(2))
+        want = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        for parts in (1, 2, 3, 6):
+            if keys % parts == 0:
+                torch.testing.assert_close(split_key_attention(q, k, v, parts), want,
+                                           atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="do not split"):
+        split_key_attention(q, k, v, 5)
+    assert [key_parts(8667, 8), key_parts(28736, 8), key_parts(13, 4), key_parts(64, 0)] == [9, 8, 1, 1]
+    assert key_parts(1229, 8) == 1  # a prime count of keys is not split
+
+
+def test_memory_attention_with_split_keys_equals_sdpa_and_falls_back_under_a_mask(model128, monkeypatch):
+    """attention_key_splits runs self- and cross-attention with split keys (both are split here)
+    and gives sdpa's result; with a key mask (padded bank slots) it is sdpa as before."""
+    _, model = model128
+    hw, frames, ptrs = 8, 3, 8
+    curr, curr_pos, memory, memory_pos = _random_memory(model, hw, frames, ptrs, seed=2)
+    idx = torch.arange(hw * hw)[None]
+    calls = []
+    real = pruned_attention.split_key_attention
+    monkeypatch.setattr(pruned_attention, "split_key_attention",
+                        lambda q, k, v, parts: calls.append((k.shape[-2], parts)) or real(q, k, v, parts))
+    args = (model.memory_attention, curr, curr_pos, memory, memory_pos, idx, idx.repeat(1, frames),
+            (hw, hw), ptrs)
+    mask = torch.ones(1, frames * hw * hw + ptrs, dtype=torch.bool)
+    mask[:, :hw * hw] = False
+    with torch.inference_mode():
+        want = pruned_memory_attention(*args)
+        got = pruned_memory_attention(*args, key_splits=4)
+        layers = len(model.memory_attention.layers)
+        assert calls == [(hw * hw, 4), (frames * hw * hw + ptrs, 4)] * layers
+        calls.clear()
+        masked = pruned_memory_attention(*args, key_mask=mask, key_splits=4)
+        assert [c for c in calls if c[0] != hw * hw] == []  # the masked cross-attention: sdpa
+        masked_sdpa = pruned_memory_attention(*args, key_mask=mask)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(masked, masked_sdpa, atol=1e-5, rtol=1e-5)
+
+
+def test_a_tracker_with_split_keys_tracks_as_one_without(model128, video, monkeypatch):
+    """attention_key_splits changes how memory attention runs, not what it computes: the same
+    masks (to float rounding at the threshold) at keep 1.0 and 0.3, with the split really run on
+    the tracked frames' cross-attention."""
+    cfg, model = model128
+    frames, _, _ = video
+    parts = []
+    real = pruned_attention.split_key_attention
+    monkeypatch.setattr(pruned_attention, "split_key_attention",
+                        lambda q, k, v, n: parts.append(n) or real(q, k, v, n))
+    for keep in (1.0, 0.3):
+        masks = {}
+        for splits in (0, 4):
+            tracker = StreamingTracker(cfg.replace(keep_ratio=keep, attention_key_splits=splits),
+                                       model=model)
+            tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+            masks[splits] = [tracker.track(f).masks[1] for f in frames[1:8]]
+        assert parts and all(n > 1 for n in parts), keep
+        parts.clear()
+        for a, b in zip(masks[0], masks[4]):
+            assert np.mean(a != b) < 1e-3, keep
+
+
 def test_gathered_rope_attention_is_permutation_equivariant(model128):
     _, model = model128
     hw, frames, ptrs = 8, 2, 4
@@ -113,12 +185,12 @@ def test_pruned_token_counts_at_030(model128, video, monkeypatch):
     real = pruned_predictor.pruned_memory_attention
 
     def spy(module, curr, curr_pos, memory, memory_pos, query_idx, memory_idx, grid_hw,
-            num_obj_ptr_tokens=0, key_mask=None):
+            num_obj_ptr_tokens=0, key_mask=None, key_splits=0):
         valid = key_mask[0] if key_mask is not None else torch.ones(memory.shape[1], dtype=torch.bool)
         spatial = int(valid[:memory_idx.shape[1]].sum())
         calls.append((curr.shape[1], spatial, int(valid[memory_idx.shape[1]:].sum()), grid_hw))
         return real(module, curr, curr_pos, memory, memory_pos, query_idx, memory_idx, grid_hw,
-                    num_obj_ptr_tokens, key_mask)
+                    num_obj_ptr_tokens, key_mask, key_splits)
 
     monkeypatch.setattr(pruned_predictor, "pruned_memory_attention", spy)
     tracker = StreamingTracker(cfg.replace(keep_ratio=0.3), model=model)

@@ -239,19 +239,44 @@ def test_a_compiled_routers_dropout_draws_new_masks_at_every_replay(tmp_path, mo
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
-def test_the_attention_probes_split_keys_equal_sdpa_on_the_gpu():
-    """What ``ATTENTION=1`` times must be the attention: torch's flash kernel on key parts, merged
-    by its log-sum-exp, equals sdpa at memory attention's keep 0.3 cross shape in bf16 (to bf16
-    rounding of the parts: relative difference under 2%), for 1 and 4 objects."""
-    from fastsam2_ros import attention_probe as ap
+def test_split_keys_equal_sdpa_on_the_gpu():
+    """attention_key_splits (and the attention probe) run torch's flash kernel on key parts,
+    merged by its log-sum-exp: sdpa's result at memory attention's keep 0.3 cross shape in bf16,
+    to bf16 rounding of the parts (under 2% of the largest value), for 1 and 4 objects."""
+    from fastsam2_ros.core.pruned_attention import key_parts, split_key_attention
 
     gen = torch.Generator().manual_seed(0)
     for batch in (1, 4):
-        q, k, v = (torch.randn(batch, 1, n, ap.HEAD_DIM, generator=gen).cuda().bfloat16()
+        q, k, v = (torch.randn(batch, 1, n, 256, generator=gen).cuda().bfloat16()
                    for n in (1229, 8667, 8667))
         want = torch.nn.functional.scaled_dot_product_attention(q, k, v).float()
-        got = ap.split_attention(q, k, v, ap.split_near(8667, 8)).float()
+        got = split_key_attention(q, k, v, key_parts(8667, 8)).float()
         assert float((got - want).abs().max()) < 0.02 * float(want.abs().max())
+
+
+def test_a_captured_tracker_with_split_keys_stays_with_one_without(cuda_model, video, monkeypatch):
+    """The captured step with attention_key_splits, bf16: masks with IoU >= 0.99 against the
+    same tracker without it, keep 0.3 and 1.0, the split captured into the step (4 pointers: the
+    bank is full, so unmasked, from the eighth frame on)."""
+    from fastsam2_ros.core import pruned_attention
+
+    cfg, model = cuda_model
+    frames = video[0][:NUM_FRAMES]
+    captured = []
+    real = pruned_attention.split_key_attention
+    monkeypatch.setattr(pruned_attention, "split_key_attention",
+                        lambda q, k, v, n: captured.append(k.shape[-2]) or real(q, k, v, n))
+    for keep in (0.3, 1.0):
+        runs = {}
+        for splits in (0, 8):
+            tracker = StreamingTracker(cfg.replace(keep_ratio=keep, attention_key_splits=splits,
+                                                   max_obj_ptrs=4), model=model)
+            runs[splits] = _run(tracker, frames, {1: dict(points=[[40, 60]], labels=[1])})
+            assert tracker.step_mode == "cuda_graph"
+        assert any(keys > 1024 for keys in captured), keep  # a cross-attention was split
+        captured.clear()
+        for a, b in zip(runs[0][1:], runs[8][1:]):
+            assert region_j(a.masks[1], b.masks[1]) >= 0.99, keep
 
 
 def test_a_tracker_on_the_second_gpu_equals_one_on_the_first(cuda_model, video, tmp_path):

@@ -112,6 +112,7 @@ PARAMETER_RANGES: Dict[str, Range] = {
     "auto_min_stability": Range(0.0, 1.0),
     "auto_min_objectness": Range(0.0, 1.0),
     "auto_caption_max_tokens": Range(1, 512),
+    "attention_key_splits": Range(0, 64),
 }
 #: The allowed values of every string TrackerConfig field that has a fixed set.
 PARAMETER_CHOICES: Dict[str, Sequence[str]] = {
@@ -137,6 +138,7 @@ class TrackerConfig:
     preprocess: str = "auto"  # auto (device on CUDA, pil on CPU) | pil (sam2's exact loader) | device
     cuda_graphs: bool = True  # capture the per-frame step as CUDA graphs (CUDA only; else eager)
     torch_compile: str = "none"  # COMPILE_MODES: torch.compile the router or SAM 2's modules (CUDA; the first start compiles)
+    attention_key_splits: int = 0  # memory attention's keys in about N parts side by side, merged by their log-sum-exp (0 = off; flash kernels: CUDA bf16/fp16, CPU; not measured on a GPU yet)
     compile_cache_dir: str = ""  # where compiled kernels are cached ("" = $TORCHINDUCTOR_CACHE_DIR, else ~/.cache/fastsam2_ros/inductor)
     # --- token pruning -----------------------------------------------------------------------
     keep_ratio: float = 0.3  # fraction of top-level tokens kept; 1.0 = the dense SAM 2 path

@@ -61,6 +61,7 @@ class StepPlan:
     text: Optional[str]  # None, or the text mode when some object has a text signal
     out_hw: Tuple[int, int] = (0, 0)  # input image size of the packed masks
     threshold: float = 0.0
+    key_splits: int = 0  # memory attention's keys in about this many parts (pruned_attention.attention)
 
 
 @dataclass
@@ -179,7 +180,7 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
             attended = attend(
                 self.memory_attention, queries, query_pos, memory, memory_pos, query_idx,
                 memory_idx, grid_hw, num_obj_ptr_tokens=num_ptr,
-                key_mask=key_mask if plan.masked else None)
+                key_mask=key_mask if plan.masked else None, key_splits=plan.key_splits)
             if dense_queries:
                 dense = attended
             else:

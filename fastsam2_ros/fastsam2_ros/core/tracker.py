@@ -567,7 +567,8 @@ class StreamingTracker:
                         filler=self.cfg.filler, memory_mask_boost=float(self.cfg.memory_mask_boost),
                         text=self.cfg.text_mode if has_text else None,
                         out_hw=tuple(self._image.shape[:2]),
-                        threshold=float(self.cfg.mask_threshold))
+                        threshold=float(self.cfg.mask_threshold),
+                        key_splits=int(self.cfg.attention_key_splits))
         return plan, layout
 
     def _current_backbone(self, timer: StageTimer) -> dict:
