@@ -238,7 +238,6 @@ def test_a_compiled_routers_dropout_draws_new_masks_at_every_replay(tmp_path, mo
     assert not torch.equal(first, second)
 
 
-@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 def test_split_keys_equal_sdpa_on_the_gpu():
     """attention_key_splits (and the attention probe) run torch's flash kernel on key parts,
     merged by its log-sum-exp: sdpa's result at memory attention's keep 0.3 cross shape in bf16,
@@ -279,6 +278,7 @@ def test_a_captured_tracker_with_split_keys_stays_with_one_without(cuda_model, v
             assert region_j(a.masks[1], b.masks[1]) >= 0.99, keep
 
 
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 def test_a_tracker_on_the_second_gpu_equals_one_on_the_first(cuda_model, video, tmp_path):
     """A tracker on cuda:1 driven from a thread whose current device is cuda:0 (as every new
     thread's is): its captured steps, pipelined results (the masks' copy to the host waited for
