@@ -142,9 +142,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--json", default="")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("attention_probe: no CUDA device", file=sys.stderr)
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    from .core.errors import InputError
+    from .core.models import resolve_device
+    from .eval.cli import check_output_file
+
+    try:  # (a bad device or an unwritable --json: a clear error before any work)
+        device = resolve_device(args.device)
+        check_output_file(args.json, "--json")
+    except InputError as exc:
+        print(f"attention_probe: {exc}", file=sys.stderr)
         return 2
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     shapes = attention_shapes(16 * 16 if args.small else GRID_TOKENS)

@@ -927,6 +927,10 @@ def test_the_attention_probe_reports_every_shape_and_split(tmp_path):
         assert row["sdpa_ms"] > 0 and all(d < 1e-5 for d in diffs), row
     if not torch.cuda.is_available():
         assert ap.main(["--device", "cuda"]) == 2
+    assert ap.main(["--device", "bogus"]) == 2
+    assert ap.main(["--device", "cpu", "--json", str(tmp_path)]) == 2  # a folder, not a file
+    with pytest.raises(SystemExit):
+        ap.main(["--device", "cpu", "--repeats", "0"])
 
 
 def test_gpu_check_refuses_a_size_sam2_cannot_run_before_any_step(tmp_path):
