@@ -20,8 +20,9 @@
 #   FP32=1 also runs large in fp32 (official and keep 1.0: their IoU without bf16's rounding),
 #   ATTENTION=1 also times memory attention's attention kernel alone at the tracker's shapes, with
 #   each sdpa backend and with the keys split (python -m fastsam2_ros.attention_probe; seconds),
-#   SPLITS=N also measures tiny (official, dense, keep 0.3) with attention_key_splits N (optional,
-#   within BUDGET),
+#   BACKEND=name also measures tiny (official, dense, keep 0.3) with attention_backend name (one of
+#   ATTENTION_BACKENDS in core/config.py; e.g. auto, torch's pick, beside the default flash;
+#   optional, within BUDGET),
 #   VOS=seconds to give sam2's torch.compile'd predictor (default 0: skipped), STEP_LIMIT (420 s),
 #   BUDGET=seconds: no optional step (compile, VOS) starts with less than 30 s of it left, none
 #   runs past it, and a skipped one says so (default 100000),
@@ -57,11 +58,11 @@ COMPILE="${COMPILE:-0}"
 COMPILE_MODELS="${COMPILE_MODELS:-tiny large}"
 FP32="${FP32:-0}"
 ATTENTION="${ATTENTION:-0}"
-SPLITS="${SPLITS:-0}"
+BACKEND="${BACKEND:-}"
 BUDGET="${BUDGET:-100000}"
 DEADLINE="${DEADLINE:-100000}"
 TAG="${TAG:-gpu}"
-for var in BUDGET DEADLINE VOS STEP_LIMIT N SIZE SOAK REPEATS SPLITS; do  # (bash arithmetic and `[ -lt ]`
+for var in BUDGET DEADLINE VOS STEP_LIMIT N SIZE SOAK REPEATS; do  # (bash arithmetic and `[ -lt ]`
   case "${!var}" in                                                  # take whole numbers only)
     ''|*[!0-9]*) echo "$var must be a whole number, got '${!var}'" >&2; exit 2 ;;
   esac
@@ -76,6 +77,12 @@ compile_modes=" $(echo $(sed -n 's/^COMPILE_MODES = (\(.*\))$/\1/p' \
   fastsam2_ros/fastsam2_ros/core/config.py | tr -d '",' | sed 's/\<none\>//')) "
 if [ -z "${compile_modes// /}" ]; then
   echo "cannot read COMPILE_MODES from fastsam2_ros/fastsam2_ros/core/config.py" >&2; exit 2
+fi
+# the attention backends, from their one definition too (ATTENTION_BACKENDS)
+backends=" $(echo $(sed -n 's/^ATTENTION_BACKENDS = (\(.*\))$/\1/p' \
+  fastsam2_ros/fastsam2_ros/core/config.py | tr -d '",')) "
+if [ -n "$BACKEND" ] && [[ "$backends" != *" $BACKEND "* ]]; then
+  echo "BACKEND takes $(echo $backends | sed 's/ /, /g'), got '$BACKEND'" >&2; exit 2
 fi
 for spec in $([ "$COMPILE" = 0 ] || echo "$COMPILE"); do
   if [[ "$compile_modes" != *" ${spec%+casts} "* ]]; then
@@ -175,7 +182,7 @@ if [ "$FP32" != "0" ]; then
 else off large_1obj_fp32; fi
 
 run_step cuda_tests "$PY" -m pytest fastsam2_ros/test/test_cuda_fast_path.py -q -p no:cacheprovider
-if [ "$ATTENTION" != "0" ]; then  # memory attention's kernel alone: sdpa's backends, split keys
+if [ "$ATTENTION" != "0" ]; then  # memory attention's kernel alone: each sdpa kernel
   if [ $((BUDGET - SECONDS)) -lt 30 ]; then
     known+="attention_probe "; status+=("attention_probe skipped (budget)")
   else
@@ -183,10 +190,10 @@ if [ "$ATTENTION" != "0" ]; then  # memory attention's kernel alone: sdpa's back
         $([ "$DEVICE" = cpu ] && echo --small) --json "$OUT/${TAG}_attention_probe.json"
   fi
 else off attention_probe; fi
-if [ "$SPLITS" != "0" ]; then  # the tracker with memory attention's keys split (official, dense, 0.3)
-  optional tiny_1obj_split_keys --model tiny --click 210,350 --keep-ratios 0.3 \
-      --attention-key-splits "$SPLITS" --repeats "$REPEATS"
-else off tiny_1obj_split_keys; fi
+if [ -n "$BACKEND" ]; then  # the tracker with another sdpa kernel first (official, dense, 0.3)
+  optional "tiny_1obj_attention_$BACKEND" --model tiny --click 210,350 --keep-ratios 0.3 \
+      --attention-backend "$BACKEND" --repeats "$REPEATS"
+else for b in $backends; do off "tiny_1obj_attention_$b"; done; fi
 
 if [ "$COMPILE" != "0" ]; then  # cold start with an empty kernel cache, then a restart that reuses it
   for spec in $COMPILE; do

@@ -1,18 +1,14 @@
 """Memory attention's attention kernel at the tracker's shapes, alone: a diagnostic for a GPU lease.
 
-On the H200 the memory attention's kernel time grew linearly with the keep ratio (0.94, 1.66,
-2.37 and 4.16 ms at keep 0.1, 0.3, 0.5 and 1.0), not with its FLOPs (which grow with its square).
-That is what a flash-attention kernel does when too few query blocks exist to fill the GPU: SAM 2's
-memory attention has one head and batch 1, so 4096 queries are 32 blocks of 128 rows for 132
-SMs, and each block walks every key in turn: the time follows the key count. Splitting the keys
-into parts that run side by side, and merging the parts by their log-sum-exp (what flash
-decoding does), would then make the attention follow its FLOPs.
+On the H200 (torch 2.11) the memory attention's kernel time grew linearly with the keep ratio
+(0.94, 1.66, 2.37 and 4.16 ms at keep 0.1, 0.3, 0.5 and 1.0), not with its FLOPs. This probe
+showed why: for these one-head shapes sdpa picked its cuDNN kernel, and the flash kernel ran the
+same attention 1.3-3x faster at batch 1 (slower at batch 4 with keep >= 0.5), which is what the
+tracker's ``attention_backend`` chooses (``core.pruned_attention.sdpa_preference``).
 
-This module times, for the cross-attention and self-attention shapes of each keep ratio: torch's
-``scaled_dot_product_attention`` (the tracker's call) under each backend that takes the shape, and
-the keys split into parts (``core.pruned_attention.split_key_attention``, what the tracker's
-``attention_key_splits`` runs: torch's flash kernel, which returns the log-sum-exp, on every part
-in one launch), with the split's largest difference from the unsplit result.
+This module times, for the cross-attention and self-attention shapes of each keep ratio and for
+one and four objects: torch's ``scaled_dot_product_attention`` as torch picks its kernel, and
+each kernel alone where it takes the shape, with its largest difference from torch's pick.
 ``python -m fastsam2_ros.attention_probe --json out.json`` on a GPU; ``--device cpu --small`` is a
 dry run (what the tests run).
 """
@@ -27,8 +23,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import sdpa_kernel
 
-from .core.pruned_attention import key_parts, split_key_attention
+from .core.pruned_attention import SDPA_KERNELS
 
 #: SAM 2 tiny at 1024 px: a 64x64 grid, 7 memory frames, 16 object pointers of 4 tokens each;
 #: one head of 256 channels (memory attention's internal dim).
@@ -37,7 +34,6 @@ MEMORY_FRAMES = 7
 POINTER_TOKENS = 16 * 4
 HEAD_DIM = 256
 KEEP_RATIOS = (1.0, 0.5, 0.3, 0.1)
-SPLITS = (2, 4, 8, 16, 32)
 
 
 def attention_shapes(grid_tokens: int = GRID_TOKENS, keeps=KEEP_RATIOS) -> List[Tuple[str, int, int]]:
@@ -70,19 +66,11 @@ def _timed(fn: Callable[[], torch.Tensor], device: torch.device, repeats: int) -
     return sorted(times)[len(times) // 2]
 
 
-def _backends() -> Dict[str, object]:
-    from torch.nn.attention import SDPBackend
-    return {name: getattr(SDPBackend, name) for name in
-            ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")
-            if hasattr(SDPBackend, name)}
-
-
-def probe(device: torch.device, dtype: torch.dtype, shapes, batches=(1, 4), splits=SPLITS,
-          repeats: int = 20, seed: int = 0) -> List[dict]:
-    """One row per (shape, batch): ms of sdpa (default choice and each backend that runs) and of
-    each split, the split's max |difference| from sdpa, relative to sdpa's max |value|."""
-    from torch.nn.attention import sdpa_kernel
-
+def probe(device: torch.device, dtype: torch.dtype, shapes, batches=(1, 4), repeats: int = 20,
+          seed: int = 0) -> List[dict]:
+    """One row per (shape, batch): ms of sdpa as torch picks its kernel ("auto") and of each
+    kernel alone where it takes the input (None where not), with each kernel's max |difference|
+    from auto relative to auto's max |value|."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     rows = []
     for name, queries, keys in shapes:
@@ -91,27 +79,18 @@ def probe(device: torch.device, dtype: torch.dtype, shapes, batches=(1, 4), spli
                        for n in (queries, keys, keys))
             with torch.inference_mode():
                 want = F.scaled_dot_product_attention(q, k, v)
+                scale = float(want.abs().max()) or 1.0
                 row = {"shape": name, "batch": batch, "queries": queries, "keys": keys,
                        "sdpa_ms": _timed(lambda: F.scaled_dot_product_attention(q, k, v), device, repeats)}
-                for backend, value in _backends().items():
+                for backend, kernel in SDPA_KERNELS.items():
                     try:
-                        with sdpa_kernel([value]):
-                            row[f"sdpa_{backend.lower()}_ms"] = _timed(
+                        with sdpa_kernel([kernel]):
+                            got = F.scaled_dot_product_attention(q, k, v)
+                            row[f"{backend}_ms"] = _timed(
                                 lambda: F.scaled_dot_product_attention(q, k, v), device, repeats)
-                    except RuntimeError:  # the backend does not take this shape, dtype or device
-                        row[f"sdpa_{backend.lower()}_ms"] = None
-                scale = float(want.abs().max()) or 1.0
-                for target in splits:
-                    n = key_parts(keys, target)
-                    if n == 1 or f"split{n}_ms" in row:
-                        continue
-                    try:
-                        got = split_key_attention(q, k, v, n)
-                    except RuntimeError as exc:  # the flash kernel refused the shape or dtype
-                        row["split_error"] = f"{type(exc).__name__}: {exc}"[:300]
-                        break
-                    row[f"split{n}_ms"] = _timed(lambda: split_key_attention(q, k, v, n), device, repeats)
-                    row[f"split{n}_rel_diff"] = float((got.float() - want.float()).abs().max()) / scale
+                        row[f"{backend}_rel_diff"] = float((got.float() - want.float()).abs().max()) / scale
+                    except RuntimeError:  # the kernel does not take this shape, dtype or device
+                        row[f"{backend}_ms"] = None
             rows.append(row)
     return rows
 
@@ -119,18 +98,15 @@ def probe(device: torch.device, dtype: torch.dtype, shapes, batches=(1, 4), spli
 def report(rows: List[dict]) -> str:
     lines = []
     for r in rows:
-        splits = sorted((int(key[5:-3]), ms) for key, ms in r.items()
-                        if key.startswith("split") and key.endswith("_ms"))
-        best = min(splits, key=lambda s: s[1]) if splits else None
-        backends = ", ".join(f"{key[5:-3]} {ms:.3f}" for key, ms in r.items()
-                             if key.startswith("sdpa_") and key.endswith("_ms") and key != "sdpa_ms"
-                             and ms is not None)
-        lines.append(f"{r['shape']:>10} B={r['batch']} q={r['queries']} k={r['keys']}: sdpa "
-                     f"{r['sdpa_ms']:.3f} ms ({backends})"
-                     + (f"; best split {best[0]}: {best[1]:.3f} ms "
-                        f"(x{r['sdpa_ms'] / best[1]:.2f}, rel diff "
-                        f"{r[f'split{best[0]}_rel_diff']:.1e})" if best else "")
-                     + (f"; split failed: {r['split_error']}" if "split_error" in r else ""))
+        ran = {b: r[f"{b}_ms"] for b in SDPA_KERNELS if r.get(f"{b}_ms") is not None}
+        kernels = ", ".join(f"{b} {ms:.3f}" for b, ms in ran.items())
+        line = (f"{r['shape']:>10} B={r['batch']} q={r['queries']} k={r['keys']}: auto "
+                f"{r['sdpa_ms']:.3f} ms ({kernels})")
+        if ran:
+            best = min(ran, key=ran.get)
+            line += (f"; fastest {best} x{r['sdpa_ms'] / ran[best]:.2f} over auto "
+                     f"(rel diff {r[f'{best}_rel_diff']:.1e})")
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -43,7 +43,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .core.config import COMPILE_MODES, PREPROCESS_MODES, TrackerConfig
+from .core.config import ATTENTION_BACKENDS, COMPILE_MODES, PREPROCESS_MODES, TrackerConfig
 from .core.cuda_device import synchronize
 from .core.errors import FastSam2Error, InputError
 from .core.preprocess import resolve_preprocess
@@ -805,9 +805,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--torch-compile", default="none", choices=COMPILE_MODES,
                    help="torch.compile our router or SAM 2's modules (CUDA; the first start compiles)")
     p.add_argument("--compile-cache-dir", default="", help="cache of compiled kernels")
-    p.add_argument("--attention-key-splits", type=int, default=0,
-                   help="memory attention's keys in about N parts, merged by their log-sum-exp "
-                        "(0 = off; the tracker's attention_key_splits)")
+    p.add_argument("--attention-backend", default=TrackerConfig.attention_backend,
+                   choices=ATTENTION_BACKENDS,
+                   help="the sdpa kernel our memory attention tries first (auto: torch's choice, "
+                        "as the official predictor; the tracker's attention_backend)")
     p.add_argument("--mc-passes", type=int, default=5)
     p.add_argument("--click", help="X,Y[;X,Y...] positive clicks on frame 0, one per object "
                                    "(default: spread over the frame)")
@@ -880,7 +881,7 @@ def _run(args: argparse.Namespace) -> int:
                         mc_passes=args.mc_passes, cuda_graphs=not args.no_graphs,
                         preprocess=args.preprocess,
                         torch_compile=args.torch_compile,
-                        attention_key_splits=args.attention_key_splits,
+                        attention_backend=args.attention_backend,
                         compile_cache_dir=args.compile_cache_dir,
                         max_objects=max(16, objects))
     for r in ratios:
@@ -919,7 +920,7 @@ def _run(args: argparse.Namespace) -> int:
             "torch_compile": cfg.torch_compile if uses_compiled_modules(model) else "none",
             "torch_compile_requested": cfg.torch_compile, "compile_errors": compile_errors(model),
             "inductor_emulate_precision_casts": inductor_emulate_precision_casts(model),
-            "mc_passes": cfg.mc_passes, "attention_key_splits": cfg.attention_key_splits,
+            "mc_passes": cfg.mc_passes, "attention_backend": cfg.attention_backend,
             # what ran (graphs are captured on CUDA only), next to what was asked
             "cuda_graphs": bool(cfg.cuda_graphs and cuda), "cuda_graphs_requested": cfg.cuda_graphs,
             "preprocess": resolve_preprocess(cfg.preprocess, model.device),

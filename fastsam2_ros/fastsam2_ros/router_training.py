@@ -32,7 +32,8 @@ import torch.nn.functional as F
 
 from .core.config import TrackerConfig
 from .core.errors import FastSam2Error, InputError
-from .core.router import FusedFactors, RouterMLP, TokenRouter, num_kept, router_inputs, save_router
+from .core.router import (FusedFactors, RouterMLP, TokenRouter, block_max, num_kept, router_inputs,
+                          save_router)
 from .core.text_relevance import TextRows
 from .core.weight_files import require_finite
 from .eval.cli import IMAGESET_HELP, _names
@@ -44,7 +45,7 @@ TRAINING_SET = "train"
 
 def _grid_target(mask: np.ndarray, grid: Tuple[int, int]) -> torch.Tensor:
     m = torch.from_numpy(mask.astype(np.float32))[None, None]
-    m = F.adaptive_max_pool2d(m, grid)
+    m = block_max(m, grid)
     return F.max_pool2d(m, 3, stride=1, padding=1).flatten()
 
 

@@ -10,11 +10,10 @@ from fastsam2_ros.core import TrackerConfig
 from fastsam2_ros.core import pruned_predictor
 from fastsam2_ros.core.models import build_predictor
 from fastsam2_ros.core import pruned_attention
-from fastsam2_ros.core.pruned_attention import (key_parts, pruned_memory_attention,
-                                                split_key_attention)
+from fastsam2_ros.core.pruned_attention import pruned_memory_attention
 from fastsam2_ros.core.router import (ROUTER_FORMAT, RouterMLP, TokenRouter, load_router, num_kept,
                                       router_inputs, router_setting_mismatches, save_router)
-from fastsam2_ros.core.errors import CheckpointError
+from fastsam2_ros.core.errors import CheckpointError, InputError
 from fastsam2_ros.core.tracker import StreamingTracker
 
 
@@ -79,74 +78,80 @@ def test_key_mask_equals_leaving_the_padding_out(model128):
     torch.testing.assert_close(both, torch.cat([compact, other]), atol=1e-5, rtol=1e-5)
 
 
-def test_split_key_attention_is_the_attention():
-    """Keys in equal parts (one batch through the flash kernel), merged by their log-sum-exp:
-    sdpa's result to float32 rounding for any split, batch and head count; an uneven split is
-    refused; the parts are the divisor of the key count nearest the asked number."""
-    gen = torch.Generator().manual_seed(0)
-    for batch, heads, queries, keys in ((1, 1, 40, 12), (3, 1, 7, 30), (2, 2, 33, 64)):
-        q = torch.randn(batch, heads, queries, 16, generator=gen)
-        k, v = (torch.randn(batch, heads, keys, 16, generator=gen) for _ in range(2))
-        want = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-        for parts in (1, 2, 3, 6):
-            if keys % parts == 0:
-                torch.testing.assert_close(split_key_attention(q, k, v, parts), want,
-                                           atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="do not split"):
-        split_key_attention(q, k, v, 5)
-    assert [key_parts(8667, 8), key_parts(28736, 8), key_parts(13, 4), key_parts(64, 0)] == [9, 8, 1, 1]
-    assert key_parts(1229, 8) == 1  # a prime count of keys is not split
+def test_sdpa_preference_puts_the_chosen_kernel_first_and_restores_torchs_order():
+    """attention_backend's names are ATTENTION_BACKENDS (one list, in config) and each puts its
+    kernel first with every other kernel still enabled after it (flash under a key mask needs one);
+    torch's order and flags come back afterwards; auto changes nothing."""
+    from torch.nn.attention import SDPBackend
+    from fastsam2_ros.core.config import ATTENTION_BACKENDS
+
+    assert set(ATTENTION_BACKENDS) == set(pruned_attention.SDPA_KERNELS) | {"auto"}
+
+    def state():
+        return (tuple(torch._C._get_sdp_priority_order()), torch.backends.cuda.flash_sdp_enabled(),
+                torch.backends.cuda.math_sdp_enabled(), torch.backends.cuda.mem_efficient_sdp_enabled(),
+                torch.backends.cuda.cudnn_sdp_enabled())
+
+    before = state()
+    for name, kernel in pruned_attention.SDPA_KERNELS.items():
+        with pruned_attention.sdpa_preference(name):
+            order, *enabled = state()
+            assert order[0] == int(kernel) and all(enabled), name
+        assert state() == before, name
+    with pruned_attention.sdpa_preference("auto"):
+        assert state() == before
+    assert before[0][0] != int(SDPBackend.MATH)  # (so putting math first is a change)
 
 
-def test_memory_attention_with_split_keys_equals_sdpa_and_falls_back_under_a_mask(model128, monkeypatch):
-    """attention_key_splits runs self- and cross-attention with split keys (both are split here)
-    and gives sdpa's result; with a key mask (padded bank slots) it is sdpa as before."""
+def test_memory_attention_is_the_same_under_every_backend_with_and_without_a_key_mask(model128):
+    """The kernel changes how memory attention runs, not what it computes (float32 rounding);
+    with a key mask a kernel that takes none falls back, no error."""
     _, model = model128
     hw, frames, ptrs = 8, 3, 8
     curr, curr_pos, memory, memory_pos = _random_memory(model, hw, frames, ptrs, seed=2)
     idx = torch.arange(hw * hw)[None]
-    calls = []
-    real = pruned_attention.split_key_attention
-    monkeypatch.setattr(pruned_attention, "split_key_attention",
-                        lambda q, k, v, parts: calls.append((k.shape[-2], parts)) or real(q, k, v, parts))
     args = (model.memory_attention, curr, curr_pos, memory, memory_pos, idx, idx.repeat(1, frames),
             (hw, hw), ptrs)
     mask = torch.ones(1, frames * hw * hw + ptrs, dtype=torch.bool)
     mask[:, :hw * hw] = False
     with torch.inference_mode():
         want = pruned_memory_attention(*args)
-        got = pruned_memory_attention(*args, key_splits=4)
-        layers = len(model.memory_attention.layers)
-        assert calls == [(hw * hw, 4), (frames * hw * hw + ptrs, 4)] * layers
-        calls.clear()
-        masked = pruned_memory_attention(*args, key_mask=mask, key_splits=4)
-        assert [c for c in calls if c[0] != hw * hw] == []  # the masked cross-attention: sdpa
-        masked_sdpa = pruned_memory_attention(*args, key_mask=mask)
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(masked, masked_sdpa, atol=1e-5, rtol=1e-5)
+        want_masked = pruned_memory_attention(*args, key_mask=mask)
+        assert not torch.allclose(want, want_masked, atol=1e-4)  # (the mask matters)
+        for name in pruned_attention.SDPA_KERNELS:
+            with pruned_attention.sdpa_preference(name):
+                torch.testing.assert_close(pruned_memory_attention(*args), want, atol=1e-5, rtol=1e-5)
+                torch.testing.assert_close(pruned_memory_attention(*args, key_mask=mask), want_masked,
+                                           atol=1e-5, rtol=1e-5)
 
 
-def test_a_tracker_with_split_keys_tracks_as_one_without(model128, video, monkeypatch):
-    """attention_key_splits changes how memory attention runs, not what it computes: the same
-    masks (to float rounding at the threshold) at keep 1.0 and 0.3, with the split really run on
-    the tracked frames' cross-attention."""
+def test_a_tracker_runs_memory_attention_with_its_backend_first(model128, video, monkeypatch):
+    """Every sdpa call of the tracker's memory attention runs with attention_backend's kernel
+    first in torch's order, and the masks are those of another kernel (to float rounding at the
+    threshold) at keep 1.0 and 0.3; an unknown name is refused."""
     cfg, model = model128
     frames, _, _ = video
-    parts = []
-    real = pruned_attention.split_key_attention
-    monkeypatch.setattr(pruned_attention, "split_key_attention",
-                        lambda q, k, v, n: parts.append(n) or real(q, k, v, n))
+    firsts = []  # the first kernel of torch's order at each of memory attention's attentions
+    real = pruned_attention.rope_attention
+
+    def spy(*args, **kwargs):
+        firsts.append(torch._C._get_sdp_priority_order()[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pruned_attention, "rope_attention", spy)
     for keep in (1.0, 0.3):
         masks = {}
-        for splits in (0, 4):
-            tracker = StreamingTracker(cfg.replace(keep_ratio=keep, attention_key_splits=splits),
+        for name in ("flash", "math"):
+            tracker = StreamingTracker(cfg.replace(keep_ratio=keep, attention_backend=name),
                                        model=model)
             tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
-            masks[splits] = [tracker.track(f).masks[1] for f in frames[1:8]]
-        assert parts and all(n > 1 for n in parts), keep
-        parts.clear()
-        for a, b in zip(masks[0], masks[4]):
+            firsts.clear()
+            masks[name] = [tracker.track(f).masks[1] for f in frames[1:8]]
+            assert firsts and set(firsts) == {int(pruned_attention.SDPA_KERNELS[name])}, (keep, name)
+        for a, b in zip(masks["flash"], masks["math"]):
             assert np.mean(a != b) < 1e-3, keep
+    with pytest.raises(InputError, match="attention_backend"):
+        cfg.replace(attention_backend="flash2")
 
 
 def test_gathered_rope_attention_is_permutation_equivariant(model128):
@@ -185,12 +190,12 @@ def test_pruned_token_counts_at_030(model128, video, monkeypatch):
     real = pruned_predictor.pruned_memory_attention
 
     def spy(module, curr, curr_pos, memory, memory_pos, query_idx, memory_idx, grid_hw,
-            num_obj_ptr_tokens=0, key_mask=None, key_splits=0):
+            num_obj_ptr_tokens=0, key_mask=None):
         valid = key_mask[0] if key_mask is not None else torch.ones(memory.shape[1], dtype=torch.bool)
         spatial = int(valid[:memory_idx.shape[1]].sum())
         calls.append((curr.shape[1], spatial, int(valid[memory_idx.shape[1]:].sum()), grid_hw))
         return real(module, curr, curr_pos, memory, memory_pos, query_idx, memory_idx, grid_hw,
-                    num_obj_ptr_tokens, key_mask, key_splits)
+                    num_obj_ptr_tokens, key_mask)
 
     monkeypatch.setattr(pruned_predictor, "pruned_memory_attention", spy)
     tracker = StreamingTracker(cfg.replace(keep_ratio=0.3), model=model)
@@ -423,10 +428,10 @@ def test_uncertainty_is_off_without_two_passes_or_dropout(model128):
             assert u.shape == (64,) and float(u.max()) == 1.0
 
 
-@pytest.mark.parametrize("grid", [(8, 8), (12, 20), (5, 7)])
+@pytest.mark.parametrize("grid", [(8, 8), (16, 24), (12, 20), (5, 7)])
 def test_the_uncertainty_is_the_papers_formula_written_plainly(model128, grid):
     """The few-kernel mc_uncertainty (mask drawn in one op, 1/keep on q_proj's weight, the
-    logits' scale on the keys, log-sum-exp by hand, pooled context from a channels-last view)
+    logits' scale on the keys, log-sum-exp by hand, pooled context as one reduction of the rows)
     equals eq. 6-8 written plainly, with the same dropout masks; grids that 8x8 does not divide
     included."""
     import math
@@ -452,6 +457,25 @@ def test_the_uncertainty_is_the_papers_formula_written_plainly(model128, grid):
         logits = queries @ keys.T / math.sqrt(keys.shape[-1])
         expected = minmax(torch.logsumexp(logits, dim=-1).std(dim=0, unbiased=False))
     assert torch.allclose(got, expected, atol=1e-4), float((got - expected).abs().max())
+
+
+def test_block_pooling_is_adaptive_pooling():
+    """block_max (masks to the token grid) and block_mean_rows (the uncertainty's context) give
+    adaptive pooling's values, by one plain pooling where the grid divides the size and by the
+    adaptive kernel where it does not."""
+    import torch.nn.functional as F
+
+    from fastsam2_ros.core.router import block_max, block_mean_rows
+
+    gen = torch.Generator().manual_seed(0)
+    for size, grid in (((64, 64), (16, 16)), ((1024, 768), (64, 48)), ((50, 70), (16, 16)),
+                       ((16, 16), (16, 16))):
+        x = torch.randn(2, 1, *size, generator=gen)
+        assert torch.equal(block_max(x, grid), F.adaptive_max_pool2d(x, grid)), size
+    for grid, out in (((64, 64), (8, 8)), ((16, 24), (8, 8)), ((12, 20), (8, 8)), ((5, 7), (5, 7))):
+        rows = torch.randn(grid[0] * grid[1], 32, generator=gen)
+        plain = F.adaptive_avg_pool2d(rows.T.reshape(1, 32, *grid), out).flatten(2)[0].T
+        torch.testing.assert_close(block_mean_rows(rows, grid, out), plain, atol=1e-6, rtol=1e-5)
 
 
 def test_standardize_and_minmax_are_the_plain_formulas():

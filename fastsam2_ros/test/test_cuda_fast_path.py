@@ -238,43 +238,53 @@ def test_a_compiled_routers_dropout_draws_new_masks_at_every_replay(tmp_path, mo
     assert not torch.equal(first, second)
 
 
-def test_split_keys_equal_sdpa_on_the_gpu():
-    """attention_key_splits (and the attention probe) run torch's flash kernel on key parts,
-    merged by its log-sum-exp: sdpa's result at memory attention's keep 0.3 cross shape in bf16,
-    to bf16 rounding of the parts (under 2% of the largest value), for 1 and 4 objects."""
-    from fastsam2_ros.core.pruned_attention import key_parts, split_key_attention
+def test_the_flash_preference_runs_the_flash_kernel_and_falls_back_under_a_key_mask():
+    """attention_backend flash at memory attention's keep 0.3 cross shape in bf16, 1 and 4
+    objects: the flash kernel's own result (bit for bit), torch's pick to bf16 rounding; under a
+    key mask (which flash does not take) another kernel runs, no error."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from fastsam2_ros.core.pruned_attention import sdpa_preference
 
+    sdpa = torch.nn.functional.scaled_dot_product_attention
     gen = torch.Generator().manual_seed(0)
     for batch in (1, 4):
         q, k, v = (torch.randn(batch, 1, n, 256, generator=gen).cuda().bfloat16()
                    for n in (1229, 8667, 8667))
-        want = torch.nn.functional.scaled_dot_product_attention(q, k, v).float()
-        got = split_key_attention(q, k, v, key_parts(8667, 8)).float()
-        assert float((got - want).abs().max()) < 0.02 * float(want.abs().max())
+        mask = torch.ones(batch, 1, 1, 8667, dtype=torch.bool, device="cuda")
+        mask[..., :1229] = False
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            flash = sdpa(q, k, v)
+        auto, auto_masked = sdpa(q, k, v).float(), sdpa(q, k, v, attn_mask=mask).float()
+        with sdpa_preference("flash"):
+            got, masked = sdpa(q, k, v), sdpa(q, k, v, attn_mask=mask).float()
+        assert torch.equal(got, flash)
+        assert float((got.float() - auto).abs().max()) < 0.02 * float(auto.abs().max())
+        assert float((masked - auto_masked).abs().max()) < 0.02 * float(auto_masked.abs().max())
 
 
-def test_a_captured_tracker_with_split_keys_stays_with_one_without(cuda_model, video, monkeypatch):
-    """The captured step with attention_key_splits, bf16: masks with IoU >= 0.99 against the
-    same tracker without it, keep 0.3 and 1.0, the split captured into the step (4 pointers: the
-    bank is full, so unmasked, from the eighth frame on)."""
+def test_a_captured_tracker_with_flash_first_stays_with_torchs_pick(cuda_model, video, monkeypatch):
+    """The captured step with attention_backend flash (the default) against auto (torch's pick,
+    the official predictor's), bf16: masks with IoU >= 0.99 at keep 0.3 and 1.0, with flash first
+    in torch's order while memory attention was captured."""
+    from torch.nn.attention import SDPBackend
     from fastsam2_ros.core import pruned_attention
 
     cfg, model = cuda_model
     frames = video[0][:NUM_FRAMES]
-    captured = []
-    real = pruned_attention.split_key_attention
-    monkeypatch.setattr(pruned_attention, "split_key_attention",
-                        lambda q, k, v, n: captured.append(k.shape[-2]) or real(q, k, v, n))
+    firsts = []
+    real = pruned_attention.rope_attention
+    monkeypatch.setattr(pruned_attention, "rope_attention", lambda *a, **kw: firsts.append(
+        torch._C._get_sdp_priority_order()[0]) or real(*a, **kw))
     for keep in (0.3, 1.0):
         runs = {}
-        for splits in (0, 8):
-            tracker = StreamingTracker(cfg.replace(keep_ratio=keep, attention_key_splits=splits,
-                                                   max_obj_ptrs=4), model=model)
-            runs[splits] = _run(tracker, frames, {1: dict(points=[[40, 60]], labels=[1])})
+        for backend in ("auto", "flash"):
+            firsts.clear()
+            tracker = StreamingTracker(cfg.replace(keep_ratio=keep, attention_backend=backend),
+                                       model=model)
+            runs[backend] = _run(tracker, frames, {1: dict(points=[[40, 60]], labels=[1])})
             assert tracker.step_mode == "cuda_graph"
-        assert any(keys > 1024 for keys in captured), keep  # a cross-attention was split
-        captured.clear()
-        for a, b in zip(runs[0][1:], runs[8][1:]):
+        assert firsts and set(firsts) == {int(SDPBackend.FLASH_ATTENTION)}, keep
+        for a, b in zip(runs["auto"][1:], runs["flash"][1:]):
             assert region_j(a.masks[1], b.masks[1]) >= 0.99, keep
 
 

@@ -690,12 +690,12 @@ def test_gpu_check_script_runs_every_step_as_a_cpu_dry_run(tmp_path):
     out, archive = tmp_path / "out", tmp_path / "results.tgz"
     env = {k: v for k, v in os.environ.items() if k not in ("N", "SIZE", "SOAK", "REPEATS")}
     env.update(DEVICE="cpu", PYTHON=sys.executable, OUT=str(out), FRAMES=str(frames),
-               COMPILE="encoder", COMPILE_MODELS="tiny", FP32="1", ATTENTION="1", SPLITS="4",
+               COMPILE="encoder", COMPILE_MODELS="tiny", FP32="1", ATTENTION="1", BACKEND="auto",
                ARCHIVE=str(archive), TAG="dry")
     run = subprocess.run(["bash", str(GPU_CHECK)], env=env, capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, run.stdout + run.stderr
     steps = ["tiny_1obj", "tiny_4obj", "large_1obj", "tiny_soak", "large_1obj_fp32", "cuda_tests",
-             "attention_probe", "tiny_1obj_split_keys", "tiny_compile_encoder_cold",
+             "attention_probe", "tiny_1obj_attention_auto", "tiny_compile_encoder_cold",
              "tiny_compile_encoder_restart"]
     status = [line.split()[:2] for line in run.stdout.splitlines() if " rc=" in line]
     assert status == [[name, "rc=0"] for name in steps], run.stdout
@@ -710,8 +710,8 @@ def test_gpu_check_script_runs_every_step_as_a_cpu_dry_run(tmp_path):
     assert all(r["image_size"] == 64 and r["frames"] == 3 for r in reports.values())  # dry-run sizes
     assert reports["tiny_soak"]["soak"]["frames"] == 4 and reports["tiny_soak"]["soak"]["ours"]
     assert reports["large_1obj_fp32"]["bf16"] is False
-    assert reports["tiny_1obj_split_keys"]["attention_key_splits"] == 4
-    assert reports["tiny_1obj"]["attention_key_splits"] == 0
+    assert reports["tiny_1obj_attention_auto"]["attention_backend"] == "auto"
+    assert reports["tiny_1obj"]["attention_backend"] == "flash"
     # on the CPU torch.compile does not run: the JSON says what ran, and what was asked
     assert reports["tiny_compile_encoder_restart"]["torch_compile_requested"] == "encoder"
     assert reports["tiny_compile_encoder_restart"]["torch_compile"] == "none"
@@ -891,28 +891,34 @@ def test_gpu_check_takes_the_compile_modes_that_the_config_defines(tmp_path):
         in run.stderr and ran == []
 
 
-def test_gpu_check_times_split_keys_when_asked(tmp_path):
-    """ATTENTION=1 adds the attention probe and SPLITS=N the tracker with attention_key_splits N
-    after the CUDA tests (both off by default: a lease's command names them); SKIP leaves them
-    out like any step; SPLITS must be a whole number."""
-    run, ran = _gpu_check_with_a_stub_python(tmp_path, COMPILE="0", ATTENTION="1", SPLITS="8",
+def test_gpu_check_times_the_attention_kernels_when_asked(tmp_path):
+    """ATTENTION=1 adds the attention probe and BACKEND=name the tracker with attention_backend
+    name after the CUDA tests (both off by default: a lease's command names them); SKIP leaves
+    them out like any step; BACKEND takes the names of ATTENTION_BACKENDS only."""
+    from fastsam2_ros.core.config import ATTENTION_BACKENDS
+
+    run, ran = _gpu_check_with_a_stub_python(tmp_path, COMPILE="0", ATTENTION="1", BACKEND="auto",
                                              SKIP="tiny_4obj large_1obj")
     assert run.returncode == 0, run.stderr
-    assert ran == ["gpu_tiny_1obj", "cuda_tests", "gpu_attention_probe", "gpu_tiny_1obj_split_keys"]
+    assert ran == ["gpu_tiny_1obj", "cuda_tests", "gpu_attention_probe",
+                   "gpu_tiny_1obj_attention_auto"]
     (tmp_path / "off").mkdir()
     run, ran = _gpu_check_with_a_stub_python(
-        tmp_path / "off", COMPILE="0", SKIP="tiny_4obj large_1obj attention_probe tiny_1obj_split_keys")
+        tmp_path / "off", COMPILE="0",
+        SKIP="tiny_4obj large_1obj attention_probe tiny_1obj_attention_math")
     assert run.returncode == 0 and ran == ["gpu_tiny_1obj", "cuda_tests"], run.stderr
     assert "SKIP names no step" not in run.stdout
     (tmp_path / "bad").mkdir()
-    run, ran = _gpu_check_with_a_stub_python(tmp_path / "bad", SPLITS="eight")
-    assert run.returncode == 2 and "SPLITS must be a whole number" in run.stderr and ran == []
+    run, ran = _gpu_check_with_a_stub_python(tmp_path / "bad", BACKEND="flash2")
+    assert run.returncode == 2 and ran == []
+    assert f"BACKEND takes {', '.join(ATTENTION_BACKENDS)}, got 'flash2'" in run.stderr
 
 
-def test_the_attention_probe_reports_every_shape_and_split(tmp_path):
+def test_the_attention_probe_reports_every_shape_and_kernel(tmp_path):
     """The probe's dry run: memory attention's shapes per keep ratio (7 frames of k tokens plus 64
-    pointer tokens for the cross-attention), sdpa and each split it could make, the split's
-    difference from sdpa at float32 rounding; no CUDA is exit 2, not a traceback."""
+    pointer tokens for the cross-attention), sdpa as torch picks and each kernel that runs on the
+    device (on the CPU: flash and math), their difference at float32 rounding; no CUDA is exit 2,
+    not a traceback."""
     from fastsam2_ros import attention_probe as ap
 
     shapes = {name: (q, k) for name, q, k in ap.attention_shapes()}
@@ -921,10 +927,11 @@ def test_the_attention_probe_reports_every_shape_and_split(tmp_path):
     assert ap.main(["--device", "cpu", "--small", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 2 * len(ap.attention_shapes(16 * 16))
-    assert any(key.startswith("split") for row in rows for key in row)
     for row in rows:
         diffs = [v for key, v in row.items() if key.endswith("_rel_diff")]
-        assert row["sdpa_ms"] > 0 and all(d < 1e-5 for d in diffs), row
+        assert row["sdpa_ms"] > 0 and row["flash_ms"] > 0 and row["math_ms"] > 0, row
+        assert row["cudnn_ms"] is None and len(diffs) >= 2 and all(d < 1e-5 for d in diffs), row
+    assert "fastest " in ap.report(rows)
     if not torch.cuda.is_available():
         assert ap.main(["--device", "cuda"]) == 2
     assert ap.main(["--device", "bogus"]) == 2

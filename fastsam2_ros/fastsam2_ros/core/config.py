@@ -60,6 +60,8 @@ PREPROCESS_MODES = ("auto", "pil", "device")
 #: (torch.device refuses an index with a leading zero, "cuda:01")
 DEVICE_NAME = re.compile(r"auto|cpu|cuda(:(0|[1-9]\d*))?")
 COMPILE_MODES = ("none", "router", "encoder", "all")
+#: sdpa kernels memory attention tries first (core.pruned_attention.SDPA_KERNELS; auto: torch's choice)
+ATTENTION_BACKENDS = ("flash", "auto", "cudnn", "efficient", "math")
 FILLERS = ("no_mem_embed", "raw")
 PROPOSAL_SOURCES = ("sam2", "rpn")  # where the automatic prompt's region comes from
 DEFAULT_NODE_NAME = "fastsam2_tracker"
@@ -112,13 +114,13 @@ PARAMETER_RANGES: Dict[str, Range] = {
     "auto_min_stability": Range(0.0, 1.0),
     "auto_min_objectness": Range(0.0, 1.0),
     "auto_caption_max_tokens": Range(1, 512),
-    "attention_key_splits": Range(0, 64),
 }
 #: The allowed values of every string TrackerConfig field that has a fixed set.
 PARAMETER_CHOICES: Dict[str, Sequence[str]] = {
     "text_mode": TEXT_MODES,
     "preprocess": PREPROCESS_MODES,
     "torch_compile": COMPILE_MODES,
+    "attention_backend": ATTENTION_BACKENDS,
     "filler": FILLERS,
     "auto_proposal_source": PROPOSAL_SOURCES,
 }
@@ -138,7 +140,7 @@ class TrackerConfig:
     preprocess: str = "auto"  # auto (device on CUDA, pil on CPU) | pil (sam2's exact loader) | device
     cuda_graphs: bool = True  # capture the per-frame step as CUDA graphs (CUDA only; else eager)
     torch_compile: str = "none"  # COMPILE_MODES: torch.compile the router or SAM 2's modules (CUDA; the first start compiles)
-    attention_key_splits: int = 0  # memory attention's keys in about N parts side by side, merged by their log-sum-exp (0 = off; flash kernels: CUDA bf16/fp16, CPU; not measured on a GPU yet)
+    attention_backend: str = "flash"  # ATTENTION_BACKENDS: the sdpa kernel memory attention tries first (others where it cannot run); auto = torch's choice, as the official predictor
     compile_cache_dir: str = ""  # where compiled kernels are cached ("" = $TORCHINDUCTOR_CACHE_DIR, else ~/.cache/fastsam2_ros/inductor)
     # --- token pruning -----------------------------------------------------------------------
     keep_ratio: float = 0.3  # fraction of top-level tokens kept; 1.0 = the dense SAM 2 path
@@ -615,6 +617,6 @@ __all__ = [
     "Range", "PARAMETER_RANGES", "PARAMETER_CHOICES", "IMAGE_SIZE_MULTIPLE",
     "TrackerConfig", "TYPE_NEEDED", "load_ros_params", "params_file_key", "rcl_scalar", "resolve_model_cfg",
     "short_model_name", "model_config_name", "MODEL_CONFIG_DIRS",
-    "MODEL_CONFIGS", "CHECKPOINT_NAMES", "TEXT_MODES", "FILLERS", "PREPROCESS_MODES", "COMPILE_MODES", "DEFAULT_NODE_NAME",
+    "MODEL_CONFIGS", "CHECKPOINT_NAMES", "TEXT_MODES", "FILLERS", "PREPROCESS_MODES", "COMPILE_MODES", "ATTENTION_BACKENDS", "DEFAULT_NODE_NAME",
     "PROPOSAL_SOURCES",
 ]

@@ -10,18 +10,18 @@ Everything is batch-first and batched over objects: each object (row) has its ow
 memory tokens and key mask, so several objects run through memory attention as one batch. Shapes
 stay static for a fixed keep ratio and bank layout (CUDA-graph friendly: no host syncs).
 
-``attention_key_splits`` (off by default) runs each attention with its keys in parts side by side,
-merged by their log-sum-exp: with one head and one object, a flash kernel has too few query blocks
-to fill a GPU and walks every key in turn (see ``fastsam2_ros.attention_probe``).
+``attention_backend`` picks which of torch's sdpa kernels runs first (``sdpa_preference``): the
+kernel torch picks is not always the fastest one at these one-head shapes.
 """
 
 from __future__ import annotations
 
-import math
+from contextlib import nullcontext
 from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from sam2.modeling.memory_attention import MemoryAttention, MemoryAttentionLayer
 from sam2.modeling.sam.transformer import RoPEAttention
 
@@ -48,77 +48,28 @@ def _rotate(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     return out.type_as(x)
 
 
-def key_parts(keys: int, target: int) -> int:
-    """The divisor of ``keys`` nearest ``target`` (ties: the smaller): how many equal parts
-    :func:`split_key_attention` cuts the keys into (1: no split)."""
-    if target <= 1:
-        return 1
-    divisors = set()
-    for d in range(1, math.isqrt(keys) + 1):
-        if keys % d == 0:
-            divisors.update((d, keys // d))
-    return min(divisors, key=lambda d: (abs(d - target), d))
+#: torch's sdpa kernels by the names ``attention_backend`` takes (config.ATTENTION_BACKENDS, which
+#: adds "auto": torch's own choice, as SAM 2 and the official predictor run it).
+SDPA_KERNELS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+                "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
 
 
-def flash_attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-    """Attention of [B, H, L, E] tensors and its log-sum-exp [B, H, Lq] (float32), from torch's
-    flash kernels (private ops: no public call returns the log-sum-exp)."""
-    if q.is_cuda:
-        out = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False)
-        return out[0], out[1]
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False)
-    if lse.shape != q.shape[:3]:  # (a CPU kernel that returns it as [B, L, H])
-        lse = lse.transpose(1, 2)
-    return out, lse
-
-
-def split_key_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, parts: int) -> torch.Tensor:
-    """Attention with the keys in ``parts`` equal parts that run as one batch, merged by their
-    log-sum-exp (flash decoding's merge): more blocks for the GPU where one head and a batch of one
-    leave most of it idle. The same result up to rounding (each part's output is rounded to q's
-    dtype before the float32 merge)."""
-    batch, heads, queries, dim = q.shape
-    keys = k.shape[2]
-    if keys % parts:
-        raise ValueError(f"{keys} keys do not split into {parts} equal parts")
-    part = keys // parts
-
-    def cut(x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(batch, heads, parts, part, dim).transpose(1, 2).reshape(
-            batch * parts, heads, part, dim)
-
-    out, lse = flash_attention_with_lse(q.repeat_interleave(parts, dim=0), cut(k), cut(v))
-    weight = torch.softmax(lse.reshape(batch, parts, heads, queries).float(), dim=1)
-    merged = (out.reshape(batch, parts, heads, queries, dim).float() * weight[..., None]).sum(1)
-    return merged.to(q.dtype)
-
-
-def _flash_takes(q: torch.Tensor) -> bool:
-    """Whether torch's flash kernel runs ``q``'s dtype and head size on its device."""
-    if q.is_cuda:
-        return q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256 and q.shape[-1] % 8 == 0
-    return q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64, torch.bfloat16,
-                                                  torch.float16)
-
-
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: Optional[torch.Tensor],
-              dropout_p: float, key_splits: int = 0) -> torch.Tensor:
-    """sdpa as SAM 2 calls it, or with the keys in about ``key_splits`` parts (no key mask, no
-    dropout, a dtype the flash kernel runs; else sdpa)."""
-    parts = (key_parts(k.shape[-2], key_splits)
-             if key_splits > 1 and key_mask is None and not dropout_p and _flash_takes(q) else 1)
-    if parts > 1:
-        return split_key_attention(q, k, v, parts)
-    mask = None if key_mask is None else key_mask[:, None, None, :]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+def sdpa_preference(backend: str):
+    """A context in which sdpa tries ``backend``'s kernel first and the others after it, so an
+    input that kernel does not take (flash takes no key mask: the frames while the bank fills)
+    still runs; "auto" leaves torch's order. Why: on the H200 (torch 2.11) sdpa picked cuDNN for
+    memory attention's one-head shapes, and flash ran them 1.3-3x faster (attention_probe)."""
+    if backend == "auto":
+        return nullcontext()
+    first = SDPA_KERNELS[backend]
+    return sdpa_kernel([first] + [k for k in SDPA_KERNELS.values() if k != first], set_priority=True)
 
 
 def rope_attention(attn: RoPEAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                    q_freqs: torch.Tensor, k_freqs: torch.Tensor, num_k_exclude_rope: int = 0,
-                   key_mask: Optional[torch.Tensor] = None, key_splits: int = 0) -> torch.Tensor:
+                   key_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``attn``'s forward with explicit angles: q_freqs [B, Nq, d/2], k_freqs [B, Nk - excluded,
-    d/2]; ``key_mask`` [B, Nk] bool (False = padding, never attended) or None; ``key_splits``: see
-    :func:`attention`."""
+    d/2]; ``key_mask`` [B, Nk] bool (False = padding, never attended) or None."""
     q = attn._separate_heads(attn.q_proj(q), attn.num_heads)
     k = attn._separate_heads(attn.k_proj(k), attn.num_heads)
     v = attn._separate_heads(attn.v_proj(v), attn.num_heads)
@@ -129,19 +80,20 @@ def rope_attention(attn: RoPEAttention, q: torch.Tensor, k: torch.Tensor, v: tor
     if num_k_rope > 0:
         k = torch.cat([_rotate(k[:, :, :num_k_rope], k_freqs), k[:, :, num_k_rope:]], dim=-2)
     dropout_p = attn.dropout_p if attn.training else 0.0
-    out = attention(q, k, v, key_mask, dropout_p, key_splits)
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     return attn.out_proj(attn._recombine_heads(out))
 
 
 def _layer_forward(layer: MemoryAttentionLayer, tgt: torch.Tensor, memory: torch.Tensor,
                    pos: torch.Tensor, query_pos: torch.Tensor, q_freqs: torch.Tensor,
                    k_freqs: torch.Tensor, num_k_exclude_rope: int,
-                   key_mask: Optional[torch.Tensor], key_splits: int = 0) -> torch.Tensor:
+                   key_mask: Optional[torch.Tensor]) -> torch.Tensor:
     """One ``MemoryAttentionLayer`` (self-attn, cross-attn, MLP) with explicit RoPE angles."""
     # self-attention among the retained query tokens
     tgt2 = layer.norm1(tgt)
     q = kk = tgt2 + query_pos if layer.pos_enc_at_attn else tgt2
-    tgt2 = rope_attention(layer.self_attn, q, kk, tgt2, q_freqs, q_freqs, key_splits=key_splits)
+    tgt2 = rope_attention(layer.self_attn, q, kk, tgt2, q_freqs, q_freqs)
     tgt = tgt + layer.dropout1(tgt2)
     # cross-attention to the (pruned) memory + object pointers (pointers are not rotated)
     tgt2 = layer.norm2(tgt)
@@ -149,7 +101,7 @@ def _layer_forward(layer: MemoryAttentionLayer, tgt: torch.Tensor, memory: torch
         layer.cross_attn_image,
         tgt2 + query_pos if layer.pos_enc_at_cross_attn_queries else tgt2,
         memory + pos if layer.pos_enc_at_cross_attn_keys else memory,
-        memory, q_freqs, k_freqs, num_k_exclude_rope, key_mask, key_splits)
+        memory, q_freqs, k_freqs, num_k_exclude_rope, key_mask)
     tgt = tgt + layer.dropout2(tgt2)
     tgt2 = layer.norm3(tgt)
     tgt2 = layer.linear2(layer.dropout(layer.activation(layer.linear1(tgt2))))
@@ -160,15 +112,13 @@ def pruned_memory_attention(module: MemoryAttention, curr: torch.Tensor, curr_po
                             memory: torch.Tensor, memory_pos: torch.Tensor,
                             query_idx: torch.Tensor, memory_idx: torch.Tensor,
                             grid_hw: Tuple[int, int], num_obj_ptr_tokens: int = 0,
-                            key_mask: Optional[torch.Tensor] = None,
-                            key_splits: int = 0) -> torch.Tensor:
+                            key_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Memory attention over retained tokens only, batched over objects (batch-first).
 
     ``curr``/``curr_pos`` [B, k, C] (already gathered), ``memory``/``memory_pos`` [B, M + P, C_mem]
     with the P object-pointer tokens last, ``query_idx`` [B, k] grid indices of the queries,
     ``memory_idx`` [B, M] grid indices of the spatial memory tokens (their own frames'
-    positions), ``key_mask`` [B, M + P] (False = padding) or None, ``key_splits`` the keys' parts
-    (:func:`attention`; 0 = sdpa as SAM 2 calls it). Returns normed [B, k, C].
+    positions), ``key_mask`` [B, M + P] (False = padding) or None. Returns normed [B, k, C].
     """
     if not module.layers or not module.batch_first:
         raise ValueError("pruned memory attention needs a batch-first memory attention with layers")
@@ -186,5 +136,5 @@ def pruned_memory_attention(module: MemoryAttention, curr: torch.Tensor, curr_po
                 layer.cross_attn_image, RoPEAttention):
             raise ValueError("pruned memory attention needs RoPE attention layers (SAM 2 configs)")
         output = _layer_forward(layer, output, memory, memory_pos, curr_pos, q_freqs, k_freqs,
-                                num_obj_ptr_tokens, key_mask, key_splits)
+                                num_obj_ptr_tokens, key_mask)
     return module.norm(output)

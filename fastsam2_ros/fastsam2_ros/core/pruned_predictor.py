@@ -36,8 +36,8 @@ from sam2.utils.misc import fill_holes_in_mask_scores
 
 from .memory_bank import BankLayout, LayoutShape, MemoryBank, unpack_layout
 from .preprocess import model_input
-from .pruned_attention import pruned_memory_attention
-from .router import RouterOutput, TokenRouter, minmax, router_scores, top_k_sorted
+from .pruned_attention import pruned_memory_attention, sdpa_preference
+from .router import RouterOutput, TokenRouter, block_max, minmax, router_scores, top_k_sorted
 from .text_relevance import TextRows
 
 
@@ -61,7 +61,7 @@ class StepPlan:
     text: Optional[str]  # None, or the text mode when some object has a text signal
     out_hw: Tuple[int, int] = (0, 0)  # input image size of the packed masks
     threshold: float = 0.0
-    key_splits: int = 0  # memory attention's keys in about this many parts (pruned_attention.attention)
+    attention_backend: str = "auto"  # the sdpa kernel memory attention tries first (pruned_attention.sdpa_preference)
 
 
 @dataclass
@@ -103,7 +103,7 @@ def memory_token_scores(high_res: torch.Tensor, grid_hw: Tuple[int, int],
     """Scores [B, h*w] of the new memory's tokens: the router's (``routed``, min-max
     normalised) plus ``memory_mask_boost`` on the predicted mask's tokens (dilated by one), which
     go in first."""
-    low = F.adaptive_max_pool2d(high_res.float(), grid_hw)
+    low = block_max(high_res.float(), grid_hw)
     in_mask = F.max_pool2d((low > 0).float(), 3, stride=1, padding=1).flatten(1)
     base = minmax(routed.float()) if routed is not None else torch.zeros_like(in_mask)
     return torch.add(base, in_mask, alpha=memory_mask_boost)  # (scale and sum: one kernel)
@@ -177,10 +177,11 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
                 gather = query_idx[..., None].expand(-1, -1, channels)
                 queries, query_pos = feat_b.gather(1, gather), pos_b.gather(1, gather)
             attend = self.compiled_memory_attention or pruned_memory_attention
-            attended = attend(
-                self.memory_attention, queries, query_pos, memory, memory_pos, query_idx,
-                memory_idx, grid_hw, num_obj_ptr_tokens=num_ptr,
-                key_mask=key_mask if plan.masked else None, key_splits=plan.key_splits)
+            with sdpa_preference(plan.attention_backend):
+                attended = attend(
+                    self.memory_attention, queries, query_pos, memory, memory_pos, query_idx,
+                    memory_idx, grid_hw, num_obj_ptr_tokens=num_ptr,
+                    key_mask=key_mask if plan.masked else None)
             if dense_queries:
                 dense = attended
             else:
@@ -277,7 +278,7 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
     def _route_on_prompt(self, read: BankRead, tokens: torch.Tensor, grid_hw, high_res) -> RouterOutput:
         """Router scores on a frame without memory attention (a new object's first prompt, a mask
         prompt): the prompt's own mask is the prior."""
-        prior = F.adaptive_max_pool2d(high_res.float(), grid_hw)
+        prior = block_max(high_res.float(), grid_hw)
         with read.timer.stage("router"):
             sig = read.router.signals(tokens, grid_hw, self.memory_attention.layers[0],
                                       read.text_rows(), prior, read.frame_idx)

@@ -195,6 +195,31 @@ def router_setting_mismatches(meta: dict, running: dict) -> list:
 STD_FLOOR = 1e-6
 
 
+def block_max(x: torch.Tensor, grid_hw: Tuple[int, int]) -> torch.Tensor:
+    """``F.adaptive_max_pool2d(x, grid_hw)`` of [B, C, H, W] (a mask to the token grid), as one
+    plain max pooling where the grid divides the size: the same values, without the adaptive
+    kernel's general indexing (every pruned step pools two masks; see the H200 profile in the
+    README)."""
+    (height, width), (rows, cols) = x.shape[-2:], grid_hw
+    if height % rows or width % cols:
+        return F.adaptive_max_pool2d(x, grid_hw)
+    return F.max_pool2d(x, (height // rows, width // cols))
+
+
+def block_mean_rows(tokens: torch.Tensor, grid_hw: Tuple[int, int], out_hw: Tuple[int, int]) -> torch.Tensor:
+    """Token rows [H*W, C] of a grid averaged over ``out_hw`` blocks, as rows [oh*ow, C]:
+    ``F.adaptive_avg_pool2d`` of the grid, as one reduction of the rows where the blocks divide
+    the grid (the adaptive kernel on the rows' channels-last view was the router's slowest on the
+    H200: 0.12 ms)."""
+    (height, width), (rows, cols) = grid_hw, out_hw
+    channels = tokens.shape[-1]
+    if height % rows or width % cols:
+        grid = tokens.reshape(1, height, width, channels).permute(0, 3, 1, 2)
+        return F.adaptive_avg_pool2d(grid, out_hw).permute(0, 2, 3, 1).reshape(-1, channels)
+    blocks = tokens.reshape(rows, height // rows, cols, width // cols, channels)
+    return blocks.mean(dim=(1, 3)).reshape(-1, channels)
+
+
 def minmax(x: torch.Tensor) -> torch.Tensor:
     """``x`` scaled to [0, 1] along its last dimension (one reduction for both ends)."""
     lo, hi = torch.aminmax(x, dim=-1, keepdim=True)
@@ -307,9 +332,7 @@ class TokenRouter(nn.Module):
         n, c = tokens.shape
         h, w = grid_hw
         x = attn_layer.norm1(tokens.float())
-        # the pooled context straight from the token rows (a channels-last view, no transpose copy)
-        grid = x.reshape(1, h, w, c).permute(0, 3, 1, 2)
-        ctx = F.adaptive_avg_pool2d(grid, (min(8, h), min(8, w))).permute(0, 2, 3, 1).reshape(-1, c)
+        ctx = block_mean_rows(x, (h, w), (min(8, h), min(8, w)))  # the pooled context [M, C]
         attn = attn_layer.self_attn
         keys = attn.k_proj(ctx)  # [M, d]
         keys = keys * (1.0 / math.sqrt(keys.shape[-1]))  # the logits' scale, on the M keys
@@ -329,7 +352,7 @@ class TokenRouter(nn.Module):
     def previous_mask_tokens(mask_logits: torch.Tensor, grid_hw: tuple) -> torch.Tensor:
         """Previous low-res mask logits [B, 1, h, w] -> {0,1} per token [B, 1, gh, gw]: the
         tokens the object covered (the prototype's support)."""
-        return F.adaptive_max_pool2d((mask_logits.float() > 0).float(), grid_hw)
+        return block_max((mask_logits.float() > 0).float(), grid_hw)
 
     @staticmethod
     def dilated(under: torch.Tensor) -> torch.Tensor:

@@ -568,7 +568,7 @@ class StreamingTracker:
                         text=self.cfg.text_mode if has_text else None,
                         out_hw=tuple(self._image.shape[:2]),
                         threshold=float(self.cfg.mask_threshold),
-                        key_splits=int(self.cfg.attention_key_splits))
+                        attention_backend=self.cfg.attention_backend)
         return plan, layout
 
     def _current_backbone(self, timer: StageTimer) -> dict:
