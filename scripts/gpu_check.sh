@@ -21,7 +21,7 @@
 #   ATTENTION=1 also times memory attention's attention kernel alone at the tracker's shapes, with
 #   each sdpa backend and with the keys split (python -m fastsam2_ros.attention_probe; seconds),
 #   BACKEND=name also measures tiny (official, dense, keep 0.3) with attention_backend name (one of
-#   ATTENTION_BACKENDS in core/config.py; e.g. auto, torch's pick, beside the default flash;
+#   ATTENTION_BACKENDS in core/config.py; e.g. flash beside the default auto, torch's pick;
 #   optional, within BUDGET),
 #   VOS=seconds to give sam2's torch.compile'd predictor (default 0: skipped), STEP_LIMIT (420 s),
 #   BUDGET=seconds: no optional step (compile, VOS) starts with less than 30 s of it left, none

@@ -3,8 +3,8 @@
 On the H200 (torch 2.11) the memory attention's kernel time grew linearly with the keep ratio
 (0.94, 1.66, 2.37 and 4.16 ms at keep 0.1, 0.3, 0.5 and 1.0), not with its FLOPs. This probe
 showed why: for these one-head shapes sdpa picked its cuDNN kernel, and the flash kernel ran the
-same attention 1.3-3x faster at batch 1 (slower at batch 4 with keep >= 0.5), which is what the
-tracker's ``attention_backend`` chooses (``core.pruned_attention.sdpa_preference``).
+same attention 1.3-3x faster at batch 1 (slower at batch 4 with keep >= 0.5): the tracker's
+``attention_backend: flash`` (``core.pruned_attention.sdpa_preference``).
 
 This module times, for the cross-attention and self-attention shapes of each keep ratio and for
 one and four objects: torch's ``scaled_dot_product_attention`` as torch picks its kernel, and

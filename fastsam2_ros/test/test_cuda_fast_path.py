@@ -263,7 +263,7 @@ def test_the_flash_preference_runs_the_flash_kernel_and_falls_back_under_a_key_m
 
 
 def test_a_captured_tracker_with_flash_first_stays_with_torchs_pick(cuda_model, video, monkeypatch):
-    """The captured step with attention_backend flash (the default) against auto (torch's pick,
+    """The captured step with attention_backend flash against auto (the default: torch's pick,
     the official predictor's), bf16: masks with IoU >= 0.99 at keep 0.3 and 1.0, with flash first
     in torch's order while memory attention was captured."""
     from torch.nn.attention import SDPBackend

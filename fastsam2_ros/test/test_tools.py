@@ -690,12 +690,12 @@ def test_gpu_check_script_runs_every_step_as_a_cpu_dry_run(tmp_path):
     out, archive = tmp_path / "out", tmp_path / "results.tgz"
     env = {k: v for k, v in os.environ.items() if k not in ("N", "SIZE", "SOAK", "REPEATS")}
     env.update(DEVICE="cpu", PYTHON=sys.executable, OUT=str(out), FRAMES=str(frames),
-               COMPILE="encoder", COMPILE_MODELS="tiny", FP32="1", ATTENTION="1", BACKEND="auto",
+               COMPILE="encoder", COMPILE_MODELS="tiny", FP32="1", ATTENTION="1", BACKEND="flash",
                ARCHIVE=str(archive), TAG="dry")
     run = subprocess.run(["bash", str(GPU_CHECK)], env=env, capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, run.stdout + run.stderr
     steps = ["tiny_1obj", "tiny_4obj", "large_1obj", "tiny_soak", "large_1obj_fp32", "cuda_tests",
-             "attention_probe", "tiny_1obj_attention_auto", "tiny_compile_encoder_cold",
+             "attention_probe", "tiny_1obj_attention_flash", "tiny_compile_encoder_cold",
              "tiny_compile_encoder_restart"]
     status = [line.split()[:2] for line in run.stdout.splitlines() if " rc=" in line]
     assert status == [[name, "rc=0"] for name in steps], run.stdout
@@ -710,8 +710,8 @@ def test_gpu_check_script_runs_every_step_as_a_cpu_dry_run(tmp_path):
     assert all(r["image_size"] == 64 and r["frames"] == 3 for r in reports.values())  # dry-run sizes
     assert reports["tiny_soak"]["soak"]["frames"] == 4 and reports["tiny_soak"]["soak"]["ours"]
     assert reports["large_1obj_fp32"]["bf16"] is False
-    assert reports["tiny_1obj_attention_auto"]["attention_backend"] == "auto"
-    assert reports["tiny_1obj"]["attention_backend"] == "flash"
+    assert reports["tiny_1obj_attention_flash"]["attention_backend"] == "flash"
+    assert reports["tiny_1obj"]["attention_backend"] == "auto"
     # on the CPU torch.compile does not run: the JSON says what ran, and what was asked
     assert reports["tiny_compile_encoder_restart"]["torch_compile_requested"] == "encoder"
     assert reports["tiny_compile_encoder_restart"]["torch_compile"] == "none"
@@ -897,11 +897,11 @@ def test_gpu_check_times_the_attention_kernels_when_asked(tmp_path):
     them out like any step; BACKEND takes the names of ATTENTION_BACKENDS only."""
     from fastsam2_ros.core.config import ATTENTION_BACKENDS
 
-    run, ran = _gpu_check_with_a_stub_python(tmp_path, COMPILE="0", ATTENTION="1", BACKEND="auto",
+    run, ran = _gpu_check_with_a_stub_python(tmp_path, COMPILE="0", ATTENTION="1", BACKEND="flash",
                                              SKIP="tiny_4obj large_1obj")
     assert run.returncode == 0, run.stderr
     assert ran == ["gpu_tiny_1obj", "cuda_tests", "gpu_attention_probe",
-                   "gpu_tiny_1obj_attention_auto"]
+                   "gpu_tiny_1obj_attention_flash"]
     (tmp_path / "off").mkdir()
     run, ran = _gpu_check_with_a_stub_python(
         tmp_path / "off", COMPILE="0",

@@ -109,10 +109,10 @@ TRACKER_PARAMETER_DOCS: Dict[str, Dict[str, Any]] = {
                           "frames run it), SAM 2's image encoder (encoder) or the encoder, memory "
                           "attention, prompt encoder, mask decoder, memory encoder and router (all); "
                           "the first start compiles, the kernels are cached for restarts"),
-    "attention_backend": dict(description="The sdpa kernel memory attention tries first (flash | "
-                              "cudnn | efficient | math; the next one where it cannot run, as "
-                              "flash under a key mask) or auto: torch's choice, as the official "
-                              "predictor runs it"),
+    "attention_backend": dict(description="The sdpa kernel memory attention tries first: auto "
+                              "(torch's choice, as the official predictor runs it) | flash | cudnn "
+                              "| efficient | math (the next one where it cannot run, as flash "
+                              "under a key mask)"),
     "compile_cache_dir": dict(description="Cache of compiled kernels (empty = "
                               "$TORCHINDUCTOR_CACHE_DIR if set, else ~/.cache/fastsam2_ros/inductor)"),
     "keep_ratio": dict(description="Fraction of top-level tokens kept before memory attention "
