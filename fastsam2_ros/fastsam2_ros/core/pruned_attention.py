@@ -60,7 +60,9 @@ def sdpa_preference(backend: str):
     still runs; "auto" (the default) leaves torch's order. Why: on the H200 (torch 2.11) sdpa
     picked cuDNN for memory attention's one-head shapes, and flash ran them 1.3-3x faster
     (attention_probe); in the tracker that was +4% FPS at keep 0.3 and +6% at keep 1.0, but keep
-    1.0 no longer equal to the official predictor (min IoU 0.9886), so flash is an option."""
+    1.0 no longer equal to the official predictor (min IoU 0.9886), so flash is an option.
+    (torch settles its CUDA order at its first sdpa call; the image encoder's attention always
+    makes that call before memory attention runs, so the order set here is not overwritten.)"""
     if backend == "auto":
         return nullcontext()
     first = SDPA_KERNELS[backend]
