@@ -19,7 +19,7 @@
 #   commas; a compile step's cold start skipped skips its restart; a name of no step is reported),
 #   FP32=1 also runs large in fp32 (official and keep 1.0: their IoU without bf16's rounding),
 #   ATTENTION=1 also times memory attention's attention kernel alone at the tracker's shapes, with
-#   each sdpa backend and with the keys split (python -m fastsam2_ros.attention_probe; seconds),
+#   each sdpa kernel (python -m fastsam2_ros.attention_probe; seconds),
 #   BACKEND=name also measures tiny (official, dense, keep 0.3) with attention_backend name (one of
 #   ATTENTION_BACKENDS in core/config.py; e.g. flash beside the default auto, torch's pick;
 #   optional, within BUDGET),
@@ -71,16 +71,18 @@ case "$DEVICE" in
   cpu|cuda|cuda:[0-9]|cuda:[0-9][0-9]) ;;
   *) echo "DEVICE must be cpu, cuda or cuda:N, got '$DEVICE'" >&2; exit 2 ;;
 esac
-# the torch_compile modes, read from their one definition (COMPILE_MODES in core/config.py; this
-# check runs before Python and the wheels are set up), less "none"
-compile_modes=" $(echo $(sed -n 's/^COMPILE_MODES = (\(.*\))$/\1/p' \
-  fastsam2_ros/fastsam2_ros/core/config.py | tr -d '",' | sed 's/\<none\>//')) "
-if [ -z "${compile_modes// /}" ]; then
-  echo "cannot read COMPILE_MODES from fastsam2_ros/fastsam2_ros/core/config.py" >&2; exit 2
-fi
-# the attention backends, from their one definition too (ATTENTION_BACKENDS)
-backends=" $(echo $(sed -n 's/^ATTENTION_BACKENDS = (\(.*\))$/\1/p' \
-  fastsam2_ros/fastsam2_ros/core/config.py | tr -d '",')) "
+config_choices() {  # config_choices NAME: the words of the tuple NAME in core/config.py, space-padded
+  # (their one definition; these checks run before Python and the wheels are set up)
+  local words
+  words=$(echo $(sed -n "s/^$1 = (\(.*\))\$/\1/p" fastsam2_ros/fastsam2_ros/core/config.py | tr -d '",'))
+  if [ -z "$words" ]; then
+    echo "cannot read $1 from fastsam2_ros/fastsam2_ros/core/config.py" >&2; return 1
+  fi
+  echo " $words "
+}
+compile_modes=$(config_choices COMPILE_MODES) || exit 2
+compile_modes=${compile_modes/ none / }  # (the modes to ask for: "none" is no compile)
+backends=$(config_choices ATTENTION_BACKENDS) || exit 2
 if [ -n "$BACKEND" ] && [[ "$backends" != *" $BACKEND "* ]]; then
   echo "BACKEND takes $(echo $backends | sed 's/ /, /g'), got '$BACKEND'" >&2; exit 2
 fi

@@ -45,8 +45,7 @@ TRAINING_SET = "train"
 
 def _grid_target(mask: np.ndarray, grid: Tuple[int, int]) -> torch.Tensor:
     m = torch.from_numpy(mask.astype(np.float32))[None, None]
-    m = block_max(m, grid)
-    return F.max_pool2d(m, 3, stride=1, padding=1).flatten()
+    return TokenRouter.dilated(block_max(m, grid))[0]  # (the tracker's prior: one token of motion)
 
 
 @dataclass

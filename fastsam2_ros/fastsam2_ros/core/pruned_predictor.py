@@ -104,7 +104,7 @@ def memory_token_scores(high_res: torch.Tensor, grid_hw: Tuple[int, int],
     normalised) plus ``memory_mask_boost`` on the predicted mask's tokens (dilated by one), which
     go in first."""
     low = block_max(high_res.float(), grid_hw)
-    in_mask = F.max_pool2d((low > 0).float(), 3, stride=1, padding=1).flatten(1)
+    in_mask = TokenRouter.dilated((low > 0).float())
     base = minmax(routed.float()) if routed is not None else torch.zeros_like(in_mask)
     return torch.add(base, in_mask, alpha=memory_mask_boost)  # (scale and sum: one kernel)
 
