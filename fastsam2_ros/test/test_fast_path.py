@@ -95,6 +95,28 @@ def test_removing_an_object_leaves_the_others_as_if_it_never_was(model128, video
     assert rest[-1].object_ids == [1, 3]
 
 
+@pytest.mark.parametrize("order", ["sorted", "reversed"])
+def test_the_order_of_the_kept_tokens_changes_nothing(model128, video, monkeypatch, order):
+    """top_k_indices hands back the kept tokens unsorted (a sort is two GPU kernels a frame): the
+    queries' attention, the scatter back and the stored memory go by index, not by position."""
+    from fastsam2_ros.core import pruned_predictor, router
+
+    cfg, model = model128
+    frames = video[0][:8]
+    plain = _stream(StreamingTracker(cfg, model=model, return_logits=True), frames, PROMPTS, REFINE)
+
+    def reordered(scores, keep):
+        idx = router.top_k_indices(scores, keep).sort(dim=-1).values
+        return idx if order == "sorted" else idx.flip(-1)
+
+    monkeypatch.setattr(pruned_predictor, "top_k_indices", reordered)
+    other = _stream(StreamingTracker(cfg, model=model, return_logits=True), frames, PROMPTS, REFINE)
+    for obj_id in PROMPTS:
+        np.testing.assert_allclose(_logits(other, obj_id), _logits(plain, obj_id), atol=1e-4, rtol=0)
+    assert [r.kept_tokens[1].sum() for r in other] == [r.kept_tokens[1].sum() for r in plain]
+    assert all(np.array_equal(a.kept_tokens[1], b.kept_tokens[1]) for a, b in zip(other, plain))
+
+
 class _OpCounter(TorchDispatchMode):
     def __init__(self):
         super().__init__()
@@ -483,7 +505,7 @@ def test_the_compiled_router_keeps_the_tokens_the_eager_one_keeps(tmp_path, monk
     for the scores that pick a pruned frame's stored tokens. It never touches keep 1.0."""
     from fastsam2_ros.core.models import CompiledOrEager
     from fastsam2_ros.core.pruned_predictor import choose_memory_tokens
-    from fastsam2_ros.core.router import RouterMLP, TokenRouter, top_k_sorted
+    from fastsam2_ros.core.router import RouterMLP, TokenRouter, top_k_indices
     from fastsam2_ros.core.text_relevance import TextRows
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
@@ -504,7 +526,8 @@ def test_the_compiled_router_keeps_the_tokens_the_eager_one_keeps(tmp_path, monk
             fused = compiled(router, tokens, grid, layer, text_rows, prev, rows)
         assert compiled.error is None
         assert torch.allclose(fused, eager, atol=1e-4, rtol=1e-4)
-        assert torch.equal(top_k_sorted(fused, 307), top_k_sorted(eager, 307))
+        assert torch.equal(top_k_indices(fused, 307).sort(-1).values,  # the same keep sets
+                           top_k_indices(eager, 307).sort(-1).values)
     maskmem, high_res = torch.randn(rows, 64, *grid), torch.randn(rows, 1, 128, 128)
     compiled = CompiledOrEager("memory_tokens", memory_token_scores)
     eager = memory_token_scores(high_res, grid, fused, 2.0)

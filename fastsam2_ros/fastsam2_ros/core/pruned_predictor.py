@@ -37,7 +37,7 @@ from sam2.utils.misc import fill_holes_in_mask_scores
 from .memory_bank import BankLayout, LayoutShape, MemoryBank, unpack_layout
 from .preprocess import model_input
 from .pruned_attention import pruned_memory_attention, sdpa_preference
-from .router import RouterOutput, TokenRouter, block_max, minmax, router_scores, top_k_sorted
+from .router import RouterOutput, TokenRouter, block_max, minmax, router_scores, top_k_indices
 from .text_relevance import TextRows
 
 
@@ -117,7 +117,7 @@ def choose_memory_tokens(maskmem: torch.Tensor, score: torch.Tensor, k: int):
     if k >= height * width:  # dense: grid order, as SAM 2 stores it
         idx = torch.arange(height * width, device=maskmem.device).expand(rows, -1)
         return flat.transpose(1, 2), idx, score
-    idx = top_k_sorted(score, k)
+    idx = top_k_indices(score, k)
     feats = flat.gather(2, idx[:, None].expand(-1, mem_dim, -1)).transpose(1, 2)
     return feats, idx, score.gather(1, idx)
 
@@ -164,7 +164,7 @@ class PrunedSAM2VideoPredictor(SAM2VideoPredictor):
                     read.router, feat[:, 0], grid_hw, self.memory_attention.layers[0],
                     read.text_rows(), read.bank.prev_logits[read.rows], rows,
                     frame_idx=None if compiled else read.frame_idx)
-                read.router_out = RouterOutput(scores, top_k_sorted(scores, plan.keep),
+                read.router_out = RouterOutput(scores, top_k_indices(scores, plan.keep),
                                                read.router.mode)
         with read.timer.stage("memory_attention"):
             memory, memory_pos, memory_idx, key_mask, num_ptr = self._read_memory(read)

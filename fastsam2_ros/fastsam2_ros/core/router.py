@@ -274,7 +274,7 @@ class FusedFactors:
 @dataclass
 class RouterOutput:
     scores: torch.Tensor  # [B, N] raw router logits
-    keep_idx: torch.Tensor  # [B, k] sorted grid indices
+    keep_idx: torch.Tensor  # [B, k] grid indices, in no particular order
     mode: str  # mlp | training_free
 
 
@@ -430,7 +430,7 @@ class TokenRouter(nn.Module):
     @torch.no_grad()
     def route(self, sig: RouterSignals, keep: int, rows: int = 1) -> RouterOutput:
         scores = self.scores(sig, rows)
-        return RouterOutput(scores=scores, keep_idx=top_k_sorted(scores, keep), mode=self.mode)
+        return RouterOutput(scores=scores, keep_idx=top_k_indices(scores, keep), mode=self.mode)
 
     @torch.no_grad()
     def scores(self, sig: RouterSignals, rows: int = 1) -> torch.Tensor:
@@ -453,11 +453,14 @@ class TokenRouter(nn.Module):
         return scores
 
 
-def top_k_sorted(scores: torch.Tensor, keep: int) -> torch.Tensor:
-    """The ``keep`` best of each row of ``scores`` [B, N] as sorted indices [B, k] (the paper's
-    softmax keeps the order; it is not computed: in float32 it underflows to ties)."""
+def top_k_indices(scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """The grid indices [B, k] of the ``keep`` best tokens of each row of ``scores`` [B, N], in
+    no particular order (the paper's softmax keeps the order; it is not computed: in float32 it
+    underflows to ties). Unsorted on purpose: every consumer is order-free (attention carries
+    each token's rotary position by its index, the scatter back and the kept-token grid go by
+    index), and sorting cost two kernels a frame on the GPU."""
     keep = max(1, min(int(keep), scores.shape[-1]))
-    return torch.topk(scores.float(), keep, dim=-1, sorted=False).indices.sort(dim=-1).values
+    return torch.topk(scores.float(), keep, dim=-1, sorted=False).indices
 
 
 def router_scores(router: TokenRouter, tokens: torch.Tensor, grid_hw: tuple, attn_layer,
