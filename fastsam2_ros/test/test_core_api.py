@@ -193,13 +193,17 @@ def test_a_frame_without_objects_gives_empty_images_of_its_size(tracker_cfg, mod
     (list(range(10_000)), "height, width")])
 def test_an_empty_result_of_a_bad_image_shape_is_an_input_error(tracker_cfg, model, shape, match):
     """With no current frame, current_result(image_shape=...) makes a result of that size: the
-    size is checked as a frame's is (a negative one failed later, a huge one allocated GBs)."""
+    size is checked as a frame's is (a negative one failed later, a huge one allocated GBs); with
+    one, where the shape is not used, a bad one was silently taken."""
     tracker = StreamingTracker(tracker_cfg, model=model)
     with pytest.raises(InputError, match=match) as err:
         tracker.current_result(image_shape=shape)
     assert len(str(err.value)) < 200
     res = tracker.current_result(image_shape=(np.int64(40), 50))
     assert res.image_shape == (40, 50) and res.label_image().shape == (40, 50)
+    tracker.track(np.zeros((40, 50, 3), np.uint8))  # with a current frame it is checked too
+    with pytest.raises(InputError, match=match):
+        tracker.current_result(image_shape=shape)
 
 
 def test_max_objects_limit(tracker_cfg, model, video):
@@ -586,6 +590,53 @@ def test_an_object_found_again_by_a_prompt_is_not_reported_occluded(tracker_cfg,
     again = tracker.add_prompt(1, points=[[43, 60]], labels=[1])
     assert again.visible[1] and again.stats.occluded_frames[1] == 0
     assert tracker.track(frames[2]).stats.occluded_frames[1] in (0, 1)  # counted from the prompt
+
+
+def test_collecting_a_frame_after_a_prompt_on_it_keeps_the_prompts_state(tracker_cfg, model, video):
+    """submit(frame), a prompt on that frame, then result(): the tracked step's (older) occlusion
+    count and kept tokens overwrote what the prompt had set (visible, yet 'occluded 1')."""
+    frames = video[0]
+    tracker = StreamingTracker(tracker_cfg.replace(keep_ratio=0.3), model=model)
+    tracker.add_prompt(1, points=[[40, 60]], labels=[1], image=frames[0])
+    step = tracker.model.track_objects
+
+    def object_lost(*args, **kwargs):  # the tracking step does not find the object on frame 1
+        out = step(*args, **kwargs)
+        rows = kwargs["plan"].shape.rows
+        kwargs["bank"].presence[:rows] = -5.0
+        out["presence"] = torch.full_like(out["presence"], -5.0)
+        return out
+
+    tracker.model.track_objects = object_lost
+    try:
+        pending = tracker.submit(frames[1])
+    finally:
+        del tracker.model.track_objects
+    mask = np.zeros(frames[1].shape[:2], bool)
+    mask[20:70, 30:80] = True
+    prompted = tracker.add_prompt(1, mask=mask)  # found again on frame 1 by a mask prompt
+    assert prompted.visible[1] and prompted.stats.occluded_frames[1] == 0
+    tracked = pending.result()
+    assert tracked.frame_index == 1 and not tracked.visible[1]
+    now = tracker.current_result()
+    assert now.visible[1] and now.stats.occluded_frames[1] == 0
+    assert now.stats.tokens_kept[1] == prompted.stats.tokens_kept[1] == tracker._num_tokens
+
+
+def test_a_frame_buffer_refilled_by_the_caller_leaves_the_current_frame_alone(tracker_cfg, model,
+                                                                           video):
+    """A camera loop that reads into one buffer (cv2's read(buf), SDK ring buffers): the tracker
+    kept a reference, so a prompt on the current frame saw whatever the buffer held by then."""
+    frames = video[0]
+    tracker = StreamingTracker(tracker_cfg, model=model, return_logits=True)
+    buffer = frames[0].copy()
+    tracker.track(buffer)  # no objects yet: the frame is encoded when the prompt comes
+    buffer[:] = frames[3]
+    refilled = tracker.add_prompt(1, points=[[40, 60]], labels=[1])
+    clean = StreamingTracker(tracker_cfg, model=model, return_logits=True)
+    clean.track(frames[0])
+    np.testing.assert_array_equal(refilled.logits[1], clean.add_prompt(1, points=[[40, 60]],
+                                                                        labels=[1]).logits[1])
 
 
 def test_a_prompt_with_a_new_frame_leaves_the_frame_in_flight_collectable(tracker_cfg, model, video):

@@ -561,6 +561,51 @@ def test_prompts_waiting_for_the_first_image_outlast_a_frame_the_tracker_refuses
     assert published[0].result.object_ids == [1]
 
 
+def test_a_reset_says_how_many_prompts_waiting_for_the_first_image_it_dropped():
+    """A prompt queued for the first image and then a reset: the prompt was gone without a word."""
+    from fastsam2_ros.ros.prompting import PromptRequest
+
+    tracker = SceneTracker(TrackerConfig())
+    worker, published, refused = _recording_worker(tracker)
+    try:
+        for obj_id in (1, 2):
+            queued = worker.submit("prompt", PromptRequest(obj_id=obj_id, new_object=True,
+                                                           points=[(2, 2)], labels=[1]),
+                                   queue_if_no_frame=True)
+            assert queued.result(10).queued
+        assert worker.submit("reset").result(10) == 2
+        assert worker.submit("reset").result(10) == 0
+        worker.offer_frame("raw", SimpleNamespace(rgb=np.zeros((16, 16, 3), np.uint8),
+                                                  header=SimpleNamespace(frame_id="f")))
+        assert wait_for(lambda: published, 10.0)
+    finally:
+        worker.stop()
+    assert published[0].result.object_ids == [] and not refused
+
+
+def test_a_tiny_max_rate_holds_frames_back_without_failing():
+    """max_rate_hz 1e-10 is within its range, but 1 / rate overflowed the lock's wait
+    (OverflowError every half second, and no frame tracked even once the rate was set back)."""
+    tracker, rec = TimedTracker(0.0), Recorder()
+    rate = [1e-10]
+    log = SimpleNamespace(info=lambda *a, **k: None)
+    worker = FrameWorker(tracker, decode=lambda kind, msg: msg.rgb, publish=rec.publish,
+                         health=rec, logger=log, bad_input=lambda *a, **k: None,
+                         worker_error=rec.errors.append, max_rate_hz=lambda: rate[0],
+                         keep_ratio=lambda: tracker.keep_ratio, publish_on_prompt=lambda: True)
+    worker.start()
+    try:
+        for _ in range(2):
+            _offer(worker, np.zeros((16, 16, 3), np.uint8))
+            time.sleep(0.8)
+        assert len(tracker.tracked) == 1 and not rec.errors, rec.errors  # the second one waits
+        rate[0] = 0.0
+        assert wait_for(lambda: len(tracker.tracked) == 2, 10.0)
+    finally:
+        worker.stop()
+    assert not rec.errors, rec.errors
+
+
 class _TextStartTracker(SceneTracker):
     """Also starts an object from a text alone (a click at the centre), reporting the start in
     that call's stats only, as the core does."""

@@ -489,6 +489,27 @@ def test_health_warns_when_publishers_are_there_but_no_image_arrives(monkeypatch
     assert h.snapshot(warn_hold=1.0, period=1.0).level == diagnostics.WARN
 
 
+def test_health_says_a_camera_that_stopped_stopped_though_its_publisher_stays(monkeypatch):
+    """Frames had come, then the publisher stayed but sent nothing (a paused bag, a triggered
+    camera): /diagnostics blamed best effort losing large frames, of a camera whose frames had
+    arrived, and the 'stopped' message could never show while a best-effort publisher was there."""
+    clock = [1000.0]
+    monkeypatch.setattr(diagnostics.time, "monotonic", lambda: clock[0])
+    h = diagnostics.NodeHealth()
+    h.state = "active"
+    h.on_listening()
+    h.best_effort_publishers = 1
+    for _ in range(10):
+        clock[0] += 0.1
+        h.on_received(False)
+        h.on_processed(50.0, 60.0, msgs.TrackerStats(object_ids=[1], occluded_frames=[0]))
+    clock[0] += 6.0
+    snap = h.snapshot(warn_hold=5.0, period=1.0)
+    assert snap.level == diagnostics.WARN
+    assert snap.message.startswith("no images on") and "the last masks are that old" in snap.message
+    assert "1 publisher(s) still offer it" in snap.message and "fastdds" not in snap.message
+
+
 def test_a_test_domain_base_past_fast_dds_last_domain_is_refused_by_name(monkeypatch):
     """A base of 230 put test_launch.py in domain 235, which Fast DDS refuses: pytest exited 1
     without a word. The base is checked where every module takes its domain."""

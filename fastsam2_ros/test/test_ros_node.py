@@ -134,6 +134,18 @@ def test_queued_prompt_then_padded_bgr_frame(h):
     assert st.total_ms > 0 and st.encoder_ms > 0 and st.node_latency_ms >= 0
 
 
+def test_a_reset_reply_counts_the_prompts_it_dropped_that_waited_for_the_first_frame(h):
+    p, node = h.probe, h.node
+    no_frame_yet(h)
+    p.prompt.publish(prompt_msg(1, True, points=[(30, 30)]))
+    assert wait_for(lambda: len(node._worker._pending) == 1, 10.0), "prompt did not reach the node"
+    reply = p.call(p.reset, Trigger.Request())
+    assert reply.success and reply.message == ("all objects and memory cleared; 1 prompt(s) "
+                                               "waiting for the first image dropped")
+    key = p.publish_frame()
+    assert list(p.wait_outputs(key)["stats"].object_ids) == []
+
+
 def test_every_input_encoding(h):
     p = h.probe
     only_object_1(h)

@@ -372,7 +372,9 @@ class MemoryBank:
         """Whether a frame's ``layout`` reads a full bank: no empty or padded slot (not
         ``masked``) and, for a compact layout, no empty slot left out — what the static layout of
         the same frame says. False while the bank fills after a prompt, while objects differ in
-        age, and after a keep ratio grew (padded tokens) until the object is prompted again."""
+        age or in their number of conditioning frames (a refinement click on one of several
+        objects: the others are padded until they hold as many, at most ``max_cond``), and after a
+        keep ratio grew (padded tokens) until the object is prompted again."""
         return not layout.masked and (layout.shape.ring, layout.shape.ptrs) == (self.ring_read,
                                                                                  self.ptr_read)
 

@@ -257,7 +257,8 @@ class NodeHealth:
             elif drops_recent:
                 level, msg = WARN, (f"dropped {drops_recent} frame(s) in the last {drop_window:g} s "
                                     "(inference slower than the camera; only the newest frame is kept)")
-            elif self.best_effort_publishers and quiet_s > max(self._hold, MIN_SILENT_S):
+            elif (self.best_effort_publishers and self.last_received_time < self.listening_since
+                  and quiet_s > max(self._hold, MIN_SILENT_S)):  # none came since we listen
                 level, msg = WARN, (f"no images on {self.input_topic} for {quiet_s:.0f} s though "
                                     f"{self.best_effort_publishers} publisher(s) offer it: best "
                                     "effort loses large frames whole (with Fast DDS' defaults "
@@ -266,7 +267,10 @@ class NodeHealth:
                                     "config/fastdds_large_frames.xml (docs/ros.md, Image QoS)")
             elif self.received and silent_s > max(self._hold, MIN_SILENT_S):
                 level, msg = WARN, (f"no images on {self.input_topic} for {silent_s:.0f} s: "
-                                    "the last masks are that old")
+                                    "the last masks are that old" + (
+                                        f" ({self.best_effort_publishers} publisher(s) still offer "
+                                        "it: a paused source, or frames now too large for best "
+                                        "effort)" if self.best_effort_publishers else ""))
             elif self.processed == 0:
                 level, msg = OK, f"active, waiting for images on {self.input_topic}"
             else:

@@ -391,7 +391,9 @@ class FrameWorker:
                         self._last_frame_at = time.monotonic()
                         return None, item
                     self._rate_waiting = True
-                    self._cv.wait(wait)
+                    # capped: a tiny max_rate_hz gives a wait beyond what a lock can take
+                    # (threading.TIMEOUT_MAX); the loop looks again anyway
+                    self._cv.wait(min(wait, 0.5))
                     continue
                 self._rate_waiting = False
                 self._cv.wait(0.5)
@@ -681,15 +683,21 @@ class FrameWorker:
         self._republish_current()
         return obj_id
 
-    def _cmd_reset(self, cmd: _Command) -> None:
+    def _cmd_reset(self, cmd: _Command) -> int:
+        """Forget every object, and the prompts waiting for the first image (they would start
+        objects): returns how many of those were dropped, which the reply says."""
         self.tracker.reset()
         self._auto_prompted.clear()
         self._texts.clear()
+        dropped = len(self._pending)
         self._pending.clear()
+        if dropped:
+            self._log_info(f"reset: {dropped} prompt(s) waiting for the first image dropped")
         # the tracker forgot its frame, the node did not: a prompt after the reset applies to the
         # frame the user sees (the latest), handed to the tracker again with the prompt
         self._needs_image = "reset" if self._current is not None else ""
         self._republish_current()
+        return dropped
 
     def _republish_current(self) -> None:
         """``publish_on_prompt``: after a removal or a reset, the current frame's outputs again as

@@ -627,8 +627,9 @@ class TrackerNode(LifecycleNode):
     def _srv_reset(self, request: Trigger.Request, response: Trigger.Response):
         try:
             worker = self._active_worker()
-            wait(worker.submit("reset"), SERVICE_TIMEOUT_S)
-            response.success, response.message = True, "all objects and memory cleared"
+            dropped = wait(worker.submit("reset"), SERVICE_TIMEOUT_S)
+            response.success, response.message = True, "all objects and memory cleared" + (
+                f"; {dropped} prompt(s) waiting for the first image dropped" if dropped else "")
             self.get_logger().info("reset: " + response.message)
         except Exception as exc:  # noqa: BLE001
             response.success, response.message = False, str(exc)
