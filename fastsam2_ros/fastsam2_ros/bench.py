@@ -491,6 +491,10 @@ def pruned_mode_name(keep_ratio: float) -> str:
     return f"pruned@{keep_ratio_text(keep_ratio, 'g')}"
 
 
+#: --keep-ratios when not given
+BENCH_KEEP_RATIOS = "0.1,0.3,0.5"
+
+
 def keep_ratios(spec: str) -> List[float]:
     """--keep-ratios as floats; one that is not a number is an InputError naming the flag (their
     range and repeats are checked where the modes are made, ``mode_specs``)."""
@@ -791,7 +795,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--topic", help="image topic of a rosbag --frames (default: its only image topic)")
     p.add_argument("--max-frames", type=int, default=20)
     p.add_argument("--image-size", type=int, default=1024)
-    p.add_argument("--keep-ratios", default="0.1,0.3,0.5")
+    p.add_argument("--keep-ratios", default=None,
+                   help=f"the pruned mode's keep ratios, and the first one the soak's "
+                        f"(default {BENCH_KEEP_RATIOS})")
     p.add_argument("--model", default="tiny", help="tiny|small|base_plus|large or a sam2 config name")
     weights = p.add_mutually_exclusive_group(required=True)
     weights.add_argument("--checkpoint", help="official SAM 2 checkpoint (.pt)")
@@ -863,7 +869,7 @@ def _run(args: argparse.Namespace) -> int:
     from .eval.cli import check_output_file
     from .eval.runner import mode_specs
 
-    ratios = keep_ratios(args.keep_ratios)
+    ratios = keep_ratios(BENCH_KEEP_RATIOS if args.keep_ratios is None else args.keep_ratios)
     given_clicks = parse_clicks(args.click)
     objects = object_count(given_clicks, args.objects)
     if args.repeats < 1:
@@ -888,6 +894,10 @@ def _run(args: argparse.Namespace) -> int:
         cfg.replace(keep_ratio=r)
     modes = {spec.mode for spec in mode_specs(
         [m for m in args.modes.split(",") if m.strip()], ratios)}  # as fastsam2-eval
+    if args.keep_ratios is not None and "pruned" not in modes and not args.soak:
+        # (as fastsam2-eval: a report that reads as if made with them, though nothing used them)
+        raise InputError("--keep-ratios only apply with the pruned mode in --modes or --soak, "
+                         "which are not given")
     frames = load_frames(args.frames, args.max_frames, topic=args.topic)
     h, w = frames[0].shape[:2]
     clicks = object_clicks(given_clicks, objects, w, h)

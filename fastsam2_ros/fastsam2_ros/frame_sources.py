@@ -153,7 +153,8 @@ def read_image(path: PathLike) -> np.ndarray:
             rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
     except FileNotFoundError as exc:
         raise FrameSourceError(f"image not found: {path}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as exc:  # (over PIL's pixel limit: not an OSError)
         if isinstance(exc, FrameSourceError):
             raise
         raise FrameSourceError(f"cannot read image {path}: {exc}") from exc

@@ -61,6 +61,7 @@ def test_demo_bad_settings(frames, tmp_path, flags, match):
 
 @pytest.mark.parametrize("content,match", [
     (None, "parameter file not found"),
+    ("FOLDER", "is a folder, not a file"),  # it said "not found" of a path that is there
     ("not: [valid", "cannot parse parameter file"),  # on one line: where and why
     ("other_node:\n  ros__parameters: {a: 1}\n", "has no '/**/fastsam2_tracker: ros__parameters:' section"),
     # a file rcl refuses as a whole is refused before the node starts, naming rcl's rule
@@ -75,7 +76,9 @@ def test_demo_bad_settings(frames, tmp_path, flags, match):
 def test_demo_bad_params_file(frames, tmp_path, content, match):
     """Checked before rclpy.init, which used to fail with a traceback (RCLError, exit 1)."""
     params = tmp_path / "params.yaml"
-    if content is not None:
+    if content == "FOLDER":
+        params.mkdir()
+    elif content is not None:
         params.write_text(content)
     rc, errors = run(DEMO, "--input", frames, "--output", tmp_path / "o", *SMOKE, "--params-file", params)
     assert rc == 2 and len(errors) == 1 and match in errors[0] and str(params) in errors[0], errors
@@ -94,7 +97,14 @@ def test_demo_missing_caption_model_is_named_before_the_work(frames, tmp_path):
 def test_demo_output_that_is_a_file(frames, tmp_path):
     (tmp_path / "taken").write_text("x")
     rc, errors = run(DEMO, "--input", frames, "--output", tmp_path / "taken", *SMOKE)
-    assert rc == 2 and len(errors) == 1 and "exists and is not a folder" in errors[0]
+    assert rc == 2 and len(errors) == 1 and "is a file, not a folder" in errors[0], errors
+
+
+def test_demo_output_where_nothing_can_be_written_names_the_flag(frames, tmp_path):
+    """It ended with a bare "[Errno 2] No such file or directory: '/proc/x'"."""
+    rc, errors = run(DEMO, "--input", frames, "--output", "/proc/fastsam2_demo_out", *SMOKE)
+    assert rc == 2 and len(errors) == 1, errors
+    assert errors[0].startswith("error: --output /proc/fastsam2_demo_out: cannot write in /proc"), errors
 
 
 @pytest.mark.parametrize("damage,match", [
@@ -123,6 +133,16 @@ def test_eval_score_json_that_is_a_folder(tmp_path):
     assert rc == 2 and len(errors) == 1 and "is a folder" in errors[0], errors
 
 
+@pytest.mark.parametrize("command", ["run", "score"])
+def test_eval_dataset_that_is_a_file_is_not_called_missing(tmp_path, command):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"x")
+    flags = (["run", "--dataset", video, "--random-weights", "--out", tmp_path / "o"]
+             if command == "run" else ["score", "--gt", video, "--pred", tmp_path])
+    rc, errors = run("fastsam2_ros.eval.cli", *flags, "--no-progress")
+    assert rc == 2 and len(errors) == 1 and f"{video} is a file, not a folder" in errors[0], errors
+
+
 def test_eval_run_bad_image_size(tmp_path):
     from fastsam2_ros.eval.synthetic import generate_dataset
 
@@ -134,6 +154,9 @@ def test_eval_run_bad_image_size(tmp_path):
 
 @pytest.mark.parametrize("flags, match", [
     (["--sizes", "foo"], "sizes must be WxH"),
+    # the node refused every frame (37 s of waiting), or making the frames ran out of memory
+    (["--sizes", "4x4"], "has a side outside the 8..8192 pixels"),
+    (["--sizes", "100000x100000"], "has a side outside the 8..8192 pixels"),
     (["--sizes", "0x480"], "sizes must be WxH"),
     (["--sizes", "640x"], "sizes must be WxH"),
     (["--sets", "bogus"], "unknown output set"),
@@ -158,6 +181,8 @@ def test_node_bench_bad_arguments(flags, match):
     (["--vos-time-limit", "0"], "--vos-time-limit must be a finite number of seconds > 0"),
     (["--vos-time-limit", "nan"], "--vos-time-limit must be a finite number of seconds > 0"),
     (["--keep-ratios", "0.3,abc"], "--keep-ratios: 'abc' is not a number"),
+    (["--modes", "official,dense", "--keep-ratios", "0.3"],
+     "--keep-ratios only apply with the pruned mode in --modes or --soak"),
     (["--repeats", "0"], "--repeats must be >= 1"),
     (["--modes", "foo"], "unknown mode 'foo'; choose from official, dense, pruned"),
     (["--modes", ","], "no modes to run"),

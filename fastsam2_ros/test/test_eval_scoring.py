@@ -189,6 +189,14 @@ def test_palette_colours_do_not_matter_and_grey_pngs_work(gt_root, tmp_path):
     assert score_folders(gt_root, tmp_path / "p2").overall()["J&F"] == 1.0
 
 
+def test_a_label_png_over_pils_pixel_limit_is_a_dataset_error(tmp_path, monkeypatch):
+    """PIL's DecompressionBombError is no OSError: it ended fastsam2-eval with a traceback."""
+    write_label_png(tmp_path / "x.png", np.zeros((H, W), np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)
+    with pytest.raises(DatasetError, match=r"cannot read label PNG .*x\.png: Image size"):
+        read_label_png(tmp_path / "x.png")
+
+
 def test_label_png_round_trip_keeps_indices_and_davis_palette(tmp_path):
     lab = np.arange(H * W, dtype=np.uint32).reshape(H, W) % 7
     write_label_png(tmp_path / "x.png", lab.astype(np.uint8))

@@ -62,6 +62,14 @@ def test_unreadable_image_names_the_file(tmp_path):
         list(src)
 
 
+def test_an_image_over_pils_pixel_limit_is_refused_by_name(tmp_path, monkeypatch):
+    """PIL's DecompressionBombError is no OSError: it ended the tools with a traceback."""
+    Image.fromarray(colour_frame(0)).save(tmp_path / "0.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # (24x32 is over twice that: an error)
+    with pytest.raises(FrameSourceError, match=r"cannot read image .*0\.png: Image size"):
+        list(open_frames(tmp_path))
+
+
 def test_missing_and_empty_inputs(tmp_path):
     with pytest.raises(FrameSourceError, match="not found: .*nothing"):
         open_frames(tmp_path / "nothing")

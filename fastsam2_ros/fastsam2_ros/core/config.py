@@ -22,7 +22,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, path_not_found
 
 #: Short model names accepted in ``model_cfg`` -> official sam2 config names.
 MODEL_CONFIGS: Dict[str, str] = {
@@ -486,7 +486,7 @@ def _read_params_file(path: str | Path) -> Any:
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"parameter file not found: {path}")
+        raise InputError(path_not_found("parameter file", path, folder=False))
     try:
         data = yaml.load(path.read_text(), Loader=_rcl_yaml_loader()) or {}
     except yaml.YAMLError as exc:  # its message spans lines: keep the problem and where

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..core.errors import InputError
+from ..core.errors import InputError, path_not_found
 from ..frame_sources import is_listed, natural_key
 
 PathLike = Union[str, Path]
@@ -72,7 +72,8 @@ def read_label_png(path: PathLike) -> np.ndarray:
         raise DatasetError(f"label file not found: {path}") from exc
     except DatasetError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as exc:  # (over PIL's pixel limit: not an OSError)
         raise DatasetError(f"cannot read label PNG {path}: {exc}") from exc
     return np.ascontiguousarray(arr)
 
@@ -123,7 +124,7 @@ def _annotations_folder(path: PathLike) -> Path:
     result sequences)."""
     p = Path(path)
     if not p.is_dir():
-        raise DatasetError(f"folder not found: {p}")
+        raise DatasetError(path_not_found("folder", p, folder=True))
     return p / "Annotations" if (p / "Annotations").is_dir() else p
 
 
@@ -323,7 +324,7 @@ class DavisDataset:
                  sequences: Optional[Sequence[str]] = None, imageset: Optional[str] = None) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise DatasetError(f"dataset folder not found: {self.root}")
+            raise DatasetError(path_not_found("dataset folder", self.root, folder=True))
         self.image_dir = image_root(self.root, resolution)
         self.resolution = None if self.image_dir == self.root / "JPEGImages" else self.image_dir.name
         if not (self.root / "Annotations").is_dir():

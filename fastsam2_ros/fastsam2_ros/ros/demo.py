@@ -369,9 +369,10 @@ def _run(args) -> int:
     if args.params_file:
         _check_params_file(args.params_file)  # before rcl, which would fail or skip it silently
     out_dir = Path(args.output)
-    if out_dir.exists() and not out_dir.is_dir():
-        print(f"error: --output {out_dir} exists and is not a folder", file=sys.stderr)
-        return 2
+    # a file in the way, a folder that cannot be written (as fastsam2-eval's --out): InputError
+    from ..eval.cli import check_output_folder
+
+    check_output_folder(out_dir, "--output")
     clash = _input_among_outputs(Path(args.input), out_dir)
     if clash:
         print(f"error: {clash}", file=sys.stderr)

@@ -55,7 +55,7 @@ import numpy as np
 
 from ..core.config import PARAMETER_RANGES, Range
 from ..core.errors import InputError
-from ..core.prompts import validate_image
+from ..core.prompts import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE, validate_image
 from ..core.stats import BitMasks, FrameResult, FrameStats
 from .cli_process import (exit_with_parent, first_signal_only, no_interrupts, printable_output,
                           sigterm_as_ctrl_c)
@@ -565,7 +565,8 @@ def check_real_tracker_options(args: argparse.Namespace) -> None:
 
 
 def _parse_size(text: str) -> Tuple[int, int]:
-    """``WxH`` -> (w, h), both positive; ValueError with the text otherwise."""
+    """``WxH`` -> (w, h), both sides a frame may have; ValueError with the text otherwise (the
+    node would refuse every frame, or making the frames would exhaust memory)."""
     parts = text.lower().split("x")
     try:
         w, h = (int(v) for v in parts) if len(parts) == 2 else (0, 0)
@@ -573,6 +574,9 @@ def _parse_size(text: str) -> Tuple[int, int]:
         w = h = 0
     if w <= 0 or h <= 0:
         raise ValueError(f"sizes must be WxH with positive integers, got {text!r}")
+    if not all(MIN_IMAGE_SIDE <= v <= MAX_IMAGE_SIDE for v in (w, h)):
+        raise ValueError(f"sizes: {text!r} has a side outside the {MIN_IMAGE_SIDE}..{MAX_IMAGE_SIDE} "
+                         "pixels a frame may have")
     return w, h
 
 
