@@ -461,15 +461,22 @@ def test_a_detection_is_centred_where_the_object_centroid_is(monkeypatch):
         assert (det.bbox.size_x, det.bbox.size_y) == (obj.bbox.width, obj.bbox.height)
 
 
-def test_health_warns_when_publishers_are_there_but_no_image_arrives(monkeypatch):
-    """A reliable 640x480 camera and the default best-effort subscription: DDS lost every frame
-    over 512 KiB whole, and /diagnostics said OK "active, waiting for images" for ever."""
+def _listening_with_a_best_effort_publisher(monkeypatch):
+    """An active node's health, its image subscription made now and heard by one best-effort
+    publisher, on a clock the test moves (``clock[0]``)."""
     clock = [1000.0]
     monkeypatch.setattr(diagnostics.time, "monotonic", lambda: clock[0])
     h = diagnostics.NodeHealth()
     h.state = "active"
     h.on_listening()
     h.best_effort_publishers = 1
+    return h, clock
+
+
+def test_health_warns_when_publishers_are_there_but_no_image_arrives(monkeypatch):
+    """A reliable 640x480 camera and the default best-effort subscription: DDS lost every frame
+    over 512 KiB whole, and /diagnostics said OK "active, waiting for images" for ever."""
+    h, clock = _listening_with_a_best_effort_publisher(monkeypatch)
     clock[0] += 1.5
     snap = h.snapshot(warn_hold=1.0, period=1.0)
     assert snap.level == diagnostics.OK and "waiting for images" in snap.message  # not yet
@@ -493,12 +500,7 @@ def test_health_says_a_camera_that_stopped_stopped_though_its_publisher_stays(mo
     """Frames had come, then the publisher stayed but sent nothing (a paused bag, a triggered
     camera): /diagnostics blamed best effort losing large frames, of a camera whose frames had
     arrived, and the 'stopped' message could never show while a best-effort publisher was there."""
-    clock = [1000.0]
-    monkeypatch.setattr(diagnostics.time, "monotonic", lambda: clock[0])
-    h = diagnostics.NodeHealth()
-    h.state = "active"
-    h.on_listening()
-    h.best_effort_publishers = 1
+    h, clock = _listening_with_a_best_effort_publisher(monkeypatch)
     for _ in range(10):
         clock[0] += 0.1
         h.on_received(False)
