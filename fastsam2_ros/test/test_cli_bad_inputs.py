@@ -143,6 +143,20 @@ def test_eval_dataset_that_is_a_file_is_not_called_missing(tmp_path, command):
     assert rc == 2 and len(errors) == 1 and f"{video} is a file, not a folder" in errors[0], errors
 
 
+@pytest.mark.parametrize("blocker", [None, "file"])
+def test_an_output_file_given_as_a_folder_path_is_refused_before_the_work(tmp_path, blocker):
+    """`--out weights/` (fastsam2-train-router) passed the check (Path drops the "/") and failed
+    only when the weights were written, after all the encoding and training."""
+    from fastsam2_ros.core.errors import InputError
+    from fastsam2_ros.eval.cli import check_output_file
+
+    target = tmp_path / "router"
+    if blocker:
+        target.write_text("x")
+    with pytest.raises(InputError, match=r"--out .*router/ is a folder; give a file name"):
+        check_output_file(f"{target}/", "--out")
+
+
 def test_eval_run_bad_image_size(tmp_path):
     from fastsam2_ros.eval.synthetic import generate_dataset
 

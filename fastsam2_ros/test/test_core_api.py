@@ -53,6 +53,7 @@ BAD_PROMPTS = {
     "numeric-string box": dict(box=["5", "5", "30", "30"]),
     "complex mask": dict(mask=np.ones((120, 160), np.complex64)),
     "huge text": dict(text="x" * 100_000),
+    "lone surrogate text": dict(text="red \udc80 ball"),  # (the CLIP tokenizer raised TypeError)
     "empty text": dict(text="   "),
     "nothing": dict(),
     "restart not a bool": dict(points=[[5.0, 3.0]], labels=[1], restart="no"),

@@ -448,6 +448,10 @@ def test_a_wrong_clip_setting_fails_when_the_tracker_is_built(tmp_path):
     (dict(auto_caption_model="{tmp}/blip_typo"), "caption model directory not found"),
     (dict(auto_caption_model="{tmp}", auto_refiner_model="{tmp}/minilm_typo"),
      "refinement model directory not found"),
+    # a file where the folder should be was "not found"
+    (dict(auto_caption_model="{tmp}/page.html"), "caption model directory .*page.html is a file, not a folder"),
+    (dict(auto_caption_model="{tmp}", auto_refiner_model="{tmp}/page.html"),
+     "refinement model directory .*page.html is a file, not a folder"),
 ])
 def test_automatic_prompt_weights_fail_when_the_tracker_is_built(tmp_path, settings, match):
     """Like the CLIP and router files: a typo was found only at the first automatic prompt. Only

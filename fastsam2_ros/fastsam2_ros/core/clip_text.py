@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import CheckpointError, InputError
-from .prompts import leading_chars_within, leading_words_within, validate_text
+from .prompts import leading_text_within, validate_text
 from .weight_files import check_torch_file, require_finite, require_readable_file
 
 logger = logging.getLogger(__name__)
@@ -209,9 +209,7 @@ def fit_clip_context(tokenizer, text: str) -> str:
 
     if fits(text):
         return text
-    words = text.split()
-    return (leading_words_within(words[:limit], fits)  # (every word is at least one token)
-            or leading_chars_within(words[0], fits))
+    return leading_text_within(text, limit, fits)  # (every word is at least one token)
 
 
 def shorten_to_clip_context(text: str, model_name: str) -> str:

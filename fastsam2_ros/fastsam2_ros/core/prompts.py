@@ -190,7 +190,15 @@ def validate_text(text: Optional[str], max_length: int) -> Optional[str]:
         raise InputError(f"text prompt is empty{why}")
     if any(unicodedata.category(ch) == "Cc" and ch != "\t" for ch in text):
         raise InputError("text prompt contains control characters")
+    refuse_surrogates(text, "text prompt")
     return text
+
+
+def refuse_surrogates(text: str, what: str) -> None:
+    """InputError for a lone surrogate (a str no UTF-8 encoder takes: the tokenizers fail on it
+    with a TypeError)."""
+    if any(unicodedata.category(ch) == "Cs" for ch in text):
+        raise InputError(f"{what} contains lone surrogates (not valid Unicode text)")
 
 
 def check_prompt_kinds(has_points: bool, has_box: bool, has_mask: bool) -> None:
@@ -220,6 +228,15 @@ def leading_words_within(words: Sequence[str], fits: Callable[[str], bool]) -> s
     """The most leading ``words`` (joined by spaces) for which ``fits`` holds (see
     :func:`longest_prefix`)."""
     return " ".join(words[:longest_prefix(len(words), lambda k: fits(" ".join(words[:k])))])
+
+
+def leading_text_within(text: str, max_words: int, fits: Callable[[str], bool]) -> str:
+    """The longest start of ``text`` for which ``fits`` holds: its leading words (of the first
+    ``max_words``), or, when the first word alone does not fit (a text without spaces, e.g. CJK),
+    its leading characters."""
+    words = text.split()
+    return leading_words_within(words[:max_words], fits) or (
+        leading_chars_within(words[0], fits) if words else "")
 
 
 def leading_chars_within(text: str, fits: Callable[[str], bool]) -> str:

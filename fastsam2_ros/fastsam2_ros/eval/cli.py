@@ -172,8 +172,8 @@ def check_output_file(path: Optional[str], flag: str, makes_folders: bool = True
     if not path:
         return
     p = Path(path)
-    if p.is_dir():
-        raise InputError(f"{flag} {p} is a folder; give a file name")
+    if p.is_dir() or str(path).endswith(("/", os.sep)):  # (Path drops a trailing "/": "x/" is x)
+        raise InputError(f"{flag} {path} is a folder; give a file name")
     if suffixes and p.suffix.lower() not in suffixes:
         raise InputError(f"{flag} {p}: give a file name ending in {' / '.join(suffixes)}")
     check_output_folder(p.parent, flag, of=p)
