@@ -793,7 +793,8 @@ class PhraseRefiner:
 
     def readable(self, caption: str) -> str:
         """The leading words of ``caption`` that the encoder reads (REFINER_MAX_TOKENS with its
-        start and end tokens): the phrases then come from the text whose embedding ranks them."""
+        start and end tokens; characters, for a caption without spaces): the phrases then come
+        from the text whose embedding ranks them."""
         limit = REFINER_MAX_TOKENS - 2
         return leading_text_within(caption, limit,  # (every word is at least one token)
                                    lambda t: len(self.tokenizer.tokenize(t)) <= limit)
