@@ -58,11 +58,11 @@ class TimedTracker(SceneTracker):
         return result
 
 
-def make_worker(tracker, rec):
+def make_worker(tracker, rec, max_rate_hz=lambda: 0.0):
     log = SimpleNamespace(info=lambda *a, **k: None)
     return FrameWorker(tracker, decode=lambda kind, msg: msg.rgb, publish=rec.publish,
                        health=rec, logger=log, bad_input=lambda *a, **k: None,
-                       worker_error=rec.errors.append, max_rate_hz=lambda: 0.0,
+                       worker_error=rec.errors.append, max_rate_hz=max_rate_hz,
                        keep_ratio=lambda: tracker.keep_ratio, publish_on_prompt=lambda: True)
 
 
@@ -588,11 +588,7 @@ def test_a_tiny_max_rate_holds_frames_back_without_failing():
     (OverflowError every half second, a worker error each time, while the rate was set)."""
     tracker, rec = TimedTracker(0.0), Recorder()
     rate = [1e-10]
-    log = SimpleNamespace(info=lambda *a, **k: None)
-    worker = FrameWorker(tracker, decode=lambda kind, msg: msg.rgb, publish=rec.publish,
-                         health=rec, logger=log, bad_input=lambda *a, **k: None,
-                         worker_error=rec.errors.append, max_rate_hz=lambda: rate[0],
-                         keep_ratio=lambda: tracker.keep_ratio, publish_on_prompt=lambda: True)
+    worker = make_worker(tracker, rec, max_rate_hz=lambda: rate[0])
     worker.start()
     try:
         for _ in range(2):

@@ -685,14 +685,13 @@ class FrameWorker:
 
     def _cmd_reset(self, cmd: _Command) -> int:
         """Forget every object, and the prompts waiting for the first image (they would start
-        objects): returns how many of those were dropped, which the reply says."""
+        objects): returns how many of those were dropped, which the service's reply (and its log
+        line) says."""
         self.tracker.reset()
         self._auto_prompted.clear()
         self._texts.clear()
         dropped = len(self._pending)
         self._pending.clear()
-        if dropped:
-            self._log_info(f"reset: {dropped} prompt(s) waiting for the first image dropped")
         # the tracker forgot its frame, the node did not: a prompt after the reset applies to the
         # frame the user sees (the latest), handed to the tracker again with the prompt
         self._needs_image = "reset" if self._current is not None else ""
