@@ -219,6 +219,10 @@ def test_missing_prediction_sequence_names_the_folder(gt_root, tmp_path):
     (tmp_path / "pred").mkdir()
     with pytest.raises(DatasetError, match=r"prediction folder of sequence 'seqA' not found: .*pred/seqA"):
         score_folders(gt_root, tmp_path / "pred")
+    (tmp_path / "pred" / "seqA").write_text("x")  # a file of the sequence's name: not "not found"
+    with pytest.raises(DatasetError, match=r"prediction folder of sequence 'seqA' .*pred/seqA is a "
+                                           r"file, not a folder"):
+        score_folders(gt_root, tmp_path / "pred")
 
 
 def test_size_mismatch_names_both_files(gt_root, tmp_path):

@@ -26,6 +26,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
+from ..core.errors import path_not_found
 from .davis_io import (VOID_LABEL, DatasetError, annotation_root, image_frame_names, label_files,
                        list_sequences, prediction_root, read_label_png, select_sequences)
 from .metrics import boundary_f, db_statistics, region_j
@@ -273,9 +274,11 @@ def score_folders(gt_dir: PathLike, pred_dir: PathLike, sequences: Optional[Sequ
     for seq in it:
         gdir, pdir = gt_root / seq, pred_root / seq
         if not gdir.is_dir():
-            raise DatasetError(f"ground-truth folder of sequence {seq!r} not found: {gdir}")
+            raise DatasetError(path_not_found(f"ground-truth folder of sequence {seq!r}", gdir,
+                                              folder=True))
         if not pdir.is_dir():
-            raise DatasetError(f"prediction folder of sequence {seq!r} not found: {pdir}")
+            raise DatasetError(path_not_found(f"prediction folder of sequence {seq!r}", pdir,
+                                              folder=True))
         gfiles = label_files(gdir)
         if not gfiles:
             raise DatasetError(f"no annotation PNGs in {gdir}")
